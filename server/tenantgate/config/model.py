@@ -1,0 +1,255 @@
+"""The typed configuration: frozen models with every default written once, here."""
+
+from __future__ import annotations
+
+import re
+from typing import Literal
+
+from pydantic import Field, field_validator, model_validator
+
+from tenantgate.config.quota import QuotaConfig
+from tenantgate.config.types import ByteSize, Duration, Model, Secret
+
+ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
+                         "ES256", "ES384", "ES512", "EdDSA")
+HMAC_ALGORITHMS = ("HS256", "HS384", "HS512")
+DEFAULT_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "ES256", "ES384", "EdDSA")
+DEFAULT_TENANT_PATTERN = r"^[a-z0-9_-]{1,63}$"
+# Characters no tenant pattern may ever admit: they could split a header, a log line or SQL.
+FORBIDDEN_TENANT_CHARS = "\x00\t\n\r\x0b\x0c \"'`,;\\\x7f\u00e9\u2028\ufeff"
+
+
+class ListenConfig(Model):
+    grpc: str | None = "127.0.0.1:9001"
+    uds: str | None = None
+    metrics: str | None = "127.0.0.1:9090"
+    drain_timeout: Duration = 10.0
+    uvloop: bool = True
+    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_listener(self) -> ListenConfig:
+        if not self.grpc and not self.uds:
+            raise ValueError("give at least one of grpc (host:port) or uds (socket path)")
+        return self
+
+    @field_validator("grpc", "metrics")
+    @classmethod
+    def _host_port(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value):
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9001")
+        return value
+
+
+class JwksConfig(Model):
+    """Where an issuer's keys come from (exactly one source) and how long they are trusted."""
+
+    url: str | None = None
+    discovery: bool = False
+    file: str | None = None
+    inline: dict[str, object] | None = None
+    allow_insecure_http: bool = False  # development only: plain http JWKS/discovery URLs
+    timeout: Duration = 2.0
+    min_ttl: Duration = 60.0
+    max_ttl: Duration = 86400.0
+    default_ttl: Duration = 300.0
+    refetch_interval: Duration = 30.0  # unknown kid: at most one refetch per interval
+    max_stale: Duration = 3600.0  # endpoint down: known keys keep working this long
+
+    @model_validator(mode="after")
+    def _one_source(self) -> JwksConfig:
+        given = [name for name, on in (("url", self.url is not None), ("discovery", self.discovery),
+                 ("file", self.file is not None), ("inline", self.inline is not None)) if on]
+        if len(given) != 1:
+            raise ValueError("give exactly one of url, discovery, file or inline"
+                             + (f" (got {', '.join(given)})" if given else ""))
+        if self.url is not None:
+            scheme = self.url.split("://", 1)[0]
+            if scheme != "https" and not (scheme == "http" and self.allow_insecure_http):
+                raise ValueError("url must be an https URL (allow_insecure_http: true for dev)")
+        if self.min_ttl > self.max_ttl:
+            raise ValueError("min_ttl must not exceed max_ttl")
+        return self
+
+
+class IssuerConfig(Model):
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    issuer: str = Field(min_length=1)
+    audiences: list[str] = Field(min_length=1)
+    jwks: JwksConfig | None = None
+    hs_secret: Secret | None = None
+    algorithms: list[str] = Field(default_factory=lambda: list(DEFAULT_ALGORITHMS))
+    tenant_claim: str = "tenant_id"
+    tenants: list[str] | None = None
+    tenant_pattern: str | None = None
+    subject_claim: str = "sub"
+    scope_claim: str = "scope"
+    roles_claim: str = "roles"
+    typ: str | None = None
+    leeway: Duration = 30.0
+    max_token_age: Duration | None = None
+
+    @field_validator("algorithms")
+    @classmethod
+    def _known_algorithms(cls, value: list[str]) -> list[str]:
+        if not value:
+            raise ValueError("must list at least one algorithm")
+        for alg in value:
+            if alg.lower() == "none":
+                raise ValueError("'none' is never allowed")
+            if alg not in ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS:
+                raise ValueError(f"unknown algorithm {alg!r}")
+        return value
+
+    @field_validator("tenant_pattern")
+    @classmethod
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"not a valid regular expression: {exc}") from None
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> IssuerConfig:
+        hmac = [a for a in self.algorithms if a in HMAC_ALGORITHMS]
+        if hmac and len(hmac) != len(self.algorithms):
+            raise ValueError("never mix HS* and asymmetric algorithms on one issuer")
+        if hmac and self.hs_secret is None:
+            raise ValueError("HS* algorithms need hs_secret")
+        if hmac and self.jwks is not None:
+            raise ValueError("an issuer with public keys (jwks) must not allow HS*")
+        if not hmac and self.jwks is None:
+            raise ValueError("jwks is required for asymmetric algorithms")
+        if not hmac and self.hs_secret is not None:
+            raise ValueError("hs_secret is only for HS* algorithms")
+        if (self.tenants is None) == (self.tenant_pattern is None):
+            raise ValueError("give exactly one of tenants (list) or tenant_pattern")
+        return self
+
+
+class TenantEntry(Model):
+    status: Literal["active", "suspended"] = "active"
+    plan: str | None = None
+    overrides: dict[str, object] = Field(default_factory=dict)  # any plan value, e.g. burst
+
+
+class TenantsConfig(Model):
+    pattern: str = DEFAULT_TENANT_PATTERN
+    registry: dict[str, TenantEntry] = Field(default_factory=dict)
+    allow_unknown: bool | None = None  # default: allowed only when the registry is empty
+
+    @field_validator("pattern")
+    @classmethod
+    def _safe_pattern(cls, value: str) -> str:
+        try:
+            compiled = re.compile(value)
+        except re.error as exc:
+            raise ValueError(f"not a valid regular expression: {exc}") from None
+        for char in FORBIDDEN_TENANT_CHARS:
+            for probe in (char, f"a{char}", f"{char}a", f"a{char}a", f"0{char}0"):
+                if compiled.fullmatch(probe):
+                    raise ValueError(f"pattern admits the forbidden character {char!r}")
+        return value
+
+    @property
+    def unknown_allowed(self) -> bool:
+        return not self.registry if self.allow_unknown is None else self.allow_unknown
+
+
+class RouteConfig(Model):
+    """A route rule: the first rule whose method and path match applies."""
+
+    methods: list[str] | None = None
+    path_prefix: str | None = None
+    path: str | None = None  # pattern: segments, `*` (one segment), `**` (rest), `{tenant}`
+    scopes: list[str] = Field(default_factory=list)
+    roles: list[str] = Field(default_factory=list)
+    max_body_bytes: ByteSize | None = None
+    content_types: list[str] | None = None
+    action: Literal["allow", "deny"] = "allow"
+
+    @model_validator(mode="after")
+    def _one_path(self) -> RouteConfig:
+        if (self.path_prefix is None) == (self.path is None):
+            raise ValueError("give exactly one of path_prefix or path")
+        target = self.path_prefix or self.path or ""
+        if not target.startswith("/"):
+            raise ValueError("paths start with /")
+        if self.path_prefix is not None and "{tenant}" in self.path_prefix:
+            raise ValueError("{tenant} binding needs path, not path_prefix")
+        return self
+
+
+class PolicyConfig(Model):
+    routes: list[RouteConfig] = Field(default_factory=list)
+    default_action: Literal["allow", "deny"] = "allow"  # when no route rule matches
+
+
+class ContextKey(Model):
+    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    secret: Secret
+
+    @model_validator(mode="after")
+    def _long_enough(self) -> ContextKey:
+        if len(self.secret.value) < 32:
+            raise ValueError("secret must be at least 32 bytes")
+        return self
+
+
+class ContextConfig(Model):
+    tenant_header: str = "x-tenant-id"
+    header: str = "x-tenant-context"
+    subject_header: str = "x-tenant-subject"
+    ttl: Duration = 60.0
+    active_key: str
+    keys: list[ContextKey] = Field(min_length=1)
+    # Trusted headers tenantgate does not set: removed from every allowed request.
+    strip_headers: list[str] = Field(
+        default_factory=lambda: ["x-tenant-plan", "x-tenant-scopes", "x-tenant-roles"])
+
+    @model_validator(mode="after")
+    def _active_known(self) -> ContextConfig:
+        ids = [k.id for k in self.keys]
+        if len(set(ids)) != len(ids):
+            raise ValueError("key ids must be unique")
+        if self.active_key not in ids:
+            raise ValueError(f"active_key {self.active_key!r} is not among keys")
+        set_headers = {self.tenant_header.lower(), self.header.lower(),
+                       self.subject_header.lower()}
+        if clash := set_headers & {h.lower() for h in self.strip_headers}:
+            raise ValueError(f"strip_headers must not list a header tenantgate sets: "
+                             f"{sorted(clash)}")
+        return self
+
+
+class CredentialsConfig(Model):
+    api_key_header: str = "x-api-key"
+    max_token_bytes: int = Field(default=8192, ge=256)
+    token_cache_entries: int = Field(default=50_000, ge=0)
+    token_cache_bytes: ByteSize = 64 * 1024 * 1024
+
+
+class AuditConfig(Model):
+    enabled: bool = True
+    path: str = "-"  # "-" is standard output
+    sample_allow: float = Field(default=0.01, ge=0.0, le=1.0)
+
+
+class Config(Model):
+    listen: ListenConfig = Field(default_factory=ListenConfig)
+    issuers: list[IssuerConfig] = Field(default_factory=list)
+    credentials: CredentialsConfig = Field(default_factory=CredentialsConfig)
+    tenants: TenantsConfig = Field(default_factory=TenantsConfig)
+    policy: PolicyConfig = Field(default_factory=PolicyConfig)
+    context: ContextConfig
+    quota: QuotaConfig = Field(default_factory=QuotaConfig)
+    audit: AuditConfig = Field(default_factory=AuditConfig)
+
+    @model_validator(mode="after")
+    def _unique_issuers(self) -> Config:
+        names = [i.name for i in self.issuers]
+        if len(set(names)) != len(names):
+            raise ValueError("issuer names must be unique")
+        return self

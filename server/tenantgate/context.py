@@ -1,0 +1,134 @@
+"""The signed tenant context: a compact HS256 JWS that backends and Postgres verify.
+
+Wire format (documented in docs/signed-context.md, verified by tenantgate.current_tenant()):
+
+    base64url(header) "." base64url(payload) "." base64url(HMAC-SHA256(key, first two parts))
+
+header  = {"alg":"HS256","kid":<key id>,"typ":"tenant-context"}
+payload = {"tenant":<id>,"sub":<subject>,"iat":<int>,"exp":<int>,"rid":<request id>}
+
+JSON is compact (no spaces); base64url has no padding. Backends import this module alone.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+import time
+from dataclasses import dataclass
+
+ALGORITHM = "HS256"
+TYPE = "tenant-context"
+MIN_KEY_BYTES = 32
+MAX_CONTEXT_BYTES = 4096
+
+
+@dataclass(frozen=True, slots=True)
+class ContextClaims:
+    tenant: str
+    subject: str
+    issued_at: int
+    expires_at: int
+    request_id: str
+    key_id: str
+
+
+class InvalidContext(ValueError):
+    """The context is missing, malformed, signed with an unknown key, forged or expired."""
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def b64url_decode(text: str) -> bytes:
+    if "=" in text or "+" in text or "/" in text:
+        raise InvalidContext("not base64url")
+    try:
+        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidContext("not base64url") from None
+
+
+def _json(obj: object) -> bytes:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=True).encode()
+
+
+class _SigningKey:
+    __slots__ = ("header_b64", "key_id", "mac")
+
+    def __init__(self, key_id: str, secret: bytes) -> None:
+        if len(secret) < MIN_KEY_BYTES:
+            raise ValueError(f"context key {key_id!r} must be at least {MIN_KEY_BYTES} bytes")
+        self.key_id = key_id
+        self.mac = hmac.new(secret, digestmod=hashlib.sha256)
+        self.header_b64 = b64url(_json({"alg": ALGORITHM, "kid": key_id, "typ": TYPE}))
+
+    def signature(self, signing_input: bytes) -> bytes:
+        mac = self.mac.copy()  # the keyed inner/outer states are computed once per key
+        mac.update(signing_input)
+        return mac.digest()
+
+
+class KeyRing:
+    """One active signing key plus older keys that are still accepted when verifying."""
+
+    def __init__(self, keys: dict[str, bytes], active_key_id: str) -> None:
+        if active_key_id not in keys:
+            raise ValueError(f"active key {active_key_id!r} is not in the ring")
+        self._keys = {kid: _SigningKey(kid, secret) for kid, secret in keys.items()}
+        self._active = self._keys[active_key_id]
+
+    @property
+    def active_key_id(self) -> str:
+        return self._active.key_id
+
+    def sign(self, tenant: str, subject: str, request_id: str, ttl: float,
+             now: float | None = None) -> str:
+        issued = int(time.time() if now is None else now)
+        payload = {"tenant": tenant, "sub": subject, "iat": issued,
+                   "exp": issued + max(1, int(ttl)), "rid": request_id}
+        signing_input = f"{self._active.header_b64}.{b64url(_json(payload))}"
+        signature = self._active.signature(signing_input.encode("ascii"))
+        return f"{signing_input}.{b64url(signature)}"
+
+    def verify(self, token: str, now: float | None = None) -> ContextClaims:
+        """Return the claims of a valid context or raise InvalidContext (never anything else)."""
+        if not token or len(token) > MAX_CONTEXT_BYTES or not token.isascii():
+            raise InvalidContext("malformed")
+        parts = token.split(".")
+        if len(parts) != 3:
+            raise InvalidContext("malformed")
+        header = _load_object(parts[0])
+        key = self._keys.get(header.get("kid"))  # type: ignore[arg-type]
+        if header.get("alg") != ALGORITHM or key is None:
+            raise InvalidContext("unknown key or algorithm")
+        expected = key.signature(f"{parts[0]}.{parts[1]}".encode("ascii"))
+        if not hmac.compare_digest(expected, b64url_decode(parts[2])):
+            raise InvalidContext("bad signature")
+        return _claims(_load_object(parts[1]), key.key_id,
+                       time.time() if now is None else now)
+
+
+def _load_object(part: str) -> dict[str, object]:
+    try:
+        value = json.loads(b64url_decode(part))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        raise InvalidContext("malformed") from None
+    if not isinstance(value, dict):
+        raise InvalidContext("malformed")
+    return value
+
+
+def _claims(payload: dict[str, object], key_id: str, now: float) -> ContextClaims:
+    tenant, subject, rid = payload.get("tenant"), payload.get("sub"), payload.get("rid")
+    iat, exp = payload.get("iat"), payload.get("exp")
+    if not (isinstance(tenant, str) and tenant and isinstance(subject, str)
+            and isinstance(rid, str) and type(iat) is int and type(exp) is int):
+        raise InvalidContext("malformed claims")
+    if now >= exp:
+        raise InvalidContext("expired")
+    return ContextClaims(tenant, subject, iat, exp, rid, key_id)

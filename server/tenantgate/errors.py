@@ -1,0 +1,39 @@
+"""The exception hierarchy.
+
+    TenantgateError
+    ├── ConfigError(issues)          start-up, reload, check-config; never at request time
+    └── DependencyError(transient)   a dependency we could not use in time
+        ├── QuotaStoreUnavailable    Redis timeout, connection refused
+        └── KeySetUnavailable        JWKS unreachable and no usable cached key
+
+Denials are values (`decision.Deny`), not exceptions. Anything else raised during a Check
+is a bug: it becomes gRPC INTERNAL and `tenantgate_internal_errors_total`.
+"""
+
+from __future__ import annotations
+
+
+class TenantgateError(Exception):
+    """Base of every error tenantgate raises on purpose."""
+
+
+class ConfigError(TenantgateError):
+    """A configuration that cannot be used; `issues` are `key.path: message` lines."""
+
+    def __init__(self, issues: list[str]) -> None:
+        self.issues = issues
+        super().__init__("\n".join(issues))
+
+
+class DependencyError(TenantgateError):
+    """A dependency (Redis, a JWKS endpoint) we could not use in time."""
+
+    transient = True
+
+
+class QuotaStoreUnavailable(DependencyError):
+    """The quota store timed out, refused the connection or its circuit is open."""
+
+
+class KeySetUnavailable(DependencyError):
+    """An issuer's JWKS is unreachable and no usable cached key is left."""
