@@ -1,0 +1,1 @@
+"""Helpers for testing tenantgate setups: token minting, JWKS servers, throwaway real servers."""
