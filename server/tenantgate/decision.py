@@ -1,0 +1,152 @@
+"""Allow / Deny values, the closed Reason vocabulary, the status table, and the one writer of
+Envoy CheckResponse messages."""
+
+from __future__ import annotations
+
+import enum
+import json
+from dataclasses import dataclass, field
+
+from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
+from envoy.service.auth.v3.external_auth_pb2 import (
+    CheckResponse,
+    DeniedHttpResponse,
+    OkHttpResponse,
+)
+from envoy.type.v3.http_status_pb2 import HttpStatus
+from google.protobuf.struct_pb2 import Struct
+from google.rpc import code_pb2, status_pb2
+
+
+class Reason(enum.StrEnum):
+    """Why a Check ended as it did: metric label, audit field and status, never sent to clients."""
+
+    OK = "ok"
+    MALFORMED_REQUEST = "malformed_request"
+    DUPLICATE_HEADER = "duplicate_header"
+    OVERSIZED_HEADER = "oversized_header"
+    NO_CREDENTIAL = "no_credential"
+    MULTIPLE_CREDENTIALS = "multiple_credentials"
+    MALFORMED_TOKEN = "malformed_token"
+    TOKEN_TOO_LARGE = "token_too_large"
+    ALGORITHM_NOT_ALLOWED = "algorithm_not_allowed"
+    UNKNOWN_ISSUER = "unknown_issuer"
+    UNKNOWN_KEY = "unknown_key"
+    BAD_SIGNATURE = "bad_signature"
+    TOKEN_EXPIRED = "token_expired"
+    TOKEN_NOT_YET_VALID = "token_not_yet_valid"
+    TOKEN_ISSUED_IN_FUTURE = "token_issued_in_future"
+    TOKEN_TOO_OLD = "token_too_old"
+    WRONG_AUDIENCE = "wrong_audience"
+    WRONG_TOKEN_TYPE = "wrong_token_type"
+    UNSUPPORTED_CRIT = "unsupported_crit"
+    BAD_CLAIMS = "bad_claims"
+    TENANT_MISSING = "tenant_missing"
+    TENANT_INVALID = "tenant_invalid"
+    ISSUER_NOT_ALLOWED_FOR_TENANT = "issuer_not_allowed_for_tenant"
+    TENANT_UNKNOWN = "tenant_unknown"
+    TENANT_SUSPENDED = "tenant_suspended"
+    ROUTE_DENIED = "route_denied"
+    SCOPE_MISSING = "scope_missing"
+    ROLE_MISSING = "role_missing"
+    BODY_TOO_LARGE = "body_too_large"
+    CONTENT_TYPE_NOT_ALLOWED = "content_type_not_allowed"
+    CROSS_TENANT_PATH = "cross_tenant_path"
+    QUOTA_EXCEEDED = "quota_exceeded"
+    QUOTA_UNAVAILABLE = "quota_unavailable"
+    KEYSET_UNAVAILABLE = "keyset_unavailable"
+    API_KEY_INVALID = "api_key_invalid"
+    API_KEY_REVOKED = "api_key_revoked"
+    API_KEY_EXPIRED = "api_key_expired"
+
+
+_BAD_REQUEST = {Reason.MALFORMED_REQUEST, Reason.DUPLICATE_HEADER, Reason.OVERSIZED_HEADER,
+                Reason.MULTIPLE_CREDENTIALS}
+_FORBIDDEN = {Reason.TENANT_UNKNOWN, Reason.TENANT_SUSPENDED, Reason.ROUTE_DENIED,
+              Reason.SCOPE_MISSING, Reason.ROLE_MISSING}
+_STATUS_BY_REASON: dict[Reason, int] = {
+    **{r: 400 for r in _BAD_REQUEST},
+    **{r: 403 for r in _FORBIDDEN},
+    Reason.BODY_TOO_LARGE: 413,
+    Reason.CONTENT_TYPE_NOT_ALLOWED: 415,
+    Reason.CROSS_TENANT_PATH: 404,  # never 403: another tenant's path must not look real
+    Reason.QUOTA_EXCEEDED: 429,
+    Reason.QUOTA_UNAVAILABLE: 503,
+    Reason.KEYSET_UNAVAILABLE: 503,
+}
+# Everything else is a credential failure: 401. The table is complete by construction.
+STATUS: dict[Reason, int] = {r: _STATUS_BY_REASON.get(r, 401) for r in Reason if r != Reason.OK}
+
+_ERROR_WORD = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               413: "payload_too_large", 415: "unsupported_media_type",
+               429: "too_many_requests", 503: "unavailable"}
+
+Header = tuple[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class Deny:
+    reason: Reason
+    headers: tuple[Header, ...] = ()
+
+    @property
+    def status(self) -> int:
+        return STATUS[self.reason]
+
+
+@dataclass(slots=True)
+class Allow:
+    headers_to_set: list[Header] = field(default_factory=list)
+    headers_to_remove: list[str] = field(default_factory=list)
+    response_headers: list[Header] = field(default_factory=list)
+    metadata: dict[str, str] = field(default_factory=dict)
+
+    reason = Reason.OK
+    status = 200
+
+
+Decision = Allow | Deny
+
+
+def _www_authenticate(deny: Deny) -> tuple[Header, ...]:
+    # RFC 6750 section 3: a bare challenge when no credential came, an error code otherwise.
+    if deny.status == 401:
+        value = "Bearer" if deny.reason == Reason.NO_CREDENTIAL else 'Bearer error="invalid_token"'
+        return (("www-authenticate", value),)
+    if deny.status == 400:
+        return (("www-authenticate", 'Bearer error="invalid_request"'),)
+    if deny.status == 403:
+        return (("www-authenticate", 'Bearer error="insufficient_scope"'),)
+    return ()
+
+
+def _header(name: str, value: str, overwrite: bool = True) -> HeaderValueOption:
+    action = (HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD if overwrite
+              else HeaderValueOption.APPEND_IF_EXISTS_OR_ADD)
+    return HeaderValueOption(header=HeaderValue(key=name, value=value), append_action=action)
+
+
+def deny_body(status: int, request_id: str) -> str:
+    return json.dumps({"error": _ERROR_WORD.get(status, "denied"), "request_id": request_id},
+                      separators=(",", ":"))
+
+
+def to_check_response(decision: Decision, request_id: str) -> CheckResponse:
+    if isinstance(decision, Deny):
+        headers = [_header(k, v) for k, v in (*_www_authenticate(decision), *decision.headers,
+                                              ("content-type", "application/json"))]
+        return CheckResponse(
+            status=status_pb2.Status(code=code_pb2.PERMISSION_DENIED),
+            denied_response=DeniedHttpResponse(
+                status=HttpStatus(code=decision.status),  # type: ignore[arg-type]
+                headers=headers, body=deny_body(decision.status, request_id)))
+    ok = OkHttpResponse(
+        headers=[_header(k, v) for k, v in decision.headers_to_set],
+        headers_to_remove=decision.headers_to_remove,
+        response_headers_to_add=[_header(k, v) for k, v in decision.response_headers])
+    response = CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
+    if decision.metadata:
+        metadata = Struct()
+        metadata.update(decision.metadata)
+        response.dynamic_metadata.CopyFrom(metadata)
+    return response

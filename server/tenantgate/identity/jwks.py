@@ -1,0 +1,205 @@
+"""An issuer's JWKS: fetched off the event loop's critical path, cached within Cache-Control
+bounds, refetched at a bounded rate for unknown key ids, stale-if-error up to a limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from tenantgate.config.model import IssuerConfig, JwksConfig
+from tenantgate.errors import KeySetUnavailable
+from tenantgate.identity.keys import VerificationKey, prepare
+from tenantgate.observe import metrics
+
+_MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
+MAX_JWKS_BYTES = 512 * 1024
+FAILED_FETCH_BACKOFF = 1.0  # seconds
+
+
+class FetchFailed(Exception):
+    """One fetch of a JWKS or discovery document failed (kept inside this module)."""
+
+
+class KeySet:
+    """Verification keys for one issuer; `find` is the only call on the request path."""
+
+    def __init__(self, issuer: IssuerConfig, client: httpx.AsyncClient | None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        assert issuer.jwks is not None
+        self._issuer = issuer
+        self._cfg: JwksConfig = issuer.jwks
+        self._client = client
+        self._clock = clock
+        self._keys: list[VerificationKey] = []
+        self._etag: str | None = None
+        self._jwks_url: str | None = self._cfg.url
+        self._fresh_until = 0.0  # refresh in the background after this
+        self._usable_until = 0.0  # past this (fresh + max_stale) keys are no longer trusted
+        self._last_unknown_kid_fetch = -float("inf")
+        self._next_attempt = -float("inf")  # after a failed fetch, callers wait this out
+        self._inflight: asyncio.Task[None] | None = None
+        self._background: set[asyncio.Task[None]] = set()
+
+    @property
+    def loaded(self) -> bool:
+        return bool(self._keys)
+
+    async def start(self) -> None:
+        """Load keys once at start-up; a failure here is not fatal (requests will retry)."""
+        try:
+            await self.refresh()
+        except FetchFailed:
+            pass
+
+    async def find(self, key_id: str | None, algorithm: str) -> VerificationKey | None:
+        now = self._clock()
+        if now >= self._usable_until:
+            await self._refresh_or_raise()
+        elif now >= self._fresh_until:
+            self._refresh_in_background()
+        key = self._lookup(key_id, algorithm)
+        if key is None and self._may_refetch_for_unknown_kid(self._clock()):
+            try:
+                await self.refresh()
+            except FetchFailed:
+                return None
+            key = self._lookup(key_id, algorithm)
+        return key
+
+    def _lookup(self, key_id: str | None, algorithm: str) -> VerificationKey | None:
+        for key in self._keys:
+            if key.algorithm == algorithm and (key_id is None or key.key_id == key_id):
+                return key
+        return None
+
+    def _may_refetch_for_unknown_kid(self, now: float) -> bool:
+        # A flood of random kids must not become a flood of fetches: one per interval.
+        if self._cfg.file is not None or self._cfg.inline is not None:
+            return False
+        if now - self._last_unknown_kid_fetch < self._cfg.refetch_interval:
+            return False
+        self._last_unknown_kid_fetch = now
+        return True
+
+    async def _refresh_or_raise(self) -> None:
+        # With no usable keys every request would want a fetch: back off after a failure.
+        if self._clock() < self._next_attempt:
+            raise KeySetUnavailable(f"JWKS of {self._issuer.name} unavailable")
+        try:
+            await self.refresh()
+        except FetchFailed:
+            self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
+            raise KeySetUnavailable(f"JWKS of {self._issuer.name} unavailable") from None
+
+    def _refresh_in_background(self) -> None:
+        if self._inflight is None or self._inflight.done():
+            task = asyncio.ensure_future(self._refresh_quietly())
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
+
+    async def _refresh_quietly(self) -> None:
+        try:
+            await self.refresh()
+        except FetchFailed:
+            pass  # counted in metrics; stale keys keep serving until max_stale
+
+    async def refresh(self) -> None:
+        """Fetch now, sharing one in-flight fetch between all callers (single flight)."""
+        if self._inflight is None or self._inflight.done():
+            self._inflight = asyncio.ensure_future(self._fetch())
+        await asyncio.shield(self._inflight)
+
+    async def _fetch(self) -> None:
+        try:
+            document, max_age = await self._load_document()
+        except FetchFailed:
+            metrics.JWKS_FETCHES.labels(self._issuer.name, "error").inc()
+            raise
+        if document is not None:
+            keys, _skipped = prepare(document, self._issuer.algorithms)
+            self._keys = keys
+        metrics.JWKS_FETCHES.labels(self._issuer.name,
+                                    "ok" if document is not None else "not_modified").inc()
+        ttl = min(max(max_age if max_age is not None else self._cfg.default_ttl,
+                      self._cfg.min_ttl), self._cfg.max_ttl)
+        now = self._clock()
+        self._fresh_until = now + ttl
+        self._usable_until = now + ttl + self._cfg.max_stale
+
+    async def _load_document(self) -> tuple[dict[str, Any] | None, float | None]:
+        if self._cfg.inline is not None:
+            return dict(self._cfg.inline), float("inf")
+        if self._cfg.file is not None:
+            return await asyncio.to_thread(_read_file, Path(self._cfg.file)), None
+        if self._jwks_url is None:
+            self._jwks_url = await self._discover()
+        return await self._get_jwks(self._jwks_url)
+
+    async def _discover(self) -> str:
+        url = self._issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        response = await self._get(url, {})
+        try:
+            jwks_uri = response.json()["jwks_uri"]
+        except (ValueError, KeyError, TypeError):
+            raise FetchFailed("discovery document has no jwks_uri") from None
+        if not isinstance(jwks_uri, str) or not _scheme_ok(jwks_uri, self._cfg):
+            raise FetchFailed("jwks_uri is not an https URL")
+        return jwks_uri
+
+    async def _get_jwks(self, url: str) -> tuple[dict[str, Any] | None, float | None]:
+        headers = {"if-none-match": self._etag} if self._etag and self._keys else {}
+        response = await self._get(url, headers)
+        max_age = _max_age(response.headers.get("cache-control", ""))
+        if response.status_code == 304:
+            return None, max_age
+        try:
+            document = response.json()
+        except ValueError:
+            raise FetchFailed("JWKS is not JSON") from None
+        if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+            raise FetchFailed("JWKS has no keys list")
+        self._etag = response.headers.get("etag")
+        return document, max_age
+
+    async def _get(self, url: str, headers: dict[str, str]) -> httpx.Response:
+        assert self._client is not None
+        try:
+            response = await self._client.get(url, headers=headers, timeout=self._cfg.timeout)
+        except httpx.HTTPError as exc:
+            raise FetchFailed(type(exc).__name__) from None
+        if response.status_code not in (200, 304) or len(response.content) > MAX_JWKS_BYTES:
+            raise FetchFailed(f"HTTP {response.status_code}")
+        return response
+
+    async def close(self) -> None:
+        for task in (*self._background, self._inflight):
+            if task is not None and not task.done():
+                task.cancel()
+
+
+def _scheme_ok(url: str, cfg: JwksConfig) -> bool:
+    return url.startswith("https://") or (cfg.allow_insecure_http and url.startswith("http://"))
+
+
+def _max_age(cache_control: str) -> float | None:
+    if "no-store" in cache_control.lower() or "no-cache" in cache_control.lower():
+        return 0.0
+    match = _MAX_AGE.search(cache_control)
+    return float(match.group(1)) if match else None
+
+
+def _read_file(path: Path) -> dict[str, Any]:
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise FetchFailed(f"cannot read {path}: {exc}") from None
+    if not isinstance(document, dict):
+        raise FetchFailed(f"{path} is not a JWKS object")
+    return document

@@ -1,0 +1,163 @@
+"""JWT verification: issuer by `iss`, algorithm from the issuer's allow-list, key by `kid`,
+then the registered claims. Returns an Identity or the Reason it failed."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import re
+from typing import Any
+
+from tenantgate.config.model import HMAC_ALGORITHMS, IssuerConfig
+from tenantgate.decision import Reason
+from tenantgate.identity.jwks import KeySet
+from tenantgate.identity.keys import VerificationKey, hmac_key
+from tenantgate.identity.model import Identity
+
+# One C-speed check of the whole token's alphabet, so base64 decoding below need not re-check.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+
+
+class _Malformed(Exception):
+    pass
+
+
+def _decode_segment(segment: str) -> bytes:
+    try:
+        return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
+    except (binascii.Error, ValueError):
+        raise _Malformed from None
+
+
+def _decode_object(segment: str) -> dict[str, Any]:
+    try:
+        value = json.loads(_decode_segment(segment))
+    except (ValueError, RecursionError):
+        raise _Malformed from None
+    if not isinstance(value, dict):
+        raise _Malformed
+    return value
+
+
+def _is_number(value: object) -> bool:
+    # RFC 7519 NumericDate is a JSON number; PyJWT would accept "123" too, we do not.
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def claim_at(claims: dict[str, Any], path: str) -> object:
+    """A claim by name, or by dotted path into nested objects (`org.tenant`)."""
+    if path in claims:
+        return claims[path]
+    value: object = claims
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _strings(value: object, split: bool) -> frozenset[str]:
+    if isinstance(value, str):
+        return frozenset(value.split()) if split else frozenset((value,))
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return frozenset(value)
+    return frozenset()
+
+
+class JwtVerifier:
+    def __init__(self, issuers: list[IssuerConfig], keysets: dict[str, KeySet]) -> None:
+        self._by_iss = {i.issuer: i for i in issuers}
+        self._keysets = keysets
+        self._hmac_keys = {
+            (i.name, alg): hmac_key(i.hs_secret.value, alg)
+            for i in issuers if i.hs_secret is not None
+            for alg in i.algorithms if alg in HMAC_ALGORITHMS}
+
+    async def verify(self, token: str, now: float) -> Identity | Reason:
+        if not _COMPACT_JWS.fullmatch(token):
+            return Reason.MALFORMED_TOKEN
+        header_b64, payload_b64, signature_b64 = token.split(".")
+        try:
+            header = _decode_object(header_b64)
+            claims = _decode_object(payload_b64)
+            signature = _decode_segment(signature_b64)
+        except _Malformed:
+            return Reason.MALFORMED_TOKEN
+        issuer = self._by_iss.get(claims.get("iss"))  # type: ignore[arg-type]
+        if issuer is None:
+            return Reason.UNKNOWN_ISSUER
+        if reason := _header_problem(header, issuer):
+            return reason
+        key = await self._key_for(issuer, header)
+        if key is None:
+            return Reason.UNKNOWN_KEY
+        if not key.verify(f"{header_b64}.{payload_b64}".encode("ascii"), signature):
+            return Reason.BAD_SIGNATURE
+        return _identity(issuer, header, claims, now)
+
+    async def _key_for(self, issuer: IssuerConfig, header: dict[str, Any]
+                       ) -> VerificationKey | None:
+        algorithm = header["alg"]
+        if algorithm in HMAC_ALGORITHMS:
+            return self._hmac_keys.get((issuer.name, algorithm))
+        kid = header.get("kid")
+        return await self._keysets[issuer.name].find(kid, algorithm)
+
+
+def _header_problem(header: dict[str, Any], issuer: IssuerConfig) -> Reason | None:
+    algorithm = header.get("alg")
+    if not isinstance(algorithm, str) or algorithm not in issuer.algorithms:
+        return Reason.ALGORITHM_NOT_ALLOWED  # includes "none": never in an allow-list
+    if "crit" in header:
+        return Reason.UNSUPPORTED_CRIT  # RFC 7515 4.1.11: we understand no extensions
+    if "kid" in header and not isinstance(header["kid"], str):
+        return Reason.MALFORMED_TOKEN
+    if issuer.typ is not None and not _typ_matches(header.get("typ"), issuer.typ):
+        return Reason.WRONG_TOKEN_TYPE
+    return None
+
+
+def _typ_matches(typ: object, wanted: str) -> bool:
+    if not isinstance(typ, str):
+        return False
+    # RFC 7515 4.1.9: "application/" may be omitted; media types compare case-insensitively.
+    return typ.lower().removeprefix("application/") == wanted.lower().removeprefix("application/")
+
+
+def _identity(issuer: IssuerConfig, header: dict[str, Any], claims: dict[str, Any],
+              now: float) -> Identity | Reason:
+    if reason := _time_problem(issuer, claims, now):
+        return reason
+    audience = claims.get("aud")
+    audiences = _strings(audience, split=False)
+    if not audiences or audiences.isdisjoint(issuer.audiences):
+        return Reason.WRONG_AUDIENCE
+    subject = claims.get(issuer.subject_claim)
+    if not isinstance(subject, str) or not subject:
+        return Reason.BAD_CLAIMS
+    return Identity(
+        issuer=issuer.name,
+        subject=subject,
+        tenant_claim=claim_at(claims, issuer.tenant_claim),
+        scopes=_strings(claim_at(claims, issuer.scope_claim), split=True),
+        roles=_strings(claim_at(claims, issuer.roles_claim), split=False),
+        key_id=str(header.get("kid", "")),
+        expires_at=float(claims["exp"]),
+    )
+
+
+def _time_problem(issuer: IssuerConfig, claims: dict[str, Any], now: float) -> Reason | None:
+    exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
+    if not _is_number(exp) or any(v is not None and not _is_number(v) for v in (nbf, iat)):
+        return Reason.BAD_CLAIMS  # exp is required; all three must be JSON numbers
+    leeway = issuer.leeway
+    if now >= exp + leeway:  # type: ignore[operator]
+        return Reason.TOKEN_EXPIRED
+    if nbf is not None and now + leeway < nbf:
+        return Reason.TOKEN_NOT_YET_VALID
+    if iat is not None and iat > now + leeway:
+        return Reason.TOKEN_ISSUED_IN_FUTURE
+    if issuer.max_token_age is not None and (iat is None or now - iat > issuer.max_token_age):
+        return Reason.TOKEN_TOO_OLD
+    return None

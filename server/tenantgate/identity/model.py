@@ -1,0 +1,23 @@
+"""Identity: who a verified credential says the caller is."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    issuer: str  # issuer name from config, or "api-key"
+    subject: str
+    tenant_claim: object  # raw claim value; tenancy validates it
+    scopes: frozenset[str]
+    roles: frozenset[str]
+    key_id: str  # JWT kid or API key id, for the audit log
+    expires_at: float | None
+
+    @property
+    def subject_header_value(self) -> str:
+        # Subjects are free text in JWTs; only printable ASCII may reach a header.
+        if self.subject.isascii() and self.subject.isprintable():
+            return self.subject
+        return self.subject.encode("unicode_escape").decode("ascii")

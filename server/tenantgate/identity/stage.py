@@ -1,0 +1,43 @@
+"""The identity stage: a credential becomes an Identity (token cache first, then verification)."""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from tenantgate.decision import Deny, Reason
+from tenantgate.identity.token_cache import token_key
+from tenantgate.observe import metrics
+
+if TYPE_CHECKING:
+    from tenantgate.pipeline import CheckState
+
+_HIT = metrics.TOKEN_CACHE.labels("hit")
+_MISS = metrics.TOKEN_CACHE.labels("miss")
+
+
+async def identity_stage(s: CheckState) -> Deny | None:
+    assert s.credential is not None
+    rt = s.runtime
+    if s.credential.kind == "api_key":
+        if rt.api_keys is None:
+            return Deny(Reason.API_KEY_INVALID)  # looks like any unknown key
+        result = await rt.api_keys.verify(s.credential.value)
+        if isinstance(result, Reason):
+            return Deny(result)
+        s.identity = result
+        return None
+    now = time.time()
+    key = token_key(s.credential.value)
+    identity = rt.token_cache.get(key, now)
+    if identity is not None:
+        _HIT.inc()
+        s.identity = identity
+        return None
+    _MISS.inc()
+    verified = await rt.jwt.verify(s.credential.value, now)
+    if isinstance(verified, Reason):
+        return Deny(verified)
+    rt.token_cache.put(key, verified, now)
+    s.identity = verified
+    return None

@@ -1,0 +1,56 @@
+"""The audit log: one JSON line per denial and per sampled allow; never a token or query string."""
+
+from __future__ import annotations
+
+import json
+import random
+import sys
+import time
+from dataclasses import dataclass
+from typing import IO
+
+
+@dataclass(frozen=True, slots=True)
+class AuditRecord:
+    request_id: str
+    tenant: str | None
+    subject: str | None
+    issuer: str | None
+    key_id: str | None
+    method: str
+    path: str  # without the query string: queries may carry secrets
+    decision: str
+    reason: str
+    status: int
+    latency_ms: float
+
+
+_FIELDS = tuple(AuditRecord.__dataclass_fields__)
+
+
+class AuditLog:
+    def __init__(self, path: str, sample_allow: float, enabled: bool = True) -> None:
+        self._enabled = enabled
+        self._sample_allow = sample_allow
+        self._own_stream = enabled and path != "-"
+        self._stream: IO[str] = (open(path, "a", encoding="utf-8")  # noqa: SIM115
+                                 if self._own_stream else sys.stdout)
+
+    def wants(self, allowed: bool) -> bool:
+        if not self._enabled:
+            return False
+        return not allowed or (self._sample_allow > 0 and random.random() < self._sample_allow)
+
+    def write(self, record: AuditRecord) -> None:
+        fields = {name: getattr(record, name) for name in _FIELDS}
+        self.write_event({"ts": round(time.time(), 3), "event": "check", **fields})
+
+    def write_event(self, fields: dict[str, object]) -> None:
+        if not self._enabled:
+            return
+        self._stream.write(json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n")
+        self._stream.flush()
+
+    def close(self) -> None:
+        if self._own_stream:
+            self._stream.close()

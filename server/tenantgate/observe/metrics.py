@@ -1,0 +1,18 @@
+"""Prometheus metrics of the Check path: closed label vocabularies, bounded tenant labels."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Histogram
+
+OTHER_TENANT = "other"  # tenants outside the registry share one label, so cardinality is bounded
+
+CHECKS = Counter("tenantgate_checks", "Check decisions", ["decision", "reason", "tenant"])
+CHECK_SECONDS = Histogram(
+    "tenantgate_check_duration_seconds", "Time spent deciding one Check",
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+CROSS_TENANT = Counter("tenantgate_cross_tenant_attempts",
+                       "Requests for another tenant's path", ["tenant"])
+JWKS_FETCHES = Counter("tenantgate_jwks_fetches", "JWKS fetches", ["issuer", "result"])
+TOKEN_CACHE = Counter("tenantgate_token_cache", "Verified-token cache lookups", ["result"])
+INTERNAL_ERRORS = Counter("tenantgate_internal_errors", "Bugs: unexpected exceptions in a Check")
+CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])

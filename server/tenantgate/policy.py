@@ -1,0 +1,109 @@
+"""Route rules: methods and paths to required scopes/roles, size and content-type limits, and
+the binding of a `{tenant}` path segment to the caller's own tenant."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from tenantgate.config.model import PolicyConfig, RouteConfig
+from tenantgate.decision import Deny, Reason
+from tenantgate.observe import metrics
+
+if TYPE_CHECKING:
+    from tenantgate.pipeline import CheckState
+
+TENANT_SEGMENT = "{tenant}"
+_ENCODED_SEPARATORS = ("%2f", "%5c", "%2e", "%00")
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRoute:
+    rule: RouteConfig
+    index: int
+    methods: frozenset[str] | None
+    prefix: str | None
+    segments: tuple[str, ...] | None  # pattern segments for `path` rules
+
+    def match(self, method: str, path: str, parts: list[str]) -> str | None | bool:
+        """False when the route does not apply; else the bound tenant segment (or None)."""
+        if self.methods is not None and method not in self.methods:
+            return False
+        if self.prefix is not None:
+            p = self.prefix
+            hit = path == p or path.startswith(p if p.endswith("/") else p + "/")
+            return None if hit else False
+        assert self.segments is not None
+        return _match_segments(self.segments, parts)
+
+
+def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> str | None | bool:
+    bound: str | None = None
+    for i, want in enumerate(pattern):
+        if want == "**":
+            return bound
+        if i >= len(parts):
+            return False
+        if want == TENANT_SEGMENT:
+            bound = parts[i]
+        elif want != "*" and want != parts[i]:
+            return False
+    return bound if len(parts) == len(pattern) else False
+
+
+def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
+    return [CompiledRoute(
+        rule=r, index=i,
+        methods=frozenset(m.upper() for m in r.methods) if r.methods else None,
+        prefix=r.path_prefix,
+        segments=tuple(r.path.strip("/").split("/")) if r.path is not None else None)
+        for i, r in enumerate(config.routes)]
+
+
+def is_normalized(path: str) -> bool:
+    """Envoy normalizes paths before Check (see docs/envoy.md); anything left is refused."""
+    if not path.startswith("/") or "//" in path or "\\" in path:
+        return False
+    lowered = path.lower()
+    if any(sep in lowered for sep in _ENCODED_SEPARATORS):
+        return False
+    return all(seg not in (".", "..") for seg in path.split("/"))
+
+
+def policy_stage(s: CheckState) -> Deny | None:
+    assert s.tenant is not None and s.identity is not None
+    request = s.request
+    if not is_normalized(request.path):
+        return Deny(Reason.MALFORMED_REQUEST)
+    parts = request.path.strip("/").split("/")
+    for route in s.runtime.routes:
+        bound = route.match(request.method, request.path, parts)
+        if bound is False:
+            continue
+        s.route = route
+        if bound is not None and bound != s.tenant.id:
+            # 404, not 403: another tenant's resources must not even look like they exist.
+            metrics.CROSS_TENANT.labels(s.tenant.label).inc()
+            return Deny(Reason.CROSS_TENANT_PATH)
+        return _rule_problem(route.rule, s)
+    if s.runtime.config.policy.default_action == "deny":
+        return Deny(Reason.ROUTE_DENIED)
+    return None
+
+
+def _rule_problem(rule: RouteConfig, s: CheckState) -> Deny | None:
+    assert s.identity is not None
+    if rule.action == "deny":
+        return Deny(Reason.ROUTE_DENIED)
+    if rule.scopes and not s.identity.scopes.issuperset(rule.scopes):
+        return Deny(Reason.SCOPE_MISSING)
+    if rule.roles and s.identity.roles.isdisjoint(rule.roles):
+        return Deny(Reason.ROLE_MISSING)
+    length = s.request.content_length
+    if rule.max_body_bytes is not None and length is not None and length > rule.max_body_bytes:
+        return Deny(Reason.BODY_TOO_LARGE)
+    if rule.content_types is not None and (length or s.request.header("content-type")):
+        media_type = (s.request.header("content-type") or "").split(";", 1)[0].strip().lower()
+        if media_type not in {c.lower() for c in rule.content_types}:
+            return Deny(Reason.CONTENT_TYPE_NOT_ALLOWED)
+    return None

@@ -1,0 +1,75 @@
+"""RequestView.from_check: the only reader of Envoy's CheckRequest messages."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+# Headers that must appear at most once: a second copy is ambiguity an attacker could exploit.
+SINGLE_VALUED = ("authorization", "content-length", "content-type", "host", ":authority")
+MAX_HEADER_VALUE_BYTES = 16 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class RequestView:
+    request_id: str
+    method: str
+    path: str  # without the query string
+    host: str
+    headers: dict[str, str]  # lower-case names, one value each (duplicates joined by ",")
+    duplicated: frozenset[str]  # single-valued headers that arrived more than once
+    oversized: bool
+    content_length: int | None
+    source: str
+
+    def header(self, name: str) -> str | None:
+        return self.headers.get(name)
+
+    @classmethod
+    def from_check(cls, request: CheckRequest) -> RequestView:
+        http = request.attributes.request.http
+        headers, duplicated = _headers(http)
+        length_text = headers.get("content-length")
+        content_length = int(length_text) if length_text and length_text.isdigit() else None
+        if content_length is None and http.size > 0:
+            content_length = http.size
+        return cls(
+            request_id=http.id or headers.get("x-request-id", ""),
+            method=http.method.upper(),
+            path=http.path.split("?", 1)[0],
+            host=http.host,
+            headers=headers,
+            duplicated=frozenset(duplicated),
+            oversized=any(len(v) > MAX_HEADER_VALUE_BYTES for v in headers.values()),
+            content_length=content_length,
+            source=request.attributes.source.address.socket_address.address,
+        )
+
+
+def _headers(http: object) -> tuple[dict[str, str], set[str]]:
+    """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map.
+
+    Envoy's `headers` map joins repeated headers with ","; the raw map keeps each copy, which
+    is what lets us see a duplicated Authorization header for what it is.
+    """
+    raw = getattr(http, "header_map", None)
+    duplicated: set[str] = set()
+    if raw is not None and len(raw.headers):
+        headers: dict[str, str] = {}
+        for entry in raw.headers:
+            name = entry.key.lower()
+            value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
+            if name in headers:
+                if name in SINGLE_VALUED:
+                    duplicated.add(name)
+                headers[name] = f"{headers[name]},{value}"
+            else:
+                headers[name] = value
+        return headers, duplicated
+    plain = {k.lower(): v for k, v in http.headers.items()}  # type: ignore[attr-defined]
+    # Without the raw map a comma is the only trace of a repeat; JWTs and our API keys never
+    # contain one, so a comma in Authorization means two values.
+    if "," in plain.get("authorization", ""):
+        duplicated.add("authorization")
+    return plain, duplicated

@@ -1,0 +1,85 @@
+"""Runtime: the compiled, immutable state built from one Config; a reload swaps the whole."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+
+from tenantgate.config.model import Config
+from tenantgate.context import KeyRing
+from tenantgate.identity.jwks import KeySet
+from tenantgate.identity.jwt import JwtVerifier
+from tenantgate.identity.token_cache import TokenCache
+from tenantgate.observe.audit import AuditLog
+from tenantgate.policy import CompiledRoute, compile_routes
+from tenantgate.quota import build_limiter
+from tenantgate.tenancy import TenantRules
+
+if TYPE_CHECKING:
+    from tenantgate.quota import Limiter
+
+
+@dataclass(eq=False)
+class Runtime:
+    config: Config
+    key_ring: KeyRing
+    jwt: JwtVerifier
+    keysets: dict[str, KeySet]
+    token_cache: TokenCache
+    tenants: TenantRules
+    routes: list[CompiledRoute]
+    headers_to_remove: list[str]
+    limiter: Limiter | None
+    api_keys: Any  # identity.apikeys verifier, when API keys are configured
+    audit: AuditLog
+    http: httpx.AsyncClient
+
+    @classmethod
+    def build(cls, config: Config) -> Runtime:
+        http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
+        keysets = {i.name: KeySet(i, http) for i in config.issuers if i.jwks is not None}
+        ctx = config.context
+        creds = config.credentials
+        return cls(
+            config=config,
+            key_ring=KeyRing({k.id: k.secret.value for k in ctx.keys}, ctx.active_key),
+            jwt=JwtVerifier(config.issuers, keysets),
+            keysets=keysets,
+            token_cache=TokenCache(creds.token_cache_entries, creds.token_cache_bytes),
+            tenants=TenantRules(config),
+            routes=compile_routes(config.policy),
+            headers_to_remove=[h.lower() for h in ctx.strip_headers],
+            limiter=build_limiter(config),
+            api_keys=_build_api_keys(config),
+            audit=AuditLog(config.audit.path, config.audit.sample_allow, config.audit.enabled),
+            http=http,
+        )
+
+    async def start(self) -> None:
+        """Warm JWKS caches and connect stores; failures here degrade, they do not abort."""
+        await asyncio.gather(*(ks.start() for ks in self.keysets.values()))
+        if self.limiter is not None:
+            await self.limiter.start()
+        if self.api_keys is not None:
+            await self.api_keys.start()
+
+    async def close(self) -> None:
+        for keyset in self.keysets.values():
+            await keyset.close()
+        if self.limiter is not None:
+            await self.limiter.close()
+        if self.api_keys is not None:
+            await self.api_keys.close()
+        await self.http.aclose()
+        self.audit.close()
+
+
+def _build_api_keys(config: Config) -> Any:
+    try:
+        from tenantgate.identity.apikeys import build_api_keys
+    except ModuleNotFoundError:
+        return None
+    return build_api_keys(config)
