@@ -1,0 +1,160 @@
+"""RLS lint: find tables, policies, views and roles that would let one tenant see another's rows."""
+
+from __future__ import annotations
+
+import enum
+import re
+from dataclasses import dataclass
+from typing import Any
+
+
+class Problem(enum.StrEnum):
+    NOT_INSTALLED = "not_installed"
+    RLS_DISABLED = "rls_disabled"
+    RLS_NOT_FORCED = "rls_not_forced"
+    NO_CONTEXT_POLICY = "no_context_policy"
+    PERMISSIVE_POLICY_WITHOUT_CONTEXT = "permissive_policy_without_context"
+    PER_ROW_CONTEXT_CALL = "per_row_context_call"
+    UNSIGNED_SETTING_IN_POLICY = "unsigned_setting_in_policy"
+    VIEW_BYPASSES_RLS = "view_bypasses_rls"
+    APP_ROLE_MISSING = "app_role_missing"
+    APP_ROLE_BYPASSES_RLS = "app_role_bypasses_rls"
+    APP_ROLE_OWNS_TABLE = "app_role_owns_table"
+    APP_ROLE_READS_KEYS = "app_role_reads_keys"
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Finding:
+    problem: Problem
+    subject: str  # the table, policy, view or role concerned
+    detail: str
+
+    def __str__(self) -> str:
+        return f"{self.problem}: {self.subject}: {self.detail}"
+
+
+_CONTEXT_CALL = re.compile(r"tenantgate\.(current_tenant|current_subject|verify_context)\(")
+# pg_get_expr writes `(SELECT f())` as `( SELECT tenantgate.current_tenant() AS current_tenant)`.
+_ONCE_PER_STATEMENT = re.compile(r"\(\s*SELECT\s+$")
+_RAW_SETTING = re.compile(r"current_setting\('tenantgate\.context'")
+
+_TABLES = """
+SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity
+  FROM pg_class c
+  JOIN pg_namespace n ON n.oid = c.relnamespace
+  JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = %s AND a.attnum > 0
+                     AND NOT a.attisdropped
+ WHERE c.relkind IN ('r', 'p')
+   AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantgate')
+   AND n.nspname NOT LIKE 'pg\\_%%'
+ ORDER BY 2
+"""
+_POLICIES = """
+SELECT p.polname, p.polpermissive, pg_get_expr(p.polqual, p.polrelid),
+       pg_get_expr(p.polwithcheck, p.polrelid)
+  FROM pg_policy p WHERE p.polrelid = %s ORDER BY p.polname
+"""
+_VIEWS = """
+SELECT DISTINCT v.oid::regclass::text, v.relkind,
+       coalesce(v.reloptions, '{}') && ARRAY['security_invoker=true', 'security_invoker=on',
+                                             'security_invoker=1']
+  FROM pg_depend d
+  JOIN pg_rewrite r ON r.oid = d.objid
+  JOIN pg_class v ON v.oid = r.ev_class
+ WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND v.oid <> %s
+   AND v.relkind IN ('v', 'm')
+"""
+
+
+def lint(conn: Any, tenant_column: str = "tenant_id",
+         app_roles: tuple[str, ...] = ()) -> list[Finding]:
+    """Every finding, sorted; an empty list means the database passes."""
+    # Deparse with qualified names whatever the caller's search_path is.
+    conn.execute("SET search_path = pg_catalog, pg_temp")
+    if not conn.execute("SELECT to_regprocedure('tenantgate.current_tenant()')").fetchone()[0]:
+        return [Finding(Problem.NOT_INSTALLED, "tenantgate",
+                        "schema tenantgate is missing: run `tenantgate db install`")]
+    findings: list[Finding] = []
+    tables = conn.execute(_TABLES, [tenant_column]).fetchall()
+    for oid, name, enabled, forced in tables:
+        findings += _table_findings(conn, oid, name, enabled, forced)
+    for role in app_roles:
+        findings += _role_findings(conn, role, [(oid, name) for oid, name, *_ in tables])
+    return sorted(findings)
+
+
+def _table_findings(conn: Any, oid: int, name: str, enabled: bool,
+                    forced: bool) -> list[Finding]:
+    if not enabled:
+        return [Finding(Problem.RLS_DISABLED, name, "has a tenant column but row level security "
+                        "is off: run SELECT tenantgate.isolate('" + name + "')")]
+    found = []
+    if not forced:
+        found.append(Finding(Problem.RLS_NOT_FORCED, name, "RLS is not forced, so the table "
+                             "owner bypasses it: ALTER TABLE ... FORCE ROW LEVEL SECURITY"))
+    policies = conn.execute(_POLICIES, [oid]).fetchall()
+    if not any(_CONTEXT_CALL.search(f"{qual} {check}") for _, _, qual, check in policies):
+        found.append(Finding(Problem.NO_CONTEXT_POLICY, name,
+                             "no policy compares the tenant column with "
+                             "(SELECT tenantgate.current_tenant())"))
+    for policy, permissive, qual, check in policies:
+        found += _policy_findings(f"{name}.{policy}", permissive, qual, check)
+    for view, kind, invoker in conn.execute(_VIEWS, [oid, oid]).fetchall():
+        if kind == "m":
+            found.append(Finding(Problem.VIEW_BYPASSES_RLS, view, f"materialized view over "
+                                 f"{name} holds every tenant's rows"))
+        elif not invoker:
+            found.append(Finding(Problem.VIEW_BYPASSES_RLS, view, f"view over {name} runs as "
+                                 "its owner: ALTER VIEW ... SET (security_invoker = true) (PG15+)"))
+    return found
+
+
+def _policy_findings(policy: str, permissive: bool, qual: str | None,
+                     check: str | None) -> list[Finding]:
+    found = []
+    text = f"{qual or ''} {check or ''}"
+    if permissive and not _CONTEXT_CALL.search(text):
+        found.append(Finding(Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, policy,
+                             "permissive policies are OR-ed together: one without the tenant "
+                             "check opens the table"))
+    for expr in (qual, check):
+        for match in _CONTEXT_CALL.finditer(expr or ""):
+            if not _ONCE_PER_STATEMENT.search(expr[:match.start()]):  # type: ignore[index]
+                found.append(Finding(Problem.PER_ROW_CONTEXT_CALL, policy,
+                                     f"calls tenantgate.{match.group(1)}() once per row: wrap it "
+                                     f"as (SELECT tenantgate.{match.group(1)}())"))
+                break
+    if _RAW_SETTING.search(text):
+        found.append(Finding(Problem.UNSIGNED_SETTING_IN_POLICY, policy,
+                             "reads the tenantgate.context setting directly, trusting an "
+                             "unsigned value: use tenantgate.current_tenant()"))
+    return sorted(set(found))
+
+
+def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[Finding]:
+    if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+        return [Finding(Problem.APP_ROLE_MISSING, role, "no such role")]
+    found = []
+    powerful = conn.execute(
+        "SELECT rolname, rolsuper FROM pg_roles WHERE (rolsuper OR rolbypassrls)"
+        " AND pg_has_role(%s, oid, 'MEMBER') ORDER BY rolname", [role]).fetchall()
+    for name, superuser in powerful:
+        via = "" if name == role else f" through membership in {name}"
+        what = "is a superuser" if superuser else "has BYPASSRLS"
+        found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"{what}{via}"))
+    for oid, table in tables:
+        owner = conn.execute("SELECT pg_has_role(%s, relowner, 'MEMBER'), relowner::regrole::text"
+                             " FROM pg_class WHERE oid = %s", [role, oid]).fetchone()
+        if owner[0]:
+            found.append(Finding(Problem.APP_ROLE_OWNS_TABLE, role, f"owns {table} (as "
+                                 f"{owner[1]}) and can switch its RLS off"))
+    keys = conn.execute(
+        "SELECT pg_has_role(%s, 'tenantgate_owner', 'MEMBER')"
+        " OR pg_has_role(%s, 'tenantgate_admin', 'MEMBER')"
+        " OR has_table_privilege(%s, 'tenantgate.context_keys', 'SELECT')"
+        " OR has_function_privilege(%s, 'tenantgate.add_key(text, bytea, boolean)', 'EXECUTE')",
+        [role] * 4).fetchone()[0]
+    if keys:
+        found.append(Finding(Problem.APP_ROLE_READS_KEYS, role, "can read or manage the context "
+                             "keys (member of tenantgate_owner/tenantgate_admin or granted)"))
+    return found

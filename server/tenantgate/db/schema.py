@@ -1,0 +1,58 @@
+"""The versioned SQL shipped in tenantgate/sql/ and its idempotent installation."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+_FILE = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
+# One installer at a time: two concurrent installs would race on CREATE ROLE / CREATE SCHEMA.
+_INSTALL_LOCK = 0x7465_6E61_6E74  # "tenant"
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    version: int
+    name: str
+    sql: str
+
+
+def migrations() -> list[Migration]:
+    """Every shipped SQL file, in version order."""
+    found = []
+    for entry in resources.files("tenantgate.sql").iterdir():
+        if match := _FILE.match(entry.name):
+            found.append(Migration(int(match.group(1)), entry.name, entry.read_text("utf-8")))
+    return sorted(found, key=lambda m: m.version)
+
+
+def latest_version() -> int:
+    return migrations()[-1].version
+
+
+def print_sql(from_version: int = 0) -> str:
+    """The SQL after `from_version`, one file after another, for other migration tools."""
+    chunks = [f"-- ==== tenantgate/sql/{m.name} (schema version {m.version}) ====\n{m.sql}"
+              for m in migrations() if m.version > from_version]
+    return "\n".join(chunks)
+
+
+def installed_version(conn: Any) -> int:
+    row = conn.execute("SELECT to_regclass('tenantgate.schema_version') IS NOT NULL").fetchone()
+    if not row[0]:
+        return 0
+    version = conn.execute("SELECT coalesce(max(version), 0) FROM tenantgate.schema_version")
+    return int(version.fetchone()[0])
+
+
+def install(conn: Any) -> tuple[int, int]:
+    """Apply the missing versions in one transaction; returns (version before, version after)."""
+    with conn.transaction():
+        conn.execute("SELECT pg_advisory_xact_lock(%s)", [_INSTALL_LOCK])
+        before = installed_version(conn)
+        for migration in migrations():
+            if migration.version > before:
+                conn.execute(migration.sql)
+        return before, installed_version(conn)
