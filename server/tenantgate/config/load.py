@@ -36,20 +36,20 @@ def load_config(path: str | Path) -> Config:
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
-    return parse_config(text, base_dir=path.parent, source=str(path))
+        raise ConfigError([f"cannot read: {exc}"]) from None
+    return parse_config(text, base_dir=path.parent)
 
 
-def parse_config(text: str, base_dir: Path | str = ".", source: str = "<config>") -> Config:
+def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     try:
         data = yaml.load(text, Loader=_StrictLoader)  # noqa: S506 - a SafeLoader subclass
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
         problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{source}: {where}{problem}"]) from None
+        raise ConfigError([f"{where}{problem}"]) from None
     if not isinstance(data, dict):
-        raise ConfigError([f"{source}: the top level must be a mapping of keys"])
+        raise ConfigError(["(top level): must be a mapping of keys"])
     try:
         return Config.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:

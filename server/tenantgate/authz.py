@@ -1,0 +1,78 @@
+"""The Check servicer: one runtime snapshot, RequestView in, pipeline, one response out."""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import replace
+
+import grpc
+from envoy.service.auth.v3 import external_auth_pb2_grpc
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+
+from tenantgate.decision import Decision, Deny, Reason, to_check_response
+from tenantgate.errors import KeySetUnavailable, QuotaStoreUnavailable
+from tenantgate.observe import metrics
+from tenantgate.observe.audit import AuditRecord
+from tenantgate.pipeline import CheckState, decide
+from tenantgate.request import RequestView
+from tenantgate.runtime import Runtime
+
+log = logging.getLogger("tenantgate.authz")
+# A dependency that failed becomes a decision chosen on purpose; both fail closed.
+_DEPENDENCY_DENIALS: dict[type[Exception], Reason] = {
+    KeySetUnavailable: Reason.KEYSET_UNAVAILABLE,
+    QuotaStoreUnavailable: Reason.QUOTA_UNAVAILABLE,
+}
+
+
+class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
+        self._get_runtime = get_runtime
+
+    async def Check(self, request: CheckRequest, context: grpc.aio.ServicerContext
+                    ) -> CheckResponse:  # noqa: N802 - gRPC method name
+        started = time.perf_counter()
+        runtime = self._get_runtime()  # one snapshot for the whole Check
+        view = RequestView.from_check(request)
+        if not view.request_id:
+            view = replace(view, request_id=uuid.uuid4().hex)
+        state = CheckState(runtime, view)
+        try:
+            decision = await decide(state)
+        except (KeySetUnavailable, QuotaStoreUnavailable) as exc:
+            decision = Deny(_DEPENDENCY_DENIALS[type(exc)])
+        except Exception:
+            metrics.INTERNAL_ERRORS.inc()
+            log.exception("internal error in Check")
+            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+            raise  # abort raises; this line only satisfies type checkers
+        _observe(state, decision, time.perf_counter() - started)
+        return to_check_response(decision, view.request_id)
+
+
+def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:
+    allowed = not isinstance(decision, Deny)
+    tenant_id = s.tenant.id if s.tenant else _claimed_tenant(s)
+    label = s.tenant.label if s.tenant else s.runtime.tenants.label(tenant_id)
+    metrics.CHECKS.labels("allow" if allowed else "deny", decision.reason, label).inc()
+    metrics.CHECK_SECONDS.observe(elapsed)
+    audit = s.runtime.audit
+    if audit.wants(allowed):
+        identity = s.identity
+        audit.write(AuditRecord(
+            request_id=s.request.request_id, tenant=tenant_id,
+            subject=identity.subject if identity else None,
+            issuer=identity.issuer if identity else None,
+            key_id=identity.key_id if identity else None,
+            method=s.request.method, path=s.request.path,
+            decision="allow" if allowed else "deny", reason=str(decision.reason),
+            status=decision.status, latency_ms=round(elapsed * 1000, 3)))
+
+
+def _claimed_tenant(s: CheckState) -> str | None:
+    """The tenant a denied caller claimed, when it is a safe string, for the audit line."""
+    claim = s.identity.tenant_claim if s.identity else None
+    return claim if isinstance(claim, str) and s.runtime.tenants.valid_id(claim) else None

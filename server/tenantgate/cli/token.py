@@ -1,0 +1,67 @@
+"""`tenantgate token`: development keys and JWTs for trying tenantgate out (not for production)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from tenantgate.testing import tokens
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "token", help="create a development signing key and mint JWTs",
+        description="Development helpers: a local signing key, its JWKS, and JWTs signed "
+                    "with it. Point an issuer's jwks.file at the JWKS to accept the tokens.")
+    sub = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
+
+    create = sub.add_parser("create-key", help="write a private key (PEM) and its public JWKS",
+                            description="Write a new private key and the JWKS publishing its "
+                                        "public half.")
+    create.add_argument("--out", required=True, type=Path, metavar="KEY.pem")
+    create.add_argument("--jwks-out", required=True, type=Path, metavar="JWKS.json")
+    create.add_argument("--alg", default="ES256",
+                        choices=["RS256", "PS256", "ES256", "ES384", "EdDSA"])
+    create.add_argument("--kid", default="dev-1", help="key id (default: dev-1)")
+    create.set_defaults(handler=_create_key)
+
+    mint = sub.add_parser("mint", help="print a JWT signed with a development key",
+                          description="Print a signed JWT for the given issuer and tenant.")
+    mint.add_argument("--key", required=True, type=Path, metavar="KEY.pem")
+    mint.add_argument("--kid", default="dev-1")
+    mint.add_argument("--iss", required=True, help="issuer (must match the config's issuer)")
+    mint.add_argument("--aud", required=True, help="audience")
+    mint.add_argument("--tenant", required=True, help="tenant id to put in the tenant claim")
+    mint.add_argument("--tenant-claim", default="tenant_id", help="claim name (default tenant_id)")
+    mint.add_argument("--sub", default="dev-user", help="subject (default dev-user)")
+    mint.add_argument("--scope", default="", help='space-separated scopes, e.g. "notes:read"')
+    mint.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default 3600)")
+    mint.set_defaults(handler=_mint)
+
+
+def _create_key(args: argparse.Namespace) -> int:
+    key = tokens.generate_key(args.alg)
+    try:
+        tokens.save_key(key, args.out)
+        jwks = {"keys": [tokens.public_jwk(key, args.kid, args.alg)]}
+        args.jwks_out.write_text(json.dumps(jwks, indent=2) + "\n")
+    except OSError as exc:
+        print(f"tenantgate token: cannot write: {exc}", file=sys.stderr)
+        return 1
+    print(f"wrote {args.out} (private) and {args.jwks_out} (public JWKS, kid {args.kid})")
+    return 0
+
+
+def _mint(args: argparse.Namespace) -> int:
+    try:
+        key = tokens.load_key(args.key)
+    except (OSError, ValueError) as exc:
+        print(f"tenantgate token: cannot load key {args.key}: {exc}", file=sys.stderr)
+        return 1
+    extra = {"scope": args.scope} if args.scope else {}
+    claims = tokens.claims(args.iss, args.aud, args.tenant, subject=args.sub, ttl=args.ttl,
+                           tenant_claim=args.tenant_claim, **extra)
+    print(tokens.mint(key, tokens.algorithm_of(key), claims, kid=args.kid))
+    return 0

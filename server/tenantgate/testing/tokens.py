@@ -1,0 +1,76 @@
+"""Development signing keys and JWT minting, for tests and `tenantgate token`."""
+
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import jwt
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
+from jwt.algorithms import get_default_algorithms
+
+PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
+_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+
+
+def generate_key(algorithm: str = "RS256") -> PrivateKey:
+    if algorithm.startswith(("RS", "PS")):
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if algorithm in _CURVES:
+        return ec.generate_private_key(_CURVES[algorithm]())
+    if algorithm == "EdDSA":
+        return ed25519.Ed25519PrivateKey.generate()
+    raise ValueError(f"no key generator for {algorithm}")
+
+
+def public_jwk(key: PrivateKey, kid: str, algorithm: str) -> dict[str, Any]:
+    jwk: dict[str, Any] = json.loads(
+        get_default_algorithms()[algorithm].to_jwk(key.public_key()))  # type: ignore[arg-type]
+    jwk.update({"kid": kid, "alg": algorithm, "use": "sig"})
+    return jwk
+
+
+def mint(key: Any, algorithm: str, claims: dict[str, Any], kid: str | None = None,
+         headers: dict[str, Any] | None = None) -> str:
+    extra = dict(headers or {})
+    if kid is not None:
+        extra["kid"] = kid
+    return jwt.encode(claims, key, algorithm=algorithm, headers=extra)
+
+
+def claims(issuer: str, audience: str | list[str], tenant: str | None, subject: str = "user-1",
+           ttl: float = 300, tenant_claim: str = "tenant_id", **extra: Any) -> dict[str, Any]:
+    now = int(time.time())
+    body: dict[str, Any] = {"iss": issuer, "aud": audience, "sub": subject, "iat": now,
+                            "exp": now + int(ttl), "jti": uuid.uuid4().hex}
+    if tenant is not None:
+        body[tenant_claim] = tenant
+    body.update(extra)
+    return body
+
+
+def save_key(key: PrivateKey, path: Path) -> None:
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption())
+    path.write_bytes(pem)
+    path.chmod(0o600)
+
+
+def load_key(path: Path) -> PrivateKey:
+    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
+                      | ed25519.Ed25519PrivateKey):
+        raise ValueError(f"{path}: unsupported key type")
+    return key
+
+
+def algorithm_of(key: PrivateKey) -> str:
+    if isinstance(key, rsa.RSAPrivateKey):
+        return "RS256"
+    if isinstance(key, ed25519.Ed25519PrivateKey):
+        return "EdDSA"
+    return {256: "ES256", 384: "ES384", 521: "ES512"}[key.curve.key_size]
