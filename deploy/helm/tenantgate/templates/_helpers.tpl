@@ -1,0 +1,212 @@
+{{/* Names, labels, the rendered tenantgate config and the pieces both modes share. */}}
+
+{{- define "tenantgate.name" -}}
+{{- default .Chart.Name .Values.nameOverride | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tenantgate.fullname" -}}
+{{- if .Values.fullnameOverride -}}
+{{- .Values.fullnameOverride | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- $name := default .Chart.Name .Values.nameOverride -}}
+{{- if contains $name .Release.Name -}}
+{{- .Release.Name | trunc 63 | trimSuffix "-" -}}
+{{- else -}}
+{{- printf "%s-%s" .Release.Name $name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tenantgate.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "tenantgate.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+{{- end -}}
+
+{{- define "tenantgate.labels" -}}
+helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version | replace "+" "_" | trunc 63 }}
+{{ include "tenantgate.selectorLabels" . }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
+app.kubernetes.io/managed-by: {{ .Release.Service }}
+app.kubernetes.io/part-of: tenantgate
+{{- end -}}
+
+{{/* The application's pods in sidecar mode: their own name, so selectors never overlap. */}}
+{{- define "tenantgate.sidecar.appName" -}}
+{{- printf "%s-%s" (include "tenantgate.fullname" .) .Values.sidecar.app.name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{- define "tenantgate.sidecar.selectorLabels" -}}
+app.kubernetes.io/name: {{ .Values.sidecar.app.name }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+tenantgate.io/protected: "true"
+{{- end -}}
+
+{{- define "tenantgate.serviceAccountName" -}}
+{{- if .Values.serviceAccount.create -}}
+{{- default (include "tenantgate.fullname" .) .Values.serviceAccount.name -}}
+{{- else -}}
+{{- default "default" .Values.serviceAccount.name -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tenantgate.image" -}}
+{{- if .Values.image.digest -}}
+{{- printf "%s@%s" .Values.image.repository .Values.image.digest -}}
+{{- else -}}
+{{- printf "%s:%s" .Values.image.repository (default .Chart.AppVersion .Values.image.tag) -}}
+{{- end -}}
+{{- end -}}
+
+{{- define "tenantgate.configDir" -}}/etc/tenantgate{{- end -}}
+{{- define "tenantgate.socketPath" -}}{{ .Values.sidecar.socketDir }}/tenantgate.sock{{- end -}}
+{{- define "tenantgate.envoyBootstrap" -}}/etc/envoy/envoy.yaml{{- end -}}
+
+{{/*
+Cross-field checks JSON Schema cannot express; each failure is one readable sentence.
+*/}}
+{{- define "tenantgate.validate" -}}
+{{- $keys := .Values.signingKeys -}}
+{{- if not $keys.existingSecret -}}
+{{- fail "signingKeys.existingSecret: name the Secret holding the tenant-context signing keys (one item per key id)" -}}
+{{- end -}}
+{{- if not $keys.keyIds -}}
+{{- fail "signingKeys.keyIds: list at least one key id (an item name in signingKeys.existingSecret)" -}}
+{{- end -}}
+{{- if not (has .Values.context.active_key $keys.keyIds) -}}
+{{- fail (printf "context.active_key: %q is not one of signingKeys.keyIds %v" .Values.context.active_key $keys.keyIds) -}}
+{{- end -}}
+{{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.app.image) -}}
+{{- fail "sidecar.app.image: sidecar mode needs the application's image (the container tenantgate protects)" -}}
+{{- end -}}
+{{- if and (eq .Values.mode "sidecar") (eq (int .Values.sidecar.envoy.port) (int .Values.sidecar.app.port)) -}}
+{{- fail "sidecar.envoy.port: must differ from sidecar.app.port (Envoy listens in front of the app)" -}}
+{{- end -}}
+{{- if eq (int .Values.ports.grpc) (int .Values.ports.metrics) -}}
+{{- fail "ports.metrics: must differ from ports.grpc" -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The tenantgate config file: the config sections of the values, as they are, plus what depends on
+the pod (listen addresses, the signing-key files).
+*/}}
+{{- define "tenantgate.config" -}}
+{{- $listen := deepCopy .Values.listen -}}
+{{- /* 0.0.0.0, not 127.0.0.1: kubelet's gRPC probes and Prometheus come in on the pod IP. */ -}}
+{{- $_ := set $listen "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) -}}
+{{- if .Values.metrics.enabled -}}
+{{- $_ := set $listen "metrics" (printf "0.0.0.0:%d" (int .Values.ports.metrics)) -}}
+{{- else -}}
+{{- $_ := set $listen "metrics" nil -}}
+{{- end -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- $_ := set $listen "uds" (include "tenantgate.socketPath" .) -}}
+{{- end -}}
+{{- $keys := list -}}
+{{- range .Values.signingKeys.keyIds -}}
+{{- $keys = append $keys (dict "id" . "secret" (dict "fromFile" (printf "keys/%s" .))) -}}
+{{- end -}}
+{{- $context := deepCopy .Values.context -}}
+{{- $_ := set $context "keys" $keys -}}
+{{- $config := dict "listen" $listen "context" $context -}}
+{{- range $section := list "issuers" "credentials" "tenants" "policy" "quota" "audit" -}}
+{{- $_ := set $config $section (index $.Values $section) -}}
+{{- end -}}
+{{- toYaml $config -}}
+{{- end -}}
+
+{{- define "tenantgate.configChecksum" -}}
+{{- include "tenantgate.config" . | sha256sum -}}
+{{- end -}}
+
+{{/*
+Volumes the tenantgate container needs (list items). Config and signing keys share one projected
+volume, so the keys sit beside the config (keys/<id>) and the config refers to them relatively.
+*/}}
+{{- define "tenantgate.volumes" -}}
+- name: tenantgate-config
+  projected:
+    defaultMode: 0440
+    sources:
+      - configMap:
+          name: {{ include "tenantgate.fullname" . }}
+          items: [{key: config.yaml, path: config.yaml}]
+      - secret:
+          name: {{ .Values.signingKeys.existingSecret }}
+          items:
+          {{- range .Values.signingKeys.keyIds }}
+            - {key: {{ . | quote }}, path: {{ printf "keys/%s" . | quote }}}
+          {{- end }}
+- name: tenantgate-tmp
+  emptyDir: {medium: Memory, sizeLimit: 16Mi}
+{{- with .Values.extraVolumes }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "tenantgate.volumeMounts" -}}
+- {name: tenantgate-config, mountPath: {{ include "tenantgate.configDir" . }}, readOnly: true}
+- {name: tenantgate-tmp, mountPath: /tmp}
+{{- with .Values.extraVolumeMounts }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "tenantgate.env" -}}
+{{- range .Values.secretEnv }}
+- name: {{ .name }}
+  valueFrom:
+    secretKeyRef: {name: {{ .secretName }}, key: {{ .key }}}
+{{- end }}
+{{- with .Values.extraEnv }}
+{{ toYaml . }}
+{{- end }}
+{{- end -}}
+
+{{- define "tenantgate.probes" -}}
+{{- $grpc := dict "port" (int .Values.ports.grpc) "service" .Values.probes.service -}}
+startupProbe:
+  grpc: {{ toJson $grpc }}
+  {{- toYaml .Values.probes.startup | nindent 2 }}
+livenessProbe:
+  grpc: {{ toJson $grpc }}
+  {{- toYaml .Values.probes.liveness | nindent 2 }}
+readinessProbe:
+  grpc: {{ toJson $grpc }}
+  {{- toYaml .Values.probes.readiness | nindent 2 }}
+{{- end -}}
+
+{{/*
+The tenantgate container (one list item). Called with (dict "root" $ "portPrefix" "" ) for
+standalone, "tg-" in sidecar mode where port names share the pod with the application's.
+*/}}
+{{- define "tenantgate.container" -}}
+{{- $root := .root -}}
+- name: tenantgate
+  image: {{ include "tenantgate.image" $root }}
+  imagePullPolicy: {{ $root.Values.image.pullPolicy }}
+  {{- if .sidecar }}
+  restartPolicy: Always
+  {{- end }}
+  args: ["--config", "{{ include "tenantgate.configDir" $root }}/config.yaml"]
+  ports:
+    - {name: {{ .portPrefix }}grpc, containerPort: {{ $root.Values.ports.grpc }}, protocol: TCP}
+    {{- if $root.Values.metrics.enabled }}
+    - {name: {{ .portPrefix }}metrics, containerPort: {{ $root.Values.ports.metrics }}, protocol: TCP}
+    {{- end }}
+  env:
+    - {name: PYTHONDONTWRITEBYTECODE, value: "1"}
+    {{- with include "tenantgate.env" $root }}
+    {{- . | nindent 4 }}
+    {{- end }}
+  {{- include "tenantgate.probes" $root | nindent 2 }}
+  resources:
+    {{- toYaml $root.Values.resources | nindent 4 }}
+  securityContext:
+    {{- toYaml $root.Values.securityContext | nindent 4 }}
+  volumeMounts:
+    {{- include "tenantgate.volumeMounts" $root | nindent 4 }}
+    {{- if .sidecar }}
+    - {name: tenantgate-socket, mountPath: {{ $root.Values.sidecar.socketDir }}}
+    {{- end }}
+{{- end -}}

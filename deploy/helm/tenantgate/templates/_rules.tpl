@@ -1,0 +1,110 @@
+{{/*
+Prometheus alert rule groups (the `spec` of the PrometheusRule; also a plain Prometheus rules
+file: deploy/prometheus/tenantgate-rules.yaml is this template rendered with default values).
+*/}}
+
+{{/* Deny reasons answered 401: a credential that did not verify (decision.py STATUS table). */}}
+{{- define "tenantgate.authFailureReasons" -}}
+no_credential|malformed_token|token_too_large|algorithm_not_allowed|unknown_issuer|unknown_key|bad_signature|token_expired|token_not_yet_valid|token_issued_in_future|token_too_old|wrong_audience|wrong_token_type|unsupported_crit|bad_claims|tenant_missing|tenant_invalid|issuer_not_allowed_for_tenant|api_key_invalid|api_key_revoked|api_key_expired
+{{- end -}}
+
+{{- define "tenantgate.ruleGroups" -}}
+{{- $r := .Values.metrics.prometheusRule -}}
+{{- $auth := printf "decision=\"deny\",reason=~\"%s\"" (include "tenantgate.authFailureReasons" .) -}}
+groups:
+  - name: tenantgate.tenants
+    rules:
+      - alert: TenantgateAuthFailureSpike
+        # Both a share and a floor: a quiet tenant with two bad tokens is not a spike.
+        expr: |
+          (
+            sum by (tenant) (rate(tenantgate_checks_total{ {{- $auth -}} }[5m]))
+              / sum by (tenant) (rate(tenantgate_checks_total[5m]))
+          ) > {{ $r.authFailureRatio }}
+          and
+          sum by (tenant) (rate(tenantgate_checks_total{ {{- $auth -}} }[5m])) > {{ $r.authFailureMinRate }}
+        for: {{ $r.for }}
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "Authentication failures spiking for tenant \"{{ $labels.tenant }}\"" | quote }}
+          description: {{ "{{ $value | humanizePercentage }} of Checks for tenant \"{{ $labels.tenant }}\" fail authentication (an empty tenant means the token named none): expired or forged tokens, a rotated IdP key, or credential stuffing." | quote }}
+      - alert: TenantgateTenantThrottled
+        expr: |
+          (
+            sum by (tenant) (rate(tenantgate_quota_decisions_total{result="limited"}[5m]))
+              / sum by (tenant) (rate(tenantgate_quota_decisions_total[5m]))
+          ) > {{ $r.throttledRatio }}
+        for: {{ $r.throttledFor }}
+        labels: {severity: info}
+        annotations:
+          summary: {{ "Tenant \"{{ $labels.tenant }}\" is being rate limited (429)" | quote }}
+          description: {{ "{{ $value | humanizePercentage }} of tenant \"{{ $labels.tenant }}\"'s requests were answered 429 for a sustained period: the plan may be too small, or a client is misbehaving." | quote }}
+      - alert: TenantgateCrossTenantAttempts
+        expr: |
+          sum by (tenant) (increase(tenantgate_cross_tenant_attempts_total[10m])) >= {{ $r.crossTenantMinCount }}
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "Tenant \"{{ $labels.tenant }}\" is requesting other tenants' resources" | quote }}
+          description: {{ "{{ $value | humanize }} requests in 10 minutes by tenant \"{{ $labels.tenant }}\" named another tenant in the path (answered 404). Look for enumeration in the audit log." | quote }}
+      - alert: TenantgateRevokedApiKeyInUse
+        expr: |
+          sum by (tenant) (increase(tenantgate_apikey_revoked_attempts_total[10m])) >= {{ $r.revokedKeyMinCount }}
+        labels: {severity: info}
+        annotations:
+          summary: {{ "Revoked API keys of tenant \"{{ $labels.tenant }}\" are still being used" | quote }}
+          description: {{ "{{ $value | humanize }} attempts in 10 minutes with revoked keys of tenant \"{{ $labels.tenant }}\": a client was not updated, or a leaked key is being tried." | quote }}
+  - name: tenantgate.dependencies
+    rules:
+      - alert: TenantgateJwksRefreshFailing
+        # Errors and no successful fetch: cached keys still verify tokens until max_stale.
+        expr: |
+          sum by (issuer) (increase(tenantgate_jwks_fetches_total{result="error"}[15m])) > 0
+          unless on (issuer)
+          sum by (issuer) (increase(tenantgate_jwks_fetches_total{result=~"ok|not_modified"}[15m])) > 0
+        for: 10m
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "JWKS refresh failing for issuer \"{{ $labels.issuer }}\"" | quote }}
+          description: {{ "tenantgate could not fetch the keys of issuer \"{{ $labels.issuer }}\" for 15 minutes. Known keys keep working until jwks.max_stale; new or rotated keys are rejected." | quote }}
+      - alert: TenantgateQuotaStoreErrors
+        expr: |
+          sum(rate(tenantgate_quota_store_errors_total[5m])) > 0
+        for: {{ $r.for }}
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate cannot reach its quota store (Redis)"
+          description: {{ "{{ $value | humanize }} quota store errors per second. Depending on quota failure mode, requests are denied (503) or admitted without limits." | quote }}
+      - alert: TenantgateQuotaFailOpen
+        # Fail-open is a choice an operator made; when it happens, someone should know at once.
+        expr: |
+          sum(increase(tenantgate_quota_fail_open_total[5m])) > 0
+        labels: {severity: critical}
+        annotations:
+          summary: "tenantgate is admitting requests without quota checks (fail-open)"
+          description: {{ "{{ $value | humanize }} requests in 5 minutes were admitted because the quota store failed and the failure mode is open." | quote }}
+      - alert: TenantgateQuotaDegraded
+        expr: |
+          max(tenantgate_quota_degraded_active) > 0
+        for: {{ $r.for }}
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate quota enforcement is degraded"
+          description: "At least one tenantgate instance runs its quota in degraded mode (the store is unavailable); limits are approximate or off until it recovers."
+  - name: tenantgate.service
+    rules:
+      - alert: TenantgateInternalErrors
+        expr: |
+          sum(increase(tenantgate_internal_errors_total[5m])) > 0
+        labels: {severity: critical}
+        annotations:
+          summary: "tenantgate hit unexpected errors"
+          description: {{ "{{ $value | humanize }} Checks in 5 minutes ended in a bug (gRPC INTERNAL); Envoy's failure mode decided those requests. The traceback is in the logs." | quote }}
+      - alert: TenantgateCheckLatencyHigh
+        expr: |
+          histogram_quantile(0.99, sum by (le) (rate(tenantgate_check_duration_seconds_bucket[5m]))) > {{ $r.checkLatencyP99Seconds }}
+        for: 10m
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate Check p99 latency is high"
+          description: {{ "p99 Check latency is {{ $value | humanizeDuration }}; every request through Envoy waits for it." | quote }}
+{{- end -}}
