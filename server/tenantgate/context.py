@@ -48,9 +48,14 @@ def b64url_decode(text: str) -> bytes:
     if "=" in text or "+" in text or "/" in text:
         raise InvalidContext("not base64url")
     try:
-        return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        data = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
     except (binascii.Error, ValueError):
         raise InvalidContext("not base64url") from None
+    # The decoder ignores unused trailing bits (and stray characters): accept only the one
+    # canonical spelling, as the SQL verifier must, so a context has exactly one valid form.
+    if b64url(data) != text:
+        raise InvalidContext("not base64url")
+    return data
 
 
 def _json(obj: object) -> bytes:
@@ -103,7 +108,8 @@ class KeyRing:
         if len(parts) != 3:
             raise InvalidContext("malformed")
         header = _load_object(parts[0])
-        key = self._keys.get(header.get("kid"))  # type: ignore[arg-type]
+        kid = header.get("kid")
+        key = self._keys.get(kid) if isinstance(kid, str) else None  # a list kid is unhashable
         if header.get("alg") != ALGORITHM or key is None:
             raise InvalidContext("unknown key or algorithm")
         expected = key.signature(f"{parts[0]}.{parts[1]}".encode("ascii"))
