@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.quota import QuotaConfig
+from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import ByteSize, Duration, Model, Secret
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -55,6 +56,13 @@ class JwksConfig(Model):
     default_ttl: Duration = 300.0
     refetch_interval: Duration = 30.0  # unknown kid: at most one refetch per interval
     max_stale: Duration = 3600.0  # endpoint down: known keys keep working this long
+
+    @field_validator("file")
+    @classmethod
+    def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        return str(Path((info.context or {}).get("base_dir", ".")) / value)
 
     @model_validator(mode="after")
     def _one_source(self) -> JwksConfig:
@@ -132,7 +140,7 @@ class IssuerConfig(Model):
 class TenantEntry(Model):
     status: Literal["active", "suspended"] = "active"
     plan: str | None = None
-    overrides: dict[str, object] = Field(default_factory=dict)  # any plan value, e.g. burst
+    overrides: PlanOverrides = Field(default_factory=PlanOverrides)  # any plan value, e.g. burst
 
 
 class TenantsConfig(Model):

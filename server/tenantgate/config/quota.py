@@ -1,12 +1,186 @@
-"""Quota configuration: plans, endpoint rules, the store and its failure mode (issue 4 extends)."""
+"""Quota configuration: rates, plans, endpoint rules, the store, failure modes and the RLS files."""
 
 from __future__ import annotations
 
-from pydantic import Field
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from tenantgate.config.types import Model
+from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+
+from tenantgate.config.types import Duration, Model
+
+_RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
+_PERIOD_SECONDS = {
+    "ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
+    "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0,
+}
+_RATE_HELP = "must be a rate such as 100/s, 6000/min, 1000000/day or 50/10s"
+
+FailureMode = Literal["open", "closed", "degraded"]
+Mode = Literal["exact", "batched"]
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    """`count` requests per `period` seconds, as written (`100/s` is Rate(100, 1.0, '100/s'))."""
+
+    count: int
+    period: float
+    text: str
+
+
+def _parse_rate(value: Any) -> Rate:
+    if isinstance(value, Rate):
+        return value
+    if not isinstance(value, str) or not (m := _RATE.match(value.lower())):
+        raise ValueError(_RATE_HELP)
+    count, multiple, unit = int(m.group(1)), int(m.group(2) or 1), m.group(3)
+    if unit not in _PERIOD_SECONDS:
+        raise ValueError(f"{_RATE_HELP} (unknown unit {unit!r})")
+    if count < 1 or multiple < 1:
+        raise ValueError("count and period must be at least 1")
+    return Rate(count, multiple * _PERIOD_SECONDS[unit], value.strip())
+
+
+RateValue = Annotated[Rate, BeforeValidator(_parse_rate)]
+
+
+class LimitConfig(Model):
+    """One bucket: a rate and the burst it holds (requests admitted at once from idle)."""
+
+    rate: RateValue
+    burst: int | None = Field(default=None, ge=1)  # default: the rate's count
+
+    @property
+    def capacity(self) -> int:
+        return self.burst if self.burst is not None else self.rate.count
+
+
+def _limit(value: Any) -> Any:
+    return {"rate": value} if isinstance(value, str) else value
+
+
+Limit = Annotated[LimitConfig, BeforeValidator(_limit)]
+"""A limit is written `100/s` or `{rate: 100/s, burst: 200}`."""
+
+
+class EndpointRule(Model):
+    """Method and path pattern -> buckets of their own, on top of the plan's limits."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    methods: list[str] | None = None  # None: every method
+    path: str = "/**"  # segments, `*` one segment, `**` the rest
+    limits: list[Limit] = Field(min_length=1)
+
+    @field_validator("methods")
+    @classmethod
+    def _upper(cls, value: list[str] | None) -> list[str] | None:
+        return [m.upper() for m in value] if value is not None else None
+
+    @field_validator("path")
+    @classmethod
+    def _absolute(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError("paths start with /")
+        if any("**" in seg and seg != "**" for seg in value.split("/")):
+            raise ValueError("`**` must be a whole path segment")
+        return value
+
+
+class PlanConfig(Model):
+    """A plan: limits every request of a tenant counts against, endpoint rules, mode, failure."""
+
+    limits: list[Limit] = Field(default_factory=list)
+    burst: int | None = Field(default=None, ge=1)  # burst of the shortest limit without its own
+    endpoints: list[EndpointRule] = Field(default_factory=list)
+    mode: Mode = "exact"
+    batch_interval: Duration = 0.05
+    failure_mode: FailureMode | None = None  # None: quota.failure_mode
+
+    @model_validator(mode="after")
+    def _sane(self) -> PlanConfig:
+        names = [e.name for e in self.endpoints]
+        if len(set(names)) != len(names):
+            raise ValueError("endpoint rule names must be unique within a plan")
+        if not 0.001 <= self.batch_interval <= 1.0:
+            raise ValueError("batch_interval must be between 1ms and 1s")
+        return self
+
+
+class PlanOverrides(Model):
+    """Per-tenant overrides of plan values; a key left out keeps the plan's value."""
+
+    limits: list[Limit] | None = None
+    burst: int | None = Field(default=None, ge=1)
+    endpoints: list[EndpointRule] | None = None
+    mode: Mode | None = None
+    batch_interval: Duration | None = None
+    failure_mode: FailureMode | None = None
+
+
+class CircuitConfig(Model):
+    """After `failures` consecutive store errors, skip the store for `open_for`, then probe."""
+
+    failures: int = Field(default=5, ge=1)
+    open_for: Duration = 2.0
+
+
+class RedisConfig(Model):
+    # redis://, rediss://, unix://, redis+sentinel://host:port[,host:port]/master, redis+cluster://
+    url: str = "redis://127.0.0.1:6379/0"
+    timeout: Duration = 0.05
+    connect_timeout: Duration = 0.2
+    max_connections: int = Field(default=64, ge=1)
+    circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+
+    @field_validator("url")
+    @classmethod
+    def _scheme(cls, value: str) -> str:
+        schemes = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
+                   "rediss+cluster://")
+        if not value.startswith(schemes):
+            raise ValueError(f"url must start with one of {', '.join(schemes)}")
+        if value.startswith("redis+sentinel://") and "/" not in value.split("://", 1)[1]:
+            raise ValueError("a sentinel url names the master: redis+sentinel://host:port/mymaster")
+        return value
+
+
+class RateLimitServiceConfig(Model):
+    """ShouldRateLimit: envoyproxy/ratelimit-format files (domain, descriptors, rate_limit)."""
+
+    config_files: list[str] = Field(default_factory=list)
+    tenant_key: str = "tenant"  # descriptor entry whose value hash-tags the keys
+
+    @field_validator("config_files")
+    @classmethod
+    def _relative_to_config(cls, value: list[str], info: ValidationInfo) -> list[str]:
+        base = Path((info.context or {}).get("base_dir", "."))
+        return [str(base / f) for f in value]
 
 
 class QuotaConfig(Model):
     enabled: bool = False
-    plans: dict[str, dict[str, object]] = Field(default_factory=dict)
+    store: Literal["memory", "redis"] = "memory"
+    redis: RedisConfig = Field(default_factory=RedisConfig)
+    plans: dict[str, PlanConfig] = Field(default_factory=dict)
+    default_plan: str | None = None  # tenants without a plan (unknown-but-allowed, or unset)
+    failure_mode: FailureMode = "closed"
+    replicas: int | None = Field(default=None, ge=1)  # needed by failure_mode degraded
+    response_headers_on_allow: bool = False
+    over_limit_cache: bool = True
+    max_local_entries: int = Field(default=100_000, ge=100)
+    ratelimit_service: RateLimitServiceConfig = Field(default_factory=RateLimitServiceConfig)
+
+    @model_validator(mode="after")
+    def _consistent(self) -> QuotaConfig:
+        if self.default_plan is not None and self.default_plan not in self.plans:
+            raise ValueError(f"default_plan {self.default_plan!r} is not among plans "
+                             f"({', '.join(sorted(self.plans)) or 'none defined'})")
+        degraded = self.failure_mode == "degraded" or any(
+            p.failure_mode == "degraded" for p in self.plans.values())
+        if degraded and self.replicas is None:
+            raise ValueError("failure_mode degraded needs replicas (how many tenantgate "
+                             "processes share the store)")
+        return self

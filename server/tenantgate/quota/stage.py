@@ -4,12 +4,31 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from tenantgate.decision import Deny
+from tenantgate.decision import Deny, Reason
+from tenantgate.observe import quota as metrics
+from tenantgate.quota.headers import deny_headers, rate_headers
 
 if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
 
 async def quota_stage(s: CheckState) -> Deny | None:
-    """Placeholder until the limiter lands: no quota configured means nothing to enforce."""
+    """Deny with 429 (and when to retry) over quota, 503 when the store failed closed."""
+    limiter = s.runtime.limiter
+    tenant = s.tenant
+    if limiter is None or tenant is None:
+        return None
+    plan = limiter.plan_for(tenant.id, tenant.plan, tenant.known)
+    if plan is None:
+        return None  # no plan and no default plan: nothing to enforce
+    verdict = await limiter.check(plan, tenant.id, s.request.method, s.request.path)
+    if verdict.unavailable:
+        return Deny(Reason.QUOTA_UNAVAILABLE)
+    label = metrics.tenant_label(tenant.id, tenant.known)
+    if not verdict.admitted:
+        metrics.decision(label, metrics.QuotaResult.LIMITED)
+        return Deny(Reason.QUOTA_EXCEEDED, headers=deny_headers(verdict))
+    metrics.decision(label, metrics.QuotaResult.ADMITTED)
+    if limiter.headers_on_allow:
+        s.quota_headers.extend(rate_headers(verdict))
     return None

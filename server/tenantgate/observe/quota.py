@@ -1,0 +1,60 @@
+"""Quota metrics: decisions per tenant (bounded labels), store errors, fail-open, degraded mode."""
+
+from __future__ import annotations
+
+import enum
+
+from prometheus_client import Counter, Gauge
+
+OTHER = "other"
+
+
+class QuotaResult(enum.StrEnum):
+    ADMITTED = "admitted"
+    LIMITED = "limited"
+
+
+class RlsResult(enum.StrEnum):
+    OK = "ok"
+    OVER_LIMIT = "over_limit"
+    SHADOW_OVER_LIMIT = "shadow_over_limit"  # would have been limited; shadow_mode let it pass
+    UNAVAILABLE = "unavailable"
+
+
+DECISIONS = Counter("tenantgate_quota_decisions_total",
+                    "Quota decisions by tenant (registry tenants only; others are 'other')",
+                    ["tenant", "result"])
+STORE_ERRORS = Counter("tenantgate_quota_store_errors_total",
+                       "Quota store calls that failed or timed out", ["store"])
+FAIL_OPEN = Counter("tenantgate_quota_fail_open_total",
+                    "Requests admitted without a quota decision because the store failed")
+FAIL_CLOSED = Counter("tenantgate_quota_fail_closed_total",
+                      "Requests refused (503) because the store failed and the mode is closed")
+DEGRADED_ACTIVE = Gauge("tenantgate_quota_degraded_active",
+                        "1 while the store is failing and local limit/replicas buckets decide")
+LOCAL_DENIALS = Counter("tenantgate_quota_local_denials_total",
+                        "Denials answered from the local over-limit cache or batched mirror, "
+                        "without a store round trip")
+BATCHED_BOUND = Gauge("tenantgate_quota_batched_overadmission_bound",
+                      "Batched mode: most requests one replica may admit unseen by the others "
+                      "per bucket and interval (x replicas = the bound)", ["plan", "bucket"])
+RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
+                       "ShouldRateLimit calls by domain (configured domains only) and result",
+                       ["domain", "result"])
+
+
+def tenant_label(tenant_id: str, known: bool) -> str:
+    """Only registry tenants get their own label, so cardinality is bounded by the config."""
+    return tenant_id if known else OTHER
+
+
+def decision(tenant: str, result: QuotaResult) -> None:
+    DECISIONS.labels(tenant, result.value).inc()
+
+
+def store_error(store: str) -> None:
+    STORE_ERRORS.labels(store).inc()
+
+
+def rls_request(domain: str, result: RlsResult) -> None:
+    RLS_REQUESTS.labels(domain, result.value).inc()

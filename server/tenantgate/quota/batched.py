@@ -1,0 +1,120 @@
+"""Batched mode: admit from a local mirror of each bucket, sync all hits in one pipeline per
+interval. Over-admission is bounded by the per-interval allowance (rate x interval) x replicas."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from tenantgate.errors import QuotaStoreUnavailable
+from tenantgate.quota.memory import monotonic_us
+from tenantgate.quota.store import Bucket, Outcome, QuotaStore, gcra
+
+
+def allowance(bucket: Bucket, interval: float) -> int:
+    """Hits one replica may admit per interval without asking the store: rate x interval."""
+    return max(1, math.floor(bucket.limit / bucket.period * interval))
+
+
+@dataclass(slots=True)
+class Mirror:
+    bucket: Bucket
+    tat: int  # the store's clock (µs), including hits admitted here and not yet synced
+    allowance_max: int
+    allowance: int
+    pending: int = 0
+    synced: int = 0  # local monotonic µs of the last refresh from the store
+
+
+class Batcher:
+    def __init__(self, store: QuotaStore, interval: float, max_entries: int) -> None:
+        self._store = store
+        self._interval = interval
+        self._interval_us = int(interval * 1_000_000)
+        self._max_entries = max_entries
+        self._mirrors: dict[str, Mirror] = {}
+        self._offset_us = 0  # store clock minus local monotonic clock
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(self._run())
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        with contextlib.suppress(QuotaStoreUnavailable):
+            await self.sync()  # charge what was admitted since the last tick
+
+    def decide_local(self, buckets: Sequence[Bucket], cost: int) -> Outcome | None:
+        """A local decision, or None when only the store can decide (no fresh mirror, or this
+        replica used up its allowance for the interval)."""
+        local = monotonic_us()
+        mirrors = [self._mirrors.get(b.key) for b in buckets]
+        fresh: list[Mirror] = [m for m in mirrors if m is not None
+                               and local - m.synced <= 2 * self._interval_us]
+        if len(fresh) != len(buckets):
+            return None
+        outcome, new_tats = gcra([m.tat for m in fresh], buckets, cost, local + self._offset_us)
+        if not outcome.admitted:
+            # The mirror lags others' hits, never ours: if it says no, the store says no.
+            return outcome
+        if any(m.allowance < cost for m in fresh):
+            return None
+        for m, tat in zip(fresh, new_tats, strict=True):
+            m.tat, m.pending, m.allowance = tat, m.pending + cost, m.allowance - cost
+        return outcome
+
+    def learn(self, buckets: Sequence[Bucket], outcome: Outcome, interval: float) -> None:
+        """Refresh mirrors from an exact store decision."""
+        local = monotonic_us()
+        self._offset_us = outcome.now_us - local
+        for bucket, state in zip(buckets, outcome.states, strict=True):
+            m = self._mirrors.get(bucket.key)
+            if m is None:
+                if len(self._mirrors) >= self._max_entries:
+                    continue  # bounded: beyond it, this bucket just stays on the exact path
+                cap = allowance(bucket, interval)
+                m = self._mirrors[bucket.key] = Mirror(bucket, 0, cap, cap)
+            m.tat = outcome.now_us + state.reset_us + m.pending * bucket.interval_us
+            m.synced = local
+
+    async def sync(self) -> None:
+        dirty = [m for m in self._mirrors.values() if m.pending > 0]
+        sent = [m.pending for m in dirty]
+        try:
+            if dirty:
+                tats, now = await self._store.charge([(m.bucket, n) for m, n in
+                                                      zip(dirty, sent, strict=True)])
+                local = monotonic_us()
+                self._offset_us = now - local
+                for m, n, tat in zip(dirty, sent, tats, strict=True):
+                    m.pending -= n
+                    m.tat, m.synced = tat + m.pending * m.bucket.interval_us, local
+        except QuotaStoreUnavailable:
+            for m in dirty:
+                m.pending, m.synced = 0, 0  # stale: the next request meets the failure mode
+            raise
+        finally:
+            self._refill()
+
+    def _refill(self) -> None:
+        local = monotonic_us()
+        idle = [k for k, m in self._mirrors.items()
+                if m.pending == 0 and local - m.synced > 10 * self._interval_us]
+        for key in idle:
+            del self._mirrors[key]
+        for m in self._mirrors.values():
+            m.allowance = m.allowance_max
+
+    async def _run(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            with contextlib.suppress(QuotaStoreUnavailable):
+                await self.sync()

@@ -1,0 +1,285 @@
+"""Plans to buckets, and deciding over them: store, over-limit cache, batching, failure modes."""
+
+from __future__ import annotations
+
+import logging
+import math
+import re
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+
+from tenantgate.config.model import Config
+from tenantgate.config.quota import EndpointRule, FailureMode, LimitConfig, PlanConfig, QuotaConfig
+from tenantgate.errors import ConfigError, QuotaStoreUnavailable
+from tenantgate.observe import quota as metrics
+from tenantgate.quota.batched import Batcher, allowance
+from tenantgate.quota.memory import MemoryStore, monotonic_us
+from tenantgate.quota.store import Bucket, BucketState, Outcome, QuotaStore
+
+log = logging.getLogger("tenantgate.quota")
+_WARN_EVERY = 10.0
+
+
+def compile_path(pattern: str) -> re.Pattern[str]:
+    """`/api/*/items/**`: `*` (or `{name}`) is one segment, `**` the rest (possibly empty)."""
+    regex = ""
+    for seg in filter(None, pattern.split("/")):
+        if seg == "**":
+            regex += "(?:/.*)?"
+        elif seg == "*" or (seg.startswith("{") and seg.endswith("}")):
+            regex += "/[^/]+"
+        else:
+            regex += "/" + re.escape(seg)
+    return re.compile(regex if regex.endswith(")?") else regex + "/?")
+
+
+@dataclass(frozen=True, slots=True)
+class LimitSpec:
+    scope: str  # "plan" or "ep:<rule name>": part of the store key
+    name: str  # policy name for headers
+    limit: int
+    period: float
+    burst: int
+
+    def bucket(self, tenant_id: str) -> Bucket:
+        # {t:<tenant>} is the Redis Cluster hash tag: one tenant's buckets share a slot, so
+        # one script sees all of them. The tenant id pattern never admits braces.
+        return Bucket(f"tg:{{t:{tenant_id}}}:{self.scope}:{self.period:g}", self.name,
+                      self.limit, self.period, self.burst)
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledRule:
+    methods: frozenset[str] | None
+    path: re.Pattern[str]
+    specs: tuple[LimitSpec, ...]
+
+    def matches(self, method: str, path: str) -> bool:
+        return (self.methods is None or method in self.methods) and bool(self.path.fullmatch(path))
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledPlan:
+    name: str
+    specs: tuple[LimitSpec, ...]
+    rules: tuple[CompiledRule, ...]
+    batched: bool
+    batch_interval: float
+    failure_mode: FailureMode
+
+    def buckets(self, tenant_id: str, method: str, path: str) -> list[Bucket]:
+        specs = list(self.specs)
+        for rule in self.rules:
+            if rule.matches(method, path):
+                specs.extend(rule.specs)
+        return [s.bucket(tenant_id) for s in specs]
+
+
+def _specs(scope: str, label: str, limits: Sequence[LimitConfig], burst: int | None
+           ) -> tuple[LimitSpec, ...]:
+    # The plan-level burst belongs to the shortest limit that has none of its own.
+    open_limits = [lim for lim in limits if lim.burst is None]
+    shortest = min(open_limits, key=lambda lim: lim.rate.period) if open_limits else None
+    specs = []
+    for lim in limits:
+        cap = burst if lim is shortest and burst is not None else lim.capacity
+        specs.append(LimitSpec(scope, f"{label}-{lim.rate.period:g}s", lim.rate.count,
+                               lim.rate.period, cap))
+    return tuple(specs)
+
+
+def compile_plan(name: str, plan: PlanConfig, default_failure: FailureMode) -> CompiledPlan:
+    rules = tuple(_compile_rule(r) for r in plan.endpoints)
+    return CompiledPlan(name, _specs("plan", name, plan.limits, plan.burst), rules,
+                        plan.mode == "batched", plan.batch_interval,
+                        plan.failure_mode or default_failure)
+
+
+def _compile_rule(rule: EndpointRule) -> CompiledRule:
+    return CompiledRule(frozenset(rule.methods) if rule.methods is not None else None,
+                        compile_path(rule.path), _specs(f"ep:{rule.name}", rule.name,
+                                                        rule.limits, None))
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """A quota decision. `outcome` is None when the store failed and the failure mode decided."""
+
+    admitted: bool
+    buckets: tuple[Bucket, ...] = ()
+    outcome: Outcome | None = None
+    unavailable: bool = False  # fail closed: 503
+
+    def governing(self) -> tuple[Bucket, BucketState] | None:
+        """The bucket that decided: the one that denied longest, or the one with least left."""
+        if self.outcome is None or not self.buckets:
+            return None
+        pairs = list(zip(self.buckets, self.outcome.states, strict=True))
+        if not self.outcome.admitted:
+            return max(pairs, key=lambda p: p[1].retry_us)
+        return min(pairs, key=lambda p: p[1].remaining)
+
+
+def degraded_bucket(bucket: Bucket, replicas: int) -> Bucket:
+    """This replica's share while the store is down: limit / replicas, burst / replicas."""
+    return Bucket("deg:" + bucket.key, bucket.name, bucket.limit, bucket.period * replicas,
+                  max(1, math.ceil(bucket.burst / replicas)))
+
+
+class OverLimitCache:
+    """Buckets known to deny until a moment: answered here without a store round trip.
+
+    Exact, not approximate: a GCRA bucket that denies now keeps denying until its retry time,
+    since nothing but time moves its theoretical arrival time back.
+    """
+
+    def __init__(self, max_entries: int) -> None:
+        self._until: dict[str, int] = {}
+        self._max = max_entries
+
+    def check(self, buckets: Sequence[Bucket]) -> int:
+        """µs until every cached bucket among these frees up; 0 when none is cached."""
+        if not self._until:
+            return 0
+        now, wait = monotonic_us(), 0
+        for bucket in buckets:
+            if (until := self._until.get(bucket.key)) is not None:
+                wait = max(wait, until - now)
+        return wait
+
+    def remember(self, buckets: Sequence[Bucket], outcome: Outcome) -> None:
+        now = monotonic_us()
+        if len(self._until) >= self._max:
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            if len(self._until) >= self._max:
+                return
+        for bucket, state in zip(buckets, outcome.states, strict=True):
+            if state.retry_us > 0:
+                self._until[bucket.key] = now + state.retry_us
+
+
+class Limiter:
+    """Everything quota a Runtime needs; cheap to build, `start()` dials the store."""
+
+    def __init__(self, config: Config, store: QuotaStore,
+                 release: Callable[[], Awaitable[None]] | None = None) -> None:
+        q = config.quota
+        self.config: QuotaConfig = q
+        self.store = store
+        self._release = release
+        self.plans = {n: compile_plan(n, p, q.failure_mode) for n, p in q.plans.items()}
+        self.tenant_plans = tenant_plans(config)
+        self.headers_on_allow = q.response_headers_on_allow
+        self._cache = OverLimitCache(q.max_local_entries) if q.over_limit_cache else None
+        self._degraded = MemoryStore(q.max_local_entries)
+        self._replicas = q.replicas or 1
+        batched = [p.batch_interval for p in self.plans.values() if p.batched] + [
+            p.batch_interval for p in self.tenant_plans.values() if p.batched]
+        self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
+        self._warned_at = 0.0
+        for plan in self.plans.values():
+            if plan.batched:
+                for spec in plan.specs:
+                    metrics.BATCHED_BOUND.labels(plan.name, spec.name).set(
+                        allowance(spec.bucket(""), plan.batch_interval))
+
+    async def start(self) -> None:
+        await self.store.start()
+        metrics.DEGRADED_ACTIVE.set(0)
+        if self._batcher is not None:
+            self._batcher.start()
+
+    async def close(self) -> None:
+        if self._batcher is not None:
+            await self._batcher.close()
+        if self._release is not None:
+            await self._release()
+
+    def plan_for(self, tenant_id: str, plan: str | None, known: bool) -> CompiledPlan | None:
+        if known and (own := self.tenant_plans.get(tenant_id)) is not None:
+            return own
+        return self.plans.get(plan or self.config.default_plan or "")
+
+    async def check(self, plan: CompiledPlan, tenant_id: str, method: str, path: str,
+                    cost: int = 1) -> Verdict:
+        buckets = plan.buckets(tenant_id, method, path)
+        if not buckets:
+            return Verdict(True)
+        return await self.decide(buckets, cost, plan.failure_mode,
+                                 plan.batch_interval if plan.batched else None)
+
+    async def decide(self, buckets: Sequence[Bucket], cost: int, failure_mode: FailureMode,
+                     batch_interval: float | None = None) -> Verdict:
+        """All buckets admit `cost` and are charged, or none is; the failure mode on error."""
+        held = tuple(buckets)
+        if self._cache is not None and cost > 0 and (wait := self._cache.check(held)) > 0:
+            metrics.LOCAL_DENIALS.inc()
+            return Verdict(False, held, _cached_outcome(held, wait))
+        if batch_interval is not None and self._batcher is not None and cost > 0:
+            local = self._batcher.decide_local(held, cost)
+            if local is not None:
+                if not local.admitted:
+                    metrics.LOCAL_DENIALS.inc()
+                return Verdict(local.admitted, held, local)
+        try:
+            outcome = await self.store.acquire(held, cost)
+        except QuotaStoreUnavailable:
+            return await self._failed(held, cost, failure_mode)
+        metrics.DEGRADED_ACTIVE.set(0)
+        if not outcome.admitted and self._cache is not None and cost > 0:
+            self._cache.remember(held, outcome)
+        if batch_interval is not None and self._batcher is not None:
+            self._batcher.learn(held, outcome, batch_interval)
+        return Verdict(outcome.admitted, held, outcome)
+
+    async def _failed(self, buckets: tuple[Bucket, ...], cost: int, mode: FailureMode
+                      ) -> Verdict:
+        self._warn(mode)
+        if mode == "open":
+            # Fail open: availability over enforcement, by the operator's explicit choice.
+            metrics.FAIL_OPEN.inc()
+            return Verdict(True, buckets)
+        if mode == "degraded":
+            metrics.DEGRADED_ACTIVE.set(1)
+            shares = tuple(degraded_bucket(b, self._replicas) for b in buckets)
+            outcome = await self._degraded.acquire(shares, cost)
+            return Verdict(outcome.admitted, shares, outcome)
+        metrics.FAIL_CLOSED.inc()
+        return Verdict(False, buckets, unavailable=True)
+
+    def _warn(self, mode: FailureMode) -> None:
+        now = time.monotonic()
+        if now - self._warned_at >= _WARN_EVERY:
+            self._warned_at = now
+            log.warning("quota store %s unavailable: failing %s", self.store.name, mode)
+
+
+def _cached_outcome(buckets: tuple[Bucket, ...], wait_us: int) -> Outcome:
+    states = tuple(BucketState(0, wait_us, wait_us) for _ in buckets)
+    return Outcome(False, states, monotonic_us())
+
+
+def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
+    """Registry tenants whose plan is their own: overrides merged over their plan."""
+    q = config.quota
+    out: dict[str, CompiledPlan] = {}
+    issues: list[str] = []
+    for tenant_id, entry in config.tenants.registry.items():
+        plan_name = entry.plan or q.default_plan
+        if entry.plan is not None and entry.plan not in q.plans:
+            issues.append(f"tenants.registry.{tenant_id}.plan: unknown plan {entry.plan!r} "
+                          f"(quota.plans has: {', '.join(sorted(q.plans)) or 'none'})")
+            continue
+        changes = entry.overrides.model_dump(exclude_none=True)
+        if not changes:
+            continue
+        if changes.get("failure_mode") == "degraded" and q.replicas is None:
+            issues.append(f"tenants.registry.{tenant_id}.overrides.failure_mode: degraded "
+                          "needs quota.replicas")
+        base = q.plans[plan_name] if plan_name else PlanConfig()
+        merged = base.model_copy(update={k: getattr(entry.overrides, k) for k in changes})
+        out[tenant_id] = compile_plan(plan_name or tenant_id, merged, q.failure_mode)
+    if issues:
+        raise ConfigError(issues)
+    return out

@@ -1,0 +1,67 @@
+"""The embedded in-process store: the same GCRA as Redis, for one replica (no other server)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+
+from tenantgate.quota.store import Bucket, Outcome, gcra
+
+_MIN_SWEEP = 1024
+
+
+def monotonic_us() -> int:
+    return time.monotonic_ns() // 1000
+
+
+class MemoryStore:
+    """Buckets in a dict; a bucket that is full again is dropped, so memory follows activity.
+
+    Single-replica by nature: two processes each with a MemoryStore enforce the limit twice.
+    """
+
+    name = "memory"
+
+    def __init__(self, max_entries: int = 100_000) -> None:
+        self._tats: dict[str, int] = {}
+        self._max_entries = max_entries
+        self._sweep_at = _MIN_SWEEP
+
+    async def start(self) -> None:
+        return None
+
+    async def close(self) -> None:
+        return None
+
+    def __len__(self) -> int:
+        return len(self._tats)
+
+    async def acquire(self, buckets: Sequence[Bucket], cost: int = 1) -> Outcome:
+        return self.acquire_now(buckets, cost, monotonic_us())
+
+    def acquire_now(self, buckets: Sequence[Bucket], cost: int, now: int) -> Outcome:
+        outcome, new_tats = gcra([self._tats.get(b.key) for b in buckets], buckets, cost, now)
+        if outcome.admitted and cost > 0:
+            for bucket, tat in zip(buckets, new_tats, strict=True):
+                self._tats[bucket.key] = tat
+            if len(self._tats) >= self._sweep_at:
+                self._sweep(now)
+        return outcome
+
+    async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
+        now = monotonic_us()
+        tats = []
+        for bucket, hits in items:
+            tat = max(self._tats.get(bucket.key, now), now) + hits * bucket.interval_us
+            if hits:
+                self._tats[bucket.key] = tat
+            tats.append(tat)
+        return tats, now
+
+    def _sweep(self, now: int) -> None:
+        # Amortised O(1): sweep only when the dict doubled since the last sweep.
+        self._tats = {k: t for k, t in self._tats.items() if t > now}
+        while len(self._tats) > self._max_entries:
+            # Still too many live buckets: forget the oldest-written, i.e. reset it to full.
+            del self._tats[next(iter(self._tats))]
+        self._sweep_at = max(_MIN_SWEEP, 2 * len(self._tats))

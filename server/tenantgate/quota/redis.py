@@ -1,0 +1,182 @@
+"""The Redis store: one EVALSHA per decision; plain, Sentinel and Cluster URLs; a breaker."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+from collections.abc import Sequence
+from importlib import resources
+from typing import Any
+from urllib.parse import unquote, urlsplit
+
+from redis.asyncio import Redis
+from redis.asyncio.cluster import ClusterNode, RedisCluster
+from redis.asyncio.retry import Retry
+from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
+from redis.exceptions import NoScriptError, RedisError
+
+from tenantgate.config.quota import RedisConfig
+from tenantgate.errors import QuotaStoreUnavailable
+from tenantgate.observe import quota as metrics
+from tenantgate.quota.breaker import CircuitBreaker
+from tenantgate.quota.store import Bucket, BucketState, Outcome
+
+Client = Redis | RedisCluster
+
+
+class Script:
+    """A Lua file from quota/scripts, identified by its SHA1 so EVALSHA needs no prior load."""
+
+    def __init__(self, name: str) -> None:
+        self.source = resources.files("tenantgate.quota").joinpath(f"scripts/{name}").read_text()
+        self.sha = hashlib.sha1(self.source.encode()).hexdigest()  # Redis names scripts by SHA1
+
+
+GCRA = Script("gcra.lua")
+CHARGE = Script("charge.lua")
+
+
+def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    hosts = []
+    for item in netloc.rsplit("@", 1)[-1].split(","):
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        hosts.append((host.strip("[]"), int(port) if port else default_port))
+    return hosts
+
+
+def connect(cfg: RedisConfig) -> Client:
+    """A client for any supported URL; nothing is dialled until the first command."""
+    common: dict[str, Any] = {
+        "socket_timeout": cfg.timeout, "socket_connect_timeout": cfg.connect_timeout,
+        "max_connections": cfg.max_connections,
+    }
+    # No client-side retries: the breaker and the failure mode decide, within one timeout.
+    no_retry = Retry(NoBackoff(), 0)
+    parts = urlsplit(cfg.url)
+    password = unquote(parts.password) if parts.password else None
+    username = unquote(parts.username) if parts.username else None
+    if parts.scheme in ("redis+cluster", "rediss+cluster"):
+        nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
+        return RedisCluster(startup_nodes=nodes, password=password, username=username,
+                            ssl=parts.scheme.startswith("rediss"), **common)
+    if parts.scheme == "redis+sentinel":
+        path = [p for p in parts.path.split("/") if p]
+        master, db = path[0], int(path[1]) if len(path) > 1 else 0
+        sentinel = Sentinel(_hosts(parts.netloc, 26379),
+                            sentinel_kwargs={"socket_timeout": cfg.timeout,
+                                             "socket_connect_timeout": cfg.connect_timeout},
+                            socket_timeout=cfg.timeout,
+                            socket_connect_timeout=cfg.connect_timeout)
+        return sentinel.master_for(master, db=db, password=password, username=username,
+                                   retry=no_retry)
+    return Redis.from_url(cfg.url, retry=no_retry, **common)
+
+
+class RedisStore:
+    name = "redis"
+
+    def __init__(self, cfg: RedisConfig, client: Client | None = None) -> None:
+        self._cfg = cfg
+        self._client = client if client is not None else connect(cfg)
+        self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.open_for)
+
+    @property
+    def client(self) -> Client:
+        return self._client
+
+    async def start(self) -> None:
+        """Load the scripts; a Redis that is down now is the failure mode's business, not ours."""
+        with contextlib.suppress(QuotaStoreUnavailable):
+            await self._guarded(self._load_scripts())
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+    async def acquire(self, buckets: Sequence[Bucket], cost: int = 1) -> Outcome:
+        args: list[int] = [cost]
+        for bucket in buckets:
+            args += (bucket.interval_us, bucket.tolerance_us)
+        reply = await self._guarded(self._evalsha(GCRA, [b.key for b in buckets], args))
+        states = tuple(BucketState(int(reply[i]), int(reply[i + 1]), int(reply[i + 2]))
+                       for i in range(2, len(reply), 3))
+        return Outcome(reply[0] == 1, states, int(reply[1]))
+
+    async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
+        replies = await self._guarded(self._charge_pipeline(items))
+        return [int(r[0]) for r in replies], max(int(r[1]) for r in replies)
+
+    async def _guarded(self, work: Any) -> Any:
+        """Run one store round trip under the breaker and the timeout; failures become typed."""
+        if not self.breaker.allow():
+            work.close()  # never awaited: do not leave a coroutine warning behind
+            raise QuotaStoreUnavailable("circuit open")
+        ok = False
+        try:
+            async with asyncio.timeout(self._cfg.timeout):
+                result = await work
+            ok = True
+            return result
+        except (RedisError, OSError, TimeoutError) as exc:
+            metrics.store_error(self.name)
+            raise QuotaStoreUnavailable(type(exc).__name__) from None
+        finally:
+            # A cancelled call counts as a failure too, so a half-open probe never gets stuck.
+            self.breaker.success() if ok else self.breaker.failure()
+
+    async def _load_scripts(self) -> None:
+        for script in (GCRA, CHARGE):
+            await self._client.script_load(script.source)
+
+    async def _evalsha(self, script: Script, keys: list[str], args: list[int]) -> Any:
+        try:
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            # Redis restarted or failed over and lost its script cache: load once, try again.
+            await self._client.script_load(script.source)
+            return await self._client.evalsha(script.sha, len(keys), *keys, *args)
+
+    async def _charge_pipeline(self, items: Sequence[tuple[Bucket, int]]) -> list[Any]:
+        replies = await self._run_charges(items)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            await self._client.script_load(CHARGE.source)
+            retried = await self._run_charges([items[i] for i in missing])
+            for i, reply in zip(missing, retried, strict=True):
+                replies[i] = reply
+        for reply in replies:
+            if isinstance(reply, Exception):
+                raise reply
+        return replies
+
+    async def _run_charges(self, items: Sequence[tuple[Bucket, int]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for bucket, hits in items:
+            pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us)
+        return list(await pipe.execute(raise_on_error=False))
+
+
+class SharedStores:
+    """Stores that outlive one Runtime: a SIGHUP rebuild reuses the connection (and the
+    embedded store's buckets, which a reload must not reset to full)."""
+
+    def __init__(self) -> None:
+        self._redis: dict[str, tuple[RedisStore, int]] = {}
+
+    def acquire_redis(self, cfg: RedisConfig) -> RedisStore:
+        key = cfg.model_dump_json()
+        store, users = self._redis.get(key, (None, 0))
+        if store is None:
+            store = RedisStore(cfg)
+        self._redis[key] = (store, users + 1)
+        return store
+
+    async def release_redis(self, cfg: RedisConfig) -> None:
+        key = cfg.model_dump_json()
+        store, users = self._redis[key]
+        if users > 1:
+            self._redis[key] = (store, users - 1)
+            return
+        del self._redis[key]
+        await store.close()

