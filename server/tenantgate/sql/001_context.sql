@@ -117,6 +117,8 @@ DECLARE
     parts   text[];
     header  json;
     payload json;
+    payload_text text;
+    has_nul boolean;
     key_inner bytea;
     key_outer bytea;
     claims  tenantgate.context_claims;
@@ -144,7 +146,15 @@ BEGIN
        <> tenantgate._b64url(parts[3]) THEN
         RETURN NULL;
     END IF;
-    payload := convert_from(tenantgate._b64url(parts[2]), 'UTF8')::json;
+    payload_text := convert_from(tenantgate._b64url(parts[2]), 'UTF8');
+    -- Postgres text cannot hold NUL and its JSON operators fail on any \u0000 escape anywhere in
+    -- the document. Parse with U+FFFD instead; subject and request id then come back NULL (the
+    -- tenant pattern never admits NUL, and a tenant with U+FFFD in it is refused below).
+    has_nul := strpos(payload_text, chr(92) || 'u0000') > 0;
+    IF has_nul THEN
+        payload_text := replace(payload_text, chr(92) || 'u0000', chr(92) || 'ufffd');
+    END IF;
+    payload := payload_text::json;
     IF json_typeof(payload) IS DISTINCT FROM 'object'
        OR json_typeof(payload -> 'tenant') IS DISTINCT FROM 'string'
        OR json_typeof(payload -> 'sub') IS DISTINCT FROM 'string'
@@ -154,20 +164,21 @@ BEGIN
        -- NumericDate must be a JSON integer: 1.0 or 1e3 are refused, as in Python.
        OR (payload ->> 'iat') !~ '^-?(0|[1-9][0-9]*)$'
        OR (payload ->> 'exp') !~ '^-?(0|[1-9][0-9]*)$'
-       OR payload ->> 'tenant' = '' THEN
+       OR payload ->> 'tenant' = ''
+       OR (has_nul AND strpos(payload ->> 'tenant', chr(65533)) > 0) THEN
         RETURN NULL;
     END IF;
     IF (payload ->> 'exp')::numeric <= extract(epoch FROM statement_timestamp()) THEN
         RETURN NULL;
     END IF;
     claims.tenant := payload ->> 'tenant';
-    claims.subject := payload ->> 'sub';
-    claims.request_id := payload ->> 'rid';
+    claims.subject := CASE WHEN NOT has_nul THEN payload ->> 'sub' END;
+    claims.request_id := CASE WHEN NOT has_nul THEN payload ->> 'rid' END;
     claims.key_id := header ->> 'kid';
     claims.expires_at := least((payload ->> 'exp')::numeric, 9223372036854775807)::bigint;
     RETURN claims;
 EXCEPTION WHEN OTHERS THEN
-    -- Bad base64, invalid UTF-8, invalid JSON, a \u0000 escape, a huge number: fail closed.
+    -- Bad base64, invalid UTF-8, invalid JSON, a huge number: fail closed.
     RETURN NULL;
 END
 $$;

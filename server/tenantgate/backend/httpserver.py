@@ -1,0 +1,88 @@
+"""A small threaded HTTP/1.1 (keep-alive) server for WSGI apps: runs the reference backend."""
+
+from __future__ import annotations
+
+import io
+import sys
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tenantgate.backend.middleware import WSGIApp
+
+MAX_BODY_BYTES = 1024 * 1024
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive towards Envoy; every response has a length
+    server: WSGIHTTPServer
+
+    def _serve(self) -> None:
+        length = self.headers.get("Content-Length", "0")
+        if not length.isdigit() or int(length) > MAX_BODY_BYTES or \
+                "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+            self.send_error(413 if length.isdigit() else 400)
+            return
+        body = self.rfile.read(int(length))
+        status_headers: list[Any] = []
+
+        def start_response(status: str, headers: list[tuple[str, str]],
+                           exc_info: object = None) -> None:
+            status_headers[:] = [status, headers]
+
+        chunks = self.server.app(self._environ(body), start_response)
+        payload = b"".join(chunks)
+        status, headers = status_headers
+        code, _, reason = status.partition(" ")
+        self.send_response(int(code), reason)
+        for name, value in headers:
+            if name.lower() != "content-length":
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(payload)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(payload)
+
+    def _environ(self, body: bytes) -> dict[str, Any]:
+        path, _, query = self.path.partition("?")
+        environ: dict[str, Any] = {
+            "REQUEST_METHOD": self.command, "PATH_INFO": path, "QUERY_STRING": query,
+            "SCRIPT_NAME": "", "SERVER_NAME": self.server.server_address[0],
+            "SERVER_PORT": str(self.server.server_address[1]),
+            "SERVER_PROTOCOL": self.request_version, "REMOTE_ADDR": self.client_address[0],
+            "CONTENT_TYPE": self.headers.get("Content-Type", ""),
+            "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
+            "wsgi.errors": sys.stderr, "wsgi.version": (1, 0), "wsgi.url_scheme": "http",
+            "wsgi.multithread": True, "wsgi.multiprocess": False, "wsgi.run_once": False,
+        }
+        for name, value in self.headers.items():
+            key = "HTTP_" + name.upper().replace("-", "_")
+            if key in ("HTTP_CONTENT_TYPE", "HTTP_CONTENT_LENGTH"):
+                continue
+            # Repeated headers are joined with "," as WSGI servers do.
+            environ[key] = f"{environ[key]},{value}" if key in environ else value
+        return environ
+
+    do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = do_HEAD = _serve
+
+    def log_message(self, format: str, *args: Any) -> None:
+        if self.server.access_log:
+            super().log_message(format, *args)
+
+
+class WSGIHTTPServer(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], app: WSGIApp, access_log: bool = False) -> None:
+        self.app = app
+        self.access_log = access_log
+        super().__init__(address, _Handler)
+
+
+def serve_in_thread(app: WSGIApp, host: str = "127.0.0.1",
+                    port: int = 0) -> tuple[WSGIHTTPServer, threading.Thread]:
+    """Start serving on a thread (port 0 picks a free one); stop with server.shutdown()."""
+    server = WSGIHTTPServer((host, port), app)
+    thread = threading.Thread(target=server.serve_forever, name="tenantgate-backend", daemon=True)
+    thread.start()
+    return server, thread

@@ -1,0 +1,202 @@
+"""`tenantgate db ...`: install and print the SQL, lint RLS, manage the context keys."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from tenantgate.config.load import load_config
+from tenantgate.context import MIN_KEY_BYTES
+from tenantgate.errors import ConfigError
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    parser = subparsers.add_parser(
+        "db", help="Postgres: install the SQL, lint RLS, manage context keys",
+        description="Postgres side of the signed tenant context. The DSN may be empty to use "
+                    "the libpq environment (PGHOST, PGUSER, PGPASSWORD, ...); prefer that to a "
+                    "password on the command line.")
+    commands = parser.add_subparsers(dest="db_command", metavar="DB_COMMAND", required=True)
+
+    install = _command(commands, "install", "install or upgrade the tenantgate SQL (idempotent)",
+                       _install)
+    install.add_argument("--config", metavar="FILE",
+                         help="also sync the keys from this tenantgate config (context.keys)")
+
+    printer = commands.add_parser("print-sql", help="print the versioned SQL for your own "
+                                  "migration tool")
+    printer.add_argument("--from-version", type=int, default=0, metavar="N",
+                         help="only the files after schema version N")
+    printer.set_defaults(handler=_print_sql)
+
+    lint = _command(commands, "lint", "list RLS problems; exit 1 when there is any", _lint)
+    lint.add_argument("--tenant-column", default="tenant_id", metavar="NAME")
+    lint.add_argument("--app-role", action="append", default=[], metavar="ROLE",
+                      help="a role the application connects as (repeatable): checked for "
+                           "BYPASSRLS, superuser, table ownership and key access")
+
+    add = _command(commands, "add-key", "add a key Postgres accepts", _add_key)
+    add.add_argument("key_id", metavar="KEY_ID")
+    source = add.add_mutually_exclusive_group(required=True)
+    source.add_argument("--secret-env", metavar="NAME", help="environment variable with the secret")
+    source.add_argument("--secret-file", metavar="PATH", help="file with the secret (stripped)")
+    add.add_argument("--pending", action="store_true",
+                     help="store the key without accepting it yet (activate-key later)")
+
+    for name, handler, text in (("activate-key", _activate_key, "start accepting a pending key"),
+                                ("retire-key", _retire_key, "stop accepting a key and erase it")):
+        _command(commands, name, text, handler).add_argument("key_id", metavar="KEY_ID")
+
+    sync = _command(commands, "sync-keys", "accept exactly the keys of a tenantgate config; "
+                    "retire the others", _sync_keys)
+    sync.add_argument("--config", metavar="FILE", required=True)
+    _command(commands, "list-keys", "list key ids, states and fingerprints (never secrets)",
+             _list_keys)
+
+
+def _command(commands: Any, name: str, text: str, handler: Handler) -> argparse.ArgumentParser:
+    parser: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
+    parser.add_argument("--dsn", default="", help="libpq connection string (default: PG* env)")
+    parser.set_defaults(handler=_guarded(handler))
+    return parser
+
+
+class _Failure(Exception):
+    """A one-line error for the user; exit code 1."""
+
+
+def _guarded(handler: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        import psycopg
+
+        try:
+            return handler(args)
+        except _Failure as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except psycopg.Error as exc:
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            print(f"error: {first}", file=sys.stderr)
+            return 1
+    return run
+
+
+def _connect(args: argparse.Namespace) -> Any:
+    import psycopg
+
+    return psycopg.connect(args.dsn, autocommit=True, connect_timeout=10)
+
+
+def _ring_from_config(path: str) -> dict[str, bytes]:
+    try:
+        config = load_config(path)
+    except ConfigError as exc:
+        raise _Failure(f"{path}: {exc.issues[0]}" + (f" (and {len(exc.issues) - 1} more)"
+                                                     if len(exc.issues) > 1 else "")) from None
+    return {key.id: key.secret.value for key in config.context.keys}
+
+
+def _read_secret(args: argparse.Namespace) -> bytes:
+    if args.secret_env is not None:
+        raw = os.environ.get(args.secret_env)
+        if raw is None:
+            raise _Failure(f"environment variable {args.secret_env} is not set")
+        secret = raw.encode()
+    else:
+        try:
+            secret = Path(args.secret_file).read_bytes().strip()
+        except OSError as exc:
+            raise _Failure(f"cannot read {args.secret_file}: {exc.strerror}") from None
+    if len(secret) < MIN_KEY_BYTES:
+        raise _Failure(f"the secret must be at least {MIN_KEY_BYTES} bytes")
+    return secret
+
+
+def _install(args: argparse.Namespace) -> int:
+    from tenantgate.db import keys, schema
+
+    ring = _ring_from_config(args.config) if args.config else None
+    with _connect(args) as conn:
+        before, after = schema.install(conn)
+        print(f"tenantgate SQL at schema version {after}"
+              + (" (already installed)" if before == after else f" (was {before})"))
+        if ring is not None:
+            _print_changes(keys.sync_keys(conn, ring))
+    return 0
+
+
+def _print_sql(args: argparse.Namespace) -> int:
+    from tenantgate.db import schema
+
+    sys.stdout.write(schema.print_sql(args.from_version))
+    return 0
+
+
+def _lint(args: argparse.Namespace) -> int:
+    from tenantgate.db.lint import lint
+
+    with _connect(args) as conn:
+        findings = lint(conn, args.tenant_column, tuple(args.app_role))
+    for finding in findings:
+        print(finding)
+    if not args.app_role:
+        print("note: no --app-role given, role checks skipped", file=sys.stderr)
+    if findings:
+        print(f"{len(findings)} finding(s)", file=sys.stderr)
+        return 1
+    print("no findings")
+    return 0
+
+
+def _add_key(args: argparse.Namespace) -> int:
+    from tenantgate.db import keys
+
+    secret = _read_secret(args)
+    with _connect(args) as conn:
+        print(f"{args.key_id}: {keys.add_key(conn, args.key_id, secret, not args.pending)}")
+    return 0
+
+
+def _activate_key(args: argparse.Namespace) -> int:
+    from tenantgate.db import keys
+
+    with _connect(args) as conn:
+        print(f"{args.key_id}: {keys.activate_key(conn, args.key_id)}")
+    return 0
+
+
+def _retire_key(args: argparse.Namespace) -> int:
+    from tenantgate.db import keys
+
+    with _connect(args) as conn:
+        print(f"{args.key_id}: {keys.retire_key(conn, args.key_id)}")
+    return 0
+
+
+def _sync_keys(args: argparse.Namespace) -> int:
+    from tenantgate.db import keys
+
+    ring = _ring_from_config(args.config)
+    with _connect(args) as conn:
+        _print_changes(keys.sync_keys(conn, ring))
+    return 0
+
+
+def _list_keys(args: argparse.Namespace) -> int:
+    from tenantgate.db import keys
+
+    with _connect(args) as conn:
+        for row in keys.list_keys(conn):
+            print(f"{row.key_id}\t{row.state}\t{row.fingerprint[:16]}")
+    return 0
+
+
+def _print_changes(changes: list[tuple[str, str]]) -> None:
+    for key_id, outcome in changes:
+        print(f"{key_id}: {outcome}")

@@ -1,0 +1,201 @@
+"""tenantgate.current_tenant()/verify_context() agree with the Python signer and fail closed."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import random
+import string
+import time
+
+import psycopg
+import pytest
+from pgsupport import ACTIVE_SECRET, LONG_SECRET, Database
+from tenantgate.context import InvalidContext, KeyRing, b64url
+
+TENANT_CHARS = string.ascii_lowercase + string.digits + "_-"
+B64URL_CHARS = string.ascii_letters + string.digits + "-_"
+SUBJECT_CHARS = string.printable + "é€漢字🙂'\"\\\u2028\ufeff\x7f"
+
+
+def verify_sql(conn: psycopg.Connection, tokens: list[str]) -> list[tuple[str | None, ...]]:
+    rows = conn.execute(
+        "SELECT (c).tenant, (c).subject, (c).request_id, (c).key_id FROM ("
+        " SELECT tenantgate.verify_context(t) AS c, o FROM unnest(%s::text[]) WITH ORDINALITY"
+        " AS u(t, o)) v ORDER BY o", [tokens]).fetchall()
+    return [tuple(r) for r in rows]
+
+
+def verify_python(ring: KeyRing, token: str) -> tuple[str | None, ...]:
+    try:
+        claims = ring.verify(token)
+    except InvalidContext:
+        return (None, None, None, None)
+    return (claims.tenant, claims.subject, claims.request_id, claims.key_id)
+
+
+def sign_raw(key_id: str, secret: bytes, payload: object, header: object = None) -> str:
+    """A correctly signed token with any header/payload: tests the claim checks, not the MAC."""
+    head = header if header is not None else {"alg": "HS256", "kid": key_id,
+                                              "typ": "tenant-context"}
+    text = (f"{b64url(json.dumps(head, separators=(',', ':')).encode())}."
+            f"{b64url(json.dumps(payload, separators=(',', ':')).encode())}")
+    mac = hmac.new(secret, text.encode(), hashlib.sha256).digest()
+    return f"{text}.{b64url(mac)}"
+
+
+def tamper(rng: random.Random, token: str, others: list[str]) -> str:
+    head, body, sig = token.split(".")
+    kind = rng.randrange(6)
+    if kind == 0:  # flip one character anywhere
+        i = rng.randrange(len(token))
+        if token[i] == ".":
+            return token[:i]
+        return token[:i] + rng.choice(B64URL_CHARS.replace(token[i], "")) + token[i + 1:]
+    if kind == 1:  # truncate
+        return token[:rng.randrange(len(token))]
+    if kind == 2:  # another token's payload under this signature
+        return f"{head}.{rng.choice(others).split('.')[1]}.{sig}"
+    if kind == 3:  # signature stripped or emptied
+        return rng.choice([f"{head}.{body}", f"{head}.{body}.", f"{head}.{body}.{sig[:-1]}"])
+    if kind == 4:  # alg downgraded, signature kept
+        header = json.loads(base64.urlsafe_b64decode(head + "=="))
+        header["alg"] = rng.choice(["none", "HS512", "hs256", "RS256"])
+        return f"{b64url(json.dumps(header, separators=(',', ':')).encode())}.{body}.{sig}"
+    return token + rng.choice(["", ".", "x", ".e30"])
+
+
+def random_contexts(rng: random.Random, db: Database, count: int) -> list[str]:
+    unknown_id = rand_key_id(rng)
+    wrong_secret = KeyRing({"active": b"not-the-active-secret-0123456789abcdef"}, "active")
+    unknown = KeyRing({unknown_id: rng.randbytes(rng.randrange(32, 130))}, unknown_id)
+    # Mostly keys Postgres accepts; the rest retired, pending, wrong secret or unknown.
+    rings = [db.ring, db.long_key_ring] * 4 + [db.retired_ring, db.pending_ring, wrong_secret,
+                                               unknown]
+    tokens: list[str] = []
+    signed: list[str] = []
+    for _ in range(count):
+        tenant = "".join(rng.choices(TENANT_CHARS, k=rng.randrange(1, 64)))
+        subject = "".join(rng.choices(SUBJECT_CHARS, k=rng.randrange(0, 40)))
+        expired = rng.random() < 0.15
+        token = rng.choice(rings).sign(tenant, subject, f"rid-{rng.randrange(10**9)}",
+                                       ttl=rng.randrange(60, 3600),
+                                       now=time.time() - (7200 if expired else 0))
+        signed.append(token)
+        tokens.append(tamper(rng, token, signed) if rng.random() < 0.3 else token)
+    return tokens
+
+
+def rand_key_id(rng: random.Random) -> str:
+    return "".join(rng.choices(B64URL_CHARS, k=rng.randrange(1, 33)))
+
+
+def test_sql_and_python_agree_on_thousands_of_random_contexts(db: Database) -> None:
+    tokens = random_contexts(random.Random(20240605), db, 3000)
+    python_ring = KeyRing({"active": ACTIVE_SECRET, "long": LONG_SECRET}, "active")
+    with db.connect() as conn:
+        sql = verify_sql(conn, tokens)
+    expected = [verify_python(python_ring, t) for t in tokens]
+    disagreements = [(t, s, e) for t, s, e in zip(tokens, sql, expected, strict=True) if s != e]
+    assert disagreements == []
+    accepted = sum(1 for e in expected if e[0] is not None)
+    assert 1000 < accepted < 2900  # the mix really exercises both outcomes
+
+
+def _payload(**overrides: object) -> dict[str, object]:
+    now = int(time.time())
+    payload: dict[str, object] = {"tenant": "acme", "sub": "alice", "iat": now,
+                                  "exp": now + 60, "rid": "r1"}
+    payload.update(overrides)
+    return {k: v for k, v in payload.items() if v is not _DROP}
+
+
+_DROP = object()
+_SIGNED_BUT_INVALID = {
+    "exp_as_float": _payload(exp=int(time.time()) + 60.0),
+    "exp_in_exponent_form": None,  # filled below: 1e12 is a JSON number but not an integer
+    "exp_as_string": _payload(exp=str(int(time.time()) + 60)),
+    "iat_as_bool": _payload(iat=True),
+    "tenant_as_number": _payload(tenant=7),
+    "tenant_empty": _payload(tenant=""),
+    "tenant_missing": _payload(tenant=_DROP),
+    "sub_null": _payload(sub=None),
+    "rid_missing": _payload(rid=_DROP),
+    "expired_one_second_ago": _payload(exp=int(time.time()) - 1),
+    "payload_is_array": ["acme"],
+    "payload_is_string": "acme",
+}
+
+
+@pytest.mark.parametrize("case", sorted(_SIGNED_BUT_INVALID))
+def test_correctly_signed_context_with_bad_claims_gives_null(db: Database, case: str) -> None:
+    if case == "exp_in_exponent_form":
+        now = int(time.time())
+        body = f'{{"tenant":"acme","sub":"a","iat":{now},"exp":1e12,"rid":"r"}}'
+        head = b64url(b'{"alg":"HS256","kid":"active","typ":"tenant-context"}')
+        text = f"{head}.{b64url(body.encode())}"
+        token = f"{text}.{b64url(hmac.new(ACTIVE_SECRET, text.encode(), 'sha256').digest())}"
+    else:
+        token = sign_raw("active", ACTIVE_SECRET, _SIGNED_BUT_INVALID[case])
+    with db.connect() as conn:
+        assert verify_sql(conn, [token]) == [(None, None, None, None)]
+    assert verify_python(db.ring, token) == (None, None, None, None)
+
+
+_GARBAGE = ["", ".", "..", "a.b.c", "x" * 5000, "\u00e9.\u00e9.\u00e9", "\\x00", "null", "{}",
+            "e30.e30.", "e30.e30." + "A" * 43, "=.=.=", "a=.b=.c=", "Zm9v.YmFy.YmF6",
+            "\U0001f600" * 3, "' OR 1=1 --", "e30.e30." + "_" * 43 + "'", "%00", "\t.\n.\r"]
+
+
+@pytest.mark.parametrize("garbage", _GARBAGE, ids=range(len(_GARBAGE)))
+def test_garbage_context_gives_null_and_never_raises(db: Database, garbage: str) -> None:
+    with db.connect() as conn, conn.transaction():
+        conn.execute("SELECT set_config('tenantgate.context', %s, true)", [garbage])
+        row = conn.execute("SELECT tenantgate.current_tenant(), tenantgate.current_subject()")
+        assert row.fetchone() == (None, None)
+
+
+def test_signature_with_non_canonical_header_key_order_is_still_verified(db: Database) -> None:
+    # The MAC covers the header text as sent; both verifiers accept any JSON key order.
+    token = sign_raw("active", ACTIVE_SECRET, _payload(),
+                     header={"typ": "tenant-context", "kid": "active", "alg": "HS256"})
+    with db.connect() as conn:
+        assert verify_sql(conn, [token])[0][0] == "acme"
+    assert verify_python(db.ring, token)[0] == "acme"
+
+
+def test_subject_escaping_nul_comes_back_null_but_tenant_still_verifies(db: Database) -> None:
+    token = db.ring.sign("acme", "ali\x00ce", "r", 60)
+    with db.connect() as conn:
+        tenant, subject, _, _ = verify_sql(conn, [token])[0]
+    assert (tenant, subject) == ("acme", None)
+
+
+def test_key_longer_than_hmac_block_is_hashed_first(db: Database) -> None:
+    assert len(LONG_SECRET) > 64
+    token = db.long_key_ring.sign("acme", "alice", "r", 60)
+    with db.connect() as conn:
+        assert verify_sql(conn, [token]) == [("acme", "alice", "r", "long")]
+
+
+@pytest.mark.parametrize("ring_name", ["retired_ring", "pending_ring"])
+def test_retired_or_pending_key_is_refused(db: Database, ring_name: str) -> None:
+    token = getattr(db, ring_name).sign("acme", "alice", "r", 60)
+    with db.connect() as conn:
+        assert verify_sql(conn, [token]) == [(None, None, None, None)]
+
+
+def test_functions_are_stable_security_definer_with_fixed_search_path(db: Database) -> None:
+    with db.connect() as conn:
+        rows = conn.execute(
+            "SELECT p.proname, p.provolatile, p.prosecdef, p.proconfig, r.rolname"
+            " FROM pg_proc p JOIN pg_roles r ON r.oid = p.proowner"
+            " WHERE p.pronamespace = 'tenantgate'::regnamespace"
+            " AND p.proname IN ('current_tenant', 'current_subject', 'verify_context')"
+            " ORDER BY 1").fetchall()
+    assert [r[0] for r in rows] == ["current_subject", "current_tenant", "verify_context"]
+    for _, volatility, definer, config, owner in rows:
+        assert (volatility, definer, owner) == ("s", True, "tenantgate_owner")
+        assert config == ["search_path=pg_catalog, pg_temp"]
