@@ -1,0 +1,72 @@
+"""`tenantgate envoy-config`: render the Envoy bootstrap that matches a tenantgate config."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from tenantgate.errors import ConfigError
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    parser = subparsers.add_parser(
+        "envoy-config", help="render the Envoy bootstrap for a tenantgate config",
+        description="Render an Envoy bootstrap (YAML) that agrees with the tenantgate config on "
+                    "socket, trusted headers, timeouts and failure mode. sidecar: ext_authz over "
+                    "the config's listen.uds (TCP listen.grpc when there is none); front: over "
+                    "TCP. Check it with `envoy --mode validate -c FILE`.")
+    parser.add_argument("config", metavar="FILE", help="tenantgate YAML config")
+    parser.add_argument("--mode", choices=["sidecar", "front"], default="sidecar",
+                        help="default: sidecar")
+    parser.add_argument("--listen", metavar="HOST:PORT",
+                        help="Envoy's HTTP listener (default 0.0.0.0:15000 sidecar, "
+                             "0.0.0.0:8080 front)")
+    parser.add_argument("--upstream", metavar="HOST:PORT", default="127.0.0.1:8000",
+                        help="the application allowed requests go to (default 127.0.0.1:8000)")
+    parser.add_argument("--admin", metavar="HOST:PORT", default="127.0.0.1:9901",
+                        help="Envoy admin listener (default 127.0.0.1:9901)")
+    parser.add_argument("--authz", metavar="HOST:PORT",
+                        help="front mode: where tenantgate listens (default: listen.grpc)")
+    parser.add_argument("--authz-timeout", type=float, default=0.25, metavar="SECONDS",
+                        help="ext_authz and rate-limit call timeout (default 0.25)")
+    limit = parser.add_mutually_exclusive_group()
+    limit.add_argument("--rate-limit", dest="rate_limit", action="store_true", default=None,
+                       help="add Envoy's global rate-limit filter calling ShouldRateLimit "
+                            "(default: on when quota.ratelimit_service.config_files is set)")
+    limit.add_argument("--no-rate-limit", dest="rate_limit", action="store_false")
+    parser.add_argument("--rate-limit-domain", metavar="DOMAIN",
+                        help="default: the domain of the first rate-limit config file")
+    parser.add_argument("--no-access-log", action="store_true", help="leave the access log out")
+    parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    parser.set_defaults(handler=_render)
+
+
+def _render(args: argparse.Namespace) -> int:
+    from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render
+    from tenantgate.config.load import load_config
+
+    try:
+        config = load_config(args.config)
+        options = EnvoyOptions(
+            mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
+            authz=args.authz, authz_timeout=args.authz_timeout, rate_limit=args.rate_limit,
+            rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log)
+        text = render(config, options, source=args.config)
+    except ConfigError as exc:
+        print(f"tenantgate: invalid config {args.config}:", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        return 2
+    except EnvoyConfigError as exc:
+        print(f"tenantgate: {exc}", file=sys.stderr)
+        return 2
+    if args.output:
+        try:
+            Path(args.output).write_text(text)
+        except OSError as exc:
+            print(f"tenantgate: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
+            return 1
+    else:
+        sys.stdout.write(text)
+    return 0

@@ -1,0 +1,328 @@
+"""The Envoy bootstrap that matches a tenantgate config, built from envoy-data-plane's typed
+messages (a wrong field name or type fails here, not in Envoy at deploy time)."""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from betterproto2 import Casing
+from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
+from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
+from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation
+from envoy_data_plane.envoy.config.core.v3 import (
+    Address,
+    ApiVersion,
+    GrpcService,
+    GrpcServiceEnvoyGrpc,
+    Http2ProtocolOptions,
+    HttpProtocolOptions,
+    HttpProtocolOptionsHeadersWithUnderscoresAction,
+    Pipe,
+    SocketAddress,
+    SubstitutionFormatString,
+    TypedExtensionConfig,
+)
+from envoy_data_plane.envoy.config.endpoint.v3 import (
+    ClusterLoadAssignment,
+    Endpoint,
+    LbEndpoint,
+    LocalityLbEndpoints,
+)
+from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+from envoy_data_plane.envoy.config.ratelimit.v3 import RateLimitServiceConfig
+from envoy_data_plane.envoy.config.route.v3 import (
+    RateLimit,
+    RateLimitAction,
+    RateLimitActionMetaData,
+    RateLimitActionMetaDataSource,
+    RateLimitActionRequestHeaders,
+    Route,
+    RouteAction,
+    RouteConfiguration,
+    RouteMatch,
+    VirtualHost,
+)
+from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
+from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
+    RateLimit as RateLimitFilter,
+)
+from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
+    RateLimitXRateLimitHeadersRfcVersion,
+)
+from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+    HttpConnectionManager,
+    HttpConnectionManagerCodecType,
+    HttpConnectionManagerPathWithEscapedSlashesAction,
+    HttpFilter,
+)
+from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
+from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+    HeaderMutation as EarlyHeaderMutation,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptions as UpstreamHttpProtocolOptions,
+)
+from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+    HttpProtocolOptionsExplicitHttpConfig,
+)
+from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
+from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
+from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+from envoy_data_plane.google.protobuf import Any as AnyMessage
+from envoy_data_plane.google.protobuf import Struct
+
+from tenantgate.config.model import Config
+
+Mode = Literal["sidecar", "front"]
+EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"  # also the dynamic-metadata namespace
+AUTHZ_CLUSTER = "tenantgate"
+APP_CLUSTER = "app"
+DEFAULT_LISTEN: dict[Mode, str] = {"sidecar": "0.0.0.0:15000", "front": "0.0.0.0:8080"}
+# Headers the client may send to Check besides those Envoy always includes (host, method, path,
+# content-length, authorization). Nothing else reaches tenantgate.
+CHECK_HEADERS = ("authorization", "content-type", "content-length", "x-request-id")
+ACCESS_LOG_FIELDS = {
+    "start_time": "%START_TIME%",
+    "request_id": "%REQ(X-REQUEST-ID)%",
+    "method": "%REQ(:METHOD)%",
+    "path": "%REQ_WITHOUT_QUERY(:PATH)%",  # never the query string: it may carry secrets
+    "protocol": "%PROTOCOL%",
+    "status": "%RESPONSE_CODE%",
+    "flags": "%RESPONSE_FLAGS%",
+    "duration_ms": "%DURATION%",
+    "tenant": f"%DYNAMIC_METADATA({EXT_AUTHZ_FILTER}:tenant)%",
+    "plan": f"%DYNAMIC_METADATA({EXT_AUTHZ_FILTER}:plan)%",
+}
+
+
+class EnvoyConfigError(ValueError):
+    """The options cannot make a bootstrap for this config (one line, names the option)."""
+
+
+@dataclass(frozen=True, slots=True)
+class EnvoyOptions:
+    mode: Mode = "sidecar"
+    listen: str | None = None  # host:port of the HTTP listener; default by mode
+    upstream: str = "127.0.0.1:8000"  # the application Envoy routes allowed requests to
+    admin: str = "127.0.0.1:9901"
+    authz: str | None = None  # front mode: tenantgate host:port (default: config listen.grpc)
+    authz_timeout: float = 0.25
+    route_timeout: float = 15.0
+    rate_limit: bool | None = None  # global rate-limit filter; default: when RLS files are set
+    rate_limit_domain: str | None = None  # default: the domain of the first RLS config file
+    access_log: bool = True
+
+
+def split_host_port(value: str, what: str) -> tuple[str, int]:
+    host, sep, port = value.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise EnvoyConfigError(f"{what}: must be host:port, got {value!r}")
+    return host.strip("[]"), int(port)
+
+
+def _socket(value: str, what: str) -> Address:
+    host, port = split_host_port(value, what)
+    return Address(socket_address=SocketAddress(address=host, port_value=port))
+
+
+def _seconds(value: float) -> datetime.timedelta:
+    return datetime.timedelta(seconds=value)
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> Cluster:
+    assignment = ClusterLoadAssignment(cluster_name=name, endpoints=[LocalityLbEndpoints(
+        lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])])
+    cluster = Cluster(
+        name=name, connect_timeout=_seconds(1.0), load_assignment=assignment,
+        type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC)
+    if http2:  # gRPC needs HTTP/2 towards tenantgate
+        options = UpstreamHttpProtocolOptions(explicit_http_config=(
+            HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())))
+        cluster.typed_extension_protocol_options = {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(options)}
+    return cluster
+
+
+def authz_address(config: Config, options: EnvoyOptions) -> Address:
+    """Sidecar: the Unix socket when the config has one (no TCP port to expose); front: TCP."""
+    if options.mode == "sidecar" and config.listen.uds:
+        return Address(pipe=Pipe(path=config.listen.uds))
+    target = options.authz or config.listen.grpc
+    if target is None:
+        raise EnvoyConfigError("front mode needs --authz host:port (the config has no "
+                               "listen.grpc)")
+    return _socket(target, "--authz" if options.authz else "listen.grpc")
+
+
+def rate_limit_domain(config: Config, options: EnvoyOptions) -> str | None:
+    """The domain the global rate-limit filter sends, or None when that filter is off."""
+    files = config.quota.ratelimit_service.config_files
+    enabled = options.rate_limit if options.rate_limit is not None else bool(files)
+    if not enabled:
+        return None
+    if options.rate_limit_domain:
+        return options.rate_limit_domain
+    for name in files:
+        try:
+            domain = (yaml.safe_load(Path(name).read_text()) or {}).get("domain")
+        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            raise EnvoyConfigError(f"quota.ratelimit_service.config_files: cannot read the "
+                                   f"domain from {name}: {exc}") from None
+        if isinstance(domain, str) and domain:
+            return domain
+    raise EnvoyConfigError("the rate-limit filter needs a domain: give --rate-limit-domain or "
+                           "quota.ratelimit_service.config_files with a domain")
+
+
+def trusted_headers(config: Config) -> list[str]:
+    """Every header a backend trusts: a client's copy is removed before ext_authz runs."""
+    ctx = config.context
+    names = [ctx.tenant_header, ctx.header, ctx.subject_header, *ctx.strip_headers]
+    return list(dict.fromkeys(n.lower() for n in names))
+
+
+def _early_header_mutation(config: Config) -> TypedExtensionConfig:
+    # Runs when the request headers arrive, before route selection and before any HTTP filter,
+    # so it removes the client's copies but can never touch what ext_authz adds later (a route's
+    # request_headers_to_remove would run after ext_authz and delete tenantgate's headers).
+    mutation = EarlyHeaderMutation(
+        mutations=[HeaderMutation(remove=name) for name in trusted_headers(config)])
+    return TypedExtensionConfig(name="strip-trusted-headers",
+                                typed_config=AnyMessage.pack(mutation))
+
+
+def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
+    headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header.lower()))
+    authz = ExtAuthz(
+        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+                                 timeout=_seconds(options.authz_timeout)),
+        transport_api_version=ApiVersion.V3,
+        # Fail closed: when tenantgate cannot answer, Envoy answers 503 and never passes the
+        # request through unauthenticated.
+        failure_mode_allow=False,
+        status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
+        # Each header copy as sent, so tenantgate can refuse a duplicated Authorization.
+        encode_raw_headers=True,
+        allowed_headers=ListStringMatcher(patterns=[StringMatcher(exact=h) for h in headers]),
+    )
+    return HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=AnyMessage.pack(authz))
+
+
+def _rate_limit_filter(domain: str, options: EnvoyOptions) -> HttpFilter:
+    service = RateLimitServiceConfig(
+        grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
+                                 timeout=_seconds(options.authz_timeout)),
+        transport_api_version=ApiVersion.V3)
+    limiter = RateLimitFilter(
+        domain=domain, timeout=_seconds(options.authz_timeout),
+        failure_mode_deny=True,  # the service unreachable: deny (tenantgate's fail mode lives
+        # inside the service, which answers OK or OVER_LIMIT itself when its store is down)
+        enable_x_ratelimit_headers=RateLimitXRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
+        rate_limit_service=service)
+    return HttpFilter(name="envoy.filters.http.ratelimit", typed_config=AnyMessage.pack(limiter))
+
+
+def rate_limit_descriptors() -> list[RateLimit]:
+    """[tenant] and [tenant, method]: tenant from ext_authz's dynamic metadata. A request
+    without a tenant (denied before) produces no descriptor."""
+    tenant = RateLimitAction(metadata=RateLimitActionMetaData(
+        descriptor_key="tenant", source=RateLimitActionMetaDataSource.DYNAMIC,
+        metadata_key=MetadataKey(key=EXT_AUTHZ_FILTER,
+                                 path=[MetadataKeyPathSegment(key="tenant")])))
+    method = RateLimitAction(request_headers=RateLimitActionRequestHeaders(
+        header_name=":method", descriptor_key="method"))
+    return [RateLimit(actions=[tenant]), RateLimit(actions=[tenant, method])]
+
+
+def _access_log() -> AccessLog:
+    fmt = SubstitutionFormatString(
+        json_format=Struct.from_dict(ACCESS_LOG_FIELDS),
+        formatters=[TypedExtensionConfig(name="envoy.formatter.req_without_query",
+                                         typed_config=AnyMessage.pack(ReqWithoutQuery()))])
+    return AccessLog(name="envoy.access_loggers.stdout",
+                     typed_config=AnyMessage.pack(StdoutAccessLog(log_format=fmt)))
+
+
+def _connection_manager(config: Config, options: EnvoyOptions, domain: str | None) -> Filter:
+    route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
+        cluster=APP_CLUSTER, timeout=_seconds(options.route_timeout),
+        rate_limits=rate_limit_descriptors() if domain else []))
+    filters = [_ext_authz(config, options)]
+    if domain:
+        filters.append(_rate_limit_filter(domain, options))
+    filters.append(HttpFilter(name="envoy.filters.http.router",
+                              typed_config=AnyMessage.pack(Router())))
+    manager = HttpConnectionManager(
+        stat_prefix="ingress", codec_type=HttpConnectionManagerCodecType.AUTO,
+        route_config=RouteConfiguration(name="local", virtual_hosts=[
+            VirtualHost(name="app", domains=["*"], routes=[route])]),
+        http_filters=filters,
+        early_header_mutation_extensions=[_early_header_mutation(config)],
+        # Check sees the path the app will see: RFC 3986 normalized (`..`, `.`), `//` merged,
+        # and an encoded slash or backslash refused outright (see docs/envoy.md).
+        normalize_path=True, merge_slashes=True,
+        path_with_escaped_slashes_action=(
+            HttpConnectionManagerPathWithEscapedSlashesAction.REJECT_REQUEST),
+        # `x_tenant_id` becomes HTTP_X_TENANT_ID in CGI/WSGI stacks, exactly like x-tenant-id,
+        # and would slip past the header strip: refuse any header with an underscore.
+        common_http_protocol_options=HttpProtocolOptions(
+            headers_with_underscores_action=(
+                HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST)),
+        use_remote_address=True,  # x-forwarded-for from the client is not trusted
+        access_log=[_access_log()] if options.access_log else [])
+    return Filter(name="envoy.filters.network.http_connection_manager",
+                  typed_config=AnyMessage.pack(manager))
+
+
+def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
+    domain = rate_limit_domain(config, options)
+    listen = options.listen or DEFAULT_LISTEN[options.mode]
+    listener = Listener(name="ingress", address=_socket(listen, "--listen"),
+                        filter_chains=[FilterChain(
+                            filters=[_connection_manager(config, options, domain)])])
+    upstream_host, _ = split_host_port(options.upstream, "--upstream")
+    clusters = [
+        _cluster(AUTHZ_CLUSTER, authz_address(config, options), http2=True),
+        _cluster(APP_CLUSTER, _socket(options.upstream, "--upstream"), http2=False,
+                 dns=not _is_ip(upstream_host)),
+    ]
+    return Bootstrap(
+        admin=Admin(address=_socket(options.admin, "--admin")),
+        static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters))
+
+
+def bootstrap_dict(config: Config, options: EnvoyOptions) -> dict[str, Any]:
+    rendered = build_bootstrap(config, options).to_dict(casing=Casing.SNAKE)
+    # proto3 JSON leaves out fields at their default; spell out the fail-closed choice anyway so
+    # a reader of the YAML sees it.
+    for chain in rendered["static_resources"]["listeners"][0]["filter_chains"]:
+        for http_filter in chain["filters"][0]["typed_config"]["http_filters"]:
+            if http_filter["name"] == EXT_AUTHZ_FILTER:
+                http_filter["typed_config"]["failure_mode_allow"] = False
+    return rendered
+
+
+def render(config: Config, options: EnvoyOptions, *, source: str | None = None) -> str:
+    """The bootstrap as YAML, with a header saying where it came from."""
+    header = ["# Envoy bootstrap rendered by `tenantgate envoy-config"
+              + (f" {source}" if source else "") + f" --mode {options.mode}`.",
+              "# Do not edit by hand: change the tenantgate config and render again."]
+    body = yaml.safe_dump(bootstrap_dict(config, options), sort_keys=False,
+                          default_flow_style=False, width=100)
+    return "\n".join(header) + "\n" + body

