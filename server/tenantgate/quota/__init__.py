@@ -6,6 +6,7 @@ from tenantgate.config.model import Config
 from tenantgate.quota.limiter import Limiter, tenant_plans
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import SharedStores
+from tenantgate.quota.rls_config import load_domains
 
 __all__ = ["Limiter", "build_limiter"]
 
@@ -24,6 +25,7 @@ def build_limiter(config: Config) -> Limiter | None:
     if not q.enabled:
         return None
     tenant_plans(config)  # validate before taking a reference on a shared store
+    load_domains(q.ratelimit_service.config_files)
     if q.store == "memory":
         if not _EMBEDDED:
             _EMBEDDED.append(MemoryStore(q.max_local_entries))

@@ -15,6 +15,7 @@ from tenantgate.errors import ConfigError, QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota.batched import Batcher, allowance
 from tenantgate.quota.memory import MemoryStore, monotonic_us
+from tenantgate.quota.rls_config import load_domains
 from tenantgate.quota.store import Bucket, BucketState, Outcome, QuotaStore
 
 log = logging.getLogger("tenantgate.quota")
@@ -44,7 +45,8 @@ class LimitSpec:
 
     def bucket(self, tenant_id: str) -> Bucket:
         # {t:<tenant>} is the Redis Cluster hash tag: one tenant's buckets share a slot, so
-        # one script sees all of them. The tenant id pattern never admits braces.
+        # one script sees all of them. A `}` in an id only shortens the tag: keys stay distinct
+        # and one tenant's keys still share their slot.
         return Bucket(f"tg:{{t:{tenant_id}}}:{self.scope}:{self.period:g}", self.name,
                       self.limit, self.period, self.burst)
 
@@ -178,6 +180,7 @@ class Limiter:
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
         self._warned_at = 0.0
+        self.rls_domains = load_domains(q.ratelimit_service.config_files)
         for plan in self.plans.values():
             if plan.batched:
                 for spec in plan.specs:

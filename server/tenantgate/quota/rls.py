@@ -1,0 +1,164 @@
+"""`envoy.service.ratelimit.v3.RateLimitService/ShouldRateLimit`, on the quota store."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+from urllib.parse import quote
+
+import grpc
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
+
+from tenantgate.config.quota import FailureMode
+from tenantgate.observe import quota as metrics
+from tenantgate.quota.limiter import Limiter, Verdict
+from tenantgate.quota.rls_config import UNIT_SECONDS, Node, RlsLimit
+from tenantgate.quota.store import Bucket
+
+if TYPE_CHECKING:
+    from tenantgate.runtime import Runtime
+
+Response = rls_pb2.RateLimitResponse
+_UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
+
+
+@dataclass(frozen=True, slots=True)
+class Matched:
+    """A request descriptor that reached a node with a limit."""
+
+    index: int
+    limit: RlsLimit
+    shadow: bool
+    bucket: Bucket
+    cost: int
+
+
+def match(root: Node, entries: list[tuple[str, str]]) -> Node | None:
+    node: Node | None = root
+    for key, value in entries:
+        node = node.child(key, value) if node is not None else None
+    return node
+
+
+def descriptor_bucket(domain: str, entries: list[tuple[str, str]], limit: RlsLimit,
+                      tenant_key: str) -> Bucket:
+    # Hash tag: the tenant entry when there is one (one tenant's keys share a slot), else the
+    # first entry. Values are escaped so a brace in a header value cannot move the tag.
+    tag = next((v for k, v in entries if k == tenant_key), None)
+    tag = quote(tag if tag is not None else f"{entries[0][0]}={entries[0][1]}", safe="")
+    path = "|".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in entries)
+    period = UNIT_SECONDS[limit.unit]
+    name = limit.name or f"{domain}-{limit.unit}"
+    return Bucket(f"rl:{{t:{tag}}}:{quote(domain, safe='')}:{path}:{period}", name,
+                  max(1, limit.requests_per_unit), float(period),
+                  max(1, limit.requests_per_unit))
+
+
+class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+    """Envoy's global rate-limit filter asks here; one runtime snapshot per call."""
+
+    def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
+        self._get_runtime = get_runtime
+
+    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+        limiter: Limiter | None = self._get_runtime().limiter
+        domains = limiter.rls_domains if limiter is not None else {}
+        root = domains.get(request.domain)
+        label = request.domain if root is not None else metrics.OTHER
+        if limiter is None or root is None:
+            metrics.rls_request(label, metrics.RlsResult.OK)
+            return Response(overall_code=Response.OK,
+                            statuses=[Response.DescriptorStatus(code=Response.OK)
+                                      for _ in request.descriptors])
+        matched = _matched(request, root, limiter.config.ratelimit_service.tenant_key)
+        verdicts = await _decide(limiter, matched)
+        if any(v.unavailable for v in verdicts.values()):
+            metrics.rls_request(label, metrics.RlsResult.UNAVAILABLE)
+            # UNAVAILABLE, not a guess: Envoy's failure_mode_deny decides what happens next.
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "rate limit store unavailable")
+        response = _response(request, matched, verdicts)
+        metrics.rls_request(label, _result(response, matched, verdicts))
+        return response
+
+
+def _matched(request: Any, root: Node, tenant_key: str) -> list[Matched]:
+    default_cost = request.hits_addend or 1  # 0 means unset: one hit
+    out = []
+    for i, descriptor in enumerate(request.descriptors):
+        entries = [(e.key, e.value) for e in descriptor.entries]
+        node = match(root, entries) if entries else None
+        if node is None or node.limit is None or node.unlimited:
+            continue
+        cost = descriptor.hits_addend.value if descriptor.HasField("hits_addend") else default_cost
+        bucket = descriptor_bucket(request.domain, entries, node.limit, tenant_key)
+        out.append(Matched(i, node.limit, node.shadow, bucket, cost))
+    return out
+
+
+async def _decide(limiter: Limiter, matched: list[Matched]) -> dict[int, Verdict]:
+    """Descriptors sharing a hash tag, cost and shadow flag are decided in one atomic call."""
+    groups: dict[tuple[str, int, bool], list[Matched]] = {}
+    for m in matched:
+        tag = m.bucket.key.split("}", 1)[0]
+        groups.setdefault((tag, m.cost, m.shadow), []).append(m)
+    # The store failing is answered with UNAVAILABLE unless the operator chose degraded.
+    mode: FailureMode = "degraded" if limiter.config.failure_mode == "degraded" else "closed"
+    keys = list(groups)
+    results = await asyncio.gather(*(
+        limiter.decide([m.bucket for m in groups[k]], k[1], mode) for k in keys))
+    verdicts: dict[int, Verdict] = {}
+    for key, verdict in zip(keys, results, strict=True):
+        for m in groups[key]:
+            verdicts[m.index] = verdict
+    return verdicts
+
+
+def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]) -> Any:
+    statuses = [Response.DescriptorStatus(code=Response.OK) for _ in request.descriptors]
+    overall = Response.OK
+    for m in matched:
+        verdict = verdicts[m.index]
+        state = None
+        if verdict.outcome is not None:
+            state = verdict.outcome.states[verdict.buckets.index(verdict_bucket(verdict, m))]
+        over = not verdict.admitted and not m.shadow
+        status = statuses[m.index]
+        status.code = Response.OVER_LIMIT if over else Response.OK
+        status.current_limit.CopyFrom(Response.RateLimit(
+            name=m.limit.name, requests_per_unit=m.limit.requests_per_unit,
+            unit=_UNITS[m.limit.unit]))
+        if state is not None:
+            status.limit_remaining = state.remaining
+            reset = state.retry_us if not verdict.admitted else state.reset_us
+            status.duration_until_reset.CopyFrom(_duration(reset))
+        if over:
+            overall = Response.OVER_LIMIT
+    return Response(overall_code=overall, statuses=statuses)
+
+
+def verdict_bucket(verdict: Verdict, m: Matched) -> Bucket:
+    """The bucket of `m` inside its verdict (degraded verdicts carry rescaled copies)."""
+    for bucket in verdict.buckets:
+        if bucket.key.endswith(m.bucket.key):
+            return bucket
+    raise LookupError(m.bucket.key)
+
+
+def _duration(us: int) -> Duration:
+    return Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def _result(response: Any, matched: list[Matched], verdicts: dict[int, Verdict]
+            ) -> metrics.RlsResult:
+    if response.overall_code == Response.OVER_LIMIT:
+        return metrics.RlsResult.OVER_LIMIT
+    if any(m.shadow and not verdicts[m.index].admitted for m in matched):
+        return metrics.RlsResult.SHADOW_OVER_LIMIT
+    return metrics.RlsResult.OK
+
+
+def add_to_server(server: grpc.aio.Server, get_runtime: Callable[[], Runtime]) -> None:
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(get_runtime), server)

@@ -1,0 +1,112 @@
+"""envoyproxy/ratelimit-format config files (domain, nested descriptors, rate_limit) as a tree."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from tenantgate.errors import ConfigError
+
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+_NODE_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
+_RATE_KEYS = {"unit", "requests_per_unit", "unlimited", "name"}
+
+
+@dataclass(frozen=True, slots=True)
+class RlsLimit:
+    unit: str  # lower-case, a key of UNIT_SECONDS
+    requests_per_unit: int
+    name: str = ""
+
+
+@dataclass(slots=True)
+class Node:
+    limit: RlsLimit | None = None
+    unlimited: bool = False
+    shadow: bool = False
+    exact: dict[tuple[str, str], Node] = field(default_factory=dict)  # key + value
+    prefix: list[tuple[str, str, Node]] = field(default_factory=list)  # key + value ending in *
+    any_value: dict[str, Node] = field(default_factory=dict)  # key without value
+
+    def child(self, key: str, value: str) -> Node | None:
+        """Like envoyproxy/ratelimit: an exact value first, then a `prefix*`, then any value."""
+        if (found := self.exact.get((key, value))) is not None:
+            return found
+        for k, start, node in self.prefix:
+            if k == key and value.startswith(start):
+                return node
+        return self.any_value.get(key)
+
+
+def load_domains(paths: list[str]) -> dict[str, Node]:
+    domains: dict[str, Node] = {}
+    issues: list[str] = []
+    for path in paths:
+        try:
+            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            raise ConfigError([f"{path}: cannot read rate-limit config: {exc}"]) from None
+        where = f"{path}"
+        if not isinstance(data, dict) or not isinstance(data.get("domain"), str):
+            issues.append(f"{where}: domain: required, a string")
+            continue
+        if unknown := set(data) - {"domain", "descriptors"}:
+            issues.append(f"{where}: {sorted(unknown)[0]}: unknown key")
+        domain = data["domain"]
+        if domain in domains:
+            issues.append(f"{where}: domain {domain!r} is defined twice")
+            continue
+        root = Node()
+        _fill(root, data.get("descriptors") or [], f"{where}: descriptors", issues)
+        domains[domain] = root
+    if issues:
+        raise ConfigError(issues)
+    return domains
+
+
+def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
+    if not isinstance(items, list):
+        issues.append(f"{where}: must be a list")
+        return
+    for i, item in enumerate(items):
+        at = f"{where}[{i}]"
+        if not isinstance(item, dict) or not isinstance(item.get("key"), str):
+            issues.append(f"{at}.key: required, a string")
+            continue
+        if unknown := set(item) - _NODE_KEYS:
+            name = sorted(unknown)[0]
+            issues.append(f"{at}.{name}: not supported by tenantgate" if name == "replaces"
+                          else f"{at}.{name}: unknown key")
+        node = Node(shadow=bool(item.get("shadow_mode", False)))
+        if "rate_limit" in item:
+            _rate(node, item["rate_limit"], f"{at}.rate_limit", issues)
+        key, value = item["key"], item.get("value")
+        if value is None:
+            parent.any_value[key] = node
+        elif str(value).endswith("*"):
+            parent.prefix.append((key, str(value)[:-1], node))
+        else:
+            parent.exact[(key, str(value))] = node
+        _fill(node, item.get("descriptors") or [], f"{at}.descriptors", issues)
+
+
+def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
+    if not isinstance(rate, dict):
+        issues.append(f"{at}: must be a mapping")
+        return
+    if unknown := set(rate) - _RATE_KEYS:
+        issues.append(f"{at}.{sorted(unknown)[0]}: unknown key")
+    if rate.get("unlimited"):
+        node.unlimited = True
+        return
+    unit = str(rate.get("unit", "")).lower()
+    count = rate.get("requests_per_unit")
+    if unit not in UNIT_SECONDS:
+        issues.append(f"{at}.unit: must be one of {', '.join(UNIT_SECONDS)}")
+    elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
+        issues.append(f"{at}.requests_per_unit: must be a whole number >= 0")
+    else:
+        node.limit = RlsLimit(unit, count, str(rate.get("name", "")))

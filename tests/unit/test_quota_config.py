@@ -1,0 +1,89 @@
+"""Quota configuration: rates as operators write them, plans, overrides, key-path errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantgate.config.load import parse_config
+from tenantgate.config.model import Config
+from tenantgate.config.quota import Rate
+from tenantgate.errors import ConfigError
+from tenantgate.quota import build_limiter
+
+BASE = """
+context:
+  active_key: k1
+  keys: [{id: k1, secret: {fromEnv: TG_QUOTA_TEST_SECRET}}]
+"""
+
+
+@pytest.fixture(autouse=True)
+def _secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
+
+
+def load(quota_yaml: str, extra: str = "") -> Config:
+    return parse_config(BASE + extra + "quota:\n" + quota_yaml)
+
+
+def issues(quota_yaml: str, extra: str = "") -> list[str]:
+    with pytest.raises(ConfigError) as err:
+        load(quota_yaml, extra)
+    return err.value.issues
+
+
+@pytest.mark.parametrize(("text", "count", "period"), [
+    ("100/s", 100, 1.0), ("6000/min", 6000, 60.0), ("1000000/day", 1_000_000, 86400.0),
+    ("50/10s", 50, 10.0), ("3/hour", 3, 3600.0), ("5 / 500ms", 5, 0.5),
+], ids=lambda v: str(v))
+def test_rates_are_written_the_way_operators_think(text: str, count: int, period: float) -> None:
+    plan = load(f"  plans: {{p: {{limits: ['{text}']}}}}\n").quota.plans["p"]
+    assert plan.limits[0].rate == Rate(count, period, text.strip())
+
+
+@pytest.mark.parametrize("text", ["100", "100/fortnight", "-1/s", "0/s", "x/s", "100/0s"])
+def test_a_bad_rate_names_its_key_path(text: str) -> None:
+    found = issues(f"  plans: {{free: {{limits: ['{text}']}}}}\n")
+    assert len(found) == 1
+    assert found[0].startswith("quota.plans.free.limits[0]")
+
+
+def test_unknown_key_in_a_plan_is_an_error() -> None:
+    assert issues("  plans: {free: {limits: [1/s], brust: 3}}\n") == [
+        "quota.plans.free.brust: unknown key"]
+
+
+def test_degraded_needs_a_replica_count() -> None:
+    assert issues("  failure_mode: degraded\n") == [
+        "quota: failure_mode degraded needs replicas (how many tenantgate processes share "
+        "the store)"]
+
+
+def test_default_plan_must_exist() -> None:
+    assert issues("  default_plan: gold\n  plans: {free: {limits: [1/s]}}\n") == [
+        "quota: default_plan 'gold' is not among plans (free)"]
+
+
+def test_sentinel_url_must_name_the_master() -> None:
+    assert issues("  store: redis\n  redis: {url: 'redis+sentinel://127.0.0.1:26379'}\n") == [
+        "quota.redis.url: a sentinel url names the master: redis+sentinel://host:port/mymaster"]
+
+
+def test_tenant_overrides_are_typed_plan_values() -> None:
+    found = issues("  plans: {free: {limits: [1/s]}}\n",
+                   "tenants:\n  registry:\n    acme: {plan: free, overrides: {burst: 0}}\n")
+    assert found == ["tenants.registry.acme.overrides.burst: Input should be greater than or "
+                     "equal to 1"]
+
+
+def test_registry_tenant_with_unknown_plan_fails_the_build() -> None:
+    config = load("  enabled: true\n  plans: {free: {limits: [1/s]}}\n",
+                  "tenants:\n  registry:\n    acme: {plan: gold}\n")
+    with pytest.raises(ConfigError) as err:
+        build_limiter(config)
+    assert err.value.issues == ["tenants.registry.acme.plan: unknown plan 'gold' "
+                                "(quota.plans has: free)"]
+
+
+def test_disabled_quota_builds_no_limiter() -> None:
+    assert build_limiter(load("  plans: {free: {limits: [1/s]}}\n")) is None

@@ -1,0 +1,187 @@
+"""GCRA, plans to buckets, endpoint rules, overrides, headers and the breaker (embedded store)."""
+
+from __future__ import annotations
+
+import pytest
+
+from tenantgate.config.load import parse_config
+from tenantgate.config.model import Config
+from tenantgate.quota import Limiter, build_limiter
+from tenantgate.quota.breaker import CircuitBreaker
+from tenantgate.quota.headers import deny_headers, rate_headers
+from tenantgate.quota.limiter import compile_path, degraded_bucket
+from tenantgate.quota.memory import MemoryStore
+from tenantgate.quota.store import Bucket
+
+SECOND = 1_000_000
+BASE = """
+context:
+  active_key: k1
+  keys: [{id: k1, secret: {fromEnv: TG_QUOTA_TEST_SECRET}}]
+tenants:
+  registry:
+    acme: {plan: free}
+    big: {plan: free, overrides: {limits: ['100/day'], burst: 50}}
+quota:
+  enabled: true
+  default_plan: free
+  plans:
+    free:
+      limits: ['10/day']
+      endpoints:
+        - {name: writes, methods: [POST, PUT], path: '/api/**', limits: ['3/day']}
+"""
+
+
+@pytest.fixture
+def config(monkeypatch: pytest.MonkeyPatch) -> Config:
+    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
+    return parse_config(BASE)
+
+
+@pytest.fixture
+def limiter(config: Config) -> Limiter:
+    built = Limiter(config, MemoryStore())  # a private store: tests must not share buckets
+    return built
+
+
+def bucket(key: str = "k", limit: int = 10, period: float = 1.0, burst: int = 10) -> Bucket:
+    return Bucket(key, "b", limit, period, burst)
+
+
+def test_burst_is_admitted_at_once_then_the_rate_applies() -> None:
+    store, b = MemoryStore(), bucket(burst=5)
+    admitted = [store.acquire_now([b], 1, 0).admitted for _ in range(6)]
+    assert admitted == [True] * 5 + [False]
+    assert not store.acquire_now([b], 1, SECOND // 10 - 1).admitted
+    assert store.acquire_now([b], 1, SECOND // 10).admitted  # one emission interval later
+
+
+def test_no_double_burst_at_a_window_edge() -> None:
+    # A fixed window would admit 10 at t=0.999 s and 10 more at t=1.0 s; GCRA admits 10 + 0.
+    store, b = MemoryStore(), bucket()
+    edge = SECOND - 1000
+    first = sum(store.acquire_now([b], 1, edge).admitted for _ in range(10))
+    second = sum(store.acquire_now([b], 1, SECOND).admitted for _ in range(10))
+    assert (first, second) == (10, 0)
+
+
+def test_a_denial_charges_no_bucket() -> None:
+    store, wide, narrow = MemoryStore(), bucket("wide", burst=10), bucket("narrow", burst=1)
+    assert store.acquire_now([wide, narrow], 1, 0).admitted
+    denied = store.acquire_now([wide, narrow], 1, 0)
+    assert not denied.admitted
+    assert denied.states[0].retry_us == 0 and denied.states[1].retry_us > 0
+    assert [store.acquire_now([wide], 1, 0).admitted for _ in range(10)] == [True] * 9 + [False]
+
+
+def test_remaining_and_reset_follow_the_bucket() -> None:
+    store, b = MemoryStore(), bucket(limit=10, period=10.0, burst=4)
+    outcome = store.acquire_now([b], 1, 0)
+    assert (outcome.states[0].remaining, outcome.states[0].reset_us) == (3, SECOND)
+    outcome = store.acquire_now([b], 3, 0)
+    assert (outcome.states[0].remaining, outcome.states[0].reset_us) == (0, 4 * SECOND)
+
+
+@pytest.mark.parametrize(("pattern", "path", "hit"), [
+    ("/api/**", "/api", True), ("/api/**", "/api/a/b", True), ("/api/**", "/apix", False),
+    ("/items/*", "/items/7", True), ("/items/*", "/items/7/x", False),
+    ("/t/{tenant}/x", "/t/acme/x", True), ("/**", "/", True), ("/a", "/a/", True),
+])
+def test_path_patterns(pattern: str, path: str, hit: bool) -> None:
+    assert bool(compile_path(pattern).fullmatch(path)) is hit
+
+
+async def test_writes_count_against_their_rule_and_the_plan(limiter: Limiter) -> None:
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    writes = [(await limiter.check(plan, "acme", "POST", "/api/x")).admitted for _ in range(4)]
+    assert writes == [True, True, True, False]
+    reads = [(await limiter.check(plan, "acme", "GET", "/api/x")).admitted for _ in range(8)]
+    assert reads == [True] * 7 + [False]  # 10 per day: 3 writes + 7 reads
+
+
+async def test_tenants_do_not_share_buckets(limiter: Limiter) -> None:
+    plan = limiter.plan_for("anyone", None, False)
+    assert plan is not None and plan.name == "free"
+    for _ in range(10):
+        await limiter.check(plan, "noisy", "GET", "/")
+    assert not (await limiter.check(plan, "noisy", "GET", "/")).admitted
+    assert (await limiter.check(plan, "quiet", "GET", "/")).admitted
+
+
+async def test_overrides_replace_plan_values(limiter: Limiter) -> None:
+    plan = limiter.plan_for("big", "free", True)
+    assert plan is not None
+    assert [(s.limit, s.burst) for s in plan.specs] == [(100, 50)]
+    assert len(plan.rules) == 1  # endpoints not overridden: the plan's stay
+
+
+async def test_denial_headers_say_when_to_retry(limiter: Limiter) -> None:
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    for _ in range(10):
+        await limiter.check(plan, "acme", "GET", "/")
+    verdict = await limiter.check(plan, "acme", "GET", "/")
+    headers = dict(deny_headers(verdict))
+    assert headers["retry-after"] == "8640"  # one emission interval of 10/day
+    assert headers["ratelimit-policy"] == '"free-86400s";q=10;w=86400'
+    assert headers["ratelimit"] == '"free-86400s";r=0;t=86400'
+    assert headers["x-ratelimit-limit"] == "10, 10;w=86400"
+    assert headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_allow_headers_report_the_tightest_bucket(limiter: Limiter) -> None:
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    verdict = await limiter.check(plan, "acme", "POST", "/api/x")
+    headers = dict(rate_headers(verdict))
+    assert headers["ratelimit"] == '"writes-86400s";r=2;t=28800'
+    assert headers["ratelimit-policy"] == ('"free-86400s";q=10;w=86400, '
+                                           '"writes-86400s";q=3;w=86400')
+
+
+async def test_over_limit_cache_answers_without_the_store(limiter: Limiter) -> None:
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    for _ in range(11):
+        await limiter.check(plan, "acme", "GET", "/")
+    calls = 0
+    real = limiter.store.acquire
+
+    async def counting(*args: object, **kwargs: object) -> object:
+        nonlocal calls
+        calls += 1
+        return await real(*args, **kwargs)  # type: ignore[arg-type]
+
+    limiter.store.acquire = counting  # type: ignore[method-assign]
+    assert not (await limiter.check(plan, "acme", "GET", "/")).admitted
+    assert calls == 0
+
+
+def test_degraded_share_is_limit_over_replicas() -> None:
+    share = degraded_bucket(bucket(limit=100, period=1.0, burst=30), 3)
+    assert share.interval_us == 30_000 and share.burst == 10
+
+
+def test_breaker_opens_after_failures_then_one_probe_passes() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, open_for=1.0, clock=lambda: now[0])
+    breaker.failure()
+    assert breaker.allow()
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] = 1.0
+    assert breaker.allow() and not breaker.allow()  # exactly one probe while half-open
+    breaker.failure()
+    assert not breaker.allow()
+    now[0] = 2.0
+    assert breaker.allow()
+    breaker.success()
+    assert breaker.allow() and breaker.allow()
+
+
+def test_build_limiter_reuses_the_embedded_store_across_rebuilds(config: Config) -> None:
+    first, second = build_limiter(config), build_limiter(config)
+    assert first is not None and second is not None
+    assert first.store is second.store
