@@ -28,6 +28,10 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
     - {{ include "tenantgate.configDir" . }}/config.yaml
     - --mode
     - sidecar
+    - --listen
+    - {{ printf "0.0.0.0:%d" (int .Values.sidecar.envoy.port) }}
+    - --upstream
+    - {{ printf "127.0.0.1:%d" (int .Values.sidecar.app.port) }}
     - --output
     - {{ include "tenantgate.envoyBootstrap" . }}
     {{- range .Values.sidecar.envoyConfigArgs }}

@@ -1,0 +1,318 @@
+"""The Helm chart over a matrix of values: lint, Kubernetes schemas, the config it renders, pods."""
+
+from __future__ import annotations
+
+import re
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+from deploy_support import CHART, VALUES_DIR, Rendered, run_helm
+from tenantgate.config.load import load_config
+
+MATRIX = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
+SIDECAR = [name for name in MATRIX if name.startswith("sidecar")]
+STANDALONE = [name for name in MATRIX if name.startswith("standalone")]
+# The oldest Kubernetes with native sidecars on by default, and the newest schemas we have.
+KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
+# Environment the matrix's secret references ({fromEnv: ...}) expect.
+SECRET_ENV = {"PARTNER_HS_SECRET": "partner-shared-secret-" + "x" * 20}
+
+# Prometheus Operator kinds have no schema in kubernetes-validate: check the fields we rely on,
+# as the operator's CRDs define them.
+_PROM_DURATION = re.compile(r"^(0|([0-9]+(ms|s|m|h|d|w|y))+)$")
+_OPERATOR_KINDS = {"ServiceMonitor", "PodMonitor", "PrometheusRule"}
+
+
+def test_matrix_covers_both_modes_with_and_without_redis_and_metrics() -> None:
+    texts = {name: yaml.safe_load((VALUES_DIR / name).read_text()) for name in MATRIX}
+    combos = {(v["mode"], v.get("quota", {}).get("store", "memory"),
+               v.get("metrics", {}).get("enabled", True)) for v in texts.values()}
+    assert {mode for mode, _, _ in combos} == {"standalone", "sidecar"}
+    for mode in ("standalone", "sidecar"):
+        assert {store for m, store, _ in combos if m == mode} == {"memory", "redis"}, mode
+        assert {on for m, _, on in combos if m == mode} == {True, False}, mode
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_helm_lint_strict_passes(helm: str, values: str) -> None:
+    result = run_helm(helm, "lint", str(CHART), "--strict", "-f", str(VALUES_DIR / values))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "0 chart(s) failed" in result.stdout
+
+
+def test_helm_lint_passes_with_the_default_values(helm: str) -> None:
+    result = run_helm(helm, "lint", str(CHART), "--strict")
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("k8s", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("values", MATRIX)
+def test_every_manifest_validates_against_kubernetes_schemas(
+        render: Callable[..., Rendered], values: str, k8s: str) -> None:
+    rendered = render(values)
+    for doc in rendered.docs:
+        where = f"{doc['kind']}/{doc['metadata']['name']}"
+        if doc["kind"] in _OPERATOR_KINDS:
+            _check_operator_object(doc)
+            continue
+        try:
+            kubernetes_validate.validate(doc, k8s, strict=True)
+        except kubernetes_validate.ValidationError as exc:
+            pytest.fail(f"{where} invalid for Kubernetes {k8s}: {list(exc.path)}: {exc.message}")
+
+
+def test_the_schema_validation_is_real(render: Callable[..., Rendered]) -> None:
+    """A misspelt field must fail: otherwise the validation test above proves nothing."""
+    deployment = render("standalone-minimal.yaml").workload()
+    deployment["spec"]["template"]["spec"]["containers"][0]["readinessProbe"]["grcp"] = {}
+    with pytest.raises(kubernetes_validate.ValidationError):
+        kubernetes_validate.validate(deployment, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+def _check_operator_object(doc: dict[str, Any]) -> None:
+    assert doc["apiVersion"] == "monitoring.coreos.com/v1"
+    spec = doc["spec"]
+    if doc["kind"] == "PrometheusRule":
+        for group in spec["groups"]:
+            assert set(group) <= {"name", "rules", "interval"} and group["rules"]
+            for rule in group["rules"]:
+                assert set(rule) <= {"alert", "record", "expr", "for", "labels", "annotations"}
+                assert isinstance(rule["expr"], str) and rule["expr"].strip()
+                assert _PROM_DURATION.match(str(rule.get("for", "0"))), rule
+                for mapping in (rule.get("labels", {}), rule.get("annotations", {})):
+                    assert all(isinstance(v, str) for v in mapping.values()), rule
+        return
+    endpoints = spec["endpoints" if doc["kind"] == "ServiceMonitor" else "podMetricsEndpoints"]
+    assert spec["selector"]["matchLabels"] and endpoints
+    for endpoint in endpoints:
+        assert set(endpoint) <= {"port", "path", "interval"}
+        assert _PROM_DURATION.match(endpoint["interval"])
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_rendered_config_passes_check_config(
+        render: Callable[..., Rendered], values: str, key_dir: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    from tenantgate.cli import main
+
+    for name, value in SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    config_file = key_dir / "config.yaml"  # keys/<id> beside it, as in the pod
+    config_file.write_text(render(values).config_text())
+    exit_code = main(["check-config", str(config_file)])
+    out = capsys.readouterr()
+    assert exit_code == 0, out.err
+    assert ": ok (" in out.out
+
+
+def test_config_sections_are_copied_from_values_unchanged(
+        render: Callable[..., Rendered], key_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name, value in SECRET_ENV.items():
+        monkeypatch.setenv(name, value)
+    defaults = yaml.safe_load((CHART / "values.yaml").read_text())
+    values = _merged(defaults, yaml.safe_load(
+        (VALUES_DIR / "standalone-redis-full.yaml").read_text()))
+    rendered = yaml.safe_load(render("standalone-redis-full.yaml").config_text())
+    for section in ("issuers", "credentials", "tenants", "policy", "quota", "audit"):
+        assert rendered[section] == values[section], section
+    assert rendered["tenants"]["pattern"] == defaults["tenants"]["pattern"]
+    assert rendered["context"]["keys"] == [
+        {"id": "k1", "secret": {"fromFile": "keys/k1"}},
+        {"id": "k2", "secret": {"fromFile": "keys/k2"}}]
+    (key_dir / "config.yaml").write_text(yaml.safe_dump(rendered))
+    config = load_config(key_dir / "config.yaml")
+    assert config.context.active_key == "k2"
+    assert config.context.keys[1].secret.value == (key_dir / "keys" / "k2").read_bytes()
+    assert config.quota.redis.url == values["quota"]["redis"]["url"]
+
+
+def test_the_config_checksum_changes_with_the_config_and_only_then(
+        render: Callable[..., Rendered]) -> None:
+    def checksum(sets: dict[str, str]) -> str:
+        annotations = render("standalone-minimal.yaml", sets=sets).workload()["spec"]["template"][
+            "metadata"]["annotations"]
+        return str(annotations["checksum/config"])
+
+    base = checksum({})
+    assert re.fullmatch(r"[0-9a-f]{64}", base)
+    assert checksum({"replicaCount": "5"}) == base
+    assert checksum({"context.ttl": "30s"}) != base
+    assert checksum({"tenants.registry.acme.plan": "pro"}) != base
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_every_container_runs_locked_down(render: Callable[..., Rendered], values: str) -> None:
+    pod = render(values).pod_spec()
+    assert pod["securityContext"]["runAsNonRoot"] is True
+    assert pod["securityContext"]["seccompProfile"] == {"type": "RuntimeDefault"}
+    assert pod["automountServiceAccountToken"] is False
+    for container in [*pod.get("initContainers", []), *pod["containers"]]:
+        context = container["securityContext"]
+        assert context["readOnlyRootFilesystem"] is True, container["name"]
+        assert context["allowPrivilegeEscalation"] is False, container["name"]
+        assert context["capabilities"]["drop"] == ["ALL"], container["name"]
+        assert context["runAsNonRoot"] is True, container["name"]
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_tenantgate_has_native_grpc_probes_on_its_grpc_port(
+        render: Callable[..., Rendered], values: str) -> None:
+    pod = render(values).pod_spec()
+    tenantgate = _container(pod, "tenantgate")
+    grpc_port = next(p["containerPort"] for p in tenantgate["ports"]
+                     if p["name"].endswith("grpc"))
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        assert tenantgate[probe]["grpc"] == {"port": grpc_port, "service": ""}, probe
+    assert "/tmp" in {m["mountPath"] for m in tenantgate["volumeMounts"]}
+    assert tenantgate["args"] == ["--config", "/etc/tenantgate/config.yaml"]
+
+
+@pytest.mark.parametrize("values", STANDALONE)
+def test_standalone_service_targets_the_grpc_port_as_grpc(
+        render: Callable[..., Rendered], values: str) -> None:
+    rendered = render(values)
+    service = rendered.one("Service")
+    grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
+    assert grpc["appProtocol"] == "grpc" and grpc["targetPort"] == "grpc"
+    selector = service["spec"]["selector"]
+    pod_labels = rendered.workload()["spec"]["template"]["metadata"]["labels"]
+    assert selector.items() <= pod_labels.items()
+    for doc in rendered.docs:
+        if doc["kind"] == "ServiceMonitor":
+            names = {p["name"] for p in service["spec"]["ports"]}
+            assert {e["port"] for e in doc["spec"]["endpoints"]} <= names
+
+
+def test_standalone_spreads_replicas_and_bounds_disruption(
+        render: Callable[..., Rendered]) -> None:
+    rendered = render("standalone-minimal.yaml")
+    spec = rendered.workload()["spec"]
+    assert "replicas" not in spec, "the HPA owns the replica count"
+    hpa = rendered.one("HorizontalPodAutoscaler")
+    assert hpa["spec"]["scaleTargetRef"]["name"] == rendered.workload()["metadata"]["name"]
+    assert hpa["spec"]["minReplicas"] >= 2
+    assert rendered.one("PodDisruptionBudget")["spec"]["selector"]["matchLabels"].items() <= \
+        spec["template"]["metadata"]["labels"].items()
+    anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
+    assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"][
+        "topologyKey"] == "kubernetes.io/hostname"
+    hard = render("standalone-redis-full.yaml").workload()["spec"]
+    assert hard["replicas"] == 3
+    assert "requiredDuringSchedulingIgnoredDuringExecution" in \
+        hard["template"]["spec"]["affinity"]["podAntiAffinity"]
+
+
+@pytest.mark.parametrize("values", SIDECAR)
+def test_sidecar_mode_runs_tenantgate_and_envoy_as_native_sidecars_in_order(
+        render: Callable[..., Rendered], values: str) -> None:
+    rendered = render(values)
+    pod = rendered.pod_spec()
+    init = pod["initContainers"]
+    assert [c["name"] for c in init] == ["tenantgate-envoy-config", "tenantgate", "envoy"]
+    assert "restartPolicy" not in init[0], "the bootstrap step runs once"
+    assert init[1]["restartPolicy"] == init[2]["restartPolicy"] == "Always"
+    assert init[0]["args"][:4] == ["envoy-config", "/etc/tenantgate/config.yaml", "--mode",
+                                   "sidecar"]
+    assert "startupProbe" in init[1] and "startupProbe" in init[2], \
+        "the application must start only after both sidecars are up"
+    config = yaml.safe_load(rendered.config_text())
+    socket_dir = str(Path(config["listen"]["uds"]).parent)
+    for container in init[1:]:
+        mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+        assert mounts[socket_dir] == "tenantgate-socket", container["name"]
+    bootstrap = init[0]["args"][init[0]["args"].index("--output") + 1]
+    envoy_mounts = {m["mountPath"]: m for m in init[2]["volumeMounts"]}
+    assert envoy_mounts[str(Path(bootstrap).parent)]["readOnly"] is True
+    assert f"-c {bootstrap}" in " ".join(init[2]["args"])
+    assert [c["name"] for c in pod["containers"]] != []
+
+
+@pytest.mark.parametrize("values", SIDECAR)
+def test_sidecar_traffic_reaches_the_app_only_through_envoy(
+        render: Callable[..., Rendered], values: str) -> None:
+    rendered = render(values)
+    pod = rendered.pod_spec()
+    envoy = _container(pod, "envoy")
+    envoy_port = next(p["containerPort"] for p in envoy["ports"] if p["name"] == "envoy-http")
+    service = rendered.one("Service")
+    assert [p["targetPort"] for p in service["spec"]["ports"]] == ["envoy-http"]
+    policy = rendered.one("NetworkPolicy")
+    admitted = {p["port"] for rule in policy["spec"]["ingress"] for p in rule["ports"]}
+    app_port = pod["containers"][0]["ports"][0]["containerPort"]
+    assert envoy_port in admitted and app_port not in admitted
+    tenantgate_grpc = next(p["containerPort"] for p in _container(pod, "tenantgate")["ports"]
+                           if p["name"] == "tg-grpc")
+    assert tenantgate_grpc not in admitted, "Envoy uses the UDS; only kubelet probes use TCP"
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        rendered.workload()["spec"]["template"]["metadata"]["labels"].items()
+    names = [p["name"] for c in [*pod["initContainers"], *pod["containers"]]
+             for p in c.get("ports", [])]
+    assert len(names) == len(set(names)), f"port names must be unique in a pod: {names}"
+    for doc in rendered.docs:
+        if doc["kind"] == "PodMonitor":
+            assert {e["port"] for e in doc["spec"]["podMetricsEndpoints"]} <= set(names)
+
+
+def test_restricted_egress_still_allows_dns_and_the_listed_rules(
+        render: Callable[..., Rendered]) -> None:
+    policy = render("standalone-redis-full.yaml").one("NetworkPolicy")
+    assert policy["spec"]["policyTypes"] == ["Ingress", "Egress"]
+    egress = policy["spec"]["egress"]
+    assert {"port": 53, "protocol": "UDP"} in egress[0]["ports"]
+    assert any(p["port"] == 6379 for rule in egress[1:] for p in rule.get("ports", []))
+    assert render("standalone-minimal.yaml").one("NetworkPolicy")["spec"]["policyTypes"] == \
+        ["Ingress"]
+
+
+def test_metrics_off_removes_the_port_and_every_monitoring_object(
+        render: Callable[..., Rendered]) -> None:
+    rendered = render("standalone-no-metrics.yaml")
+    assert rendered.kinds() == ["ConfigMap", "Deployment", "Service"]
+    assert yaml.safe_load(rendered.config_text())["listen"]["metrics"] is None
+    assert [p["name"] for p in rendered.one("Service")["spec"]["ports"]] == ["grpc"]
+
+
+@pytest.fixture(scope="module")
+def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the chart that renders NOTES.txt into a manifest: `helm template` skips NOTES
+    and `helm install --dry-run` wants a cluster."""
+    chart = tmp_path_factory.mktemp("notes") / "tenantgate"
+    shutil.copytree(CHART, chart)
+    (chart / "files" / "NOTES.txt").write_text((chart / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ tpl (.Files.Get "files/NOTES.txt") . | toJson }}}\n')
+    return chart
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_notes_render(helm: str, notes_chart: Path, values: str) -> None:
+    result = run_helm(helm, "template", "tg", str(notes_chart), "--namespace", "auth",
+                      "--show-only", "templates/zz-notes.yaml", "-f", str(VALUES_DIR / values))
+    assert result.returncode == 0, result.stderr
+    notes = yaml.safe_load(result.stdout)["data"]["notes"]
+    assert "kubectl -n auth create secret generic" in notes
+    assert "<no value>" not in notes
+    mode = yaml.safe_load((VALUES_DIR / values).read_text())["mode"]
+    assert f"in {mode} mode" in notes
+
+
+def _merged(base: Any, override: Any) -> Any:
+    """Helm's merge of values files: maps merge key by key, anything else is replaced."""
+    if not (isinstance(base, dict) and isinstance(override, dict)):
+        return override
+    out = dict(base)
+    for key, value in override.items():
+        out[key] = _merged(base[key], value) if key in base else value
+    return out
+
+
+def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == name]
+    assert len(found) == 1, name
+    return found[0]

@@ -1,0 +1,157 @@
+"""Wrong values are refused before anything is rendered, with a message naming the key."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from deploy_support import CHART
+from pydantic import BaseModel
+from tenantgate.config.model import Config
+
+# (values, a line Helm must print): each names the key and says what is wrong.
+REJECTED = [
+    pytest.param({"mode": "sidecars"},
+                 '- mode: mode must be one of the following: "standalone", "sidecar"',
+                 id="unknown-mode"),
+    pytest.param({"issuer": [{"name": "x"}]},
+                 "- (root): Additional property issuer is not allowed", id="misspelt-top-key"),
+    pytest.param({"ports": {"grpc": 70000}},
+                 "- ports.grpc: Must be less than or equal to 65535", id="port-out-of-range"),
+    pytest.param({"issuers": [{"name": "idp", "issuer": "https://idp/"}]},
+                 "- issuers.0: audiences is required", id="issuer-without-audiences"),
+    pytest.param({"issuers": [{"name": "idp", "issuer": "i", "audiences": ["a"],
+                               "algorithms": ["none"]}]},
+                 "- issuers.0.algorithms.0: issuers.0.algorithms.0 must be one of the following",
+                 id="alg-none"),
+    pytest.param({"issuers": [{"name": "idp", "issuer": "i", "audiences": ["a"],
+                               "hs_secret": "plain-text-secret"}]},
+                 "- issuers.0.hs_secret: Invalid type. Expected: object, given: string",
+                 id="secret-written-inline"),
+    pytest.param({"listen": {"grpc": "0.0.0.0:1"}},
+                 "- listen: Additional property grpc is not allowed", id="listen-set-by-chart"),
+    pytest.param({"context": {"active_key": "k1", "keys": []}},
+                 "- context: Additional property keys is not allowed", id="keys-not-in-values"),
+    pytest.param({"quota": {"plans": {"free": {"limits": ["10 per second"]}}}},
+                 "- quota.plans.free.limits.0: Does not match pattern", id="bad-rate"),
+    pytest.param({"quota": {"plans": {"free": {"limits": [{"burst": 5}]}}}},
+                 "- quota.plans.free.limits.0: rate is required", id="limit-without-rate"),
+    pytest.param({"quota": {"store": "mongodb"}},
+                 '- quota.store: quota.store must be one of the following: "memory", "redis"',
+                 id="unknown-store"),
+    pytest.param({"quota": {"redis": {"url": "http://redis:6379"}}},
+                 "- quota.redis.url: Does not match pattern", id="redis-url-scheme"),
+    pytest.param({"quota": {"failure_mode": "sometimes"}},
+                 "- quota.failure_mode: quota.failure_mode must be one of the following",
+                 id="unknown-failure-mode"),
+    pytest.param({"signingKeys": {"existingSecret": "keys", "keyIds": []}},
+                 "- signingKeys.keyIds: Array must have at least 1 items", id="no-key-ids"),
+    pytest.param({"signingKeys": {"existingSecret": "Keys_Secret", "keyIds": ["k1"]}},
+                 "- signingKeys.existingSecret: Does not match pattern", id="bad-secret-name"),
+    pytest.param({"secretEnv": [{"name": "X"}]},
+                 "- secretEnv.0: secretName is required", id="secret-env-incomplete"),
+    pytest.param({"context": {"ttl": "one minute"}},
+                 "- context.ttl: Does not match pattern", id="bad-duration"),
+    pytest.param({"sidecar": {"envoy": {"logLevel": "verbose"}}},
+                 "- sidecar.envoy.logLevel: sidecar.envoy.logLevel must be one of the following",
+                 id="envoy-log-level"),
+    pytest.param({"metrics": {"prometheusRule": {"authFailureRatio": 5}}},
+                 "- metrics.prometheusRule.authFailureRatio: Must be less than or equal to 1",
+                 id="ratio-above-one"),
+    pytest.param({"image": {"repository": "tenantgate", "digest": "latest"}},
+                 "- image.digest: Does not match pattern", id="digest-not-sha256"),
+    # Cross-field rules the schema cannot express come from the chart's own checks.
+    pytest.param({"context": {"active_key": "k9"}},
+                 'context.active_key: "k9" is not one of signingKeys.keyIds [k1]',
+                 id="active-key-unknown"),
+    pytest.param({"mode": "sidecar"},
+                 "sidecar.app.image: sidecar mode needs the application's image",
+                 id="sidecar-without-app"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1", "port": 8000}}},
+                 "sidecar.envoy.port: must differ from sidecar.app.port", id="port-clash"),
+    pytest.param({"ports": {"grpc": 9001, "metrics": 9001}},
+                 "ports.metrics: must differ from ports.grpc", id="metrics-port-clash"),
+]
+
+
+@pytest.mark.parametrize(("values", "message"), REJECTED)
+def test_wrong_values_are_refused_with_a_readable_message(
+        render_error: Callable[..., str], tmp_path: Path, values: dict[str, Any],
+        message: str) -> None:
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump(values))
+    error = render_error(str(values_file))
+    assert message in error
+    assert "goroutine" not in error and "panic" not in error
+
+
+# The chart's schema and tenantgate's config model must name the same keys, or values that
+# check-config accepts would be refused by Helm (or the reverse).
+CHART_MANAGED = {"listen": {"grpc", "metrics", "uds"}, "context": {"keys"}}
+
+
+def _schema() -> dict[str, Any]:
+    return dict(json.loads((CHART / "values.schema.json").read_text()))
+
+
+def _resolve(schema: dict[str, Any], node: dict[str, Any]) -> dict[str, Any]:
+    if "$ref" in node:
+        name = node["$ref"].rsplit("/", 1)[-1]
+        return dict(schema["definitions"][name])
+    return node
+
+
+def _pairs(schema: dict[str, Any], node: dict[str, Any], model: type[BaseModel],
+           path: str) -> list[tuple[str, set[str], set[str]]]:
+    """(key path, keys the schema allows, keys the model accepts) for `node` and below."""
+    node = _resolve(schema, node)
+    if node.get("type") == "array":
+        node = _resolve(schema, node["items"])
+    if node.get("additionalProperties") not in (None, False):
+        node = _resolve(schema, node["additionalProperties"])  # a map: name -> model
+    props = node.get("properties", {})
+    fields = {f.alias or name: f for name, f in model.model_fields.items()}
+    out = [(path, set(props), set(fields) - CHART_MANAGED.get(path, set()))]
+    for key, field in fields.items():
+        sub = _model_in(field.annotation)
+        if sub is not None and key in props:
+            out += _pairs(schema, props[key], sub, f"{path}.{key}")
+    return out
+
+
+def _model_in(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):
+        if (found := _model_in(arg)) is not None:
+            return found
+    return None
+
+
+def _config_pairs() -> list[tuple[str, set[str], set[str]]]:
+    schema = _schema()
+    pairs = []
+    for section, field in Config.model_fields.items():
+        model = _model_in(field.annotation)
+        assert model is not None, section
+        pairs += _pairs(schema, schema["properties"][section], model, section)
+    return pairs
+
+
+@pytest.mark.parametrize(("path", "schema_keys", "model_keys"), _config_pairs(),
+                         ids=lambda v: v if isinstance(v, str) else "")
+def test_values_schema_names_exactly_the_config_keys(
+        path: str, schema_keys: set[str], model_keys: set[str]) -> None:
+    assert schema_keys == model_keys, (
+        f"{path}: only in the chart schema {sorted(schema_keys - model_keys)}, "
+        f"only in the config model {sorted(model_keys - schema_keys)}")
+
+
+def test_every_config_section_is_a_values_key() -> None:
+    values = yaml.safe_load((CHART / "values.yaml").read_text())
+    assert set(Config.model_fields) <= set(values)
+    assert set(Config.model_fields) <= set(_schema()["properties"])
