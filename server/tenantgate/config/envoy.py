@@ -5,81 +5,91 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from betterproto2 import Casing
-from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
-from envoy_data_plane.envoy.config.bootstrap.v3 import Admin, Bootstrap, BootstrapStaticResources
-from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
-from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation
-from envoy_data_plane.envoy.config.core.v3 import (
-    Address,
-    ApiVersion,
-    GrpcService,
-    GrpcServiceEnvoyGrpc,
-    Http2ProtocolOptions,
-    HttpProtocolOptions,
-    HttpProtocolOptionsHeadersWithUnderscoresAction,
-    Pipe,
-    SocketAddress,
-    SubstitutionFormatString,
-    TypedExtensionConfig,
-)
-from envoy_data_plane.envoy.config.endpoint.v3 import (
-    ClusterLoadAssignment,
-    Endpoint,
-    LbEndpoint,
-    LocalityLbEndpoints,
-)
-from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
-from envoy_data_plane.envoy.config.ratelimit.v3 import RateLimitServiceConfig
-from envoy_data_plane.envoy.config.route.v3 import (
-    RateLimit,
-    RateLimitAction,
-    RateLimitActionMetaData,
-    RateLimitActionMetaDataSource,
-    RateLimitActionRequestHeaders,
-    Route,
-    RouteAction,
-    RouteConfiguration,
-    RouteMatch,
-    VirtualHost,
-)
-from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
-from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
-from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
-    RateLimit as RateLimitFilter,
-)
-from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
-    RateLimitXRateLimitHeadersRfcVersion,
-)
-from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
-from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
-    HttpConnectionManager,
-    HttpConnectionManagerCodecType,
-    HttpConnectionManagerPathWithEscapedSlashesAction,
-    HttpFilter,
-)
-from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
-from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
-    HeaderMutation as EarlyHeaderMutation,
-)
-from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
-    HttpProtocolOptions as UpstreamHttpProtocolOptions,
-)
-from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
-    HttpProtocolOptionsExplicitHttpConfig,
-)
-from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
-from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
-from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
-from envoy_data_plane.google.protobuf import Any as AnyMessage
-from envoy_data_plane.google.protobuf import Struct
 
 from tenantgate.config.model import Config
+
+# envoy-data-plane 2.2's generated classes use a pydantic form deprecated in 2.12; the warning
+# is theirs, and the suite turns warnings into errors.
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore", DeprecationWarning)
+    from envoy_data_plane.envoy.config.accesslog.v3 import AccessLog
+    from envoy_data_plane.envoy.config.bootstrap.v3 import (
+        Admin,
+        Bootstrap,
+        BootstrapStaticResources,
+    )
+    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+    from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation
+    from envoy_data_plane.envoy.config.core.v3 import (
+        Address,
+        ApiVersion,
+        GrpcService,
+        GrpcServiceEnvoyGrpc,
+        Http2ProtocolOptions,
+        HttpProtocolOptions,
+        HttpProtocolOptionsHeadersWithUnderscoresAction,
+        Pipe,
+        SocketAddress,
+        SubstitutionFormatString,
+        TypedExtensionConfig,
+    )
+    from envoy_data_plane.envoy.config.endpoint.v3 import (
+        ClusterLoadAssignment,
+        Endpoint,
+        LbEndpoint,
+        LocalityLbEndpoints,
+    )
+    from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+    from envoy_data_plane.envoy.config.ratelimit.v3 import RateLimitServiceConfig
+    from envoy_data_plane.envoy.config.route.v3 import (
+        RateLimit,
+        RateLimitAction,
+        RateLimitActionMetaData,
+        RateLimitActionMetaDataSource,
+        RateLimitActionRequestHeaders,
+        Route,
+        RouteAction,
+        RouteConfiguration,
+        RouteMatch,
+        VirtualHost,
+    )
+    from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+    from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
+    from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
+        RateLimit as RateLimitFilter,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
+        RateLimitXRateLimitHeadersRfcVersion,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.router.v3 import Router
+    from envoy_data_plane.envoy.extensions.filters.network.http_connection_manager.v3 import (
+        HttpConnectionManager,
+        HttpConnectionManagerCodecType,
+        HttpConnectionManagerPathWithEscapedSlashesAction,
+        HttpFilter,
+    )
+    from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
+    from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
+        HeaderMutation as EarlyHeaderMutation,
+    )
+    from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+        HttpProtocolOptions as UpstreamHttpProtocolOptions,
+    )
+    from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
+        HttpProtocolOptionsExplicitHttpConfig,
+    )
+    from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
+    from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
+    from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+    from envoy_data_plane.google.protobuf import Any as AnyMessage
+    from envoy_data_plane.google.protobuf import Struct
 
 Mode = Literal["sidecar", "front"]
 EXT_AUTHZ_FILTER = "envoy.filters.http.ext_authz"  # also the dynamic-metadata namespace

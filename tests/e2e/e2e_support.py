@@ -1,0 +1,169 @@
+"""Real Envoy stacks for the e2e suite (tenantgate + Envoy + a backend) and an echo backend."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import secrets
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+from tenantgate.config.envoy import EnvoyOptions, render
+from tenantgate.config.load import load_config
+from tenantgate.testing import tokens
+from tenantgate.testing.binaries import BinaryMissing, in_ci
+from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess, free_port
+
+ISSUER = "https://issuer.e2e.test/"
+AUDIENCE = "notes"
+TENANTS = ("acme", "globex")
+KEY_ID = "e2e-1"
+
+
+def require(found: object, what: str) -> None:
+    """A missing real binary skips locally and fails under CI=true."""
+    if found is None:
+        message = f"{what} not installed"
+        if in_ci():
+            pytest.fail(f"{message} (CI=true: required)")
+        pytest.skip(message)
+
+
+@dataclass
+class Stack:
+    """One running tenantgate + Envoy pair and what a test needs to talk to them."""
+
+    dir: Path
+    config_path: Path
+    signing_key: Any
+    tenantgate: TenantgateProcess
+    envoy: EnvoyProcess
+    base_url: str
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def token(self, tenant: str | None, subject: str = "user-1", **claims: Any) -> str:
+        body = tokens.claims(ISSUER, AUDIENCE, tenant, subject=subject, **claims)
+        return tokens.mint(self.signing_key, "ES256", body, kid=KEY_ID)
+
+    def auth(self, tenant: str, **claims: Any) -> dict[str, str]:
+        return {"authorization": f"Bearer {self.token(tenant, **claims)}"}
+
+    def client(self, http2: bool = False) -> httpx.Client:
+        # http2 without http1: h2c with prior knowledge, as gRPC-style clients speak it.
+        return httpx.Client(base_url=self.base_url, http1=not http2, http2=http2, timeout=10)
+
+
+def base_config(directory: Path, *, jwks: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A tenantgate config for two tenants with `/tenants/{tenant}/**` bound to the caller."""
+    (directory / "ctx.key").write_text(secrets.token_hex(32))
+    return {
+        "listen": {"grpc": f"127.0.0.1:{free_port()}", "uds": str(directory / "authz.sock"),
+                   "metrics": None},
+        "issuers": [{"name": "e2e", "issuer": ISSUER, "audiences": [AUDIENCE],
+                     "jwks": jwks or {"file": "jwks.json"}, "tenants": list(TENANTS)}],
+        "tenants": {"registry": {t: {"plan": "standard"} for t in TENANTS}},
+        "policy": {"routes": [{"path": "/tenants/{tenant}/**"}]},
+        "context": {"active_key": "k1", "keys": [{"id": "k1", "secret": {"fromFile": "ctx.key"}}]},
+        "audit": {"enabled": True, "path": str(directory / "audit.log"), "sample_allow": 0.0},
+    }
+
+
+@contextlib.contextmanager
+def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | None = None,
+                  mode: str = "sidecar", rate_limit: bool | None = None,
+                  authz_timeout: float = 1.0) -> Iterator[Stack]:
+    """Write keys and config, render the bootstrap with `envoy-config`'s renderer, start both."""
+    try:
+        key = tokens.generate_key("ES256")
+        (directory / "jwks.json").write_text(
+            json.dumps({"keys": [tokens.public_jwk(key, KEY_ID, "ES256")]}))
+        cfg = config or base_config(directory)
+        config_path = directory / "tenantgate.yaml"
+        config_path.write_text(yaml.safe_dump(cfg))
+        listen = f"127.0.0.1:{free_port()}"
+        options = EnvoyOptions(mode=mode, listen=listen, upstream=upstream,  # type: ignore[arg-type]
+                               admin=f"127.0.0.1:{free_port()}", rate_limit=rate_limit,
+                               authz_timeout=authz_timeout)
+        bootstrap = render(load_config(config_path), options)
+        (directory / "envoy.yaml").write_text(bootstrap)
+        with contextlib.ExitStack() as stack:
+            gate = stack.enter_context(TenantgateProcess(
+                config_path, grpc=cfg["listen"].get("grpc"), uds=cfg["listen"].get("uds")))
+            envoy = stack.enter_context(EnvoyProcess(bootstrap))
+            yield Stack(directory, config_path, key, gate, envoy, f"http://{listen}")
+    except BinaryMissing as exc:
+        require(None, str(exc))
+
+
+def audit_lines(stack: Stack) -> list[dict[str, Any]]:
+    path = stack.dir / "audit.log"
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+
+class _Echo(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"  # keep-alive towards Envoy
+
+    def _answer(self) -> None:
+        length = int(self.headers.get("content-length") or 0)
+        if length:
+            self.rfile.read(length)
+        body = json.dumps({
+            "method": self.command, "path": self.path,
+            # Every copy of every header, names lower-cased, in arrival order.
+            "headers": [[k.lower(), v] for k, v in self.headers.items()],
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("x-echo-backend", "1")
+        self.send_header("content-length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    do_GET = do_POST = do_PUT = do_DELETE = _answer
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+class EchoBackend:
+    """Threaded echo server on 127.0.0.1:<free port>."""
+
+    def __init__(self) -> None:
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Echo)
+        self._httpd.daemon_threads = True
+        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
+
+    @property
+    def address(self) -> str:
+        host, port = self._httpd.server_address[:2]
+        return f"{host}:{port}"
+
+    def start(self) -> EchoBackend:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._httpd.shutdown()
+        self._httpd.server_close()
+
+
+def received(response: Any) -> dict[str, Any]:
+    """The echo of a response that reached the backend (fails the test when it did not)."""
+    assert response.headers.get("x-echo-backend") == "1", (
+        f"request did not reach the backend: {response.status_code} {response.text[:200]}")
+    data: dict[str, Any] = response.json()
+    return data
+
+
+def header_values(echo: dict[str, Any], name: str) -> list[str]:
+    return [v for k, v in echo["headers"] if k == name]
