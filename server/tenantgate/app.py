@@ -37,6 +37,7 @@ class App:
         self.runtime = Runtime.build(load_config(config_path))
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
+        self.admin: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
         self._retired: set[asyncio.Task[None]] = set()
 
@@ -61,6 +62,9 @@ class App:
             except OSError as exc:
                 raise StartupError(f"listen.metrics {cfg.metrics}: {exc.strerror}") from None
         await self.server.start()
+        if self.runtime.config.admin is not None:  # the admin API, on its own listener
+            from tenantgate.admin.server import start_admin
+            self.admin = await start_admin(self.current, self.runtime.config.admin)
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
 
@@ -121,6 +125,8 @@ class App:
         await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:
             await self.server.stop(self.runtime.config.listen.drain_timeout)
+        if self.admin is not None:
+            await self.admin.stop(self.runtime.config.listen.drain_timeout)
         for task in list(self._retired):
             task.cancel()
         await self.runtime.close()

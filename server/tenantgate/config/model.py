@@ -8,6 +8,7 @@ from typing import Literal
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import ByteSize, Duration, Model, Secret
 
@@ -254,6 +255,8 @@ class Config(Model):
     context: ContextConfig
     quota: QuotaConfig = Field(default_factory=QuotaConfig)
     audit: AuditConfig = Field(default_factory=AuditConfig)
+    api_keys: ApiKeysConfig | None = None  # off unless configured
+    admin: AdminConfig | None = None  # the admin API listener; off unless configured
 
     @model_validator(mode="after")
     def _unique_issuers(self) -> Config:

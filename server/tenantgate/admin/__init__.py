@@ -1,0 +1,1 @@
+"""The admin gRPC API (API keys, usage) on its own authenticated listener."""

@@ -1,0 +1,86 @@
+"""The admin listener: its own grpc.aio server, refused without the admin token or client
+certificate; started by the App only when `admin` is configured."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import grpc
+
+from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
+from tenantgate.admin.servicer import ApiKeyAdminServicer
+from tenantgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tenantgate.config.apikeys import AdminConfig
+    from tenantgate.runtime import Runtime
+
+
+def _fingerprint(token: bytes) -> bytes:
+    # Comparing fixed-length digests keeps the compare constant-time whatever the lengths.
+    return hashlib.sha256(token).digest()
+
+
+async def _refuse(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> bytes:
+    await context.abort(grpc.StatusCode.UNAUTHENTICATED, "admin credential required")
+    raise AssertionError("abort raises")  # pragma: no cover
+
+
+_REFUSED = grpc.unary_unary_rpc_method_handler(_refuse)
+
+
+class AdminTokenAuth(grpc.aio.ServerInterceptor):
+    """Every call must carry `authorization: Bearer <admin token>`; nothing else is looked at."""
+
+    def __init__(self, token: bytes) -> None:
+        self._expected = _fingerprint(token)
+
+    def authorized(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
+        values = [v for k, v in metadata or () if k.lower() == "authorization"]
+        if len(values) != 1 or not isinstance(values[0], str):
+            presented = b""
+        else:
+            scheme, _, token = values[0].partition(" ")
+            presented = token.strip().encode() if scheme.lower() == "bearer" else b""
+        return hmac.compare_digest(_fingerprint(presented), self._expected) and bool(presented)
+
+    async def intercept_service(
+            self, continuation: Callable[[grpc.HandlerCallDetails],
+                                         Awaitable[grpc.RpcMethodHandler]],
+            details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
+        if self.authorized(details.invocation_metadata):
+            return await continuation(details)
+        return _REFUSED
+
+
+async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> grpc.aio.Server:
+    if get_runtime().api_keys is None:
+        raise ConfigError(["admin: the admin API manages API keys; configure api_keys too"])
+    interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
+    server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
+    pb_grpc.add_ApiKeyAdminServicer_to_server(ApiKeyAdminServicer(get_runtime), server)
+    try:
+        if cfg.tls is None:
+            port = server.add_insecure_port(cfg.listen)
+        else:
+            port = server.add_secure_port(cfg.listen, _credentials(cfg))
+    except RuntimeError:
+        port = 0
+    if port == 0:
+        raise ConfigError([f"admin.listen {cfg.listen}: cannot listen (address in use, or no "
+                           "such directory, or not allowed)"])
+    await server.start()
+    return server
+
+
+def _credentials(cfg: AdminConfig) -> grpc.ServerCredentials:
+    assert cfg.tls is not None
+    tls = cfg.tls
+    ca = Path(tls.client_ca).read_bytes() if tls.client_ca else None
+    return grpc.ssl_server_credentials(
+        [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
+        root_certificates=ca, require_client_auth=ca is not None)

@@ -1,0 +1,80 @@
+"""The ApiKeyAdmin servicer: admin messages in, KeyManager calls, admin messages out."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import grpc
+from redis.exceptions import RedisError
+
+from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
+from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager
+
+if TYPE_CHECKING:
+    from tenantgate.identity.apikey_store import KeyRecord
+    from tenantgate.runtime import Runtime
+
+T = TypeVar("T")
+_CODES = {"invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
+          "not_found": grpc.StatusCode.NOT_FOUND}
+
+
+def to_message(record: KeyRecord) -> pb.ApiKey:
+    return pb.ApiKey(key_id=record.key_id, tenant=record.tenant, name=record.name,
+                     scopes=list(record.scopes), created_at=record.created_at,
+                     expires_at=record.expires_at, revoked=record.revoked,
+                     revoked_at=record.revoked_at, last_used_at=record.last_used_at,
+                     replaces_key_id=record.replaces)
+
+
+class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
+    def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
+        self._get_runtime = get_runtime
+
+    async def _run(self, context: grpc.aio.ServicerContext[Any, Any],
+                   action: Callable[[KeyManager], Awaitable[T]]) -> T:
+        runtime = self._get_runtime()
+        if runtime.api_keys is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "api_keys is not configured")
+        manager = KeyManager(runtime.api_keys, runtime.tenants.valid_id)
+        try:
+            return await action(manager)
+        except KeyAdminError as exc:
+            await context.abort(_CODES[exc.code], exc.message)
+        except (RedisError, OSError):
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
+        raise AssertionError("abort raises")  # pragma: no cover
+
+    async def CreateKey(self, request: pb.CreateKeyRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> pb.CreateKeyResponse:
+        new = await self._run(context, lambda m: m.create(
+            request.tenant, request.name, list(request.scopes), request.ttl_seconds))
+        return pb.CreateKeyResponse(key=to_message(new.record), api_key=new.api_key)
+
+    async def ListKeys(self, request: pb.ListKeysRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListKeysResponse:
+        records = await self._run(context, lambda m: m.list(request.tenant,
+                                                            request.include_revoked))
+        return pb.ListKeysResponse(keys=[to_message(r) for r in records])
+
+    async def RotateKey(self, request: pb.RotateKeyRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> pb.RotateKeyResponse:
+        new, old = await self._run(context, lambda m: m.rotate(request.key_id,
+                                                               request.overlap_seconds))
+        return pb.RotateKeyResponse(new_key=to_message(new.record), api_key=new.api_key,
+                                    old_key=to_message(old))
+
+    async def RevokeKey(self, request: pb.RevokeKeyRequest,
+                        context: grpc.aio.ServicerContext[Any, Any]) -> pb.RevokeKeyResponse:
+        record = await self._run(context, lambda m: m.revoke(request.key_id))
+        return pb.RevokeKeyResponse(key=to_message(record))
+
+    async def GetUsage(self, request: pb.GetUsageRequest,
+                       context: grpc.aio.ServicerContext[Any, Any]) -> pb.GetUsageResponse:
+        usage = await self._run(context, lambda m: m.usage(request.tenant))
+        return pb.GetUsageResponse(
+            tenant=usage.tenant, requests=usage.requests,
+            revoked_attempts=usage.revoked_attempts,
+            keys=[pb.KeyUsage(key_id=k, requests=v) for k, v in sorted(usage.per_key.items())])

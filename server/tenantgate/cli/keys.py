@@ -1,0 +1,231 @@
+"""`tenantgate keys`: create, list, rotate and revoke API keys, and read usage, through the
+admin API. The admin token comes from an environment variable or a file, never the command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.json_format import MessageToDict
+from pydantic import TypeAdapter, ValidationError
+
+from tenantgate.config.types import Duration
+
+_DURATION: TypeAdapter[float] = TypeAdapter(Duration)
+_TIMEOUT = 10.0
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
+    parser = subparsers.add_parser(
+        "keys", help="manage API keys through the admin API",
+        description="Create, list, rotate and revoke API keys and read usage, via the admin "
+                    "API (config `admin`). The admin token is read from --token-env or "
+                    "--token-file; it is never accepted on the command line.")
+    parser.add_argument("--admin", default=os.environ.get("TENANTGATE_ADMIN", "127.0.0.1:9002"),
+                        metavar="ADDRESS", help="admin API address (default: $TENANTGATE_ADMIN "
+                        "or 127.0.0.1:9002; unix:PATH for a socket)")
+    parser.add_argument("--token-env", metavar="NAME",
+                        help="environment variable holding the admin token")
+    parser.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the token")
+    parser.add_argument("--ca", type=Path, metavar="FILE",
+                        help="CA certificate: use TLS and verify the server with it")
+    parser.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
+    parser.add_argument("--key", type=Path, metavar="FILE", help="client private key (mTLS)")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of text")
+    sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
+
+    create = sub.add_parser("create", help="create a key; its secret is printed once")
+    create.add_argument("--tenant", required=True)
+    create.add_argument("--name", default="", help="a label for people, e.g. 'billing-sync'")
+    create.add_argument("--scope", action="append", default=[], dest="scopes",
+                        help="a scope the key grants (repeatable)")
+    create.add_argument("--ttl", help="lifetime such as 90d or 12h (default: no expiry)")
+    create.set_defaults(handler=_command(_create))
+
+    listing = sub.add_parser("list", help="list a tenant's keys (never their secrets)")
+    listing.add_argument("--tenant", required=True)
+    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    listing.set_defaults(handler=_command(_list))
+
+    rotate = sub.add_parser("rotate", help="new key now; the old one expires after an overlap")
+    rotate.add_argument("key_id", metavar="KEY_ID")
+    rotate.add_argument("--overlap", help="how long the old key keeps working, e.g. 1h "
+                        "(default: the server's api_keys.rotate_overlap)")
+    rotate.set_defaults(handler=_command(_rotate))
+
+    revoke = sub.add_parser("revoke", help="revoke a key on every replica")
+    revoke.add_argument("key_id", metavar="KEY_ID")
+    revoke.set_defaults(handler=_command(_revoke))
+
+    usage = sub.add_parser("usage", help="request counts of a tenant and of each of its keys")
+    usage.add_argument("--tenant", required=True)
+    usage.set_defaults(handler=_command(_usage))
+
+
+class UsageError(Exception):
+    """A bad option value: printed as one line, exit code 2."""
+
+
+Stub = Any  # ApiKeyAdminStub; imported lazily so `--help` works without the generated code
+Action = Callable[[argparse.Namespace, Stub, list[tuple[str, str]]], int]
+
+
+def _command(action: Action) -> Callable[[argparse.Namespace], int]:
+    def handler(args: argparse.Namespace) -> int:
+        from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
+
+        try:
+            metadata = [("authorization", f"Bearer {_token(args)}")]
+            with _channel(args) as channel:
+                return action(args, pb_grpc.ApiKeyAdminStub(channel), metadata)
+        except UsageError as exc:
+            print(f"tenantgate keys: {exc}", file=sys.stderr)
+            return 2
+        except grpc.RpcError as exc:
+            code = exc.code().name if hasattr(exc, "code") else "UNKNOWN"
+            details = exc.details() if hasattr(exc, "details") else ""
+            print(f"tenantgate keys: {code}: {details}", file=sys.stderr)
+            return 1
+    return handler
+
+
+def _token(args: argparse.Namespace) -> str:
+    if (args.token_env is None) == (args.token_file is None):
+        raise UsageError("give exactly one of --token-env NAME or --token-file FILE")
+    if args.token_env is not None:
+        token = os.environ.get(args.token_env)
+        if not token:
+            raise UsageError(f"environment variable {args.token_env} is not set")
+        return token.strip()
+    try:
+        token = args.token_file.read_text().strip()
+    except OSError as exc:
+        raise UsageError(f"cannot read {args.token_file}: {exc.strerror}") from None
+    if not token:
+        raise UsageError(f"{args.token_file} is empty")
+    return str(token)
+
+
+def _read(path: Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if args.ca is None and args.cert is None and args.key is None:
+        return grpc.insecure_channel(args.admin)
+    if (args.cert is None) != (args.key is None):
+        raise UsageError("--cert and --key go together")
+    creds = grpc.ssl_channel_credentials(_read(args.ca), _read(args.key), _read(args.cert))
+    return grpc.secure_channel(args.admin, creds)
+
+
+def _seconds(text: str | None, option: str) -> int:
+    if text is None:
+        return 0
+    try:
+        return int(_DURATION.validate_python(text))
+    except ValidationError:
+        raise UsageError(f"{option}: must be a duration such as 30m, 12h or 90d") from None
+
+
+def _when(stamp: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "-"
+
+
+def _show(args: argparse.Namespace, message: Any) -> None:
+    print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
+
+
+def _line(key: Any) -> str:
+    state = "revoked" if key.revoked else ("expired" if 0 < key.expires_at <= time.time()
+                                           else "active")
+    return (f"{key.key_id}  {state:8} tenant={key.tenant} name={key.name!r} "
+            f"scopes={','.join(key.scopes) or '-'} created={_when(key.created_at)} "
+            f"expires={_when(key.expires_at)} last_used={_when(key.last_used_at)}")
+
+
+def _secret_once(api_key: str) -> None:
+    print(api_key)
+    print("(the key above is shown once: store it now; it cannot be retrieved later)",
+          file=sys.stderr)
+
+
+def _create(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+    from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+
+    reply = stub.CreateKey(pb.CreateKeyRequest(
+        tenant=args.tenant, name=args.name, scopes=args.scopes,
+        ttl_seconds=_seconds(args.ttl, "--ttl")), metadata=metadata, timeout=_TIMEOUT)
+    if args.json:
+        _show(args, reply)
+        return 0
+    print(_line(reply.key), file=sys.stderr)
+    _secret_once(reply.api_key)
+    return 0
+
+
+def _list(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+    from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+
+    reply = stub.ListKeys(pb.ListKeysRequest(tenant=args.tenant, include_revoked=args.all),
+                          metadata=metadata, timeout=_TIMEOUT)
+    if args.json:
+        _show(args, reply)
+    else:
+        for key in reply.keys:
+            print(_line(key))
+    return 0
+
+
+def _rotate(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+    from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+
+    reply = stub.RotateKey(pb.RotateKeyRequest(
+        key_id=args.key_id, overlap_seconds=_seconds(args.overlap, "--overlap")),
+        metadata=metadata, timeout=_TIMEOUT)
+    if args.json:
+        _show(args, reply)
+        return 0
+    print(f"old: {_line(reply.old_key)}", file=sys.stderr)
+    print(f"new: {_line(reply.new_key)}", file=sys.stderr)
+    _secret_once(reply.api_key)
+    return 0
+
+
+def _revoke(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+    from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+
+    reply = stub.RevokeKey(pb.RevokeKeyRequest(key_id=args.key_id), metadata=metadata,
+                           timeout=_TIMEOUT)
+    if args.json:
+        _show(args, reply)
+    else:
+        print(_line(reply.key))
+    return 0
+
+
+def _usage(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+    from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+
+    reply = stub.GetUsage(pb.GetUsageRequest(tenant=args.tenant), metadata=metadata,
+                          timeout=_TIMEOUT)
+    if args.json:
+        _show(args, reply)
+        return 0
+    print(f"tenant={reply.tenant} requests={reply.requests} "
+          f"revoked_attempts={reply.revoked_attempts}")
+    for key in reply.keys:
+        print(f"  {key.key_id}  requests={key.requests}")
+    return 0

@@ -1,0 +1,108 @@
+"""API-key and admin-API configuration: key format, hashing secret, Redis, cache bounds,
+the admin listener and its credentials. Both are off unless configured."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from pathlib import Path
+
+from pydantic import Field, ValidationInfo, field_validator, model_validator
+
+from tenantgate.config.types import Duration, Model, Secret
+
+_LOOPBACK_NAMES = ("localhost",)
+
+
+class ApiKeysConfig(Model):
+    """Keys look like `<prefix>_<key id>_<secret>`; Redis holds only HMAC(hash_secret, ...)."""
+
+    prefix: str = Field(default="tgk", pattern=r"^[a-z][a-z0-9]{1,15}$")
+    hash_secret: Secret  # the server-side HMAC key; losing it invalidates every key
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # A looked-up record is trusted this long. Revocations are pushed to every replica over
+    # Redis pub/sub at once; this is the bound when a message is lost (a replica that drops its
+    # subscription also drops its whole cache on reconnect).
+    cache_ttl: Duration = Field(default=5.0, gt=0, le=300)
+    cache_entries: int = Field(default=100_000, ge=1)
+    redis_timeout: Duration = Field(default=0.25, gt=0)
+    last_used_interval: Duration = Field(default=60.0, ge=1)  # one write per key per interval
+    usage_flush_interval: Duration = Field(default=1.0, gt=0, le=60)  # counters are batched
+    rotate_overlap: Duration = Field(default=86400.0, ge=0)  # old key valid beside the new one
+    channel: str = "tenantgate:apikeys:revoked"
+
+    @field_validator("hash_secret")
+    @classmethod
+    def _long_enough(cls, value: Secret) -> Secret:
+        if len(value.value) < 32:
+            raise ValueError("secret must be at least 32 bytes")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_scheme(cls, value: str) -> str:
+        if not re.match(r"^(redis|rediss|unix)://", value):
+            raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        return value
+
+
+class AdminTlsConfig(Model):
+    """Server certificate, and the CA that signs admin client certificates (mTLS)."""
+
+    cert: str
+    key: str
+    client_ca: str | None = None  # set: clients must present a certificate signed by it
+
+    @field_validator("cert", "key", "client_ca")
+    @classmethod
+    def _readable(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return None
+        path = Path((info.context or {}).get("base_dir", ".")) / value
+        if not path.is_file():
+            raise ValueError(f"cannot read {path}")
+        return str(path)
+
+
+class AdminConfig(Model):
+    """The admin gRPC API on its own listener, refused to anyone without the admin credential."""
+
+    listen: str = "127.0.0.1:9002"
+    token: Secret | None = None  # `authorization: Bearer <token>` metadata
+    tls: AdminTlsConfig | None = None
+
+    @field_validator("listen")
+    @classmethod
+    def _address(cls, value: str) -> str:
+        if not (value.startswith("unix:") or re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value)):
+            raise ValueError("must be host:port or unix:PATH")
+        return value
+
+    @field_validator("token")
+    @classmethod
+    def _token_long_enough(cls, value: Secret | None) -> Secret | None:
+        if value is not None and len(value.value) < 32:
+            raise ValueError("token must be at least 32 bytes")
+        return value
+
+    @model_validator(mode="after")
+    def _authenticated(self) -> AdminConfig:
+        mtls = self.tls is not None and self.tls.client_ca is not None
+        if self.token is None and not mtls:
+            raise ValueError("give token and/or tls.client_ca: the admin API is never open")
+        # A bearer token over plain TCP is readable on the wire: only on loopback or a socket.
+        if self.tls is None and not _local(self.listen):
+            raise ValueError("without tls, listen must be a loopback address or unix:PATH")
+        return self
+
+
+def _local(listen: str) -> bool:
+    if listen.startswith("unix:"):
+        return True
+    host = listen.rpartition(":")[0].strip("[]")
+    if host in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

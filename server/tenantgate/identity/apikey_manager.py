@@ -1,0 +1,106 @@
+"""Managing API keys for the admin API: create (the secret is returned once), list, rotate with
+an overlap, revoke (pushed to every replica), and reading usage."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from tenantgate.identity.apikey_store import KeyRecord, Usage
+from tenantgate.identity.apikeys import ApiKeys, format_key, new_key_id, new_secret
+
+_SCOPE = re.compile(r"[!#-\[\]-~]{1,128}")  # printable ASCII without space, quote or backslash
+_MAX_SCOPES = 64
+_MAX_NAME = 128
+
+
+class KeyAdminError(Exception):
+    """A refused admin request; `code` is one of: invalid_argument, not_found."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class NewKey:
+    record: KeyRecord
+    api_key: str  # the full plaintext key: returned to the caller once, never stored
+
+
+class KeyManager:
+    def __init__(self, keys: ApiKeys, valid_tenant: Callable[[str], bool]) -> None:
+        self._keys = keys
+        self._store = keys.store
+        self._valid_tenant = valid_tenant
+
+    async def create(self, tenant: str, name: str, scopes: list[str], ttl_seconds: int,
+                     replaces: str = "") -> NewKey:
+        self._check_tenant(tenant)
+        if len(name) > _MAX_NAME or not name.isprintable():
+            raise KeyAdminError("invalid_argument",
+                                f"name: at most {_MAX_NAME} printable characters")
+        if len(scopes) > _MAX_SCOPES or not all(_SCOPE.fullmatch(s) for s in scopes):
+            raise KeyAdminError("invalid_argument",
+                            "scopes: printable ASCII words without spaces, quotes or backslashes")
+        if ttl_seconds < 0:
+            raise KeyAdminError("invalid_argument", "ttl_seconds: must not be negative")
+        now = int(time.time())
+        key_id, secret = new_key_id(), new_secret()
+        record = KeyRecord(key_id=key_id, tenant=tenant, name=name,
+                           scopes=tuple(dict.fromkeys(scopes)),
+                           digest=self._keys.hasher.digest(key_id, secret), created_at=now,
+                           expires_at=now + ttl_seconds if ttl_seconds else 0, replaces=replaces)
+        await self._store.put(record)
+        self._keys.invalidate(key_id)  # a negative cache entry for this id would hide it here
+        return NewKey(record, format_key(self._keys.prefix, key_id, secret))
+
+    async def get(self, key_id: str) -> KeyRecord:
+        record = await self._store.get(key_id) if key_id.isalnum() else None
+        if record is None:
+            raise KeyAdminError("not_found", "no such key")
+        return record
+
+    async def list(self, tenant: str, include_revoked: bool) -> list[KeyRecord]:
+        self._check_tenant(tenant)
+        records = await self._store.list(tenant)
+        return [r for r in records if include_revoked or not r.revoked]
+
+    async def rotate(self, key_id: str, overlap_seconds: int) -> tuple[NewKey, KeyRecord]:
+        """A new key with the old one's tenant, name and scopes; the old one expires after the
+        overlap, so callers switch over without a moment where neither works."""
+        if overlap_seconds < 0:
+            raise KeyAdminError("invalid_argument", "overlap_seconds: must not be negative")
+        old = await self.get(key_id)
+        if old.revoked or old.expired(time.time()):
+            raise KeyAdminError("invalid_argument", "key is revoked or expired: create a new one")
+        overlap = overlap_seconds or int(self._keys.cfg.rotate_overlap)
+        lifetime = old.expires_at - old.created_at if old.expires_at else 0  # the same again
+        new = await self.create(old.tenant, old.name, list(old.scopes),
+                                ttl_seconds=max(lifetime, 1) if lifetime else 0,
+                                replaces=old.key_id)
+        old_expiry = int(time.time()) + overlap
+        if old.expires_at:
+            old_expiry = min(old_expiry, old.expires_at)
+        old = await self._store.update(old, expires_at=old_expiry)
+        self._keys.invalidate(old.key_id)
+        return new, old
+
+    async def revoke(self, key_id: str) -> KeyRecord:
+        record = await self.get(key_id)
+        if not record.revoked:
+            record = await self._store.update(record, revoked_at=int(time.time()))
+        self._keys.invalidate(key_id)  # this replica at once; the others via pub/sub
+        return record
+
+    async def usage(self, tenant: str) -> Usage:
+        self._check_tenant(tenant)
+        await self._keys.flush_usage()  # this replica's counts are current at least
+        return await self._store.usage(tenant)
+
+    def _check_tenant(self, tenant: str) -> None:
+        if not self._valid_tenant(tenant):
+            raise KeyAdminError("invalid_argument", "tenant: not a valid tenant id")

@@ -1,0 +1,141 @@
+"""The Redis layout of API keys: one hash per key (only its HMAC digest, never the secret), a
+key-id set per tenant, a usage hash per tenant, and the revocation channel."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from redis.asyncio import Redis
+
+_KEY = "tenantgate:apikey:{}"  # hash: one key record
+_TENANT_KEYS = "tenantgate:apikeys:tenant:{}"  # set: the key ids of one tenant
+_USAGE = "tenantgate:apikeys:usage:{}"  # hash: requests, revoked_attempts, key:<id>
+_RECORD_FIELDS = ("tenant", "name", "scopes", "digest", "created_at", "expires_at",
+                  "revoked_at", "last_used_at", "replaces")
+
+
+@dataclass(frozen=True, slots=True)
+class KeyRecord:
+    key_id: str
+    tenant: str
+    name: str
+    scopes: tuple[str, ...]
+    digest: str  # hex HMAC-SHA256(hash_secret, key id + secret)
+    created_at: int
+    expires_at: int = 0  # 0: never
+    revoked_at: int = 0  # 0: not revoked
+    last_used_at: int = 0
+    replaces: str = ""  # the key this one rotated out
+
+    @property
+    def revoked(self) -> bool:
+        return self.revoked_at > 0
+
+    def expired(self, now: float) -> bool:
+        return 0 < self.expires_at <= now
+
+    def to_hash(self) -> dict[str, str]:
+        return {"tenant": self.tenant, "name": self.name, "scopes": " ".join(self.scopes),
+                "digest": self.digest, "created_at": str(self.created_at),
+                "expires_at": str(self.expires_at), "revoked_at": str(self.revoked_at),
+                "last_used_at": str(self.last_used_at), "replaces": self.replaces}
+
+    @classmethod
+    def from_hash(cls, key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
+        fields = {_text(k): _text(v) for k, v in raw.items()}
+        if not fields.get("digest") or not fields.get("tenant"):
+            return None  # absent, or a half-written record: treated as unknown
+        return cls(key_id=key_id, tenant=fields["tenant"], name=fields.get("name", ""),
+                   scopes=tuple(fields.get("scopes", "").split()), digest=fields["digest"],
+                   created_at=_int(fields.get("created_at")),
+                   expires_at=_int(fields.get("expires_at")),
+                   revoked_at=_int(fields.get("revoked_at")),
+                   last_used_at=_int(fields.get("last_used_at")),
+                   replaces=fields.get("replaces", ""))
+
+
+@dataclass(frozen=True, slots=True)
+class Usage:
+    tenant: str
+    requests: int
+    revoked_attempts: int
+    per_key: dict[str, int]
+
+
+class ApiKeyStore:
+    """Every Redis command API keys use; raises redis errors, the callers decide what they mean."""
+
+    def __init__(self, client: Redis, channel: str) -> None:
+        self.client = client
+        self.channel = channel
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        return KeyRecord.from_hash(key_id, await self.client.hgetall(_KEY.format(key_id)))
+
+    async def put(self, record: KeyRecord) -> None:
+        async with self.client.pipeline(transaction=True) as pipe:
+            fields = record.to_hash()
+            pipe.hset(_KEY.format(record.key_id), mapping={k: v for k, v in fields.items()})
+            pipe.sadd(_TENANT_KEYS.format(record.tenant), record.key_id)
+            await pipe.execute()
+
+    async def update(self, record: KeyRecord, *, expires_at: int | None = None,
+                     revoked_at: int | None = None) -> KeyRecord:
+        """Change fields of a stored key and tell every replica to drop its cached copy."""
+        changes = {name: value for name, value in
+                   (("expires_at", expires_at), ("revoked_at", revoked_at)) if value is not None}
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hset(_KEY.format(record.key_id),
+                      mapping={k: str(v) for k, v in changes.items()})
+            pipe.publish(self.channel, record.key_id)
+            await pipe.execute()
+        return replace(record, expires_at=record.expires_at if expires_at is None else expires_at,
+                       revoked_at=record.revoked_at if revoked_at is None else revoked_at)
+
+    async def list(self, tenant: str) -> list[KeyRecord]:
+        key_ids = sorted(_text(k) for k in await self.client.smembers(_TENANT_KEYS.format(tenant)))
+        async with self.client.pipeline(transaction=False) as pipe:
+            for key_id in key_ids:
+                pipe.hgetall(_KEY.format(key_id))
+            raws = await pipe.execute()
+        records = (KeyRecord.from_hash(k, raw) for k, raw in zip(key_ids, raws, strict=True))
+        return sorted((r for r in records if r is not None), key=lambda r: (r.created_at, r.key_id))
+
+    async def add_usage(self, hits: Mapping[tuple[str, str], int],
+                        revoked_attempts: Mapping[str, int],
+                        last_used: Mapping[str, int]) -> None:
+        """One pipelined round trip for everything counted since the last flush."""
+        async with self.client.pipeline(transaction=False) as pipe:
+            for (tenant, key_id), count in hits.items():
+                pipe.hincrby(_USAGE.format(tenant), "requests", count)
+                pipe.hincrby(_USAGE.format(tenant), f"key:{key_id}", count)
+            for tenant, count in revoked_attempts.items():
+                pipe.hincrby(_USAGE.format(tenant), "revoked_attempts", count)
+            for key_id, when in last_used.items():
+                # Only when the key still exists: a stray write must not resurrect a half record.
+                pipe.eval(_SET_IF_EXISTS, 1, _KEY.format(key_id), "last_used_at", str(when))
+            await pipe.execute()
+
+    async def usage(self, tenant: str) -> Usage:
+        stored = await self.client.hgetall(_USAGE.format(tenant))
+        raw = {_text(k): _int(v) for k, v in stored.items()}
+        per_key = {k.removeprefix("key:"): v for k, v in raw.items() if k.startswith("key:")}
+        return Usage(tenant, raw.get("requests", 0), raw.get("revoked_attempts", 0), per_key)
+
+
+# KEYS[1] the key record hash; ARGV[1] field, ARGV[2] value. Sets the field only if the hash exists.
+_SET_IF_EXISTS = ("if redis.call('EXISTS', KEYS[1]) == 1 then "
+                  "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0")
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _int(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return 0

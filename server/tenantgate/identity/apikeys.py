@@ -1,0 +1,254 @@
+"""API-key verification: the key format, the keyed hash, a brief lookup cache that revocations
+empty on every replica (Redis pub/sub), and cheap batched usage counting."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import hmac
+import logging
+import re
+import secrets
+import time
+from collections import Counter, OrderedDict
+from typing import TYPE_CHECKING
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from tenantgate.decision import Reason
+from tenantgate.errors import KeySetUnavailable
+from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord
+from tenantgate.identity.model import Identity
+from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
+from tenantgate.observe.audit import AuditLog
+from tenantgate.observe.metrics import OTHER_TENANT
+from tenantgate.tenancy import API_KEY_ISSUER
+
+if TYPE_CHECKING:
+    from tenantgate.config.apikeys import ApiKeysConfig
+    from tenantgate.config.model import Config
+
+log = logging.getLogger("tenantgate.apikeys")
+KEY_ID_CHARS = 16  # lower-case hex: 64 random bits, unique enough to index, not a secret
+SECRET_BYTES = 32  # 256 bits: the secret is what is guessed, never the id
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
+_SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
+
+
+def new_key_id() -> str:
+    return secrets.token_hex(KEY_ID_CHARS // 2)
+
+
+def new_secret() -> str:
+    return secrets.token_urlsafe(SECRET_BYTES)
+
+
+def format_key(prefix: str, key_id: str, secret: str) -> str:
+    return f"{prefix}_{key_id}_{secret}"
+
+
+def parse_key(prefix: str, presented: str) -> tuple[str, str] | None:
+    """(key id, secret) of a well-formed key, else None; by position, as the secret may hold `_`."""
+    head = f"{prefix}_"
+    if not presented.startswith(head):
+        return None
+    key_id, sep, secret = presented[len(head):].partition("_")
+    if not sep or not _KEY_ID.fullmatch(key_id) or not _SECRET.fullmatch(secret):
+        return None
+    return key_id, secret
+
+
+class Hasher:
+    """HMAC-SHA256 under the server secret; the key id is bound in so digests cannot be swapped
+    between records. The two methods are the whole cost of a verify, counted by the tests."""
+
+    def __init__(self, secret: bytes) -> None:
+        self._secret = secret
+
+    def digest(self, key_id: str, secret: str) -> str:
+        message = f"{key_id}\x00{secret}".encode("utf-8", "surrogateescape")
+        return hmac.new(self._secret, message, hashlib.sha256).hexdigest()
+
+    def matches(self, presented: str, stored: str) -> bool:
+        return hmac.compare_digest(presented.encode(), stored.encode())
+
+
+class ApiKeys:
+    """The verifier one Runtime holds; `store` and `hasher` are shared with the admin API."""
+
+    def __init__(self, cfg: ApiKeysConfig, registry: frozenset[str], audit: AuditLog | None,
+                 client: Redis | None = None) -> None:
+        self.cfg = cfg
+        self.prefix = cfg.prefix
+        self.hasher = Hasher(cfg.hash_secret.value)
+        self._dummy = self.hasher.digest("", "no such key")  # compared against for unknown ids
+        self._client = client or Redis.from_url(
+            cfg.redis_url, socket_timeout=cfg.redis_timeout,
+            socket_connect_timeout=cfg.redis_timeout)
+        self.store = ApiKeyStore(self._client, cfg.channel)
+        self._registry = registry
+        self._audit = audit
+        # key id -> (record or None for unknown, monotonic time fetched); LRU-bounded.
+        self._cache: OrderedDict[str, tuple[KeyRecord | None, float]] = OrderedDict()
+        self._generation = 0  # bumped by every invalidation; a slower lookup then is not cached
+        self._hits: Counter[tuple[str, str]] = Counter()
+        self._revoked_attempts: Counter[str] = Counter()
+        self._last_used: dict[str, int] = {}  # pending writes
+        self._last_used_sent: dict[str, float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+        self.subscribed = asyncio.Event()  # set while the revocation channel is live
+
+    # -- verification -----------------------------------------------------------------------
+
+    async def verify(self, presented: str) -> Identity | Reason:
+        parsed = parse_key(self.prefix, presented)
+        # Every path computes one HMAC and one constant-time compare, so an unknown id and a
+        # wrong secret cost the same; a malformed key skips only the store lookup.
+        key_id, secret = parsed if parsed is not None else ("", presented)
+        record = await self._lookup(key_id) if parsed is not None else None
+        digest = self.hasher.digest(key_id, secret)
+        matched = self.hasher.matches(digest, record.digest if record else self._dummy)
+        if record is None or not matched:
+            self._count(record, KeyResult.INVALID)
+            return Reason.API_KEY_INVALID
+        if record.revoked:
+            self._revoked_attempt(record)
+            return Reason.API_KEY_REVOKED
+        if record.expired(time.time()):
+            self._count(record, KeyResult.EXPIRED)
+            return Reason.API_KEY_EXPIRED
+        self._count(record, KeyResult.OK)
+        self._used(record)
+        return Identity(issuer=API_KEY_ISSUER, subject=f"apikey:{record.key_id}",
+                        tenant_claim=record.tenant, scopes=frozenset(record.scopes),
+                        roles=frozenset(), key_id=record.key_id,
+                        expires_at=float(record.expires_at) if record.expires_at else None)
+
+    async def _lookup(self, key_id: str) -> KeyRecord | None:
+        now = time.monotonic()
+        cached = self._cache.get(key_id)
+        if cached is not None and now - cached[1] < self.cfg.cache_ttl:
+            self._cache.move_to_end(key_id)
+            return cached[0]
+        generation = self._generation
+        try:
+            record = await self.store.get(key_id)
+        except (RedisError, OSError):
+            APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE).inc()
+            # Fail closed (503): a cached record past its TTL may have been revoked since.
+            raise KeySetUnavailable("API-key store unavailable") from None
+        if generation == self._generation:
+            self._cache[key_id] = (record, now)
+            self._cache.move_to_end(key_id)
+            while len(self._cache) > self.cfg.cache_entries:
+                self._cache.popitem(last=False)
+        return record
+
+    def invalidate(self, key_id: str | None = None) -> None:
+        """Drop one cached key, or all of them (after a lost subscription)."""
+        self._generation += 1
+        if key_id is None:
+            self._cache.clear()
+        else:
+            self._cache.pop(key_id, None)
+
+    def _label(self, record: KeyRecord | None) -> str:
+        return record.tenant if record and record.tenant in self._registry else OTHER_TENANT
+
+    def _count(self, record: KeyRecord | None, result: KeyResult) -> None:
+        APIKEY_CHECKS.labels(self._label(record), result).inc()
+
+    def _revoked_attempt(self, record: KeyRecord) -> None:
+        self._count(record, KeyResult.REVOKED)
+        APIKEY_REVOKED_ATTEMPTS.labels(self._label(record)).inc()
+        self._revoked_attempts[record.tenant] += 1
+        if self._audit is not None:
+            self._audit.write_event({"ts": round(time.time(), 3), "event": "apikey_revoked_used",
+                                     "key_id": record.key_id, "tenant": record.tenant})
+
+    def _used(self, record: KeyRecord) -> None:
+        self._hits[(record.tenant, record.key_id)] += 1
+        now = time.time()
+        # last-used is coarse on purpose: one write per key per interval per replica.
+        if now - self._last_used_sent.get(record.key_id, 0.0) >= self.cfg.last_used_interval:
+            self._last_used_sent[record.key_id] = now
+            self._last_used[record.key_id] = int(now)
+
+    # -- lifecycle: revocation subscription and usage flushing --------------------------------
+
+    async def start(self) -> None:
+        self._tasks = [asyncio.create_task(self._subscribe_forever()),
+                       asyncio.create_task(self._flush_forever())]
+        # Wait briefly for the subscription so revocations reach us from the first Check on;
+        # if Redis is down the cache TTL still bounds staleness.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.subscribed.wait(), timeout=2.0)
+
+    async def close(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        for task in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.flush_usage()
+        await self._client.aclose()
+        if self._audit is not None:
+            self._audit.close()
+
+    async def flush_usage(self) -> None:
+        hits, self._hits = self._hits, Counter()
+        revoked, self._revoked_attempts = self._revoked_attempts, Counter()
+        last_used, self._last_used = self._last_used, {}
+        if not (hits or revoked or last_used):
+            return
+        try:
+            await self.store.add_usage(hits, revoked, last_used)
+        except (RedisError, OSError):
+            # Keep the counts for the next flush; their number is bounded by the number of keys.
+            self._hits.update(hits)
+            self._revoked_attempts.update(revoked)
+            self._last_used.update(last_used)
+
+    async def _flush_forever(self) -> None:
+        while True:
+            await asyncio.sleep(self.cfg.usage_flush_interval)
+            await self.flush_usage()
+
+    async def _subscribe_forever(self) -> None:
+        while True:
+            with contextlib.suppress(RedisError, OSError):
+                await self._listen()
+            self.subscribed.clear()
+            await asyncio.sleep(0.5)
+
+    async def _listen(self) -> None:
+        # Its own connection without a read timeout; health checks catch a dead peer.
+        client = Redis.from_url(self.cfg.redis_url, health_check_interval=5,
+                                socket_connect_timeout=self.cfg.redis_timeout)
+        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        try:
+            await pubsub.subscribe(self.cfg.channel)
+            # Messages sent while we were not subscribed are lost: forget everything cached.
+            self.invalidate()
+            self.subscribed.set()
+            while True:
+                message = await pubsub.get_message(timeout=5.0)
+                if message is not None and message.get("type") == "message":
+                    data = message["data"]
+                    self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
+        finally:
+            with contextlib.suppress(RedisError, OSError):
+                await pubsub.aclose()
+            with contextlib.suppress(RedisError, OSError):
+                await client.aclose()
+
+
+def build_api_keys(config: Config) -> ApiKeys | None:
+    """The Runtime's verifier, or None when `api_keys` is not configured."""
+    cfg = getattr(config, "api_keys", None)
+    if cfg is None:
+        return None
+    audit = AuditLog(config.audit.path, 0.0, config.audit.enabled)
+    return ApiKeys(cfg, frozenset(config.tenants.registry), audit)
