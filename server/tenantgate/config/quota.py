@@ -130,7 +130,7 @@ class CircuitConfig(Model):
 class RedisConfig(Model):
     # redis://, rediss://, unix://, redis+sentinel://host:port[,host:port]/master, redis+cluster://
     url: str = "redis://127.0.0.1:6379/0"
-    timeout: Duration = 0.05
+    timeout: Duration = 0.1  # the whole round trip, queueing for a connection included
     connect_timeout: Duration = 0.2
     max_connections: int = Field(default=64, ge=1)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)

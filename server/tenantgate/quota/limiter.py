@@ -132,33 +132,34 @@ def degraded_bucket(bucket: Bucket, replicas: int) -> Bucket:
 class OverLimitCache:
     """Buckets known to deny until a moment: answered here without a store round trip.
 
-    Exact, not approximate: a GCRA bucket that denies now keeps denying until its retry time,
-    since nothing but time moves its theoretical arrival time back.
+    Exact, not approximate: a GCRA bucket that denies `cost` hits now keeps denying `cost` or
+    more until its retry time, since nothing but time moves its theoretical arrival time back.
     """
 
     def __init__(self, max_entries: int) -> None:
-        self._until: dict[str, int] = {}
+        self._until: dict[str, tuple[int, int]] = {}  # key -> (until µs, smallest denied cost)
         self._max = max_entries
 
-    def check(self, buckets: Sequence[Bucket]) -> int:
-        """µs until every cached bucket among these frees up; 0 when none is cached."""
+    def check(self, buckets: Sequence[Bucket], cost: int) -> int:
+        """µs until every cached bucket among these would take `cost`; 0 when none is cached."""
         if not self._until:
             return 0
         now, wait = monotonic_us(), 0
         for bucket in buckets:
-            if (until := self._until.get(bucket.key)) is not None:
-                wait = max(wait, until - now)
+            cached = self._until.get(bucket.key)
+            if cached is not None and cost >= cached[1]:
+                wait = max(wait, cached[0] - now)
         return wait
 
-    def remember(self, buckets: Sequence[Bucket], outcome: Outcome) -> None:
+    def remember(self, buckets: Sequence[Bucket], outcome: Outcome, cost: int) -> None:
         now = monotonic_us()
         if len(self._until) >= self._max:
-            self._until = {k: t for k, t in self._until.items() if t > now}
+            self._until = {k: v for k, v in self._until.items() if v[0] > now}
             if len(self._until) >= self._max:
                 return
         for bucket, state in zip(buckets, outcome.states, strict=True):
             if state.retry_us > 0:
-                self._until[bucket.key] = now + state.retry_us
+                self._until[bucket.key] = (now + state.retry_us, cost)
 
 
 class Limiter:
@@ -216,7 +217,7 @@ class Limiter:
                      batch_interval: float | None = None) -> Verdict:
         """All buckets admit `cost` and are charged, or none is; the failure mode on error."""
         held = tuple(buckets)
-        if self._cache is not None and cost > 0 and (wait := self._cache.check(held)) > 0:
+        if self._cache is not None and cost > 0 and (wait := self._cache.check(held, cost)) > 0:
             metrics.LOCAL_DENIALS.inc()
             return Verdict(False, held, _cached_outcome(held, wait))
         if batch_interval is not None and self._batcher is not None and cost > 0:
@@ -231,7 +232,7 @@ class Limiter:
             return await self._failed(held, cost, failure_mode)
         metrics.DEGRADED_ACTIVE.set(0)
         if not outcome.admitted and self._cache is not None and cost > 0:
-            self._cache.remember(held, outcome)
+            self._cache.remember(held, outcome, cost)
         if batch_interval is not None and self._batcher is not None:
             self._batcher.learn(held, outcome, batch_interval)
         return Verdict(outcome.admitted, held, outcome)

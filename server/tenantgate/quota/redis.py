@@ -81,6 +81,9 @@ class RedisStore:
         self._cfg = cfg
         self._client = client if client is not None else connect(cfg)
         self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.open_for)
+        # redis-py refuses a command outright when its pool is exhausted; queue here instead,
+        # inside the timeout, so a burst waits its turn rather than failing.
+        self._slots = asyncio.Semaphore(cfg.max_connections)
 
     @property
     def client(self) -> Client:
@@ -114,7 +117,7 @@ class RedisStore:
             raise QuotaStoreUnavailable("circuit open")
         ok = False
         try:
-            async with asyncio.timeout(self._cfg.timeout):
+            async with asyncio.timeout(self._cfg.timeout), self._slots:
                 result = await work
             ok = True
             return result
@@ -122,6 +125,7 @@ class RedisStore:
             metrics.store_error(self.name)
             raise QuotaStoreUnavailable(type(exc).__name__) from None
         finally:
+            work.close()  # a no-op once awaited; stops a never-started one from warning
             # A cancelled call counts as a failure too, so a half-open probe never gets stuck.
             self.breaker.success() if ok else self.breaker.failure()
 

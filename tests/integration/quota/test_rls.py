@@ -1,0 +1,158 @@
+"""ShouldRateLimit over a real gRPC channel, against an envoyproxy/ratelimit-format file."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from types import SimpleNamespace
+
+import grpc
+import pytest
+from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
+from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.wrappers_pb2 import UInt64Value
+from tenantgate.config.model import Config
+from tenantgate.quota.limiter import Limiter
+from tenantgate.quota.rls import add_to_server
+from tenantgate.testing.redis import RedisServer
+
+Response = rls_pb2.RateLimitResponse
+MakeConfig = Callable[..., Config]
+
+# A file as users of envoyproxy/ratelimit already have it.
+RATELIMIT_FILE = """
+domain: edge
+descriptors:
+  - key: tenant
+    rate_limit: {unit: day, requests_per_unit: 5}
+    descriptors:
+      - key: method
+        value: POST
+        rate_limit: {unit: day, requests_per_unit: 2, name: tenant-writes}
+      - key: method
+        value: GET
+        shadow_mode: true
+        rate_limit: {unit: day, requests_per_unit: 1}
+  - key: generic_key
+    value: health
+    rate_limit: {unlimited: true}
+  - key: route
+    value: "/api/*"
+    rate_limit: {unit: minute, requests_per_unit: 3}
+"""
+
+
+def descriptor(*entries: tuple[str, str], hits: int | None = None) -> RateLimitDescriptor:
+    d = RateLimitDescriptor(entries=[RateLimitDescriptor.Entry(key=k, value=v)
+                                     for k, v in entries])
+    if hits is not None:
+        d.hits_addend.CopyFrom(UInt64Value(value=hits))
+    return d
+
+
+@pytest.fixture(params=["memory", "redis"])
+async def rls(request: pytest.FixtureRequest, tmp_path: Path, quota_config: MakeConfig,
+              make_limiter: Callable[[Config], Limiter]
+              ) -> AsyncIterator[rls_pb2_grpc.RateLimitServiceStub]:
+    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
+    url = request.getfixturevalue("fresh_redis").url if request.param == "redis" else None
+    config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n",
+                          url)
+    limiter = make_limiter(config)
+    await limiter.start()
+    runtime = SimpleNamespace(limiter=limiter)
+    server = grpc.aio.server()
+    add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+        yield rls_pb2_grpc.RateLimitServiceStub(channel)
+    await server.stop(None)
+
+
+async def ask(stub: rls_pb2_grpc.RateLimitServiceStub, *descriptors: RateLimitDescriptor,
+              hits: int = 0, domain: str = "edge") -> rls_pb2.RateLimitResponse:
+    return await stub.ShouldRateLimit(rls_pb2.RateLimitRequest(
+        domain=domain, descriptors=list(descriptors), hits_addend=hits))
+
+
+async def test_tenant_descriptor_limits_each_tenant_separately(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    codes = [(await ask(stub, descriptor(("tenant", "a")))).overall_code for _ in range(6)]
+    assert codes == [Response.OK] * 5 + [Response.OVER_LIMIT]
+    other = await ask(stub, descriptor(("tenant", "b")))
+    assert other.overall_code == Response.OK
+    status = other.statuses[0]
+    assert status.current_limit.requests_per_unit == 5
+    assert status.current_limit.unit == Response.RateLimit.DAY
+    assert status.limit_remaining == 4
+
+
+async def test_nested_descriptor_has_its_own_limit(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    writes = [await ask(stub, descriptor(("tenant", "a"), ("method", "POST")))
+              for _ in range(3)]
+    assert [r.overall_code for r in writes] == [Response.OK] * 2 + [Response.OVER_LIMIT]
+    assert writes[0].statuses[0].current_limit.name == "tenant-writes"
+    assert writes[2].statuses[0].duration_until_reset.seconds > 0
+    # An entry the file does not describe matches nothing: no limit.
+    other = await ask(stub, descriptor(("tenant", "a"), ("method", "DELETE")))
+    assert other.overall_code == Response.OK and not other.statuses[0].HasField("current_limit")
+
+
+async def test_shadow_mode_reports_but_never_limits(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    replies = [await ask(stub, descriptor(("tenant", "a"), ("method", "GET")))
+               for _ in range(3)]
+    assert [r.overall_code for r in replies] == [Response.OK] * 3
+    assert replies[0].statuses[0].current_limit.requests_per_unit == 1
+
+
+async def test_hits_addend_charges_several_hits(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    assert (await ask(stub, descriptor(("tenant", "a")), hits=4)).statuses[0].limit_remaining == 1
+    assert (await ask(stub, descriptor(("tenant", "a")), hits=2)).overall_code == \
+        Response.OVER_LIMIT
+    # A per-descriptor hits_addend wins over the request's.
+    reply = await ask(stub, descriptor(("tenant", "a"), hits=1), hits=3)
+    assert reply.overall_code == Response.OK and reply.statuses[0].limit_remaining == 0
+
+
+async def test_several_descriptors_each_get_a_status(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    for _ in range(3):
+        await ask(stub, descriptor(("route", "/api/items")))
+    reply = await ask(stub, descriptor(("route", "/api/items")), descriptor(("tenant", "z")),
+                      descriptor(("generic_key", "health")))
+    assert reply.overall_code == Response.OVER_LIMIT
+    assert [s.code for s in reply.statuses] == [Response.OVER_LIMIT, Response.OK, Response.OK]
+    assert reply.statuses[0].current_limit.unit == Response.RateLimit.MINUTE
+
+
+async def test_unknown_domain_is_not_limited(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    reply = await ask(stub, descriptor(("tenant", "a")), domain="nope")
+    assert reply.overall_code == Response.OK
+
+
+async def test_store_down_answers_unavailable(
+        tmp_path: Path, quota_config: MakeConfig,
+        make_limiter: Callable[[Config], Limiter]) -> None:
+    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
+    dead = RedisServer()  # never started
+    config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
+                          f"  redis: {{url: '{dead.url}', timeout: 100ms}}\n  store: redis\n")
+    limiter = make_limiter(config)
+    runtime = SimpleNamespace(limiter=limiter)
+    server = grpc.aio.server()
+    add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as err:
+                await ask(rls_pb2_grpc.RateLimitServiceStub(channel), descriptor(("tenant", "a")))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(None)
+        dead.close()

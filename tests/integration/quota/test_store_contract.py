@@ -1,0 +1,95 @@
+"""Every store (embedded, Redis, Redis Cluster) keeps the same promises."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import redis
+from tenantgate.config.model import Config
+from tenantgate.quota.limiter import Limiter
+from tenantgate.quota.redis import GCRA, RedisStore
+from tenantgate.quota.store import Bucket
+from tenantgate.testing.redis import RedisServer
+
+MakeConfig = Callable[..., Config]
+
+PLAN = """  default_plan: free
+  plans:
+    free:
+      limits: [{rate: '20/day', burst: 20}]
+      endpoints: [{name: writes, methods: [POST], limits: ['2/day']}]
+"""
+
+
+async def test_200_concurrent_requests_admit_exactly_20(
+        store_url: str | None, make_limiter: Callable[[Config], Limiter],
+        quota_config: MakeConfig) -> None:
+    limiter = make_limiter(quota_config(PLAN, store_url))
+    await limiter.start()
+    plan = limiter.plan_for("acme", None, False)
+    assert plan is not None
+    verdicts = await asyncio.gather(*(limiter.check(plan, "acme", "GET", "/")
+                                      for _ in range(200)))
+    assert sum(v.admitted for v in verdicts) == 20
+    assert not any(v.unavailable for v in verdicts)
+
+
+async def test_a_request_denied_by_one_bucket_charges_none_of_the_others(
+        store_url: str | None, make_limiter: Callable[[Config], Limiter],
+        quota_config: MakeConfig) -> None:
+    limiter = make_limiter(quota_config(PLAN, store_url))
+    await limiter.start()
+    plan = limiter.plan_for("acme", None, False)
+    assert plan is not None
+    writes = [(await limiter.check(plan, "acme", "POST", "/x")).admitted for _ in range(10)]
+    assert writes == [True, True] + [False] * 8
+    # The 8 denied writes charged nothing to the plan bucket: 18 reads are left of 20.
+    reads = [(await limiter.check(plan, "acme", "GET", "/x")).admitted for _ in range(19)]
+    assert reads == [True] * 18 + [False]
+
+
+async def test_noisy_neighbour_at_10x_does_not_cost_a_quiet_tenant_a_request(
+        store_url: str | None, make_limiter: Callable[[Config], Limiter],
+        quota_config: MakeConfig) -> None:
+    limiter = make_limiter(quota_config(PLAN, store_url))
+    await limiter.start()
+    plan = limiter.plan_for("x", None, False)
+    assert plan is not None
+    noisy = [limiter.check(plan, "noisy", "GET", "/") for _ in range(200)]
+    quiet = [limiter.check(plan, "quiet", "GET", "/") for _ in range(20)]
+    mixed = [c for pair in zip(noisy[::10], quiet, strict=True) for c in pair]
+    mixed += [c for i, c in enumerate(noisy) if i % 10]
+    verdicts = await asyncio.gather(*mixed)
+    quiet_admitted = sum(v.admitted for v in verdicts[1:40:2])
+    assert quiet_admitted == 20
+    assert sum(v.admitted for v in verdicts) == 40
+
+
+async def test_idle_keys_expire_once_the_bucket_is_full_again(
+        fresh_redis: RedisServer, quota_config: MakeConfig) -> None:
+    store = RedisStore(quota_config("", fresh_redis.url).quota.redis)
+    try:
+        await store.acquire([Bucket("tg:{t:a}:plan:1", "b", 10, 1.0, 10)], 3)
+        with redis.Redis(port=fresh_redis.port) as client:
+            ttl = client.pttl("tg:{t:a}:plan:1")
+        # 3 hits of 100 ms each refill in 300 ms; the key lives that long plus 1 s of slack.
+        assert 1000 < ttl <= 1300
+    finally:
+        await store.close()
+
+
+async def test_scripts_are_reloaded_after_redis_forgets_them(
+        fresh_redis: RedisServer, quota_config: MakeConfig) -> None:
+    store = RedisStore(quota_config("", fresh_redis.url).quota.redis)
+    try:
+        await store.start()
+        with redis.Redis(port=fresh_redis.port) as client:
+            assert client.script_exists(GCRA.sha) == [True]
+            client.script_flush()
+        outcome = await store.acquire([Bucket("tg:{t:a}:plan:1", "b", 10, 1.0, 10)], 1)
+        assert outcome.admitted
+        charged, _ = await store.charge([(Bucket("tg:{t:a}:plan:1", "b", 10, 1.0, 10), 2)])
+        assert charged[0] > 0
+    finally:
+        await store.close()
