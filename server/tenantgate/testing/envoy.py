@@ -199,3 +199,53 @@ class TenantgateProcess(ManagedProcess):
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def prepare_notes_database(owner_dsn: str, context_keys: dict[str, bytes],
+                           app_role: str = "notes_app") -> str:
+    """Install tenantgate's SQL and the reference `notes` table, load the context keys, create
+    the application role (no BYPASSRLS, not the owner); returns that role's DSN."""
+    import psycopg
+    from psycopg import sql
+
+    from tenantgate.backend.notes_app import setup_database
+    from tenantgate.db import keys
+
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [app_role]).fetchone()
+        if not exists:
+            conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS")
+                         .format(sql.Identifier(app_role)))
+    setup_database(owner_dsn, app_role)
+    with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        keys.sync_keys(conn, context_keys)
+    return _with_user(owner_dsn, app_role)
+
+
+def _with_user(dsn: str, user: str) -> str:
+    parts = [p for p in dsn.split() if not p.startswith(("user=", "password="))]
+    return " ".join([*parts, f"user={user}"])
+
+
+class NotesBackendProcess(ManagedProcess):
+    """The reference notes backend (`python -m tenantgate.backend.notes_app`) as a child."""
+
+    name = "notes-backend"
+
+    def __init__(self, app_dsn: str, listen: str) -> None:
+        super().__init__()
+        self.app_dsn = app_dsn
+        self.listen = listen
+
+    def start(self, timeout: float = 20.0) -> NotesBackendProcess:
+        self._spawn([sys.executable, "-m", "tenantgate.backend.notes_app", "--dsn",
+                     self.app_dsn, "--listen", self.listen])
+        host, _, port = self.listen.rpartition(":")
+        self._wait(lambda: _accepts(host, int(port)), timeout)
+        return self
+
+    def __enter__(self) -> NotesBackendProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
