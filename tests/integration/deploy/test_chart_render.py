@@ -20,7 +20,8 @@ STANDALONE = [name for name in MATRIX if name.startswith("standalone")]
 # The oldest Kubernetes with native sidecars on by default, and the newest schemas we have.
 KUBERNETES_VERSIONS = ["1.29.0", kubernetes_validate.latest_version()]
 # Environment the matrix's secret references ({fromEnv: ...}) expect.
-SECRET_ENV = {"PARTNER_HS_SECRET": "partner-shared-secret-" + "x" * 20}
+SECRET_ENV = {name: f"{name.lower()}-" + "x" * 40
+              for name in ("PARTNER_HS_SECRET", "APIKEY_HASH_SECRET", "ADMIN_TOKEN")}
 
 # Prometheus Operator kinds have no schema in kubernetes-validate: check the fields we rely on,
 # as the operator's CRDs define them.
@@ -118,7 +119,8 @@ def test_config_sections_are_copied_from_values_unchanged(
     values = _merged(defaults, yaml.safe_load(
         (VALUES_DIR / "standalone-redis-full.yaml").read_text()))
     rendered = yaml.safe_load(render("standalone-redis-full.yaml").config_text())
-    for section in ("issuers", "credentials", "tenants", "policy", "quota", "audit"):
+    for section in ("issuers", "credentials", "tenants", "policy", "quota", "audit", "api_keys",
+                    "admin"):
         assert rendered[section] == values[section], section
     assert rendered["tenants"]["pattern"] == defaults["tenants"]["pattern"]
     assert rendered["context"]["keys"] == [

@@ -112,6 +112,12 @@ the pod (listen addresses, the signing-key files).
 {{- range $section := list "issuers" "credentials" "tenants" "policy" "quota" "audit" -}}
 {{- $_ := set $config $section (index $.Values $section) -}}
 {{- end -}}
+{{- /* Sections that are off unless configured: left out while empty. */ -}}
+{{- range $section := list "api_keys" "admin" -}}
+{{- with index $.Values $section -}}
+{{- $_ := set $config $section . -}}
+{{- end -}}
+{{- end -}}
 {{- toYaml $config -}}
 {{- end -}}
 

@@ -99,6 +99,14 @@ groups:
         annotations:
           summary: "tenantgate hit unexpected errors"
           description: {{ "{{ $value | humanize }} Checks in 5 minutes ended in a bug (gRPC INTERNAL); Envoy's failure mode decided those requests. The traceback is in the logs." | quote }}
+      - alert: TenantgateConfigReloadRejected
+        # The running config is kept, but the next restart would load the broken one and fail.
+        expr: |
+          sum(increase(tenantgate_config_reloads_total{result="rejected"}[15m])) > 0
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate refused a new config"
+          description: "A config reload (SIGHUP) was rejected in the last 15 minutes; instances keep the previous config. Run `tenantgate check-config` on the new config: the log names each key at fault."
       - alert: TenantgateCheckLatencyHigh
         expr: |
           histogram_quantile(0.99, sum by (le) (rate(tenantgate_check_duration_seconds_bucket[5m]))) > {{ $r.checkLatencyP99Seconds }}

@@ -1,0 +1,182 @@
+"""Alerts and dashboard: every query parses as PromQL and names metrics tenantgate exports."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable
+from typing import Any
+
+import promql_parser
+import pytest
+import yaml
+from deploy_support import CHART, REPO, Rendered
+from tenantgate.decision import STATUS, Reason
+from tenantgate.observe.quota import QuotaResult
+
+DASHBOARD = REPO / "deploy" / "grafana" / "tenantgate-dashboard.json"
+PLAIN_RULES = REPO / "deploy" / "prometheus" / "tenantgate-rules.yaml"
+
+# The metric contract: name -> labels. Alerts and panels may use nothing else.
+METRICS: dict[str, set[str]] = {
+    "tenantgate_checks_total": {"decision", "reason", "tenant"},
+    "tenantgate_check_duration_seconds_bucket": {"le"},
+    "tenantgate_cross_tenant_attempts_total": {"tenant"},
+    "tenantgate_jwks_fetches_total": {"issuer", "result"},
+    "tenantgate_token_cache_total": {"result"},
+    "tenantgate_internal_errors_total": set(),
+    "tenantgate_quota_decisions_total": {"tenant", "result"},
+    "tenantgate_quota_store_errors_total": {"store"},
+    "tenantgate_quota_fail_open_total": set(),
+    "tenantgate_quota_fail_closed_total": set(),
+    "tenantgate_config_reloads_total": {"result"},
+    "tenantgate_quota_degraded_active": set(),
+    "tenantgate_apikey_revoked_attempts_total": {"tenant"},
+}
+# Values a query may compare a label with, per metric (what the code emits).
+LABEL_VALUES: dict[tuple[str, str], set[str]] = {
+    ("tenantgate_checks_total", "decision"): {"allow", "deny"},
+    ("tenantgate_checks_total", "reason"): {str(r) for r in Reason},
+    ("tenantgate_jwks_fetches_total", "result"): {"ok", "error", "not_modified"},
+    ("tenantgate_token_cache_total", "result"): {"hit", "miss"},
+    ("tenantgate_quota_decisions_total", "result"): {str(r) for r in QuotaResult},
+    ("tenantgate_config_reloads_total", "result"): {"ok", "rejected"},
+}
+ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
+          "TenantgateCrossTenantAttempts", "TenantgateRevokedApiKeyInUse",
+          "TenantgateJwksRefreshFailing", "TenantgateQuotaStoreErrors", "TenantgateQuotaFailOpen",
+          "TenantgateQuotaDegraded", "TenantgateInternalErrors", "TenantgateCheckLatencyHigh",
+          "TenantgateConfigReloadRejected"}
+
+
+def _selectors(expr: str) -> list[promql_parser.VectorSelector]:
+    found: list[promql_parser.VectorSelector] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.append(node)
+        elif isinstance(node, promql_parser.MatrixSelector):
+            visit(node.vector_selector)
+        for attr in ("expr", "lhs", "rhs", "param"):
+            child = getattr(node, attr, None)
+            if child is not None and not isinstance(child, str | int | float):
+                visit(child)
+        for arg in getattr(node, "args", None) or []:
+            visit(arg)
+
+    visit(promql_parser.parse(expr))
+    return found
+
+
+def _check_query(expr: str) -> None:
+    selectors = _selectors(expr)
+    assert selectors, f"no metric in {expr}"
+    for selector in selectors:
+        assert selector.name in METRICS, f"unknown metric {selector.name} in {expr}"
+        for matcher in selector.matchers.matchers:
+            assert matcher.name in METRICS[selector.name], \
+                f"{selector.name} has no label {matcher.name}"
+            allowed = LABEL_VALUES.get((selector.name, matcher.name))
+            if allowed is None or matcher.value == ".*":
+                continue
+            values = set(matcher.value.split("|")) if matcher.op in (
+                promql_parser.MatchOp.Re, promql_parser.MatchOp.NotRe) else {matcher.value}
+            assert values <= allowed, f"{selector.name}{{{matcher.name}}}: {values - allowed}"
+
+
+@pytest.fixture(scope="module")
+def rules(render: Callable[..., Rendered]) -> list[dict[str, Any]]:
+    rule_doc = render("standalone-redis-full.yaml").one("PrometheusRule")
+    return [rule for group in rule_doc["spec"]["groups"] for rule in group["rules"]]
+
+
+def test_every_alert_the_issue_asks_for_is_there(rules: list[dict[str, Any]]) -> None:
+    assert {r["alert"] for r in rules} == ALERTS
+
+
+def test_every_alert_expression_is_valid_promql_over_known_metrics(
+        rules: list[dict[str, Any]]) -> None:
+    for rule in rules:
+        _check_query(rule["expr"])
+        assert rule["labels"]["severity"] in {"info", "warning", "critical"}
+        assert {"summary", "description"} <= set(rule["annotations"])
+
+
+def test_per_tenant_alerts_keep_the_tenant_label(rules: list[dict[str, Any]]) -> None:
+    by_name = {r["alert"]: r for r in rules}
+    for name in ("TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
+                 "TenantgateCrossTenantAttempts", "TenantgateRevokedApiKeyInUse"):
+        assert "by (tenant)" in by_name[name]["expr"], name
+        assert "{{ $labels.tenant }}" in by_name[name]["annotations"]["summary"], name
+
+
+def test_auth_failure_alert_counts_exactly_the_reasons_answered_401(
+        rules: list[dict[str, Any]]) -> None:
+    expr = next(r["expr"] for r in rules if r["alert"] == "TenantgateAuthFailureSpike")
+    match = re.search(r'reason=~"([^"]+)"', expr)
+    assert match is not None
+    unauthorized = {str(reason) for reason, status in STATUS.items() if status == 401}
+    assert set(match.group(1).split("|")) == unauthorized
+
+
+def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> None:
+    doc = render("standalone-redis-full.yaml",
+                 sets={"metrics.prometheusRule.crossTenantMinCount": "42",
+                       "metrics.prometheusRule.throttledFor": "30m"}).one("PrometheusRule")
+    rules = {r["alert"]: r for g in doc["spec"]["groups"] for r in g["rules"]}
+    assert rules["TenantgateCrossTenantAttempts"]["expr"].rstrip().endswith(">= 42")
+    assert rules["TenantgateTenantThrottled"]["for"] == "30m"
+
+
+def test_plain_prometheus_rules_file_matches_the_chart(render: Callable[..., Rendered]) -> None:
+    """deploy/prometheus/ is for Prometheus without the Operator: the chart's rules, defaults."""
+    chart_groups = render("standalone-minimal.yaml",
+                          sets={"metrics.prometheusRule.enabled": "true"}).one(
+                              "PrometheusRule")["spec"]
+    assert yaml.safe_load(PLAIN_RULES.read_text()) == chart_groups, (
+        "regenerate: helm template x deploy/helm/tenantgate --set metrics.prometheusRule."
+        "enabled=true --show-only templates/prometheusrule.yaml | yq .spec")
+
+
+def test_dashboard_queries_are_valid_promql_over_known_metrics() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    panels = [p for p in dashboard["panels"] if p["type"] != "row"]
+    assert len({p["id"] for p in dashboard["panels"]}) == len(dashboard["panels"])
+    for panel in panels:
+        for target in panel["targets"]:
+            # Grafana's variables, as Grafana substitutes them before Prometheus sees the query.
+            expr = target["expr"].replace("$__rate_interval", "1m").replace("$tenant", ".*")
+            _check_query(expr)
+            assert target["datasource"]["uid"] == "${datasource}"
+    used = {s.name for p in panels for t in p["targets"] for s in _selectors(
+        t["expr"].replace("$__rate_interval", "1m").replace("$tenant", ".*"))}
+    assert used == set(METRICS), f"metrics without a panel: {sorted(set(METRICS) - used)}"
+
+
+def test_dashboard_shows_what_the_issue_asks_for() -> None:
+    titles = " | ".join(p["title"] for p in json.loads(DASHBOARD.read_text())["panels"])
+    for wanted in ("by tenant", "Denials by reason", "429", "latency", "JWKS", "Quota store"):
+        assert wanted in titles, wanted
+
+
+def test_chart_ships_the_same_dashboard(render: Callable[..., Rendered]) -> None:
+    configmap = render("standalone-redis-full.yaml").one("ConfigMap", "-dashboard")
+    assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+    assert json.loads(configmap["data"]["tenantgate.json"]) == json.loads(DASHBOARD.read_text())
+    assert (CHART / "files" / "grafana-dashboard.json").resolve() == DASHBOARD.resolve()
+
+
+def test_the_metric_contract_matches_what_tenantgate_registers() -> None:
+    import tenantgate.observe.apikeys
+    import tenantgate.observe.metrics
+    import tenantgate.observe.quota  # noqa: F401 - they register their metrics on import
+    from prometheus_client import REGISTRY
+
+    collectors = REGISTRY._names_to_collectors  # name (with _total, _bucket...) -> collector
+    missing = [name for name in METRICS if name not in collectors]
+    assert not missing, f"alerts or panels use metrics tenantgate does not define: {missing}"
+    for name, labels in METRICS.items():
+        defined = set(collectors[name]._labelnames)
+        if name.endswith("_bucket"):
+            defined.add("le")
+        assert defined == labels, name
