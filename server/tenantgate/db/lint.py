@@ -69,8 +69,13 @@ SELECT DISTINCT v.oid::regclass::text, v.relkind,
 def lint(conn: Any, tenant_column: str = "tenant_id",
          app_roles: tuple[str, ...] = ()) -> list[Finding]:
     """Every finding, sorted; an empty list means the database passes."""
-    # Deparse with qualified names whatever the caller's search_path is.
-    conn.execute("SET search_path = pg_catalog, pg_temp")
+    with conn.transaction():
+        # Deparse with qualified names whatever the caller's search_path is.
+        conn.execute("SET LOCAL search_path = pg_catalog, pg_temp")
+        return _lint(conn, tenant_column, app_roles)
+
+
+def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Finding]:
     if not conn.execute("SELECT to_regprocedure('tenantgate.current_tenant()')").fetchone()[0]:
         return [Finding(Problem.NOT_INSTALLED, "tenantgate",
                         "schema tenantgate is missing: run `tenantgate db install`")]

@@ -1,0 +1,114 @@
+"""`tenantgate db ...` against a real cluster: install, print-sql, keys, lint exit codes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import psycopg
+import pytest
+from pgsupport import ACTIVE_SECRET, Database
+from tenantgate.cli import main
+from tenantgate.context import KeyRing
+from tenantgate.db import schema
+
+
+def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(["db", *argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_install_is_idempotent_and_reports_the_version(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "install", "--dsn", fresh_db.dsn())
+    assert (code, out) == (0, f"tenantgate SQL at schema version {schema.latest_version()}"
+                              " (already installed)\n")
+
+
+def test_print_sql_is_the_shipped_sql_and_installs_on_an_empty_database(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, _ = run(capsys, "print-sql")
+    assert code == 0 and "CREATE OR REPLACE FUNCTION tenantgate.current_tenant()" in out
+    with psycopg.connect(fresh_db.cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE printed")
+    with psycopg.connect(fresh_db.cluster.dsn(dbname="printed"), autocommit=True) as conn:
+        conn.execute(out)  # what a migration tool would run
+        assert schema.installed_version(conn) == schema.latest_version()
+
+
+def test_key_lifecycle_from_env_and_file_secrets(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = b"cli-secret-0123456789-0123456789-abcdef"
+    monkeypatch.setenv("NEW_KEY", secret.decode())
+    (tmp_path / "key").write_bytes(secret + b"\n")
+    dsn = fresh_db.dsn()
+    assert run(capsys, "add-key", "--dsn", dsn, "k2", "--secret-env", "NEW_KEY",
+               "--pending")[:2] == (0, "k2: added\n")
+    token = KeyRing({"k2": secret}, "k2").sign("acme", "s", "r", 60)
+    assert _verifies(fresh_db, token) is None  # pending: not accepted yet
+    assert run(capsys, "activate-key", "--dsn", dsn, "k2")[:2] == (0, "k2: activated\n")
+    assert _verifies(fresh_db, token) == "acme"
+    assert run(capsys, "add-key", "--dsn", dsn, "k2", "--secret-file",
+               str(tmp_path / "key"))[:2] == (0, "k2: unchanged\n")
+    assert run(capsys, "retire-key", "--dsn", dsn, "k2")[:2] == (0, "k2: retired\n")
+    assert _verifies(fresh_db, token) is None
+    code, _, err = run(capsys, "add-key", "--dsn", dsn, "k2", "--secret-env", "NEW_KEY")
+    assert (code, err) == (1, "error: tenantgate.add_key: key k2 was retired; key ids are "
+                              "never reused\n")
+
+
+def test_add_key_refuses_a_short_secret_and_a_changed_secret(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SHORT", "too-short")
+    monkeypatch.setenv("OTHER", "another-secret-0123456789-0123456789")
+    dsn = fresh_db.dsn()
+    assert run(capsys, "add-key", "--dsn", dsn, "k3", "--secret-env", "SHORT")[::2] == (
+        1, "error: the secret must be at least 32 bytes\n")
+    assert run(capsys, "add-key", "--dsn", dsn, "active", "--secret-env", "OTHER")[::2] == (
+        1, "error: tenantgate.add_key: key active exists with a different secret\n")
+    assert run(capsys, "add-key", "--dsn", dsn, "k3", "--secret-env", "UNSET_VAR")[::2] == (
+        1, "error: environment variable UNSET_VAR is not set\n")
+
+
+def test_sync_keys_from_config_accepts_exactly_the_ring(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str], tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CTX_NEW", "new-ring-secret-0123456789-0123456789")
+    monkeypatch.setenv("CTX_ACTIVE", ACTIVE_SECRET.decode())
+    config = tmp_path / "tenantgate.yaml"
+    config.write_text(_config_with_keys())
+    code, out, err = run(capsys, "sync-keys", "--dsn", fresh_db.dsn(), "--config", str(config))
+    assert code == 0, err
+    assert out.splitlines() == ["active: unchanged", "new: added", "long: retired",
+                               "pending: retired"]
+    assert _verifies(fresh_db, fresh_db.long_key_ring.sign("acme", "s", "r", 60)) is None
+    assert _verifies(fresh_db, fresh_db.ring.sign("acme", "s", "r", 60)) == "acme"
+
+
+def test_unreachable_database_is_a_one_line_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code, out, err = run(capsys, "lint", "--dsn", "host=127.0.0.1 port=1 connect_timeout=2")
+    assert code == 1 and out == "" and err.startswith("error: ") and err.count("\n") == 1
+
+
+def _verifies(db: Database, token: str) -> str | None:
+    with db.connect() as conn:
+        return conn.execute("SELECT (tenantgate.verify_context(%s)).tenant", [token]).fetchone()[0]
+
+
+def _config_with_keys() -> str:
+    # The smallest config the loader accepts, with a two-key context ring.
+    return """
+issuers:
+  - name: test
+    issuer: https://issuer.test
+    audiences: [api]
+    jwks: {inline: {keys: []}}
+    tenant_pattern: "^[a-z]+$"
+context:
+  active_key: new
+  keys:
+    - {id: active, secret: {fromEnv: CTX_ACTIVE}}
+    - {id: new, secret: {fromEnv: CTX_NEW}}
+"""

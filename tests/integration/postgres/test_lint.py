@@ -1,0 +1,94 @@
+"""`tenantgate db lint` finds each way a schema could leak rows across tenants."""
+
+from __future__ import annotations
+
+import psycopg
+import pytest
+from pgsupport import Database
+
+from tenantgate.cli import main
+from tenantgate.db.lint import Finding, Problem, lint
+
+BROKEN_SCHEMA = """
+CREATE TABLE no_rls (id int, tenant_id text);
+CREATE TABLE not_forced (id int, tenant_id text);
+ALTER TABLE not_forced ENABLE ROW LEVEL SECURITY;
+CREATE POLICY p ON not_forced USING (tenant_id = (SELECT tenantgate.current_tenant()));
+CREATE TABLE per_row (id int, tenant_id text);
+ALTER TABLE per_row ENABLE ROW LEVEL SECURITY;
+ALTER TABLE per_row FORCE ROW LEVEL SECURITY;
+CREATE POLICY p ON per_row USING (tenant_id = tenantgate.current_tenant());
+CREATE TABLE raw_setting (id int, tenant_id text);
+ALTER TABLE raw_setting ENABLE ROW LEVEL SECURITY;
+ALTER TABLE raw_setting FORCE ROW LEVEL SECURITY;
+CREATE POLICY p ON raw_setting USING (tenant_id = current_setting('tenantgate.context', true));
+CREATE TABLE opened (id int, tenant_id text);
+SELECT tenantgate.isolate('opened');
+CREATE POLICY admin_view ON opened FOR SELECT USING (true);
+CREATE TABLE good (id int, tenant_id text);
+SELECT tenantgate.isolate('good');
+CREATE VIEW good_view AS SELECT * FROM good;
+CREATE TABLE unrelated (id int);
+"""
+
+
+@pytest.fixture
+def broken(fresh_db: Database) -> Database:
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(BROKEN_SCHEMA)
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_bypass LOGIN BYPASSRLS")
+        conn.execute("CREATE ROLE app_member LOGIN")
+        conn.execute("GRANT tenantgate_admin TO app_member")
+    yield fresh_db
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("DROP ROLE app_bypass")
+        conn.execute("DROP ROLE app_member")
+
+
+def test_lint_reports_every_leak_precisely(broken: Database) -> None:
+    with psycopg.connect(broken.dsn(), autocommit=True) as conn:
+        findings = lint(conn, app_roles=("app", "app_bypass", "app_member", "table_owner",
+                                         "ghost"))
+    assert [(f.problem, f.subject) for f in findings] == sorted([
+        (Problem.RLS_DISABLED, "public.no_rls"),
+        (Problem.RLS_NOT_FORCED, "public.not_forced"),
+        (Problem.PER_ROW_CONTEXT_CALL, "public.per_row.p"),
+        (Problem.UNSIGNED_SETTING_IN_POLICY, "public.raw_setting.p"),
+        (Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, "public.raw_setting.p"),
+        (Problem.NO_CONTEXT_POLICY, "public.raw_setting"),
+        (Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, "public.opened.admin_view"),
+        (Problem.VIEW_BYPASSES_RLS, "public.good_view"),
+        (Problem.APP_ROLE_BYPASSES_RLS, "app_bypass"),
+        (Problem.APP_ROLE_READS_KEYS, "app_member"),
+        (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        (Problem.APP_ROLE_MISSING, "ghost"),
+    ])
+
+
+def test_lint_passes_a_clean_schema_and_exits_zero(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int, tenant_id text); SELECT tenantgate.isolate('t');")
+    assert main(["db", "lint", "--dsn", fresh_db.dsn(), "--app-role", "app"]) == 0
+    assert capsys.readouterr().out == "no findings\n"
+
+
+def test_lint_exits_non_zero_with_one_line_per_finding(
+        broken: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "lint", "--dsn", broken.dsn()]) == 1
+    out = capsys.readouterr().out.splitlines()
+    assert "rls_disabled: public.no_rls: has a tenant column but row level security is off: " \
+           "run SELECT tenantgate.isolate('public.no_rls')" in out
+    assert len(out) == 8
+
+
+def test_lint_on_a_database_without_tenantgate_says_so(fresh_db: Database) -> None:
+    with psycopg.connect(fresh_db.cluster.dsn(), autocommit=True) as conn:
+        assert lint(conn) == [Finding(Problem.NOT_INSTALLED, "tenantgate", "schema tenantgate "
+                                      "is missing: run `tenantgate db install`")]

@@ -1,0 +1,110 @@
+"""The reference notes backend over real HTTP: its queries have no tenant filter, RLS isolates."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from pgsupport import Database
+from tenantgate.backend.httpserver import serve_in_thread
+from tenantgate.backend.notes_app import make_app, setup_database
+from tenantgate.testing.binaries import free_port
+
+
+@pytest.fixture(scope="module")
+def notes_db(cluster: object) -> Database:
+    from pgsupport import create_database
+
+    database = create_database(cluster, "notes")  # type: ignore[arg-type]
+    setup_database(database.dsn("table_owner"), "app")
+    return database
+
+
+@pytest.fixture(scope="module")
+def base_url(notes_db: Database) -> Iterator[str]:
+    app = make_app(notes_db.dsn("app"))
+    server, thread = serve_in_thread(app)
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+    thread.join(timeout=5)
+    app.app.pool.close()  # type: ignore[attr-defined]
+
+
+def client(db: Database, base_url: str, tenant: str | None) -> httpx.Client:
+    headers = {"x-tenant-id": tenant or ""}
+    if tenant is not None:
+        headers["x-tenant-context"] = db.ring.sign(tenant, f"user-of-{tenant}", "r", 60)
+    return httpx.Client(base_url=base_url, headers=headers, timeout=10)
+
+
+def test_crud_for_one_tenant_and_nothing_across_tenants(notes_db: Database, base_url: str) -> None:
+    with client(notes_db, base_url, "acme") as acme, client(notes_db, base_url, "globex") as gx:
+        created = acme.post("/notes", json={"title": "plan", "body": "secret acme plan"})
+        assert created.status_code == 201
+        note = created.json()
+        assert (note["tenant_id"], note["created_by"]) == ("acme", "user-of-acme")
+        path = f"/notes/{note['id']}"
+        assert [n["id"] for n in acme.get("/notes").json()["notes"]] == [note["id"]]
+        assert gx.get("/notes").json() == {"notes": []}
+        assert gx.get(path).status_code == 404
+        assert gx.put(path, json={"title": "pwned"}).status_code == 404
+        assert gx.delete(path).status_code == 404
+        assert acme.get(path).json()["title"] == "plan"
+        assert acme.put(path, json={"body": "v2"}).json()["body"] == "v2"
+        assert acme.delete(path).status_code == 204
+        assert acme.get(path).status_code == 404
+
+
+def test_writing_another_tenants_id_is_refused(notes_db: Database, base_url: str) -> None:
+    with client(notes_db, base_url, "acme") as acme:
+        refused = acme.post("/notes", json={"title": "x", "tenant_id": "globex"})
+        assert (refused.status_code, refused.json()) == (
+            403, {"error": "row violates tenant isolation"})
+        note = acme.post("/notes", json={"title": "mine"}).json()
+        moved = acme.put(f"/notes/{note['id']}", json={"tenant_id": "globex"})
+        assert moved.status_code == 403
+
+
+def test_request_without_context_header_is_refused_before_the_handler(
+        notes_db: Database, base_url: str) -> None:
+    with client(notes_db, base_url, None) as anonymous:
+        response = anonymous.get("/notes")
+    assert (response.status_code, response.json()) == (401, {"error": "tenant context required"})
+
+
+def test_forged_context_header_gets_no_rows_and_cannot_create(
+        notes_db: Database, base_url: str) -> None:
+    forged = notes_db.retired_ring.sign("acme", "mallory", "r", 60)
+    with httpx.Client(base_url=base_url, headers={"x-tenant-context": forged}) as mallory:
+        assert mallory.get("/notes").json() == {"notes": []}
+        assert mallory.get("/whoami").json() == {"tenant": None, "subject": None}
+        assert mallory.post("/notes", json={"title": "x"}).status_code == 403
+
+
+def test_backend_reports_the_tenant_headers_it_received(notes_db: Database, base_url: str) -> None:
+    with client(notes_db, base_url, "acme") as acme:
+        response = acme.get("/debug/headers", headers={"x-tenant-id": "as-received"})
+    assert response.headers["x-backend-saw-tenant-id"] == "as-received"
+    assert response.json()["headers"]["x-tenant-id"] == "as-received"
+    assert response.json()["headers"]["x-tenant-context"].count(".") == 2
+
+
+def test_notes_app_runs_as_a_module_with_dsn_and_listen(notes_db: Database) -> None:
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "tenantgate.backend.notes_app",
+                             "--dsn", notes_db.dsn("app"), "--listen", f"127.0.0.1:{port}"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        assert proc.stdout is not None
+        assert b"listening on" in proc.stdout.readline()
+        with client(notes_db, f"http://127.0.0.1:{port}", "acme") as acme:
+            assert acme.get("/healthz").json() == {"status": "ok"}
+            assert acme.get("/whoami").json() == {"tenant": "acme", "subject": "user-of-acme"}
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+        proc.stdout.close()  # type: ignore[union-attr]
