@@ -5,16 +5,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import start_http_server
 
+from tenantgate.authz import SERVICE as AUTHZ_SERVICE
 from tenantgate.authz import AuthorizationServicer
 from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
@@ -22,7 +24,7 @@ from tenantgate.observe import metrics
 from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate")
-SERVICES = ("envoy.service.auth.v3.Authorization", "envoy.service.ratelimit.v3.RateLimitService")
+SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
 
 
 class StartupError(Exception):
@@ -50,8 +52,7 @@ class App:
         options = [("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
-        external_auth_pb2_grpc.add_AuthorizationServicer_to_server(
-            AuthorizationServicer(self.current), self.server)
+        AuthorizationServicer(self.current).add_to_server(self.server)
         _add_rate_limit_service(self.server, self.current)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._bind(cfg.grpc, cfg.uds)
@@ -65,6 +66,10 @@ class App:
         if self.runtime.config.admin is not None:  # the admin API, on its own listener
             from tenantgate.admin.server import start_admin
             self.admin = await start_admin(self.current, self.runtime.config.admin)
+        # Everything alive now lives as long as the process: keep the cyclic GC from
+        # re-scanning it on every full collection under load.
+        gc.collect()
+        gc.freeze()
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
 
@@ -136,7 +141,8 @@ class App:
                 os.unlink(uds)
 
 
-def _add_rate_limit_service(server: grpc.aio.Server, get_runtime: object) -> None:
+def _add_rate_limit_service(server: grpc.aio.Server, get_runtime: Callable[[], Runtime]
+                            ) -> None:
     try:
         from tenantgate.quota import rls
     except ImportError:

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from dataclasses import replace
 
 import grpc
-from envoy.service.auth.v3 import external_auth_pb2_grpc
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
-from tenantgate.decision import Decision, Deny, Reason, to_check_response
+from tenantgate.decision import Decision, Deny, Reason, encode_response
 from tenantgate.errors import KeySetUnavailable, QuotaStoreUnavailable
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditRecord
@@ -28,12 +27,24 @@ _DEPENDENCY_DENIALS: dict[type[Exception], Reason] = {
 }
 
 
-class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
+SERVICE = "envoy.service.auth.v3.Authorization"
+
+
+class AuthorizationServicer:
+    """Answers Check with serialized CheckResponse bytes (allows are encoded by wire.py)."""
+
     def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
 
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        handler = grpc.unary_unary_rpc_method_handler(
+            self.Check, request_deserializer=CheckRequest.FromString,
+            response_serializer=None)  # Check returns bytes already
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(SERVICE, {"Check": handler}),))
+
     async def Check(self, request: CheckRequest, context: grpc.aio.ServicerContext
-                    ) -> CheckResponse:  # noqa: N802 - gRPC method name
+                    ) -> bytes:
         started = time.perf_counter()
         runtime = self._get_runtime()  # one snapshot for the whole Check
         view = RequestView.from_check(request)
@@ -50,14 +61,14 @@ class AuthorizationServicer(external_auth_pb2_grpc.AuthorizationServicer):
             await context.abort(grpc.StatusCode.INTERNAL, "internal error")
             raise  # abort raises; this line only satisfies type checkers
         _observe(state, decision, time.perf_counter() - started)
-        return to_check_response(decision, view.request_id)
+        return encode_response(decision, view.request_id)
 
 
 def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:
     allowed = not isinstance(decision, Deny)
     tenant_id = s.tenant.id if s.tenant else _claimed_tenant(s)
     label = s.tenant.label if s.tenant else s.runtime.tenants.label(tenant_id)
-    metrics.CHECKS.labels("allow" if allowed else "deny", decision.reason, label).inc()
+    metrics.count_check("allow" if allowed else "deny", decision.reason, label)
     metrics.CHECK_SECONDS.observe(elapsed)
     audit = s.runtime.audit
     if audit.wants(allowed):

@@ -3,6 +3,7 @@ the binding of a `{tenant}` path segment to the caller's own tenant."""
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -14,7 +15,8 @@ if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
 TENANT_SEGMENT = "{tenant}"
-_ENCODED_SEPARATORS = ("%2f", "%5c", "%2e", "%00")
+# Empty or dot segments, backslashes, and encoded separators, dots or NULs.
+_NOT_NORMALIZED = re.compile(r"//|\\|%(?:2f|5c|2e|00)|/\.\.?(?:/|$)", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,7 +27,7 @@ class CompiledRoute:
     prefix: str | None
     segments: tuple[str, ...] | None  # pattern segments for `path` rules
 
-    def match(self, method: str, path: str, parts: list[str]) -> str | None | bool:
+    def match(self, method: str, path: str, parts: list[str]) -> str | bool | None:
         """False when the route does not apply; else the bound tenant segment (or None)."""
         if self.methods is not None and method not in self.methods:
             return False
@@ -37,7 +39,7 @@ class CompiledRoute:
         return _match_segments(self.segments, parts)
 
 
-def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> str | None | bool:
+def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> str | bool | None:
     bound: str | None = None
     for i, want in enumerate(pattern):
         if want == "**":
@@ -62,12 +64,7 @@ def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
 
 def is_normalized(path: str) -> bool:
     """Envoy normalizes paths before Check (see docs/envoy.md); anything left is refused."""
-    if not path.startswith("/") or "//" in path or "\\" in path:
-        return False
-    lowered = path.lower()
-    if any(sep in lowered for sep in _ENCODED_SEPARATORS):
-        return False
-    return all(seg not in (".", "..") for seg in path.split("/"))
+    return path.startswith("/") and _NOT_NORMALIZED.search(path) is None
 
 
 def policy_stage(s: CheckState) -> Deny | None:

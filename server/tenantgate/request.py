@@ -21,7 +21,6 @@ class RequestView:
     duplicated: frozenset[str]  # single-valued headers that arrived more than once
     oversized: bool
     content_length: int | None
-    source: str
 
     def header(self, name: str) -> str | None:
         return self.headers.get(name)
@@ -43,7 +42,6 @@ class RequestView:
             duplicated=frozenset(duplicated),
             oversized=any(len(v) > MAX_HEADER_VALUE_BYTES for v in headers.values()),
             content_length=content_length,
-            source=request.attributes.source.address.socket_address.address,
         )
 
 
@@ -67,7 +65,10 @@ def _headers(http: object) -> tuple[dict[str, str], set[str]]:
             else:
                 headers[name] = value
         return headers, duplicated
-    plain = {k.lower(): v for k, v in http.headers.items()}  # type: ignore[attr-defined]
+    plain = dict(http.headers)  # type: ignore[attr-defined]
+    joined = "".join(plain)
+    if joined != joined.lower():  # Envoy sends lower-case names; other clients might not
+        plain = {k.lower(): v for k, v in plain.items()}
     # Without the raw map a comma is the only trace of a repeat; JWTs and our API keys never
     # contain one, so a comma in Authorization means two values.
     if "," in plain.get("authorization", ""):

@@ -31,7 +31,7 @@ class Runtime:
     token_cache: TokenCache
     tenants: TenantRules
     routes: list[CompiledRoute]
-    headers_to_remove: list[str]
+    headers_to_remove: tuple[str, ...]
     limiter: Limiter | None
     api_keys: Any  # identity.apikeys verifier, when API keys are configured
     audit: AuditLog
@@ -51,7 +51,7 @@ class Runtime:
             token_cache=TokenCache(creds.token_cache_entries, creds.token_cache_bytes),
             tenants=TenantRules(config),
             routes=compile_routes(config.policy),
-            headers_to_remove=[h.lower() for h in ctx.strip_headers],
+            headers_to_remove=tuple(h.lower() for h in ctx.strip_headers),
             limiter=build_limiter(config),
             api_keys=_build_api_keys(config),
             audit=AuditLog(config.audit.path, config.audit.sample_allow, config.audit.enabled),

@@ -15,7 +15,8 @@ _COMMAND_MODULES = ("serve", "check_config", "token", "db", "keys", "envoy_confi
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tenantgate",
-        description="Tenant isolation for Envoy: ext_authz Check, rate limit, signed tenant context.")
+        description="Tenant isolation for Envoy: ext_authz Check, rate limit, "
+                    "signed tenant context.")
     parser.add_argument("--version", action="version", version=f"tenantgate {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     for name in _COMMAND_MODULES:

@@ -9,7 +9,7 @@ from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check-config", help="validate a config file and exit",
         description="Validate a tenantgate config. Exit 0 when valid; otherwise print one line "

@@ -9,7 +9,7 @@ import sys
 from tenantgate.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "serve", help="serve Check (ext_authz) and ShouldRateLimit over gRPC",
         description="Serve envoy.service.auth.v3.Authorization/Check and "

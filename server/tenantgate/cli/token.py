@@ -10,7 +10,7 @@ from pathlib import Path
 from tenantgate.testing import tokens
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "token", help="create a development signing key and mint JWTs",
         description="Development helpers: a local signing key, its JWKS, and JWTs signed "

@@ -4,6 +4,7 @@ bounds, refetched at a bounded rate for unknown key ids, stale-if-error up to a 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import re
 import time
@@ -53,10 +54,8 @@ class KeySet:
 
     async def start(self) -> None:
         """Load keys once at start-up; a failure here is not fatal (requests will retry)."""
-        try:
+        with contextlib.suppress(FetchFailed):
             await self.refresh()
-        except FetchFailed:
-            pass
 
     async def find(self, key_id: str | None, algorithm: str) -> VerificationKey | None:
         now = self._clock()
@@ -105,10 +104,8 @@ class KeySet:
             task.add_done_callback(self._background.discard)
 
     async def _refresh_quietly(self) -> None:
-        try:
+        with contextlib.suppress(FetchFailed):  # counted in metrics; stale keys keep serving
             await self.refresh()
-        except FetchFailed:
-            pass  # counted in metrics; stale keys keep serving until max_stale
 
     async def refresh(self) -> None:
         """Fetch now, sharing one in-flight fetch between all callers (single flight)."""

@@ -16,3 +16,15 @@ JWKS_FETCHES = Counter("tenantgate_jwks_fetches", "JWKS fetches", ["issuer", "re
 TOKEN_CACHE = Counter("tenantgate_token_cache", "Verified-token cache lookups", ["result"])
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors", "Bugs: unexpected exceptions in a Check")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
+
+
+_check_children: dict[tuple[str, str, str], Counter] = {}
+
+
+def count_check(decision: str, reason: str, tenant_label: str) -> None:
+    """CHECKS.labels(...).inc() with the child cached: labels() costs more than inc()."""
+    key = (decision, reason, tenant_label)
+    child = _check_children.get(key)
+    if child is None:  # bounded: closed decision/reason sets, registry tenants plus "other"
+        child = _check_children[key] = CHECKS.labels(decision, reason, tenant_label)
+    child.inc()

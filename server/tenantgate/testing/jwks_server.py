@@ -25,7 +25,7 @@ class JwksServer:
     @property
     def base_url(self) -> str:
         host, port = self._httpd.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     @property
     def jwks_url(self) -> str:
@@ -46,7 +46,7 @@ class JwksServer:
         server = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+            def do_GET(self) -> None:
                 with server._lock:
                     if self.path == "/jwks.json":
                         server.fetches += 1
@@ -59,7 +59,7 @@ class JwksServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-            def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
+            def log_message(self, format: str, *args: Any) -> None:
                 pass  # quiet in tests
 
         return Handler

@@ -14,7 +14,8 @@ from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
-_CURVES = {"ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
+_CURVES: dict[str, type[ec.EllipticCurve]] = {
+    "ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
 
 
 def generate_key(algorithm: str = "RS256") -> PrivateKey:
@@ -29,7 +30,7 @@ def generate_key(algorithm: str = "RS256") -> PrivateKey:
 
 def public_jwk(key: PrivateKey, kid: str, algorithm: str) -> dict[str, Any]:
     jwk: dict[str, Any] = json.loads(
-        get_default_algorithms()[algorithm].to_jwk(key.public_key()))  # type: ignore[arg-type]
+        get_default_algorithms()[algorithm].to_jwk(key.public_key()))
     jwk.update({"kid": kid, "alg": algorithm, "use": "sig"})
     return jwk
 

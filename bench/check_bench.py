@@ -1,0 +1,183 @@
+"""Benchmark of tenantgate's Check against the Python gRPC floor (a no-op grpc.aio handler).
+
+Interleaved rounds in one run, on loopback, each bounded in time:
+  floor-h2load       no-op Check server, one fixed request (h2load)
+  cached             tenantgate, one valid token (verified once, then from the token cache)
+  floor-pyload       no-op Check server, every request different (Python load generator)
+  uncached           tenantgate, every request carries a new valid token (full verification)
+then a flood of unique valid tokens and the server's RSS against the token-cache bound.
+
+    python bench/check_bench.py --rounds 3 --seconds 5 --flood 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import base64
+import json
+import multiprocessing as mp
+import os
+import platform
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import psutil
+from envoy.service.auth.v3 import attribute_context_pb2 as attrs
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+sys.path.insert(0, str(Path(__file__).parent))
+import grpc_load
+from harness import BIN, LoadResult, cpu_seconds, free_port, h2load, median, process
+from tenantgate.testing import tokens
+
+ISSUER, AUDIENCE, ALG = "https://bench.local", "api", "ES256"
+
+
+def check_request(token: str, tenant: str = "acme") -> bytes:
+    http = attrs.AttributeContext.HttpRequest(
+        id="bench", method="GET", path=f"/tenants/{tenant}/notes", host="api.local",
+        headers={"authorization": f"Bearer {token}", "x-request-id": "bench",
+                 "user-agent": "bench", ":authority": "api.local"})
+    request = CheckRequest(attributes=attrs.AttributeContext(
+        request=attrs.AttributeContext.Request(http=http)))
+    return request.SerializeToString()
+
+
+def _mint_chunk(args: tuple[bytes, int, int]) -> list[str]:
+    pem, start, count = args
+    from cryptography.hazmat.primitives import serialization
+
+    key = serialization.load_pem_private_key(pem, password=None)
+    out = []
+    for i in range(start, start + count):
+        claims = tokens.claims(ISSUER, AUDIENCE, "acme", subject=f"user-{i}", ttl=3600)
+        out.append(check_request(tokens.mint(key, ALG, claims, kid="bench-1")).hex())
+    return out
+
+
+def write_unique_bodies(pem: bytes, count: int, path: Path, offset: int) -> None:
+    chunk = 5000
+    jobs = [(pem, offset + s, min(chunk, count - s)) for s in range(0, count, chunk)]
+    with mp.Pool(os.cpu_count() or 1) as pool, path.open("w") as out:
+        for lines in pool.imap(_mint_chunk, jobs):
+            out.write("\n".join(lines) + "\n")
+
+
+def write_config(workdir: Path, grpc_port: int, metrics_port: int, cache_entries: int,
+                 cache_bytes: str) -> Path:
+    key = tokens.generate_key(ALG)
+    tokens.save_key(key, workdir / "key.pem")
+    (workdir / "jwks.json").write_text(json.dumps(
+        {"keys": [tokens.public_jwk(key, "bench-1", ALG)]}))
+    (workdir / "ctx.key").write_text(base64.b64encode(os.urandom(48)).decode())
+    config = workdir / "tenantgate.yaml"
+    config.write_text(f"""\
+listen: {{grpc: "127.0.0.1:{grpc_port}", metrics: "127.0.0.1:{metrics_port}"}}
+issuers:
+  - {{name: bench, issuer: "{ISSUER}", audiences: [{AUDIENCE}], jwks: {{file: jwks.json}},
+      algorithms: [{ALG}], tenant_pattern: "^[a-z0-9_-]{{1,63}}$"}}
+credentials: {{token_cache_entries: {cache_entries}, token_cache_bytes: {cache_bytes}}}
+tenants: {{registry: {{acme: {{plan: standard}}}}}}
+policy: {{routes: [{{path: "/tenants/{{tenant}}/**"}}]}}
+context: {{active_key: k1, keys: [{{id: k1, secret: {{fromFile: ctx.key}}}}]}}
+audit: {{path: audit.log, sample_allow: 0.01}}
+""")
+    return config
+
+
+def pyload(port: int, bodies: Path, seconds: float, server: psutil.Process,
+           processes: int, concurrency: int) -> LoadResult:
+    before = cpu_seconds(server)
+    started_cpu = time.process_time()
+    result = grpc_load.run(f"127.0.0.1:{port}", str(bodies), processes, concurrency, seconds)
+    del started_cpu
+    return LoadResult(int(result["completed"]), float(result["seconds"]),  # type: ignore[arg-type]
+                      result["latencies_us"], cpu_seconds(server) - before,  # type: ignore[arg-type]
+                      float("nan"), errors=int(result["errors"]))  # type: ignore[arg-type]
+
+
+def summarize(name: str, runs: list[LoadResult]) -> dict[str, float]:
+    return {"name": name,  # type: ignore[dict-item]
+            "rate": median([r.rate for r in runs]),
+            "p50_us": median([r.percentile(0.50) for r in runs]),
+            "p99_us": median([r.percentile(0.99) for r in runs]),
+            "server_cpu_us": median([r.server_cpu_us_per_call for r in runs]),
+            "loadgen_cpu_share": median([r.loadgen_cpu_s / r.seconds for r in runs]),
+            "errors": sum(r.errors for r in runs)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=16, help="h2load streams per connection")
+    parser.add_argument("--flood", type=int, default=200_000, help="unique tokens for the RSS test")
+    parser.add_argument("--cache-entries", type=int, default=50_000)
+    parser.add_argument("--cache-bytes", default="64MiB")
+    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
+    args = parser.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="tg-bench-"))
+    tg_port, noop_port, metrics_port = free_port(), free_port(), free_port()
+    config = write_config(work, tg_port, metrics_port, args.cache_entries, args.cache_bytes)
+    pem = (work / "key.pem").read_bytes()
+    per_round = int(args.seconds * 8000)
+    print(f"minting {per_round * args.rounds + args.flood} unique tokens ...", flush=True)
+    uncached = work / "uncached.hex"
+    write_unique_bodies(pem, per_round * args.rounds, uncached, 0)
+    flood = work / "flood.hex"
+    write_unique_bodies(pem, args.flood, flood, 10_000_000)
+    rounds_files = []
+    lines = uncached.read_text().splitlines()
+    for r in range(args.rounds):
+        f = work / f"uncached-{r}.hex"
+        f.write_text("\n".join(lines[r * per_round:(r + 1) * per_round]) + "\n")
+        rounds_files.append(f)
+    noop_bodies = work / "noop.hex"
+    noop_bodies.write_text("\n".join(lines[:per_round]) + "\n")
+    key = tokens.load_key(work / "key.pem")
+    cached_body = check_request(tokens.mint(key, ALG, tokens.claims(
+        ISSUER, AUDIENCE, "acme", ttl=3600), kid="bench-1"))
+
+    results: dict[str, list[LoadResult]] = {k: [] for k in
+                                            ("floor-h2load", "cached", "floor-pyload", "uncached")}
+    tg_cmd = [str(BIN / "tenantgate"), "serve", "--config", str(config), "--log-level", "WARNING"]
+    noop_cmd = [sys.executable, str(Path(__file__).parent / "noop_authz.py"),
+                "--listen", f"127.0.0.1:{noop_port}"]
+    with process(tg_cmd, tg_port, work / "tenantgate.log") as tg, \
+            process(noop_cmd, noop_port, work / "noop.log") as noop:
+        for r in range(args.rounds):
+            print(f"round {r + 1}/{args.rounds}", flush=True)
+            results["floor-h2load"].append(h2load(noop_port, cached_body, args.seconds,
+                                                  args.connections, args.streams, noop))
+            results["cached"].append(h2load(tg_port, cached_body, args.seconds,
+                                            args.connections, args.streams, tg))
+            conc = args.connections * args.streams // 2
+            results["floor-pyload"].append(pyload(noop_port, noop_bodies, args.seconds, noop,
+                                                  2, conc))
+            results["uncached"].append(pyload(tg_port, rounds_files[r], args.seconds, tg, 2, conc))
+        rss_before = tg.memory_info().rss
+        print(f"flood: {args.flood} unique tokens ...", flush=True)
+        flood_result = grpc_load.run(f"127.0.0.1:{tg_port}", str(flood), 2, 32, 3600)
+        rss_after = tg.memory_info().rss
+    summary = {k: summarize(k, v) for k, v in results.items()}
+    summary["ratios"] = {  # type: ignore[assignment]
+        "cached_vs_floor": summary["cached"]["rate"] / summary["floor-h2load"]["rate"],
+        "uncached_vs_floor": summary["uncached"]["rate"] / summary["floor-pyload"]["rate"]}
+    summary["flood"] = {  # type: ignore[assignment]
+        "tokens": flood_result["completed"], "errors": flood_result["errors"],
+        "rss_before_mib": rss_before / 2**20, "rss_after_mib": rss_after / 2**20,
+        "cache_bound": f"{args.cache_entries} entries / {args.cache_bytes}"}
+    summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),  # type: ignore[assignment]
+                          "platform": platform.platform(), "cpu": platform.processor()}
+    print(json.dumps(summary, indent=2))
+    if args.json:
+        args.json.write_text(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    main()
