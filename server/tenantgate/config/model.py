@@ -242,8 +242,15 @@ class CredentialsConfig(Model):
 
 class AuditConfig(Model):
     enabled: bool = True
-    path: str = "-"  # "-" is standard output
+    path: str = "-"  # "-" is standard output; a relative path is relative to the config file
     sample_allow: float = Field(default=0.01, ge=0.0, le=1.0)
+
+    @field_validator("path")
+    @classmethod
+    def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        if value == "-" or Path(value).is_absolute():
+            return value
+        return str(Path((info.context or {}).get("base_dir", ".")) / value)
 
 
 class Config(Model):
