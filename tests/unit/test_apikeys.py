@@ -1,0 +1,229 @@
+"""API keys without servers: the key format, equal work for unknown ids and wrong secrets,
+the lookup cache, admin-token checks and config validation."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tenantgate.admin.server import AdminTokenAuth
+from tenantgate.config.load import parse_config
+from tenantgate.decision import Reason
+from tenantgate.errors import ConfigError
+from tenantgate.identity.apikey_store import KeyRecord
+from tenantgate.identity.apikeys import ApiKeys, Hasher, format_key, new_secret, parse_key
+from tenantgate.identity.model import Identity
+
+KEY_ID = "0123456789abcdef"
+SECRET = new_secret()
+
+
+@pytest.mark.parametrize(("presented", "expected"), [
+    pytest.param(format_key("tgk", KEY_ID, SECRET), (KEY_ID, SECRET), id="well-formed"),
+    pytest.param(format_key("tgk", KEY_ID, "_" + SECRET[1:]), (KEY_ID, "_" + SECRET[1:]),
+                 id="secret-starting-with-underscore"),
+    pytest.param(format_key("abc", KEY_ID, SECRET), None, id="wrong-prefix"),
+    pytest.param(format_key("tgkx", KEY_ID, SECRET), None, id="longer-prefix"),
+    pytest.param(format_key("tgk", KEY_ID.upper(), SECRET), None, id="upper-case-id"),
+    pytest.param(format_key("tgk", KEY_ID[:-1], SECRET), None, id="short-id"),
+    pytest.param(format_key("tgk", KEY_ID, SECRET[:-1]), None, id="short-secret"),
+    pytest.param(format_key("tgk", KEY_ID, SECRET + "A"), None, id="long-secret"),
+    pytest.param(format_key("tgk", KEY_ID, SECRET[:-1] + "="), None, id="padding-in-secret"),
+    pytest.param(format_key("tgk", KEY_ID, SECRET[:-1] + "\n"), None, id="newline"),
+    pytest.param("tgk_" + KEY_ID, None, id="no-secret"),
+    pytest.param("", None, id="empty"),
+])
+def test_parse_key_accepts_only_the_exact_format(presented: str, expected: object) -> None:
+    assert parse_key("tgk", presented) == expected
+
+
+class CountingHasher(Hasher):
+    def __init__(self, secret: bytes) -> None:
+        super().__init__(secret)
+        self.calls: list[str] = []
+
+    def digest(self, key_id: str, secret: str) -> str:
+        self.calls.append("digest")
+        return super().digest(key_id, secret)
+
+    def matches(self, presented: str, stored: str) -> bool:
+        self.calls.append("matches")
+        return super().matches(presented, stored)
+
+
+class FakeStore:
+    def __init__(self, records: dict[str, KeyRecord]) -> None:
+        self.records = records
+        self.gets: list[str] = []
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        self.gets.append(key_id)
+        return self.records.get(key_id)
+
+
+def make_keys(tmp_path: Path, **records: Any) -> tuple[ApiKeys, CountingHasher, FakeStore]:
+    (tmp_path / "hash.key").write_text("h" * 40)
+    (tmp_path / "c.key").write_text("c" * 40)
+    config = parse_config(yaml.safe_dump({
+        "context": {"active_key": "c1", "keys": [{"id": "c1", "secret": {"fromFile": "c.key"}}]},
+        "api_keys": {"hash_secret": {"fromFile": "hash.key"}, "cache_ttl": "30s"},
+    }), base_dir=tmp_path)
+    assert config.api_keys is not None
+    keys = ApiKeys(config.api_keys, frozenset({"acme"}), audit=None)
+    hasher = CountingHasher(config.api_keys.hash_secret.value)
+    keys.hasher = hasher
+    store = FakeStore({})
+    keys.store = store  # type: ignore[assignment]
+    return keys, hasher, store
+
+
+def record(keys: ApiKeys, secret: str = SECRET, **changes: Any) -> KeyRecord:
+    fields: dict[str, Any] = {"key_id": KEY_ID, "tenant": "acme", "name": "n",
+                              "scopes": ("things:read",),
+                              "digest": keys.hasher.digest(KEY_ID, secret),
+                              "created_at": int(time.time())}
+    fields.update(changes)
+    return KeyRecord(**fields)
+
+
+async def test_unknown_id_and_wrong_secret_do_the_same_work(tmp_path: Path) -> None:
+    keys, hasher, store = make_keys(tmp_path)
+    store.records[KEY_ID] = record(keys)
+    hasher.calls.clear()
+    unknown = await keys.verify(format_key("tgk", "fedcba9876543210", SECRET))
+    work_unknown = (list(hasher.calls), len(store.gets))
+    hasher.calls.clear()
+    store.gets.clear()
+    wrong = await keys.verify(format_key("tgk", KEY_ID, new_secret()))
+    work_wrong = (list(hasher.calls), len(store.gets))
+    assert unknown == wrong == Reason.API_KEY_INVALID
+    assert work_unknown == work_wrong == (["digest", "matches"], 1)
+
+
+async def test_malformed_key_still_hashes_and_compares_but_never_reaches_the_store(
+        tmp_path: Path) -> None:
+    keys, hasher, store = make_keys(tmp_path)
+    hasher.calls.clear()
+    assert await keys.verify("x" * 500) == Reason.API_KEY_INVALID
+    assert await keys.verify(format_key("abc", KEY_ID, SECRET)) == Reason.API_KEY_INVALID
+    assert hasher.calls == ["digest", "matches"] * 2
+    assert store.gets == []
+
+
+async def test_revoked_and_expired_are_told_apart_only_to_the_secret_holder(
+        tmp_path: Path) -> None:
+    keys, _, store = make_keys(tmp_path)
+    store.records[KEY_ID] = record(keys, revoked_at=int(time.time()))
+    assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_REVOKED
+    assert await keys.verify(format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
+    keys.invalidate()
+    store.records[KEY_ID] = record(keys, expires_at=int(time.time()) - 1)
+    assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_EXPIRED
+    assert await keys.verify(format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
+
+
+async def test_valid_key_becomes_an_api_key_identity_with_the_records_tenant(
+        tmp_path: Path) -> None:
+    keys, _, store = make_keys(tmp_path)
+    store.records[KEY_ID] = record(keys, expires_at=2_000_000_000)
+    identity = await keys.verify(format_key("tgk", KEY_ID, SECRET))
+    assert identity == Identity(issuer="api-key", subject=f"apikey:{KEY_ID}",
+                                tenant_claim="acme", scopes=frozenset({"things:read"}),
+                                roles=frozenset(), key_id=KEY_ID, expires_at=2_000_000_000.0)
+
+
+async def test_digest_of_one_key_does_not_verify_under_another_id(tmp_path: Path) -> None:
+    keys, _, store = make_keys(tmp_path)
+    other = "aaaaaaaaaaaaaaaa"
+    # The other record carries the digest computed for KEY_ID: binding the id defeats the swap.
+    store.records[other] = record(keys, key_id=other)
+    assert await keys.verify(format_key("tgk", other, SECRET)) == Reason.API_KEY_INVALID
+
+
+async def test_cache_serves_lookups_until_an_invalidation_arrives(tmp_path: Path) -> None:
+    keys, _, store = make_keys(tmp_path)
+    store.records[KEY_ID] = record(keys)
+    key = format_key("tgk", KEY_ID, SECRET)
+    assert isinstance(await keys.verify(key), Identity)
+    store.records[KEY_ID] = record(keys, revoked_at=1)
+    assert isinstance(await keys.verify(key), Identity)  # cached (TTL 30 s)
+    assert store.gets == [KEY_ID]
+    keys.invalidate(KEY_ID)  # what the pub/sub message does
+    assert await keys.verify(key) == Reason.API_KEY_REVOKED
+    assert store.gets == [KEY_ID, KEY_ID]
+
+
+async def test_a_lookup_racing_an_invalidation_is_not_cached(tmp_path: Path) -> None:
+    keys, _, store = make_keys(tmp_path)
+    store.records[KEY_ID] = record(keys)
+
+    async def slow_get(key_id: str) -> KeyRecord | None:
+        result = store.records.get(key_id)
+        keys.invalidate(key_id)  # a revocation lands while the read is in flight
+        return result
+
+    store.get = slow_get  # type: ignore[method-assign]
+    await keys.verify(format_key("tgk", KEY_ID, SECRET))
+    assert KEY_ID not in keys._cache
+
+
+@pytest.mark.parametrize(("metadata", "allowed"), [
+    pytest.param([("authorization", "Bearer " + "t" * 40)], True, id="right-token"),
+    pytest.param([("authorization", "bearer " + "t" * 40)], True, id="scheme-any-case"),
+    pytest.param([], False, id="none"),
+    pytest.param([("authorization", "Bearer " + "t" * 39)], False, id="prefix-of-token"),
+    pytest.param([("authorization", "Bearer " + "t" * 41)], False, id="token-plus-one"),
+    pytest.param([("authorization", "Basic " + "t" * 40)], False, id="basic"),
+    pytest.param([("authorization", "Bearer ")], False, id="empty"),
+    pytest.param([("authorization", "Bearer " + "t" * 40)] * 2, False, id="twice"),
+    pytest.param([("x-admin-token", "t" * 40)], False, id="other-header"),
+])
+def test_admin_token_must_match_exactly(metadata: list[tuple[str, str]], allowed: bool) -> None:
+    assert AdminTokenAuth(b"t" * 40).authorized(metadata) is allowed
+
+
+def config_issues(tmp_path: Path, **sections: Any) -> list[str]:
+    (tmp_path / "c.key").write_text("c" * 40)
+    (tmp_path / "short.key").write_text("short")
+    (tmp_path / "long.key").write_text("l" * 40)
+    document = {"context": {"active_key": "c1",
+                            "keys": [{"id": "c1", "secret": {"fromFile": "c.key"}}]}, **sections}
+    try:
+        parse_config(yaml.safe_dump(document), base_dir=tmp_path)
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
+@pytest.mark.parametrize(("sections", "issue"), [
+    pytest.param({"admin": {"listen": "127.0.0.1:9002"}}, "admin: give token "
+                 "and/or tls.client_ca: the admin API is never open", id="admin-without-auth"),
+    pytest.param({"admin": {"listen": "0.0.0.0:9002", "token": {"fromFile": "long.key"}}},
+                 "admin: without tls, listen must be a loopback address or "
+                 "unix:PATH", id="token-in-clear-off-loopback"),
+    pytest.param({"admin": {"token": {"fromFile": "short.key"}}},
+                 "admin.token: token must be at least 32 bytes", id="short-admin-token"),
+    pytest.param({"api_keys": {"hash_secret": {"fromFile": "short.key"}}},
+                 "api_keys.hash_secret: secret must be at least 32 bytes", id="short-hash-secret"),
+    pytest.param({"api_keys": {"hash_secret": {"fromFile": "long.key"}, "prefix": "T_K"}},
+                 "api_keys.prefix: String should match pattern '^[a-z][a-z0-9]{1,15}$'",
+                 id="prefix-with-separator"),
+    pytest.param({"api_keys": {"hash_secret": {"fromFile": "long.key"},
+                               "redis_url": "http://x"}},
+                 "api_keys.redis_url: must be a redis://, rediss:// or unix:// URL",
+                 id="not-a-redis-url"),
+])
+def test_bad_api_key_and_admin_config_is_refused_with_its_key_path(
+        tmp_path: Path, sections: dict[str, Any], issue: str) -> None:
+    assert config_issues(tmp_path, **sections) == [issue]
+
+
+def test_api_keys_and_admin_are_off_unless_configured(tmp_path: Path) -> None:
+    (tmp_path / "c.key").write_text("c" * 40)
+    config = parse_config(yaml.safe_dump({"context": {
+        "active_key": "c1", "keys": [{"id": "c1", "secret": {"fromFile": "c.key"}}]}}),
+        base_dir=tmp_path)
+    assert config.api_keys is None and config.admin is None
