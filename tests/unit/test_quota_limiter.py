@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.quota import Limiter, build_limiter

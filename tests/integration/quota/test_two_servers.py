@@ -13,7 +13,6 @@ import redis
 import yaml
 from envoy.service.auth.v3 import external_auth_pb2_grpc
 from google.rpc import code_pb2
-
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request
 from tenantgate.testing.envoy import TenantgateProcess
