@@ -33,7 +33,8 @@ def credential_stage(s: CheckState) -> Deny | None:
     assert authorization is not None
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
-    if scheme.lower() != "bearer" or not token or " " in token:
+    # Non-ASCII can arrive through the raw header map; it is never part of a JWT.
+    if scheme.lower() != "bearer" or not token or " " in token or not token.isascii():
         return Deny(Reason.MALFORMED_TOKEN)
     if len(token) > creds.max_token_bytes:
         return Deny(Reason.TOKEN_TOO_LARGE)
