@@ -17,6 +17,7 @@ from tenantgate.identity.model import Identity
 
 # One C-speed check of the whole token's alphabet, so base64 decoding below need not re-check.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
+MAX_NUMERIC_DATE = 2**53  # far beyond any real date, exactly representable as a float
 
 
 class _Malformed(Exception):
@@ -42,7 +43,10 @@ def _decode_object(segment: str) -> dict[str, Any]:
 
 def _is_number(value: object) -> bool:
     # RFC 7519 NumericDate is a JSON number; PyJWT would accept "123" too, we do not.
-    return isinstance(value, int | float) and not isinstance(value, bool)
+    # Bounded and finite: NaN/Infinity (json accepts them) would never expire, and a
+    # 400-digit integer overflows float arithmetic.
+    return (isinstance(value, int | float) and not isinstance(value, bool)
+            and -MAX_NUMERIC_DATE < value < MAX_NUMERIC_DATE)
 
 
 def claim_at(claims: dict[str, Any], path: str) -> object:
@@ -84,7 +88,8 @@ class JwtVerifier:
             signature = _decode_segment(signature_b64)
         except _Malformed:
             return Reason.MALFORMED_TOKEN
-        issuer = self._by_iss.get(claims.get("iss"))  # type: ignore[arg-type]
+        iss = claims.get("iss")
+        issuer = self._by_iss.get(iss) if isinstance(iss, str) else None  # a list is unhashable
         if issuer is None:
             return Reason.UNKNOWN_ISSUER
         if reason := _header_problem(header, issuer):
