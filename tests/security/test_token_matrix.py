@@ -1,0 +1,252 @@
+"""The verification matrix: every forged, stale, ambiguous or out-of-bounds credential goes
+through the real servicer and pipeline as a real CheckRequest; each must end in its exact
+Reason (read back from the audit line) and in the uniform response for its status."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from cryptography.hazmat.primitives import serialization
+from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from jwt.algorithms import get_default_algorithms
+from tenantgate.decision import Reason
+from tenantgate.testing import tokens
+from tenantgate.testing.check import DevIssuer, LocalCheck, check_request
+from tenantgate.testing.jwks_server import JwksServer
+
+RID = "req-matrix"
+RS256 = get_default_algorithms()["RS256"]
+CHALLENGE = {400: 'Bearer error="invalid_request"', 401: 'Bearer error="invalid_token"',
+             403: 'Bearer error="insufficient_scope"'}
+ERROR_WORD = {400: "invalid_request", 401: "unauthorized", 403: "forbidden"}
+
+
+def b64(data: bytes | dict[str, Any]) -> str:
+    raw = json.dumps(data).encode() if isinstance(data, dict) else data
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+
+
+def assert_uniform_denial(response: CheckResponse, status: int) -> None:
+    """Only the status tells denials apart: the same challenge, body shape and headers."""
+    denied = response.denied_response
+    assert response.status.code == 7 and not response.HasField("ok_response")
+    assert denied.status.code == status
+    headers = {h.header.key: h.header.value for h in denied.headers}
+    assert headers == {"www-authenticate": CHALLENGE[status], "content-type": "application/json"}
+    assert json.loads(denied.body) == {"error": ERROR_WORD[status], "request_id": RID}
+
+
+async def run(gate: LocalCheck, headers: dict[str, str] | None = None,
+              raw: list[tuple[str, str]] | None = None) -> tuple[CheckResponse, dict[str, Any]]:
+    response, audit = await gate.check(
+        check_request("/notes", headers=headers, raw_headers=raw, request_id=RID))
+    assert audit is not None, "every denial writes an audit line"
+    return response, audit
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"authorization": f"Bearer {token}"}
+
+
+def hs256(secret: bytes, header: dict[str, Any], claims: dict[str, Any]) -> str:
+    signing_input = f"{b64(header)}.{b64(claims)}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64(mac)}"
+
+
+def rsa_public_pem(idp: DevIssuer) -> bytes:
+    return idp.keys[idp.kid].public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def resign_payload(token: str, claims: dict[str, Any]) -> str:
+    header, _, signature = token.split(".")
+    return f"{header}.{b64(claims)}.{signature}"
+
+
+def signed(i: DevIssuer, claims: dict[str, Any], header: dict[str, Any] | None = None) -> str:
+    """Signed by the real key whatever header and claims hold (PyJWT's encoder refuses some)."""
+    signing_input = f"{b64(header or {'alg': 'RS256', 'kid': i.kid})}.{b64(claims)}"
+    signature = RS256.sign(signing_input.encode(), i.keys[i.kid])
+    return f"{signing_input}.{b64(signature)}"
+
+
+def flip(segment: str, index: int) -> str:
+    return segment[:index] + ("A" if segment[index] != "A" else "B") + segment[index + 1:]
+
+
+now = int(time.time())
+# name -> (token builder, expected reason); each builder gets the three issuers.
+Builder = Callable[[DevIssuer, DevIssuer, DevIssuer], str]
+TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
+    "expired": (lambda i, a, t: i.token(exp=now - 120), Reason.TOKEN_EXPIRED),
+    "not_yet_valid": (lambda i, a, t: i.token(nbf=now + 600), Reason.TOKEN_NOT_YET_VALID),
+    "issued_in_future": (lambda i, a, t: i.token(iat=now + 600),
+                         Reason.TOKEN_ISSUED_IN_FUTURE),
+    "wrong_aud": (lambda i, a, t: i.token(aud="someone-else"), Reason.WRONG_AUDIENCE),
+    "no_aud": (lambda i, a, t: i.token(aud=[]), Reason.WRONG_AUDIENCE),
+    "wrong_iss": (lambda i, a, t: i.token(iss="https://evil.test"), Reason.UNKNOWN_ISSUER),
+    "iss_is_a_list": (lambda i, a, t: signed(i, i.claims(iss=[i.issuer])),
+                      Reason.UNKNOWN_ISSUER),
+    "iss_is_an_object": (lambda i, a, t: signed(i, i.claims(iss={"x": 1})),
+                         Reason.UNKNOWN_ISSUER),
+    "alg_none_unsigned": (
+        lambda i, a, t: f"{b64({'alg': 'none'})}.{b64(i.claims())}.", Reason.MALFORMED_TOKEN),
+    "alg_none_with_signature": (
+        lambda i, a, t: f"{b64({'alg': 'none'})}.{b64(i.claims())}.AAAA",
+        Reason.ALGORITHM_NOT_ALLOWED),
+    "hs256_with_rsa_public_key_pem": (
+        lambda i, a, t: hs256(rsa_public_pem(i), {"alg": "HS256", "kid": i.kid}, i.claims()),
+        Reason.ALGORITHM_NOT_ALLOWED),
+    "hs256_with_rsa_public_jwk_bytes": (
+        lambda i, a, t: hs256(json.dumps(i.jwks()[0]).encode(), {"alg": "HS256", "kid": i.kid},
+                              i.claims()),
+        Reason.ALGORITHM_NOT_ALLOWED),
+    "alg_differs_from_jwk_alg": (
+        lambda i, a, t: tokens.mint(i.keys[i.kid], "PS256", i.claims(), kid=i.kid),
+        Reason.UNKNOWN_KEY),
+    "unknown_kid": (lambda i, a, t: tokens.mint(i.keys[i.kid], "RS256", i.claims(), kid="zz"),
+                    Reason.UNKNOWN_KEY),
+    "kid_is_a_list": (lambda i, a, t: signed(i, i.claims(), {"alg": "RS256", "kid": [i.kid]}),
+                      Reason.MALFORMED_TOKEN),
+    "signed_by_another_key_same_kid": (
+        lambda i, a, t: tokens.mint(tokens.generate_key("RS256"), "RS256", i.claims(), kid=i.kid),
+        Reason.BAD_SIGNATURE),
+    "tampered_payload": (
+        lambda i, a, t: resign_payload(i.token(), i.claims(tenant="globex")),
+        Reason.BAD_SIGNATURE),
+    "tampered_signature": (
+        lambda i, a, t: ".".join((*i.token().split(".")[:2], flip(i.token().split(".")[2], 100))),
+        Reason.BAD_SIGNATURE),
+    "truncated_signature": (lambda i, a, t: i.token()[:-40], Reason.BAD_SIGNATURE),
+    "truncated_to_two_parts": (lambda i, a, t: i.token().rsplit(".", 1)[0],
+                               Reason.MALFORMED_TOKEN),
+    "truncated_mid_payload": (lambda i, a, t: i.token()[:60], Reason.MALFORMED_TOKEN),
+    "oversized": (lambda i, a, t: i.token(padding="x" * 5000), Reason.TOKEN_TOO_LARGE),
+    "non_ascii_in_token": (lambda i, a, t: i.token() + "é", Reason.MALFORMED_TOKEN),
+    "header_not_json": (lambda i, a, t: "bm90anNvbg." + i.token().split(".", 1)[1],
+                        Reason.MALFORMED_TOKEN),
+    "numeric_string_exp": (lambda i, a, t: i.token(exp=str(now + 300)), Reason.BAD_CLAIMS),
+    "boolean_exp": (lambda i, a, t: i.token(exp=True), Reason.BAD_CLAIMS),
+    "missing_exp": (lambda i, a, t: tokens.mint(i.keys[i.kid], "RS256", {
+        k: v for k, v in i.claims().items() if k != "exp"}, kid=i.kid), Reason.BAD_CLAIMS),
+    "huge_integer_exp": (lambda i, a, t: i.token(exp=10**400), Reason.BAD_CLAIMS),
+    "nan_exp": (lambda i, a, t: signed(i, i.claims(exp=float("nan"))), Reason.BAD_CLAIMS),
+    "infinite_exp": (lambda i, a, t: signed(i, i.claims(exp=float("inf"))), Reason.BAD_CLAIMS),
+    "numeric_string_nbf": (lambda i, a, t: i.token(nbf=str(now)), Reason.BAD_CLAIMS),
+    "crit_header": (lambda i, a, t: i.token(headers={"crit": ["exp"]}), Reason.UNSUPPORTED_CRIT),
+    "wrong_typ": (lambda i, a, t: t.token(headers={"typ": "JWT"}), Reason.WRONG_TOKEN_TYPE),
+    "missing_typ_when_required": (
+        lambda i, a, t: tokens.mint(t.keys[t.kid], "RS256", t.claims(), kid=t.kid,
+                                    headers={"typ": None}),
+        Reason.WRONG_TOKEN_TYPE),
+    "empty_subject": (lambda i, a, t: i.token(sub=""), Reason.BAD_CLAIMS),
+    "tenant_missing": (lambda i, a, t: i.token(tenant=None), Reason.TENANT_MISSING),
+    "tenant_not_a_string": (lambda i, a, t: i.token(tenant=123), Reason.TENANT_INVALID),
+    "tenant_list": (lambda i, a, t: i.token(tenant=["acme"]), Reason.TENANT_INVALID),
+    "tenant_object": (lambda i, a, t: i.token(tenant={"id": "acme"}), Reason.TENANT_INVALID),
+    "tenant_uppercase": (lambda i, a, t: i.token(tenant="ACME"), Reason.TENANT_INVALID),
+    "tenant_crlf": (lambda i, a, t: i.token(tenant="acme\r\nx-admin: 1"), Reason.TENANT_INVALID),
+    "tenant_trailing_newline": (lambda i, a, t: i.token(tenant="acme\n"), Reason.TENANT_INVALID),
+    "tenant_non_ascii": (lambda i, a, t: i.token(tenant="acmé"), Reason.TENANT_INVALID),
+    "tenant_too_long": (lambda i, a, t: i.token(tenant="a" * 64), Reason.TENANT_INVALID),
+    "tenant_empty": (lambda i, a, t: i.token(tenant=""), Reason.TENANT_INVALID),
+    "tenant_comma": (lambda i, a, t: i.token(tenant="acme,globex"), Reason.TENANT_INVALID),
+    "issuer_asserting_a_tenant_it_may_not": (
+        lambda i, a, t: a.token(tenant="globex"), Reason.ISSUER_NOT_ALLOWED_FOR_TENANT),
+}
+
+
+@pytest.mark.parametrize("build, reason", TOKEN_CASES.values(), ids=TOKEN_CASES.keys())
+async def test_forged_or_invalid_token_is_denied_with_its_reason(
+        gate: LocalCheck, idp: DevIssuer, acme_idp: DevIssuer, typed_idp: DevIssuer,
+        build: Builder, reason: Reason) -> None:
+    token = build(idp, acme_idp, typed_idp)
+    response, audit = await run(gate, bearer(token))
+    assert (audit["decision"], audit["reason"]) == ("deny", reason)
+    assert_uniform_denial(response, 401)
+    assert token not in json.dumps(audit)
+
+
+async def test_the_matrix_baseline_tokens_are_allowed(
+        gate: LocalCheck, idp: DevIssuer, acme_idp: DevIssuer, typed_idp: DevIssuer) -> None:
+    # Without this, every case above could pass because nothing is ever allowed.
+    for token in (idp.token(), acme_idp.token(tenant="acme"),
+                  typed_idp.token(headers={"typ": "at+jwt"}),
+                  typed_idp.token(headers={"typ": "application/AT+JWT"})):
+        response, audit = await run(gate, bearer(token))
+        assert response.HasField("ok_response"), audit
+        assert audit["reason"] == "ok"
+
+
+async def test_random_kids_trigger_at_most_one_refetch_per_interval(
+        gate: LocalCheck, idp: DevIssuer, jwks_server: JwksServer) -> None:
+    await run(gate, bearer(idp.token()))  # keys loaded
+    before = jwks_server.fetches
+    for n in range(40):
+        token = tokens.mint(idp.keys[idp.kid], "RS256", idp.claims(), kid=f"random-{n}")
+        response, audit = await run(gate, bearer(token))
+        assert audit["reason"] == Reason.UNKNOWN_KEY
+        assert_uniform_denial(response, 401)
+    assert jwks_server.fetches - before == 1
+
+
+@pytest.mark.parametrize("headers, raw", [
+    ({"authorization": "Bearer a.b.c", "x-api-key": "tg_key"}, None),
+    (None, [("authorization", "Bearer a.b.c"), ("X-Api-Key", "tg_key")]),
+], ids=["header-map", "raw-header-map"])
+async def test_two_credentials_at_once_are_refused(
+        gate: LocalCheck, headers: dict[str, str] | None, raw: list[tuple[str, str]] | None
+        ) -> None:
+    response, audit = await run(gate, headers, raw)
+    assert audit["reason"] == Reason.MULTIPLE_CREDENTIALS
+    assert_uniform_denial(response, 400)
+
+
+async def test_duplicate_authorization_in_raw_header_map_is_refused(
+        gate: LocalCheck, idp: DevIssuer) -> None:
+    # Two valid-looking copies: which one would the backend see? Neither: refuse.
+    token = idp.token()
+    raw = [("authorization", f"Bearer {token}"), ("Authorization", f"Bearer {token}")]
+    response, audit = await run(gate, raw=raw)
+    assert audit["reason"] == Reason.DUPLICATE_HEADER
+    assert_uniform_denial(response, 400)
+
+
+async def test_duplicate_authorization_joined_by_comma_is_refused(
+        gate: LocalCheck, idp: DevIssuer, acme_idp: DevIssuer) -> None:
+    # Without encode_raw_headers Envoy joins repeats with ","; JWTs never contain one.
+    joined = f"Bearer {idp.token()},Bearer {acme_idp.token()}"
+    response, audit = await run(gate, {"authorization": joined})
+    assert audit["reason"] == Reason.DUPLICATE_HEADER
+    assert_uniform_denial(response, 400)
+
+
+@pytest.mark.parametrize("value, reason", [
+    ("Basic dXNlcjpwYXNz", Reason.MALFORMED_TOKEN),
+    ("Bearer", Reason.MALFORMED_TOKEN),
+    ("Bearer a.b.c d.e.f", Reason.MALFORMED_TOKEN),
+    ("Bearer not-a-jwt", Reason.MALFORMED_TOKEN),
+], ids=["basic-scheme", "bearer-without-token", "two-tokens-space", "not-a-jwt"])
+async def test_malformed_authorization_is_an_invalid_token(
+        gate: LocalCheck, value: str, reason: Reason) -> None:
+    response, audit = await run(gate, {"authorization": value})
+    assert audit["reason"] == reason
+    assert_uniform_denial(response, 401)
+
+
+async def test_no_credential_gets_a_bare_bearer_challenge(gate: LocalCheck) -> None:
+    # RFC 6750 3.1: no error code when the request carried no authentication at all.
+    response, audit = await run(gate, {"accept": "application/json"})
+    assert audit["reason"] == Reason.NO_CREDENTIAL
+    headers = {h.header.key: h.header.value for h in response.denied_response.headers}
+    assert headers["www-authenticate"] == "Bearer"
+    assert json.loads(response.denied_response.body) == {"error": "unauthorized",
+                                                         "request_id": RID}
