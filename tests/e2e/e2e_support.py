@@ -23,7 +23,7 @@ from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess, free_port
 
 ISSUER = "https://issuer.e2e.test/"
 AUDIENCE = "notes"
-TENANTS = ("acme", "globex")
+TENANTS = ("acme", "globex", "initech")
 KEY_ID = "e2e-1"
 
 
@@ -78,10 +78,10 @@ def base_config(directory: Path, *, jwks: dict[str, Any] | None = None) -> dict[
 @contextlib.contextmanager
 def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | None = None,
                   mode: str = "sidecar", rate_limit: bool | None = None,
-                  authz_timeout: float = 1.0) -> Iterator[Stack]:
+                  authz_timeout: float = 1.0, key: Any = None) -> Iterator[Stack]:
     """Write keys and config, render the bootstrap with `envoy-config`'s renderer, start both."""
     try:
-        key = tokens.generate_key("ES256")
+        key = key or tokens.generate_key("ES256")
         (directory / "jwks.json").write_text(
             json.dumps({"keys": [tokens.public_jwk(key, KEY_ID, "ES256")]}))
         cfg = config or base_config(directory)

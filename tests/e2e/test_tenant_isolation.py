@@ -7,7 +7,6 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_support import Stack, base_config, require, running_stack
-
 from tenantgate.testing.binaries import BinaryMissing, postgres_bin_dir
 from tenantgate.testing.envoy import NotesBackendProcess, free_port, prepare_notes_database
 from tenantgate.testing.postgres import PostgresCluster

@@ -32,6 +32,9 @@ with warnings.catch_warnings():
         ApiVersion,
         GrpcService,
         GrpcServiceEnvoyGrpc,
+        HeaderValue,
+        HeaderValueOption,
+        HeaderValueOptionHeaderAppendAction,
         Http2ProtocolOptions,
         HttpProtocolOptions,
         HttpProtocolOptionsHeadersWithUnderscoresAction,
@@ -244,6 +247,11 @@ def _rate_limit_filter(domain: str, options: EnvoyOptions) -> HttpFilter:
         failure_mode_deny=True,  # the service unreachable: deny (tenantgate's fail mode lives
         # inside the service, which answers OK or OVER_LIMIT itself when its store is down)
         enable_x_ratelimit_headers=RateLimitXRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
+        # A 429 says when to come back (RFC 6585): seconds until the limiting window resets,
+        # which Envoy has just put in x-ratelimit-reset from the service's answer.
+        response_headers_to_add=[HeaderValueOption(
+            header=HeaderValue(key="retry-after", value="%RESP(x-ratelimit-reset)%"),
+            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)],
         rate_limit_service=service)
     return HttpFilter(name="envoy.filters.http.ratelimit", typed_config=AnyMessage.pack(limiter))
 

