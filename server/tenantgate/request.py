@@ -9,6 +9,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 # Headers that must appear at most once: a second copy is ambiguity an attacker could exploit.
 SINGLE_VALUED = ("authorization", "content-length", "content-type", "host", ":authority")
 MAX_HEADER_VALUE_BYTES = 16 * 1024
+MAX_CONTENT_LENGTH = 2**63 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -30,7 +31,7 @@ class RequestView:
         http = request.attributes.request.http
         headers, duplicated = _headers(http)
         length_text = headers.get("content-length")
-        content_length = int(length_text) if length_text and length_text.isdigit() else None
+        content_length = _content_length(length_text) if length_text else None
         if content_length is None and http.size > 0:
             content_length = http.size
         return cls(
@@ -43,6 +44,14 @@ class RequestView:
             oversized=any(len(v) > MAX_HEADER_VALUE_BYTES for v in headers.values()),
             content_length=content_length,
         )
+
+
+def _content_length(text: str) -> int | None:
+    # ASCII digits only: str.isdigit() is also true for "²", which int() refuses. A length
+    # too long to parse is larger than any body limit, not "unknown" (that would fail open).
+    if not (text.isascii() and text.isdigit()):
+        return None
+    return int(text) if len(text) <= 18 else MAX_CONTENT_LENGTH
 
 
 def _headers(http: object) -> tuple[dict[str, str], set[str]]:

@@ -1,0 +1,74 @@
+"""RequestView.from_check: headers from either map, duplicates, sizes, path without query."""
+
+from __future__ import annotations
+
+import pytest
+from tenantgate.request import MAX_CONTENT_LENGTH, MAX_HEADER_VALUE_BYTES, RequestView
+from tenantgate.testing.check import check_request
+
+
+def test_fields_come_from_the_check_request() -> None:
+    view = RequestView.from_check(check_request(
+        "/notes/1?token=secret", "post", headers={"X-Thing": "1"}, request_id="r-1",
+        host="api.example"))
+    assert (view.method, view.path, view.host, view.request_id) == (
+        "POST", "/notes/1", "api.example", "r-1")
+    assert view.header("x-thing") == "1"
+
+
+def test_request_id_falls_back_to_x_request_id_header() -> None:
+    view = RequestView.from_check(check_request(request_id="", headers={"x-request-id": "h-7"}))
+    assert view.request_id == "h-7"
+
+
+def test_raw_header_map_wins_and_keeps_every_copy() -> None:
+    request = check_request(headers={"authorization": "from-map"},
+                            raw_headers=[("Authorization", "a"), ("authorization", "b")])
+    view = RequestView.from_check(request)
+    assert view.header("authorization") == "a,b"
+    assert view.duplicated == {"authorization"}
+
+
+@pytest.mark.parametrize("name", ["authorization", "content-length", "content-type", "host",
+                                  ":authority"])
+def test_single_valued_header_twice_is_flagged(name: str) -> None:
+    view = RequestView.from_check(check_request(raw_headers=[(name, "1"), (name, "2")]))
+    assert view.duplicated == {name}
+
+
+def test_multi_valued_header_twice_is_not_flagged() -> None:
+    view = RequestView.from_check(check_request(raw_headers=[("accept", "a"), ("accept", "b")]))
+    assert view.duplicated == frozenset() and view.header("accept") == "a,b"
+
+
+def test_comma_in_joined_authorization_means_two_values() -> None:
+    view = RequestView.from_check(check_request(headers={"authorization": "Bearer a,Bearer b"}))
+    assert view.duplicated == {"authorization"}
+
+
+def test_upper_case_names_in_the_plain_map_are_lowered() -> None:
+    view = RequestView.from_check(check_request(headers={"Authorization": "Bearer x"}))
+    assert view.header("authorization") == "Bearer x"
+
+
+def test_oversized_header_value_is_flagged() -> None:
+    big = "x" * (MAX_HEADER_VALUE_BYTES + 1)
+    assert RequestView.from_check(check_request(headers={"x-big": big})).oversized
+    assert not RequestView.from_check(check_request(headers={"x-big": big[:-1]})).oversized
+
+
+@pytest.mark.parametrize("value, expected", [
+    ("10", 10), ("0", 0), ("-1", None), ("1e3", None), ("", None), (" 5", None),
+    ("\u00b2", None), ("\u0661\u0662", None), ("9" * 5000, MAX_CONTENT_LENGTH),
+], ids=["ten", "zero", "negative", "exponent", "empty", "space", "superscript-two",
+        "arabic-indic-digits", "absurdly-large"])
+def test_content_length_is_parsed_strictly_and_never_raises(value: str,
+                                                            expected: int | None) -> None:
+    # str.isdigit() is true for "²", which int() refuses: that was a ValueError per Check.
+    view = RequestView.from_check(check_request(raw_headers=[("content-length", value)]))
+    assert view.content_length == expected
+
+
+def test_size_is_used_when_there_is_no_content_length() -> None:
+    assert RequestView.from_check(check_request(size=42)).content_length == 42
+    assert RequestView.from_check(check_request(size=-1)).content_length is None
