@@ -12,7 +12,12 @@ import grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
 from tenantgate.decision import Decision, Deny, Reason, encode_response
-from tenantgate.errors import KeySetUnavailable, QuotaStoreUnavailable
+from tenantgate.errors import (
+    ApiKeyStoreUnavailable,
+    DependencyError,
+    KeySetUnavailable,
+    QuotaStoreUnavailable,
+)
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditRecord
 from tenantgate.pipeline import CheckState, decide
@@ -20,10 +25,12 @@ from tenantgate.request import RequestView
 from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate.authz")
-# A dependency that failed becomes a decision chosen on purpose; both fail closed.
-_DEPENDENCY_DENIALS: dict[type[Exception], Reason] = {
+# A dependency that failed becomes a decision chosen on purpose: 503, fail closed. (The
+# quota stage applies its own configured failure mode before anything reaches here.)
+_DEPENDENCY_DENIALS: dict[type[DependencyError], Reason] = {
     KeySetUnavailable: Reason.KEYSET_UNAVAILABLE,
     QuotaStoreUnavailable: Reason.QUOTA_UNAVAILABLE,
+    ApiKeyStoreUnavailable: Reason.API_KEY_STORE_UNAVAILABLE,
 }
 
 
@@ -53,8 +60,8 @@ class AuthorizationServicer:
         state = CheckState(runtime, view)
         try:
             decision = await decide(state)
-        except (KeySetUnavailable, QuotaStoreUnavailable) as exc:
-            decision = Deny(_DEPENDENCY_DENIALS[type(exc)])
+        except DependencyError as exc:
+            decision = Deny(_DEPENDENCY_DENIALS.get(type(exc), Reason.DEPENDENCY_UNAVAILABLE))
         except Exception:
             metrics.INTERNAL_ERRORS.inc()
             log.exception("internal error in Check")

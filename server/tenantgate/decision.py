@@ -58,6 +58,8 @@ class Reason(enum.StrEnum):
     QUOTA_EXCEEDED = "quota_exceeded"
     QUOTA_UNAVAILABLE = "quota_unavailable"
     KEYSET_UNAVAILABLE = "keyset_unavailable"
+    API_KEY_STORE_UNAVAILABLE = "api_key_store_unavailable"
+    DEPENDENCY_UNAVAILABLE = "dependency_unavailable"
     API_KEY_INVALID = "api_key_invalid"
     API_KEY_REVOKED = "api_key_revoked"
     API_KEY_EXPIRED = "api_key_expired"
@@ -76,6 +78,8 @@ _STATUS_BY_REASON: dict[Reason, int] = {
     Reason.QUOTA_EXCEEDED: 429,
     Reason.QUOTA_UNAVAILABLE: 503,
     Reason.KEYSET_UNAVAILABLE: 503,
+    Reason.API_KEY_STORE_UNAVAILABLE: 503,
+    Reason.DEPENDENCY_UNAVAILABLE: 503,
 }
 # Everything else is a credential failure: 401. The table is complete by construction.
 STATUS: dict[Reason, int] = {r: _STATUS_BY_REASON.get(r, 401) for r in Reason if r != Reason.OK}

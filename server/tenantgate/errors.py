@@ -4,7 +4,8 @@
     ├── ConfigError(issues)          start-up, reload, check-config; never at request time
     └── DependencyError(transient)   a dependency we could not use in time
         ├── QuotaStoreUnavailable    Redis timeout, connection refused
-        └── KeySetUnavailable        JWKS unreachable and no usable cached key
+        ├── KeySetUnavailable        JWKS unreachable and no usable cached key
+        └── ApiKeyStoreUnavailable   the API-key store (Redis) could not answer a lookup
 
 Denials are values (`decision.Deny`), not exceptions. Anything else raised during a Check
 is a bug: it becomes gRPC INTERNAL and `tenantgate_internal_errors_total`.
@@ -37,3 +38,7 @@ class QuotaStoreUnavailable(DependencyError):
 
 class KeySetUnavailable(DependencyError):
     """An issuer's JWKS is unreachable and no usable cached key is left."""
+
+
+class ApiKeyStoreUnavailable(DependencyError):
+    """The API-key store could not answer a lookup the local cache could not serve."""

@@ -10,6 +10,7 @@ import httpx
 
 from tenantgate.config.model import Config
 from tenantgate.context import KeyRing
+from tenantgate.errors import ConfigError
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.token_cache import TokenCache
@@ -43,6 +44,8 @@ class Runtime:
         keysets = {i.name: KeySet(i, http) for i in config.issuers if i.jwks is not None}
         ctx = config.context
         creds = config.credentials
+        audit = _open_audit(config)
+        api_keys = _build_api_keys(config)
         return cls(
             config=config,
             key_ring=KeyRing({k.id: k.secret.value for k in ctx.keys}, ctx.active_key),
@@ -52,10 +55,10 @@ class Runtime:
             tenants=TenantRules(config),
             routes=compile_routes(config.policy),
             headers_to_remove=tuple(h.lower() for h in ctx.strip_headers),
-            limiter=build_limiter(config),
-            api_keys=_build_api_keys(config),
-            audit=AuditLog(config.audit.path, config.audit.sample_allow, config.audit.enabled),
+            api_keys=api_keys,
+            audit=audit,
             http=http,
+            limiter=build_limiter(config),  # last: it takes a reference on a shared store
         )
 
     async def start(self) -> None:
@@ -75,6 +78,14 @@ class Runtime:
             await self.api_keys.close()
         await self.http.aclose()
         self.audit.close()
+
+
+def _open_audit(config: Config) -> AuditLog:
+    audit = config.audit
+    try:
+        return AuditLog(audit.path, audit.sample_allow, audit.enabled)
+    except OSError as exc:
+        raise ConfigError([f"audit.path: cannot open {audit.path}: {exc.strerror}"]) from None
 
 
 def _build_api_keys(config: Config) -> Any:

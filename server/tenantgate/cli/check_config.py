@@ -7,6 +7,7 @@ import sys
 
 from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
+from tenantgate.quota import validate as validate_quota
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -21,6 +22,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
+        validate_quota(config)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"{args.file}: {issue}", file=sys.stderr)

@@ -18,7 +18,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from tenantgate.decision import Reason
-from tenantgate.errors import KeySetUnavailable
+from tenantgate.errors import ApiKeyStoreUnavailable
 from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord
 from tenantgate.identity.model import Identity
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
@@ -138,7 +138,7 @@ class ApiKeys:
         except (RedisError, OSError):
             APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE).inc()
             # Fail closed (503): a cached record past its TTL may have been revoked since.
-            raise KeySetUnavailable("API-key store unavailable") from None
+            raise ApiKeyStoreUnavailable("API-key store unavailable") from None
         if generation == self._generation:
             self._cache[key_id] = (record, now)
             self._cache.move_to_end(key_id)

@@ -8,7 +8,7 @@ from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import SharedStores
 from tenantgate.quota.rls_config import load_domains
 
-__all__ = ["Limiter", "build_limiter"]
+__all__ = ["Limiter", "build_limiter", "validate"]
 
 _SHARED = SharedStores()
 _EMBEDDED: list[MemoryStore] = []
@@ -36,3 +36,10 @@ def build_limiter(config: Config) -> Limiter | None:
         await _SHARED.release_redis(redis_cfg)
 
     return Limiter(config, _SHARED.acquire_redis(redis_cfg), release)
+
+
+def validate(config: Config) -> None:
+    """The checks build_limiter makes (plans exist, rate-limit files load), without a store."""
+    if config.quota.enabled:
+        tenant_plans(config)
+        load_domains(config.quota.ratelimit_service.config_files)
