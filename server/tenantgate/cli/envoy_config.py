@@ -9,7 +9,7 @@ from pathlib import Path
 from tenantgate.errors import ConfigError
 
 
-def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     parser = subparsers.add_parser(
         "envoy-config", help="render the Envoy bootstrap for a tenantgate config",
         description="Render an Envoy bootstrap (YAML) that agrees with the tenantgate config on "
