@@ -68,8 +68,7 @@ def write_unique_bodies(pem: bytes, alg: str, count: int, path: Path, offset: in
             out.write("\n".join(lines) + "\n")
 
 
-def write_config(workdir: Path, grpc_port: int, metrics_port: int, cache_entries: int,
-                 cache_bytes: str) -> Path:
+def write_keys(workdir: Path) -> None:
     jwks = []
     for alg, kid in SIGNERS.items():
         key = tokens.generate_key(alg)
@@ -77,7 +76,13 @@ def write_config(workdir: Path, grpc_port: int, metrics_port: int, cache_entries
         jwks.append(tokens.public_jwk(key, kid, alg))
     (workdir / "jwks.json").write_text(json.dumps({"keys": jwks}))
     (workdir / "ctx.key").write_text(base64.b64encode(os.urandom(48)).decode())
-    config = workdir / "tenantgate.yaml"
+
+
+def write_config(workdir: Path, grpc_port: int, metrics_port: int, cache_entries: int = 50_000,
+                 cache_bytes: str = "64MiB", quota: str = "", name: str = "tenantgate") -> Path:
+    if not (workdir / "jwks.json").exists():
+        write_keys(workdir)
+    config = workdir / f"{name}.yaml"
     config.write_text(f"""\
 listen: {{grpc: "127.0.0.1:{grpc_port}", metrics: "127.0.0.1:{metrics_port}"}}
 issuers:
@@ -87,9 +92,17 @@ credentials: {{token_cache_entries: {cache_entries}, token_cache_bytes: {cache_b
 tenants: {{registry: {{acme: {{plan: standard}}}}}}
 policy: {{routes: [{{path: "/tenants/{{tenant}}/**"}}]}}
 context: {{active_key: k1, keys: [{{id: k1, secret: {{fromFile: ctx.key}}}}]}}
-audit: {{path: audit.log, sample_allow: 0.01}}
-""")
+audit: {{path: {name}-audit.log, sample_allow: 0.01}}
+{quota}""")
     return config
+
+
+def quota_yaml(store: str, mode: str, redis_url: str = "") -> str:
+    """A plan far above the offered load: the benchmark measures the cost of admitting."""
+    redis = f"  redis: {{url: '{redis_url}'}}\n" if store == "redis" else ""
+    return (f"quota:\n  enabled: true\n  store: {store}\n{redis}"
+            f"  default_plan: standard\n  plans:\n    standard:\n"
+            f"      limits: ['10000000/s']\n      mode: {mode}\n")
 
 
 def pyload(port: int, bodies: Path, seconds: float, server: psutil.Process,
@@ -113,20 +126,8 @@ def summarize(name: str, runs: list[LoadResult]) -> dict[str, float]:
             "errors": sum(r.errors for r in runs)}
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--connections", type=int, default=4)
-    parser.add_argument("--streams", type=int, default=16, help="h2load streams per connection")
-    parser.add_argument("--flood", type=int, default=200_000, help="unique tokens for the RSS test")
-    parser.add_argument("--cache-entries", type=int, default=50_000)
-    parser.add_argument("--cache-bytes", default="64MiB")
-    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
-    args = parser.parse_args()
-
-    work = Path(tempfile.mkdtemp(prefix="tg-bench-"))
+def core_suite(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """Cached and uncached Check against the no-op floor, then the token flood and RSS."""
     tg_port, noop_port, metrics_port = free_port(), free_port(), free_port()
     config = write_config(work, tg_port, metrics_port, args.cache_entries, args.cache_bytes)
     rs_pem, es_pem = (work / "RS256.pem").read_bytes(), (work / "ES256.pem").read_bytes()
@@ -136,30 +137,24 @@ def main() -> None:
     write_unique_bodies(rs_pem, "RS256", per_round * args.rounds, uncached, 0)
     flood = work / "flood.hex"
     write_unique_bodies(es_pem, "ES256", args.flood, flood, 10_000_000)
-    rounds_files = []
     lines = uncached.read_text().splitlines()
+    rounds_files = []
     for r in range(args.rounds):
         f = work / f"uncached-{r}.hex"
         f.write_text("\n".join(lines[r * per_round:(r + 1) * per_round]) + "\n")
         rounds_files.append(f)
     noop_bodies = work / "noop.hex"
     noop_bodies.write_text("\n".join(lines[:per_round]) + "\n")
-    cached_body = check_request(tokens.mint(tokens.load_key(work / "RS256.pem"), "RS256",
-                                            tokens.claims(ISSUER, AUDIENCE, "acme", ttl=3600),
-                                            kid=SIGNERS["RS256"]))
-
+    body = cached_body(work)
     results: dict[str, list[LoadResult]] = {k: [] for k in
                                             ("floor-h2load", "cached", "floor-pyload", "uncached")}
-    tg_cmd = [str(BIN / "tenantgate"), "serve", "--config", str(config), "--log-level", "WARNING"]
-    noop_cmd = [sys.executable, str(Path(__file__).parent / "noop_authz.py"),
-                "--listen", f"127.0.0.1:{noop_port}"]
-    with process(tg_cmd, tg_port, work / "tenantgate.log") as tg, \
-            process(noop_cmd, noop_port, work / "noop.log") as noop:
+    with process(tenantgate_cmd(config), tg_port, work / "tenantgate.log") as tg, \
+            process(noop_cmd(noop_port), noop_port, work / "noop.log") as noop:
         for r in range(args.rounds):
             print(f"round {r + 1}/{args.rounds}", flush=True)
-            results["floor-h2load"].append(h2load(noop_port, cached_body, args.seconds,
+            results["floor-h2load"].append(h2load(noop_port, body, args.seconds,
                                                   args.connections, args.streams, noop))
-            results["cached"].append(h2load(tg_port, cached_body, args.seconds,
+            results["cached"].append(h2load(tg_port, body, args.seconds,
                                             args.connections, args.streams, tg))
             conc = args.connections * args.streams // 2
             results["floor-pyload"].append(pyload(noop_port, noop_bodies, args.seconds, noop,
@@ -169,16 +164,104 @@ def main() -> None:
         print(f"flood: {args.flood} unique tokens ...", flush=True)
         flood_result = grpc_load.run(f"127.0.0.1:{tg_port}", str(flood), 2, 32, 3600)
         rss_after = tg.memory_info().rss
-    summary = {k: summarize(k, v) for k, v in results.items()}
-    summary["ratios"] = {  # type: ignore[assignment]
-        "cached_vs_floor": summary["cached"]["rate"] / summary["floor-h2load"]["rate"],
-        "uncached_vs_floor": summary["uncached"]["rate"] / summary["floor-pyload"]["rate"]}
-    summary["flood"] = {  # type: ignore[assignment]
+    summary: dict[str, object] = {k: summarize(k, v) for k, v in results.items()}
+    summary["ratios"] = {
+        "cached_vs_floor": _ratio(results["cached"], results["floor-h2load"]),
+        "uncached_vs_floor": _ratio(results["uncached"], results["floor-pyload"])}
+    summary["flood"] = {
         "tokens": flood_result["completed"], "errors": flood_result["errors"],
         "rss_before_mib": rss_before / 2**20, "rss_after_mib": rss_after / 2**20,
         "cache_bound": f"{args.cache_entries} entries / {args.cache_bytes}"}
-    summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),  # type: ignore[assignment]
-                          "platform": platform.platform(), "cpu": platform.processor()}
+    return summary
+
+
+def quota_suite(args: argparse.Namespace, work: Path) -> dict[str, object]:
+    """Cached-token Check with the quota in Redis (exact, batched), embedded, and the floor."""
+    import redis as redis_client
+    from tenantgate.testing.redis import RedisServer
+
+    redis_server = RedisServer().start()
+    variants = {"exact": quota_yaml("redis", "exact", redis_server.url),
+                "batched": quota_yaml("redis", "batched", redis_server.url),
+                "embedded": quota_yaml("memory", "exact")}
+    ports = {name: free_port() for name in variants}
+    configs = {name: write_config(work, ports[name], free_port(), quota=q, name=name)
+               for name, q in variants.items()}
+    noop_port = free_port()
+    body = cached_body(work)
+    results: dict[str, list[LoadResult]] = {k: [] for k in ("floor", *variants)}
+    redis_cpu: dict[str, list[float]] = {k: [] for k in variants}
+    stats = redis_client.Redis.from_url(redis_server.url)
+
+    def redis_cpu_seconds() -> float:
+        info = stats.info("cpu")
+        return float(info["used_cpu_sys"]) + float(info["used_cpu_user"])
+
+    try:
+        with process(noop_cmd(noop_port), noop_port) as noop, \
+                process(tenantgate_cmd(configs["exact"]), ports["exact"]) as exact, \
+                process(tenantgate_cmd(configs["batched"]), ports["batched"]) as batched, \
+                process(tenantgate_cmd(configs["embedded"]), ports["embedded"]) as embedded:
+            servers = {"exact": exact, "batched": batched, "embedded": embedded}
+            for r in range(args.rounds):
+                print(f"round {r + 1}/{args.rounds}", flush=True)
+                results["floor"].append(h2load(noop_port, body, args.seconds, args.connections,
+                                               args.streams, noop))
+                for name, server in servers.items():
+                    before = redis_cpu_seconds()
+                    result = h2load(ports[name], body, args.seconds, args.connections,
+                                    args.streams, server)
+                    results[name].append(result)
+                    redis_cpu[name].append((redis_cpu_seconds() - before) * 1e6
+                                           / max(1, result.completed))
+    finally:
+        stats.close()
+        redis_server.stop()
+    summary: dict[str, object] = {k: summarize(k, v) for k, v in results.items()}
+    for name in variants:
+        summary[name]["redis_cpu_us_per_check"] = median(redis_cpu[name])  # type: ignore[index]
+    summary["ratios"] = {f"{name}_vs_floor": _ratio(results[name], results["floor"])
+                         for name in variants}
+    return summary
+
+
+def _ratio(runs: list[LoadResult], floor: list[LoadResult]) -> float:
+    return median([r.rate for r in runs]) / median([f.rate for f in floor])
+
+
+def cached_body(work: Path) -> bytes:
+    return check_request(tokens.mint(tokens.load_key(work / "RS256.pem"), "RS256",
+                                     tokens.claims(ISSUER, AUDIENCE, "acme", ttl=3600),
+                                     kid=SIGNERS["RS256"]))
+
+
+def tenantgate_cmd(config: Path) -> list[str]:
+    return [str(BIN / "tenantgate"), "serve", "--config", str(config), "--log-level", "WARNING"]
+
+
+def noop_cmd(port: int) -> list[str]:
+    return [sys.executable, str(Path(__file__).parent / "noop_authz.py"),
+            "--listen", f"127.0.0.1:{port}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--suite", choices=["core", "quota"], default="core")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=5.0)
+    parser.add_argument("--connections", type=int, default=4)
+    parser.add_argument("--streams", type=int, default=16, help="h2load streams per connection")
+    parser.add_argument("--flood", type=int, default=200_000, help="unique tokens for the RSS test")
+    parser.add_argument("--cache-entries", type=int, default=50_000)
+    parser.add_argument("--cache-bytes", default="64MiB")
+    parser.add_argument("--json", type=Path, help="write the summary here as JSON")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tg-bench-"))
+    summary = core_suite(args, work) if args.suite == "core" else quota_suite(args, work)
+    summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
+                          "platform": platform.platform(),
+                          "load_average_at_end": os.getloadavg()}
     print(json.dumps(summary, indent=2))
     if args.json:
         args.json.write_text(json.dumps(summary, indent=2))
