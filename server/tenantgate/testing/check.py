@@ -86,7 +86,14 @@ def context_key_file(directory: Path, name: str = "context.key") -> str:
 
 
 def build_config(directory: Path, issuers: list[dict[str, Any]], **sections: Any) -> Config:
-    """A valid Config around the given issuers, with a context key in `directory`.
+    """A valid Config around the given issuers, with a context key in `directory`."""
+    document = config_document(directory, issuers, **sections)
+    return parse_config(yaml.safe_dump(document), base_dir=directory)
+
+
+def config_document(directory: Path, issuers: list[dict[str, Any]],
+                    **sections: Any) -> dict[str, Any]:
+    """The config as a dict (write it with yaml.safe_dump); a context key file is created.
 
     Sections given as keyword arguments (tenants=..., policy=...) replace the defaults; the
     gRPC and metrics listeners default to off-port values that tests override.
@@ -99,7 +106,7 @@ def build_config(directory: Path, issuers: list[dict[str, Any]], **sections: Any
         "audit": {"path": str(directory / "audit.log"), "sample_allow": 1.0},
     }
     document.update(sections)
-    return parse_config(yaml.safe_dump(document), base_dir=directory)
+    return document
 
 
 class CheckAborted(Exception):

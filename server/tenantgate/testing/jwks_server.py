@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
@@ -16,6 +17,7 @@ class JwksServer:
         self.keys = list(keys or [])
         self.max_age = max_age
         self.failing = False  # answer 503 while True
+        self.delay = 0.0  # seconds before each answer: a slow IdP
         self.fetches = 0
         self._lock = threading.Lock()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
@@ -49,6 +51,7 @@ class JwksServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                time.sleep(server.delay)
                 with server._lock:
                     if self.path == "/jwks.json":
                         server.fetches += 1

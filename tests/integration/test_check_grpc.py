@@ -1,0 +1,292 @@
+"""Check over a real gRPC channel against a running tenantgate (in-process App, or the
+`tenantgate serve` process for signals), with JWKS from a real local HTTP server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import time
+import urllib.request
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+import yaml
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
+from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tenantgate.app import App
+from tenantgate.context import KeyRing
+from tenantgate.testing.check import DevIssuer, check_request, config_document
+from tenantgate.testing.envoy import TenantgateProcess, free_port
+from tenantgate.testing.jwks_server import JwksServer
+
+OVERWRITE = 2  # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
+SERVING, NOT_SERVING = (health_pb2.HealthCheckResponse.SERVING,
+                        health_pb2.HealthCheckResponse.NOT_SERVING)
+
+
+@pytest.fixture(scope="module")
+def idp() -> DevIssuer:
+    issuer = DevIssuer(issuer="https://idp.test", name="idp", kid="k1")
+    issuer.add_key("k2")
+    return issuer
+
+
+@pytest.fixture
+def jwks(idp: DevIssuer) -> Iterator[JwksServer]:
+    with JwksServer(idp.jwks(["k1"]), max_age=1) as server:
+        yield server
+
+
+def served(server: JwksServer, **extra: Any) -> dict[str, Any]:
+    return {"url": server.jwks_url, "allow_insecure_http": True, "min_ttl": "0s",
+            "refetch_interval": "200ms", **extra}
+
+
+def write_config(directory: Path, idp: DevIssuer, jwks: dict[str, Any], **sections: Any
+                 ) -> Path:
+    document = config_document(directory, [idp.config(jwks=jwks)], **sections)
+    document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None,
+                          "drain_timeout": "3s", **sections.get("listen", {})}
+    path = directory / "tenantgate.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+Start = Callable[..., Awaitable[App]]
+
+
+@pytest.fixture
+async def start_app(tmp_path: Path, idp: DevIssuer) -> AsyncIterator[Start]:
+    apps: list[App] = []
+
+    async def start(jwks: dict[str, Any], **sections: Any) -> App:
+        app = App(str(write_config(tmp_path, idp, jwks, **sections)))
+        await app.start()
+        apps.append(app)
+        return app
+
+    yield start
+    for app in apps:
+        await app.stop()
+
+
+def target(app: App) -> str:
+    cfg = app.runtime.config.listen
+    return cfg.grpc or f"unix:{cfg.uds}"
+
+
+async def check(address: str, request: CheckRequest) -> CheckResponse:
+    async with grpc.aio.insecure_channel(address) as channel:
+        return await AuthorizationStub(channel).Check(request, timeout=10)
+
+
+def bearer(token: str, **headers: str) -> CheckRequest:
+    return check_request("/notes", headers={"authorization": f"Bearer {token}", **headers})
+
+
+def denied(response: CheckResponse) -> int:
+    return response.denied_response.status.code if response.HasField("denied_response") else 0
+
+
+async def test_allow_sets_tenant_and_signed_context_over_any_client_copy(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer, tmp_path: Path) -> None:
+    app = await start_app(served(jwks))
+    response = await check(target(app), bearer(
+        idp.token(tenant="acme", sub="alice"), **{"x-tenant-id": "globex",
+                                                  "x-tenant-context": "forged"}))
+    assert response.status.code == 0, response
+    ok = response.ok_response
+    assert all(h.append_action == OVERWRITE for h in ok.headers)
+    values = {h.header.key: h.header.value for h in ok.headers}
+    assert values["x-tenant-id"] == "acme"
+    ring = KeyRing({"c1": (tmp_path / "context.key").read_bytes().strip()}, "c1")
+    claims = ring.verify(values["x-tenant-context"])
+    assert (claims.tenant, claims.subject, claims.request_id) == ("acme", "alice", "req-test")
+    # Envoy applies headers_to_remove after the OK headers: a set header listed there is lost.
+    assert not set(values) & set(ok.headers_to_remove)
+    assert set(ok.headers_to_remove) == {"x-tenant-plan", "x-tenant-scopes", "x-tenant-roles"}
+    assert response.dynamic_metadata["tenant"] == "acme"
+    assert response.dynamic_metadata["subject"] == "alice"
+
+
+async def test_rotation_new_key_added_and_old_removed_without_restart(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
+    app = await start_app(served(jwks))
+    assert not denied(await check(target(app), bearer(idp.token(kid="k1"))))
+    assert denied(await check(target(app), bearer(idp.token(kid="k2")))) == 401
+    jwks.keys = idp.jwks(["k1", "k2"])
+    await asyncio.sleep(0.25)  # the unknown-kid refetch interval
+    assert not denied(await check(target(app), bearer(idp.token(kid="k2"))))
+    jwks.keys = idp.jwks(["k2"])
+    # The removal is seen on the next refresh (max-age 1 s): poll, every token new.
+    deadline = time.monotonic() + 10
+    while not denied(await check(target(app), bearer(idp.token(kid="k1")))):
+        assert time.monotonic() < deadline, "removed key still accepted"
+        await asyncio.sleep(0.1)
+    assert not denied(await check(target(app), bearer(idp.token(kid="k2"))))
+
+
+async def test_outage_known_keys_serve_until_max_stale_then_503(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
+    app = await start_app(served(jwks, max_ttl="1s", max_stale="1s"))
+    assert not denied(await check(target(app), bearer(idp.token())))
+    loaded_at = time.monotonic()
+    jwks.failing = True
+    assert not denied(await check(target(app), bearer(idp.token())))  # stale, still trusted
+    assert denied(await check(target(app), bearer(idp.token(kid="k2")))) == 401  # unknown kid
+    await asyncio.sleep(max(0.0, loaded_at + 2.2 - time.monotonic()))  # past ttl + max_stale
+    response = await check(target(app), bearer(idp.token()))
+    assert denied(response) == 503
+    assert json.loads(response.denied_response.body)["error"] == "unavailable"
+    jwks.failing = False
+    deadline = time.monotonic() + 10  # recovers once the endpoint answers again
+    while denied(await check(target(app), bearer(idp.token()))):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.2)
+
+
+async def test_keys_found_through_oidc_discovery(start_app: Start, tmp_path: Path) -> None:
+    with JwksServer() as server:
+        issuer = DevIssuer(issuer=server.base_url, name="oidc")
+        server.keys = issuer.jwks()
+        document = config_document(tmp_path, [issuer.config(
+            jwks={"discovery": True, "allow_insecure_http": True})])
+        document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None,
+                              "drain_timeout": "1s"}
+        path = tmp_path / "oidc.yaml"
+        path.write_text(yaml.safe_dump(document))
+        app = App(str(path))
+        await app.start()
+        try:
+            assert not denied(await check(target(app), bearer(issuer.token())))
+            assert server.fetches == 1
+        finally:
+            await app.stop()
+
+
+async def test_unix_socket_listener(start_app: Start, idp: DevIssuer, jwks: JwksServer,
+                                    tmp_path: Path) -> None:
+    uds = tmp_path / "tg.sock"
+    app = await start_app(served(jwks), listen={"grpc": None, "uds": str(uds)})
+    assert uds.is_socket()
+    assert not denied(await check(f"unix:{uds}", bearer(idp.token())))
+    await app.stop()
+    assert not uds.exists()
+
+
+# --- the `tenantgate serve` process: signals, metrics, logs ---------------------------------
+
+@pytest.fixture
+def process_config(tmp_path: Path, idp: DevIssuer, jwks: JwksServer) -> Path:
+    return write_config(tmp_path, idp, served(jwks, refetch_interval="1s"),
+                        listen={"metrics": f"127.0.0.1:{free_port()}"})
+
+
+@pytest.fixture
+def server(process_config: Path) -> Iterator[TenantgateProcess]:
+    listen = yaml.safe_load(process_config.read_text())["listen"]
+    process = TenantgateProcess(process_config, grpc=listen["grpc"])
+    process.start()
+    yield process
+    process.close()
+
+
+def grpc_address(process: TenantgateProcess) -> str:
+    assert process.grpc is not None
+    return process.grpc
+
+
+def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.05)
+
+
+async def test_sigterm_turns_health_not_serving_and_drains_the_inflight_check(
+        server: TenantgateProcess, idp: DevIssuer, jwks: JwksServer) -> None:
+    address = grpc_address(server)
+    assert not denied(await check(address, bearer(idp.token())))
+    # The in-flight Check: a new key id makes tenantgate refetch from a slow IdP.
+    jwks.keys, jwks.delay = idp.jwks(["k1", "k2"]), 1.0
+    async with grpc.aio.insecure_channel(address) as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(
+            health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"))
+        assert (await watch.read()).status == SERVING
+        inflight = asyncio.ensure_future(
+            AuthorizationStub(channel).Check(bearer(idp.token(kid="k2")), timeout=10))
+        await asyncio.sleep(0.4)  # the Check is now waiting for the JWKS
+        assert server.proc is not None
+        os.kill(server.proc.pid, signal.SIGTERM)
+        assert (await watch.read()).status == NOT_SERVING
+        response = await inflight
+    assert response.status.code == 0 and response.HasField("ok_response")
+    assert server.proc.wait(timeout=10) == 0
+
+
+async def test_sighup_reload_applies_a_valid_config_and_keeps_running_on_an_invalid_one(
+        server: TenantgateProcess, process_config: Path, idp: DevIssuer) -> None:
+    address, pid = grpc_address(server), server.pid
+    assert pid is not None
+    good = process_config.read_text()
+    suspended = yaml.safe_load(good)
+    suspended["tenants"] = {"registry": {"acme": {"status": "suspended"}}}
+    process_config.write_text(yaml.safe_dump(suspended))
+    os.kill(pid, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while denied(await check(address, bearer(idp.token()))) != 403:
+        assert time.monotonic() < deadline, "reload not applied"
+        await asyncio.sleep(0.05)
+    process_config.write_text(good.replace("issuers:", "isuers:"))
+    os.kill(pid, signal.SIGHUP)
+    wait_for(lambda: "reload rejected" in server.log_tail(5000), "rejection not logged")
+    assert "isuers: unknown key (did you mean 'issuers'?)" in server.log_tail(5000)
+    assert server.running
+    assert denied(await check(address, bearer(idp.token()))) == 403  # still the suspended one
+
+
+async def test_metrics_endpoint_exposes_the_check_counters(
+        server: TenantgateProcess, process_config: Path, idp: DevIssuer) -> None:
+    await check(grpc_address(server), bearer(idp.token()))
+    await check(grpc_address(server), bearer(idp.token(tenant="ACME")))
+    metrics_address = yaml.safe_load(process_config.read_text())["listen"]["metrics"]
+    with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as page:
+        text = page.read().decode()
+    assert 'tenantgate_checks_total{decision="allow",reason="ok",tenant="other"} 1.0' in text
+    assert ('tenantgate_checks_total{decision="deny",reason="tenant_invalid",tenant="other"} 1.0'
+            in text)
+    assert "tenantgate_check_duration_seconds_count" in text
+    assert 'tenantgate_jwks_fetches_total{issuer="idp",result="ok"}' in text
+    assert 'tenantgate_token_cache_total{result="miss"}' in text
+
+
+async def test_audit_line_has_its_fields_and_no_token_or_query_appears_anywhere(
+        server: TenantgateProcess, process_config: Path, idp: DevIssuer) -> None:
+    token = idp.token(tenant="acme", sub="alice")
+    request = check_request("/notes/1?access_token=SECRET-QUERY", "POST",
+                            headers={"authorization": f"Bearer {token}"}, request_id="rid-1")
+    await check(grpc_address(server), request)
+    await check(grpc_address(server), check_request("/x?q=SECRET-QUERY", request_id="rid-2",
+                                                    headers={"authorization": "Bearer a.b.c"}))
+    audit_path = process_config.parent / "audit.log"
+    wait_for(lambda: audit_path.exists() and len(audit_path.read_text().splitlines()) >= 2,
+             "audit lines not written")
+    lines = [json.loads(line) for line in audit_path.read_text().splitlines()]
+    allow = next(line for line in lines if line["request_id"] == "rid-1")
+    assert {k: allow[k] for k in ("tenant", "subject", "issuer", "key_id", "method", "path",
+                                  "decision", "reason", "status")} == {
+        "tenant": "acme", "subject": "alice", "issuer": "idp", "key_id": "k1",
+        "method": "POST", "path": "/notes/1", "decision": "allow", "reason": "ok",
+        "status": 200}
+    assert isinstance(allow["ts"], float) and isinstance(allow["latency_ms"], float)
+    deny = next(line for line in lines if line["request_id"] == "rid-2")
+    assert (deny["decision"], deny["reason"], deny["status"]) == ("deny", "malformed_token", 401)
+    everything = audit_path.read_text() + server.log_tail(100_000)
+    assert "SECRET-QUERY" not in everything and token not in everything
+    assert token.split(".")[2] not in everything
