@@ -318,3 +318,13 @@ def _container(pod: dict[str, Any], name: str) -> dict[str, Any]:
     found = [c for c in [*pod.get("initContainers", []), *pod["containers"]] if c["name"] == name]
     assert len(found) == 1, name
     return found[0]
+
+
+def test_documented_sidecar_example_is_what_the_chart_renders(helm: str) -> None:
+    examples = CHART.parents[1] / "examples"
+    result = run_helm(helm, "template", "orders", str(CHART), "-n", "orders", "-f",
+                      str(examples / "sidecar-values.yaml"))
+    assert result.returncode == 0, result.stderr
+    documented = (examples / "sidecar-app.yaml").read_text()
+    assert documented.split("\n", 2)[2] == result.stdout, (
+        "deploy/examples/sidecar-app.yaml is stale: regenerate it with the command in its header")

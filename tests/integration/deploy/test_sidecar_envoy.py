@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
 from deploy_support import VALUES_DIR, Rendered
@@ -68,3 +70,58 @@ def test_init_step_renders_a_bootstrap_envoy_validates(
 
 def _envoy(rendered: Rendered) -> dict[str, object]:
     return next(c for c in rendered.pod_spec()["initContainers"] if c["name"] == "envoy")
+
+
+PARENT_DEPLOYMENT = """\
+{{- $tg := dict "Values" .Values.tenantgate "Release" .Release
+      "Chart" (dict "Name" "tenantgate" "AppVersion" .Subcharts.tenantgate.Chart.AppVersion) }}
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: billing}
+spec:
+  selector: {matchLabels: {app: billing}}
+  template:
+    metadata:
+      labels: {app: billing}
+      annotations:
+        checksum/tenantgate-config: {{ include "tenantgate.configChecksum" $tg }}
+    spec:
+      securityContext: {{ toJson $tg.Values.podSecurityContext }}
+      initContainers:
+        {{- include "tenantgate.sidecar.initContainers" $tg | nindent 8 }}
+      containers:
+        - name: billing
+          image: registry.example.com/billing:2.0.0
+          securityContext: {{ toJson $tg.Values.securityContext }}
+      volumes:
+        {{- include "tenantgate.sidecar.volumes" $tg | nindent 8 }}
+"""
+
+
+def test_named_templates_add_the_sidecars_to_another_charts_workload(
+        helm: str, tmp_path: Path) -> None:
+    """The documented library use (deploy/README.md): a parent chart with tenantgate as a
+    subchart includes the sidecars in its own Deployment."""
+    from deploy_support import CHART, run_helm
+
+    parent = tmp_path / "billing"
+    shutil.copytree(CHART, parent / "charts" / "tenantgate")
+    (parent / "templates").mkdir()
+    (parent / "Chart.yaml").write_text("apiVersion: v2\nname: billing\nversion: 1.0.0\n")
+    (parent / "values.yaml").write_text(
+        "tenantgate: {mode: sidecar, sidecar: {app: {enabled: false, port: 3000}}}\n")
+    (parent / "templates" / "deployment.yaml").write_text(PARENT_DEPLOYMENT)
+    result = run_helm(helm, "template", "billing", str(parent), "-n", "billing")
+    assert result.returncode == 0, result.stderr
+    docs = {d["kind"]: d for d in yaml.safe_load_all(result.stdout) if d}
+    assert sorted(docs) == ["ConfigMap", "Deployment", "ServiceAccount"]
+    pod = docs["Deployment"]["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == [
+        "tenantgate-envoy-config", "tenantgate", "envoy"]
+    configmaps = {v["projected"]["sources"][0]["configMap"]["name"]
+                  for v in pod["volumes"] if "projected" in v}
+    assert configmaps == {docs["ConfigMap"]["metadata"]["name"]}
+    assert "--upstream" in pod["initContainers"][0]["args"]
+    assert "127.0.0.1:3000" in pod["initContainers"][0]["args"]
+    kubernetes_validate.validate(docs["Deployment"], kubernetes_validate.latest_version(),
+                                 strict=True)

@@ -75,7 +75,7 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- if not (has .Values.context.active_key $keys.keyIds) -}}
 {{- fail (printf "context.active_key: %q is not one of signingKeys.keyIds %v" .Values.context.active_key $keys.keyIds) -}}
 {{- end -}}
-{{- if and (eq .Values.mode "sidecar") (not .Values.sidecar.app.image) -}}
+{{- if and (eq .Values.mode "sidecar") .Values.sidecar.app.enabled (not .Values.sidecar.app.image) -}}
 {{- fail "sidecar.app.image: sidecar mode needs the application's image (the container tenantgate protects)" -}}
 {{- end -}}
 {{- if and (eq .Values.mode "sidecar") (eq (int .Values.sidecar.envoy.port) (int .Values.sidecar.app.port)) -}}
