@@ -7,6 +7,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import kubernetes_validate
 import pytest
@@ -68,7 +69,7 @@ def test_init_step_renders_a_bootstrap_envoy_validates(
     assert admin == "127.0.0.1", "Envoy's admin API must not listen on the pod IP"
 
 
-def _envoy(rendered: Rendered) -> dict[str, object]:
+def _envoy(rendered: Rendered) -> dict[str, Any]:
     return next(c for c in rendered.pod_spec()["initContainers"] if c["name"] == "envoy")
 
 
