@@ -1,0 +1,282 @@
+"""Benchmark the whole Envoy path with wrk on 127.0.0.1, in interleaved rounds:
+
+  floor     Envoy alone, direct response
+  native    Envoy jwt_authn + local_ratelimit (the strongest peer), direct response
+  exact     Envoy + tenantgate (JWT, Redis quota `exact`, signed context, audit + metrics on)
+  batched   the same with the quota in `batched` mode
+  noop      Envoy + a no-op grpc.aio ext_authz server (the ceiling of any Python sidecar)
+
+Every scenario answers with the same direct response, so differences are the filters' cost.
+Each Envoy runs with --concurrency 1 (on 2 cores, Envoy, wrk and the sidecar share the CPU).
+
+  .venv/bin/python bench/envoy_bench.py                      # 3 rounds, 10 s / 5 s runs
+  .venv/bin/python bench/envoy_bench.py --rounds 1 --seconds 1 --output /tmp/smoke.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import re
+import secrets
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
+from tenantgate.config.load import load_config
+from tenantgate.testing import tokens
+from tenantgate.testing.envoy import EnvoyProcess, ManagedProcess, TenantgateProcess, free_port
+from tenantgate.testing.redis import RedisServer
+
+HERE = Path(__file__).resolve().parent
+ISSUER, AUDIENCE, KEY_ID, TENANT = "https://bench.local/", "bench", "bench-1", "acme"
+PATH = f"/tenants/{TENANT}/items"
+SCENARIOS = ("floor", "native", "exact", "batched", "noop")
+ROUTER = {"name": "envoy.filters.http.router", "typed_config": {
+    "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
+
+
+@dataclass
+class Run:
+    rps: float
+    p50_ms: float
+    p99_ms: float
+    non_2xx: int
+
+
+@dataclass
+class Results:
+    c32: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
+    c1: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
+
+
+class NoopAuthz(ManagedProcess):
+    """bench/noop_authz.py on a Unix socket, like tenantgate in sidecar mode."""
+
+    name = "noop-authz"
+
+    def start(self, socket_path: Path) -> NoopAuthz:
+        self._spawn([sys.executable, str(HERE / "noop_authz.py"), "--listen",
+                     f"unix:{socket_path}"])
+        self._wait(socket_path.is_socket, 20)
+        return self
+
+
+def tenantgate_config(directory: Path, mode: str, redis_url: str) -> Path:
+    (directory / "ctx.key").write_text(secrets.token_hex(32))
+    config = {
+        "listen": {"grpc": None, "uds": str(directory / "authz.sock"),
+                   "metrics": f"127.0.0.1:{free_port()}"},
+        "issuers": [{"name": "bench", "issuer": ISSUER, "audiences": [AUDIENCE],
+                     "jwks": {"file": str(directory.parent / "jwks.json")},
+                     "tenant_pattern": "^[a-z0-9-]{1,63}$"}],
+        "tenants": {"registry": {TENANT: {"plan": "bench"}}},
+        "policy": {"routes": [{"path": "/tenants/{tenant}/**"}]},
+        "context": {"active_key": "k1", "keys": [{"id": "k1", "secret": {"fromFile": "ctx.key"}}]},
+        # Far above what the bench reaches: every request is admitted, and counted in Redis.
+        "quota": {"enabled": True, "store": "redis", "redis": {"url": redis_url},
+                  "plans": {"bench": {"limits": ["100000000/min"], "mode": mode}}},
+        "audit": {"enabled": True, "path": str(directory / "audit.log")},
+    }
+    path = directory / "tenantgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def with_direct_response(bootstrap: dict[str, Any], filters: list[dict[str, Any]] | None
+                         ) -> dict[str, Any]:
+    """The same listener, answering 200 itself; `filters` replaces the HTTP filters."""
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    route = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    route.pop("route")
+    route["direct_response"] = {"status": 200, "body": {"inline_string": "ok\n"}}
+    if filters is not None:
+        manager["http_filters"] = [*filters, ROUTER]
+    return bootstrap
+
+
+def native_filters(jwk: dict[str, Any]) -> list[dict[str, Any]]:
+    jwt = {"name": "envoy.filters.http.jwt_authn", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3."
+                 "JwtAuthentication",
+        "providers": {"bench": {
+            "issuer": ISSUER, "audiences": [AUDIENCE], "forward": True,
+            "local_jwks": {"inline_string": json.dumps({"keys": [jwk]})},
+            "claim_to_headers": [{"header_name": "x-tenant-id", "claim_name": "tenant_id"}]}},
+        "rules": [{"match": {"prefix": "/"}, "requires": {"provider_name": "bench"}}]}}
+    percent = {"numerator": 100, "denominator": "HUNDRED"}
+    limit = {"name": "envoy.filters.http.local_ratelimit", "typed_config": {
+        "@type": "type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3."
+                 "LocalRateLimit",
+        "stat_prefix": "bench",
+        "token_bucket": {"max_tokens": 100000000, "tokens_per_fill": 100000000,
+                         "fill_interval": "1s"},
+        "filter_enabled": {"runtime_key": "rl_enabled", "default_value": percent},
+        "filter_enforced": {"runtime_key": "rl_enforced", "default_value": percent}}}
+    return [jwt, limit]
+
+
+def envoy_for(scenario: str, base: dict[str, Any], jwk: dict[str, Any],
+              authz_socket: Path | None) -> EnvoyProcess:
+    bootstrap = json.loads(json.dumps(base))  # a deep copy
+    port = free_port()
+    bootstrap["static_resources"]["listeners"][0]["address"]["socket_address"]["port_value"] = port
+    bootstrap["admin"]["address"]["socket_address"]["port_value"] = free_port()
+    filters = {"floor": [], "native": native_filters(jwk)}.get(scenario)
+    with_direct_response(bootstrap, filters)
+    if authz_socket is not None:
+        cluster = next(c for c in bootstrap["static_resources"]["clusters"]
+                       if c["name"] == "tenantgate")
+        endpoint = cluster["load_assignment"]["endpoints"][0]["lb_endpoints"][0]["endpoint"]
+        endpoint["address"] = {"pipe": {"path": str(authz_socket)}}
+    envoy = EnvoyProcess(bootstrap, concurrency=1, log_level="error")
+    envoy.port = port  # type: ignore[attr-defined]
+    return envoy
+
+
+_UNITS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def wrk(port: int, token: str, seconds: float, connections: int) -> Run:
+    out = subprocess.run(
+        ["wrk", "-t1", f"-c{connections}", f"-d{max(1, round(seconds))}s", "--latency",
+         "-H", f"authorization: Bearer {token}", f"http://127.0.0.1:{port}{PATH}"],
+        capture_output=True, text=True, timeout=seconds + 60).stdout
+
+    def latency(pct: str) -> float:
+        m = re.search(rf"^\s*{pct}%\s+([\d.]+)(us|ms|s)\s*$", out, re.MULTILINE)
+        return float(m.group(1)) * _UNITS[m.group(2)] if m else float("nan")
+
+    rps = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    non_2xx = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    errors = re.search(r"Socket errors:.*?timeout (\d+)", out)
+    if rps is None:
+        raise RuntimeError(f"wrk failed:\n{out}")
+    failed = (int(non_2xx.group(1)) if non_2xx else 0) + (int(errors.group(1)) if errors else 0)
+    return Run(float(rps.group(1)), latency("50"), latency("99"), failed)
+
+
+def med(runs: list[Run], attr: str) -> float:
+    return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
+
+
+def machine() -> str:
+    cpu = "unknown CPU"
+    with contextlib.suppress(OSError):
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    envoy = re.search(r"/(\d+\.\d+\.\d+)/", subprocess.run(
+        [str(Path(sys.executable).parent / "envoy"), "--version"],
+        capture_output=True, text=True).stdout)
+    wrk_version = subprocess.run(["wrk", "-v"], capture_output=True, text=True).stdout
+    return (f"{os.cpu_count()} CPUs ({cpu}), {platform.system()} {platform.release()}, "
+            f"Python {platform.python_version()}, Envoy {envoy.group(1) if envoy else '?'}, "
+            f"{wrk_version.splitlines()[0].split(' [')[0] if wrk_version else 'wrk'}")
+
+
+def report(results: Results, args: argparse.Namespace, command: str) -> str:
+    floor32, native32 = results.c32["floor"], results.c32["native"]
+    lines = [
+        "# Envoy path benchmark", "",
+        f"Machine: {machine()}.  ",
+        f"Command: `{command}`  ",
+        f"{args.rounds} interleaved rounds; per round and scenario wrk -t1 -c32 for "
+        f"{args.seconds:g} s, then -c1 for {args.seconds / 2:g} s; medians over rounds. Every "
+        "scenario answers with Envoy's direct response (no upstream), HTTP/1.1, one cached "
+        "token. Envoy --concurrency 1; load generator, Envoy and the sidecar share the cores, "
+        "so absolute numbers move with the machine: the ratios are the result.", "",
+        "| scenario | req/s @32 | x floor | x native | p50 ms @32 | p99 ms @32 | p50 ms @1 "
+        "| added p50 @1 vs floor | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|"]
+    for s in SCENARIOS:
+        rps = med(results.c32[s], "rps")
+        p50_1 = med(results.c1[s], "p50_ms")
+        bad = sum(r.non_2xx for r in results.c32[s] + results.c1[s])
+        lines.append(
+            f"| {s} | {rps:,.0f} | {rps / med(floor32, 'rps'):.2f} | "
+            f"{rps / med(native32, 'rps'):.2f} | {med(results.c32[s], 'p50_ms'):.2f} | "
+            f"{med(results.c32[s], 'p99_ms'):.2f} | {p50_1:.3f} | "
+            f"{p50_1 - med(results.c1['floor'], 'p50_ms'):+.3f} | {bad} |")
+    noop = med(results.c32["noop"], "rps")
+    lines += ["", "Targets (issue 6):", ""]
+    for mode, target in (("exact", 0.45), ("batched", 0.75)):
+        ratio = med(results.c32[mode], "rps") / noop
+        lines.append(f"- full path ({mode}) / no-op ceiling: {ratio:.2f} (target ≥ {target}): "
+                     f"{'met' if ratio >= target else 'NOT met'}")
+    for mode in ("exact", "batched"):
+        added = med(results.c1[mode], "p50_ms") - med(results.c1["floor"], "p50_ms")
+        lines.append(f"- added p50 at 1 connection ({mode}): {added:.3f} ms (target ≤ 0.8 ms): "
+                     f"{'met' if added <= 0.8 else 'NOT met'}")
+    bad = sum(r.non_2xx for m in ("exact", "batched") for r in results.c32[m] + results.c1[m])
+    lines.append(f"- non-2xx responses for the tenant under its limit: {bad} (target 0)")
+    return "\n".join(lines) + "\n"
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--seconds", type=float, default=10.0, help="per run at 32 connections")
+    parser.add_argument("--output", default=str(HERE / "RESULTS-envoy.md"))
+    args = parser.parse_args()
+    if shutil.which("wrk") is None:
+        print("wrk not found: apt-get install -y wrk", file=sys.stderr)
+        return 2
+    command = "python bench/envoy_bench.py " + " ".join(sys.argv[1:])
+    work = Path(tempfile.mkdtemp(prefix="tg-envoy-bench-"))
+    key = tokens.generate_key("ES256")
+    jwk = tokens.public_jwk(key, KEY_ID, "ES256")
+    (work / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
+    token = tokens.mint(key, "ES256", tokens.claims(ISSUER, AUDIENCE, TENANT, ttl=7200),
+                        kid=KEY_ID)
+    results = Results()
+    with contextlib.ExitStack() as stack:
+        redis = stack.enter_context(RedisServer())
+        envoys: dict[str, EnvoyProcess] = {}
+        for mode in ("exact", "batched"):
+            (work / mode).mkdir()
+            config = tenantgate_config(work / mode, mode, redis.url)
+            stack.enter_context(TenantgateProcess(config, uds=str(work / mode / "authz.sock")))
+            base = bootstrap_dict(load_config(config), EnvoyOptions(
+                mode="sidecar", upstream="127.0.0.1:1", rate_limit=False, access_log=False))
+            envoys[mode] = envoy_for(mode, base, jwk, None)
+        noop_socket = work / "noop.sock"
+        noop = NoopAuthz()
+        stack.callback(noop.close)
+        noop.start(noop_socket)
+        envoys["noop"] = envoy_for("noop", base, jwk, noop_socket)
+        envoys["floor"] = envoy_for("floor", base, jwk, None)
+        envoys["native"] = envoy_for("native", base, jwk, None)
+        for name in SCENARIOS:
+            stack.enter_context(envoys[name])
+        for round_no in range(args.rounds):
+            for name in SCENARIOS:
+                port = envoys[name].port  # type: ignore[attr-defined]
+                wrk(port, token, 1, 8)  # warm-up: connections, token cache, JWKS
+                results.c32[name].append(wrk(port, token, args.seconds, 32))
+                results.c1[name].append(wrk(port, token, args.seconds / 2, 1))
+                r = results.c32[name][-1]
+                print(f"round {round_no + 1} {name:8} {r.rps:10,.0f} req/s  p50 {r.p50_ms:.2f} "
+                      f"ms  p99 {r.p99_ms:.2f} ms  non-2xx {r.non_2xx}", flush=True)
+    shutil.rmtree(work, ignore_errors=True)
+    text = report(results, args, command)
+    Path(args.output).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
