@@ -21,6 +21,7 @@ from tenantgate.config.quota import RedisConfig
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota.breaker import CircuitBreaker
+from tenantgate.quota.coalesce import Coalescer
 from tenantgate.quota.store import Bucket, BucketState, Outcome
 
 Client = Redis | RedisCluster
@@ -84,6 +85,7 @@ class RedisStore:
         # redis-py refuses a command outright when its pool is exhausted; queue here instead,
         # inside the timeout, so a burst waits its turn rather than failing.
         self._slots = asyncio.Semaphore(cfg.max_connections)
+        self._coalescer = Coalescer(self._send_gcra_batch)
 
     @property
     def client(self) -> Client:
@@ -101,7 +103,7 @@ class RedisStore:
         args: list[int] = [cost]
         for bucket in buckets:
             args += (bucket.interval_us, bucket.tolerance_us)
-        reply = await self._guarded(self._evalsha(GCRA, [b.key for b in buckets], args))
+        reply = await self._coalescer.submit([b.key for b in buckets], args)
         states = tuple(BucketState(int(reply[i]), int(reply[i + 1]), int(reply[i + 2]))
                        for i in range(2, len(reply), 3))
         return Outcome(reply[0] == 1, states, int(reply[1]))
@@ -109,6 +111,34 @@ class RedisStore:
     async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
         replies = await self._guarded(self._charge_pipeline(items))
         return [int(r[0]) for r in replies], max(int(r[1]) for r in replies)
+
+    async def _send_gcra_batch(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
+        if len(calls) == 1:  # a pipeline of one costs more than the plain call
+            keys, args = calls[0]
+            return [await self._guarded(self._evalsha(GCRA, keys, args))]
+        if isinstance(self._client, RedisCluster):
+            # redis-py refuses scripts in cluster pipelines: one call per request, concurrently.
+            return list(await asyncio.gather(
+                *(self._guarded(self._evalsha(GCRA, keys, args)) for keys, args in calls),
+                return_exceptions=True))
+        return list(await self._guarded(self._gcra_pipeline(calls)))
+
+    async def _gcra_pipeline(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
+        replies = await self._run_gcra(calls)
+        if any(isinstance(r, NoScriptError) for r in replies):
+            # Redis lost its script cache: nothing was evaluated; load once, send again.
+            await self._client.script_load(GCRA.source)
+            replies = await self._run_gcra(calls)
+        return replies
+
+    async def _run_gcra(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
+        pipe = self._client.pipeline(transaction=False)
+        for keys, args in calls:
+            pipe.evalsha(GCRA.sha, len(keys), *keys, *args)
+        replies = list(await pipe.execute(raise_on_error=False))
+        # Per-call Redis errors become the typed store failure for that caller only.
+        return [QuotaStoreUnavailable(type(r).__name__) if isinstance(r, Exception)
+                and not isinstance(r, NoScriptError) else r for r in replies]
 
     async def _guarded(self, work: Any) -> Any:
         """Run one store round trip under the breaker and the timeout; failures become typed."""
