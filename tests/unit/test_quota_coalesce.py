@@ -6,7 +6,6 @@ import asyncio
 from typing import Any
 
 import pytest
-
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.quota.coalesce import Call, Coalescer
 
