@@ -1,0 +1,230 @@
+"""An issuer's JWKS: Cache-Control within bounds, the unknown-kid refetch bound, stale-if-error
+up to max_stale, rotation, and which keys may verify which algorithm. HTTP is httpx's mock
+transport and time is a fake clock, so every bound is checked exactly."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import httpx
+import pytest
+from tenantgate.config.model import IssuerConfig
+from tenantgate.errors import KeySetUnavailable
+from tenantgate.identity.jwks import FAILED_FETCH_BACKOFF, KeySet
+from tenantgate.identity.keys import fits, prepare
+from tenantgate.testing.check import DevIssuer
+
+URL = "https://idp.test/jwks.json"
+
+
+@pytest.fixture(scope="module")
+def idp() -> DevIssuer:
+    issuer = DevIssuer(issuer="https://idp.test", kid="k1")
+    issuer.add_key("k2")
+    return issuer
+
+
+class FakeIdP:
+    """The JWKS endpoint: what it serves, whether it fails, how often it was asked."""
+
+    def __init__(self, keys: list[dict[str, Any]], cache_control: str | None = None) -> None:
+        self.keys = keys
+        self.cache_control = cache_control
+        self.failing = False
+        self.fetches = 0
+        self.gate: asyncio.Event | None = None  # when set, answers wait for it
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        self.fetches += 1
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.failing:
+            return httpx.Response(503)
+        headers = {"cache-control": self.cache_control} if self.cache_control else {}
+        return httpx.Response(200, json={"keys": self.keys}, headers=headers)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def keyset(fake: FakeIdP, clock: Clock, **jwks: Any) -> KeySet:
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$",
+        "jwks": {"url": URL, "min_ttl": "60s", "max_ttl": "1h", "default_ttl": "300s",
+                 "refetch_interval": "30s", "max_stale": "600s", **jwks}})
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handle))
+    return KeySet(cfg, client, clock=clock)
+
+
+async def settle() -> None:
+    for _ in range(5):  # let background refreshes run to completion
+        await asyncio.sleep(0)
+
+
+@pytest.mark.parametrize("cache_control, fresh_for", [
+    ("max-age=120", 120), ("public, max-age=5", 60), ("max-age=999999", 3600),
+    ("no-store", 60), ("no-cache, max-age=500", 60), ("s-maxage=900", 300), (None, 300),
+], ids=["within-bounds", "below-min", "above-max", "no-store", "no-cache", "s-maxage-only",
+        "absent"])
+async def test_cache_control_is_honoured_within_min_and_max(
+        idp: DevIssuer, cache_control: str | None, fresh_for: float) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), cache_control), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    clock.now += fresh_for - 0.5
+    assert await keys.find("k1", "RS256") is not None
+    await settle()
+    assert fake.fetches == 1, "refreshed before the key set went stale"
+    clock.now += 1
+    assert await keys.find("k1", "RS256") is not None
+    await settle()
+    assert fake.fetches == 2, "not refreshed once stale"
+
+
+async def test_stale_keys_are_served_while_the_refresh_runs_in_the_background(
+        idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    fake.gate = asyncio.Event()  # the IdP now hangs
+    clock.now += 61
+    found = await asyncio.wait_for(keys.find("k1", "RS256"), timeout=1)
+    assert found is not None and fake.fetches == 2  # a refresh started, nobody waited for it
+    fake.gate.set()
+    await keys.close()
+
+
+async def test_flood_of_unknown_kids_fetches_at_most_once_per_interval(idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=3600"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    for n in range(500):
+        assert await keys.find(f"random-{n}", "RS256") is None
+    assert fake.fetches == 2  # start-up + one refetch
+    clock.now += 29.9
+    assert await keys.find("random-x", "RS256") is None
+    assert fake.fetches == 2
+    clock.now += 0.2
+    assert await keys.find("random-y", "RS256") is None
+    assert fake.fetches == 3
+
+
+async def test_concurrent_unknown_kids_share_one_fetch(idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=3600"), Clock()
+    keys = keyset(fake, clock)
+    fake.keys = []
+    await keys.start()
+    fake.keys = idp.jwks(["k1"])
+    results = await asyncio.gather(*(keys.find("k1", "RS256") for _ in range(50)))
+    assert fake.fetches == 2 and results[0] is not None
+
+
+async def test_rotation_new_key_found_by_refetch_old_key_gone_after_refresh(
+        idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    fake.keys = idp.jwks(["k1", "k2"])
+    assert await keys.find("k2", "RS256") is not None  # unknown kid: refetched at once
+    fake.keys = idp.jwks(["k2"])
+    clock.now += 61
+    await keys.find("k2", "RS256")  # stale: background refresh
+    await settle()
+    assert await keys.find("k1", "RS256") is None
+
+
+async def test_endpoint_down_known_keys_work_up_to_max_stale_then_unavailable(
+        idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    fake.failing = True
+    clock.now += 60 + 599
+    assert await keys.find("k1", "RS256") is not None
+    await settle()
+    assert await keys.find("k2", "RS256") is None  # unknown kid: refetch fails, denied
+    clock.now += 1.5  # past fresh (60) + max_stale (600)
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+    fetches = fake.fetches
+    for _ in range(100):  # backing off: a dead IdP is not hammered by every request
+        with pytest.raises(KeySetUnavailable):
+            await keys.find("k1", "RS256")
+    assert fake.fetches == fetches
+    fake.failing = False
+    clock.now += FAILED_FETCH_BACKOFF
+    assert await keys.find("k1", "RS256") is not None
+
+
+async def test_no_keys_at_start_is_unavailable_not_a_crash(idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"])), Clock()
+    fake.failing = True
+    keys = keyset(fake, clock)
+    await keys.start()  # not fatal
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+
+
+@pytest.mark.parametrize("body", [b"not json", b"[1,2]", b'{"keys": "nope"}', b"{}"],
+                         ids=["not-json", "array", "keys-not-a-list", "no-keys"])
+async def test_malformed_jwks_documents_are_fetch_failures(body: bytes) -> None:
+    async def handle(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"url": URL}})
+    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    await keys.start()
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+
+
+def _jwk(idp: DevIssuer, **changes: Any) -> dict[str, Any]:
+    jwk = dict(idp.jwks(["k1"])[0])
+    for name, value in changes.items():
+        if value is None:
+            jwk.pop(name, None)
+        else:
+            jwk[name] = value
+    return jwk
+
+
+@pytest.mark.parametrize("changes, algorithm, usable", [
+    ({}, "RS256", True),
+    ({"alg": None}, "RS256", True),
+    ({"alg": None}, "PS256", True),
+    ({"alg": "RS512"}, "RS256", False),
+    ({"use": "enc"}, "RS256", False),
+    ({"use": None}, "RS256", True),
+    ({"key_ops": ["encrypt"]}, "RS256", False),
+    ({"key_ops": ["verify"]}, "RS256", True),
+    ({"d": "private-part"}, "RS256", False),
+    ({}, "ES256", False),
+    ({"kty": "EC", "crv": "P-256", "alg": None}, "RS256", False),
+    ({}, "HS256", False),
+], ids=["alg-matches", "no-alg-rs", "no-alg-ps", "alg-differs", "use-enc", "no-use",
+        "ops-without-verify", "ops-verify", "private-key", "rsa-for-es256", "ec-for-rs256",
+        "rsa-for-hs256"])
+def test_only_keys_whose_kty_alg_and_use_fit_are_used(
+        idp: DevIssuer, changes: dict[str, Any], algorithm: str, usable: bool) -> None:
+    jwk = _jwk(idp, **changes)
+    assert fits(jwk, algorithm) is usable
+
+
+def test_prepare_skips_unfit_and_broken_keys(idp: DevIssuer) -> None:
+    document = {"keys": [_jwk(idp), _jwk(idp, use="enc", kid="enc"), "garbage",
+                         {"kty": "RSA", "kid": "broken", "n": "!!", "e": "AQAB"},
+                         json.loads(json.dumps(_jwk(idp, kid="twin")))]}
+    prepared, skipped = prepare(document, ["RS256", "ES256"])
+    assert sorted(k.key_id or "" for k in prepared) == ["k1", "twin"]
+    assert all(k.algorithm == "RS256" for k in prepared)
+    assert skipped == 2  # the enc key and the non-object; "broken" fits but fails to load
