@@ -32,7 +32,7 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
 
 
 def install() -> None:
-    if sys.version_info < (3, 11):
+    if sys.version_info < (3, 11):  # noqa: UP036 - the python3 on PATH may be older
         sys.exit("tenantgate needs Python 3.11 or newer")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
