@@ -6,7 +6,6 @@ import io
 from typing import Any
 
 import pytest
-
 from tenantgate.backend import current_context
 from tenantgate.backend.middleware import TenantContextMiddleware, TenantContextWSGIMiddleware
 from tenantgate.context import KeyRing

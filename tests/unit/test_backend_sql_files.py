@@ -5,7 +5,6 @@ from __future__ import annotations
 import re
 
 import pytest
-
 from tenantgate.db.lint import Problem, _policy_findings
 from tenantgate.db.schema import latest_version, migrations, print_sql
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import psycopg
 import pytest
 from pgsupport import Database
-
 from tenantgate.cli import main
 from tenantgate.db.lint import Finding, Problem, lint
 
