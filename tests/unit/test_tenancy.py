@@ -1,0 +1,121 @@
+"""Tenant rules: the id pattern can never admit header/log/SQL-breaking characters, issuer
+binding, and the registry."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+from tenantgate.config.model import DEFAULT_TENANT_PATTERN
+from tenantgate.decision import Reason
+from tenantgate.errors import ConfigError
+from tenantgate.tenancy import API_KEY_ISSUER, Tenant, TenantRules
+from tenantgate.testing.check import DevIssuer, build_config
+
+IDP = DevIssuer(algorithm="ES256")
+FORBIDDEN = [chr(c) for c in (*range(0x20), 0x7F)] + [
+    " ", '"', "'", "`", ",", ";", "\\", "\u0085", "\u00a0", "\u00e9", "\u0101", "\u2028",
+    "\u2029", "\u200b", "\ufeff", "\uff0c", "\uff1b", "\U0001f600"]
+
+
+def rules(tmp_path: Path, section: dict[str, Any] | None = None,
+          **issuer: Any) -> TenantRules:
+    """TenantRules from a config with `section` as its tenants: section, one issuer."""
+    config = build_config(tmp_path, [IDP.config(**issuer)],
+                          **({"tenants": section} if section is not None else {}))
+    return TenantRules(config)
+
+
+@pytest.mark.parametrize("tenant_id", [
+    "acme", "a", "a" * 63, "0", "acme-prod_2", "3f2b8c1e-9d4a-4b7e-8f6a-2c1d0e9b7a65"],
+    ids=["word", "one-char", "63-chars", "digit", "dash-underscore", "uuid"])
+def test_default_pattern_admits_plain_ids_and_uuids(tmp_path: Path, tenant_id: str) -> None:
+    assert rules(tmp_path).valid_id(tenant_id)
+
+
+@pytest.mark.parametrize("tenant_id", [
+    "", "a" * 64, "ACME", "Acme", "acme.prod", "acme/x", "acme\n", "\nacme", "acme%00"],
+    ids=["empty", "64-chars", "upper", "mixed-case", "dot", "slash", "trailing-newline",
+         "leading-newline", "percent"])
+def test_default_pattern_refuses(tmp_path: Path, tenant_id: str) -> None:
+    assert not rules(tmp_path).valid_id(tenant_id)
+
+
+# Patterns check-config accepts (its probes do not catch them), each admitting something
+# odd: the always-on safety net must still refuse every forbidden character.
+LOOSE_BUT_ACCEPTED = [
+    r"^(?:[a-z]+|[\u0100-\u017f]+)$",  # Latin Extended-A: not among the config probes
+    r"^ab\x01cd$|^[a-z]+$",  # a control character only in one exact spelling
+    r"^[a-z]+(?:\u2029[a-z]+)?$",
+    r"^[a-z]+(?:\U0001F600)?$",
+]
+
+
+@pytest.mark.parametrize("pattern", [DEFAULT_TENANT_PATTERN, *LOOSE_BUT_ACCEPTED])
+def test_no_accepted_pattern_ever_admits_a_forbidden_character(tmp_path: Path,
+                                                               pattern: str) -> None:
+    tenant_rules = rules(tmp_path, {"pattern": pattern})
+    for char in FORBIDDEN:
+        for candidate in (char, f"a{char}", f"{char}a", f"ab{char}cd", f"a{char}a", "ā" * 3):
+            if tenant_rules.valid_id(candidate):
+                pytest.fail(f"{pattern!r} admitted {candidate!r}")
+    assert tenant_rules.valid_id("abc")
+
+
+@pytest.mark.parametrize("pattern", [r".+", r"[^,]+", r"\S+", r"[\w-]+", r"[a-z ]+",
+                                     r"[a-z;]+", r"[a-z\"]+", r"(?s).*"])
+def test_config_refuses_patterns_that_admit_forbidden_characters(tmp_path: Path,
+                                                                 pattern: str) -> None:
+    with pytest.raises(ConfigError, match=r"tenants\.pattern: pattern admits the forbidden"):
+        rules(tmp_path, {"pattern": pattern})
+
+
+def test_issuer_with_a_tenant_list_speaks_only_for_those(tmp_path: Path) -> None:
+    listed = rules(tmp_path, **{"tenants": ["acme", "acme-eu"], "tenant_pattern": None})
+    assert listed.issuer_may_speak_for("idp", "acme")
+    assert listed.issuer_may_speak_for("idp", "acme-eu")
+    assert not listed.issuer_may_speak_for("idp", "globex")
+
+
+def test_issuer_with_a_pattern_speaks_only_for_matching_tenants(tmp_path: Path) -> None:
+    tenant_rules = rules(tmp_path, tenant_pattern="^acme-[a-z]+$")
+    assert tenant_rules.issuer_may_speak_for("idp", "acme-eu")
+    assert not tenant_rules.issuer_may_speak_for("idp", "acme")
+    assert not tenant_rules.issuer_may_speak_for("idp", "globex-acme-eu")
+
+
+def test_unknown_issuer_speaks_for_nobody_and_api_keys_for_their_own_tenant(
+        tmp_path: Path) -> None:
+    tenant_rules = rules(tmp_path)
+    assert not tenant_rules.issuer_may_speak_for("someone-else", "acme")
+    assert tenant_rules.issuer_may_speak_for(API_KEY_ISSUER, "acme")
+
+
+REGISTRY = {"registry": {"acme": {"plan": "gold"}, "initech": {"status": "suspended"}}}
+
+
+def test_registry_active_suspended_and_unknown(tmp_path: Path) -> None:
+    tenant_rules = rules(tmp_path, REGISTRY)
+    assert tenant_rules.resolve("acme") == Tenant("acme", "gold", known=True,
+                                                  entry=tenant_rules._registry["acme"])
+    assert tenant_rules.resolve("initech") == Reason.TENANT_SUSPENDED
+    assert tenant_rules.resolve("globex") == Reason.TENANT_UNKNOWN  # registry present: deny
+
+
+def test_unknown_tenants_may_be_allowed_explicitly(tmp_path: Path) -> None:
+    tenant_rules = rules(tmp_path, {**REGISTRY, "allow_unknown": True})
+    resolved = tenant_rules.resolve("globex")
+    assert isinstance(resolved, Tenant) and not resolved.known and resolved.label == "other"
+
+
+def test_without_a_registry_every_valid_tenant_is_allowed(tmp_path: Path) -> None:
+    resolved = rules(tmp_path).resolve("anyone")
+    assert isinstance(resolved, Tenant) and resolved.plan is None
+
+
+def test_metric_label_names_only_registry_tenants(tmp_path: Path) -> None:
+    tenant_rules = rules(tmp_path, {**REGISTRY, "allow_unknown": True})
+    assert tenant_rules.label("acme") == "acme"
+    assert tenant_rules.label("globex") == "other"
+    assert tenant_rules.label(None) == "other"
