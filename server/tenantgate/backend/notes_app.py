@@ -1,7 +1,7 @@
 """The reference backend: a per-tenant notes HTTP service whose queries have no tenant filter.
 
 Run: python -m tenantgate.backend.notes_app --dsn "<app role DSN>" --listen 127.0.0.1:8080
-     [--setup-dsn "<owner DSN>"]   # install tenantgate SQL, create + isolate the notes table
+     [--setup-dsn "<owner DSN>"]   # create + isolate notes (after `tenantgate db install`)
 
 Routes (JSON): GET /notes, POST /notes, GET|PUT|DELETE /notes/<id>, GET /whoami,
 GET /healthz, GET /debug/headers (the headers this service received). Every response carries
@@ -48,11 +48,11 @@ _HEADERS_SEEN = "x-backend-saw-tenant-id"
 
 
 def setup_database(owner_dsn: str, app_role: str) -> None:
-    """Install tenantgate's SQL, create and isolate `notes`, grant the app role its DML."""
-    from tenantgate.db.schema import install
-
+    """Create and isolate `notes`, grant the app role its DML. Needs `tenantgate db install`."""
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
-        install(conn)
+        installed = conn.execute("SELECT to_regprocedure('tenantgate.isolate(regclass,name)')")
+        if installed.fetchone()[0] is None:  # type: ignore[index]
+            raise RuntimeError("tenantgate SQL is not installed: run `tenantgate db install`")
         with conn.transaction():
             conn.execute(SCHEMA_SQL)
             conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {}")
@@ -237,7 +237,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dsn", required=True, help="DSN of the application role")
     parser.add_argument("--listen", default="127.0.0.1:8080",
                         help="host:port (default %(default)s)")
-    parser.add_argument("--setup-dsn", help="owner DSN: install SQL, create and isolate notes")
+    parser.add_argument("--setup-dsn", help="table owner DSN: create and isolate the notes table "
+                        "(after `tenantgate db install`)")
     parser.add_argument("--header", default="x-tenant-context", help="signed context header")
     parser.add_argument("--access-log", action="store_true")
     args = parser.parse_args(argv)
@@ -252,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             setup_database(args.setup_dsn, _connected_user(args.dsn))
         server = WSGIHTTPServer((host, int(port)), make_app(args.dsn, header=args.header),
                                 access_log=args.access_log)
-    except (psycopg.Error, OSError) as exc:
+    except (psycopg.Error, OSError, RuntimeError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
               file=sys.stderr)
         return 1
