@@ -1,0 +1,106 @@
+"""Route rules through the real pipeline: scopes, roles, sizes, content types, deny rules,
+path normalization, and the `{tenant}` path binding (404, metric, audit)."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from prometheus_client import REGISTRY
+from tenantgate.policy import is_normalized
+from tenantgate.testing.check import DevIssuer, LocalCheck, build_config, check_request
+
+IDP = DevIssuer(algorithm="ES256")
+ROUTES: list[dict[str, Any]] = [
+    {"path": "/tenants/{tenant}/**"},
+    {"path": "/files/*/{tenant}"},
+    {"path_prefix": "/internal", "action": "deny"},
+    {"path_prefix": "/admin", "roles": ["admin", "owner"]},
+    {"path_prefix": "/notes", "methods": ["post", "PUT"], "scopes": ["notes:write"],
+     "max_body_bytes": "1KiB", "content_types": ["application/json"]},
+    {"path_prefix": "/notes"},
+    {"path_prefix": "/public/"},
+]
+
+
+@pytest.fixture
+async def gate(tmp_path: Path) -> AsyncIterator[LocalCheck]:
+    config = build_config(tmp_path, [IDP.config()],
+                          policy={"routes": ROUTES, "default_action": "deny"})
+    async with LocalCheck(config) as local:
+        yield local
+
+
+async def decide(gate: LocalCheck, path: str, method: str = "GET", tenant: str = "acme",
+                 headers: dict[str, str] | None = None, **claims: Any) -> tuple[int, str]:
+    token = IDP.token(tenant=tenant, **claims)
+    response, audit = await gate.check(check_request(
+        path, method, headers={"authorization": f"Bearer {token}", **(headers or {})}))
+    assert audit is not None
+    status = response.denied_response.status.code if response.HasField("denied_response") else 200
+    return status, audit["reason"]
+
+
+def cross_tenant_count(tenant: str) -> float:
+    value = REGISTRY.get_sample_value("tenantgate_cross_tenant_attempts_total",
+                                      {"tenant": tenant})
+    return value or 0.0
+
+
+@pytest.mark.parametrize("path", ["/tenants/acme", "/tenants/acme/notes/1", "/files/x/acme"])
+async def test_own_tenant_path_is_allowed(gate: LocalCheck, path: str) -> None:
+    assert await decide(gate, path) == (200, "ok")
+
+
+@pytest.mark.parametrize("path", ["/tenants/globex/notes/1", "/tenants/globex",
+                                  "/tenants/ACME/notes", "/tenants/acme%20/x", "/files/x/globex"])
+async def test_another_tenants_path_is_404_and_counted(gate: LocalCheck, path: str) -> None:
+    before = cross_tenant_count("other")
+    assert await decide(gate, path) == (404, "cross_tenant_path")
+    assert cross_tenant_count("other") == before + 1
+
+
+@pytest.mark.parametrize("method, path, claims, headers, expected", [
+    ("POST", "/notes", {}, {"content-type": "application/json"}, (403, "scope_missing")),
+    ("POST", "/notes", {"scope": "notes:read"}, {}, (403, "scope_missing")),
+    ("POST", "/notes", {"scope": "notes:read notes:write"},
+     {"content-type": "application/json; charset=utf-8", "content-length": "1024"}, (200, "ok")),
+    ("PUT", "/notes/1", {"scope": "notes:write"},
+     {"content-type": "application/json", "content-length": "1025"}, (413, "body_too_large")),
+    ("POST", "/notes", {"scope": "notes:write"},
+     {"content-type": "text/plain", "content-length": "5"}, (415, "content_type_not_allowed")),
+    ("POST", "/notes", {"scope": "notes:write"}, {"content-length": "5"},
+     (415, "content_type_not_allowed")),
+    ("GET", "/notes/1", {}, {}, (200, "ok")),  # only POST/PUT need the scope
+    ("GET", "/admin/users", {}, {}, (403, "role_missing")),
+    ("GET", "/admin/users", {"roles": ["viewer"]}, {}, (403, "role_missing")),
+    ("GET", "/admin", {"roles": ["viewer", "owner"]}, {}, (200, "ok")),
+    ("GET", "/internal/debug", {"roles": ["admin"]}, {}, (403, "route_denied")),
+    ("GET", "/adminx", {"roles": ["admin"]}, {}, (403, "route_denied")),  # not under /admin
+    ("GET", "/elsewhere", {}, {}, (403, "route_denied")),  # default_action: deny
+    ("GET", "/public/x", {}, {}, (200, "ok")),
+], ids=["no-scope", "read-scope-only", "write-scope-json", "body-over-limit",
+        "wrong-content-type", "body-without-content-type", "get-needs-no-scope",
+        "no-role", "other-role", "any-listed-role", "deny-rule", "prefix-is-a-segment",
+        "default-deny", "prefix-with-slash"])
+async def test_route_rules(gate: LocalCheck, method: str, path: str, claims: dict[str, Any],
+                           headers: dict[str, str], expected: tuple[int, str]) -> None:
+    assert await decide(gate, path, method, headers=headers, **claims) == expected
+
+
+@pytest.mark.parametrize("path", ["//notes", "/notes//1", "/a/../notes", "/notes/.",
+                                  "/notes/./1", "/notes/..", "/notes%2f1", "/notes%2F..%2F",
+                                  "/%2e%2e/notes", "/notes%5c1", "/notes\\1", "/notes%001",
+                                  "notes", ""])
+async def test_paths_envoy_should_have_normalized_are_refused(gate: LocalCheck,
+                                                              path: str) -> None:
+    assert not is_normalized(path)
+    assert await decide(gate, path, roles=["admin"]) == (400, "malformed_request")
+
+
+@pytest.mark.parametrize("path", ["/", "/notes", "/notes/1.json", "/a..b/c", "/.well-known/x",
+                                  "/notes/%41"])
+def test_ordinary_paths_are_normalized(path: str) -> None:
+    assert is_normalized(path)
