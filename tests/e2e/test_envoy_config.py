@@ -154,3 +154,13 @@ def test_cli_names_the_bad_config_key(tmp_path: Path, capsys: pytest.CaptureFixt
     bad.write_text("context: {active_key: k1, keys: []}\n")
     assert main(["envoy-config", str(bad)]) == 2
     assert "context.keys" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("failure_mode, deny", [("closed", True), ("open", False)])
+def test_rate_limit_filter_failure_follows_the_quota_failure_mode(
+        example: Config, failure_mode: str, deny: bool) -> None:
+    quota = example.quota.model_copy(update={"failure_mode": failure_mode})
+    config = example.model_copy(update={"quota": quota})
+    limiter = http_filter(bootstrap_dict(config, EnvoyOptions()), "envoy.filters.http.ratelimit")
+    assert limiter.get("failure_mode_deny", False) is deny
+    assert limiter["status_on_error"] == {"code": "ServiceUnavailable"}

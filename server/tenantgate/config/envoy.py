@@ -237,15 +237,17 @@ def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
     return HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=AnyMessage.pack(authz))
 
 
-def _rate_limit_filter(domain: str, options: EnvoyOptions) -> HttpFilter:
+def _rate_limit_filter(config: Config, domain: str, options: EnvoyOptions) -> HttpFilter:
     service = RateLimitServiceConfig(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
                                  timeout=_seconds(options.authz_timeout)),
         transport_api_version=ApiVersion.V3)
     limiter = RateLimitFilter(
         domain=domain, timeout=_seconds(options.authz_timeout),
-        failure_mode_deny=True,  # the service unreachable: deny (tenantgate's fail mode lives
-        # inside the service, which answers OK or OVER_LIMIT itself when its store is down)
+        # ShouldRateLimit answers UNAVAILABLE when its store fails, leaving the choice to Envoy:
+        # follow the config's quota.failure_mode (only `open` lets the request through).
+        failure_mode_deny=config.quota.failure_mode != "open",
+        status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
         enable_x_ratelimit_headers=RateLimitXRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
         # A 429 says when to come back (RFC 6585): seconds until the limiting window resets,
         # which Envoy has just put in x-ratelimit-reset from the service's answer.
@@ -283,7 +285,7 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
         rate_limits=rate_limit_descriptors() if domain else []))
     filters = [_ext_authz(config, options)]
     if domain:
-        filters.append(_rate_limit_filter(domain, options))
+        filters.append(_rate_limit_filter(config, domain, options))
     filters.append(HttpFilter(name="envoy.filters.http.router",
                               typed_config=AnyMessage.pack(Router())))
     manager = HttpConnectionManager(

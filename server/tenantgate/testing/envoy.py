@@ -209,9 +209,10 @@ def prepare_notes_database(owner_dsn: str, context_keys: dict[str, bytes],
     from psycopg import sql
 
     from tenantgate.backend.notes_app import setup_database
-    from tenantgate.db import keys
+    from tenantgate.db import keys, schema
 
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
+        schema.install(conn)  # what `tenantgate db install` does
         exists = conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [app_role]).fetchone()
         if not exists:
             conn.execute(sql.SQL("CREATE ROLE {} LOGIN NOSUPERUSER NOBYPASSRLS")
