@@ -58,6 +58,13 @@ def _demo(args: argparse.Namespace) -> int:
     def on_term(signum: int, frame: object) -> None:
         raise _Stop()
 
+    try:
+        import envoy_data_plane  # noqa: F401 - the bootstrap renderer
+        import psycopg  # noqa: F401 - the notes backend and the SQL install
+    except ModuleNotFoundError as exc:
+        _say(f"tenantgate demo: needs {exc.name}: pip install 'tenantgate[dev]' (or the envoy, "
+             "backend and servers extras)")
+        return 1
     previous = signal.signal(signal.SIGTERM, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="tenantgate-demo-"))
     _say(f"tenantgate demo: starting on 127.0.0.1 (files in {workdir})")

@@ -43,7 +43,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
 
 def _render(args: argparse.Namespace) -> int:
-    from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render
+    try:
+        from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render
+    except ModuleNotFoundError as exc:
+        print(f"tenantgate: envoy-config needs {exc.name}: pip install 'tenantgate[envoy]'",
+              file=sys.stderr)
+        return 1
     from tenantgate.config.load import load_config
 
     try:
