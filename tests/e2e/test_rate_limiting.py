@@ -54,7 +54,8 @@ def check_quota(tmp_path_factory: pytest.TempPathFactory, envoy_path: str, redis
         "redis": {"url": redis.url, "circuit": {"failures": 1, "open_for": 0.2}},
         "plans": {"strict": {"limits": [f"{LIMIT}/min"], "failure_mode": "closed"},
                   "lenient": {"limits": ["1000/min"], "failure_mode": "open"}}}
-    with running_stack(directory, upstream=backend.address, config=config,
+    # Front mode: ext_authz over TCP (the other modules use the sidecar's Unix socket).
+    with running_stack(directory, upstream=backend.address, config=config, mode="front",
                        rate_limit=False) as stack:
         yield stack
 
