@@ -265,9 +265,13 @@ class Config(Model):
     api_keys: ApiKeysConfig | None = None  # off unless configured
     admin: AdminConfig | None = None  # the admin API listener; off unless configured
 
-    @model_validator(mode="after")
-    def _unique_issuers(self) -> Config:
-        names = [i.name for i in self.issuers]
-        if len(set(names)) != len(names):
-            raise ValueError("issuer names must be unique")
-        return self
+    @field_validator("issuers")
+    @classmethod
+    def _unique_issuers(cls, issuers: list[IssuerConfig]) -> list[IssuerConfig]:
+        # A field validator, so the message names `issuers`, not "(top level)".
+        # Two entries with one `iss` would silently shadow each other (and their tenants).
+        for field_name, what in (("name", "names"), ("issuer", "issuer values (iss)")):
+            values = [getattr(i, field_name) for i in issuers]
+            if twice := sorted({v for v in values if values.count(v) > 1}):
+                raise ValueError(f"{what} must be unique: {twice[0]!r} repeats")
+        return issuers
