@@ -6,10 +6,11 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.types import Duration, Model
+from tenantgate.config.types import Duration, Model, Secret
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 _PERIOD_SECONDS = {
@@ -134,6 +135,7 @@ class RedisConfig(Model):
     connect_timeout: Duration = 0.2
     max_connections: int = Field(default=64, ge=1)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
+    password: Secret | None = None  # {fromEnv: ...} / {fromFile: ...}: keeps it out of the URL
 
     @field_validator("url")
     @classmethod
@@ -145,6 +147,12 @@ class RedisConfig(Model):
         if value.startswith("redis+sentinel://") and "/" not in value.split("://", 1)[1]:
             raise ValueError("a sentinel url names the master: redis+sentinel://host:port/mymaster")
         return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> RedisConfig:
+        if self.password is not None and urlsplit(self.url).password:
+            raise ValueError("give the password either in url or as password, not both")
+        return self
 
 
 class RateLimitServiceConfig(Model):

@@ -57,6 +57,8 @@ def connect(cfg: RedisConfig) -> Client:
     no_retry = Retry(NoBackoff(), 0)
     parts = urlsplit(cfg.url)
     password = unquote(parts.password) if parts.password else None
+    if cfg.password is not None:  # the config refuses a password in both places
+        password = cfg.password.value.decode()
     username = unquote(parts.username) if parts.username else None
     if parts.scheme in ("redis+cluster", "rediss+cluster"):
         nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
@@ -72,6 +74,8 @@ def connect(cfg: RedisConfig) -> Client:
                             socket_connect_timeout=cfg.connect_timeout)
         return sentinel.master_for(master, db=db, password=password, username=username,
                                    retry=no_retry)
+    if cfg.password is not None:
+        common["password"] = password
     return Redis.from_url(cfg.url, retry=no_retry, **common)
 
 
