@@ -1,0 +1,150 @@
+"""The `tenantgate` command: --help everywhere, check-config exit codes and key-path
+messages, token create-key/mint (the minted token passes the real pipeline), clean errors."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+from tenantgate.cli import build_parser, main
+from tenantgate.testing.check import LocalCheck, build_config, check_request
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
+
+
+def console_script() -> str:
+    found = Path(sys.executable).parent / "tenantgate"
+    return str(found) if found.exists() else shutil.which("tenantgate") or "tenantgate"
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([console_script(), *args], capture_output=True, text=True,
+                          timeout=60, env={**os.environ, **(env or {})})
+
+
+def command_paths(parser: argparse.ArgumentParser, prefix: tuple[str, ...] = ()
+                  ) -> list[tuple[str, ...]]:
+    paths = [prefix]
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, sub in action.choices.items():
+                paths += command_paths(sub, (*prefix, name))
+    return paths
+
+
+COMMANDS = command_paths(build_parser())
+
+
+def test_every_command_of_the_issue_is_there() -> None:
+    assert {("serve",), ("check-config",), ("token",), ("token", "create-key"),
+            ("token", "mint")} <= set(COMMANDS)
+
+
+@pytest.mark.parametrize("path", COMMANDS, ids=lambda p: " ".join(p) or "tenantgate")
+def test_help_on_every_command(path: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+                               ) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main([*path, "--help"])
+    assert exit_.value.code == 0
+    out = capsys.readouterr().out
+    assert out.startswith("usage: tenantgate") and len(out.splitlines()) > 3
+
+
+def test_console_script_help_and_version() -> None:
+    result = run("--help")
+    assert result.returncode == 0 and "check-config" in result.stdout
+    assert run("--version").stdout.startswith("tenantgate ")
+
+
+def test_check_config_valid_exits_0() -> None:
+    result = run("check-config", str(FIXTURES / "valid.yaml"),
+                 env={"TG_TEST_CONTEXT_KEY": "k" * 64})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().endswith("ok (2 issuers, 1 tenants, 1 routes)")
+
+
+def test_check_config_invalid_exits_2_with_the_key_path() -> None:
+    path = FIXTURES / "jwks_url_not_https.yaml"
+    result = run("check-config", str(path), env={"TG_TEST_CONTEXT_KEY": "k" * 64})
+    assert result.returncode == 2
+    assert result.stderr == (f"{path}: issuers[1].jwks: url must be an https URL "
+                             "(allow_insecure_http: true for dev)\n")
+    assert result.stdout == ""
+
+
+def test_check_config_missing_file_is_a_message_not_a_traceback(tmp_path: Path) -> None:
+    result = run("check-config", str(tmp_path / "nope.yaml"))
+    assert result.returncode == 2
+    assert "cannot read" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_check_config_without_a_file_is_a_usage_error() -> None:
+    result = run("check-config")
+    assert result.returncode == 2 and result.stderr.startswith("usage:")
+
+
+def test_token_create_key_and_mint_give_a_token_the_pipeline_accepts(tmp_path: Path) -> None:
+    key, jwks = tmp_path / "dev.pem", tmp_path / "jwks.json"
+    created = run("token", "create-key", "--out", str(key), "--jwks-out", str(jwks),
+                  "--kid", "dev-7")
+    assert created.returncode == 0, created.stderr
+    assert key.stat().st_mode & 0o077 == 0, "private key readable by others"
+    assert json.loads(jwks.read_text())["keys"][0]["kid"] == "dev-7"
+    assert "PRIVATE" not in jwks.read_text()
+    minted = run("token", "mint", "--key", str(key), "--kid", "dev-7", "--iss",
+                 "https://dev.test", "--aud", "api", "--tenant", "acme", "--scope", "a b")
+    assert minted.returncode == 0, minted.stderr
+    token = minted.stdout.strip()
+
+    async def decide() -> str:
+        config = build_config(tmp_path, [{
+            "name": "dev", "issuer": "https://dev.test", "audiences": ["api"],
+            "jwks": {"file": "jwks.json"}, "tenant_pattern": "^[a-z]+$"}])
+        async with LocalCheck(config) as gate:
+            _, audit = await gate.check(check_request(
+                headers={"authorization": f"Bearer {token}"}))
+        assert audit is not None
+        return str(audit["reason"])
+
+    assert asyncio.run(decide()) == "ok"
+
+
+def test_token_mint_with_a_missing_key_is_a_clean_error(tmp_path: Path) -> None:
+    result = run("token", "mint", "--key", str(tmp_path / "none.pem"), "--iss", "i",
+                 "--aud", "a", "--tenant", "t")
+    assert result.returncode == 1
+    assert result.stderr.startswith("tenantgate token: cannot load key")
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_with_an_invalid_config_exits_2_naming_the_problem() -> None:
+    result = run("serve", "--config", str(FIXTURES / "top_level_key_typo.yaml"),
+                 env={"TG_TEST_CONTEXT_KEY": "k" * 64})
+    assert result.returncode == 2
+    assert "isuers: unknown key (did you mean 'issuers'?)" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        document = yaml.safe_load((FIXTURES / "valid.yaml").read_text())
+        document["listen"]["grpc"] = f"127.0.0.1:{port}"
+        document["issuers"] = document["issuers"][1:]  # no network at start-up
+        path = tmp_path / "busy.yaml"
+        path.write_text(yaml.safe_dump(document))
+        result = run("serve", "--config", str(path), env={"TG_TEST_CONTEXT_KEY": "k" * 64})
+    assert result.returncode == 1, result.stderr
+    assert f"tenantgate: cannot start: listen.grpc 127.0.0.1:{port}" in result.stderr
+    assert "Traceback" not in result.stderr
