@@ -57,8 +57,8 @@ def _content_length(text: str) -> int | None:
 def _headers(http: object) -> tuple[dict[str, str], set[str]]:
     """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map.
 
-    Envoy's `headers` map joins repeated headers with ","; the raw map keeps each copy, which
-    is what lets us see a duplicated Authorization header for what it is.
+    A client may repeat a header; Envoy 1.40 joins the copies with "," in both maps (seen with
+    a real Envoy), other senders may list each copy in the raw map: both count as a repeat.
     """
     raw = getattr(http, "header_map", None)
     duplicated: set[str] = set()
@@ -73,13 +73,15 @@ def _headers(http: object) -> tuple[dict[str, str], set[str]]:
                 headers[name] = f"{headers[name]},{value}"
             else:
                 headers[name] = value
-        return headers, duplicated
+        return headers, duplicated | _comma_joined(headers)
     plain = dict(http.headers)  # type: ignore[attr-defined]
     joined = "".join(plain)
     if joined != joined.lower():  # Envoy sends lower-case names; other clients might not
         plain = {k.lower(): v for k, v in plain.items()}
-    # Without the raw map a comma is the only trace of a repeat; JWTs and our API keys never
-    # contain one, so a comma in Authorization means two values.
-    if "," in plain.get("authorization", ""):
-        duplicated.add("authorization")
-    return plain, duplicated
+    return plain, duplicated | _comma_joined(plain)
+
+
+def _comma_joined(headers: dict[str, str]) -> set[str]:
+    # A comma is the trace of a joined repeat; JWTs and our API keys never contain one, so a
+    # comma in Authorization means two values.
+    return {"authorization"} if "," in headers.get("authorization", "") else set()

@@ -46,6 +46,12 @@ def test_comma_in_joined_authorization_means_two_values() -> None:
     assert view.duplicated == {"authorization"}
 
 
+def test_authorization_joined_by_envoy_inside_the_raw_map_means_two_values() -> None:
+    # Envoy 1.40 joins a repeated Authorization with "," even in the raw header map.
+    request = check_request(raw_headers=[("authorization", "Bearer a,Bearer b")])
+    assert RequestView.from_check(request).duplicated == {"authorization"}
+
+
 def test_upper_case_names_in_the_plain_map_are_lowered() -> None:
     view = RequestView.from_check(check_request(headers={"Authorization": "Bearer x"}))
     assert view.header("authorization") == "Bearer x"
