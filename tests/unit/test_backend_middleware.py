@@ -11,7 +11,7 @@ from tenantgate.backend.middleware import TenantContextMiddleware, TenantContext
 from tenantgate.context import KeyRing
 
 RING = KeyRing({"k": b"k" * 32}, "k")
-GOOD = RING.sign("acme", "alice", "r", 60)
+GOOD = RING.sign("acme", "alice", "r", 86400)  # module-level: must outlive a long test run
 
 
 def wsgi_call(environ_headers: dict[str, str], path: str = "/notes",
