@@ -250,3 +250,23 @@ async def test_no_credential_gets_a_bare_bearer_challenge(gate: LocalCheck) -> N
     assert headers["www-authenticate"] == "Bearer"
     assert json.loads(response.denied_response.body) == {"error": "unauthorized",
                                                          "request_id": RID}
+
+
+async def test_oversized_header_is_refused_before_any_verification(
+        gate: LocalCheck, idp: DevIssuer) -> None:
+    headers = {**bearer(idp.token()), "x-junk": "j" * (16 * 1024 + 1)}
+    response, audit = await run(gate, headers)
+    assert audit["reason"] == Reason.OVERSIZED_HEADER
+    assert_uniform_denial(response, 400)
+
+
+async def test_subject_with_crlf_cannot_split_the_injected_header(
+        gate: LocalCheck, idp: DevIssuer) -> None:
+    response, audit = await run(gate, bearer(idp.token(sub="alice\r\nx-admin: 1\u00e9")))
+    assert audit["reason"] == "ok"
+    values = {h.header.key: h.header.value for h in response.ok_response.headers}
+    subject = values["x-tenant-subject"]
+    assert subject.isascii() and subject.isprintable() and "\r" not in subject
+    assert audit["subject"] == "alice\r\nx-admin: 1\u00e9"  # recorded exactly, as JSON
+    with open(gate.runtime.config.audit.path, encoding="utf-8") as log:
+        assert len(log.read().splitlines()) == 1  # and the line was not split
