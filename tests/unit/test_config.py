@@ -17,6 +17,7 @@ CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml") if p.stem != "valid")
 @pytest.fixture(autouse=True)
 def context_secret(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    monkeypatch.setenv("TG_TEST_SHORT_SECRET", "s" * 40)
     monkeypatch.delenv("TG_TEST_UNSET_VARIABLE", raising=False)
 
 

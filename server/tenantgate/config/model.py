@@ -127,6 +127,11 @@ class IssuerConfig(Model):
             raise ValueError("never mix HS* and asymmetric algorithms on one issuer")
         if hmac and self.hs_secret is None:
             raise ValueError("HS* algorithms need hs_secret")
+        # RFC 7518 3.2: an HMAC key at least as long as the hash (32/48/64 bytes).
+        needed = max((int(a[2:]) // 8 for a in hmac), default=0)
+        if self.hs_secret is not None and len(self.hs_secret.value) < needed:
+            raise ValueError(f"hs_secret must be at least {needed} bytes for "
+                             f"{', '.join(hmac)} (RFC 7518 3.2)")
         if hmac and self.jwks is not None:
             raise ValueError("an issuer with public keys (jwks) must not allow HS*")
         if not hmac and self.jwks is None:
