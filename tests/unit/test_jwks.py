@@ -228,3 +228,41 @@ def test_prepare_skips_unfit_and_broken_keys(idp: DevIssuer) -> None:
     assert sorted(k.key_id or "" for k in prepared) == ["k1", "twin"]
     assert all(k.algorithm == "RS256" for k in prepared)
     assert skipped == 2  # the enc key and the non-object; "broken" fits but fails to load
+
+
+def discovery_keyset(document: object, idp: DevIssuer) -> tuple[KeySet, list[str]]:
+    asked: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json=document)
+        return httpx.Response(200, json={"keys": idp.jwks(["k1"])})
+
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True}})
+    return KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle))), asked
+
+
+async def test_discovery_finds_the_jwks_uri(idp: DevIssuer) -> None:
+    keys, asked = discovery_keyset({"issuer": "https://idp.test", "jwks_uri": URL}, idp)
+    await keys.start()
+    assert await keys.find("k1", "RS256") is not None
+    assert asked == ["/.well-known/openid-configuration", "/jwks.json"]
+
+
+@pytest.mark.parametrize("document", [
+    {"issuer": "https://evil.test", "jwks_uri": URL},
+    {"jwks_uri": URL},
+    {"issuer": "https://idp.test", "jwks_uri": "http://idp.test/jwks.json"},
+    {"issuer": "https://idp.test"},
+    ["not", "an", "object"],
+], ids=["another-issuer", "no-issuer", "plain-http-jwks-uri", "no-jwks-uri", "array"])
+async def test_discovery_document_that_does_not_fit_is_refused(idp: DevIssuer,
+                                                               document: object) -> None:
+    keys, asked = discovery_keyset(document, idp)
+    await keys.start()
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+    assert "/jwks.json" not in asked

@@ -143,9 +143,14 @@ class KeySet:
         url = self._issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
         response = await self._get(url, {})
         try:
-            jwks_uri = response.json()["jwks_uri"]
+            document = response.json()
+            jwks_uri = document["jwks_uri"]
         except (ValueError, KeyError, TypeError):
             raise FetchFailed("discovery document has no jwks_uri") from None
+        # OpenID Connect Discovery 1.0, 4.3: the document's issuer MUST equal the one asked
+        # about, or another issuer's keys could end up trusted for this one.
+        if document.get("issuer") != self._issuer.issuer:
+            raise FetchFailed("discovery document names another issuer")
         if not isinstance(jwks_uri, str) or not _scheme_ok(jwks_uri, self._cfg):
             raise FetchFailed("jwks_uri is not an https URL")
         return jwks_uri
