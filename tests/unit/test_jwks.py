@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -173,8 +174,10 @@ async def test_no_keys_at_start_is_unavailable_not_a_crash(idp: DevIssuer) -> No
         await keys.find("k1", "RS256")
 
 
-@pytest.mark.parametrize("body", [b"not json", b"[1,2]", b'{"keys": "nope"}', b"{}"],
-                         ids=["not-json", "array", "keys-not-a-list", "no-keys"])
+@pytest.mark.parametrize("body", [b"not json", b"[1,2]", b'{"keys": "nope"}', b"{}",
+                                  b"[" * 200_000, b'{"keys":' + b"[" * 200_000],
+                         ids=["not-json", "array", "keys-not-a-list", "no-keys",
+                              "deeply-nested", "deeply-nested-keys"])
 async def test_malformed_jwks_documents_are_fetch_failures(body: bytes) -> None:
     async def handle(request: httpx.Request) -> httpx.Response:
         return httpx.Response(200, content=body)
@@ -183,6 +186,19 @@ async def test_malformed_jwks_documents_are_fetch_failures(body: bytes) -> None:
         "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
         "tenant_pattern": "^[a-z]+$", "jwks": {"url": URL}})
     keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    await keys.start()  # a bad document at start-up degrades, it does not abort
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+
+
+@pytest.mark.parametrize("content", ["not json", "[" * 200_000, "[]"],
+                         ids=["not-json", "deeply-nested", "not-an-object"])
+async def test_bad_jwks_file_is_unavailable_not_a_crash(tmp_path: Path, content: str) -> None:
+    (tmp_path / "jwks.json").write_text(content)
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(tmp_path / "jwks.json")}})
+    keys = KeySet(cfg, None)
     await keys.start()
     with pytest.raises(KeySetUnavailable):
         await keys.find("k1", "RS256")

@@ -145,7 +145,7 @@ class KeySet:
         try:
             document = response.json()
             jwks_uri = document["jwks_uri"]
-        except (ValueError, KeyError, TypeError):
+        except (ValueError, KeyError, TypeError, RecursionError):
             raise FetchFailed("discovery document has no jwks_uri") from None
         # OpenID Connect Discovery 1.0, 4.3: the document's issuer MUST equal the one asked
         # about, or another issuer's keys could end up trusted for this one.
@@ -163,7 +163,7 @@ class KeySet:
             return None, max_age
         try:
             document = response.json()
-        except ValueError:
+        except (ValueError, RecursionError):  # deeply nested JSON exhausts the parser's stack
             raise FetchFailed("JWKS is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise FetchFailed("JWKS has no keys list")
@@ -200,7 +200,7 @@ def _max_age(cache_control: str) -> float | None:
 def _read_file(path: Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
+    except (OSError, ValueError, RecursionError) as exc:
         raise FetchFailed(f"cannot read {path}: {exc}") from None
     if not isinstance(document, dict):
         raise FetchFailed(f"{path} is not a JWKS object")
