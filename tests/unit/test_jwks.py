@@ -223,12 +223,15 @@ def _jwk(idp: DevIssuer, **changes: Any) -> dict[str, Any]:
     ({"use": None}, "RS256", True),
     ({"key_ops": ["encrypt"]}, "RS256", False),
     ({"key_ops": ["verify"]}, "RS256", True),
+    ({"key_ops": 5}, "RS256", False),
+    ({"key_ops": "verify"}, "RS256", False),
     ({"d": "private-part"}, "RS256", False),
     ({}, "ES256", False),
     ({"kty": "EC", "crv": "P-256", "alg": None}, "RS256", False),
     ({}, "HS256", False),
 ], ids=["alg-matches", "no-alg-rs", "no-alg-ps", "alg-differs", "use-enc", "no-use",
-        "ops-without-verify", "ops-verify", "private-key", "rsa-for-es256", "ec-for-rs256",
+        "ops-without-verify", "ops-verify", "ops-a-number", "ops-a-string", "private-key",
+        "rsa-for-es256", "ec-for-rs256",
         "rsa-for-hs256"])
 def test_only_keys_whose_kty_alg_and_use_fit_are_used(
         idp: DevIssuer, changes: dict[str, Any], algorithm: str, usable: bool) -> None:

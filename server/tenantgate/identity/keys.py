@@ -35,7 +35,8 @@ def fits(jwk: dict[str, Any], algorithm: str) -> bool:
     """True when this JWK may verify tokens signed with `algorithm`."""
     if jwk.get("use", "sig") != "sig" or "d" in jwk:  # encryption keys, leaked private keys
         return False
-    if "key_ops" in jwk and "verify" not in jwk.get("key_ops", ()):
+    ops = jwk.get("key_ops", ["verify"])
+    if not isinstance(ops, list) or "verify" not in ops:  # a non-list raised TypeError here
         return False
     if jwk.get("alg", algorithm) != algorithm:
         return False
