@@ -147,6 +147,11 @@ class LocalCheck:
     async def check(self, request: CheckRequest) -> tuple[CheckResponse, dict[str, Any] | None]:
         encoded = await self.servicer.Check(request, _ServicerContext())
         response = CheckResponse.FromString(encoded)  # the bytes Envoy would parse
-        lines = self._audit.read_text().splitlines() if self._audit.exists() else []
-        new, self._seen = lines[self._seen:], len(lines)
-        return response, (json.loads(new[-1]) if new else None)
+        if not self._audit.exists():
+            return response, None
+        with open(self._audit, "rb") as log:  # only what this Check appended
+            log.seek(self._seen)
+            new = log.read()
+        self._seen += len(new)
+        lines = new.decode("utf-8").splitlines()
+        return response, (json.loads(lines[-1]) if lines else None)
