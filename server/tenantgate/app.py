@@ -105,6 +105,8 @@ class App:
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
         await new.start()
+        if new.config.listen != self.runtime.config.listen:
+            log.warning("reload: listen settings changed; they take effect at the next restart")
         old, self.runtime = self.runtime, new
         metrics.CONFIG_RELOADS.labels("ok").inc()
         log.info("config reloaded")

@@ -53,6 +53,7 @@ class Reason(enum.StrEnum):
     SCOPE_MISSING = "scope_missing"
     ROLE_MISSING = "role_missing"
     BODY_TOO_LARGE = "body_too_large"
+    LENGTH_REQUIRED = "length_required"
     CONTENT_TYPE_NOT_ALLOWED = "content_type_not_allowed"
     CROSS_TENANT_PATH = "cross_tenant_path"
     QUOTA_EXCEEDED = "quota_exceeded"
@@ -73,6 +74,7 @@ _STATUS_BY_REASON: dict[Reason, int] = {
     **{r: 400 for r in _BAD_REQUEST},
     **{r: 403 for r in _FORBIDDEN},
     Reason.BODY_TOO_LARGE: 413,
+    Reason.LENGTH_REQUIRED: 411,
     Reason.CONTENT_TYPE_NOT_ALLOWED: 415,
     Reason.CROSS_TENANT_PATH: 404,  # never 403: another tenant's path must not look real
     Reason.QUOTA_EXCEEDED: 429,
@@ -85,8 +87,8 @@ _STATUS_BY_REASON: dict[Reason, int] = {
 STATUS: dict[Reason, int] = {r: _STATUS_BY_REASON.get(r, 401) for r in Reason if r != Reason.OK}
 
 _ERROR_WORD = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
-               413: "payload_too_large", 415: "unsupported_media_type",
-               429: "too_many_requests", 503: "unavailable"}
+               411: "missing_content_length", 413: "payload_too_large",
+               415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable"}
 
 Header = tuple[str, str]
 
@@ -123,6 +125,7 @@ def _www_authenticate(deny: Deny) -> tuple[Header, ...]:
     if deny.status == 400:
         return (("www-authenticate", 'Bearer error="invalid_request"'),)
     if deny.status == 403:
+        # Every 403 carries the same challenge: which check refused stays in the audit log.
         return (("www-authenticate", 'Bearer error="insufficient_scope"'),)
     return ()
 

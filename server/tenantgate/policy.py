@@ -15,8 +15,10 @@ if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
 TENANT_SEGMENT = "{tenant}"
-# Empty or dot segments, backslashes, and encoded separators, dots or NULs.
-_NOT_NORMALIZED = re.compile(r"//|\\|%(?:2f|5c|2e|00)|/\.\.?(?:/|$)", re.IGNORECASE)
+# Empty or dot segments, backslashes, encoded separators, dots or NULs, and `;` path parameters
+# (some backends drop `;...` from a segment, so `/admin;x` would dodge an `/admin` rule).
+_NOT_NORMALIZED = re.compile(r"//|\\|;|%(?:2f|5c|2e|00|3b)|/\.\.?(?:/|$)", re.IGNORECASE)
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +31,9 @@ class CompiledRoute:
 
     def match(self, method: str, path: str, parts: list[str]) -> str | bool | None:
         """False when the route does not apply; else the bound tenant segment (or None)."""
-        if self.methods is not None and method not in self.methods:
+        # HEAD is a GET without the body (RFC 9110 9.3.2): a GET rule governs it too.
+        if self.methods is not None and method not in self.methods and not (
+                method == "HEAD" and "GET" in self.methods):
             return False
         if self.prefix is not None:
             p = self.prefix
@@ -97,8 +101,12 @@ def _rule_problem(rule: RouteConfig, s: CheckState) -> Deny | None:
     if rule.roles and s.identity.roles.isdisjoint(rule.roles):
         return Deny(Reason.ROLE_MISSING)
     length = s.request.content_length
-    if rule.max_body_bytes is not None and length is not None and length > rule.max_body_bytes:
-        return Deny(Reason.BODY_TOO_LARGE)
+    if rule.max_body_bytes is not None:
+        if length is None and s.request.method in _BODY_METHODS:
+            # A chunked body of unknown size could be any size: fail closed, ask for a length.
+            return Deny(Reason.LENGTH_REQUIRED)
+        if length is not None and length > rule.max_body_bytes:
+            return Deny(Reason.BODY_TOO_LARGE)
     if rule.content_types is not None and (length or s.request.header("content-type")):
         media_type = (s.request.header("content-type") or "").split(";", 1)[0].strip().lower()
         if media_type not in {c.lower() for c in rule.content_types}:

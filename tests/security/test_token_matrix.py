@@ -126,7 +126,8 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
     "tampered_signature": (
         lambda i, a, t: ".".join((*i.token().split(".")[:2], flip(i.token().split(".")[2], 100))),
         Reason.BAD_SIGNATURE),
-    "truncated_signature": (lambda i, a, t: i.token()[:-40], Reason.BAD_SIGNATURE),
+    # 42 characters off leave a whole number of base64 quanta: decodes, fails to verify.
+    "truncated_signature": (lambda i, a, t: i.token()[:-42], Reason.BAD_SIGNATURE),
     "truncated_to_two_parts": (lambda i, a, t: i.token().rsplit(".", 1)[0],
                                Reason.MALFORMED_TOKEN),
     "truncated_mid_payload": (lambda i, a, t: i.token()[:60], Reason.MALFORMED_TOKEN),
@@ -299,3 +300,20 @@ async def test_random_token_mutations_are_denied_never_an_internal_error(
             continue
         response, _ = await gate.check(check_request(headers=bearer(token), request_id=RID))
         assert 400 <= response.denied_response.status.code < 500, token
+
+
+@pytest.mark.parametrize("position", ["last"])
+async def test_non_canonical_signature_spelling_is_rejected(
+        gate: LocalCheck, idp: DevIssuer, position: str) -> None:
+    # Changing only the unused low bits of the last base64url character leaves the decoded
+    # signature unchanged; such a second spelling of a valid token must not be accepted.
+    base = signed(idp, idp.claims(), {"alg": "RS256", "kid": idp.kid})
+    head, last = base[:-1], base[-1]
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    index = alphabet.index(last)
+    twin = head + alphabet[index | 1] if index % 2 == 0 else head + alphabet[index & ~1]
+    response, audit = await gate.check(check_request(headers=bearer(twin), request_id=RID))
+    assert response.denied_response.status.code == 401
+    assert audit["reason"] == "malformed_token"
+    allowed, _ = await gate.check(check_request(headers=bearer(base), request_id=RID))
+    assert allowed.HasField("ok_response")

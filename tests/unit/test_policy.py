@@ -104,3 +104,25 @@ async def test_paths_envoy_should_have_normalized_are_refused(gate: LocalCheck,
                                   "/notes/%41"])
 def test_ordinary_paths_are_normalized(path: str) -> None:
     assert is_normalized(path)
+
+
+@pytest.mark.parametrize("path", ["/admin;x=1", "/admin%3Bx=1", "/notes;jsessionid=1/x"])
+async def test_path_parameters_cannot_dodge_a_prefix_rule(gate: LocalCheck, path: str) -> None:
+    assert not is_normalized(path)
+    assert await decide(gate, path) == (400, "malformed_request")
+
+
+async def test_head_is_governed_by_a_get_rule(tmp_path: Path) -> None:
+    routes = [{"path_prefix": "/reports", "methods": ["GET"], "roles": ["auditor"]}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, "/reports", "HEAD") == (403, "role_missing")
+        assert await decide(local, "/reports", "HEAD", roles=["auditor"]) == (200, "ok")
+
+
+async def test_body_of_unknown_length_is_refused_where_a_size_limit_applies(
+        gate: LocalCheck) -> None:
+    # No content-length (chunked, or HTTP/2 without one): the size cannot be checked.
+    chunked = {"content-type": "application/json", "transfer-encoding": "chunked"}
+    assert await decide(gate, "/notes", "POST", headers=chunked, scope="notes:write") == (
+        411, "length_required")

@@ -57,26 +57,26 @@ class KeySet:
         with contextlib.suppress(FetchFailed):
             await self.refresh()
 
-    async def find(self, key_id: str | None, algorithm: str) -> VerificationKey | None:
+    async def find(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
+        """Candidate keys: the one named by `kid`, or all of the algorithm when there is none."""
         now = self._clock()
         if now >= self._usable_until:
             await self._refresh_or_raise()
         elif now >= self._fresh_until:
             self._refresh_in_background()
-        key = self._lookup(key_id, algorithm)
-        if key is None and self._may_refetch_for_unknown_kid(self._clock()):
+        keys = self._lookup(key_id, algorithm)
+        if not keys and self._may_refetch_for_unknown_kid(self._clock()):
             try:
                 await self.refresh()
             except FetchFailed:
-                return None
-            key = self._lookup(key_id, algorithm)
-        return key
+                return []
+            keys = self._lookup(key_id, algorithm)
+        return keys
 
-    def _lookup(self, key_id: str | None, algorithm: str) -> VerificationKey | None:
-        for key in self._keys:
-            if key.algorithm == algorithm and (key_id is None or key.key_id == key_id):
-                return key
-        return None
+    def _lookup(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
+        """The key with this id, or every key of the algorithm for a token without `kid`."""
+        return [k for k in self._keys
+                if k.algorithm == algorithm and (key_id is None or k.key_id == key_id)]
 
     def _may_refetch_for_unknown_kid(self, now: float) -> bool:
         # A flood of random kids must not become a flood of fetches: one per interval.

@@ -16,6 +16,7 @@ from tenantgate.identity.keys import VerificationKey, hmac_key
 from tenantgate.identity.model import Identity
 
 # One C-speed check of the whole token's alphabet, so base64 decoding below need not re-check.
+MAX_KIDLESS_KEYS = 4  # signature checks spent on one token that names no key
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 MAX_NUMERIC_DATE = 2**53  # far beyond any real date, exactly representable as a float
 
@@ -29,6 +30,19 @@ def _decode_segment(segment: str) -> bytes:
         return base64.urlsafe_b64decode(segment + "=" * (-len(segment) % 4))
     except (binascii.Error, ValueError):
         raise _Malformed from None
+
+
+# The last character of an unpadded base64url string also carries unused bits; only the
+# spelling with those bits zero is canonical (RFC 4648 3.5). Refusing the others keeps one
+# signature from having several spellings (tokens that differ but verify alike).
+_CANONICAL_LAST = {2: frozenset("AQgw"), 3: frozenset("AEIMQUYcgkosw048")}
+
+
+def _decode_signature(segment: str) -> bytes:
+    allowed = _CANONICAL_LAST.get(len(segment) % 4)
+    if allowed is not None and segment[-1] not in allowed:
+        raise _Malformed
+    return _decode_segment(segment)
 
 
 def _decode_object(segment: str) -> dict[str, Any]:
@@ -85,7 +99,7 @@ class JwtVerifier:
         try:
             header = _decode_object(header_b64)
             claims = _decode_object(payload_b64)
-            signature = _decode_segment(signature_b64)
+            signature = _decode_signature(signature_b64)
         except _Malformed:
             return Reason.MALFORMED_TOKEN
         iss = claims.get("iss")
@@ -94,18 +108,21 @@ class JwtVerifier:
             return Reason.UNKNOWN_ISSUER
         if reason := _header_problem(header, issuer):
             return reason
-        key = await self._key_for(issuer, header)
-        if key is None:
+        keys = await self._keys_for(issuer, header)
+        if not keys:
             return Reason.UNKNOWN_KEY
-        if not key.verify(f"{header_b64}.{payload_b64}".encode("ascii"), signature):
+        signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
+        # More than one candidate only for a token without `kid`, bounded by the JWKS size.
+        if not any(key.verify(signing_input, signature) for key in keys[:MAX_KIDLESS_KEYS]):
             return Reason.BAD_SIGNATURE
         return _identity(issuer, header, claims, now)
 
-    async def _key_for(self, issuer: IssuerConfig, header: dict[str, Any]
-                       ) -> VerificationKey | None:
+    async def _keys_for(self, issuer: IssuerConfig, header: dict[str, Any]
+                        ) -> list[VerificationKey]:
         algorithm = header["alg"]
         if algorithm in HMAC_ALGORITHMS:
-            return self._hmac_keys.get((issuer.name, algorithm))
+            hmac = self._hmac_keys.get((issuer.name, algorithm))
+            return [hmac] if hmac is not None else []
         kid = header.get("kid")
         return await self._keysets[issuer.name].find(kid, algorithm)
 
