@@ -137,8 +137,10 @@ BEGIN
         RETURN NULL;
     END IF;
     parts := string_to_array(context, '.');
+    -- The 43rd character carries two unused bits: only the canonical spelling (bits zero)
+    -- is accepted, as in Python, so one signature has exactly one spelling.
     IF cardinality(parts) <> 3 OR octet_length(parts[3]) <> 43 OR parts[1] = ''
-       OR parts[2] = '' THEN
+       OR parts[2] = '' OR strpos('AEIMQUYcgkosw048', right(parts[3], 1)) = 0 THEN
         RETURN NULL;
     END IF;
     -- Fast path: tenantgate writes one exact header per key, stored with the key.

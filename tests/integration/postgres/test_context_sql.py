@@ -199,3 +199,14 @@ def test_functions_are_stable_security_definer_with_fixed_search_path(db: Databa
     for _, volatility, definer, config, owner in rows:
         assert (volatility, definer, owner) == ("s", True, "tenantgate_owner")
         assert config == ["search_path=pg_catalog, pg_temp"]
+
+
+def test_non_canonical_signature_spelling_is_refused_by_sql_and_python(db: Database) -> None:
+    # The last of 43 characters carries two unused bits; flipping one keeps the decoded bytes.
+    token = db.ring.sign("acme", "alice", "r", 60)
+    alphabet = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+    twin = token[:-1] + alphabet[alphabet.index(token[-1]) ^ 1]
+    with db.connect() as conn:
+        assert verify_sql(conn, [token, twin]) == [("acme", "alice", "r", "active"),
+                                                   (None, None, None, None)]
+    assert verify_python(db.ring, twin)[0] is None
