@@ -10,9 +10,12 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 SINGLE_VALUED = ("authorization", "content-length", "content-type", "host", ":authority")
 MAX_HEADER_VALUE_BYTES = 16 * 1024
 MAX_CONTENT_LENGTH = 2**63 - 1
+_NONE: frozenset[str] = frozenset()
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen: a frozen dataclass pays object.__setattr__ per field on every Check. Nothing
+# writes to a view after from_check; stages read it and set fields on CheckState instead.
+@dataclass(slots=True)
 class RequestView:
     request_id: str
     method: str
@@ -40,8 +43,8 @@ class RequestView:
             path=http.path.split("?", 1)[0],
             host=http.host,
             headers=headers,
-            duplicated=frozenset(duplicated),
-            oversized=any(len(v) > MAX_HEADER_VALUE_BYTES for v in headers.values()),
+            duplicated=frozenset(duplicated) if duplicated else _NONE,
+            oversized=max(map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
             content_length=content_length,
         )
 
