@@ -48,8 +48,15 @@ def tenant_label(tenant_id: str, known: bool) -> str:
     return tenant_id if known else OTHER
 
 
+_decision_children: dict[tuple[str, QuotaResult], Counter] = {}
+
+
 def decision(tenant: str, result: QuotaResult) -> None:
-    DECISIONS.labels(tenant, result.value).inc()
+    # labels() costs more than inc() on the hot path; children are bounded like the labels.
+    child = _decision_children.get((tenant, result))
+    if child is None:
+        child = _decision_children[(tenant, result)] = DECISIONS.labels(tenant, result.value)
+    child.inc()
 
 
 def store_error(store: str) -> None:
