@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from tenantgate.cli.errors import report_config_error
 from tenantgate.errors import ConfigError
 
 
@@ -59,10 +60,7 @@ def _render(args: argparse.Namespace) -> int:
             rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log)
         text = render(config, options, source=args.config)
     except ConfigError as exc:
-        print(f"tenantgate: invalid config {args.config}:", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
-        return 2
+        return report_config_error(args.config, exc)
     except EnvoyConfigError as exc:
         print(f"tenantgate: {exc}", file=sys.stderr)
         return 2

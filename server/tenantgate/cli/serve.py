@@ -6,6 +6,7 @@ import argparse
 import logging
 import sys
 
+from tenantgate.cli.errors import report_config_error
 from tenantgate.errors import ConfigError
 
 
@@ -32,10 +33,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         run(args.config, use_uvloop=False if args.no_uvloop else None)
     except ConfigError as exc:
-        print(f"tenantgate: invalid config {args.config}:", file=sys.stderr)
-        for issue in exc.issues:
-            print(f"  {issue}", file=sys.stderr)
-        return 2
+        return report_config_error(args.config, exc)
     except StartupError as exc:
         print(f"tenantgate: cannot start: {exc}", file=sys.stderr)
         return 1
