@@ -16,6 +16,7 @@ if TYPE_CHECKING:
 # Applied whatever the configured pattern says: printable ASCII without space, quotes,
 # backslash, comma or semicolon, so a tenant id can never split a header, log line or SQL.
 _ALWAYS_SAFE = re.compile(r"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{|}~]{1,255}")
+MAX_CACHED_VERDICTS = 10_000
 API_KEY_ISSUER = "api-key"  # API-key identities carry the tenant of the key's own record
 
 
@@ -40,6 +41,30 @@ class TenantRules:
         self._issuer_lists = {i.name: frozenset(i.tenants) for i in config.issuers if i.tenants}
         self._issuer_patterns = {i.name: re.compile(i.tenant_pattern)
                                  for i in config.issuers if i.tenant_pattern is not None}
+        # Verdicts per (issuer, tenant claim): pure functions of this config, which a reload
+        # replaces together with this object. Bounded: cleared when full.
+        self._verdicts: dict[tuple[str, str], Tenant | Reason] = {}
+
+    def decide(self, issuer: str, claim: object) -> Tenant | Reason:
+        """The tenant an identity of `issuer` claiming `claim` acts for, or why not."""
+        if claim is None:
+            return Reason.TENANT_MISSING
+        if not isinstance(claim, str):
+            return Reason.TENANT_INVALID
+        key = (issuer, claim)
+        verdict = self._verdicts.get(key)
+        if verdict is None:
+            if len(self._verdicts) >= MAX_CACHED_VERDICTS:
+                self._verdicts.clear()
+            verdict = self._verdicts[key] = self._decide(issuer, claim)
+        return verdict
+
+    def _decide(self, issuer: str, claim: str) -> Tenant | Reason:
+        if not self.valid_id(claim):
+            return Reason.TENANT_INVALID
+        if not self.issuer_may_speak_for(issuer, claim):
+            return Reason.ISSUER_NOT_ALLOWED_FOR_TENANT
+        return self.resolve(claim)
 
     def valid_id(self, tenant_id: str) -> bool:
         return bool(_ALWAYS_SAFE.fullmatch(tenant_id) and self._pattern.fullmatch(tenant_id))
@@ -68,16 +93,8 @@ class TenantRules:
 
 def tenant_stage(s: CheckState) -> Deny | None:
     assert s.identity is not None
-    rules = s.runtime.tenants
-    claim = s.identity.tenant_claim
-    if claim is None:
-        return Deny(Reason.TENANT_MISSING)
-    if not isinstance(claim, str) or not rules.valid_id(claim):
-        return Deny(Reason.TENANT_INVALID)
-    if not rules.issuer_may_speak_for(s.identity.issuer, claim):
-        return Deny(Reason.ISSUER_NOT_ALLOWED_FOR_TENANT)
-    resolved = rules.resolve(claim)
-    if isinstance(resolved, Reason):
-        return Deny(resolved)
-    s.tenant = resolved
+    verdict = s.runtime.tenants.decide(s.identity.issuer, s.identity.tenant_claim)
+    if isinstance(verdict, Reason):
+        return Deny(verdict)
+    s.tenant = verdict
     return None

@@ -119,3 +119,28 @@ def test_metric_label_names_only_registry_tenants(tmp_path: Path) -> None:
     assert tenant_rules.label("acme") == "acme"
     assert tenant_rules.label("globex") == "other"
     assert tenant_rules.label(None) == "other"
+
+
+
+def test_verdicts_are_memoized_per_issuer_and_claim_and_stay_correct(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tenantgate.config.model import Config
+    from tenantgate.tenancy import MAX_CACHED_VERDICTS
+
+    monkeypatch.setenv("TG_MEMO_SECRET", "m" * 40)
+    issuer = {"audiences": ["api"], "jwks": {"inline": {"keys": []}}}
+    rules = TenantRules(Config.model_validate({
+        "issuers": [{"name": "idp", "issuer": "https://idp", "tenant_pattern": "^[a-z0-9]+$",
+                     **issuer},
+                    {"name": "other", "issuer": "https://other", "tenants": ["globex"],
+                     **issuer}],
+        "context": {"active_key": "k", "keys": [{"id": "k",
+                                                 "secret": {"fromEnv": "TG_MEMO_SECRET"}}]}}))
+    first = rules.decide("idp", "acme")
+    assert isinstance(first, Tenant) and first.id == "acme"
+    assert rules.decide("idp", "acme") is first  # the same verdict, not recomputed
+    assert rules.decide("other", "acme") == Reason.ISSUER_NOT_ALLOWED_FOR_TENANT
+    assert rules.decide("idp", ["acme"]) == Reason.TENANT_INVALID  # unhashable: never cached
+    for n in range(MAX_CACHED_VERDICTS + 5):  # bounded: cleared when full
+        rules.decide("idp", f"t{n}")
+    assert len(rules._verdicts) <= MAX_CACHED_VERDICTS
