@@ -49,8 +49,9 @@ def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
     return hosts
 
 
-def connect(cfg: RedisConfig) -> Client:
-    """A client for any supported URL; nothing is dialled until the first command."""
+def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
+    """A client for any supported URL, and the Sentinel clients behind it (closed with it);
+    nothing is dialled until the first command."""
     common: dict[str, Any] = {
         "socket_timeout": cfg.timeout, "socket_connect_timeout": cfg.connect_timeout,
         "max_connections": cfg.max_connections,
@@ -65,7 +66,7 @@ def connect(cfg: RedisConfig) -> Client:
     if parts.scheme in ("redis+cluster", "rediss+cluster"):
         nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
         return RedisCluster(startup_nodes=nodes, password=password, username=username,
-                            ssl=parts.scheme.startswith("rediss"), **common)
+                            ssl=parts.scheme.startswith("rediss"), **common), []
     if parts.scheme == "redis+sentinel":
         path = [p for p in parts.path.split("/") if p]
         master, db = path[0], int(path[1]) if len(path) > 1 else 0
@@ -74,11 +75,12 @@ def connect(cfg: RedisConfig) -> Client:
                                              "socket_connect_timeout": cfg.connect_timeout},
                             socket_timeout=cfg.timeout,
                             socket_connect_timeout=cfg.connect_timeout)
-        return sentinel.master_for(master, db=db, password=password, username=username,
-                                   retry=no_retry)
+        master_client = sentinel.master_for(master, db=db, password=password,
+                                            username=username, retry=no_retry)
+        return master_client, list(sentinel.sentinels)
     if cfg.password is not None:
         common["password"] = password
-    return Redis.from_url(cfg.url, retry=no_retry, **common)
+    return Redis.from_url(cfg.url, retry=no_retry, **common), []
 
 
 class RedisStore:
@@ -86,7 +88,7 @@ class RedisStore:
 
     def __init__(self, cfg: RedisConfig, client: Client | None = None) -> None:
         self._cfg = cfg
-        self._client = client if client is not None else connect(cfg)
+        self._client, self._sentinels = (client, []) if client is not None else connect(cfg)
         self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.open_for)
         # redis-py refuses a command outright when its pool is exhausted; queue here instead,
         # inside the timeout, so a burst waits its turn rather than failing.
@@ -104,6 +106,8 @@ class RedisStore:
 
     async def close(self) -> None:
         await self._client.aclose()
+        for sentinel in self._sentinels:
+            await sentinel.aclose()
 
     async def acquire(self, buckets: Sequence[Bucket], cost: int = 1) -> Outcome:
         args: list[int] = [cost]
