@@ -10,7 +10,9 @@ import yaml
 
 from tenantgate.errors import ConfigError
 
-UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800}
+# As envoyproxy/ratelimit counts them: a month is 30 days, a year 365.
+UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 604800,
+                "month": 30 * 86400, "year": 365 * 86400}
 _NODE_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
 _RATE_KEYS = {"unit", "requests_per_unit", "unlimited", "name"}
 
