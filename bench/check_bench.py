@@ -20,7 +20,6 @@ import os
 import platform
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import psutil
@@ -108,9 +107,7 @@ def quota_yaml(store: str, mode: str, redis_url: str = "") -> str:
 def pyload(port: int, bodies: Path, seconds: float, server: psutil.Process,
            processes: int, concurrency: int) -> LoadResult:
     before = cpu_seconds(server)
-    started_cpu = time.process_time()
     result = grpc_load.run(f"127.0.0.1:{port}", str(bodies), processes, concurrency, seconds)
-    del started_cpu
     return LoadResult(int(result["completed"]), float(result["seconds"]),  # type: ignore[arg-type]
                       result["latencies_us"], cpu_seconds(server) - before,  # type: ignore[arg-type]
                       float("nan"), errors=int(result["errors"]))  # type: ignore[arg-type]
@@ -133,18 +130,12 @@ def core_suite(args: argparse.Namespace, work: Path) -> dict[str, object]:
     rs_pem, es_pem = (work / "RS256.pem").read_bytes(), (work / "ES256.pem").read_bytes()
     per_round = int(args.seconds * 4000)
     print(f"minting {per_round * args.rounds + args.flood} unique tokens ...", flush=True)
-    uncached = work / "uncached.hex"
-    write_unique_bodies(rs_pem, "RS256", per_round * args.rounds, uncached, 0)
+    rounds_files = [work / f"uncached-{r}.hex" for r in range(args.rounds)]
+    for r, path in enumerate(rounds_files):  # tokens unique across rounds: the cache persists
+        write_unique_bodies(rs_pem, "RS256", per_round, path, r * per_round)
     flood = work / "flood.hex"
     write_unique_bodies(es_pem, "ES256", args.flood, flood, 10_000_000)
-    lines = uncached.read_text().splitlines()
-    rounds_files = []
-    for r in range(args.rounds):
-        f = work / f"uncached-{r}.hex"
-        f.write_text("\n".join(lines[r * per_round:(r + 1) * per_round]) + "\n")
-        rounds_files.append(f)
-    noop_bodies = work / "noop.hex"
-    noop_bodies.write_text("\n".join(lines[:per_round]) + "\n")
+    noop_bodies = rounds_files[0]  # the floor ignores tokens; any round's requests will do
     body = cached_body(work)
     results: dict[str, list[LoadResult]] = {k: [] for k in
                                             ("floor-h2load", "cached", "floor-pyload", "uncached")}
