@@ -105,7 +105,8 @@ class Deny:
 
 @dataclass(slots=True)
 class Allow:
-    headers_to_set: list[Header] = field(default_factory=list)
+    headers_to_set: list[Header] = field(default_factory=list)  # repeat from request to request
+    fresh_headers: list[Header] = field(default_factory=list)  # new every time: the context
     headers_to_remove: tuple[str, ...] = ()
     response_headers: list[Header] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
@@ -151,7 +152,8 @@ def to_check_response(decision: Decision, request_id: str) -> CheckResponse:
                 status=HttpStatus(code=decision.status),
                 headers=headers, body=deny_body(decision.status, request_id)))
     ok = OkHttpResponse(
-        headers=[_header(k, v) for k, v in decision.headers_to_set],
+        headers=[_header(k, v) for k, v in (*decision.headers_to_set,
+                                             *decision.fresh_headers)],
         headers_to_remove=decision.headers_to_remove,
         response_headers_to_add=[_header(k, v) for k, v in decision.response_headers])
     response = CheckResponse(status=status_pb2.Status(code=code_pb2.OK), ok_response=ok)
@@ -168,7 +170,7 @@ def _encoded_removals(names: tuple[str, ...]) -> bytes:
 
 
 # Tenant and subject headers and the metadata repeat from request to request: cache them.
-# The signed context is new every time; it only passes through the cache (bounded LRU).
+# The signed context is new every time, so it is encoded directly, never cached.
 _header_option = functools.lru_cache(maxsize=8192)(wire.header_option)
 
 
@@ -182,6 +184,7 @@ def encode_response(decision: Decision, request_id: str) -> bytes:
     if isinstance(decision, Deny):
         return to_check_response(decision, request_id).SerializeToString()
     options = b"".join([*(_header_option(k, v) for k, v in decision.headers_to_set),
+                        *(wire.header_option(k, v) for k, v in decision.fresh_headers),
                         _encoded_removals(decision.headers_to_remove),
                         *(_header_option(k, v, 6) for k, v in decision.response_headers)])
     return wire.allow_response(options, _encoded_metadata(tuple(decision.metadata.items())))

@@ -64,8 +64,9 @@ def allow(s: CheckState) -> Allow:
     metadata = {"tenant": s.tenant.id, "subject": s.identity.subject,
                 "plan": s.tenant.plan or "", "issuer": s.identity.issuer}
     return Allow(
-        headers_to_set=[(ctx.tenant_header, s.tenant.id), (ctx.header, signed),
+        headers_to_set=[(ctx.tenant_header, s.tenant.id),
                         (ctx.subject_header, s.identity.subject_header_value)],
+        fresh_headers=[(ctx.header, signed)],
         headers_to_remove=rt.headers_to_remove,
         response_headers=s.quota_headers,
         metadata=metadata,

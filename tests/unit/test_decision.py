@@ -106,7 +106,8 @@ def _allow(**overrides: object) -> Allow:
     _allow(metadata={}),
     _allow(response_headers=[], headers_to_remove=()),
     _allow(headers_to_set=[("x-tenant-id", "t" * 300), ("x-tenant-context", "c" * 20000)]),
-], ids=["full", "no-metadata", "no-removals", "long-values"])
+    _allow(headers_to_set=[("x-tenant-id", "acme")], fresh_headers=[("x-tenant-context", "a.b.c")]),
+], ids=["full", "no-metadata", "no-removals", "long-values", "fresh-context"])
 def test_hand_encoded_allow_parses_to_the_protobuf_built_response(allow: Allow) -> None:
     fast = CheckResponse.FromString(encode_response(allow, "rid"))
     assert fast == to_check_response(allow, "rid")
