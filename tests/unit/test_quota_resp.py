@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from redis.asyncio.connection import Connection
-from tenantgate.quota.resp import evalsha
+from tenantgate.quota.resp import command, evalsha
 
 
 def test_evalsha_encoding_matches_redis_py_packing() -> None:
@@ -17,3 +17,9 @@ def test_evalsha_encoding_matches_redis_py_packing() -> None:
 def test_non_ascii_keys_are_counted_in_bytes() -> None:
     ours = evalsha(b"s", ["tg:{t:é}"], [])
     assert b"$9\r\ntg:{t:\xc3\xa9}\r\n" in ours
+
+
+def test_a_generic_command_matches_redis_py_packing() -> None:
+    ours = command("AUTH", "tg-quota", "pässword", 7, b"\x00raw")
+    theirs = b"".join(Connection().pack_command("AUTH", "tg-quota", "pässword", 7, b"\x00raw"))
+    assert ours == theirs

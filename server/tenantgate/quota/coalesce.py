@@ -12,14 +12,15 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 Call = tuple[list[str], list[int]]  # keys, args
+Pending = tuple[Call, "asyncio.Future[Any]"]
+Dispatch = Callable[[list[Pending]], None]  # must settle every future, now or later
 SendBatch = Callable[[list[Call]], Awaitable[list[Any]]]
 
 
 class Coalescer:
-    def __init__(self, send: SendBatch) -> None:
-        self._send = send
-        self._pending: list[tuple[Call, asyncio.Future[Any]]] = []
-        self._tasks: set[asyncio.Task[None]] = set()
+    def __init__(self, dispatch: Dispatch) -> None:
+        self._dispatch = dispatch
+        self._pending: list[Pending] = []
 
     def submit(self, keys: list[str], args: list[int]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
@@ -31,23 +32,45 @@ class Coalescer:
 
     def _flush(self) -> None:
         batch, self._pending = self._pending, []
-        task = asyncio.get_running_loop().create_task(self._deliver(batch))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _deliver(self, batch: list[tuple[Call, asyncio.Future[Any]]]) -> None:
         try:
-            replies = await self._send([call for call, _ in batch])
+            self._dispatch(batch)
+        except Exception as exc:  # a bug, not a store failure: no waiter may hang on it
+            fail(batch, exc)
+
+
+def settle(future: asyncio.Future[Any], reply: Any) -> None:
+    """An exception reply is that caller's own failure; a cancelled waiter is skipped."""
+    if future.done():
+        return
+    if isinstance(reply, BaseException):
+        future.set_exception(reply)
+    else:
+        future.set_result(reply)
+
+
+def fail(batch: list[Pending], exc: BaseException) -> None:
+    for _, future in batch:
+        settle(future, exc)
+
+
+def in_tasks(send: SendBatch) -> Dispatch:
+    """A dispatch for a sender that must await (redis-py's paths): one Task per batch."""
+    tasks: set[asyncio.Task[None]] = set()
+
+    async def deliver(batch: list[Pending]) -> None:
+        try:
+            replies = await send([call for call, _ in batch])
         except BaseException as exc:  # every waiter learns of the failure, typed by the sender
-            for _, future in batch:
-                if not future.done():
-                    future.set_exception(exc)
+            fail(batch, exc)
             if not isinstance(exc, Exception):
                 raise
             return
         for (_, future), reply in zip(batch, replies, strict=True):
-            if not future.done():  # a waiter may have been cancelled meanwhile
-                if isinstance(reply, Exception):
-                    future.set_exception(reply)
-                else:
-                    future.set_result(reply)
+            settle(future, reply)
+
+    def dispatch(batch: list[Pending]) -> None:
+        task = asyncio.get_running_loop().create_task(deliver(batch))
+        tasks.add(task)  # the loop keeps only weak references to tasks
+        task.add_done_callback(tasks.discard)
+
+    return dispatch

@@ -4,16 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 from collections.abc import Sequence
 from importlib import resources
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
+import hiredis
 from redis.asyncio import Redis
 from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
@@ -22,7 +24,8 @@ from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota import resp
 from tenantgate.quota.breaker import CircuitBreaker
-from tenantgate.quota.coalesce import Coalescer
+from tenantgate.quota.coalesce import Coalescer, Pending, fail, in_tasks, settle
+from tenantgate.quota.pipe import RedisPipe, Result
 from tenantgate.quota.store import Bucket, BucketState, Outcome
 
 Client = Redis | RedisCluster
@@ -93,7 +96,16 @@ class RedisStore:
         # redis-py refuses a command outright when its pool is exhausted; queue here instead,
         # inside the timeout, so a burst waits its turn rather than failing.
         self._slots = asyncio.Semaphore(cfg.max_connections)
-        self._coalescer = Coalescer(self._send_gcra_batch)
+        self._pipe: RedisPipe | None = None
+        if isinstance(self._client, Redis) and not isinstance(
+                self._client.connection_pool, SentinelConnectionPool):
+            # Plain Redis: the hot path gets its own lean connection (pipe.py), built from the
+            # same URL and credentials; script loading and charges stay on redis-py.
+            template = self._client.connection_pool.make_connection()
+            self._pipe = RedisPipe(template, cfg.connect_timeout)
+            self._coalescer = Coalescer(self._dispatch_gcra)
+        else:
+            self._coalescer = Coalescer(in_tasks(self._send_gcra_batch))
 
     @property
     def client(self) -> Client:
@@ -105,6 +117,8 @@ class RedisStore:
             await self._guarded(self._load_scripts())
 
     async def close(self) -> None:
+        if self._pipe is not None:
+            await self._pipe.close()
         await self._client.aclose()
         for sentinel in self._sentinels:
             await sentinel.aclose()
@@ -121,6 +135,46 @@ class RedisStore:
     async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
         replies = await self._guarded(self._charge_pipeline(items))
         return [int(r[0]) for r in replies], max(int(r[1]) for r in replies)
+
+    def _dispatch_gcra(self, batch: list[Pending]) -> None:
+        """One write for the whole batch; the replies settle the callers' futures straight
+        from the socket's read callback. One breaker verdict and one deadline per round trip."""
+        if not self.breaker.allow():
+            fail(batch, QuotaStoreUnavailable("circuit open"))
+            return
+        assert self._pipe is not None
+        deadline = asyncio.get_running_loop().time() + self._cfg.timeout
+        data = b"".join([resp.evalsha(GCRA.sha_bytes, keys, args) for (keys, args), _ in batch])
+        self._pipe.send(data, len(batch), deadline,
+                        functools.partial(self._gcra_replied, batch, deadline, False))
+
+    def _gcra_replied(self, batch: list[Pending], deadline: float, reloaded: bool,
+                      result: Result) -> None:
+        if isinstance(result, Exception):  # timeout, connection refused or lost
+            metrics.store_error(self.name)
+            self.breaker.failure()
+            fail(batch, QuotaStoreUnavailable(type(result).__name__))
+            return
+        self.breaker.success()
+        if reloaded:
+            result = result[1:]  # SCRIPT LOAD's reply; had it failed, EVALSHA failed too
+        missing: list[Pending] = []
+        for pending, reply in zip(batch, result, strict=True):
+            if isinstance(reply, hiredis.ReplyError):
+                if not reloaded and str(reply).startswith("NOSCRIPT"):
+                    missing.append(pending)
+                    continue
+                reply = QuotaStoreUnavailable("ResponseError")  # that caller's failure only
+            settle(pending[1], reply)
+        if missing:
+            # Redis lost its script cache (restart, failover): those calls evaluated nothing.
+            # Load it and resend only them, behind the load in the same write (the others ran
+            # and must not be charged twice); still within the first send's deadline.
+            assert self._pipe is not None
+            data = b"".join([resp.command("SCRIPT", "LOAD", GCRA.source), *(
+                resp.evalsha(GCRA.sha_bytes, keys, args) for (keys, args), _ in missing)])
+            self._pipe.send(data, 1 + len(missing), deadline,
+                            functools.partial(self._gcra_replied, missing, deadline, True))
 
     async def _send_gcra_batch(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
@@ -141,8 +195,8 @@ class RedisStore:
                                 strict=True):
                 replies[i] = reply
         # Per-call Redis errors become the typed store failure for that caller only.
-        return [QuotaStoreUnavailable(type(r).__name__) if isinstance(r, Exception)
-                and not isinstance(r, NoScriptError) else r for r in replies]
+        return [QuotaStoreUnavailable(type(r).__name__) if isinstance(r, Exception) else r
+                for r in replies]
 
     async def _run_gcra(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
         """One write of pre-encoded EVALSHA commands, one reply each, on one connection.

@@ -26,3 +26,12 @@ def _bulk_str(value: str) -> bytes:
 def evalsha(sha: bytes, keys: Sequence[str], args: Sequence[int]) -> bytes:
     head = b"*%d\r\n$7\r\nEVALSHA\r\n$%d\r\n%s\r\n" % (3 + len(keys) + len(args), len(sha), sha)
     return b"".join([head, _bulk_int(len(keys)), *map(_bulk_str, keys), *map(_bulk_int, args)])
+
+
+def command(*parts: str | bytes | int) -> bytes:
+    """Any command, unencoded parts and all: for the rare ones (AUTH, SELECT, SCRIPT LOAD)."""
+    out = [b"*%d\r\n" % len(parts)]
+    for part in parts:
+        data = part if isinstance(part, bytes) else str(part).encode()
+        out.append(b"$%d\r\n%s\r\n" % (len(data), data))
+    return b"".join(out)
