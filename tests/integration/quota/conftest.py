@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable, Iterator
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 
 import pytest
 import redis
+import uvloop
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.quota.limiter import Limiter
@@ -14,11 +16,20 @@ from tenantgate.quota.redis import RedisStore
 from tenantgate.testing.binaries import BinaryMissing, in_ci
 from tenantgate.testing.redis import RedisClusterServers, RedisServer
 
+LoopFactories = Mapping[str, Callable[[], asyncio.AbstractEventLoop]]
 BASE = """
 context:
   active_key: k1
   keys: [{id: k1, secret: {fromEnv: TG_QUOTA_TEST_SECRET}}]
 """
+
+
+def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> LoopFactories:
+    """The hot-path Redis connection runs on uvloop (as `tenantgate serve` does) and on the
+    stdlib loop: their transports differ. Other quota tests use the stdlib loop only."""
+    if item.path.name == "test_redis_pipe.py":
+        return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
+    return {"asyncio": asyncio.new_event_loop}
 
 
 def _start(factory: Callable[[], RedisServer | RedisClusterServers]
