@@ -47,8 +47,11 @@ class AuthorizationServicer:
         handler = grpc.unary_unary_rpc_method_handler(
             self.Check, request_deserializer=CheckRequest.FromString,
             response_serializer=None)  # Check returns bytes already
-        server.add_generic_rpc_handlers(
-            (grpc.method_handlers_generic_handler(SERVICE, {"Check": handler}),))
+        handlers = {"Check": handler}
+        server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+        # Registered as well, like generated code does: gRPC then matches the method when the
+        # call arrives instead of asking every generic handler, which is cheaper per Check.
+        server.add_registered_method_handlers(SERVICE, handlers)
 
     async def Check(self, request: CheckRequest, context: grpc.aio.ServicerContext
                     ) -> bytes:

@@ -4,8 +4,8 @@ Envoy CheckResponse messages."""
 from __future__ import annotations
 
 import enum
-import functools
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from envoy.config.core.v3.base_pb2 import HeaderValue, HeaderValueOption
@@ -91,6 +91,7 @@ _ERROR_WORD = {400: "invalid_request", 401: "unauthorized", 403: "forbidden", 40
                415: "unsupported_media_type", 429: "too_many_requests", 503: "unavailable"}
 
 Header = tuple[str, str]
+TemplateKey = tuple[str, str | None, str, str]  # tenant, plan, issuer, subject
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,11 +106,15 @@ class Deny:
 
 @dataclass(slots=True)
 class Allow:
-    headers_to_set: list[Header] = field(default_factory=list)  # repeat from request to request
-    fresh_headers: list[Header] = field(default_factory=list)  # new every time: the context
+    headers_to_set: Sequence[Header] = ()  # repeat from request to request
+    fresh_headers: Sequence[Header] = ()  # new every time: the context
     headers_to_remove: tuple[str, ...] = ()
-    response_headers: list[Header] = field(default_factory=list)
+    response_headers: Sequence[Header] = ()
     metadata: dict[str, str] = field(default_factory=dict)
+    # headers_to_set + headers_to_remove and the metadata, already wire-encoded, when the
+    # caller keeps them per tenant and caller (pipeline.allow); empty means "encode here".
+    encoded_fixed: bytes = b""
+    encoded_metadata: bytes = b""
 
     reason = Reason.OK
     status = 200
@@ -164,27 +169,26 @@ def to_check_response(decision: Decision, request_id: str) -> CheckResponse:
     return response
 
 
-@functools.lru_cache(maxsize=16)
-def _encoded_removals(names: tuple[str, ...]) -> bytes:
-    return wire.headers_to_remove(names)
+def encode_fixed(headers_to_set: Sequence[Header], headers_to_remove: tuple[str, ...]) -> bytes:
+    """The part of an allow that repeats for one tenant and caller, wire-encoded."""
+    return b"".join([*(wire.header_option(k, v) for k, v in headers_to_set),
+                     wire.headers_to_remove(headers_to_remove)])
 
 
-# Tenant and subject headers and the metadata repeat from request to request: cache them.
-# The signed context is new every time, so it is encoded directly, never cached.
-_header_option = functools.lru_cache(maxsize=8192)(wire.header_option)
-
-
-@functools.lru_cache(maxsize=4096)
-def _encoded_metadata(items: tuple[tuple[str, str], ...]) -> bytes:
-    return wire.string_struct(dict(items))
+def encode_metadata(metadata: dict[str, str]) -> bytes:
+    return wire.string_struct(metadata)
 
 
 def encode_response(decision: Decision, request_id: str) -> bytes:
     """The serialized CheckResponse; allows take the hand-encoded fast path (see wire.py)."""
     if isinstance(decision, Deny):
         return to_check_response(decision, request_id).SerializeToString()
-    options = b"".join([*(_header_option(k, v) for k, v in decision.headers_to_set),
-                        *(wire.header_option(k, v) for k, v in decision.fresh_headers),
-                        _encoded_removals(decision.headers_to_remove),
-                        *(_header_option(k, v, 6) for k, v in decision.response_headers)])
-    return wire.allow_response(options, _encoded_metadata(tuple(decision.metadata.items())))
+    fixed = decision.encoded_fixed or encode_fixed(decision.headers_to_set,
+                                                   decision.headers_to_remove)
+    metadata = decision.encoded_metadata or encode_metadata(decision.metadata)
+    # Field order inside OkHttpResponse: the repeating headers, then the fresh ones (the
+    # signed context), so `headers` keeps the order of headers_to_set + fresh_headers.
+    options = fixed + b"".join([wire.header_option(k, v) for k, v in decision.fresh_headers])
+    if decision.response_headers:
+        options += b"".join([wire.header_option(k, v, 6) for k, v in decision.response_headers])
+    return wire.allow_response(options, metadata)

@@ -5,10 +5,19 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tenantgate.decision import Allow, Decision, Deny, Header, Reason
+from tenantgate.decision import (
+    Allow,
+    Decision,
+    Deny,
+    Header,
+    Reason,
+    TemplateKey,
+    encode_fixed,
+    encode_metadata,
+)
 from tenantgate.identity.credentials import Credential, credential_stage
 from tenantgate.identity.model import Identity
-from tenantgate.identity.stage import identity_stage
+from tenantgate.identity.stage import cached_identity, identity_stage
 from tenantgate.policy import CompiledRoute, policy_stage
 from tenantgate.quota.stage import quota_stage
 from tenantgate.request import RequestView
@@ -44,13 +53,13 @@ async def decide(s: CheckState) -> Decision:
         return deny  # duplicate, oversized, ambiguous headers
     if deny := credential_stage(s):
         return deny  # exactly one credential -> s.credential
-    if deny := await identity_stage(s):
+    if not cached_identity(s) and (deny := await identity_stage(s)):
         return deny  # JWT or API key -> s.identity (token cache first)
     if deny := tenant_stage(s):
         return deny  # -> s.tenant (pattern, issuer binding, registry status)
     if deny := policy_stage(s):
         return deny  # route rules, scopes, sizes, path tenant -> s.route
-    if deny := await quota_stage(s):
+    if s.runtime.limiter is not None and (deny := await quota_stage(s)):
         return deny  # one store round trip; may add informative headers
     return allow(s)
 
@@ -60,14 +69,36 @@ def allow(s: CheckState) -> Allow:
     assert s.identity is not None and s.tenant is not None  # set by the stages above
     rt = s.runtime
     ctx = rt.config.context
+    template = rt.allow_templates.get(_template_key(s))
+    if template is None:
+        template = _remember_template(s)
     signed = rt.key_ring.sign(s.tenant.id, s.identity.subject, s.request.request_id, ctx.ttl)
+    return Allow(template.headers_to_set, ((ctx.header, signed),), template.headers_to_remove,
+                 s.quota_headers, template.metadata, template.encoded_fixed,
+                 template.encoded_metadata)
+
+
+MAX_ALLOW_TEMPLATES = 10_000
+
+
+def _template_key(s: CheckState) -> TemplateKey:
+    assert s.identity is not None and s.tenant is not None
+    return s.tenant.id, s.tenant.plan, s.identity.issuer, s.identity.subject
+
+
+def _remember_template(s: CheckState) -> Allow:
+    """What every allow for this tenant and caller repeats, encoded once (per Runtime)."""
+    assert s.identity is not None and s.tenant is not None
+    rt = s.runtime
+    ctx = rt.config.context
+    headers_to_set = ((ctx.tenant_header, s.tenant.id),
+                      (ctx.subject_header, s.identity.subject_header_value))
     metadata = {"tenant": s.tenant.id, "subject": s.identity.subject,
                 "plan": s.tenant.plan or "", "issuer": s.identity.issuer}
-    return Allow(
-        headers_to_set=[(ctx.tenant_header, s.tenant.id),
-                        (ctx.subject_header, s.identity.subject_header_value)],
-        fresh_headers=[(ctx.header, signed)],
-        headers_to_remove=rt.headers_to_remove,
-        response_headers=s.quota_headers,
-        metadata=metadata,
-    )
+    template = Allow(headers_to_set, (), rt.headers_to_remove, (), metadata,
+                     encode_fixed(headers_to_set, rt.headers_to_remove),
+                     encode_metadata(metadata))
+    if len(rt.allow_templates) >= MAX_ALLOW_TEMPLATES:
+        rt.allow_templates.clear()  # bounded; the next Checks re-encode what they need
+    rt.allow_templates[_template_key(s)] = template
+    return template

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import httpx
 
 from tenantgate.config.model import Config
 from tenantgate.context import KeyRing
+from tenantgate.decision import Allow, TemplateKey
 from tenantgate.errors import ConfigError
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.jwt import JwtVerifier
@@ -37,6 +38,8 @@ class Runtime:
     api_keys: Any  # identity.apikeys verifier, when API keys are configured
     audit: AuditLog
     http: httpx.AsyncClient
+    # Pre-encoded allow parts per (tenant, issuer, subject): see pipeline.allow.
+    allow_templates: dict[TemplateKey, Allow] = field(default_factory=dict)
 
     @classmethod
     def build(cls, config: Config) -> Runtime:
