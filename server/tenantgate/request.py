@@ -43,7 +43,7 @@ class RequestView:
             path=http.path.split("?", 1)[0],
             host=http.host,
             headers=headers,
-            duplicated=frozenset(duplicated) if duplicated else _NONE,
+            duplicated=duplicated,
             oversized=max(map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
             content_length=content_length,
         )
@@ -57,7 +57,7 @@ def _content_length(text: str) -> int | None:
     return int(text) if len(text) <= 18 else MAX_CONTENT_LENGTH
 
 
-def _headers(http: object) -> tuple[dict[str, str], set[str]]:
+def _headers(http: object) -> tuple[dict[str, str], frozenset[str]]:
     """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map.
 
     A client may repeat a header; Envoy 1.40 joins the copies with "," in both maps (seen with
@@ -76,15 +76,18 @@ def _headers(http: object) -> tuple[dict[str, str], set[str]]:
                 headers[name] = f"{headers[name]},{value}"
             else:
                 headers[name] = value
-        return headers, duplicated | _comma_joined(headers)
+        return headers, frozenset(duplicated) | _comma_joined(headers)
     plain = dict(http.headers)  # type: ignore[attr-defined]
     joined = "".join(plain)
     if joined != joined.lower():  # Envoy sends lower-case names; other clients might not
         plain = {k.lower(): v for k, v in plain.items()}
-    return plain, duplicated | _comma_joined(plain)
+    return plain, _comma_joined(plain)
 
 
-def _comma_joined(headers: dict[str, str]) -> set[str]:
+_AUTHORIZATION_REPEATED = frozenset({"authorization"})
+
+
+def _comma_joined(headers: dict[str, str]) -> frozenset[str]:
     # A comma is the trace of a joined repeat; JWTs and our API keys never contain one, so a
     # comma in Authorization means two values.
-    return {"authorization"} if "," in headers.get("authorization", "") else set()
+    return _AUTHORIZATION_REPEATED if "," in headers.get("authorization", "") else _NONE
