@@ -24,7 +24,7 @@ from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota import resp
 from tenantgate.quota.breaker import CircuitBreaker
-from tenantgate.quota.coalesce import Coalescer, Pending, fail, in_tasks, settle
+from tenantgate.quota.coalesce import Call, Coalescer, Pending, fail, in_tasks, settle
 from tenantgate.quota.pipe import RedisPipe, Result
 from tenantgate.quota.store import Bucket, BucketState, Outcome
 
@@ -86,6 +86,10 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
     return Redis.from_url(cfg.url, retry=no_retry, **common), []
 
 
+def _gcra_wire(calls: list[Call]) -> bytes:
+    return b"".join([resp.evalsha(GCRA.sha_bytes, keys, args) for keys, args in calls])
+
+
 class RedisStore:
     name = "redis"
 
@@ -144,8 +148,7 @@ class RedisStore:
             return
         assert self._pipe is not None
         deadline = asyncio.get_running_loop().time() + self._cfg.timeout
-        data = b"".join([resp.evalsha(GCRA.sha_bytes, keys, args) for (keys, args), _ in batch])
-        self._pipe.send(data, len(batch), deadline,
+        self._pipe.send(_gcra_wire([call for call, _ in batch]), len(batch), deadline,
                         functools.partial(self._gcra_replied, batch, deadline, False))
 
     def _gcra_replied(self, batch: list[Pending], deadline: float, reloaded: bool,
@@ -171,8 +174,8 @@ class RedisStore:
             # Load it and resend only them, behind the load in the same write (the others ran
             # and must not be charged twice); still within the first send's deadline.
             assert self._pipe is not None
-            data = b"".join([resp.command("SCRIPT", "LOAD", GCRA.source), *(
-                resp.evalsha(GCRA.sha_bytes, keys, args) for (keys, args), _ in missing)])
+            data = resp.command("SCRIPT", "LOAD", GCRA.source) + _gcra_wire(
+                [call for call, _ in missing])
             self._pipe.send(data, 1 + len(missing), deadline,
                             functools.partial(self._gcra_replied, missing, deadline, True))
 
@@ -209,8 +212,7 @@ class RedisStore:
         pool = self._client.connection_pool
         connection = await pool.get_connection()
         try:
-            await connection.send_packed_command(
-                b"".join(resp.evalsha(GCRA.sha_bytes, keys, args) for keys, args in calls))
+            await connection.send_packed_command(_gcra_wire(calls))
             replies: list[Any] = []
             for _ in calls:
                 try:
