@@ -90,3 +90,25 @@ async def test_a_direct_dispatch_settles_futures_itself_without_a_task() -> None
     assert await futures[0] == "one"
     with pytest.raises(QuotaStoreUnavailable):
         await futures[1]
+
+
+async def test_an_idle_store_gets_the_first_call_at_once_and_later_ones_batched() -> None:
+    dispatched: list[list[Pending]] = []
+    in_flight = False
+
+    def dispatch(batch: list[Pending]) -> None:
+        nonlocal in_flight
+        dispatched.append(batch)
+        in_flight = True  # like the pipe: a round is outstanding until its replies settle
+
+    coalescer = Coalescer(dispatch, idle=lambda: not in_flight)
+    first = coalescer.submit(["a"], [1])
+    assert [len(b) for b in dispatched] == [1]  # written before any loop turn
+    later = [coalescer.submit([k], [1]) for k in ("b", "c")]
+    assert [len(b) for b in dispatched] == [1]  # a round is in flight: these wait for the turn
+    await asyncio.sleep(0)
+    assert [len(b) for b in dispatched] == [1, 2]
+    for batch in dispatched:
+        for _, future in batch:
+            settle(future, "ok")
+    assert await first == "ok" and await asyncio.gather(*later) == ["ok", "ok"]

@@ -62,6 +62,10 @@ class _Connection(asyncio.Protocol):
         self._held: list[bytes] | None = None  # while the transport's buffer is over its mark
         self.closed = False
 
+    @property
+    def idle(self) -> bool:
+        return not self._rounds and self._held is None and not self.closed
+
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self._transport = cast(asyncio.Transport, transport)  # uvloop's are not subclasses
 
@@ -147,6 +151,11 @@ class RedisPipe:
         self._connection: _Connection | None = None  # set once its handshake is done
         self._waiting: list[tuple[bytes, Round]] = []  # written when a connection is ready
         self._connecting: asyncio.Task[None] | None = None
+
+    def idle(self) -> bool:
+        """Connected, and no reply outstanding: a write now goes out alone anyway."""
+        connection = self._connection
+        return connection is not None and connection.idle
 
     def send(self, data: bytes, count: int, deadline: float, done: Done) -> None:
         """Write `count` pre-encoded commands; `done` gets their replies in order, or the error

@@ -107,7 +107,7 @@ class RedisStore:
             # same URL and credentials; script loading and charges stay on redis-py.
             template = self._client.connection_pool.make_connection()
             self._pipe = RedisPipe(template, cfg.connect_timeout)
-            self._coalescer = Coalescer(self._dispatch_gcra)
+            self._coalescer = Coalescer(self._dispatch_gcra, self._pipe.idle)
         else:
             self._coalescer = Coalescer(in_tasks(self._send_gcra_batch))
 
