@@ -4,6 +4,7 @@ Envoy CheckResponse messages."""
 from __future__ import annotations
 
 import enum
+import functools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -172,11 +173,19 @@ def to_check_response(decision: Decision, request_id: str) -> CheckResponse:
 def encode_fixed(headers_to_set: Sequence[Header], headers_to_remove: tuple[str, ...]) -> bytes:
     """The part of an allow that repeats for one tenant and caller, wire-encoded."""
     return b"".join([*(wire.header_option(k, v) for k, v in headers_to_set),
-                     wire.headers_to_remove(headers_to_remove)])
+                     _encoded_removals(headers_to_remove)])
+
+
+# The trusted headers to strip are the same for every Check of one config: encode them once.
+_encoded_removals = functools.lru_cache(maxsize=16)(wire.headers_to_remove)
 
 
 def encode_metadata(metadata: dict[str, str]) -> bytes:
-    return wire.string_struct(metadata)
+    return b"".join([_struct_entry(k, v) for k, v in metadata.items()])
+
+
+# Tenant, plan and issuer entries repeat across callers; only the subject is new per caller.
+_struct_entry = functools.lru_cache(maxsize=4096)(wire.struct_entry)
 
 
 def encode_response(decision: Decision, request_id: str) -> bytes:

@@ -52,8 +52,12 @@ def headers_to_remove(names: Iterable[str]) -> bytes:
 
 
 def string_struct(values: dict[str, str]) -> bytes:
-    return b"".join(field(1, field(1, k.encode()) + field(2, field(3, v.encode())))
-                    for k, v in values.items())
+    return b"".join(struct_entry(k, v) for k, v in values.items())
+
+
+def struct_entry(key: str, value: str) -> bytes:
+    """One `fields` map entry of a Struct whose value is a string."""
+    return field(1, field(1, key.encode()) + field(2, field(3, value.encode())))
 
 
 def allow_response(header_options: bytes, metadata: bytes) -> bytes:
