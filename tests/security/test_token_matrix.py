@@ -274,6 +274,28 @@ async def test_subject_with_crlf_cannot_split_the_injected_header(
         assert len(log.read().splitlines()) == 1  # and the line was not split
 
 
+async def test_each_caller_gets_its_own_headers_and_metadata_however_often_seen(
+        gate: LocalCheck, idp: DevIssuer) -> None:
+    # Allows reuse pre-encoded parts per (tenant, plan, issuer, subject): interleaved callers
+    # of two tenants must each get exactly their own identity back, every time.
+    from tenantgate.context import KeyRing
+
+    callers = [("acme", "alice"), ("acme", "bob"), ("globex", "alice"), ("acme", "alice")]
+    for _ in range(2):
+        for tenant, subject in callers:
+            response, audit = await run(gate, bearer(idp.token(tenant, sub=subject)))
+            assert audit["reason"] == "ok"
+            values = {h.header.key: h.header.value for h in response.ok_response.headers}
+            assert (values["x-tenant-id"], values["x-tenant-subject"]) == (tenant, subject)
+            meta = response.dynamic_metadata.fields
+            assert (meta["tenant"].string_value, meta["subject"].string_value) == (tenant,
+                                                                                  subject)
+            ring = gate.runtime.key_ring
+            assert isinstance(ring, KeyRing)
+            claims = ring.verify(values["x-tenant-context"])
+            assert (claims.tenant, claims.subject, claims.request_id) == (tenant, subject, RID)
+
+
 async def test_random_token_mutations_are_denied_never_an_internal_error(
         gate: LocalCheck, idp: DevIssuer) -> None:
     # Seeded, so a failure reproduces. Mutations hit header, payload and signature alike;
