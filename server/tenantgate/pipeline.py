@@ -54,7 +54,7 @@ async def decide(s: CheckState) -> Decision:
     if deny := credential_stage(s):
         return deny  # exactly one credential -> s.credential
     if not cached_identity(s) and (deny := await identity_stage(s)):
-        return deny  # JWT or API key -> s.identity (token cache first)
+        return deny  # token cache, else JWT or API key verification -> s.identity
     if deny := tenant_stage(s):
         return deny  # -> s.tenant (pattern, issuer binding, registry status)
     if deny := policy_stage(s):

@@ -51,10 +51,6 @@ def headers_to_remove(names: Iterable[str]) -> bytes:
     return b"".join(field(5, name.encode()) for name in names)
 
 
-def string_struct(values: dict[str, str]) -> bytes:
-    return b"".join(struct_entry(k, v) for k, v in values.items())
-
-
 def struct_entry(key: str, value: str) -> bytes:
     """One `fields` map entry of a Struct whose value is a string."""
     return field(1, field(1, key.encode()) + field(2, field(3, value.encode())))

@@ -26,16 +26,16 @@ class Coalescer:
     def submit(self, keys: list[str], args: list[int]) -> asyncio.Future[Any]:
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Any] = loop.create_future()
-        if not self._pending:
+        first = not self._pending
+        self._pending.append(((keys, args), future))
+        if first:
             if self._idle is not None and self._idle():
                 # Nothing in flight: batching would only cost one more event-loop turn of
                 # latency (the measured case at low load); send now. Under load a round is
-                # usually in flight and calls gather for the next write as below.
-                self._pending.append(((keys, args), future))
+                # usually in flight and calls gather for the next write.
                 self._flush()
-                return future
-            loop.call_soon(self._flush)  # after every Check already runnable has submitted
-        self._pending.append(((keys, args), future))
+            else:
+                loop.call_soon(self._flush)  # after every Check already runnable has submitted
         return future
 
     def _flush(self) -> None:
