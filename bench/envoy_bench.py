@@ -35,7 +35,8 @@ import yaml
 from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
 from tenantgate.config.load import load_config
 from tenantgate.testing import tokens
-from tenantgate.testing.envoy import EnvoyProcess, ManagedProcess, TenantgateProcess, free_port
+from tenantgate.testing.binaries import free_port
+from tenantgate.testing.envoy import EnvoyProcess, ManagedProcess, TenantgateProcess
 from tenantgate.testing.redis import RedisServer
 
 HERE = Path(__file__).resolve().parent

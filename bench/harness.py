@@ -19,15 +19,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
+from tenantgate.testing.binaries import free_port as free_port  # re-exported for the bench scripts
 
 BIN = Path(sys.executable).parent
 CHECK_PATH = "/envoy.service.auth.v3.Authorization/Check"
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_for_port(port: int, timeout: float = 20.0) -> None:

@@ -18,8 +18,8 @@ import yaml
 from tenantgate.config.envoy import EnvoyOptions, render
 from tenantgate.config.load import load_config
 from tenantgate.testing import tokens
-from tenantgate.testing.binaries import BinaryMissing, in_ci
-from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess, free_port
+from tenantgate.testing.binaries import BinaryMissing, free_port, in_ci
+from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess
 
 ISSUER = "https://issuer.e2e.test/"
 AUDIENCE = "notes"

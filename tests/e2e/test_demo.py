@@ -13,8 +13,7 @@ import time
 import httpx
 import pytest
 from e2e_support import require
-from tenantgate.testing.binaries import postgres_bin_dir, redis_server_binary
-from tenantgate.testing.envoy import free_port
+from tenantgate.testing.binaries import free_port, postgres_bin_dir, redis_server_binary
 
 READY = "Ctrl-C stops everything."
 

@@ -20,7 +20,8 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse,
 from google.rpc import code_pb2, status_pb2
 from tenantgate.config.envoy import EnvoyOptions, render
 from tenantgate.config.load import load_config
-from tenantgate.testing.envoy import EnvoyProcess, free_port
+from tenantgate.testing.binaries import free_port
+from tenantgate.testing.envoy import EnvoyProcess
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 

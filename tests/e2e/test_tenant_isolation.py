@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 from e2e_support import Stack, base_config, require, running_stack
-from tenantgate.testing.binaries import BinaryMissing, postgres_bin_dir
-from tenantgate.testing.envoy import NotesBackendProcess, free_port, prepare_notes_database
+from tenantgate.testing.binaries import BinaryMissing, free_port, postgres_bin_dir
+from tenantgate.testing.envoy import NotesBackendProcess, prepare_notes_database
 from tenantgate.testing.postgres import PostgresCluster
 
 PROTOCOLS = [pytest.param(False, id="http1"), pytest.param(True, id="http2")]

@@ -21,8 +21,9 @@ from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.app import App
 from tenantgate.context import KeyRing
+from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
-from tenantgate.testing.envoy import TenantgateProcess, free_port
+from tenantgate.testing.envoy import TenantgateProcess
 from tenantgate.testing.jwks_server import JwksServer
 
 OVERWRITE = 2  # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD

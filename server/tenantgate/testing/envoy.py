@@ -82,12 +82,6 @@ class ManagedProcess:
         shutil.rmtree(self.dir, ignore_errors=True)
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
 def _accepts(host: str, port: int) -> bool:
     try:
         with socket.create_connection((host, port), timeout=0.2):
@@ -118,7 +112,6 @@ class EnvoyProcess(ManagedProcess):
         self.config_path.write_text(text)
         admin = yaml.safe_load(text)["admin"]["address"]["socket_address"]
         self.admin_url = f"http://{admin['address']}:{admin['port_value']}"
-        self.access_log_path = self.dir / "output.log"  # stdout access log lands here too
 
     def _args(self, *extra: str) -> list[str]:
         # --disable-hot-restart: no shared-memory region, so several Envoys can run side by side;
