@@ -38,7 +38,7 @@ class Runtime:
     api_keys: Any  # identity.apikeys verifier, when API keys are configured
     audit: AuditLog
     http: httpx.AsyncClient
-    # Pre-encoded allow parts per (tenant, issuer, subject): see pipeline.allow.
+    # Pre-encoded allow parts per (tenant, plan, issuer, subject): see pipeline.allow.
     allow_templates: dict[TemplateKey, Allow] = field(default_factory=dict)
 
     @classmethod
@@ -48,7 +48,7 @@ class Runtime:
         ctx = config.context
         creds = config.credentials
         audit = _open_audit(config)
-        api_keys = _build_api_keys(config)
+        api_keys = _build_api_keys(config, audit)
         return cls(
             config=config,
             key_ring=KeyRing({k.id: k.secret.value for k in ctx.keys}, ctx.active_key),
@@ -91,9 +91,9 @@ def _open_audit(config: Config) -> AuditLog:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {exc.strerror}"]) from None
 
 
-def _build_api_keys(config: Config) -> Any:
+def _build_api_keys(config: Config, audit: AuditLog) -> Any:
     try:
         from tenantgate.identity.apikeys import build_api_keys
     except ModuleNotFoundError:
         return None
-    return build_api_keys(config)
+    return build_api_keys(config, audit)

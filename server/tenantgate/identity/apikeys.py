@@ -194,8 +194,6 @@ class ApiKeys:
                 await task
         await self.flush_usage()
         await self._client.aclose()
-        if self._audit is not None:
-            self._audit.close()
 
     async def flush_usage(self) -> None:
         hits, self._hits = self._hits, Counter()
@@ -245,10 +243,10 @@ class ApiKeys:
                 await client.aclose()
 
 
-def build_api_keys(config: Config) -> ApiKeys | None:
-    """The Runtime's verifier, or None when `api_keys` is not configured."""
-    cfg = getattr(config, "api_keys", None)
-    if cfg is None:
+def build_api_keys(config: Config, audit: AuditLog) -> ApiKeys | None:
+    """The Runtime's verifier, or None when `api_keys` is not configured. It writes to the
+    Runtime's own audit log (one stream per file, so lines never interleave), which the
+    Runtime closes."""
+    if config.api_keys is None:
         return None
-    audit = AuditLog(config.audit.path, 0.0, config.audit.enabled)
-    return ApiKeys(cfg, frozenset(config.tenants.registry), audit)
+    return ApiKeys(config.api_keys, frozenset(config.tenants.registry), audit)
