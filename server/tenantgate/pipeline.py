@@ -69,9 +69,10 @@ def allow(s: CheckState) -> Allow:
     assert s.identity is not None and s.tenant is not None  # set by the stages above
     rt = s.runtime
     ctx = rt.config.context
-    template = rt.allow_templates.get(_template_key(s))
+    key = _template_key(s)
+    template = rt.allow_templates.get(key)
     if template is None:
-        template = _remember_template(s)
+        template = _remember_template(s, key)
     signed = rt.key_ring.sign(s.tenant.id, s.identity.subject, s.request.request_id, ctx.ttl)
     return Allow(template.headers_to_set, ((ctx.header, signed),), template.headers_to_remove,
                  s.quota_headers, template.metadata, template.encoded_fixed,
@@ -86,7 +87,7 @@ def _template_key(s: CheckState) -> TemplateKey:
     return s.tenant.id, s.tenant.plan, s.identity.issuer, s.identity.subject
 
 
-def _remember_template(s: CheckState) -> Allow:
+def _remember_template(s: CheckState, key: TemplateKey) -> Allow:
     """What every allow for this tenant and caller repeats, encoded once (per Runtime)."""
     assert s.identity is not None and s.tenant is not None
     rt = s.runtime
@@ -100,5 +101,5 @@ def _remember_template(s: CheckState) -> Allow:
                      encode_metadata(metadata))
     if len(rt.allow_templates) >= MAX_ALLOW_TEMPLATES:
         rt.allow_templates.clear()  # bounded; the next Checks re-encode what they need
-    rt.allow_templates[_template_key(s)] = template
+    rt.allow_templates[key] = template
     return template

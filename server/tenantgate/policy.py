@@ -28,6 +28,7 @@ class CompiledRoute:
     methods: frozenset[str] | None
     prefix: str | None
     segments: tuple[str, ...] | None  # pattern segments for `path` rules
+    content_types: frozenset[str] | None  # the rule's allowed media types, lower-cased
 
     def match(self, method: str, path: str, parts: list[str]) -> str | bool | None:
         """False when the route does not apply; else the bound tenant segment (or None)."""
@@ -62,7 +63,9 @@ def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
         rule=r, index=i,
         methods=frozenset(m.upper() for m in r.methods) if r.methods else None,
         prefix=r.path_prefix,
-        segments=tuple(r.path.strip("/").split("/")) if r.path is not None else None)
+        segments=tuple(r.path.strip("/").split("/")) if r.path is not None else None,
+        content_types=(frozenset(c.lower() for c in r.content_types)
+                       if r.content_types is not None else None))
         for i, r in enumerate(config.routes)]
 
 
@@ -86,14 +89,15 @@ def policy_stage(s: CheckState) -> Deny | None:
             # 404, not 403: another tenant's resources must not even look like they exist.
             metrics.CROSS_TENANT.labels(s.tenant.label).inc()
             return Deny(Reason.CROSS_TENANT_PATH)
-        return _rule_problem(route.rule, s)
+        return _rule_problem(route, s)
     if s.runtime.config.policy.default_action == "deny":
         return Deny(Reason.ROUTE_DENIED)
     return None
 
 
-def _rule_problem(rule: RouteConfig, s: CheckState) -> Deny | None:
+def _rule_problem(route: CompiledRoute, s: CheckState) -> Deny | None:
     assert s.identity is not None
+    rule = route.rule
     if rule.action == "deny":
         return Deny(Reason.ROUTE_DENIED)
     if rule.scopes and not s.identity.scopes.issuperset(rule.scopes):
@@ -107,8 +111,9 @@ def _rule_problem(rule: RouteConfig, s: CheckState) -> Deny | None:
             return Deny(Reason.LENGTH_REQUIRED)
         if length is not None and length > rule.max_body_bytes:
             return Deny(Reason.BODY_TOO_LARGE)
-    if rule.content_types is not None and (length or s.request.header("content-type")):
-        media_type = (s.request.header("content-type") or "").split(";", 1)[0].strip().lower()
-        if media_type not in {c.lower() for c in rule.content_types}:
+    content_type = s.request.header("content-type")
+    if route.content_types is not None and (length or content_type):
+        media_type = (content_type or "").split(";", 1)[0].strip().lower()
+        if media_type not in route.content_types:
             return Deny(Reason.CONTENT_TYPE_NOT_ALLOWED)
     return None

@@ -6,8 +6,6 @@ import enum
 
 from prometheus_client import Counter, Gauge
 
-OTHER = "other"
-
 
 class QuotaResult(enum.StrEnum):
     ADMITTED = "admitted"
@@ -32,6 +30,18 @@ FAIL_CLOSED = Counter("tenantgate_quota_fail_closed_total",
                       "Requests refused (503) because the store failed and the mode is closed")
 DEGRADED_ACTIVE = Gauge("tenantgate_quota_degraded_active",
                         "1 while the store is failing and local limit/replicas buckets decide")
+_degraded_shown: bool | None = None  # what DEGRADED_ACTIVE shows (only set_degraded sets it)
+
+
+def set_degraded(active: bool) -> None:
+    """DEGRADED_ACTIVE, set only when it changes: every successful decision reports "not
+    degraded", and the gauge's lock is not worth taking per request for an unchanged value."""
+    global _degraded_shown
+    if active is not _degraded_shown:
+        DEGRADED_ACTIVE.set(1 if active else 0)
+        _degraded_shown = active
+
+
 LOCAL_DENIALS = Counter("tenantgate_quota_local_denials_total",
                         "Denials answered from the local over-limit cache or batched mirror, "
                         "without a store round trip")
@@ -41,11 +51,6 @@ BATCHED_BOUND = Gauge("tenantgate_quota_batched_overadmission_bound",
 RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
                        "ShouldRateLimit calls by domain (configured domains only) and result",
                        ["domain", "result"])
-
-
-def tenant_label(tenant_id: str, known: bool) -> str:
-    """Only registry tenants get their own label, so cardinality is bounded by the config."""
-    return tenant_id if known else OTHER
 
 
 _decision_children: dict[tuple[str, QuotaResult], Counter] = {}

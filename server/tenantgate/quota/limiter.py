@@ -190,7 +190,7 @@ class Limiter:
 
     async def start(self) -> None:
         await self.store.start()
-        metrics.DEGRADED_ACTIVE.set(0)
+        metrics.set_degraded(False)
         if self._batcher is not None:
             self._batcher.start()
 
@@ -230,7 +230,7 @@ class Limiter:
             outcome = await self.store.acquire(held, cost)
         except QuotaStoreUnavailable:
             return await self._failed(held, cost, failure_mode)
-        metrics.DEGRADED_ACTIVE.set(0)
+        metrics.set_degraded(False)
         if not outcome.admitted and self._cache is not None and cost > 0:
             self._cache.remember(held, outcome, cost)
         if batch_interval is not None and self._batcher is not None:
@@ -245,7 +245,7 @@ class Limiter:
             metrics.FAIL_OPEN.inc()
             return Verdict(True, buckets)
         if mode == "degraded":
-            metrics.DEGRADED_ACTIVE.set(1)
+            metrics.set_degraded(True)
             shares = tuple(degraded_bucket(b, self._replicas) for b in buckets)
             outcome = await self._degraded.acquire(shares, cost)
             return Verdict(outcome.admitted, shares, outcome)

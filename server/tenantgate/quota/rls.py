@@ -14,6 +14,7 @@ from google.protobuf.duration_pb2 import Duration
 
 from tenantgate.config.quota import FailureMode
 from tenantgate.observe import quota as metrics
+from tenantgate.observe.metrics import OTHER_TENANT
 from tenantgate.quota.limiter import Limiter, Verdict
 from tenantgate.quota.rls_config import UNIT_SECONDS, Node, RlsLimit
 from tenantgate.quota.store import Bucket
@@ -67,7 +68,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         limiter: Limiter | None = self._get_runtime().limiter
         domains = limiter.rls_domains if limiter is not None else {}
         root = domains.get(request.domain)
-        label = request.domain if root is not None else metrics.OTHER
+        label = request.domain if root is not None else OTHER_TENANT
         if limiter is None or root is None:
             metrics.rls_request(label, metrics.RlsResult.OK)
             return Response(overall_code=Response.OK,

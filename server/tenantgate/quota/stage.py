@@ -24,7 +24,7 @@ async def quota_stage(s: CheckState) -> Deny | None:
     verdict = await limiter.check(plan, tenant.id, s.request.method, s.request.path)
     if verdict.unavailable:
         return Deny(Reason.QUOTA_UNAVAILABLE)
-    label = metrics.tenant_label(tenant.id, tenant.known)
+    label = tenant.label
     if not verdict.admitted:
         metrics.decision(label, metrics.QuotaResult.LIMITED)
         return Deny(Reason.QUOTA_EXCEEDED, headers=deny_headers(verdict))
