@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 from dataclasses import dataclass
 from typing import Any
-
-FINGERPRINT_MESSAGE = b"tenantgate key fingerprint"
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,11 +11,6 @@ class KeyRow:
     key_id: str
     state: str
     fingerprint: str
-
-
-def fingerprint(secret: bytes) -> str:
-    """The HMAC the SQL stores next to a key: proves two secrets are equal, reveals neither."""
-    return hmac.new(secret, FINGERPRINT_MESSAGE, hashlib.sha256).hexdigest()
 
 
 def add_key(conn: Any, key_id: str, secret: bytes, activate: bool = True) -> str:

@@ -48,10 +48,6 @@ class KeySet:
         self._inflight: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
 
-    @property
-    def loaded(self) -> bool:
-        return bool(self._keys)
-
     async def start(self) -> None:
         """Load keys once at start-up; a failure here is not fatal (requests will retry)."""
         with contextlib.suppress(FetchFailed):
