@@ -35,6 +35,8 @@ KEY_ID_CHARS = 16  # lower-case hex: 64 random bits, unique enough to index, not
 SECRET_BYTES = 32  # 256 bits: the secret is what is guessed, never the id
 _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
+_POLL_SECONDS = 1.0  # how long one wait for a revocation message lasts
+_CLOSE_WAIT = 2 * _POLL_SECONDS
 
 
 def new_key_id() -> str:
@@ -98,6 +100,7 @@ class ApiKeys:
         self._last_used: dict[str, int] = {}  # pending writes
         self._last_used_sent: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._closing = False
         self.subscribed = asyncio.Event()  # set while the revocation channel is live
 
     # -- verification -----------------------------------------------------------------------
@@ -187,11 +190,15 @@ class ApiKeys:
             await asyncio.wait_for(self.subscribed.wait(), timeout=2.0)
 
     async def close(self) -> None:
+        # redis-py can turn a cancellation into a connection error, which the retry loop
+        # would swallow: the flag ends the loops too, and the wait is bounded either way.
+        self._closing = True
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        if self._tasks:
+            _, stuck = await asyncio.wait(self._tasks, timeout=_CLOSE_WAIT)
+            if stuck:
+                log.warning("API key background tasks did not stop within %.0fs", _CLOSE_WAIT)
         await self.flush_usage()
         await self._client.aclose()
 
@@ -210,12 +217,12 @@ class ApiKeys:
             self._last_used.update(last_used)
 
     async def _flush_forever(self) -> None:
-        while True:
+        while not self._closing:
             await asyncio.sleep(self.cfg.usage_flush_interval)
             await self.flush_usage()
 
     async def _subscribe_forever(self) -> None:
-        while True:
+        while not self._closing:
             with contextlib.suppress(RedisError, OSError):
                 await self._listen()
             self.subscribed.clear()
@@ -231,8 +238,8 @@ class ApiKeys:
             # Messages sent while we were not subscribed are lost: forget everything cached.
             self.invalidate()
             self.subscribed.set()
-            while True:
-                message = await pubsub.get_message(timeout=5.0)
+            while not self._closing:
+                message = await pubsub.get_message(timeout=_POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
                     data = message["data"]
                     self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
