@@ -57,7 +57,7 @@ class Runtime:
             token_cache=TokenCache(creds.token_cache_entries, creds.token_cache_bytes),
             tenants=TenantRules(config),
             routes=compile_routes(config.policy),
-            headers_to_remove=tuple(h.lower() for h in ctx.strip_headers),
+            headers_to_remove=tuple(ctx.strip_headers),
             api_keys=api_keys,
             audit=audit,
             http=http,

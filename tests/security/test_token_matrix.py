@@ -11,6 +11,7 @@ import json
 import random
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,7 +20,7 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from jwt.algorithms import get_default_algorithms
 from tenantgate.decision import Reason
 from tenantgate.testing import tokens
-from tenantgate.testing.check import DevIssuer, LocalCheck, check_request
+from tenantgate.testing.check import DevIssuer, LocalCheck, build_config, check_request
 from tenantgate.testing.jwks_server import JwksServer
 
 RID = "req-matrix"
@@ -208,6 +209,18 @@ async def test_two_credentials_at_once_are_refused(
         gate: LocalCheck, headers: dict[str, str] | None, raw: list[tuple[str, str]] | None
         ) -> None:
     response, audit = await run(gate, headers, raw)
+    assert audit["reason"] == Reason.MULTIPLE_CREDENTIALS
+    assert_uniform_denial(response, 400)
+
+
+async def test_api_key_header_configured_in_mixed_case_still_sees_the_key(
+        tmp_path: Path, idp: DevIssuer) -> None:
+    # Envoy hands over lower-case names; a name configured as X-Api-Key must match them, or
+    # a second credential would slip past the one-credential rule unseen.
+    config = build_config(tmp_path, [idp.config()],
+                          credentials={"api_key_header": "X-Api-Key"})
+    async with LocalCheck(config) as gate:
+        response, audit = await run(gate, {**bearer(idp.token()), "x-api-key": "tg_key"})
     assert audit["reason"] == Reason.MULTIPLE_CREDENTIALS
     assert_uniform_denial(response, 400)
 

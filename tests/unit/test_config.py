@@ -70,3 +70,15 @@ def test_several_mistakes_are_all_reported_each_with_its_path() -> None:
 def test_secret_never_appears_in_repr() -> None:
     config = load_config(FIXTURES / "valid.yaml")
     assert "kkkk" not in repr(config)
+
+
+def test_header_names_are_stored_lower_case() -> None:
+    # Envoy gives tenantgate lower-case names; a configured X-Api-Key must still match them.
+    config = parse_config((FIXTURES / "valid.yaml").read_text()
+                          + "credentials:\n  api_key_header: X-Api-Key\n")
+    assert config.credentials.api_key_header == "x-api-key"
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "  active_key: c1\n",
+        "  active_key: c1\n  tenant_header: X-Tenant-ID\n  strip_headers: [X-Tenant-Plan]\n")
+    context = parse_config(text).context
+    assert (context.tenant_header, context.strip_headers) == ("x-tenant-id", ["x-tenant-plan"])

@@ -207,7 +207,7 @@ def trusted_headers(config: Config) -> list[str]:
     """Every header a backend trusts: a client's copy is removed before ext_authz runs."""
     ctx = config.context
     names = [ctx.tenant_header, ctx.header, ctx.subject_header, *ctx.strip_headers]
-    return list(dict.fromkeys(n.lower() for n in names))
+    return list(dict.fromkeys(names))
 
 
 def _early_header_mutation(config: Config) -> TypedExtensionConfig:
@@ -221,7 +221,7 @@ def _early_header_mutation(config: Config) -> TypedExtensionConfig:
 
 
 def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
-    headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header.lower()))
+    headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header))
     authz = ExtAuthz(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
                                  timeout=_seconds(options.authz_timeout)),

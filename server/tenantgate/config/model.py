@@ -10,7 +10,7 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
-from tenantgate.config.types import ByteSize, Duration, Model, Secret
+from tenantgate.config.types import ByteSize, Duration, HeaderName, Model, Secret
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
@@ -213,14 +213,14 @@ class ContextKey(Model):
 
 
 class ContextConfig(Model):
-    tenant_header: str = "x-tenant-id"
-    header: str = "x-tenant-context"
-    subject_header: str = "x-tenant-subject"
+    tenant_header: HeaderName = "x-tenant-id"
+    header: HeaderName = "x-tenant-context"
+    subject_header: HeaderName = "x-tenant-subject"
     ttl: Duration = 60.0
     active_key: str
     keys: list[ContextKey] = Field(min_length=1)
     # Trusted headers tenantgate does not set: removed from every allowed request.
-    strip_headers: list[str] = Field(
+    strip_headers: list[HeaderName] = Field(
         default_factory=lambda: ["x-tenant-plan", "x-tenant-scopes", "x-tenant-roles"])
 
     @model_validator(mode="after")
@@ -230,16 +230,15 @@ class ContextConfig(Model):
             raise ValueError("key ids must be unique")
         if self.active_key not in ids:
             raise ValueError(f"active_key {self.active_key!r} is not among keys")
-        set_headers = {self.tenant_header.lower(), self.header.lower(),
-                       self.subject_header.lower()}
-        if clash := set_headers & {h.lower() for h in self.strip_headers}:
+        set_headers = {self.tenant_header, self.header, self.subject_header}
+        if clash := set_headers & set(self.strip_headers):
             raise ValueError(f"strip_headers must not list a header tenantgate sets: "
                              f"{sorted(clash)}")
         return self
 
 
 class CredentialsConfig(Model):
-    api_key_header: str = "x-api-key"
+    api_key_header: HeaderName = "x-api-key"
     max_token_bytes: int = Field(default=8192, ge=256)
     token_cache_entries: int = Field(default=50_000, ge=0)
     token_cache_bytes: ByteSize = 64 * 1024 * 1024

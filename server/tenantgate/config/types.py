@@ -52,6 +52,20 @@ Duration = Annotated[float, BeforeValidator(_parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]
 """Bytes, written as a number or `64KiB` / `10MiB`."""
 
+# RFC 9110 field-name: a token of tchar.
+_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+
+
+def _header_name(value: Any) -> str:
+    if not isinstance(value, str) or not _FIELD_NAME.match(value):
+        raise ValueError("must be an HTTP header name such as x-api-key")
+    return value.lower()
+
+
+HeaderName = Annotated[str, BeforeValidator(_header_name)]
+"""An HTTP header name, stored lower-case: Envoy hands tenantgate lower-case names, so a
+name configured as `X-Api-Key` must still match."""
+
 
 class Model(BaseModel):
     """Frozen, strict: unknown keys are errors (load.py adds a did-you-mean)."""
