@@ -75,6 +75,20 @@ def test_tenant_overrides_are_typed_plan_values() -> None:
                      "equal to 1"]
 
 
+@pytest.mark.parametrize(("overrides", "expected"), [
+    ("{batch_interval: 5s}", "tenants.registry.acme.overrides: batch_interval must be between "
+                             "1ms and 1s"),
+    ("{endpoints: [{name: w, limits: [1/s]}, {name: w, limits: [2/s]}]}",
+     "tenants.registry.acme.overrides: endpoint rule names must be unique within a plan"),
+])
+def test_tenant_overrides_pass_the_checks_a_plan_does(overrides: str, expected: str) -> None:
+    config = load("  enabled: true\n  plans: {free: {limits: [1/s]}}\n",
+                  f"tenants:\n  registry:\n    acme: {{plan: free, overrides: {overrides}}}\n")
+    with pytest.raises(ConfigError) as err:
+        build_limiter(config)
+    assert err.value.issues == [expected]
+
+
 def test_registry_tenant_with_unknown_plan_fails_the_build() -> None:
     config = load("  enabled: true\n  plans: {free: {limits: [1/s]}}\n",
                   "tenants:\n  registry:\n    acme: {plan: gold}\n")

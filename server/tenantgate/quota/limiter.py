@@ -9,6 +9,10 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
+from pydantic import ValidationError
+from pydantic_core import ErrorDetails
+
+from tenantgate.config.load import key_path
 from tenantgate.config.model import Config
 from tenantgate.config.quota import EndpointRule, FailureMode, LimitConfig, PlanConfig, QuotaConfig
 from tenantgate.errors import ConfigError, QuotaStoreUnavailable
@@ -264,6 +268,12 @@ def _cached_outcome(buckets: tuple[Bucket, ...], wait_us: int) -> Outcome:
     return Outcome(False, states, monotonic_us())
 
 
+def _override_issue(where: str, err: ErrorDetails) -> str:
+    loc = key_path(tuple(err["loc"]))
+    message = err["msg"].removeprefix("Value error, ")
+    return f"{where}: {message}" if loc == "(top level)" else f"{where}.{loc}: {message}"
+
+
 def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
     """Registry tenants whose plan is their own: overrides merged over their plan."""
     q = config.quota
@@ -282,7 +292,13 @@ def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
             issues.append(f"tenants.registry.{tenant_id}.overrides.failure_mode: degraded "
                           "needs quota.replicas")
         base = q.plans[plan_name] if plan_name else PlanConfig()
-        merged = base.model_copy(update={k: getattr(entry.overrides, k) for k in changes})
+        try:  # validated as a whole plan: an override must pass every check a plan does
+            merged = PlanConfig.model_validate(
+                {**dict(base), **{k: getattr(entry.overrides, k) for k in changes}})
+        except ValidationError as exc:
+            where = f"tenants.registry.{tenant_id}.overrides"
+            issues.extend(_override_issue(where, err) for err in exc.errors())
+            continue
         out[tenant_id] = compile_plan(plan_name or tenant_id, merged, q.failure_mode)
     if issues:
         raise ConfigError(issues)
