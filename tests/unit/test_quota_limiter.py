@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
+from tenantgate.config.quota import RedisConfig
 from tenantgate.quota import Limiter, build_limiter
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.headers import deny_headers, rate_headers
 from tenantgate.quota.limiter import compile_path, degraded_bucket
 from tenantgate.quota.memory import MemoryStore
+from tenantgate.quota.redis import SharedStores
 from tenantgate.quota.store import Bucket
 
 SECOND = 1_000_000
@@ -184,3 +188,22 @@ def test_build_limiter_reuses_the_embedded_store_across_rebuilds(config: Config)
     first, second = build_limiter(config), build_limiter(config)
     assert first is not None and second is not None
     assert first.store is second.store
+
+
+
+async def test_a_rotated_redis_password_gets_its_own_connection(tmp_path: Path) -> None:
+    # SIGHUP rebuilds share the Redis store of an equal config; a password changed in its
+    # file must not be mistaken for an equal config (the dump leaves the value out).
+    def redis_config(password: str) -> RedisConfig:
+        (tmp_path / "redis.pw").write_text(password)
+        return RedisConfig.model_validate(
+            {"url": "redis://127.0.0.1:1/0", "password": {"fromFile": "redis.pw"}},
+            context={"base_dir": str(tmp_path)})
+
+    configs = [redis_config("first-password"), redis_config("first-password"),
+               redis_config("rotated-password")]
+    shared = SharedStores()
+    first, again, rotated = (shared.acquire_redis(c) for c in configs)
+    assert again is first and rotated is not first
+    for config in configs:
+        await shared.release_redis(config)

@@ -277,6 +277,14 @@ class RedisStore:
         return list(await pipe.execute(raise_on_error=False))
 
 
+def _store_key(cfg: RedisConfig) -> str:
+    """Equal for configs that can share one connection. The dump leaves out the password's
+    value (only where it comes from), so its digest is added: a password rotated in the
+    file and picked up by SIGHUP gets a new connection that authenticates with it."""
+    password = cfg.password.value if cfg.password is not None else b""
+    return f"{cfg.model_dump_json()}|{hashlib.sha256(password).hexdigest()}"
+
+
 class SharedStores:
     """Stores that outlive one Runtime: a SIGHUP rebuild reuses the connection (and the
     embedded store's buckets, which a reload must not reset to full)."""
@@ -285,7 +293,7 @@ class SharedStores:
         self._redis: dict[str, tuple[RedisStore, int]] = {}
 
     def acquire_redis(self, cfg: RedisConfig) -> RedisStore:
-        key = cfg.model_dump_json()
+        key = _store_key(cfg)
         store, users = self._redis.get(key, (None, 0))
         if store is None:
             store = RedisStore(cfg)
@@ -293,7 +301,7 @@ class SharedStores:
         return store
 
     async def release_redis(self, cfg: RedisConfig) -> None:
-        key = cfg.model_dump_json()
+        key = _store_key(cfg)
         store, users = self._redis[key]
         if users > 1:
             self._redis[key] = (store, users - 1)
