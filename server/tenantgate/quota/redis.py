@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import functools
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import unquote, urlsplit
 
 import hiredis
@@ -29,6 +29,7 @@ from tenantgate.quota.pipe import RedisPipe, Result
 from tenantgate.quota.store import Bucket, BucketState, Outcome
 
 Client = Redis | RedisCluster
+_Item = TypeVar("_Item")  # one scripted call: GCRA (keys, args) or a charge (bucket, hits)
 
 
 class Script:
@@ -86,7 +87,7 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
     return Redis.from_url(cfg.url, retry=no_retry, **common), []
 
 
-def _gcra_wire(calls: list[Call]) -> bytes:
+def _gcra_wire(calls: Sequence[Call]) -> bytes:
     return b"".join([resp.evalsha(GCRA.sha_bytes, keys, args) for keys, args in calls])
 
 
@@ -188,20 +189,26 @@ class RedisStore:
         return list(await self._guarded(self._gcra_pipeline(calls)))
 
     async def _gcra_pipeline(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
-        replies = await self._run_gcra(calls)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            # Redis lost its script cache: those calls evaluated nothing. Load it once and
-            # resend only them (the others ran, and must not be charged twice).
-            await self._client.script_load(GCRA.source)
-            for i, reply in zip(missing, await self._run_gcra([calls[i] for i in missing]),
-                                strict=True):
-                replies[i] = reply
+        replies = await self._reloading_script(GCRA, calls, self._run_gcra)
         # Per-call Redis errors become the typed store failure for that caller only.
         return [QuotaStoreUnavailable(type(r).__name__) if isinstance(r, Exception) else r
                 for r in replies]
 
-    async def _run_gcra(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
+    async def _reloading_script(self, script: Script, items: Sequence[_Item],
+                                run: Callable[[Sequence[_Item]], Awaitable[list[Any]]]
+                                ) -> list[Any]:
+        """`run(items)`, one reply per item. Items answered NOSCRIPT (Redis lost its script
+        cache: restart, failover) evaluated nothing: load the script once and resend only
+        them; the others ran and must not be charged twice."""
+        replies = await run(items)
+        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
+        if missing:
+            await self._client.script_load(script.source)
+            for i, reply in zip(missing, await run([items[i] for i in missing]), strict=True):
+                replies[i] = reply
+        return replies
+
+    async def _run_gcra(self, calls: Sequence[tuple[list[str], list[int]]]) -> list[Any]:
         """One write of pre-encoded EVALSHA commands, one reply each, on one connection.
 
         Encoding RESP here (resp.py) instead of through redis-py's command packing takes the
@@ -258,13 +265,7 @@ class RedisStore:
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
 
     async def _charge_pipeline(self, items: Sequence[tuple[Bucket, int]]) -> list[Any]:
-        replies = await self._run_charges(items)
-        missing = [i for i, r in enumerate(replies) if isinstance(r, NoScriptError)]
-        if missing:
-            await self._client.script_load(CHARGE.source)
-            retried = await self._run_charges([items[i] for i in missing])
-            for i, reply in zip(missing, retried, strict=True):
-                replies[i] = reply
+        replies = await self._reloading_script(CHARGE, items, self._run_charges)
         for reply in replies:
             if isinstance(reply, Exception):
                 raise reply
