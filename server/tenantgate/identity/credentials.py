@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from tenantgate.decision import Deny, Reason
+from tenantgate.identity.token_cache import token_key
 
 if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
 class Credential:
     kind: Literal["bearer", "api_key"]
     value: str
+    cache_key: bytes = b""  # a bearer token's token-cache key, hashed once per Check
 
 
 def credential_stage(s: CheckState) -> Deny | None:
@@ -38,5 +40,5 @@ def credential_stage(s: CheckState) -> Deny | None:
         return Deny(Reason.MALFORMED_TOKEN)
     if len(token) > creds.max_token_bytes:
         return Deny(Reason.TOKEN_TOO_LARGE)
-    s.credential = Credential("bearer", token)
+    s.credential = Credential("bearer", token, token_key(token))
     return None

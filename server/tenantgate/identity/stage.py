@@ -6,7 +6,6 @@ import time
 from typing import TYPE_CHECKING
 
 from tenantgate.decision import Deny, Reason
-from tenantgate.identity.token_cache import token_key
 from tenantgate.observe import metrics
 
 if TYPE_CHECKING:
@@ -21,7 +20,7 @@ def cached_identity(s: CheckState) -> bool:
     assert s.credential is not None
     if s.credential.kind != "bearer":
         return False
-    identity = s.runtime.token_cache.get(token_key(s.credential.value), time.time())
+    identity = s.runtime.token_cache.get(s.credential.cache_key, time.time())
     if identity is None:
         return False
     _HIT.inc()
@@ -46,6 +45,6 @@ async def identity_stage(s: CheckState) -> Deny | None:
     verified = await rt.jwt.verify(s.credential.value, now)
     if isinstance(verified, Reason):
         return Deny(verified)
-    rt.token_cache.put(token_key(s.credential.value), verified, now)
+    rt.token_cache.put(s.credential.cache_key, verified, now)
     s.identity = verified
     return None
