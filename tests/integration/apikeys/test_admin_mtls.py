@@ -3,73 +3,20 @@ no certificate, or one from another CA, is refused at the handshake."""
 
 from __future__ import annotations
 
-import datetime
-import ipaddress
 from pathlib import Path
 
 import grpc
 import pytest
 import yaml
 from apikey_support import write_config
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2, apikeys_pb2_grpc
 from tenantgate.app import App
-
-Issued = tuple[bytes, bytes]  # certificate PEM, private key PEM
-
-
-def _name(common_name: str) -> x509.Name:
-    return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
-
-
-def _pem_key(key: ec.EllipticCurvePrivateKey) -> bytes:
-    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                             serialization.NoEncryption())
-
-
-def _certificate(subject: str, issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None,
-                 *, ca: bool = False, server: bool = False
-                 ) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.UTC)
-    signer_cert, signer_key = issuer if issuer else (None, key)
-    builder = (x509.CertificateBuilder()
-               .subject_name(_name(subject))
-               .issuer_name(signer_cert.subject if signer_cert else _name(subject))
-               .public_key(key.public_key())
-               .serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(minutes=5))
-               .not_valid_after(now + datetime.timedelta(hours=1))
-               .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True))
-    if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName(
-            [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
-            critical=False).add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-    elif not ca:
-        builder = builder.add_extension(
-            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-    return builder.sign(signer_key, hashes.SHA256()), key
-
-
-def _pem(pair: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]) -> Issued:
-    return pair[0].public_bytes(serialization.Encoding.PEM), _pem_key(pair[1])
+from tenantgate.testing.pki import Issued, write_pki
 
 
 @pytest.fixture
 def pki(tmp_path: Path) -> dict[str, Issued]:
-    ca = _certificate("tenantgate test CA", None, ca=True)
-    other_ca = _certificate("someone else's CA", None, ca=True)
-    issued = {"ca": _pem(ca), "server": _pem(_certificate("127.0.0.1", ca, server=True)),
-              "client": _pem(_certificate("operator", ca)),
-              "stranger": _pem(_certificate("operator", other_ca))}
-    for name, (cert, key) in issued.items():
-        (tmp_path / f"{name}.crt").write_bytes(cert)
-        (tmp_path / f"{name}.key").write_bytes(key)
-    return issued
+    return write_pki(tmp_path)
 
 
 async def _list_keys(address: str, ca: bytes, client: Issued | None

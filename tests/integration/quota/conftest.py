@@ -27,7 +27,7 @@ context:
 def pytest_asyncio_loop_factories(config: pytest.Config, item: pytest.Item) -> LoopFactories:
     """The hot-path Redis connection runs on uvloop (as `tenantgate serve` does) and on the
     stdlib loop: their transports differ. Other quota tests use the stdlib loop only."""
-    if item.path.name == "test_redis_pipe.py":
+    if item.path.name in ("test_redis_pipe.py", "test_redis_tls.py"):
         return {"asyncio": asyncio.new_event_loop, "uvloop": uvloop.new_event_loop}
     return {"asyncio": asyncio.new_event_loop}
 
