@@ -216,8 +216,12 @@ def quota_suite(args: argparse.Namespace, work: Path) -> dict[str, object]:
     return summary
 
 
-def _ratio(runs: list[LoadResult], floor: list[LoadResult]) -> float:
-    return median([r.rate for r in runs]) / median([f.rate for f in floor])
+def _ratio(runs: list[LoadResult], floor: list[LoadResult]) -> dict[str, object]:
+    """The ratio of the medians, and each round's own ratio: on a shared 2-vCPU VM the floor
+    alone drifts by a third between rounds, so the spread says how far to trust the median."""
+    paired = [r.rate / f.rate for r, f in zip(runs, floor, strict=True)]
+    return {"of_medians": median([r.rate for r in runs]) / median([f.rate for f in floor]),
+            "per_round": [round(p, 3) for p in paired]}
 
 
 def cached_body(work: Path) -> bytes:
