@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 
@@ -21,7 +23,10 @@ class RequestView:
     method: str
     path: str  # without the query string
     host: str
-    headers: dict[str, str]  # lower-case names, one value each (duplicates joined by ",")
+    # Lower-case names, one value each (duplicates joined by ","). Usually Envoy's own header
+    # map, read in place: a Check looks up a handful of names, so building a dict of every
+    # header would cost more than the lookups.
+    headers: Mapping[str, str]
     duplicated: frozenset[str]  # single-valued headers that arrived more than once
     oversized: bool
     content_length: int | None
@@ -44,7 +49,9 @@ class RequestView:
             host=http.host,
             headers=headers,
             duplicated=duplicated,
-            oversized=max(map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
+            # No value can be longer than the whole message: only a big one needs the scan.
+            oversized=http.ByteSize() > MAX_HEADER_VALUE_BYTES and max(
+                map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
             content_length=content_length,
         )
 
@@ -57,17 +64,17 @@ def _content_length(text: str) -> int | None:
     return int(text) if len(text) <= 18 else MAX_CONTENT_LENGTH
 
 
-def _headers(http: object) -> tuple[dict[str, str], frozenset[str]]:
+def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str]]:
     """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map.
 
     A client may repeat a header; Envoy 1.40 joins the copies with "," in both maps (seen with
     a real Envoy), other senders may list each copy in the raw map: both count as a repeat.
     """
-    raw = getattr(http, "header_map", None)
-    duplicated: set[str] = set()
-    if raw is not None and len(raw.headers):
+    raw = http.header_map.headers  # http: an AttributeContext.HttpRequest (no type stubs)
+    if len(raw):
+        duplicated: set[str] = set()
         headers: dict[str, str] = {}
-        for entry in raw.headers:
+        for entry in raw:
             name = entry.key.lower()
             value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
             if name in headers:
@@ -77,9 +84,8 @@ def _headers(http: object) -> tuple[dict[str, str], frozenset[str]]:
             else:
                 headers[name] = value
         return headers, frozenset(duplicated) | _comma_joined(headers)
-    plain = dict(http.headers)  # type: ignore[attr-defined]
-    joined = "".join(plain)
-    if joined != joined.lower():  # Envoy sends lower-case names; other clients might not
+    plain: Mapping[str, str] = http.headers
+    if not "".join(plain).islower():  # Envoy sends lower-case names; other senders might not
         plain = {k.lower(): v for k, v in plain.items()}
     return plain, _comma_joined(plain)
 
@@ -87,7 +93,7 @@ def _headers(http: object) -> tuple[dict[str, str], frozenset[str]]:
 _AUTHORIZATION_REPEATED = frozenset({"authorization"})
 
 
-def _comma_joined(headers: dict[str, str]) -> frozenset[str]:
+def _comma_joined(headers: Mapping[str, str]) -> frozenset[str]:
     # A comma is the trace of a joined repeat; JWTs and our API keys never contain one, so a
     # comma in Authorization means two values.
     return _AUTHORIZATION_REPEATED if "," in headers.get("authorization", "") else _NONE
