@@ -35,6 +35,7 @@ _DEPENDENCY_DENIALS: dict[type[DependencyError], Reason] = {
 
 
 SERVICE = "envoy.service.auth.v3.Authorization"
+MAX_REQUEST_ID_CHARS = 128
 
 
 class AuthorizationServicer:
@@ -58,7 +59,9 @@ class AuthorizationServicer:
         started = time.perf_counter()
         runtime = self._get_runtime()  # one snapshot for the whole Check
         view = RequestView.from_check(request)
-        if not view.request_id:
+        if not view.request_id or len(view.request_id) > MAX_REQUEST_ID_CHARS:
+            # Envoy's are UUIDs; a client-supplied one goes into the signed context and the
+            # denial body, so an absurd one is replaced rather than carried.
             view = replace(view, request_id=uuid.uuid4().hex)
         state = CheckState(runtime, view)
         try:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tenantgate.context import MAX_CONTEXT_BYTES
 from tenantgate.decision import (
     Allow,
     Decision,
@@ -64,7 +65,7 @@ async def decide(s: CheckState) -> Decision:
     return allow(s)
 
 
-def allow(s: CheckState) -> Allow:
+def allow(s: CheckState) -> Allow | Deny:
     """Headers to set (overwriting any client copy), trusted headers to strip, metadata."""
     assert s.identity is not None and s.tenant is not None  # set by the stages above
     rt = s.runtime
@@ -74,6 +75,10 @@ def allow(s: CheckState) -> Allow:
     if template is None:
         template = _remember_template(s, key)
     signed = rt.key_ring.sign(s.tenant.id, s.identity.subject, s.request.request_id, ctx.ttl)
+    if len(signed) > MAX_CONTEXT_BYTES:
+        # Backends (and Postgres) refuse a context this long: an allow would only fail later.
+        # Bounded subjects and request ids keep it short; a very long tenant pattern may not.
+        return Deny(Reason.BAD_CLAIMS)
     return Allow(template.headers_to_set, ((ctx.header, signed),), template.headers_to_remove,
                  s.quota_headers, template.metadata, template.encoded_fixed,
                  template.encoded_metadata)

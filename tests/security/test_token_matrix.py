@@ -151,6 +151,9 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
                                     headers={"typ": None}),
         Reason.WRONG_TOKEN_TYPE),
     "empty_subject": (lambda i, a, t: i.token(sub=""), Reason.BAD_CLAIMS),
+    "subject_longer_than_oidc_allows": (lambda i, a, t: i.token(sub="s" * 256), Reason.BAD_CLAIMS),
+    "subject_lone_surrogate": (lambda i, a, t: signed(i, i.claims(sub="\ud800")),
+                               Reason.BAD_CLAIMS),
     "tenant_missing": (lambda i, a, t: i.token(tenant=None), Reason.TENANT_MISSING),
     "tenant_not_a_string": (lambda i, a, t: i.token(tenant=123), Reason.TENANT_INVALID),
     "tenant_list": (lambda i, a, t: i.token(tenant=["acme"]), Reason.TENANT_INVALID),
@@ -285,6 +288,49 @@ async def test_subject_with_crlf_cannot_split_the_injected_header(
     assert audit["subject"] == "alice\r\nx-admin: 1\u00e9"  # recorded exactly, as JSON
     with open(gate.runtime.config.audit.path, encoding="utf-8") as log:
         assert len(log.read().splitlines()) == 1  # and the line was not split
+
+
+async def test_a_cached_token_is_refused_once_older_than_max_token_age(
+        tmp_path: Path, idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The cache may hold a token until exp; max_token_age must still end it sooner.
+    config = build_config(tmp_path, [idp.config(max_token_age="60s")])
+    issued = time.time() - 50
+    token = idp.token(iat=int(issued), exp=int(issued) + 3600)
+    async with LocalCheck(config) as gate:
+        _, first = await run(gate, bearer(token))
+        _, again = await run(gate, bearer(token))  # from the cache
+        later = time.time() + 120
+        monkeypatch.setattr(time, "time", lambda: later)
+        response, aged = await run(gate, bearer(token))
+    assert (first["reason"], again["reason"]) == ("ok", "ok")
+    assert aged["reason"] == Reason.TOKEN_TOO_OLD
+    assert_uniform_denial(response, 401)
+
+
+async def test_an_allow_whose_signed_context_backends_would_refuse_is_denied(
+        tmp_path: Path, idp: DevIssuer) -> None:
+    # Backends and Postgres refuse a context over 4096 bytes. A tenant pattern admitting long
+    # ids and a long non-ASCII subject (escaped in the context) together would exceed it.
+    config = build_config(tmp_path, [idp.config(tenant_pattern="^[a-z]{1,255}$")],
+                          tenants={"pattern": "^[a-z]{1,255}$"})
+    tenant = "t" * 255
+    async with LocalCheck(config) as gate:
+        _, short = await run(gate, bearer(idp.token(tenant=tenant, sub="alice")))
+        response, long = await run(gate, bearer(idp.token(tenant=tenant, sub="\U0001F600" * 255)))
+    assert short["reason"] == "ok"
+    assert long["reason"] == Reason.BAD_CLAIMS
+    assert_uniform_denial(response, 401)
+
+
+async def test_an_absurd_request_id_is_replaced_not_signed(gate: LocalCheck,
+                                                           idp: DevIssuer) -> None:
+    long_id = "r" * 500
+    response, audit = await gate.check(check_request(
+        "/notes", headers=bearer(idp.token()), request_id=long_id))
+    assert audit is not None and audit["reason"] == "ok"
+    values = {h.header.key: h.header.value for h in response.ok_response.headers}
+    claims = gate.runtime.key_ring.verify(values["x-tenant-context"])
+    assert claims.request_id != long_id and len(claims.request_id) == 32
 
 
 async def test_each_caller_gets_its_own_headers_and_metadata_however_often_seen(

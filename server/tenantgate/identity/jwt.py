@@ -7,7 +7,7 @@ import base64
 import binascii
 import json
 import re
-from typing import Any
+from typing import Any, TypeGuard
 
 from tenantgate.config.model import HMAC_ALGORITHMS, IssuerConfig
 from tenantgate.decision import Reason
@@ -19,6 +19,7 @@ from tenantgate.identity.model import Identity
 MAX_KIDLESS_KEYS = 4  # signature checks spent on one token that names no key
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 MAX_NUMERIC_DATE = 2**53  # far beyond any real date, exactly representable as a float
+MAX_SUBJECT_CHARS = 255  # OpenID Connect Core: `sub` must not exceed 255 ASCII characters
 
 
 class _Malformed(Exception):
@@ -156,7 +157,7 @@ def _identity(issuer: IssuerConfig, header: dict[str, Any], claims: dict[str, An
     if not audiences or audiences.isdisjoint(issuer.audiences):
         return Reason.WRONG_AUDIENCE
     subject = claims.get(issuer.subject_claim)
-    if not isinstance(subject, str) or not subject:
+    if not _usable_subject(subject):
         return Reason.BAD_CLAIMS
     return Identity(
         issuer=issuer.name,
@@ -165,8 +166,29 @@ def _identity(issuer: IssuerConfig, header: dict[str, Any], claims: dict[str, An
         scopes=_strings(claim_at(claims, issuer.scope_claim), split=True),
         roles=_strings(claim_at(claims, issuer.roles_claim), split=False),
         key_id=str(header.get("kid", "")),
-        expires_at=float(claims["exp"]),
+        expires_at=_acceptable_until(issuer, claims),
     )
+
+
+def _usable_subject(subject: object) -> TypeGuard[str]:
+    """A non-empty string of at most 255 characters (OpenID Connect's bound for `sub`) that
+    UTF-8 can encode: a lone surrogate could not be written into headers or metadata."""
+    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
+        return False
+    try:
+        subject.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _acceptable_until(issuer: IssuerConfig, claims: dict[str, Any]) -> float:
+    """When this token stops being accepted: its exp, or sooner when the issuer bounds the
+    token's age (the token cache must not serve it past either)."""
+    exp = float(claims["exp"])
+    if issuer.max_token_age is None:
+        return exp
+    return min(exp, float(claims["iat"]) + issuer.max_token_age)  # iat is required then
 
 
 def _time_problem(issuer: IssuerConfig, claims: dict[str, Any], now: float) -> Reason | None:

@@ -13,7 +13,7 @@ class Identity:
     scopes: frozenset[str]
     roles: frozenset[str]
     key_id: str  # JWT kid or API key id, for the audit log
-    expires_at: float | None
+    expires_at: float | None  # when it stops being accepted (exp, or sooner by max_token_age)
 
     @property
     def subject_header_value(self) -> str:
