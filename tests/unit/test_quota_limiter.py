@@ -207,3 +207,16 @@ async def test_a_rotated_redis_password_gets_its_own_connection(tmp_path: Path) 
     assert again is first and rotated is not first
     for config in configs:
         await shared.release_redis(config)
+
+
+@pytest.mark.parametrize("limit, interval", [(10, 100_000), (3, 333_334), (700_000, 2),
+                                             (1_000_000, 1), (10_000_000, 1)])
+def test_emission_interval_rounds_toward_fewer_admissions(limit: int, interval: int) -> None:
+    # Whole µs, rounded up: 700000/s is enforced as 500000/s, never as 1000000/s.
+    assert bucket(limit=limit, burst=1).interval_us == interval
+
+
+def test_a_high_rate_admits_no_more_than_configured() -> None:
+    store, b = MemoryStore(), bucket(limit=700_000, burst=1)
+    admitted = sum(store.acquire_now([b], 1, now).admitted for now in range(1000))
+    assert admitted <= 700  # 1000 µs of 700000/s

@@ -19,8 +19,12 @@ class Bucket:
 
     @property
     def interval_us(self) -> int:
-        """Emission interval: one request's worth of time, never below 1 µs."""
-        return max(1, round(self.period * 1_000_000 / self.limit))
+        """Emission interval: one request's worth of time in whole µs, never below 1 µs.
+
+        Rounded up, so the enforced rate is at most the configured one (700000/s -> 2 µs).
+        """
+        period_us = round(self.period * 1_000_000)  # periods are whole ms: exact in µs
+        return max(1, -(-period_us // self.limit))
 
     @property
     def tolerance_us(self) -> int:
