@@ -242,7 +242,10 @@ class ApiKeys:
                 message = await pubsub.get_message(timeout=_POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
                     data = message["data"]
-                    self.invalidate(data.decode() if isinstance(data, bytes) else str(data))
+                    # Anyone who can publish on the channel could send bytes that are not
+                    # UTF-8: they must not end the subscription (a garbled id matches no key).
+                    self.invalidate(data.decode("utf-8", "replace") if isinstance(data, bytes)
+                                    else str(data))
         finally:
             with contextlib.suppress(RedisError, OSError):
                 await pubsub.aclose()

@@ -10,6 +10,7 @@ import grpc
 import pytest
 from apikey_support import StartReplica, bearer
 from google.rpc import code_pb2
+from redis.asyncio import Redis
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate.context import KeyRing
 
@@ -68,6 +69,21 @@ async def test_create_use_rotate_revoke_reaches_every_replica(start_replica: Sta
         assert await denied_within(b, old_key, bound=5.0)
         for replica in (a, b):
             assert allowed_tenant(await replica.check(new_key)) == "acme"
+
+
+async def test_a_garbled_revocation_message_does_not_stop_later_revocations(
+        start_replica: StartReplica, redis_url: str) -> None:
+    a = await start_replica("a", admin=True, cache_ttl="60s")
+    b = await start_replica("b", cache_ttl="60s")  # only the push can revoke this soon
+    channel, admin = a.admin()
+    async with channel:
+        created = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
+        assert allowed_tenant(await b.check(created.api_key)) == "acme"  # cached on b
+        publisher = Redis.from_url(redis_url)
+        async with publisher:
+            await publisher.publish("tenantgate:apikeys:revoked", b"\xff\xfe not utf-8")
+        await admin.RevokeKey(pb.RevokeKeyRequest(key_id=created.key.key_id), metadata=bearer())
+        assert await denied_within(b, created.api_key, bound=5.0)
 
 
 async def test_revocation_reaches_a_replica_that_misses_the_push_within_cache_ttl(
