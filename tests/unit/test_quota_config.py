@@ -80,6 +80,9 @@ def test_tenant_overrides_are_typed_plan_values() -> None:
                              "1ms and 1s"),
     ("{endpoints: [{name: w, limits: [1/s]}, {name: w, limits: [2/s]}]}",
      "tenants.registry.acme.overrides: endpoint rule names must be unique within a plan"),
+    ("{limits: ['5/s', '50/1000ms']}",
+     "tenants.registry.acme.overrides.limits: two limits with a period of 1s: give each "
+     "period one limit (its burst sets how many pass at once)"),
 ])
 def test_tenant_overrides_pass_the_checks_a_plan_does(overrides: str, expected: str) -> None:
     config = load("  enabled: true\n  plans: {free: {limits: [1/s]}}\n",
@@ -100,3 +103,20 @@ def test_registry_tenant_with_unknown_plan_fails_the_build() -> None:
 
 def test_disabled_quota_builds_no_limiter() -> None:
     assert build_limiter(load("  plans: {free: {limits: [1/s]}}\n")) is None
+
+
+@pytest.mark.parametrize(("quota_yaml", "where"), [
+    ("  plans: {p: {limits: [{rate: 5/s, burst: 5}, {rate: 100/s, burst: 20}]}}\n",
+     "quota.plans.p.limits"),
+    ("  plans: {p: {endpoints: [{name: w, limits: ['1/min', '10/60s']}]}}\n",
+     "quota.plans.p.endpoints[0].limits"),
+])
+def test_two_limits_with_one_period_are_refused(quota_yaml: str, where: str) -> None:
+    # Their buckets would share one key: only the looser limit's burst would count.
+    [issue] = issues(quota_yaml)
+    assert issue.startswith(f"{where}: two limits with a period of ")
+
+
+def test_limits_with_different_periods_are_kept() -> None:
+    plan = load("  plans: {p: {limits: ['5/s', '5/500ms', '100/min']}}\n").quota.plans["p"]
+    assert [lim.rate.period for lim in plan.limits] == [1.0, 0.5, 60.0]

@@ -48,6 +48,11 @@ def _parse_rate(value: Any) -> Rate:
 RateValue = Annotated[Rate, BeforeValidator(_parse_rate)]
 
 
+def period_label(period: float) -> str:
+    """A period as bucket keys and names carry it: `1` for 1 s, `0.5` for 500 ms."""
+    return f"{period:g}"
+
+
 class LimitConfig(Model):
     """One bucket: a rate and the burst it holds (requests admitted at once from idle)."""
 
@@ -67,6 +72,19 @@ Limit = Annotated[LimitConfig, BeforeValidator(_limit)]
 """A limit is written `100/s` or `{rate: 100/s, burst: 200}`."""
 
 
+def _one_per_period(limits: list[LimitConfig]) -> list[LimitConfig]:
+    # A bucket's key and name carry its period, not its position: two limits with one
+    # period would share a bucket (and a header name), so only the first would count.
+    seen: set[str] = set()
+    for lim in limits:
+        label = period_label(lim.rate.period)
+        if label in seen:
+            raise ValueError(f"two limits with a period of {label}s: give each period one "
+                             "limit (its burst sets how many pass at once)")
+        seen.add(label)
+    return limits
+
+
 class EndpointRule(Model):
     """Method and path pattern -> buckets of their own, on top of the plan's limits."""
 
@@ -74,6 +92,8 @@ class EndpointRule(Model):
     methods: list[str] | None = None  # None: every method
     path: str = "/**"  # segments, `*` one segment, `**` the rest
     limits: list[Limit] = Field(min_length=1)
+
+    _limits_differ = field_validator("limits")(_one_per_period)
 
     @field_validator("methods")
     @classmethod
@@ -99,6 +119,8 @@ class PlanConfig(Model):
     mode: Mode = "exact"
     batch_interval: Duration = 0.05
     failure_mode: FailureMode | None = None  # None: quota.failure_mode
+
+    _limits_differ = field_validator("limits")(_one_per_period)
 
     @model_validator(mode="after")
     def _sane(self) -> PlanConfig:
@@ -146,6 +168,9 @@ class RedisConfig(Model):
             raise ValueError(f"url must start with one of {', '.join(schemes)}")
         if value.startswith("redis+sentinel://") and "/" not in value.split("://", 1)[1]:
             raise ValueError("a sentinel url names the master: redis+sentinel://host:port/mymaster")
+        from tenantgate.config.types import check_redis_url  # local: this validator only
+
+        check_redis_url(value)  # ports and db number, which redis-py checks only at serve
         return value
 
     @model_validator(mode="after")

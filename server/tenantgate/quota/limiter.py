@@ -14,7 +14,14 @@ from pydantic_core import ErrorDetails
 
 from tenantgate.config.load import key_path
 from tenantgate.config.model import Config
-from tenantgate.config.quota import EndpointRule, FailureMode, LimitConfig, PlanConfig, QuotaConfig
+from tenantgate.config.quota import (
+    EndpointRule,
+    FailureMode,
+    LimitConfig,
+    PlanConfig,
+    QuotaConfig,
+    period_label,
+)
 from tenantgate.errors import ConfigError, QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota.batched import Batcher, allowance
@@ -50,8 +57,9 @@ class LimitSpec:
     def bucket(self, tenant_id: str) -> Bucket:
         # {t:<tenant>} is the Redis Cluster hash tag: one tenant's buckets share a slot, so
         # one script sees all of them. A `}` in an id only shortens the tag: keys stay distinct
-        # and one tenant's keys still share their slot.
-        return Bucket(f"tg:{{t:{tenant_id}}}:{self.scope}:{self.period:g}", self.name,
+        # and one tenant's keys still share their slot. The config allows one limit per period
+        # in a plan or rule, so scope and period name one bucket.
+        return Bucket(f"tg:{{t:{tenant_id}}}:{self.scope}:{period_label(self.period)}", self.name,
                       self.limit, self.period, self.burst)
 
 
@@ -90,7 +98,7 @@ def _specs(scope: str, label: str, limits: Sequence[LimitConfig], burst: int | N
     specs = []
     for lim in limits:
         cap = burst if lim is shortest and burst is not None else lim.capacity
-        specs.append(LimitSpec(scope, f"{label}-{lim.rate.period:g}s", lim.rate.count,
+        specs.append(LimitSpec(scope, f"{label}-{period_label(lim.rate.period)}s", lim.rate.count,
                                lim.rate.period, cap))
     return tuple(specs)
 
