@@ -82,3 +82,69 @@ def test_header_names_are_stored_lower_case() -> None:
         "  active_key: c1\n  tenant_header: X-Tenant-ID\n  strip_headers: [X-Tenant-Plan]\n")
     context = parse_config(text).context
     assert (context.tenant_header, context.strip_headers) == ("x-tenant-id", ["x-tenant-plan"])
+
+
+def issues(extra: str) -> list[str]:
+    try:
+        parse_config((FIXTURES / "valid.yaml").read_text() + extra)
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
+@pytest.mark.parametrize("value", [".nan", ".inf", "-.inf", "1" + "0" * 400])
+@pytest.mark.parametrize("key", ["timeout", "connect_timeout", "circuit: {open_for"])
+def test_durations_must_be_finite(key: str, value: str) -> None:
+    # NaN passes every `<` check and inf never ends; a 400-digit int does not fit a float.
+    closing = "}" if "{" in key else ""
+    found = issues(f"quota:\n  redis: {{{key}: {value}{closing}}}\n")
+    path = "quota.redis.circuit.open_for" if "circuit" in key else f"quota.redis.{key}"
+    assert found == [f"{path}: must be a finite duration such as 30s, 500ms, 5m"]
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    ("redis://localhost:notaport/0",
+     "port 'notaport' in 'localhost:notaport' must be a number from 1 to 65535"),
+    ("redis://localhost:0/0", "port '0' in 'localhost:0' must be a number from 1 to 65535"),
+    ("rediss://h:65536", "port '65536' in 'h:65536' must be a number from 1 to 65535"),
+    ("redis://h:6379/one", "the database number must be a whole number, got 'one'"),
+    ("redis://h:6379/0?db=x", "the database number must be a whole number, got 'x'"),
+    ("redis://h:6379/0/1", "the url's path is the database number only, e.g. /0"),
+    ("redis://h:6379/0?protocol=x", "Invalid value for 'protocol' in connection URL."),
+    ("unix:///run/redis.sock?db=-1", "the database number must be a whole number, got '-1'"),
+    ("redis+sentinel://h:26379/mymaster/x",
+     "the database number must be a whole number, got 'x'"),
+    ("redis+sentinel://h:26379/", "a sentinel url names the master: "
+                                  "redis+sentinel://host:port/mymaster"),
+    ("redis+sentinel://h:26379/m/0/1", "a sentinel url's path is /master or /master/db"),
+    ("redis+cluster://h:abc", "port 'abc' in 'h:abc' must be a number from 1 to 65535"),
+    ("redis+cluster://h1:7000,,h2:7001", "every entry of the host list needs a host, got ''"),
+    ("redis+cluster://[::1]", "give the port of an IPv6 host in a host list: [::1]:6379"),
+])
+def test_a_redis_url_the_client_would_refuse_is_a_config_error(url: str, problem: str) -> None:
+    # Before, these passed check-config and `serve` died with redis-py's ValueError.
+    assert issues(f"quota:\n  store: redis\n  redis: {{url: '{url}'}}\n") == [
+        f"quota.redis.url: {problem}"]
+
+
+@pytest.mark.parametrize("url", [
+    "redis://127.0.0.1:6379/0", "redis://h", "rediss://user:p%40ss@h:6380/15?protocol=3",
+    "redis://[::1]:6379/2", "unix:///run/redis.sock?db=3", "redis+sentinel://h1,h2:26380/m/1",
+    "redis+cluster://h1:7000,[::1]:7001", "rediss+cluster://h1"])
+def test_redis_urls_the_client_accepts_still_pass(url: str) -> None:
+    assert issues(f"quota:\n  store: redis\n  redis: {{url: '{url}'}}\n") == []
+
+
+def test_api_key_redis_url_ports_are_checked_too() -> None:
+    found = issues("api_keys:\n  hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}\n"
+                   "  redis_url: redis://localhost:notaport/0\n")
+    assert found == ["api_keys.redis_url: port 'notaport' in 'localhost:notaport' must be a "
+                     "number from 1 to 65535"]
+
+
+def test_max_token_age_zero_is_refused() -> None:
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "    tenants: [acme]\n", "    tenants: [acme]\n    max_token_age: 0s\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.issues == ["issuers[1].max_token_age: Input should be greater than 0"]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.types import Duration, Model, Secret
+from tenantgate.config.types import Duration, Model, Secret, check_redis_url
 
 _LOOPBACK_NAMES = ("localhost",)
 
@@ -43,6 +43,7 @@ class ApiKeysConfig(Model):
     def _redis_scheme(cls, value: str) -> str:
         if not re.match(r"^(redis|rediss|unix)://", value):
             raise ValueError("must be a redis://, rediss:// or unix:// URL")
+        check_redis_url(value)  # ports and db number, which redis-py checks only at serve
         return value
 
 

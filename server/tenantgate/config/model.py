@@ -51,7 +51,7 @@ class JwksConfig(Model):
     file: str | None = None
     inline: dict[str, object] | None = None
     allow_insecure_http: bool = False  # development only: plain http JWKS/discovery URLs
-    timeout: Duration = 2.0
+    timeout: Duration = Field(default=2.0, gt=0)  # 0: every fetch times out, every token denied
     min_ttl: Duration = 60.0
     max_ttl: Duration = 86400.0
     default_ttl: Duration = 300.0
@@ -96,7 +96,7 @@ class IssuerConfig(Model):
     roles_claim: str = "roles"
     typ: str | None = None
     leeway: Duration = 30.0
-    max_token_age: Duration | None = None
+    max_token_age: Duration | None = Field(default=None, gt=0)  # 0 would refuse every token
 
     @field_validator("algorithms")
     @classmethod

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -17,9 +19,10 @@ from pydantic import (
     model_validator,
 )
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+# Patterns here are used with fullmatch: `match` with `$` also accepts a trailing newline.
+_DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*$")
+_SIZE = re.compile(r"\s*(\d+)\s*(B|KiB|MiB|GiB|KB|MB|GB)?\s*")
 _UNIT_BYTES = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
                "KB": 1000, "MB": 1000**2, "GB": 1000**3}
 
@@ -28,11 +31,17 @@ def _parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30s, 500ms, 5m")
     if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str) and (m := _DURATION.match(value)):
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int too large for a float
+            seconds = math.inf
+    elif isinstance(value, str) and (m := _DURATION.fullmatch(value)):
         seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
     else:
         raise ValueError("must be a duration such as 30s, 500ms, 5m")
+    # YAML's .nan and .inf are floats: NaN compares false with every bound, inf never ends.
+    if not math.isfinite(seconds):
+        raise ValueError("must be a finite duration such as 30s, 500ms, 5m")
     if seconds < 0:
         raise ValueError("must not be negative")
     return seconds
@@ -41,7 +50,7 @@ def _parse_duration(value: Any) -> float:
 def _parse_size(value: Any) -> int:
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
         return value
-    if isinstance(value, str) and (m := _SIZE.match(value)):
+    if isinstance(value, str) and (m := _SIZE.fullmatch(value)):
         return int(m.group(1)) * _UNIT_BYTES[m.group(2)]
     raise ValueError("must be a size such as 1048576, 64KiB or 10MiB")
 
@@ -52,12 +61,12 @@ Duration = Annotated[float, BeforeValidator(_parse_duration)]
 ByteSize = Annotated[int, BeforeValidator(_parse_size)]
 """Bytes, written as a number or `64KiB` / `10MiB`."""
 
-# RFC 9110 field-name: a token of tchar.
-_FIELD_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
+# RFC 9110 field-name: a token of tchar (fullmatch: a YAML `|` scalar ends in a newline).
+_FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 
 
 def _header_name(value: Any) -> str:
-    if not isinstance(value, str) or not _FIELD_NAME.match(value):
+    if not isinstance(value, str) or not _FIELD_NAME.fullmatch(value):
         raise ValueError("must be an HTTP header name such as x-api-key")
     return value.lower()
 
@@ -65,6 +74,77 @@ def _header_name(value: Any) -> str:
 HeaderName = Annotated[str, BeforeValidator(_header_name)]
 """An HTTP header name, stored lower-case: Envoy hands tenantgate lower-case names, so a
 name configured as `X-Api-Key` must still match."""
+
+
+_MULTI_HOST_SCHEMES = ("redis+sentinel", "redis+cluster", "rediss+cluster")
+
+
+def check_redis_url(url: str) -> None:
+    """Refuse a Redis URL whose hosts, ports or database number the client would only reject
+    when the server starts, as a traceback. The scheme is checked by the caller."""
+    try:
+        parts = urlsplit(url)
+        query = parse_qs(parts.query)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ValueError(f"not a valid url: {exc}") from None
+    multi = parts.scheme in _MULTI_HOST_SCHEMES
+    if parts.scheme == "unix":
+        if not parts.path:
+            raise ValueError("a unix:// url names the socket: unix:///run/redis.sock")
+    else:
+        netloc = parts.netloc.rpartition("@")[2]  # after any user:password@
+        for item in netloc.split(",") if multi else [netloc]:
+            _check_redis_host(item, multi)
+    _check_redis_db(parts.scheme, parts.path, query)
+    if parts.scheme in ("redis", "rediss", "unix") and parts.query:
+        _check_redis_query(parts.scheme, parts.query)
+
+
+def _check_redis_host(item: str, in_list: bool) -> None:
+    if item.startswith("["):  # [IPv6]:port
+        host, _, port = item[1:].partition("]")
+        if port and not port.startswith(":"):
+            raise ValueError(f"{item!r} must be host:port")
+        port = port[1:]
+        if in_list and not port:  # a bare [v6] in a list reads as host "[:" and port "1]"
+            raise ValueError(f"give the port of an IPv6 host in a host list: [{host}]:6379")
+    else:
+        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+    if in_list and not host:
+        raise ValueError(f"every entry of the host list needs a host, got {item!r}")
+    if ":" in item and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+        raise ValueError(f"port {port!r} in {item!r} must be a number from 1 to 65535")
+
+
+def _check_redis_db(scheme: str, path: str, query: dict[str, list[str]]) -> None:
+    segments = [s for s in path.split("/") if s]
+    if scheme == "redis+sentinel":
+        if not segments:
+            raise ValueError("a sentinel url names the master: redis+sentinel://host:port/mymaster")
+        if len(segments) > 2:
+            raise ValueError("a sentinel url's path is /master or /master/db")
+        db = segments[1:]
+    elif scheme in ("redis", "rediss"):
+        if len(segments) > 1:
+            raise ValueError("the url's path is the database number only, e.g. /0")
+        db = query.get("db", segments)[:1]  # redis-py prefers ?db= to the path
+    elif scheme == "unix":
+        db = query.get("db", [])[:1]
+    else:  # a cluster has only database 0: its path is not read
+        db = []
+    for value in db:
+        if not (value.isascii() and value.isdigit()):
+            raise ValueError(f"the database number must be a whole number, got {value!r}")
+
+
+def _check_redis_query(scheme: str, query: str) -> None:
+    """redis-py converts query arguments (socket_timeout=, protocol=...) only when connecting."""
+    from redis.connection import parse_url  # here: the rest of config needs no redis
+
+    try:
+        parse_url(f"{scheme}://localhost?{query}")
+    except ValueError as exc:  # "Invalid value for 'protocol' in connection URL."
+        raise ValueError(str(exc)) from None
 
 
 class Model(BaseModel):
