@@ -53,6 +53,7 @@ def descriptor_bucket(domain: str, entries: list[tuple[str, str]], limit: RlsLim
     path = "|".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in entries)
     period = UNIT_SECONDS[limit.unit]
     name = limit.name or f"{domain}-{limit.unit}"
+    # A limit of 0 never reaches the store (_decide_group); max() keeps the bucket valid.
     return Bucket(f"rl:{{t:{tag}}}:{quote(domain, safe='')}:{path}:{period}", name,
                   max(1, limit.requests_per_unit), float(period),
                   max(1, limit.requests_per_unit))
@@ -105,16 +106,24 @@ async def _decide(limiter: Limiter, matched: list[Matched]) -> dict[int, Verdict
     for m in matched:
         tag = m.bucket.key.split("}", 1)[0]
         groups.setdefault((tag, m.cost, m.shadow), []).append(m)
-    # The store failing is answered with UNAVAILABLE unless the operator chose degraded.
-    mode: FailureMode = "degraded" if limiter.config.failure_mode == "degraded" else "closed"
     keys = list(groups)
-    results = await asyncio.gather(*(
-        limiter.decide([m.bucket for m in groups[k]], k[1], mode) for k in keys))
+    results = await asyncio.gather(*(_decide_group(limiter, groups[k], k[1]) for k in keys))
     verdicts: dict[int, Verdict] = {}
     for key, verdict in zip(keys, results, strict=True):
         for m in groups[key]:
             verdicts[m.index] = verdict
     return verdicts
+
+
+async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Verdict:
+    buckets = [m.bucket for m in group]
+    if any(m.limit.requests_per_unit == 0 for m in group):
+        # envoyproxy/ratelimit: 0 per unit is always over the limit; all or nothing, so the
+        # group is denied and no bucket of it is charged.
+        return Verdict(False, tuple(buckets))
+    # The store failing is answered with UNAVAILABLE unless the operator chose degraded.
+    mode: FailureMode = "degraded" if limiter.config.failure_mode == "degraded" else "closed"
+    return await limiter.decide(buckets, cost, mode)
 
 
 def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]) -> Any:

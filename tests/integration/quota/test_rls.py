@@ -39,6 +39,8 @@ descriptors:
   - key: route
     value: "/api/*"
     rate_limit: {unit: minute, requests_per_unit: 3}
+  - key: blocked
+    rate_limit: {unit: minute, requests_per_unit: 0}
 """
 
 
@@ -127,6 +129,13 @@ async def test_several_descriptors_each_get_a_status(rls: object) -> None:
     assert reply.overall_code == Response.OVER_LIMIT
     assert [s.code for s in reply.statuses] == [Response.OVER_LIMIT, Response.OK, Response.OK]
     assert reply.statuses[0].current_limit.unit == Response.RateLimit.MINUTE
+
+
+async def test_zero_requests_per_unit_is_always_over_the_limit(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    replies = [await ask(stub, descriptor(("blocked", "x"), hits=hits)) for hits in (1, 1, 0)]
+    assert [r.overall_code for r in replies] == [Response.OVER_LIMIT] * 3
+    assert replies[0].statuses[0].current_limit.requests_per_unit == 0
 
 
 async def test_unknown_domain_is_not_limited(rls: object) -> None:
