@@ -101,18 +101,25 @@ def _matched(request: Any, root: Node, tenant_key: str) -> list[Matched]:
 
 
 async def _decide(limiter: Limiter, matched: list[Matched]) -> dict[int, Verdict]:
-    """Descriptors sharing a hash tag, cost and shadow flag are decided in one atomic call."""
-    groups: dict[tuple[str, int, bool], list[Matched]] = {}
+    """Descriptors sharing a hash tag, cost and shadow flag are decided in one atomic call.
+
+    Identical descriptors share a bucket: it is charged once with their combined hits (a
+    script charges a key listed twice only once), and each of them gets that verdict.
+    """
+    costs: dict[str, int] = {}
+    first: dict[str, Matched] = {}
     for m in matched:
-        tag = m.bucket.key.split("}", 1)[0]
-        groups.setdefault((tag, m.cost, m.shadow), []).append(m)
+        costs[m.bucket.key] = costs.get(m.bucket.key, 0) + m.cost
+        first.setdefault(m.bucket.key, m)
+    groups: dict[tuple[str, int, bool], list[Matched]] = {}
+    for key, m in first.items():
+        tag = key.split("}", 1)[0]
+        groups.setdefault((tag, costs[key], m.shadow), []).append(m)
     keys = list(groups)
     results = await asyncio.gather(*(_decide_group(limiter, groups[k], k[1]) for k in keys))
-    verdicts: dict[int, Verdict] = {}
-    for key, verdict in zip(keys, results, strict=True):
-        for m in groups[key]:
-            verdicts[m.index] = verdict
-    return verdicts
+    by_key = {m.bucket.key: verdict
+              for k, verdict in zip(keys, results, strict=True) for m in groups[k]}
+    return {m.index: by_key[m.bucket.key] for m in matched}
 
 
 async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Verdict:

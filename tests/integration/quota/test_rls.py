@@ -138,6 +138,17 @@ async def test_zero_requests_per_unit_is_always_over_the_limit(rls: object) -> N
     assert replies[0].statuses[0].current_limit.requests_per_unit == 0
 
 
+async def test_identical_descriptors_are_charged_their_combined_hits(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    tenant = descriptor(("tenant", "a"))
+    both = await ask(stub, tenant, tenant, hits=2)  # 4 of 5
+    assert both.overall_code == Response.OK
+    assert [s.limit_remaining for s in both.statuses] == [1, 1]
+    over = await ask(stub, tenant, tenant, hits=1)  # 2 more: over, and charged to neither
+    assert [s.code for s in over.statuses] == [Response.OVER_LIMIT] * 2
+    assert (await ask(stub, tenant)).statuses[0].limit_remaining == 0
+
+
 async def test_unknown_domain_is_not_limited(rls: object) -> None:
     stub = rls  # type: ignore[assignment]
     reply = await ask(stub, descriptor(("tenant", "a")), domain="nope")
