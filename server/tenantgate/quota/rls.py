@@ -24,6 +24,7 @@ if TYPE_CHECKING:
 
 Response = rls_pb2.RateLimitResponse
 _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
+_MAX_DURATION_US = 315_576_000_000 * 1_000_000  # google.protobuf.Duration's documented range
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,6 +129,9 @@ async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Ve
         # envoyproxy/ratelimit: 0 per unit is always over the limit; all or nothing, so the
         # group is denied and no bucket of it is charged.
         return Verdict(False, tuple(buckets))
+    # A cost above every burst is denied whatever the state; capping it keeps the store's
+    # arithmetic (and the retry time it reports) finite without changing any decision.
+    cost = min(cost, max(b.burst for b in buckets) + 1)
     # The store failing is answered with UNAVAILABLE unless the operator chose degraded.
     mode: FailureMode = "degraded" if limiter.config.failure_mode == "degraded" else "closed"
     return await limiter.decide(buckets, cost, mode)
@@ -165,6 +169,7 @@ def verdict_bucket(verdict: Verdict, m: Matched) -> Bucket:
 
 
 def _duration(us: int) -> Duration:
+    us = min(max(us, 0), _MAX_DURATION_US)  # a Duration holds at most 10000 years
     return Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
 
 

@@ -149,6 +149,16 @@ async def test_identical_descriptors_are_charged_their_combined_hits(rls: object
     assert (await ask(stub, tenant)).statuses[0].limit_remaining == 0
 
 
+@pytest.mark.parametrize("hits", [2**40, 2**64 - 1])
+async def test_a_huge_hits_addend_is_over_the_limit_with_a_sane_duration(
+        rls: object, hits: int) -> None:
+    stub = rls  # type: ignore[assignment]
+    reply = await ask(stub, descriptor(("tenant", "a"), hits=hits))
+    assert reply.overall_code == Response.OVER_LIMIT
+    assert 0 < reply.statuses[0].duration_until_reset.seconds <= 86400  # the unit: a day
+    assert (await ask(stub, descriptor(("tenant", "a")))).statuses[0].limit_remaining == 4
+
+
 async def test_unknown_domain_is_not_limited(rls: object) -> None:
     stub = rls  # type: ignore[assignment]
     reply = await ask(stub, descriptor(("tenant", "a")), domain="nope")
