@@ -28,3 +28,43 @@ def test_an_unknown_unit_names_its_place(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_domains([str(path)])
     assert "descriptors[0].rate_limit.unit: must be one of" in str(error.value)
+
+
+@pytest.mark.parametrize(("node", "where"), [
+    ('shadow_mode: "false"\n    rate_limit: {unit: second, requests_per_unit: 5}',
+     "descriptors[0].shadow_mode: must be true or false, not 'false'"),
+    ('rate_limit: {unlimited: "no", unit: second, requests_per_unit: 5}',
+     "descriptors[0].rate_limit.unlimited: must be true or false, not 'no'"),
+    ('detailed_metric: 1\n    rate_limit: {unit: second, requests_per_unit: 5}',
+     "descriptors[0].detailed_metric: must be true or false, not 1"),
+])
+def test_flags_must_be_real_booleans(tmp_path: Path, node: str, where: str) -> None:
+    # bool("false") is True: a quoted value must not silently mean the opposite.
+    path = tmp_path / "rl.yaml"
+    path.write_text(f"domain: edge\ndescriptors:\n  - key: tenant\n    {node}\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [f"{path}: {where}"]
+
+
+def test_real_booleans_are_read_as_written(tmp_path: Path) -> None:
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n"
+                    "  - key: tenant\n    shadow_mode: false\n"
+                    "    rate_limit: {unlimited: false, unit: second, requests_per_unit: 5}\n"
+                    "  - key: health\n    shadow_mode: true\n    rate_limit: {unlimited: true}\n")
+    root = load_domains([str(path)])["edge"]
+    tenant, health = root.any_value["tenant"], root.any_value["health"]
+    assert (tenant.shadow, tenant.unlimited, health.shadow, health.unlimited) == (
+        False, False, True, True)
+
+
+def test_a_duplicate_key_is_an_error(tmp_path: Path) -> None:
+    # safe_load kept the last value: here the 5/s limit would silently become 500/s.
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n  - key: tenant\n"
+                    "    rate_limit: {unit: second, requests_per_unit: 5,"
+                    " requests_per_unit: 500}\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [f"{path}: line 4 column 54: duplicate key 'requests_per_unit'"]

@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from tenantgate.config.load import _StrictLoader
 from tenantgate.errors import ConfigError
 
 # As envoyproxy/ratelimit counts them: a month is 30 days, a year 365.
@@ -48,8 +49,11 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
     issues: list[str] = []
     for path in paths:
         try:
-            data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+            # Strict like the main config: a duplicate key is an error, not "the last one wins".
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
+        except yaml.YAMLError as exc:
+            raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
+        except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: cannot read rate-limit config: {exc}"]) from None
         where = f"{path}"
         if not isinstance(data, dict) or not isinstance(data.get("domain"), str):
@@ -82,7 +86,8 @@ def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
             name = sorted(unknown)[0]
             issues.append(f"{at}.{name}: not supported by tenantgate" if name == "replaces"
                           else f"{at}.{name}: unknown key")
-        node = Node(shadow=bool(item.get("shadow_mode", False)))
+        node = Node(shadow=_flag(item, "shadow_mode", at, issues) is True)
+        _flag(item, "detailed_metric", at, issues)
         if "rate_limit" in item:
             _rate(node, item["rate_limit"], f"{at}.rate_limit", issues)
         key, value = item["key"], item.get("value")
@@ -101,7 +106,10 @@ def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
         return
     if unknown := set(rate) - _RATE_KEYS:
         issues.append(f"{at}.{sorted(unknown)[0]}: unknown key")
-    if rate.get("unlimited"):
+    unlimited = _flag(rate, "unlimited", at, issues)
+    if unlimited is None:  # reported; its unit and count would only add noise
+        return
+    if unlimited:
         node.unlimited = True
         return
     unit = str(rate.get("unit", "")).lower()
@@ -112,3 +120,20 @@ def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
         issues.append(f"{at}.requests_per_unit: must be a whole number >= 0")
     else:
         node.limit = RlsLimit(unit, count, str(rate.get("name", "")))
+
+
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """`line 3 column 5: duplicate key 'x'`, as the main config reports its YAML errors."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+    return f"{where}{getattr(exc, 'problem', None) or exc}"
+
+
+def _flag(mapping: dict[str, Any], key: str, at: str, issues: list[str]) -> bool | None:
+    """A real YAML boolean, default false; None (and an issue) for anything else: bool("false")
+    is True, so accepting a quoted value would flip its meaning."""
+    value = mapping.get(key, False)
+    if isinstance(value, bool):
+        return value
+    issues.append(f"{at}.{key}: must be true or false, not {value!r}")
+    return None
