@@ -41,7 +41,8 @@ class App:
         self.server: grpc.aio.Server | None = None
         self.admin: grpc.aio.Server | None = None
         self._stopping = asyncio.Event()
-        self._retired: set[asyncio.Task[None]] = set()
+        self._retired: set[asyncio.Task[None]] = set()  # closing a runtime a reload replaced
+        self._drained = asyncio.Event()  # set by stop() once the listeners have drained
 
     def current(self) -> Runtime:
         return self.runtime
@@ -97,28 +98,52 @@ class App:
             await self.health.set(service, status)
 
     async def reload(self) -> bool:
-        """Build a whole new Runtime; an invalid config keeps the running one and says why."""
-        try:
-            new = Runtime.build(load_config(self.config_path))
-        except ConfigError as exc:
+        """Build a whole new Runtime; a config that cannot be used keeps the running one and
+        says why."""
+        new = await self._build_and_start()
+        if new is None:
             metrics.CONFIG_RELOADS.labels("rejected").inc()
-            log.error("reload rejected, keeping the running config:\n%s", exc)
             return False
-        await new.start()
         if new.config.listen != self.runtime.config.listen:
             log.warning("reload: listen settings changed; they take effect at the next restart")
         old, self.runtime = self.runtime, new
         metrics.CONFIG_RELOADS.labels("ok").inc()
         log.info("config reloaded")
-        # Checks in flight still hold the old snapshot: close it after they have finished.
         task = asyncio.ensure_future(self._close_later(old))
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
         return True
 
+    async def _build_and_start(self) -> Runtime | None:
+        try:
+            new = Runtime.build(load_config(self.config_path))
+        except ConfigError as exc:  # the operator's mistake: the message says it all
+            log.error("reload rejected, keeping the running config:\n%s", exc)
+            return None
+        except Exception:  # e.g. a client library refusing a value: a bug, keep the traceback
+            log.exception("reload rejected, keeping the running config: building it failed")
+            return None
+        try:
+            await new.start()
+        except Exception:
+            log.exception("reload rejected, keeping the running config: starting it failed")
+            await self._close_quietly(new)  # it may hold a reference on a shared store
+            return None
+        return new
+
     async def _close_later(self, old: Runtime) -> None:
-        await asyncio.sleep(self.runtime.config.listen.drain_timeout)
-        await old.close()
+        # Checks in flight still hold the old snapshot: close it after they have finished,
+        # or as soon as stop() has drained the listeners.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._drained.wait(), self.runtime.config.listen.drain_timeout)
+        await self._close_quietly(old)
+
+    @staticmethod
+    async def _close_quietly(runtime: Runtime) -> None:
+        try:
+            await runtime.close()
+        except Exception:
+            log.exception("closing a runtime failed")
 
     def request_stop(self) -> None:
         self._stopping.set()
@@ -134,8 +159,9 @@ class App:
             await self.server.stop(self.runtime.config.listen.drain_timeout)
         if self.admin is not None:
             await self.admin.stop(self.runtime.config.listen.drain_timeout)
-        for task in list(self._retired):
-            task.cancel()
+        # Retired runtimes still hold batched hits to charge and store references: close them.
+        self._drained.set()
+        await asyncio.gather(*self._retired)
         await self.runtime.close()
         uds = self.runtime.config.listen.uds
         if uds:

@@ -1,0 +1,93 @@
+"""App.reload and App.stop in-process: a reload that fails in any way keeps the running
+runtime and is logged and counted; stop closes the runtimes reloads retired."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from prometheus_client import REGISTRY
+from tenantgate.app import App
+from tenantgate.runtime import Runtime
+from tenantgate.testing.check import config_document
+
+
+def write_config(directory: Path, **listen: Any) -> Path:
+    document = config_document(directory, [])
+    # Long enough that only stop() can close a retired runtime within the test.
+    document["listen"].update({"drain_timeout": "1h", **listen})
+    path = directory / "tenantgate.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def rejected() -> float:
+    return REGISTRY.get_sample_value("tenantgate_config_reloads_total",
+                                     {"result": "rejected"}) or 0.0
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> AsyncIterator[App]:
+    app = App(str(write_config(tmp_path)))  # never started: no listener is needed here
+    yield app
+    await app.stop()
+
+
+async def test_stop_closes_the_runtime_a_reload_retired(app: App) -> None:
+    old = app.runtime
+    assert await app.reload()
+    assert app.runtime is not old and not old.http.is_closed  # in-flight Checks may use it
+    await app.stop()
+    # Before, stop() cancelled the wait and the retired runtime was never closed.
+    assert old.http.is_closed and app.runtime.http.is_closed
+
+
+async def test_a_reload_failing_outside_config_validation_keeps_the_running_runtime(
+        app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    def refuse(config: object) -> Runtime:
+        raise ValueError("Port could not be cast to integer value")
+
+    running, before = app.runtime, rejected()
+    monkeypatch.setattr(Runtime, "build", staticmethod(refuse))
+    with caplog.at_level(logging.ERROR, logger="tenantgate"):
+        assert await app.reload() is False
+    assert app.runtime is running
+    assert rejected() == before + 1
+    [record] = [r for r in caplog.records if "reload rejected" in r.getMessage()]
+    assert record.exc_info is not None and "Port could not be cast" in caplog.text
+
+
+async def test_a_runtime_that_fails_to_start_is_closed_and_not_used(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[Runtime] = []
+    build = Runtime.build
+
+    def keep(config: Any) -> Runtime:
+        built.append(build(config))
+        return built[-1]
+
+    async def fail(self: Runtime) -> None:
+        raise RuntimeError("start failed")
+
+    running, before = app.runtime, rejected()
+    monkeypatch.setattr(Runtime, "build", staticmethod(keep))
+    monkeypatch.setattr(Runtime, "start", fail)
+    assert await app.reload() is False
+    assert app.runtime is running and built[0].http.is_closed
+    assert rejected() == before + 1
+
+
+async def test_an_invalid_config_is_logged_without_a_traceback(
+        app: App, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    path = Path(app.config_path)
+    path.write_text(path.read_text().replace("issuers:", "isuers:"))
+    running, before = app.runtime, rejected()
+    with caplog.at_level(logging.ERROR, logger="tenantgate"):
+        assert await app.reload() is False
+    assert app.runtime is running and rejected() == before + 1
+    [record] = [r for r in caplog.records if "reload rejected" in r.getMessage()]
+    assert record.exc_info is None and "isuers: unknown key" in record.getMessage()
