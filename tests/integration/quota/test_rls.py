@@ -120,6 +120,14 @@ async def test_hits_addend_charges_several_hits(rls: object) -> None:
     assert reply.overall_code == Response.OK and reply.statuses[0].limit_remaining == 0
 
 
+async def test_a_descriptor_hits_addend_of_0_is_a_query(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    queries = [await ask(stub, descriptor(("tenant", "a"), hits=0), hits=3) for _ in range(2)]
+    # Explicit 0 wins over the request's 3 and charges nothing; the request's 0 means 1.
+    assert [q.statuses[0].limit_remaining for q in queries] == [5, 5]
+    assert (await ask(stub, descriptor(("tenant", "a")))).statuses[0].limit_remaining == 4
+
+
 async def test_several_descriptors_each_get_a_status(rls: object) -> None:
     stub = rls  # type: ignore[assignment]
     for _ in range(3):
