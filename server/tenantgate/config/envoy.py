@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime
 import ipaddress
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -146,7 +147,15 @@ def _socket(value: str, what: str) -> Address:
     return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
-def _seconds(value: float) -> datetime.timedelta:
+# Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout);
+# google.protobuf.Duration ends at 10000 years.
+_MIN_SECONDS, _MAX_SECONDS = 0.001, 315_576_000_000
+
+
+def _seconds(value: float, what: str) -> datetime.timedelta:
+    if not (math.isfinite(value) and _MIN_SECONDS <= value <= _MAX_SECONDS):
+        raise EnvoyConfigError(f"{what}: must be a number of seconds from {_MIN_SECONDS} "
+                               f"to {_MAX_SECONDS}, got {value!r}")
     return datetime.timedelta(seconds=value)
 
 
@@ -162,7 +171,7 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> 
     assignment = ClusterLoadAssignment(cluster_name=name, endpoints=[LocalityLbEndpoints(
         lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])])
     cluster = Cluster(
-        name=name, connect_timeout=_seconds(1.0), load_assignment=assignment,
+        name=name, connect_timeout=_seconds(1.0, "connect_timeout"), load_assignment=assignment,
         type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC)
     if http2:  # gRPC needs HTTP/2 towards tenantgate
         options = UpstreamHttpProtocolOptions(explicit_http_config=(
@@ -224,7 +233,7 @@ def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
     headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header))
     authz = ExtAuthz(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
-                                 timeout=_seconds(options.authz_timeout)),
+                                 timeout=_seconds(options.authz_timeout, "--authz-timeout")),
         transport_api_version=ApiVersion.V3,
         # Fail closed: when tenantgate cannot answer, Envoy answers 503 and never passes the
         # request through unauthenticated.
@@ -241,10 +250,10 @@ def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
 def _rate_limit_filter(config: Config, domain: str, options: EnvoyOptions) -> HttpFilter:
     service = RateLimitServiceConfig(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
-                                 timeout=_seconds(options.authz_timeout)),
+                                 timeout=_seconds(options.authz_timeout, "--authz-timeout")),
         transport_api_version=ApiVersion.V3)
     limiter = RateLimitFilter(
-        domain=domain, timeout=_seconds(options.authz_timeout),
+        domain=domain, timeout=_seconds(options.authz_timeout, "--authz-timeout"),
         # ShouldRateLimit answers UNAVAILABLE when its store fails, leaving the choice to Envoy:
         # follow the config's quota.failure_mode (only `open` lets the request through).
         failure_mode_deny=config.quota.failure_mode != "open",
@@ -282,7 +291,7 @@ def _access_log() -> AccessLog:
 
 def _connection_manager(config: Config, options: EnvoyOptions, domain: str | None) -> Filter:
     route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
-        cluster=APP_CLUSTER, timeout=_seconds(options.route_timeout),
+        cluster=APP_CLUSTER, timeout=_seconds(options.route_timeout, "route_timeout"),
         rate_limits=rate_limit_descriptors() if domain else []))
     filters = [_ext_authz(config, options)]
     if domain:
