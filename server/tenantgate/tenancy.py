@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from tenantgate.config.model import Config, TenantEntry
+from tenantgate.config.model import API_KEY_ISSUER, Config, TenantEntry
 from tenantgate.decision import Deny, Reason
 from tenantgate.observe.metrics import OTHER_TENANT
 
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
 # backslash, comma or semicolon, so a tenant id can never split a header, log line or SQL.
 _ALWAYS_SAFE = re.compile(r"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{|}~]{1,255}")
 MAX_CACHED_VERDICTS = 10_000
-API_KEY_ISSUER = "api-key"  # API-key identities carry the tenant of the key's own record
 
 
 @dataclass(frozen=True, slots=True)

@@ -81,6 +81,11 @@ class JwksConfig(Model):
         return self
 
 
+# The issuer name API-key identities carry: it may speak for the tenant of the key's own
+# record, so no JWT issuer may take it.
+API_KEY_ISSUER = "api-key"
+
+
 class IssuerConfig(Model):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
     issuer: str = Field(min_length=1)
@@ -97,6 +102,13 @@ class IssuerConfig(Model):
     typ: str | None = None
     leeway: Duration = 30.0
     max_token_age: Duration | None = Field(default=None, gt=0)  # 0 would refuse every token
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, value: str) -> str:
+        if value.lower() == API_KEY_ISSUER:
+            raise ValueError(f"{API_KEY_ISSUER!r} is reserved for API-key identities")
+        return value
 
     @field_validator("algorithms")
     @classmethod
