@@ -120,3 +120,9 @@ def test_two_limits_with_one_period_are_refused(quota_yaml: str, where: str) -> 
 def test_limits_with_different_periods_are_kept() -> None:
     plan = load("  plans: {p: {limits: ['5/s', '5/500ms', '100/min']}}\n").quota.plans["p"]
     assert [lim.rate.period for lim in plan.limits] == [1.0, 0.5, 60.0]
+
+
+@pytest.mark.parametrize("key", ["timeout", "connect_timeout"])
+def test_redis_timeouts_must_be_above_zero(key: str) -> None:
+    assert issues(f"  store: redis\n  redis: {{{key}: 0s}}\n") == [
+        f"quota.redis.{key}: Input should be greater than 0"]

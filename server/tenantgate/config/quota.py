@@ -153,8 +153,9 @@ class CircuitConfig(Model):
 class RedisConfig(Model):
     # redis://, rediss://, unix://, redis+sentinel://host:port[,host:port]/master, redis+cluster://
     url: str = "redis://127.0.0.1:6379/0"
-    timeout: Duration = 0.1  # the whole round trip, queueing for a connection included
-    connect_timeout: Duration = 0.2
+    # Both above 0: a zero timeout fails every store call, so every request would fail closed.
+    timeout: Duration = Field(default=0.1, gt=0)  # the whole round trip, queueing included
+    connect_timeout: Duration = Field(default=0.2, gt=0)
     max_connections: int = Field(default=64, ge=1)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     password: Secret | None = None  # {fromEnv: ...} / {fromFile: ...}: keeps it out of the URL
