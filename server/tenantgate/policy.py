@@ -112,7 +112,9 @@ def _rule_problem(route: CompiledRoute, s: CheckState) -> Deny | None:
         if length is not None and length > rule.max_body_bytes:
             return Deny(Reason.BODY_TOO_LARGE)
     content_type = s.request.header("content-type")
-    if route.content_types is not None and (length or content_type):
+    # A body of unknown length (chunked, or HTTP/2 without content-length) may be there too.
+    may_have_body = length is None and s.request.method in _BODY_METHODS
+    if route.content_types is not None and (length or content_type or may_have_body):
         media_type = (content_type or "").split(";", 1)[0].strip().lower()
         if media_type not in route.content_types:
             return Deny(Reason.CONTENT_TYPE_NOT_ALLOWED)

@@ -126,3 +126,19 @@ async def test_body_of_unknown_length_is_refused_where_a_size_limit_applies(
     chunked = {"content-type": "application/json", "transfer-encoding": "chunked"}
     assert await decide(gate, "/notes", "POST", headers=chunked, scope="notes:write") == (
         411, "length_required")
+
+
+@pytest.mark.parametrize("method, headers, expected", [
+    ("POST", {"transfer-encoding": "chunked"}, (415, "content_type_not_allowed")),
+    ("POST", {}, (415, "content_type_not_allowed")),  # HTTP/2: a body needs no length header
+    ("POST", {"content-type": "application/json", "transfer-encoding": "chunked"}, (200, "ok")),
+    ("POST", {"content-length": "0"}, (200, "ok")),  # says it has no body
+    ("GET", {}, (200, "ok")),
+], ids=["chunked-untyped", "unknown-length-untyped", "chunked-json", "empty-body", "get"])
+async def test_a_body_of_unknown_length_needs_an_allowed_content_type(
+        tmp_path: Path, method: str, headers: dict[str, str], expected: tuple[int, str]) -> None:
+    # Without a size limit on the route, nothing else would stop an untyped body of unknown size.
+    routes = [{"path_prefix": "/uploads", "content_types": ["application/json"]}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, "/uploads", method, headers=headers) == expected
