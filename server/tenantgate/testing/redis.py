@@ -83,8 +83,14 @@ class RedisServer:
         if self.cluster:
             (self._dir / "nodes.conf").unlink(missing_ok=True)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
-        self._proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        _wait_port(self.port, self._proc, timeout)
+        log_path = self._dir / "redis-server.log"
+        with open(log_path, "wb") as log:
+            self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            _wait_port(self.port, self._proc, timeout)
+        except RuntimeError as exc:
+            said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
+            raise RuntimeError(f"{exc}: {' | '.join(said)}") from None
         return self
 
     def stop(self) -> None:
@@ -116,13 +122,17 @@ def start_tls_server(tls_dir: Path) -> RedisServer:
     redis-server (apt-get install redis-server) has it, so each is tried in turn."""
     candidates = dict.fromkeys(b for b in (redis_server_binary(), shutil.which("redis-server"))
                                if b)
+    failures = []
     for binary in candidates:
-        server = RedisServer(binary=binary, tls_dir=tls_dir)
-        try:
-            return server.start()
-        except RuntimeError:
-            server.close()
-    raise BinaryMissing("no redis-server built with TLS: apt-get install redis-server")
+        for _ in range(3):  # a fresh port each time: another process may take a free one first
+            server = RedisServer(binary=binary, tls_dir=tls_dir)
+            try:
+                return server.start()
+            except RuntimeError as exc:
+                failures.append(f"{binary}: {exc}")
+                server.close()
+    raise BinaryMissing("no redis-server built with TLS (apt-get install redis-server); tried "
+                        + "; ".join(failures))
 
 
 class RedisClusterServers:
