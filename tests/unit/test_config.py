@@ -63,7 +63,8 @@ def test_several_mistakes_are_all_reported_each_with_its_path() -> None:
                                                          "  grpc: nowhere\n  colour: red\n")
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
-    assert caught.value.issues == ["listen.grpc: must be host:port, e.g. 127.0.0.1:9001",
+    assert caught.value.issues == ["listen.grpc: must be host:port with a port up to 65535, e.g. "
+                                    "127.0.0.1:9001",
                                    "listen.colour: unknown key"]
 
 

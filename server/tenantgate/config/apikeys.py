@@ -9,7 +9,7 @@ from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.types import Duration, Model, Secret, check_redis_url
+from tenantgate.config.types import Duration, Model, Secret, check_host_port, check_redis_url
 
 _LOOPBACK_NAMES = ("localhost",)
 
@@ -75,9 +75,12 @@ class AdminConfig(Model):
     @field_validator("listen")
     @classmethod
     def _address(cls, value: str) -> str:
-        if not (value.startswith("unix:") or re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value)):
-            raise ValueError("must be host:port or unix:PATH")
-        return value
+        if value.startswith("unix:"):
+            return value
+        try:
+            return check_host_port(value)
+        except ValueError:
+            raise ValueError("must be host:port (port up to 65535) or unix:PATH") from None
 
     @field_validator("token")
     @classmethod

@@ -10,7 +10,14 @@ from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
-from tenantgate.config.types import ByteSize, Duration, HeaderName, Model, Secret
+from tenantgate.config.types import (
+    ByteSize,
+    Duration,
+    HeaderName,
+    Model,
+    Secret,
+    check_host_port,
+)
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
@@ -38,9 +45,7 @@ class ListenConfig(Model):
     @field_validator("grpc", "metrics")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
-        if value is not None and not re.fullmatch(r"\[?[\w.:-]*\]?:\d{1,5}", value):
-            raise ValueError("must be host:port, e.g. 127.0.0.1:9001")
-        return value
+        return check_host_port(value) if value is not None else None
 
 
 class JwksConfig(Model):

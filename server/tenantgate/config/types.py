@@ -79,6 +79,17 @@ name configured as `X-Api-Key` must still match."""
 _MULTI_HOST_SCHEMES = ("redis+sentinel", "redis+cluster", "rediss+cluster")
 
 
+_HOST_PORT = re.compile(r"\[?[\w.:-]*\]?:(\d{1,5})")
+
+
+def check_host_port(value: str) -> str:
+    """`host:port` with a port that exists (0 asks the system for a free one)."""
+    match = _HOST_PORT.fullmatch(value)
+    if match is None or int(match.group(1)) > 65535:
+        raise ValueError("must be host:port with a port up to 65535, e.g. 127.0.0.1:9001")
+    return value
+
+
 def check_redis_url(url: str) -> None:
     """Refuse a Redis URL whose hosts, ports or database number the client would only reject
     when the server starts, as a traceback. The scheme is checked by the caller."""
