@@ -220,3 +220,10 @@ def test_a_high_rate_admits_no_more_than_configured() -> None:
     store, b = MemoryStore(), bucket(limit=700_000, burst=1)
     admitted = sum(store.acquire_now([b], 1, now).admitted for now in range(1000))
     assert admitted <= 700  # 1000 µs of 700000/s
+
+
+def test_build_limiter_keeps_degraded_buckets_across_rebuilds(config: Config) -> None:
+    # A SIGHUP during a Redis outage must not hand every tenant a fresh local burst.
+    first, second = build_limiter(config), build_limiter(config)
+    assert first is not None and second is not None
+    assert first._degraded is second._degraded

@@ -11,31 +11,39 @@ from tenantgate.quota.rls_config import load_domains
 __all__ = ["Limiter", "build_limiter", "validate"]
 
 _SHARED = SharedStores()
-_EMBEDDED: list[MemoryStore] = []
+_EMBEDDED: list[MemoryStore] = []  # the embedded store
+_DEGRADED: list[MemoryStore] = []  # the local buckets of degraded mode
+
+
+def _kept(stores: list[MemoryStore], max_entries: int) -> MemoryStore:
+    """One store for the life of the process: a reload must not refill its buckets."""
+    if not stores:
+        stores.append(MemoryStore(max_entries))
+    return stores[0]
 
 
 def build_limiter(config: Config) -> Limiter | None:
     """A Limiter for this config, sharing its store with earlier Runtimes; None when disabled.
 
     A SIGHUP rebuild reuses the Redis connection (reference-counted: the old Runtime's
-    `close()` only drops its reference) and the embedded store, whose buckets a reload must
-    not refill. Raises ConfigError when a registry tenant names a plan that does not exist.
+    `close()` only drops its reference), the embedded store and degraded mode's local
+    buckets, which a reload must not refill. Raises ConfigError when a registry tenant names
+    a plan that does not exist.
     """
     q = config.quota
     if not q.enabled:
         return None
     tenant_plans(config)  # validate before taking a reference on a shared store
     load_domains(q.ratelimit_service.config_files)
+    degraded = _kept(_DEGRADED, q.max_local_entries)
     if q.store == "memory":
-        if not _EMBEDDED:
-            _EMBEDDED.append(MemoryStore(q.max_local_entries))
-        return Limiter(config, _EMBEDDED[0])
+        return Limiter(config, _kept(_EMBEDDED, q.max_local_entries), degraded=degraded)
     redis_cfg = q.redis
 
     async def release() -> None:
         await _SHARED.release_redis(redis_cfg)
 
-    return Limiter(config, _SHARED.acquire_redis(redis_cfg), release)
+    return Limiter(config, _SHARED.acquire_redis(redis_cfg), release, degraded=degraded)
 
 
 def validate(config: Config) -> None:

@@ -178,7 +178,8 @@ class Limiter:
     """Everything quota a Runtime needs; cheap to build, `start()` dials the store."""
 
     def __init__(self, config: Config, store: QuotaStore,
-                 release: Callable[[], Awaitable[None]] | None = None) -> None:
+                 release: Callable[[], Awaitable[None]] | None = None,
+                 degraded: MemoryStore | None = None) -> None:
         q = config.quota
         self.config: QuotaConfig = q
         self.store = store
@@ -187,7 +188,8 @@ class Limiter:
         self.tenant_plans = tenant_plans(config)
         self.headers_on_allow = q.response_headers_on_allow
         self._cache = OverLimitCache(q.max_local_entries) if q.over_limit_cache else None
-        self._degraded = MemoryStore(q.max_local_entries)
+        # Degraded mode's local buckets; build_limiter passes one that outlives reloads.
+        self._degraded = degraded if degraded is not None else MemoryStore(q.max_local_entries)
         self._replicas = q.replicas or 1
         batched = [p.batch_interval for p in self.plans.values() if p.batched] + [
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
