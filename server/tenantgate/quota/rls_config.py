@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tenantgate.config.load import _StrictLoader
+from tenantgate.config.load import StrictLoader
 from tenantgate.errors import ConfigError
 
 # As envoyproxy/ratelimit counts them: a month is 30 days, a year 365.
@@ -50,7 +50,7 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
     for path in paths:
         try:
             # Strict like the main config: a duplicate key is an error, not "the last one wins".
-            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_StrictLoader)
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=StrictLoader)
         except yaml.YAMLError as exc:
             raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
         except (OSError, UnicodeDecodeError) as exc:
