@@ -29,6 +29,7 @@ class Reason(enum.StrEnum):
     MALFORMED_REQUEST = "malformed_request"
     DUPLICATE_HEADER = "duplicate_header"
     OVERSIZED_HEADER = "oversized_header"
+    UNDERSCORED_TRUSTED_HEADER = "underscored_trusted_header"
     NO_CREDENTIAL = "no_credential"
     MULTIPLE_CREDENTIALS = "multiple_credentials"
     MALFORMED_TOKEN = "malformed_token"
@@ -68,7 +69,7 @@ class Reason(enum.StrEnum):
 
 
 _BAD_REQUEST = {Reason.MALFORMED_REQUEST, Reason.DUPLICATE_HEADER, Reason.OVERSIZED_HEADER,
-                Reason.MULTIPLE_CREDENTIALS}
+                Reason.UNDERSCORED_TRUSTED_HEADER, Reason.MULTIPLE_CREDENTIALS}
 _FORBIDDEN = {Reason.TENANT_UNKNOWN, Reason.TENANT_SUSPENDED, Reason.ROUTE_DENIED,
               Reason.SCOPE_MISSING, Reason.ROLE_MISSING}
 _STATUS_BY_REASON: dict[Reason, int] = {

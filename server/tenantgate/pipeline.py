@@ -46,7 +46,17 @@ def sanitize(s: CheckState) -> Deny | None:
         return Deny(Reason.DUPLICATE_HEADER)
     if s.request.oversized:
         return Deny(Reason.OVERSIZED_HEADER)
+    if _underscored_trusted_header(s):
+        return Deny(Reason.UNDERSCORED_TRUSTED_HEADER)
     return None
+
+
+def _underscored_trusted_header(s: CheckState) -> bool:
+    """`x_tenant_id` for `x-tenant-id`: CGI/WSGI stacks read both as HTTP_X_TENANT_ID, and
+    neither the strip nor the overwrite touches that spelling. The generated Envoy config
+    refuses underscores outright; a proxy that lets them through (Istio's default) ends here."""
+    trusted = s.runtime.trusted_headers
+    return any(name.replace("_", "-") in trusted for name in s.request.headers if "_" in name)
 
 
 async def decide(s: CheckState) -> Decision:

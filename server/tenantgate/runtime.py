@@ -34,6 +34,7 @@ class Runtime:
     tenants: TenantRules
     routes: list[CompiledRoute]
     headers_to_remove: tuple[str, ...]
+    trusted_headers: frozenset[str]  # every header a backend trusts: set or removed on allow
     limiter: Limiter | None
     api_keys: Any  # identity.apikeys verifier, when API keys are configured
     audit: AuditLog
@@ -58,6 +59,8 @@ class Runtime:
             tenants=TenantRules(config),
             routes=compile_routes(config.policy),
             headers_to_remove=tuple(ctx.strip_headers),
+            trusted_headers=frozenset((ctx.tenant_header, ctx.header, ctx.subject_header,
+                                       *ctx.strip_headers)),
             api_keys=api_keys,
             audit=audit,
             http=http,

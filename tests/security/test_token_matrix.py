@@ -290,6 +290,22 @@ async def test_subject_with_crlf_cannot_split_the_injected_header(
         assert len(log.read().splitlines()) == 1  # and the line was not split
 
 
+@pytest.mark.parametrize("spoof", [{"x_tenant_id": "globex"}, {"X_Tenant-Id": "globex"},
+                                   {"x-tenant_context": "forged"}, {"x_tenant_plan": "gold"}],
+                         ids=["tenant", "mixed-spelling", "context", "strip-header"])
+async def test_underscore_spellings_of_trusted_headers_are_refused(
+        gate: LocalCheck, idp: DevIssuer, spoof: dict[str, str]) -> None:
+    # A CGI/WSGI backend reads x_tenant_id as HTTP_X_TENANT_ID, the trusted header's name.
+    response, audit = await run(gate, {**bearer(idp.token()), **spoof})
+    assert audit["reason"] == Reason.UNDERSCORED_TRUSTED_HEADER
+    assert_uniform_denial(response, 400)
+
+
+async def test_other_underscored_headers_are_left_alone(gate: LocalCheck, idp: DevIssuer) -> None:
+    response, audit = await run(gate, {**bearer(idp.token()), "x_trace_id": "1"})
+    assert audit["reason"] == "ok" and response.HasField("ok_response")
+
+
 async def test_a_cached_token_is_refused_once_older_than_max_token_age(
         tmp_path: Path, idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
     # The cache may hold a token until exp; max_token_age must still end it sooner.
