@@ -21,6 +21,8 @@ class Problem(enum.StrEnum):
     APP_ROLE_BYPASSES_RLS = "app_role_bypasses_rls"
     APP_ROLE_OWNS_TABLE = "app_role_owns_table"
     APP_ROLE_READS_KEYS = "app_role_reads_keys"
+    APP_ROLE_CREATES_ROLES = "app_role_creates_roles"
+    APP_ROLE_EXTRA_PRIVILEGE = "app_role_extra_privilege"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -136,6 +138,14 @@ def _policy_findings(policy: str, permissive: bool, qual: str | None,
     return sorted(set(found))
 
 
+def _extra_privileges(conn: Any, role: str, table_oid: int) -> str:
+    """Table rights beyond SELECT/INSERT/UPDATE/DELETE that an application role must not have."""
+    rights = ("TRUNCATE", "TRIGGER", "REFERENCES")
+    held = conn.execute("SELECT " + ", ".join(["has_table_privilege(%s, %s::oid, %s)"] * 3),
+                        [v for r in rights for v in (role, table_oid, r)]).fetchone()
+    return ", ".join(r for r, has in zip(rights, held, strict=True) if has)
+
+
 def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[Finding]:
     if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
         return [Finding(Problem.APP_ROLE_MISSING, role, "no such role")]
@@ -147,12 +157,24 @@ def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[
         via = "" if name == role else f" through membership in {name}"
         what = "is a superuser" if superuser else "has BYPASSRLS"
         found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"{what}{via}"))
+    creators = conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolcreaterole AND pg_has_role(%s, oid, 'MEMBER')"
+        " ORDER BY rolname", [role]).fetchall()
+    for (name,) in creators:
+        via = "" if name == role else f" through membership in {name}"
+        found.append(Finding(Problem.APP_ROLE_CREATES_ROLES, role, f"has CREATEROLE{via}: up to "
+                             "PostgreSQL 15 it can grant itself tenantgate_owner (the keys) or "
+                             "a table owner's role"))
     for oid, table in tables:
         owner = conn.execute("SELECT pg_has_role(%s, relowner, 'MEMBER'), relowner::regrole::text"
                              " FROM pg_class WHERE oid = %s", [role, oid]).fetchone()
         if owner[0]:
             found.append(Finding(Problem.APP_ROLE_OWNS_TABLE, role, f"owns {table} (as "
                                  f"{owner[1]}) and can switch its RLS off"))
+        elif extra := _extra_privileges(conn, role, oid):
+            found.append(Finding(Problem.APP_ROLE_EXTRA_PRIVILEGE, role, f"has {extra} on {table}:"
+                                 " TRUNCATE ignores row level security, TRIGGER runs its code as"
+                                 " whoever writes next, REFERENCES probes other tenants' keys"))
     keys = conn.execute(
         "SELECT pg_has_role(%s, 'tenantgate_owner', 'MEMBER')"
         " OR pg_has_role(%s, 'tenantgate_admin', 'MEMBER')"

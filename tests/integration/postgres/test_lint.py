@@ -39,16 +39,20 @@ def broken(fresh_db: Database) -> Database:
         conn.execute("CREATE ROLE app_bypass LOGIN BYPASSRLS")
         conn.execute("CREATE ROLE app_member LOGIN")
         conn.execute("GRANT tenantgate_admin TO app_member")
+        conn.execute("CREATE ROLE app_creator LOGIN CREATEROLE")
+        conn.execute("CREATE ROLE app_truncate LOGIN")
+        conn.execute("GRANT SELECT, TRUNCATE, TRIGGER ON good TO app_truncate")
     yield fresh_db
     with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
-        conn.execute("DROP ROLE app_bypass")
-        conn.execute("DROP ROLE app_member")
+        conn.execute("REVOKE ALL ON good FROM app_truncate")
+        for role in ("app_bypass", "app_member", "app_creator", "app_truncate"):
+            conn.execute(f"DROP ROLE {role}")
 
 
 def test_lint_reports_every_leak_precisely(broken: Database) -> None:
     with psycopg.connect(broken.dsn(), autocommit=True) as conn:
-        findings = lint(conn, app_roles=("app", "app_bypass", "app_member", "table_owner",
-                                         "ghost"))
+        findings = lint(conn, app_roles=("app", "app_bypass", "app_member", "app_creator",
+                                         "app_truncate", "table_owner", "ghost"))
     assert [(f.problem, f.subject) for f in findings] == sorted([
         (Problem.RLS_DISABLED, "public.no_rls"),
         (Problem.RLS_NOT_FORCED, "public.not_forced"),
@@ -60,6 +64,8 @@ def test_lint_reports_every_leak_precisely(broken: Database) -> None:
         (Problem.VIEW_BYPASSES_RLS, "public.good_view"),
         (Problem.APP_ROLE_BYPASSES_RLS, "app_bypass"),
         (Problem.APP_ROLE_READS_KEYS, "app_member"),
+        (Problem.APP_ROLE_CREATES_ROLES, "app_creator"),
+        (Problem.APP_ROLE_EXTRA_PRIVILEGE, "app_truncate"),
         (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
         (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
         (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
