@@ -209,7 +209,7 @@ def _json_body(environ: dict[str, Any]) -> dict[str, Any]:
     raw = environ["wsgi.input"].read(int(environ.get("CONTENT_LENGTH") or 0))
     try:
         data = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
         raise HTTPError(400, "body must be a JSON object") from None
     if not isinstance(data, dict):
         raise HTTPError(400, "body must be a JSON object")

@@ -69,6 +69,16 @@ def test_writing_another_tenants_id_is_refused(notes_db: Database, base_url: str
         assert moved.status_code == 403
 
 
+@pytest.mark.parametrize("body", [b"[" * 100_000, b"not json", b"[1, 2]"],
+                         ids=["deeply-nested", "not-json", "not-an-object"])
+def test_a_body_that_is_not_a_json_object_is_a_clean_400(
+        notes_db: Database, base_url: str, body: bytes) -> None:
+    with client(notes_db, base_url, "acme") as acme:
+        response = acme.post("/notes", content=body,
+                             headers={"content-type": "application/json"})
+    assert (response.status_code, response.json()) == (400, {"error": "body must be a JSON object"})
+
+
 def test_request_without_context_header_is_refused_before_the_handler(
         notes_db: Database, base_url: str) -> None:
     with client(notes_db, base_url, None) as anonymous:
