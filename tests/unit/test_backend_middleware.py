@@ -58,7 +58,7 @@ def test_wsgi_exempt_path_needs_no_context() -> None:
 
 
 async def asgi_call(headers: list[tuple[bytes, bytes]], path: str = "/notes",
-                    ) -> tuple[list[dict[str, Any]], list[str | None]]:
+                    kind: str = "http") -> tuple[list[dict[str, Any]], list[str | None]]:
     seen: list[str | None] = []
     sent: list[dict[str, Any]] = []
 
@@ -73,7 +73,7 @@ async def asgi_call(headers: list[tuple[bytes, bytes]], path: str = "/notes",
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
-    scope = {"type": "http", "path": path, "headers": headers}
+    scope = {"type": kind, "path": path, "headers": headers}
     await TenantContextMiddleware(app)(scope, receive, send)
     return sent, seen
 
@@ -91,3 +91,13 @@ async def test_asgi_refuses_without_calling_the_app(headers: list[tuple[bytes, b
     sent, seen = await asgi_call(headers)
     assert (sent[0]["status"], sent[1]["body"], seen) == (
         401, b'{"error": "tenant context required"}', [])
+
+
+async def test_asgi_refuses_a_websocket_handshake_without_a_context() -> None:
+    sent, seen = await asgi_call([], kind="websocket")
+    assert (sent, seen) == ([{"type": "websocket.close", "code": 1008}], [])
+
+
+async def test_asgi_binds_the_context_for_a_websocket() -> None:
+    _, seen = await asgi_call([(b"x-tenant-context", GOOD.encode())], kind="websocket")
+    assert seen == [GOOD]

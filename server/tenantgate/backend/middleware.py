@@ -37,7 +37,9 @@ def _single(values: list[str], verify_with: KeyRing | None) -> str:
 
 class TenantContextMiddleware:
     """ASGI: binds the request's context (see `current_context()`) and puts it in
-    `scope["state"]["tenant_context"]`; answers 401 without calling the app when it is missing."""
+    `scope["state"]["tenant_context"]`; without one, answers 401 to an HTTP request and refuses
+    a WebSocket handshake (the server answers 403), never calling the app. Other scopes
+    (lifespan) pass through."""
 
     def __init__(self, app: ASGIApp, *, header: str = DEFAULT_HEADER,
                  verify_with: KeyRing | None = None,
@@ -48,14 +50,18 @@ class TenantContextMiddleware:
         self.exempt_paths = frozenset(exempt_paths)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") in self.exempt_paths:
+        if scope["type"] not in ("http", "websocket") or scope.get("path") in self.exempt_paths:
             await self.app(scope, receive, send)
             return
         values = [v.decode("latin-1") for k, v in scope.get("headers", ()) if k == self.header]
         try:
             context = _single(values, self.verify_with)
         except ContextRequired:
-            await _refuse_asgi(send)
+            if scope["type"] == "websocket":
+                await receive()  # websocket.connect; a close before accept is a 403
+                await send({"type": "websocket.close", "code": 1008})  # policy violation
+            else:
+                await _refuse_asgi(send)
             return
         scope.setdefault("state", {})["tenant_context"] = context
         token = bind_context(context)
