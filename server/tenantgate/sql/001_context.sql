@@ -21,9 +21,13 @@ BEGIN
     IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_roles WHERE rolname = 'tenantgate_admin') THEN
         CREATE ROLE tenantgate_admin NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEDB NOCREATEROLE;
     END IF;
-    -- A non-superuser installer must be a member to hand objects to the owner role.
+    -- A non-superuser installer must be able to SET ROLE to the owner role to hand it objects.
+    -- From PostgreSQL 16 on, creating a role grants its creator only ADMIN on it, which counts
+    -- as MEMBER but not SET: ask for SET there.
     IF NOT (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user)
-       AND NOT pg_catalog.pg_has_role(current_user, 'tenantgate_owner', 'MEMBER') THEN
+       AND NOT pg_catalog.pg_has_role(current_user, 'tenantgate_owner',
+               CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+                    THEN 'SET' ELSE 'MEMBER' END) THEN
         EXECUTE pg_catalog.format('GRANT tenantgate_owner TO %I', current_user);
     END IF;
 END
