@@ -134,6 +134,8 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
 @pytest.mark.parametrize("argv, message", [
     (["--upstream", "nowhere"], "tenantgate: --upstream: must be host:port, got 'nowhere'"),
     (["--listen", "127.0.0.1:99999"], "tenantgate: --listen: must be host:port"),
+    (["--admin", "0.0.0.0:9901"], "tenantgate: --admin: Envoy's admin interface must stay on "
+                                  "loopback"),
 ])
 def test_cli_rejects_bad_addresses_in_one_line(example: Config, capsys: pytest.CaptureFixture[str],
                                                argv: list[str], message: str) -> None:

@@ -147,6 +147,16 @@ def _socket(value: str, what: str) -> Address:
     return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
+def _admin_socket(value: str) -> Address:
+    # Envoy's admin interface has no authentication and can drain, quit or change runtime
+    # values: it must never listen beyond loopback (expose stats through a listener instead).
+    host, _ = split_host_port(value, "--admin")
+    if host != "localhost" and not (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+        raise EnvoyConfigError(f"--admin: Envoy's admin interface must stay on loopback "
+                               f"(127.0.0.1, ::1), got {value!r}")
+    return _socket(value, "--admin")
+
+
 # Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout);
 # google.protobuf.Duration ends at 10000 years.
 _MIN_SECONDS, _MAX_SECONDS = 0.001, 315_576_000_000
@@ -333,7 +343,7 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
                  dns=not _is_ip(upstream_host)),
     ]
     return Bootstrap(
-        admin=Admin(address=_socket(options.admin, "--admin")),
+        admin=Admin(address=_admin_socket(options.admin)),
         static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters))
 
 
