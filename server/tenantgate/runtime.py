@@ -15,6 +15,7 @@ from tenantgate.errors import ConfigError
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.token_cache import TokenCache
+from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditLog
 from tenantgate.policy import CompiledRoute, compile_routes
 from tenantgate.quota import build_limiter
@@ -50,6 +51,7 @@ class Runtime:
         creds = config.credentials
         audit = _open_audit(config)
         api_keys = _build_api_keys(config, audit)
+        metrics.declare_tenants(config.tenants.registry)
         return cls(
             config=config,
             key_ring=KeyRing({k.id: k.secret.value for k in ctx.keys}, ctx.active_key),

@@ -91,6 +91,8 @@ class ApiKeys:
             socket_connect_timeout=cfg.redis_timeout)
         self.store = ApiKeyStore(self._client, cfg.channel)
         self._registry = registry
+        for label in (*registry, OTHER_TENANT):  # at 0 from the start: alerts use increase()
+            APIKEY_REVOKED_ATTEMPTS.labels(label)
         self._audit = audit
         # key id -> (record or None for unknown, monotonic time fetched); LRU-bounded.
         self._cache: OrderedDict[str, tuple[KeyRecord | None, float]] = OrderedDict()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from prometheus_client import Counter, Histogram
 
 OTHER_TENANT = "other"  # tenants outside the registry share one label, so cardinality is bounded
@@ -16,6 +18,16 @@ JWKS_FETCHES = Counter("tenantgate_jwks_fetches", "JWKS fetches", ["issuer", "re
 TOKEN_CACHE = Counter("tenantgate_token_cache", "Verified-token cache lookups", ["result"])
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors", "Bugs: unexpected exceptions in a Check")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
+# Alerts use increase(): a series that first appears at 1 shows no increase, so the first event
+# of a process would go unseen. Every series an alert watches exists at 0 from the start.
+for _result in ("ok", "rejected"):
+    CONFIG_RELOADS.labels(_result)
+
+
+def declare_tenants(labels: Iterable[str]) -> None:
+    """Create the per-tenant series alerts watch (registry tenants plus "other") at 0."""
+    for label in (*labels, OTHER_TENANT):
+        CROSS_TENANT.labels(label)
 
 
 _check_children: dict[tuple[str, str, str], Counter] = {}
