@@ -6,6 +6,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
@@ -20,6 +21,8 @@ class ApiKeysConfig(Model):
     prefix: str = Field(default="tgk", pattern=r"^[a-z][a-z0-9]{1,15}$")
     hash_secret: Secret  # the server-side HMAC key; losing it invalidates every key
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # {fromEnv: ...} / {fromFile: ...}: keeps the password out of the URL, so out of a ConfigMap.
+    redis_password: Secret | None = None
     # A looked-up record is trusted this long. Revocations are pushed to every replica over
     # Redis pub/sub at once; this is the bound when a message is lost (a replica that drops its
     # subscription also drops its whole cache on reconnect).
@@ -37,6 +40,13 @@ class ApiKeysConfig(Model):
         if len(value.value) < 32:
             raise ValueError("secret must be at least 32 bytes")
         return value
+
+    @model_validator(mode="after")
+    def _one_password(self) -> ApiKeysConfig:
+        if self.redis_password is not None and urlsplit(self.redis_url).password:
+            raise ValueError("give the Redis password either in redis_url or as redis_password, "
+                             "not both")
+        return self
 
     @field_validator("redis_url")
     @classmethod

@@ -12,7 +12,7 @@ import re
 import secrets
 import time
 from collections import Counter, OrderedDict
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -86,9 +86,8 @@ class ApiKeys:
         self.prefix = cfg.prefix
         self.hasher = Hasher(cfg.hash_secret.value)
         self._dummy = self.hasher.digest("", "no such key")  # compared against for unknown ids
-        self._client = client or Redis.from_url(
-            cfg.redis_url, socket_timeout=cfg.redis_timeout,
-            socket_connect_timeout=cfg.redis_timeout)
+        self._client = client or redis_client(cfg, socket_timeout=cfg.redis_timeout,
+                                              socket_connect_timeout=cfg.redis_timeout)
         self.store = ApiKeyStore(self._client, cfg.channel)
         self._registry = registry
         for label in (*registry, OTHER_TENANT):  # at 0 from the start: alerts use increase()
@@ -232,8 +231,8 @@ class ApiKeys:
 
     async def _listen(self) -> None:
         # Its own connection without a read timeout; health checks catch a dead peer.
-        client = Redis.from_url(self.cfg.redis_url, health_check_interval=5,
-                                socket_connect_timeout=self.cfg.redis_timeout)
+        client = redis_client(self.cfg, health_check_interval=5,
+                              socket_connect_timeout=self.cfg.redis_timeout)
         pubsub = client.pubsub(ignore_subscribe_messages=True)
         try:
             await pubsub.subscribe(self.cfg.channel)
@@ -253,6 +252,13 @@ class ApiKeys:
                 await pubsub.aclose()
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+
+def redis_client(cfg: ApiKeysConfig, **options: Any) -> Redis:
+    """A client for the key store: the URL, plus `redis_password` when it is configured."""
+    if cfg.redis_password is not None:
+        options["password"] = cfg.redis_password.value.decode()
+    return Redis.from_url(cfg.redis_url, **options)
 
 
 def build_api_keys(config: Config, audit: AuditLog) -> ApiKeys | None:
