@@ -78,12 +78,52 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- if and (eq .Values.mode "sidecar") .Values.sidecar.app.enabled (not .Values.sidecar.app.image) -}}
 {{- fail "sidecar.app.image: sidecar mode needs the application's image (the container tenantgate protects)" -}}
 {{- end -}}
-{{- if and (eq .Values.mode "sidecar") (eq (int .Values.sidecar.envoy.port) (int .Values.sidecar.app.port)) -}}
-{{- fail "sidecar.envoy.port: must differ from sidecar.app.port (Envoy listens in front of the app)" -}}
+{{- $ports := include "tenantgate.podPorts" . | fromYamlArray -}}
+{{- range $i, $a := $ports -}}
+{{- range $j, $b := $ports -}}
+{{- if and (lt $j $i) (eq (int (index $a 1)) (int (index $b 1))) -}}
+{{- fail (printf "%s: must differ from %s, both %d (the pod's containers share one network namespace: each port it listens on must be distinct)" (index $a 0) (index $b 0) (int (index $a 1))) -}}
 {{- end -}}
-{{- if eq (int .Values.ports.grpc) (int .Values.ports.metrics) -}}
-{{- fail "ports.metrics: must differ from ports.grpc" -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Every TCP port the pod listens on, as a YAML list of [the values key that sets it, port], in the
+order the clash message names them (the later one is the key to change). All containers of a pod
+share its network namespace: loopback or not, two listeners on one port cannot both start.
+*/}}
+{{- define "tenantgate.podPorts" -}}
+{{- $ports := list (list "ports.grpc" (int .Values.ports.grpc)) -}}
+{{- if .Values.metrics.enabled -}}
+{{- $ports = append $ports (list "ports.metrics" (int .Values.ports.metrics)) -}}
+{{- end -}}
+{{- with .Values.admin -}}
+{{- $listen := toString (default "127.0.0.1:9002" .listen) -}}
+{{- if not (hasPrefix "unix:" $listen) -}}
+{{- $ports = append $ports (list (printf "admin.listen %q" $listen) (regexFind "[0-9]+$" $listen | int)) -}}
+{{- end -}}
+{{- end -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- /* Envoy's admin listener: tenantgate envoy-config's --admin, 127.0.0.1:9901 unless given. */ -}}
+{{- $envoyAdmin := "" -}}
+{{- $args := .Values.sidecar.envoyConfigArgs -}}
+{{- range $i, $arg := $args -}}
+{{- if and (eq (toString $arg) "--admin") (lt (add1 $i) (len $args)) -}}
+{{- $envoyAdmin = toString (index $args (add1 $i)) -}}
+{{- else if hasPrefix "--admin=" (toString $arg) -}}
+{{- $envoyAdmin = trimPrefix "--admin=" (toString $arg) -}}
+{{- end -}}
+{{- end -}}
+{{- if $envoyAdmin -}}
+{{- $ports = append $ports (list (printf "sidecar.envoyConfigArgs --admin %q" $envoyAdmin) (regexFind "[0-9]+$" $envoyAdmin | int)) -}}
+{{- else -}}
+{{- $ports = append $ports (list "Envoy's admin port 9901 (the default; sidecar.envoyConfigArgs --admin changes it)" 9901) -}}
+{{- end -}}
+{{- $ports = append $ports (list "sidecar.app.port" (int .Values.sidecar.app.port)) -}}
+{{- $ports = append $ports (list "sidecar.envoy.port" (int .Values.sidecar.envoy.port)) -}}
+{{- end -}}
+{{- toYaml $ports -}}
 {{- end -}}
 
 {{/*
