@@ -11,6 +11,7 @@ import pytest
 import yaml
 from deploy_support import CHART
 from pydantic import BaseModel
+from tenantgate.app import SERVICES
 from tenantgate.config.model import Config
 
 # (values, a line Helm must print): each names the key and says what is wrong.
@@ -66,6 +67,11 @@ REJECTED = [
                  id="ratio-above-one"),
     pytest.param({"image": {"repository": "tenantgate", "digest": "latest"}},
                  "- image.digest: Does not match pattern", id="digest-not-sha256"),
+    pytest.param({"probes": {"service": "tenantgate"}},
+                 '- probes.service: probes.service must be one of the following: "", '
+                 '"envoy.service.auth.v3.Authorization", '
+                 '"envoy.service.ratelimit.v3.RateLimitService"',
+                 id="probe-service-not-registered"),
     # Cross-field rules the schema cannot express come from the chart's own checks.
     pytest.param({"context": {"active_key": "k9"}},
                  'context.active_key: "k9" is not one of signingKeys.keyIds [k1]',
@@ -180,6 +186,12 @@ def test_values_schema_names_exactly_the_config_keys(
     assert schema_keys == model_keys, (
         f"{path}: only in the chart schema {sorted(schema_keys - model_keys)}, "
         f"only in the config model {sorted(model_keys - schema_keys)}")
+
+
+def test_probe_services_are_exactly_what_the_health_servicer_registers() -> None:
+    """Any other name makes the gRPC health check answer NOT_FOUND: the pod never gets ready."""
+    service = _schema()["properties"]["probes"]["properties"]["service"]
+    assert service["enum"] == ["", *SERVICES]
 
 
 def test_every_config_section_is_a_values_key() -> None:
