@@ -109,6 +109,12 @@ REJECTED = [
                                                  "envoyConfigArgs": ["--admin=127.0.0.1:7000"]}},
                  'sidecar.app.port: must differ from sidecar.envoyConfigArgs --admin '
                  '"127.0.0.1:7000", both 7000', id="envoy-admin-moved-onto-app"),
+    # /tmp is a 16Mi in-memory emptyDir without rotation: an audit file there gets the pod evicted.
+    pytest.param({"audit": {"path": "/tmp/audit.jsonl"}},
+                 'audit.path: "/tmp/audit.jsonl" is in /tmp, a 16Mi in-memory emptyDir',
+                 id="audit-file-in-tmp"),
+    pytest.param({"audit": {"path": "//tmp/./audit.jsonl"}},
+                 'audit.path: "/tmp/audit.jsonl" is in /tmp', id="audit-file-in-tmp-uncleaned"),
     pytest.param({"admin": {"listen": "127.0.0.1:9090", "token": {"fromEnv": "ADMIN_TOKEN"}}},
                  'admin.listen "127.0.0.1:9090": must differ from ports.metrics, both 9090',
                  id="admin-api-on-metrics-port"),

@@ -78,6 +78,10 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- if and (eq .Values.mode "sidecar") .Values.sidecar.app.enabled (not .Values.sidecar.app.image) -}}
 {{- fail "sidecar.app.image: sidecar mode needs the application's image (the container tenantgate protects)" -}}
 {{- end -}}
+{{- $audit := clean (toString (default "-" .Values.audit.path)) -}}
+{{- if and .Values.audit.enabled (or (eq $audit "/tmp") (hasPrefix "/tmp/" $audit)) -}}
+{{- fail (printf "audit.path: %q is in /tmp, a 16Mi in-memory emptyDir counted against the memory limit and never rotated: a client sending bad tokens fills it and the pod is evicted. Use \"-\" (standard output, collected by the node's log pipeline)" $audit) -}}
+{{- end -}}
 {{- $ports := include "tenantgate.podPorts" . | fromYamlArray -}}
 {{- range $i, $a := $ports -}}
 {{- range $j, $b := $ports -}}
