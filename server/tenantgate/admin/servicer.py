@@ -10,6 +10,7 @@ from redis.exceptions import RedisError
 
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
+from tenantgate.decision import Reason
 from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager
 
 if TYPE_CHECKING:
@@ -17,16 +18,24 @@ if TYPE_CHECKING:
     from tenantgate.runtime import Runtime
 
 T = TypeVar("T")
+_INT64_MAX = 2**63 - 1
 _CODES = {"invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
           "not_found": grpc.StatusCode.NOT_FOUND}
 
 
 def to_message(record: KeyRecord) -> pb.ApiKey:
     return pb.ApiKey(key_id=record.key_id, tenant=record.tenant, name=record.name,
-                     scopes=list(record.scopes), created_at=record.created_at,
-                     expires_at=record.expires_at, revoked=record.revoked,
-                     revoked_at=record.revoked_at, last_used_at=record.last_used_at,
+                     scopes=list(record.scopes), created_at=_int64(record.created_at),
+                     expires_at=_int64(record.expires_at), revoked=record.revoked,
+                     revoked_at=_int64(record.revoked_at),
+                     last_used_at=_int64(record.last_used_at),
                      replaces_key_id=record.replaces)
+
+
+def _int64(stamp: int) -> int:
+    # Records stored before expiries were bounded can hold more than int64: one such key must
+    # not make its whole tenant unlistable.
+    return max(-_INT64_MAX - 1, min(stamp, _INT64_MAX))
 
 
 class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
@@ -38,7 +47,9 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         runtime = self._get_runtime()
         if runtime.api_keys is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "api_keys is not configured")
-        manager = KeyManager(runtime.api_keys, runtime.tenants.valid_id)
+        tenants = runtime.tenants
+        manager = KeyManager(runtime.api_keys, tenants.valid_id,
+                             lambda t: tenants.resolve(t) is not Reason.TENANT_UNKNOWN)
         try:
             return await action(manager)
         except KeyAdminError as exc:

@@ -14,6 +14,10 @@ from tenantgate.identity.apikeys import ApiKeys, format_key, new_key_id, new_sec
 _SCOPE = re.compile(r"[!#-\[\]-~]{1,128}")  # printable ASCII without space, quote or backslash
 _MAX_SCOPES = 64
 _MAX_NAME = 128
+# A lifetime or overlap longer than this is refused: now + it must fit the int64 fields of the
+# admin API (beyond them a stored key could never be listed again), and ten years is plenty.
+MAX_LIFETIME_SECONDS = 10 * 365 * 86400
+NO_OVERLAP = -1  # RotateKey's overlap_seconds for "the old key stops working now"; 0 = default
 
 
 class KeyAdminError(Exception):
@@ -32,28 +36,35 @@ class NewKey:
 
 
 class KeyManager:
-    def __init__(self, keys: ApiKeys, valid_tenant: Callable[[str], bool]) -> None:
+    def __init__(self, keys: ApiKeys, valid_tenant: Callable[[str], bool],
+                 admitted_tenant: Callable[[str], bool]) -> None:
+        """`admitted_tenant`: whether a request for the tenant could pass the tenant rules (in
+        the registry, or unknown tenants allowed); keys are created only for those."""
         self._keys = keys
         self._store = keys.store
         self._valid_tenant = valid_tenant
+        self._admitted_tenant = admitted_tenant
 
     async def create(self, tenant: str, name: str, scopes: list[str], ttl_seconds: int,
                      replaces: str = "") -> NewKey:
         self._check_tenant(tenant)
+        if not self._admitted_tenant(tenant):
+            raise KeyAdminError("invalid_argument", "tenant: not in tenants.registry and "
+                                "tenants.allow_unknown is off: the key could never be used")
         if len(name) > _MAX_NAME or not name.isprintable():
             raise KeyAdminError("invalid_argument",
                                 f"name: at most {_MAX_NAME} printable characters")
         if len(scopes) > _MAX_SCOPES or not all(_SCOPE.fullmatch(s) for s in scopes):
             raise KeyAdminError("invalid_argument",
                             "scopes: printable ASCII words without spaces, quotes or backslashes")
-        if ttl_seconds < 0:
-            raise KeyAdminError("invalid_argument", "ttl_seconds: must not be negative")
+        _check_duration("ttl_seconds", ttl_seconds, minimum=0)
         now = int(time.time())
         key_id, secret = new_key_id(), new_secret()
         record = KeyRecord(key_id=key_id, tenant=tenant, name=name,
                            scopes=tuple(dict.fromkeys(scopes)),
                            digest=self._keys.hasher.digest(key_id, secret), created_at=now,
-                           expires_at=now + ttl_seconds if ttl_seconds else 0, replaces=replaces)
+                           expires_at=now + ttl_seconds if ttl_seconds else 0, replaces=replaces,
+                           lifetime=ttl_seconds)
         await self._store.put(record)
         self._keys.invalidate(key_id)  # a negative cache entry for this id would hide it here
         return NewKey(record, format_key(self._keys.prefix, key_id, secret))
@@ -72,16 +83,14 @@ class KeyManager:
     async def rotate(self, key_id: str, overlap_seconds: int) -> tuple[NewKey, KeyRecord]:
         """A new key with the old one's tenant, name and scopes; the old one expires after the
         overlap, so callers switch over without a moment where neither works."""
-        if overlap_seconds < 0:
-            raise KeyAdminError("invalid_argument", "overlap_seconds: must not be negative")
+        _check_duration("overlap_seconds", overlap_seconds, minimum=NO_OVERLAP)
         old = await self.get(key_id)
         if old.revoked or old.expired(time.time()):
             raise KeyAdminError("invalid_argument", "key is revoked or expired: create a new one")
-        overlap = overlap_seconds or int(self._keys.cfg.rotate_overlap)
-        lifetime = old.expires_at - old.created_at if old.expires_at else 0  # the same again
+        overlap = self._overlap(overlap_seconds)
+        # The old key's own lifetime, not expires_at - created_at: a rotation shortened that.
         new = await self.create(old.tenant, old.name, list(old.scopes),
-                                ttl_seconds=max(lifetime, 1) if lifetime else 0,
-                                replaces=old.key_id)
+                                ttl_seconds=old.lifetime, replaces=old.key_id)
         old_expiry = int(time.time()) + overlap
         if old.expires_at:
             old_expiry = min(old_expiry, old.expires_at)
@@ -101,6 +110,22 @@ class KeyManager:
         await self._keys.flush_usage()  # this replica's counts are current at least
         return await self._store.usage(tenant)
 
+    def _overlap(self, overlap_seconds: int) -> int:
+        if overlap_seconds == NO_OVERLAP:
+            return 0  # expires_at = now: expired() is true from this second on
+        # The configured default has no upper bound of its own.
+        return overlap_seconds or min(int(self._keys.cfg.rotate_overlap), MAX_LIFETIME_SECONDS)
+
     def _check_tenant(self, tenant: str) -> None:
         if not self._valid_tenant(tenant):
             raise KeyAdminError("invalid_argument", "tenant: not a valid tenant id")
+
+
+def _check_duration(field: str, seconds: int, minimum: int) -> None:
+    """Refused before anything is written: an out-of-range value must not leave a record."""
+    if seconds < minimum:
+        allowed = "-1 (none), 0 (the default) or positive" if minimum < 0 else "not negative"
+        raise KeyAdminError("invalid_argument", f"{field}: must be {allowed}")
+    if seconds > MAX_LIFETIME_SECONDS:
+        raise KeyAdminError("invalid_argument",
+                            f"{field}: at most {MAX_LIFETIME_SECONDS} (10 years)")

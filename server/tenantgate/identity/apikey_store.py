@@ -13,7 +13,7 @@ _KEY = "tenantgate:apikey:{}"  # hash: one key record
 _TENANT_KEYS = "tenantgate:apikeys:tenant:{}"  # set: the key ids of one tenant
 _USAGE = "tenantgate:apikeys:usage:{}"  # hash: requests, revoked_attempts, key:<id>
 _RECORD_FIELDS = ("tenant", "name", "scopes", "digest", "created_at", "expires_at",
-                  "revoked_at", "last_used_at", "replaces")
+                  "revoked_at", "last_used_at", "replaces", "lifetime")
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,6 +28,9 @@ class KeyRecord:
     revoked_at: int = 0  # 0: not revoked
     last_used_at: int = 0
     replaces: str = ""  # the key this one rotated out
+    # The lifetime it was created with (0: none); kept apart from expires_at, which a rotation
+    # shortens, so a successor gets the same lifetime however often the key is rotated.
+    lifetime: int = 0
 
     @property
     def revoked(self) -> bool:
@@ -40,7 +43,8 @@ class KeyRecord:
         return {"tenant": self.tenant, "name": self.name, "scopes": " ".join(self.scopes),
                 "digest": self.digest, "created_at": str(self.created_at),
                 "expires_at": str(self.expires_at), "revoked_at": str(self.revoked_at),
-                "last_used_at": str(self.last_used_at), "replaces": self.replaces}
+                "last_used_at": str(self.last_used_at), "replaces": self.replaces,
+                "lifetime": str(self.lifetime)}
 
     @classmethod
     def from_hash(cls, key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
@@ -53,7 +57,8 @@ class KeyRecord:
                    expires_at=_int(fields.get("expires_at")),
                    revoked_at=_int(fields.get("revoked_at")),
                    last_used_at=_int(fields.get("last_used_at")),
-                   replaces=fields.get("replaces", ""))
+                   replaces=fields.get("replaces", ""),
+                   lifetime=_lifetime(fields))
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +137,14 @@ _SET_IF_EXISTS = ("if redis.call('EXISTS', KEYS[1]) == 1 then "
 
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _lifetime(fields: Mapping[str, str]) -> int:
+    if "lifetime" in fields:
+        return _int(fields["lifetime"])
+    # Written before the field existed: right unless the key has been rotated since.
+    expires_at, created_at = _int(fields.get("expires_at")), _int(fields.get("created_at"))
+    return max(expires_at - created_at, 1) if expires_at else 0
 
 
 def _int(value: Any) -> int:

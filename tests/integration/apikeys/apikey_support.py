@@ -45,7 +45,8 @@ class Replica:
         await self.app.stop()
 
 
-def write_config(directory: Path, redis_url: str, *, admin: bool, **api_keys: Any) -> tuple[
+def write_config(directory: Path, redis_url: str, *, admin: bool,
+                 allow_unknown: bool | None = None, **api_keys: Any) -> tuple[
         Path, int, int | None]:
     """A config file with API keys on; returns (path, Check port, admin port or None)."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -62,7 +63,8 @@ def write_config(directory: Path, redis_url: str, *, admin: bool, **api_keys: An
                    "uvloop": False},
         "context": {"active_key": "c1",
                     "keys": [{"id": "c1", "secret": {"fromFile": str(shared / "context.key")}}]},
-        "tenants": {"registry": {"acme": {"plan": "pro"}, "globex": {}}},
+        "tenants": {"registry": {"acme": {"plan": "pro"}, "globex": {}},
+                    **({} if allow_unknown is None else {"allow_unknown": allow_unknown})},
         "audit": {"path": str(directory / "audit.log"), "sample_allow": 1.0},
         "api_keys": {"hash_secret": {"fromFile": str(hash_key)}, "redis_url": redis_url,
                      "usage_flush_interval": "100ms", **api_keys},

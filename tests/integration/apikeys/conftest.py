@@ -39,9 +39,10 @@ def redis_url(redis_server: RedisServer) -> str:
 async def start_replica(tmp_path: Path, redis_url: str) -> AsyncIterator[StartReplica]:
     started: list[Replica] = []
 
-    async def start(name: str = "a", *, admin: bool = False, **api_keys: Any) -> Replica:
+    async def start(name: str = "a", *, admin: bool = False, allow_unknown: bool | None = None,
+                    **api_keys: Any) -> Replica:
         path, grpc_port, admin_port = write_config(tmp_path / name, redis_url, admin=admin,
-                                                   **api_keys)
+                                                   allow_unknown=allow_unknown, **api_keys)
         app = App(str(path))
         await app.start()
         replica = Replica(app, grpc_port, admin_port)
