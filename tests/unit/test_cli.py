@@ -186,3 +186,34 @@ def test_envoy_config_timeout_outside_envoys_range_fails_at_render_time(
     assert capsys.readouterr().err == (
         f"tenantgate: --authz-timeout: must be a number of seconds from 0.001 to 315576000000, "
         f"got {float(seconds)!r}\n")
+
+
+@pytest.mark.parametrize("curve", ["secp256k1", "p192"])
+def test_token_mint_with_a_key_jwt_cannot_sign_with_is_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], curve: str) -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+
+    key = ec.generate_private_key(ec.SECP256K1() if curve == "secp256k1" else ec.SECP192R1())
+    path = tmp_path / "k.pem"
+    path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                       serialization.PrivateFormat.PKCS8,
+                                       serialization.NoEncryption()))
+    code = main(["token", "mint", "--key", str(path), "--iss", "i", "--aud", "a",
+                 "--tenant", "acme"])
+    err = capsys.readouterr().err
+    assert code == 1
+    assert err.startswith(f"tenantgate token: cannot sign with {path}: ")
+    assert err.count("\n") == 1
+
+
+def test_token_mint_refuses_a_non_utf8_argument_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "k.pem"
+    assert main(["token", "create-key", "--out", str(key), "--jwks-out",
+                 str(tmp_path / "j.json")]) == 0
+    capsys.readouterr()
+    # What Python makes of the argv bytes b"ac\xffme": a lone surrogate.
+    code = main(["token", "mint", "--key", str(key), "--iss", "i", "--aud", "a",
+                 "--tenant", os.fsdecode(b"ac\xffme")])
+    assert (code, capsys.readouterr().err) == (2, "tenantgate token: --tenant: not valid UTF-8\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import sys
 import time
@@ -16,10 +17,14 @@ import grpc
 from google.protobuf.json_format import MessageToDict
 from pydantic import TypeAdapter, ValidationError
 
+from tenantgate.cli.errors import non_utf8_option
 from tenantgate.config.types import Duration
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
 _TIMEOUT = 10.0
+_MAX_SECONDS = 10 * 365 * 86400  # the admin API's bound (apikey_manager.MAX_LIFETIME_SECONDS)
+_NO_OVERLAP = -1  # RotateKey's overlap_seconds for "none"; 0 asks for the server's default
+_OPTION_NAMES = {"key_id": "KEY_ID", "scopes": "--scope"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -46,7 +51,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     create.add_argument("--name", default="", help="a label for people, e.g. 'billing-sync'")
     create.add_argument("--scope", action="append", default=[], dest="scopes",
                         help="a scope the key grants (repeatable)")
-    create.add_argument("--ttl", help="lifetime such as 90d or 12h (default: no expiry)")
+    create.add_argument("--ttl", help="lifetime such as 90d or 12h, at least 1s and at most "
+                        "3650d; fractions of a second round up (default: no expiry)")
     create.set_defaults(handler=_command(_create))
 
     listing = sub.add_parser("list", help="list a tenant's keys (never their secrets)")
@@ -56,8 +62,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     rotate = sub.add_parser("rotate", help="new key now; the old one expires after an overlap")
     rotate.add_argument("key_id", metavar="KEY_ID")
-    rotate.add_argument("--overlap", help="how long the old key keeps working, e.g. 1h "
-                        "(default: the server's api_keys.rotate_overlap)")
+    rotate.add_argument("--overlap", help="how long the old key keeps working, e.g. 1h, at "
+                        "most 3650d; 0: it stops working now (default: the server's "
+                        "api_keys.rotate_overlap)")
     rotate.set_defaults(handler=_command(_rotate))
 
     revoke = sub.add_parser("revoke", help="revoke a key on every replica")
@@ -82,6 +89,8 @@ def _command(action: Action) -> Callable[[argparse.Namespace], int]:
         from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 
         try:
+            if (option := non_utf8_option(args, _OPTION_NAMES)) is not None:
+                raise UsageError(f"{option}: not valid UTF-8")
             metadata = [("authorization", f"Bearer {_token(args)}")]
             with _channel(args) as channel:
                 return action(args, pb_grpc.ApiKeyAdminStub(channel), metadata)
@@ -100,17 +109,26 @@ def _token(args: argparse.Namespace) -> str:
     if (args.token_env is None) == (args.token_file is None):
         raise UsageError("give exactly one of --token-env NAME or --token-file FILE")
     if args.token_env is not None:
-        token = os.environ.get(args.token_env)
+        token = os.environ.get(args.token_env, "").strip()
         if not token:
             raise UsageError(f"environment variable {args.token_env} is not set")
-        return token.strip()
+        return _header_safe(token, f"environment variable {args.token_env}")
     try:
-        token = args.token_file.read_text().strip()
+        token = args.token_file.read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise UsageError(f"cannot read {args.token_file}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{args.token_file}: the token is not valid UTF-8") from None
     if not token:
         raise UsageError(f"{args.token_file} is empty")
-    return str(token)
+    return _header_safe(token, str(args.token_file))
+
+
+def _header_safe(token: str, source: str) -> str:
+    # gRPC metadata values are printable ASCII; anything else fails inside grpc.
+    if not (token.isascii() and token.isprintable()):
+        raise UsageError(f"{source}: the admin token must be printable ASCII")
+    return token
 
 
 def _read(path: Path | None) -> bytes | None:
@@ -131,17 +149,41 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
     return grpc.secure_channel(args.admin, creds)
 
 
-def _seconds(text: str | None, option: str) -> int:
-    if text is None:
-        return 0
+def _seconds(text: str, option: str) -> int:
+    """Whole seconds, rounded up: a truncated 500ms would be 0, which the API reads as
+    "no expiry" or "the default overlap"."""
     try:
-        return int(_DURATION.validate_python(text))
+        seconds = _DURATION.validate_python(text)
     except ValidationError:
         raise UsageError(f"{option}: must be a duration such as 30m, 12h or 90d") from None
+    if seconds > _MAX_SECONDS:  # also keeps it within the request's int64
+        raise UsageError(f"{option}: at most 3650d (10 years)")
+    return math.ceil(seconds)
+
+
+def _ttl(text: str | None) -> int:
+    if text is None:
+        return 0  # no expiry
+    seconds = _seconds(text, "--ttl")
+    if seconds == 0:
+        raise UsageError("--ttl: must be at least 1s (leave --ttl out for a key that never "
+                         "expires)")
+    return seconds
+
+
+def _overlap(text: str | None) -> int:
+    if text is None:
+        return 0  # the server's default
+    return _seconds(text, "--overlap") or _NO_OVERLAP
 
 
 def _when(stamp: int) -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else "-"
+    if not stamp:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
+    except (OverflowError, OSError, ValueError):  # beyond what the platform's gmtime takes
+        return str(stamp)
 
 
 def _show(args: argparse.Namespace, message: Any) -> None:
@@ -167,12 +209,12 @@ def _create(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]
 
     reply = stub.CreateKey(pb.CreateKeyRequest(
         tenant=args.tenant, name=args.name, scopes=args.scopes,
-        ttl_seconds=_seconds(args.ttl, "--ttl")), metadata=metadata, timeout=_TIMEOUT)
+        ttl_seconds=_ttl(args.ttl)), metadata=metadata, timeout=_TIMEOUT)
     if args.json:
         _show(args, reply)
         return 0
+    _secret_once(reply.api_key)  # first: nothing after it may lose the secret
     print(_line(reply.key), file=sys.stderr)
-    _secret_once(reply.api_key)
     return 0
 
 
@@ -193,14 +235,14 @@ def _rotate(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
     reply = stub.RotateKey(pb.RotateKeyRequest(
-        key_id=args.key_id, overlap_seconds=_seconds(args.overlap, "--overlap")),
+        key_id=args.key_id, overlap_seconds=_overlap(args.overlap)),
         metadata=metadata, timeout=_TIMEOUT)
     if args.json:
         _show(args, reply)
         return 0
+    _secret_once(reply.api_key)  # first: nothing after it may lose the secret
     print(f"old: {_line(reply.old_key)}", file=sys.stderr)
     print(f"new: {_line(reply.new_key)}", file=sys.stderr)
-    _secret_once(reply.api_key)
     return 0
 
 

@@ -7,6 +7,9 @@ import json
 import sys
 from pathlib import Path
 
+import jwt
+
+from tenantgate.cli.errors import non_utf8_option
 from tenantgate.testing import tokens
 
 
@@ -55,6 +58,9 @@ def _create_key(args: argparse.Namespace) -> int:
 
 
 def _mint(args: argparse.Namespace) -> int:
+    if (option := non_utf8_option(args)) is not None:
+        print(f"tenantgate token: {option}: not valid UTF-8", file=sys.stderr)
+        return 2
     try:
         key = tokens.load_key(args.key)
     except (OSError, ValueError) as exc:
@@ -63,5 +69,16 @@ def _mint(args: argparse.Namespace) -> int:
     extra = {"scope": args.scope} if args.scope else {}
     claims = tokens.claims(args.iss, args.aud, args.tenant, subject=args.sub, ttl=args.ttl,
                            tenant_claim=args.tenant_claim, **extra)
-    print(tokens.mint(key, tokens.algorithm_of(key), claims, kid=args.kid))
+    try:
+        # A key load_key accepts can still be one PyJWT cannot sign with (e.g. secp256k1).
+        print(tokens.mint(key, tokens.algorithm_of(key), claims, kid=args.kid))
+    except jwt.exceptions.PyJWTError as exc:
+        return _cannot_sign(args.key, str(exc))
+    except KeyError:  # algorithm_of: an EC curve without a JWT algorithm, e.g. P-192
+        return _cannot_sign(args.key, "no JWT algorithm for this key's curve")
     return 0
+
+
+def _cannot_sign(path: Path, why: str) -> int:
+    print(f"tenantgate token: cannot sign with {path}: {why}", file=sys.stderr)
+    return 1

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from pathlib import Path
 
 import pytest
 from apikey_support import ADMIN_TOKEN, StartReplica
 from google.rpc import code_pb2
+from redis.asyncio import Redis
+from tenantgate.cli import keys as keys_cli
 from tenantgate.cli import main
 
 
@@ -80,3 +83,88 @@ def test_keys_cli_has_no_way_to_pass_the_token_on_the_command_line(
         main(["keys", option, ADMIN_TOKEN, "list", "--tenant", "acme"])
     assert exited.value.code == 2
     assert "tenantgate keys: error:" in capsys.readouterr().err
+
+
+async def test_keys_cli_durations_mean_what_they_say(
+        start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a = await start_replica("a", admin=True)
+    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
+    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+
+    code, out, err = await run_cli(capsys, *base, "--json", "create", "--tenant", "acme",
+                                   "--ttl", "500ms")  # rounded up, not truncated to "never"
+    key = json.loads(out)["key"]
+    assert code == 0 and int(key["expires_at"]) - int(key["created_at"]) == 1, err
+    code, _, err = await run_cli(capsys, *base, "create", "--tenant", "acme", "--ttl", "0")
+    assert (code, err) == (2, "tenantgate keys: --ttl: must be at least 1s (leave --ttl out "
+                              "for a key that never expires)\n")
+    for ttl in ("99999999999999d", "200000000000000d", "3651d"):
+        code, _, err = await run_cli(capsys, *base, "create", "--tenant", "acme", "--ttl", ttl)
+        assert (code, err) == (2, "tenantgate keys: --ttl: at most 3650d (10 years)\n")
+
+    code, out, _ = await run_cli(capsys, *base, "create", "--tenant", "acme")
+    api_key = out.strip()
+    code, out, err = await run_cli(capsys, *base, "rotate", api_key.split("_")[1],
+                                   "--overlap", "0")  # 0: the old key stops working now
+    assert code == 0, err
+    assert (await a.check(api_key)).status.code == code_pb2.PERMISSION_DENIED
+    assert (await a.check(out.strip())).status.code == code_pb2.OK
+    listed = await run_cli(capsys, *base, "--json", "list", "--tenant", "acme")
+    assert len(json.loads(listed[1])["keys"]) == 3  # 500ms, rotated and new: no refused one
+
+
+async def test_keys_cli_reports_unusable_arguments_in_one_line(
+        start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    a = await start_replica("a", admin=True)
+    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
+    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    ff = os.fsdecode(b"\xff")  # what Python makes of a non-UTF-8 argv byte
+    for argv, option in [(("revoke", ff), "KEY_ID"),
+                         (("create", "--tenant", f"ac{ff}me"), "--tenant"),
+                         (("create", "--tenant", "acme", "--scope", ff), "--scope")]:
+        code, _, err = await run_cli(capsys, *base, *argv)
+        assert (code, err) == (2, f"tenantgate keys: {option}: not valid UTF-8\n")
+
+    token_file = tmp_path / "token"
+    token_file.write_bytes(b"\xff" * 40)
+    code, _, err = await run_cli(capsys, "keys", "--admin", a.admin_address or "",
+                                 "--token-file", str(token_file), "list", "--tenant", "acme")
+    assert (code, err) == (2, f"tenantgate keys: {token_file}: the token is not valid UTF-8\n")
+
+
+async def test_keys_cli_lists_a_key_whose_expiry_the_platform_cannot_format(
+        start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
+    a = await start_replica("a", admin=True)
+    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
+    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    code, out, _ = await run_cli(capsys, *base, "create", "--tenant", "acme")
+    key_id = out.strip().split("_")[1]
+    async with Redis.from_url(redis_url) as client:  # stored before lifetimes were bounded
+        await client.hset(f"tenantgate:apikey:{key_id}", "expires_at", str(2**62))
+    code, out, err = await run_cli(capsys, *base, "list", "--tenant", "acme")
+    assert code == 0, err
+    assert f"expires={2**62} " in out
+
+
+async def test_keys_cli_prints_the_new_secret_before_anything_that_could_fail(
+        start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    a = await start_replica("a", admin=True)
+    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
+    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+
+    def broken(key: object) -> str:
+        raise RuntimeError("formatting failed")
+
+    monkeypatch.setattr(keys_cli, "_line", broken)
+    capsys.readouterr()
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(main, [*base, "create", "--tenant", "acme"])
+    created = capsys.readouterr().out.strip()
+    assert created.startswith("tgk_")  # the caller still got the secret
+    with pytest.raises(RuntimeError):
+        await asyncio.to_thread(main, [*base, "rotate", created.split("_")[1]])
+    assert capsys.readouterr().out.strip().startswith("tgk_")
