@@ -12,6 +12,7 @@ import pytest
 import yaml
 from deploy_support import CHART, REPO, Rendered
 from tenantgate.decision import STATUS, Reason
+from tenantgate.observe.metrics import OTHER_TENANT
 from tenantgate.observe.quota import QuotaResult
 
 DASHBOARD = REPO / "deploy" / "grafana" / "tenantgate-dashboard.json"
@@ -117,6 +118,18 @@ def test_auth_failure_alert_counts_exactly_the_reasons_answered_401(
     assert match is not None
     unauthorized = {str(reason) for reason, status in STATUS.items() if status == 401}
     assert set(match.group(1).split("|")) == unauthorized
+
+
+def test_auth_failure_alert_says_credential_failures_count_under_other(
+        rules: list[dict[str, Any]]) -> None:
+    """A bad JWT or API key is refused before any tenant is known: its label is "other"."""
+    rule = next(r for r in rules if r["alert"] == "TenantgateAuthFailureSpike")
+    description = rule["annotations"]["description"]
+    assert f'tenant="{OTHER_TENANT}"' in description
+    assert str(Reason.ISSUER_NOT_ALLOWED_FOR_TENANT) in description
+    assert "empty tenant" not in description
+    readme = (REPO / "deploy" / "README.md").read_text()
+    assert f'`tenant="{OTHER_TENANT}"`' in readme
 
 
 def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> None:

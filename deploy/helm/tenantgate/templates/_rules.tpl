@@ -26,8 +26,11 @@ groups:
         for: {{ $r.for }}
         labels: {severity: warning}
         annotations:
-          summary: {{ "Authentication failures spiking for tenant \"{{ $labels.tenant }}\"" | quote }}
-          description: {{ "{{ $value | humanizePercentage }} of Checks for tenant \"{{ $labels.tenant }}\" fail authentication (an empty tenant means the token named none): expired or forged tokens, a rotated IdP key, or credential stuffing." | quote }}
+          # A credential that fails (bad JWT, bad API key) is refused before any tenant is known,
+          # so it counts under tenant="other" (beside tenants outside tenants.registry); only
+          # issuer_not_allowed_for_tenant denials carry a registry tenant's label.
+          summary: {{ "Authentication failures spiking under tenant label \"{{ $labels.tenant }}\"" | quote }}
+          description: {{ "{{ $value | humanizePercentage }} of Checks labelled tenant \"{{ $labels.tenant }}\" fail authentication (401). Credentials that do not verify (expired or forged tokens, a rotated IdP key, unknown or revoked API keys, credential stuffing) name no tenant yet, so they all count under tenant=\"other\", together with tenants outside tenants.registry. Under a registry tenant, only tokens from an issuer not allowed for that tenant count (issuer_not_allowed_for_tenant)." | quote }}
       - alert: TenantgateTenantThrottled
         expr: |
           (
