@@ -8,11 +8,17 @@ import os
 from pathlib import Path
 
 import pytest
-from apikey_support import ADMIN_TOKEN, StartReplica
+from apikey_support import ADMIN_TOKEN, Replica, StartReplica
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 from tenantgate.cli import keys as keys_cli
 from tenantgate.cli import main
+
+
+def cli_base(replica: Replica, monkeypatch: pytest.MonkeyPatch) -> tuple[str, ...]:
+    """`tenantgate keys` pointed at `replica`'s admin API, the token read from the env."""
+    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
+    return ("keys", "--admin", replica.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
 
 
 async def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -26,8 +32,7 @@ async def test_keys_cli_creates_lists_rotates_and_revokes(
         start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     a = await start_replica("a", admin=True)
-    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
-    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    base = cli_base(a, monkeypatch)
 
     code, out, err = await run_cli(capsys, *base, "create", "--tenant", "acme", "--name",
                                    "sync", "--scope", "things:read", "--ttl", "90d")
@@ -89,8 +94,7 @@ async def test_keys_cli_durations_mean_what_they_say(
         start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     a = await start_replica("a", admin=True)
-    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
-    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    base = cli_base(a, monkeypatch)
 
     code, out, err = await run_cli(capsys, *base, "--json", "create", "--tenant", "acme",
                                    "--ttl", "500ms")  # rounded up, not truncated to "never"
@@ -118,8 +122,7 @@ async def test_keys_cli_reports_unusable_arguments_in_one_line(
         start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     a = await start_replica("a", admin=True)
-    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
-    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    base = cli_base(a, monkeypatch)
     ff = os.fsdecode(b"\xff")  # what Python makes of a non-UTF-8 argv byte
     for argv, option in [(("revoke", ff), "KEY_ID"),
                          (("create", "--tenant", f"ac{ff}me"), "--tenant"),
@@ -138,8 +141,7 @@ async def test_keys_cli_lists_a_key_whose_expiry_the_platform_cannot_format(
         start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch, redis_url: str) -> None:
     a = await start_replica("a", admin=True)
-    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
-    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    base = cli_base(a, monkeypatch)
     code, out, _ = await run_cli(capsys, *base, "create", "--tenant", "acme")
     key_id = out.strip().split("_")[1]
     async with Redis.from_url(redis_url) as client:  # stored before lifetimes were bounded
@@ -153,8 +155,7 @@ async def test_keys_cli_prints_the_new_secret_before_anything_that_could_fail(
         start_replica: StartReplica, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
     a = await start_replica("a", admin=True)
-    monkeypatch.setenv("TG_ADMIN_TOKEN", ADMIN_TOKEN)
-    base = ("keys", "--admin", a.admin_address or "", "--token-env", "TG_ADMIN_TOKEN")
+    base = cli_base(a, monkeypatch)
 
     def broken(key: object) -> str:
         raise RuntimeError("formatting failed")
