@@ -47,9 +47,18 @@ class Runtime:
     def build(cls, config: Config) -> Runtime:
         http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         keysets = {i.name: KeySet(i, http) for i in config.issuers if i.jwks is not None}
+        audit = _open_audit(config)
+        try:
+            return cls._assemble(config, http, keysets, audit)
+        except BaseException:
+            audit.close()  # a rejected reload must not leave its audit file open
+            raise
+
+    @classmethod
+    def _assemble(cls, config: Config, http: httpx.AsyncClient, keysets: dict[str, KeySet],
+                  audit: AuditLog) -> Runtime:
         ctx = config.context
         creds = config.credentials
-        audit = _open_audit(config)
         api_keys = _build_api_keys(config, audit)
         metrics.declare_tenants(config.tenants.registry)
         return cls(
