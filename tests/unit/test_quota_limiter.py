@@ -227,3 +227,14 @@ def test_build_limiter_keeps_degraded_buckets_across_rebuilds(config: Config) ->
     first, second = build_limiter(config), build_limiter(config)
     assert first is not None and second is not None
     assert first._degraded is second._degraded
+
+
+def test_a_changed_max_local_entries_is_reported_not_silently_ignored(
+        config: Config, caplog: pytest.LogCaptureFixture) -> None:
+    first = build_limiter(config)
+    changed = config.model_copy(update={"quota": config.quota.model_copy(
+        update={"max_local_entries": config.quota.max_local_entries + 1})})
+    with caplog.at_level("WARNING", logger="tenantgate.quota"):
+        second = build_limiter(changed)
+    assert first is not None and second is not None and first.store is second.store
+    assert "max_local_entries changed" in caplog.text

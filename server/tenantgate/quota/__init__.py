@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+
 from tenantgate.config.model import Config
 from tenantgate.quota.limiter import Limiter, tenant_plans
 from tenantgate.quota.memory import MemoryStore
@@ -10,6 +12,7 @@ from tenantgate.quota.rls_config import load_domains
 
 __all__ = ["Limiter", "build_limiter", "validate"]
 
+log = logging.getLogger("tenantgate.quota")
 _SHARED = SharedStores()
 _EMBEDDED: list[MemoryStore] = []  # the embedded store
 _DEGRADED: list[MemoryStore] = []  # the local buckets of degraded mode
@@ -19,6 +22,9 @@ def _kept(stores: list[MemoryStore], max_entries: int) -> MemoryStore:
     """One store for the life of the process: a reload must not refill its buckets."""
     if not stores:
         stores.append(MemoryStore(max_entries))
+    elif stores[0].max_entries != max_entries:
+        log.warning("quota.max_local_entries changed to %d: the local stores keep %d until "
+                    "the next restart", max_entries, stores[0].max_entries)
     return stores[0]
 
 

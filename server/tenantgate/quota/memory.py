@@ -27,6 +27,10 @@ class MemoryStore:
         self._max_entries = max_entries
         self._sweep_at = _MIN_SWEEP
 
+    @property
+    def max_entries(self) -> int:
+        return self._max_entries
+
     async def start(self) -> None:
         return None
 
