@@ -255,9 +255,12 @@ def test_sidecar_traffic_reaches_the_app_only_through_envoy(
     names = [p["name"] for c in [*pod["initContainers"], *pod["containers"]]
              for p in c.get("ports", [])]
     assert len(names) == len(set(names)), f"port names must be unique in a pod: {names}"
-    for doc in rendered.docs:
-        if doc["kind"] == "PodMonitor":
-            assert {e["port"] for e in doc["spec"]["podMetricsEndpoints"]} <= set(names)
+    monitors = [doc for doc in rendered.docs if doc["kind"] == "PodMonitor"]
+    metrics = yaml.safe_load((VALUES_DIR / values).read_text()).get("metrics", {})
+    wanted = metrics.get("enabled", True) and metrics.get("serviceMonitor", {}).get("enabled")
+    assert len(monitors) == (1 if wanted else 0)
+    for doc in monitors:
+        assert {e["port"] for e in doc["spec"]["podMetricsEndpoints"]} <= set(names)
 
 
 def test_restricted_egress_still_allows_dns_and_the_listed_rules(
