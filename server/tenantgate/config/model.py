@@ -286,6 +286,15 @@ class Config(Model):
     api_keys: ApiKeysConfig | None = None  # off unless configured
     admin: AdminConfig | None = None  # the admin API listener; off unless configured
 
+    @field_validator("admin")
+    @classmethod
+    def _admin_needs_api_keys(cls, value: AdminConfig | None,
+                              info: ValidationInfo) -> AdminConfig | None:
+        # check-config must refuse what serve refuses: the admin API only manages API keys.
+        if value is not None and info.data.get("api_keys") is None:
+            raise ValueError("the admin API manages API keys: configure api_keys too")
+        return value
+
     @field_validator("issuers")
     @classmethod
     def _unique_issuers(cls, issuers: list[IssuerConfig]) -> list[IssuerConfig]:
