@@ -15,6 +15,7 @@ from typing import Any
 import httpx
 import pytest
 import yaml
+from prometheus_client.parser import text_string_to_metric_families
 from tenantgate.config.envoy import EnvoyOptions, render
 from tenantgate.config.load import load_config
 from tenantgate.testing import tokens
@@ -100,6 +101,25 @@ def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | No
             yield Stack(directory, config_path, key, gate, envoy, f"http://{listen}")
     except BinaryMissing as exc:
         require(None, str(exc))
+
+
+def with_metrics(config: dict[str, Any]) -> dict[str, Any]:
+    """Turn on tenantgate's Prometheus listener (base_config leaves it off) on a free port."""
+    config["listen"]["metrics"] = f"127.0.0.1:{free_port()}"
+    return config
+
+
+def tenantgate_metric(stack: Stack, sample: str, **labels: str) -> float:
+    """One sample scraped from the running tenantgate's /metrics (0 when the series is absent);
+    the stack's config must have come through `with_metrics`."""
+    address = yaml.safe_load(stack.config_path.read_text())["listen"]["metrics"]
+    assert address, "tenantgate_metric needs a config with listen.metrics (with_metrics)"
+    text = httpx.get(f"http://{address}/metrics", timeout=5).text
+    for family in text_string_to_metric_families(text):
+        for found in family.samples:
+            if found.name == sample and all(found.labels.get(k) == v for k, v in labels.items()):
+                return float(found.value)
+    return 0.0
 
 
 def audit_lines(stack: Stack) -> list[dict[str, Any]]:
