@@ -30,8 +30,13 @@ class CompiledRoute:
     segments: tuple[str, ...] | None  # pattern segments for `path` rules
     content_types: frozenset[str] | None  # the rule's allowed media types, lower-cased
 
-    def match(self, method: str, path: str, parts: list[str]) -> str | bool | None:
-        """False when the route does not apply; else the bound tenant segment (or None)."""
+    def match(self, method: str, path: str, parts: list[str],
+              folded: list[str]) -> str | bool | None:
+        """False when the route does not apply; else the bound tenant segment (or None).
+
+        `path` and `folded` are lower-cased, `parts` as sent: literals match whatever the
+        case (a case-insensitive backend must not be reachable around a rule by changing
+        case), while a `{tenant}` segment binds exactly what was sent."""
         # HEAD is a GET without the body (RFC 9110 9.3.2): a GET rule governs it too.
         if self.methods is not None and method not in self.methods and not (
                 method == "HEAD" and "GET" in self.methods):
@@ -41,10 +46,11 @@ class CompiledRoute:
             hit = path == p or path.startswith(p if p.endswith("/") else p + "/")
             return None if hit else False
         assert self.segments is not None
-        return _match_segments(self.segments, parts)
+        return _match_segments(self.segments, parts, folded)
 
 
-def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> str | bool | None:
+def _match_segments(pattern: tuple[str, ...], parts: list[str],
+                    folded: list[str]) -> str | bool | None:
     bound: str | None = None
     for i, want in enumerate(pattern):
         if want == "**":
@@ -53,7 +59,7 @@ def _match_segments(pattern: tuple[str, ...], parts: list[str]) -> str | bool | 
             return False
         if want == TENANT_SEGMENT:
             bound = parts[i]
-        elif want != "*" and want != parts[i]:
+        elif want != "*" and want != folded[i]:
             return False
     return bound if len(parts) == len(pattern) else False
 
@@ -62,8 +68,10 @@ def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
     return [CompiledRoute(
         rule=r, index=i,
         methods=frozenset(m.upper() for m in r.methods) if r.methods else None,
-        prefix=r.path_prefix,
-        segments=tuple(r.path.strip("/").split("/")) if r.path is not None else None,
+        prefix=r.path_prefix.lower() if r.path_prefix is not None else None,
+        segments=(tuple(seg if seg == TENANT_SEGMENT else seg.lower()
+                        for seg in r.path.strip("/").split("/"))
+                  if r.path is not None else None),
         content_types=(frozenset(c.lower() for c in r.content_types)
                        if r.content_types is not None else None))
         for i, r in enumerate(config.routes)]
@@ -80,8 +88,10 @@ def policy_stage(s: CheckState) -> Deny | None:
     if not is_normalized(request.path):
         return Deny(Reason.MALFORMED_REQUEST)
     parts = request.path.strip("/").split("/")
+    folded_path = request.path.lower()
+    folded = folded_path.strip("/").split("/")
     for route in s.runtime.routes:
-        bound = route.match(request.method, request.path, parts)
+        bound = route.match(request.method, folded_path, parts, folded)
         if bound is False:
             continue
         s.route = route

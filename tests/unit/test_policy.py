@@ -55,7 +55,8 @@ async def test_own_tenant_path_is_allowed(gate: LocalCheck, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/tenants/globex/notes/1", "/tenants/globex",
-                                  "/tenants/ACME/notes", "/tenants/acme%20/x", "/files/x/globex"])
+                                  "/tenants/ACME/notes", "/tenants/acme%20/x", "/files/x/globex",
+                                  "/TENANTS/globex/notes", "/Files/x/globex"])
 async def test_another_tenants_path_is_404_and_counted(gate: LocalCheck, path: str) -> None:
     before = cross_tenant_count("other")
     assert await decide(gate, path) == (404, "cross_tenant_path")
@@ -78,12 +79,14 @@ async def test_another_tenants_path_is_404_and_counted(gate: LocalCheck, path: s
     ("GET", "/admin/users", {"roles": ["viewer"]}, {}, (403, "role_missing")),
     ("GET", "/admin", {"roles": ["viewer", "owner"]}, {}, (200, "ok")),
     ("GET", "/internal/debug", {"roles": ["admin"]}, {}, (403, "route_denied")),
+    ("GET", "/INTERNAL/debug", {"roles": ["admin"]}, {}, (403, "route_denied")),
     ("GET", "/adminx", {"roles": ["admin"]}, {}, (403, "route_denied")),  # not under /admin
     ("GET", "/elsewhere", {}, {}, (403, "route_denied")),  # default_action: deny
     ("GET", "/public/x", {}, {}, (200, "ok")),
 ], ids=["no-scope", "read-scope-only", "write-scope-json", "body-over-limit",
         "wrong-content-type", "body-without-content-type", "get-needs-no-scope",
-        "no-role", "other-role", "any-listed-role", "deny-rule", "prefix-is-a-segment",
+        "no-role", "other-role", "any-listed-role", "deny-rule", "deny-rule-other-case",
+        "prefix-is-a-segment",
         "default-deny", "prefix-with-slash"])
 async def test_route_rules(gate: LocalCheck, method: str, path: str, claims: dict[str, Any],
                            headers: dict[str, str], expected: tuple[int, str]) -> None:

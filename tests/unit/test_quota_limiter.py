@@ -90,6 +90,7 @@ def test_remaining_and_reset_follow_the_bucket() -> None:
     ("/api/**", "/api", True), ("/api/**", "/api/a/b", True), ("/api/**", "/apix", False),
     ("/items/*", "/items/7", True), ("/items/*", "/items/7/x", False),
     ("/t/{tenant}/x", "/t/acme/x", True), ("/**", "/", True), ("/a", "/a/", True),
+    ("/api/**", "/API/a", True), ("/Items/*", "/items/7", True),  # case cannot dodge a rule
 ])
 def test_path_patterns(pattern: str, path: str, hit: bool) -> None:
     assert bool(compile_path(pattern).fullmatch(path)) is hit

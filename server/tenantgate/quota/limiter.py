@@ -34,7 +34,8 @@ _WARN_EVERY = 10.0
 
 
 def compile_path(pattern: str) -> re.Pattern[str]:
-    """`/api/*/items/**`: `*` (or `{name}`) is one segment, `**` the rest (possibly empty)."""
+    """`/api/*/items/**`: `*` (or `{name}`) is one segment, `**` the rest (possibly empty);
+    literal segments match whatever their case."""
     regex = ""
     for seg in filter(None, pattern.split("/")):
         if seg == "**":
@@ -43,7 +44,8 @@ def compile_path(pattern: str) -> re.Pattern[str]:
             regex += "/[^/]+"
         else:
             regex += "/" + re.escape(seg)
-    return re.compile(regex if regex.endswith(")?") else regex + "/?")
+    # Case-insensitive like policy routes: changing case must not dodge an endpoint's limit.
+    return re.compile(regex if regex.endswith(")?") else regex + "/?", re.IGNORECASE)
 
 
 @dataclass(frozen=True, slots=True)
