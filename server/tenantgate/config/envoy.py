@@ -222,19 +222,12 @@ def rate_limit_domain(config: Config, options: EnvoyOptions) -> str | None:
                            "quota.ratelimit_service.config_files with a domain")
 
 
-def trusted_headers(config: Config) -> list[str]:
-    """Every header a backend trusts: a client's copy is removed before ext_authz runs."""
-    ctx = config.context
-    names = [ctx.tenant_header, ctx.header, ctx.subject_header, *ctx.strip_headers]
-    return list(dict.fromkeys(names))
-
-
 def _early_header_mutation(config: Config) -> TypedExtensionConfig:
     # Runs when the request headers arrive, before route selection and before any HTTP filter,
     # so it removes the client's copies but can never touch what ext_authz adds later (a route's
     # request_headers_to_remove would run after ext_authz and delete tenantgate's headers).
     mutation = EarlyHeaderMutation(
-        mutations=[HeaderMutation(remove=name) for name in trusted_headers(config)])
+        mutations=[HeaderMutation(remove=name) for name in config.context.trusted_headers])
     return TypedExtensionConfig(name="strip-trusted-headers",
                                 typed_config=AnyMessage.pack(mutation))
 

@@ -247,11 +247,20 @@ class ContextConfig(Model):
             raise ValueError("key ids must be unique")
         if self.active_key not in ids:
             raise ValueError(f"active_key {self.active_key!r} is not among keys")
-        set_headers = {self.tenant_header, self.header, self.subject_header}
-        if clash := set_headers & set(self.strip_headers):
+        if clash := set(self.headers_set) & set(self.strip_headers):
             raise ValueError(f"strip_headers must not list a header tenantgate sets: "
                              f"{sorted(clash)}")
         return self
+
+    @property
+    def headers_set(self) -> tuple[str, str, str]:
+        """The headers tenantgate sets on every allow (overwriting any client copy)."""
+        return self.tenant_header, self.header, self.subject_header
+
+    @property
+    def trusted_headers(self) -> tuple[str, ...]:
+        """Every header a backend trusts: those tenantgate sets and those it strips."""
+        return tuple(dict.fromkeys((*self.headers_set, *self.strip_headers)))
 
 
 class CredentialsConfig(Model):
