@@ -40,14 +40,18 @@ def load_config(path: str | Path) -> Config:
     return parse_config(text, base_dir=path.parent)
 
 
+def yaml_problem(exc: yaml.YAMLError) -> str:
+    """`line 3 column 5: duplicate key 'x'`: where the YAML went wrong, then what."""
+    mark = getattr(exc, "problem_mark", None)
+    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
+    return f"{where}{getattr(exc, 'problem', None) or exc}"
+
+
 def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     try:
         data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-        problem = getattr(exc, "problem", None) or str(exc)
-        raise ConfigError([f"{where}{problem}"]) from None
+        raise ConfigError([yaml_problem(exc)]) from None
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of keys"])
     try:

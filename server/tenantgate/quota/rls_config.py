@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from tenantgate.config.load import StrictLoader
+from tenantgate.config.load import StrictLoader, yaml_problem
 from tenantgate.errors import ConfigError
 
 # As envoyproxy/ratelimit counts them: a month is 30 days, a year 365.
@@ -52,7 +52,7 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
             # Strict like the main config: a duplicate key is an error, not "the last one wins".
             data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=StrictLoader)
         except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: {_yaml_problem(exc)}"]) from None
+            raise ConfigError([f"{path}: {yaml_problem(exc)}"]) from None
         except (OSError, UnicodeDecodeError) as exc:
             raise ConfigError([f"{path}: cannot read rate-limit config: {exc}"]) from None
         where = f"{path}"
@@ -120,13 +120,6 @@ def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
         issues.append(f"{at}.requests_per_unit: must be a whole number >= 0")
     else:
         node.limit = RlsLimit(unit, count, str(rate.get("name", "")))
-
-
-def _yaml_problem(exc: yaml.YAMLError) -> str:
-    """`line 3 column 5: duplicate key 'x'`, as the main config reports its YAML errors."""
-    mark = getattr(exc, "problem_mark", None)
-    where = f"line {mark.line + 1} column {mark.column + 1}: " if mark else ""
-    return f"{where}{getattr(exc, 'problem', None) or exc}"
 
 
 def _flag(mapping: dict[str, Any], key: str, at: str, issues: list[str]) -> bool | None:
