@@ -57,7 +57,7 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     try:
         return Config.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
-        raise ConfigError([_issue(err) for err in exc.errors()]) from None
+        raise ConfigError([issue(err) for err in exc.errors()]) from None
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:
@@ -70,8 +70,10 @@ def key_path(loc: tuple[int | str, ...]) -> str:
     return out or "(top level)"
 
 
-def _issue(err: Any) -> str:
-    loc = tuple(err["loc"])
+def issue(err: Any, at: tuple[int | str, ...] = ()) -> str:
+    """One validation error as `key.path: message`; `at` is where the validated value sits
+    in the config when it was validated on its own."""
+    loc = (*at, *err["loc"])
     if err["type"] == "extra_forbidden":
         known = _field_names_at(loc[:-1])
         hint = difflib.get_close_matches(str(loc[-1]), known, n=1)

@@ -10,9 +10,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import ValidationError
-from pydantic_core import ErrorDetails
 
-from tenantgate.config.load import key_path
+from tenantgate.config.load import issue
 from tenantgate.config.model import Config
 from tenantgate.config.quota import (
     EndpointRule,
@@ -280,12 +279,6 @@ def _cached_outcome(buckets: tuple[Bucket, ...], wait_us: int) -> Outcome:
     return Outcome(False, states, monotonic_us())
 
 
-def _override_issue(where: str, err: ErrorDetails) -> str:
-    loc = key_path(tuple(err["loc"]))
-    message = err["msg"].removeprefix("Value error, ")
-    return f"{where}: {message}" if loc == "(top level)" else f"{where}.{loc}: {message}"
-
-
 def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
     """Registry tenants whose plan is their own: overrides merged over their plan."""
     q = config.quota
@@ -308,8 +301,8 @@ def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
             merged = PlanConfig.model_validate(
                 {**dict(base), **{k: getattr(entry.overrides, k) for k in changes}})
         except ValidationError as exc:
-            where = f"tenants.registry.{tenant_id}.overrides"
-            issues.extend(_override_issue(where, err) for err in exc.errors())
+            at = ("tenants", "registry", tenant_id, "overrides")
+            issues.extend(issue(err, at) for err in exc.errors())
             continue
         out[tenant_id] = compile_plan(plan_name or tenant_id, merged, q.failure_mode)
     if issues:
