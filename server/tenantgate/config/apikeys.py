@@ -6,11 +6,17 @@ from __future__ import annotations
 import ipaddress
 import re
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.types import Duration, Model, Secret, check_host_port, check_redis_url
+from tenantgate.config.types import (
+    Duration,
+    Model,
+    Secret,
+    check_host_port,
+    check_one_password,
+    check_redis_url,
+)
 
 _LOOPBACK_NAMES = ("localhost",)
 
@@ -43,9 +49,7 @@ class ApiKeysConfig(Model):
 
     @model_validator(mode="after")
     def _one_password(self) -> ApiKeysConfig:
-        if self.redis_password is not None and urlsplit(self.redis_url).password:
-            raise ValueError("give the Redis password either in redis_url or as redis_password, "
-                             "not both")
+        check_one_password(self.redis_url, self.redis_password, "redis_url", "redis_password")
         return self
 
     @field_validator("redis_url")

@@ -6,11 +6,16 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import urlsplit
 
 from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.types import Duration, Model, Secret
+from tenantgate.config.types import (
+    Duration,
+    Model,
+    Secret,
+    check_one_password,
+    check_redis_url,
+)
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 _PERIOD_SECONDS = {
@@ -167,17 +172,12 @@ class RedisConfig(Model):
                    "rediss+cluster://")
         if not value.startswith(schemes):
             raise ValueError(f"url must start with one of {', '.join(schemes)}")
-        if value.startswith("redis+sentinel://") and "/" not in value.split("://", 1)[1]:
-            raise ValueError("a sentinel url names the master: redis+sentinel://host:port/mymaster")
-        from tenantgate.config.types import check_redis_url  # local: this validator only
-
-        check_redis_url(value)  # ports and db number, which redis-py checks only at serve
+        check_redis_url(value)  # hosts, ports, db, master: redis-py checks them only at serve
         return value
 
     @model_validator(mode="after")
     def _one_password(self) -> RedisConfig:
-        if self.password is not None and urlsplit(self.url).password:
-            raise ValueError("give the password either in url or as password, not both")
+        check_one_password(self.url, self.password, "url", "password")
         return self
 
 

@@ -90,6 +90,14 @@ def check_host_port(value: str) -> str:
     return value
 
 
+def check_one_password(url: str, password: Secret | None, url_key: str,
+                       password_key: str) -> None:
+    """A Redis password goes either in the URL or in its secret reference, never both."""
+    if password is not None and urlsplit(url).password:
+        raise ValueError(f"give the password either in {url_key} or as {password_key}, "
+                         "not both")
+
+
 def check_redis_url(url: str) -> None:
     """Refuse a Redis URL whose hosts, ports or database number the client would only reject
     when the server starts, as a traceback. The scheme is checked by the caller."""
@@ -98,26 +106,32 @@ def check_redis_url(url: str) -> None:
         query = parse_qs(parts.query)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
         raise ValueError(f"not a valid url: {exc}") from None
-    multi = parts.scheme in _MULTI_HOST_SCHEMES
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// url names the socket: unix:///run/redis.sock")
+    elif parts.scheme in _MULTI_HOST_SCHEMES:
+        redis_hosts(parts.netloc, 6379)
     else:
-        netloc = parts.netloc.rpartition("@")[2]  # after any user:password@
-        for item in netloc.split(",") if multi else [netloc]:
-            _check_redis_host(item, multi)
+        _redis_host(parts.netloc.rpartition("@")[2], in_list=False, default_port=6379)
     _check_redis_db(parts.scheme, parts.path, query)
     if parts.scheme in ("redis", "rediss", "unix") and parts.query:
         _check_redis_query(parts.scheme, parts.query)
 
 
-def _check_redis_host(item: str, in_list: bool) -> None:
+def redis_hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
+    """The `host:port,host:port` list of a Sentinel or Cluster URL (after any credentials),
+    each entry checked; a missing port is `default_port`."""
+    return [_redis_host(item, in_list=True, default_port=default_port)
+            for item in netloc.rpartition("@")[2].split(",")]
+
+
+def _redis_host(item: str, in_list: bool, default_port: int) -> tuple[str, int]:
     if item.startswith("["):  # [IPv6]:port
         host, _, port = item[1:].partition("]")
         if port and not port.startswith(":"):
             raise ValueError(f"{item!r} must be host:port")
         port = port[1:]
-        if in_list and not port:  # a bare [v6] in a list reads as host "[:" and port "1]"
+        if in_list and not port:  # host lists give every IPv6 entry its port
             raise ValueError(f"give the port of an IPv6 host in a host list: [{host}]:6379")
     else:
         host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
@@ -125,6 +139,7 @@ def _check_redis_host(item: str, in_list: bool) -> None:
         raise ValueError(f"every entry of the host list needs a host, got {item!r}")
     if ":" in item and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"port {port!r} in {item!r} must be a number from 1 to 65535")
+    return host, int(port) if port else default_port
 
 
 def _check_redis_db(scheme: str, path: str, query: dict[str, list[str]]) -> None:

@@ -20,6 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisError, ResponseError
 
 from tenantgate.config.quota import RedisConfig
+from tenantgate.config.types import redis_hosts
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota import resp
@@ -45,14 +46,6 @@ GCRA = Script("gcra.lua")
 CHARGE = Script("charge.lua")
 
 
-def _hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
-    hosts = []
-    for item in netloc.rsplit("@", 1)[-1].split(","):
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
-        hosts.append((host.strip("[]"), int(port) if port else default_port))
-    return hosts
-
-
 def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
     """A client for any supported URL, and the Sentinel clients behind it (closed with it);
     nothing is dialled until the first command."""
@@ -68,13 +61,13 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
         password = cfg.password.value.decode()
     username = unquote(parts.username) if parts.username else None
     if parts.scheme in ("redis+cluster", "rediss+cluster"):
-        nodes = [ClusterNode(h, p) for h, p in _hosts(parts.netloc, 6379)]
+        nodes = [ClusterNode(h, p) for h, p in redis_hosts(parts.netloc, 6379)]
         return RedisCluster(startup_nodes=nodes, password=password, username=username,
                             ssl=parts.scheme.startswith("rediss"), **common), []
     if parts.scheme == "redis+sentinel":
         path = [p for p in parts.path.split("/") if p]
         master, db = path[0], int(path[1]) if len(path) > 1 else 0
-        sentinel = Sentinel(_hosts(parts.netloc, 26379),
+        sentinel = Sentinel(redis_hosts(parts.netloc, 26379),
                             sentinel_kwargs={"socket_timeout": cfg.timeout,
                                              "socket_connect_timeout": cfg.connect_timeout},
                             socket_timeout=cfg.timeout,
