@@ -18,12 +18,11 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
+from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP
 from tenantgate.config.types import Duration
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
 _TIMEOUT = 10.0
-_MAX_SECONDS = 10 * 365 * 86400  # the admin API's bound (apikey_manager.MAX_LIFETIME_SECONDS)
-_NO_OVERLAP = -1  # RotateKey's overlap_seconds for "none"; 0 asks for the server's default
 _OPTION_NAMES = {"key_id": "KEY_ID", "scopes": "--scope"}
 
 
@@ -156,7 +155,7 @@ def _seconds(text: str, option: str) -> int:
         seconds = _DURATION.validate_python(text)
     except ValidationError:
         raise UsageError(f"{option}: must be a duration such as 30m, 12h or 90d") from None
-    if seconds > _MAX_SECONDS:  # also keeps it within the request's int64
+    if seconds > MAX_LIFETIME_SECONDS:  # also keeps it within the request's int64
         raise UsageError(f"{option}: at most 3650d (10 years)")
     return math.ceil(seconds)
 
@@ -174,7 +173,7 @@ def _ttl(text: str | None) -> int:
 def _overlap(text: str | None) -> int:
     if text is None:
         return 0  # the server's default
-    return _seconds(text, "--overlap") or _NO_OVERLAP
+    return _seconds(text, "--overlap") or NO_OVERLAP
 
 
 def _when(stamp: int) -> str:

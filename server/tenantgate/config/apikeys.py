@@ -19,6 +19,11 @@ from tenantgate.config.types import (
 )
 
 _LOOPBACK_NAMES = ("localhost",)
+# A lifetime or overlap longer than this is refused: now + it must fit the int64 fields of the
+# admin API (beyond them a stored key could never be listed again), and ten years is plenty.
+# Here, not in the key manager, so the CLI checks the same bound without loading Redis code.
+MAX_LIFETIME_SECONDS = 10 * 365 * 86400
+NO_OVERLAP = -1  # RotateKey's overlap_seconds for "the old key stops working now"; 0 = default
 
 
 class ApiKeysConfig(Model):

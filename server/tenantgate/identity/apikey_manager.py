@@ -8,16 +8,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP
 from tenantgate.identity.apikey_store import KeyRecord, Usage
 from tenantgate.identity.apikeys import ApiKeys, format_key, new_key_id, new_secret
 
 _SCOPE = re.compile(r"[!#-\[\]-~]{1,128}")  # printable ASCII without space, quote or backslash
 _MAX_SCOPES = 64
 _MAX_NAME = 128
-# A lifetime or overlap longer than this is refused: now + it must fit the int64 fields of the
-# admin API (beyond them a stored key could never be listed again), and ten years is plenty.
-MAX_LIFETIME_SECONDS = 10 * 365 * 86400
-NO_OVERLAP = -1  # RotateKey's overlap_seconds for "the old key stops working now"; 0 = default
 
 
 class KeyAdminError(Exception):
