@@ -48,6 +48,13 @@ class App:
         return self.runtime
 
     async def start(self) -> None:
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()  # a half-started app must leave no server or store connection
+            raise
+
+    async def _start(self) -> None:
         await self.runtime.start()
         cfg = self.runtime.config.listen
         options = [("grpc.so_reuseport", 0)]

@@ -71,6 +71,7 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> g
     except RuntimeError:
         port = 0
     if port == 0:
+        await server.stop(None)  # never started, but created: shut it down, not leak it
         raise ConfigError([f"admin.listen {cfg.listen}: cannot listen (address in use, or no "
                            "such directory, or not allowed)"])
     await server.start()
