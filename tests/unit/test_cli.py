@@ -165,6 +165,12 @@ def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
      "argument --for-seconds: must be a positive, finite number of seconds, got 'nan'"),
     (["demo", "--port", "70000"], "argument --port: must be a port from 1 to 65535, got '70000'"),
     (["demo", "--port", "0"], "argument --port: must be a port from 1 to 65535, got '0'"),
+    (["token", "mint", "--ttl", "-60"],
+     "argument --ttl: must be a positive whole number of seconds, got '-60'"),
+    (["token", "mint", "--ttl", "0"],
+     "argument --ttl: must be a positive whole number of seconds, got '0'"),
+    (["token", "mint", "--ttl", "1.5"],
+     "argument --ttl: must be a positive whole number of seconds, got '1.5'"),
 ])
 def test_numeric_options_refuse_what_would_fail_later(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

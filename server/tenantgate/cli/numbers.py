@@ -19,6 +19,14 @@ def positive_seconds(text: str) -> float:
     return value
 
 
+def positive_whole_seconds(text: str) -> int:
+    # Digits only: int() would also take "-5", "+5" and " 5", and a fraction would truncate to 0.
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(
+            f"must be a positive whole number of seconds, got {text!r}")
+    return int(text)
+
+
 def port(text: str) -> int:
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text!r}")

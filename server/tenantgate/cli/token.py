@@ -10,6 +10,7 @@ from pathlib import Path
 import jwt
 
 from tenantgate.cli.errors import non_utf8_option
+from tenantgate.cli.numbers import positive_whole_seconds
 from tenantgate.testing import tokens
 
 
@@ -40,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mint.add_argument("--tenant-claim", default="tenant_id", help="claim name (default tenant_id)")
     mint.add_argument("--sub", default="dev-user", help="subject (default dev-user)")
     mint.add_argument("--scope", default="", help='space-separated scopes, e.g. "notes:read"')
-    mint.add_argument("--ttl", type=int, default=3600, help="seconds until exp (default 3600)")
+    # A zero or negative ttl would mint a token that is already expired.
+    mint.add_argument("--ttl", type=positive_whole_seconds, default=3600, metavar="SECONDS",
+                      help="seconds until exp (default 3600)")
     mint.set_defaults(handler=_mint)
 
 
