@@ -33,7 +33,10 @@ def test_demo_shows_isolation_spoofing_and_quota_then_stops_cleanly(envoy_path: 
     demo = subprocess.Popen(
         [sys.executable, "-c", "import sys; from tenantgate.cli import main; sys.exit(main())",
          "demo", "--port", str(port), "--for-seconds", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        # As a script's `demo &` starts it: a shell without job control ignores SIGINT in
+        # background jobs, and Ctrl-C must still stop the demo.
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
     lines: list[str] = []
     try:
         assert demo.stdout is not None
@@ -76,6 +79,7 @@ def test_demo_shows_isolation_spoofing_and_quota_then_stops_cleanly(envoy_path: 
             tail = demo.communicate(timeout=60)[0]
         except subprocess.TimeoutExpired:
             demo.kill()
+            demo.communicate()  # reaped here, not in a later test's garbage collection
             pytest.fail("demo did not stop within 60 s of Ctrl-C")
     assert demo.returncode == 0, tail
     assert "stopped" in tail

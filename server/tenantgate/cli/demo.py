@@ -27,7 +27,7 @@ LIMIT_PER_MINUTE = 20
 
 
 class _Stop(Exception):
-    """SIGTERM (or the end of --for-seconds): leave the wait and clean up."""
+    """SIGINT or SIGTERM: leave the wait (or the start-up) and clean up."""
 
 
 class _Failed(Exception):
@@ -68,6 +68,9 @@ def _demo(args: argparse.Namespace) -> int:
              "backend and servers extras)")
         return 1
     previous = signal.signal(signal.SIGTERM, on_term)
+    # Set explicitly: a shell without job control starts `&` jobs with SIGINT ignored, and
+    # Python then keeps it ignored, so Ctrl-C (or a script's SIGINT) would not stop the demo.
+    previous_int = signal.signal(signal.SIGINT, on_term)
     workdir = Path(tempfile.mkdtemp(prefix="tenantgate-demo-"))
     _say(f"tenantgate demo: starting on 127.0.0.1 (files in {workdir})")
     try:
@@ -84,6 +87,7 @@ def _demo(args: argparse.Namespace) -> int:
         pass
     finally:
         signal.signal(signal.SIGTERM, previous)
+        signal.signal(signal.SIGINT, previous_int)
         shutil.rmtree(workdir, ignore_errors=True)
     _say("tenantgate demo: stopped Envoy, tenantgate, the backend, Postgres and Redis")
     return 0
@@ -120,6 +124,9 @@ def _port_free(port: int) -> bool:
     import socket
 
     with socket.socket() as sock:
+        # As servers do (Envoy too): without it, the TIME_WAIT left by the last demo's
+        # connections makes a free port look taken for a minute after a restart.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
         except OSError:
