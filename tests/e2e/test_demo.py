@@ -78,8 +78,12 @@ def test_demo_shows_isolation_spoofing_and_quota_then_stops_cleanly(envoy_path: 
         try:
             tail = demo.communicate(timeout=60)[0]
         except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.communicate()  # reaped here, not in a later test's garbage collection
+            demo.terminate()  # its SIGTERM path stops the servers it started; a kill would not
+            try:
+                demo.communicate(timeout=60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.communicate()  # reaped here, not in a later test's garbage collection
             pytest.fail("demo did not stop within 60 s of Ctrl-C")
     assert demo.returncode == 0, tail
     assert "stopped" in tail
