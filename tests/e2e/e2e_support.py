@@ -21,6 +21,7 @@ from tenantgate.config.load import load_config
 from tenantgate.testing import tokens
 from tenantgate.testing.binaries import BinaryMissing, free_port, in_ci
 from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess
+from tenantgate.testing.ports import on_fresh_ports
 
 ISSUER = "https://issuer.e2e.test/"
 AUDIENCE = "notes"
@@ -87,18 +88,35 @@ def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | No
             json.dumps({"keys": [tokens.public_jwk(key, KEY_ID, "ES256")]}))
         cfg = config or base_config(directory)
         config_path = directory / "tenantgate.yaml"
-        config_path.write_text(yaml.safe_dump(cfg))
-        listen = f"127.0.0.1:{free_port()}"
-        options = EnvoyOptions(mode=mode, listen=listen, upstream=upstream,  # type: ignore[arg-type]
-                               admin=f"127.0.0.1:{free_port()}", rate_limit=rate_limit,
-                               authz_timeout=authz_timeout)
-        bootstrap = render(load_config(config_path), options)
-        (directory / "envoy.yaml").write_text(bootstrap)
-        with contextlib.ExitStack() as stack:
-            gate = stack.enter_context(TenantgateProcess(
-                config_path, grpc=cfg["listen"].get("grpc"), uds=cfg["listen"].get("uds")))
-            envoy = stack.enter_context(EnvoyProcess(bootstrap))
+
+        def attempt() -> tuple[TenantgateProcess, EnvoyProcess, str]:
+            # Fresh ports on every attempt: a retry follows a port another process took first.
+            for name in ("grpc", "metrics"):
+                if cfg["listen"].get(name):
+                    cfg["listen"][name] = f"127.0.0.1:{free_port()}"
+            config_path.write_text(yaml.safe_dump(cfg))
+            listen = f"127.0.0.1:{free_port()}"
+            options = EnvoyOptions(mode=mode, listen=listen, upstream=upstream,  # type: ignore[arg-type]
+                                   admin=f"127.0.0.1:{free_port()}", rate_limit=rate_limit,
+                                   authz_timeout=authz_timeout)
+            bootstrap = render(load_config(config_path), options)
+            (directory / "envoy.yaml").write_text(bootstrap)
+            envoy = EnvoyProcess(bootstrap)
+            gate = TenantgateProcess(config_path, grpc=cfg["listen"].get("grpc"),
+                                     uds=cfg["listen"].get("uds"))
+            try:
+                return gate.start(), envoy.start(), listen
+            except BaseException:
+                envoy.close()
+                gate.close()
+                raise
+
+        gate, envoy, listen = on_fresh_ports(attempt)
+        try:
             yield Stack(directory, config_path, key, gate, envoy, f"http://{listen}")
+        finally:
+            envoy.close()
+            gate.close()
     except BinaryMissing as exc:
         require(None, str(exc))
 

@@ -25,6 +25,7 @@ from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.envoy import TenantgateProcess
 from tenantgate.testing.jwks_server import JwksServer
+from tenantgate.testing.ports import on_fresh_ports, on_fresh_ports_async
 
 OVERWRITE = 2  # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 SERVING, NOT_SERVING = (health_pb2.HealthCheckResponse.SERVING,
@@ -67,8 +68,12 @@ async def start_app(tmp_path: Path, idp: DevIssuer) -> AsyncIterator[Start]:
     apps: list[App] = []
 
     async def start(jwks: dict[str, Any], **sections: Any) -> App:
-        app = App(str(write_config(tmp_path, idp, jwks, **sections)))
-        await app.start()
+        async def attempt() -> App:  # write_config picks a new gRPC port each time
+            app = App(str(write_config(tmp_path, idp, jwks, **sections)))
+            await app.start()  # a failed start stops whatever it had started
+            return app
+
+        app = await on_fresh_ports_async(attempt)
         apps.append(app)
         return app
 
@@ -191,9 +196,19 @@ def process_config(tmp_path: Path, idp: DevIssuer, jwks: JwksServer) -> Path:
 
 @pytest.fixture
 def server(process_config: Path) -> Iterator[TenantgateProcess]:
-    listen = yaml.safe_load(process_config.read_text())["listen"]
-    process = TenantgateProcess(process_config, grpc=listen["grpc"])
-    process.start()
+    def attempt() -> TenantgateProcess:
+        document = yaml.safe_load(process_config.read_text())
+        listen = document["listen"]  # fresh ports on every attempt: the last ones were taken
+        listen.update(grpc=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}")
+        process_config.write_text(yaml.safe_dump(document))
+        process = TenantgateProcess(process_config, grpc=listen["grpc"])
+        try:
+            return process.start()
+        except BaseException:
+            process.close()
+            raise
+
+    process = on_fresh_ports(attempt)
     yield process
     process.close()
 

@@ -13,12 +13,14 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tenantgate.testing.binaries import BinaryMissing, envoy_binary
+from tenantgate.testing.ports import in_use, stranger_on
 
 
 class ProcessFailed(RuntimeError):
@@ -55,7 +57,8 @@ class ManagedProcess:
         except OSError:
             return ""
 
-    def _wait(self, ready: Any, timeout: float) -> None:
+    def _wait(self, ready: Any, timeout: float, ports: Iterable[int] = ()) -> None:
+        """Until `ready()`; then every one of `ports` a process listens on must be ours."""
         deadline = time.monotonic() + timeout
         while not ready():
             if not self.running:
@@ -66,6 +69,11 @@ class ManagedProcess:
                 raise ProcessFailed(f"{self.name} not ready after {timeout:.0f}s: "
                                     f"{self.log_tail()}")
             time.sleep(0.05)
+        # A probe that connects is answered by whoever holds the port: when another process
+        # bound a port we picked first, our server is failing to start, not ready.
+        if self.proc and (taken := stranger_on(self.proc.pid, ports)) is not None:
+            self.stop()
+            raise ProcessFailed(f"{self.name}: {in_use(taken)}")
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, then SIGKILL after `timeout`; only this process."""
@@ -110,8 +118,13 @@ class EnvoyProcess(ManagedProcess):
         text = bootstrap if isinstance(bootstrap, str) else yaml.safe_dump(bootstrap)
         self.config_path = self.dir / "bootstrap.yaml"
         self.config_path.write_text(text)
-        admin = yaml.safe_load(text)["admin"]["address"]["socket_address"]
+        document = yaml.safe_load(text)
+        admin = document["admin"]["address"]["socket_address"]
         self.admin_url = f"http://{admin['address']}:{admin['port_value']}"
+        listeners = document.get("static_resources", {}).get("listeners", [])
+        self.ports = [admin["port_value"], *(
+            listener["address"]["socket_address"]["port_value"] for listener in listeners
+            if "socket_address" in listener["address"])]
 
     def _args(self, *extra: str) -> list[str]:
         # --disable-hot-restart: no shared-memory region, so several Envoys can run side by side;
@@ -131,7 +144,7 @@ class EnvoyProcess(ManagedProcess):
 
     def start(self, timeout: float = 20.0) -> EnvoyProcess:
         self._spawn(self._args())
-        self._wait(self._ready, timeout)
+        self._wait(self._ready, timeout, self.ports)
         return self
 
     def _ready(self) -> bool:
@@ -176,7 +189,8 @@ class TenantgateProcess(ManagedProcess):
     def start(self, timeout: float = 30.0) -> TenantgateProcess:
         self._spawn([sys.executable, "-c", _TENANTGATE_MAIN, "serve", "--config",
                      self.config_path, "--log-level", "WARNING"], env=self.env)
-        self._wait(self._ready, timeout)
+        ports = [int(self.grpc.rpartition(":")[2])] if self.grpc else []
+        self._wait(self._ready, timeout, ports)
         return self
 
     def _ready(self) -> bool:
@@ -235,7 +249,7 @@ class NotesBackendProcess(ManagedProcess):
         self._spawn([sys.executable, "-m", "tenantgate.backend.notes_app", "--dsn",
                      self.app_dsn, "--listen", self.listen])
         host, _, port = self.listen.rpartition(":")
-        self._wait(lambda: _accepts(host, int(port)), timeout)
+        self._wait(lambda: _accepts(host, int(port)), timeout, [int(port)])
         return self
 
     def __enter__(self) -> NotesBackendProcess:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 from tenantgate.testing.binaries import BinaryMissing, free_port, postgres_bin_dir
+from tenantgate.testing.ports import in_use, on_fresh_ports, stranger_on
 
 DEBIAN_PG_ROOT = Path("/usr/lib/postgresql")
 # Postgres refuses to run as root; when the tests run as root we hand the cluster to this user.
@@ -103,6 +104,14 @@ class PostgresCluster:
         if initdb.returncode != 0:
             self._cleanup()
             raise RuntimeError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-800:]}")
+        try:  # our free port may be taken before postgres binds it: then a fresh one
+            on_fresh_ports(lambda: self._serve(ids))
+        except BaseException:
+            self.stop()
+            raise
+        return self
+
+    def _serve(self, ids: dict[str, int]) -> None:
         self.port = free_port()
         options = {"listen_addresses": "127.0.0.1", "port": str(self.port),
                    "unix_socket_directories": "", "fsync": "off",
@@ -111,12 +120,12 @@ class PostgresCluster:
         args = [str(self.bin_dir / "postgres"), "-D", str(self.data_dir)]
         for name, value in options.items():
             args += ["-c", f"{name}={value}"]
-        log = open(self._tmp / "server.log", "wb")  # noqa: SIM115 - lives as long as the server
+        log_path = self.data_dir.parent / "server.log"
+        log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
         self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
                                       env=_env(self.bin_dir), **ids)  # type: ignore[call-overload]
         log.close()
         self._wait_ready()
-        return self
 
     def _wait_ready(self) -> None:
         import psycopg
@@ -125,17 +134,19 @@ class PostgresCluster:
         while True:
             assert self._proc is not None
             if self._proc.poll() is not None:
-                tail = self.log_tail()
-                self._cleanup()
-                raise RuntimeError(f"postgres exited at start-up: {tail}")
+                raise RuntimeError(f"postgres exited at start-up: {self.log_tail()}")
             try:
                 psycopg.connect(self.dsn(), connect_timeout=2).close()
-                return
             except psycopg.OperationalError:
                 if time.monotonic() > deadline:
-                    self.stop()
                     raise RuntimeError("postgres did not accept connections in time") from None
                 time.sleep(0.05)
+                continue
+            # Another test's postgres (trust auth too) would have answered just the same.
+            if stranger_on(self._proc.pid, [self.port]) is not None:
+                self._halt()
+                raise RuntimeError(in_use(self.port))
+            return
 
     def log_tail(self, chars: int = 2000) -> str:
         try:
@@ -144,6 +155,10 @@ class PostgresCluster:
             return ""
 
     def stop(self) -> None:
+        self._halt()
+        self._cleanup()
+
+    def _halt(self) -> None:
         if self._proc is not None and self._proc.poll() is None:
             # SIGINT is postgres' "fast" shutdown (SIGTERM would wait for every client to leave).
             self._proc.send_signal(signal.SIGINT)
@@ -153,7 +168,6 @@ class PostgresCluster:
                 self._proc.kill()
                 self._proc.wait()
         self._proc = None
-        self._cleanup()
 
     def _cleanup(self) -> None:
         if self._tmp is not None:

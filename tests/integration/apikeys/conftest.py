@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 from apikey_support import App, Replica, StartReplica, write_config
 from tenantgate.testing.binaries import BinaryMissing, in_ci
+from tenantgate.testing.ports import on_fresh_ports_async
 from tenantgate.testing.redis import RedisServer
 
 
@@ -41,11 +42,14 @@ async def start_replica(tmp_path: Path, redis_url: str) -> AsyncIterator[StartRe
 
     async def start(name: str = "a", *, admin: bool = False, allow_unknown: bool | None = None,
                     **api_keys: Any) -> Replica:
-        path, grpc_port, admin_port = write_config(tmp_path / name, redis_url, admin=admin,
-                                                   allow_unknown=allow_unknown, **api_keys)
-        app = App(str(path))
-        await app.start()
-        replica = Replica(app, grpc_port, admin_port)
+        async def attempt() -> Replica:  # write_config picks new ports each time
+            path, grpc_port, admin_port = write_config(tmp_path / name, redis_url, admin=admin,
+                                                       allow_unknown=allow_unknown, **api_keys)
+            app = App(str(path))
+            await app.start()  # a failed start stops whatever it had started
+            return Replica(app, grpc_port, admin_port)
+
+        replica = await on_fresh_ports_async(attempt)
         started.append(replica)
         return replica
 

@@ -16,6 +16,7 @@ from google.rpc import code_pb2
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request
 from tenantgate.testing.envoy import TenantgateProcess
+from tenantgate.testing.ports import on_fresh_ports
 from tenantgate.testing.redis import RedisClusterServers, RedisServer
 
 
@@ -56,14 +57,27 @@ async def admitted(ports: list[int], token: str, per_server: int) -> int:
             await channel.close()
 
 
+def start_server(tmp_path: Path, issuer: DevIssuer, url: str) -> TenantgateProcess:
+    def attempt() -> TenantgateProcess:  # a new free port each time
+        port = free_port()
+        proc = TenantgateProcess(write_config(tmp_path, issuer, url, port),
+                                 grpc=f"127.0.0.1:{port}")
+        try:
+            return proc.start()
+        except BaseException:
+            proc.close()
+            raise
+
+    return on_fresh_ports(attempt)
+
+
 async def run_two_servers(tmp_path: Path, url: str) -> int:
     issuer = DevIssuer()
-    ports = [free_port(), free_port()]
-    procs = [TenantgateProcess(write_config(tmp_path, issuer, url, p), grpc=f"127.0.0.1:{p}")
-             for p in ports]
+    procs: list[TenantgateProcess] = []
     try:
-        for proc in procs:
-            proc.start()
+        for _ in range(2):
+            procs.append(start_server(tmp_path, issuer, url))
+        ports = [int(str(proc.grpc).rpartition(":")[2]) for proc in procs]
         return await admitted(ports, issuer.token("acme"), 100)
     finally:
         for proc in procs:
