@@ -6,8 +6,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from tenantgate.config.load import load_config, parse_config
 from tenantgate.config.model import DEFAULT_ALGORITHMS
+from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.errors import ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
@@ -56,6 +58,13 @@ def test_durations(text: str, seconds: float) -> None:
     config = parse_config((FIXTURES / "valid.yaml").read_text().replace(
         "  metrics: null\n", f"  metrics: null\n  drain_timeout: {text}\n"))
     assert config.listen.drain_timeout == seconds
+
+
+def test_the_longest_duration_is_where_google_protobuf_duration_ends() -> None:
+    # One bound for every Duration tenantgate writes (envoy-config timeouts, RLS resets).
+    assert Duration(seconds=DURATION_MAX_SECONDS).ToJsonString() == "315576000000s"
+    with pytest.raises(ValueError, match="must be in range"):
+        Duration(seconds=DURATION_MAX_SECONDS + 1).ToJsonString()
 
 
 def test_several_mistakes_are_all_reported_each_with_its_path() -> None:

@@ -15,6 +15,7 @@ import yaml
 from betterproto2 import Casing
 
 from tenantgate.config.model import Config
+from tenantgate.config.types import DURATION_MAX_SECONDS
 
 # envoy-data-plane 2.2's generated classes use a pydantic form deprecated in 2.12; the warning
 # is theirs, and the suite turns warnings into errors.
@@ -157,15 +158,14 @@ def _admin_socket(value: str) -> Address:
     return _socket(value, "--admin")
 
 
-# Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout);
-# google.protobuf.Duration ends at 10000 years.
-_MIN_SECONDS, _MAX_SECONDS = 0.001, 315_576_000_000
+# Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout).
+_MIN_SECONDS = 0.001
 
 
 def _seconds(value: float, what: str) -> datetime.timedelta:
-    if not (math.isfinite(value) and _MIN_SECONDS <= value <= _MAX_SECONDS):
+    if not (math.isfinite(value) and _MIN_SECONDS <= value <= DURATION_MAX_SECONDS):
         raise EnvoyConfigError(f"{what}: must be a number of seconds from {_MIN_SECONDS} "
-                               f"to {_MAX_SECONDS}, got {value!r}")
+                               f"to {DURATION_MAX_SECONDS}, got {value!r}")
     return datetime.timedelta(seconds=value)
 
 

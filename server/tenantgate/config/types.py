@@ -19,6 +19,9 @@ from pydantic import (
     model_validator,
 )
 
+# google.protobuf.Duration's documented range ends at 10000 years: a longer one is invalid.
+DURATION_MAX_SECONDS = 315_576_000_000
+
 # Patterns here are used with fullmatch: `match` with `$` also accepts a trailing newline.
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}

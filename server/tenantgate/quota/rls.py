@@ -13,6 +13,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 
 from tenantgate.config.quota import FailureMode
+from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.metrics import OTHER_TENANT
 from tenantgate.quota.limiter import Limiter, Verdict
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 Response = rls_pb2.RateLimitResponse
 _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
-_MAX_DURATION_US = 315_576_000_000 * 1_000_000  # google.protobuf.Duration's documented range
+_MAX_DURATION_US = DURATION_MAX_SECONDS * 1_000_000
 
 
 @dataclass(frozen=True, slots=True)
