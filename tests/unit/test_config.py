@@ -9,7 +9,7 @@ import pytest
 from google.protobuf.duration_pb2 import Duration
 from tenantgate.config.load import load_config, parse_config
 from tenantgate.config.model import DEFAULT_ALGORITHMS
-from tenantgate.config.types import DURATION_MAX_SECONDS
+from tenantgate.config.types import DURATION_MAX_SECONDS, redis_hosts
 from tenantgate.errors import ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
@@ -129,7 +129,7 @@ def test_durations_must_be_finite(key: str, value: str) -> None:
     ("redis+sentinel://h:26379/m/0/1", "a sentinel url's path is /master or /master/db"),
     ("redis+cluster://h:abc", "port 'abc' in 'h:abc' must be a number from 1 to 65535"),
     ("redis+cluster://h1:7000,,h2:7001", "every entry of the host list needs a host, got ''"),
-    ("redis+cluster://[::1]", "give the port of an IPv6 host in a host list: [::1]:6379"),
+    ("redis+cluster://[::1]x", "'[::1]x' must be host:port"),
 ])
 def test_a_redis_url_the_client_would_refuse_is_a_config_error(url: str, problem: str) -> None:
     # Before, these passed check-config and `serve` died with redis-py's ValueError.
@@ -140,9 +140,26 @@ def test_a_redis_url_the_client_would_refuse_is_a_config_error(url: str, problem
 @pytest.mark.parametrize("url", [
     "redis://127.0.0.1:6379/0", "redis://h", "rediss://user:p%40ss@h:6380/15?protocol=3",
     "redis://[::1]:6379/2", "unix:///run/redis.sock?db=3", "redis+sentinel://h1,h2:26380/m/1",
-    "redis+cluster://h1:7000,[::1]:7001", "rediss+cluster://h1"])
+    "redis+cluster://h1:7000,[::1]:7001", "rediss+cluster://h1", "redis://[::1]/0",
+    "redis+cluster://[::1]", "redis+sentinel://[::1],[::2]:26379/mymaster"])
 def test_redis_urls_the_client_accepts_still_pass(url: str) -> None:
     assert issues(f"quota:\n  store: redis\n  redis: {{url: '{url}'}}\n") == []
+
+
+@pytest.mark.parametrize(("netloc", "hosts"), [
+    ("h1,h2:26380", [("h1", 26379), ("h2", 26380)]),
+    ("[::1],[::2]:26380", [("::1", 26379), ("::2", 26380)]),
+    ("user:p%40ss@[fe80::1]", [("fe80::1", 26379)]),
+])
+def test_a_host_list_entry_without_a_port_gets_the_default_port(
+        netloc: str, hosts: list[tuple[str, int]]) -> None:
+    # Before, a bracketed IPv6 entry without a port was refused where a hostname was not.
+    assert redis_hosts(netloc, 26379) == hosts
+
+
+def test_an_unclosed_ipv6_bracket_in_a_host_list_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"^'\[::1' must be host:port$"):
+        redis_hosts("[::1,[::2]:7001", 6379)
 
 
 def test_api_key_redis_url_ports_are_checked_too() -> None:

@@ -129,18 +129,16 @@ def redis_hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
 
 
 def _redis_host(item: str, in_list: bool, default_port: int) -> tuple[str, int]:
-    if item.startswith("["):  # [IPv6]:port
-        host, _, port = item[1:].partition("]")
-        if port and not port.startswith(":"):
+    if item.startswith("["):  # [IPv6] or [IPv6]:port: like a hostname, the port is optional
+        host, closed, after = item[1:].partition("]")
+        if not closed or after[:1] not in ("", ":"):
             raise ValueError(f"{item!r} must be host:port")
-        port = port[1:]
-        if in_list and not port:  # host lists give every IPv6 entry its port
-            raise ValueError(f"give the port of an IPv6 host in a host list: [{host}]:6379")
+        colon, port = after[:1], after[1:]
     else:
-        host, _, port = item.rpartition(":") if ":" in item else (item, "", "")
+        host, colon, port = item.rpartition(":") if ":" in item else (item, "", "")
     if in_list and not host:
         raise ValueError(f"every entry of the host list needs a host, got {item!r}")
-    if ":" in item and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
+    if colon and not (port.isascii() and port.isdigit() and 1 <= int(port) <= 65535):
         raise ValueError(f"port {port!r} in {item!r} must be a number from 1 to 65535")
     return host, int(port) if port else default_port
 
