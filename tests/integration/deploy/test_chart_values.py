@@ -116,6 +116,11 @@ REJECTED = [
                  id="audit-file-in-tmp"),
     pytest.param({"audit": {"path": "//tmp/./audit.jsonl"}},
                  'audit.path: "/tmp/audit.jsonl" is in /tmp', id="audit-file-in-tmp-uncleaned"),
+    # tenantgate reads a relative path from the config file's directory: the read-only ConfigMap.
+    pytest.param({"audit": {"path": "audit.jsonl"}},
+                 'audit.path: "audit.jsonl" is relative', id="audit-file-relative"),
+    pytest.param({"audit": {"path": "./logs/../audit.jsonl"}},
+                 'audit.path: "audit.jsonl" is relative', id="audit-file-relative-uncleaned"),
     pytest.param({"admin": {"listen": "127.0.0.1:9090", "token": {"fromEnv": "ADMIN_TOKEN"}}},
                  'admin.listen "127.0.0.1:9090": must differ from ports.metrics, both 9090',
                  id="admin-api-on-metrics-port"),

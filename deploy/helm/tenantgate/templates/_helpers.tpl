@@ -82,6 +82,10 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- if and .Values.audit.enabled (or (eq $audit "/tmp") (hasPrefix "/tmp/" $audit)) -}}
 {{- fail (printf "audit.path: %q is in /tmp, a 16Mi in-memory emptyDir counted against the memory limit and never rotated: a client sending bad tokens fills it and the pod is evicted. Use \"-\" (standard output, collected by the node's log pipeline)" $audit) -}}
 {{- end -}}
+{{- /* tenantgate reads a relative path from its config file's directory, the read-only ConfigMap */ -}}
+{{- if and .Values.audit.enabled (ne $audit "-") (not (isAbs $audit)) -}}
+{{- fail (printf "audit.path: %q is relative, so tenantgate would write it in %s, a read-only ConfigMap, and fail to start. Use \"-\" (standard output, collected by the node's log pipeline) or an absolute path on a volume from extraVolumes" $audit (include "tenantgate.configDir" .)) -}}
+{{- end -}}
 {{- $ports := include "tenantgate.podPorts" . | fromYamlArray -}}
 {{- range $i, $a := $ports -}}
 {{- range $j, $b := $ports -}}
