@@ -43,7 +43,9 @@ class RequestView:
         if content_length is None and http.size > 0:
             content_length = http.size
         return cls(
-            request_id=http.id or headers.get("x-request-id", ""),
+            # Not http.id first: Envoy fills it with its internal stream number, which no
+            # access log or backend shows; x-request-id is what joins their lines to ours.
+            request_id=headers.get("x-request-id") or http.id,
             method=http.method.upper(),
             path=http.path.split("?", 1)[0],
             host=http.host,

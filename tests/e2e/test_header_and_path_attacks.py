@@ -63,6 +63,18 @@ def test_allowed_request_reaches_backend_with_tenantgate_headers(
 
 
 @pytest.mark.parametrize("http2", PROTOCOLS)
+def test_signed_context_carries_the_request_id_the_backend_sees(
+        stack: Stack, key_ring: KeyRing, http2: bool) -> None:
+    # Envoy's CheckRequest also has an `id`: its internal stream number, which no log or
+    # backend shows. The context must carry x-request-id, so a backend's log line and
+    # tenantgate's audit line for one request can be joined.
+    echo = received(send(stack, "/tenants/acme/notes", stack.auth("acme"), http2=http2))
+    [request_id] = header_values(echo, "x-request-id")
+    [context] = header_values(echo, "x-tenant-context")
+    assert key_ring.verify(context).request_id == request_id
+
+
+@pytest.mark.parametrize("http2", PROTOCOLS)
 def test_spoofed_trusted_headers_never_reach_backend(
         stack: Stack, key_ring: KeyRing, http2: bool) -> None:
     headers = {**stack.auth("acme"), **SPOOFED}

@@ -16,9 +16,16 @@ def test_fields_come_from_the_check_request() -> None:
     assert view.header("x-thing") == "1"
 
 
-def test_request_id_falls_back_to_x_request_id_header() -> None:
-    view = RequestView.from_check(check_request(request_id="", headers={"x-request-id": "h-7"}))
+def test_request_id_is_the_x_request_id_header_before_envoys_stream_number() -> None:
+    # Envoy fills CheckRequest's `id` with its internal stream number; logs and backends
+    # see x-request-id (pinned with a real Envoy in tests/e2e/test_header_and_path_attacks.py).
+    view = RequestView.from_check(check_request(request_id="1819530999414",
+                                                headers={"x-request-id": "h-7"}))
     assert view.request_id == "h-7"
+
+
+def test_request_id_falls_back_to_the_check_request_id() -> None:
+    assert RequestView.from_check(check_request(request_id="r-2")).request_id == "r-2"
 
 
 def test_raw_header_map_wins_and_keeps_every_copy() -> None:
