@@ -165,6 +165,24 @@ async def test_endpoint_down_known_keys_work_up_to_max_stale_then_unavailable(
     assert await keys.find("k1", "RS256") != []
 
 
+async def test_failing_background_refresh_backs_off_instead_of_refetching_per_request(
+        idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    fake.failing = True
+    clock.now += 61  # stale but usable: known keys keep serving while the refresh fails
+    for _ in range(100):
+        assert await keys.find("k1", "RS256") != []
+        await settle()
+    assert fake.fetches == 2  # start-up + one failed refresh, not one per request
+    fake.failing = False
+    clock.now += FAILED_FETCH_BACKOFF
+    assert await keys.find("k1", "RS256") != []
+    await settle()
+    assert fake.fetches == 3
+
+
 async def test_no_keys_at_start_is_unavailable_not_a_crash(idp: DevIssuer) -> None:
     fake, clock = FakeIdP(idp.jwks(["k1"])), Clock()
     fake.failing = True

@@ -90,10 +90,13 @@ class KeySet:
         try:
             await self.refresh()
         except FetchFailed:
-            self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
             raise KeySetUnavailable(f"JWKS of {self._issuer.name} unavailable") from None
 
     def _refresh_in_background(self) -> None:
+        # Also after a failed fetch: while stale keys still serve, an IdP that is down must
+        # not get one fetch per request.
+        if self._clock() < self._next_attempt:
+            return
         if self._inflight is None or self._inflight.done():
             task = asyncio.ensure_future(self._refresh_quietly())
             self._background.add(task)
@@ -114,6 +117,7 @@ class KeySet:
             document, max_age = await self._load_document()
         except FetchFailed:
             metrics.JWKS_FETCHES.labels(self._issuer.name, "error").inc()
+            self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
             raise
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
