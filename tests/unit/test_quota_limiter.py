@@ -239,3 +239,19 @@ def test_a_changed_max_local_entries_is_reported_not_silently_ignored(
         second = build_limiter(changed)
     assert first is not None and second is not None and first.store is second.store
     assert "max_local_entries changed" in caplog.text
+
+
+async def test_a_cached_denial_names_the_bucket_that_denied(limiter: Limiter) -> None:
+    # writes (3/day) runs out while the plan (10/day) has 7 left: a denial answered by the
+    # over-limit cache must say what the store said, not "plan exhausted, 0 left".
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    for _ in range(3):
+        await limiter.check(plan, "acme", "POST", "/api/x")
+    from_store = dict(deny_headers(await limiter.check(plan, "acme", "POST", "/api/x")))
+    from_cache = dict(deny_headers(await limiter.check(plan, "acme", "POST", "/api/x")))
+    assert from_store["ratelimit"] == '"writes-86400s";r=0;t=86400'
+    assert from_cache["x-ratelimit-limit"] == "3, 3;w=86400"
+    assert from_cache["ratelimit"].startswith('"writes-86400s";r=0;t=')
+    # t= is when the bucket is full again, not when one request would pass.
+    assert int(from_cache["ratelimit"].rsplit("=", 1)[1]) > int(from_cache["retry-after"])

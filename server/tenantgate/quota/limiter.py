@@ -150,19 +150,27 @@ class OverLimitCache:
     """
 
     def __init__(self, max_entries: int) -> None:
-        self._until: dict[str, tuple[int, int]] = {}  # key -> (until µs, smallest denied cost)
+        # key -> (retry until µs, smallest denied cost, full again at µs)
+        self._until: dict[str, tuple[int, int, int]] = {}
         self._max = max_entries
 
-    def check(self, buckets: Sequence[Bucket], cost: int) -> int:
-        """µs until every cached bucket among these would take `cost`; 0 when none is cached."""
+    def check(self, buckets: Sequence[Bucket], cost: int) -> tuple[BucketState, ...] | None:
+        """Each bucket's state when a cached one denies `cost`; None when none does.
+
+        Per bucket, so the headers name the bucket that denied (as the store's answer did),
+        not whichever bucket comes first; buckets not cached report nothing (0).
+        """
         if not self._until:
-            return 0
-        now, wait = monotonic_us(), 0
+            return None
+        now, states, denied = monotonic_us(), [], False
         for bucket in buckets:
             cached = self._until.get(bucket.key)
-            if cached is not None and cost >= cached[1]:
-                wait = max(wait, cached[0] - now)
-        return wait
+            if cached is not None and cost >= cached[1] and cached[0] > now:
+                denied = True
+                states.append(BucketState(0, max(0, cached[2] - now), cached[0] - now))
+            else:
+                states.append(BucketState(0, 0, 0))
+        return tuple(states) if denied else None
 
     def remember(self, buckets: Sequence[Bucket], outcome: Outcome, cost: int) -> None:
         now = monotonic_us()
@@ -172,7 +180,7 @@ class OverLimitCache:
                 return
         for bucket, state in zip(buckets, outcome.states, strict=True):
             if state.retry_us > 0:
-                self._until[bucket.key] = (now + state.retry_us, cost)
+                self._until[bucket.key] = (now + state.retry_us, cost, now + state.reset_us)
 
 
 class Limiter:
@@ -232,9 +240,10 @@ class Limiter:
                      batch_interval: float | None = None) -> Verdict:
         """All buckets admit `cost` and are charged, or none is; the failure mode on error."""
         held = tuple(buckets)
-        if self._cache is not None and cost > 0 and (wait := self._cache.check(held, cost)) > 0:
+        if self._cache is not None and cost > 0 and (
+                cached := self._cache.check(held, cost)) is not None:
             metrics.LOCAL_DENIALS.inc()
-            return Verdict(False, held, _cached_outcome(held, wait))
+            return Verdict(False, held, Outcome(False, cached, monotonic_us()))
         if batch_interval is not None and self._batcher is not None and cost > 0:
             local = self._batcher.decide_local(held, cost)
             if local is not None:
@@ -272,11 +281,6 @@ class Limiter:
         if now - self._warned_at >= _WARN_EVERY:
             self._warned_at = now
             log.warning("quota store %s unavailable: failing %s", self.store.name, mode)
-
-
-def _cached_outcome(buckets: tuple[Bucket, ...], wait_us: int) -> Outcome:
-    states = tuple(BucketState(0, wait_us, wait_us) for _ in buckets)
-    return Outcome(False, states, monotonic_us())
 
 
 def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
