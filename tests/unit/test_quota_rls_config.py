@@ -68,3 +68,18 @@ def test_a_duplicate_key_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(ConfigError) as error:
         load_domains([str(path)])
     assert error.value.issues == [f"{path}: line 4 column 54: duplicate key 'requests_per_unit'"]
+
+
+def test_requests_per_unit_must_fit_the_wire_field(tmp_path: Path) -> None:
+    # RateLimit.requests_per_unit and limit_remaining are uint32 on the wire: a bigger count
+    # loaded here failed every ShouldRateLimit that matched it (protobuf refuses the value).
+    # envoyproxy/ratelimit reads the field as a uint32 too.
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n"
+                    "  - key: tenant\n    rate_limit: {unit: day, requests_per_unit: 4294967296}\n"
+                    "  - key: user\n    rate_limit: {unit: day, requests_per_unit: 4294967295}\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [
+        f"{path}: descriptors[0].rate_limit.requests_per_unit: must be a whole number "
+        "from 0 to 4294967295"]

@@ -16,6 +16,8 @@ UNIT_SECONDS = {"second": 1, "minute": 60, "hour": 3600, "day": 86400, "week": 6
                 "month": 30 * 86400, "year": 365 * 86400}
 _NODE_KEYS = {"key", "value", "rate_limit", "descriptors", "shadow_mode", "detailed_metric"}
 _RATE_KEYS = {"unit", "requests_per_unit", "unlimited", "name"}
+# RateLimit.requests_per_unit and DescriptorStatus.limit_remaining are uint32 on the wire.
+_MAX_REQUESTS_PER_UNIT = 2**32 - 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,8 +118,10 @@ def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
     count = rate.get("requests_per_unit")
     if unit not in UNIT_SECONDS:
         issues.append(f"{at}.unit: must be one of {', '.join(UNIT_SECONDS)}")
-    elif not isinstance(count, int) or isinstance(count, bool) or count < 0:
-        issues.append(f"{at}.requests_per_unit: must be a whole number >= 0")
+    elif (not isinstance(count, int) or isinstance(count, bool)
+          or not 0 <= count <= _MAX_REQUESTS_PER_UNIT):
+        issues.append(f"{at}.requests_per_unit: must be a whole number "
+                      f"from 0 to {_MAX_REQUESTS_PER_UNIT}")
     else:
         node.limit = RlsLimit(unit, count, str(rate.get("name", "")))
 
