@@ -141,9 +141,9 @@ class KeySet:
 
     async def _discover(self) -> str:
         url = self._issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
-        response = await self._get(url, {})
+        _, body = await self._get(url, {})
         try:
-            document = response.json()
+            document = json.loads(body)
             jwks_uri = document["jwks_uri"]
         except (ValueError, KeyError, TypeError, RecursionError):
             raise FetchFailed("discovery document has no jwks_uri") from None
@@ -157,12 +157,12 @@ class KeySet:
 
     async def _get_jwks(self, url: str) -> tuple[dict[str, Any] | None, float | None]:
         headers = {"if-none-match": self._etag} if self._etag and self._keys else {}
-        response = await self._get(url, headers)
+        response, body = await self._get(url, headers)
         max_age = _max_age(response.headers.get("cache-control", ""))
         if response.status_code == 304:
             return None, max_age
         try:
-            document = response.json()
+            document = json.loads(body)
         except (ValueError, RecursionError):  # deeply nested JSON exhausts the parser's stack
             raise FetchFailed("JWKS is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
@@ -170,20 +170,35 @@ class KeySet:
         self._etag = response.headers.get("etag")
         return document, max_age
 
-    async def _get(self, url: str, headers: dict[str, str]) -> httpx.Response:
+    async def _get(self, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
+        """The response and its body, within one deadline and the size limit."""
         assert self._client is not None
         try:
-            response = await self._client.get(url, headers=headers, timeout=self._cfg.timeout)
-        except httpx.HTTPError as exc:
+            # httpx's timeout bounds each read, not the fetch: an endpoint dripping its body
+            # would hold every Check waiting on this fetch. One deadline for the whole fetch.
+            async with asyncio.timeout(self._cfg.timeout), self._client.stream(
+                    "GET", url, headers=headers, timeout=self._cfg.timeout) as response:
+                if response.status_code not in (200, 304):
+                    raise FetchFailed(f"HTTP {response.status_code}")
+                return response, await _read_bounded(response)
+        except (httpx.HTTPError, TimeoutError) as exc:
             raise FetchFailed(type(exc).__name__) from None
-        if response.status_code not in (200, 304) or len(response.content) > MAX_JWKS_BYTES:
-            raise FetchFailed(f"HTTP {response.status_code}")
-        return response
 
     async def close(self) -> None:
         for task in (*self._background, self._inflight):
             if task is not None and not task.done():
                 task.cancel()
+
+
+async def _read_bounded(response: httpx.Response) -> bytes:
+    # Read in pieces and stop past the limit: reading first and measuring after would hold
+    # whatever the endpoint sends in memory (counted after content decoding: gzip bombs too).
+    body = bytearray()
+    async for chunk in response.aiter_bytes():
+        body += chunk
+        if len(body) > MAX_JWKS_BYTES:
+            raise FetchFailed("JWKS document too large")
+    return bytes(body)
 
 
 def _scheme_ok(url: str, cfg: JwksConfig) -> bool:
