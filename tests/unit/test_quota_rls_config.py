@@ -83,3 +83,35 @@ def test_requests_per_unit_must_fit_the_wire_field(tmp_path: Path) -> None:
     assert error.value.issues == [
         f"{path}: descriptors[0].rate_limit.requests_per_unit: must be a whole number "
         "from 0 to 4294967295"]
+
+
+@pytest.mark.parametrize(("first", "second", "where"), [
+    ("key: tenant", "key: tenant", "descriptors[1]: duplicate descriptor tenant"),
+    ("key: tenant\n    value: acme", "key: tenant\n    value: acme",
+     "descriptors[1]: duplicate descriptor tenant=acme"),
+    ("key: route\n    value: /api/*", "key: route\n    value: /api/*",
+     "descriptors[1]: duplicate descriptor route=/api/*"),
+])
+def test_a_duplicate_descriptor_is_an_error(tmp_path: Path, first: str, second: str,
+                                            where: str) -> None:
+    # The second silently replaced the first (or, for a prefix, was never reached): one of
+    # the two limits was lost. envoyproxy/ratelimit refuses the file.
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n"
+                    f"  - {first}\n    rate_limit: {{unit: second, requests_per_unit: 5}}\n"
+                    f"  - {second}\n    rate_limit: {{unit: second, requests_per_unit: 500}}\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [f"{path}: {where}"]
+
+
+def test_the_same_descriptor_under_different_parents_is_no_duplicate(tmp_path: Path) -> None:
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n"
+                    "  - key: a\n    descriptors: [{key: x, rate_limit: {unit: day, "
+                    "requests_per_unit: 1}}]\n"
+                    "  - key: b\n    descriptors: [{key: x, rate_limit: {unit: day, "
+                    "requests_per_unit: 2}}]\n")
+    root = load_domains([str(path)])["edge"]
+    limits = [root.any_value[k].any_value["x"].limit for k in "ab"]
+    assert [lim.requests_per_unit for lim in limits if lim is not None] == [1, 2]

@@ -93,13 +93,26 @@ def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
         if "rate_limit" in item:
             _rate(node, item["rate_limit"], f"{at}.rate_limit", issues)
         key, value = item["key"], item.get("value")
-        if value is None:
+        if _taken(parent, key, value):
+            # One would silently replace (or shadow) the other, losing its limit; as
+            # envoyproxy/ratelimit, refuse the file.
+            shown = key if value is None else f"{key}={value}"
+            issues.append(f"{at}: duplicate descriptor {shown}")
+        elif value is None:
             parent.any_value[key] = node
         elif str(value).endswith("*"):
             parent.prefix.append((key, str(value)[:-1], node))
         else:
             parent.exact[(key, str(value))] = node
         _fill(node, item.get("descriptors") or [], f"{at}.descriptors", issues)
+
+
+def _taken(parent: Node, key: str, value: Any) -> bool:
+    if value is None:
+        return key in parent.any_value
+    if str(value).endswith("*"):
+        return any(k == key and start == str(value)[:-1] for k, start, _ in parent.prefix)
+    return (key, str(value)) in parent.exact
 
 
 def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
