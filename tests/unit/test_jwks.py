@@ -267,7 +267,8 @@ def test_prepare_skips_unfit_and_broken_keys(idp: DevIssuer) -> None:
     assert skipped == 2  # the enc key and the non-object; "broken" fits but fails to load
 
 
-def discovery_keyset(document: object, idp: DevIssuer) -> tuple[KeySet, list[str]]:
+def discovery_keyset(document: object, idp: DevIssuer,
+                     issuer: str = "https://idp.test") -> tuple[KeySet, list[str]]:
     asked: list[str] = []
 
     async def handle(request: httpx.Request) -> httpx.Response:
@@ -277,7 +278,7 @@ def discovery_keyset(document: object, idp: DevIssuer) -> tuple[KeySet, list[str
         return httpx.Response(200, json={"keys": idp.jwks(["k1"])})
 
     cfg = IssuerConfig.model_validate({
-        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "name": "idp", "issuer": issuer, "audiences": ["api"],
         "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True}})
     return KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle))), asked
 
@@ -303,6 +304,19 @@ async def test_discovery_document_that_does_not_fit_is_refused(idp: DevIssuer,
     with pytest.raises(KeySetUnavailable):
         await keys.find("k1", "RS256")
     assert "/jwks.json" not in asked
+
+
+async def test_discovery_over_plain_http_is_refused_without_allow_insecure_http(
+        idp: DevIssuer) -> None:
+    # A network attacker answering the plain-http discovery request names the issuer as
+    # asked and an https jwks_uri of their own: their keys would be trusted.
+    keys, asked = discovery_keyset(
+        {"issuer": "http://idp.test", "jwks_uri": "https://attacker.test/jwks.json"}, idp,
+        issuer="http://idp.test")
+    await keys.start()
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+    assert asked == []
 
 
 async def test_a_token_without_kid_may_use_any_key_of_its_algorithm(idp: DevIssuer) -> None:

@@ -141,6 +141,10 @@ class KeySet:
 
     async def _discover(self) -> str:
         url = self._issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
+        # The document names the keys to trust: fetched over plain http, anyone on the path
+        # could name their own (an https jwks_uri and the expected issuer pass every check).
+        if not _scheme_ok(url, self._cfg):
+            raise FetchFailed("issuer is not an https URL")
         _, body = await self._get(url, {})
         try:
             document = json.loads(body)
