@@ -296,7 +296,9 @@ async def test_discovery_finds_the_jwks_uri(idp: DevIssuer) -> None:
     {"issuer": "https://idp.test", "jwks_uri": "http://idp.test/jwks.json"},
     {"issuer": "https://idp.test"},
     ["not", "an", "object"],
-], ids=["another-issuer", "no-issuer", "plain-http-jwks-uri", "no-jwks-uri", "array"])
+    {"issuer": "https://idp.test", "jwks_uri": "https://[::1/jwks.json"},
+], ids=["another-issuer", "no-issuer", "plain-http-jwks-uri", "no-jwks-uri", "array",
+        "jwks-uri-not-a-url"])
 async def test_discovery_document_that_does_not_fit_is_refused(idp: DevIssuer,
                                                                document: object) -> None:
     keys, asked = discovery_keyset(document, idp)

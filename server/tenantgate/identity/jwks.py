@@ -185,7 +185,8 @@ class KeySet:
                 if response.status_code not in (200, 304):
                     raise FetchFailed(f"HTTP {response.status_code}")
                 return response, await _read_bounded(response)
-        except (httpx.HTTPError, TimeoutError) as exc:
+        # InvalidURL is no HTTPError: a discovery document's jwks_uri may be any string.
+        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
             raise FetchFailed(type(exc).__name__) from None
 
     async def close(self) -> None:
