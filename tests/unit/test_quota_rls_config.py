@@ -115,3 +115,30 @@ def test_the_same_descriptor_under_different_parents_is_no_duplicate(tmp_path: P
     root = load_domains([str(path)])["edge"]
     limits = [root.any_value[k].any_value["x"].limit for k in "ab"]
     assert [lim.requests_per_unit for lim in limits if lim is not None] == [1, 2]
+
+
+@pytest.mark.parametrize(("written", "sent"), [
+    ("true", "true"), ("yes", "yes"), ("1.10", "1.10"), ("010", "010"), ("0x1F", "0x1F"),
+    ("2024-01-01", "2024-01-01"), ("'quoted'", "quoted"), ("200", "200"),
+])
+def test_a_descriptor_value_matches_as_written(tmp_path: Path, written: str, sent: str) -> None:
+    # Envoy sends values as strings and envoyproxy/ratelimit reads `value` as written; read
+    # as YAML types, `true` became "True" and `1.10` "1.1", so they never matched.
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n"
+                    f"  - key: flag\n    value: {written}\n"
+                    "    rate_limit: {unit: second, requests_per_unit: 5}\n")
+    root = load_domains([str(path)])["edge"]
+    node = root.child("flag", sent)
+    assert node is not None and node.limit is not None
+
+
+@pytest.mark.parametrize("value", ['""', "~", "null"])
+def test_an_empty_or_null_value_means_any_value(tmp_path: Path, value: str) -> None:
+    # As envoyproxy/ratelimit reads it: an empty value is no value, a key matching any value.
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n"
+                    f"  - key: tenant\n    value: {value}\n"
+                    "    rate_limit: {unit: second, requests_per_unit: 5}\n")
+    root = load_domains([str(path)])["edge"]
+    assert root.child("tenant", "acme") is root.any_value["tenant"]

@@ -20,6 +20,27 @@ _RATE_KEYS = {"unit", "requests_per_unit", "unlimited", "name"}
 _MAX_REQUESTS_PER_UNIT = 2**32 - 1
 
 
+class _Loader(StrictLoader):
+    """StrictLoader that reads a descriptor's `value` as written, as envoyproxy/ratelimit
+    (Go yaml into a string) does: Envoy sends values as text, so `value: true` must match
+    "true" and `value: 1.10` "1.10", not "True" and "1.1"."""
+
+
+_MAPPING = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
+
+
+def _mapping_as_written(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
+    mapping: dict[Any, Any] = StrictLoader.yaml_constructors[_MAPPING](loader, node)
+    for key_node, value_node in node.value:
+        if (key_node.value == "value" and isinstance(value_node, yaml.ScalarNode)
+                and value_node.tag != "tag:yaml.org,2002:null"):
+            mapping["value"] = value_node.value
+    return mapping
+
+
+_Loader.add_constructor(_MAPPING, _mapping_as_written)
+
+
 @dataclass(frozen=True, slots=True)
 class RlsLimit:
     unit: str  # lower-case, a key of UNIT_SECONDS
@@ -52,7 +73,7 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
     for path in paths:
         try:
             # Strict like the main config: a duplicate key is an error, not "the last one wins".
-            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=StrictLoader)
+            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
         except yaml.YAMLError as exc:
             raise ConfigError([f"{path}: {yaml_problem(exc)}"]) from None
         except (OSError, UnicodeDecodeError) as exc:
@@ -93,6 +114,8 @@ def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
         if "rate_limit" in item:
             _rate(node, item["rate_limit"], f"{at}.rate_limit", issues)
         key, value = item["key"], item.get("value")
+        if value == "":  # envoyproxy/ratelimit: an empty value is no value (any value)
+            value = None
         if _taken(parent, key, value):
             # One would silently replace (or shadow) the other, losing its limit; as
             # envoyproxy/ratelimit, refuse the file.
