@@ -255,3 +255,17 @@ async def test_a_cached_denial_names_the_bucket_that_denied(limiter: Limiter) ->
     assert from_cache["ratelimit"].startswith('"writes-86400s";r=0;t=')
     # t= is when the bucket is full again, not when one request would pass.
     assert int(from_cache["ratelimit"].rsplit("=", 1)[1]) > int(from_cache["retry-after"])
+
+
+def test_a_full_store_forgets_the_least_recently_charged_bucket_not_a_busy_one() -> None:
+    # Forgetting a bucket resets it to full. The bucket charged just now must not be the one
+    # forgotten because it was first charged long ago: that would hand the busiest tenant a
+    # fresh burst whenever others fill the store.
+    store, busy = MemoryStore(max_entries=100), bucket("busy", limit=2, period=86400.0, burst=2)
+    assert store.acquire_now([busy], 1, 0).admitted
+    for i in range(1022):
+        store.acquire_now([bucket(f"other{i}", period=86400.0)], 1, 0)
+    assert store.acquire_now([busy], 1, 0).admitted  # its last hit of the day
+    store.acquire_now([bucket("one-more", period=86400.0)], 1, 0)  # the store sweeps
+    assert len(store) <= 100
+    assert not store.acquire_now([busy], 1, 0).admitted

@@ -47,6 +47,9 @@ class MemoryStore:
         outcome, new_tats = gcra([self._tats.get(b.key) for b in buckets], buckets, cost, now)
         if outcome.admitted and cost > 0:
             for bucket, tat in zip(buckets, new_tats, strict=True):
+                # Re-inserted, not updated in place: dict order is then least recently
+                # charged first, which is what _sweep forgets (resets to full) first.
+                self._tats.pop(bucket.key, None)
                 self._tats[bucket.key] = tat
             if len(self._tats) >= self._sweep_at:
                 self._sweep(now)
@@ -58,6 +61,7 @@ class MemoryStore:
         for bucket, hits in items:
             tat = max(self._tats.get(bucket.key, now), now) + hits * bucket.interval_us
             if hits:
+                self._tats.pop(bucket.key, None)  # least recently charged first, as above
                 self._tats[bucket.key] = tat
             tats.append(tat)
         return tats, now
@@ -66,6 +70,6 @@ class MemoryStore:
         # Amortised O(1): sweep only when the dict doubled since the last sweep.
         self._tats = {k: t for k, t in self._tats.items() if t > now}
         while len(self._tats) > self._max_entries:
-            # Still too many live buckets: forget the oldest-written, i.e. reset it to full.
+            # Still too many live buckets: forget the least recently charged (reset to full).
             del self._tats[next(iter(self._tats))]
         self._sweep_at = max(_MIN_SWEEP, 2 * len(self._tats))
