@@ -158,7 +158,9 @@ class OverLimitCache:
         """Each bucket's state when a cached one denies `cost`; None when none does.
 
         Per bucket, so the headers name the bucket that denied (as the store's answer did),
-        not whichever bucket comes first; buckets not cached report nothing (0).
+        not whichever bucket comes first. A bucket not cached is reported full: its state is
+        not known here, and it must not look like the one with least left (Envoy's
+        x-ratelimit headers follow that one).
         """
         if not self._until:
             return None
@@ -169,7 +171,7 @@ class OverLimitCache:
                 denied = True
                 states.append(BucketState(0, max(0, cached[2] - now), cached[0] - now))
             else:
-                states.append(BucketState(0, 0, 0))
+                states.append(BucketState(bucket.burst, 0, 0))
         return tuple(states) if denied else None
 
     def remember(self, buckets: Sequence[Bucket], outcome: Outcome, cost: int) -> None:

@@ -194,3 +194,18 @@ async def test_store_down_answers_unavailable(
     finally:
         await server.stop(None)
         dead.close()
+
+
+async def test_a_cached_denial_reports_the_descriptor_that_is_out(rls: object) -> None:
+    # Envoy's x-ratelimit headers follow the status with least remaining: when the over-limit
+    # cache answers, the tenant bucket (3 left) must not look as empty as the writes one.
+    stub = rls  # type: ignore[assignment]
+    tenant, writes = descriptor(("tenant", "a")), descriptor(("tenant", "a"), ("method", "POST"))
+    for _ in range(2):
+        assert (await ask(stub, tenant, writes)).overall_code == Response.OK
+    from_store, from_cache = [await ask(stub, tenant, writes) for _ in range(2)]
+    for reply in (from_store, from_cache):
+        assert reply.overall_code == Response.OVER_LIMIT
+        assert reply.statuses[0].limit_remaining > 0
+        assert reply.statuses[1].limit_remaining == 0
+        assert reply.statuses[1].duration_until_reset.seconds > 0
