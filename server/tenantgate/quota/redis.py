@@ -17,7 +17,7 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisError, ResponseError
+from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from tenantgate.config.quota import RedisConfig
 from tenantgate.config.types import redis_hosts
@@ -237,7 +237,9 @@ class RedisStore:
                 result = await work
             ok = True
             return result
-        except (RedisError, OSError, TimeoutError) as exc:
+        # RedisClusterException is no RedisError: redis-py raises it when no cluster node
+        # answers, or a slot has no node; the store is unavailable then, not our bug.
+        except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             metrics.store_error(self.name)
             raise QuotaStoreUnavailable(type(exc).__name__) from None
         finally:

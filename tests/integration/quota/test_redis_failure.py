@@ -9,6 +9,7 @@ from collections.abc import Callable
 import pytest
 from tenantgate.config.model import Config
 from tenantgate.quota.limiter import Limiter, Verdict
+from tenantgate.testing.binaries import free_port
 from tenantgate.testing.redis import RedisServer
 
 MakeConfig = Callable[..., Config]
@@ -81,3 +82,14 @@ async def test_redis_down_at_start_is_not_fatal(
         assert [v.admitted for v in await run(limiter, 5)] == [True] * 4 + [False]
     finally:
         dead.close()
+
+
+async def test_redis_cluster_down_is_the_failure_mode_not_a_crash(
+        make_limiter: Callable[[Config], Limiter], quota_config: MakeConfig) -> None:
+    # redis-py raises RedisClusterException (not a RedisError) when no node answers: it
+    # failed start-up and every Check with an untyped error instead of failing closed.
+    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
+    config = quota_config(plan("closed").replace("URL", f"'{url}'") + "  store: redis\n")
+    limiter = make_limiter(config)
+    await limiter.start()
+    assert [v.unavailable for v in await run(limiter, 3)] == [True] * 3
