@@ -267,6 +267,11 @@ class RedisStore:
         return replies
 
     async def _run_charges(self, items: Sequence[tuple[Bucket, int]]) -> list[Any]:
+        if isinstance(self._client, RedisCluster):
+            # redis-py refuses scripts in cluster pipelines: one call per bucket, concurrently.
+            return list(await asyncio.gather(
+                *(self._client.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us)
+                  for bucket, hits in items), return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
         for bucket, hits in items:
             pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us)

@@ -93,3 +93,25 @@ async def test_scripts_are_reloaded_after_redis_forgets_them(
         assert charged[0] > 0
     finally:
         await store.close()
+
+
+async def test_batched_hits_admitted_locally_are_charged_to_the_store(
+        store_url: str | None, make_limiter: Callable[[Config], Limiter],
+        quota_config: MakeConfig) -> None:
+    # 100/s with a 1 s batch interval: 100 hits per interval may be admitted locally, then
+    # one sync charges them. On Redis Cluster redis-py refuses scripts in pipelines: every
+    # sync failed, and the hits admitted locally were never charged.
+    limiter = make_limiter(quota_config("""  default_plan: batched
+  plans:
+    batched: {limits: ['8640000/day'], mode: batched, batch_interval: 1s}
+""", store_url))
+    await limiter.start()
+    plan = limiter.plan_for("acme", None, False)
+    assert plan is not None
+    verdicts = [await limiter.check(plan, "acme", "GET", "/") for _ in range(51)]
+    assert all(v.admitted for v in verdicts)
+    assert limiter._batcher is not None
+    await limiter._batcher.sync()
+    [bucket] = plan.buckets("acme", "GET", "/")
+    [tat], now = await limiter.store.charge([(bucket, 0)])  # 0 hits: only reads
+    assert tat - now > 40 * bucket.interval_us  # 51 hits of 10 ms, less the time since
