@@ -278,8 +278,11 @@ def discovery_keyset(document: object, idp: DevIssuer,
         return httpx.Response(200, json={"keys": idp.jwks(["k1"])})
 
     cfg = IssuerConfig.model_validate({
-        "name": "idp", "issuer": issuer, "audiences": ["api"],
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
         "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True}})
+    # Unvalidated: config load refuses discovery from a plain-http issuer (tests/fixtures/
+    # config/jwks_discovery_not_https.yaml); the key set must refuse it on its own as well.
+    cfg = cfg.model_copy(update={"issuer": issuer})
     return KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle))), asked
 
 

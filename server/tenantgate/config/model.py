@@ -155,6 +155,12 @@ class IssuerConfig(Model):
             raise ValueError("jwks is required for asymmetric algorithms")
         if not hmac and self.hs_secret is not None:
             raise ValueError("hs_secret is only for HS* algorithms")
+        if self.jwks is not None and self.jwks.discovery and not self.issuer.startswith(
+                "https://" if not self.jwks.allow_insecure_http else ("https://", "http://")):
+            # Whoever answers a plain-http discovery request names the jwks_uri, so the keys.
+            raise ValueError("jwks.discovery fetches the issuer's /.well-known/openid-"
+                             "configuration: the issuer must be an https URL "
+                             "(jwks.allow_insecure_http: true for dev)")
         if (self.tenants is None) == (self.tenant_pattern is None):
             raise ValueError("give exactly one of tenants (list) or tenant_pattern")
         return self
