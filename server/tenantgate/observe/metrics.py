@@ -16,7 +16,8 @@ CROSS_TENANT = Counter("tenantgate_cross_tenant_attempts",
                        "Requests for another tenant's path", ["tenant"])
 JWKS_FETCHES = Counter("tenantgate_jwks_fetches", "JWKS fetches", ["issuer", "result"])
 TOKEN_CACHE = Counter("tenantgate_token_cache", "Verified-token cache lookups", ["result"])
-INTERNAL_ERRORS = Counter("tenantgate_internal_errors", "Bugs: unexpected exceptions in a Check")
+INTERNAL_ERRORS = Counter("tenantgate_internal_errors",
+                          "Bugs: unexpected exceptions in a Check or a background task")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
 # Alerts use increase(): a series that first appears at 1 shows no increase, so the first event
 # of a process would go unseen. Every series an alert watches exists at 0 from the start.

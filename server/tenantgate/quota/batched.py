@@ -5,13 +5,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenantgate.errors import QuotaStoreUnavailable
+from tenantgate.observe import metrics
 from tenantgate.quota.memory import monotonic_us
 from tenantgate.quota.store import Bucket, Outcome, QuotaStore, gcra
+
+log = logging.getLogger("tenantgate.quota")
+_LOG_EVERY = 60.0  # seconds between tracebacks of a sync error that keeps recurring
 
 
 def allowance(bucket: Bucket, interval: float) -> int:
@@ -38,6 +44,7 @@ class Batcher:
         self._mirrors: dict[str, Mirror] = {}
         self._offset_us = 0  # store clock minus local monotonic clock
         self._task: asyncio.Task[None] | None = None
+        self._logged_at = -_LOG_EVERY
 
     def start(self) -> None:
         if self._task is None:
@@ -116,5 +123,14 @@ class Batcher:
     async def _run(self) -> None:
         while True:
             await asyncio.sleep(self._interval)
-            with contextlib.suppress(QuotaStoreUnavailable):
+            try:
                 await self.sync()
+            except QuotaStoreUnavailable:
+                pass  # the breaker and the failure mode deal with it
+            except Exception:
+                # A bug must not end batching for good (admitted hits never charged, the
+                # allowance never refilled): the pending hits are sent again next interval.
+                metrics.INTERNAL_ERRORS.inc()
+                if time.monotonic() - self._logged_at >= _LOG_EVERY:
+                    self._logged_at = time.monotonic()
+                    log.exception("batched quota sync failed; retrying every interval")
