@@ -47,6 +47,25 @@ def test_a_bad_rate_names_its_key_path(text: str) -> None:
     assert found[0].startswith("quota.plans.free.limits[0]")
 
 
+@pytest.mark.parametrize(("limit", "problem"), [
+    ("'4294967296/s'", "at most 4294967295"),  # Envoy's rate-limit API carries a uint32
+    ("'1/100000000000day'", "at most 366 days"),  # a 1-µs-per-hit clock that overflows
+    ("{rate: '1/day', burst: 4294967296}", "less than or equal to 4294967295"),
+    ("{rate: '1/day', burst: 10000000}", "10 years to refill"),
+])
+def test_absurd_counts_and_periods_are_refused_before_they_overflow_a_bucket(
+        limit: str, problem: str) -> None:
+    found = issues(f"  plans: {{free: {{limits: [{limit}]}}}}\n")
+    assert len(found) == 1 and found[0].startswith("quota.plans.free.limits[0]"), found
+    assert problem in found[0]
+
+
+def test_a_plan_burst_is_held_to_the_same_bound_on_the_limit_it_applies_to() -> None:
+    found = issues("  plans: {free: {limits: ['1/day'], burst: 10000000}}\n")
+    assert found == ["quota.plans.free: burst would take more than 10 years to refill "
+                     "(burst x period / count)"]
+
+
 def test_unknown_key_in_a_plan_is_an_error() -> None:
     assert issues("  plans: {free: {limits: [1/s], brust: 3}}\n") == [
         "quota.plans.free.brust: unknown key"]

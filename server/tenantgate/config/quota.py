@@ -22,6 +22,11 @@ _PERIOD_SECONDS = {
     "ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
     "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0,
 }
+# Bounds that keep every bucket's arithmetic (whole µs, int64 in Redis, doubles in Lua)
+# exact; nothing a plan means in practice comes near them.
+MAX_COUNT = 2**32 - 1
+MAX_PERIOD_SECONDS = 366 * 86400.0
+MAX_REFILL_SECONDS = 10 * 365 * 86400.0
 _RATE_HELP = "must be a rate such as 100/s, 6000/min, 1000000/day or 50/10s"
 
 FailureMode = Literal["open", "closed", "degraded"]
@@ -47,7 +52,13 @@ def _parse_rate(value: Any) -> Rate:
         raise ValueError(f"{_RATE_HELP} (unknown unit {unit!r})")
     if count < 1 or multiple < 1:
         raise ValueError("count and period must be at least 1")
-    return Rate(count, multiple * _PERIOD_SECONDS[unit], value.strip())
+    if count > MAX_COUNT:
+        raise ValueError(f"count must be at most {MAX_COUNT} (Envoy's rate-limit API carries "
+                         "a uint32)")
+    period = multiple * _PERIOD_SECONDS[unit]
+    if period > MAX_PERIOD_SECONDS:
+        raise ValueError("period must be at most 366 days")
+    return Rate(count, period, value.strip())
 
 
 RateValue = Annotated[Rate, BeforeValidator(_parse_rate)]
@@ -58,11 +69,21 @@ def period_label(period: float) -> str:
     return f"{period:g}"
 
 
+def check_refill(burst: int, rate: Rate) -> None:
+    if burst * rate.period / rate.count > MAX_REFILL_SECONDS:
+        raise ValueError("burst would take more than 10 years to refill (burst x period / count)")
+
+
 class LimitConfig(Model):
     """One bucket: a rate and the burst it holds (requests admitted at once from idle)."""
 
     rate: RateValue
-    burst: int | None = Field(default=None, ge=1)  # default: the rate's count
+    burst: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # default: the rate's count
+
+    @model_validator(mode="after")
+    def _refills_in_bounded_time(self) -> LimitConfig:
+        check_refill(self.capacity, self.rate)
+        return self
 
     @property
     def capacity(self) -> int:
@@ -119,7 +140,8 @@ class PlanConfig(Model):
     """A plan: limits every request of a tenant counts against, endpoint rules, mode, failure."""
 
     limits: list[Limit] = Field(default_factory=list)
-    burst: int | None = Field(default=None, ge=1)  # burst of the shortest limit without its own
+    # Burst of the shortest limit without its own (quota.limiter._specs applies it).
+    burst: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     endpoints: list[EndpointRule] = Field(default_factory=list)
     mode: Mode = "exact"
     batch_interval: Duration = 0.05
@@ -134,6 +156,9 @@ class PlanConfig(Model):
             raise ValueError("endpoint rule names must be unique within a plan")
         if not 0.001 <= self.batch_interval <= 1.0:
             raise ValueError("batch_interval must be between 1ms and 1s")
+        open_limits = [lim.rate for lim in self.limits if lim.burst is None]
+        if self.burst is not None and open_limits:
+            check_refill(self.burst, min(open_limits, key=lambda rate: rate.period))
         return self
 
 
@@ -141,7 +166,7 @@ class PlanOverrides(Model):
     """Per-tenant overrides of plan values; a key left out keeps the plan's value."""
 
     limits: list[Limit] | None = None
-    burst: int | None = Field(default=None, ge=1)
+    burst: int | None = Field(default=None, ge=1, le=MAX_COUNT)
     endpoints: list[EndpointRule] | None = None
     mode: Mode | None = None
     batch_interval: Duration | None = None
