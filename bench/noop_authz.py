@@ -18,13 +18,18 @@ _OK = CheckResponse(status=status_pb2.Status(code=code_pb2.OK))
 
 
 class NoopAuthorization(external_auth_pb2_grpc.AuthorizationServicer):
+    def __init__(self, spin: int = 0) -> None:
+        self._spin = spin
+
     async def Check(self, request: CheckRequest, context: object) -> CheckResponse:
+        for _ in range(self._spin):  # --spin: handler work of a known tight-loop cost
+            pass
         return _OK
 
 
-async def serve(address: str) -> None:
+async def serve(address: str, spin: int = 0) -> None:
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
-    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(), server)
+    external_auth_pb2_grpc.add_AuthorizationServicer_to_server(NoopAuthorization(spin), server)
     server.add_insecure_port(address)
     await server.start()
     stop = asyncio.Event()
@@ -39,6 +44,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description="no-op ext_authz Check server (benchmark floor)")
     parser.add_argument("--listen", required=True, help="host:port or unix:PATH")
     parser.add_argument("--no-uvloop", action="store_true")
+    parser.add_argument("--spin", type=int, default=0, metavar="N",
+                        help="run an empty N-step Python loop in every Check, to measure what "
+                             "handler work costs under load against its cost in a tight loop")
     args = parser.parse_args()
     factory = None
     if not args.no_uvloop:
@@ -46,7 +54,7 @@ def main() -> None:
 
         factory = uvloop.new_event_loop
     with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(serve(args.listen))
+        runner.run(serve(args.listen, args.spin))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,72 @@
+"""A cached-token Check in a tight loop: tenantgate's own Python cost with warm caches.
+
+Builds the benchmark's runtime (same config as check_bench.py: one issuer, a registry tenant,
+a `{tenant}` route, audit at 1 %, metrics), verifies the token once, then calls the Check
+handler directly, without gRPC or an event loop. Under load the same work costs about three
+times as much (bench/RESULTS.md, fourth run), so this is the number to shrink.
+
+    .venv/bin/python bench/check_warm.py                 # µs per Check, 3 runs
+    .venv/bin/python bench/check_warm.py --profile       # plus a cProfile of one run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import cProfile
+import os
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from check_bench import cached_body, write_config
+from tenantgate.authz import AuthorizationServicer
+from tenantgate.config.load import load_config
+from tenantgate.runtime import Runtime
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checks", type=int, default=50_000)
+    parser.add_argument("--profile", action="store_true")
+    args = parser.parse_args()
+    work = Path(tempfile.mkdtemp(prefix="tg-warm-"))
+    config = write_config(work, 1, 2, name="warm")  # ports unused: nothing listens
+    os.chdir(work)  # the audit log path is relative
+    request = CheckRequest.FromString(cached_body(work))
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    runtime = Runtime.build(load_config(config))
+    loop.run_until_complete(runtime.start())
+    servicer = AuthorizationServicer(lambda: runtime)
+
+    def check() -> bytes:
+        # A cached Check never suspends: one send() runs it to the end.
+        coroutine = servicer.Check(request, None)  # no gRPC context: a cached Check uses none
+        try:
+            coroutine.send(None)
+        except StopIteration as done:
+            return bytes(done.value)
+        raise RuntimeError("the Check suspended: the token was not cached")
+
+    check()  # verifies the token and fills the cache and the allow template
+    for _ in range(3):
+        started = time.perf_counter()
+        for _ in range(args.checks):
+            check()
+        print(f"{(time.perf_counter() - started) / args.checks * 1e6:.1f} µs per Check")
+    if args.profile:
+        profile = cProfile.Profile()
+        profile.runcall(lambda: [check() for _ in range(args.checks)])
+        pstats.Stats(profile).sort_stats("tottime").print_stats(20)
+    loop.run_until_complete(runtime.close())
+
+
+if __name__ == "__main__":
+    main()
