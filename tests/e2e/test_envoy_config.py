@@ -78,6 +78,21 @@ def test_front_calls_tenantgate_over_tcp(example: Config) -> None:
         "socket_address": {"address": "10.0.0.7", "port_value": 9001}}
 
 
+def test_front_reaches_tenantgate_by_service_name(example: Config, envoy_path: str) -> None:
+    """deploy/README.md: a front Envoy calls <release>-tenantgate.<ns>.svc.cluster.local:9001.
+    A STATIC cluster takes IPs only: Envoy refused the whole bootstrap."""
+    options = EnvoyOptions(mode="front", authz="tenantgate.tenantgate.svc.cluster.local:9001")
+    bootstrap = bootstrap_dict(example, options)
+    cluster = next(c for c in bootstrap["static_resources"]["clusters"]
+                   if c["name"] == "tenantgate")
+    assert cluster["type"] == "STRICT_DNS"
+    envoy = EnvoyProcess(render(example, options), binary=envoy_path)
+    try:
+        assert "OK" in envoy.validate()
+    finally:
+        envoy.close()
+
+
 def test_ext_authz_fails_closed_with_503_and_sends_the_plain_header_map(example: Config) -> None:
     authz = http_filter(bootstrap_dict(example, EnvoyOptions()), "envoy.filters.http.ext_authz")
     assert authz["failure_mode_allow"] is False
@@ -136,6 +151,10 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
     (["--listen", "127.0.0.1:99999"], "tenantgate: --listen: must be host:port"),
     (["--admin", "0.0.0.0:9901"], "tenantgate: --admin: Envoy's admin interface must stay on "
                                   "loopback"),
+    # Envoy resolves no name for a listener or the admin address ("malformed IP address").
+    (["--listen", "localhost:8080"], "tenantgate: --listen: must be an IP address"),
+    (["--admin", "localhost:9901"], "tenantgate: --admin: must be an IP address"),
+    (["--upstream", "[]:8000"], "tenantgate: --upstream: must be host:port, got '[]:8000'"),
 ])
 def test_cli_rejects_bad_addresses_in_one_line(example: Config, capsys: pytest.CaptureFixture[str],
                                                argv: list[str], message: str) -> None:

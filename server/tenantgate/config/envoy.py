@@ -138,9 +138,10 @@ class EnvoyOptions:
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
+    host = host.strip("[]")
     if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
         raise EnvoyConfigError(f"{what}: must be host:port, got {value!r}")
-    return host.strip("[]"), int(port)
+    return host, int(port)
 
 
 def _socket(value: str, what: str) -> Address:
@@ -148,14 +149,24 @@ def _socket(value: str, what: str) -> Address:
     return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
+def _bind_socket(value: str, what: str) -> Address:
+    # Envoy resolves no name for an address it listens on (a listener, admin): a name such as
+    # localhost passed here and Envoy then refused the whole bootstrap ("malformed IP address").
+    host, _ = split_host_port(value, what)
+    if not _is_ip(host):
+        raise EnvoyConfigError(f"{what}: must be an IP address and port (Envoy does not "
+                               f"resolve names to listen on), got {value!r}")
+    return _socket(value, what)
+
+
 def _admin_socket(value: str) -> Address:
     # Envoy's admin interface has no authentication and can drain, quit or change runtime
     # values: it must never listen beyond loopback (expose stats through a listener instead).
-    host, _ = split_host_port(value, "--admin")
-    if host != "localhost" and not (_is_ip(host) and ipaddress.ip_address(host).is_loopback):
+    address = _bind_socket(value, "--admin")
+    if not ipaddress.ip_address(split_host_port(value, "--admin")[0]).is_loopback:
         raise EnvoyConfigError(f"--admin: Envoy's admin interface must stay on loopback "
                                f"(127.0.0.1, ::1), got {value!r}")
-    return _socket(value, "--admin")
+    return address
 
 
 # Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout).
@@ -200,6 +211,11 @@ def authz_address(config: Config, options: EnvoyOptions) -> Address:
         raise EnvoyConfigError("front mode needs --authz host:port (the config has no "
                                "listen.grpc)")
     return _socket(target, "--authz" if options.authz else "listen.grpc")
+
+
+def _needs_dns(address: Address) -> bool:
+    # A STATIC cluster takes IPs only: a name (a Kubernetes Service) needs STRICT_DNS.
+    return address.socket_address is not None and not _is_ip(address.socket_address.address)
 
 
 def rate_limit_domain(config: Config, options: EnvoyOptions) -> str | None:
@@ -326,14 +342,13 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
 def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
     domain = rate_limit_domain(config, options)
     listen = options.listen or DEFAULT_LISTEN[options.mode]
-    listener = Listener(name="ingress", address=_socket(listen, "--listen"),
+    listener = Listener(name="ingress", address=_bind_socket(listen, "--listen"),
                         filter_chains=[FilterChain(
                             filters=[_connection_manager(config, options, domain)])])
-    upstream_host, _ = split_host_port(options.upstream, "--upstream")
+    authz, upstream = authz_address(config, options), _socket(options.upstream, "--upstream")
     clusters = [
-        _cluster(AUTHZ_CLUSTER, authz_address(config, options), http2=True),
-        _cluster(APP_CLUSTER, _socket(options.upstream, "--upstream"), http2=False,
-                 dns=not _is_ip(upstream_host)),
+        _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz)),
+        _cluster(APP_CLUSTER, upstream, http2=False, dns=_needs_dns(upstream)),
     ]
     return Bootstrap(
         admin=Admin(address=_admin_socket(options.admin)),
