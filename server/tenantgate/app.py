@@ -5,12 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import gc
 import logging
 import os
 import signal
-from collections.abc import Callable
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -25,6 +27,9 @@ from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate")
 SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
+# The runtime the running call took as its snapshot (set by App.enter, in the call's task).
+_CALL_RUNTIME: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
+    "tenantgate_call_runtime", default=None)
 
 
 class StartupError(Exception):
@@ -45,7 +50,28 @@ class App:
         self._drained = asyncio.Event()  # set by stop() once the listeners have drained
 
     def current(self) -> Runtime:
-        return self.runtime
+        return _CALL_RUNTIME.get() or self.runtime
+
+    def enter(self) -> contextvars.Token[Runtime | None]:
+        """Pin the current runtime for the calling task's call; leave(token) must follow."""
+        runtime = self.current()
+        runtime.in_flight += 1
+        return _CALL_RUNTIME.set(runtime)
+
+    def leave(self, token: contextvars.Token[Runtime | None]) -> None:
+        runtime = self.current()
+        _CALL_RUNTIME.reset(token)
+        runtime.in_flight -= 1
+        if not runtime.in_flight:
+            runtime.idle.set()
+
+    @contextlib.contextmanager
+    def pinned(self) -> Iterator[Runtime]:
+        token = self.enter()
+        try:
+            yield self.current()
+        finally:
+            self.leave(token)
 
     async def start(self) -> None:
         try:
@@ -60,8 +86,8 @@ class App:
         options = [("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
-        AuthorizationServicer(self.current).add_to_server(self.server)
-        _add_rate_limit_service(self.server, self.current)
+        _PinnedAuthorization(self).add_to_server(self.server)
+        _add_rate_limit_service(self.server, self)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._bind(cfg.grpc, cfg.uds)
         if cfg.metrics:
@@ -73,7 +99,8 @@ class App:
         await self.server.start()
         if self.runtime.config.admin is not None:  # the admin API, on its own listener
             from tenantgate.admin.server import start_admin
-            self.admin = await start_admin(self.current, self.runtime.config.admin)
+            self.admin = await start_admin(self.current, self.runtime.config.admin,
+                                           pin=self.pinned)
         # Everything alive now lives as long as the process: keep the cyclic GC from
         # re-scanning it on every full collection under load.
         gc.collect()
@@ -139,10 +166,12 @@ class App:
         return new
 
     async def _close_later(self, old: Runtime) -> None:
-        # Checks in flight still hold the old snapshot: close it after they have finished,
-        # or as soon as stop() has drained the listeners.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._drained.wait(), self.runtime.config.listen.drain_timeout)
+        # Calls in flight still hold the old snapshot: close it once the last has finished
+        # (not after a fixed time: a Check waiting on a slow IdP can outlive drain_timeout, and
+        # closing its key sets under it left it unanswered), or once stop() has drained.
+        if old.in_flight:
+            old.idle.clear()
+            await _first_of(old.idle, self._drained)
         await self._close_quietly(old)
 
     @staticmethod
@@ -176,13 +205,49 @@ class App:
                 os.unlink(uds)
 
 
-def _add_rate_limit_service(server: grpc.aio.Server, get_runtime: Callable[[], Runtime]
-                            ) -> None:
+async def _first_of(*events: asyncio.Event) -> None:
+    waits = [asyncio.ensure_future(event.wait()) for event in events]
     try:
-        from tenantgate.quota import rls
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
+class _PinnedAuthorization(AuthorizationServicer):
+    """Check with its runtime snapshot pinned, so that a reload does not close it under it."""
+
+    def __init__(self, app: App) -> None:
+        super().__init__(app.current)
+        self._app = app
+
+    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
+        token = self._app.enter()
+        try:
+            return await super().Check(request, context)
+        finally:
+            self._app.leave(token)
+
+
+def _add_rate_limit_service(server: grpc.aio.Server, app: App) -> None:
+    try:
+        from envoy.service.ratelimit.v3 import rls_pb2_grpc
+
+        from tenantgate.quota.rls import RateLimitServicer
     except ImportError:
         return
-    rls.add_to_server(server, get_runtime)
+
+    class PinnedRateLimit(RateLimitServicer):
+        """ShouldRateLimit with its runtime snapshot pinned, as Check."""
+
+        async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+            token = app.enter()
+            try:
+                return await super().ShouldRateLimit(request, context)
+            finally:
+                app.leave(token)
+
+    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(PinnedRateLimit(app.current), server)
 
 
 async def serve(config_path: str) -> None:

@@ -42,6 +42,10 @@ class Runtime:
     http: httpx.AsyncClient
     # Pre-encoded allow parts per (tenant, plan, issuer, subject): see pipeline.allow.
     allow_templates: dict[TemplateKey, Allow] = field(default_factory=dict)
+    # Calls that took this runtime as their snapshot and have not finished (App counts them):
+    # a reload closes the runtime it replaced only once `idle` says there are none left.
+    in_flight: int = field(default=0, init=False, repr=False)
+    idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
     @classmethod
     def build(cls, config: Config) -> Runtime:

@@ -306,3 +306,28 @@ async def test_audit_line_has_its_fields_and_no_token_or_query_appears_anywhere(
     everything = audit_path.read_text() + server.log_tail(100_000)
     assert "SECRET-QUERY" not in everything and token not in everything
     assert token.split(".")[2] not in everything
+
+
+async def test_a_check_in_flight_across_a_reload_is_answered_when_it_outlives_drain_timeout(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
+    # A Check that outlives drain_timeout after a reload (a slow IdP, jwks.timeout longer than
+    # drain_timeout) must not find its runtime closed under it: that answered CANCELLED or
+    # INTERNAL (a closed HTTP client) instead of a decision.
+    app = await start_app(served(jwks, timeout="5s"), listen={"drain_timeout": "200ms"})
+    address = target(app)
+    assert not denied(await check(address, bearer(idp.token())))
+    jwks.keys, jwks.delay = idp.jwks(["k1", "k2"]), 1.0  # the in-flight Check refetches
+    inflight = asyncio.ensure_future(check(address, bearer(idp.token(kid="k2"))))
+    await asyncio.sleep(0.3)  # the Check is now waiting for the JWKS
+    path = Path(app.config_path)  # the new config needs no fetch: the reload is quick
+    document = yaml.safe_load(path.read_text())
+    document["issuers"] = [idp.config()]
+    path.write_text(yaml.safe_dump(document))
+    old = app.runtime
+    assert await app.reload()
+    response = await inflight
+    assert response.status.code == 0 and response.HasField("ok_response")
+    deadline = time.monotonic() + 5  # and the retired runtime is closed once it is done
+    while not old.http.is_closed:
+        assert time.monotonic() < deadline, "retired runtime never closed"
+        await asyncio.sleep(0.02)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -39,11 +41,19 @@ def _int64(stamp: int) -> int:
 
 
 class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
-    def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
+    def __init__(self, get_runtime: Callable[[], Runtime],
+                 pin: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
+                 ) -> None:
         self._get_runtime = get_runtime
+        self._pin = pin  # keeps a reload from closing the runtime while a call uses it
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any],
                    action: Callable[[KeyManager], Awaitable[T]]) -> T:
+        with self._pin():
+            return await self._run_pinned(context, action)
+
+    async def _run_pinned(self, context: grpc.aio.ServicerContext[Any, Any],
+                          action: Callable[[KeyManager], Awaitable[T]]) -> T:
         runtime = self._get_runtime()
         if runtime.api_keys is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "api_keys is not configured")
