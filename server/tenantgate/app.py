@@ -48,6 +48,10 @@ class App:
         self._stopping = asyncio.Event()
         self._retired: set[asyncio.Task[None]] = set()  # closing a runtime a reload replaced
         self._drained = asyncio.Event()  # set by stop() once the listeners have drained
+        # Start and reloads run one at a time, in order: a second SIGHUP during a slow reload
+        # (JWKS fetches) would otherwise finish first and be overwritten by the older file.
+        self._reloading = asyncio.Lock()
+        self._stopped = False
 
     def current(self) -> Runtime:
         return _CALL_RUNTIME.get() or self.runtime
@@ -75,7 +79,8 @@ class App:
 
     async def start(self) -> None:
         try:
-            await self._start()
+            async with self._reloading:
+                await self._start()
         except BaseException:
             await self.stop()  # a half-started app must leave no server or store connection
             raise
@@ -134,7 +139,17 @@ class App:
     async def reload(self) -> bool:
         """Build a whole new Runtime; a config that cannot be used keeps the running one and
         says why."""
+        async with self._reloading:
+            if self._stopped:
+                log.warning("reload ignored: shutting down")
+                return False
+            return await self._reload()
+
+    async def _reload(self) -> bool:
         new = await self._build_and_start()
+        if new is not None and self._stopped:  # stop() began meanwhile and closes what it has
+            await self._close_quietly(new)
+            return False
         if new is None:
             metrics.CONFIG_RELOADS.labels("rejected").inc()
             return False
@@ -189,6 +204,7 @@ class App:
         await self.stop()
 
     async def stop(self) -> None:
+        self._stopped = True
         # NOT_SERVING first, so load balancers and Envoy health checks move away, then drain.
         await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:

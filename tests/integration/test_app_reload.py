@@ -108,3 +108,37 @@ async def test_an_invalid_config_is_logged_without_a_traceback(
     assert app.runtime is running and rejected() == before + 1
     [record] = [r for r in caplog.records if "reload rejected" in r.getMessage()]
     assert record.exc_info is None and "isuers: unknown key" in record.getMessage()
+
+
+def write_registry(path: Path, tenant: str) -> None:
+    document = yaml.safe_load(path.read_text())
+    document["tenants"] = {"registry": {tenant: {}}}
+    path.write_text(yaml.safe_dump(document))
+
+
+async def test_a_second_sighup_during_a_slow_reload_ends_on_the_newest_config(
+        app: App, monkeypatch: pytest.MonkeyPatch) -> None:
+    start = Runtime.start
+
+    async def slow_for_acme(self: Runtime) -> None:  # e.g. a JWKS fetch from a slow IdP
+        if "acme" in self.config.tenants.registry:
+            await asyncio.sleep(0.5)
+        await start(self)
+
+    monkeypatch.setattr(Runtime, "start", slow_for_acme)
+    path = Path(app.config_path)
+    write_registry(path, "acme")
+    first = asyncio.ensure_future(app.reload())
+    await asyncio.sleep(0.1)
+    write_registry(path, "globex")  # the operator fixes the file and sends SIGHUP again
+    second = asyncio.ensure_future(app.reload())
+    assert await asyncio.gather(first, second) == [True, True]
+    # Before, the slow first reload finished last and swapped the older file back in.
+    assert list(app.runtime.config.tenants.registry) == ["globex"]
+
+
+async def test_a_reload_after_stop_is_refused(app: App) -> None:
+    await app.stop()
+    running = app.runtime
+    assert await app.reload() is False
+    assert app.runtime is running
