@@ -120,7 +120,10 @@ def _policy_findings(policy: str, permissive: bool, qual: str | None,
                      check: str | None) -> list[Finding]:
     found = []
     text = f"{qual or ''} {check or ''}"
-    if permissive and not _CONTEXT_CALL.search(text):
+    # Each clause on its own: permissive USING clauses are OR-ed together, and so are WITH
+    # CHECK clauses, so one open clause opens that side (an open WITH CHECK moves rows to
+    # another tenant, an open USING updates another tenant's rows).
+    if permissive and not all(_CONTEXT_CALL.search(e) for e in (qual, check) if e is not None):
         found.append(Finding(Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, policy,
                              "permissive policies are OR-ed together: one without the tenant "
                              "check opens the table"))

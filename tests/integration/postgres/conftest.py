@@ -3,6 +3,7 @@ tenantgate installed, an application role `app`, a table owner role and a key ri
 
 from __future__ import annotations
 
+import hashlib
 import os
 from collections.abc import Iterator
 
@@ -39,5 +40,7 @@ def db(cluster: PostgresCluster) -> Database:
 @pytest.fixture
 def fresh_db(cluster: PostgresCluster, request: pytest.FixtureRequest) -> Database:
     """A database of its own, for tests that change keys or schema."""
-    name = f"t_{os.getpid()}_{request.node.name[:30].lower()}".replace("[", "_").replace("]", "")
+    # The hash keeps parametrized tests apart once their names are cut to 30 characters.
+    digest = hashlib.sha256(request.node.name.encode()).hexdigest()[:8]
+    name = f"t_{os.getpid()}_{request.node.name[:30].lower()}_{digest}"
     return create_database(cluster, "".join(c if c.isalnum() or c == "_" else "_" for c in name))

@@ -97,3 +97,20 @@ def test_lint_on_a_database_without_tenantgate_says_so(fresh_db: Database) -> No
     with psycopg.connect(fresh_db.cluster.dsn(), autocommit=True) as conn:
         assert lint(conn) == [Finding(Problem.NOT_INSTALLED, "tenantgate", "schema tenantgate "
                                       "is missing: run `tenantgate db install`")]
+
+
+@pytest.mark.parametrize("policy", [
+    "FOR UPDATE USING (tenant_id = (SELECT tenantgate.current_tenant())) WITH CHECK (true)",
+    "FOR UPDATE USING (true) WITH CHECK (tenant_id = (SELECT tenantgate.current_tenant()))",
+], ids=["with_check_open", "using_open"])
+def test_permissive_policy_with_one_open_clause_is_reported(fresh_db: Database,
+                                                            policy: str) -> None:
+    # Permissive policies are OR-ed per clause: an open WITH CHECK lets a tenant move its rows
+    # to another tenant, an open USING lets it update another tenant's rows into its own.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE moves (id int, tenant_id text);"
+                     " SELECT tenantgate.isolate('moves');"
+                     f" CREATE POLICY support_edit ON moves {policy}")
+        findings = lint(conn)
+    assert [(f.problem, f.subject) for f in findings] == [
+        (Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, "public.moves.support_edit")]
