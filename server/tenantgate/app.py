@@ -52,6 +52,10 @@ class App:
         # (JWKS fetches) would otherwise finish first and be overwritten by the older file.
         self._reloading = asyncio.Lock()
         self._stopped = False
+        # What start() bound: a reload cannot change it, so stop() must not read it from a
+        # reloaded config (it would unlink another path and leave our socket behind).
+        self._listen = self.runtime.config.listen
+        self._admin_config = self.runtime.config.admin
 
     def current(self) -> Runtime:
         return _CALL_RUNTIME.get() or self.runtime
@@ -87,7 +91,8 @@ class App:
 
     async def _start(self) -> None:
         await self.runtime.start()
-        cfg = self.runtime.config.listen
+        cfg = self._listen = self.runtime.config.listen
+        self._admin_config = self.runtime.config.admin
         options = [("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
@@ -153,8 +158,10 @@ class App:
         if new is None:
             metrics.CONFIG_RELOADS.labels("rejected").inc()
             return False
-        if new.config.listen != self.runtime.config.listen:
+        if new.config.listen != self._listen:
             log.warning("reload: listen settings changed; they take effect at the next restart")
+        if new.config.admin != self._admin_config:  # its token and TLS files too
+            log.warning("reload: admin settings changed; they take effect at the next restart")
         old, self.runtime = self.runtime, new
         metrics.CONFIG_RELOADS.labels("ok").inc()
         log.info("config reloaded")
@@ -208,14 +215,14 @@ class App:
         # NOT_SERVING first, so load balancers and Envoy health checks move away, then drain.
         await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
         if self.server is not None:
-            await self.server.stop(self.runtime.config.listen.drain_timeout)
+            await self.server.stop(self._listen.drain_timeout)
         if self.admin is not None:
-            await self.admin.stop(self.runtime.config.listen.drain_timeout)
+            await self.admin.stop(self._listen.drain_timeout)
         # Retired runtimes still hold batched hits to charge and store references: close them.
         self._drained.set()
         await asyncio.gather(*self._retired)
         await self.runtime.close()
-        uds = self.runtime.config.listen.uds
+        uds = self._listen.uds
         if uds:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(uds)

@@ -142,3 +142,25 @@ async def test_a_reload_after_stop_is_refused(app: App) -> None:
     running = app.runtime
     assert await app.reload() is False
     assert app.runtime is running
+
+
+async def test_a_reload_that_changes_the_admin_api_says_it_needs_a_restart(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    token = tmp_path / "admin.token"
+    token.write_text("a" * 32)
+    (tmp_path / "hash.key").write_text("h" * 32)
+    path = write_config(tmp_path)
+    document = yaml.safe_load(path.read_text())
+    document["api_keys"] = {"hash_secret": {"fromFile": "hash.key"},
+                            "redis_url": "redis://127.0.0.1:1/0"}
+    document["admin"] = {"listen": "127.0.0.1:1", "token": {"fromFile": "admin.token"}}
+    path.write_text(yaml.safe_dump(document))
+    app = App(str(path))
+    try:
+        token.write_text("b" * 32)  # the operator rotates the admin token and sends SIGHUP
+        with caplog.at_level(logging.WARNING, logger="tenantgate"):
+            assert await app.reload()
+        # Before, nothing said that the old token stays valid until the next restart.
+        assert "admin settings changed; they take effect at the next restart" in caplog.text
+    finally:
+        await app.stop()

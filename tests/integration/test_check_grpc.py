@@ -331,3 +331,23 @@ async def test_a_check_in_flight_across_a_reload_is_answered_when_it_outlives_dr
     while not old.http.is_closed:
         assert time.monotonic() < deadline, "retired runtime never closed"
         await asyncio.sleep(0.02)
+
+
+async def test_stop_after_a_reload_that_moved_the_socket_removes_its_own_socket_only(
+        start_app: Start, jwks: JwksServer, tmp_path: Path) -> None:
+    import socket
+
+    uds, other = tmp_path / "tg.sock", tmp_path / "other.sock"
+    app = await start_app(served(jwks), listen={"grpc": None, "uds": str(uds)})
+    with socket.socket(socket.AF_UNIX) as stranger:  # another program's socket
+        stranger.bind(str(other))
+        stranger.listen()
+        path = Path(app.config_path)
+        document = yaml.safe_load(path.read_text())
+        document["listen"]["uds"] = str(other)  # needs a restart: still served on tg.sock
+        path.write_text(yaml.safe_dump(document))
+        assert await app.reload()
+        await app.stop()
+        # Before, stop() unlinked the reloaded config's path: the stranger's socket went, and
+        # the one it had bound stayed behind.
+        assert other.is_socket() and not uds.exists()
