@@ -245,10 +245,11 @@ LANGUAGE plpgsql
 SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
-    column_type regtype;
-    check_expr  text := format('%I = (SELECT tenantgate.current_tenant())', tenant_column);
+    column_type      regtype;
+    column_collation oid;
+    check_expr       text := format('%I = (SELECT tenantgate.current_tenant())', tenant_column);
 BEGIN
-    SELECT a.atttypid::regtype INTO column_type
+    SELECT a.atttypid::regtype, a.attcollation INTO column_type, column_collation
       FROM pg_attribute a
      WHERE a.attrelid = target AND a.attname = tenant_column AND a.attnum > 0
        AND NOT a.attisdropped;
@@ -258,6 +259,14 @@ BEGIN
     IF column_type NOT IN ('text'::regtype, 'character varying'::regtype) THEN
         RAISE EXCEPTION 'tenantgate.isolate: column %.% is %, tenant columns must be text or varchar',
             target, tenant_column, column_type;
+    END IF;
+    -- The policies compare with the column's collation: a nondeterministic one (case- or
+    -- accent-insensitive) would let tenant ids that differ only in case read each other's rows.
+    IF EXISTS (SELECT 1 FROM pg_collation c
+                WHERE c.oid = column_collation AND NOT c.collisdeterministic) THEN
+        RAISE EXCEPTION 'tenantgate.isolate: column %.% has the nondeterministic collation %, '
+            'tenant ids differing only in case would share rows; use a deterministic one',
+            target, tenant_column, column_collation::regcollation;
     END IF;
     EXECUTE format('ALTER TABLE %s ENABLE ROW LEVEL SECURITY', target);
     EXECUTE format('ALTER TABLE %s FORCE ROW LEVEL SECURITY', target);

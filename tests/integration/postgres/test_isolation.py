@@ -174,3 +174,20 @@ def test_policy_check_runs_once_per_statement_as_an_initplan(db: Database) -> No
     init_plan = "\n".join(lines[start:start + 3])
     assert "Output: tenantgate.current_tenant()" in init_plan
     assert "loops=1)" in init_plan  # evaluated once for the statement, not per row
+
+
+def test_isolate_refuses_a_tenant_column_with_a_nondeterministic_collation(
+        fresh_db: Database) -> None:
+    # With a case-insensitive collation 'acme' = 'ACME': two tenants tenantgate keeps apart
+    # would read each other's rows through the policy's equality.
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        try:
+            conn.execute("CREATE COLLATION tenant_ci (provider = icu,"
+                         " locale = 'und-u-ks-level2', deterministic = false)")
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip("this PostgreSQL build has no ICU, so no nondeterministic collation")
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE ci (id int, tenant_id text COLLATE tenant_ci)")
+        with pytest.raises(psycopg.errors.RaiseException,
+                           match=r"public\.ci\.tenant_id has the nondeterministic collation"):
+            conn.execute("SELECT tenantgate.isolate('ci')")
