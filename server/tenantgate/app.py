@@ -10,6 +10,7 @@ import gc
 import logging
 import os
 import signal
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -56,6 +57,7 @@ class App:
         # reloaded config (it would unlink another path and leave our socket behind).
         self._listen = self.runtime.config.listen
         self._admin_config = self.runtime.config.admin
+        self._bound_uds: str | None = None  # what stop() unlinks: only a socket we bound
 
     def current(self) -> Runtime:
         return _CALL_RUNTIME.get() or self.runtime
@@ -124,9 +126,7 @@ class App:
         if tcp:
             targets.append((f"listen.grpc {tcp}", tcp))
         if uds:
-            with contextlib.suppress(FileNotFoundError):
-                if Path(uds).is_socket():
-                    os.unlink(uds)  # a stale socket from a previous run
+            _remove_stale_socket(uds)
             targets.append((f"listen.uds {uds}", f"unix:{uds}"))
         for what, address in targets:
             try:
@@ -136,6 +136,7 @@ class App:
             if port == 0:
                 raise StartupError(f"{what}: cannot listen (address in use, or no such "
                                    "directory, or not allowed)")
+        self._bound_uds = uds
 
     async def _set_serving(self, status: int) -> None:
         for service in ("", *SERVICES):
@@ -222,10 +223,29 @@ class App:
         self._drained.set()
         await asyncio.gather(*self._retired)
         await self.runtime.close()
-        uds = self._listen.uds
+        uds, self._bound_uds = self._bound_uds, None
         if uds:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(uds)
+
+
+def _remove_stale_socket(path: str) -> None:
+    """Unlink a socket a crashed run left behind; refuse one a live server accepts on (gRPC
+    would bind over it, silently taking its traffic from a tenantgate still running)."""
+    if not Path(path).is_socket():
+        return
+    with socket.socket(socket.AF_UNIX) as probe:
+        probe.settimeout(1.0)
+        try:
+            probe.connect(path)
+        except TimeoutError:  # a full backlog: someone listens
+            pass
+        except OSError:  # refused (nobody listens) or not ours to reach: stale
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+            return
+    raise StartupError(f"listen.uds {path}: a server is listening on it (in use by another "
+                       "process)")
 
 
 async def _first_of(*events: asyncio.Event) -> None:

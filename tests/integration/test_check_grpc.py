@@ -351,3 +351,24 @@ async def test_stop_after_a_reload_that_moved_the_socket_removes_its_own_socket_
         # Before, stop() unlinked the reloaded config's path: the stranger's socket went, and
         # the one it had bound stayed behind.
         assert other.is_socket() and not uds.exists()
+
+
+async def test_a_stale_socket_is_replaced_but_a_live_one_is_not_taken_over(
+        start_app: Start, jwks: JwksServer, tmp_path: Path) -> None:
+    import socket
+
+    from tenantgate.app import StartupError
+
+    uds = tmp_path / "tg.sock"
+    with socket.socket(socket.AF_UNIX) as crashed:  # left behind by a process that died
+        crashed.bind(str(uds))
+    app = await start_app(served(jwks), listen={"grpc": None, "uds": str(uds)})
+    await app.stop()
+    with socket.socket(socket.AF_UNIX) as live:  # a tenantgate still serving on that path
+        live.bind(str(uds))
+        live.listen()
+        with pytest.raises(StartupError, match="in use by another process"):
+            await start_app(served(jwks), listen={"grpc": None, "uds": str(uds)})
+        # Before, the live socket was unlinked and bound again: its server lost its traffic.
+        with socket.socket(socket.AF_UNIX) as client:
+            client.connect(str(uds))
