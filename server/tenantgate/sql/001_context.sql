@@ -176,9 +176,15 @@ BEGIN
     -- Postgres text cannot hold NUL and its JSON operators fail on any \u0000 escape anywhere in
     -- the document. Parse with U+FFFD instead; subject and request id then come back NULL (the
     -- tenant pattern never admits NUL, and a tenant with U+FFFD in it is refused below).
-    has_nul := strpos(payload_text, chr(92) || 'u0000') > 0;
+    -- An escape is a backslash run of odd length before u0000: the text \u0000 (say in a
+    -- client's x-request-id) is written \\u0000 and is no NUL. chr(92) is a backslash whatever
+    -- standard_conforming_strings says.
+    has_nul := strpos(payload_text, chr(92) || 'u0000') > 0
+               AND payload_text ~ replace('(?<!B)(?:BB)*Bu0000', 'B', chr(92) || chr(92));
     IF has_nul THEN
-        payload_text := replace(payload_text, chr(92) || 'u0000', chr(92) || 'ufffd');
+        payload_text := regexp_replace(payload_text,
+                                       replace('(?<!B)((?:BB)*)Bu0000', 'B', chr(92) || chr(92)),
+                                       chr(92) || '1' || chr(92) || chr(92) || 'ufffd', 'g');
     END IF;
     payload := payload_text::json;
     IF json_typeof(payload) IS DISTINCT FROM 'object' THEN

@@ -210,3 +210,20 @@ def test_non_canonical_signature_spelling_is_refused_by_sql_and_python(db: Datab
         assert verify_sql(conn, [token, twin]) == [("acme", "alice", "r", "active"),
                                                    (None, None, None, None)]
     assert verify_python(db.ring, twin)[0] is None
+
+
+@pytest.mark.parametrize("request_id", ["\\u0000", "x\\\\u0000", "\\\\\\\\u0000\\u0000"],
+                         ids=["one_backslash", "two_backslashes", "four_then_one"])
+def test_text_spelling_backslash_u0000_is_not_a_nul(db: Database, request_id: str) -> None:
+    # x-request-id comes from the client: the text \u0000 is written as \\u0000 in JSON, which is
+    # no NUL escape. Seen as one, it made current_subject() NULL (created_by left blank).
+    token = db.ring.sign("acme", "alice", request_id, 60)
+    with db.connect() as conn:
+        assert verify_sql(conn, [token]) == [("acme", "alice", request_id, "active")]
+    assert verify_python(db.ring, token) == ("acme", "alice", request_id, "active")
+
+
+def test_nul_after_an_escaped_backslash_is_still_a_nul(db: Database) -> None:
+    token = db.ring.sign("acme", "alice", "\\\x00", 60)  # JSON: "\\\u0000"
+    with db.connect() as conn:
+        assert verify_sql(conn, [token]) == [("acme", None, None, "active")]
