@@ -175,3 +175,13 @@ def test_max_token_age_zero_is_refused() -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert caught.value.issues == ["issuers[1].max_token_age: Input should be greater than 0"]
+
+
+def test_a_relative_socket_path_is_relative_to_the_config_file(tmp_path: Path) -> None:
+    # As the reference says of every file path; before, it was relative to the working
+    # directory of `serve`, and envoy-config wrote it relative for Envoy's own directory.
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "  metrics: null\n", "  metrics: null\n  uds: run/authz.sock\n")
+    assert parse_config(text, base_dir=tmp_path).listen.uds == str(tmp_path / "run/authz.sock")
+    absolute = text.replace("run/authz.sock", "/run/tenantgate/authz.sock")
+    assert parse_config(absolute, base_dir=tmp_path).listen.uds == "/run/tenantgate/authz.sock"

@@ -47,6 +47,15 @@ class ListenConfig(Model):
     def _host_port(cls, value: str | None) -> str | None:
         return check_host_port(value) if value is not None else None
 
+    @field_validator("uds")
+    @classmethod
+    def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
+        # Like every file path in the config: not relative to whichever directory serve (or
+        # Envoy, reading envoy-config's output) happens to run in.
+        if not value or Path(value).is_absolute():
+            return value
+        return str(Path((info.context or {}).get("base_dir", ".")) / value)
+
 
 class JwksConfig(Model):
     """Where an issuer's keys come from (exactly one source) and how long they are trusted."""
