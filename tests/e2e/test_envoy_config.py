@@ -147,6 +147,33 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
 
 
 @pytest.mark.parametrize("argv, message", [
+    # tenantgate answers OK to every ShouldRateLimit of a domain its files do not declare.
+    (["--rate-limit-domain", "edge"], "tenantgate: --rate-limit-domain: 'edge' is not the "
+                                      "domain of any quota.ratelimit_service.config_files"),
+    # A domain for a filter that is not rendered was dropped without a word.
+    (["--no-rate-limit", "--rate-limit-domain", "tenantgate"],
+     "tenantgate: --rate-limit-domain: the rate-limit filter is off"),
+])
+def test_cli_refuses_a_rate_limit_domain_that_would_do_nothing(
+        example: Config, capsys: pytest.CaptureFixture[str], argv: list[str],
+        message: str) -> None:
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def test_rate_limit_is_off_by_default_while_quota_is_disabled(example: Config) -> None:
+    """With quota.enabled false tenantgate answers OK to every ShouldRateLimit: the filter would
+    cost a call per request and limit nothing; asking for it is an error."""
+    config = example.model_copy(update={
+        "quota": example.quota.model_copy(update={"enabled": False})})
+    manager = http_manager(bootstrap_dict(config, EnvoyOptions()))
+    assert "envoy.filters.http.ratelimit" not in [f["name"] for f in manager["http_filters"]]
+    with pytest.raises(EnvoyConfigError, match="needs a domain"):
+        bootstrap_dict(config, EnvoyOptions(rate_limit=True))
+
+
+@pytest.mark.parametrize("argv, message", [
     (["--upstream", "nowhere"], "tenantgate: --upstream: must be host:port, got 'nowhere'"),
     (["--listen", "127.0.0.1:99999"], "tenantgate: --listen: must be host:port"),
     (["--admin", "0.0.0.0:9901"], "tenantgate: --admin: Envoy's admin interface must stay on "

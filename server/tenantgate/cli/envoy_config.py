@@ -35,10 +35,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--rate-limit", dest="rate_limit", action="store_true", default=None,
                        help="add Envoy's global rate-limit filter calling ShouldRateLimit "
-                            "(default: on when quota.ratelimit_service.config_files is set)")
+                            "(default: on when quota is enabled and "
+                            "quota.ratelimit_service.config_files is set)")
     limit.add_argument("--no-rate-limit", dest="rate_limit", action="store_false")
     parser.add_argument("--rate-limit-domain", metavar="DOMAIN",
-                        help="default: the domain of the first rate-limit config file")
+                        help="one of the rate-limit config files' domains (default: the "
+                             "first)")
     parser.add_argument("--no-access-log", action="store_true", help="leave the access log out")
     parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     parser.set_defaults(handler=_render)

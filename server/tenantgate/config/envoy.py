@@ -219,23 +219,44 @@ def _needs_dns(address: Address) -> bool:
 
 
 def rate_limit_domain(config: Config, options: EnvoyOptions) -> str | None:
-    """The domain the global rate-limit filter sends, or None when that filter is off."""
-    files = config.quota.ratelimit_service.config_files
-    enabled = options.rate_limit if options.rate_limit is not None else bool(files)
+    """The domain the global rate-limit filter sends, or None when that filter is off.
+
+    tenantgate answers OK to every ShouldRateLimit of a domain its files do not declare (and to
+    all of them while quota is disabled): such a filter would limit nothing, so it is refused."""
+    domains = _declared_domains(config)
+    enabled = options.rate_limit if options.rate_limit is not None else bool(domains)
     if not enabled:
+        if options.rate_limit_domain:
+            raise EnvoyConfigError("--rate-limit-domain: the rate-limit filter is off "
+                                   "(--no-rate-limit, or no quota.ratelimit_service.config_files "
+                                   "with quota enabled)")
         return None
     if options.rate_limit_domain:
+        if options.rate_limit_domain not in domains:
+            raise EnvoyConfigError(
+                f"--rate-limit-domain: {options.rate_limit_domain!r} is not the domain of any "
+                f"quota.ratelimit_service.config_files ({', '.join(domains) or 'none'}): "
+                f"tenantgate would answer OK to every request")
         return options.rate_limit_domain
-    for name in files:
+    if domains:
+        return domains[0]
+    raise EnvoyConfigError("the rate-limit filter needs a domain: quota enabled, with "
+                           "quota.ratelimit_service.config_files declaring one")
+
+
+def _declared_domains(config: Config) -> list[str]:
+    if not config.quota.enabled:
+        return []
+    domains = []
+    for name in config.quota.ratelimit_service.config_files:
         try:
             domain = (yaml.safe_load(Path(name).read_text()) or {}).get("domain")
         except (OSError, yaml.YAMLError, AttributeError) as exc:
             raise EnvoyConfigError(f"quota.ratelimit_service.config_files: cannot read the "
                                    f"domain from {name}: {exc}") from None
         if isinstance(domain, str) and domain:
-            return domain
-    raise EnvoyConfigError("the rate-limit filter needs a domain: give --rate-limit-domain or "
-                           "quota.ratelimit_service.config_files with a domain")
+            domains.append(domain)
+    return domains
 
 
 def _early_header_mutation(config: Config) -> TypedExtensionConfig:
