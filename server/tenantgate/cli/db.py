@@ -107,7 +107,11 @@ def _read_secret(args: argparse.Namespace) -> bytes:
         raw = os.environ.get(args.secret_env)
         if raw is None:
             raise _Failure(f"environment variable {args.secret_env} is not set")
-        secret = raw.encode()
+        try:
+            # The same bytes as the config loader's fromEnv, which refuses such a value too.
+            secret = raw.encode()
+        except UnicodeEncodeError:
+            raise _Failure(f"environment variable {args.secret_env} is not valid UTF-8") from None
     else:
         try:
             secret = Path(args.secret_file).read_bytes().strip()

@@ -112,3 +112,11 @@ context:
     - {id: active, secret: {fromEnv: CTX_ACTIVE}}
     - {id: new, secret: {fromEnv: CTX_NEW}}
 """
+
+
+def test_add_key_with_a_secret_env_that_is_not_utf8_is_a_one_line_error(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # `export KEY=$(head -c 40 /dev/urandom)` gives bytes Python holds as surrogates.
+    monkeypatch.setenv("BINARY_KEY", "\udcff" * 40)
+    code, _, err = run(capsys, "add-key", "k4", "--secret-env", "BINARY_KEY")
+    assert (code, err) == (1, "error: environment variable BINARY_KEY is not valid UTF-8\n")
