@@ -150,11 +150,14 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
     # tenantgate answers OK to every ShouldRateLimit of a domain its files do not declare.
     (["--rate-limit-domain", "edge"], "tenantgate: --rate-limit-domain: 'edge' is not the "
                                       "domain of any quota.ratelimit_service.config_files"),
+    # Sidecar mode calls tenantgate over listen.uds: --authz was dropped without a word.
+    (["--authz", "10.0.0.7:9001"], "tenantgate: --authz: sidecar mode calls tenantgate over "
+                                   "listen.uds"),
     # A domain for a filter that is not rendered was dropped without a word.
     (["--no-rate-limit", "--rate-limit-domain", "tenantgate"],
      "tenantgate: --rate-limit-domain: the rate-limit filter is off"),
 ])
-def test_cli_refuses_a_rate_limit_domain_that_would_do_nothing(
+def test_cli_refuses_options_that_would_do_nothing(
         example: Config, capsys: pytest.CaptureFixture[str], argv: list[str],
         message: str) -> None:
     assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2

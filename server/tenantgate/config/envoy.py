@@ -205,6 +205,9 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> 
 def authz_address(config: Config, options: EnvoyOptions) -> Address:
     """Sidecar: the Unix socket when the config has one (no TCP port to expose); front: TCP."""
     if options.mode == "sidecar" and config.listen.uds:
+        if options.authz:  # it would be dropped without a word
+            raise EnvoyConfigError(f"--authz: sidecar mode calls tenantgate over listen.uds "
+                                   f"({config.listen.uds}); --authz is for --mode front")
         return Address(pipe=Pipe(path=config.listen.uds))
     target = options.authz or config.listen.grpc
     if target is None:
