@@ -167,9 +167,10 @@ BEGIN
             RETURN NULL;
         END IF;
     END IF;
-    -- HMAC-SHA256(key, m) = sha256(outer_pad || sha256(inner_pad || m))
+    -- HMAC-SHA256(key, m) = sha256(outer_pad || sha256(inner_pad || m)). IS DISTINCT FROM, not
+    -- <>: with a NULL pad <> is NULL, and IF NULL accepted any signature (fail open).
     IF sha256(key_outer || sha256(key_inner || convert_to(parts[1] || '.' || parts[2], 'UTF8')))
-       <> tenantgate._b64url(parts[3]) THEN
+       IS DISTINCT FROM tenantgate._b64url(parts[3]) THEN
         RETURN NULL;
     END IF;
     payload_text := convert_from(tenantgate._b64url(parts[2]), 'UTF8');

@@ -227,3 +227,12 @@ def test_nul_after_an_escaped_backslash_is_still_a_nul(db: Database) -> None:
     token = db.ring.sign("acme", "alice", "\\\x00", 60)  # JSON: "\\\u0000"
     with db.connect() as conn:
         assert verify_sql(conn, [token]) == [("acme", None, None, "active")]
+
+
+def test_active_key_with_a_missing_pad_verifies_nothing(fresh_db: Database) -> None:
+    # The table's CHECK only ties *both* pads being NULL to `retired`; a row damaged by hand or
+    # a restore with one NULL pad made the MAC comparison NULL, which is not "different".
+    forged = fresh_db.ring.sign("globex", "s", "r", 60).rsplit(".", 1)[0] + "." + "A" * 43
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("UPDATE tenantgate.context_keys SET inner_pad = NULL WHERE key_id = 'active'")
+        assert verify_sql(conn, [forged]) == [(None, None, None, None)]
