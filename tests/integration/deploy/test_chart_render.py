@@ -209,6 +209,25 @@ def test_standalone_spreads_replicas_and_bounds_disruption(
         hard["template"]["spec"]["affinity"]["podAntiAffinity"]
 
 
+@pytest.mark.parametrize("values", STANDALONE)
+def test_standalone_keeps_serving_until_callers_have_moved_away(
+        render: Callable[..., Rendered], values: str) -> None:
+    """On SIGTERM tenantgate stops taking new RPCs at once (grpc.aio's stop), while the callers'
+    Envoys still send to the pod until the endpoint update reaches them: their Checks failed
+    and Envoy answered 503 on every rollout or scale-down. The preStop wait comes first."""
+    pod = render(values).pod_spec()
+    tenantgate = _container(pod, "tenantgate")
+    command = tenantgate["lifecycle"]["preStop"]["exec"]["command"]
+    assert command[0] == "sleep" and int(command[1]) >= 3
+    drain = _drain_seconds(render(values).config_text())
+    assert pod["terminationGracePeriodSeconds"] > int(command[1]) + drain
+
+
+def _drain_seconds(config_text: str) -> float:
+    text = str(yaml.safe_load(config_text)["listen"].get("drain_timeout", "10s"))
+    return float(text.rstrip("s"))
+
+
 @pytest.mark.parametrize("values", SIDECAR)
 def test_sidecar_mode_runs_tenantgate_and_envoy_as_native_sidecars_in_order(
         render: Callable[..., Rendered], values: str) -> None:

@@ -254,6 +254,13 @@ standalone, "tg-" in sidecar mode where port names share the pod with the applic
     {{- . | nindent 4 }}
     {{- end }}
   {{- include "tenantgate.probes" $root | nindent 2 }}
+  {{- if and (not .sidecar) $root.Values.preStopSleepSeconds }}
+  # On SIGTERM gRPC stops taking new calls at once; the callers' Envoys keep sending here until
+  # the endpoint update reaches them (their Checks would fail, 503). Wait that out first.
+  lifecycle:
+    preStop:
+      exec: {command: ["sleep", {{ $root.Values.preStopSleepSeconds | int | toString | quote }}]}
+  {{- end }}
   resources:
     {{- toYaml $root.Values.resources | nindent 4 }}
   securityContext:
