@@ -223,3 +223,22 @@ def test_token_mint_refuses_a_non_utf8_argument_in_one_line(
     code = main(["token", "mint", "--key", str(key), "--iss", "i", "--aud", "a",
                  "--tenant", os.fsdecode(b"ac\xffme")])
     assert (code, capsys.readouterr().err) == (2, "tenantgate token: --tenant: not valid UTF-8\n")
+
+
+def test_check_config_refuses_an_admin_certificate_serve_cannot_use(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    from tenantgate.testing.pki import write_pki
+
+    write_pki(tmp_path)
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    document = yaml.safe_load((FIXTURES / "valid.yaml").read_text())
+    document["api_keys"] = {"hash_secret": {"fromEnv": "TG_TEST_CONTEXT_KEY"},
+                            "redis_url": "redis://127.0.0.1:6379/0"}
+    document["admin"] = {"listen": "127.0.0.1:9002", "tls": {
+        "cert": "server.key", "key": "server.crt", "client_ca": "ca.crt"}}  # swapped
+    path = tmp_path / "admin.yaml"
+    path.write_text(yaml.safe_dump(document))
+    # Before: "ok", then serve failed with "admin.listen ...: cannot listen (address in use".
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == f"{path}: admin.tls.cert: not a PEM certificate\n"

@@ -83,9 +83,49 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig,
 
 
 def _credentials(cfg: AdminConfig) -> grpc.ServerCredentials:
+    cert, key, ca = read_tls(cfg)
+    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
+                                       require_client_auth=ca is not None)
+
+
+def read_tls(cfg: AdminConfig) -> tuple[bytes, bytes, bytes | None]:
+    """The admin certificate, key and client CA, checked (check-config runs this too)."""
     assert cfg.tls is not None
     tls = cfg.tls
-    ca = Path(tls.client_ca).read_bytes() if tls.client_ca else None
-    return grpc.ssl_server_credentials(
-        [(Path(tls.key).read_bytes(), Path(tls.cert).read_bytes())],
-        root_certificates=ca, require_client_auth=ca is not None)
+    cert, key = _read("cert", tls.cert), _read("key", tls.key)
+    ca = _read("client_ca", tls.client_ca) if tls.client_ca else None
+    _check_pem(cert, key, ca)
+    return cert, key, ca
+
+
+def _read(name: str, path: str) -> bytes:
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise ConfigError([f"admin.tls.{name}: cannot read {path}: {exc.strerror}"]) from None
+
+
+def _check_pem(cert: bytes, key: bytes, ca: bytes | None) -> None:
+    # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
+    # name the file instead (a swapped cert and key is the usual mistake).
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    def problem(name: str, what: str) -> ConfigError:
+        return ConfigError([f"admin.tls.{name}: not a PEM {what}"])
+
+    certificates = {}
+    for name, data in (("cert", cert), ("client_ca", ca)):
+        try:
+            certificates[name] = x509.load_pem_x509_certificates(data) if data else []
+        except ValueError:
+            raise problem(name, "certificate") from None
+    try:
+        private = serialization.load_pem_private_key(key, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
+        raise problem("key", "private key (unencrypted)") from None
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    if (certificates["cert"][0].public_key().public_bytes(*spki)
+            != private.public_key().public_bytes(*spki)):
+        raise ConfigError(["admin.tls.key: not the private key of admin.tls.cert"])

@@ -23,6 +23,10 @@ def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file)
         validate_quota(config)
+        if config.admin is not None and config.admin.tls is not None:
+            from tenantgate.admin.server import read_tls
+
+            read_tls(config.admin)  # what serve would refuse at start
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"{args.file}: {issue}", file=sys.stderr)

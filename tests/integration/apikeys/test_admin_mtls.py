@@ -11,6 +11,7 @@ import yaml
 from apikey_support import write_config
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2, apikeys_pb2_grpc
 from tenantgate.app import App
+from tenantgate.errors import ConfigError
 from tenantgate.testing.pki import Issued, write_pki
 
 
@@ -50,3 +51,26 @@ async def test_admin_api_over_mtls_admits_only_clients_of_its_ca(
             assert refused.value.code() == grpc.StatusCode.UNAVAILABLE  # no TLS session at all
     finally:
         await app.stop()
+
+
+@pytest.mark.parametrize(("tls", "message"), [
+    ({"cert": "server.key", "key": "server.crt"}, "admin.tls.cert: not a PEM certificate"),
+    ({"cert": "server.crt", "key": "server.crt"},
+     "admin.tls.key: not a PEM private key (unencrypted)"),
+    ({"cert": "server.crt", "key": "client.key"},
+     "admin.tls.key: not the private key of admin.tls.cert"),
+    ({"cert": "server.crt", "key": "server.key", "client_ca": "server.key"},
+     "admin.tls.client_ca: not a PEM certificate"),
+], ids=["swapped", "key-is-a-cert", "other-key", "ca-is-a-key"])
+async def test_an_unusable_admin_certificate_is_named_not_reported_as_a_port_in_use(
+        tmp_path: Path, redis_url: str, pki: dict[str, Issued], tls: dict[str, str],
+        message: str) -> None:
+    path, _, _ = write_config(tmp_path / "bad", redis_url, admin=True)
+    document = yaml.safe_load(path.read_text())
+    document["admin"]["tls"] = {name: str(tmp_path / file) for name, file in tls.items()}
+    path.write_text(yaml.safe_dump(document))
+    app = App(str(path))
+    # Before: "admin.listen 127.0.0.1:<port>: cannot listen (address in use, ...)".
+    with pytest.raises(ConfigError) as refused:
+        await app.start()
+    assert refused.value.issues == [message]
