@@ -121,6 +121,7 @@ SET search_path = pg_catalog, pg_temp
 AS $$
 DECLARE
     parts        text[];
+    part         text;
     header       json;
     payload_text text;
     payload      json;
@@ -147,6 +148,15 @@ BEGIN
        OR parts[2] = '' OR strpos('AEIMQUYcgkosw048', right(parts[3], 1)) = 0 THEN
         RETURN NULL;
     END IF;
+    -- Header and payload too have one spelling, as in Python: decode() ignores unused bits, so
+    -- a last character carrying 4 (length 2 mod 4) or 2 (3 mod 4) of them must have them zero.
+    FOREACH part IN ARRAY parts[1:2] LOOP
+        IF (CASE octet_length(part) % 4 WHEN 0 THEN false WHEN 1 THEN true
+                 WHEN 2 THEN strpos('AQgw', right(part, 1)) = 0
+                 ELSE strpos('AEIMQUYcgkosw048', right(part, 1)) = 0 END) THEN
+            RETURN NULL;
+        END IF;
+    END LOOP;
     -- Fast path: tenantgate writes one exact header per key, stored with the key.
     SELECT k.key_id, k.inner_pad, k.outer_pad INTO key_id, key_inner, key_outer
       FROM tenantgate.context_keys k

@@ -236,3 +236,28 @@ def test_active_key_with_a_missing_pad_verifies_nothing(fresh_db: Database) -> N
     with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
         conn.execute("UPDATE tenantgate.context_keys SET inner_pad = NULL WHERE key_id = 'active'")
         assert verify_sql(conn, [forged]) == [(None, None, None, None)]
+
+
+_B64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+
+
+@pytest.mark.parametrize(("part", "length_mod_4"), [(0, 2), (0, 3), (1, 2), (1, 3)],
+                         ids=["header_4_spare_bits", "header_2_spare_bits",
+                              "payload_4_spare_bits", "payload_2_spare_bits"])
+def test_non_canonical_header_or_payload_spelling_is_refused_by_sql_and_python(
+        db: Database, part: int, length_mod_4: int) -> None:
+    # Signed as spelled, so only a key holder can make one: still, one context, one spelling.
+    def spelled(text: str) -> str:  # JSON allows trailing spaces: pad to the wanted length
+        while len(b64url(text.encode())) % 4 != length_mod_4:
+            text += " "
+        return b64url(text.encode())
+    # Not the stored header, so Postgres takes its JSON path.
+    texts = ['{"alg":"HS256","kid":"active"}', json.dumps(_payload(), separators=(",", ":"))]
+    parts = [b64url(text.encode()) for text in texts]
+    parts[part] = spelled(texts[part])
+    parts[part] = parts[part][:-1] + _B64URL[_B64URL.index(parts[part][-1]) | 1]
+    text = ".".join(parts)
+    token = f"{text}.{b64url(hmac.new(ACTIVE_SECRET, text.encode(), 'sha256').digest())}"
+    with db.connect() as conn:
+        assert verify_sql(conn, [token]) == [(None, None, None, None)]
+    assert verify_python(db.ring, token) == (None, None, None, None)
