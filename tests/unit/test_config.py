@@ -185,3 +185,14 @@ def test_a_relative_socket_path_is_relative_to_the_config_file(tmp_path: Path) -
     assert parse_config(text, base_dir=tmp_path).listen.uds == str(tmp_path / "run/authz.sock")
     absolute = text.replace("run/authz.sock", "/run/tenantgate/authz.sock")
     assert parse_config(absolute, base_dir=tmp_path).listen.uds == "/run/tenantgate/authz.sock"
+
+
+@pytest.mark.parametrize("value", ["2147483648", "99999999999999999999999"])
+def test_max_concurrent_rpcs_beyond_grpcs_c_int_is_a_config_error(value: str) -> None:
+    # Before, check-config said ok and serve died in grpc.aio.server() with an OverflowError.
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "  metrics: null\n", f"  metrics: null\n  max_concurrent_rpcs: {value}\n")
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.issues == [
+        "listen.max_concurrent_rpcs: Input should be less than or equal to 2147483647"]

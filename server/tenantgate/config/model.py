@@ -34,7 +34,7 @@ class ListenConfig(Model):
     metrics: str | None = "127.0.0.1:9090"
     drain_timeout: Duration = 10.0
     uvloop: bool = True
-    max_concurrent_rpcs: int | None = Field(default=None, ge=1)
+    max_concurrent_rpcs: int | None = Field(default=None, ge=1, le=2**31 - 1)  # a C int in gRPC
 
     @model_validator(mode="after")
     def _one_listener(self) -> ListenConfig:
