@@ -178,12 +178,17 @@ def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[
             found.append(Finding(Problem.APP_ROLE_EXTRA_PRIVILEGE, role, f"has {extra} on {table}:"
                                  " TRUNCATE ignores row level security, TRIGGER runs its code as"
                                  " whoever writes next, REFERENCES probes other tenants' keys"))
+    # Column grants count (SELECT on the pads reads every key, INSERT adds a key of one's own),
+    # and so does any key management function (retire_key locks every tenant out).
     keys = conn.execute(
         "SELECT pg_has_role(%s, 'tenantgate_owner', 'MEMBER')"
         " OR pg_has_role(%s, 'tenantgate_admin', 'MEMBER')"
-        " OR has_table_privilege(%s, 'tenantgate.context_keys', 'SELECT')"
-        " OR has_function_privilege(%s, 'tenantgate.add_key(text, bytea, boolean)', 'EXECUTE')",
-        [role] * 4).fetchone()[0]
+        " OR has_any_column_privilege(%s, 'tenantgate.context_keys', 'SELECT, INSERT, UPDATE')"
+        " OR has_table_privilege(%s, 'tenantgate.context_keys', 'DELETE, TRUNCATE')"
+        " OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'tenantgate'::regnamespace"
+        "            AND p.proname IN ('add_key', 'activate_key', 'retire_key', 'list_keys')"
+        "            AND has_function_privilege(%s, p.oid, 'EXECUTE'))",
+        [role] * 5).fetchone()[0]
     if keys:
         found.append(Finding(Problem.APP_ROLE_READS_KEYS, role, "can read or manage the context "
                              "keys (member of tenantgate_owner/tenantgate_admin or granted)"))

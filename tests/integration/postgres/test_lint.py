@@ -114,3 +114,23 @@ def test_permissive_policy_with_one_open_clause_is_reported(fresh_db: Database,
         findings = lint(conn)
     assert [(f.problem, f.subject) for f in findings] == [
         (Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, "public.moves.support_edit")]
+
+
+@pytest.mark.parametrize("grant", [
+    "GRANT SELECT (key_id, inner_pad, outer_pad) ON tenantgate.context_keys TO app_keys",
+    "GRANT INSERT ON tenantgate.context_keys TO app_keys",
+    "GRANT EXECUTE ON FUNCTION tenantgate.retire_key(text) TO app_keys",
+], ids=["key_columns", "insert_key", "retire_key"])
+def test_app_role_granted_key_columns_or_key_management_is_reported(fresh_db: Database,
+                                                                   grant: str) -> None:
+    # SELECT on the pad columns alone reads every key, INSERT adds a key to forge contexts
+    # with, retire_key locks every tenant out.
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_keys LOGIN")
+        try:
+            conn.execute(grant)
+            findings = lint(conn, app_roles=("app_keys",))
+        finally:
+            conn.execute("DROP OWNED BY app_keys; DROP ROLE app_keys")
+    assert [(f.problem, f.subject) for f in findings] == [(Problem.APP_ROLE_READS_KEYS,
+                                                           "app_keys")]
