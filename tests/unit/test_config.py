@@ -196,3 +196,44 @@ def test_max_concurrent_rpcs_beyond_grpcs_c_int_is_a_config_error(value: str) ->
         parse_config(text)
     assert caught.value.issues == [
         "listen.max_concurrent_rpcs: Input should be less than or equal to 2147483647"]
+
+
+@pytest.mark.parametrize(("route", "problem"), [
+    # A prefix is literal: this rule never matched, so /admin/users fell to the default allow.
+    ("{path_prefix: /admin/*, roles: [admin]}",
+     "path_prefix is a literal prefix (segment-aware); for *, ** or {tenant} use path"),
+    ("{path_prefix: '/api/**', scopes: [write]}",
+     "path_prefix is a literal prefix (segment-aware); for *, ** or {tenant} use path"),
+    # ** ended matching where it stood: {tenant} after it was never bound (no 404 across
+    # tenants) and the rule covered all of /api.
+    ("{path: '/api/**/tenants/{tenant}'}",
+     "** matches the rest of the path: it may only be the last segment"),
+    ("{path: '/files/*.pdf', action: deny}",
+     "segment '*.pdf': *, ** and {tenant} stand for whole segments"),
+    ("{path: '/orgs/{org}/notes'}", "segment '{org}': *, ** and {tenant} stand for whole "
+                                    "segments"),
+    # An empty list read as "any method".
+    ("{path: /admin, methods: [], roles: [admin]}",
+     "methods: list at least one (leave methods out for any method)"),
+], ids=["prefix-star", "prefix-double-star", "double-star-inside", "glob-in-segment",
+        "other-placeholder", "methods-empty"])
+def test_a_route_pattern_that_would_not_match_as_written_is_refused(
+        route: str, problem: str) -> None:
+    assert route_issues(route) == [f"policy.routes[1]: {problem}"]
+
+
+def route_issues(route: str) -> list[str]:
+    first = "    - path: /tenants/{tenant}/**\n"
+    text = (FIXTURES / "valid.yaml").read_text().replace(first, f"{first}    - {route}\n")
+    try:
+        parse_config(text)
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
+@pytest.mark.parametrize("route", [
+    "{path: '/tenants/{tenant}/**'}", "{path: '/a/*/b'}", "{path: /}", "{path: '/**'}",
+    "{path_prefix: /admin/}", "{path: /a, methods: [GET]}"])
+def test_route_patterns_as_documented_still_pass(route: str) -> None:
+    assert route_issues(route) == []

@@ -225,6 +225,22 @@ class RouteConfig(Model):
             raise ValueError("paths start with /")
         if self.path_prefix is not None and "{tenant}" in self.path_prefix:
             raise ValueError("{tenant} binding needs path, not path_prefix")
+        # Each of these was taken literally or cut matching short without a word: a rule that
+        # never applies (`path_prefix: /admin/*`: the default allow instead), or one that
+        # covers more than written and binds no tenant (`/api/**/tenants/{tenant}`).
+        if self.path_prefix is not None and re.search(r"[*{}]", self.path_prefix):
+            raise ValueError("path_prefix is a literal prefix (segment-aware); for *, ** or "
+                             "{tenant} use path")
+        segments = (self.path or "").strip("/").split("/")
+        for i, segment in enumerate(segments):
+            if segment == "**" and i != len(segments) - 1:
+                raise ValueError("** matches the rest of the path: it may only be the last "
+                                 "segment")
+            if segment not in ("*", "**", "{tenant}") and re.search(r"[*{}]", segment):
+                raise ValueError(f"segment {segment!r}: *, ** and {{tenant}} stand for whole "
+                                 "segments")
+        if self.methods == []:
+            raise ValueError("methods: list at least one (leave methods out for any method)")
         return self
 
 
