@@ -129,13 +129,30 @@ class KeyRing:
 
 
 def _load_object(part: str) -> dict[str, object]:
+    # UTF-8 text only, as Postgres' verify_context reads it: json.loads(bytes) would also
+    # take UTF-16/32 (and json.loads(str) a lone-surrogate escape), which Postgres refuses.
     try:
-        value = json.loads(b64url_decode(part))
+        value = json.loads(b64url_decode(part).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InvalidContext("malformed") from None
-    if not isinstance(value, dict):
+    if not isinstance(value, dict) or not _utf8_text(value):
         raise InvalidContext("malformed")
     return value
+
+
+def _utf8_text(value: object) -> bool:
+    """Every string in a decoded JSON value is encodable as UTF-8 (no lone surrogates)."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return False
+        return True
+    if isinstance(value, dict):
+        return all(_utf8_text(k) and _utf8_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_utf8_text(v) for v in value)
+    return True
 
 
 def _claims(payload: dict[str, object], key_id: str, now: float) -> ContextClaims:

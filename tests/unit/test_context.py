@@ -135,6 +135,31 @@ def test_correctly_signed_but_malformed_claims_are_rejected(ring: KeyRing,
         ring.verify(_resign(NEW, header, payload), now=NOW)
 
 
+def _resign_bytes(secret: bytes, header: object, payload: bytes) -> str:
+    signing_input = f"{_b64(header)}.{b64url(payload)}"
+    mac = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    return f"{signing_input}.{b64url(mac)}"
+
+
+CLAIMS = '"tenant":"acme","sub":"u","iat":1800000000,"exp":1800000060,"rid":"r"'
+
+
+@pytest.mark.parametrize("payload", [
+    ("{" + CLAIMS + "}").encode("utf-16"),  # json.loads(bytes) detects UTF-16 and 32
+    ("{" + CLAIMS + "}").encode("utf-32-le"),
+    b"\xef\xbb\xbf" + ("{" + CLAIMS + "}").encode(),  # a UTF-8 byte order mark
+    (b'{"tenant":"acme","sub":"u\\ud800","iat":1800000000,"exp":1800000060,"rid":"r"}'
+     ),  # a lone surrogate, which no UTF-8 text (or Postgres text) can hold
+], ids=["utf-16", "utf-32", "bom", "lone-surrogate"])
+def test_payload_encodings_postgres_refuses_are_refused_here_too(
+        ring: KeyRing, payload: bytes) -> None:
+    # One context, one verdict: tenantgate.verify_context() in Postgres reads the payload as
+    # UTF-8 JSON text only, so the Python verifier must not accept more.
+    token = _resign_bytes(NEW, {"alg": "HS256", "kid": "new", "typ": "tenant-context"}, payload)
+    with pytest.raises(InvalidContext):
+        ring.verify(token, now=NOW)
+
+
 @pytest.mark.parametrize("token", [
     "", ".", "..", "a.b", "a.b.c.d", "x" * (MAX_CONTEXT_BYTES + 1), "é.é.é",
     "eyJ.eyJ.sig", "!!!.!!!.!!!", "a=.b.c", "+/+.a.b", "\x00.\x00.\x00", " . . ",
