@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import random
 import sys
 import time
 from dataclasses import dataclass
 from typing import IO
 
+from tenantgate.observe import metrics
+
+log = logging.getLogger("tenantgate.audit")
+_SAY_EVERY = 60.0  # seconds between log lines about an audit log that cannot be written
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -35,6 +41,7 @@ class AuditLog:
         self._own_stream = enabled and path != "-"
         self._stream: IO[str] = (open(path, "a", encoding="utf-8")  # noqa: SIM115
                                  if self._own_stream else sys.stdout)
+        self._said_at = -_SAY_EVERY
 
     def wants(self, allowed: bool) -> bool:
         if not self._enabled:
@@ -48,9 +55,20 @@ class AuditLog:
     def write_event(self, fields: dict[str, object]) -> None:
         if not self._enabled:
             return
-        self._stream.write(json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n")
-        self._stream.flush()
+        line = json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n"
+        try:
+            self._stream.write(line)
+            self._stream.flush()
+        except (OSError, ValueError):  # disk full, a closed pipe or stream
+            # The decision stands (the audit log records decisions, it does not make them);
+            # the lost line is counted, alerted on (TenantgateAuditWriteErrors) and said.
+            metrics.AUDIT_WRITE_ERRORS.inc()
+            if time.monotonic() - self._said_at >= _SAY_EVERY:
+                self._said_at = time.monotonic()
+                log.error("audit log not writable: lines are being lost", exc_info=True)
 
     def close(self) -> None:
         if self._own_stream:
-            self._stream.close()
+            # Closing flushes again what a failed write left buffered: already counted lost.
+            with contextlib.suppress(OSError, ValueError):
+                self._stream.close()

@@ -26,6 +26,7 @@ METRICS: dict[str, set[str]] = {
     "tenantgate_jwks_fetches_total": {"issuer", "result"},
     "tenantgate_token_cache_total": {"result"},
     "tenantgate_internal_errors_total": set(),
+    "tenantgate_audit_write_errors_total": set(),
     "tenantgate_quota_decisions_total": {"tenant", "result"},
     "tenantgate_quota_store_errors_total": {"store"},
     "tenantgate_quota_fail_open_total": set(),
@@ -47,7 +48,7 @@ ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
           "TenantgateCrossTenantAttempts", "TenantgateRevokedApiKeyInUse",
           "TenantgateJwksRefreshFailing", "TenantgateQuotaStoreErrors", "TenantgateQuotaFailOpen",
           "TenantgateQuotaDegraded", "TenantgateInternalErrors", "TenantgateCheckLatencyHigh",
-          "TenantgateConfigReloadRejected"}
+          "TenantgateConfigReloadRejected", "TenantgateAuditWriteErrors"}
 
 
 def _selectors(expr: str) -> list[promql_parser.VectorSelector]:

@@ -102,6 +102,14 @@ groups:
         annotations:
           summary: "tenantgate hit unexpected errors"
           description: {{ "{{ $value | humanize }} Checks in 5 minutes ended in a bug (gRPC INTERNAL); Envoy's failure mode decided those requests. The traceback is in the logs." | quote }}
+      - alert: TenantgateAuditWriteErrors
+        # Decisions go on; their audit lines do not (disk full, closed pipe).
+        expr: |
+          sum(increase(tenantgate_audit_write_errors_total[5m])) > 0
+        labels: {severity: critical}
+        annotations:
+          summary: "tenantgate is losing audit lines"
+          description: {{ "{{ $value | humanize }} audit lines in 5 minutes could not be written; decisions are unaffected. Free the disk or fix the audit path; the log says why." | quote }}
       - alert: TenantgateConfigReloadRejected
         # The running config is kept, but the next restart would load the broken one and fail.
         expr: |
