@@ -66,6 +66,24 @@ def test_a_plan_burst_is_held_to_the_same_bound_on_the_limit_it_applies_to() -> 
                      "(burst x period / count)"]
 
 
+@pytest.mark.parametrize(("rule", "problem"), [
+    ("{name: pdf, path: '/files/*.pdf', limits: ['1/s']}", "stand for whole segments"),
+    ("{name: v, path: '/api/v{n}/items', limits: ['1/s']}", "stand for whole segments"),
+    ("{name: none, methods: [], limits: ['1/s']}", "list at least one method"),
+])
+def test_endpoint_rules_that_would_never_apply_are_refused(rule: str, problem: str) -> None:
+    # Taken literally, these matched no request, so their limits silently never applied.
+    found = issues(f"  plans: {{free: {{endpoints: [{rule}]}}}}\n")
+    assert len(found) == 1 and found[0].startswith("quota.plans.free.endpoints[0]"), found
+    assert problem in found[0]
+
+
+def test_whole_segment_wildcards_and_names_in_endpoint_paths_still_load() -> None:
+    plan = load("  plans: {free: {endpoints: [{name: a, path: '/t/{id}/*/x/**', "
+                "limits: ['1/s']}]}}\n").quota.plans["free"]
+    assert plan.endpoints[0].path == "/t/{id}/*/x/**"
+
+
 def test_unknown_key_in_a_plan_is_an_error() -> None:
     assert issues("  plans: {free: {limits: [1/s], brust: 3}}\n") == [
         "quota.plans.free.brust: unknown key"]

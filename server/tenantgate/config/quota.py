@@ -124,6 +124,8 @@ class EndpointRule(Model):
     @field_validator("methods")
     @classmethod
     def _upper(cls, value: list[str] | None) -> list[str] | None:
+        if value == []:  # would match no request: the rule's limits would never apply
+            raise ValueError("list at least one method (leave methods out for any method)")
         return [m.upper() for m in value] if value is not None else None
 
     @field_validator("path")
@@ -133,6 +135,12 @@ class EndpointRule(Model):
             raise ValueError("paths start with /")
         if any("**" in seg and seg != "**" for seg in value.split("/")):
             raise ValueError("`**` must be a whole path segment")
+        # `*.pdf` or `v{n}` would be matched literally: a rule that silently never applies.
+        for seg in value.split("/"):
+            whole = seg in ("*", "**") or re.fullmatch(r"\{[^{}/]+\}", seg)
+            if not whole and re.search(r"[*{}]", seg):
+                raise ValueError(f"segment {seg!r}: `*`, `**` and `{{name}}` stand for whole "
+                                 "segments")
         return value
 
 
