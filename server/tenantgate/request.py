@@ -39,9 +39,9 @@ class RequestView:
         http = request.attributes.request.http
         headers, duplicated = _headers(http)
         length_text = headers.get("content-length")
+        # Only the header: Envoy's `http.size` is the body bytes received so far (a partial
+        # buffer, or what arrived while an earlier filter paused), not the request's length.
         content_length = _content_length(length_text) if length_text else None
-        if content_length is None and http.size > 0:
-            content_length = http.size
         return cls(
             # Not http.id first: Envoy fills it with its internal stream number, which no
             # access log or backend shows; x-request-id is what joins their lines to ours.

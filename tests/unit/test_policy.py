@@ -131,6 +131,18 @@ async def test_body_of_unknown_length_is_refused_where_a_size_limit_applies(
         411, "length_required")
 
 
+async def test_bytes_received_before_the_check_do_not_stand_in_for_a_length(
+        gate: LocalCheck) -> None:
+    # Envoy's `size` counts the body bytes received so far (a partial buffer, a filter that
+    # paused before ext_authz): a 20-byte head of a huge chunked upload is not its length.
+    token = IDP.token(scope="notes:write")
+    response, audit = await gate.check(check_request(
+        "/notes", "POST", size=20, headers={"authorization": f"Bearer {token}",
+                                            "content-type": "application/json"}))
+    assert audit is not None and audit["reason"] == "length_required"
+    assert response.denied_response.status.code == 411
+
+
 @pytest.mark.parametrize("method, headers, expected", [
     ("POST", {"transfer-encoding": "chunked"}, (415, "content_type_not_allowed")),
     ("POST", {}, (415, "content_type_not_allowed")),  # HTTP/2: a body needs no length header
