@@ -42,9 +42,8 @@ class CompiledRoute:
                 method == "HEAD" and "GET" in self.methods):
             return False
         if self.prefix is not None:
-            p = self.prefix
-            hit = path == p or path.startswith(p if p.endswith("/") else p + "/")
-            return None if hit else False
+            p = self.prefix  # no trailing slash: "" for `/`
+            return None if path == p or path.startswith(p + "/") else False
         assert self.segments is not None
         return _match_segments(self.segments, parts, folded)
 
@@ -68,7 +67,9 @@ def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
     return [CompiledRoute(
         rule=r, index=i,
         methods=frozenset(m.upper() for m in r.methods) if r.methods else None,
-        prefix=r.path_prefix.lower() if r.path_prefix is not None else None,
+        # Segment-aware: `/admin/` means the segment `admin` and all below it, so `/admin`
+        # itself too (as a string prefix it slipped past a deny rule written that way).
+        prefix=r.path_prefix.lower().rstrip("/") if r.path_prefix is not None else None,
         segments=(tuple(seg if seg == TENANT_SEGMENT else seg.lower()
                         for seg in r.path.strip("/").split("/"))
                   if r.path is not None else None),

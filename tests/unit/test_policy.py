@@ -115,6 +115,20 @@ async def test_path_parameters_cannot_dodge_a_prefix_rule(gate: LocalCheck, path
     assert await decide(gate, path) == (400, "malformed_request")
 
 
+@pytest.mark.parametrize("path, expected", [
+    ("/internal", (403, "route_denied")), ("/INTERNAL/", (403, "route_denied")),
+    ("/internal/x", (403, "route_denied")), ("/internals", (200, "ok")),
+], ids=["directory-itself", "directory-other-case", "below", "longer-name"])
+async def test_a_prefix_written_with_a_trailing_slash_covers_its_directory(
+        tmp_path: Path, path: str, expected: tuple[int, str]) -> None:
+    # Segment-aware: `/internal/` is the segment `internal` and all below it. Read as a plain
+    # string prefix, `/internal` itself slipped past the deny rule to the default allow.
+    routes = [{"path_prefix": "/internal/", "action": "deny"}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, path) == expected
+
+
 async def test_head_is_governed_by_a_get_rule(tmp_path: Path) -> None:
     routes = [{"path_prefix": "/reports", "methods": ["GET"], "roles": ["auditor"]}]
     config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
