@@ -57,7 +57,11 @@ def _match_segments(pattern: tuple[str, ...], parts: list[str],
         if i >= len(parts):
             return False
         if want == TENANT_SEGMENT:
-            bound = parts[i]
+            if bound is None:
+                bound = parts[i]
+            elif parts[i] != bound:
+                # Every `{tenant}` must be the caller's, not only the last one compared.
+                bound = ""  # two different tenants: equals no tenant id (never empty)
         elif want != "*" and want != folded[i]:
             return False
     return bound if len(parts) == len(pattern) else False

@@ -157,6 +157,20 @@ async def test_bytes_received_before_the_check_do_not_stand_in_for_a_length(
     assert response.denied_response.status.code == 411
 
 
+@pytest.mark.parametrize("path, expected", [
+    ("/tenants/acme/shared/acme", (200, "ok")),
+    ("/tenants/globex/shared/acme", (404, "cross_tenant_path")),
+    ("/tenants/acme/shared/globex", (404, "cross_tenant_path")),
+], ids=["both-own", "first-other", "second-other"])
+async def test_every_tenant_segment_must_be_the_callers(
+        tmp_path: Path, path: str, expected: tuple[int, str]) -> None:
+    # Only the last `{tenant}` was compared: /tenants/globex/shared/acme reached globex.
+    routes = [{"path": "/tenants/{tenant}/shared/{tenant}"}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, path) == expected
+
+
 @pytest.mark.parametrize("method, headers, expected", [
     ("POST", {"transfer-encoding": "chunked"}, (415, "content_type_not_allowed")),
     ("POST", {}, (415, "content_type_not_allowed")),  # HTTP/2: a body needs no length header
