@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,22 +74,27 @@ def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str]]:
     """
     raw = http.header_map.headers  # http: an AttributeContext.HttpRequest (no type stubs)
     if len(raw):
-        duplicated: set[str] = set()
-        headers: dict[str, str] = {}
-        for entry in raw:
-            name = entry.key.lower()
-            value = entry.raw_value.decode("utf-8", "replace") if entry.raw_value else entry.value
-            if name in headers:
-                if name in SINGLE_VALUED:
-                    duplicated.add(name)
-                headers[name] = f"{headers[name]},{value}"
-            else:
-                headers[name] = value
-        return headers, frozenset(duplicated) | _comma_joined(headers)
+        return _merged((entry.key, entry.raw_value.decode("utf-8", "replace")
+                        if entry.raw_value else entry.value) for entry in raw)
     plain: Mapping[str, str] = http.headers
     if not "".join(plain).islower():  # Envoy sends lower-case names; other senders might not
-        plain = {k.lower(): v for k, v in plain.items()}
+        # and then `Authorization` and `authorization` are two copies, not one to drop.
+        return _merged(plain.items())
     return plain, _comma_joined(plain)
+
+
+def _merged(entries: Iterable[tuple[str, str]]) -> tuple[Mapping[str, str], frozenset[str]]:
+    duplicated: set[str] = set()
+    headers: dict[str, str] = {}
+    for key, value in entries:
+        name = key.lower()
+        if name in headers:
+            if name in SINGLE_VALUED:
+                duplicated.add(name)
+            headers[name] = f"{headers[name]},{value}"
+        else:
+            headers[name] = value
+    return headers, frozenset(duplicated) | _comma_joined(headers)
 
 
 _AUTHORIZATION_REPEATED = frozenset({"authorization"})

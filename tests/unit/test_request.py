@@ -64,6 +64,15 @@ def test_upper_case_names_in_the_plain_map_are_lowered() -> None:
     assert view.header("authorization") == "Bearer x"
 
 
+def test_names_differing_only_in_case_in_the_plain_map_are_a_repeat() -> None:
+    # As in the raw map: one copy used and the other silently dropped is the ambiguity
+    # sanitize refuses, whichever map the sender fills.
+    view = RequestView.from_check(check_request(
+        headers={"Authorization": "Bearer a", "authorization": "Bearer b"}))
+    assert view.duplicated == {"authorization"}
+    assert view.header("authorization") == "Bearer a,Bearer b"
+
+
 def test_oversized_header_value_is_flagged() -> None:
     big = "x" * (MAX_HEADER_VALUE_BYTES + 1)
     assert RequestView.from_check(check_request(headers={"x-big": big})).oversized
