@@ -29,9 +29,10 @@ class CompiledRoute:
     prefix: str | None
     segments: tuple[str, ...] | None  # pattern segments for `path` rules
     content_types: frozenset[str] | None  # the rule's allowed media types, lower-cased
+    binds_tenant: bool  # a `{tenant}` segment in `segments`
 
     def match(self, method: str, path: str, parts: list[str],
-              folded: list[str]) -> str | bool | None:
+              folded: list[str], tenant_id: str) -> str | bool | None:
         """False when the route does not apply; else the bound tenant segment (or None).
 
         `path` and `folded` are lower-cased, `parts` as sent: literals match whatever the
@@ -40,7 +41,13 @@ class CompiledRoute:
         # HEAD is a GET without the body (RFC 9110 9.3.2): a GET rule governs it too.
         if self.methods is not None and method not in self.methods and not (
                 method == "HEAD" and "GET" in self.methods):
-            return False
+            if not self.binds_tenant:
+                return False
+            # Another tenant's path is 404 whatever the method: a rule listing some methods
+            # must not leave the others to a later rule or the default allow.
+            assert self.segments is not None
+            bound = _match_segments(self.segments, parts, folded)
+            return bound if isinstance(bound, str) and bound != tenant_id else False
         if self.prefix is not None:
             p = self.prefix  # no trailing slash: "" for `/`
             return None if path == p or path.startswith(p + "/") else False
@@ -78,7 +85,8 @@ def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
                         for seg in r.path.strip("/").split("/"))
                   if r.path is not None else None),
         content_types=(frozenset(c.lower() for c in r.content_types)
-                       if r.content_types is not None else None))
+                       if r.content_types is not None else None),
+        binds_tenant=r.path is not None and TENANT_SEGMENT in r.path.split("/"))
         for i, r in enumerate(config.routes)]
 
 
@@ -96,7 +104,7 @@ def policy_stage(s: CheckState) -> Deny | None:
     folded_path = request.path.lower()
     folded = folded_path.strip("/").split("/")
     for route in s.runtime.routes:
-        bound = route.match(request.method, folded_path, parts, folded)
+        bound = route.match(request.method, folded_path, parts, folded, s.tenant.id)
         if bound is False:
             continue
         s.route = route

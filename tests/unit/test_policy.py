@@ -171,6 +171,24 @@ async def test_every_tenant_segment_must_be_the_callers(
         assert await decide(local, path) == expected
 
 
+@pytest.mark.parametrize("method, path, expected", [
+    ("GET", "/tenants/globex/x", (404, "cross_tenant_path")),
+    ("PATCH", "/tenants/globex/x", (404, "cross_tenant_path")),
+    ("DELETE", "/TENANTS/globex", (404, "cross_tenant_path")),
+    ("PATCH", "/tenants/acme/x", (200, "ok")),  # own path: the default applies as before
+    ("GET", "/tenants/acme/x", (403, "role_missing")),
+], ids=["listed-method", "unlisted-method", "unlisted-method-other-case", "own-path",
+        "own-path-listed-method"])
+async def test_another_tenants_path_is_404_whatever_the_method(
+        tmp_path: Path, method: str, path: str, expected: tuple[int, str]) -> None:
+    # A rule listing only some methods was skipped for the others, and with it the binding:
+    # PATCH /tenants/globex/x went on to the default allow instead of 404.
+    routes = [{"path": "/tenants/{tenant}/**", "methods": ["GET", "POST"], "roles": ["reader"]}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, path, method) == expected
+
+
 @pytest.mark.parametrize("method, headers, expected", [
     ("POST", {"transfer-encoding": "chunked"}, (415, "content_type_not_allowed")),
     ("POST", {}, (415, "content_type_not_allowed")),  # HTTP/2: a body needs no length header
