@@ -4,10 +4,20 @@ hand-encoded allow path byte-for-byte equal to the protobuf-built response."""
 from __future__ import annotations
 
 import json
+import random
 
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
-from tenantgate.decision import STATUS, Allow, Deny, Reason, encode_response, to_check_response
+from tenantgate.decision import (
+    STATUS,
+    Allow,
+    Deny,
+    Reason,
+    encode_fixed,
+    encode_metadata,
+    encode_response,
+    to_check_response,
+)
 
 EXPECTED_STATUS = {
     Reason.MALFORMED_REQUEST: 400, Reason.DUPLICATE_HEADER: 400, Reason.OVERSIZED_HEADER: 400,
@@ -122,6 +132,30 @@ def _allow(**overrides: object) -> Allow:
 def test_hand_encoded_allow_parses_to_the_protobuf_built_response(allow: Allow) -> None:
     fast = CheckResponse.FromString(encode_response(allow, "rid"))
     assert fast == to_check_response(allow, "rid")
+
+
+_PIECES = ["", "a", "é", "\u212a", "\U0001f600", "\x00", "\r\n", ",", "\ufeff", "x" * 127,
+           "y" * 128, "z" * 16_384]
+
+
+def test_hand_encoded_allow_equals_protobuf_for_random_values() -> None:
+    # Empty, non-ASCII, NUL and long values (lengths across varint byte boundaries), with and
+    # without the per-caller template pipeline.allow pre-encodes.
+    rng = random.Random(20)
+
+    def text() -> str:
+        return "".join(rng.choice(_PIECES) for _ in range(rng.randint(0, 3)))
+
+    for _ in range(300):
+        headers = [(text(), text()) for _ in range(rng.randint(0, 3))]
+        removals = tuple(text() for _ in range(rng.randint(0, 2)))
+        metadata = {text(): text() for _ in range(rng.randint(0, 4))}
+        pre = rng.random() < 0.5
+        allow = Allow(headers, [(text(), text())], removals, [(text(), text())], metadata,
+                      encode_fixed(headers, removals) if pre else b"",
+                      encode_metadata(metadata) if pre else b"")
+        assert CheckResponse.FromString(encode_response(allow, "rid")) == to_check_response(
+            allow, "rid")
 
 
 def test_allow_overwrites_every_header_it_sets() -> None:
