@@ -211,9 +211,21 @@ def _json_body(environ: dict[str, Any]) -> dict[str, Any]:
         data = json.loads(raw)
     except (ValueError, UnicodeDecodeError, RecursionError):  # deep nesting: RecursionError
         raise HTTPError(400, "body must be a JSON object") from None
-    if not isinstance(data, dict):
+    # A lone-surrogate escape ("\ud800") parses, but no UTF-8 text (nor Postgres) can hold it:
+    # the driver would fail mid-request and drop the connection.
+    if not isinstance(data, dict) or not _utf8_text(data):
         raise HTTPError(400, "body must be a JSON object")
     return data
+
+
+def _utf8_text(value: object) -> bool:
+    if isinstance(value, str):
+        return not any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return all(_utf8_text(k) and _utf8_text(v) for k, v in value.items())
+    if isinstance(value, list):
+        return all(_utf8_text(v) for v in value)
+    return True
 
 
 def _received_headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -69,8 +69,9 @@ def test_writing_another_tenants_id_is_refused(notes_db: Database, base_url: str
         assert moved.status_code == 403
 
 
-@pytest.mark.parametrize("body", [b"[" * 100_000, b"not json", b"[1, 2]"],
-                         ids=["deeply-nested", "not-json", "not-an-object"])
+@pytest.mark.parametrize("body", [b"[" * 100_000, b"not json", b"[1, 2]",
+                                  b'{"title": "\\ud800"}'],
+                         ids=["deeply-nested", "not-json", "not-an-object", "lone-surrogate"])
 def test_a_body_that_is_not_a_json_object_is_a_clean_400(
         notes_db: Database, base_url: str, body: bytes) -> None:
     with client(notes_db, base_url, "acme") as acme:
