@@ -103,7 +103,8 @@ class Runtime:
 def _open_audit(config: Config) -> AuditLog:
     audit = config.audit
     try:
-        return AuditLog(audit.path, audit.sample_allow, audit.enabled)
+        return AuditLog(audit.path, audit.sample_allow, audit.enabled,
+                        audit.max_lines_per_second)
     except OSError as exc:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {exc.strerror}"]) from None
 

@@ -305,6 +305,8 @@ class AuditConfig(Model):
     enabled: bool = True
     path: str = "-"  # "-" is standard output; a relative path is relative to the config file
     sample_allow: float = Field(default=0.01, ge=0.0, le=1.0)
+    # Denials cost a caller nothing: a flood of them must not fill the disk. 0: no cap.
+    max_lines_per_second: int = Field(default=1000, ge=0)
 
     @field_validator("path")
     @classmethod

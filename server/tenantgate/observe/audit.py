@@ -32,12 +32,20 @@ class AuditRecord:
 
 
 _FIELDS = tuple(AuditRecord.__dataclass_fields__)
+# Denials cost an attacker nothing and each writes a line: bounded lines, bounded rate.
+MAX_PATH_CHARS = 1024
+DEFAULT_MAX_LINES_PER_SECOND = 1000
 
 
 class AuditLog:
-    def __init__(self, path: str, sample_allow: float, enabled: bool = True) -> None:
+    def __init__(self, path: str, sample_allow: float, enabled: bool = True,
+                 max_lines_per_second: int = DEFAULT_MAX_LINES_PER_SECOND) -> None:
         self._enabled = enabled
         self._sample_allow = sample_allow
+        self._max_per_second = max_lines_per_second  # 0: no cap
+        self._second = 0  # the wall-clock second the count below belongs to
+        self._lines_this_second = 0
+        self._dropped = 0  # Check lines over the cap, reported in one line next second
         self._own_stream = enabled and path != "-"
         self._stream: IO[str] = (open(path, "a", encoding="utf-8")  # noqa: SIM115
                                  if self._own_stream else sys.stdout)
@@ -49,8 +57,24 @@ class AuditLog:
         return not allowed or (self._sample_allow > 0 and random.random() < self._sample_allow)
 
     def write(self, record: AuditRecord) -> None:
-        fields = {name: getattr(record, name) for name in _FIELDS}
-        self.write_event({"ts": round(time.time(), 3), "event": "check", **fields})
+        now = time.time()
+        if int(now) != self._second:
+            self._second, self._lines_this_second = int(now), 0
+            if self._dropped:
+                self.write_event({"ts": round(now, 3), "event": "audit_lines_dropped",
+                                  "count": self._dropped,
+                                  "max_lines_per_second": self._max_per_second})
+                self._dropped = 0
+        if self._max_per_second and self._lines_this_second >= self._max_per_second:
+            self._dropped += 1
+            metrics.AUDIT_LINES_DROPPED.inc()
+            return
+        self._lines_this_second += 1
+        fields: dict[str, object] = {name: getattr(record, name) for name in _FIELDS}
+        if len(record.path) > MAX_PATH_CHARS:
+            fields["path"] = record.path[:MAX_PATH_CHARS]
+            fields["path_truncated"] = True
+        self.write_event({"ts": round(now, 3), "event": "check", **fields})
 
     def write_event(self, fields: dict[str, object]) -> None:
         if not self._enabled:

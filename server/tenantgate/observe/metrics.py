@@ -19,6 +19,8 @@ TOKEN_CACHE = Counter("tenantgate_token_cache", "Verified-token cache lookups", 
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors",
                           "Bugs: unexpected exceptions in a Check or a background task")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
+AUDIT_LINES_DROPPED = Counter("tenantgate_audit_lines_dropped",
+                              "Check audit lines over audit.max_lines_per_second, not written")
 AUDIT_WRITE_ERRORS = Counter("tenantgate_audit_write_errors",
                              "Audit lines lost because the audit log could not be written")
 # Alerts use increase(): a series that first appears at 1 shows no increase, so the first event
