@@ -3,15 +3,18 @@ checked-in examples equal the generator's output, and the security-relevant choi
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from e2e_support import base_config
 from tenantgate.cli import main
 from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, bootstrap_dict, render
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
+from tenantgate.testing.binaries import free_port
 from tenantgate.testing.envoy import EnvoyProcess
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "envoy"
@@ -215,3 +218,24 @@ def test_rate_limit_filter_failure_follows_the_quota_failure_mode(
     limiter = http_filter(bootstrap_dict(config, EnvoyOptions()), "envoy.filters.http.ratelimit")
     assert limiter.get("failure_mode_deny", False) is deny
     assert limiter["status_on_error"] == {"code": "ServiceUnavailable"}
+
+
+def test_a_client_dripping_its_headers_is_cut_off(tmp_path: Path, envoy_path: str) -> None:
+    # Envoy's own default waits for headers forever: a few connections sending a header byte
+    # every few seconds were held open indefinitely (this project's pentest of the demo).
+    config_path = tmp_path / "tenantgate.yaml"
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    config_path.write_text(yaml.safe_dump(base_config(tmp_path)))
+    port = free_port()
+    envoy = EnvoyProcess(render(load_config(config_path), EnvoyOptions(
+        mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
+        authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False)),
+        binary=envoy_path)
+    envoy.start()
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
+            client.sendall(b"GET /tenants/acme/notes HTTP/1.1\r\nHost: app\r\n")  # never ends
+            answer = client.recv(4096)
+    finally:
+        envoy.stop()
+    assert answer.startswith(b"HTTP/1.1 408"), answer
