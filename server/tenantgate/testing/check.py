@@ -103,7 +103,9 @@ def config_document(directory: Path, issuers: list[dict[str, Any]],
         "issuers": issuers,
         "context": {"active_key": "c1",
                     "keys": [{"id": "c1", "secret": {"fromFile": context_key_file(directory)}}]},
-        "audit": {"path": str(directory / "audit.log"), "sample_allow": 1.0},
+        # Every Check audited: tests read the line each one wrote (no sampling, no rate cap).
+        "audit": {"path": str(directory / "audit.log"), "sample_allow": 1.0,
+                  "max_lines_per_second": 0},
     }
     document.update(sections)
     return document
