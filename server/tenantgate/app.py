@@ -215,6 +215,9 @@ class App:
         self._stopped = True
         # NOT_SERVING first, so load balancers and Envoy health checks move away, then drain.
         await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
+        if self._listen.shutdown_delay > 0 and self.server is not None:
+            # gRPC's stop() refuses new calls at once: keep answering while callers notice.
+            await asyncio.sleep(self._listen.shutdown_delay)
         if self.server is not None:
             await self.server.stop(self._listen.drain_timeout)
         if self.admin is not None:

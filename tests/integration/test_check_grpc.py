@@ -308,6 +308,28 @@ async def test_audit_line_has_its_fields_and_no_token_or_query_appears_anywhere(
     assert token.split(".")[2] not in everything
 
 
+async def test_shutdown_delay_keeps_answering_checks_while_health_says_not_serving(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
+    # gRPC's stop() refuses new calls at once; callers that have not yet seen NOT_SERVING
+    # would get UNAVAILABLE (Envoy: 503). listen.shutdown_delay is their time to move away.
+    app = await start_app(served(jwks), listen={"shutdown_delay": "2s"})
+    address = target(app)
+    stopping = asyncio.ensure_future(app.stop())
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            health = health_pb2_grpc.HealthStub(channel)
+            request = health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization")
+            deadline = time.monotonic() + 5
+            while (await health.Check(request, timeout=5)).status != NOT_SERVING:
+                assert time.monotonic() < deadline, "health never said NOT_SERVING"
+                await asyncio.sleep(0.02)
+            response = await AuthorizationStub(channel).Check(bearer(idp.token()), timeout=5)
+        assert response.status.code == 0 and response.HasField("ok_response")
+        assert not stopping.done()
+    finally:
+        await stopping
+
+
 async def test_a_check_in_flight_across_a_reload_is_answered_when_it_outlives_drain_timeout(
         start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
     # A Check that outlives drain_timeout after a reload (a slow IdP, jwks.timeout longer than

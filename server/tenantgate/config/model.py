@@ -33,6 +33,9 @@ class ListenConfig(Model):
     uds: str | None = None
     metrics: str | None = "127.0.0.1:9090"
     drain_timeout: Duration = 10.0
+    # On SIGTERM, health says NOT_SERVING this long while Checks are still answered, so callers
+    # that watch health (or a load balancer) move away before new calls are refused.
+    shutdown_delay: Duration = 0.0
     uvloop: bool = True
     max_concurrent_rpcs: int | None = Field(default=None, ge=1, le=2**31 - 1)  # a C int in gRPC
 
