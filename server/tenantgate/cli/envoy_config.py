@@ -29,7 +29,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--admin", metavar="HOST:PORT", default="127.0.0.1:9901",
                         help="Envoy admin listener (default 127.0.0.1:9901)")
     parser.add_argument("--authz", metavar="HOST:PORT",
-                        help="front mode: where tenantgate listens (default: listen.grpc)")
+                        help="front mode (or sidecar without listen.uds): where tenantgate "
+                             "listens (default: listen.grpc)")
     parser.add_argument("--authz-timeout", type=positive_seconds, default=0.25, metavar="SECONDS",
                         help="ext_authz and rate-limit call timeout (default 0.25)")
     limit = parser.add_mutually_exclusive_group()
@@ -40,7 +41,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     limit.add_argument("--no-rate-limit", dest="rate_limit", action="store_false")
     parser.add_argument("--rate-limit-domain", metavar="DOMAIN",
                         help="one of the rate-limit config files' domains (default: the "
-                             "first)")
+                             "first); refused while the rate-limit filter is off")
     parser.add_argument("--no-access-log", action="store_true", help="leave the access log out")
     parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     parser.set_defaults(handler=_render)
