@@ -1,5 +1,5 @@
 """`tenantgate demo` end to end: every component starts, the printed tokens show isolation, a
-refused spoofed header and a 429, and Ctrl-C leaves nothing listening."""
+spoofed tenant header that changes nothing, and a 429, and Ctrl-C leaves nothing listening."""
 
 from __future__ import annotations
 
