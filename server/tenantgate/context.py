@@ -135,23 +135,30 @@ def _load_object(part: str) -> dict[str, object]:
         value = json.loads(b64url_decode(part).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError):
         raise InvalidContext("malformed") from None
-    if not isinstance(value, dict) or not _utf8_text(value):
+    if not isinstance(value, dict) or not utf8_json(value):
         raise InvalidContext("malformed")
     return value
 
 
-def _utf8_text(value: object) -> bool:
-    """Every string in a decoded JSON value is encodable as UTF-8 (no lone surrogates)."""
+def utf8_encodable(text: str) -> bool:
+    """False for a string holding a lone surrogate (what a JSON `\\ud800` escape, or argv bytes
+    Python could not decode, become): no header, log line, protobuf or Postgres text carries
+    one. Here, beside the context, because backends import this module and nothing else."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def utf8_json(value: object) -> bool:
+    """Every string of a decoded JSON value, object keys included, is utf8_encodable."""
     if isinstance(value, str):
-        try:
-            value.encode("utf-8")
-        except UnicodeEncodeError:
-            return False
-        return True
+        return utf8_encodable(value)
     if isinstance(value, dict):
-        return all(_utf8_text(k) and _utf8_text(v) for k, v in value.items())
+        return all(utf8_json(k) and utf8_json(v) for k, v in value.items())
     if isinstance(value, list):
-        return all(_utf8_text(v) for v in value)
+        return all(utf8_json(v) for v in value)
     return True
 
 

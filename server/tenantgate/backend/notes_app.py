@@ -28,6 +28,7 @@ from psycopg.rows import dict_row
 from tenantgate.backend.common import ContextRequired
 from tenantgate.backend.middleware import StartResponse, TenantContextWSGIMiddleware, WSGIApp
 from tenantgate.backend.psycopg import tenant_transaction
+from tenantgate.context import utf8_json
 
 SCHEMA_SQL = """
 CREATE TABLE IF NOT EXISTS notes (
@@ -213,19 +214,9 @@ def _json_body(environ: dict[str, Any]) -> dict[str, Any]:
         raise HTTPError(400, "body must be a JSON object") from None
     # A lone-surrogate escape ("\ud800") parses, but no UTF-8 text (nor Postgres) can hold it:
     # the driver would fail mid-request and drop the connection.
-    if not isinstance(data, dict) or not _utf8_text(data):
+    if not isinstance(data, dict) or not utf8_json(data):
         raise HTTPError(400, "body must be a JSON object")
     return data
-
-
-def _utf8_text(value: object) -> bool:
-    if isinstance(value, str):
-        return not any("\ud800" <= ch <= "\udfff" for ch in value)
-    if isinstance(value, dict):
-        return all(_utf8_text(k) and _utf8_text(v) for k, v in value.items())
-    if isinstance(value, list):
-        return all(_utf8_text(v) for v in value)
-    return True
 
 
 def _received_headers(environ: dict[str, Any]) -> dict[str, str]:

@@ -7,6 +7,7 @@ import argparse
 import sys
 from collections.abc import Mapping
 
+from tenantgate.context import utf8_encodable
 from tenantgate.errors import ConfigError
 
 EXIT_CONFIG = 2
@@ -26,14 +27,8 @@ def non_utf8_option(args: argparse.Namespace,
     inside protobuf or JSON encoding, as a traceback."""
     for dest, value in vars(args).items():
         for text in value if isinstance(value, list) else [value]:
-            if isinstance(text, str) and not _encodable(text):
+            if isinstance(text, str) and not utf8_encodable(text):
                 return (names or {}).get(dest, "--" + dest.replace("_", "-"))
     return None
 
 
-def _encodable(text: str) -> bool:
-    try:
-        text.encode()
-    except UnicodeEncodeError:
-        return False
-    return True

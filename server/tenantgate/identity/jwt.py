@@ -10,6 +10,7 @@ import re
 from typing import Any, TypeGuard
 
 from tenantgate.config.model import HMAC_ALGORITHMS, IssuerConfig
+from tenantgate.context import utf8_encodable
 from tenantgate.decision import Reason
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.keys import VerificationKey, hmac_key
@@ -173,13 +174,8 @@ def _identity(issuer: IssuerConfig, header: dict[str, Any], claims: dict[str, An
 def _usable_subject(subject: object) -> TypeGuard[str]:
     """A non-empty string of at most 255 characters (OpenID Connect's bound for `sub`) that
     UTF-8 can encode: a lone surrogate could not be written into headers or metadata."""
-    if not isinstance(subject, str) or not 0 < len(subject) <= MAX_SUBJECT_CHARS:
-        return False
-    try:
-        subject.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return (isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT_CHARS
+            and utf8_encodable(subject))
 
 
 def _acceptable_until(issuer: IssuerConfig, claims: dict[str, Any]) -> float:
