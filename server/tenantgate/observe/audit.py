@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from typing import IO
 
 from tenantgate.observe import metrics
+from tenantgate.observe.throttle import Throttle
 
 log = logging.getLogger("tenantgate.audit")
-_SAY_EVERY = 60.0  # seconds between log lines about an audit log that cannot be written
+
 
 @dataclass(frozen=True, slots=True)
 class AuditRecord:
@@ -49,7 +50,7 @@ class AuditLog:
         self._own_stream = enabled and path != "-"
         self._stream: IO[str] = (open(path, "a", encoding="utf-8")  # noqa: SIM115
                                  if self._own_stream else sys.stdout)
-        self._said_at = -_SAY_EVERY
+        self._unwritable = Throttle(60.0)  # one log line a minute while lines are lost
 
     def wants(self, allowed: bool) -> bool:
         if not self._enabled:
@@ -87,8 +88,7 @@ class AuditLog:
             # The decision stands (the audit log records decisions, it does not make them);
             # the lost line is counted, alerted on (TenantgateAuditWriteErrors) and said.
             metrics.AUDIT_WRITE_ERRORS.inc()
-            if time.monotonic() - self._said_at >= _SAY_EVERY:
-                self._said_at = time.monotonic()
+            if self._unwritable.ready():
                 log.error("audit log not writable: lines are being lost", exc_info=True)
 
     def close(self) -> None:

@@ -7,17 +7,16 @@ import asyncio
 import contextlib
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import metrics
+from tenantgate.observe.throttle import Throttle
 from tenantgate.quota.memory import monotonic_us
 from tenantgate.quota.store import Bucket, Outcome, QuotaStore, gcra
 
 log = logging.getLogger("tenantgate.quota")
-_LOG_EVERY = 60.0  # seconds between tracebacks of a sync error that keeps recurring
 
 
 def allowance(bucket: Bucket, interval: float) -> int:
@@ -44,7 +43,7 @@ class Batcher:
         self._mirrors: dict[str, Mirror] = {}
         self._offset_us = 0  # store clock minus local monotonic clock
         self._task: asyncio.Task[None] | None = None
-        self._logged_at = -_LOG_EVERY
+        self._sync_failing = Throttle(60.0)  # one traceback a minute for a recurring error
 
     def start(self) -> None:
         if self._task is None:
@@ -131,6 +130,5 @@ class Batcher:
                 # A bug must not end batching for good (admitted hits never charged, the
                 # allowance never refilled): the pending hits are sent again next interval.
                 metrics.INTERNAL_ERRORS.inc()
-                if time.monotonic() - self._logged_at >= _LOG_EVERY:
-                    self._logged_at = time.monotonic()
+                if self._sync_failing.ready():
                     log.exception("batched quota sync failed; retrying every interval")

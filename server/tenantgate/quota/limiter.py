@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 import math
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
@@ -23,13 +22,13 @@ from tenantgate.config.quota import (
 )
 from tenantgate.errors import ConfigError, QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
+from tenantgate.observe.throttle import Throttle
 from tenantgate.quota.batched import Batcher, allowance
 from tenantgate.quota.memory import MemoryStore, monotonic_us
 from tenantgate.quota.rls_config import load_domains
 from tenantgate.quota.store import Bucket, BucketState, Outcome, QuotaStore
 
 log = logging.getLogger("tenantgate.quota")
-_WARN_EVERY = 10.0
 
 
 def compile_path(pattern: str) -> re.Pattern[str]:
@@ -205,7 +204,7 @@ class Limiter:
         batched = [p.batch_interval for p in self.plans.values() if p.batched] + [
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
-        self._warned_at = 0.0
+        self._store_down = Throttle(10.0)  # one warning per 10 s while the store is down
         self.rls_domains = load_domains(q.ratelimit_service.config_files)
         for plan in self.plans.values():
             if plan.batched:
@@ -279,9 +278,7 @@ class Limiter:
         return Verdict(False, buckets, unavailable=True)
 
     def _warn(self, mode: FailureMode) -> None:
-        now = time.monotonic()
-        if now - self._warned_at >= _WARN_EVERY:
-            self._warned_at = now
+        if self._store_down.ready():
             log.warning("quota store %s unavailable: failing %s", self.store.name, mode)
 
 
