@@ -11,8 +11,8 @@ from tenantgate.observe import metrics
 if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
-_HIT = metrics.TOKEN_CACHE.labels("hit")
-_MISS = metrics.TOKEN_CACHE.labels("miss")
+_HIT = ("hit",)
+_MISS = ("miss",)
 
 
 def cached_identity(s: CheckState) -> bool:
@@ -23,7 +23,7 @@ def cached_identity(s: CheckState) -> bool:
     identity = s.runtime.token_cache.get(s.credential.cache_key, time.time())
     if identity is None:
         return False
-    _HIT.inc()
+    metrics.TOKEN_CACHE.inc(_HIT)
     s.identity = identity
     return True
 
@@ -41,7 +41,7 @@ async def identity_stage(s: CheckState) -> Deny | None:
         s.identity = result
         return None
     now = time.time()
-    _MISS.inc()
+    metrics.TOKEN_CACHE.inc(_MISS)
     verified = await rt.jwt.verify(s.credential.value, now)
     if isinstance(verified, Reason):
         return Deny(verified)

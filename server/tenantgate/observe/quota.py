@@ -6,6 +6,8 @@ import enum
 
 from prometheus_client import Counter, Gauge
 
+from tenantgate.observe.plain import PlainCounter
+
 
 class QuotaResult(enum.StrEnum):
     ADMITTED = "admitted"
@@ -19,7 +21,8 @@ class RlsResult(enum.StrEnum):
     UNAVAILABLE = "unavailable"
 
 
-DECISIONS = Counter("tenantgate_quota_decisions_total",
+# Counted on every Check with a quota: plain, no lock per increment (observe/plain.py).
+DECISIONS = PlainCounter("tenantgate_quota_decisions_total",
                     "Quota decisions by tenant (registry tenants only; others are 'other')",
                     ["tenant", "result"])
 STORE_ERRORS = Counter("tenantgate_quota_store_errors_total",
@@ -53,15 +56,8 @@ RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
                        ["domain", "result"])
 
 
-_decision_children: dict[tuple[str, QuotaResult], Counter] = {}
-
-
 def decision(tenant: str, result: QuotaResult) -> None:
-    # labels() costs more than inc() on the hot path; children are bounded like the labels.
-    child = _decision_children.get((tenant, result))
-    if child is None:
-        child = _decision_children[(tenant, result)] = DECISIONS.labels(tenant, result.value)
-    child.inc()
+    DECISIONS.inc((tenant, result))
 
 
 def store_error(store: str) -> None:
