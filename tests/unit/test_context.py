@@ -11,7 +11,13 @@ import random
 import string
 
 import pytest
-from tenantgate.context import MAX_CONTEXT_BYTES, InvalidContext, KeyRing, b64url
+from tenantgate.context import (
+    MAX_CONTEXT_BYTES,
+    InvalidContext,
+    KeyRing,
+    b64url,
+    payload_prefix,
+)
 
 OLD, NEW = b"o" * 32, b"n" * 32
 NOW = 1_800_000_000
@@ -48,6 +54,23 @@ def test_wire_format_is_compact_hs256_jws_with_kid_and_typ(ring: KeyRing) -> Non
     payload = base64.urlsafe_b64decode(pad(payload_b64))
     assert payload == b'{"tenant":"acme","sub":"u","iat":1800000000,"exp":1800000060,"rid":"r"}'
     assert "=" not in signature_b64 and len(base64.urlsafe_b64decode(pad(signature_b64))) == 32
+
+
+@pytest.mark.parametrize("secret", [b"s" * 32, bytes(range(64)), bytes(range(65)),
+                                    b"\xff" * 200])
+def test_signature_is_the_stdlib_hmac_sha256_for_any_key_length(secret: bytes) -> None:
+    # The signer computes HMAC from two precomputed SHA-256 states (RFC 2104): a key longer
+    # than the 64-byte block is hashed first, a shorter one padded with zeros.
+    token = KeyRing({"k": secret}, "k").sign("acme", "user-1", "req-1", 60, now=NOW)
+    signing_input, _, signature = token.rpartition(".")
+    expected = hmac.new(secret, signing_input.encode(), hashlib.sha256).digest()
+    assert signature == b64url(expected)
+
+
+def test_sign_after_a_payload_prefix_is_sign(ring: KeyRing) -> None:
+    prefix = payload_prefix("acme", 'us"er')
+    assert ring.sign_after(prefix, "r", 60, now=NOW) == ring.sign("acme", 'us"er', "r", 60,
+                                                                   now=NOW)
 
 
 def test_old_key_still_verifies_after_rotation() -> None:
