@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tenantgate.context import MAX_CONTEXT_BYTES
+from tenantgate.context import MAX_CONTEXT_BYTES, payload_prefix
 from tenantgate.decision import (
     Allow,
     Decision,
@@ -75,6 +75,17 @@ async def decide(s: CheckState) -> Decision:
     return allow(s)
 
 
+@dataclass(frozen=True, slots=True)
+class AllowTemplate:
+    """What every allow for one tenant and caller repeats, encoded once (per Runtime)."""
+
+    headers_to_set: tuple[Header, ...]
+    metadata: dict[str, str]
+    encoded_fixed: bytes  # headers_to_set and the runtime's headers_to_remove
+    encoded_metadata: bytes
+    payload_prefix: str  # of the signed context: context.payload_prefix()
+
+
 def allow(s: CheckState) -> Allow | Deny:
     """Headers to set (overwriting any client copy), trusted headers to strip, metadata."""
     assert s.identity is not None and s.tenant is not None  # set by the stages above
@@ -84,12 +95,12 @@ def allow(s: CheckState) -> Allow | Deny:
     template = rt.allow_templates.get(key)
     if template is None:
         template = _remember_template(s, key)
-    signed = rt.key_ring.sign(s.tenant.id, s.identity.subject, s.request.request_id, ctx.ttl)
+    signed = rt.key_ring.sign_after(template.payload_prefix, s.request.request_id, ctx.ttl)
     if len(signed) > MAX_CONTEXT_BYTES:
         # Backends (and Postgres) refuse a context this long: an allow would only fail later.
         # Bounded subjects and request ids keep it short; a very long tenant pattern may not.
         return Deny(Reason.BAD_CLAIMS)
-    return Allow(template.headers_to_set, ((ctx.header, signed),), template.headers_to_remove,
+    return Allow(template.headers_to_set, ((ctx.header, signed),), rt.headers_to_remove,
                  s.quota_headers, template.metadata, template.encoded_fixed,
                  template.encoded_metadata)
 
@@ -102,8 +113,7 @@ def _template_key(s: CheckState) -> TemplateKey:
     return s.tenant.id, s.tenant.plan, s.identity.issuer, s.identity.subject
 
 
-def _remember_template(s: CheckState, key: TemplateKey) -> Allow:
-    """What every allow for this tenant and caller repeats, encoded once (per Runtime)."""
+def _remember_template(s: CheckState, key: TemplateKey) -> AllowTemplate:
     assert s.identity is not None and s.tenant is not None
     rt = s.runtime
     ctx = rt.config.context
@@ -111,9 +121,10 @@ def _remember_template(s: CheckState, key: TemplateKey) -> Allow:
                       (ctx.subject_header, s.identity.subject_header_value))
     metadata = {"tenant": s.tenant.id, "subject": s.identity.subject,
                 "plan": s.tenant.plan or "", "issuer": s.identity.issuer}
-    template = Allow(headers_to_set, (), rt.headers_to_remove, (), metadata,
-                     encode_fixed(headers_to_set, rt.headers_to_remove),
-                     encode_metadata(metadata))
+    template = AllowTemplate(headers_to_set, metadata,
+                             encode_fixed(headers_to_set, rt.headers_to_remove),
+                             encode_metadata(metadata),
+                             payload_prefix(s.tenant.id, s.identity.subject))
     if len(rt.allow_templates) >= MAX_ALLOW_TEMPLATES:
         rt.allow_templates.clear()  # bounded; the next Checks re-encode what they need
     rt.allow_templates[key] = template

@@ -95,27 +95,59 @@ def is_normalized(path: str) -> bool:
     return path.startswith("/") and _NOT_NORMALIZED.search(path) is None
 
 
+# (route or None, bound tenant segment or None); None alone: the path is not normalized.
+RouteMatch = tuple[CompiledRoute | None, str | None] | None
+# Which route a (method, path, tenant) takes is a pure function of the route rules, which a
+# reload replaces together with the Runtime holding these memos. Bounded in entries, and only
+# short paths are kept, so an attacker's long unique paths cannot grow memory.
+MAX_ROUTE_MEMOS = 10_000
+MAX_MEMO_PATH_CHARS = 512
+
+
+def find_route(routes: list[CompiledRoute], memo: dict[tuple[str, str, str], RouteMatch],
+               method: str, path: str, tenant_id: str) -> RouteMatch:
+    key = (method, path, tenant_id)
+    if key in memo:
+        return memo[key]
+    found = _first_route(routes, method, path, tenant_id)
+    if len(path) <= MAX_MEMO_PATH_CHARS:
+        if len(memo) >= MAX_ROUTE_MEMOS:
+            memo.clear()
+        memo[key] = found
+    return found
+
+
+def _first_route(routes: list[CompiledRoute], method: str, path: str,
+                 tenant_id: str) -> RouteMatch:
+    if not is_normalized(path):
+        return None
+    parts = path.strip("/").split("/")
+    folded_path = path.lower()
+    folded = folded_path.strip("/").split("/")
+    for route in routes:
+        bound = route.match(method, folded_path, parts, folded, tenant_id)
+        if bound is not False:
+            return route, bound  # type: ignore[return-value]  # str | None once not False
+    return None, None
+
+
 def policy_stage(s: CheckState) -> Deny | None:
     assert s.tenant is not None and s.identity is not None
-    request = s.request
-    if not is_normalized(request.path):
+    found = find_route(s.runtime.routes, s.runtime.route_memo, s.request.method,
+                       s.request.path, s.tenant.id)
+    if found is None:
         return Deny(Reason.MALFORMED_REQUEST)
-    parts = request.path.strip("/").split("/")
-    folded_path = request.path.lower()
-    folded = folded_path.strip("/").split("/")
-    for route in s.runtime.routes:
-        bound = route.match(request.method, folded_path, parts, folded, s.tenant.id)
-        if bound is False:
-            continue
-        s.route = route
-        if bound is not None and bound != s.tenant.id:
-            # 404, not 403: another tenant's resources must not even look like they exist.
-            metrics.CROSS_TENANT.labels(s.tenant.label).inc()
-            return Deny(Reason.CROSS_TENANT_PATH)
-        return _rule_problem(route, s)
-    if s.runtime.config.policy.default_action == "deny":
-        return Deny(Reason.ROUTE_DENIED)
-    return None
+    route, bound = found
+    if route is None:
+        if s.runtime.config.policy.default_action == "deny":
+            return Deny(Reason.ROUTE_DENIED)
+        return None
+    s.route = route
+    if bound is not None and bound != s.tenant.id:
+        # 404, not 403: another tenant's resources must not even look like they exist.
+        metrics.CROSS_TENANT.labels(s.tenant.label).inc()
+        return Deny(Reason.CROSS_TENANT_PATH)
+    return _rule_problem(route, s)
 
 
 def _rule_problem(route: CompiledRoute, s: CheckState) -> Deny | None:

@@ -10,18 +10,19 @@ import httpx
 
 from tenantgate.config.model import Config
 from tenantgate.context import KeyRing
-from tenantgate.decision import Allow, TemplateKey
+from tenantgate.decision import TemplateKey
 from tenantgate.errors import ConfigError
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.token_cache import TokenCache
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditLog
-from tenantgate.policy import CompiledRoute, compile_routes
+from tenantgate.policy import CompiledRoute, RouteMatch, compile_routes
 from tenantgate.quota import build_limiter
 from tenantgate.tenancy import TenantRules
 
 if TYPE_CHECKING:
+    from tenantgate.pipeline import AllowTemplate
     from tenantgate.quota import Limiter
 
 
@@ -41,7 +42,9 @@ class Runtime:
     audit: AuditLog
     http: httpx.AsyncClient
     # Pre-encoded allow parts per (tenant, plan, issuer, subject): see pipeline.allow.
-    allow_templates: dict[TemplateKey, Allow] = field(default_factory=dict)
+    allow_templates: dict[TemplateKey, AllowTemplate] = field(default_factory=dict)
+    # The route each (method, path, tenant) takes: see policy.find_route.
+    route_memo: dict[tuple[str, str, str], RouteMatch] = field(default_factory=dict)
     # Calls that took this runtime as their snapshot and have not finished (App counts them):
     # a reload closes the runtime it replaced only once `idle` says there are none left.
     in_flight: int = field(default=0, init=False, repr=False)

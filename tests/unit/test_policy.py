@@ -9,7 +9,15 @@ from typing import Any
 
 import pytest
 from prometheus_client import REGISTRY
-from tenantgate.policy import is_normalized
+from tenantgate.config.model import PolicyConfig
+from tenantgate.policy import (
+    MAX_MEMO_PATH_CHARS,
+    MAX_ROUTE_MEMOS,
+    RouteMatch,
+    compile_routes,
+    find_route,
+    is_normalized,
+)
 from tenantgate.testing.check import DevIssuer, LocalCheck, build_config, check_request
 
 IDP = DevIssuer(algorithm="ES256")
@@ -189,6 +197,18 @@ async def test_another_tenants_path_is_404_whatever_the_method(
         assert await decide(local, path, method) == expected
 
 
+async def test_a_route_remembered_for_one_tenant_is_not_reused_for_another(
+        tmp_path: Path) -> None:
+    # For a method the rule does not list, the owner's own path goes on to the next rule while
+    # anyone else's is 404: the remembered route depends on who asks.
+    routes = [{"path": "/tenants/{tenant}/**", "methods": ["GET"]}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, "/tenants/acme/x", "PATCH", tenant="acme") == (200, "ok")
+        assert await decide(local, "/tenants/acme/x", "PATCH", tenant="globex") == (
+            404, "cross_tenant_path")
+
+
 @pytest.mark.parametrize("method, headers, expected", [
     ("POST", {"transfer-encoding": "chunked"}, (415, "content_type_not_allowed")),
     ("POST", {}, (415, "content_type_not_allowed")),  # HTTP/2: a body needs no length header
@@ -203,3 +223,28 @@ async def test_a_body_of_unknown_length_needs_an_allowed_content_type(
     config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
     async with LocalCheck(config) as local:
         assert await decide(local, "/uploads", method, headers=headers) == expected
+
+
+async def test_remembered_routes_still_bind_each_callers_own_tenant(gate: LocalCheck) -> None:
+    # One runtime remembers which route a path takes; the tenant binding stays per caller.
+    for _ in range(2):
+        assert await decide(gate, "/tenants/acme/notes", tenant="acme") == (200, "ok")
+        assert await decide(gate, "/tenants/acme/notes", tenant="globex") == (
+            404, "cross_tenant_path")
+        assert await decide(gate, "/tenants/acme/notes", "DELETE", tenant="globex") == (
+            404, "cross_tenant_path")
+        assert await decide(gate, "/tenants/a//b", tenant="acme") == (400, "malformed_request")
+        assert await decide(gate, "/nowhere", tenant="acme") == (403, "route_denied")
+
+
+def test_route_memo_is_bounded_in_entries_and_path_length() -> None:
+    routes = compile_routes(PolicyConfig.model_validate({"routes": ROUTES}))
+    memo: dict[tuple[str, str, str], RouteMatch] = {}
+    long_path = "/tenants/acme/" + "x" * MAX_MEMO_PATH_CHARS
+    found = find_route(routes, memo, "GET", long_path, "acme")
+    assert found is not None and found[0] is routes[0] and found[1] == "acme"
+    assert memo == {}  # answered, not kept
+    for i in range(MAX_ROUTE_MEMOS + 5):
+        find_route(routes, memo, "GET", f"/notes/{i}", "acme")
+    assert 0 < len(memo) <= MAX_ROUTE_MEMOS
+    assert find_route(routes, memo, "GET", "/internal/x", "acme") == (routes[2], None)
