@@ -46,7 +46,7 @@ def sanitize(s: CheckState) -> Deny | None:
         return Deny(Reason.DUPLICATE_HEADER)
     if s.request.oversized:
         return Deny(Reason.OVERSIZED_HEADER)
-    if _underscored_trusted_header(s):
+    if s.request.underscored and _underscored_trusted_header(s):
         return Deny(Reason.UNDERSCORED_TRUSTED_HEADER)
     return None
 

@@ -28,6 +28,7 @@ class RequestView:
     # header would cost more than the lookups.
     headers: Mapping[str, str]
     duplicated: frozenset[str]  # single-valued headers that arrived more than once
+    underscored: bool  # some header name has a "_" (see pipeline.sanitize)
     oversized: bool
     content_length: int | None
 
@@ -37,7 +38,7 @@ class RequestView:
     @classmethod
     def from_check(cls, request: CheckRequest) -> RequestView:
         http = request.attributes.request.http
-        headers, duplicated = _headers(http)
+        headers, duplicated, names = _headers(http)
         length_text = headers.get("content-length")
         # Only the header: Envoy's `http.size` is the body bytes received so far (a partial
         # buffer, or what arrived while an earlier filter paused), not the request's length.
@@ -51,6 +52,7 @@ class RequestView:
             host=http.host,
             headers=headers,
             duplicated=duplicated,
+            underscored="_" in names,
             # No value can be longer than the whole message: only a big one needs the scan.
             oversized=http.ByteSize() > MAX_HEADER_VALUE_BYTES and max(
                 map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
@@ -66,8 +68,9 @@ def _content_length(text: str) -> int | None:
     return int(text) if len(text) <= 18 else MAX_CONTENT_LENGTH
 
 
-def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str]]:
-    """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map.
+def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str], str]:
+    """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map;
+    the names that repeat a single-valued header; and every name joined, for cheap scans.
 
     A client may repeat a header; Envoy 1.40 joins the copies with "," in both maps (seen with
     a real Envoy), other senders may list each copy in the raw map: both count as a repeat.
@@ -77,13 +80,15 @@ def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str]]:
         return _merged((entry.key, entry.raw_value.decode("utf-8", "replace")
                         if entry.raw_value else entry.value) for entry in raw)
     plain: Mapping[str, str] = http.headers
-    if not "".join(plain).islower():  # Envoy sends lower-case names; other senders might not
+    names = "".join(plain)  # each name read out of the map once per Check
+    if not names.islower():  # Envoy sends lower-case names; other senders might not
         # and then `Authorization` and `authorization` are two copies, not one to drop.
         return _merged(plain.items())
-    return plain, _comma_joined(plain)
+    return plain, _comma_joined(plain), names
 
 
-def _merged(entries: Iterable[tuple[str, str]]) -> tuple[Mapping[str, str], frozenset[str]]:
+def _merged(entries: Iterable[tuple[str, str]]
+            ) -> tuple[Mapping[str, str], frozenset[str], str]:
     duplicated: set[str] = set()
     headers: dict[str, str] = {}
     for key, value in entries:
@@ -94,7 +99,7 @@ def _merged(entries: Iterable[tuple[str, str]]) -> tuple[Mapping[str, str], froz
             headers[name] = f"{headers[name]},{value}"
         else:
             headers[name] = value
-    return headers, frozenset(duplicated) | _comma_joined(headers)
+    return headers, frozenset(duplicated) | _comma_joined(headers), "".join(headers)
 
 
 _AUTHORIZATION_REPEATED = frozenset({"authorization"})
