@@ -43,8 +43,19 @@ _OVERWRITE = b"\x18" + varint(OVERWRITE_IF_EXISTS_OR_ADD)  # field 3, varint
 
 def header_option(name: str, value: str, number: int = 2) -> bytes:
     """One HeaderValueOption (OVERWRITE_IF_EXISTS_OR_ADD) as field `number` of OkHttpResponse."""
-    header = field(1, field(1, name.encode()) + field(2, value.encode()))
-    return field(number, header + _OVERWRITE)
+    key, val = name.encode(), value.encode()
+    if len(key) + len(val) > _SHORT_HEADER_BYTES:
+        return field(number, field(1, field(1, key) + field(2, val)) + _OVERWRITE)
+    # field() written out for the usual short header: this runs on every allow, and the
+    # nested calls cost more than the bytes. Every length here is below 16384.
+    small = _SMALL_VARINTS
+    header_value = b"".join((b"\x0a", small[len(key)], key, b"\x12", small[len(val)], val))
+    header = b"".join((b"\x0a", small[len(header_value)], header_value, _OVERWRITE))
+    return b"".join((small[number << 3 | 2], small[len(header)], header))
+
+
+# Name plus value up to this: each nested length stays a table lookup (< 16384 with the tags).
+_SHORT_HEADER_BYTES = 16_000
 
 
 def headers_to_remove(names: Iterable[str]) -> bytes:

@@ -8,6 +8,7 @@ import random
 
 import pytest
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
+from tenantgate import wire
 from tenantgate.decision import (
     STATUS,
     Allow,
@@ -156,6 +157,16 @@ def test_hand_encoded_allow_equals_protobuf_for_random_values() -> None:
                       encode_metadata(metadata) if pre else b"")
         assert CheckResponse.FromString(encode_response(allow, "rid")) == to_check_response(
             allow, "rid")
+
+
+@pytest.mark.parametrize("value_length", [0, 127, 128, 15_990, 15_996, 15_997, 16_383, 16_384,
+                                          70_000])
+def test_header_option_is_the_nested_fields_at_every_length(value_length: int) -> None:
+    # The short-header path writes the nesting out; around its size limit and past it, the
+    # bytes are still field(2, field(1, field(1, name) + field(2, value)) + append_action).
+    name, value = "x-tenant-context", "v" * value_length
+    nested = wire.field(1, wire.field(1, name.encode()) + wire.field(2, value.encode()))
+    assert wire.header_option(name, value) == wire.field(2, nested + b"\x18\x02")
 
 
 def test_allow_overwrites_every_header_it_sets() -> None:
