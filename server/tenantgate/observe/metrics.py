@@ -37,6 +37,3 @@ def declare_tenants(labels: Iterable[str]) -> None:
     for label in (*labels, OTHER_TENANT):
         CROSS_TENANT.labels(label)
 
-
-def count_check(decision: str, reason: str, tenant_label: str) -> None:
-    CHECKS.inc((decision, reason, tenant_label))
