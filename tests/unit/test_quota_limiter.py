@@ -11,7 +11,12 @@ from tenantgate.config.quota import RedisConfig
 from tenantgate.quota import Limiter, build_limiter
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.headers import deny_headers, rate_headers
-from tenantgate.quota.limiter import compile_path, degraded_bucket
+from tenantgate.quota.limiter import (
+    MAX_HELD_MEMOS,
+    MAX_MEMO_PATH_CHARS,
+    compile_path,
+    degraded_bucket,
+)
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import SharedStores
 from tenantgate.quota.store import Bucket
@@ -103,6 +108,28 @@ async def test_writes_count_against_their_rule_and_the_plan(limiter: Limiter) ->
     assert writes == [True, True, True, False]
     reads = [(await limiter.check(plan, "acme", "GET", "/api/x")).admitted for _ in range(8)]
     assert reads == [True] * 7 + [False]  # 10 per day: 3 writes + 7 reads
+
+
+async def test_remembered_buckets_follow_method_path_and_tenant(limiter: Limiter) -> None:
+    # Which buckets apply is remembered per request shape; a long path is decided afresh.
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    long_write = "/api/" + "x" * MAX_MEMO_PATH_CHARS
+    for path in ("/api/x", long_write):
+        verdict = await limiter.check(plan, "acme", "POST", path)
+        assert [b.name for b in verdict.buckets] == ["free-86400s", "writes-86400s"]
+        assert all("{t:acme}" in b.key for b in verdict.buckets)
+        verdict = await limiter.check(plan, "globex", "GET", path)
+        assert [b.name for b in verdict.buckets] == ["free-86400s"]
+        assert all("{t:globex}" in b.key for b in verdict.buckets)
+
+
+async def test_remembered_buckets_are_bounded(limiter: Limiter) -> None:
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None
+    for i in range(MAX_HELD_MEMOS + 10):
+        limiter.check_local(plan, "acme", "GET", f"/p/{i}")
+    assert 0 < len(limiter._held) <= MAX_HELD_MEMOS  # private: the bound is what is tested
 
 
 async def test_tenants_do_not_share_buckets(limiter: Limiter) -> None:

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per Check (see quota.store.BucketState)
 class Credential:
     kind: Literal["bearer", "api_key"]
     value: str

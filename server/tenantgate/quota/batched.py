@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -61,18 +62,21 @@ class Batcher:
     def decide_local(self, buckets: Sequence[Bucket], cost: int) -> Outcome | None:
         """A local decision, or None when only the store can decide (no fresh mirror, or this
         replica used up its allowance for the interval)."""
-        local = monotonic_us()
-        mirrors = [self._mirrors.get(b.key) for b in buckets]
-        fresh: list[Mirror] = [m for m in mirrors if m is not None
-                               and local - m.synced <= 2 * self._interval_us]
-        if len(fresh) != len(buckets):
-            return None
+        local = time.monotonic_ns() // 1000  # memory.monotonic_us(), inline: every Check
+        oldest = local - 2 * self._interval_us
+        fresh: list[Mirror] = []
+        for bucket in buckets:
+            mirror = self._mirrors.get(bucket.key)
+            if mirror is None or mirror.synced < oldest:
+                return None
+            fresh.append(mirror)
         outcome, new_tats = gcra([m.tat for m in fresh], buckets, cost, local + self._offset_us)
         if not outcome.admitted:
             # The mirror lags others' hits, never ours: if it says no, the store says no.
             return outcome
-        if any(m.allowance < cost for m in fresh):
-            return None
+        for m in fresh:
+            if m.allowance < cost:
+                return None
         for m, tat in zip(fresh, new_tats, strict=True):
             m.tat, m.pending, m.allowance = tat, m.pending + cost, m.allowance - cost
         return outcome

@@ -116,7 +116,7 @@ def _compile_rule(rule: EndpointRule) -> CompiledRule:
                                                         rule.limits, None))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: built per Check (see quota.store.BucketState)
 class Verdict:
     """A quota decision. `outcome` is None when the store failed and the failure mode decided."""
 
@@ -133,6 +133,11 @@ class Verdict:
         if not self.outcome.admitted:
             return max(pairs, key=lambda p: p[1].retry_us)
         return min(pairs, key=lambda p: p[1].remaining)
+
+
+_NO_BUCKETS = Verdict(True)  # no limit applies to the request
+MAX_MEMO_PATH_CHARS = 512
+MAX_HELD_MEMOS = 10_000
 
 
 def degraded_bucket(bucket: Bucket, replicas: int) -> Bucket:
@@ -205,6 +210,8 @@ class Limiter:
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
         self._store_down = Throttle(10.0)  # one warning per 10 s while the store is down
+        self._held: dict[tuple[object, ...], tuple[Bucket, ...]] = {}  # see _buckets_for
+        self._max_held = min(q.max_local_entries, MAX_HELD_MEMOS)
         self.rls_domains = load_domains(q.ratelimit_service.config_files)
         for plan in self.plans.values():
             if plan.batched:
@@ -229,18 +236,49 @@ class Limiter:
             return own
         return self.plans.get(plan or self.config.default_plan or "")
 
+    def check_local(self, plan: CompiledPlan, tenant_id: str, method: str, path: str,
+                    cost: int = 1) -> Verdict | None:
+        """The verdict when it needs no store round trip (no bucket applies, the over-limit
+        cache denies, or a batched mirror decides); None when only the store can decide."""
+        buckets = self._buckets_for(plan, tenant_id, method, path)
+        if not buckets:
+            return _NO_BUCKETS
+        return self._local(buckets, cost, plan.batch_interval if plan.batched else None)
+
     async def check(self, plan: CompiledPlan, tenant_id: str, method: str, path: str,
                     cost: int = 1) -> Verdict:
-        buckets = plan.buckets(tenant_id, method, path)
-        if not buckets:
-            return Verdict(True)
-        return await self.decide(buckets, cost, plan.failure_mode,
-                                 plan.batch_interval if plan.batched else None)
+        local = self.check_local(plan, tenant_id, method, path, cost)
+        if local is not None:
+            return local
+        return await self._from_store(self._buckets_for(plan, tenant_id, method, path), cost,
+                                      plan.failure_mode,
+                                      plan.batch_interval if plan.batched else None)
+
+    def _buckets_for(self, plan: CompiledPlan, tenant_id: str, method: str, path: str
+                     ) -> tuple[Bucket, ...]:
+        # Which buckets apply is a pure function of the plan (this Limiter's, replaced on
+        # reload with it), so it is remembered: bounded in entries, and only short paths.
+        key = (id(plan), tenant_id, method, path) if plan.rules else (id(plan), tenant_id)
+        held = self._held.get(key)
+        if held is None:
+            held = tuple(plan.buckets(tenant_id, method, path))
+            if len(path) <= MAX_MEMO_PATH_CHARS:
+                if len(self._held) >= self._max_held:
+                    self._held.clear()
+                self._held[key] = held
+        return held
 
     async def decide(self, buckets: Sequence[Bucket], cost: int, failure_mode: FailureMode,
                      batch_interval: float | None = None) -> Verdict:
         """All buckets admit `cost` and are charged, or none is; the failure mode on error."""
         held = tuple(buckets)
+        local = self._local(held, cost, batch_interval)
+        if local is not None:
+            return local
+        return await self._from_store(held, cost, failure_mode, batch_interval)
+
+    def _local(self, held: tuple[Bucket, ...], cost: int, batch_interval: float | None
+               ) -> Verdict | None:
         if self._cache is not None and cost > 0 and (
                 cached := self._cache.check(held, cost)) is not None:
             metrics.LOCAL_DENIALS.inc()
@@ -251,6 +289,10 @@ class Limiter:
                 if not local.admitted:
                     metrics.LOCAL_DENIALS.inc()
                 return Verdict(local.admitted, held, local)
+        return None
+
+    async def _from_store(self, held: tuple[Bucket, ...], cost: int, failure_mode: FailureMode,
+                          batch_interval: float | None) -> Verdict:
         try:
             outcome = await self.store.acquire(held, cost)
         except QuotaStoreUnavailable:

@@ -21,7 +21,10 @@ async def quota_stage(s: CheckState) -> Deny | None:
     plan = limiter.plan_for(tenant.id, tenant.plan, tenant.known)
     if plan is None:
         return None  # no plan and no default plan: nothing to enforce
-    verdict = await limiter.check(plan, tenant.id, s.request.method, s.request.path)
+    request = s.request
+    verdict = limiter.check_local(plan, tenant.id, request.method, request.path)
+    if verdict is None:  # only the store can decide: one round trip
+        verdict = await limiter.check(plan, tenant.id, request.method, request.path)
     if verdict.unavailable:
         return Deny(Reason.QUOTA_UNAVAILABLE)
     label = tenant.label

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 
@@ -16,29 +16,29 @@ class Bucket:
     limit: int
     period: float
     burst: int
+    # Emission interval: one request's worth of time in whole µs, never below 1 µs. Rounded
+    # up, so the enforced rate is at most the configured one (700000/s -> 2 µs). Computed
+    # once here: every decision reads it.
+    interval_us: int = field(init=False, repr=False, compare=False)
+    tolerance_us: int = field(init=False, repr=False, compare=False)  # burst x interval
 
-    @property
-    def interval_us(self) -> int:
-        """Emission interval: one request's worth of time in whole µs, never below 1 µs.
-
-        Rounded up, so the enforced rate is at most the configured one (700000/s -> 2 µs).
-        """
+    def __post_init__(self) -> None:
         period_us = round(self.period * 1_000_000)  # periods are whole ms: exact in µs
-        return max(1, -(-period_us // self.limit))
-
-    @property
-    def tolerance_us(self) -> int:
-        return self.burst * self.interval_us
+        interval = max(1, -(-period_us // self.limit))
+        object.__setattr__(self, "interval_us", interval)
+        object.__setattr__(self, "tolerance_us", self.burst * interval)
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen (nor Outcome), like RequestView: built per Check, and a frozen dataclass pays
+# an object.__setattr__ per field. Nothing assigns to one after it is built.
+@dataclass(slots=True)
 class BucketState:
     remaining: int  # requests still admitted at once after this decision
     reset_us: int  # until the bucket is full again
     retry_us: int  # until this request would pass; 0 when this bucket admitted it
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: as BucketState
 class Outcome:
     admitted: bool
     states: tuple[BucketState, ...]  # one per bucket, in order
