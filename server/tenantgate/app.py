@@ -64,16 +64,12 @@ class App:
 
     def enter(self) -> contextvars.Token[Runtime | None]:
         """Pin the current runtime for the calling task's call; leave(token) must follow."""
-        runtime = self.current()
-        runtime.in_flight += 1
-        return _CALL_RUNTIME.set(runtime)
+        return _CALL_RUNTIME.set(self.current().pin())
 
     def leave(self, token: contextvars.Token[Runtime | None]) -> None:
         runtime = self.current()
         _CALL_RUNTIME.reset(token)
-        runtime.in_flight -= 1
-        if not runtime.in_flight:
-            runtime.idle.set()
+        runtime.unpin()
 
     @contextlib.contextmanager
     def pinned(self) -> Iterator[Runtime]:
@@ -98,7 +94,7 @@ class App:
         options = [("grpc.so_reuseport", 0)]
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
-        _PinnedAuthorization(self).add_to_server(self.server)
+        AuthorizationServicer(self.current).add_to_server(self.server)  # pins its own snapshot
         _add_rate_limit_service(self.server, self)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._bind(cfg.grpc, cfg.uds)
@@ -258,21 +254,6 @@ async def _first_of(*events: asyncio.Event) -> None:
     finally:
         for wait in waits:
             wait.cancel()
-
-
-class _PinnedAuthorization(AuthorizationServicer):
-    """Check with its runtime snapshot pinned, so that a reload does not close it under it."""
-
-    def __init__(self, app: App) -> None:
-        super().__init__(app.current)
-        self._app = app
-
-    async def Check(self, request: Any, context: grpc.aio.ServicerContext) -> bytes:
-        token = self._app.enter()
-        try:
-            return await super().Check(request, context)
-        finally:
-            self._app.leave(token)
 
 
 def _add_rate_limit_service(server: grpc.aio.Server, app: App) -> None:

@@ -57,24 +57,30 @@ class AuthorizationServicer:
     async def Check(self, request: CheckRequest, context: grpc.aio.ServicerContext
                     ) -> bytes:
         started = time.perf_counter()
-        runtime = self._get_runtime()  # one snapshot for the whole Check
-        view = RequestView.from_check(request)
-        if not view.request_id or len(view.request_id) > MAX_REQUEST_ID_CHARS:
-            # Envoy's are UUIDs; a client-supplied one goes into the signed context and the
-            # denial body, so an absurd one is replaced rather than carried.
-            view = replace(view, request_id=uuid.uuid4().hex)
-        state = CheckState(runtime, view)
+        # One snapshot for the whole Check, pinned: a reload closes it only after the last
+        # call holding it has finished.
+        runtime = self._get_runtime().pin()
         try:
-            decision = await decide(state)
-        except DependencyError as exc:
-            decision = Deny(_DEPENDENCY_DENIALS.get(type(exc), Reason.DEPENDENCY_UNAVAILABLE))
-        except Exception:
-            metrics.INTERNAL_ERRORS.inc()
-            log.exception("internal error in Check")
-            await context.abort(grpc.StatusCode.INTERNAL, "internal error")
-            raise  # abort raises; this line only satisfies type checkers
-        _observe(state, decision, time.perf_counter() - started)
-        return encode_response(decision, view.request_id)
+            view = RequestView.from_check(request)
+            if not view.request_id or len(view.request_id) > MAX_REQUEST_ID_CHARS:
+                # Envoy's are UUIDs; a client-supplied one goes into the signed context and
+                # the denial body, so an absurd one is replaced rather than carried.
+                view = replace(view, request_id=uuid.uuid4().hex)
+            state = CheckState(runtime, view)
+            try:
+                decision = await decide(state)
+            except DependencyError as exc:
+                decision = Deny(_DEPENDENCY_DENIALS.get(type(exc),
+                                                        Reason.DEPENDENCY_UNAVAILABLE))
+            except Exception:
+                metrics.INTERNAL_ERRORS.inc()
+                log.exception("internal error in Check")
+                await context.abort(grpc.StatusCode.INTERNAL, "internal error")
+                raise  # abort raises; this line only satisfies type checkers
+            _observe(state, decision, time.perf_counter() - started)
+            return encode_response(decision, view.request_id)
+        finally:
+            runtime.unpin()
 
 
 def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:

@@ -50,6 +50,16 @@ class Runtime:
     in_flight: int = field(default=0, init=False, repr=False)
     idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)
 
+    def pin(self) -> Runtime:
+        """Count a call that took this runtime as its snapshot; unpin() when it ends."""
+        self.in_flight += 1
+        return self
+
+    def unpin(self) -> None:
+        self.in_flight -= 1
+        if not self.in_flight:
+            self.idle.set()
+
     @classmethod
     def build(cls, config: Config) -> Runtime:
         http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
