@@ -69,5 +69,11 @@ def struct_entry(key: str, value: str) -> bytes:
 
 def allow_response(header_options: bytes, metadata: bytes) -> bytes:
     """CheckResponse bytes from pre-encoded OkHttpResponse fields and Struct fields."""
-    out = STATUS_OK + field(3, header_options)
-    return out + field(4, metadata) if metadata else out
+    if len(header_options) >= 16384 or len(metadata) >= 16384:
+        out = STATUS_OK + field(3, header_options)
+        return out + field(4, metadata) if metadata else out
+    small = _SMALL_VARINTS  # field() written out, as in header_option
+    if not metadata:
+        return b"".join((STATUS_OK, b"\x1a", small[len(header_options)], header_options))
+    return b"".join((STATUS_OK, b"\x1a", small[len(header_options)], header_options,
+                     b"\x22", small[len(metadata)], metadata))
