@@ -56,10 +56,6 @@ RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
                        ["domain", "result"])
 
 
-def decision(tenant: str, result: QuotaResult) -> None:
-    DECISIONS.inc((tenant, result))
-
-
 def store_error(store: str) -> None:
     STORE_ERRORS.labels(store).inc()
 

@@ -29,9 +29,9 @@ async def quota_stage(s: CheckState) -> Deny | None:
         return Deny(Reason.QUOTA_UNAVAILABLE)
     label = tenant.label
     if not verdict.admitted:
-        metrics.decision(label, metrics.QuotaResult.LIMITED)
+        metrics.DECISIONS.inc((label, metrics.QuotaResult.LIMITED))
         return Deny(Reason.QUOTA_EXCEEDED, headers=deny_headers(verdict))
-    metrics.decision(label, metrics.QuotaResult.ADMITTED)
+    metrics.DECISIONS.inc((label, metrics.QuotaResult.ADMITTED))
     if limiter.headers_on_allow:
         s.quota_headers.extend(rate_headers(verdict))
     return None
