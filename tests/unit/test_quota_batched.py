@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import random
 from collections.abc import Sequence
 
-from tenantgate.quota.batched import Batcher
+import pytest
+from tenantgate.quota import batched
+from tenantgate.quota.batched import Batcher, Mirror
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.store import Bucket
 
@@ -47,3 +51,53 @@ async def test_an_unexpected_sync_error_does_not_end_batching() -> None:
 
 def _pending(batcher: Batcher) -> int:
     return sum(m.pending for m in batcher._mirrors.values())
+
+
+class _FrozenClock:
+    """Stands in for the time module in batched.py: both decisions see the same instant."""
+
+    def __init__(self, ns: int) -> None:
+        self.ns = ns
+
+    def monotonic_ns(self) -> int:
+        return self.ns
+
+
+def _mirrored(rng: random.Random, buckets: list[Bucket], now_us: int) -> Batcher:
+    batcher = Batcher(MemoryStore(), interval=0.05, max_entries=100)
+    for bucket in buckets:
+        allowance = rng.randint(1, 5)
+        # tat around now: behind it (full), within the tolerance (some left) or past it.
+        tat = now_us + rng.randint(-2, bucket.burst + 2) * bucket.interval_us + rng.randint(-3, 3)
+        batcher._mirrors[bucket.key] = Mirror(bucket, tat, allowance, rng.randint(0, allowance),
+                                              pending=rng.randint(0, 3),
+                                              synced=now_us - rng.choice([0, 60_000, 120_000]))
+    return batcher
+
+
+def test_admit_local_agrees_with_decide_local(monkeypatch: pytest.MonkeyPatch) -> None:
+    # admit_local skips the per-bucket states; its yes, and what it charges, must be exactly
+    # decide_local's, whatever the mirrors hold (fresh or stale, allowance, near the limit).
+    now_us = 10**12
+    monkeypatch.setattr(batched, "time", _FrozenClock(now_us * 1000))
+    rng = random.Random(7)
+    admitted_seen = refused_seen = 0
+    for _ in range(2000):
+        buckets = [Bucket(f"tg:{{t:a}}:b{i}", f"b{i}", rng.choice([5, 10, 1000]),
+                          rng.choice([1.0, 60.0]), rng.randint(1, 4))
+                   for i in range(rng.randint(1, 3))]
+        seed, cost = rng.random(), rng.randint(1, 3)
+        fast = _mirrored(random.Random(seed), buckets, now_us)
+        full = _mirrored(random.Random(seed), buckets, now_us)
+        before = [dataclasses.astuple(m) for m in fast._mirrors.values()]
+        admitted = fast.admit_local(buckets, cost)
+        outcome = full.decide_local(buckets, cost)
+        assert admitted == (outcome is not None and outcome.admitted)
+        if admitted:
+            admitted_seen += 1
+            assert [dataclasses.astuple(m) for m in fast._mirrors.values()] == [
+                dataclasses.astuple(m) for m in full._mirrors.values()]
+        else:
+            refused_seen += 1
+            assert [dataclasses.astuple(m) for m in fast._mirrors.values()] == before
+    assert admitted_seen > 100 and refused_seen > 100  # both sides of the test exercised

@@ -172,6 +172,27 @@ async def test_allow_headers_report_the_tightest_bucket(limiter: Limiter) -> Non
                                            '"writes-86400s";q=3;w=86400')
 
 
+@pytest.mark.parametrize("headers_on_allow", [True, False])
+async def test_batched_allows_carry_bucket_states_when_headers_are_sent(
+        monkeypatch: pytest.MonkeyPatch, headers_on_allow: bool) -> None:
+    # The batched mirrors admit without the store; a verdict that feeds rate-limit headers
+    # must still name its buckets and their states (the quicker yes-only path has none).
+    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
+    config = parse_config(BASE.replace("      limits: ['10/day']", "      limits: ['10/day']\n"
+                                       "      mode: batched")
+                          + f"  response_headers_on_allow: {str(headers_on_allow).lower()}\n")
+    limiter = Limiter(config, MemoryStore())
+    plan = limiter.plan_for("acme", "free", True)
+    assert plan is not None and plan.batched
+    first = await limiter.check(plan, "acme", "GET", "/")  # the store decides, mirrors learn
+    local = limiter.check_local(plan, "acme", "GET", "/")
+    assert first.admitted and local is not None and local.admitted
+    if headers_on_allow:
+        assert dict(rate_headers(local))["ratelimit"] == '"free-86400s";r=8;t=17280'
+    else:
+        assert local.outcome is None  # yes, and nothing more was computed
+
+
 async def test_over_limit_cache_answers_without_the_store(limiter: Limiter) -> None:
     plan = limiter.plan_for("acme", "free", True)
     assert plan is not None

@@ -136,6 +136,7 @@ class Verdict:
 
 
 _NO_BUCKETS = Verdict(True)  # no limit applies to the request
+_ADMITTED_LOCALLY = Verdict(True)  # by batched mirrors, states not asked for (no headers)
 MAX_MEMO_PATH_CHARS = 512
 MAX_HELD_MEMOS = 10_000
 
@@ -243,7 +244,8 @@ class Limiter:
         buckets = self._buckets_for(plan, tenant_id, method, path)
         if not buckets:
             return _NO_BUCKETS
-        return self._local(buckets, cost, plan.batch_interval if plan.batched else None)
+        return self._local(buckets, cost, plan.batch_interval if plan.batched else None,
+                           with_states=self.headers_on_allow)
 
     async def check(self, plan: CompiledPlan, tenant_id: str, method: str, path: str,
                     cost: int = 1) -> Verdict:
@@ -277,13 +279,16 @@ class Limiter:
             return local
         return await self._from_store(held, cost, failure_mode, batch_interval)
 
-    def _local(self, held: tuple[Bucket, ...], cost: int, batch_interval: float | None
-               ) -> Verdict | None:
+    def _local(self, held: tuple[Bucket, ...], cost: int, batch_interval: float | None,
+               with_states: bool = True) -> Verdict | None:
+        """`with_states`: an admitting verdict must carry each bucket's state (for headers)."""
         if self._cache is not None and cost > 0 and (
                 cached := self._cache.check(held, cost)) is not None:
             metrics.LOCAL_DENIALS.inc()
             return Verdict(False, held, Outcome(False, cached, monotonic_us()))
         if batch_interval is not None and self._batcher is not None and cost > 0:
+            if not with_states and self._batcher.admit_local(held, cost):
+                return _ADMITTED_LOCALLY
             local = self._batcher.decide_local(held, cost)
             if local is not None:
                 if not local.admitted:
