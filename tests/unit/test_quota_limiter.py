@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
-from tenantgate.config.quota import RedisConfig
+from tenantgate.config.quota import PlanConfig, RedisConfig
 from tenantgate.quota import Limiter, build_limiter
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.headers import deny_headers, rate_headers
@@ -15,6 +15,7 @@ from tenantgate.quota.limiter import (
     MAX_HELD_MEMOS,
     MAX_MEMO_PATH_CHARS,
     compile_path,
+    compile_plan,
     degraded_bucket,
 )
 from tenantgate.quota.memory import MemoryStore
@@ -130,6 +131,17 @@ async def test_remembered_buckets_are_bounded(limiter: Limiter) -> None:
     for i in range(MAX_HELD_MEMOS + 10):
         limiter.check_local(plan, "acme", "GET", f"/p/{i}")
     assert 0 < len(limiter._held) <= MAX_HELD_MEMOS  # private: the bound is what is tested
+
+
+async def test_a_plan_from_elsewhere_gets_its_own_buckets_every_time(limiter: Limiter) -> None:
+    # Only the Limiter's own plans are remembered (by id, which a freed plan's successor may
+    # reuse): plans compiled on the fly must each count with their own limits.
+    for limit in range(1, 40):
+        plan = compile_plan("adhoc", PlanConfig.model_validate({"limits": [f"{limit}/day"]}),
+                            "closed")
+        verdict = await limiter.check(plan, "acme", "GET", "/")
+        assert [b.limit for b in verdict.buckets] == [limit]
+    assert not limiter._held  # private: none of them was remembered under a reusable id
 
 
 async def test_tenants_do_not_share_buckets(limiter: Limiter) -> None:

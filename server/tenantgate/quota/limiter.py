@@ -212,6 +212,7 @@ class Limiter:
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
         self._store_down = Throttle(10.0)  # one warning per 10 s while the store is down
         self._held: dict[tuple[object, ...], tuple[Bucket, ...]] = {}  # see _buckets_for
+        self._own_plans = {id(p) for p in (*self.plans.values(), *self.tenant_plans.values())}
         self._max_held = min(q.max_local_entries, MAX_HELD_MEMOS)
         self.rls_domains = load_domains(q.ratelimit_service.config_files)
         for plan in self.plans.values():
@@ -258,13 +259,14 @@ class Limiter:
 
     def _buckets_for(self, plan: CompiledPlan, tenant_id: str, method: str, path: str
                      ) -> tuple[Bucket, ...]:
-        # Which buckets apply is a pure function of the plan (this Limiter's, replaced on
-        # reload with it), so it is remembered: bounded in entries, and only short paths.
+        # Which buckets apply is a pure function of the plan, so it is remembered: bounded in
+        # entries, only for short paths, and only for this Limiter's own plans, which live as
+        # long as it does (a plan's id() names it only while it is alive).
         key = (id(plan), tenant_id, method, path) if plan.rules else (id(plan), tenant_id)
         held = self._held.get(key)
         if held is None:
             held = tuple(plan.buckets(tenant_id, method, path))
-            if len(path) <= MAX_MEMO_PATH_CHARS:
+            if len(path) <= MAX_MEMO_PATH_CHARS and id(plan) in self._own_plans:
                 if len(self._held) >= self._max_held:
                     self._held.clear()
                 self._held[key] = held
