@@ -11,9 +11,8 @@ import logging
 import os
 import signal
 import socket
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -95,7 +94,7 @@ class App:
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
         AuthorizationServicer(self.current).add_to_server(self.server)  # pins its own snapshot
-        _add_rate_limit_service(self.server, self)
+        _add_rate_limit_service(self.server, self.current)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         self._bind(cfg.grpc, cfg.uds)
         if cfg.metrics:
@@ -256,25 +255,13 @@ async def _first_of(*events: asyncio.Event) -> None:
             wait.cancel()
 
 
-def _add_rate_limit_service(server: grpc.aio.Server, app: App) -> None:
+def _add_rate_limit_service(server: grpc.aio.Server, get_runtime: Callable[[], Runtime]
+                            ) -> None:
     try:
-        from envoy.service.ratelimit.v3 import rls_pb2_grpc
-
-        from tenantgate.quota.rls import RateLimitServicer
+        from tenantgate.quota import rls
     except ImportError:
         return
-
-    class PinnedRateLimit(RateLimitServicer):
-        """ShouldRateLimit with its runtime snapshot pinned, as Check."""
-
-        async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
-            token = app.enter()
-            try:
-                return await super().ShouldRateLimit(request, context)
-            finally:
-                app.leave(token)
-
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(PinnedRateLimit(app.current), server)
+    rls.add_to_server(server, get_runtime)  # pins its own snapshot, as Check
 
 
 async def serve(config_path: str) -> None:

@@ -45,7 +45,7 @@ class Runtime:
     allow_templates: dict[TemplateKey, AllowTemplate] = field(default_factory=dict)
     # The route each (method, path, tenant) takes: see policy.find_route.
     route_memo: dict[tuple[str, str, str], RouteMatch] = field(default_factory=dict)
-    # Calls that took this runtime as their snapshot and have not finished (App counts them):
+    # Calls that took this runtime as their snapshot and have not finished (see pin()):
     # a reload closes the runtime it replaced only once `idle` says there are none left.
     in_flight: int = field(default=0, init=False, repr=False)
     idle: asyncio.Event = field(default_factory=asyncio.Event, init=False, repr=False)

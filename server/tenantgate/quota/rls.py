@@ -68,7 +68,15 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         self._get_runtime = get_runtime
 
     async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
-        limiter: Limiter | None = self._get_runtime().limiter
+        # Pinned, as Check's: a reload closes this snapshot only after the call has finished.
+        runtime = self._get_runtime().pin()
+        try:
+            return await self._should_rate_limit(runtime.limiter, request, context)
+        finally:
+            runtime.unpin()
+
+    async def _should_rate_limit(self, limiter: Limiter | None, request: Any, context: Any
+                                 ) -> Any:
         domains = limiter.rls_domains if limiter is not None else {}
         root = domains.get(request.domain)
         label = request.domain if root is not None else OTHER_TENANT

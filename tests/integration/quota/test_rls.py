@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
-from types import SimpleNamespace
 
 import grpc
 import pytest
@@ -52,6 +51,22 @@ def descriptor(*entries: tuple[str, str], hits: int | None = None) -> RateLimitD
     return d
 
 
+class Snapshot:
+    """The part of a Runtime ShouldRateLimit uses: its limiter, and pinning (counted)."""
+
+    def __init__(self, limiter: Limiter) -> None:
+        self.limiter = limiter
+        self.pins = self.in_flight = 0
+
+    def pin(self) -> Snapshot:
+        self.pins += 1
+        self.in_flight += 1
+        return self
+
+    def unpin(self) -> None:
+        self.in_flight -= 1
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def rls(request: pytest.FixtureRequest, tmp_path: Path, quota_config: MakeConfig,
               make_limiter: Callable[[Config], Limiter]
@@ -62,7 +77,7 @@ async def rls(request: pytest.FixtureRequest, tmp_path: Path, quota_config: Make
                           url)
     limiter = make_limiter(config)
     await limiter.start()
-    runtime = SimpleNamespace(limiter=limiter)
+    runtime = Snapshot(limiter)
     server = grpc.aio.server()
     add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
     port = server.add_insecure_port("127.0.0.1:0")
@@ -181,7 +196,7 @@ async def test_store_down_answers_unavailable(
     config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
                           f"  redis: {{url: '{dead.url}', timeout: 100ms}}\n  store: redis\n")
     limiter = make_limiter(config)
-    runtime = SimpleNamespace(limiter=limiter)
+    runtime = Snapshot(limiter)
     server = grpc.aio.server()
     add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
     port = server.add_insecure_port("127.0.0.1:0")
@@ -191,6 +206,7 @@ async def test_store_down_answers_unavailable(
             with pytest.raises(grpc.aio.AioRpcError) as err:
                 await ask(rls_pb2_grpc.RateLimitServiceStub(channel), descriptor(("tenant", "a")))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert (runtime.pins, runtime.in_flight) == (1, 0)  # pinned, and released on abort
     finally:
         await server.stop(None)
         dead.close()
