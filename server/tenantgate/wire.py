@@ -28,13 +28,14 @@ def varint(value: int) -> bytes:
     return bytes(out)
 
 
-_SMALL_VARINTS = tuple(varint(i) for i in range(16384))  # lengths are almost always small
+_SMALL = 16384  # lengths below this (almost all) are looked up, not encoded
+_SMALL_VARINTS = tuple(varint(i) for i in range(_SMALL))
 
 
 def field(number: int, payload: bytes) -> bytes:
     """A length-delimited field: tag, length, payload."""
     size = len(payload)
-    length = _SMALL_VARINTS[size] if size < 16384 else varint(size)
+    length = _SMALL_VARINTS[size] if size < _SMALL else varint(size)
     return _SMALL_VARINTS[number << 3 | 2] + length + payload
 
 
@@ -47,14 +48,14 @@ def header_option(name: str, value: str, number: int = 2) -> bytes:
     if len(key) + len(val) > _SHORT_HEADER_BYTES:
         return field(number, field(1, field(1, key) + field(2, val)) + _OVERWRITE)
     # field() written out for the usual short header: this runs on every allow, and the
-    # nested calls cost more than the bytes. Every length here is below 16384.
+    # nested calls cost more than the bytes. Every length here is below _SMALL.
     small = _SMALL_VARINTS
     header_value = b"".join((b"\x0a", small[len(key)], key, b"\x12", small[len(val)], val))
     header = b"".join((b"\x0a", small[len(header_value)], header_value, _OVERWRITE))
     return b"".join((small[number << 3 | 2], small[len(header)], header))
 
 
-# Name plus value up to this: each nested length stays a table lookup (< 16384 with the tags).
+# Name plus value up to this: each nested length stays a table lookup (< _SMALL with tags).
 _SHORT_HEADER_BYTES = 16_000
 
 
@@ -69,11 +70,11 @@ def struct_entry(key: str, value: str) -> bytes:
 
 def allow_response(header_options: bytes, metadata: bytes) -> bytes:
     """CheckResponse bytes from pre-encoded OkHttpResponse fields and Struct fields."""
-    if len(header_options) >= 16384 or len(metadata) >= 16384:
+    if len(header_options) >= _SMALL or len(metadata) >= _SMALL:
         out = STATUS_OK + field(3, header_options)
         return out + field(4, metadata) if metadata else out
     small = _SMALL_VARINTS  # field() written out, as in header_option
-    if not metadata:
-        return b"".join((STATUS_OK, b"\x1a", small[len(header_options)], header_options))
-    return b"".join((STATUS_OK, b"\x1a", small[len(header_options)], header_options,
-                     b"\x22", small[len(metadata)], metadata))
+    parts = [STATUS_OK, b"\x1a", small[len(header_options)], header_options]
+    if metadata:
+        parts += (b"\x22", small[len(metadata)], metadata)
+    return b"".join(parts)

@@ -23,8 +23,8 @@ class RlsResult(enum.StrEnum):
 
 # Counted on every Check with a quota: plain, no lock per increment (observe/plain.py).
 DECISIONS = PlainCounter("tenantgate_quota_decisions_total",
-                    "Quota decisions by tenant (registry tenants only; others are 'other')",
-                    ["tenant", "result"])
+                         "Quota decisions by tenant (registry tenants only; others are 'other')",
+                         ["tenant", "result"])
 STORE_ERRORS = Counter("tenantgate_quota_store_errors_total",
                        "Quota store calls that failed or timed out", ["store"])
 FAIL_OPEN = Counter("tenantgate_quota_fail_open_total",
