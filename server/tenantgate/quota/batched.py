@@ -35,12 +35,6 @@ class Mirror:
     synced: int = 0  # local monotonic µs of the last refresh from the store
 
 
-def _charge(mirrors: list[Mirror], new_tats: list[int], cost: int) -> None:
-    """Admitted here: the hits wait for the next sync and use up this interval's allowance."""
-    for m, tat in zip(mirrors, new_tats, strict=True):
-        m.tat, m.pending, m.allowance = tat, m.pending + cost, m.allowance - cost
-
-
 class Batcher:
     def __init__(self, store: QuotaStore, interval: float, max_entries: int) -> None:
         self._store = store
@@ -69,9 +63,13 @@ class Batcher:
         """A local decision, or None when only the store can decide (no fresh mirror, or this
         replica used up its allowance for the interval)."""
         local = time.monotonic_ns() // 1000  # memory.monotonic_us(), inline: every Check
-        fresh = self._fresh_mirrors(buckets, local)
-        if fresh is None:
-            return None
+        oldest = local - 2 * self._interval_us
+        fresh: list[Mirror] = []
+        for bucket in buckets:
+            mirror = self._mirrors.get(bucket.key)
+            if mirror is None or mirror.synced < oldest:
+                return None
+            fresh.append(mirror)
         outcome, new_tats = gcra([m.tat for m in fresh], buckets, cost, local + self._offset_us)
         if not outcome.admitted:
             # The mirror lags others' hits, never ours: if it says no, the store says no.
@@ -79,7 +77,8 @@ class Batcher:
         for m in fresh:
             if m.allowance < cost:
                 return None
-        _charge(fresh, new_tats, cost)
+        for m, tat in zip(fresh, new_tats, strict=True):
+            m.tat, m.pending, m.allowance = tat, m.pending + cost, m.allowance - cost
         return outcome
 
     def admit_local(self, buckets: Sequence[Bucket], cost: int) -> bool:
@@ -91,29 +90,21 @@ class Batcher:
         admitted Check with no rate-limit headers to send, those were most of its cost.
         tests/unit/test_quota_batched.py compares the two on random mirrors."""
         local = time.monotonic_ns() // 1000
-        fresh = self._fresh_mirrors(buckets, local)
-        if fresh is None:
-            return False
-        now = local + self._offset_us
-        new_tats: list[int] = []
-        for mirror, bucket in zip(fresh, buckets, strict=True):
-            new_tat = max(mirror.tat, now) + cost * bucket.interval_us
-            if mirror.allowance < cost or new_tat - bucket.tolerance_us > now:
-                return False  # the store must decide, or a denial (gcra's `retry > 0`)
-            new_tats.append(new_tat)
-        _charge(fresh, new_tats, cost)
-        return True
-
-    def _fresh_mirrors(self, buckets: Sequence[Bucket], local: int) -> list[Mirror] | None:
-        """Each bucket's mirror, or None when one is missing or older than two intervals."""
         oldest = local - 2 * self._interval_us
-        fresh: list[Mirror] = []
+        now = local + self._offset_us
+        admitted: list[tuple[Mirror, int]] = []
         for bucket in buckets:
             mirror = self._mirrors.get(bucket.key)
-            if mirror is None or mirror.synced < oldest:
-                return None
-            fresh.append(mirror)
-        return fresh
+            if mirror is None or mirror.synced < oldest or mirror.allowance < cost:
+                return False
+            new_tat = max(mirror.tat, now) + cost * bucket.interval_us
+            if new_tat - bucket.tolerance_us > now:  # gcra's `retry > 0`: a denial
+                return False
+            admitted.append((mirror, new_tat))
+        for mirror, new_tat in admitted:
+            mirror.tat, mirror.pending = new_tat, mirror.pending + cost
+            mirror.allowance -= cost
+        return True
 
     def learn(self, buckets: Sequence[Bucket], outcome: Outcome, interval: float) -> None:
         """Refresh mirrors from an exact store decision."""
