@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import math
 import os
 import platform
 import re
@@ -53,6 +54,9 @@ class Run:
     p50_ms: float
     p99_ms: float
     non_2xx: int
+    # CPU time per request (µs) of the sidecar and of Envoy during the run; NaN where unknown
+    sidecar_us: float = float("nan")
+    envoy_us: float = float("nan")
 
 
 @dataclass
@@ -168,6 +172,26 @@ def wrk(port: int, token: str, seconds: float, connections: int) -> Run:
     return Run(float(rps.group(1)), latency("50"), latency("99"), failed)
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process, all its threads included (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def measured(port: int, token: str, seconds: float, connections: int,
+             sidecar: ManagedProcess | None, envoy: EnvoyProcess) -> Run:
+    """wrk, and how much CPU the sidecar and Envoy spent per request meanwhile."""
+    pids = [p.proc.pid for p in (sidecar, envoy) if p is not None and p.proc is not None]
+    before = [cpu_seconds(pid) for pid in pids]
+    run = wrk(port, token, seconds, connections)
+    requests = run.rps * seconds
+    spent = [(cpu_seconds(pid) - b) * 1e6 / requests for pid, b in zip(pids, before, strict=True)]
+    if sidecar is not None:
+        run.sidecar_us = spent.pop(0)
+    run.envoy_us = spent[0]
+    return run
+
+
 def med(runs: list[Run], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
 
@@ -211,6 +235,15 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
             f"{rps / med(native32, 'rps'):.2f} | {med(results.c32[s], 'p50_ms'):.2f} | "
             f"{med(results.c32[s], 'p99_ms'):.2f} | {p50_1:.3f} | "
             f"{p50_1 - med(results.c1['floor'], 'p50_ms'):+.3f} | {bad} |")
+    lines += ["", "CPU time per request at 32 connections (medians; µs, all threads, from "
+              "/proc; Redis not included): the no-op row is what the gRPC call itself costs "
+              "the sidecar and Envoy; the difference in the tenantgate rows comes with the "
+              "handler's work.", "",
+              "| scenario | sidecar µs/req | Envoy µs/req |", "|---|---|---|"]
+    for s in SCENARIOS:
+        sidecar = med(results.c32[s], "sidecar_us")
+        lines.append(f"| {s} | {'-' if math.isnan(sidecar) else f'{sidecar:.0f}'} | "
+                     f"{med(results.c32[s], 'envoy_us'):.0f} |")
     noop = med(results.c32["noop"], "rps")
     lines += ["", "Targets (issue 6):", ""]
     for mode, target in (("exact", 0.45), ("batched", 0.75)):
@@ -247,10 +280,12 @@ def main() -> int:
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         envoys: dict[str, EnvoyProcess] = {}
+        sidecars: dict[str, ManagedProcess] = {}
         for mode in ("exact", "batched"):
             (work / mode).mkdir()
             config = tenantgate_config(work / mode, mode, redis.url)
-            stack.enter_context(TenantgateProcess(config, uds=str(work / mode / "authz.sock")))
+            sidecars[mode] = stack.enter_context(
+                TenantgateProcess(config, uds=str(work / mode / "authz.sock")))
             base = bootstrap_dict(load_config(config), EnvoyOptions(
                 mode="sidecar", upstream="127.0.0.1:1", rate_limit=False, access_log=False))
             envoys[mode] = envoy_for(mode, base, jwk, None)
@@ -258,6 +293,7 @@ def main() -> int:
         noop = NoopAuthz()
         stack.callback(noop.close)
         noop.start(noop_socket)
+        sidecars["noop"] = noop
         envoys["noop"] = envoy_for("noop", base, jwk, noop_socket)
         envoys["floor"] = envoy_for("floor", base, jwk, None)
         envoys["native"] = envoy_for("native", base, jwk, None)
@@ -267,7 +303,8 @@ def main() -> int:
             for name in SCENARIOS:
                 port = envoys[name].port  # type: ignore[attr-defined]
                 wrk(port, token, 1, 8)  # warm-up: connections, token cache, JWKS
-                results.c32[name].append(wrk(port, token, args.seconds, 32))
+                results.c32[name].append(measured(port, token, args.seconds, 32,
+                                                  sidecars.get(name), envoys[name]))
                 results.c1[name].append(wrk(port, token, args.seconds / 2, 1))
                 r = results.c32[name][-1]
                 print(f"round {round_no + 1} {name:8} {r.rps:10,.0f} req/s  p50 {r.p50_ms:.2f} "
