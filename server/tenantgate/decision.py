@@ -198,7 +198,11 @@ def encode_response(decision: Decision, request_id: str) -> bytes:
     metadata = decision.encoded_metadata or encode_metadata(decision.metadata)
     # Field order inside OkHttpResponse: the repeating headers, then the fresh ones (the
     # signed context), so `headers` keeps the order of headers_to_set + fresh_headers.
-    options = fixed + b"".join([wire.header_option(k, v) for k, v in decision.fresh_headers])
+    fresh = decision.fresh_headers
+    if len(fresh) == 1:  # the signed context, on every allow: no list to build and join
+        options = fixed + wire.header_option(*fresh[0])
+    else:
+        options = fixed + b"".join([wire.header_option(k, v) for k, v in fresh])
     if decision.response_headers:
         options += b"".join([wire.header_option(k, v, 6) for k, v in decision.response_headers])
     return wire.allow_response(options, metadata)
