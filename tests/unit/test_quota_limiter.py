@@ -245,6 +245,32 @@ def test_breaker_opens_after_failures_then_one_probe_passes() -> None:
     assert breaker.allow() and breaker.allow()
 
 
+def test_breaker_counts_calls_that_failed_together_once() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=2, open_for=1.0, clock=lambda: now[0])
+    started = [breaker.clock() for _ in range(3)]  # three calls in flight
+    now[0] = 0.5
+    for at in started:  # one stall fails them all
+        breaker.failure(at)
+    assert breaker.allow()  # one failure so far
+    breaker.failure(breaker.clock())  # a call begun after it: a second failure
+    assert not breaker.allow()
+
+
+def test_breaker_probe_is_not_ended_by_an_older_call_failing() -> None:
+    now = [0.0]
+    breaker = CircuitBreaker(failures=1, open_for=1.0, clock=lambda: now[0])
+    old = breaker.clock()
+    now[0] = 0.1
+    breaker.failure(breaker.clock())  # opens
+    now[0] = 2.0
+    assert breaker.allow()  # the probe
+    breaker.failure(old)  # a call from before the opening fails late: not the probe's answer
+    assert not breaker.allow()  # still one probe at a time
+    breaker.success()  # the probe's answer closes it
+    assert breaker.allow()
+
+
 def test_build_limiter_reuses_the_embedded_store_across_rebuilds(config: Config) -> None:
     first, second = build_limiter(config), build_limiter(config)
     assert first is not None and second is not None

@@ -143,13 +143,14 @@ class RedisStore:
         assert self._pipe is not None
         deadline = asyncio.get_running_loop().time() + self._cfg.timeout
         self._pipe.send(_gcra_wire([call for call, _ in batch]), len(batch), deadline,
-                        functools.partial(self._gcra_replied, batch, deadline, False))
+                        functools.partial(self._gcra_replied, batch, deadline,
+                                          self.breaker.clock(), False))
 
-    def _gcra_replied(self, batch: list[Pending], deadline: float, reloaded: bool,
-                      result: Result) -> None:
+    def _gcra_replied(self, batch: list[Pending], deadline: float, started: float,
+                      reloaded: bool, result: Result) -> None:
         if isinstance(result, Exception):  # timeout, connection refused or lost
             metrics.store_error(self.name)
-            self.breaker.failure()
+            self.breaker.failure(started)
             fail(batch, QuotaStoreUnavailable(type(result).__name__))
             return
         self.breaker.success()
@@ -171,7 +172,8 @@ class RedisStore:
             data = resp.command("SCRIPT", "LOAD", GCRA.source) + _gcra_wire(
                 [call for call, _ in missing])
             self._pipe.send(data, 1 + len(missing), deadline,
-                            functools.partial(self._gcra_replied, missing, deadline, True))
+                            functools.partial(self._gcra_replied, missing, deadline, started,
+                                              True))
 
     async def _send_gcra_batch(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
@@ -231,7 +233,7 @@ class RedisStore:
         if not self.breaker.allow():
             work.close()  # never awaited: do not leave a coroutine warning behind
             raise QuotaStoreUnavailable("circuit open")
-        ok = False
+        ok, started = False, self.breaker.clock()
         try:
             async with asyncio.timeout(self._cfg.timeout), self._slots:
                 result = await work
@@ -245,7 +247,7 @@ class RedisStore:
         finally:
             work.close()  # a no-op once awaited; stops a never-started one from warning
             # A cancelled call counts as a failure too, so a half-open probe never gets stuck.
-            self.breaker.success() if ok else self.breaker.failure()
+            self.breaker.success() if ok else self.breaker.failure(started)
 
     async def _load_scripts(self) -> None:
         for script in (GCRA, CHARGE):
