@@ -28,6 +28,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,7 @@ class Run:
 class Results:
     c32: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
     c1: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
+    denials: dict[str, Counter[str]] = field(default_factory=dict)  # per tenantgate scenario
 
 
 class NoopAuthz(ManagedProcess):
@@ -192,6 +194,12 @@ def measured(port: int, token: str, seconds: float, connections: int,
     return run
 
 
+def denials(audit_log: Path) -> Counter[str]:
+    """Deny reasons in a tenantgate audit log (every denial is logged, up to the line cap)."""
+    lines = (json.loads(line) for line in audit_log.read_text().splitlines())
+    return Counter(d["reason"] for d in lines if d.get("decision") == "deny")
+
+
 def med(runs: list[Run], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
 
@@ -256,6 +264,8 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
                      f"{'met' if added <= 0.8 else 'NOT met'}")
     bad = sum(r.non_2xx for m in ("exact", "batched") for r in results.c32[m] + results.c1[m])
     lines.append(f"- non-2xx responses for the tenant under its limit: {bad} (target 0)")
+    said = "; ".join(f"{m}: {dict(c) or 'none'}" for m, c in results.denials.items())
+    lines.append(f"- denials in tenantgate's audit logs, the reasons behind any non-2xx: {said}")
     return "\n".join(lines) + "\n"
 
 
@@ -306,9 +316,11 @@ def main() -> int:
                 results.c32[name].append(measured(port, token, args.seconds, 32,
                                                   sidecars.get(name), envoys[name]))
                 results.c1[name].append(wrk(port, token, args.seconds / 2, 1))
-                r = results.c32[name][-1]
+                r, one = results.c32[name][-1], results.c1[name][-1]
                 print(f"round {round_no + 1} {name:8} {r.rps:10,.0f} req/s  p50 {r.p50_ms:.2f} "
-                      f"ms  p99 {r.p99_ms:.2f} ms  non-2xx {r.non_2xx}", flush=True)
+                      f"ms  p99 {r.p99_ms:.2f} ms  non-2xx {r.non_2xx} (at 1 connection "
+                      f"{one.non_2xx})", flush=True)
+    results.denials = {mode: denials(work / mode / "audit.log") for mode in ("exact", "batched")}
     shutil.rmtree(work, ignore_errors=True)
     text = report(results, args, command)
     Path(args.output).write_text(text)

@@ -22,10 +22,9 @@ import sys
 import tempfile
 import threading
 import time
-from collections import Counter
 from pathlib import Path
 
-from envoy_bench import AUDIENCE, ISSUER, KEY_ID, TENANT, envoy_for, tenantgate_config, wrk
+from envoy_bench import AUDIENCE, ISSUER, KEY_ID, TENANT, denials, envoy_for, tenantgate_config, wrk
 from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
 from tenantgate.config.load import load_config
 from tenantgate.testing import tokens
@@ -42,12 +41,6 @@ def pause(pid: int, seconds: float) -> None:
         time.sleep(seconds)
     finally:
         os.kill(pid, signal.SIGCONT)
-
-
-def denials(audit_log: Path) -> Counter[str]:
-    """Deny reasons from the audit log (every denial is logged, up to its lines-per-second cap)."""
-    lines = (json.loads(line) for line in audit_log.read_text().splitlines())
-    return Counter(d["reason"] for d in lines if d.get("decision") == "deny")
 
 
 def main() -> int:
