@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import os
 import shutil
 import signal
@@ -24,11 +23,8 @@ import threading
 import time
 from pathlib import Path
 
-from envoy_bench import AUDIENCE, ISSUER, KEY_ID, TENANT, denials, envoy_for, tenantgate_config, wrk
-from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
-from tenantgate.config.load import load_config
-from tenantgate.testing import tokens
-from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess
+from envoy_bench import denials, signing_setup, tenantgate_behind_envoy, wrk
+from tenantgate.testing.envoy import EnvoyProcess
 from tenantgate.testing.redis import RedisServer
 
 SECONDS, PAUSE_AFTER = 5.0, 2.0
@@ -53,23 +49,15 @@ def main() -> int:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2
     work = Path(tempfile.mkdtemp(prefix="tg-redis-pause-"))
-    key = tokens.generate_key("ES256")
-    jwk = tokens.public_jwk(key, KEY_ID, "ES256")
-    (work / "jwks.json").write_text(json.dumps({"keys": [jwk]}))
-    token = tokens.mint(key, "ES256", tokens.claims(ISSUER, AUDIENCE, TENANT, ttl=7200),
-                        kid=KEY_ID)
+    jwk, token = signing_setup(work)
     modes = ("exact", "batched")
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         assert redis.pid is not None
         envoys: dict[str, EnvoyProcess] = {}
         for mode in modes:
-            (work / mode).mkdir()
-            config = tenantgate_config(work / mode, mode, redis.url)
-            stack.enter_context(TenantgateProcess(config, uds=str(work / mode / "authz.sock")))
-            base = bootstrap_dict(load_config(config), EnvoyOptions(
-                mode="sidecar", upstream="127.0.0.1:1", rate_limit=False, access_log=False))
-            envoys[mode] = stack.enter_context(envoy_for(mode, base, jwk, None))
+            _, envoy, _ = tenantgate_behind_envoy(stack, work, mode, redis.url, jwk)
+            envoys[mode] = stack.enter_context(envoy)
         for _ in range(args.runs):
             for mode in modes:
                 port = envoys[mode].port  # type: ignore[attr-defined]
