@@ -248,14 +248,19 @@ class Limiter:
         return self._local(buckets, cost, plan.batch_interval if plan.batched else None,
                            with_states=self.headers_on_allow)
 
+    async def check_store(self, plan: CompiledPlan, tenant_id: str, method: str, path: str,
+                          cost: int = 1) -> Verdict:
+        """The store's verdict (or the failure mode's), for a request check_local left open."""
+        return await self._from_store(self._buckets_for(plan, tenant_id, method, path), cost,
+                                      plan.failure_mode,
+                                      plan.batch_interval if plan.batched else None)
+
     async def check(self, plan: CompiledPlan, tenant_id: str, method: str, path: str,
                     cost: int = 1) -> Verdict:
         local = self.check_local(plan, tenant_id, method, path, cost)
         if local is not None:
             return local
-        return await self._from_store(self._buckets_for(plan, tenant_id, method, path), cost,
-                                      plan.failure_mode,
-                                      plan.batch_interval if plan.batched else None)
+        return await self.check_store(plan, tenant_id, method, path, cost)
 
     def _buckets_for(self, plan: CompiledPlan, tenant_id: str, method: str, path: str
                      ) -> tuple[Bucket, ...]:

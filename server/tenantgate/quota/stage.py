@@ -24,7 +24,7 @@ async def quota_stage(s: CheckState) -> Deny | None:
     request = s.request
     verdict = limiter.check_local(plan, tenant.id, request.method, request.path)
     if verdict is None:  # only the store can decide: one round trip
-        verdict = await limiter.check(plan, tenant.id, request.method, request.path)
+        verdict = await limiter.check_store(plan, tenant.id, request.method, request.path)
     if verdict.unavailable:
         return Deny(Reason.QUOTA_UNAVAILABLE)
     label = tenant.label
