@@ -36,23 +36,23 @@ def _patched_server(stage: str) -> None:
     from tenantgate.identity.token_cache import token_key
     from tenantgate.request import RequestView
 
-    full = authz.AuthorizationServicer.Check
+    full = authz.AuthorizationServicer.check_parsed
 
-    async def check(self: authz.AuthorizationServicer, request: object, context: object
-                    ) -> bytes:
+    async def check(self: authz.AuthorizationServicer, parsed: tuple[object, int],
+                    context: object) -> bytes:
         runtime = self._get_runtime()
         if stage == "constant" and runtime.token_cache.size_bytes:
             return OK
-        view = RequestView.from_check(request)  # type: ignore[arg-type]
+        view = RequestView.from_check(*parsed)  # type: ignore[arg-type]
         if stage == "request-view" and runtime.token_cache.size_bytes:
             return OK
-        token = (view.header("authorization") or "").partition(" ")[2]
+        token = (view.authorization or "").partition(" ")[2]
         if runtime.token_cache.get(token_key(token), time.time()) is not None:
             return OK
-        return await full(self, request, context)  # type: ignore[arg-type]
+        return await full(self, parsed, context)  # type: ignore[arg-type]
 
     if stage != "full":
-        authz.AuthorizationServicer.Check = check  # type: ignore[method-assign]
+        authz.AuthorizationServicer.check_parsed = check  # type: ignore[method-assign]
     sys.exit(main())
 
 

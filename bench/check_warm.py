@@ -25,11 +25,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
-
 sys.path.insert(0, str(Path(__file__).parent))
 from check_bench import cached_body, quota_yaml, write_config
-from tenantgate.authz import AuthorizationServicer
+from tenantgate.authz import AuthorizationServicer, parse_check_request
 from tenantgate.config.load import load_config
 from tenantgate.runtime import Runtime
 
@@ -50,7 +48,7 @@ def main() -> None:
     quota = quota_yaml("memory", args.quota) if args.quota != "none" else ""
     config = write_config(work, 1, 2, name="warm", quota=quota)  # ports unused: no listener
     os.chdir(work)  # the audit log path is relative
-    request = CheckRequest.FromString(cached_body(work))
+    parsed = parse_check_request(cached_body(work))  # as gRPC hands it to the servicer
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     runtime = Runtime.build(load_config(config))
@@ -59,7 +57,8 @@ def main() -> None:
 
     def check() -> bytes:
         # A cached Check never suspends: one send() runs it to the end.
-        coroutine = servicer.Check(request, None)  # no gRPC context: a cached Check uses none
+        # No gRPC context: a cached Check uses none.
+        coroutine = servicer.check_parsed(parsed, None)  # type: ignore[arg-type]
         try:
             coroutine.send(None)
         except StopIteration as done:

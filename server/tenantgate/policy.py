@@ -166,7 +166,7 @@ def _rule_problem(route: CompiledRoute, s: CheckState) -> Deny | None:
             return Deny(Reason.LENGTH_REQUIRED)
         if length is not None and length > rule.max_body_bytes:
             return Deny(Reason.BODY_TOO_LARGE)
-    content_type = s.request.header("content-type")
+    content_type = s.request.headers.get("content-type")
     # A body of unknown length (chunked, or HTTP/2 without content-length) may be there too.
     may_have_body = length is None and s.request.method in _BODY_METHODS
     if route.content_types is not None and (length or content_type or may_have_body):

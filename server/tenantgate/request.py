@@ -27,6 +27,9 @@ class RequestView:
     # map, read in place: a Check looks up a handful of names, so building a dict of every
     # header would cost more than the lookups.
     headers: Mapping[str, str]
+    # headers["authorization"], read once: each read out of Envoy's map builds a new string,
+    # and a bearer token is the longest header of almost every Check.
+    authorization: str | None
     duplicated: frozenset[str]  # single-valued headers that arrived more than once
     underscored: bool  # some header name has a "_" (see pipeline.sanitize)
     oversized: bool
@@ -36,9 +39,12 @@ class RequestView:
         return self.headers.get(name)
 
     @classmethod
-    def from_check(cls, request: CheckRequest) -> RequestView:
+    def from_check(cls, request: CheckRequest, size: int | None = None) -> RequestView:
+        """`size`: the serialized request's length when the caller knows it (the gRPC path
+        does, for free); computing it here walks the whole message."""
         http = request.attributes.request.http
         headers, duplicated, names = _headers(http)
+        authorization = headers.get("authorization")
         length_text = headers.get("content-length")
         # Only the header: Envoy's `http.size` is the body bytes received so far (a partial
         # buffer, or what arrived while an earlier filter paused), not the request's length.
@@ -51,11 +57,15 @@ class RequestView:
             path=http.path.split("?", 1)[0],
             host=http.host,
             headers=headers,
-            duplicated=duplicated,
+            authorization=authorization,
+            # A comma is the trace of a joined repeat; JWTs and our API keys never contain
+            # one, so a comma in Authorization means two values.
+            duplicated=(duplicated | _AUTHORIZATION_REPEATED
+                        if authorization is not None and "," in authorization else duplicated),
             underscored="_" in names,
             # No value can be longer than the whole message: only a big one needs the scan.
-            oversized=http.ByteSize() > MAX_HEADER_VALUE_BYTES and max(
-                map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
+            oversized=(request.ByteSize() if size is None else size) > MAX_HEADER_VALUE_BYTES
+            and max(map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
             content_length=content_length,
         )
 
@@ -70,7 +80,8 @@ def _content_length(text: str) -> int | None:
 
 def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str], str]:
     """Headers from the raw header_map when Envoy sends it (encode_raw_headers), else the map;
-    the names that repeat a single-valued header; and every name joined, for cheap scans.
+    the single-valued names that came as separate copies (a comma in Authorization, the other
+    trace of a repeat, is from_check's to see); and every name joined, for cheap scans.
 
     A client may repeat a header; Envoy 1.40 joins the copies with "," in both maps (seen with
     a real Envoy), other senders may list each copy in the raw map: both count as a repeat.
@@ -82,10 +93,12 @@ def _headers(http: Any) -> tuple[Mapping[str, str], frozenset[str], str]:
                         if entry.raw_value else entry.value) for entry in raw)
     plain: Mapping[str, str] = http.headers
     names = "".join(plain)  # each name read out of the map once per Check
-    if not names.islower():  # Envoy sends lower-case names; other senders might not
-        # and then `Authorization` and `authorization` are two copies, not one to drop.
+    # Envoy sends lower-case names; other senders might not, and then `Authorization` and
+    # `authorization` are two copies, not one to drop. (Not islower(): it asks Unicode's
+    # tables about every character; lower() has an ASCII fast path.)
+    if names != names.lower():
         return _merged(plain.items())
-    return plain, _comma_joined(plain), names
+    return plain, _NONE, names
 
 
 def _merged(entries: Iterable[tuple[str, str]]
@@ -100,13 +113,7 @@ def _merged(entries: Iterable[tuple[str, str]]
             headers[name] = f"{headers[name]},{value}"
         else:
             headers[name] = value
-    return headers, frozenset(duplicated) | _comma_joined(headers), "".join(headers)
+    return headers, frozenset(duplicated), "".join(headers)
 
 
 _AUTHORIZATION_REPEATED = frozenset({"authorization"})
-
-
-def _comma_joined(headers: Mapping[str, str]) -> frozenset[str]:
-    # A comma is the trace of a joined repeat; JWTs and our API keys never contain one, so a
-    # comma in Authorization means two values.
-    return _AUTHORIZATION_REPEATED if "," in headers.get("authorization", "") else _NONE

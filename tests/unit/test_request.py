@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+from tenantgate.authz import parse_check_request
 from tenantgate.request import MAX_CONTENT_LENGTH, MAX_HEADER_VALUE_BYTES, RequestView
 from tenantgate.testing.check import check_request
 
@@ -78,6 +79,17 @@ def test_oversized_header_value_is_flagged() -> None:
     big = "x" * (MAX_HEADER_VALUE_BYTES + 1)
     assert RequestView.from_check(check_request(headers={"x-big": big})).oversized
     assert not RequestView.from_check(check_request(headers={"x-big": big[:-1]})).oversized
+
+
+@pytest.mark.parametrize("extra", [0, 1])
+def test_the_grpc_path_sizes_headers_from_the_wire_length(extra: int) -> None:
+    # gRPC hands the servicer the message with its length (parse_check_request), which
+    # from_check uses instead of measuring the message again.
+    value = "x" * (MAX_HEADER_VALUE_BYTES + extra)
+    data = check_request(headers={"x-big": value}).SerializeToString()
+    request, size = parse_check_request(data)
+    assert size == len(data) > MAX_HEADER_VALUE_BYTES
+    assert RequestView.from_check(request, size).oversized == bool(extra)
 
 
 @pytest.mark.parametrize("value, expected", [

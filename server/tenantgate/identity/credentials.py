@@ -21,8 +21,8 @@ class Credential:
 
 def credential_stage(s: CheckState) -> Deny | None:
     creds = s.runtime.config.credentials
-    authorization = s.request.header("authorization")
-    api_key = s.request.header(creds.api_key_header)
+    authorization = s.request.authorization
+    api_key = s.request.headers.get(creds.api_key_header)
     if authorization is not None and api_key is not None:
         return Deny(Reason.MULTIPLE_CREDENTIALS)
     if authorization is None and api_key is None:
