@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tenantgate.context import MAX_CONTEXT_BYTES, payload_prefix
@@ -38,7 +39,7 @@ class CheckState:
     identity: Identity | None = None
     tenant: Tenant | None = None
     route: CompiledRoute | None = None
-    quota_headers: list[Header] = field(default_factory=list)  # informative, on allow
+    quota_headers: Sequence[Header] = ()  # informative, on allow (no list built per Check)
 
 
 def sanitize(s: CheckState) -> Deny | None:
@@ -88,10 +89,11 @@ class AllowTemplate:
 
 def allow(s: CheckState) -> Allow | Deny:
     """Headers to set (overwriting any client copy), trusted headers to strip, metadata."""
-    assert s.identity is not None and s.tenant is not None  # set by the stages above
+    tenant, identity = s.tenant, s.identity
+    assert identity is not None and tenant is not None  # set by the stages above
     rt = s.runtime
     ctx = rt.config.context
-    key = _template_key(s)
+    key: TemplateKey = (tenant.id, tenant.plan, identity.issuer, identity.subject)
     template = rt.allow_templates.get(key)
     if template is None:
         template = _remember_template(s, key)
@@ -106,11 +108,6 @@ def allow(s: CheckState) -> Allow | Deny:
 
 
 MAX_ALLOW_TEMPLATES = 10_000
-
-
-def _template_key(s: CheckState) -> TemplateKey:
-    assert s.identity is not None and s.tenant is not None
-    return s.tenant.id, s.tenant.plan, s.identity.issuer, s.identity.subject
 
 
 def _remember_template(s: CheckState, key: TemplateKey) -> AllowTemplate:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tenantgate.config.model import API_KEY_ISSUER, Config, TenantEntry
@@ -25,11 +25,12 @@ class Tenant:
     plan: str | None
     known: bool  # in the registry
     entry: TenantEntry | None
+    # The metric label: registry tenants by name, everyone else as one bucket. A field, not
+    # a property: Checks read it twice, and tenants are built once per (issuer, claim).
+    label: str = field(init=False, compare=False)
 
-    @property
-    def label(self) -> str:
-        """The metric label: registry tenants by name, everyone else as one bucket."""
-        return self.id if self.known else OTHER_TENANT
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "label", self.id if self.known else OTHER_TENANT)
 
 
 class TenantRules:

@@ -33,5 +33,5 @@ async def quota_stage(s: CheckState) -> Deny | None:
         return Deny(Reason.QUOTA_EXCEEDED, headers=deny_headers(verdict))
     metrics.DECISIONS.inc((label, metrics.QuotaResult.ADMITTED))
     if limiter.headers_on_allow:
-        s.quota_headers.extend(rate_headers(verdict))
+        s.quota_headers = rate_headers(verdict)
     return None
