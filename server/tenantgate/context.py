@@ -76,7 +76,7 @@ _SHA256_BLOCK_BYTES = 64
 
 
 class _SigningKey:
-    __slots__ = ("_inner", "_outer", "header_b64", "key_id")
+    __slots__ = ("_inner", "_inner_after_header", "_outer", "header_b64", "key_id")
 
     def __init__(self, key_id: str, secret: bytes) -> None:
         if len(secret) < MIN_KEY_BYTES:
@@ -92,10 +92,19 @@ class _SigningKey:
         self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in secret))
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
         self.header_b64 = b64url(_json({"alg": ALGORITHM, "kid": key_id, "typ": TYPE}))
+        # Every context this key signs starts with the same header: hash it once.
+        self._inner_after_header = self._inner.copy()
+        self._inner_after_header.update(f"{self.header_b64}.".encode("ascii"))
 
     def signature(self, signing_input: bytes) -> bytes:
-        inner = self._inner.copy()
-        inner.update(signing_input)
+        return self._finish(self._inner.copy(), signing_input)
+
+    def signature_after_header(self, payload_b64: bytes) -> bytes:
+        """signature() of `header_b64 + "." + payload_b64`, the header already hashed."""
+        return self._finish(self._inner_after_header.copy(), payload_b64)
+
+    def _finish(self, inner: hashlib._Hash, rest: bytes) -> bytes:
+        inner.update(rest)
         outer = self._outer.copy()
         outer.update(inner.digest())
         return outer.digest()
@@ -126,9 +135,10 @@ class KeyRing:
         # Same bytes as _json() of the payload dict, without building and walking a dict.
         payload = (f'{prefix}{issued},"exp":{issued + max(1, int(ttl))},'
                    f'"rid":{_quote(request_id)}}}')
-        signing_input = f"{self._active.header_b64}.{b64url(payload.encode('ascii'))}"
-        signature = self._active.signature(signing_input.encode("ascii"))
-        return f"{signing_input}.{b64url(signature)}"
+        key = self._active
+        payload_b64 = b64url(payload.encode("ascii"))
+        signature = key.signature_after_header(payload_b64.encode("ascii"))
+        return f"{key.header_b64}.{payload_b64}.{b64url(signature)}"
 
     def verify(self, token: str, now: float | None = None) -> ContextClaims:
         """Return the claims of a valid context or raise InvalidContext (never anything else)."""
