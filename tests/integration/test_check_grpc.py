@@ -138,6 +138,24 @@ async def test_rotation_new_key_added_and_old_removed_without_restart(
     assert not denied(await check(target(app), bearer(idp.token(kid="k2"))))
 
 
+async def test_a_cached_token_of_a_withdrawn_key_is_refused_once_the_removal_is_seen(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
+    jwks.keys = idp.jwks(["k1", "k2"])
+    app = await start_app(served(jwks))
+    withdrawn, kept = idp.token(kid="k1"), idp.token(kid="k2")
+    for token in (withdrawn, kept):  # verified once, then answered from the token cache
+        assert not denied(await check(target(app), bearer(token)))
+    jwks.keys = idp.jwks(["k2"])
+    # No new token asks for keys: tenantgate refreshes them itself (max-age 1 s). Poll with
+    # the same, cached token.
+    deadline = time.monotonic() + 10
+    while not denied(await check(target(app), bearer(withdrawn))):
+        assert time.monotonic() < deadline, "a cached token of a withdrawn key still accepted"
+        await asyncio.sleep(0.1)
+    assert denied(await check(target(app), bearer(withdrawn))) == 401
+    assert not denied(await check(target(app), bearer(kept)))  # verified again, still good
+
+
 async def test_outage_known_keys_serve_until_max_stale_then_503(
         start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
     app = await start_app(served(jwks, max_ttl="1s", max_stale="1s"))

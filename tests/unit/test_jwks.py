@@ -331,3 +331,45 @@ async def test_a_token_without_kid_may_use_any_key_of_its_algorithm(idp: DevIssu
     assert sorted(k.key_id or "" for k in await keys.find(None, "RS256")) == ["k1", "k2"]
     assert [k.key_id for k in await keys.find("k2", "RS256")] == ["k2"]
     await keys.close()
+
+
+async def test_generation_moves_when_a_key_is_withdrawn_only(idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    generations = [keys.generation]
+    for served in (["k1"], ["k1", "k2"], ["k2"], ["k2"]):  # same, added, k1 gone, same
+        fake.keys = idp.jwks(served)
+        await keys.refresh()
+        generations.append(keys.generation)
+    assert generations == [0, 0, 0, 1, 1]
+    await keys.close()
+
+
+async def test_keys_are_refreshed_when_stale_even_if_nothing_asks_for_them(
+        idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Cached tokens never call find(): without its own refresh, a withdrawn key would go
+    # unnoticed. With a TTL of zero the loop refreshes every MIN_REFRESH_WAIT.
+    monkeypatch.setattr("tenantgate.identity.jwks.MIN_REFRESH_WAIT", 0.001)
+    fake, clock = FakeIdP(idp.jwks(["k1", "k2"]), "max-age=0"), Clock()
+    keys = keyset(fake, clock, min_ttl="0s")
+    await keys.start()
+    fake.keys = idp.jwks(["k2"])
+    for _ in range(1000):
+        if keys.generation:
+            break
+        await asyncio.sleep(0.001)
+    assert keys.generation == 1 and fake.fetches >= 2
+    await keys.close()
+    fetches = fake.fetches
+    await asyncio.sleep(0.01)
+    assert fake.fetches == fetches  # close() ended the loop
+
+
+async def test_inline_keys_get_no_refresh_loop(idp: DevIssuer) -> None:
+    fake, clock = FakeIdP([]), Clock()
+    keys = keyset(fake, clock, url=None, inline={"keys": idp.jwks(["k1"])})
+    await keys.start()
+    assert await keys.find("k1", "RS256") != [] and fake.fetches == 0
+    assert not any(not t.done() for t in asyncio.all_tasks()
+                   if t is not asyncio.current_task())

@@ -38,6 +38,26 @@ def test_entry_never_outlives_exp() -> None:
     assert len(cache) == 0 and cache.size_bytes == 0  # the expired entry is gone
 
 
+class Keys:
+    """An issuer's key set as the cache sees it: a generation that moves when a key goes."""
+
+    def __init__(self) -> None:
+        self.generation = 3
+
+
+def test_entry_is_dropped_once_the_keys_that_verified_it_lost_a_key() -> None:
+    cache, keys, other = TokenCache(10, 1 << 20), Keys(), Keys()
+    cache.put(token_key("t"), identity(1), NOW, keys)
+    cache.put(token_key("u"), identity(2), NOW, other)
+    cache.put(token_key("h"), identity(3), NOW)  # no key set: an HMAC secret, say
+    assert cache.get(token_key("t"), NOW) == identity(1)
+    keys.generation += 1
+    assert cache.get(token_key("t"), NOW) is None  # verified again from now on
+    assert len(cache) == 2
+    assert cache.get(token_key("u"), NOW) == identity(2)  # another issuer's keys: untouched
+    assert cache.get(token_key("h"), NOW) == identity(3)
+
+
 @pytest.mark.parametrize("expires_at", [None, NOW, NOW - 1], ids=["no-exp", "at-exp", "past"])
 def test_token_without_future_exp_is_not_cached(expires_at: float | None) -> None:
     cache = TokenCache(10, 1 << 20)

@@ -1,5 +1,6 @@
 """An issuer's JWKS: fetched off the event loop's critical path, cached within Cache-Control
-bounds, refetched at a bounded rate for unknown key ids, stale-if-error up to a limit."""
+bounds, refreshed when that expires, refetched at a bounded rate for unknown key ids,
+stale-if-error up to a limit; a generation count tells the token cache when keys went away."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tenantgate.observe import metrics
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 MAX_JWKS_BYTES = 512 * 1024
 FAILED_FETCH_BACKOFF = 1.0  # seconds
+MIN_REFRESH_WAIT = 1.0  # seconds between the keep-fresh loop's attempts, whatever the TTL says
 
 
 class FetchFailed(Exception):
@@ -47,11 +49,27 @@ class KeySet:
         self._next_attempt = -float("inf")  # after a failed fetch, callers wait this out
         self._inflight: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
+        # Counts fetches that removed a key. Tokens verified under an older generation are
+        # verified again (tokens from a withdrawn key must not live on in the token cache).
+        self.generation = 0
+        self._fingerprints: frozenset[str] = frozenset()
 
     async def start(self) -> None:
-        """Load keys once at start-up; a failure here is not fatal (requests will retry)."""
+        """Load keys once at start-up (a failure here is not fatal: requests will retry), then
+        keep them fresh: cached tokens never call find(), so without this loop a withdrawn key
+        would go unnoticed for as long as its tokens stayed in the token cache."""
         with contextlib.suppress(FetchFailed):
             await self.refresh()
+        if self._cfg.inline is None:  # inline keys never change
+            self._track(asyncio.ensure_future(self._keep_fresh()))
+
+    async def _keep_fresh(self) -> None:
+        while True:
+            now = self._clock()
+            await asyncio.sleep(max(self._fresh_until - now, self._next_attempt - now,
+                                    MIN_REFRESH_WAIT))
+            if self._clock() >= self._fresh_until:
+                await self._refresh_quietly()
 
     async def find(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
         """Candidate keys: the one named by `kid`, or all of the algorithm when there is none."""
@@ -98,9 +116,11 @@ class KeySet:
         if self._clock() < self._next_attempt:
             return
         if self._inflight is None or self._inflight.done():
-            task = asyncio.ensure_future(self._refresh_quietly())
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+            self._track(asyncio.ensure_future(self._refresh_quietly()))
+
+    def _track(self, task: asyncio.Task[None]) -> None:
+        self._background.add(task)  # held until done (the loop keeps only weak references)
+        task.add_done_callback(self._background.discard)
 
     async def _refresh_quietly(self) -> None:
         with contextlib.suppress(FetchFailed):  # counted in metrics; stale keys keep serving
@@ -122,6 +142,10 @@ class KeySet:
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
             self._keys = keys
+            fingerprints = _fingerprints(document)
+            if self._fingerprints - fingerprints:
+                self.generation += 1  # a key is gone (or changed): cached tokens re-verify
+            self._fingerprints = fingerprints
         metrics.JWKS_FETCHES.labels(self._issuer.name,
                                     "ok" if document is not None else "not_modified").inc()
         ttl = min(max(max_age if max_age is not None else self._cfg.default_ttl,
@@ -204,6 +228,16 @@ async def _read_bounded(response: httpx.Response) -> bytes:
         if len(body) > MAX_JWKS_BYTES:
             raise FetchFailed("JWKS document too large")
     return bytes(body)
+
+
+def _fingerprints(document: dict[str, Any]) -> frozenset[str]:
+    """Each JWK as canonical JSON: a key whose entry disappears or changes is a removal."""
+    entries = document.get("keys")
+    found = set()
+    for jwk in entries if isinstance(entries, list) else []:
+        with contextlib.suppress(ValueError, TypeError, RecursionError):
+            found.add(json.dumps(jwk, sort_keys=True))
+    return frozenset(found)
 
 
 def _scheme_ok(url: str, cfg: JwksConfig) -> bool:

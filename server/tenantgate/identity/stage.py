@@ -45,6 +45,6 @@ async def identity_stage(s: CheckState) -> Deny | None:
     verified = await rt.jwt.verify(s.credential.value, now)
     if isinstance(verified, Reason):
         return Deny(verified)
-    rt.token_cache.put(s.credential.cache_key, verified, now)
+    rt.token_cache.put(s.credential.cache_key, verified, now, rt.keysets.get(verified.issuer))
     s.identity = verified
     return None
