@@ -36,11 +36,14 @@ class FakeIdP:
         self.failing = False
         self.fetches = 0
         self.gate: asyncio.Event | None = None  # when set, answers wait for it
+        self.broken = False  # raise what no fetch expects: a bug's stand-in
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.fetches += 1
         if self.gate is not None:
             await self.gate.wait()
+        if self.broken:
+            raise RuntimeError("unexpected")
         if self.failing:
             return httpx.Response(503)
         headers = {"cache-control": self.cache_control} if self.cache_control else {}
@@ -364,6 +367,28 @@ async def test_keys_are_refreshed_when_stale_even_if_nothing_asks_for_them(
     fetches = fake.fetches
     await asyncio.sleep(0.01)
     assert fake.fetches == fetches  # close() ended the loop
+
+
+async def test_an_unexpected_error_does_not_end_the_refresh_loop(
+        idp: DevIssuer, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    monkeypatch.setattr("tenantgate.identity.jwks.MIN_REFRESH_WAIT", 0.001)
+    fake, clock = FakeIdP(idp.jwks(["k1", "k2"]), "max-age=0"), Clock()
+    keys = keyset(fake, clock, min_ttl="0s")
+    await keys.start()
+    fake.broken = True
+    for _ in range(1000):
+        if fake.fetches >= 3:
+            break
+        await asyncio.sleep(0.001)
+    fake.broken, fake.keys = False, idp.jwks(["k2"])
+    for _ in range(1000):
+        if keys.generation:
+            break
+        await asyncio.sleep(0.001)
+    assert keys.generation == 1  # still refreshing after the errors
+    assert "JWKS refresh of idp failed" in caplog.text
+    await keys.close()
 
 
 async def test_inline_keys_get_no_refresh_loop(idp: DevIssuer) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import re
 import time
 from collections.abc import Callable
@@ -19,6 +20,9 @@ from tenantgate.config.model import IssuerConfig, JwksConfig
 from tenantgate.errors import KeySetUnavailable
 from tenantgate.identity.keys import VerificationKey, prepare
 from tenantgate.observe import metrics
+from tenantgate.observe.throttle import Throttle
+
+log = logging.getLogger("tenantgate.jwks")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 MAX_JWKS_BYTES = 512 * 1024
@@ -53,6 +57,7 @@ class KeySet:
         # verified again (tokens from a withdrawn key must not live on in the token cache).
         self.generation = 0
         self._fingerprints: frozenset[str] = frozenset()
+        self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
     async def start(self) -> None:
         """Load keys once at start-up (a failure here is not fatal: requests will retry), then
@@ -68,8 +73,15 @@ class KeySet:
             now = self._clock()
             await asyncio.sleep(max(self._fresh_until - now, self._next_attempt - now,
                                     MIN_REFRESH_WAIT))
-            if self._clock() >= self._fresh_until:
+            if self._clock() < self._fresh_until:
+                continue
+            try:
                 await self._refresh_quietly()
+            except Exception:
+                # A bug must not end refreshing for good: withdrawn keys would go unseen.
+                metrics.INTERNAL_ERRORS.inc()
+                if self._loop_failing.ready():
+                    log.exception("JWKS refresh of %s failed; retrying", self._issuer.name)
 
     async def find(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
         """Candidate keys: the one named by `kid`, or all of the algorithm when there is none."""
