@@ -279,8 +279,16 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
     lines += ["", "Targets (issue 6):", ""]
     for mode, target in (("exact", 0.45), ("batched", 0.75)):
         ratio = med(results.c32[mode], "rps") / noop
-        lines.append(f"- full path ({mode}) / no-op ceiling: {ratio:.3f} (target ≥ {target}): "
-                     f"{'met' if ratio >= target else 'NOT met'}")
+        # Each round's own ratio too: on a noisy machine the two medians can come from
+        # different rounds, and a slow no-op round then reads as a better ratio than any
+        # round had. Met only when both are.
+        rounds = [m.rps / n.rps for m, n in zip(results.c32[mode], results.c32["noop"],
+                                                 strict=True)]
+        per_round = statistics.median(rounds)
+        lines.append(f"- full path ({mode}) / no-op ceiling: {ratio:.3f} as the ratio of the "
+                     f"medians, {per_round:.3f} as the median of the rounds' ratios "
+                     f"({', '.join(f'{r:.2f}' for r in rounds)}) (target ≥ {target}): "
+                     f"{'met' if min(ratio, per_round) >= target else 'NOT met'}")
     for mode in ("exact", "batched"):
         added = med(results.c1[mode], "p50_ms") - med(results.c1["floor"], "p50_ms")
         lines.append(f"- added p50 at 1 connection ({mode}): {added:.3f} ms (target ≤ 0.8 ms): "
