@@ -11,6 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e_support import EchoBackend, Stack, audit_lines, header_values, received, running_stack
+from tenantgate.config.envoy import METHOD_OVERRIDE_HEADERS
 from tenantgate.config.load import load_config
 from tenantgate.context import KeyRing
 
@@ -83,6 +84,18 @@ def test_spoofed_trusted_headers_never_reach_backend(
     assert_only_tenant(echo, "acme", key_ring)
     assert header_values(echo, "x-tenant-subject") == ["user-1"]
     for name in ("x-tenant-plan", "x-tenant-scopes", "x-tenant-roles"):
+        assert header_values(echo, name) == [], name
+
+
+@pytest.mark.parametrize("http2", PROTOCOLS)
+def test_method_override_headers_never_reach_backend(stack: Stack, http2: bool) -> None:
+    # A backend framework that honours them would run DELETE where the route rules were
+    # checked for POST.
+    headers = [*stack.auth("acme").items(), ("content-length", "0"),
+               *((name.upper(), "DELETE") for name in METHOD_OVERRIDE_HEADERS)]
+    echo = received(send(stack, "/tenants/acme/notes", headers, http2=http2, method="POST"))
+    assert echo["method"] == "POST"
+    for name in METHOD_OVERRIDE_HEADERS:
         assert header_values(echo, name) == [], name
 
 

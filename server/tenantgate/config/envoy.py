@@ -104,6 +104,10 @@ DEFAULT_LISTEN: dict[Mode, str] = {"sidecar": "0.0.0.0:15000", "front": "0.0.0.0
 # Headers the client may send to Check besides those Envoy always includes (host, method, path,
 # content-length, authorization). Nothing else reaches tenantgate.
 CHECK_HEADERS = ("authorization", "content-type", "content-length", "x-request-id")
+# Headers some frameworks read as "run this method instead" (Express's method-override,
+# ASP.NET, several Java stacks): the backend would run another method than the one the route
+# rules were checked against, so they go with the trusted headers, before ext_authz.
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 ACCESS_LOG_FIELDS = {
     "start_time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
@@ -266,8 +270,9 @@ def _early_header_mutation(config: Config) -> TypedExtensionConfig:
     # Runs when the request headers arrive, before route selection and before any HTTP filter,
     # so it removes the client's copies but can never touch what ext_authz adds later (a route's
     # request_headers_to_remove would run after ext_authz and delete tenantgate's headers).
-    mutation = EarlyHeaderMutation(
-        mutations=[HeaderMutation(remove=name) for name in config.context.trusted_headers])
+    mutation = EarlyHeaderMutation(mutations=[
+        HeaderMutation(remove=name)
+        for name in (*config.context.trusted_headers, *METHOD_OVERRIDE_HEADERS)])
     return TypedExtensionConfig(name="strip-trusted-headers",
                                 typed_config=AnyMessage.pack(mutation))
 
