@@ -45,10 +45,14 @@ _URLSAFE = bytes.maketrans(b"+/", b"-_")
 
 
 def b64url(data: bytes) -> str:
+    return b64url_bytes(data).decode()
+
+
+def b64url_bytes(data: bytes) -> bytes:
     # base64.urlsafe_b64encode without its two Python-level wrappers: this runs twice per Check.
     # The trailing newline goes with the padding: `newline=False` costs a keyword-argument
     # parse, more than stripping one more byte.
-    return binascii.b2a_base64(data).translate(_URLSAFE).rstrip(b"=\n").decode()
+    return binascii.b2a_base64(data).translate(_URLSAFE).rstrip(b"=\n")
 
 
 def b64url_decode(text: str) -> bytes:
@@ -76,7 +80,7 @@ _SHA256_BLOCK_BYTES = 64
 
 
 class _SigningKey:
-    __slots__ = ("_inner", "_inner_after_header", "_outer", "header_b64", "key_id")
+    __slots__ = ("_inner", "_outer", "header_b64", "inner_after_header", "key_id")
 
     def __init__(self, key_id: str, secret: bytes) -> None:
         if len(secret) < MIN_KEY_BYTES:
@@ -93,17 +97,16 @@ class _SigningKey:
         self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in secret))
         self.header_b64 = b64url(_json({"alg": ALGORITHM, "kid": key_id, "typ": TYPE}))
         # Every context this key signs starts with the same header: hash it once.
-        self._inner_after_header = self._inner.copy()
-        self._inner_after_header.update(f"{self.header_b64}.".encode("ascii"))
+        self.inner_after_header = self._inner.copy()
+        self.inner_after_header.update(f"{self.header_b64}.".encode("ascii"))
 
     def signature(self, signing_input: bytes) -> bytes:
-        return self._finish(self._inner.copy(), signing_input)
+        return self.mac(self._inner, signing_input)
 
-    def signature_after_header(self, payload_b64: bytes) -> bytes:
-        """signature() of `header_b64 + "." + payload_b64`, the header already hashed."""
-        return self._finish(self._inner_after_header.copy(), payload_b64)
-
-    def _finish(self, inner: hashlib._Hash, rest: bytes) -> bytes:
+    def mac(self, inner_start: hashlib._Hash, rest: bytes) -> bytes:
+        """HMAC-SHA256 of what `inner_start` has hashed (`_inner`: nothing yet, or
+        `inner_after_header`: the header and its dot) followed by `rest`."""
+        inner = inner_start.copy()
         inner.update(rest)
         outer = self._outer.copy()
         outer.update(inner.digest())
@@ -136,9 +139,9 @@ class KeyRing:
         payload = (f'{prefix}{issued},"exp":{issued + max(1, int(ttl))},'
                    f'"rid":{_quote(request_id)}}}')
         key = self._active
-        payload_b64 = b64url(payload.encode("ascii"))
-        signature = key.signature_after_header(payload_b64.encode("ascii"))
-        return f"{key.header_b64}.{payload_b64}.{b64url(signature)}"
+        payload_b64 = b64url_bytes(payload.encode("ascii"))
+        signature = b64url_bytes(key.mac(key.inner_after_header, payload_b64))
+        return f"{key.header_b64}.{payload_b64.decode()}.{signature.decode()}"
 
     def verify(self, token: str, now: float | None = None) -> ContextClaims:
         """Return the claims of a valid context or raise InvalidContext (never anything else)."""
