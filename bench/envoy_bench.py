@@ -65,6 +65,9 @@ class Results:
     c32: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
     c1: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
     denials: dict[str, Counter[str]] = field(default_factory=dict)  # per tenantgate scenario
+    # Envoy's own counts of what went wrong at ext_authz (a Check that timed out is no denial
+    # in tenantgate's audit log), per sidecar scenario
+    envoy_errors: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 class NoopAuthz(ManagedProcess):
@@ -223,6 +226,21 @@ def denials(audit_log: Path) -> Counter[str]:
     return Counter(d["reason"] for d in lines if d.get("decision") == "deny")
 
 
+# Envoy counters that explain a non-2xx the audit log does not: ext_authz errors (a Check
+# past --authz-timeout, a sidecar that refused the stream) and the responses they became.
+_ENVOY_ERROR_STATS = ("http.ingress.ext_authz.error", "http.ingress.ext_authz.denied",
+                      "http.ingress.ext_authz.invalid",
+                      "http.ingress.ext_authz.failure_mode_allowed",
+                      "cluster.tenantgate.upstream_rq_timeout",
+                      "http.ingress.downstream_rq_4xx", "http.ingress.downstream_rq_5xx")
+
+
+def envoy_errors(envoy: EnvoyProcess) -> dict[str, int]:
+    stats = envoy.stats()
+    return {name.rpartition(".")[2]: stats[name] for name in _ENVOY_ERROR_STATS
+            if stats.get(name)}
+
+
 def med(runs: list[Run], attr: str) -> float:
     return statistics.median(getattr(r, attr) for r in runs) if runs else float("nan")
 
@@ -297,6 +315,9 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
     lines.append(f"- non-2xx responses for the tenant under its limit: {bad} (target 0)")
     said = "; ".join(f"{m}: {dict(c) or 'none'}" for m, c in results.denials.items())
     lines.append(f"- denials in tenantgate's audit logs, the reasons behind any non-2xx: {said}")
+    said = "; ".join(f"{m}: {c or 'none'}" for m, c in results.envoy_errors.items())
+    lines.append(f"- Envoy's ext_authz errors and error responses (whole run, warm-ups "
+                 f"included): {said}")
     return "\n".join(lines) + "\n"
 
 
@@ -342,6 +363,7 @@ def main() -> int:
                 print(f"round {round_no + 1} {name:8} {r.rps:10,.0f} req/s  p50 {r.p50_ms:.2f} "
                       f"ms  p99 {r.p99_ms:.2f} ms  non-2xx {r.non_2xx} (at 1 connection "
                       f"{one.non_2xx})", flush=True)
+        results.envoy_errors = {s: envoy_errors(envoys[s]) for s in ("exact", "batched", "noop")}
     results.denials = {mode: denials(work / mode / "audit.log") for mode in ("exact", "batched")}
     shutil.rmtree(work, ignore_errors=True)
     text = report(results, args, command)
