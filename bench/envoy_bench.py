@@ -33,7 +33,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import psutil
 import yaml
+from harness import cpu_seconds
 from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
 from tenantgate.config.load import load_config
 from tenantgate.testing import tokens
@@ -200,20 +202,16 @@ def tenantgate_behind_envoy(stack: contextlib.ExitStack, work: Path, mode: str, 
     return sidecar, envoy_for(mode, base, jwk, None), base
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of a process, all its threads included (Linux /proc)."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
-
-
 def measured(port: int, token: str, seconds: float, connections: int,
              sidecar: ManagedProcess | None, envoy: EnvoyProcess) -> Run:
     """wrk, and how much CPU the sidecar and Envoy spent per request meanwhile."""
-    pids = [p.proc.pid for p in (sidecar, envoy) if p is not None and p.proc is not None]
-    before = [cpu_seconds(pid) for pid in pids]
+    procs = [psutil.Process(p.proc.pid) for p in (sidecar, envoy)
+             if p is not None and p.proc is not None]
+    before = [cpu_seconds(proc) for proc in procs]
     run = wrk(port, token, seconds, connections)
     requests = run.rps * seconds
-    spent = [(cpu_seconds(pid) - b) * 1e6 / requests for pid, b in zip(pids, before, strict=True)]
+    spent = [(cpu_seconds(proc) - b) * 1e6 / requests
+             for proc, b in zip(procs, before, strict=True)]
     if sidecar is not None:
         run.sidecar_us = spent.pop(0)
     run.envoy_us = spent[0]
