@@ -17,7 +17,7 @@ class KeyGeneration(Protocol):
     generation: int
 
 # Per-entry cost besides the Identity's strings and sets (dict slot, OrderedDict node, the
-# (identity, exp, size) tuple, the Identity object, the key bytes, the float): about 280 B
+# entry tuple, the Identity object, the key bytes, the float): about 280 B
 # measured with tracemalloc on CPython 3.11 (tests/unit/test_token_cache.py), rounded up.
 ENTRY_OVERHEAD_BYTES = 512
 
