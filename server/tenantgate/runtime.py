@@ -14,6 +14,7 @@ from tenantgate.decision import TemplateKey
 from tenantgate.errors import ConfigError
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.jwt import JwtVerifier
+from tenantgate.identity.rejected_tokens import RejectedTokens
 from tenantgate.identity.token_cache import TokenCache
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditLog
@@ -33,6 +34,7 @@ class Runtime:
     jwt: JwtVerifier
     keysets: dict[str, KeySet]
     token_cache: TokenCache
+    rejected_tokens: RejectedTokens
     tenants: TenantRules
     routes: list[CompiledRoute]
     headers_to_remove: tuple[str, ...]
@@ -84,6 +86,8 @@ class Runtime:
             jwt=JwtVerifier(config.issuers, keysets),
             keysets=keysets,
             token_cache=TokenCache(creds.token_cache_entries, creds.token_cache_bytes),
+            rejected_tokens=RejectedTokens(creds.rejected_token_cache_entries,
+                                           creds.rejected_token_cache_ttl, keysets.values()),
             tenants=TenantRules(config),
             routes=compile_routes(config.policy),
             headers_to_remove=tuple(ctx.strip_headers),

@@ -156,6 +156,30 @@ async def test_a_cached_token_of_a_withdrawn_key_is_refused_once_the_removal_is_
     assert not denied(await check(target(app), bearer(kept)))  # verified again, still good
 
 
+async def test_a_bad_signature_is_verified_once_until_the_issuers_keys_change(
+        start_app: Start, idp: DevIssuer, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    app = await start_app(served(jwks))
+    verifier, verified = app.runtime.jwt, []
+    verify = verifier.verify
+
+    async def counted(token: str, now: float) -> Any:
+        verified.append(token)
+        return await verify(token, now)
+
+    monkeypatch.setattr(verifier, "verify", counted)
+    replacement = DevIssuer(issuer=idp.issuer, name=idp.name, kid="k1")  # a new key, same kid
+    token = replacement.token()
+    for _ in range(2):  # a replayed forgery: refused alike, verified once
+        assert denied(await check(target(app), bearer(token))) == 401
+    assert verified == [token]
+    jwks.keys = replacement.jwks()  # a key replaced under its kid: rare, but it is seen
+    deadline = time.monotonic() + 10  # the refresh comes within max-age (1 s)
+    while denied(await check(target(app), bearer(token))):
+        assert time.monotonic() < deadline, "a refusal outlived the key change"
+        await asyncio.sleep(0.1)
+
+
 async def test_outage_known_keys_serve_until_max_stale_then_503(
         start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
     app = await start_app(served(jwks, max_ttl="1s", max_stale="1s"))

@@ -237,3 +237,23 @@ def route_issues(route: str) -> list[str]:
     "{path_prefix: /admin/}", "{path: /a, methods: [GET]}"])
 def test_route_patterns_as_documented_still_pass(route: str) -> None:
     assert route_issues(route) == []
+
+
+def test_the_rejected_token_cache_defaults_to_ten_thousand_entries_for_a_minute() -> None:
+    credentials = load_config(FIXTURES / "valid.yaml").credentials
+    assert (credentials.rejected_token_cache_entries,
+            credentials.rejected_token_cache_ttl) == (10_000, 60.0)
+    text = "credentials:\n  rejected_token_cache_entries: 0\n  rejected_token_cache_ttl: 1h\n"
+    assert issues(text) == []
+
+
+@pytest.mark.parametrize(("setting", "problem"), [
+    ("rejected_token_cache_entries: -1", "Input should be greater than or equal to 0"),
+    ("rejected_token_cache_ttl: 500ms", "Input should be greater than or equal to 1"),
+    ("rejected_token_cache_ttl: 2h", "Input should be less than or equal to 3600"),
+    ("rejected_token_cache_ttl: soon", "must be a duration such as 30s, 500ms, 5m"),
+], ids=["entries-negative", "ttl-under-1s", "ttl-over-1h", "ttl-not-a-duration"])
+def test_rejected_token_cache_settings_out_of_bounds_name_their_key_path(
+        setting: str, problem: str) -> None:
+    key = setting.partition(":")[0]
+    assert issues(f"credentials:\n  {setting}\n") == [f"credentials.{key}: {problem}"]

@@ -119,6 +119,7 @@ def test_request_and_decision_point_nowhere_outward(leaf: str) -> None:
                                    "tenantgate.identity.credentials", "tenantgate.identity.jwt",
                                    "tenantgate.identity.jwks", "tenantgate.identity.keys",
                                    "tenantgate.identity.token_cache",
+                                   "tenantgate.identity.rejected_tokens",
                                    "tenantgate.identity.stage"])
 def test_stages_do_not_import_the_servicer_runtime_or_each_other_outward(stage: str) -> None:
     allowed = (*CHECK_PATH_CORE, "tenantgate.identity", "tenantgate.context")
@@ -129,7 +130,8 @@ def test_stages_do_not_import_the_servicer_runtime_or_each_other_outward(stage: 
                                     "tenantgate.decision", "tenantgate.tenancy",
                                     "tenantgate.policy", "tenantgate.identity.credentials",
                                     "tenantgate.identity.jwt", "tenantgate.identity.stage",
-                                    "tenantgate.identity.token_cache"])
+                                    "tenantgate.identity.token_cache",
+                                    "tenantgate.identity.rejected_tokens"])
 def test_stages_do_not_log(module: str) -> None:
     # One canonical line per decision, written by the servicer: stages return values.
     path = PACKAGE.parent / (module.replace(".", "/") + ".py")

@@ -336,16 +336,19 @@ async def test_a_token_without_kid_may_use_any_key_of_its_algorithm(idp: DevIssu
     await keys.close()
 
 
-async def test_generation_moves_when_a_key_is_withdrawn_only(idp: DevIssuer) -> None:
+async def test_generation_moves_when_a_key_is_withdrawn_revision_on_any_change(
+        idp: DevIssuer) -> None:
+    # The rejected-token cache watches the revision: an added key may verify a signature
+    # refused before. The first load is a change from no keys.
     fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
     keys = keyset(fake, clock)
     await keys.start()
-    generations = [keys.generation]
+    seen = [(keys.generation, keys.revision)]
     for served in (["k1"], ["k1", "k2"], ["k2"], ["k2"]):  # same, added, k1 gone, same
         fake.keys = idp.jwks(served)
         await keys.refresh()
-        generations.append(keys.generation)
-    assert generations == [0, 0, 0, 1, 1]
+        seen.append((keys.generation, keys.revision))
+    assert seen == [(0, 1), (0, 1), (0, 2), (1, 3), (1, 3)]
     await keys.close()
 
 

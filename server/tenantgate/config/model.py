@@ -302,6 +302,8 @@ class CredentialsConfig(Model):
     max_token_bytes: int = Field(default=8192, ge=256)
     token_cache_entries: int = Field(default=50_000, ge=0)
     token_cache_bytes: ByteSize = 64 * 1024 * 1024
+    rejected_token_cache_entries: int = Field(default=10_000, ge=0)  # 0 disables it
+    rejected_token_cache_ttl: Duration = Field(default=60.0, ge=1, le=3600)
 
 
 class AuditConfig(Model):

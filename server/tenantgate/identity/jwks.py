@@ -1,6 +1,7 @@
 """An issuer's JWKS: fetched off the event loop's critical path, cached within Cache-Control
 bounds, refreshed when that expires, refetched at a bounded rate for unknown key ids,
-stale-if-error up to a limit; a generation count tells the token cache when keys went away."""
+stale-if-error up to a limit; a generation count tells the token cache when keys went away,
+a revision count tells the rejected-token cache when they changed at all."""
 
 from __future__ import annotations
 
@@ -56,6 +57,7 @@ class KeySet:
         # Counts fetches that removed a key. Tokens verified under an older generation are
         # verified again (tokens from a withdrawn key must not live on in the token cache).
         self.generation = 0
+        self.revision = 0  # counts fetches that changed the keys at all (added ones too)
         self._fingerprints: frozenset[str] = frozenset()
         self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
@@ -157,6 +159,8 @@ class KeySet:
             fingerprints = _fingerprints(document)
             if self._fingerprints - fingerprints:
                 self.generation += 1  # a key is gone (or changed): cached tokens re-verify
+            if fingerprints != self._fingerprints:
+                self.revision += 1
             self._fingerprints = fingerprints
         metrics.JWKS_FETCHES.labels(self._issuer.name,
                                     "ok" if document is not None else "not_modified").inc()

@@ -1,4 +1,5 @@
-"""The identity stage: a credential becomes an Identity (token cache first, then verification)."""
+"""The identity stage: a credential becomes an Identity (token cache first, then the
+rejected-token cache, then verification)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
 
 _HIT = ("hit",)
 _MISS = ("miss",)
+_REJECTED_HIT = ("rejected_hit",)
 
 
 def cached_identity(s: CheckState) -> bool:
@@ -41,10 +43,17 @@ async def identity_stage(s: CheckState) -> Deny | None:
         s.identity = result
         return None
     now = time.time()
+    key = s.credential.cache_key
+    if (rejected := rt.rejected_tokens.get(key, now)) is not None:
+        metrics.TOKEN_CACHE.inc(_REJECTED_HIT)
+        return Deny(rejected)  # the same reason as the first time: audit and metrics agree
     metrics.TOKEN_CACHE.inc(_MISS)
+    keys_revision = rt.rejected_tokens.keys_revision()
     verified = await rt.jwt.verify(s.credential.value, now)
     if isinstance(verified, Reason):
+        # Kept only if time cannot fix the reason, and no key changed while verifying.
+        rt.rejected_tokens.put(key, verified, now, keys_revision)
         return Deny(verified)
-    rt.token_cache.put(s.credential.cache_key, verified, now, rt.keysets.get(verified.issuer))
+    rt.token_cache.put(key, verified, now, rt.keysets.get(verified.issuer))
     s.identity = verified
     return None

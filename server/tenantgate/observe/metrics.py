@@ -18,7 +18,8 @@ CHECK_SECONDS = PlainHistogram(
 CROSS_TENANT = Counter("tenantgate_cross_tenant_attempts",
                        "Requests for another tenant's path", ["tenant"])
 JWKS_FETCHES = Counter("tenantgate_jwks_fetches", "JWKS fetches", ["issuer", "result"])
-TOKEN_CACHE = PlainCounter("tenantgate_token_cache", "Verified-token cache lookups", ["result"])
+# result: hit (verified before), rejected_hit (refused before, for good), miss (verified now).
+TOKEN_CACHE = PlainCounter("tenantgate_token_cache", "Bearer-token cache lookups", ["result"])
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors",
                           "Bugs: unexpected exceptions in a Check or a background task")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])

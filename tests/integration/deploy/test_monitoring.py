@@ -41,7 +41,7 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("tenantgate_checks_total", "decision"): {"allow", "deny"},
     ("tenantgate_checks_total", "reason"): {str(r) for r in Reason},
     ("tenantgate_jwks_fetches_total", "result"): {"ok", "error", "not_modified"},
-    ("tenantgate_token_cache_total", "result"): {"hit", "miss"},
+    ("tenantgate_token_cache_total", "result"): {"hit", "rejected_hit", "miss"},
     ("tenantgate_quota_decisions_total", "result"): {str(r) for r in QuotaResult},
     ("tenantgate_config_reloads_total", "result"): {"ok", "rejected"},
 }
