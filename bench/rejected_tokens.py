@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -27,7 +28,7 @@ async def us_per_check(algorithm: str, kind: str, cache_entries: int, checks: in
                        kid=issuer.kid)
     token = (issuer.token(exp=int(time.time()) - 3600) if kind == "expired"
              else forger.token())
-    work = Path(tempfile.mkdtemp(prefix="tg-rejected-"))
+    work = Path(tempfile.mkdtemp(prefix="tg-rejected-"))  # removed in the finally below
     config = build_config(
         work, [issuer.config()],
         credentials={"rejected_token_cache_entries": cache_entries},
@@ -45,6 +46,7 @@ async def us_per_check(algorithm: str, kind: str, cache_entries: int, checks: in
         return (time.perf_counter() - started) / checks * 1e6
     finally:
         await runtime.close()
+        shutil.rmtree(work, ignore_errors=True)
 
 
 async def main(checks: int) -> None:

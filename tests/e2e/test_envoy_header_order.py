@@ -69,7 +69,7 @@ async def test_envoy_applies_headers_to_remove_after_the_ok_headers(
                 async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=10) as client:
                     response = await client.get("/anything", headers={"x-both": "from-client"})
             finally:
-                await asyncio.to_thread(envoy.stop)
+                await asyncio.to_thread(envoy.close)  # and its directory
     finally:
         echo.stop()
     echoed = received(response)
