@@ -35,9 +35,6 @@ class RequestView:
     oversized: bool
     content_length: int | None
 
-    def header(self, name: str) -> str | None:
-        return self.headers.get(name)
-
     @classmethod
     def from_check(cls, request: CheckRequest, size: int | None = None) -> RequestView:
         """`size`: the serialized request's length when the caller knows it (the gRPC path
