@@ -34,7 +34,7 @@ class RejectedTokens:
         self._max_entries = max_entries
         self._ttl = ttl
         self._keysets = tuple(keysets)
-        self._revision = self._keys_revision()
+        self._revision = self.keys_revision()
         self._entries: OrderedDict[bytes, tuple[Reason, float]] = OrderedDict()
 
     def __len__(self) -> int:
@@ -51,10 +51,6 @@ class RejectedTokens:
             del self._entries[key]
             return None
         return entry[0]
-
-    def keys_revision(self) -> int:
-        """What put() must be given: read before verifying, as the keys that verification uses."""
-        return self._keys_revision()
 
     def put(self, key: bytes, reason: Reason, now: float, keys_revision: int) -> None:
         """Remember `reason` for this token if it is one of PERMANENT_REASONS and the keys have
@@ -73,10 +69,12 @@ class RejectedTokens:
         # A bad signature may verify under a key published since (a kidless token, or a key
         # replaced under its kid), and any reason found under the old keys may not be the one
         # verification gives now: start over rather than track which issuer each entry needs.
-        revision = self._keys_revision()
+        revision = self.keys_revision()
         if revision != self._revision:
             self._entries.clear()
             self._revision = revision
 
-    def _keys_revision(self) -> int:
-        return sum(k.revision for k in self._keysets)  # each only grows: the sum moves with any
+    def keys_revision(self) -> int:
+        """What put() must be given: read before verifying, as the keys that verification uses.
+        Each issuer's revision only grows, so the sum moves with any of them."""
+        return sum(k.revision for k in self._keysets)
