@@ -5,13 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import contextvars
 import gc
 import logging
 import os
 import signal
 import socket
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -27,9 +26,6 @@ from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate")
 SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
-# The runtime the running call took as its snapshot (set by App.enter, in the call's task).
-_CALL_RUNTIME: contextvars.ContextVar[Runtime | None] = contextvars.ContextVar(
-    "tenantgate_call_runtime", default=None)
 
 
 class StartupError(Exception):
@@ -59,24 +55,9 @@ class App:
         self._bound_uds: str | None = None  # what stop() unlinks: only a socket we bound
 
     def current(self) -> Runtime:
-        return _CALL_RUNTIME.get() or self.runtime
-
-    def enter(self) -> contextvars.Token[Runtime | None]:
-        """Pin the current runtime for the calling task's call; leave(token) must follow."""
-        return _CALL_RUNTIME.set(self.current().pin())
-
-    def leave(self, token: contextvars.Token[Runtime | None]) -> None:
-        runtime = self.current()
-        _CALL_RUNTIME.reset(token)
-        runtime.unpin()
-
-    @contextlib.contextmanager
-    def pinned(self) -> Iterator[Runtime]:
-        token = self.enter()
-        try:
-            yield self.current()
-        finally:
-            self.leave(token)
+        """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
+        reload closes it only after the call ends."""
+        return self.runtime
 
     async def start(self) -> None:
         try:
@@ -106,8 +87,7 @@ class App:
         await self.server.start()
         if self.runtime.config.admin is not None:  # the admin API, on its own listener
             from tenantgate.admin.server import start_admin
-            self.admin = await start_admin(self.current, self.runtime.config.admin,
-                                           pin=self.pinned)
+            self.admin = await start_admin(self.current, self.runtime.config.admin)
         # Everything alive now lives as long as the process: keep the cyclic GC from
         # re-scanning it on every full collection under load.
         gc.collect()

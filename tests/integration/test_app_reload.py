@@ -39,26 +39,23 @@ async def app(tmp_path: Path) -> AsyncIterator[App]:
 
 
 async def test_stop_closes_the_runtime_a_reload_retired(app: App) -> None:
-    old = app.runtime
-    token = app.enter()  # a call in flight on the old runtime
+    old = app.runtime.pin()  # a call in flight on the old runtime
     assert await app.reload()
     await asyncio.sleep(0.1)
     assert app.runtime is not old and not old.http.is_closed  # that call still uses it
     await app.stop()
     # Before, stop() cancelled the wait and the retired runtime was never closed.
     assert old.http.is_closed and app.runtime.http.is_closed
-    app.leave(token)
+    old.unpin()
 
 
 async def test_a_retired_runtime_is_closed_when_its_last_call_ends(app: App) -> None:
-    old = app.runtime
-    with app.pinned() as pinned:
-        assert pinned is old
-        assert await app.reload()
-        assert app.current() is old  # the call keeps its snapshot
-        await asyncio.sleep(0.1)
-        assert not old.http.is_closed
-    assert app.current() is app.runtime is not old
+    old = app.current().pin()  # what a Check or an admin call does as it starts
+    assert await app.reload()
+    assert app.current() is not old  # new calls take the new runtime
+    await asyncio.sleep(0.1)
+    assert not old.http.is_closed  # the call in flight keeps its snapshot
+    old.unpin()
     await asyncio.sleep(0.1)
     assert old.http.is_closed  # not drain_timeout (1 h here) later
 

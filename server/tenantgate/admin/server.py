@@ -3,11 +3,9 @@ certificate; started by the App only when `admin` is configured."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
-from contextlib import AbstractContextManager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -59,14 +57,12 @@ class AdminTokenAuth(grpc.aio.ServerInterceptor):
         return _REFUSED
 
 
-async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig,
-                      pin: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
-                      ) -> grpc.aio.Server:
+async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> grpc.aio.Server:
     if get_runtime().api_keys is None:
         raise ConfigError(["admin: the admin API manages API keys; configure api_keys too"])
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ApiKeyAdminServicer_to_server(ApiKeyAdminServicer(get_runtime, pin), server)
+    pb_grpc.add_ApiKeyAdminServicer_to_server(ApiKeyAdminServicer(get_runtime), server)
     try:
         if cfg.tls is None:
             port = server.add_insecure_port(cfg.listen)

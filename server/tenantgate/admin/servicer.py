@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Awaitable, Callable
-from contextlib import AbstractContextManager
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -41,20 +39,20 @@ def _int64(stamp: int) -> int:
 
 
 class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
-    def __init__(self, get_runtime: Callable[[], Runtime],
-                 pin: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext
-                 ) -> None:
+    def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
-        self._pin = pin  # keeps a reload from closing the runtime while a call uses it
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any],
                    action: Callable[[KeyManager], Awaitable[T]]) -> T:
-        with self._pin():
-            return await self._run_pinned(context, action)
+        # Pinned like a Check: a reload closes this runtime only after the call has ended.
+        runtime = self._get_runtime().pin()
+        try:
+            return await self._run_on(runtime, context, action)
+        finally:
+            runtime.unpin()
 
-    async def _run_pinned(self, context: grpc.aio.ServicerContext[Any, Any],
-                          action: Callable[[KeyManager], Awaitable[T]]) -> T:
-        runtime = self._get_runtime()
+    async def _run_on(self, runtime: Runtime, context: grpc.aio.ServicerContext[Any, Any],
+                      action: Callable[[KeyManager], Awaitable[T]]) -> T:
         if runtime.api_keys is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "api_keys is not configured")
         tenants = runtime.tenants
