@@ -22,7 +22,12 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.app import App
 from tenantgate.context import KeyRing
 from tenantgate.testing.binaries import free_port
-from tenantgate.testing.check import DevIssuer, check_request, config_document
+from tenantgate.testing.check import (
+    DevIssuer,
+    check_request,
+    config_document,
+    record_verifications,
+)
 from tenantgate.testing.envoy import TenantgateProcess
 from tenantgate.testing.jwks_server import JwksServer
 from tenantgate.testing.ports import on_fresh_ports, on_fresh_ports_async
@@ -157,17 +162,9 @@ async def test_a_cached_token_of_a_withdrawn_key_is_refused_once_the_removal_is_
 
 
 async def test_a_bad_signature_is_verified_once_until_the_issuers_keys_change(
-        start_app: Start, idp: DevIssuer, jwks: JwksServer, monkeypatch: pytest.MonkeyPatch
-        ) -> None:
+        start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
     app = await start_app(served(jwks))
-    verifier, verified = app.runtime.jwt, []
-    verify = verifier.verify
-
-    async def counted(token: str, now: float) -> Any:
-        verified.append(token)
-        return await verify(token, now)
-
-    monkeypatch.setattr(verifier, "verify", counted)
+    verified = record_verifications(app.runtime)
     replacement = DevIssuer(issuer=idp.issuer, name=idp.name, kid="k1")  # a new key, same kid
     token = replacement.token()
     for _ in range(2):  # a replayed forgery: refused alike, verified once

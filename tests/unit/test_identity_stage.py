@@ -9,9 +9,14 @@ from pathlib import Path
 
 import pytest
 from tenantgate.decision import Reason
-from tenantgate.identity.model import Identity
 from tenantgate.observe import metrics
-from tenantgate.testing.check import DevIssuer, LocalCheck, build_config, check_request
+from tenantgate.testing.check import (
+    DevIssuer,
+    LocalCheck,
+    build_config,
+    check_request,
+    record_verifications,
+)
 
 
 @pytest.fixture(scope="module")
@@ -26,19 +31,10 @@ def forger(idp: DevIssuer) -> DevIssuer:
 
 
 @pytest.fixture
-async def gate(tmp_path: Path, idp: DevIssuer, monkeypatch: pytest.MonkeyPatch
-               ) -> AsyncIterator[tuple[LocalCheck, list[str]]]:
+async def gate(tmp_path: Path, idp: DevIssuer) -> AsyncIterator[tuple[LocalCheck, list[str]]]:
     """The servicer over a Runtime whose JWT verifier records every token it verifies."""
     async with LocalCheck(build_config(tmp_path, [idp.config()])) as local:
-        verifier, verified = local.runtime.jwt, []
-        verify = verifier.verify
-
-        async def counted(token: str, now: float) -> Identity | Reason:
-            verified.append(token)
-            return await verify(token, now)
-
-        monkeypatch.setattr(verifier, "verify", counted)
-        yield local, verified
+        yield local, record_verifications(local.runtime)
 
 
 async def reasons(gate: LocalCheck, token: str, times: int = 2) -> list[str]:

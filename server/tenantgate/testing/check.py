@@ -8,7 +8,7 @@ import secrets
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
@@ -16,6 +16,11 @@ from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.testing import tokens
+
+if TYPE_CHECKING:
+    from tenantgate.decision import Reason
+    from tenantgate.identity.model import Identity
+    from tenantgate.runtime import Runtime
 
 
 def check_request(path: str = "/", method: str = "GET", *,
@@ -157,3 +162,17 @@ class LocalCheck:
         self._seen += len(new)
         lines = new.decode("utf-8").splitlines()
         return response, (json.loads(lines[-1]) if lines else None)
+
+
+def record_verifications(runtime: Runtime) -> list[str]:
+    """Every token `runtime`'s JWT verifier is asked to check from now on, in order: what a
+    test of a cache in front of it counts."""
+    verified: list[str] = []
+    verify = runtime.jwt.verify
+
+    async def recording(token: str, now: float) -> Identity | Reason:
+        verified.append(token)
+        return await verify(token, now)
+
+    setattr(runtime.jwt, "verify", recording)  # noqa: B010 (mypy refuses assigning a method)
+    return verified
