@@ -18,6 +18,7 @@ import yaml
 from prometheus_client.parser import text_string_to_metric_families
 from tenantgate.config.envoy import EnvoyOptions, render
 from tenantgate.config.load import load_config
+from tenantgate.config.quota import Rate
 from tenantgate.testing import tokens
 from tenantgate.testing.binaries import BinaryMissing, free_port, in_ci
 from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess
@@ -80,7 +81,8 @@ def base_config(directory: Path, *, jwks: dict[str, Any] | None = None) -> dict[
 @contextlib.contextmanager
 def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | None = None,
                   mode: str = "sidecar", rate_limit: bool | None = None,
-                  authz_timeout: float = 1.0, key: Any = None) -> Iterator[Stack]:
+                  authz_timeout: float = 1.0, key: Any = None,
+                  client_limit: Rate | None = None) -> Iterator[Stack]:
     """Write keys and config, render the bootstrap with `envoy-config`'s renderer, start both."""
     try:
         key = key or tokens.generate_key("ES256")
@@ -98,7 +100,7 @@ def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | No
             listen = f"127.0.0.1:{free_port()}"
             options = EnvoyOptions(mode=mode, listen=listen, upstream=upstream,  # type: ignore[arg-type]
                                    admin=f"127.0.0.1:{free_port()}", rate_limit=rate_limit,
-                                   authz_timeout=authz_timeout)
+                                   authz_timeout=authz_timeout, client_limit=client_limit)
             bootstrap = render(load_config(config_path), options)
             (directory / "envoy.yaml").write_text(bootstrap)
             envoy = EnvoyProcess(bootstrap)

@@ -14,6 +14,7 @@ from tenantgate.cli import main
 from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, bootstrap_dict, render
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
+from tenantgate.config.quota import parse_rate
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.envoy import EnvoyProcess
 
@@ -160,6 +161,12 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
     # A domain for a filter that is not rendered was dropped without a word.
     (["--no-rate-limit", "--rate-limit-domain", "tenantgate"],
      "tenantgate: --rate-limit-domain: the rate-limit filter is off"),
+    # Behind a mesh every request comes from the gateway: one bucket would hold them all.
+    (["--client-limit", "100/s"], "tenantgate: --client-limit: front mode only"),
+    (["--mode", "front", "--authz", "10.0.0.7:9001", "--client-limit-addresses", "50"],
+     "tenantgate: --client-limit-addresses: needs --client-limit"),
+    (["--mode", "front", "--authz", "10.0.0.7:9001", "--client-limit", "10/10ms"],
+     "tenantgate: --client-limit: Envoy refills a bucket at most every 50 ms, got '10/10ms'"),
 ])
 def test_cli_refuses_options_that_would_do_nothing(
         example: Config, capsys: pytest.CaptureFixture[str], argv: list[str],
@@ -167,6 +174,40 @@ def test_cli_refuses_options_that_would_do_nothing(
     assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--client-limit", "lots"], "must be a rate such as 100/s"),
+    (["--client-limit", "0/s"], "count and period must be at least 1"),
+    (["--client-limit", "1/s", "--client-limit-addresses", "-5"],
+     "must be a positive whole number, got '-5'"),
+])
+def test_cli_refuses_a_bad_client_limit_as_a_usage_error(
+        capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["envoy-config", str(EXAMPLE_CONFIG), "--mode", "front", *argv])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_client_limit_runs_before_ext_authz_with_a_bucket_per_address(
+        example: Config, envoy_path: str) -> None:
+    options = EnvoyOptions(mode="front", authz="10.0.0.7:9001",
+                           client_limit=parse_rate("6000/min"), client_limit_addresses=500)
+    names = [f["name"] for f in http_manager(bootstrap_dict(example, options))["http_filters"]]
+    assert names[:2] == ["envoy.filters.http.local_ratelimit", "envoy.filters.http.ext_authz"]
+    limiter = http_filter(bootstrap_dict(example, options), "envoy.filters.http.local_ratelimit")
+    assert limiter["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    assert limiter["descriptors"] == [{  # no value: a wildcard, one bucket per address
+        "entries": [{"key": "remote_address"}],
+        "token_bucket": {"max_tokens": 6000, "tokens_per_fill": 6000, "fill_interval": "60s"}}]
+    assert limiter["max_dynamic_descriptors"] == 500
+    envoy = EnvoyProcess(render(example, options), binary=envoy_path)
+    try:
+        assert "OK" in envoy.validate()
+    finally:
+        envoy.close()
 
 
 def test_rate_limit_is_off_by_default_while_quota_is_disabled(example: Config) -> None:

@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 from tenantgate.cli.errors import report_config_error
-from tenantgate.cli.numbers import positive_seconds
+from tenantgate.cli.numbers import positive_count, positive_seconds, rate
 from tenantgate.errors import ConfigError
 
 
@@ -43,6 +43,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="one of the rate-limit config files' domains (default: the "
                              "first); refused while the rate-limit filter is off")
     parser.add_argument("--no-access-log", action="store_true", help="leave the access log out")
+    parser.add_argument("--client-limit", type=rate, metavar="RATE",
+                        help="front mode: at most RATE requests (100/s, 6000/min) per client "
+                             "address, refused by Envoy with 429 before ext_authz, so a client "
+                             "sending a new forged token each time cannot keep tenantgate "
+                             "verifying signatures (default: off)")
+    parser.add_argument("--client-limit-addresses", type=positive_count, metavar="N",
+                        help="with --client-limit: client addresses whose buckets Envoy keeps, "
+                             "the least recently seen dropped first (default 10000)")
     parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
     parser.set_defaults(handler=_render)
 
@@ -61,7 +69,8 @@ def _render(args: argparse.Namespace) -> int:
         options = EnvoyOptions(
             mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
             authz=args.authz, authz_timeout=args.authz_timeout, rate_limit=args.rate_limit,
-            rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log)
+            rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
+            client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses)
         text = render(config, options, source=args.config)
     except ConfigError as exc:
         return report_config_error(args.config, exc)

@@ -5,6 +5,10 @@ from __future__ import annotations
 
 import argparse
 import math
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from tenantgate.config.quota import Rate
 
 
 def positive_seconds(text: str) -> float:
@@ -30,4 +34,20 @@ def positive_whole_seconds(text: str) -> int:
 def port(text: str) -> int:
     if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 65535):
         raise argparse.ArgumentTypeError(f"must be a port from 1 to 65535, got {text!r}")
+    return int(text)
+
+
+def rate(text: str) -> Rate:
+    """A rate as quota limits write it (`100/s`, `6000/min`, `50/10s`)."""
+    from tenantgate.config.quota import parse_rate
+
+    try:
+        return parse_rate(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
+
+
+def positive_count(text: str) -> int:
+    if not (text.isascii() and text.isdigit() and int(text) > 0):
+        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
     return int(text)

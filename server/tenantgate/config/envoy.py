@@ -15,6 +15,7 @@ import yaml
 from betterproto2 import Casing
 
 from tenantgate.config.model import Config
+from tenantgate.config.quota import Rate
 from tenantgate.config.types import DURATION_MAX_SECONDS
 
 # envoy-data-plane 2.2's generated classes use a pydantic form deprecated in 2.12; the warning
@@ -41,6 +42,7 @@ with warnings.catch_warnings():
         HttpProtocolOptions,
         HttpProtocolOptionsHeadersWithUnderscoresAction,
         Pipe,
+        RuntimeFractionalPercent,
         SocketAddress,
         SubstitutionFormatString,
         TypedExtensionConfig,
@@ -58,6 +60,7 @@ with warnings.catch_warnings():
         RateLimitAction,
         RateLimitActionMetaData,
         RateLimitActionMetaDataSource,
+        RateLimitActionRemoteAddress,
         RateLimitActionRequestHeaders,
         Route,
         RouteAction,
@@ -66,7 +69,13 @@ with warnings.catch_warnings():
         VirtualHost,
     )
     from envoy_data_plane.envoy.extensions.access_loggers.stream.v3 import StdoutAccessLog
+    from envoy_data_plane.envoy.extensions.common.ratelimit.v3 import (
+        LocalRateLimitDescriptor,
+        RateLimitDescriptorEntry,
+        XRateLimitHeadersRfcVersion,
+    )
     from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
+    from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
     from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
         RateLimit as RateLimitFilter,
     )
@@ -92,7 +101,13 @@ with warnings.catch_warnings():
     )
     from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
     from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
-    from envoy_data_plane.envoy.type.v3 import HttpStatus, StatusCode
+    from envoy_data_plane.envoy.type.v3 import (
+        FractionalPercent,
+        FractionalPercentDenominatorType,
+        HttpStatus,
+        StatusCode,
+        TokenBucket,
+    )
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
@@ -138,6 +153,8 @@ class EnvoyOptions:
     rate_limit: bool | None = None  # global rate-limit filter; default: when RLS files are set
     rate_limit_domain: str | None = None  # default: the domain of the first RLS config file
     access_log: bool = True
+    client_limit: Rate | None = None  # front mode: requests per client address, before ext_authz
+    client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
 
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
@@ -277,6 +294,56 @@ def _early_header_mutation(config: Config) -> TypedExtensionConfig:
                                 typed_config=AnyMessage.pack(mutation))
 
 
+# Envoy refills a local token bucket no more often than this.
+MIN_FILL_INTERVAL_SECONDS = 0.05
+# Client addresses with a bucket of their own (Envoy's default is 20): past it, the least
+# recently seen address loses its bucket and starts afresh when it comes back.
+DEFAULT_CLIENT_ADDRESSES = 10_000
+_EVERY_REQUEST = RuntimeFractionalPercent(default_value=FractionalPercent(
+    numerator=100, denominator=FractionalPercentDenominatorType.HUNDRED))
+
+
+def _client_limit_filter(options: EnvoyOptions) -> HttpFilter | None:
+    """Front mode: one token bucket per client address, spent before ext_authz runs.
+
+    Verifying a token is the costliest thing a Check does, and a client sending a fresh forgery
+    with every request makes tenantgate do it each time (the rejected-token cache only answers
+    replays). Envoy refuses such a client here, in C++, before it costs a Check."""
+    rate, addresses = options.client_limit, options.client_limit_addresses
+    if rate is None:
+        if addresses is not None:  # it would be dropped without a word
+            raise EnvoyConfigError("--client-limit-addresses: needs --client-limit")
+        return None
+    if options.mode != "front":
+        raise EnvoyConfigError("--client-limit: front mode only; in sidecar mode the client "
+                               "address is the mesh's gateway or neighbour proxy, so one bucket "
+                               "would hold every client's requests")
+    if rate.period < MIN_FILL_INTERVAL_SECONDS:
+        raise EnvoyConfigError(f"--client-limit: Envoy refills a bucket at most every "
+                               f"{MIN_FILL_INTERVAL_SECONDS * 1000:g} ms, got {rate.text!r}")
+    addresses = DEFAULT_CLIENT_ADDRESSES if addresses is None else addresses
+    if not 1 <= addresses <= 2**32 - 1:  # a UInt32Value in Envoy's API
+        raise EnvoyConfigError(f"--client-limit-addresses: must be from 1 to {2**32 - 1}, got "
+                               f"{addresses}")
+    bucket = TokenBucket(max_tokens=rate.count, tokens_per_fill=rate.count,
+                         fill_interval=datetime.timedelta(seconds=rate.period))
+    limiter = LocalRateLimit(
+        stat_prefix="client_limit",
+        filter_enabled=_EVERY_REQUEST, filter_enforced=_EVERY_REQUEST,
+        # An entry without a value is a wildcard: each client address gets its own bucket.
+        descriptors=[LocalRateLimitDescriptor(
+            entries=[RateLimitDescriptorEntry(key="remote_address")], token_bucket=bucket)],
+        rate_limits=[RateLimit(actions=[RateLimitAction(
+            remote_address=RateLimitActionRemoteAddress())])],
+        max_dynamic_descriptors=addresses,
+        enable_x_ratelimit_headers=XRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
+        # x-ratelimit-reset is added after these headers are formatted, so Retry-After cannot
+        # copy it as the global filter's does: the refill interval is the longest wait.
+        response_headers_to_add=[_retry_after(str(math.ceil(rate.period)))])
+    return HttpFilter(name="envoy.filters.http.local_ratelimit",
+                      typed_config=AnyMessage.pack(limiter))
+
+
 def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
     headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header))
     authz = ExtAuthz(
@@ -295,6 +362,14 @@ def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
     return HttpFilter(name=EXT_AUTHZ_FILTER, typed_config=AnyMessage.pack(authz))
 
 
+def _retry_after(seconds: str = "%RESP(x-ratelimit-reset)%") -> HeaderValueOption:
+    """A 429 says when to come back (RFC 6585); by default the seconds until the limiting
+    window resets, which the global rate-limit filter has just put in x-ratelimit-reset."""
+    return HeaderValueOption(
+        header=HeaderValue(key="retry-after", value=seconds),
+        append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
+
+
 def _rate_limit_filter(config: Config, domain: str, options: EnvoyOptions) -> HttpFilter:
     service = RateLimitServiceConfig(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
@@ -307,11 +382,7 @@ def _rate_limit_filter(config: Config, domain: str, options: EnvoyOptions) -> Ht
         failure_mode_deny=config.quota.failure_mode != "open",
         status_on_error=HttpStatus(code=StatusCode.ServiceUnavailable),
         enable_x_ratelimit_headers=RateLimitXRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
-        # A 429 says when to come back (RFC 6585): seconds until the limiting window resets,
-        # which Envoy has just put in x-ratelimit-reset from the service's answer.
-        response_headers_to_add=[HeaderValueOption(
-            header=HeaderValue(key="retry-after", value="%RESP(x-ratelimit-reset)%"),
-            append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)],
+        response_headers_to_add=[_retry_after()],
         rate_limit_service=service)
     return HttpFilter(name="envoy.filters.http.ratelimit", typed_config=AnyMessage.pack(limiter))
 
@@ -341,7 +412,8 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
     route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
         cluster=APP_CLUSTER, timeout=_seconds(options.route_timeout, "route_timeout"),
         rate_limits=rate_limit_descriptors() if domain else []))
-    filters = [_ext_authz(config, options)]
+    client_limit = _client_limit_filter(options)
+    filters = [*([client_limit] if client_limit else []), _ext_authz(config, options)]
     if domain:
         filters.append(_rate_limit_filter(config, domain, options))
     filters.append(HttpFilter(name="envoy.filters.http.router",

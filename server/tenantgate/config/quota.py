@@ -42,7 +42,7 @@ class Rate:
     text: str
 
 
-def _parse_rate(value: Any) -> Rate:
+def parse_rate(value: Any) -> Rate:
     if isinstance(value, Rate):
         return value
     if not isinstance(value, str) or not (m := _RATE.match(value.lower())):
@@ -61,7 +61,7 @@ def _parse_rate(value: Any) -> Rate:
     return Rate(count, period, value.strip())
 
 
-RateValue = Annotated[Rate, BeforeValidator(_parse_rate)]
+RateValue = Annotated[Rate, BeforeValidator(parse_rate)]
 
 
 def period_label(period: float) -> str:
