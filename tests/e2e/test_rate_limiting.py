@@ -47,13 +47,6 @@ def redis() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
-def backend() -> Iterator[EchoBackend]:
-    server = EchoBackend().start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture(scope="module")
 def check_quota(tmp_path_factory: pytest.TempPathFactory, envoy_path: str, redis: RedisServer,
                 backend: EchoBackend) -> Iterator[Stack]:
     """Quota inside Check: acme's plan fails closed, globex's (roomier) plan fails open."""
