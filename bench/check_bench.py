@@ -18,6 +18,7 @@ import json
 import multiprocessing as mp
 import os
 import platform
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -207,7 +208,7 @@ def quota_suite(args: argparse.Namespace, work: Path) -> dict[str, object]:
                                            / max(1, result.completed))
     finally:
         stats.close()
-        redis_server.stop()
+        redis_server.close()  # and its directory
     summary: dict[str, object] = {k: summarize(k, v) for k, v in results.items()}
     for name in variants:
         summary[name]["redis_cpu_us_per_check"] = median(redis_cpu[name])  # type: ignore[index]
@@ -253,7 +254,10 @@ def main() -> None:
     parser.add_argument("--json", type=Path, help="write the summary here as JSON")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="tg-bench-"))
-    summary = core_suite(args, work) if args.suite == "core" else quota_suite(args, work)
+    try:
+        summary = core_suite(args, work) if args.suite == "core" else quota_suite(args, work)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     summary["machine"] = {"cpus": os.cpu_count(), "python": platform.python_version(),
                           "platform": platform.platform(),
                           "load_average_at_end": os.getloadavg()}

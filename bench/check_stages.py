@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import shutil
 import statistics
 import sys
 import tempfile
@@ -67,6 +68,7 @@ def main() -> None:
     body = cached_body(work)
     ratios: dict[str, list[float]] = {s: [] for s in STAGES}
     with contextlib.ExitStack() as stack:
+        stack.callback(shutil.rmtree, work, ignore_errors=True)  # after the servers stop
         noop_port = free_port()
         noop = stack.enter_context(process(noop_cmd(noop_port), noop_port))
         servers = {}

@@ -20,6 +20,7 @@ import asyncio
 import cProfile
 import os
 import pstats
+import shutil
 import sys
 import tempfile
 import time
@@ -45,6 +46,14 @@ def main() -> None:
     args = parser.parse_args()
     work = args.workdir or Path(tempfile.mkdtemp(prefix="tg-warm-"))
     work.mkdir(parents=True, exist_ok=True)
+    try:
+        run(args, work)
+    finally:
+        if args.workdir is None:  # ours to remove; a --workdir is kept for the next run
+            shutil.rmtree(work, ignore_errors=True)
+
+
+def run(args: argparse.Namespace, work: Path) -> None:
     quota = quota_yaml("memory", args.quota) if args.quota != "none" else ""
     config = write_config(work, 1, 2, name="warm", quota=quota)  # ports unused: no listener
     os.chdir(work)  # the audit log path is relative
