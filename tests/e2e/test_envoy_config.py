@@ -198,9 +198,11 @@ def test_client_limit_runs_before_ext_authz_with_a_bucket_per_address(
     names = [f["name"] for f in http_manager(bootstrap_dict(example, options))["http_filters"]]
     assert names[:2] == ["envoy.filters.http.local_ratelimit", "envoy.filters.http.ext_authz"]
     limiter = http_filter(bootstrap_dict(example, options), "envoy.filters.http.local_ratelimit")
-    assert limiter["rate_limits"] == [{"actions": [{"remote_address": {}}]}]
+    # One bucket per IPv4 address and per IPv6 /64: a client cannot take a new one per request.
+    assert limiter["rate_limits"] == [{"actions": [{"masked_remote_address": {
+        "v4_prefix_mask_len": 32, "v6_prefix_mask_len": 64}}]}]
     assert limiter["descriptors"] == [{  # no value: a wildcard, one bucket per address
-        "entries": [{"key": "remote_address"}],
+        "entries": [{"key": "masked_remote_address"}],
         "token_bucket": {"max_tokens": 6000, "tokens_per_fill": 6000, "fill_interval": "60s"}}]
     assert limiter["max_dynamic_descriptors"] == 500
     envoy = EnvoyProcess(render(example, options), binary=envoy_path)

@@ -58,9 +58,9 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.config.route.v3 import (
         RateLimit,
         RateLimitAction,
+        RateLimitActionMaskedRemoteAddress,
         RateLimitActionMetaData,
         RateLimitActionMetaDataSource,
-        RateLimitActionRemoteAddress,
         RateLimitActionRequestHeaders,
         Route,
         RouteAction,
@@ -330,11 +330,14 @@ def _client_limit_filter(options: EnvoyOptions) -> HttpFilter | None:
     limiter = LocalRateLimit(
         stat_prefix="client_limit",
         filter_enabled=_EVERY_REQUEST, filter_enforced=_EVERY_REQUEST,
-        # An entry without a value is a wildcard: each client address gets its own bucket.
+        # An entry without a value is a wildcard: each client address gets its own bucket. An
+        # IPv6 client counts by its /64, what one subscriber usually holds: one per /128 and
+        # a client could take a fresh bucket for every request.
         descriptors=[LocalRateLimitDescriptor(
-            entries=[RateLimitDescriptorEntry(key="remote_address")], token_bucket=bucket)],
+            entries=[RateLimitDescriptorEntry(key="masked_remote_address")], token_bucket=bucket)],
         rate_limits=[RateLimit(actions=[RateLimitAction(
-            remote_address=RateLimitActionRemoteAddress())])],
+            masked_remote_address=RateLimitActionMaskedRemoteAddress(
+                v4_prefix_mask_len=32, v6_prefix_mask_len=64))])],
         max_dynamic_descriptors=addresses,
         enable_x_ratelimit_headers=XRateLimitHeadersRfcVersion.DRAFT_VERSION_03,
         # x-ratelimit-reset is added after these headers are formatted, so Retry-After cannot
