@@ -39,7 +39,7 @@ def port(text: str) -> int:
 
 def rate(text: str) -> Rate:
     """A rate as quota limits write it (`100/s`, `6000/min`, `50/10s`)."""
-    from tenantgate.config.quota import parse_rate
+    from tenantgate.config.quota import parse_rate  # pydantic models: only when the option is used
 
     try:
         return parse_rate(text)
