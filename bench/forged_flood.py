@@ -34,7 +34,15 @@ from pathlib import Path
 import httpx
 import psutil
 import yaml
-from envoy_bench import AUDIENCE, ISSUER, PATH, machine, signing_setup, with_direct_response
+from envoy_bench import (
+    AUDIENCE,
+    ISSUER,
+    PATH,
+    denials,
+    machine,
+    signing_setup,
+    with_direct_response,
+)
 from harness import cpu_seconds
 from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
 from tenantgate.config.load import load_config
@@ -103,13 +111,6 @@ def flood(url: str, script: Path, seconds: float) -> float:
     if found is None:
         raise RuntimeError(f"wrk failed:\n{out}")
     return float(found.group(1))
-
-
-def denials(audit_log: Path) -> Counter[str]:
-    if not audit_log.exists():
-        return Counter()
-    lines = (json.loads(line) for line in audit_log.read_text().splitlines())
-    return Counter(d["reason"] for d in lines if d.get("decision") == "deny")
 
 
 def measure(url: str, token: str, seconds: float, script: Path | None, gate: psutil.Process,
