@@ -24,10 +24,17 @@ def positive_seconds(text: str) -> float:
 
 
 def positive_whole_seconds(text: str) -> int:
+    return _positive_whole(text, "a positive whole number of seconds")
+
+
+def positive_count(text: str) -> int:
+    return _positive_whole(text, "a positive whole number")
+
+
+def _positive_whole(text: str, what: str) -> int:
     # Digits only: int() would also take "-5", "+5" and " 5", and a fraction would truncate to 0.
     if not (text.isascii() and text.isdigit() and int(text) > 0):
-        raise argparse.ArgumentTypeError(
-            f"must be a positive whole number of seconds, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be {what}, got {text!r}")
     return int(text)
 
 
@@ -45,9 +52,3 @@ def rate(text: str) -> Rate:
         return parse_rate(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(f"{exc}, got {text!r}") from None
-
-
-def positive_count(text: str) -> int:
-    if not (text.isascii() and text.isdigit() and int(text) > 0):
-        raise argparse.ArgumentTypeError(f"must be a positive whole number, got {text!r}")
-    return int(text)
