@@ -415,8 +415,10 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
     route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
         cluster=APP_CLUSTER, timeout=_seconds(options.route_timeout, "route_timeout"),
         rate_limits=rate_limit_descriptors() if domain else []))
-    client_limit = _client_limit_filter(options)
-    filters = [*([client_limit] if client_limit else []), _ext_authz(config, options)]
+    filters = []
+    if client_limit := _client_limit_filter(options):
+        filters.append(client_limit)
+    filters.append(_ext_authz(config, options))
     if domain:
         filters.append(_rate_limit_filter(config, domain, options))
     filters.append(HttpFilter(name="envoy.filters.http.router",
