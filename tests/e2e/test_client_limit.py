@@ -40,7 +40,7 @@ def get(stack: Stack, source: str, headers: dict[str, str]) -> httpx.Response:
         return client.get("/tenants/acme/items", headers=headers)
 
 
-def forged(stack: Stack) -> dict[str, str]:
+def forged() -> dict[str, str]:
     """A token under the issuer's key id, signed with another key: only its signature fails."""
     body = tokens.claims(ISSUER, AUDIENCE, "acme")
     token = tokens.mint(tokens.generate_key("ES256"), "ES256", body, kid=KEY_ID)
@@ -48,12 +48,12 @@ def forged(stack: Stack) -> dict[str, str]:
 
 
 def test_an_address_past_its_rate_is_refused_by_envoy_before_any_check(stack: Stack) -> None:
-    first = [get(stack, "127.0.0.1", forged(stack)) for _ in range(LIMIT)]
+    first = [get(stack, "127.0.0.1", forged()) for _ in range(LIMIT)]
     assert [r.status_code for r in first] == [401] * LIMIT  # each one verified, and refused
     reasons = [line["reason"] for line in audit_lines(stack)]
     assert reasons == ["bad_signature"] * LIMIT
 
-    later = [get(stack, "127.0.0.1", headers) for headers in (forged(stack), stack.auth("acme"))]
+    later = [get(stack, "127.0.0.1", headers) for headers in (forged(), stack.auth("acme"))]
     assert [r.status_code for r in later] == [429, 429]  # a good token too: the address is spent
     assert all("x-echo-backend" not in r.headers for r in later)
     assert {r.headers["retry-after"] for r in later} == {"3600"}  # at most one refill away

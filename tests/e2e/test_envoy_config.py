@@ -42,6 +42,15 @@ def http_filter(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
     return config
 
 
+def validated(config: Config, options: EnvoyOptions, envoy_path: str) -> str:
+    """What `envoy --mode validate` says of the bootstrap rendered for `config` and `options`."""
+    envoy = EnvoyProcess(render(config, options), binary=envoy_path)
+    try:
+        return envoy.validate()
+    finally:
+        envoy.close()
+
+
 def cluster_address(bootstrap: dict[str, Any], name: str) -> dict[str, Any]:
     cluster = next(c for c in bootstrap["static_resources"]["clusters"] if c["name"] == name)
     address: dict[str, Any] = (
@@ -63,11 +72,7 @@ def test_checked_in_bootstrap_equals_the_generator_output(example: Config, mode:
 def test_generated_bootstrap_passes_envoy_validate(example: Config, envoy_path: str, mode: str,
                                                    rate_limit: bool) -> None:
     options = EnvoyOptions(mode=mode, rate_limit=rate_limit)  # type: ignore[arg-type]
-    envoy = EnvoyProcess(render(example, options), binary=envoy_path)
-    try:
-        assert "OK" in envoy.validate()
-    finally:
-        envoy.close()
+    assert "OK" in validated(example, options, envoy_path)
 
 
 def test_sidecar_calls_tenantgate_over_its_unix_socket(example: Config) -> None:
@@ -90,11 +95,7 @@ def test_front_reaches_tenantgate_by_service_name(example: Config, envoy_path: s
     cluster = next(c for c in bootstrap["static_resources"]["clusters"]
                    if c["name"] == "tenantgate")
     assert cluster["type"] == "STRICT_DNS"
-    envoy = EnvoyProcess(render(example, options), binary=envoy_path)
-    try:
-        assert "OK" in envoy.validate()
-    finally:
-        envoy.close()
+    assert "OK" in validated(example, options, envoy_path)
 
 
 def test_ext_authz_fails_closed_with_503_and_sends_the_plain_header_map(example: Config) -> None:
@@ -205,11 +206,7 @@ def test_client_limit_runs_before_ext_authz_with_a_bucket_per_address(
         "entries": [{"key": "masked_remote_address"}],
         "token_bucket": {"max_tokens": 6000, "tokens_per_fill": 6000, "fill_interval": "60s"}}]
     assert limiter["max_dynamic_descriptors"] == 500
-    envoy = EnvoyProcess(render(example, options), binary=envoy_path)
-    try:
-        assert "OK" in envoy.validate()
-    finally:
-        envoy.close()
+    assert "OK" in validated(example, options, envoy_path)
 
 
 def test_rate_limit_is_off_by_default_while_quota_is_disabled(example: Config) -> None:
