@@ -174,6 +174,19 @@ def test_dashboard_shows_what_the_issue_asks_for() -> None:
         assert wanted in titles, wanted
 
 
+def test_token_cache_hit_ratio_counts_only_tokens_that_needed_verifying() -> None:
+    """A replayed bad token answered by the rejected-token cache is neither a hit nor a miss of
+    the verified-token cache: counted in, a replay flood would read as a cold cache."""
+    panel = next(p for p in json.loads(DASHBOARD.read_text())["panels"]
+                 if p["title"] == "Token caches")
+    ratio = next(t for t in panel["targets"] if t["legendFormat"] == "verified hit ratio")
+    counted = []
+    for selector in _selectors(ratio["expr"].replace("$__rate_interval", "1m")):
+        (matcher,) = [m for m in selector.matchers.matchers if m.name == "result"]
+        counted.append(set(matcher.value.split("|")))
+    assert counted == [{"hit"}, {"hit", "miss"}]
+
+
 def test_chart_ships_the_same_dashboard(render: Callable[..., Rendered]) -> None:
     configmap = render("standalone-redis-full.yaml").one("ConfigMap", "-dashboard")
     assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
