@@ -20,6 +20,7 @@ from tenantgate.decision import (
 from tenantgate.identity.credentials import Credential, credential_stage
 from tenantgate.identity.model import Identity
 from tenantgate.identity.stage import cached_identity, identity_stage
+from tenantgate.memo import remember
 from tenantgate.policy import CompiledRoute, policy_stage
 from tenantgate.quota.stage import quota_stage
 from tenantgate.request import RequestView
@@ -122,7 +123,4 @@ def _remember_template(s: CheckState, key: TemplateKey) -> AllowTemplate:
                              encode_fixed(headers_to_set, rt.headers_to_remove),
                              encode_metadata(metadata),
                              payload_prefix(s.tenant.id, s.identity.subject))
-    if len(rt.allow_templates) >= MAX_ALLOW_TEMPLATES:
-        rt.allow_templates.clear()  # bounded; the next Checks re-encode what they need
-    rt.allow_templates[key] = template
-    return template
+    return remember(rt.allow_templates, key, template, MAX_ALLOW_TEMPLATES)

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
 from tenantgate.decision import Deny, Reason
+from tenantgate.memo import remember
 from tenantgate.observe import metrics
 
 if TYPE_CHECKING:
@@ -111,9 +112,7 @@ def find_route(routes: list[CompiledRoute], memo: dict[tuple[str, str, str], Rou
         return memo[key]
     found = _first_route(routes, method, path, tenant_id)
     if len(path) <= MAX_MEMO_PATH_CHARS:
-        if len(memo) >= MAX_ROUTE_MEMOS:
-            memo.clear()
-        memo[key] = found
+        remember(memo, key, found, MAX_ROUTE_MEMOS)
     return found
 
 

@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from tenantgate.config.model import API_KEY_ISSUER, Config, TenantEntry
 from tenantgate.decision import Deny, Reason
+from tenantgate.memo import remember
 from tenantgate.observe.metrics import OTHER_TENANT
 
 if TYPE_CHECKING:
@@ -54,9 +55,8 @@ class TenantRules:
         key = (issuer, claim)
         verdict = self._verdicts.get(key)
         if verdict is None:
-            if len(self._verdicts) >= MAX_CACHED_VERDICTS:
-                self._verdicts.clear()
-            verdict = self._verdicts[key] = self._decide(issuer, claim)
+            verdict = remember(self._verdicts, key, self._decide(issuer, claim),
+                               MAX_CACHED_VERDICTS)
         return verdict
 
     def _decide(self, issuer: str, claim: str) -> Tenant | Reason:

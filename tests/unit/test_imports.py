@@ -106,7 +106,8 @@ def test_config_imports_only_config_and_errors() -> None:
 
 
 CHECK_PATH_CORE = ("tenantgate.request", "tenantgate.decision", "tenantgate.errors",
-                   "tenantgate.config", "tenantgate.observe", "tenantgate.wire")
+                   "tenantgate.config", "tenantgate.observe", "tenantgate.wire",
+                   "tenantgate.memo")
 
 
 @pytest.mark.parametrize("leaf", ["tenantgate.request", "tenantgate.decision",

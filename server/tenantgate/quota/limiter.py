@@ -21,6 +21,7 @@ from tenantgate.config.quota import (
     period_label,
 )
 from tenantgate.errors import ConfigError, QuotaStoreUnavailable
+from tenantgate.memo import remember
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.throttle import Throttle
 from tenantgate.quota.batched import Batcher, allowance
@@ -272,9 +273,7 @@ class Limiter:
         if held is None:
             held = tuple(plan.buckets(tenant_id, method, path))
             if len(path) <= MAX_MEMO_PATH_CHARS and id(plan) in self._own_plans:
-                if len(self._held) >= self._max_held:
-                    self._held.clear()
-                self._held[key] = held
+                remember(self._held, key, held, self._max_held)
         return held
 
     async def decide(self, buckets: Sequence[Bucket], cost: int, failure_mode: FailureMode,
