@@ -26,7 +26,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, envoy_path: str) -> Iterator
         require(None, str(exc))
     try:
         app_dsn = prepare_notes_database(cluster.dsn(), {"k1": secret})
-        backend = NotesBackendProcess(app_dsn, f"127.0.0.1:{free_port()}").start()
+        backend = NotesBackendProcess(app_dsn, f"127.0.0.1:{free_port()}",
+                                      debug_headers=True).start()
         try:
             with running_stack(directory, upstream=backend.listen, config=config) as s:
                 yield s

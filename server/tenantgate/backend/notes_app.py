@@ -4,7 +4,8 @@ Run: python -m tenantgate.backend.notes_app --dsn "<app role DSN>" --listen 127.
      [--setup-dsn "<owner DSN>"]   # create + isolate notes (after `tenantgate db install`)
 
 Routes (JSON): GET /notes, POST /notes, GET|PUT|DELETE /notes/<id>, GET /whoami,
-GET /healthz, GET /debug/headers (the headers this service received). Every response carries
+GET /healthz, and with --debug-headers GET /debug/headers (every header this service received,
+unauthenticated: for tests, never in production). Every response carries
 `x-backend-saw-tenant-id` (the x-tenant-id value received, or "-") so tests can prove what
 reached the backend. Postgres RLS alone keeps tenants apart.
 """
@@ -46,6 +47,7 @@ SELECT tenantgate.isolate('notes');
 _COLUMNS = "id::text, tenant_id, title, body, created_by, created_at::text, updated_at::text"
 _NOTE_PATH = re.compile(r"^/notes/([0-9a-fA-F-]{36})$")
 _HEADERS_SEEN = "x-backend-saw-tenant-id"
+DEBUG_HEADERS_PATH = "/debug/headers"
 
 
 def setup_database(owner_dsn: str, app_role: str) -> None:
@@ -105,8 +107,9 @@ _REASONS = {200: "OK", 201: "Created", 204: "No Content", 400: "Bad Request",
 class NotesApp:
     """The WSGI application (wrap it in TenantContextWSGIMiddleware, as make_app does)."""
 
-    def __init__(self, pool: ConnectionPool) -> None:
+    def __init__(self, pool: ConnectionPool, debug_headers: bool = False) -> None:
         self.pool = pool
+        self.debug_headers = debug_headers
 
     def __call__(self, environ: dict[str, Any], start_response: StartResponse) -> Iterable[bytes]:
         try:
@@ -127,7 +130,7 @@ class NotesApp:
         method, path = environ["REQUEST_METHOD"], environ.get("PATH_INFO", "")
         if path == "/healthz":
             return 200, {"status": "ok"}
-        if path == "/debug/headers":
+        if path == DEBUG_HEADERS_PATH and self.debug_headers:
             return 200, {"headers": _received_headers(environ)}
         if path == "/whoami" and method == "GET":
             return 200, self._query_one("SELECT tenantgate.current_tenant() AS tenant, "
@@ -228,10 +231,14 @@ def _received_headers(environ: dict[str, Any]) -> dict[str, str]:
     return dict(sorted(headers.items()))
 
 
-def make_app(dsn: str, *, header: str = "x-tenant-context", pool_size: int = 8) -> WSGIApp:
-    """The notes WSGI app behind the context middleware (/healthz and /debug/headers exempt)."""
-    return TenantContextWSGIMiddleware(NotesApp(ConnectionPool(dsn, pool_size)), header=header,
-                                       exempt_paths=("/healthz", "/debug/headers"))
+def make_app(dsn: str, *, header: str = "x-tenant-context", pool_size: int = 8,
+             debug_headers: bool = False) -> WSGIApp:
+    """The notes WSGI app behind the context middleware (/healthz exempt, and /debug/headers
+    when it is on)."""
+    exempt = ("/healthz", DEBUG_HEADERS_PATH) if debug_headers else ("/healthz",)
+    return TenantContextWSGIMiddleware(
+        NotesApp(ConnectionPool(dsn, pool_size), debug_headers=debug_headers), header=header,
+        exempt_paths=exempt)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -244,6 +251,10 @@ def main(argv: list[str] | None = None) -> int:
                         "(after `tenantgate db install`)")
     parser.add_argument("--header", default="x-tenant-context", help="signed context header")
     parser.add_argument("--access-log", action="store_true")
+    parser.add_argument("--debug-headers", action="store_true",
+                        help=f"answer GET {DEBUG_HEADERS_PATH} with every header received, "
+                             "without a tenant context (tests that prove what reached the "
+                             "backend; never in production)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
     if not host or not port.isdigit():
@@ -254,7 +265,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.setup_dsn:
             setup_database(args.setup_dsn, _connected_user(args.dsn))
-        server = WSGIHTTPServer((host, int(port)), make_app(args.dsn, header=args.header),
+        server = WSGIHTTPServer((host, int(port)), make_app(args.dsn, header=args.header,
+                                                         debug_headers=args.debug_headers),
                                 access_log=args.access_log)
     except (psycopg.Error, OSError, RuntimeError) as exc:
         print(f"error: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",

@@ -240,14 +240,16 @@ class NotesBackendProcess(ManagedProcess):
 
     name = "notes-backend"
 
-    def __init__(self, app_dsn: str, listen: str) -> None:
+    def __init__(self, app_dsn: str, listen: str, *, debug_headers: bool = False) -> None:
         super().__init__()
         self.app_dsn = app_dsn
         self.listen = listen
+        self.debug_headers = debug_headers  # serve /debug/headers (tests only)
 
     def start(self, timeout: float = 20.0) -> NotesBackendProcess:
         self._spawn([sys.executable, "-m", "tenantgate.backend.notes_app", "--dsn",
-                     self.app_dsn, "--listen", self.listen])
+                     self.app_dsn, "--listen", self.listen,
+                     *(["--debug-headers"] if self.debug_headers else [])])
         host, _, port = self.listen.rpartition(":")
         self._wait(lambda: _accepts(host, int(port)), timeout, [int(port)])
         return self

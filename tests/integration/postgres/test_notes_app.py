@@ -25,7 +25,7 @@ def notes_db(cluster: object) -> Database:
 
 @pytest.fixture(scope="module")
 def base_url(notes_db: Database) -> Iterator[str]:
-    app = make_app(notes_db.dsn("app"))
+    app = make_app(notes_db.dsn("app"), debug_headers=True)
     server, thread = serve_in_thread(app)
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
@@ -115,6 +115,11 @@ def test_notes_app_runs_as_a_module_with_dsn_and_listen(notes_db: Database) -> N
         with client(notes_db, f"http://127.0.0.1:{port}", "acme") as acme:
             assert acme.get("/healthz").json() == {"status": "ok"}
             assert acme.get("/whoami").json() == {"tenant": "acme", "subject": "user-of-acme"}
+            # The header echo is for tests: off unless --debug-headers, and then it is
+            # answered like any unknown path (with a context) or any path without one.
+            assert acme.get("/debug/headers").status_code == 404
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}") as anonymous:
+            assert anonymous.get("/debug/headers").status_code == 401
     finally:
         proc.terminate()
         proc.wait(timeout=10)
