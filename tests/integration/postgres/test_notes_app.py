@@ -115,8 +115,8 @@ def test_notes_app_runs_as_a_module_with_dsn_and_listen(notes_db: Database) -> N
         with client(notes_db, f"http://127.0.0.1:{port}", "acme") as acme:
             assert acme.get("/healthz").json() == {"status": "ok"}
             assert acme.get("/whoami").json() == {"tenant": "acme", "subject": "user-of-acme"}
-            # The header echo is for tests: off unless --debug-headers, and then it is
-            # answered like any unknown path (with a context) or any path without one.
+            # The header echo is for tests and off unless --debug-headers. Off, its path is
+            # answered like any unknown one: 404 with a context, 401 without.
             assert acme.get("/debug/headers").status_code == 404
         with httpx.Client(base_url=f"http://127.0.0.1:{port}") as anonymous:
             assert anonymous.get("/debug/headers").status_code == 401
