@@ -309,6 +309,26 @@ def test_a_high_rate_admits_no_more_than_configured() -> None:
     assert admitted <= 700  # 1000 µs of 700000/s
 
 
+def test_build_limiter_builds_plans_and_reads_rate_limit_files_once(
+        config: Config, monkeypatch: pytest.MonkeyPatch) -> None:
+    """It builds them to validate before taking a store, then hands them to the Limiter."""
+    import tenantgate.quota as quota
+    import tenantgate.quota.limiter as limiter_module
+
+    calls: list[str] = []
+    for name in ("tenant_plans", "load_domains"):
+        original = getattr(limiter_module, name)
+
+        def counted(*args: object, _name: str = name, _original: object = original) -> object:
+            calls.append(_name)
+            return _original(*args)  # type: ignore[operator]
+        monkeypatch.setattr(limiter_module, name, counted)
+        monkeypatch.setattr(quota, name, counted)
+    built = build_limiter(config)
+    assert built is not None and set(built.tenant_plans) == {"big"}  # the one with overrides
+    assert sorted(calls) == ["load_domains", "tenant_plans"]
+
+
 def test_build_limiter_keeps_degraded_buckets_across_rebuilds(config: Config) -> None:
     # A SIGHUP during a Redis outage must not hand every tenant a fresh local burst.
     first, second = build_limiter(config), build_limiter(config)

@@ -39,17 +39,20 @@ def build_limiter(config: Config) -> Limiter | None:
     q = config.quota
     if not q.enabled:
         return None
-    tenant_plans(config)  # validate before taking a reference on a shared store
-    load_domains(q.ratelimit_service.config_files)
+    # Built (and so validated) before taking a reference on a shared store, then handed over.
+    plans = tenant_plans(config)
+    domains = load_domains(q.ratelimit_service.config_files)
     degraded = _kept(_DEGRADED, q.max_local_entries)
     if q.store == "memory":
-        return Limiter(config, _kept(_EMBEDDED, q.max_local_entries), degraded=degraded)
+        return Limiter(config, _kept(_EMBEDDED, q.max_local_entries), degraded=degraded,
+                       built_plans=plans, built_domains=domains)
     redis_cfg = q.redis
 
     async def release() -> None:
         await _SHARED.release_redis(redis_cfg)
 
-    return Limiter(config, _SHARED.acquire_redis(redis_cfg), release, degraded=degraded)
+    return Limiter(config, _SHARED.acquire_redis(redis_cfg), release, degraded=degraded,
+                   built_plans=plans, built_domains=domains)
 
 
 def validate(config: Config) -> None:

@@ -26,7 +26,7 @@ from tenantgate.observe import quota as metrics
 from tenantgate.observe.throttle import Throttle
 from tenantgate.quota.batched import Batcher, allowance
 from tenantgate.quota.memory import MemoryStore, monotonic_us
-from tenantgate.quota.rls_config import load_domains
+from tenantgate.quota.rls_config import Node, load_domains
 from tenantgate.quota.store import Bucket, BucketState, Outcome, QuotaStore
 
 log = logging.getLogger("tenantgate.quota")
@@ -196,13 +196,17 @@ class Limiter:
 
     def __init__(self, config: Config, store: QuotaStore,
                  release: Callable[[], Awaitable[None]] | None = None,
-                 degraded: MemoryStore | None = None) -> None:
+                 degraded: MemoryStore | None = None, *,
+                 built_plans: dict[str, CompiledPlan] | None = None,
+                 built_domains: dict[str, Node] | None = None) -> None:
+        """`built_plans`, `built_domains`: tenant_plans(config) and the rate-limit files, when
+        the caller has built them already (build_limiter does, to validate first)."""
         q = config.quota
         self.config: QuotaConfig = q
         self.store = store
         self._release = release
         self.plans = {n: compile_plan(n, p, q.failure_mode) for n, p in q.plans.items()}
-        self.tenant_plans = tenant_plans(config)
+        self.tenant_plans = built_plans if built_plans is not None else tenant_plans(config)
         self.headers_on_allow = q.response_headers_on_allow
         self._cache = OverLimitCache(q.max_local_entries) if q.over_limit_cache else None
         # Degraded mode's local buckets; build_limiter passes one that outlives reloads.
@@ -215,7 +219,8 @@ class Limiter:
         self._held: dict[tuple[object, ...], tuple[Bucket, ...]] = {}  # see _buckets_for
         self._own_plans = {id(p) for p in (*self.plans.values(), *self.tenant_plans.values())}
         self._max_held = min(q.max_local_entries, MAX_HELD_MEMOS)
-        self.rls_domains = load_domains(q.ratelimit_service.config_files)
+        self.rls_domains = (built_domains if built_domains is not None
+                            else load_domains(q.ratelimit_service.config_files))
         for plan in self.plans.values():
             if plan.batched:
                 for spec in plan.specs:
