@@ -5,10 +5,10 @@ from __future__ import annotations
 import logging
 
 from tenantgate.config.model import Config
-from tenantgate.quota.limiter import Limiter, tenant_plans
+from tenantgate.quota.limiter import CompiledPlan, Limiter, tenant_plans
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import SharedStores
-from tenantgate.quota.rls_config import load_domains
+from tenantgate.quota.rls_config import Node, load_domains
 
 __all__ = ["Limiter", "build_limiter", "validate"]
 
@@ -40,8 +40,7 @@ def build_limiter(config: Config) -> Limiter | None:
     if not q.enabled:
         return None
     # Built (and so validated) before taking a reference on a shared store, then handed over.
-    plans = tenant_plans(config)
-    domains = load_domains(q.ratelimit_service.config_files)
+    plans, domains = _plans_and_domains(config)
     degraded = _kept(_DEGRADED, q.max_local_entries)
     if q.store == "memory":
         return Limiter(config, _kept(_EMBEDDED, q.max_local_entries), degraded=degraded,
@@ -58,5 +57,9 @@ def build_limiter(config: Config) -> Limiter | None:
 def validate(config: Config) -> None:
     """The checks build_limiter makes (plans exist, rate-limit files load), without a store."""
     if config.quota.enabled:
-        tenant_plans(config)
-        load_domains(config.quota.ratelimit_service.config_files)
+        _plans_and_domains(config)
+
+
+def _plans_and_domains(config: Config) -> tuple[dict[str, CompiledPlan], dict[str, Node]]:
+    """The tenants' own plans and the rate-limit files' domains; ConfigError where wrong."""
+    return tenant_plans(config), load_domains(config.quota.ratelimit_service.config_files)
