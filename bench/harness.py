@@ -89,6 +89,23 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return float(times.user + times.system)
 
 
+def thread_cpu_seconds(pid: int) -> dict[str, float]:
+    """CPU seconds of a process's live threads, grouped: `main` (the event loop's thread),
+    `event_engine` (gRPC core's own threads, named so by gRPC), `other` (gRPC's completion
+    queue poller, the metrics server...). A thread that ends between two readings takes its
+    seconds with it; the servers measured here keep theirs for their whole life."""
+    groups = {"main": 0.0, "event_engine": 0.0, "other": 0.0}
+    for thread in psutil.Process(pid).threads():
+        try:
+            comm = Path(f"/proc/{pid}/task/{thread.id}/comm").read_text().strip()
+        except OSError:
+            continue  # ended since threads() listed it
+        group = ("main" if thread.id == pid
+                 else "event_engine" if comm.startswith("event_engine") else "other")
+        groups[group] += thread.user_time + thread.system_time
+    return groups
+
+
 def h2load(port: int, body: bytes, seconds: float, connections: int, streams: int,
            server: psutil.Process) -> LoadResult:
     exe = shutil.which("h2load")

@@ -8,7 +8,9 @@ the no-op server, in interleaved wrk rounds at one connection (and optionally 32
   .venv/bin/python bench/one_connection.py --variants noop,timed   # plus the handler's parts
 
 Medians over rounds, and each variant's median per-round difference from the first one: on a
-shared VM the speed drifts between rounds, and the per-round difference cancels the drift.
+shared VM the speed drifts between rounds, and the per-round difference cancels the drift. At
+32 connections the sidecar's CPU per request is also split by thread: the event loop's (where
+the handler runs), gRPC core's event engine threads, and the others (gRPC's poller).
 The quota is `batched` on a throwaway redis-server. For measurement only (see the variants).
 """
 
@@ -33,6 +35,7 @@ from envoy_bench import (
     wrk,
 )
 from handler_variants import VARIANTS
+from harness import thread_cpu_seconds
 from tenantgate.config.envoy import EnvoyOptions, bootstrap_dict
 from tenantgate.config.load import load_config
 from tenantgate.testing.envoy import EnvoyProcess, ManagedProcess, TenantgateProcess
@@ -82,6 +85,7 @@ def run(args: argparse.Namespace, names: list[str], work: Path) -> None:
     jwk, token = signing_setup(work)
     p50: dict[str, list[float]] = {n: [] for n in names}
     c32: dict[str, list[tuple[float, float, float]]] = {n: [] for n in names}
+    threads: dict[str, list[dict[str, float]]] = {n: [] for n in names}  # µs/req by group
     with contextlib.ExitStack() as stack:
         redis = stack.enter_context(RedisServer())
         sidecars: dict[str, ManagedProcess] = {}
@@ -113,7 +117,13 @@ def run(args: argparse.Namespace, names: list[str], work: Path) -> None:
                 p50[name].append(one.p50_ms)
                 line = f"round {round_no + 1} {name:10} p50 @1 {one.p50_ms:.3f} ms"
                 if args.c32_seconds:
+                    pid = sidecars[name].proc.pid  # type: ignore[union-attr]
+                    before = thread_cpu_seconds(pid)
                     r = measured(port, token, args.c32_seconds, 32, sidecars[name], envoys[name])
+                    after = thread_cpu_seconds(pid)
+                    requests = r.rps * args.c32_seconds
+                    threads[name].append({g: (after[g] - before[g]) * 1e6 / requests
+                                          for g in after})
                     c32[name].append((r.rps, r.sidecar_us, r.envoy_us))
                     line += (f"  @32 {r.rps:,.0f} req/s, sidecar {r.sidecar_us:.0f} µs/req, "
                              f"Envoy {r.envoy_us:.0f} µs/req")
@@ -127,6 +137,9 @@ def run(args: argparse.Namespace, names: list[str], work: Path) -> None:
         if c32[name]:
             rps, sidecar, envoy = (statistics.median(r[i] for r in c32[name]) for i in range(3))
             line += f"; @32 {rps:,.0f} req/s, sidecar {sidecar:.0f}, Envoy {envoy:.0f} µs/req"
+            line += " (sidecar threads: " + ", ".join(
+                f"{group} {statistics.median(t[group] for t in threads[name]):.0f}"
+                for group in threads[name][0]) + ")"
         print(line)
         timings = work / name / "timings.json"
         if timings.exists():  # written by the `timed` variant when its server stopped
