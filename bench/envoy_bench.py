@@ -282,6 +282,19 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
             f"{rps / med(native32, 'rps'):.2f} | {med(results.c32[s], 'p50_ms'):.2f} | "
             f"{med(results.c32[s], 'p99_ms'):.2f} | {p50_1:.3f} | "
             f"{p50_1 - med(results.c1['floor'], 'p50_ms'):+.3f} | {bad} |")
+    lines += ["", "Latencies as ratios (medians; above 1: slower than the floor or the native "
+              "peer):", "",
+              "| scenario | p50 @32 x floor | x native | p99 @32 x floor | x native "
+              "| p50 @1 x floor | x native |", "|---|---|---|---|---|---|---|"]
+    for s in SCENARIOS:
+        cells = []
+        for runs, peers, attr in ((results.c32, (floor32, native32), "p50_ms"),
+                                  (results.c32, (floor32, native32), "p99_ms"),
+                                  (results.c1, (results.c1["floor"], results.c1["native"]),
+                                   "p50_ms")):
+            value = med(runs[s], attr)
+            cells += [f"{value / med(peer, attr):.2f}" for peer in peers]
+        lines.append(f"| {s} | {' | '.join(cells)} |")
     lines += ["", "CPU time per request at 32 connections (medians; µs, all threads, from "
               "/proc; Redis not included): the no-op row is what the gRPC call itself costs "
               "the sidecar and Envoy; the difference in the tenantgate rows comes with the "
