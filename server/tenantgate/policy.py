@@ -4,10 +4,12 @@ the binding of a `{tenant}` path segment to the caller's own tenant."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
+from tenantgate.config.types import PATH_ESCAPABLE
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
 from tenantgate.observe import metrics
@@ -75,7 +77,32 @@ def _match_segments(pattern: tuple[str, ...], parts: list[str],
     return bound if len(parts) == len(pattern) else False
 
 
-def compile_routes(config: PolicyConfig) -> list[CompiledRoute]:
+@dataclass(frozen=True, slots=True)
+class RouteTable:
+    routes: tuple[CompiledRoute, ...]
+    # Escapes of the characters some rule spells out (`%3A` when a rule has `:`). Envoy leaves
+    # them as sent, so a rule for `/jobs:cancel` would not see `/jobs%3Acancel`, which a
+    # backend that decodes paths serves as `/jobs:cancel`: such a path is refused instead.
+    ambiguous_escapes: re.Pattern[str] | None
+
+
+def compile_routes(config: PolicyConfig, endpoint_paths: Iterable[str] = ()) -> RouteTable:
+    """`endpoint_paths`: the quota's endpoint patterns, which must not be dodged either."""
+    routes = _compiled(config)
+    patterns = [r.rule.path_prefix or r.rule.path or "" for r in routes] + list(endpoint_paths)
+    spelled = {char for pattern in patterns for seg in pattern.split("/")
+               if not _placeholder(seg) for char in seg if char in PATH_ESCAPABLE}
+    escapes = "|".join(f"%{ord(char):02x}" for char in sorted(spelled))
+    return RouteTable(tuple(routes),
+                      re.compile(escapes, re.IGNORECASE) if escapes else None)
+
+
+def _placeholder(segment: str) -> bool:
+    """`*`, `**`, `{tenant}` (and an endpoint pattern's `{name}`): no literal characters."""
+    return segment in ("*", "**") or (segment.startswith("{") and segment.endswith("}"))
+
+
+def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
     return [CompiledRoute(
         rule=r, index=i,
         methods=frozenset(m.upper() for m in r.methods) if r.methods else None,
@@ -105,25 +132,25 @@ MAX_ROUTE_MEMOS = 10_000
 MAX_MEMO_PATH_CHARS = 512
 
 
-def find_route(routes: list[CompiledRoute], memo: dict[tuple[str, str, str], RouteMatch],
+def find_route(table: RouteTable, memo: dict[tuple[str, str, str], RouteMatch],
                method: str, path: str, tenant_id: str) -> RouteMatch:
     key = (method, path, tenant_id)
     if key in memo:
         return memo[key]
-    found = _first_route(routes, method, path, tenant_id)
+    found = _first_route(table, method, path, tenant_id)
     if len(path) <= MAX_MEMO_PATH_CHARS:
         remember(memo, key, found, MAX_ROUTE_MEMOS)
     return found
 
 
-def _first_route(routes: list[CompiledRoute], method: str, path: str,
-                 tenant_id: str) -> RouteMatch:
-    if not is_normalized(path):
+def _first_route(table: RouteTable, method: str, path: str, tenant_id: str) -> RouteMatch:
+    if not is_normalized(path) or (
+            table.ambiguous_escapes is not None and table.ambiguous_escapes.search(path)):
         return None
     parts = path.strip("/").split("/")
     folded_path = path.lower()
     folded = folded_path.strip("/").split("/")
-    for route in routes:
+    for route in table.routes:
         bound = route.match(method, folded_path, parts, folded, tenant_id)
         if bound is not False:
             return route, bound  # type: ignore[return-value]  # str | None once not False

@@ -18,7 +18,7 @@ from tenantgate.identity.rejected_tokens import RejectedTokens
 from tenantgate.identity.token_cache import TokenCache
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditLog
-from tenantgate.policy import CompiledRoute, RouteMatch, compile_routes
+from tenantgate.policy import RouteMatch, RouteTable, compile_routes
 from tenantgate.quota import build_limiter
 from tenantgate.tenancy import TenantRules
 
@@ -36,7 +36,7 @@ class Runtime:
     token_cache: TokenCache
     rejected_tokens: RejectedTokens
     tenants: TenantRules
-    routes: list[CompiledRoute]
+    routes: RouteTable
     headers_to_remove: tuple[str, ...]
     trusted_headers: frozenset[str]  # every header a backend trusts: set or removed on allow
     limiter: Limiter | None
@@ -89,7 +89,7 @@ class Runtime:
             rejected_tokens=RejectedTokens(creds.rejected_token_cache_entries,
                                            creds.rejected_token_cache_ttl, keysets.values()),
             tenants=TenantRules(config),
-            routes=compile_routes(config.policy),
+            routes=compile_routes(config.policy, _endpoint_paths(config)),
             headers_to_remove=tuple(ctx.strip_headers),
             trusted_headers=frozenset(ctx.trusted_headers),
             api_keys=api_keys,
@@ -115,6 +115,15 @@ class Runtime:
             await self.api_keys.close()
         await self.http.aclose()
         self.audit.close()
+
+
+def _endpoint_paths(config: Config) -> list[str]:
+    """The quota's endpoint patterns, plans' and tenants' own: see policy.compile_routes."""
+    if not config.quota.enabled:
+        return []
+    rules = [e for plan in config.quota.plans.values() for e in plan.endpoints]
+    rules += [e for t in config.tenants.registry.values() for e in t.overrides.endpoints or ()]
+    return [e.path for e in rules]
 
 
 def _open_audit(config: Config) -> AuditLog:

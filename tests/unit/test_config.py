@@ -215,8 +215,12 @@ def test_max_concurrent_rpcs_beyond_grpcs_c_int_is_a_config_error(value: str) ->
     # An empty list read as "any method".
     ("{path: /admin, methods: [], roles: [admin]}",
      "methods: list at least one (leave methods out for any method)"),
+    # Only a spelled-out ":" makes Check refuse `%3A` in paths; this rule matched neither form.
+    ("{path: '/tenants/{tenant}/jobs%3acancel', action: deny}",
+     "write ':' as itself, not as %3A"),
+    ("{path_prefix: '/users/me%40home', action: deny}", "write '@' as itself, not as %40"),
 ], ids=["prefix-star", "prefix-double-star", "double-star-inside", "glob-in-segment",
-        "other-placeholder", "methods-empty"])
+        "other-placeholder", "methods-empty", "escaped-colon", "escaped-at-in-prefix"])
 def test_a_route_pattern_that_would_not_match_as_written_is_refused(
         route: str, problem: str) -> None:
     assert route_issues(route) == [f"policy.routes[1]: {problem}"]

@@ -15,6 +15,7 @@ from tenantgate.config.types import (
     Secret,
     check_one_password,
     check_redis_url,
+    spelled_out,
 )
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
@@ -141,7 +142,7 @@ class EndpointRule(Model):
             if not whole and re.search(r"[*{}]", seg):
                 raise ValueError(f"segment {seg!r}: `*`, `**` and `{{name}}` stand for whole "
                                  "segments")
-        return value
+        return spelled_out(value)
 
 
 class PlanConfig(Model):

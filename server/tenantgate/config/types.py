@@ -214,3 +214,21 @@ class Secret(Model):
     def __repr__(self) -> str:  # never print the secret
         source = f"fromEnv={self.from_env}" if self.from_env else f"fromFile={self.from_file}"
         return f"Secret({source})"
+
+
+# Characters a path may carry either as themselves or percent-encoded: RFC 3986's pchar less
+# the unreserved ones (Envoy decodes their escapes before Check) and ";" (always refused).
+PATH_ESCAPABLE = ":@!$&'()*+,="
+
+
+def spelled_out(path: str) -> str:
+    """A route or endpoint pattern whose escapable characters are written as themselves.
+
+    Check refuses a path escaping a character that some rule spells out (policy.RouteTable);
+    a rule written with the escape would match neither form."""
+    folded = path.lower()
+    for char in PATH_ESCAPABLE:
+        escape = f"%{ord(char):02X}"
+        if escape.lower() in folded:
+            raise ValueError(f"write {char!r} as itself, not as {escape}")
+    return path
