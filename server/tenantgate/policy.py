@@ -18,9 +18,13 @@ if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
 TENANT_SEGMENT = "{tenant}"
-# Empty or dot segments, backslashes, encoded separators, dots or NULs, and `;` path parameters
-# (some backends drop `;...` from a segment, so `/admin;x` would dodge an `/admin` rule).
-_NOT_NORMALIZED = re.compile(r"//|\\|;|%(?:2f|5c|2e|00|3b)|/\.\.?(?:/|$)", re.IGNORECASE)
+# Empty or dot segments, backslashes, encoded separators, dots or NULs, `;` path parameters
+# (some backends drop `;...` from a segment, so `/admin;x` would dodge an `/admin` rule), and
+# escaped letters, digits, `-`, `_` or `~`, which Envoy's normalization decodes: left escaped,
+# `/%61dmin` would dodge an `/admin` rule on a backend that decodes it.
+_NOT_NORMALIZED = re.compile(
+    r"//|\\|;|%(?:2f|5c|2e|00|3b)|/\.\.?(?:/|$)"
+    r"|%(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)", re.IGNORECASE)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 

@@ -104,7 +104,9 @@ async def test_route_rules(gate: LocalCheck, method: str, path: str, claims: dic
 @pytest.mark.parametrize("path", ["//notes", "/notes//1", "/a/../notes", "/notes/.",
                                   "/notes/./1", "/notes/..", "/notes%2f1", "/notes%2F..%2F",
                                   "/%2e%2e/notes", "/notes%5c1", "/notes\\1", "/notes%001",
-                                  "notes", ""])
+                                  "notes", "", "/%61dmin", "/%41DMIN/x", "/notes/%41",
+                                  "/notes/%7a", "/notes/%5A", "/notes/%30", "/notes/%2D",
+                                  "/notes/%5f", "/notes/%7E"])
 async def test_paths_envoy_should_have_normalized_are_refused(gate: LocalCheck,
                                                               path: str) -> None:
     assert not is_normalized(path)
@@ -112,7 +114,8 @@ async def test_paths_envoy_should_have_normalized_are_refused(gate: LocalCheck,
 
 
 @pytest.mark.parametrize("path", ["/", "/notes", "/notes/1.json", "/a..b/c", "/.well-known/x",
-                                  "/notes/%41"])
+                                  "/notes/%40", "/notes/%20", "/notes/%C3%A9", "/notes/%25",
+                                  "/notes/%3A", "/notes/%60", "/notes/%7B", "/notes/%5B"])
 def test_ordinary_paths_are_normalized(path: str) -> None:
     assert is_normalized(path)
 
