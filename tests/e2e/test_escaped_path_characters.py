@@ -19,6 +19,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, envoy_path: str,
     directory = tmp_path_factory.mktemp("escaped-paths")
     config = base_config(directory)
     config["policy"]["routes"] = [{"path": "/tenants/{tenant}/jobs:cancel", "action": "deny"},
+                                  {"path": "/tenants/{tenant}/drafts/[1]", "action": "deny"},
                                   {"path": "/tenants/{tenant}/**"}]
     with running_stack(directory, upstream=backend.address, config=config) as stack:
         yield stack
@@ -33,7 +34,9 @@ def send(stack: Stack, raw_path: str, http2: bool) -> httpx.Response:
 
 @pytest.mark.parametrize("http2", PROTOCOLS)
 @pytest.mark.parametrize("raw_path", ["/tenants/acme/jobs%3Acancel",
-                                      "/tenants/acme/jobs%3acancel"], ids=["upper", "lower"])
+                                      "/tenants/acme/jobs%3acancel",
+                                      "/tenants/acme/drafts/%5B1%5D"],
+                         ids=["colon", "colon-lower", "brackets"])
 def test_an_escaped_character_that_a_rule_spells_out_is_refused(
         stack: Stack, raw_path: str, http2: bool) -> None:
     response = send(stack, raw_path, http2)
@@ -42,8 +45,11 @@ def test_an_escaped_character_that_a_rule_spells_out_is_refused(
 
 
 @pytest.mark.parametrize("http2", PROTOCOLS)
-def test_the_rule_applies_to_the_character_as_itself(stack: Stack, http2: bool) -> None:
-    response = send(stack, "/tenants/acme/jobs:cancel", http2)
+@pytest.mark.parametrize("raw_path", ["/tenants/acme/jobs:cancel", "/tenants/acme/drafts/[1]"],
+                         ids=["colon", "brackets"])
+def test_the_rule_applies_to_the_character_as_itself(stack: Stack, raw_path: str,
+                                                     http2: bool) -> None:
+    response = send(stack, raw_path, http2)
     assert response.status_code == 403
     assert "x-echo-backend" not in response.headers
 

@@ -219,8 +219,16 @@ def test_max_concurrent_rpcs_beyond_grpcs_c_int_is_a_config_error(value: str) ->
     ("{path: '/tenants/{tenant}/jobs%3acancel', action: deny}",
      "write ':' as itself, not as %3A"),
     ("{path_prefix: '/users/me%40home', action: deny}", "write '@' as itself, not as %40"),
+    ("{path: '/files/%5bdraft%5d', action: deny}", "write '[' as itself, not as %5B"),
+    # Envoy escapes these (or refuses them raw): Check only ever sees `caf%C3%A9`, `a%20b`.
+    ("{path: '/files/café', action: deny}", "write 'é' as %C3%A9, as Envoy passes it to Check"),
+    ("{path_prefix: '/files/a b', action: deny}", "write ' ' as %20, as Envoy passes it to Check"),
+    ("{path: '/files/a|b', action: deny}", "write '|' as %7C, as Envoy passes it to Check"),
+    ("{path: '/search?admin=1', action: deny}", "'?' is never part of a path Check matches"),
+    ("{path_prefix: '/admin;v=1', action: deny}", "';' is never part of a path Check matches"),
 ], ids=["prefix-star", "prefix-double-star", "double-star-inside", "glob-in-segment",
-        "other-placeholder", "methods-empty", "escaped-colon", "escaped-at-in-prefix"])
+        "other-placeholder", "methods-empty", "escaped-colon", "escaped-at-in-prefix",
+        "escaped-bracket", "non-ascii", "space", "pipe", "query", "path-parameter"])
 def test_a_route_pattern_that_would_not_match_as_written_is_refused(
         route: str, problem: str) -> None:
     assert route_issues(route) == [f"policy.routes[1]: {problem}"]

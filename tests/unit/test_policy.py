@@ -129,14 +129,21 @@ def test_ordinary_paths_are_normalized(path: str) -> None:
     ("/users/me%40home", (400, "malformed_request")),
     ("/tenants/acme/a%2Cb", (200, "ok")),  # no rule spells out ",": nothing to dodge
     ("/tenants/acme/a%20b", (200, "ok")),
+    ("/tenants/acme/drafts/[1]", (403, "route_denied")),
+    ("/tenants/acme/drafts/%5B1%5D", (400, "malformed_request")),
+    ("/tenants/acme/caf%C3%A9", (403, "route_denied")),  # written escaped, matched escaped
+    ("/tenants/acme/caf%c3%a9", (403, "route_denied")),
 ], ids=["colon", "escaped-colon", "escaped-colon-lower", "other-escaped-colon", "at",
-        "escaped-at", "escaped-comma", "escaped-space"])
+        "escaped-at", "escaped-comma", "escaped-space", "brackets", "escaped-brackets",
+        "escaped-non-ascii", "escaped-non-ascii-lower"])
 async def test_a_path_escaping_a_character_some_rule_spells_out_is_refused(
         tmp_path: Path, path: str, expected: tuple[int, str]) -> None:
     # Envoy leaves `%3A` as sent: a rule for `jobs:cancel` would not see `jobs%3Acancel`, which
     # a backend that decodes paths (most do) serves as `jobs:cancel`.
     routes = [{"path": "/tenants/{tenant}/jobs:cancel", "action": "deny"},
               {"path_prefix": "/users/me@home", "action": "deny"},
+              {"path": "/tenants/{tenant}/drafts/[1]", "action": "deny"},
+              {"path": "/tenants/{tenant}/caf%C3%A9", "action": "deny"},
               {"path": "/tenants/{tenant}/**"}]
     config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
     async with LocalCheck(config) as local:

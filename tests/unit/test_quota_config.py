@@ -73,6 +73,8 @@ def test_a_plan_burst_is_held_to_the_same_bound_on_the_limit_it_applies_to() -> 
     # `%3A` would match neither form: `:`, and the escape, which Check refuses (policy.py).
     ("{name: x, path: '/v1/{p}/jobs%3Aexport', limits: ['1/s']}",
      "write ':' as itself, not as %3A"),
+    ("{name: x, path: '/v1/{p}/<all>', limits: ['1/s']}",
+     "write '<' as %3C, as Envoy passes it to Check"),
 ])
 def test_endpoint_rules_that_would_never_apply_are_refused(rule: str, problem: str) -> None:
     # Taken literally, these matched no request, so their limits silently never applied.

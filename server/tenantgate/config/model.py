@@ -16,8 +16,8 @@ from tenantgate.config.types import (
     HeaderName,
     Model,
     Secret,
+    as_envoy_passes,
     check_host_port,
-    spelled_out,
 )
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -243,7 +243,7 @@ class RouteConfig(Model):
             if segment not in ("*", "**", "{tenant}") and re.search(r"[*{}]", segment):
                 raise ValueError(f"segment {segment!r}: *, ** and {{tenant}} stand for whole "
                                  "segments")
-        spelled_out(target)
+        as_envoy_passes(target)
         if self.methods == []:
             raise ValueError("methods: list at least one (leave methods out for any method)")
         return self

@@ -13,9 +13,9 @@ from tenantgate.config.types import (
     Duration,
     Model,
     Secret,
+    as_envoy_passes,
     check_one_password,
     check_redis_url,
-    spelled_out,
 )
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
@@ -142,7 +142,7 @@ class EndpointRule(Model):
             if not whole and re.search(r"[*{}]", seg):
                 raise ValueError(f"segment {seg!r}: `*`, `**` and `{{name}}` stand for whole "
                                  "segments")
-        return spelled_out(value)
+        return as_envoy_passes(value)
 
 
 class PlanConfig(Model):

@@ -216,16 +216,30 @@ class Secret(Model):
         return f"Secret({source})"
 
 
-# Characters a path may carry either as themselves or percent-encoded: RFC 3986's pchar less
-# the unreserved ones (Envoy decodes their escapes before Check) and ";" (always refused).
-PATH_ESCAPABLE = ":@!$&'()*+,="
+# Characters a path reaches Check with either as themselves or percent-encoded, as the client
+# sent them: RFC 3986's pchar less the unreserved ones (Envoy decodes their escapes) and ";"
+# (always refused), plus "[" and "]", which Envoy 1.40 also passes either way.
+PATH_ESCAPABLE = ":@!$&'()*+,=[]"
+# Characters Envoy only ever passes escaped (it escapes these, and refuses a raw space, control
+# or non-ASCII character): a rule spelling one out would never match.
+_ALWAYS_ESCAPED = ' "<>^`|'
+# Never in a path Check matches: the query and fragment are not part of it, and paths with
+# these are refused (policy.is_normalized).
+_NEVER_IN_PATH = "?#;\\"
 
 
-def spelled_out(path: str) -> str:
-    """A route or endpoint pattern whose escapable characters are written as themselves.
+def as_envoy_passes(path: str) -> str:
+    """A route or endpoint pattern written as Envoy passes paths to Check, else ValueError.
 
-    Check refuses a path escaping a character that some rule spells out (policy.RouteTable);
-    a rule written with the escape would match neither form."""
+    Escapable characters as themselves: Check refuses a path escaping a character that some
+    rule spells out (policy.RouteTable), and a rule holding the escape would match neither
+    form. Characters Envoy always escapes, escaped. Either way the rule would never apply."""
+    for char in path:
+        if char in _NEVER_IN_PATH:
+            raise ValueError(f"{char!r} is never part of a path Check matches")
+        if char in _ALWAYS_ESCAPED or not char.isascii() or not char.isprintable():
+            escape = "".join(f"%{b:02X}" for b in char.encode("utf-8", "replace"))
+            raise ValueError(f"write {char!r} as {escape}, as Envoy passes it to Check")
     folded = path.lower()
     for char in PATH_ESCAPABLE:
         escape = f"%{ord(char):02X}"
