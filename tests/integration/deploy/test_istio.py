@@ -38,6 +38,12 @@ def test_authorization_policy_uses_the_registered_provider_for_every_request() -
     assert policy["spec"]["rules"] == [{}]
 
 
+def test_the_mesh_normalizes_paths_as_the_generated_envoy_config_does() -> None:
+    # normalize_path and merge_slashes (tenantgate.config.envoy): Istio's MERGE_SLASHES.
+    mesh = _load("mesh-config.yaml")["spec"]["meshConfig"]
+    assert mesh["pathNormalization"] == {"normalization": "MERGE_SLASHES"}
+
+
 def test_provider_points_at_the_charts_grpc_service_and_fails_closed(helm: str) -> None:
     grpc_provider = _provider()["envoyExtAuthzGrpc"]
     assert grpc_provider["failOpen"] is False
