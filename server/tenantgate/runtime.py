@@ -19,7 +19,7 @@ from tenantgate.identity.token_cache import TokenCache
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditLog
 from tenantgate.policy import RouteMatch, RouteTable, compile_routes
-from tenantgate.quota import build_limiter
+from tenantgate.quota import build_limiter, endpoint_paths
 from tenantgate.tenancy import TenantRules
 
 if TYPE_CHECKING:
@@ -89,7 +89,7 @@ class Runtime:
             rejected_tokens=RejectedTokens(creds.rejected_token_cache_entries,
                                            creds.rejected_token_cache_ttl, keysets.values()),
             tenants=TenantRules(config),
-            routes=compile_routes(config.policy, _endpoint_paths(config)),
+            routes=compile_routes(config.policy, endpoint_paths(config)),
             headers_to_remove=tuple(ctx.strip_headers),
             trusted_headers=frozenset(ctx.trusted_headers),
             api_keys=api_keys,
@@ -115,15 +115,6 @@ class Runtime:
             await self.api_keys.close()
         await self.http.aclose()
         self.audit.close()
-
-
-def _endpoint_paths(config: Config) -> list[str]:
-    """The quota's endpoint patterns, plans' and tenants' own: see policy.compile_routes."""
-    if not config.quota.enabled:
-        return []
-    rules = [e for plan in config.quota.plans.values() for e in plan.endpoints]
-    rules += [e for t in config.tenants.registry.values() for e in t.overrides.endpoints or ()]
-    return [e.path for e in rules]
 
 
 def _open_audit(config: Config) -> AuditLog:

@@ -10,7 +10,7 @@ from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import SharedStores
 from tenantgate.quota.rls_config import Node, load_domains
 
-__all__ = ["Limiter", "build_limiter", "validate"]
+__all__ = ["Limiter", "build_limiter", "endpoint_paths", "validate"]
 
 log = logging.getLogger("tenantgate.quota")
 _SHARED = SharedStores()
@@ -58,6 +58,16 @@ def validate(config: Config) -> None:
     """The checks build_limiter makes (plans exist, rate-limit files load), without a store."""
     if config.quota.enabled:
         _plans_and_domains(config)
+
+
+def endpoint_paths(config: Config) -> list[str]:
+    """The path patterns of the endpoint rules in force, plans' and tenants' own (none while
+    the quota is off): the policy refuses paths that would dodge them (policy.RouteTable)."""
+    if not config.quota.enabled:
+        return []
+    rules = [e for plan in config.quota.plans.values() for e in plan.endpoints]
+    rules += [e for t in config.tenants.registry.values() for e in t.overrides.endpoints or ()]
+    return [e.path for e in rules]
 
 
 def _plans_and_domains(config: Config) -> tuple[dict[str, CompiledPlan], dict[str, Node]]:
