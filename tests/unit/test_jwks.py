@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,8 @@ from tenantgate.config.model import IssuerConfig
 from tenantgate.errors import KeySetUnavailable
 from tenantgate.identity.jwks import FAILED_FETCH_BACKOFF, KeySet
 from tenantgate.identity.keys import fits, prepare
+from tenantgate.identity.model import Identity
+from tenantgate.identity.token_cache import TokenCache
 from tenantgate.testing.check import DevIssuer
 
 URL = "https://idp.test/jwks.json"
@@ -166,6 +169,42 @@ async def test_endpoint_down_known_keys_work_up_to_max_stale_then_unavailable(
     fake.failing = False
     clock.now += FAILED_FETCH_BACKOFF
     assert await keys.find("k1", "RS256") != []
+
+
+async def test_past_max_stale_cached_tokens_lose_their_keys_too(
+        idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # find() refuses new tokens past max_stale, but cached tokens never call it: the refresh
+    # loop's failed fetch moves the generation, so the token cache sends them back too.
+    monkeypatch.setattr("tenantgate.identity.jwks.MIN_REFRESH_WAIT", 0.001)
+    monkeypatch.setattr("tenantgate.identity.jwks.FAILED_FETCH_BACKOFF", 0.0)
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    cache = TokenCache(max_entries=10, max_bytes=1 << 20)
+    identity = Identity(issuer="idp", subject="alice", tenant_claim="acme",
+                        scopes=frozenset(), roles=frozenset(), key_id="k1",
+                        expires_at=time.time() + 86400)
+    cache.put(b"token", identity, time.time(), keys)
+    fake.failing = True
+    clock.now += 60 + 599  # stale, still usable: the failing refreshes change nothing
+    for _ in range(50):
+        await asyncio.sleep(0.001)
+    assert fake.fetches > 2 and keys.generation == 0
+    assert cache.get(b"token", time.time()) is identity
+    clock.now += 2  # past fresh (60) + max_stale (600)
+    for _ in range(1000):
+        if keys.generation:
+            break
+        await asyncio.sleep(0.001)
+    assert keys.generation == 1
+    assert cache.get(b"token", time.time()) is None
+    for _ in range(50):  # still failing: moved once, not on every failed fetch
+        await asyncio.sleep(0.001)
+    assert keys.generation == 1
+    fake.failing = False
+    await keys.refresh()
+    assert await keys.find("k1", "RS256") != []  # back: the same keys are trusted again
+    await keys.close()
 
 
 async def test_failing_background_refresh_backs_off_instead_of_refetching_per_request(

@@ -57,6 +57,7 @@ class KeySet:
         # Counts fetches that removed a key. Tokens verified under an older generation are
         # verified again (tokens from a withdrawn key must not live on in the token cache).
         self.generation = 0
+        self._distrusted = False  # past _usable_until with no fetch since: generation moved
         self.revision = 0  # counts fetches that changed the keys at all (added ones too)
         self._fingerprints: frozenset[str] = frozenset()
         self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
@@ -152,7 +153,9 @@ class KeySet:
         except FetchFailed:
             metrics.JWKS_FETCHES.labels(self._issuer.name, "error").inc()
             self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
+            self._distrust_if_past_max_stale()
             raise
+        self._distrusted = False
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
             self._keys = keys
@@ -169,6 +172,18 @@ class KeySet:
         now = self._clock()
         self._fresh_until = now + ttl
         self._usable_until = now + ttl + self._cfg.max_stale
+
+    def _distrust_if_past_max_stale(self) -> None:
+        # find() refuses new tokens once the keys are past max_stale; tokens verified earlier
+        # sit in the token cache, which never calls find(): moving the generation sends them
+        # back to verification too. The refresh loop keeps failing fetches coming, so this
+        # happens within a backoff of the deadline.
+        if self._distrusted or self._clock() < self._usable_until:
+            return
+        self._distrusted = True
+        self.generation += 1
+        log.warning("JWKS of %s not refreshed within max_stale: its keys are no longer "
+                    "trusted, cached tokens included", self._issuer.name)
 
     async def _load_document(self) -> tuple[dict[str, Any] | None, float | None]:
         if self._cfg.inline is not None:
