@@ -76,6 +76,13 @@ async def test_another_tenants_path_is_404_and_counted(gate: LocalCheck, path: s
     ("POST", "/notes", {"scope": "notes:read"}, {}, (403, "scope_missing")),
     ("POST", "/notes", {"scope": "notes:read notes:write"},
      {"content-type": "application/json; charset=utf-8", "content-length": "1024"}, (200, "ok")),
+    # Scopes are separated by spaces only (RFC 6749 3.3): other whitespace splits nothing.
+    ("POST", "/notes", {"scope": "notes:read\u00a0notes:write"},
+     {"content-type": "application/json", "content-length": "5"}, (403, "scope_missing")),
+    ("POST", "/notes", {"scope": "notes:read\u2028notes:write\tx"},
+     {"content-type": "application/json", "content-length": "5"}, (403, "scope_missing")),
+    ("POST", "/notes", {"scope": "  notes:read   notes:write "},
+     {"content-type": "application/json", "content-length": "5"}, (200, "ok")),
     ("PUT", "/notes/1", {"scope": "notes:write"},
      {"content-type": "application/json", "content-length": "1025"}, (413, "body_too_large")),
     ("POST", "/notes", {"scope": "notes:write"},
@@ -91,7 +98,8 @@ async def test_another_tenants_path_is_404_and_counted(gate: LocalCheck, path: s
     ("GET", "/adminx", {"roles": ["admin"]}, {}, (403, "route_denied")),  # not under /admin
     ("GET", "/elsewhere", {}, {}, (403, "route_denied")),  # default_action: deny
     ("GET", "/public/x", {}, {}, (200, "ok")),
-], ids=["no-scope", "read-scope-only", "write-scope-json", "body-over-limit",
+], ids=["no-scope", "read-scope-only", "write-scope-json", "scope-after-no-break-space",
+        "scope-after-other-whitespace", "scopes-among-extra-spaces", "body-over-limit",
         "wrong-content-type", "body-without-content-type", "get-needs-no-scope",
         "no-role", "other-role", "any-listed-role", "deny-rule", "deny-rule-other-case",
         "prefix-is-a-segment",

@@ -79,7 +79,9 @@ def claim_at(claims: dict[str, Any], path: str) -> object:
 
 def _strings(value: object, split: bool) -> frozenset[str]:
     if isinstance(value, str):
-        return frozenset(value.split()) if split else frozenset((value,))
+        # RFC 6749 §3.3: scopes are separated by a space, and no other character: str.split()
+        # would also split at a no-break space or U+2028, so "read\u00a0admin" granted admin.
+        return frozenset(v for v in value.split(" ") if v) if split else frozenset((value,))
     if isinstance(value, list) and all(isinstance(v, str) for v in value):
         return frozenset(value)
     return frozenset()
