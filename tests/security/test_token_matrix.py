@@ -154,6 +154,9 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
     "subject_longer_than_oidc_allows": (lambda i, a, t: i.token(sub="s" * 256), Reason.BAD_CLAIMS),
     "subject_lone_surrogate": (lambda i, a, t: signed(i, i.claims(sub="\ud800")),
                                Reason.BAD_CLAIMS),
+    # Backends see subjects without their issuer: a JWT must not pass for an API key.
+    "subject_of_an_api_key": (lambda i, a, t: i.token(sub="apikey:0123456789abcdef"),
+                              Reason.BAD_CLAIMS),
     "tenant_missing": (lambda i, a, t: i.token(tenant=None), Reason.TENANT_MISSING),
     "tenant_not_a_string": (lambda i, a, t: i.token(tenant=123), Reason.TENANT_INVALID),
     "tenant_list": (lambda i, a, t: i.token(tenant=["acme"]), Reason.TENANT_INVALID),

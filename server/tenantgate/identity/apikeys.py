@@ -20,7 +20,7 @@ from redis.exceptions import RedisError
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable
 from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord
-from tenantgate.identity.model import Identity
+from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
 from tenantgate.observe.audit import AuditLog
 from tenantgate.observe.metrics import OTHER_TENANT
@@ -125,7 +125,7 @@ class ApiKeys:
             return Reason.API_KEY_EXPIRED
         self._count(record, KeyResult.OK)
         self._used(record)
-        return Identity(issuer=API_KEY_ISSUER, subject=f"apikey:{record.key_id}",
+        return Identity(issuer=API_KEY_ISSUER, subject=API_KEY_SUBJECT_PREFIX + record.key_id,
                         tenant_claim=record.tenant, scopes=frozenset(record.scopes),
                         roles=frozenset(), key_id=record.key_id,
                         expires_at=float(record.expires_at) if record.expires_at else None)

@@ -14,7 +14,7 @@ from tenantgate.context import utf8_encodable
 from tenantgate.decision import Reason
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.keys import VerificationKey, hmac_key
-from tenantgate.identity.model import Identity
+from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 
 # One C-speed check of the whole token's alphabet, so base64 decoding below need not re-check.
 MAX_KIDLESS_KEYS = 4  # signature checks spent on one token that names no key
@@ -175,9 +175,10 @@ def _identity(issuer: IssuerConfig, header: dict[str, Any], claims: dict[str, An
 
 def _usable_subject(subject: object) -> TypeGuard[str]:
     """A non-empty string of at most 255 characters (OpenID Connect's bound for `sub`) that
-    UTF-8 can encode: a lone surrogate could not be written into headers or metadata."""
+    UTF-8 can encode (a lone surrogate could not be written into headers or metadata), and
+    not one of the subjects reserved for API keys."""
     return (isinstance(subject, str) and 0 < len(subject) <= MAX_SUBJECT_CHARS
-            and utf8_encodable(subject))
+            and utf8_encodable(subject) and not subject.startswith(API_KEY_SUBJECT_PREFIX))
 
 
 def _acceptable_until(issuer: IssuerConfig, claims: dict[str, Any]) -> float:

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+# The subjects API-key identities carry (`apikey:<key id>`). Backends see the subject without
+# its issuer, so a JWT may not claim one: it would pass for that key's identity.
+API_KEY_SUBJECT_PREFIX = "apikey:"
+
 
 @dataclass(frozen=True, slots=True)
 class Identity:
