@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 import pytest
 from e2e_support import EchoBackend, Stack, audit_lines, header_values, received, running_stack
-from tenantgate.config.envoy import METHOD_OVERRIDE_HEADERS
+from tenantgate.config.envoy import METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS
 from tenantgate.config.load import load_config
 from tenantgate.context import KeyRing
 
@@ -96,6 +96,18 @@ def test_method_override_headers_never_reach_backend(stack: Stack, http2: bool) 
     echo = received(send(stack, "/tenants/acme/notes", headers, http2=http2, method="POST"))
     assert echo["method"] == "POST"
     for name in METHOD_OVERRIDE_HEADERS:
+        assert header_values(echo, name) == [], name
+
+
+@pytest.mark.parametrize("http2", PROTOCOLS)
+def test_path_override_headers_never_reach_backend(stack: Stack, http2: bool) -> None:
+    # A backend that routes on them would serve globex's path where the rules and the
+    # {tenant} segment were checked for acme's.
+    headers = [*stack.auth("acme").items(),
+               *((name.upper(), "/tenants/globex/notes") for name in PATH_OVERRIDE_HEADERS)]
+    echo = received(send(stack, "/tenants/acme/notes", headers, http2=http2))
+    assert echo["path"] == "/tenants/acme/notes"
+    for name in PATH_OVERRIDE_HEADERS:
         assert header_values(echo, name) == [], name
 
 

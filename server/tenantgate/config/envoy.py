@@ -123,6 +123,10 @@ CHECK_HEADERS = ("authorization", "content-type", "content-length", "x-request-i
 # ASP.NET, several Java stacks): the backend would run another method than the one the route
 # rules were checked against, so they go with the trusted headers, before ext_authz.
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+# The same for the path: IIS URL Rewrite stacks (and Symfony before 2018) route on these
+# instead of the request line, which the route rules and the `{tenant}` segment were read from.
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
 ACCESS_LOG_FIELDS = {
     "start_time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",
@@ -289,7 +293,7 @@ def _early_header_mutation(config: Config) -> TypedExtensionConfig:
     # request_headers_to_remove would run after ext_authz and delete tenantgate's headers).
     mutation = EarlyHeaderMutation(mutations=[
         HeaderMutation(remove=name)
-        for name in (*config.context.trusted_headers, *METHOD_OVERRIDE_HEADERS)])
+        for name in (*config.context.trusted_headers, *OVERRIDE_HEADERS)])
     return TypedExtensionConfig(name="strip-trusted-headers",
                                 typed_config=AnyMessage.pack(mutation))
 

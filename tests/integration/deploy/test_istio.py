@@ -159,11 +159,11 @@ def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
 
 
 def test_edge_header_strip_covers_every_trusted_header() -> None:
-    from tenantgate.config.envoy import METHOD_OVERRIDE_HEADERS
+    from tenantgate.config.envoy import OVERRIDE_HEADERS
     from tenantgate.config.model import ContextConfig
 
     fields = ContextConfig.model_fields
     trusted = {str(fields[name].default) for name in ("tenant_header", "header", "subject_header")}
     trusted |= set(fields["strip_headers"].default_factory())  # type: ignore[call-arg,misc]
     route = _load("strip-trusted-headers.yaml")["spec"]["http"][0]
-    assert set(route["headers"]["request"]["remove"]) == trusted | set(METHOD_OVERRIDE_HEADERS)
+    assert set(route["headers"]["request"]["remove"]) == trusted | set(OVERRIDE_HEADERS)
