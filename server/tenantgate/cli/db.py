@@ -127,7 +127,10 @@ def _install(args: argparse.Namespace) -> int:
 
     ring = _ring_from_config(args.config) if args.config else None
     with _connect(args) as conn:
-        before, after = schema.install(conn)
+        try:
+            before, after = schema.install(conn)
+        except schema.ForeignSchema as exc:
+            raise _Failure(str(exc)) from None
         print(f"tenantgate SQL at schema version {after}"
               + (" (already installed)" if before == after else f" (was {before})"))
         if ring is not None:

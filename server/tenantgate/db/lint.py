@@ -7,6 +7,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from tenantgate.db.schema import foreign_objects
+
 
 class Problem(enum.StrEnum):
     NOT_INSTALLED = "not_installed"
@@ -23,6 +25,7 @@ class Problem(enum.StrEnum):
     APP_ROLE_READS_KEYS = "app_role_reads_keys"
     APP_ROLE_CREATES_ROLES = "app_role_creates_roles"
     APP_ROLE_EXTRA_PRIVILEGE = "app_role_extra_privilege"
+    FOREIGN_SCHEMA_OBJECT = "foreign_schema_object"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -81,7 +84,9 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
     if not conn.execute("SELECT to_regprocedure('tenantgate.current_tenant()')").fetchone()[0]:
         return [Finding(Problem.NOT_INSTALLED, "tenantgate",
                         "schema tenantgate is missing: run `tenantgate db install`")]
-    findings: list[Finding] = []
+    findings = [Finding(Problem.FOREIGN_SCHEMA_OBJECT, name, f"{kind} owned by {owner}, not "
+                        "tenantgate_owner: its owner decides what the context checks do")
+                for kind, name, owner in foreign_objects(conn)]
     tables = conn.execute(_TABLES, [tenant_column]).fetchall()
     for oid, name, enabled, forced in tables:
         findings += _table_findings(conn, oid, name, enabled, forced)
@@ -183,8 +188,11 @@ def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[
     keys = conn.execute(
         "SELECT pg_has_role(%s, 'tenantgate_owner', 'MEMBER')"
         " OR pg_has_role(%s, 'tenantgate_admin', 'MEMBER')"
-        " OR has_any_column_privilege(%s, 'tenantgate.context_keys', 'SELECT, INSERT, UPDATE')"
-        " OR has_table_privilege(%s, 'tenantgate.context_keys', 'DELETE, TRUNCATE')"
+        " OR has_any_column_privilege(%s, 'tenantgate.context_keys',"
+        "                             'SELECT, INSERT, UPDATE, REFERENCES')"
+        # TRIGGER too: a trigger of the app's on the key table runs as whoever changes the
+        # keys, tenantgate_owner, and can copy every pad.
+        " OR has_table_privilege(%s, 'tenantgate.context_keys', 'DELETE, TRUNCATE, TRIGGER')"
         " OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'tenantgate'::regnamespace"
         "            AND p.proname IN ('add_key', 'activate_key', 'retire_key', 'list_keys')"
         "            AND has_function_privilege(%s, p.oid, 'EXECUTE'))",

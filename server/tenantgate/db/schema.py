@@ -39,6 +39,32 @@ def print_sql(from_version: int = 0) -> str:
     return "\n".join(chunks)
 
 
+class ForeignSchema(Exception):
+    """Schema `tenantgate`, or something in it, belongs to a role other than tenantgate_owner."""
+
+
+# The SQL's objects all belong to tenantgate_owner. A role that could create the schema first
+# (say, one owning the database) could otherwise hand the installer its own schema_version
+# and functions, and install would see version 1 and change nothing.
+_FOREIGN_OBJECTS = """
+SELECT kind, name, owner FROM (
+    SELECT 0 AS rank, 'schema' AS kind, nspname::text AS name, nspowner::regrole::text AS owner
+      FROM pg_catalog.pg_namespace WHERE nspname = 'tenantgate'
+    UNION ALL
+    SELECT 1, 'relation', c.oid::regclass::text, c.relowner::regrole::text
+      FROM pg_catalog.pg_class c WHERE c.relnamespace = to_regnamespace('tenantgate')
+    UNION ALL
+    SELECT 2, 'function', p.oid::regprocedure::text, p.proowner::regrole::text
+      FROM pg_catalog.pg_proc p WHERE p.pronamespace = to_regnamespace('tenantgate')
+) objects WHERE owner <> 'tenantgate_owner' ORDER BY rank, name
+"""
+
+
+def foreign_objects(conn: Any) -> list[tuple[str, str, str]]:
+    """(kind, name, owner) of each object in schema tenantgate not owned by tenantgate_owner."""
+    return [tuple(row) for row in conn.execute(_FOREIGN_OBJECTS).fetchall()]
+
+
 def installed_version(conn: Any) -> int:
     row = conn.execute("SELECT to_regclass('tenantgate.schema_version') IS NOT NULL").fetchone()
     if not row[0]:
@@ -51,6 +77,12 @@ def install(conn: Any) -> tuple[int, int]:
     """Apply the missing versions in one transaction; returns (version before, version after)."""
     with conn.transaction():
         conn.execute("SELECT pg_advisory_xact_lock(%s)", [_INSTALL_LOCK])
+        if foreign := foreign_objects(conn):
+            kind, name, owner = foreign[0]
+            raise ForeignSchema(
+                f"{kind} {name} is owned by {owner}, not tenantgate_owner: whoever owns it "
+                "controls what tenantgate's SQL runs; drop it (or make it tenantgate_owner's) "
+                "and install again")
         before = installed_version(conn)
         for migration in migrations():
             if migration.version > before:

@@ -10,6 +10,7 @@ from pgsupport import ACTIVE_SECRET, Database
 from tenantgate.cli import main
 from tenantgate.context import KeyRing
 from tenantgate.db import schema
+from tenantgate.db.lint import Problem, lint
 
 
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
@@ -34,6 +35,39 @@ def test_print_sql_is_the_shipped_sql_and_installs_on_an_empty_database(
     with psycopg.connect(fresh_db.cluster.dsn(dbname="printed"), autocommit=True) as conn:
         conn.execute(out)  # what a migration tool would run
         assert schema.installed_version(conn) == schema.latest_version()
+
+
+def test_install_refuses_a_tenantgate_schema_someone_else_made_first_and_lint_flags_it(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    # A role that may create schemas (here: the database's owner) makes `tenantgate` first,
+    # with a schema_version saying "installed" and a current_tenant() that trusts a plain
+    # setting. Install would have seen version 1 and changed nothing.
+    cluster = fresh_db.cluster
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE squatted OWNER app")
+    try:
+        with psycopg.connect(cluster.dsn(user="app", dbname="squatted"), autocommit=True) as conn:
+            conn.execute("CREATE SCHEMA tenantgate;"
+                         " CREATE TABLE tenantgate.schema_version (version int);"
+                         " INSERT INTO tenantgate.schema_version VALUES (1);"
+                         " CREATE FUNCTION tenantgate.current_tenant() RETURNS text"
+                         " LANGUAGE sql AS $$ SELECT current_setting('x.tenant', true) $$")
+        dsn = cluster.dsn(dbname="squatted")
+        code, out, err = run(capsys, "install", "--dsn", dsn)
+        assert (code, out) == (1, "")
+        assert err == ("error: schema tenantgate is owned by app, not tenantgate_owner: whoever"
+                       " owns it controls what tenantgate's SQL runs; drop it (or make it"
+                       " tenantgate_owner's) and install again\n")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            findings = lint(conn)
+        assert [(f.problem, f.subject) for f in findings] == [
+            (Problem.FOREIGN_SCHEMA_OBJECT, "tenantgate"),
+            (Problem.FOREIGN_SCHEMA_OBJECT, "tenantgate.current_tenant()"),
+            (Problem.FOREIGN_SCHEMA_OBJECT, "tenantgate.schema_version"),
+        ]
+    finally:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("DROP DATABASE squatted")
 
 
 def test_key_lifecycle_from_env_and_file_secrets(

@@ -120,7 +120,11 @@ def test_permissive_policy_with_one_open_clause_is_reported(fresh_db: Database,
     "GRANT SELECT (key_id, inner_pad, outer_pad) ON tenantgate.context_keys TO app_keys",
     "GRANT INSERT ON tenantgate.context_keys TO app_keys",
     "GRANT EXECUTE ON FUNCTION tenantgate.retire_key(text) TO app_keys",
-], ids=["key_columns", "insert_key", "retire_key"])
+    # A trigger of the app's on the key table runs as the owner when keys change: it can copy
+    # every pad.
+    "GRANT TRIGGER ON tenantgate.context_keys TO app_keys",
+    "GRANT REFERENCES (key_id) ON tenantgate.context_keys TO app_keys",
+], ids=["key_columns", "insert_key", "retire_key", "trigger", "references"])
 def test_app_role_granted_key_columns_or_key_management_is_reported(fresh_db: Database,
                                                                    grant: str) -> None:
     # SELECT on the pad columns alone reads every key, INSERT adds a key to forge contexts
