@@ -77,6 +77,13 @@ def test_several_mistakes_are_all_reported_each_with_its_path() -> None:
                                    "listen.colour: unknown key"]
 
 
+def test_keys_are_read_as_written() -> None:
+    # YAML 1.1 would make `0123` the octal 83 and `yes` True: a tenant id is the text written.
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "    acme: {plan: null}\n", "    acme: {plan: null}\n    0123: {}\n    yes: {}\n")
+    assert list(parse_config(text).tenants.registry) == ["acme", "0123", "yes"]
+
+
 def test_secret_never_appears_in_repr() -> None:
     config = load_config(FIXTURES / "valid.yaml")
     assert "kkkk" not in repr(config)

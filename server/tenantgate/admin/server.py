@@ -117,6 +117,8 @@ def _check_pem(cert: bytes, key: bytes, ca: bytes | None) -> None:
             certificates[name] = x509.load_pem_x509_certificates(data) if data else []
         except ValueError:
             raise problem(name, "certificate") from None
+    if not certificates["cert"]:  # an empty file: no certificate to serve
+        raise problem("cert", "certificate")
     try:
         private = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted

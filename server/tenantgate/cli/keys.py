@@ -19,7 +19,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP
-from tenantgate.config.types import Duration
+from tenantgate.config.types import Duration, check_host_port
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
 _TIMEOUT = 10.0
@@ -30,8 +30,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser = subparsers.add_parser(
         "keys", help="manage API keys through the admin API",
         description="Create, list, rotate and revoke API keys and read usage, via the admin "
-                    "API (config `admin`). The admin token is read from --token-env or "
-                    "--token-file; it is never accepted on the command line.")
+                    "API (config `admin`). The admin token, unless the API takes a client "
+                    "certificate alone, is read from --token-env or --token-file; it is never "
+                    "accepted on the command line.")
     parser.add_argument("--admin", default=os.environ.get("TENANTGATE_ADMIN", "127.0.0.1:9002"),
                         metavar="ADDRESS", help="admin API address (default: $TENANTGATE_ADMIN "
                         "or 127.0.0.1:9002; unix:PATH for a socket)")
@@ -90,7 +91,8 @@ def _command(action: Action) -> Callable[[argparse.Namespace], int]:
         try:
             if (option := non_utf8_option(args, _OPTION_NAMES)) is not None:
                 raise UsageError(f"{option}: not valid UTF-8")
-            metadata = [("authorization", f"Bearer {_token(args)}")]
+            token = _token(args)
+            metadata = [("authorization", f"Bearer {token}")] if token is not None else []
             with _channel(args) as channel:
                 return action(args, pb_grpc.ApiKeyAdminStub(channel), metadata)
         except UsageError as exc:
@@ -104,9 +106,16 @@ def _command(action: Action) -> Callable[[argparse.Namespace], int]:
     return handler
 
 
-def _token(args: argparse.Namespace) -> str:
-    if (args.token_env is None) == (args.token_file is None):
-        raise UsageError("give exactly one of --token-env NAME or --token-file FILE")
+def _token(args: argparse.Namespace) -> str | None:
+    """The admin token, or None for an admin API that knows callers by their certificate
+    alone (config `admin.tls.client_ca` without a token)."""
+    if args.token_env is not None and args.token_file is not None:
+        raise UsageError("give one of --token-env NAME or --token-file FILE, not both")
+    if args.token_env is None and args.token_file is None:
+        if args.cert is not None:
+            return None
+        raise UsageError("give one of --token-env NAME or --token-file FILE (or --cert and "
+                         "--key, for an admin API that takes a client certificate alone)")
     if args.token_env is not None:
         token = os.environ.get(args.token_env, "").strip()
         if not token:
@@ -140,6 +149,15 @@ def _read(path: Path | None) -> bytes | None:
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if not args.admin.startswith("unix:"):
+        # gRPC takes any port number and wraps it: 99999 would send the token to port 34463.
+        try:
+            check_host_port(args.admin)
+        except ValueError:
+            raise UsageError(f"--admin {args.admin}: must be host:port with a port from 1 to "
+                             "65535, or unix:PATH") from None
+        if int(args.admin.rpartition(":")[2]) == 0:
+            raise UsageError(f"--admin {args.admin}: port 0 is not an address to connect to")
     if args.ca is None and args.cert is None and args.key is None:
         return grpc.insecure_channel(args.admin)
     if (args.cert is None) != (args.key is None):

@@ -14,18 +14,34 @@ from tenantgate.errors import ConfigError
 
 
 class StrictLoader(yaml.SafeLoader):
-    """SafeLoader that refuses duplicate keys instead of silently keeping the last one."""
+    """SafeLoader that refuses duplicate keys instead of silently keeping the last one, and
+    reads every key as the text written: a tenant `0123` is "0123", not the octal 83, and `yes`
+    is "yes", not True."""
+
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
 def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
     mapping: dict[Any, Any] = {}
     for key_node, value_node in node.value:
-        key = loader.construct_object(key_node)
+        key = _key(key_node)
         if key in mapping:
             raise yaml.constructor.ConstructorError(
                 None, None, f"duplicate key {key!r}", key_node.start_mark)
         mapping[key] = loader.construct_object(value_node, deep=True)
     return mapping
+
+
+def _key(node: yaml.Node) -> str:
+    if node.tag == _MERGE_TAG:
+        raise yaml.constructor.ConstructorError(
+            None, None, "merge keys (<<) are not supported: write the keys out",
+            node.start_mark)
+    if not isinstance(node, yaml.ScalarNode):
+        raise yaml.constructor.ConstructorError(
+            None, None, "a key must be a plain value, not a list or a mapping", node.start_mark)
+    return str(node.value)
 
 
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
@@ -52,12 +68,19 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
         data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
         raise ConfigError([yaml_problem(exc)]) from None
+    except RecursionError:  # the YAML composer and constructor recurse per nesting level
+        raise ConfigError([TOO_DEEP]) from None
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of keys"])
     try:
         return Config.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise ConfigError([issue(err) for err in exc.errors()]) from None
+    except RecursionError:
+        raise ConfigError([TOO_DEEP]) from None
+
+
+TOO_DEEP = "(top level): nested too deeply"
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

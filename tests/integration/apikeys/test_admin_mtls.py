@@ -3,6 +3,7 @@ no certificate, or one from another CA, is refused at the handshake."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import grpc
@@ -11,6 +12,7 @@ import yaml
 from apikey_support import write_config
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2, apikeys_pb2_grpc
 from tenantgate.app import App
+from tenantgate.cli import main
 from tenantgate.errors import ConfigError
 from tenantgate.testing.pki import Issued, write_pki
 
@@ -45,6 +47,11 @@ async def test_admin_api_over_mtls_admits_only_clients_of_its_ca(
     try:
         listed = await _list_keys(address, ca, pki["client"])
         assert list(listed.keys) == []
+        # The CLI with the client certificate alone: this admin API takes no token.
+        cli = ["keys", "--admin", address, "--ca", str(tmp_path / "ca.crt"),
+               "--cert", str(tmp_path / "client.crt"), "--key", str(tmp_path / "client.key"),
+               "list", "--tenant", "acme"]
+        assert await asyncio.to_thread(main, cli) == 0
         for client in (None, pki["stranger"]):
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await _list_keys(address, ca, client)
@@ -61,11 +68,13 @@ async def test_admin_api_over_mtls_admits_only_clients_of_its_ca(
      "admin.tls.key: not the private key of admin.tls.cert"),
     ({"cert": "server.crt", "key": "server.key", "client_ca": "server.key"},
      "admin.tls.client_ca: not a PEM certificate"),
-], ids=["swapped", "key-is-a-cert", "other-key", "ca-is-a-key"])
+    ({"cert": "empty.pem", "key": "server.key"}, "admin.tls.cert: not a PEM certificate"),
+], ids=["swapped", "key-is-a-cert", "other-key", "ca-is-a-key", "empty-cert"])
 async def test_an_unusable_admin_certificate_is_named_not_reported_as_a_port_in_use(
         tmp_path: Path, redis_url: str, pki: dict[str, Issued], tls: dict[str, str],
         message: str) -> None:
     path, _, _ = write_config(tmp_path / "bad", redis_url, admin=True)
+    (tmp_path / "empty.pem").write_bytes(b"")
     document = yaml.safe_load(path.read_text())
     document["admin"]["tls"] = {name: str(tmp_path / file) for name, file in tls.items()}
     path.write_text(yaml.safe_dump(document))

@@ -130,6 +130,17 @@ async def test_keys_cli_reports_unusable_arguments_in_one_line(
         code, _, err = await run_cli(capsys, *base, *argv)
         assert (code, err) == (2, f"tenantgate keys: {option}: not valid UTF-8\n")
 
+    # gRPC would wrap port 99999 round to 34463 and send the token there.
+    code, _, err = await run_cli(capsys, "keys", "--admin", "127.0.0.1:99999",
+                                 "--token-env", "TG_ADMIN_TOKEN", "list", "--tenant", "acme")
+    assert (code, err) == (2, "tenantgate keys: --admin 127.0.0.1:99999: must be host:port "
+                              "with a port from 1 to 65535, or unix:PATH\n")
+    code, _, err = await run_cli(capsys, "keys", "--admin", a.admin_address or "",
+                                 "list", "--tenant", "acme")
+    assert (code, err) == (2, "tenantgate keys: give one of --token-env NAME or --token-file "
+                              "FILE (or --cert and --key, for an admin API that takes a client "
+                              "certificate alone)\n")
+
     token_file = tmp_path / "token"
     token_file.write_bytes(b"\xff" * 40)
     code, _, err = await run_cli(capsys, "keys", "--admin", a.admin_address or "",
