@@ -93,7 +93,15 @@ class KeyManager:
             old_expiry = min(old_expiry, old.expires_at)
         old = await self._store.update(old, expires_at=old_expiry)
         self._keys.invalidate(old.key_id)
-        return new, old
+        # A revoke that ran beside this rotation must not leave the revoked key a working
+        # successor: look again now that the successor exists (a revoke after this look is
+        # one of the old key after its rotation, which leaves the successor, as it should).
+        current = await self._store.get(old.key_id)
+        if current is None or current.revoked:
+            await self.revoke(new.record.key_id)
+            raise KeyAdminError("invalid_argument", "key was revoked during the rotation: its "
+                                "replacement is revoked too")
+        return new, current
 
     async def revoke(self, key_id: str) -> KeyRecord:
         record = await self.get(key_id)

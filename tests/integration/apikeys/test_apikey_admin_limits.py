@@ -5,6 +5,7 @@ lifetimes were bounded."""
 from __future__ import annotations
 
 import time
+from typing import Any
 
 import grpc
 import pytest
@@ -12,6 +13,7 @@ from apikey_support import StartReplica, bearer
 from google.rpc import code_pb2
 from redis.asyncio import Redis
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager, NewKey
 
 INT64_MAX = 2**63 - 1
 TEN_YEARS = 10 * 365 * 86400
@@ -91,6 +93,29 @@ async def test_rotating_again_during_the_overlap_keeps_the_original_lifetime(
                 new = rotated.new_key
                 lifetime = new.expires_at - new.created_at if new.expires_at else 0
                 assert lifetime == ttl
+
+
+async def test_a_key_revoked_during_its_rotation_leaves_no_working_successor(
+        start_replica: StartReplica) -> None:
+    a = await start_replica("a", admin=True)
+    runtime = a.app.current()
+    manager = KeyManager(runtime.api_keys, runtime.tenants.valid_id, lambda tenant: True)
+    old = await manager.create("acme", "billing", [], ttl_seconds=0)
+    create = manager.create
+
+    async def create_while_revoked(*args: Any, **kwargs: Any) -> NewKey:
+        await manager.revoke(old.record.key_id)  # another admin call, between read and write
+        return await create(*args, **kwargs)
+
+    manager.create = create_while_revoked  # type: ignore[method-assign]
+    with pytest.raises(KeyAdminError, match="revoked during the rotation"):
+        await manager.rotate(old.record.key_id, overlap_seconds=60)
+    successors = [r for r in await manager.list("acme", include_revoked=True)
+                  if r.replaces == old.record.key_id]
+    assert len(successors) == 1 and successors[0].revoked
+    for key in await manager.list("acme", include_revoked=True):
+        assert key.revoked  # neither the old key nor its successor works
+    assert (await a.check(old.api_key)).status.code != code_pb2.OK
 
 
 async def test_keys_only_for_tenants_that_could_use_them(start_replica: StartReplica) -> None:
