@@ -75,6 +75,25 @@ def _mirrored(rng: random.Random, buckets: list[Bucket], now_us: int) -> Batcher
     return batcher
 
 
+def test_a_refusal_teaches_the_mirror_no_charge_the_store_did_not_make() -> None:
+    # A write refused by its own bucket charges the plan bucket nothing. The outcome used to
+    # report the plan bucket as if charged, the mirror learned that, and refused reads the
+    # store would admit until the next sync.
+    plan = Bucket(key="tg:{t:acme}:plan", name="plan", limit=3, period=1.0, burst=3)
+    writes = Bucket(key="tg:{t:acme}:writes", name="writes", limit=1, period=1.0, burst=1)
+    store = MemoryStore()
+    now = 10_000_000
+    assert store.acquire_now([plan, writes], 1, now).admitted
+    refused = store.acquire_now([plan, writes], 1, now)
+    assert not refused.admitted
+    read = store.acquire_now([plan], 0, now)  # cost 0: the plan bucket as the store has it
+    assert refused.states[0] == read.states[0]
+    assert (refused.states[0].remaining, refused.states[0].retry_us) == (2, 0)
+    batcher = Batcher(store, interval=0.5, max_entries=100)
+    batcher.learn([plan, writes], refused, 0.5)
+    assert batcher._mirrors[plan.key].tat == store._tats[plan.key]
+
+
 def test_admit_local_agrees_with_decide_local(monkeypatch: pytest.MonkeyPatch) -> None:
     # admit_local skips the per-bucket states; its yes, and what it charges, must be exactly
     # decide_local's, whatever the mirrors hold (fresh or stale, allowance, near the limit).

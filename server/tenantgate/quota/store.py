@@ -73,22 +73,19 @@ class QuotaStore(Protocol):
 def gcra(tats: Sequence[int | None], buckets: Sequence[Bucket], cost: int, now: int
          ) -> tuple[Outcome, list[int]]:
     """The reference GCRA that scripts/gcra.lua mirrors; returns the outcome and new tats."""
-    states: list[BucketState] = []
-    new_tats: list[int] = []
-    admitted = True
-    for stored, bucket in zip(tats, buckets, strict=True):
-        interval, tolerance = bucket.interval_us, bucket.tolerance_us
-        tat = max(stored or now, now)
-        new_tat = tat + cost * interval
-        retry = new_tat - tolerance - now
-        if retry > 0:
-            admitted = False
-            states.append(BucketState(max(0, (tolerance - (tat - now)) // interval),
-                                      tat - now, retry))
-            new_tats.append(tat)
-        else:
-            states.append(BucketState((tolerance - (new_tat - now)) // interval, new_tat - now, 0))
-            new_tats.append(new_tat)
+    current = [max(stored or now, now) for stored in tats]
+    retries = [tat + cost * b.interval_us - b.tolerance_us - now
+               for tat, b in zip(current, buckets, strict=True)]
+    admitted = all(retry <= 0 for retry in retries)
     if not admitted:
-        new_tats = [max(t or now, now) for t in tats]
-    return Outcome(admitted, tuple(states), now), new_tats
+        # Nothing is charged, so every bucket reports its state as it is, the ones that would
+        # have admitted too: a replica's batched mirror learns from these.
+        states = tuple(BucketState(max(0, (b.tolerance_us - (tat - now)) // b.interval_us),
+                                   tat - now, max(0, retry))
+                       for tat, retry, b in zip(current, retries, buckets, strict=True))
+        return Outcome(False, states, now), current
+    new_tats = [tat + cost * b.interval_us for tat, b in zip(current, buckets, strict=True)]
+    states = tuple(BucketState((b.tolerance_us - (new_tat - now)) // b.interval_us,
+                               new_tat - now, 0)
+                   for new_tat, b in zip(new_tats, buckets, strict=True))
+    return Outcome(True, states, now), new_tats

@@ -49,6 +49,24 @@ async def test_a_request_denied_by_one_bucket_charges_none_of_the_others(
     assert reads == [True] * 18 + [False]
 
 
+async def test_a_denied_request_reports_the_other_buckets_as_they_are(
+        store_url: str | None, make_limiter: Callable[[Config], Limiter],
+        quota_config: MakeConfig) -> None:
+    # What a refused request says of the buckets that would have admitted it is what batched
+    # mirrors and rate-limit headers learn: it must be their state, not a charge never made.
+    limiter = make_limiter(quota_config(PLAN, store_url))
+    await limiter.start()
+    plan = limiter.plan_for("acme", None, False)
+    assert plan is not None
+    assert [(await limiter.check(plan, "acme", "POST", "/x")).admitted for _ in range(2)] == [
+        True, True]
+    denied = await limiter.check(plan, "acme", "POST", "/x")  # the store's answer (later ones
+    assert denied.outcome is not None and not denied.outcome.admitted  # come from a cache)
+    remaining = {b.name: s.remaining for b, s in zip(denied.buckets, denied.outcome.states,
+                                                     strict=True)}
+    assert remaining == {"free-86400s": 18, "writes-86400s": 0}
+
+
 async def test_noisy_neighbour_at_10x_does_not_cost_a_quiet_tenant_a_request(
         store_url: str | None, make_limiter: Callable[[Config], Limiter],
         quota_config: MakeConfig) -> None:

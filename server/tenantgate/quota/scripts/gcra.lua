@@ -11,26 +11,34 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local cost = tonumber(ARGV[1])
 local admitted = 1
+local tats = {}
+for i = 1, #KEYS do
+  local tat = tonumber(redis.call('GET', KEYS[i])) or now
+  if tat < now then tat = now end
+  tats[i] = tat
+  if tat + cost * tonumber(ARGV[2 * i]) - tonumber(ARGV[2 * i + 1]) - now > 0 then
+    admitted = 0
+  end
+end
 local new_tats = {}
 local out = {0, now}
 for i = 1, #KEYS do
   local interval = tonumber(ARGV[2 * i])
   local tolerance = tonumber(ARGV[2 * i + 1])
-  local tat = tonumber(redis.call('GET', KEYS[i])) or now
-  if tat < now then tat = now end
+  local tat = tats[i]
   local new_tat = tat + cost * interval
   local retry = new_tat - tolerance - now
-  if retry > 0 then
-    admitted = 0
-    out[#out + 1] = math.max(0, math.floor((tolerance - (tat - now)) / interval))
-    out[#out + 1] = tat - now
-    out[#out + 1] = retry
-  else
+  if admitted == 1 then
     new_tats[i] = new_tat
     out[#out + 1] = math.floor((tolerance - (new_tat - now)) / interval)
     out[#out + 1] = new_tat - now
-    out[#out + 1] = 0
+  else
+    -- Refused: nothing is charged, so every bucket reports its state as it is, the ones that
+    -- would have admitted too (a replica's batched mirror learns from these).
+    out[#out + 1] = math.max(0, math.floor((tolerance - (tat - now)) / interval))
+    out[#out + 1] = tat - now
   end
+  out[#out + 1] = math.max(0, retry)
 end
 if admitted == 1 and cost > 0 then
   for i = 1, #KEYS do
