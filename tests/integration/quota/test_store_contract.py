@@ -7,7 +7,7 @@ from collections.abc import Callable
 
 import redis
 from tenantgate.config.model import Config
-from tenantgate.quota.limiter import Limiter
+from tenantgate.quota.limiter import CompiledPlan, Limiter
 from tenantgate.quota.redis import GCRA, RedisStore
 from tenantgate.quota.store import Bucket
 from tenantgate.testing.redis import RedisServer
@@ -22,13 +22,18 @@ PLAN = """  default_plan: free
 """
 
 
+async def started(limiter: Limiter, tenant: str) -> tuple[Limiter, CompiledPlan]:
+    """The limiter, started, and the plan PLAN gives `tenant`."""
+    await limiter.start()
+    plan = limiter.plan_for(tenant, None, False)
+    assert plan is not None
+    return limiter, plan
+
+
 async def test_200_concurrent_requests_admit_exactly_20(
         store_url: str | None, make_limiter: Callable[[Config], Limiter],
         quota_config: MakeConfig) -> None:
-    limiter = make_limiter(quota_config(PLAN, store_url))
-    await limiter.start()
-    plan = limiter.plan_for("acme", None, False)
-    assert plan is not None
+    limiter, plan = await started(make_limiter(quota_config(PLAN, store_url)), "acme")
     verdicts = await asyncio.gather(*(limiter.check(plan, "acme", "GET", "/")
                                       for _ in range(200)))
     assert sum(v.admitted for v in verdicts) == 20
@@ -38,10 +43,7 @@ async def test_200_concurrent_requests_admit_exactly_20(
 async def test_a_request_denied_by_one_bucket_charges_none_of_the_others(
         store_url: str | None, make_limiter: Callable[[Config], Limiter],
         quota_config: MakeConfig) -> None:
-    limiter = make_limiter(quota_config(PLAN, store_url))
-    await limiter.start()
-    plan = limiter.plan_for("acme", None, False)
-    assert plan is not None
+    limiter, plan = await started(make_limiter(quota_config(PLAN, store_url)), "acme")
     writes = [(await limiter.check(plan, "acme", "POST", "/x")).admitted for _ in range(10)]
     assert writes == [True, True] + [False] * 8
     # The 8 denied writes charged nothing to the plan bucket: 18 reads are left of 20.
@@ -54,10 +56,7 @@ async def test_a_denied_request_reports_the_other_buckets_as_they_are(
         quota_config: MakeConfig) -> None:
     # What a refused request says of the buckets that would have admitted it is what batched
     # mirrors and rate-limit headers learn: it must be their state, not a charge never made.
-    limiter = make_limiter(quota_config(PLAN, store_url))
-    await limiter.start()
-    plan = limiter.plan_for("acme", None, False)
-    assert plan is not None
+    limiter, plan = await started(make_limiter(quota_config(PLAN, store_url)), "acme")
     assert [(await limiter.check(plan, "acme", "POST", "/x")).admitted for _ in range(2)] == [
         True, True]
     denied = await limiter.check(plan, "acme", "POST", "/x")  # the store's answer (later ones
@@ -70,10 +69,7 @@ async def test_a_denied_request_reports_the_other_buckets_as_they_are(
 async def test_noisy_neighbour_at_10x_does_not_cost_a_quiet_tenant_a_request(
         store_url: str | None, make_limiter: Callable[[Config], Limiter],
         quota_config: MakeConfig) -> None:
-    limiter = make_limiter(quota_config(PLAN, store_url))
-    await limiter.start()
-    plan = limiter.plan_for("x", None, False)
-    assert plan is not None
+    limiter, plan = await started(make_limiter(quota_config(PLAN, store_url)), "x")
     noisy = [limiter.check(plan, "noisy", "GET", "/") for _ in range(200)]
     quiet = [limiter.check(plan, "quiet", "GET", "/") for _ in range(20)]
     mixed = [c for pair in zip(noisy[::10], quiet, strict=True) for c in pair]
