@@ -3,6 +3,7 @@ the lookup cache, admin-token checks and config validation."""
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,8 @@ from tenantgate.errors import ConfigError
 from tenantgate.identity.apikey_store import KeyRecord
 from tenantgate.identity.apikeys import ApiKeys, Hasher, format_key, new_secret, parse_key
 from tenantgate.identity.model import Identity
+from tenantgate.observe import audit as audit_module
+from tenantgate.observe.audit import AuditLog
 
 KEY_ID = "0123456789abcdef"
 SECRET = new_secret()
@@ -123,6 +126,22 @@ async def test_revoked_and_expired_are_told_apart_only_to_the_secret_holder(
     store.records[KEY_ID] = record(keys, expires_at=int(time.time()) - 1)
     assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_EXPIRED
     assert await keys.verify(format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
+
+
+async def test_a_revoked_keys_use_is_audited_under_the_rate_cap(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Whoever holds a leaked key that was later revoked may try it at will: each try writes
+    # an audit line, so those lines count against the cap as Check lines do.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.5)  # one second
+    keys, _, store = make_keys(tmp_path)
+    log_file = tmp_path / "audit.log"
+    keys._audit = AuditLog(str(log_file), sample_allow=0.0, max_lines_per_second=5)
+    store.records[KEY_ID] = record(keys, revoked_at=1_799_999_000)
+    for _ in range(200):
+        assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_REVOKED
+    keys._audit.close()
+    events = [json.loads(line)["event"] for line in log_file.read_text().splitlines()]
+    assert events == ["apikey_revoked_used"] * 5
 
 
 async def test_valid_key_becomes_an_api_key_identity_with_the_records_tenant(

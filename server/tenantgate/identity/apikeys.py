@@ -169,8 +169,9 @@ class ApiKeys:
         APIKEY_REVOKED_ATTEMPTS.labels(self._label(record)).inc()
         self._revoked_attempts[record.tenant] += 1
         if self._audit is not None:
-            self._audit.write_event({"ts": round(time.time(), 3), "event": "apikey_revoked_used",
-                                     "key_id": record.key_id, "tenant": record.tenant})
+            # Capped: a leaked key that was revoked may be tried once a request, at will.
+            self._audit.write_capped({"event": "apikey_revoked_used",
+                                      "key_id": record.key_id, "tenant": record.tenant})
 
     def _used(self, record: KeyRecord) -> None:
         self._hits[(record.tenant, record.key_id)] += 1
