@@ -19,9 +19,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         length = self.headers.get("Content-Length", "0")
-        if not length.isdigit() or int(length) > MAX_BODY_BYTES or \
+        # ASCII digits only: isdigit() alone also takes "²" (a latin-1 byte), which int() refuses.
+        number = length.isascii() and length.isdigit()
+        if not number or int(length) > MAX_BODY_BYTES or \
                 "chunked" in self.headers.get("Transfer-Encoding", "").lower():
-            self.send_error(413 if length.isdigit() else 400)
+            self.send_error(413 if number else 400)
             return
         body = self.rfile.read(int(length))
         status_headers: list[Any] = []

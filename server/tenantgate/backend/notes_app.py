@@ -65,6 +65,8 @@ def setup_database(owner_dsn: str, app_role: str) -> None:
 class ConnectionPool:
     """A small thread-safe pool; a connection comes back only if it is idle and healthy."""
 
+    slot_wait_seconds = 10.0  # then queue.Full: the app answers 503
+
     def __init__(self, dsn: str, max_size: int = 8) -> None:
         self.dsn = dsn
         self._idle: queue.LifoQueue[psycopg.Connection[Any]] = queue.LifoQueue()
@@ -72,7 +74,7 @@ class ConnectionPool:
 
     @contextmanager
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
-        self._slots.put(None, timeout=10)
+        self._slots.put(None, timeout=self.slot_wait_seconds)
         try:
             try:
                 conn = self._idle.get_nowait()
@@ -118,7 +120,7 @@ class NotesApp:
             status, result = exc.status, {"error": str(exc)}
         except ContextRequired:
             status, result = 401, {"error": "tenant context required"}
-        except psycopg.OperationalError:
+        except (psycopg.OperationalError, queue.Full):  # queue.Full: no pool slot within 10 s
             status, result = 503, {"error": "database unavailable"}
         body = b"" if status == 204 else json.dumps(result).encode()
         start_response(f"{status} {_REASONS.get(status, 'Error')}", [

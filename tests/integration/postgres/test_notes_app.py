@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -78,6 +79,34 @@ def test_a_body_that_is_not_a_json_object_is_a_clean_400(
         response = acme.post("/notes", content=body,
                              headers={"content-type": "application/json"})
     assert (response.status_code, response.json()) == (400, {"error": "body must be a JSON object"})
+
+
+def test_no_free_database_connection_is_a_503_not_a_dropped_connection(
+        notes_db: Database) -> None:
+    app = make_app(notes_db.dsn("app"), pool_size=1)
+    pool = app.app.pool  # type: ignore[attr-defined]
+    pool.slot_wait_seconds = 0.01
+    server, thread = serve_in_thread(app)
+    try:
+        with pool.connection(), client(notes_db, f"http://127.0.0.1:{server.server_address[1]}",
+                                       "acme") as acme:  # the only slot, held
+            response = acme.get("/notes")
+        assert (response.status_code, response.json()) == (503,
+                                                           {"error": "database unavailable"})
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        pool.close()
+
+
+def test_a_content_length_of_non_ascii_digits_is_a_400(base_url: str) -> None:
+    # The server decodes headers as latin-1: the byte 0xB2 is "²", which isdigit() takes and
+    # int() refuses. Before, the connection closed with no answer.
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: \xb2\r\n\r\n")
+        assert conn.recv(64).startswith(b"HTTP/1.1 400 ")
 
 
 def test_request_without_context_header_is_refused_before_the_handler(
