@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tenantgate.config.model import Config
+from tenantgate.config.model import OVERRIDE_HEADERS, Config
 from tenantgate.context import KeyRing
 from tenantgate.decision import TemplateKey
 from tenantgate.errors import ConfigError
@@ -90,8 +90,10 @@ class Runtime:
                                            creds.rejected_token_cache_ttl, keysets.values()),
             tenants=TenantRules(config),
             routes=compile_routes(config.policy, endpoint_paths(config)),
-            headers_to_remove=tuple(ctx.strip_headers),
-            trusted_headers=frozenset(ctx.trusted_headers),
+            # The override headers too: under a mesh (Istio) nothing else strips them on
+            # east-west calls, and a backend honouring one would run another method or path.
+            headers_to_remove=tuple(dict.fromkeys((*ctx.strip_headers, *OVERRIDE_HEADERS))),
+            trusted_headers=frozenset((*ctx.trusted_headers, *OVERRIDE_HEADERS)),
             api_keys=api_keys,
             audit=audit,
             http=http,

@@ -294,8 +294,11 @@ async def test_subject_with_crlf_cannot_split_the_injected_header(
 
 
 @pytest.mark.parametrize("spoof", [{"x_tenant_id": "globex"}, {"X_Tenant-Id": "globex"},
-                                   {"x-tenant_context": "forged"}, {"x_tenant_plan": "gold"}],
-                         ids=["tenant", "mixed-spelling", "context", "strip-header"])
+                                   {"x-tenant_context": "forged"}, {"x_tenant_plan": "gold"},
+                                   {"x_http_method_override": "DELETE"},
+                                   {"x_original_url": "/tenants/globex"}],
+                         ids=["tenant", "mixed-spelling", "context", "strip-header",
+                              "method-override", "path-override"])
 async def test_underscore_spellings_of_trusted_headers_are_refused(
         gate: LocalCheck, idp: DevIssuer, spoof: dict[str, str]) -> None:
     # A CGI/WSGI backend reads x_tenant_id as HTTP_X_TENANT_ID, the trusted header's name.

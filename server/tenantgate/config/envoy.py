@@ -14,7 +14,12 @@ from typing import Any, Literal
 import yaml
 from betterproto2 import Casing
 
-from tenantgate.config.model import Config
+from tenantgate.config.model import (  # noqa: F401 - the override names, for tests and docs
+    METHOD_OVERRIDE_HEADERS,
+    OVERRIDE_HEADERS,
+    PATH_OVERRIDE_HEADERS,
+    Config,
+)
 from tenantgate.config.quota import Rate
 from tenantgate.config.types import DURATION_MAX_SECONDS
 
@@ -119,14 +124,6 @@ DEFAULT_LISTEN: dict[Mode, str] = {"sidecar": "0.0.0.0:15000", "front": "0.0.0.0
 # Headers the client may send to Check besides those Envoy always includes (host, method, path,
 # content-length, authorization). Nothing else reaches tenantgate.
 CHECK_HEADERS = ("authorization", "content-type", "content-length", "x-request-id")
-# Headers some frameworks read as "run this method instead" (Express's method-override,
-# ASP.NET, several Java stacks): the backend would run another method than the one the route
-# rules were checked against, so they go with the trusted headers, before ext_authz.
-METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
-# The same for the path: IIS URL Rewrite stacks (and Symfony before 2018) route on these
-# instead of the request line, which the route rules and the `{tenant}` segment were read from.
-PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
-OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
 ACCESS_LOG_FIELDS = {
     "start_time": "%START_TIME%",
     "request_id": "%REQ(X-REQUEST-ID)%",

@@ -299,6 +299,17 @@ class ContextConfig(Model):
         return tuple(dict.fromkeys((*self.headers_set, *self.strip_headers)))
 
 
+# Headers some frameworks read as "run this method instead" (Express's method-override,
+# ASP.NET, several Java stacks): the backend would run another method than the one the route
+# rules were checked against. The generated Envoy config strips them before ext_authz, and
+# every allow removes them too (for meshes whose proxies do not strip them).
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+# The same for the path: IIS URL Rewrite stacks (and Symfony before 2018) route on these
+# instead of the request line, which the route rules and the `{tenant}` segment were read from.
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
+
+
 class CredentialsConfig(Model):
     api_key_header: HeaderName = "x-api-key"
     max_token_bytes: int = Field(default=8192, ge=256)
