@@ -282,6 +282,22 @@ def test_sidecar_traffic_reaches_the_app_only_through_envoy(
         assert {e["port"] for e in doc["spec"]["podMetricsEndpoints"]} <= set(names)
 
 
+def test_tenantgates_own_ports_admit_only_pods_of_the_cluster_unless_listed(
+        render: Callable[..., Rendered]) -> None:
+    # A rule without `from` admits every source, addresses outside the cluster included: with
+    # a LoadBalancer Service, the gRPC port (ShouldRateLimit spends any tenant's quota) and
+    # /metrics would be public.
+    ingress = render("standalone-minimal.yaml").one("NetworkPolicy")["spec"]["ingress"]
+    assert [rule.get("from") for rule in ingress] == [[{"namespaceSelector": {}}]] * 2
+    listed = render("standalone-redis-full.yaml").one("NetworkPolicy")["spec"]["ingress"]
+    assert [rule["from"][0]["namespaceSelector"]["matchLabels"] for rule in listed] == [
+        {"kubernetes.io/metadata.name": "istio-system"},
+        {"kubernetes.io/metadata.name": "monitoring"}]
+    # Sidecar mode: Envoy's port is the app's own entrance, which may be public.
+    sidecar = render("sidecar-redis.yaml").one("NetworkPolicy")["spec"]["ingress"]
+    assert "from" not in sidecar[0]
+
+
 def test_restricted_egress_still_allows_dns_and_the_listed_rules(
         render: Callable[..., Rendered]) -> None:
     policy = render("standalone-redis-full.yaml").one("NetworkPolicy")
