@@ -58,15 +58,23 @@ class AuditLog:
         return not allowed or (self._sample_allow > 0 and random.random() < self._sample_allow)
 
     def write(self, record: AuditRecord) -> None:
+        if (now := self._admit_line()) is None:
+            return  # over the cap: the line is not even built
         fields: dict[str, object] = {name: getattr(record, name) for name in _FIELDS}
         if len(record.path) > MAX_PATH_CHARS:
             fields["path"] = record.path[:MAX_PATH_CHARS]
             fields["path_truncated"] = True
-        self.write_capped({"event": "check", **fields})
+        self.write_event({"ts": round(now, 3), "event": "check", **fields})
 
     def write_capped(self, fields: dict[str, object]) -> None:
-        """write_event, timestamped, under the lines-per-second cap: for every line a client
-        can cause at will (a Check, a revoked API key's use)."""
+        """write_event, timestamped, under the lines-per-second cap that Check lines have: for
+        other lines a client can cause at will (a revoked API key's use)."""
+        if (now := self._admit_line()) is not None:
+            self.write_event({"ts": round(now, 3), **fields})
+
+    def _admit_line(self) -> float | None:
+        """The time to stamp a capped line with, or None when this second's lines are used up
+        (the line is counted as dropped and reported in the next second)."""
         now = time.time()
         if int(now) != self._second:
             self._second, self._lines_this_second = int(now), 0
@@ -78,9 +86,9 @@ class AuditLog:
         if self._max_per_second and self._lines_this_second >= self._max_per_second:
             self._dropped += 1
             metrics.AUDIT_LINES_DROPPED.inc()
-            return
+            return None
         self._lines_this_second += 1
-        self.write_event({"ts": round(now, 3), **fields})
+        return now
 
     def write_event(self, fields: dict[str, object]) -> None:
         if not self._enabled:
