@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from tenantgate.config.model import OVERRIDE_HEADERS, Config
+from tenantgate.config.model import Config
 from tenantgate.context import KeyRing
 from tenantgate.decision import TemplateKey
 from tenantgate.errors import ConfigError
@@ -92,8 +92,8 @@ class Runtime:
             routes=compile_routes(config.policy, endpoint_paths(config)),
             # The override headers too: under a mesh (Istio) nothing else strips them on
             # east-west calls, and a backend honouring one would run another method or path.
-            headers_to_remove=tuple(dict.fromkeys((*ctx.strip_headers, *OVERRIDE_HEADERS))),
-            trusted_headers=frozenset((*ctx.trusted_headers, *OVERRIDE_HEADERS)),
+            headers_to_remove=ctx.headers_to_remove,
+            trusted_headers=frozenset(ctx.stripped_headers),
             api_keys=api_keys,
             audit=audit,
             http=http,

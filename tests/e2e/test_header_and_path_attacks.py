@@ -11,8 +11,8 @@ from typing import Any
 import httpx
 import pytest
 from e2e_support import EchoBackend, Stack, audit_lines, header_values, received, running_stack
-from tenantgate.config.envoy import METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS
 from tenantgate.config.load import load_config
+from tenantgate.config.model import METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS
 from tenantgate.context import KeyRing
 
 PROTOCOLS = [pytest.param(False, id="http1"), pytest.param(True, id="http2")]

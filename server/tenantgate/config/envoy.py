@@ -14,12 +14,7 @@ from typing import Any, Literal
 import yaml
 from betterproto2 import Casing
 
-from tenantgate.config.model import (  # noqa: F401 - the override names, for tests and docs
-    METHOD_OVERRIDE_HEADERS,
-    OVERRIDE_HEADERS,
-    PATH_OVERRIDE_HEADERS,
-    Config,
-)
+from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
 from tenantgate.config.types import DURATION_MAX_SECONDS
 
@@ -290,7 +285,7 @@ def _early_header_mutation(config: Config) -> TypedExtensionConfig:
     # request_headers_to_remove would run after ext_authz and delete tenantgate's headers).
     mutation = EarlyHeaderMutation(mutations=[
         HeaderMutation(remove=name)
-        for name in (*config.context.trusted_headers, *OVERRIDE_HEADERS)])
+        for name in config.context.stripped_headers])
     return TypedExtensionConfig(name="strip-trusted-headers",
                                 typed_config=AnyMessage.pack(mutation))
 

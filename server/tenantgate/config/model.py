@@ -265,6 +265,17 @@ class ContextKey(Model):
         return self
 
 
+# Headers some frameworks read as "run this method instead" (Express's method-override,
+# ASP.NET, several Java stacks): the backend would run another method than the one the route
+# rules were checked against. The generated Envoy config strips them before ext_authz, and
+# every allow removes them too (for meshes whose proxies do not strip them).
+METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
+# The same for the path: IIS URL Rewrite stacks (and Symfony before 2018) route on these
+# instead of the request line, which the route rules and the `{tenant}` segment were read from.
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
+
+
 class ContextConfig(Model):
     tenant_header: HeaderName = "x-tenant-id"
     header: HeaderName = "x-tenant-context"
@@ -298,16 +309,17 @@ class ContextConfig(Model):
         """Every header a backend trusts: those tenantgate sets and those it strips."""
         return tuple(dict.fromkeys((*self.headers_set, *self.strip_headers)))
 
+    @property
+    def stripped_headers(self) -> tuple[str, ...]:
+        """Every header whose client copy must never reach a backend: the trusted ones and the
+        method- and path-override headers."""
+        return tuple(dict.fromkeys((*self.trusted_headers, *OVERRIDE_HEADERS)))
 
-# Headers some frameworks read as "run this method instead" (Express's method-override,
-# ASP.NET, several Java stacks): the backend would run another method than the one the route
-# rules were checked against. The generated Envoy config strips them before ext_authz, and
-# every allow removes them too (for meshes whose proxies do not strip them).
-METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
-# The same for the path: IIS URL Rewrite stacks (and Symfony before 2018) route on these
-# instead of the request line, which the route rules and the `{tenant}` segment were read from.
-PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
-OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
+    @property
+    def headers_to_remove(self) -> tuple[str, ...]:
+        """What an allow removes: the stripped headers tenantgate does not set itself (Envoy
+        applies removals after the headers an allow sets, so a set one would be lost)."""
+        return tuple(h for h in self.stripped_headers if h not in self.headers_set)
 
 
 class CredentialsConfig(Model):

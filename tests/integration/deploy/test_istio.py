@@ -159,8 +159,7 @@ def _cluster(name: str, port: int, http2: bool = False) -> dict[str, Any]:
 
 
 def test_edge_header_strip_covers_every_trusted_header() -> None:
-    from tenantgate.config.envoy import OVERRIDE_HEADERS
-    from tenantgate.config.model import ContextConfig
+    from tenantgate.config.model import OVERRIDE_HEADERS, ContextConfig
 
     fields = ContextConfig.model_fields
     trusted = {str(fields[name].default) for name in ("tenant_header", "header", "subject_header")}
