@@ -120,7 +120,7 @@ class NotesApp:
             status, result = exc.status, {"error": str(exc)}
         except ContextRequired:
             status, result = 401, {"error": "tenant context required"}
-        except (psycopg.OperationalError, queue.Full):  # queue.Full: no pool slot within 10 s
+        except (psycopg.OperationalError, queue.Full):  # Full: no pool slot in slot_wait_seconds
             status, result = 503, {"error": "database unavailable"}
         body = b"" if status == 204 else json.dumps(result).encode()
         start_response(f"{status} {_REASONS.get(status, 'Error')}", [

@@ -63,6 +63,9 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
     return f"{where}{getattr(exc, 'problem', None) or exc}"
 
 
+TOO_DEEP = "(top level): nested too deeply"
+
+
 def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     try:
         data = yaml.load(text, Loader=StrictLoader)
@@ -78,9 +81,6 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
         raise ConfigError([issue(err) for err in exc.errors()]) from None
     except RecursionError:
         raise ConfigError([TOO_DEEP]) from None
-
-
-TOO_DEEP = "(top level): nested too deeply"
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

@@ -91,7 +91,7 @@ class KeyManager:
         old_expiry = int(time.time()) + overlap
         if old.expires_at:
             old_expiry = min(old_expiry, old.expires_at)
-        old = await self._store.update(old, expires_at=old_expiry)
+        await self._store.update(old, expires_at=old_expiry)
         self._keys.invalidate(old.key_id)
         # A revoke that ran beside this rotation must not leave the revoked key a working
         # successor: look again now that the successor exists (a revoke after this look is
