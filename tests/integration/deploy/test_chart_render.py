@@ -203,10 +203,14 @@ def test_standalone_spreads_replicas_and_bounds_disruption(
     anti = spec["template"]["spec"]["affinity"]["podAntiAffinity"]
     assert anti["preferredDuringSchedulingIgnoredDuringExecution"][0]["podAffinityTerm"][
         "topologyKey"] == "kubernetes.io/hostname"
+    assert spec["strategy"]["rollingUpdate"] == {"maxUnavailable": 0, "maxSurge": 1}
     hard = render("standalone-redis-full.yaml").workload()["spec"]
     assert hard["replicas"] == 3
     assert "requiredDuringSchedulingIgnoredDuringExecution" in \
         hard["template"]["spec"]["affinity"]["podAntiAffinity"]
+    # One replica per node: with as many replicas as nodes a surge pod could never be placed,
+    # so the rollout must be free to replace an old pod first.
+    assert hard["strategy"]["rollingUpdate"]["maxUnavailable"] == 1
 
 
 @pytest.mark.parametrize("values", STANDALONE)
@@ -366,3 +370,22 @@ def test_documented_sidecar_example_is_what_the_chart_renders(helm: str) -> None
     documented = (examples / "sidecar-app.yaml").read_text()
     assert documented.split("\n", 2)[2] == result.stdout, (
         "deploy/examples/sidecar-app.yaml is stale: regenerate it with the command in its header")
+
+
+def test_secret_env_names_and_keys_stay_strings(
+        render: Callable[..., Rendered], tmp_path: Path) -> None:
+    # A Secret item named like a number ("0123") must reach Kubernetes as that string, not 123.
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"secretEnv": [
+        {"name": "PARTNER_HS_SECRET", "secretName": "partner-idp", "key": "0123"}]}))
+    env = render("standalone-minimal.yaml", str(values)).pod_spec()["containers"][0]["env"]
+    refs = [item["valueFrom"]["secretKeyRef"] for item in env if "valueFrom" in item]
+    assert refs == [{"name": "partner-idp", "key": "0123"}]
+
+
+def test_a_redis_user_without_a_password_in_the_url_is_accepted(
+        render: Callable[..., Rendered]) -> None:
+    # An ACL user name is no secret; only a password in the URL is refused.
+    rendered = render("standalone-redis-full.yaml",
+                      sets={"quota.redis.url": "redis://tenantgate@redis:6379/0"})
+    assert "redis://tenantgate@redis:6379/0" in rendered.config_text()

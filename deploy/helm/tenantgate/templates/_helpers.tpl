@@ -79,8 +79,32 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- fail "sidecar.app.image: sidecar mode needs the application's image (the container tenantgate protects)" -}}
 {{- end -}}
 {{- $audit := clean (toString (default "-" .Values.audit.path)) -}}
-{{- if and .Values.audit.enabled (or (eq $audit "/tmp") (hasPrefix "/tmp/" $audit)) -}}
+{{- if and .Values.audit.enabled (include "tenantgate.pathWithin" (list $audit "/tmp")) -}}
 {{- fail (printf "audit.path: %q is in /tmp, a 16Mi in-memory emptyDir counted against the memory limit and never rotated: a client sending bad tokens fills it and the pod is evicted. Use \"-\" (standard output, collected by the node's log pipeline)" $audit) -}}
+{{- end -}}
+{{- $configDir := include "tenantgate.configDir" . -}}
+{{- if and .Values.audit.enabled (include "tenantgate.pathWithin" (list $audit $configDir)) -}}
+{{- fail (printf "audit.path: %q is in %s, the read-only ConfigMap, so tenantgate would fail to start. Use \"-\" (standard output) or an absolute path on a volume from extraVolumes" $audit $configDir) -}}
+{{- end -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- $socketDir := clean .Values.sidecar.socketDir -}}
+{{- if and .Values.audit.enabled (include "tenantgate.pathWithin" (list $audit $socketDir)) -}}
+{{- fail (printf "audit.path: %q is in sidecar.socketDir %s, a 1Mi in-memory emptyDir shared with Envoy: the first burst of audit lines fills it and the pod is evicted. Use \"-\" (standard output)" $audit $socketDir) -}}
+{{- end -}}
+{{- range $mount := list "/tmp" $configDir (dir (include "tenantgate.envoyBootstrap" $)) -}}
+{{- if include "tenantgate.pathsOverlap" (list $socketDir $mount) -}}
+{{- fail (printf "sidecar.socketDir: %q overlaps %s, which the chart mounts for another volume; choose a directory of its own such as /run/tenantgate" $socketDir $mount) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+{{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- fail (printf "autoscaling.minReplicas: %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
+{{- end -}}
+{{- /* the config lands in a ConfigMap, readable by whoever may read the namespace's ConfigMaps */ -}}
+{{- range $key, $url := dict "quota.redis.url" (dig "redis" "url" "" (default dict .Values.quota)) "api_keys.redis_url" (dig "redis_url" "" (default dict .Values.api_keys)) -}}
+{{- if regexMatch "^[a-z+]+://[^/@]*:[^/@]*@|[?&]password=" (toString $url) -}}
+{{- fail (printf "%s: holds a password, and the chart writes the config into a ConfigMap. Move it to %s: {fromEnv: REDIS_PASSWORD} with a secretEnv entry of that name" $key (ternary "quota.redis.password" "api_keys.redis_password" (eq $key "quota.redis.url"))) -}}
+{{- end -}}
 {{- end -}}
 {{- /* tenantgate reads a relative path from its config file's directory, the read-only ConfigMap */ -}}
 {{- if and .Values.audit.enabled (ne $audit "-") (not (isAbs $audit)) -}}
@@ -94,6 +118,20 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- end -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+
+{{/*
+"true" when the first clean absolute path is the second or lies under it, else "".
+*/}}
+{{- define "tenantgate.pathWithin" -}}
+{{- $a := index . 0 -}}{{- $b := index . 1 -}}
+{{- if or (eq $a $b) (eq $b "/") (hasPrefix (printf "%s/" $b) $a) -}}true{{- end -}}
+{{- end -}}
+
+{{/* "true" when either of two clean absolute paths lies within the other. */}}
+{{- define "tenantgate.pathsOverlap" -}}
+{{- $a := index . 0 -}}{{- $b := index . 1 -}}
+{{- if or (include "tenantgate.pathWithin" (list $a $b)) (include "tenantgate.pathWithin" (list $b $a)) -}}true{{- end -}}
 {{- end -}}
 
 {{/*
@@ -208,9 +246,9 @@ volume, so the keys sit beside the config (keys/<id>) and the config refers to t
 
 {{- define "tenantgate.env" -}}
 {{- range .Values.secretEnv }}
-- name: {{ .name }}
+- name: {{ .name | quote }}
   valueFrom:
-    secretKeyRef: {name: {{ .secretName }}, key: {{ .key }}}
+    secretKeyRef: {name: {{ .secretName | quote }}, key: {{ .key | quote }}}
 {{- end }}
 {{- with .Values.extraEnv }}
 {{ toYaml . }}
