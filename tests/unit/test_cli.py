@@ -242,3 +242,35 @@ def test_check_config_refuses_an_admin_certificate_serve_cannot_use(
     # Before: "ok", then serve failed with "admin.listen ...: cannot listen (address in use".
     assert main(["check-config", str(path)]) == 2
     assert capsys.readouterr().err == f"{path}: admin.tls.cert: not a PEM certificate\n"
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    # Before: an empty --listen or --authz rendered the default address instead.
+    (["--mode", "front", "--listen", ""], "--listen: must be host:port, got ''"),
+    (["--mode", "front", "--authz", ""], "--authz: must be host:port, got ''"),
+    # Before: int() read the full-width digits as port 9.
+    (["--listen", "127.0.0.1:\uff10\uff10\uff19"],
+     "--listen: must be host:port, got '127.0.0.1:\uff10\uff10\uff19'"),
+    (["--upstream", "127.0.0.1:\u0669"], "--upstream: must be host:port, got '127.0.0.1:\u0669'"),
+], ids=["empty-listen", "empty-authz", "fullwidth-port", "arabic-indic-port"])
+def test_envoy_config_refuses_an_empty_address_or_non_ascii_port_digits(
+        extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert main(["envoy-config", str(FIXTURES / "valid.yaml"), *extra]) == 2
+    assert capsys.readouterr().err == f"tenantgate: {message}\n"
+
+
+def test_check_config_refuses_a_listen_port_of_non_ascii_digits(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    # Before: `\d` took the full-width digits, so check-config said ok and serve failed.
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    document = yaml.safe_load((FIXTURES / "valid.yaml").read_text())
+    document["listen"]["grpc"] = "127.0.0.1:\uff10\uff10\uff19"
+    path = tmp_path / "fullwidth.yaml"
+    path.write_text(yaml.safe_dump(document, allow_unicode=True))
+    assert main(["check-config", str(path)]) == 2
+    assert capsys.readouterr().err == (
+        f"{path}: listen.grpc: must be host:port with a port up to 65535, e.g. 127.0.0.1:9001\n")

@@ -152,11 +152,19 @@ class EnvoyOptions:
     client_limit: Rate | None = None  # front mode: requests per client address, before ext_authz
     client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
 
+    def __post_init__(self) -> None:
+        # None means "the default"; an empty address is a mistake (`--listen ''` rendered the
+        # default listener instead of failing).
+        for name in ("listen", "authz"):
+            if getattr(self, name) == "":
+                raise EnvoyConfigError(f"--{name}: must be host:port, got ''")
+
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+    # ASCII digits only: int() reads any Unicode digit, so full-width `009` was port 9.
+    if not (sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
         raise EnvoyConfigError(f"{what}: must be host:port, got {value!r}")
     return host, int(port)
 

@@ -82,7 +82,9 @@ name configured as `X-Api-Key` must still match."""
 _MULTI_HOST_SCHEMES = ("redis+sentinel", "redis+cluster", "rediss+cluster")
 
 
-_HOST_PORT = re.compile(r"\[?[\w.:-]*\]?:(\d{1,5})")
+# [0-9], not \d: \d matches any Unicode digit, which int() reads (full-width `009` is port 9) and
+# gRPC refuses.
+_HOST_PORT = re.compile(r"\[?[\w.:-]*\]?:([0-9]{1,5})")
 
 
 def check_host_port(value: str) -> str:
