@@ -4,12 +4,14 @@ the binding of a `{tenant}` path segment to the caller's own tenant."""
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+from urllib.parse import unquote
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
-from tenantgate.config.types import PATH_ESCAPABLE
+from tenantgate.config.types import NOT_NORMALIZED, PATH_ESCAPABLE
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
 from tenantgate.observe import metrics
@@ -18,13 +20,6 @@ if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
 TENANT_SEGMENT = "{tenant}"
-# Empty or dot segments, backslashes, encoded separators, dots or NULs, `;` path parameters
-# (some backends drop `;...` from a segment, so `/admin;x` would dodge an `/admin` rule), and
-# escaped letters, digits, `-`, `_` or `~`, which Envoy's normalization decodes: left escaped,
-# `/%61dmin` would dodge an `/admin` rule on a backend that decodes it.
-_NOT_NORMALIZED = re.compile(
-    r"//|\\|;|%(?:2f|5c|2e|00|3b)|/\.\.?(?:/|$)"
-    r"|%(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)", re.IGNORECASE)
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -112,8 +107,8 @@ def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
         methods=frozenset(m.upper() for m in r.methods) if r.methods else None,
         # Segment-aware: `/admin/` means the segment `admin` and all below it, so `/admin`
         # itself too (as a string prefix it slipped past a deny rule written that way).
-        prefix=r.path_prefix.lower().rstrip("/") if r.path_prefix is not None else None,
-        segments=(tuple(seg if seg == TENANT_SEGMENT else seg.lower()
+        prefix=fold(r.path_prefix).rstrip("/") if r.path_prefix is not None else None,
+        segments=(tuple(seg if seg == TENANT_SEGMENT else fold(seg)
                         for seg in r.path.strip("/").split("/"))
                   if r.path is not None else None),
         content_types=(frozenset(c.lower() for c in r.content_types)
@@ -124,7 +119,20 @@ def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
 
 def is_normalized(path: str) -> bool:
     """Envoy normalizes paths before Check (see docs/envoy.md); anything left is refused."""
-    return path.startswith("/") and _NOT_NORMALIZED.search(path) is None
+    return path.startswith("/") and NOT_NORMALIZED.search(path) is None
+
+
+def fold(path: str) -> str:
+    """The form literals are compared in: whatever the case, so a backend routing without
+    regard to case cannot be reached around a rule. Escaped ASCII letters never get here
+    (refused, or decoded by Envoy), so lower() covers every path without escapes; an escaped
+    non-ASCII letter is decoded and folded (`/CAF%C3%89` is `/caf%C3%A9`), and NFKC makes the
+    compatibility forms (fullwidth `a`, U+FF41) that backends normalizing Unicode serve as
+    `a` compare as `a` too."""
+    if "%" not in path:
+        return path.lower()
+    return "/".join(unicodedata.normalize("NFKC", unquote(part)).casefold()
+                    if "%" in part else part.lower() for part in path.split("/"))
 
 
 # (route or None, bound tenant segment or None); None alone: the path is not normalized.
@@ -152,7 +160,7 @@ def _first_route(table: RouteTable, method: str, path: str, tenant_id: str) -> R
             table.ambiguous_escapes is not None and table.ambiguous_escapes.search(path)):
         return None
     parts = path.strip("/").split("/")
-    folded_path = path.lower()
+    folded_path = fold(path)
     folded = folded_path.strip("/").split("/")
     for route in table.routes:
         bound = route.match(method, folded_path, parts, folded, tenant_id)

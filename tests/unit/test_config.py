@@ -233,9 +233,28 @@ def test_max_concurrent_rpcs_beyond_grpcs_c_int_is_a_config_error(value: str) ->
     ("{path: '/files/a|b', action: deny}", "write '|' as %7C, as Envoy passes it to Check"),
     ("{path: '/search?admin=1', action: deny}", "'?' is never part of a path Check matches"),
     ("{path_prefix: '/admin;v=1', action: deny}", "';' is never part of a path Check matches"),
+    # Check refuses paths holding these (Envoy normalizes them away): a deny rule became the
+    # default allow.
+    ("{path_prefix: '/api//admin', action: deny}", "'//': Envoy normalizes paths before Check, "
+     "and Check refuses a path holding this, so the rule would never apply"),
+    ("{path: '/a/./b', action: deny}", "'/./': Envoy normalizes paths before Check, "
+     "and Check refuses a path holding this, so the rule would never apply"),
+    ("{path_prefix: '/%69nternal', action: deny}", "'%69': Envoy normalizes paths before "
+     "Check, and Check refuses a path holding this, so the rule would never apply"),
+    ("{path: '/internal%0A', action: deny}", "'%0A': Envoy normalizes paths before Check, "
+     "and Check refuses a path holding this, so the rule would never apply"),
+    # Methods are compared as written: these matched no request.
+    ("{path_prefix: /internal, methods: ['*'], action: deny}",
+     "methods: '*' is not one HTTP method (leave methods out for any method)"),
+    ("{path_prefix: /internal, methods: ['GET,POST'], action: deny}",
+     "methods: 'GET,POST' is not one HTTP method (leave methods out for any method)"),
+    ("{path_prefix: /internal, methods: ['GET POST'], action: deny}",
+     "methods: 'GET POST' is not one HTTP method (leave methods out for any method)"),
 ], ids=["prefix-star", "prefix-double-star", "double-star-inside", "glob-in-segment",
         "other-placeholder", "methods-empty", "escaped-colon", "escaped-at-in-prefix",
-        "escaped-bracket", "non-ascii", "space", "pipe", "query", "path-parameter"])
+        "escaped-bracket", "non-ascii", "space", "pipe", "query", "path-parameter",
+        "empty-segment", "dot-segment", "escaped-letter", "escaped-newline", "method-star",
+        "methods-in-one-string", "methods-with-space"])
 def test_a_route_pattern_that_would_not_match_as_written_is_refused(
         route: str, problem: str) -> None:
     assert route_issues(route) == [f"policy.routes[1]: {problem}"]

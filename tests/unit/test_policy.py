@@ -114,7 +114,14 @@ async def test_route_rules(gate: LocalCheck, method: str, path: str, claims: dic
                                   "/%2e%2e/notes", "/notes%5c1", "/notes\\1", "/notes%001",
                                   "notes", "", "/%61dmin", "/%41DMIN/x", "/notes/%41",
                                   "/notes/%7a", "/notes/%5A", "/notes/%30", "/notes/%2D",
-                                  "/notes/%5f", "/notes/%7E"])
+                                  "/notes/%5f", "/notes/%7E",
+                                  # Escaped controls: `/internal%0A` would dodge an exact rule
+                                  # on a regex router whose `$` matches before a final newline.
+                                  "/internal%0A", "/internal%0d", "/internal%09",
+                                  "/internal%1F", "/internal%7f",
+                                  # Raw, in case a proxy ever lets them through.
+                                  "/internal#x", "/internal\x00", "/internal\t",
+                                  "/internal ", "/internal\n", "/caf\u00e9", "/\u212aey"])
 async def test_paths_envoy_should_have_normalized_are_refused(gate: LocalCheck,
                                                               path: str) -> None:
     assert not is_normalized(path)
@@ -191,6 +198,28 @@ async def test_a_check_refuses_escapes_of_what_an_enabled_quota_endpoint_spells_
 async def test_escaped_reserved_characters_pass_when_no_rule_spells_them_out(
         gate: LocalCheck) -> None:
     assert await decide(gate, "/notes/a%3Ab%40c") == (200, "ok")
+
+
+@pytest.mark.parametrize("path", ["/INTERNAL%C3%89/x", "/internal%C3%A9/x",
+                                  "/%EF%BD%89nternal%C3%A9"])
+async def test_escaped_non_ascii_letters_match_rules_whatever_their_case(
+        tmp_path: Path, path: str) -> None:
+    """A rule on `/internal%C3%A9` (`/internalé`) also covers `É`, and fullwidth `i` (U+FF49),
+    which a backend folding Unicode case or compatibility forms serves as the same path."""
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": [
+        {"path_prefix": "/internal%C3%A9", "action": "deny"}]})
+    async with LocalCheck(config) as local:
+        assert await decide(local, path) == (403, "route_denied")
+        assert await decide(local, "/internal%C3%A8/x") == (200, "ok")  # è is another letter
+
+
+@pytest.mark.parametrize("method", ["post", "Post", "pOST"])
+async def test_a_method_not_in_upper_case_is_refused(gate: LocalCheck, method: str) -> None:
+    """HTTP/2 passes `post` as sent: rules would read it as POST while a rate-limit descriptor
+    for POST would not match it, and the backend might run it as POST."""
+    assert await decide(gate, "/notes", method, scope="notes:write",
+                        headers={"content-type": "application/json", "content-length": "2"}
+                        ) == (400, "malformed_request")
 
 
 @pytest.mark.parametrize("path", ["/admin;x=1", "/admin%3Bx=1", "/notes;jsessionid=1/x"])

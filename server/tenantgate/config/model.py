@@ -208,6 +208,10 @@ class TenantsConfig(Model):
         return not self.registry if self.allow_unknown is None else self.allow_unknown
 
 
+# RFC 9110 5.6.2 token: what a method may be.
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
 class RouteConfig(Model):
     """A route rule: the first rule whose method and path match applies."""
 
@@ -246,6 +250,11 @@ class RouteConfig(Model):
         as_envoy_passes(target)
         if self.methods == []:
             raise ValueError("methods: list at least one (leave methods out for any method)")
+        for method in self.methods or ():
+            # Compared as written (upper-cased): `*` or `GET,POST` would match no method.
+            if method == "*" or not _METHOD_TOKEN.fullmatch(method):
+                raise ValueError(f"methods: {method!r} is not one HTTP method (leave methods "
+                                 "out for any method)")
         return self
 
 
