@@ -50,6 +50,10 @@ def sanitize(s: CheckState) -> Deny | None:
         return Deny(Reason.OVERSIZED_HEADER)
     if s.request.underscored and _underscored_trusted_header(s):
         return Deny(Reason.UNDERSCORED_TRUSTED_HEADER)
+    if s.request.method != s.request.method.upper():
+        # HTTP/2 passes `post` as sent: rules would read it as POST, rate-limit descriptors
+        # (`method: POST`) would not match it, and some backends would run it as POST.
+        return Deny(Reason.MALFORMED_REQUEST)
     return None
 
 

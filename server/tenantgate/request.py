@@ -50,7 +50,9 @@ class RequestView:
             # Not http.id first: Envoy fills it with its internal stream number, which no
             # access log or backend shows; x-request-id is what joins their lines to ours.
             request_id=headers.get("x-request-id") or http.id,
-            method=http.method.upper(),
+            # As sent: methods are case-sensitive (RFC 9110 9.1), and pipeline.sanitize refuses
+            # one that is not upper-case, so rules, descriptors and the backend see one string.
+            method=http.method,
             path=http.path.split("?", 1)[0],
             host=http.host,
             headers=headers,

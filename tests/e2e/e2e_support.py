@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import secrets
+import socket
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -12,6 +13,9 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import h2.config
+import h2.connection
+import h2.events
 import httpx
 import pytest
 import yaml
@@ -61,6 +65,35 @@ class Stack:
     def client(self, http2: bool = False) -> httpx.Client:
         # http2 without http1: h2c with prior knowledge, as gRPC-style clients speak it.
         return httpx.Client(base_url=self.base_url, http1=not http2, http2=http2, timeout=10)
+
+
+def raw_h2_request(base_url: str, method: str, path: str,
+                   headers: dict[str, str]) -> tuple[int, dict[str, str]]:
+    """One HTTP/2 (h2c) request sent exactly as given: httpx upper-cases methods, and a client
+    that sends `post` is what a test of that needs. Returns the status and response headers."""
+    host, port = base_url.removeprefix("http://").rsplit(":", 1)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8", validate_outbound_headers=False,
+        normalize_outbound_headers=False))
+    with socket.create_connection((host, int(port)), timeout=10) as sock:
+        connection.initiate_connection()
+        stream = connection.get_next_available_stream_id()
+        connection.send_headers(stream, [(":method", method), (":path", path),
+                                         (":scheme", "http"), (":authority", host),
+                                         *headers.items()], end_stream=True)
+        sock.sendall(connection.data_to_send())
+        status, answer = 0, {}
+        while data := sock.recv(65536):
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    answer = {str(k): str(v) for k, v in event.headers}
+                    status = int(answer[":status"])
+                elif isinstance(event, h2.events.DataReceived):
+                    connection.acknowledge_received_data(event.flow_controlled_length, stream)
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return status, answer
+            sock.sendall(connection.data_to_send())
+    raise AssertionError(f"{method} {path}: the connection closed before the response ended")
 
 
 def base_config(directory: Path, *, jwks: dict[str, Any] | None = None) -> dict[str, Any]:

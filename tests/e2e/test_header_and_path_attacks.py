@@ -10,7 +10,15 @@ from typing import Any
 
 import httpx
 import pytest
-from e2e_support import EchoBackend, Stack, audit_lines, header_values, received, running_stack
+from e2e_support import (
+    EchoBackend,
+    Stack,
+    audit_lines,
+    header_values,
+    raw_h2_request,
+    received,
+    running_stack,
+)
 from tenantgate.config.load import load_config
 from tenantgate.config.model import METHOD_OVERRIDE_HEADERS, PATH_OVERRIDE_HEADERS
 from tenantgate.context import KeyRing
@@ -179,6 +187,29 @@ def test_dot_dot_back_into_own_tenant_is_allowed_on_the_normalized_path(
     echo = received(send(stack, "/tenants/globex/../acme/notes", stack.auth("acme"), http2=http2))
     assert echo["path"] == "/tenants/acme/notes"  # the path Check matched is the one served
     assert_only_tenant(echo, "acme", key_ring)
+
+
+@pytest.mark.parametrize("method", ["post", "Get"])
+def test_a_method_not_in_upper_case_never_reaches_the_backend(stack: Stack, method: str) -> None:
+    """Envoy passes an HTTP/2 `:method` as sent (HTTP/1.1 `post` is refused by Envoy itself):
+    rules must not read it as POST while rate-limit descriptors and the backend see `post`."""
+    status, headers = raw_h2_request(stack.base_url, method, "/tenants/acme/notes",
+                                     stack.auth("acme"))
+    assert (status, "x-echo-backend" in headers) == (400, False)
+    status, headers = raw_h2_request(stack.base_url, method.upper(), "/tenants/acme/notes",
+                                     stack.auth("acme"))
+    assert (status, "x-echo-backend" in headers) == (200, True)
+
+
+@pytest.mark.parametrize("http2", PROTOCOLS)
+@pytest.mark.parametrize("suffix", ["%0A", "%0d", "%09", "%7F"])
+def test_an_escaped_control_character_never_reaches_the_backend(
+        stack: Stack, suffix: str, http2: bool) -> None:
+    """Envoy passes these escapes as sent; `/admin%0A` would dodge an exact `/admin` rule on
+    a backend whose regex router lets `$` match before a final newline."""
+    response = send(stack, f"/tenants/acme/notes{suffix}", stack.auth("acme"), http2=http2)
+    assert "x-echo-backend" not in response.headers
+    assert response.status_code == 400
 
 
 def test_cross_tenant_attempt_is_audited(stack: Stack) -> None:

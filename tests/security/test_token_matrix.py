@@ -293,6 +293,18 @@ async def test_subject_with_crlf_cannot_split_the_injected_header(
         assert len(log.read().splitlines()) == 1  # and the line was not split
 
 
+async def test_two_subjects_never_share_one_subject_header(
+        gate: LocalCheck, idp: DevIssuer) -> None:
+    """`é` is escaped as `\\xe9`; a subject spelling out that escape must read otherwise."""
+    seen = []
+    for sub in ("\u00e9", "\\xe9", "alice\n", "alice\\n"):
+        response, audit = await run(gate, bearer(idp.token(sub=sub)))
+        assert audit["reason"] == "ok"
+        values = {h.header.key: h.header.value for h in response.ok_response.headers}
+        seen.append(values["x-tenant-subject"])
+    assert len(set(seen)) == 4, seen
+
+
 @pytest.mark.parametrize("spoof", [{"x_tenant_id": "globex"}, {"X_Tenant-Id": "globex"},
                                    {"x-tenant_context": "forged"}, {"x_tenant_plan": "gold"},
                                    {"x_http_method_override": "DELETE"},

@@ -21,7 +21,8 @@ class Identity:
 
     @property
     def subject_header_value(self) -> str:
-        # Subjects are free text in JWTs; only printable ASCII may reach a header.
-        if self.subject.isascii() and self.subject.isprintable():
+        # Subjects are free text in JWTs; only printable ASCII may reach a header. A subject
+        # with a backslash is escaped too, or `\xe9` would read the same as `é` escaped.
+        if self.subject.isascii() and self.subject.isprintable() and "\\" not in self.subject:
             return self.subject
         return self.subject.encode("unicode_escape").decode("ascii")
