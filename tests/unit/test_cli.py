@@ -274,3 +274,27 @@ def test_check_config_refuses_a_listen_port_of_non_ascii_digits(
     assert main(["check-config", str(path)]) == 2
     assert capsys.readouterr().err == (
         f"{path}: listen.grpc: must be host:port with a port up to 65535, e.g. 127.0.0.1:9001\n")
+
+
+@pytest.mark.parametrize("option", ["--upstream", "--authz", "--listen", "--rate-limit-domain"])
+def test_envoy_config_refuses_a_non_utf8_option_in_one_line(
+        option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a pydantic traceback from deep inside the Envoy message types.
+    code = main(["envoy-config", str(FIXTURES / "valid.yaml"), option,
+                 os.fsdecode(b"h\xffst:80")])
+    assert (code, capsys.readouterr().err) == (2, f"tenantgate: {option}: not valid UTF-8\n")
+
+
+def test_envoy_config_takes_a_config_file_whose_name_is_not_utf8(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    # Any bytes make a file name: the header shows it escaped (writing it raw was a traceback).
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    config = tmp_path / os.fsdecode(b"v\xff.yaml")
+    shutil.copy(FIXTURES / "valid.yaml", config)
+    output = tmp_path / "envoy.yaml"
+    assert main(["envoy-config", str(config), "--output", str(output)]) == 0, (
+        capsys.readouterr().err)
+    assert output.read_text().startswith(
+        f"# Envoy bootstrap rendered by `tenantgate envoy-config {tmp_path}/v\\xff.yaml ")

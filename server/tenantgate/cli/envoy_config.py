@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
-from tenantgate.cli.errors import report_config_error
+from tenantgate.cli.errors import non_utf8_option, report_config_error
 from tenantgate.cli.numbers import positive_count, positive_seconds, rate
 from tenantgate.errors import ConfigError
 
@@ -18,7 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "socket, trusted headers, timeouts and failure mode. sidecar: ext_authz over "
                     "the config's listen.uds (TCP listen.grpc when there is none); front: over "
                     "TCP. Check it with `envoy --mode validate -c FILE`.")
-    parser.add_argument("config", metavar="FILE", help="tenantgate YAML config")
+    # Paths take any bytes a file name may hold; every other option ends up in the bootstrap.
+    parser.add_argument("config", type=Path, metavar="FILE", help="tenantgate YAML config")
     parser.add_argument("--mode", choices=["sidecar", "front"], default="sidecar",
                         help="default: sidecar")
     parser.add_argument("--listen", metavar="HOST:PORT",
@@ -51,11 +53,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--client-limit-addresses", type=positive_count, metavar="N",
                         help="with --client-limit: client addresses whose buckets Envoy keeps, "
                              "the least recently seen dropped first (default 10000)")
-    parser.add_argument("--output", "-o", metavar="FILE", help="write here instead of stdout")
+    parser.add_argument("--output", "-o", type=Path, metavar="FILE",
+                        help="write here instead of stdout")
     parser.set_defaults(handler=_render)
 
 
 def _render(args: argparse.Namespace) -> int:
+    if (option := non_utf8_option(args)) is not None:
+        print(f"tenantgate: {option}: not valid UTF-8", file=sys.stderr)
+        return 2
     try:
         from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render
     except ModuleNotFoundError as exc:
@@ -71,15 +77,17 @@ def _render(args: argparse.Namespace) -> int:
             authz=args.authz, authz_timeout=args.authz_timeout, rate_limit=args.rate_limit,
             rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
             client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses)
-        text = render(config, options, source=args.config)
+        # The header names the file; a name that is not UTF-8 is shown escaped, not written.
+        source = os.fsencode(args.config).decode(errors="backslashreplace")
+        text = render(config, options, source=source)
     except ConfigError as exc:
-        return report_config_error(args.config, exc)
+        return report_config_error(str(args.config), exc)
     except EnvoyConfigError as exc:
         print(f"tenantgate: {exc}", file=sys.stderr)
         return 2
     if args.output:
         try:
-            Path(args.output).write_text(text)
+            args.output.write_text(text)
         except OSError as exc:
             print(f"tenantgate: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
             return 1
