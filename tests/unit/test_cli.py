@@ -298,3 +298,38 @@ def test_envoy_config_takes_a_config_file_whose_name_is_not_utf8(
         capsys.readouterr().err)
     assert output.read_text().startswith(
         f"# Envoy bootstrap rendered by `tenantgate envoy-config {tmp_path}/v\\xff.yaml ")
+
+
+NOT_UTF8 = os.fsdecode(b"x\xffy")  # what Python makes of such argv bytes: a lone surrogate
+NO_SERVER = ["--dsn", "host=/nonexistent"]  # never a system Postgres, whatever the code does
+
+
+@pytest.mark.parametrize(("argv", "option"), [
+    (["db", "lint", "--dsn", NOT_UTF8], "--dsn"),
+    (["db", "lint", *NO_SERVER, "--app-role", "app", "--app-role", NOT_UTF8], "--app-role"),
+    (["db", "lint", *NO_SERVER, "--tenant-column", NOT_UTF8], "--tenant-column"),
+    (["db", "retire-key", *NO_SERVER, NOT_UTF8], "KEY_ID"),
+    (["db", "add-key", *NO_SERVER, NOT_UTF8, "--secret-env", "K"], "KEY_ID"),
+], ids=["dsn", "app-role", "tenant-column", "retire-key-id", "add-key-id"])
+def test_db_refuses_a_non_utf8_argument_in_one_line(
+        argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a UnicodeEncodeError traceback from libpq's connection string or the SQL call.
+    assert (main(argv), capsys.readouterr().err) == (2, f"error: {option}: not valid UTF-8\n")
+
+
+def test_db_reads_a_secret_file_whose_name_is_not_utf8(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A file name may hold any bytes: it is read (this one holds too short a secret).
+    secret = tmp_path / NOT_UTF8
+    secret.write_bytes(b"short")
+    assert main(["db", "add-key", *NO_SERVER, "k1", "--secret-file", str(secret)]) == 1
+    assert capsys.readouterr().err == "error: the secret must be at least 32 bytes\n"
+
+
+def test_db_without_psycopg_says_what_to_install(
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # As in the container image, which has no psycopg: before, a ModuleNotFoundError traceback.
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # `import psycopg` now fails
+    assert main(["db", "list-keys", *NO_SERVER]) == 1
+    assert capsys.readouterr().err == (
+        "error: tenantgate db needs psycopg: pip install 'tenantgate[backend]'\n")

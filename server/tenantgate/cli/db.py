@@ -9,11 +9,13 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from tenantgate.cli.errors import non_utf8_option
 from tenantgate.config.load import load_config
 from tenantgate.context import MIN_KEY_BYTES
 from tenantgate.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
+_OPTION_NAMES = {"key_id": "KEY_ID"}
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -26,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     install = _command(commands, "install", "install or upgrade the tenantgate SQL (idempotent)",
                        _install)
-    install.add_argument("--config", metavar="FILE",
+    install.add_argument("--config", type=Path, metavar="FILE",
                          help="also sync the keys from this tenantgate config (context.keys)")
 
     printer = commands.add_parser("print-sql", help="print the versioned SQL for your own "
@@ -45,7 +47,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("key_id", metavar="KEY_ID")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--secret-env", metavar="NAME", help="environment variable with the secret")
-    source.add_argument("--secret-file", metavar="PATH", help="file with the secret (stripped)")
+    source.add_argument("--secret-file", type=Path, metavar="PATH",
+                        help="file with the secret (stripped)")
     add.add_argument("--pending", action="store_true",
                      help="store the key without accepting it yet (activate-key later)")
 
@@ -55,7 +58,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     sync = _command(commands, "sync-keys", "accept exactly the keys of a tenantgate config; "
                     "retire the others", _sync_keys)
-    sync.add_argument("--config", metavar="FILE", required=True)
+    sync.add_argument("--config", type=Path, metavar="FILE", required=True)
     _command(commands, "list-keys", "list key ids, states and fingerprints (never secrets)",
              _list_keys)
 
@@ -73,8 +76,17 @@ class _Failure(Exception):
 
 def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
-        import psycopg
-
+        # Before anything reaches libpq or SQL, where it was an encoding traceback. Paths are
+        # exempt (type=Path): a file name may hold any bytes.
+        if (option := non_utf8_option(args, _OPTION_NAMES)) is not None:
+            print(f"error: {option}: not valid UTF-8", file=sys.stderr)
+            return 2
+        try:
+            import psycopg
+        except ImportError:  # an optional dependency, as envoy-config's is (the image has none)
+            print("error: tenantgate db needs psycopg: pip install 'tenantgate[backend]'",
+                  file=sys.stderr)
+            return 1
         try:
             return handler(args)
         except _Failure as exc:
@@ -93,7 +105,7 @@ def _connect(args: argparse.Namespace) -> Any:
     return psycopg.connect(args.dsn, autocommit=True, connect_timeout=10)
 
 
-def _ring_from_config(path: str) -> dict[str, bytes]:
+def _ring_from_config(path: Path) -> dict[str, bytes]:
     try:
         config = load_config(path)
     except ConfigError as exc:
@@ -114,7 +126,7 @@ def _read_secret(args: argparse.Namespace) -> bytes:
             raise _Failure(f"environment variable {args.secret_env} is not valid UTF-8") from None
     else:
         try:
-            secret = Path(args.secret_file).read_bytes().strip()
+            secret = args.secret_file.read_bytes().strip()
         except OSError as exc:
             raise _Failure(f"cannot read {args.secret_file}: {exc.strerror}") from None
     if len(secret) < MIN_KEY_BYTES:
