@@ -333,3 +333,72 @@ def test_db_without_psycopg_says_what_to_install(
     assert main(["db", "list-keys", *NO_SERVER]) == 1
     assert capsys.readouterr().err == (
         "error: tenantgate db needs psycopg: pip install 'tenantgate[backend]'\n")
+
+
+def create_key(tmp_path: Path, *extra: str, out: str = "dev.pem", jwks: str = "jwks.json"
+               ) -> int:
+    return main(["token", "create-key", "--out", str(tmp_path / out),
+                 "--jwks-out", str(tmp_path / jwks), *extra])
+
+
+def test_token_create_key_never_has_the_private_key_readable_by_others(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: written with the umask's 0644, then chmod 0600; without that chmod (a race, or
+    # a crash in between) anyone could read it. The key must be born owner-only.
+    monkeypatch.setattr(os, "chmod", lambda *args, **kwargs: None)
+    old_umask = os.umask(0o022)
+    try:
+        assert create_key(tmp_path) == 0
+    finally:
+        os.umask(old_umask)
+    assert (tmp_path / "dev.pem").stat().st_mode & 0o777 == 0o600
+    assert (tmp_path / "jwks.json").stat().st_mode & 0o777 == 0o644
+
+
+@pytest.mark.parametrize("kind", ["symlink", "fifo", "directory"])
+def test_token_create_key_refuses_a_path_that_is_not_a_regular_file(
+        tmp_path: Path, kind: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a symlink was followed (the key went wherever it pointed), a FIFO blocked.
+    victim = tmp_path / "victim"
+    victim.write_text("precious")
+    out = tmp_path / "dev.pem"
+    {"symlink": lambda: out.symlink_to(victim), "fifo": lambda: os.mkfifo(out),
+     "directory": out.mkdir}[kind]()
+    assert create_key(tmp_path) == 1
+    assert capsys.readouterr().err == (
+        f"tenantgate token: cannot write {out}: exists and is not a regular file\n")
+    assert victim.read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.pem", "victim"]
+
+
+def test_token_create_key_replaces_an_existing_key_file(tmp_path: Path) -> None:
+    assert create_key(tmp_path) == 0
+    first = (tmp_path / "dev.pem").read_bytes()
+    assert create_key(tmp_path) == 0
+    assert (tmp_path / "dev.pem").read_bytes() != first
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["dev.pem", "jwks.json"]
+
+
+def test_token_create_key_leaves_no_key_when_the_jwks_cannot_be_written(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: the key was written first and stayed behind, with no JWKS publishing it.
+    assert create_key(tmp_path, jwks="missing/jwks.json") == 1
+    assert capsys.readouterr().err == (f"tenantgate token: cannot write "
+                                       f"{tmp_path / 'missing/jwks.json'}: No such file or "
+                                       "directory\n")
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    # Before: written, then unusable: mint refuses such a --kid.
+    (["--kid", NOT_UTF8], "--kid: not valid UTF-8"),
+    (["--jwks-out", "dev.pem"], "--out and --jwks-out must be different files"),
+], ids=["non-utf8-kid", "same-file"])
+def test_token_create_key_refuses_bad_arguments_before_writing_anything(
+        tmp_path: Path, extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["token", "create-key", "--out", "dev.pem", "--jwks-out", "jwks.json",
+                 *extra]) == 2
+    assert capsys.readouterr().err == f"tenantgate token: {message}\n"
+    assert list(tmp_path.iterdir()) == []

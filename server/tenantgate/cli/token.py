@@ -22,8 +22,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = parser.add_subparsers(dest="token_command", metavar="ACTION", required=True)
 
     create = sub.add_parser("create-key", help="write a private key (PEM) and its public JWKS",
-                            description="Write a new private key and the JWKS publishing its "
-                                        "public half.")
+                            description="Write a new private key (readable by its owner "
+                                        "only) and the JWKS publishing its public half: both "
+                                        "or neither. An existing regular file is replaced; "
+                                        "anything else there (a symlink) is refused.")
     create.add_argument("--out", required=True, type=Path, metavar="KEY.pem")
     create.add_argument("--jwks-out", required=True, type=Path, metavar="JWKS.json")
     create.add_argument("--alg", default="ES256",
@@ -48,13 +50,19 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _create_key(args: argparse.Namespace) -> int:
+    if (option := non_utf8_option(args)) is not None:  # a --kid mint could never match
+        print(f"tenantgate token: {option}: not valid UTF-8", file=sys.stderr)
+        return 2
+    if args.out.resolve() == args.jwks_out.resolve():  # the JWKS would replace the key
+        print("tenantgate token: --out and --jwks-out must be different files", file=sys.stderr)
+        return 2
     key = tokens.generate_key(args.alg)
-    try:
-        tokens.save_key(key, args.out)
-        jwks = {"keys": [tokens.public_jwk(key, args.kid, args.alg)]}
-        args.jwks_out.write_text(json.dumps(jwks, indent=2) + "\n")
+    jwks = {"keys": [tokens.public_jwk(key, args.kid, args.alg)]}
+    try:  # both files or neither: a key whose JWKS failed to write is of no use
+        tokens.write_files([(args.out, tokens.key_pem(key), 0o600),
+                            (args.jwks_out, (json.dumps(jwks, indent=2) + "\n").encode(), 0o666)])
     except OSError as exc:
-        print(f"tenantgate token: cannot write: {exc}", file=sys.stderr)
+        print(f"tenantgate token: cannot write {exc.filename}: {exc.strerror}", file=sys.stderr)
         return 1
     print(f"wrote {args.out} (private) and {args.jwks_out} (public JWKS, kid {args.kid})")
     return 0

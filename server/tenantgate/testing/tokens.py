@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import json
+import os
+import secrets
 import time
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -54,11 +58,54 @@ def claims(issuer: str, audience: str | list[str], tenant: str | None, subject: 
     return body
 
 
+def key_pem(key: PrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                             serialization.NoEncryption())
+
+
 def save_key(key: PrivateKey, path: Path) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
-    path.write_bytes(pem)
-    path.chmod(0o600)
+    """Write `key` as PKCS#8 PEM that only its owner can read, all or nothing (write_files)."""
+    write_files([(path, key_pem(key), 0o600)])
+
+
+def write_files(files: Sequence[tuple[Path, bytes, int]]) -> None:
+    """Write every (path, data, mode), or none of them; an existing regular file is replaced.
+
+    Each file is written under a temporary name beside its target, created with `mode` (less
+    the umask), so a private key is never readable by others, not even for a moment; then it is
+    renamed over the target, which is never followed: a symlink, FIFO or device there is
+    refused, or the key would go wherever it points. An OSError names the target's path.
+    """
+    staged: list[tuple[Path, Path]] = []
+    placed: list[Path] = []
+    target: Path | None = None
+    try:
+        for target, data, mode in files:
+            if target.is_symlink() or (target.exists() and not target.is_file()):
+                raise FileExistsError(errno.EEXIST, "exists and is not a regular file")
+            staged.append((_stage(target, data, mode), target))
+        for temporary, target in staged:
+            temporary.replace(target)
+            placed.append(target)
+    except OSError as exc:
+        for path in placed:  # all or nothing: a key without its JWKS is of no use
+            path.unlink(missing_ok=True)
+        raise OSError(exc.errno, exc.strerror, str(target)) from None
+    finally:
+        for temporary, _ in staged:
+            temporary.unlink(missing_ok=True)  # nothing there once renamed
+
+
+def _stage(path: Path, data: bytes, mode: int) -> Path:
+    temporary = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
+    return temporary
 
 
 def load_key(path: Path) -> PrivateKey:
