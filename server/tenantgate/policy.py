@@ -4,14 +4,13 @@ the binding of a `{tenant}` path segment to the caller's own tenant."""
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
-from tenantgate.config.types import NOT_NORMALIZED, PATH_ESCAPABLE
+from tenantgate.config.paths import NOT_NORMALIZED, fold
+from tenantgate.config.types import PATH_ESCAPABLE
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
 from tenantgate.observe import metrics
@@ -120,19 +119,6 @@ def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
 def is_normalized(path: str) -> bool:
     """Envoy normalizes paths before Check (see docs/envoy.md); anything left is refused."""
     return path.startswith("/") and NOT_NORMALIZED.search(path) is None
-
-
-def fold(path: str) -> str:
-    """The form literals are compared in: whatever the case, so a backend routing without
-    regard to case cannot be reached around a rule. Escaped ASCII letters never get here
-    (refused, or decoded by Envoy), so lower() covers every path without escapes; an escaped
-    non-ASCII letter is decoded and folded (`/CAF%C3%89` is `/caf%C3%A9`), and NFKC makes the
-    compatibility forms (fullwidth `a`, U+FF41) that backends normalizing Unicode serve as
-    `a` compare as `a` too."""
-    if "%" not in path:
-        return path.lower()
-    return "/".join(unicodedata.normalize("NFKC", unquote(part)).casefold()
-                    if "%" in part else part.lower() for part in path.split("/"))
 
 
 # (route or None, bound tenant segment or None); None alone: the path is not normalized.

@@ -19,6 +19,8 @@ from pydantic import (
     model_validator,
 )
 
+from tenantgate.config.paths import NOT_NORMALIZED
+
 # google.protobuf.Duration's documented range ends at 10000 years: a longer one is invalid.
 DURATION_MAX_SECONDS = 315_576_000_000
 
@@ -228,21 +230,6 @@ _ALWAYS_ESCAPED = ' "<>^`|'
 # Never in a path Check matches: the query and fragment are not part of it, and paths with
 # these are refused (NOT_NORMALIZED).
 _NEVER_IN_PATH = "?#;\\"
-
-
-# What Envoy's normalization (docs/envoy.md) leaves out of a path, so what Check refuses with 400:
-# empty or dot segments, backslashes, `;` path parameters (some backends drop `;...` from a
-# segment, so `/admin;x` would dodge an `/admin` rule); encoded separators, dots or `;`; escaped
-# letters, digits, `-`, `_` or `~`, which Envoy decodes (left escaped, `/%61dmin` would dodge
-# an `/admin` rule on a backend that decodes it); escaped controls (a trailing `%0A` dodges an
-# exact rule, and regex routers whose `$` matches before a final newline serve it anyway);
-# and, for a proxy that lets them through, raw `#`, spaces, controls and non-ASCII characters.
-NOT_NORMALIZED = re.compile(
-    # (?-i:...): case-insensitive, the range would also match `k` and `s` (U+212A and U+017F
-    # fold to them).
-    r"//|\\|;|#|(?-i:[\x00-\x20\x7f-\U0010ffff])|%(?:2f|5c|2e|3b|[01][0-9a-f]|7f)"
-    r"|/\.\.?(?:/|$)"
-    r"|%(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)", re.IGNORECASE)
 
 
 def as_envoy_passes(path: str) -> str:

@@ -12,6 +12,7 @@ from pydantic import ValidationError
 
 from tenantgate.config.load import issue
 from tenantgate.config.model import Config
+from tenantgate.config.paths import fold
 from tenantgate.config.quota import (
     EndpointRule,
     FailureMode,
@@ -42,9 +43,10 @@ def compile_path(pattern: str) -> re.Pattern[str]:
         elif seg == "*" or (seg.startswith("{") and seg.endswith("}")):
             regex += "/[^/]+"
         else:
-            regex += "/" + re.escape(seg)
-    # Case-insensitive like policy routes: changing case must not dodge an endpoint's limit.
-    return re.compile(regex if regex.endswith(")?") else regex + "/?", re.IGNORECASE)
+            regex += "/" + re.escape(fold(seg))
+    # Matched against fold(path), like policy routes: changing case (of an escaped non-ASCII
+    # letter too) must not dodge an endpoint's limit.
+    return re.compile(regex if regex.endswith(")?") else regex + "/?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,8 +72,9 @@ class CompiledRule:
     path: re.Pattern[str]
     specs: tuple[LimitSpec, ...]
 
-    def matches(self, method: str, path: str) -> bool:
-        return (self.methods is None or method in self.methods) and bool(self.path.fullmatch(path))
+    def matches(self, method: str, folded_path: str) -> bool:
+        return ((self.methods is None or method in self.methods)
+                and bool(self.path.fullmatch(folded_path)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -85,8 +88,9 @@ class CompiledPlan:
 
     def buckets(self, tenant_id: str, method: str, path: str) -> list[Bucket]:
         specs = list(self.specs)
+        folded = fold(path) if self.rules else path
         for rule in self.rules:
-            if rule.matches(method, path):
+            if rule.matches(method, folded):
                 specs.extend(rule.specs)
         return [s.bucket(tenant_id) for s in specs]
 

@@ -1,0 +1,35 @@
+"""What a path Check matches looks like: what Envoy's normalization leaves out of it, and the
+form route and endpoint literals are compared in."""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from urllib.parse import unquote
+
+# What Envoy's normalization (docs/envoy.md) leaves out of a path, so what Check refuses with 400:
+# empty or dot segments, backslashes, `;` path parameters (some backends drop `;...` from a
+# segment, so `/admin;x` would dodge an `/admin` rule); encoded separators, dots or `;`; escaped
+# letters, digits, `-`, `_` or `~`, which Envoy decodes (left escaped, `/%61dmin` would dodge
+# an `/admin` rule on a backend that decodes it); escaped controls (a trailing `%0A` dodges an
+# exact rule, and regex routers whose `$` matches before a final newline serve it anyway);
+# and, for a proxy that lets them through, raw `#`, spaces, controls and non-ASCII characters.
+NOT_NORMALIZED = re.compile(
+    # (?-i:...): case-insensitive, the range would also match `k` and `s` (U+212A and U+017F
+    # fold to them).
+    r"//|\\|;|#|(?-i:[\x00-\x20\x7f-\U0010ffff])|%(?:2f|5c|2e|3b|[01][0-9a-f]|7f)"
+    r"|/\.\.?(?:/|$)"
+    r"|%(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)", re.IGNORECASE)
+
+
+def fold(path: str) -> str:
+    """The form literals are compared in: whatever the case, so a backend routing without
+    regard to case cannot be reached around a rule. Escaped ASCII letters never get here
+    (refused, or decoded by Envoy), so lower() covers every path without escapes; an escaped
+    non-ASCII letter is decoded and folded (`/CAF%C3%89` is `/caf%C3%A9`), and NFKC makes the
+    compatibility forms (fullwidth `a`, U+FF41) that backends normalizing Unicode serve as
+    `a` compare as `a` too."""
+    if "%" not in path:
+        return path.lower()
+    return "/".join(unicodedata.normalize("NFKC", unquote(part)).casefold()
+                    if "%" in part else part.lower() for part in path.split("/"))
