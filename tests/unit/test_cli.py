@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import json
 import os
+import re
 import shutil
 import socket
 import subprocess
@@ -402,3 +403,31 @@ def test_token_create_key_refuses_bad_arguments_before_writing_anything(
                  *extra]) == 2
     assert capsys.readouterr().err == f"tenantgate token: {message}\n"
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(("files", "message"), [
+    ({"--ca": "garbage.pem"}, "--ca <garbage.pem>: not a PEM certificate"),
+    ({"--ca": "empty.pem"}, "--ca <empty.pem>: not a PEM certificate"),
+    ({"--ca": "ca.key"}, "--ca <ca.key>: not a PEM certificate"),
+    ({"--cert": "client.key", "--key": "client.crt"},  # swapped
+     "--cert <client.key>: not a PEM certificate"),
+    ({"--cert": "client.crt", "--key": "garbage.pem"},
+     "--key <garbage.pem>: not a PEM private key (unencrypted)"),
+    ({"--cert": "client.crt", "--key": "server.key"},
+     "--key <server.key>: not the private key of --cert <client.crt>"),
+], ids=["garbage-ca", "empty-ca", "key-as-ca", "swapped", "garbage-key", "other-key"])
+def test_keys_names_a_tls_file_that_is_not_what_its_option_needs(
+        tmp_path: Path, files: dict[str, str], message: str,
+        capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: gRPC took any bytes and failed to connect, naming no file.
+    from tenantgate.testing.pki import write_pki
+
+    write_pki(tmp_path)
+    (tmp_path / "garbage.pem").write_text("-----BEGIN CERTIFICATE-----\nnot base64\n")
+    (tmp_path / "empty.pem").write_text("")
+    monkeypatch.setenv("TG_ADMIN_TOKEN", "t0ken")
+    options = [word for option, name in files.items() for word in (option, str(tmp_path / name))]
+    code = main(["keys", "--admin", "127.0.0.1:9", "--token-env", "TG_ADMIN_TOKEN", *options,
+                 "list", "--tenant", "acme"])
+    expected = re.sub(r"<(.+?)>", lambda name: str(tmp_path / name.group(1)), message)
+    assert (code, capsys.readouterr().err) == (2, f"tenantgate keys: {expected}\n")

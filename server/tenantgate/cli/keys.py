@@ -162,8 +162,34 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
         return grpc.insecure_channel(args.admin)
     if (args.cert is None) != (args.key is None):
         raise UsageError("--cert and --key go together")
-    creds = grpc.ssl_channel_credentials(_read(args.ca), _read(args.key), _read(args.cert))
+    creds = grpc.ssl_channel_credentials(*_tls_files(args))
     return grpc.secure_channel(args.admin, creds)
+
+
+def _tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, bytes | None]:
+    """--ca, --key and --cert, checked: gRPC takes any bytes and then only fails to connect,
+    naming no file (a swapped --cert and --key is the usual mistake)."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    ca, cert, key = _read(args.ca), _read(args.cert), _read(args.key)
+    chains: dict[str, list[x509.Certificate]] = {}
+    for option, path, data in (("--ca", args.ca, ca), ("--cert", args.cert, cert)):
+        try:
+            chains[option] = x509.load_pem_x509_certificates(data) if data is not None else []
+        except ValueError:  # an empty file too
+            raise UsageError(f"{option} {path}: not a PEM certificate") from None
+    if key is not None:
+        try:
+            private = serialization.load_pem_private_key(key, password=None)
+        except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
+            raise UsageError(f"--key {args.key}: not a PEM private key (unencrypted)") from None
+        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        if (chains["--cert"][0].public_key().public_bytes(*spki)
+                != private.public_key().public_bytes(*spki)):
+            raise UsageError(f"--key {args.key}: not the private key of --cert {args.cert}")
+    return ca, key, cert
 
 
 def _seconds(text: str, option: str) -> int:
