@@ -16,9 +16,10 @@ from tenantgate.config.quota import FailureMode
 from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.metrics import OTHER_TENANT
+from tenantgate.quota.headers import retry_after
 from tenantgate.quota.limiter import Limiter, Verdict
 from tenantgate.quota.rls_config import UNIT_SECONDS, Node, RlsLimit
-from tenantgate.quota.store import Bucket
+from tenantgate.quota.store import Bucket, BucketState
 
 if TYPE_CHECKING:
     from tenantgate.runtime import Runtime
@@ -151,22 +152,27 @@ def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]
     overall = Response.OK
     for m in matched:
         verdict = verdicts[m.index]
-        state = None
-        if verdict.outcome is not None:
-            state = verdict.outcome.states[verdict.buckets.index(verdict_bucket(verdict, m))]
         over = not verdict.admitted and not m.shadow
         status = statuses[m.index]
         status.code = Response.OVER_LIMIT if over else Response.OK
         status.current_limit.CopyFrom(Response.RateLimit(
             name=m.limit.name, requests_per_unit=m.limit.requests_per_unit,
             unit=_UNITS[m.limit.unit]))
-        if state is not None:
+        if verdict.outcome is not None:
+            state = _state(verdict, m)
             status.limit_remaining = state.remaining
-            reset = state.retry_us if not verdict.admitted else state.reset_us
-            status.duration_until_reset.CopyFrom(_duration(reset))
+            status.duration_until_reset.CopyFrom(
+                _duration(state.reset_us) if verdict.admitted else _retry_duration(state))
+        elif not verdict.admitted:  # a limit of 0 in the group: no time makes it pass
+            status.duration_until_reset.CopyFrom(Duration(seconds=UNIT_SECONDS[m.limit.unit]))
         if over:
             overall = Response.OVER_LIMIT
     return Response(overall_code=overall, statuses=statuses)
+
+
+def _state(verdict: Verdict, m: Matched) -> BucketState:
+    assert verdict.outcome is not None
+    return verdict.outcome.states[verdict.buckets.index(verdict_bucket(verdict, m))]
 
 
 def verdict_bucket(verdict: Verdict, m: Matched) -> Bucket:
@@ -180,6 +186,13 @@ def verdict_bucket(verdict: Verdict, m: Matched) -> Bucket:
 def _duration(us: int) -> Duration:
     us = min(max(us, 0), _MAX_DURATION_US)  # a Duration holds at most 10000 years
     return Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+
+
+def _retry_duration(state: BucketState) -> Duration:
+    # Envoy copies only the whole seconds into x-ratelimit-reset, and the bootstrap copies that
+    # into Retry-After: 0.4 s would say "retry now". Check's own rule: rounded up, at least 1.
+    seconds = int(retry_after(state)[1])
+    return Duration(seconds=min(seconds, DURATION_MAX_SECONDS))
 
 
 def _result(response: Any, matched: list[Matched], verdicts: dict[int, Verdict]

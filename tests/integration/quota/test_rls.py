@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -9,6 +10,7 @@ import grpc
 import pytest
 from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.wrappers_pb2 import UInt64Value
 from tenantgate.config.model import Config
 from tenantgate.quota.limiter import Limiter
@@ -40,6 +42,8 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 3}
   - key: blocked
     rate_limit: {unit: minute, requests_per_unit: 0}
+  - key: client
+    rate_limit: {unit: second, requests_per_unit: 10}
 """
 
 
@@ -67,6 +71,19 @@ class Snapshot:
         self.in_flight -= 1
 
 
+@contextlib.asynccontextmanager
+async def serving(runtime: Snapshot) -> AsyncIterator[rls_pb2_grpc.RateLimitServiceStub]:
+    server = grpc.aio.server()
+    add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            yield rls_pb2_grpc.RateLimitServiceStub(channel)
+    finally:
+        await server.stop(None)
+
+
 @pytest.fixture(params=["memory", "redis"])
 async def rls(request: pytest.FixtureRequest, tmp_path: Path, quota_config: MakeConfig,
               make_limiter: Callable[[Config], Limiter]
@@ -77,14 +94,8 @@ async def rls(request: pytest.FixtureRequest, tmp_path: Path, quota_config: Make
                           url)
     limiter = make_limiter(config)
     await limiter.start()
-    runtime = Snapshot(limiter)
-    server = grpc.aio.server()
-    add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
-    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-        yield rls_pb2_grpc.RateLimitServiceStub(channel)
-    await server.stop(None)
+    async with serving(Snapshot(limiter)) as stub:
+        yield stub
 
 
 async def ask(stub: rls_pb2_grpc.RateLimitServiceStub, *descriptors: RateLimitDescriptor,
@@ -159,6 +170,8 @@ async def test_zero_requests_per_unit_is_always_over_the_limit(rls: object) -> N
     replies = [await ask(stub, descriptor(("blocked", "x"), hits=hits)) for hits in (1, 1, 0)]
     assert [r.overall_code for r in replies] == [Response.OVER_LIMIT] * 3
     assert replies[0].statuses[0].current_limit.requests_per_unit == 0
+    # No time makes it pass; Retry-After says one unit, never 0 ("retry now").
+    assert replies[0].statuses[0].duration_until_reset == Duration(seconds=60)
 
 
 async def test_identical_descriptors_are_charged_their_combined_hits(rls: object) -> None:
@@ -225,3 +238,23 @@ async def test_a_cached_denial_reports_the_descriptor_that_is_out(rls: object) -
         assert reply.statuses[0].limit_remaining > 0
         assert reply.statuses[1].limit_remaining == 0
         assert reply.statuses[1].duration_until_reset.seconds > 0
+
+
+async def test_a_subsecond_wait_says_one_second(
+        tmp_path: Path, quota_config: MakeConfig, make_limiter: Callable[[Config], Limiter],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Envoy copies only duration_until_reset's whole seconds into x-ratelimit-reset, and the
+    # bootstrap that into Retry-After: 100 ms sent as is would tell clients "retry now". The
+    # embedded store's clock is frozen here, so the wait is exactly 100 ms.
+    monkeypatch.setattr("tenantgate.quota.memory.monotonic_us", lambda: 10**12)
+    monkeypatch.setattr("tenantgate.quota.limiter.monotonic_us", lambda: 10**12)
+    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
+    config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n")
+    async with serving(Snapshot(make_limiter(config))) as stub:
+        client = descriptor(("client", "c"))
+        admitted = await ask(stub, client, hits=10)
+        from_store, from_cache = [await ask(stub, client) for _ in range(2)]
+    assert admitted.statuses[0].duration_until_reset == Duration(seconds=1)  # until full
+    for reply in (from_store, from_cache):
+        assert reply.overall_code == Response.OVER_LIMIT
+        assert reply.statuses[0].duration_until_reset == Duration(seconds=1)
