@@ -139,9 +139,10 @@ async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Ve
         # envoyproxy/ratelimit: 0 per unit is always over the limit; all or nothing, so the
         # group is denied and no bucket of it is charged.
         return Verdict(False, tuple(buckets))
-    # A cost above every burst is denied whatever the state; capping it keeps the store's
-    # arithmetic (and the retry time it reports) finite without changing any decision.
-    cost = min(cost, max(b.burst for b in buckets) + 1)
+    # A cost above the smallest burst is denied by that bucket whatever its state, so capping
+    # it there changes no decision, and keeps every bucket's cost x interval far inside the
+    # integers Redis returns (above the largest burst, a 1-per-year bucket's overflowed).
+    cost = min(cost, min(b.burst for b in buckets) + 1)
     # The store failing is answered with UNAVAILABLE unless the operator chose degraded.
     mode: FailureMode = "degraded" if limiter.config.failure_mode == "degraded" else "closed"
     return await limiter.decide(buckets, cost, mode)

@@ -44,7 +44,13 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 0}
   - key: client
     rate_limit: {unit: second, requests_per_unit: 10}
+  - key: yearly
+    rate_limit: {unit: year, requests_per_unit: 1}
+    descriptors:
+      - key: op
+        rate_limit: {unit: second, requests_per_unit: 4294967295}
 """
+YEAR = 365 * 86400
 
 
 def descriptor(*entries: tuple[str, str], hits: int | None = None) -> RateLimitDescriptor:
@@ -258,3 +264,18 @@ async def test_a_subsecond_wait_says_one_second(
     for reply in (from_store, from_cache):
         assert reply.overall_code == Response.OVER_LIMIT
         assert reply.statuses[0].duration_until_reset == Duration(seconds=1)
+
+
+async def test_a_huge_cost_in_a_group_with_a_yearly_bucket_says_a_year_on_every_store(
+        rls: object) -> None:
+    # One group: a 1/year bucket and a 4294967295/s one. Capped at the largest burst + 1, the
+    # cost times the yearly interval overflowed Redis' integers (retry 0, nothing cached)
+    # while the embedded store said 10000 years. The smallest bucket's burst + 1 decides alike.
+    stub = rls  # type: ignore[assignment]
+    yearly, op = descriptor(("yearly", "a")), descriptor(("yearly", "a"), ("op", "x"))
+    for _ in range(2):  # from the store, then from the over-limit cache
+        reply = await ask(stub, yearly, op, hits=2**32 - 1)
+        assert [s.code for s in reply.statuses] == [Response.OVER_LIMIT] * 2
+        assert reply.statuses[0].duration_until_reset == Duration(seconds=YEAR)
+        assert reply.statuses[1].duration_until_reset == Duration(seconds=1)
+    assert (await ask(stub, yearly)).statuses[0].limit_remaining == 0  # charged now, not before
