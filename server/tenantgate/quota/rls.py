@@ -152,22 +152,28 @@ def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]
     statuses = [Response.DescriptorStatus(code=Response.OK) for _ in request.descriptors]
     overall = Response.OK
     for m in matched:
+        if m.shadow:
+            # OK, and no limit, remaining or reset: Envoy builds x-ratelimit-* and Retry-After
+            # from the status with least remaining among those naming a limit, so a shadow
+            # limit would speak to clients. Its denials are counted (shadow_over_limit).
+            continue
         verdict = verdicts[m.index]
-        over = not verdict.admitted and not m.shadow
         status = statuses[m.index]
-        status.code = Response.OVER_LIMIT if over else Response.OK
         status.current_limit.CopyFrom(Response.RateLimit(
             name=m.limit.name, requests_per_unit=m.limit.requests_per_unit,
             unit=_UNITS[m.limit.unit]))
-        if verdict.outcome is not None:
+        if verdict.admitted:
             state = _state(verdict, m)
             status.limit_remaining = state.remaining
-            status.duration_until_reset.CopyFrom(
-                _duration(state.reset_us) if verdict.admitted else _retry_duration(state))
-        elif not verdict.admitted:  # a limit of 0 in the group: no time makes it pass
+            status.duration_until_reset.CopyFrom(_duration(state.reset_us))
+            continue
+        status.code = overall = Response.OVER_LIMIT
+        if verdict.outcome is None:  # a limit of 0 in the group: no time makes it pass
             status.duration_until_reset.CopyFrom(Duration(seconds=UNIT_SECONDS[m.limit.unit]))
-        if over:
-            overall = Response.OVER_LIMIT
+        else:
+            state = _state(verdict, m)
+            status.limit_remaining = state.remaining
+            status.duration_until_reset.CopyFrom(_retry_duration(state))
     return Response(overall_code=overall, statuses=statuses)
 
 

@@ -13,6 +13,7 @@ from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.wrappers_pb2 import UInt64Value
 from tenantgate.config.model import Config
+from tenantgate.observe import quota as quota_metrics
 from tenantgate.quota.limiter import Limiter
 from tenantgate.quota.rls import add_to_server
 from tenantgate.testing.redis import RedisServer
@@ -134,12 +135,25 @@ async def test_nested_descriptor_has_its_own_limit(rls: object) -> None:
     assert other.overall_code == Response.OK and not other.statuses[0].HasField("current_limit")
 
 
-async def test_shadow_mode_reports_but_never_limits(rls: object) -> None:
+def rls_requests(result: quota_metrics.RlsResult) -> float:
+    return quota_metrics.RLS_REQUESTS.labels("edge", result.value)._value.get()
+
+
+async def test_shadow_mode_is_counted_but_never_limits_nor_speaks_to_clients(
+        rls: object) -> None:
+    # Envoy's x-ratelimit-* and Retry-After follow the status with least remaining among those
+    # with a current_limit: a shadow limit (1/day) must not answer for the tenant's (5/day).
     stub = rls  # type: ignore[assignment]
-    replies = [await ask(stub, descriptor(("tenant", "a"), ("method", "GET")))
-               for _ in range(3)]
+    tenant, reads = descriptor(("tenant", "a")), descriptor(("tenant", "a"), ("method", "GET"))
+    before = rls_requests(quota_metrics.RlsResult.SHADOW_OVER_LIMIT)
+    replies = [await ask(stub, tenant, reads) for _ in range(3)]
     assert [r.overall_code for r in replies] == [Response.OK] * 3
-    assert replies[0].statuses[0].current_limit.requests_per_unit == 1
+    assert rls_requests(quota_metrics.RlsResult.SHADOW_OVER_LIMIT) == before + 2
+    for reply in replies:
+        enforced, shadow = reply.statuses
+        assert enforced.current_limit.requests_per_unit == 5
+        assert shadow == Response.DescriptorStatus(code=Response.OK)
+    assert [r.statuses[0].limit_remaining for r in replies] == [4, 3, 2]
 
 
 async def test_hits_addend_charges_several_hits(rls: object) -> None:
