@@ -12,7 +12,6 @@ import grpc
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from google.protobuf.duration_pb2 import Duration
 
-from tenantgate.config.quota import FailureMode
 from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.metrics import OTHER_TENANT
@@ -143,9 +142,12 @@ async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Ve
     # it there changes no decision, and keeps every bucket's cost x interval far inside the
     # integers Redis returns (above the largest burst, a 1-per-year bucket's overflowed).
     cost = min(cost, min(b.burst for b in buckets) + 1)
-    # The store failing is answered with UNAVAILABLE unless the operator chose degraded.
-    mode: FailureMode = "degraded" if limiter.config.failure_mode == "degraded" else "closed"
-    return await limiter.decide(buckets, cost, mode)
+    # Counted and logged by the configured mode: Envoy's failure_mode_deny, which the generated
+    # bootstrap sets from it, decides what the UNAVAILABLE below does to the request.
+    verdict = await limiter.decide(buckets, cost, limiter.config.failure_mode)
+    if verdict.outcome is None:  # no decision: the store failed (degraded decides locally)
+        return Verdict(False, verdict.buckets, unavailable=True)
+    return verdict
 
 
 def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]) -> Any:

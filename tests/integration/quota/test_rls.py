@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -221,27 +222,31 @@ async def test_unknown_domain_is_not_limited(rls: object) -> None:
     assert reply.overall_code == Response.OK
 
 
-async def test_store_down_answers_unavailable(
-        tmp_path: Path, quota_config: MakeConfig,
-        make_limiter: Callable[[Config], Limiter]) -> None:
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_store_down_answers_unavailable_counted_and_logged_by_the_failure_mode(
+        mode: str, tmp_path: Path, quota_config: MakeConfig,
+        make_limiter: Callable[[Config], Limiter], caplog: pytest.LogCaptureFixture) -> None:
+    # UNAVAILABLE either way: Envoy's failure_mode_deny decides, and the generated bootstrap
+    # sets it from quota.failure_mode, so `open` lets the request through: fail_open_total.
     (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
     dead = RedisServer()  # never started
     config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
-                          f"  redis: {{url: '{dead.url}', timeout: 100ms}}\n  store: redis\n")
-    limiter = make_limiter(config)
-    runtime = Snapshot(limiter)
-    server = grpc.aio.server()
-    add_to_server(server, lambda: runtime)  # type: ignore[arg-type, return-value]
-    port = server.add_insecure_port("127.0.0.1:0")
-    await server.start()
+                          f"  redis: {{url: '{dead.url}', timeout: 100ms}}\n  store: redis\n"
+                          f"  failure_mode: {mode}\n")
+    runtime = Snapshot(make_limiter(config))
+    counters = {"open": quota_metrics.FAIL_OPEN, "closed": quota_metrics.FAIL_CLOSED}
+    before = {m: c._value.get() for m, c in counters.items()}
     try:
-        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
-            with pytest.raises(grpc.aio.AioRpcError) as err:
-                await ask(rls_pb2_grpc.RateLimitServiceStub(channel), descriptor(("tenant", "a")))
+        async with serving(runtime) as stub:
+            with caplog.at_level(logging.WARNING, logger="tenantgate.quota"), \
+                    pytest.raises(grpc.aio.AioRpcError) as err:
+                await ask(stub, descriptor(("tenant", "a")))
         assert err.value.code() == grpc.StatusCode.UNAVAILABLE
         assert (runtime.pins, runtime.in_flight) == (1, 0)  # pinned, and released on abort
+        assert {m: c._value.get() - before[m] for m, c in counters.items()} == {
+            m: float(m == mode) for m in counters}
+        assert f"failing {mode}" in caplog.text
     finally:
-        await server.stop(None)
         dead.close()
 
 
