@@ -26,6 +26,11 @@ from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate")
 SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
+# Largest request message (gRPC's default is 4 MiB). A Check from an Envoy with its default
+# 60 KiB header limit (max_request_headers_kb) is at most about 125 KiB: the headers, and the
+# path and host again in their own fields. 1 MiB leaves room for a raised limit and bounds
+# what parsing one ShouldRateLimit call costs.
+MAX_RECEIVE_BYTES = 1024 * 1024
 
 
 class StartupError(Exception):
@@ -71,7 +76,8 @@ class App:
         await self.runtime.start()
         cfg = self._listen = self.runtime.config.listen
         self._admin_config = self.runtime.config.admin
-        options = [("grpc.so_reuseport", 0)]
+        options = [("grpc.so_reuseport", 0),
+                   ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
         AuthorizationServicer(self.current).add_to_server(self.server)  # pins its own snapshot

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -15,6 +16,7 @@ from google.protobuf.duration_pb2 import Duration
 from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.metrics import OTHER_TENANT
+from tenantgate.observe.throttle import Throttle
 from tenantgate.quota.headers import retry_after
 from tenantgate.quota.limiter import Limiter, Verdict
 from tenantgate.quota.rls_config import UNIT_SECONDS, Node, RlsLimit
@@ -23,9 +25,16 @@ from tenantgate.quota.store import Bucket, BucketState
 if TYPE_CHECKING:
     from tenantgate.runtime import Runtime
 
+log = logging.getLogger("tenantgate.quota")
 Response = rls_pb2.RateLimitResponse
 _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
 _MAX_DURATION_US = DURATION_MAX_SECONDS * 1_000_000
+# Bounds on one request, far above what Envoy sends (a descriptor per matching `rate_limits`
+# entry, an entry per action) and low enough that one call cannot hold the event loop, flood
+# the store or push other tenants' buckets out of the embedded store.
+MAX_DESCRIPTORS = 64  # rate_limits entries applying to one route: real ones have a handful
+MAX_ENTRIES = 16  # actions in one rate_limits entry: real ones have one to four
+MAX_ENTRY_BYTES = 1024  # a key or value (UTF-8): a tenant, an address, a method, a short path
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +75,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
 
     def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
+        self._refusals = Throttle(10.0)  # one warning per 10 s: a caller could send them all
 
     async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
         # Pinned, as Check's: a reload closes this snapshot only after the call has finished.
@@ -80,6 +90,11 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         domains = limiter.rls_domains if limiter is not None else {}
         root = domains.get(request.domain)
         label = request.domain if root is not None else OTHER_TENANT
+        if (problem := _too_big(request)) is not None:
+            metrics.rls_request(label, metrics.RlsResult.INVALID)
+            if self._refusals.ready():
+                log.warning("ShouldRateLimit refused (domain %s): %s", label, problem)
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
         if limiter is None or root is None:
             metrics.rls_request(label, metrics.RlsResult.OK)
             return Response(overall_code=Response.OK,
@@ -94,6 +109,19 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         response = _response(request, matched, verdicts)
         metrics.rls_request(label, _result(response, matched, verdicts))
         return response
+
+
+def _too_big(request: Any) -> str | None:
+    """What makes the request too big to answer, or None; it never quotes the caller's data."""
+    if len(request.descriptors) > MAX_DESCRIPTORS:
+        return f"more than {MAX_DESCRIPTORS} descriptors"
+    for descriptor in request.descriptors:
+        if len(descriptor.entries) > MAX_ENTRIES:
+            return f"a descriptor has more than {MAX_ENTRIES} entries"
+        for entry in descriptor.entries:
+            if max(len(entry.key.encode()), len(entry.value.encode())) > MAX_ENTRY_BYTES:
+                return f"a descriptor key or value is longer than {MAX_ENTRY_BYTES} bytes"
+    return None
 
 
 def _matched(request: Any, root: Node, tenant_key: str) -> list[Matched]:

@@ -16,7 +16,7 @@ from google.protobuf.wrappers_pb2 import UInt64Value
 from tenantgate.config.model import Config
 from tenantgate.observe import quota as quota_metrics
 from tenantgate.quota.limiter import Limiter
-from tenantgate.quota.rls import add_to_server
+from tenantgate.quota.rls import MAX_DESCRIPTORS, MAX_ENTRIES, MAX_ENTRY_BYTES, add_to_server
 from tenantgate.testing.redis import RedisServer
 
 Response = rls_pb2.RateLimitResponse
@@ -298,3 +298,41 @@ async def test_a_huge_cost_in_a_group_with_a_yearly_bucket_says_a_year_on_every_
         assert reply.statuses[0].duration_until_reset == Duration(seconds=YEAR)
         assert reply.statuses[1].duration_until_reset == Duration(seconds=1)
     assert (await ask(stub, yearly)).statuses[0].limit_remaining == 0  # charged now, not before
+
+
+def long_text(nbytes: int) -> str:
+    return "é" * (nbytes // 2) + "x" * (nbytes % 2)  # bytes, not characters, are counted
+
+
+@pytest.mark.parametrize(("descriptors", "problem"), [
+    ([descriptor(("tenant", "a"))] * (MAX_DESCRIPTORS + 1),
+     f"more than {MAX_DESCRIPTORS} descriptors"),
+    ([descriptor(*[("tenant", "a")] * (MAX_ENTRIES + 1))],
+     f"a descriptor has more than {MAX_ENTRIES} entries"),
+    ([descriptor(("tenant", "a"), (long_text(MAX_ENTRY_BYTES + 1), "v"))],
+     f"a descriptor key or value is longer than {MAX_ENTRY_BYTES} bytes"),
+    ([descriptor(("tenant", "a")), descriptor(("tenant", long_text(MAX_ENTRY_BYTES + 1)))],
+     f"a descriptor key or value is longer than {MAX_ENTRY_BYTES} bytes"),
+], ids=["descriptors", "entries", "key_bytes", "value_bytes"])
+async def test_an_oversized_request_is_refused_counted_logged_and_charges_nothing(
+        rls: object, descriptors: list[RateLimitDescriptor], problem: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # One call of 100k descriptors held the event loop for seconds, failed other callers'
+    # Redis calls and pushed other tenants' buckets out of the embedded store.
+    stub = rls  # type: ignore[assignment]
+    before = rls_requests(quota_metrics.RlsResult.INVALID)
+    with caplog.at_level(logging.WARNING, logger="tenantgate.quota"), \
+            pytest.raises(grpc.aio.AioRpcError) as err:
+        await ask(stub, *descriptors)
+    assert (err.value.code(), err.value.details()) == (grpc.StatusCode.INVALID_ARGUMENT, problem)
+    assert rls_requests(quota_metrics.RlsResult.INVALID) == before + 1
+    assert f"ShouldRateLimit refused (domain edge): {problem}" in caplog.text
+    assert (await ask(stub, descriptor(("tenant", "a")))).statuses[0].limit_remaining == 4
+
+
+async def test_a_request_at_the_bounds_is_answered(rls: object) -> None:
+    stub = rls  # type: ignore[assignment]
+    at_bounds = [descriptor(("tenant", long_text(MAX_ENTRY_BYTES)),
+                            *[("k", "v")] * (MAX_ENTRIES - 1))] * MAX_DESCRIPTORS
+    reply = await ask(stub, *at_bounds)
+    assert reply.overall_code == Response.OK and len(reply.statuses) == MAX_DESCRIPTORS
