@@ -162,3 +162,55 @@ def test_rate_limit_filter_counts_per_tenant_from_ext_authz_metadata(rls_quota: 
     assert [received(r)["path"] for r in under] == ["/tenants/hooli/items"] * (LIMIT - 1)
     assert (ok2 - ok1, over2 - over1) == (LIMIT - 1, 0)  # a shared counter would deny hooli
     assert [r.status_code for r in still] == [429]
+
+
+@pytest.fixture(scope="module")
+def rls_shadow(tmp_path_factory: pytest.TempPathFactory, envoy_path: str,
+               backend: EchoBackend) -> Iterator[Stack]:
+    """[tenant] is a shadow limit of 1/day; [tenant, POST] 1/min and [tenant, DELETE] 1/s are
+    enforced."""
+    directory = tmp_path_factory.mktemp("rls-shadow")
+    rules = {"domain": "e2e", "descriptors": [{
+        "key": "tenant", "shadow_mode": True,
+        "rate_limit": {"unit": "day", "requests_per_unit": 1},
+        "descriptors": [
+            {"key": "method", "value": "POST",
+             "rate_limit": {"unit": "minute", "requests_per_unit": 1}},
+            {"key": "method", "value": "DELETE",
+             "rate_limit": {"unit": "second", "requests_per_unit": 1}}]}]}
+    Path(directory / "ratelimit.yaml").write_text(yaml.safe_dump(rules))
+    config = with_tenants(base_config(directory), {"acme": {}, "globex": {}})
+    config["quota"] = {"enabled": True, "store": "memory",
+                       "ratelimit_service": {"config_files": ["ratelimit.yaml"]}}
+    with running_stack(directory, upstream=backend.address, config=config) as stack:
+        yield stack
+
+
+def rate_headers(response: httpx.Response) -> dict[str, str]:
+    return {k: v for k, v in response.headers.items()
+            if k.startswith("x-ratelimit-") or k == "retry-after"}
+
+
+def test_a_shadow_limit_never_sets_a_clients_rate_limit_headers(rls_shadow: Stack) -> None:
+    # Envoy writes x-ratelimit-* and Retry-After from the status with least remaining: a 429
+    # from the 1/min limit said "retry after 86399" from the shadow day limit.
+    with rls_shadow.client() as client:
+        auth = rls_shadow.auth("acme")
+        reads = [client.get("/tenants/acme/items", headers=auth) for _ in range(2)]
+        writes = [client.post("/tenants/acme/items", headers=auth) for _ in range(2)]
+    assert [r.status_code for r in reads] == [200, 200]  # past the shadow limit: passes
+    assert [rate_headers(r) for r in reads] == [{}, {}]
+    assert [r.status_code for r in writes] == [200, 429]
+    assert writes[1].headers["x-ratelimit-limit"] == "1, 1;w=60"
+    assert 1 <= int(writes[1].headers["retry-after"]) <= 60
+
+
+def test_a_subsecond_wait_says_retry_after_one_second(rls_shadow: Stack) -> None:
+    # Envoy takes the whole seconds of the wait: under a second it said "Retry-After: 0".
+    with rls_shadow.client() as client:
+        auth = rls_shadow.auth("globex")
+        replies = [client.delete("/tenants/globex/items", headers=auth) for _ in range(4)]
+    limited = [r for r in replies if r.status_code == 429]
+    assert replies[0].status_code == 200 and limited
+    assert {(r.headers["retry-after"], r.headers["x-ratelimit-reset"]) for r in limited} == {
+        ("1", "1")}
