@@ -9,12 +9,15 @@ would resolve to our hand-written `tenantgate.admin` package, so they are rewrit
 into a temporary directory and fails when the committed copy differs.
 
 Usage: python tools/gen_proto.py [--out DIR]   (default: server/tenantgate/_gen)
+
+DIR is replaced whole, so it must be absent, empty or an earlier output of this script.
 """
 
 from __future__ import annotations
 
 import argparse
 import re
+import secrets
 import shutil
 import sys
 import tempfile
@@ -32,8 +35,43 @@ def proto_files() -> list[Path]:
     return sorted(PROTO_ROOT.rglob("*.proto"))
 
 
+class Refused(Exception):
+    """--out names something this script must not replace."""
+
+
 def generate(out: Path) -> list[Path]:
-    """Write every generated module (and package __init__) under `out`; returns the files."""
+    """Write every generated module (and package __init__) under `out`; returns the files.
+
+    The output is built beside `out` and then swapped in whole, so a failure leaves the previous
+    output as it was. `out` must be absent, empty or a previous output of this script: it is
+    replaced, and nothing else may be lost with it (Refused otherwise)."""
+    _check_replaceable(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(out, "new")
+    try:
+        written = [out / path.relative_to(staging) for path in _write(staging)]
+        _swap(staging, out)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone already, unless something failed
+    return written
+
+
+def _check_replaceable(out: Path) -> None:
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise Refused(f"{out} exists and is not a directory")
+    files = [p for p in out.rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    if not files:
+        return
+    marker = out / "__init__.py"
+    # A previous output holds only modules and stubs, under the __init__ this script writes.
+    ours = marker.is_file() and marker.read_text() == _INIT_TEXT
+    if not ours or any(p.suffix not in (".py", ".pyi") for p in files):
+        raise Refused(f"{out} is not empty and not an output of this script: not replacing it")
+
+
+def _write(out: Path) -> list[Path]:
     from grpc_tools import protoc  # a dev dependency: only needed to regenerate
 
     include = Path(protoc.__file__).parent / "_proto"  # google/protobuf/*.proto
@@ -44,9 +82,6 @@ def generate(out: Path) -> list[Path]:
                 f"--grpc_python_out={raw_dir}", *relative]
         if protoc.main(args) != 0:
             raise SystemExit("protoc failed (see the message above)")
-        if out.exists():
-            shutil.rmtree(out)
-        out.mkdir(parents=True)
         written = []
         for source in sorted(Path(raw_dir).rglob("*.py*")):
             target = out / source.relative_to(raw_dir)
@@ -61,11 +96,40 @@ def generate(out: Path) -> list[Path]:
     return sorted(written)
 
 
+def _sibling(out: Path, what: str) -> Path:
+    # Not mkdtemp: its 0700 would become the mode of the package directory once swapped in.
+    path = out.parent / f".{out.name}-{what}-{secrets.token_hex(4)}"
+    path.mkdir()
+    return path
+
+
+def _swap(new: Path, out: Path) -> None:
+    if not out.exists():
+        new.rename(out)
+        return
+    old = _sibling(out, "old")
+    out.rename(old / out.name)
+    try:
+        new.rename(out)
+    except BaseException:
+        (old / out.name).rename(out)  # the previous output back in place
+        raise
+    finally:
+        shutil.rmtree(old, ignore_errors=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output directory")
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT,
+                        help="output directory: absent, empty or an earlier output, which is "
+                             "replaced (default: server/tenantgate/_gen)")
     args = parser.parse_args(argv)
-    for path in generate(args.out):
+    try:
+        written = generate(args.out)
+    except Refused as exc:
+        print(f"gen_proto: {exc}", file=sys.stderr)
+        return 2
+    for path in written:
         print(path.relative_to(args.out))
     return 0
 
