@@ -94,22 +94,27 @@ class PostgresCluster:
         owner = _run_as()
         self.major = _major(self.bin_dir)
         self._tmp = Path(tempfile.mkdtemp(prefix="tenantgate-pg-"))
-        if owner is not None:
-            os.chown(self._tmp, owner.pw_uid, owner.pw_gid)
-        ids = {"user": owner.pw_uid, "group": owner.pw_gid} if owner else {}
-        initdb = subprocess.run(
-            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--no-locale", "-N"],
-            capture_output=True, env=_env(self.bin_dir), **ids)  # type: ignore[call-overload]
-        if initdb.returncode != 0:
-            self._cleanup()
-            raise RuntimeError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-800:]}")
-        try:  # our free port may be taken before postgres binds it: then a fresh one
+        # Whatever stops the start from here (initdb failing, or a Ctrl-C during it) must not
+        # leave the data directory (tens of MB) or a server behind.
+        try:
+            if owner is not None:
+                os.chown(self._tmp, owner.pw_uid, owner.pw_gid)
+            ids = {"user": owner.pw_uid, "group": owner.pw_gid} if owner else {}
+            self._initdb(ids)
+            # Our free port may be taken before postgres binds it: then a fresh one.
             on_fresh_ports(lambda: self._serve(ids))
         except BaseException:
             self.stop()
             raise
         return self
+
+    def _initdb(self, ids: dict[str, int]) -> None:
+        initdb = subprocess.run(
+            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
+             "-A", "trust", "-E", "UTF8", "--no-locale", "-N"],
+            capture_output=True, env=_env(self.bin_dir), **ids)  # type: ignore[call-overload]
+        if initdb.returncode != 0:
+            raise RuntimeError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-800:]}")
 
     def _serve(self, ids: dict[str, int]) -> None:
         self.port = free_port()
