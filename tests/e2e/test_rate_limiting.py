@@ -209,8 +209,11 @@ def test_a_subsecond_wait_says_retry_after_one_second(rls_shadow: Stack) -> None
     # Envoy takes the whole seconds of the wait: under a second it said "Retry-After: 0".
     with rls_shadow.client() as client:
         auth = rls_shadow.auth("globex")
-        replies = [client.delete("/tenants/globex/items", headers=auth) for _ in range(4)]
-    limited = [r for r in replies if r.status_code == 429]
-    assert replies[0].status_code == 200 and limited
-    assert {(r.headers["retry-after"], r.headers["x-ratelimit-reset"]) for r in limited} == {
-        ("1", "1")}
+        replies = [client.delete("/tenants/globex/items", headers=auth)]
+        # Until the second request within one second (on a slow machine, more than one try).
+        while replies[-1].status_code != 429 and len(replies) < 50:
+            replies.append(client.delete("/tenants/globex/items", headers=auth))
+    assert replies[0].status_code == 200
+    limited = replies[-1]
+    assert limited.status_code == 429
+    assert (limited.headers["retry-after"], limited.headers["x-ratelimit-reset"]) == ("1", "1")

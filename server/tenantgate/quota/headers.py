@@ -35,9 +35,13 @@ def rate_headers(verdict: Verdict) -> list[Header]:
     ]
 
 
+def retry_seconds(state: BucketState) -> int:
+    """Whole seconds, rounded up and never 0: a client retrying at once would only be denied."""
+    return max(1, _seconds(state.retry_us))
+
+
 def retry_after(state: BucketState) -> Header:
-    # Whole seconds, rounded up and never 0: a client retrying at once would only be denied.
-    return ("retry-after", str(max(1, _seconds(state.retry_us))))
+    return ("retry-after", str(retry_seconds(state)))
 
 
 def deny_headers(verdict: Verdict) -> tuple[Header, ...]:

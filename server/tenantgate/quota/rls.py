@@ -17,7 +17,7 @@ from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.metrics import OTHER_TENANT
 from tenantgate.observe.throttle import Throttle
-from tenantgate.quota.headers import retry_after
+from tenantgate.quota.headers import retry_seconds
 from tenantgate.quota.limiter import Limiter, Verdict
 from tenantgate.quota.rls_config import UNIT_SECONDS, Node, RlsLimit
 from tenantgate.quota.store import Bucket, BucketState
@@ -228,8 +228,7 @@ def _duration(us: int) -> Duration:
 def _retry_duration(state: BucketState) -> Duration:
     # Envoy copies only the whole seconds into x-ratelimit-reset, and the bootstrap copies that
     # into Retry-After: 0.4 s would say "retry now". Check's own rule: rounded up, at least 1.
-    seconds = int(retry_after(state)[1])
-    return Duration(seconds=min(seconds, DURATION_MAX_SECONDS))
+    return Duration(seconds=min(retry_seconds(state), DURATION_MAX_SECONDS))
 
 
 def _result(response: Any, matched: list[Matched], verdicts: dict[int, Verdict]
