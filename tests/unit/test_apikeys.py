@@ -246,3 +246,22 @@ def test_api_keys_and_admin_are_off_unless_configured(tmp_path: Path) -> None:
         "active_key": "c1", "keys": [{"id": "c1", "secret": {"fromFile": "c.key"}}]}}),
         base_dir=tmp_path)
     assert config.api_keys is None and config.admin is None
+
+
+@pytest.mark.parametrize(("fields", "revoked", "expired"), [
+    ({}, False, False),
+    ({"revoked_at": "", "expires_at": "0"}, False, False),
+    ({"revoked_at": "1700000100"}, True, False),
+    ({"expires_at": "1700000100"}, False, True),
+    # Written by hand in another format: a revocation must revoke, not read as "never".
+    ({"revoked_at": "1700000100.25"}, True, False),
+    ({"revoked_at": "true"}, True, False),
+    ({"expires_at": "1700000100.0"}, False, True),
+    ({"expires_at": "soon"}, False, True),
+], ids=["absent", "empty-and-zero", "revoked", "expired", "revoked-float", "revoked-word",
+        "expires-float", "expires-word"])
+def test_a_stored_time_that_cannot_be_read_counts_as_past(
+        fields: dict[str, str], revoked: bool, expired: bool) -> None:
+    record = KeyRecord.from_hash("k1", {"tenant": "acme", "digest": "d", **fields})
+    assert record is not None
+    assert (record.revoked, record.expired(time.time())) == (revoked, expired)

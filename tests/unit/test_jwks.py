@@ -12,12 +12,17 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives.asymmetric import rsa
 from tenantgate.config.model import IssuerConfig
+from tenantgate.decision import Reason
 from tenantgate.errors import KeySetUnavailable
+from tenantgate.identity import jwks as jwks_module
 from tenantgate.identity.jwks import FAILED_FETCH_BACKOFF, KeySet
+from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.keys import fits, prepare
-from tenantgate.identity.model import Identity
+from tenantgate.identity.model import NOT_A_STRING, Identity
 from tenantgate.identity.token_cache import TokenCache
+from tenantgate.testing import tokens
 from tenantgate.testing.check import DevIssuer
 
 URL = "https://idp.test/jwks.json"
@@ -39,14 +44,11 @@ class FakeIdP:
         self.failing = False
         self.fetches = 0
         self.gate: asyncio.Event | None = None  # when set, answers wait for it
-        self.broken = False  # raise what no fetch expects: a bug's stand-in
 
     async def handle(self, request: httpx.Request) -> httpx.Response:
         self.fetches += 1
         if self.gate is not None:
             await self.gate.wait()
-        if self.broken:
-            raise RuntimeError("unexpected")
         if self.failing:
             return httpx.Response(503)
         headers = {"cache-control": self.cache_control} if self.cache_control else {}
@@ -309,6 +311,14 @@ def test_prepare_skips_unfit_and_broken_keys(idp: DevIssuer) -> None:
     assert skipped == 2  # the enc key and the non-object; "broken" fits but fails to load
 
 
+def test_rsa_keys_under_2048_bits_are_skipped() -> None:
+    weak = tokens.public_jwk(rsa.generate_private_key(65537, 1024), "weak", "RS256")
+    strong = tokens.public_jwk(rsa.generate_private_key(65537, 2048), "strong", "RS256")
+    prepared, skipped = prepare({"keys": [weak, strong]}, ["RS256", "PS256"])
+    assert sorted({k.key_id or "" for k in prepared}) == ["strong"]
+    assert skipped == 1
+
+
 def discovery_keyset(document: object, idp: DevIssuer,
                      issuer: str = "https://idp.test") -> tuple[KeySet, list[str]]:
     asked: list[str] = []
@@ -342,8 +352,12 @@ async def test_discovery_finds_the_jwks_uri(idp: DevIssuer) -> None:
     {"issuer": "https://idp.test"},
     ["not", "an", "object"],
     {"issuer": "https://idp.test", "jwks_uri": "https://[::1/jwks.json"},
+    # httpx raises UnicodeEncodeError / an IDNA error for these before sending: they once
+    # escaped the fetch and stopped the whole gateway's start.
+    {"issuer": "https://idp.test", "jwks_uri": "https://idp.test/jwks\ud800.json"},
+    {"issuer": "https://idp.test", "jwks_uri": "https://xn--a.example/jwks.json"},
 ], ids=["another-issuer", "no-issuer", "plain-http-jwks-uri", "no-jwks-uri", "array",
-        "jwks-uri-not-a-url"])
+        "jwks-uri-not-a-url", "jwks-uri-lone-surrogate", "jwks-uri-bad-idna"])
 async def test_discovery_document_that_does_not_fit_is_refused(idp: DevIssuer,
                                                                document: object) -> None:
     keys, asked = discovery_keyset(document, idp)
@@ -364,6 +378,60 @@ async def test_discovery_over_plain_http_is_refused_without_allow_insecure_http(
     with pytest.raises(KeySetUnavailable):
         await keys.find("k1", "RS256")
     assert asked == []
+
+
+async def test_an_etag_httpx_cannot_send_back_is_not_kept(idp: DevIssuer) -> None:
+    """Sent back in If-None-Match, a non-ASCII ETag made every later fetch raise: no backoff,
+    no max_stale clock, an error per Check."""
+    asked: list[str | None] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.headers.get("if-none-match"))
+        return httpx.Response(200, json={"keys": idp.jwks(["k1"])},
+                              headers=[(b"etag", '"v1-\u00e9"'.encode("latin-1"))])
+
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"url": URL}})
+    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)))
+    await keys.start()
+    await keys.refresh()  # raised UnicodeEncodeError
+    assert asked == [None, None]
+    assert await keys.find("k1", "RS256") != []
+    await keys.close()
+
+
+async def test_a_token_without_kid_signed_by_a_new_key_is_found_by_a_refetch(
+        idp: DevIssuer) -> None:
+    """With k1 known, a kid-less token signed by k2, just published, once failed as a bad
+    signature until the next scheduled refresh (a day, with max-age=86400)."""
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=86400"), Clock()
+    keys = keyset(fake, clock, max_ttl="1d")
+    await keys.start()
+    verifier = JwtVerifier([keys._issuer], {"idp": keys})
+    fake.keys = idp.jwks(["k1", "k2"])
+    token = tokens.mint(idp.keys["k2"], "RS256", idp.claims())
+    identity = await verifier.verify(token, time.time())
+    assert isinstance(identity, Identity), identity
+    assert fake.fetches == 2
+    forged = tokens.mint(tokens.generate_key("RS256"), "RS256", idp.claims())
+    assert await verifier.verify(forged, time.time()) == Reason.BAD_SIGNATURE
+    assert fake.fetches == 2  # the refetch is bounded: one per refetch_interval
+    await keys.close()
+
+
+@pytest.mark.parametrize("claim", [[{}] * 1900, {"a": [1, 2]}, 7, True],
+                         ids=["list-of-objects", "object", "number", "bool"])
+async def test_a_tenant_claim_that_is_not_a_string_is_not_kept(
+        idp: DevIssuer, claim: object) -> None:
+    """Tenancy refuses it anyway; kept as is, a signed token's list of 1,900 objects cost the
+    token cache 16 times the bytes it counted (str(claim))."""
+    keys = keyset(FakeIdP(idp.jwks(["k1"])), Clock())
+    await keys.start()
+    verifier = JwtVerifier([keys._issuer], {"idp": keys})
+    identity = await verifier.verify(idp.token(tenant=claim), time.time())
+    assert isinstance(identity, Identity) and identity.tenant_claim is NOT_A_STRING
+    await keys.close()
 
 
 async def test_a_token_without_kid_may_use_any_key_of_its_algorithm(idp: DevIssuer) -> None:
@@ -418,12 +486,15 @@ async def test_an_unexpected_error_does_not_end_the_refresh_loop(
     fake, clock = FakeIdP(idp.jwks(["k1", "k2"]), "max-age=0"), Clock()
     keys = keyset(fake, clock, min_ttl="0s")
     await keys.start()
-    fake.broken = True
+    # A bug's stand-in past the fetch (whatever the endpoint does is a FetchFailed).
+    prepare_keys = jwks_module.prepare
+    monkeypatch.setattr(jwks_module, "prepare", lambda *_: 1 / 0)
     for _ in range(1000):
         if fake.fetches >= 3:
             break
         await asyncio.sleep(0.001)
-    fake.broken, fake.keys = False, idp.jwks(["k2"])
+    monkeypatch.setattr(jwks_module, "prepare", prepare_keys)
+    fake.keys = idp.jwks(["k2"])
     for _ in range(1000):
         if keys.generation:
             break

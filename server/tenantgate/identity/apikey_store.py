@@ -54,8 +54,8 @@ class KeyRecord:
         return cls(key_id=key_id, tenant=fields["tenant"], name=fields.get("name", ""),
                    scopes=tuple(fields.get("scopes", "").split()), digest=fields["digest"],
                    created_at=_int(fields.get("created_at")),
-                   expires_at=_int(fields.get("expires_at")),
-                   revoked_at=_int(fields.get("revoked_at")),
+                   expires_at=_instant(fields.get("expires_at")),
+                   revoked_at=_instant(fields.get("revoked_at")),
                    last_used_at=_int(fields.get("last_used_at")),
                    replaces=fields.get("replaces", ""),
                    lifetime=_lifetime(fields))
@@ -145,6 +145,18 @@ def _lifetime(fields: Mapping[str, str]) -> int:
     # Written before the field existed: right unless the key has been rotated since.
     expires_at, created_at = _int(fields.get("expires_at")), _int(fields.get("created_at"))
     return max(expires_at - created_at, 1) if expires_at else 0
+
+
+def _instant(value: str | None) -> int:
+    """An expires_at or revoked_at field: absent, empty or 0 for never. One that is there but
+    not a whole number of seconds (a hand-written `1700000100.25`, `true`) counts as long past:
+    a revocation an operator wrote in another format must revoke, not be read as "never"."""
+    if value is None or value.strip() in ("", "0"):
+        return 0
+    try:
+        return max(int(value), 1)
+    except ValueError:
+        return 1
 
 
 def _int(value: Any) -> int:

@@ -94,13 +94,19 @@ class KeySet:
         elif now >= self._fresh_until:
             self._refresh_in_background()
         keys = self._lookup(key_id, algorithm)
-        if not keys and self._may_refetch_for_unknown_kid(self._clock()):
-            try:
-                await self.refresh()
-            except FetchFailed:
-                return []
-            keys = self._lookup(key_id, algorithm)
-        return keys
+        return keys or await self.refetched(key_id, algorithm)
+
+    async def refetched(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
+        """Candidates after a fetch for a key the set may not have yet (a new `kid`, or a token
+        without one that no known key verifies); [] when the per-interval bound allows no
+        fetch now or the fetch fails."""
+        if not self._may_refetch_for_unknown_kid(self._clock()):
+            return []
+        try:
+            await self.refresh()
+        except FetchFailed:
+            return []
+        return self._lookup(key_id, algorithm)
 
     def _lookup(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
         """The key with this id, or every key of the algorithm for a token without `kid`."""
@@ -226,7 +232,9 @@ class KeySet:
             raise FetchFailed("JWKS is not JSON") from None
         if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
             raise FetchFailed("JWKS has no keys list")
-        self._etag = response.headers.get("etag")
+        etag = response.headers.get("etag")
+        # Sent back in If-None-Match: one httpx cannot encode would fail every later fetch.
+        self._etag = etag if etag and etag.isascii() and etag.isprintable() else None
         return document, max_age
 
     async def _get(self, url: str, headers: dict[str, str]) -> tuple[httpx.Response, bytes]:
@@ -240,8 +248,13 @@ class KeySet:
                 if response.status_code not in (200, 304):
                     raise FetchFailed(f"HTTP {response.status_code}")
                 return response, await _read_bounded(response)
-        # InvalidURL is no HTTPError: a discovery document's jwks_uri may be any string.
-        except (httpx.HTTPError, httpx.InvalidURL, TimeoutError) as exc:
+        except FetchFailed:
+            raise
+        # Not only HTTPError: a discovery document's jwks_uri may be any string, and httpx
+        # raises InvalidURL, IDNA or encoding errors for some before sending. Whatever an
+        # issuer's endpoint serves must fail that issuer's fetch only, never the gateway's
+        # start or a Check (and a failure is what starts the backoff and the max_stale clock).
+        except Exception as exc:
             raise FetchFailed(type(exc).__name__) from None
 
     async def close(self) -> None:

@@ -14,7 +14,7 @@ from tenantgate.context import utf8_encodable
 from tenantgate.decision import Reason
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.keys import VerificationKey, hmac_key
-from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
+from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, NOT_A_STRING, Identity
 
 # One C-speed check of the whole token's alphabet, so base64 decoding below need not re-check.
 MAX_KIDLESS_KEYS = 4  # signature checks spent on one token that names no key
@@ -116,9 +116,14 @@ class JwtVerifier:
         if not keys:
             return Reason.UNKNOWN_KEY
         signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
-        # More than one candidate only for a token without `kid`, bounded by the JWKS size.
-        if not any(key.verify(signing_input, signature) for key in keys[:MAX_KIDLESS_KEYS]):
-            return Reason.BAD_SIGNATURE
+        if not _verified(keys, signing_input, signature):
+            if "kid" in header or header["alg"] in HMAC_ALGORITHMS:
+                return Reason.BAD_SIGNATURE
+            # Without a kid, a key the IdP has just published looks like a bad signature; the
+            # unknown-kid refetch (one per interval) is how it is found before the next refresh.
+            keys = await self._keysets[issuer.name].refetched(None, header["alg"])
+            if not _verified(keys, signing_input, signature):
+                return Reason.BAD_SIGNATURE
         return _identity(issuer, header, claims, now)
 
     async def _keys_for(self, issuer: IssuerConfig, header: dict[str, Any]
@@ -129,6 +134,11 @@ class JwtVerifier:
             return [hmac] if hmac is not None else []
         kid = header.get("kid")
         return await self._keysets[issuer.name].find(kid, algorithm)
+
+
+def _verified(keys: list[VerificationKey], signing_input: bytes, signature: bytes) -> bool:
+    # More than one candidate only for a token without `kid`, bounded by the JWKS size.
+    return any(key.verify(signing_input, signature) for key in keys[:MAX_KIDLESS_KEYS])
 
 
 def _header_problem(header: dict[str, Any], issuer: IssuerConfig) -> Reason | None:
@@ -165,7 +175,7 @@ def _identity(issuer: IssuerConfig, header: dict[str, Any], claims: dict[str, An
     return Identity(
         issuer=issuer.name,
         subject=subject,
-        tenant_claim=claim_at(claims, issuer.tenant_claim),
+        tenant_claim=_tenant_claim(claim_at(claims, issuer.tenant_claim)),
         scopes=_strings(claim_at(claims, issuer.scope_claim), split=True),
         roles=_strings(claim_at(claims, issuer.roles_claim), split=False),
         key_id=str(header.get("kid", "")),
@@ -204,3 +214,9 @@ def _time_problem(issuer: IssuerConfig, claims: dict[str, Any], now: float) -> R
     if issuer.max_token_age is not None and (iat is None or now - iat > issuer.max_token_age):
         return Reason.TOKEN_TOO_OLD
     return None
+
+
+def _tenant_claim(value: object) -> object:
+    # Tenancy refuses any claim that is not a string; keeping a list or object claim would let
+    # signed tokens fill the token cache far past its byte bound (it counts str(claim)).
+    return value if value is None or isinstance(value, str) else NOT_A_STRING

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
 from jwt.algorithms import get_default_algorithms
 from jwt.exceptions import InvalidKeyError
 
@@ -16,6 +17,8 @@ _KEY_FITS: dict[str, tuple[str, str | None]] = {
     "ES256": ("EC", "P-256"), "ES384": ("EC", "P-384"), "ES512": ("EC", "P-521"),
 }
 _EDDSA_CURVES = ("Ed25519", "Ed448")
+# RFC 7518 3.3: RSA keys of 2048 bits or more; smaller ones can be factored.
+MIN_RSA_BITS = 2048
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,14 +57,18 @@ def prepare(jwks: dict[str, Any], algorithms: list[str]) -> tuple[list[Verificat
     entries = jwks.get("keys") if isinstance(jwks, dict) else None
     for jwk in entries if isinstance(entries, list) else []:
         usable = [a for a in algorithms if isinstance(jwk, dict) and fits(jwk, a)]
+        weak = False
         for algorithm in usable:
             try:
                 key = _ALGORITHMS[algorithm].from_jwk(jwk)
             except (InvalidKeyError, ValueError, TypeError, KeyError):
                 continue
+            if isinstance(key, RSAPublicKey) and key.key_size < MIN_RSA_BITS:
+                weak = True  # a test key left in the JWKS, say: forgeable, so no key at all
+                continue
             kid = jwk.get("kid")
             prepared.append(VerificationKey(kid if isinstance(kid, str) else None, algorithm, key))
-        skipped += 0 if usable else 1
+        skipped += 0 if usable and not weak else 1
     return prepared, skipped
 
 

@@ -9,11 +9,23 @@ from dataclasses import dataclass
 API_KEY_SUBJECT_PREFIX = "apikey:"
 
 
+class NotAString:
+    """A tenant claim that was not a string (a list, an object, a number), in place of it."""
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "<tenant claim that is not a string>"
+
+
+NOT_A_STRING = NotAString()
+
+
 @dataclass(frozen=True, slots=True)
 class Identity:
     issuer: str  # issuer name from config, or "api-key"
     subject: str
-    tenant_claim: object  # raw claim value; tenancy validates it
+    tenant_claim: object  # the claim's string (tenancy validates it), None, or NOT_A_STRING
     scopes: frozenset[str]
     roles: frozenset[str]
     key_id: str  # JWT kid or API key id, for the audit log
