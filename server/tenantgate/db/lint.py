@@ -26,6 +26,7 @@ class Problem(enum.StrEnum):
     APP_ROLE_CREATES_ROLES = "app_role_creates_roles"
     APP_ROLE_EXTRA_PRIVILEGE = "app_role_extra_privilege"
     FOREIGN_SCHEMA_OBJECT = "foreign_schema_object"
+    FOREIGN_KEY_WITHOUT_TENANT = "foreign_key_without_tenant"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -69,6 +70,23 @@ SELECT DISTINCT v.oid::regclass::text, v.relkind,
  WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND v.oid <> %s
    AND v.relkind IN ('v', 'm')
 """
+# Foreign keys into a tenant table whose columns do not pair tenant column with tenant column.
+# conparentid = 0: a key on a partitioned table is reported once, not once per partition.
+_FOREIGN_KEYS = """
+SELECT c.conrelid::regclass::text || '.' || quote_ident(c.conname), c.conrelid::regclass::text,
+       c.confrelid::regclass::text,
+       (SELECT string_agg(quote_ident(b.attname), ', ' ORDER BY k.n)
+          FROM unnest(c.confkey) WITH ORDINALITY AS k(attnum, n)
+          JOIN pg_attribute b ON b.attrelid = c.confrelid AND b.attnum = k.attnum)
+  FROM pg_constraint c
+ WHERE c.contype = 'f' AND c.conparentid = 0 AND c.confrelid = ANY(%s::oid[])
+   AND NOT EXISTS (
+       SELECT 1 FROM unnest(c.conkey, c.confkey) AS k(referencing, referenced)
+         JOIN pg_attribute a ON a.attrelid = c.conrelid AND a.attnum = k.referencing
+         JOIN pg_attribute b ON b.attrelid = c.confrelid AND b.attnum = k.referenced
+        WHERE a.attname = %s AND b.attname = %s)
+ ORDER BY 1
+"""
 
 
 def lint(conn: Any, tenant_column: str = "tenant_id",
@@ -90,6 +108,7 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
     tables = conn.execute(_TABLES, [tenant_column]).fetchall()
     for oid, name, enabled, forced in tables:
         findings += _table_findings(conn, oid, name, enabled, forced)
+    findings += _foreign_key_findings(conn, tenant_column, [oid for oid, *_ in tables])
     for role in app_roles:
         findings += _role_findings(conn, role, [(oid, name) for oid, name, *_ in tables])
     return sorted(findings)
@@ -119,6 +138,19 @@ def _table_findings(conn: Any, oid: int, name: str, enabled: bool,
             found.append(Finding(Problem.VIEW_BYPASSES_RLS, view, f"view over {name} runs as "
                                  "its owner: ALTER VIEW ... SET (security_invoker = true) (PG15+)"))
     return found
+
+
+def _foreign_key_findings(conn: Any, tenant_column: str, oids: list[int]) -> list[Finding]:
+    # Foreign key checks and cascades run without row level security: a key on the id alone
+    # lets one tenant probe which ids other tenants use, attach rows to their rows (which then
+    # block their deletes) or have a cascade delete its rows.
+    rows = conn.execute(_FOREIGN_KEYS, [oids, tenant_column, tenant_column]).fetchall()
+    return [Finding(Problem.FOREIGN_KEY_WITHOUT_TENANT, key, f"{referencing} references "
+                    f"{referenced} without {tenant_column}: foreign key checks and cascades "
+                    "ignore row level security, so one tenant can probe, block and cascade into "
+                    f"another's rows; reference ({tenant_column}, {columns}), with a UNIQUE "
+                    f"({tenant_column}, {columns}) on {referenced}")
+            for key, referencing, referenced, columns in rows]
 
 
 def _policy_findings(policy: str, permissive: bool, qual: str | None,

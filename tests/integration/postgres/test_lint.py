@@ -138,3 +138,33 @@ def test_app_role_granted_key_columns_or_key_management_is_reported(fresh_db: Da
             conn.execute("DROP OWNED BY app_keys; DROP ROLE app_keys")
     assert [(f.problem, f.subject) for f in findings] == [(Problem.APP_ROLE_READS_KEYS,
                                                            "app_keys")]
+
+
+def test_foreign_key_into_a_tenant_table_without_the_tenant_column_is_reported(
+        fresh_db: Database) -> None:
+    # Foreign key checks and cascades ignore RLS: a key on the id alone lets a tenant probe
+    # other tenants' ids, attach its rows to theirs and block or cascade into their deletes.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("""
+            CREATE TABLE parent (id int PRIMARY KEY, tenant_id text NOT NULL,
+                                 UNIQUE (tenant_id, id));
+            CREATE TABLE by_id (id int, tenant_id text, parent_id int REFERENCES parent (id));
+            CREATE TABLE by_tenant_and_id (id int, tenant_id text, parent_id int,
+                FOREIGN KEY (tenant_id, parent_id) REFERENCES parent (tenant_id, id));
+            CREATE TABLE shared (id int, parent_id int REFERENCES parent (id) ON DELETE CASCADE);
+            CREATE TABLE untenanted (id int PRIMARY KEY);
+            CREATE TABLE to_untenanted (id int, tenant_id text, u int REFERENCES untenanted);
+            SELECT tenantgate.isolate(t) FROM unnest(ARRAY['parent', 'by_id',
+                'by_tenant_and_id', 'to_untenanted']::regclass[]) AS t;
+        """)
+        findings = lint(conn)
+    assert [str(f) for f in findings] == [
+        "foreign_key_without_tenant: public.by_id.by_id_parent_id_fkey: public.by_id references"
+        " public.parent without tenant_id: foreign key checks and cascades ignore row level"
+        " security, so one tenant can probe, block and cascade into another's rows; reference"
+        " (tenant_id, id), with a UNIQUE (tenant_id, id) on public.parent",
+        "foreign_key_without_tenant: public.shared.shared_parent_id_fkey: public.shared"
+        " references public.parent without tenant_id: foreign key checks and cascades ignore"
+        " row level security, so one tenant can probe, block and cascade into another's rows;"
+        " reference (tenant_id, id), with a UNIQUE (tenant_id, id) on public.parent",
+    ]
