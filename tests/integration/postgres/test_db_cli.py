@@ -37,6 +37,25 @@ def test_print_sql_is_the_shipped_sql_and_installs_on_an_empty_database(
         assert schema.installed_version(conn) == schema.latest_version()
 
 
+def test_a_version_1_install_upgrades_and_the_old_verifier_is_not_public(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(fresh_db.cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE upgraded")
+    dsn = fresh_db.cluster.dsn(dbname="upgraded")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute(schema.migrations()[0].sql)  # what an earlier release installed
+        assert schema.installed_version(conn) == 1
+    code, out, _ = run(capsys, "install", "--dsn", dsn)
+    assert (code, out) == (0, f"tenantgate SQL at schema version {schema.latest_version()}"
+                              " (was 1)\n")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        public = conn.execute(
+            "SELECT p.proname, has_function_privilege('public', p.oid, 'EXECUTE')"
+            " FROM pg_proc p WHERE p.pronamespace = 'tenantgate'::regnamespace"
+            " AND p.proname LIKE 'verify%' ORDER BY 1").fetchall()
+    assert public == [("verify_context", True), ("verify_signed_context", False)]
+
+
 def test_install_refuses_a_tenantgate_schema_someone_else_made_first_and_lint_flags_it(
         fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
     # A role that may create schemas (here: the database's owner) makes `tenantgate` first,

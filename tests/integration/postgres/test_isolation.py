@@ -191,3 +191,27 @@ def test_isolate_refuses_a_tenant_column_with_a_nondeterministic_collation(
         with pytest.raises(psycopg.errors.RaiseException,
                            match=r"public\.ci\.tenant_id has the nondeterministic collation"):
             conn.execute("SELECT tenantgate.isolate('ci')")
+
+
+def test_a_context_expires_inside_a_long_command_too(db: Database) -> None:
+    """statement_timestamp() stays fixed for a whole top-level command: a DO block (which needs
+    no privilege) looping over one context kept reading its tenant's rows after it expired."""
+    loop = """
+        DO $$
+        DECLARE
+            expires numeric := (tenantgate.verify_context(
+                current_setting('tenantgate.context', true))).expires_at;
+            before int;
+            after int;
+        BEGIN
+            SELECT count(*) INTO before FROM invoices;
+            WHILE extract(epoch FROM clock_timestamp()) <= expires LOOP
+                PERFORM pg_sleep(0.1);
+            END LOOP;
+            SELECT count(*) INTO after FROM invoices;
+            RAISE EXCEPTION 'rows before expiry: %, after: %', before, after;
+        END
+        $$"""
+    with pytest.raises(psycopg.errors.RaiseException) as raised:
+        rows(db, db.ring.sign("acme", "alice", "req-1", 2), loop)
+    assert "rows before expiry: 2, after: 0" in str(raised.value)
