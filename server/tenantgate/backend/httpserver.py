@@ -25,6 +25,9 @@ class _Handler(BaseHTTPRequestHandler):
                 "chunked" in self.headers.get("Transfer-Encoding", "").lower():
             self.send_error(413 if number else 400)
             return
+        if not _plain_headers(self.headers.items()):
+            self.send_error(400)
+            return
         body = self.rfile.read(int(length))
         status_headers: list[Any] = []
 
@@ -70,6 +73,13 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.access_log:
             super().log_message(format, *args)
+
+
+def _plain_headers(headers: Any) -> bool:
+    """No `_` in a name (WSGI reads `x_tenant_context` as X-Tenant-Context, as Envoy's config
+    refuses too) and no line break in a value (http.server unfolds obsolete line folding into
+    the value, which an app might copy into a response header)."""
+    return not any("_" in name or "\r" in value or "\n" in value for name, value in headers)
 
 
 class WSGIHTTPServer(ThreadingHTTPServer):

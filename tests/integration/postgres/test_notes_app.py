@@ -109,6 +109,18 @@ def test_a_content_length_of_non_ascii_digits_is_a_400(base_url: str) -> None:
         assert conn.recv(64).startswith(b"HTTP/1.1 400 ")
 
 
+@pytest.mark.parametrize("header", [
+    b"x_tenant_context: forged\r\n",  # WSGI reads it as X-Tenant-Context
+    b"x-tenant-id: acme\r\n Set-Cookie: x=1\r\n",  # obsolete line folding, unfolded
+], ids=["underscore-name", "folded-value"])
+def test_ambiguous_headers_are_a_400(base_url: str, header: bytes) -> None:
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + header + b"\r\n")
+        answer = conn.recv(4096)
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"Set-Cookie" not in answer
+
+
 def test_request_without_context_header_is_refused_before_the_handler(
         notes_db: Database, base_url: str) -> None:
     with client(notes_db, base_url, None) as anonymous:
