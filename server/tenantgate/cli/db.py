@@ -141,7 +141,7 @@ def _install(args: argparse.Namespace) -> int:
     with _connect(args) as conn:
         try:
             before, after = schema.install(conn)
-        except schema.ForeignSchema as exc:
+        except schema.InstallRefused as exc:
             raise _Failure(str(exc)) from None
         print(f"tenantgate SQL at schema version {after}"
               + (" (already installed)" if before == after else f" (was {before})"))

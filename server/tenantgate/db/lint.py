@@ -7,7 +7,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-from tenantgate.db.schema import foreign_objects
+from tenantgate.db.schema import foreign_objects, unsafe_roles
 
 
 class Problem(enum.StrEnum):
@@ -27,6 +27,7 @@ class Problem(enum.StrEnum):
     APP_ROLE_EXTRA_PRIVILEGE = "app_role_extra_privilege"
     FOREIGN_SCHEMA_OBJECT = "foreign_schema_object"
     FOREIGN_KEY_WITHOUT_TENANT = "foreign_key_without_tenant"
+    UNSAFE_TENANTGATE_ROLE = "unsafe_tenantgate_role"
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -105,6 +106,11 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
     findings = [Finding(Problem.FOREIGN_SCHEMA_OBJECT, name, f"{kind} owned by {owner}, not "
                         "tenantgate_owner: its owner decides what the context checks do")
                 for kind, name, owner in foreign_objects(conn)]
+    findings += [Finding(Problem.UNSAFE_TENANTGATE_ROLE, role, f"{problems}: whoever uses it "
+                         "reads or manages the context keys; make it NOLOGIN NOSUPERUSER "
+                         "NOBYPASSRLS NOCREATEROLE, tenantgate_owner with no member but the "
+                         "installer")
+                 for role, problems in unsafe_roles(conn)]
     tables = conn.execute(_TABLES, [tenant_column]).fetchall()
     for oid, name, enabled, forced in tables:
         findings += _table_findings(conn, oid, name, enabled, forced)

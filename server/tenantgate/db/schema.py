@@ -39,8 +39,16 @@ def print_sql(from_version: int = 0) -> str:
     return "\n".join(chunks)
 
 
-class ForeignSchema(Exception):
+class InstallRefused(Exception):
+    """The database holds something an install must not adopt; nothing was changed."""
+
+
+class ForeignSchema(InstallRefused):
     """Schema `tenantgate`, or something in it, belongs to a role other than tenantgate_owner."""
+
+
+class UnsafeRole(InstallRefused):
+    """tenantgate_owner or tenantgate_admin is more than the NOLOGIN role the SQL makes."""
 
 
 # The SQL's objects all belong to tenantgate_owner. A role that could create the schema first
@@ -65,6 +73,34 @@ def foreign_objects(conn: Any) -> list[tuple[str, str, str]]:
     return [tuple(row) for row in conn.execute(_FOREIGN_OBJECTS).fetchall()]
 
 
+# 001_context.sql creates its two roles only when they are missing, so it would adopt roles
+# made beforehand by anyone with CREATEROLE: a LOGIN tenantgate_owner with a known password
+# reads every key, a LOGIN tenantgate_admin adds keys of its own. Members of the owner read the
+# keys too; the installer alone may be one (the SQL grants it the role to hand it objects). The
+# admin role's members are not checked: granting it to whoever manages keys is its purpose.
+_UNSAFE_ROLES = """
+SELECT r.rolname::text, concat_ws(', ',
+       CASE WHEN r.rolsuper THEN 'is a superuser' END,
+       CASE WHEN r.rolcanlogin THEN 'can log in' END,
+       CASE WHEN r.rolbypassrls THEN 'has BYPASSRLS' END,
+       CASE WHEN r.rolcreaterole THEN 'has CREATEROLE' END,
+       (SELECT 'has members ' || string_agg(m.member::regrole::text, ', '
+                                            ORDER BY m.member::regrole::text)
+          FROM pg_catalog.pg_auth_members m
+         WHERE m.roleid = r.oid AND r.rolname = 'tenantgate_owner'
+           AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)))
+  FROM pg_catalog.pg_roles r
+ WHERE r.rolname IN ('tenantgate_owner', 'tenantgate_admin')
+ ORDER BY 1
+"""
+
+
+def unsafe_roles(conn: Any) -> list[tuple[str, str]]:
+    """(role, what is wrong) for tenantgate_owner/tenantgate_admin beyond NOLOGIN and no members."""
+    return [(role, problems) for role, problems in conn.execute(_UNSAFE_ROLES).fetchall()
+            if problems]
+
+
 def installed_version(conn: Any) -> int:
     row = conn.execute("SELECT to_regclass('tenantgate.schema_version') IS NOT NULL").fetchone()
     if not row[0]:
@@ -83,6 +119,12 @@ def install(conn: Any) -> tuple[int, int]:
                 f"{kind} {name} is owned by {owner}, not tenantgate_owner: whoever owns it "
                 "controls what tenantgate's SQL runs; drop it (or make it tenantgate_owner's) "
                 "and install again")
+        if unsafe := unsafe_roles(conn):
+            role, problems = unsafe[0]
+            raise UnsafeRole(
+                f"role {role} already exists and {problems}: tenantgate would adopt it and its "
+                "key access; make it NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE without "
+                "members (or drop it) and install again")
         before = installed_version(conn)
         for migration in migrations():
             if migration.version > before:
