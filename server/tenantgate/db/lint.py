@@ -238,4 +238,24 @@ def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[
     if keys:
         found.append(Finding(Problem.APP_ROLE_READS_KEYS, role, "can read or manage the context "
                              "keys (member of tenantgate_owner/tenantgate_admin or granted)"))
-    return found
+    return found + _server_file_findings(conn, role)
+
+
+# No privilege check stops these: the key table's data file is on disk, pads in the clear.
+_SERVER_FILE_ROLES = {
+    "pg_read_server_files": "reads any file the server can, the key table's data file too",
+    "pg_write_server_files": "writes any file the server can (its configuration, say)",
+    "pg_execute_server_program": "runs programs as the server, which read the key table's "
+                                 "data file",
+}
+
+
+def _server_file_findings(conn: Any, role: str) -> list[Finding]:
+    # A superuser is reported already, and is a member of every role.
+    held = conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND pg_has_role(%s, oid, 'MEMBER')"
+        " AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = %s) ORDER BY rolname",
+        [list(_SERVER_FILE_ROLES), role, role]).fetchall()
+    return [Finding(Problem.APP_ROLE_READS_KEYS, role, f"is a member of {name}: it "
+                    f"{_SERVER_FILE_ROLES[name]}, so it can take the context keys")
+            for (name,) in held]

@@ -168,3 +168,23 @@ def test_foreign_key_into_a_tenant_table_without_the_tenant_column_is_reported(
         " row level security, so one tenant can probe, block and cascade into another's rows;"
         " reference (tenant_id, id), with a UNIQUE (tenant_id, id) on public.parent",
     ]
+
+
+@pytest.mark.parametrize(("granted", "inherited"), [
+    ("pg_read_server_files", False), ("pg_write_server_files", False),
+    ("pg_execute_server_program", False), ("pg_execute_server_program", True),
+], ids=["read_files", "write_files", "execute_program", "execute_program_inherited"])
+def test_app_role_that_reads_or_writes_server_files_is_reported(
+        fresh_db: Database, granted: str, inherited: bool) -> None:
+    # COPY ... FROM PROGRAM 'cat <data file of tenantgate.context_keys>' reads every key's
+    # pads, whatever the table's privileges say.
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_files LOGIN; CREATE ROLE files_group")
+        try:
+            conn.execute(f"GRANT {granted} TO {'files_group' if inherited else 'app_files'}")
+            conn.execute("GRANT files_group TO app_files")
+            findings = lint(conn, app_roles=("app_files",))
+        finally:
+            conn.execute("DROP ROLE app_files; DROP ROLE files_group")
+    assert [(f.problem, f.subject, f.detail.split(":")[0]) for f in findings] == [
+        (Problem.APP_ROLE_READS_KEYS, "app_files", f"is a member of {granted}")]
