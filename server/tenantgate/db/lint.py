@@ -187,8 +187,12 @@ def _policy_findings(policy: str, permissive: bool, qual: str | None,
 def _extra_privileges(conn: Any, role: str, table_oid: int) -> str:
     """Table rights beyond SELECT/INSERT/UPDATE/DELETE that an application role must not have."""
     rights = ("TRUNCATE", "TRIGGER", "REFERENCES")
-    held = conn.execute("SELECT " + ", ".join(["has_table_privilege(%s, %s::oid, %s)"] * 3),
-                        [v for r in rights for v in (role, table_oid, r)]).fetchone()
+    # REFERENCES may be granted on one column (GRANT REFERENCES (id)), which is enough for a
+    # probing foreign key; TRUNCATE and TRIGGER exist only on whole tables.
+    held = conn.execute("SELECT has_table_privilege(%s, %s::oid, 'TRUNCATE'),"
+                        " has_table_privilege(%s, %s::oid, 'TRIGGER'),"
+                        " has_any_column_privilege(%s, %s::oid, 'REFERENCES')",
+                        [role, table_oid] * 3).fetchone()
     return ", ".join(r for r, has in zip(rights, held, strict=True) if has)
 
 

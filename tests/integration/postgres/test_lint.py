@@ -188,3 +188,18 @@ def test_app_role_that_reads_or_writes_server_files_is_reported(
             conn.execute("DROP ROLE app_files; DROP ROLE files_group")
     assert [(f.problem, f.subject, f.detail.split(":")[0]) for f in findings] == [
         (Problem.APP_ROLE_READS_KEYS, "app_files", f"is a member of {granted}")]
+
+
+def test_app_role_granted_references_on_one_column_is_reported(fresh_db: Database) -> None:
+    # REFERENCES (id) is enough for a foreign key of the app's own whose checks, run without
+    # RLS, tell which ids other tenants use.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE secrets (id int PRIMARY KEY, tenant_id text);"
+                     " SELECT tenantgate.isolate('secrets');"
+                     " GRANT SELECT, REFERENCES (id) ON secrets TO app")
+        try:
+            findings = lint(conn, app_roles=("app",))
+        finally:
+            conn.execute("REVOKE ALL ON secrets FROM app")
+    assert [(f.problem, f.subject, f.detail.split(":")[0]) for f in findings] == [
+        (Problem.APP_ROLE_EXTRA_PRIVILEGE, "app", "has REFERENCES on public.secrets")]
