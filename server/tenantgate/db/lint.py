@@ -43,7 +43,8 @@ class Finding:
 _CONTEXT_CALL = re.compile(r"tenantgate\.(current_tenant|current_subject|verify_context)\(")
 # pg_get_expr writes `(SELECT f())` as `( SELECT tenantgate.current_tenant() AS current_tenant)`.
 _ONCE_PER_STATEMENT = re.compile(r"\(\s*SELECT\s+$")
-_RAW_SETTING = re.compile(r"current_setting\('tenantgate\.context'")
+# Setting names are case-insensitive: current_setting('TenantGate.Context') reads the same one.
+_RAW_SETTING = re.compile(r"current_setting\('tenantgate\.context'", re.IGNORECASE)
 
 _TABLES = """
 SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity

@@ -203,3 +203,18 @@ def test_app_role_granted_references_on_one_column_is_reported(fresh_db: Databas
             conn.execute("REVOKE ALL ON secrets FROM app")
     assert [(f.problem, f.subject, f.detail.split(":")[0]) for f in findings] == [
         (Problem.APP_ROLE_EXTRA_PRIVILEGE, "app", "has REFERENCES on public.secrets")]
+
+
+def test_policy_reading_the_setting_under_another_spelling_is_reported(
+        fresh_db: Database) -> None:
+    # Setting names are case-insensitive: the app role may SET tenantgate.context to a bare
+    # tenant id, and this policy would trust it.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE docs (id int, tenant_id text);"
+                     " SELECT tenantgate.isolate('docs');"
+                     " CREATE POLICY support ON docs FOR SELECT USING ("
+                     "   tenant_id = (SELECT tenantgate.current_tenant())"
+                     "   OR tenant_id = current_setting('TenantGate.Context', true))")
+        findings = lint(conn)
+    assert [(f.problem, f.subject) for f in findings] == [
+        (Problem.UNSIGNED_SETTING_IN_POLICY, "public.docs.support")]
