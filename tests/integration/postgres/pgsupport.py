@@ -19,17 +19,19 @@ LONG_SECRET = bytes(range(200)) * 1  # longer than the 64-byte HMAC block: hashe
 
 SCHEMA = """
 CREATE TABLE invoices (
-    id        bigint PRIMARY KEY,
+    id        bigint NOT NULL,
     tenant_id text NOT NULL DEFAULT tenantgate.current_tenant(),
     customer  text NOT NULL,
-    amount    numeric NOT NULL
+    amount    numeric NOT NULL,
+    PRIMARY KEY (tenant_id, id)  -- as docs/postgres.md advises: keys led by the tenant
 );
-CREATE INDEX invoices_tenant_id_idx ON invoices (tenant_id, id);
 CREATE TABLE invoice_lines (
-    id         bigint PRIMARY KEY,
+    id         bigint NOT NULL,
     tenant_id  text NOT NULL DEFAULT tenantgate.current_tenant(),
-    invoice_id bigint NOT NULL REFERENCES invoices (id),
-    item       text NOT NULL
+    invoice_id bigint NOT NULL,
+    item       text NOT NULL,
+    PRIMARY KEY (tenant_id, id),
+    FOREIGN KEY (tenant_id, invoice_id) REFERENCES invoices (tenant_id, id)
 );
 INSERT INTO invoices VALUES (1, 'acme', 'a-customer', 10), (2, 'acme', 'a-other', 20),
                             (3, 'globex', 'g-customer', 30);

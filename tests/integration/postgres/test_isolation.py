@@ -66,6 +66,17 @@ def test_update_and_delete_of_another_tenants_rows_touch_nothing(db: Database) -
     assert rows(db, ctx(db, "globex"), "SELECT id, amount FROM invoices") == [(3, 30)]
 
 
+@pytest.mark.parametrize("invoice", [3, 77], ids=["another-tenants", "nobodys"])
+def test_a_line_cannot_point_at_another_tenants_invoice_nor_tell_it_exists(
+        db: Database, invoice: int) -> None:
+    """Foreign-key checks ignore RLS: with the key on (tenant_id, id), acme's line can only name
+    acme's invoices, and globex's invoice 3 fails exactly as a missing one does."""
+    with pytest.raises(psycopg.errors.ForeignKeyViolation) as raised:
+        rows(db, ctx(db, "acme"), "INSERT INTO invoice_lines (id, invoice_id, item)"
+             " VALUES (50, %s, 'x')", [invoice])
+    assert raised.value.diag.message_detail == 'Key is not present in table "invoices".'
+
+
 def test_insert_without_tenant_id_takes_the_context_tenant(db: Database) -> None:
     with db.connect() as conn, tenant_transaction(conn, ctx(db, "acme")):
         conn.execute("INSERT INTO invoices (id, customer, amount) VALUES (101, 'n', 5)")

@@ -84,6 +84,12 @@ def test_lint_passes_a_clean_schema_and_exits_zero(
     assert capsys.readouterr().out == "no findings\n"
 
 
+def test_the_documented_schema_with_its_foreign_key_lints_clean(db: Database) -> None:
+    # pgsupport.SCHEMA: keys led by the tenant column, the line's key pairing both columns.
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        assert lint(conn, app_roles=("app",)) == []
+
+
 def test_lint_exits_non_zero_with_one_line_per_finding(
         broken: Database, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["db", "lint", "--dsn", broken.dsn()]) == 1
