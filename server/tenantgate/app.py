@@ -57,7 +57,9 @@ class App:
         # reloaded config (it would unlink another path and leave our socket behind).
         self._listen = self.runtime.config.listen
         self._admin_config = self.runtime.config.admin
-        self._bound_uds: str | None = None  # what stop() unlinks: only a socket we bound
+        # What stop() unlinks: the socket we bound, as (path, device, inode), so a socket a
+        # successor bound at the same path while this one drained is left alone.
+        self._bound_uds: tuple[str, int, int] | None = None
 
     def current(self) -> Runtime:
         """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
@@ -117,7 +119,9 @@ class App:
             if port == 0:
                 raise StartupError(f"{what}: cannot listen (address in use, or no such "
                                    "directory, or not allowed)")
-        self._bound_uds = uds
+        if uds:
+            bound = os.stat(uds)
+            self._bound_uds = (uds, bound.st_dev, bound.st_ino)
 
     async def _set_serving(self, status: int) -> None:
         for service in ("", *SERVICES):
@@ -207,10 +211,13 @@ class App:
         self._drained.set()
         await asyncio.gather(*self._retired)
         await self.runtime.close()
-        uds, self._bound_uds = self._bound_uds, None
-        if uds:
+        bound, self._bound_uds = self._bound_uds, None
+        if bound:
+            path, device, inode = bound
             with contextlib.suppress(FileNotFoundError):
-                os.unlink(uds)
+                found = os.stat(path)
+                if (found.st_dev, found.st_ino) == (device, inode):
+                    os.unlink(path)
 
 
 def _remove_stale_socket(path: str) -> None:
@@ -222,12 +229,16 @@ def _remove_stale_socket(path: str) -> None:
         probe.settimeout(1.0)
         try:
             probe.connect(path)
-        except TimeoutError:  # a full backlog: someone listens
-            pass
-        except OSError:  # refused (nobody listens) or not ours to reach: stale
+        except (ConnectionRefusedError, FileNotFoundError):  # nobody listens: stale
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
             return
+        except OSError as exc:
+            # A full backlog (EAGAIN at once on Linux, or a timeout) means a busy server; a
+            # socket we may not reach is not ours to remove either.
+            raise StartupError(f"listen.uds {path}: cannot tell whether a server listens on "
+                               f"it ({exc.strerror or type(exc).__name__}); remove it if "
+                               "it is stale") from None
     raise StartupError(f"listen.uds {path}: a server is listening on it (in use by another "
                        "process)")
 

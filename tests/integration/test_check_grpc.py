@@ -437,3 +437,61 @@ async def test_a_stale_socket_is_replaced_but_a_live_one_is_not_taken_over(
         # Before, the live socket was unlinked and bound again: its server lost its traffic.
         with socket.socket(socket.AF_UNIX) as client:
             client.connect(str(uds))
+
+
+async def test_stopping_leaves_a_socket_a_successor_bound_at_the_same_path(
+        start_app: Start, jwks: JwksServer, tmp_path: Path) -> None:
+    """During a rolling restart the new process binds the path while the old one drains (gRPC
+    closes and unlinks the old listener when the drain starts): the old one's stop() used to
+    unlink the new socket at its end, and Envoy lost tenantgate."""
+    import socket
+
+    uds = tmp_path / "tg.sock"
+    app = await start_app(served(jwks), listen={"grpc": None, "uds": str(uds)})
+    async with grpc.aio.insecure_channel(f"unix:{uds}") as channel:
+        watch = health_pb2_grpc.HealthStub(channel).Watch(health_pb2.HealthCheckRequest())
+        await watch.read()  # an open stream: stop() drains until it ends
+        stopping = asyncio.ensure_future(app.stop())
+        for _ in range(1000):  # until the old listener is gone
+            if not uds.exists():
+                break
+            await asyncio.sleep(0.01)
+        with socket.socket(socket.AF_UNIX) as successor:
+            successor.bind(str(uds))
+            successor.listen()
+            watch.cancel()
+            await stopping
+            assert uds.is_socket()
+            with socket.socket(socket.AF_UNIX) as client:
+                client.connect(str(uds))
+
+
+async def test_a_busy_socket_is_not_taken_for_a_stale_one(
+        start_app: Start, jwks: JwksServer, tmp_path: Path) -> None:
+    """A full accept backlog refuses a Unix connect at once with EAGAIN: that is a live,
+    busy server, not a stale socket to remove."""
+    import socket
+
+    from tenantgate.app import StartupError
+
+    uds = tmp_path / "tg.sock"
+    with socket.socket(socket.AF_UNIX) as busy:
+        busy.bind(str(uds))
+        busy.listen(0)
+        waiting = []
+        for _ in range(8):  # fill the backlog
+            pending = socket.socket(socket.AF_UNIX)
+            pending.setblocking(False)
+            try:
+                pending.connect(str(uds))
+            except BlockingIOError:
+                pending.close()
+                break
+            waiting.append(pending)
+        try:
+            with pytest.raises(StartupError, match="cannot tell whether a server listens"):
+                await start_app(served(jwks), listen={"grpc": None, "uds": str(uds)})
+            assert uds.is_socket()
+        finally:
+            for pending in waiting:
+                pending.close()
