@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import hmac
 import json
+import math
 import time
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -134,9 +135,10 @@ class KeyRing:
                    now: float | None = None) -> str:
         """sign() with the payload's first claims already quoted by payload_prefix(): they
         repeat for every Check of one tenant and subject."""
-        issued = int(time.time() if now is None else now)
+        now = time.time() if now is None else now
+        # exp rounded up: a context lives at least `ttl` (rounded down it lost up to a second).
         # Same bytes as _json() of the payload dict, without building and walking a dict.
-        payload = (f'{prefix}{issued},"exp":{issued + max(1, int(ttl))},'
+        payload = (f'{prefix}{int(now)},"exp":{math.ceil(now + ttl)},'
                    f'"rid":{_quote(request_id)}}}')
         key = self._active
         payload_b64 = b64url_bytes(payload.encode("ascii"))

@@ -295,3 +295,13 @@ def test_rejected_token_cache_settings_out_of_bounds_name_their_key_path(
         setting: str, problem: str) -> None:
     key = setting.partition(":")[0]
     assert issues(f"credentials:\n  {setting}\n") == [f"credentials.{key}: {problem}"]
+
+
+@pytest.mark.parametrize("ttl", ["0s", "500ms", "4s"])
+def test_a_context_ttl_under_five_seconds_is_refused(ttl: str) -> None:
+    # It could expire in transit, or on a backend whose clock runs a little ahead.
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "context:\n", f"context:\n  ttl: {ttl}\n", 1)
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text)
+    assert caught.value.issues == ["context.ttl: Input should be greater than or equal to 5"]

@@ -228,3 +228,10 @@ def test_key_ring_refuses_short_secrets_and_unknown_active_key() -> None:
         KeyRing({"k": b"short"}, "k")
     with pytest.raises(ValueError, match="not in the ring"):
         KeyRing({"k": NEW}, "other")
+
+
+@pytest.mark.parametrize("now", [NOW, NOW + 0.001, NOW + 0.999])
+def test_a_context_lives_at_least_its_ttl(ring: KeyRing, now: float) -> None:
+    # exp was int(now) + ttl: signed at x.999 s, a context lost almost a second of its life.
+    claims = ring.verify(ring.sign("acme", "u", "r", 60, now=now), now=now + 59.999)
+    assert claims.expires_at >= now + 60

@@ -289,7 +289,9 @@ class ContextConfig(Model):
     tenant_header: HeaderName = "x-tenant-id"
     header: HeaderName = "x-tenant-context"
     subject_header: HeaderName = "x-tenant-subject"
-    ttl: Duration = 60.0
+    # At least 5 s: a shorter context could expire in transit, or on a backend (or database)
+    # whose clock runs a little ahead.
+    ttl: Duration = Field(default=60.0, ge=5)
     active_key: str
     keys: list[ContextKey] = Field(min_length=1)
     # Trusted headers tenantgate does not set: removed from every allowed request.
