@@ -281,3 +281,49 @@ def test_a_client_dripping_its_headers_is_cut_off(tmp_path: Path, envoy_path: st
     finally:
         envoy.close()  # stop() would leave its directory behind
     assert answer.startswith(b"HTTP/1.1 408"), answer
+
+
+def test_connections_time_and_buffers_are_bounded(example: Config) -> None:
+    bootstrap = bootstrap_dict(example, EnvoyOptions(max_connections=1234))
+    manager = http_manager(bootstrap)
+    # A connection that never sends a byte was kept an hour; a passed request could drip its
+    # body for ever (the route timeout starts once the request is complete).
+    assert manager["common_http_protocol_options"]["idle_timeout"] == "300s"
+    assert (manager["stream_idle_timeout"], manager["request_timeout"]) == ("300s", "300s")
+    resources = bootstrap["static_resources"]
+    assert resources["listeners"][0]["per_connection_buffer_limit_bytes"] == 32768
+    app = next(c for c in resources["clusters"] if c["name"] == "app")
+    assert app["per_connection_buffer_limit_bytes"] == 32768
+    monitor, = bootstrap["overload_manager"]["resource_monitors"]
+    assert monitor["name"] == "envoy.resource_monitors.global_downstream_max_connections"
+    assert int(monitor["typed_config"]["max_active_downstream_connections"]) == 1234
+
+
+def test_connections_past_the_cap_are_refused(tmp_path: Path, envoy_path: str) -> None:
+    # Without a cap, silent connections could be opened until Envoy ran out of descriptors.
+    config_path = tmp_path / "tenantgate.yaml"
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    config_path.write_text(yaml.safe_dump(base_config(tmp_path)))
+    port = free_port()
+    envoy = EnvoyProcess(render(load_config(config_path), EnvoyOptions(
+        mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
+        authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False,
+        max_connections=3)), binary=envoy_path)
+    envoy.start()
+    held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
+            extra.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+            try:
+                answer = extra.recv(4096)
+            except ConnectionResetError:
+                answer = b""
+        with held[0] as first:  # one held under the cap is still answered
+            first.sendall(b"GET / HTTP/1.1\r\nHost: app\r\n\r\n")
+            served = first.recv(4096)
+    finally:
+        for connection in held:
+            connection.close()
+        envoy.close()
+    assert answer == b""
+    assert served.startswith(b"HTTP/1.1 "), served

@@ -53,6 +53,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--client-limit-addresses", type=positive_count, metavar="N",
                         help="with --client-limit: client addresses whose buckets Envoy keeps, "
                              "the least recently seen dropped first (default 10000)")
+    parser.add_argument("--max-connections", type=positive_count, default=10_000, metavar="N",
+                        help="open client connections Envoy accepts, past which it refuses new "
+                             "ones (default 10000)")
     parser.add_argument("--output", "-o", type=Path, metavar="FILE",
                         help="write here instead of stdout")
     parser.set_defaults(handler=_render)
@@ -76,7 +79,8 @@ def _render(args: argparse.Namespace) -> int:
             mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
             authz=args.authz, authz_timeout=args.authz_timeout, rate_limit=args.rate_limit,
             rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
-            client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses)
+            client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
+            max_connections=args.max_connections)
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
         text = render(config, options, source=source)

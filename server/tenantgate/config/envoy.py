@@ -54,6 +54,7 @@ with warnings.catch_warnings():
         LocalityLbEndpoints,
     )
     from envoy_data_plane.envoy.config.listener.v3 import Filter, FilterChain, Listener
+    from envoy_data_plane.envoy.config.overload.v3 import OverloadManager, ResourceMonitor
     from envoy_data_plane.envoy.config.ratelimit.v3 import RateLimitServiceConfig
     from envoy_data_plane.envoy.config.route.v3 import (
         RateLimit,
@@ -92,6 +93,9 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
     from envoy_data_plane.envoy.extensions.http.early_header_mutation.header_mutation.v3 import (
         HeaderMutation as EarlyHeaderMutation,
+    )
+    from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
+        DownstreamConnectionsConfig,
     )
     from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
         HttpProtocolOptions as UpstreamHttpProtocolOptions,
@@ -137,6 +141,12 @@ class EnvoyConfigError(ValueError):
     """The options cannot make a bootstrap for this config (one line, names the option)."""
 
 
+# Envoy's edge best-practice guide: 32 KiB buffered per connection, streams and requests
+# bounded in time (5 minutes; the route's own timeout still applies once a request is complete).
+CONNECTION_BUFFER_BYTES = 32 * 1024
+IDLE_TIMEOUT = datetime.timedelta(minutes=5)
+
+
 @dataclass(frozen=True, slots=True)
 class EnvoyOptions:
     mode: Mode = "sidecar"
@@ -151,6 +161,7 @@ class EnvoyOptions:
     access_log: bool = True
     client_limit: Rate | None = None  # front mode: requests per client address, before ext_authz
     client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
+    max_connections: int = 10_000  # open client connections, all listeners together
 
     def __post_init__(self) -> None:
         # None means "the default"; an empty address is a mistake (`--listen ''` rendered the
@@ -219,6 +230,8 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> 
     cluster = Cluster(
         name=name, connect_timeout=_seconds(1.0, "connect_timeout"), load_assignment=assignment,
         type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC)
+    if not http2:  # the app: bounded buffering per connection, as towards clients
+        cluster.per_connection_buffer_limit_bytes = CONNECTION_BUFFER_BYTES
     if http2:  # gRPC needs HTTP/2 towards tenantgate
         options = UpstreamHttpProtocolOptions(explicit_http_config=(
             HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())))
@@ -442,12 +455,20 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
         # and would slip past the header strip: refuse any header with an underscore.
         common_http_protocol_options=HttpProtocolOptions(
             headers_with_underscores_action=(
-                HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST)),
+                HttpProtocolOptionsHeadersWithUnderscoresAction.REJECT_REQUEST),
+            # A connection that never sends a byte has no request for request_headers_timeout
+            # to time: Envoy's default kept it an hour. Longer than the 60 s most load
+            # balancers keep an idle connection, so they close first and never reuse one
+            # Envoy is closing.
+            idle_timeout=IDLE_TIMEOUT),
         use_remote_address=True,  # x-forwarded-for from the client is not trusted
         # Envoy's edge defaults wait forever for headers: a client dripping them one byte at a
         # time holds a connection indefinitely (seen in this project's pentest). 10 s and the
         # HTTP/2 stream and window limits are what Envoy's edge best-practice guide sets.
         request_headers_timeout=datetime.timedelta(seconds=10),
+        # The route timeout starts once the request is complete: a client whose Check passed
+        # could drip its body for ever, holding a stream and a connection to the app.
+        stream_idle_timeout=IDLE_TIMEOUT, request_timeout=IDLE_TIMEOUT,
         http2_protocol_options=Http2ProtocolOptions(
             max_concurrent_streams=100, initial_stream_window_size=65536,
             initial_connection_window_size=1048576),
@@ -460,6 +481,7 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
     domain = rate_limit_domain(config, options)
     listen = options.listen or DEFAULT_LISTEN[options.mode]
     listener = Listener(name="ingress", address=_bind_socket(listen, "--listen"),
+                        per_connection_buffer_limit_bytes=CONNECTION_BUFFER_BYTES,
                         filter_chains=[FilterChain(
                             filters=[_connection_manager(config, options, domain)])])
     authz, upstream = authz_address(config, options), _socket(options.upstream, "--upstream")
@@ -467,9 +489,16 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
         _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz)),
         _cluster(APP_CLUSTER, upstream, http2=False, dns=_needs_dns(upstream)),
     ]
+    # Without a cap, silent connections could be opened until Envoy runs out of descriptors
+    # (in sidecar mode taking the app's only entrance with it); past it Envoy refuses new ones.
+    connections = ResourceMonitor(
+        name="envoy.resource_monitors.global_downstream_max_connections",
+        typed_config=AnyMessage.pack(DownstreamConnectionsConfig(
+            max_active_downstream_connections=options.max_connections)))
     return Bootstrap(
         admin=Admin(address=_admin_socket(options.admin)),
-        static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters))
+        static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters),
+        overload_manager=OverloadManager(resource_monitors=[connections]))
 
 
 def bootstrap_dict(config: Config, options: EnvoyOptions) -> dict[str, Any]:
