@@ -262,18 +262,25 @@ def test_rate_limit_filter_failure_follows_the_quota_failure_mode(
     assert limiter["status_on_error"] == {"code": "ServiceUnavailable"}
 
 
-def test_a_client_dripping_its_headers_is_cut_off(tmp_path: Path, envoy_path: str) -> None:
-    # Envoy's own default waits for headers forever: a few connections sending a header byte
-    # every few seconds were held open indefinitely (this project's pentest of the demo).
-    config_path = tmp_path / "tenantgate.yaml"
-    (tmp_path / "jwks.json").write_text('{"keys": []}')
-    config_path.write_text(yaml.safe_dump(base_config(tmp_path)))
+def front_envoy_alone(directory: Path, envoy_path: str, **options: Any
+                      ) -> tuple[EnvoyProcess, int]:
+    """A started front-mode Envoy with nothing behind it (no tenantgate, no app), and its port."""
+    config_path = directory / "tenantgate.yaml"
+    (directory / "jwks.json").write_text('{"keys": []}')
+    config_path.write_text(yaml.safe_dump(base_config(directory)))
     port = free_port()
     envoy = EnvoyProcess(render(load_config(config_path), EnvoyOptions(
         mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
-        authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False)),
+        authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False, **options)),
         binary=envoy_path)
     envoy.start()
+    return envoy, port
+
+
+def test_a_client_dripping_its_headers_is_cut_off(tmp_path: Path, envoy_path: str) -> None:
+    # Envoy's own default waits for headers forever: a few connections sending a header byte
+    # every few seconds were held open indefinitely (this project's pentest of the demo).
+    envoy, port = front_envoy_alone(tmp_path, envoy_path)
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=60) as client:
             client.sendall(b"GET /tenants/acme/notes HTTP/1.1\r\nHost: app\r\n")  # never ends
@@ -301,15 +308,7 @@ def test_connections_time_and_buffers_are_bounded(example: Config) -> None:
 
 def test_connections_past_the_cap_are_refused(tmp_path: Path, envoy_path: str) -> None:
     # Without a cap, silent connections could be opened until Envoy ran out of descriptors.
-    config_path = tmp_path / "tenantgate.yaml"
-    (tmp_path / "jwks.json").write_text('{"keys": []}')
-    config_path.write_text(yaml.safe_dump(base_config(tmp_path)))
-    port = free_port()
-    envoy = EnvoyProcess(render(load_config(config_path), EnvoyOptions(
-        mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
-        authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False,
-        max_connections=3)), binary=envoy_path)
-    envoy.start()
+    envoy, port = front_envoy_alone(tmp_path, envoy_path, max_connections=3)
     held = [socket.create_connection(("127.0.0.1", port), timeout=10) for _ in range(3)]
     try:
         with socket.create_connection(("127.0.0.1", port), timeout=10) as extra:
