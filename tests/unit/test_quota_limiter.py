@@ -8,20 +8,21 @@ import pytest
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.config.paths import fold
-from tenantgate.config.quota import PlanConfig, RedisConfig
+from tenantgate.config.quota import PlanConfig, RedisConfig, period_label
 from tenantgate.quota import Limiter, build_limiter
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.headers import deny_headers, rate_headers
 from tenantgate.quota.limiter import (
     MAX_HELD_MEMOS,
     MAX_MEMO_PATH_CHARS,
+    OverLimitCache,
     compile_path,
     compile_plan,
     degraded_bucket,
 )
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import SharedStores
-from tenantgate.quota.store import Bucket
+from tenantgate.quota.store import Bucket, BucketState, Outcome
 
 SECOND = 1_000_000
 BASE = """
@@ -379,3 +380,32 @@ def test_a_full_store_forgets_the_least_recently_charged_bucket_not_a_busy_one()
     store.acquire_now([bucket("one-more", period=86400.0)], 1, 0)  # the store sweeps
     assert len(store) <= 100
     assert not store.acquire_now([busy], 1, 0).admitted
+
+
+def test_the_embedded_store_keeps_about_its_bound_and_forgets_the_oldest() -> None:
+    store = MemoryStore(max_entries=2000)
+    day = [bucket(key=f"tg:{{t:t{i}}}:plan:86400", limit=1, period=86400.0, burst=1)
+           for i in range(5000)]
+    for b in day:  # distinct buckets that stay live for a day
+        store.acquire_now([b], 1, 0)
+        assert len(store) <= 2000 * 5 // 4  # it reached ~1.7x the bound before
+    assert store.acquire_now([day[-1]], 1, 0).admitted is False  # the newest kept
+    assert store.acquire_now([day[0]], 1, 0).admitted is True  # the oldest forgotten (full)
+
+
+def test_a_full_over_limit_cache_still_takes_a_new_denial() -> None:
+    """Full of live entries, it used to rebuild itself on every denial and cache nothing, so
+    a flooding tenant reached the store every time."""
+    cache = OverLimitCache(max_entries=4)
+    denied = Outcome(False, (BucketState(0, 3_600_000_000, 3_600_000_000),), 0)
+    buckets = [bucket(key=f"k{i}", limit=1, period=86400.0, burst=1) for i in range(6)]
+    for b in buckets:
+        cache.remember([b], denied, 1)
+    assert cache.check([buckets[-1]], 1) is not None
+    assert cache.check([buckets[0]], 1) is None  # the oldest made room
+
+
+def test_long_periods_are_labelled_exactly() -> None:
+    # `:g` wrote 30 days as 2.592e+06, and 1000000 s and 1000001 s as one label (one bucket).
+    assert [period_label(p) for p in (0.5, 60.0, 2_592_000.0, 1_000_000.0, 1_000_001.0)] == [
+        "0.5", "60", "2592000", "1000000", "1000001"]

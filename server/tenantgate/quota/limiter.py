@@ -7,6 +7,7 @@ import math
 import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from itertools import islice
 
 from pydantic import ValidationError
 
@@ -187,11 +188,15 @@ class OverLimitCache:
     def remember(self, buckets: Sequence[Bucket], outcome: Outcome, cost: int) -> None:
         now = monotonic_us()
         if len(self._until) >= self._max:
-            self._until = {k: v for k, v in self._until.items() if v[0] > now}
-            if len(self._until) >= self._max:
-                return
+            live = {k: v for k, v in self._until.items() if v[0] > now}
+            # Full of live entries: forget the oldest quarter, not the new denial. Keeping
+            # the full dict made every later denial rebuild it and cache nothing.
+            if len(live) > self._max * 3 // 4:
+                live = dict(islice(live.items(), len(live) - self._max * 3 // 4, None))
+            self._until = live
         for bucket, state in zip(buckets, outcome.states, strict=True):
             if state.retry_us > 0:
+                self._until.pop(bucket.key, None)  # re-inserted: dict order is oldest first
                 self._until[bucket.key] = (now + state.retry_us, cost, now + state.reset_us)
 
 

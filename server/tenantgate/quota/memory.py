@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from itertools import islice
 
 from tenantgate.quota.store import Bucket, Outcome, gcra
 
@@ -67,9 +68,12 @@ class MemoryStore:
         return tats, now
 
     def _sweep(self, now: int) -> None:
-        # Amortised O(1): sweep only when the dict doubled since the last sweep.
-        self._tats = {k: t for k, t in self._tats.items() if t > now}
-        while len(self._tats) > self._max_entries:
-            # Still too many live buckets: forget the least recently charged (reset to full).
-            del self._tats[next(iter(self._tats))]
-        self._sweep_at = max(_MIN_SWEEP, 2 * len(self._tats))
+        live = {k: t for k, t in self._tats.items() if t > now}
+        if (excess := len(live) - self._max_entries) > 0:
+            # Still too many live buckets: forget the least recently charged (reset to full),
+            # in one pass. Deleting them one by one from the front of the dict made each
+            # next(iter()) walk past the slots already freed: seconds for 100,000 buckets.
+            live = dict(islice(live.items(), excess, None))
+        self._tats = live
+        # Amortised O(1): sweep when the dict doubled, or grew a quarter past the bound.
+        self._sweep_at = max(_MIN_SWEEP, min(2 * len(live), self._max_entries * 5 // 4))
