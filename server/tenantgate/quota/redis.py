@@ -153,9 +153,18 @@ class RedisStore:
             self.breaker.failure(started)
             fail(batch, QuotaStoreUnavailable(type(result).__name__))
             return
-        self.breaker.success()
         if reloaded:
             result = result[1:]  # SCRIPT LOAD's reply; had it failed, EVALSHA failed too
+        errors = [r for r in result if isinstance(r, hiredis.ReplyError)
+                  and (reloaded or not str(r).startswith("NOSCRIPT"))]
+        for _ in errors:
+            metrics.store_error(self.name)
+        if errors and len(errors) == len(result):
+            # Redis answers but decides nothing (OOM, READONLY after a failover, BUSY): an
+            # outage the breaker must see as much as a lost connection.
+            self.breaker.failure(started)
+        else:
+            self.breaker.success()
         missing: list[Pending] = []
         for pending, reply in zip(batch, result, strict=True):
             if isinstance(reply, hiredis.ReplyError):
@@ -185,6 +194,11 @@ class RedisStore:
 
     async def _gcra_pipeline(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
         replies = await self._reloading_script(GCRA, calls, self._run_gcra)
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors and len(errors) == len(replies):
+            raise errors[0]  # as above: _guarded counts it and tells the breaker
+        for _ in errors:
+            metrics.store_error(self.name)
         # Per-call Redis errors become the typed store failure for that caller only.
         return [QuotaStoreUnavailable(type(r).__name__) if isinstance(r, Exception) else r
                 for r in replies]

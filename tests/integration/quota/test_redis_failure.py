@@ -93,3 +93,34 @@ async def test_redis_cluster_down_is_the_failure_mode_not_a_crash(
     limiter = make_limiter(config)
     await limiter.start()
     assert [v.unavailable for v in await run(limiter, 3)] == [True] * 3
+
+
+async def test_error_replies_count_as_store_errors_and_open_the_circuit(
+        killable: RedisServer) -> None:
+    """Redis answering every script with an error (OOM here; READONLY after a failover takes the
+    same path) is an outage: it was neither counted nor seen by the breaker."""
+    import redis as syncredis
+    from tenantgate.config.quota import RedisConfig
+    from tenantgate.errors import QuotaStoreUnavailable
+    from tenantgate.observe import quota as metrics
+    from tenantgate.quota.redis import RedisStore
+    from tenantgate.quota.store import Bucket
+
+    store = RedisStore(RedisConfig(url=killable.url, circuit={"failures": 3, "open_for": "1h"}))
+    await store.start()
+    try:
+        bucket = Bucket("tg:{t:acme}:plan:86400", "free-86400s", 10, 86400.0, 10)
+        assert (await store.acquire([bucket])).admitted
+        with syncredis.Redis.from_url(killable.url) as admin:
+            admin.config_set("maxmemory-policy", "noeviction")
+            admin.config_set("maxmemory", "1")
+        errors = metrics.STORE_ERRORS.labels("redis")._value.get()
+        failures = []
+        for _ in range(5):
+            with pytest.raises(QuotaStoreUnavailable) as raised:
+                await store.acquire([bucket])
+            failures.append(str(raised.value))
+        assert metrics.STORE_ERRORS.labels("redis")._value.get() - errors == 3
+        assert failures[3:] == ["circuit open"] * 2
+    finally:
+        await store.close()
