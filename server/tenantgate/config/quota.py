@@ -66,8 +66,11 @@ RateValue = Annotated[Rate, BeforeValidator(parse_rate)]
 
 
 def period_label(period: float) -> str:
-    """A period as bucket keys and names carry it: `1` for 1 s, `0.5` for 500 ms."""
-    return f"{period:g}"
+    """A period as bucket keys and names carry it: `1` for 1 s, `0.5` for 500 ms, `2592000`
+    for 30 days. Exact: `:g` kept six digits, so 30 days read `2.592e+06` and two periods
+    alike in those digits shared one bucket."""
+    text = repr(float(period))
+    return text.removesuffix(".0")
 
 
 def check_refill(burst: int, rate: Rate) -> None:
