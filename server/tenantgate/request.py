@@ -54,19 +54,28 @@ class RequestView:
             # one that is not upper-case, so rules, descriptors and the backend see one string.
             method=http.method,
             path=http.path.split("?", 1)[0],
-            host=http.host,
+            host=(host := http.host),
             headers=headers,
             authorization=authorization,
-            # A comma is the trace of a joined repeat; JWTs and our API keys never contain
-            # one, so a comma in Authorization means two values.
-            duplicated=(duplicated | _AUTHORIZATION_REPEATED
-                        if authorization is not None and "," in authorization else duplicated),
+            duplicated=_joined_repeats(duplicated, authorization, host),
             underscored="_" in names,
             # No value can be longer than the whole message: only a big one needs the scan.
             oversized=(request.ByteSize() if size is None else size) > MAX_HEADER_VALUE_BYTES
             and max(map(len, headers.values()), default=0) > MAX_HEADER_VALUE_BYTES,
             content_length=content_length,
         )
+
+
+def _joined_repeats(duplicated: frozenset[str], authorization: str | None,
+                    host: str) -> frozenset[str]:
+    """A comma is the trace of a repeat Envoy joined (in both maps): JWTs and our API keys
+    never contain one, nor does a host, so a comma in either means two values (RFC 9112 3.2:
+    a request with two Host headers gets 400; a backend routing on it would see `a,b`)."""
+    if authorization is not None and "," in authorization:
+        duplicated |= _AUTHORIZATION_REPEATED
+    if "," in host:
+        duplicated |= _HOST_REPEATED
+    return duplicated
 
 
 def _content_length(text: str) -> int | None:
@@ -116,3 +125,4 @@ def _merged(entries: Iterable[tuple[str, str]]
 
 
 _AUTHORIZATION_REPEATED = frozenset({"authorization"})
+_HOST_REPEATED = frozenset({"host"})

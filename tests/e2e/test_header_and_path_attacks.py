@@ -4,6 +4,7 @@ own headers survive), and path tricks never reach another tenant, over HTTP/1.1 
 from __future__ import annotations
 
 import json
+import socket
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -210,6 +211,20 @@ def test_an_escaped_control_character_never_reaches_the_backend(
     response = send(stack, f"/tenants/acme/notes{suffix}", stack.auth("acme"), http2=http2)
     assert "x-echo-backend" not in response.headers
     assert response.status_code == 400
+
+
+def test_two_host_headers_never_reach_the_backend(stack: Stack) -> None:
+    """Envoy joins them into `host: a,b` and passes the request on; RFC 9112 3.2 says 400."""
+    host, port = stack.base_url.removeprefix("http://").rsplit(":", 1)
+    token = stack.auth("acme")["authorization"]
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(f"GET /tenants/acme/notes HTTP/1.1\r\nHost: a.example\r\n"
+                     f"Host: b.example\r\nAuthorization: {token}\r\n"
+                     "Connection: close\r\n\r\n".encode())
+        answer = b""
+        while chunk := conn.recv(65536):
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.1 400 ") and b"x-echo-backend" not in answer.lower()
 
 
 def test_cross_tenant_attempt_is_audited(stack: Stack) -> None:

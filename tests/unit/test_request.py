@@ -55,6 +55,15 @@ def test_comma_in_joined_authorization_means_two_values() -> None:
     assert view.duplicated == {"authorization"}
 
 
+def test_comma_in_the_host_means_two_host_headers() -> None:
+    # Envoy 1.40 joins a repeated Host with "," and passes it on; a backend routing on the
+    # host would see `a,b`. RFC 9112 3.2: a request with two Host headers gets 400.
+    assert RequestView.from_check(check_request(host="a.example,b.example")).duplicated == \
+        {"host"}
+    assert RequestView.from_check(check_request(host="a.example:8080")).duplicated == \
+        frozenset()
+
+
 def test_authorization_joined_by_envoy_inside_the_raw_map_means_two_values() -> None:
     # Envoy 1.40 joins a repeated Authorization with "," even in the raw header map.
     request = check_request(raw_headers=[("authorization", "Bearer a,Bearer b")])
