@@ -230,13 +230,13 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> 
     cluster = Cluster(
         name=name, connect_timeout=_seconds(1.0, "connect_timeout"), load_assignment=assignment,
         type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC)
-    if not http2:  # the app: bounded buffering per connection, as towards clients
-        cluster.per_connection_buffer_limit_bytes = CONNECTION_BUFFER_BYTES
     if http2:  # gRPC needs HTTP/2 towards tenantgate
         options = UpstreamHttpProtocolOptions(explicit_http_config=(
             HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())))
         cluster.typed_extension_protocol_options = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(options)}
+    else:  # the app: bounded buffering per connection, as towards clients
+        cluster.per_connection_buffer_limit_bytes = CONNECTION_BUFFER_BYTES
     return cluster
 
 

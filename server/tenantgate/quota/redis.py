@@ -155,24 +155,23 @@ class RedisStore:
             return
         if reloaded:
             result = result[1:]  # SCRIPT LOAD's reply; had it failed, EVALSHA failed too
-        errors = [r for r in result if isinstance(r, hiredis.ReplyError)
-                  and (reloaded or not str(r).startswith("NOSCRIPT"))]
-        for _ in errors:
-            metrics.store_error(self.name)
-        if errors and len(errors) == len(result):
-            # Redis answers but decides nothing (OOM, READONLY after a failover, BUSY): an
-            # outage the breaker must see as much as a lost connection.
-            self.breaker.failure(started)
-        else:
-            self.breaker.success()
         missing: list[Pending] = []
+        errors = 0
         for pending, reply in zip(batch, result, strict=True):
             if isinstance(reply, hiredis.ReplyError):
                 if not reloaded and str(reply).startswith("NOSCRIPT"):
                     missing.append(pending)
                     continue
+                metrics.store_error(self.name)
+                errors += 1
                 reply = QuotaStoreUnavailable("ResponseError")  # that caller's failure only
             settle(pending[1], reply)
+        if errors and errors == len(result):
+            # Redis answers but decides nothing (OOM, READONLY after a failover, BUSY): an
+            # outage the breaker must see as much as a lost connection.
+            self.breaker.failure(started)
+        else:
+            self.breaker.success()
         if missing:
             # Redis lost its script cache (restart, failover): those calls evaluated nothing.
             # Load it and resend only them, behind the load in the same write (the others ran
