@@ -94,6 +94,15 @@ def test_unknown_key_in_a_plan_is_an_error() -> None:
         "quota.plans.free.brust: unknown key"]
 
 
+def test_a_redis_block_without_store_redis_is_an_error_not_ignored() -> None:
+    # Ignored, every replica would enforce the whole limit on its own embedded store.
+    assert issues("  redis: {url: 'redis://127.0.0.1:6379'}\n") == [
+        "quota: redis is set but store is memory (the default), so it would be ignored: set "
+        "store: redis to share quotas through Redis, or remove redis"]
+    assert load("  store: redis\n  redis: {url: 'redis://127.0.0.1:6379'}\n").quota.store \
+        == "redis"
+
+
 def test_degraded_needs_a_replica_count() -> None:
     assert issues("  failure_mode: degraded\n") == [
         "quota: failure_mode degraded needs replicas (how many tenantgate processes share "

@@ -249,6 +249,11 @@ class QuotaConfig(Model):
         if self.default_plan is not None and self.default_plan not in self.plans:
             raise ValueError(f"default_plan {self.default_plan!r} is not among plans "
                              f"({', '.join(sorted(self.plans)) or 'none defined'})")
+        if self.store == "memory" and "redis" in self.model_fields_set:
+            # Silently ignoring it would leave every replica enforcing the whole limit alone.
+            raise ValueError("redis is set but store is memory (the default), so it would be "
+                             "ignored: set store: redis to share quotas through Redis, or "
+                             "remove redis")
         degraded = self.failure_mode == "degraded" or any(
             p.failure_mode == "degraded" for p in self.plans.values())
         if degraded and self.replicas is None:
