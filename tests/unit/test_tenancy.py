@@ -71,6 +71,21 @@ def test_config_refuses_patterns_that_admit_forbidden_characters(tmp_path: Path,
         rules(tmp_path, {"pattern": pattern})
 
 
+@pytest.mark.parametrize("pattern", [r"^[a-z\u0430-\u044f]{1,63}$", r"^[\w-]{1,63}$",
+                                     r"^[a-z\u4e00-\u9fff]+$", r"^[a-z\uff01-\uff5e]+$"])
+def test_config_refuses_patterns_admitting_common_non_ascii_letters(tmp_path: Path,
+                                                                    pattern: str) -> None:
+    # Tenancy refuses non-ASCII ids whatever the pattern: such a pattern would load clean and
+    # then deny those tenants' every request.
+    with pytest.raises(ConfigError, match=r"tenants\.pattern: pattern admits the forbidden"):
+        rules(tmp_path, {"pattern": pattern})
+
+
+def test_config_refuses_a_pattern_written_with_non_ascii_characters(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"tenants\.pattern: pattern holds non-ASCII"):
+        rules(tmp_path, {"pattern": "^[a-z\u0436-\u0437]{1,63}$"})
+
+
 def test_issuer_with_a_tenant_list_speaks_only_for_those(tmp_path: Path) -> None:
     listed = rules(tmp_path, **{"tenants": ["acme", "acme-eu"], "tenant_pattern": None})
     assert listed.issuer_may_speak_for("idp", "acme")
