@@ -3,15 +3,17 @@ key-id set per tenant, a usage hash per tenant, and the revocation channel."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
+from redis.exceptions import RedisError, ResponseError
 
 _KEY = "tenantgate:apikey:{}"  # hash: one key record
 _TENANT_KEYS = "tenantgate:apikeys:tenant:{}"  # set: the key ids of one tenant
 _USAGE = "tenantgate:apikeys:usage:{}"  # hash: requests, revoked_attempts, key:<id>
+_Command = tuple[str | int, ...]  # one Redis command and its arguments
 _RECORD_FIELDS = ("tenant", "name", "scopes", "digest", "created_at", "expires_at",
                   "revoked_at", "last_used_at", "replaces", "lifetime")
 
@@ -108,20 +110,53 @@ class ApiKeyStore:
         records = (KeyRecord.from_hash(k, raw) for k, raw in zip(key_ids, raws, strict=True))
         return sorted((r for r in records if r is not None), key=lambda r: (r.created_at, r.key_id))
 
-    async def add_usage(self, hits: Mapping[tuple[str, str], int],
-                        revoked_attempts: Mapping[str, int],
-                        last_used: Mapping[str, int]) -> None:
-        """One pipelined round trip for everything counted since the last flush."""
-        async with self.client.pipeline(transaction=False) as pipe:
-            for (tenant, key_id), count in hits.items():
-                pipe.hincrby(_USAGE.format(tenant), "requests", count)
-                pipe.hincrby(_USAGE.format(tenant), f"key:{key_id}", count)
-            for tenant, count in revoked_attempts.items():
-                pipe.hincrby(_USAGE.format(tenant), "revoked_attempts", count)
-            for key_id, when in last_used.items():
-                # Only when the key still exists: a stray write must not resurrect a half record.
-                pipe.eval(_SET_IF_EXISTS, 1, _KEY.format(key_id), "last_used_at", str(when))
-            await pipe.execute()
+    async def add_usage(self, increments: Mapping[tuple[str, str], int],
+                        last_used: Mapping[str, int]) -> dict[tuple[str, str], int]:
+        """Add (tenant, usage field) increments and write last-used times, in one pipelined
+        round trip. Returns the increments Redis certainly did not apply (error replies);
+        raises a redis error or OSError only when nothing was sent (no connection).
+
+        These are usage statistics, not security decisions, so a doubt counts as applied: an
+        increment whose reply was lost after the write (a timeout, a dropped connection) is in
+        neither the result nor an exception, as re-sending what Redis may have applied would
+        count it twice. A last-used write that failed is not returned either: the key's next
+        use after `last_used_interval` writes a newer one."""
+        commands: list[_Command] = [
+            ("HINCRBY", _USAGE.format(tenant), field, count)
+            for (tenant, field), count in increments.items()]
+        # Its own command, after the counts: a Redis user refused scripting (NOPERM) or a
+        # script error fails the last-used write alone, never the counts beside it.
+        commands += [("EVAL", _SET_IF_EXISTS, 1, _KEY.format(key_id), "last_used_at", str(when))
+                     for key_id, when in last_used.items()]
+        replies = await self._pipeline(commands)
+        # Fewer replies than commands: the rest were lost after the write (see above).
+        answered = zip(increments.items(), replies, strict=False)
+        return {item: count for (item, count), reply in answered
+                if isinstance(reply, ResponseError)}
+
+    async def _pipeline(self, commands: Sequence[_Command]) -> Sequence[Any]:
+        """The replies to `commands`, an error reply as its ResponseError, for as many as were
+        read. On one connection taken from the pool, and without redis-py's pipeline: that
+        retries a whole pipeline on a timeout (applying it twice) and cannot tell a connection
+        never made from a reply lost after the write."""
+        pool = self.client.connection_pool
+        connection = await pool.get_connection()  # a failure here: nothing was sent
+        replies: list[Any] = []
+        try:
+            await connection.send_packed_command(connection.pack_commands(commands))
+            for _ in commands:
+                try:
+                    replies.append(await connection.read_response())
+                except ResponseError as exc:  # that command's own failure
+                    replies.append(exc)
+        except (RedisError, OSError):
+            await connection.disconnect()  # a half-read connection must not be reused
+        except BaseException:
+            await connection.disconnect()
+            raise
+        finally:
+            await pool.release(connection)
+        return replies
 
     async def usage(self, tenant: str) -> Usage:
         stored = await self.client.hgetall(_USAGE.format(tenant))

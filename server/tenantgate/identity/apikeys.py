@@ -98,6 +98,7 @@ class ApiKeys:
         self._generation = 0  # bumped by every invalidation; a slower lookup then is not cached
         self._hits: Counter[tuple[str, str]] = Counter()
         self._revoked_attempts: Counter[str] = Counter()
+        self._unsent: Counter[tuple[str, str]] = Counter()  # (tenant, usage field) Redis refused
         self._last_used: dict[str, int] = {}  # pending writes
         self._last_used_sent: dict[str, float] = {}
         self._tasks: list[asyncio.Task[None]] = []
@@ -205,18 +206,27 @@ class ApiKeys:
         await self._client.aclose()
 
     async def flush_usage(self) -> None:
-        hits, self._hits = self._hits, Counter()
-        revoked, self._revoked_attempts = self._revoked_attempts, Counter()
+        increments, self._unsent = self._unsent, Counter()
+        for (tenant, key_id), count in self._hits.items():
+            increments[(tenant, "requests")] += count
+            increments[(tenant, f"key:{key_id}")] += count
+        for tenant, count in self._revoked_attempts.items():
+            increments[(tenant, "revoked_attempts")] += count
+        self._hits, self._revoked_attempts = Counter(), Counter()
         last_used, self._last_used = self._last_used, {}
-        if not (hits or revoked or last_used):
+        if not (increments or last_used):
             return
         try:
-            await self.store.add_usage(hits, revoked, last_used)
+            refused = await self.store.add_usage(increments, last_used)
         except (RedisError, OSError):
-            # Keep the counts for the next flush; their number is bounded by the number of keys.
-            self._hits.update(hits)
-            self._revoked_attempts.update(revoked)
-            self._last_used.update(last_used)
+            # Nothing was sent: keep it all for the next flush (bounded by the number of keys).
+            self._unsent.update(increments)
+            for key_id, when in last_used.items():
+                self._last_used.setdefault(key_id, when)
+            return
+        # Only what Redis refused is sent again; a reply lost after the write is dropped, as
+        # it may have been counted (store.add_usage says why).
+        self._unsent.update(refused)
 
     async def _flush_forever(self) -> None:
         while not self._closing:
