@@ -14,6 +14,8 @@ Variants:
               those stages afterwards (ignores expiry and key withdrawal: an upper bound only)
   no-quota    the real Check without its quota stage
   no-observe  the real Check without its metrics and audit step
+  exact       the real Check, with the quota in `exact` mode (one Redis round trip per Check)
+  exact-timed `timed`, with the quota in `exact` mode
 """
 
 from __future__ import annotations
@@ -34,7 +36,8 @@ from tenantgate.pipeline import CheckState, allow, decide
 from tenantgate.quota.stage import quota_stage
 from tenantgate.request import RequestView
 
-VARIANTS = ("full", "const", "replay", "timed", "fastlane", "no-quota", "no-observe")
+VARIANTS = ("full", "const", "replay", "timed", "fastlane", "no-quota", "no-observe",
+            "exact", "exact-timed")
 STAGES = ("sanitize", "credential_stage", "cached_identity", "tenant_stage", "policy_stage",
           "quota_stage", "allow")
 Handler = Callable[..., Any]
@@ -126,11 +129,11 @@ def install(variant: str) -> None:
         setattr(pipeline, "quota_stage", no_quota)  # noqa: B010 - a name decide() looks up
     elif variant == "no-observe":
         authz._observe = lambda *args: None
-    elif variant == "timed":
+    elif variant in ("timed", "exact-timed"):
         timed()
     elif variant == "fastlane":
         fastlane()
-    elif variant != "full":
+    elif variant not in ("full", "exact"):  # exact: the real Check; the config sets the mode
         handler = {"const": const, "replay": replay}[variant]()
         authz.AuthorizationServicer.check_parsed = handler  # type: ignore[method-assign]
 

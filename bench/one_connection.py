@@ -6,12 +6,14 @@ the no-op server, in interleaved wrk rounds at one connection (and optionally 32
   .venv/bin/python bench/one_connection.py --variants noop,full,fastlane --rounds 20 --seconds 2
   .venv/bin/python bench/one_connection.py --variants full,no-quota,no-observe --c32-seconds 8
   .venv/bin/python bench/one_connection.py --variants noop,timed   # plus the handler's parts
+  .venv/bin/python bench/one_connection.py --variants noop,timed,exact-timed --rounds 3 --seconds 3
 
 Medians over rounds, and each variant's median per-round difference from the first one: on a
 shared VM the speed drifts between rounds, and the per-round difference cancels the drift. At
 32 connections the sidecar's CPU per request is also split by thread: the event loop's (where
 the handler runs), gRPC core's event engine threads, and the others (gRPC's poller).
-The quota is `batched` on a throwaway redis-server. For measurement only (see the variants).
+The quota is `batched` on a throwaway redis-server (`exact` for the exact variants). For
+measurement only (see the variants).
 """
 
 from __future__ import annotations
@@ -99,7 +101,8 @@ def run(args: argparse.Namespace, names: list[str], work: Path) -> None:
                 stack.callback(noop.close)
                 sidecars[name] = noop.start(sockets[name])
                 continue
-            config = tenantgate_config(work / name, "batched", redis.url)
+            mode = "exact" if name.startswith("exact") else "batched"
+            config = tenantgate_config(work / name, mode, redis.url)
             sidecars[name] = stack.enter_context(
                 VariantProcess(config, sockets[name], name, work / name / "timings.json"))
         if config is None:
