@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from itertools import islice
+from operator import itemgetter
 
 from tenantgate.quota.store import Bucket, Outcome, gcra
 
@@ -26,7 +26,7 @@ class MemoryStore:
     def __init__(self, max_entries: int = 100_000) -> None:
         self._tats: dict[str, int] = {}
         self._max_entries = max_entries
-        self._sweep_at = _MIN_SWEEP
+        self._sweep_at = self._next_sweep(0)
 
     @property
     def max_entries(self) -> int:
@@ -48,9 +48,6 @@ class MemoryStore:
         outcome, new_tats = gcra([self._tats.get(b.key) for b in buckets], buckets, cost, now)
         if outcome.admitted and cost > 0:
             for bucket, tat in zip(buckets, new_tats, strict=True):
-                # Re-inserted, not updated in place: dict order is then least recently
-                # charged first, which is what _sweep forgets (resets to full) first.
-                self._tats.pop(bucket.key, None)
                 self._tats[bucket.key] = tat
             if len(self._tats) >= self._sweep_at:
                 self._sweep(now)
@@ -62,18 +59,23 @@ class MemoryStore:
         for bucket, hits in items:
             tat = max(self._tats.get(bucket.key, now), now) + hits * bucket.interval_us
             if hits:
-                self._tats.pop(bucket.key, None)  # least recently charged first, as above
                 self._tats[bucket.key] = tat
             tats.append(tat)
+        if len(self._tats) >= self._sweep_at:
+            self._sweep(now)
         return tats, now
 
     def _sweep(self, now: int) -> None:
         live = {k: t for k, t in self._tats.items() if t > now}
         if (excess := len(live) - self._max_entries) > 0:
-            # Still too many live buckets: forget the least recently charged (reset to full),
-            # in one pass. Deleting them one by one from the front of the dict made each
-            # next(iter()) walk past the slots already freed: seconds for 100,000 buckets.
-            live = dict(islice(live.items(), excess, None))
+            # Still too many live buckets: forget (reset to full) those closest to full, whose
+            # reset grants the least. Forgetting the least recently charged instead forgot an
+            # exhausted bucket first: one that keeps denying is never charged again.
+            live = dict(sorted(live.items(), key=itemgetter(1))[excess:])
         self._tats = live
-        # Amortised O(1): sweep when the dict doubled, or grew a quarter past the bound.
-        self._sweep_at = max(_MIN_SWEEP, min(2 * len(live), self._max_entries * 5 // 4))
+        self._sweep_at = self._next_sweep(len(live))
+
+    def _next_sweep(self, live: int) -> int:
+        # Amortised O(1): sweep when the dict doubled, and at the latest a quarter past the
+        # bound (below 1,024 entries too: a bound of 100 must not hold 1,023).
+        return min(max(_MIN_SWEEP, 2 * live), self._max_entries * 5 // 4)
