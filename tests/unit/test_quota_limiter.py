@@ -368,7 +368,7 @@ async def test_a_cached_denial_names_the_bucket_that_denied(limiter: Limiter) ->
     assert int(from_cache["ratelimit"].rsplit("=", 1)[1]) > int(from_cache["retry-after"])
 
 
-def test_a_full_store_forgets_the_least_recently_charged_bucket_not_a_busy_one() -> None:
+def test_a_full_store_does_not_forget_a_busy_bucket() -> None:
     # Forgetting a bucket resets it to full. The bucket charged just now must not be the one
     # forgotten because it was first charged long ago: that would hand the busiest tenant a
     # fresh burst whenever others fill the store.
@@ -377,8 +377,8 @@ def test_a_full_store_forgets_the_least_recently_charged_bucket_not_a_busy_one()
     for i in range(1022):
         store.acquire_now([bucket(f"other{i}", period=86400.0)], 1, 0)
     assert store.acquire_now([busy], 1, 0).admitted  # its last hit of the day
-    store.acquire_now([bucket("one-more", period=86400.0)], 1, 0)  # the store sweeps
-    assert len(store) <= 100
+    store.acquire_now([bucket("one-more", period=86400.0)], 1, 0)
+    assert len(store) <= 125  # a quarter past the bound at most
     assert not store.acquire_now([busy], 1, 0).admitted
 
 
