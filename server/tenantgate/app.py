@@ -4,14 +4,11 @@ SIGHUP reload."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import os
 import signal
-import socket
 from collections.abc import Callable
-from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -23,6 +20,10 @@ from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
 from tenantgate.observe import metrics
 from tenantgate.runtime import Runtime
+from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
+
+if TYPE_CHECKING:
+    from tenantgate.admin.server import AdminListener
 
 log = logging.getLogger("tenantgate")
 SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
@@ -45,7 +46,7 @@ class App:
         self.runtime = Runtime.build(load_config(config_path))
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
-        self.admin: grpc.aio.Server | None = None
+        self.admin: AdminListener | None = None
         self._stopping = asyncio.Event()
         self._retired: set[asyncio.Task[None]] = set()  # closing a runtime a reload replaced
         self._drained = asyncio.Event()  # set by stop() once the listeners have drained
@@ -57,9 +58,9 @@ class App:
         # reloaded config (it would unlink another path and leave our socket behind).
         self._listen = self.runtime.config.listen
         self._admin_config = self.runtime.config.admin
-        # What stop() unlinks: the socket we bound, as (path, device, inode), so a socket a
-        # successor bound at the same path while this one drained is left alone.
-        self._bound_uds: tuple[str, int, int] | None = None
+        # What stop() unlinks: the socket we bound (by inode), so a socket a successor bound
+        # at the same path while this one drained is left alone.
+        self._bound_uds: BoundSocket | None = None
 
     def current(self) -> Runtime:
         """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
@@ -109,7 +110,10 @@ class App:
         if tcp:
             targets.append((f"listen.grpc {tcp}", tcp))
         if uds:
-            _remove_stale_socket(uds)
+            try:
+                remove_stale_socket(uds, "listen.uds")
+            except SocketInUse as exc:
+                raise StartupError(str(exc)) from None
             targets.append((f"listen.uds {uds}", f"unix:{uds}"))
         for what, address in targets:
             try:
@@ -120,8 +124,7 @@ class App:
                 raise StartupError(f"{what}: cannot listen (address in use, or no such "
                                    "directory, or not allowed)")
         if uds:
-            bound = os.stat(uds)
-            self._bound_uds = (uds, bound.st_dev, bound.st_ino)
+            self._bound_uds = BoundSocket.of(uds)
 
     async def _set_serving(self, status: int) -> None:
         for service in ("", *SERVICES):
@@ -213,34 +216,7 @@ class App:
         await self.runtime.close()
         bound, self._bound_uds = self._bound_uds, None
         if bound:
-            path, device, inode = bound
-            with contextlib.suppress(FileNotFoundError):
-                found = os.stat(path)
-                if (found.st_dev, found.st_ino) == (device, inode):
-                    os.unlink(path)
-
-
-def _remove_stale_socket(path: str) -> None:
-    """Unlink a socket a crashed run left behind; refuse one a live server accepts on (gRPC
-    would bind over it, silently taking its traffic from a tenantgate still running)."""
-    if not Path(path).is_socket():
-        return
-    with socket.socket(socket.AF_UNIX) as probe:
-        probe.settimeout(1.0)
-        try:
-            probe.connect(path)
-        except (ConnectionRefusedError, FileNotFoundError):  # nobody listens: stale
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(path)
-            return
-        except OSError as exc:
-            # A full backlog (EAGAIN at once on Linux, or a timeout) means a busy server; a
-            # socket we may not reach is not ours to remove either.
-            raise StartupError(f"listen.uds {path}: cannot tell whether a server listens on "
-                               f"it ({exc.strerror or type(exc).__name__}); remove it if "
-                               "it is stale") from None
-    raise StartupError(f"listen.uds {path}: a server is listening on it (in use by another "
-                       "process)")
+            bound.unlink_if_ours()
 
 
 async def _first_of(*events: asyncio.Event) -> None:

@@ -14,6 +14,7 @@ import grpc
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.errors import ConfigError
+from tenantgate.unix_socket import BoundSocket, SocketInUse, grpc_unix_path, remove_stale_socket
 
 if TYPE_CHECKING:
     from tenantgate.config.apikeys import AdminConfig
@@ -57,25 +58,51 @@ class AdminTokenAuth(grpc.aio.ServerInterceptor):
         return _REFUSED
 
 
-async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> grpc.aio.Server:
+class AdminListener:
+    """The admin gRPC server, and the Unix socket it bound, if any: stop() unlinks that only
+    while it is still ours, not a socket a successor bound at the path meanwhile."""
+
+    def __init__(self, server: grpc.aio.Server, bound: BoundSocket | None) -> None:
+        self.server = server
+        self._bound = bound
+
+    async def stop(self, grace: float | None) -> None:
+        await self.server.stop(grace)
+        bound, self._bound = self._bound, None
+        if bound is not None:
+            bound.unlink_if_ours()
+
+
+async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> AdminListener:
     if get_runtime().api_keys is None:
         raise ConfigError(["admin: the admin API manages API keys; configure api_keys too"])
+    socket_path = grpc_unix_path(cfg.listen)
+    if socket_path is not None:
+        # As listen.uds: gRPC would unlink a live server's socket and bind over it, taking
+        # its admin calls (and leaving it without a socket once this process stops).
+        try:
+            remove_stale_socket(socket_path, "admin.listen")
+        except SocketInUse as exc:
+            raise ConfigError([str(exc)]) from None
+    # Read (and checked) before the server exists: a bad file must not leave one behind.
+    credentials = _credentials(cfg) if cfg.tls is not None else None
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     pb_grpc.add_ApiKeyAdminServicer_to_server(ApiKeyAdminServicer(get_runtime), server)
     try:
-        if cfg.tls is None:
+        if credentials is None:
             port = server.add_insecure_port(cfg.listen)
         else:
-            port = server.add_secure_port(cfg.listen, _credentials(cfg))
+            port = server.add_secure_port(cfg.listen, credentials)
     except RuntimeError:
         port = 0
     if port == 0:
         await server.stop(None)  # never started, but created: shut it down, not leak it
         raise ConfigError([f"admin.listen {cfg.listen}: cannot listen (address in use, or no "
                            "such directory, or not allowed)"])
+    bound = BoundSocket.of(socket_path) if socket_path is not None else None
     await server.start()
-    return server
+    return AdminListener(server, bound)
 
 
 def _credentials(cfg: AdminConfig) -> grpc.ServerCredentials:
