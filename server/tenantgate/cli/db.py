@@ -31,14 +31,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     install.add_argument("--config", type=Path, metavar="FILE",
                          help="also sync the keys from this tenantgate config (context.keys)")
 
-    printer = commands.add_parser("print-sql", help="print the versioned SQL for your own "
-                                  "migration tool")
+    text = "print the versioned SQL for your own migration tool (no database needed)"
+    printer = commands.add_parser("print-sql", help=text, description=text)
     printer.add_argument("--from-version", type=int, default=0, metavar="N",
                          help="only the files after schema version N")
     printer.set_defaults(handler=_print_sql)
 
     lint = _command(commands, "lint", "list RLS problems; exit 1 when there is any", _lint)
-    lint.add_argument("--tenant-column", default="tenant_id", metavar="NAME")
+    lint.add_argument("--tenant-column", default="tenant_id", metavar="NAME",
+                      help="the column holding the tenant id: every table with it is checked "
+                           "(default: %(default)s)")
     lint.add_argument("--app-role", action="append", default=[], metavar="ROLE",
                       help="a role the application connects as (repeatable): checked for "
                            "BYPASSRLS, superuser, table ownership and key access")
