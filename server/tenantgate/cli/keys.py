@@ -18,7 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
-from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP
+from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP, is_local_address
 from tenantgate.config.types import Duration, check_host_port
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
@@ -40,7 +40,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="environment variable holding the admin token")
     parser.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the token")
     parser.add_argument("--ca", type=Path, metavar="FILE",
-                        help="CA certificate: use TLS and verify the server with it")
+                        help="CA certificate: use TLS and verify the server with it (needed "
+                        "for an address other than loopback or unix:PATH)")
     parser.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
     parser.add_argument("--key", type=Path, metavar="FILE", help="client private key (mTLS)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
@@ -159,6 +160,12 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
         if int(args.admin.rpartition(":")[2]) == 0:
             raise UsageError(f"--admin {args.admin}: port 0 is not an address to connect to")
     if args.ca is None and args.cert is None and args.key is None:
+        # The token goes in the first request, before the server says anything: in clear
+        # text it may go only where the admin API itself may listen without TLS.
+        if not is_local_address(args.admin):
+            raise UsageError(f"--admin {args.admin}: without --ca the admin token would cross "
+                             "the network in clear text; give --ca FILE (TLS), or a loopback "
+                             "address or unix:PATH")
         return grpc.insecure_channel(args.admin)
     if (args.cert is None) != (args.key is None):
         raise UsageError("--cert and --key go together")

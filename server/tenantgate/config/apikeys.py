@@ -114,15 +114,17 @@ class AdminConfig(Model):
         if self.token is None and not mtls:
             raise ValueError("give token and/or tls.client_ca: the admin API is never open")
         # A bearer token over plain TCP is readable on the wire: only on loopback or a socket.
-        if self.tls is None and not _local(self.listen):
+        if self.tls is None and not is_local_address(self.listen):
             raise ValueError("without tls, listen must be a loopback address or unix:PATH")
         return self
 
 
-def _local(listen: str) -> bool:
-    if listen.startswith("unix:"):
+def is_local_address(address: str) -> bool:
+    """A `unix:PATH` or a loopback `host:port`: where a bearer token may go without TLS (the
+    admin listener, and the `tenantgate keys` client)."""
+    if address.startswith("unix:"):
         return True
-    host = listen.rpartition(":")[0].strip("[]")
+    host = address.rpartition(":")[0].strip("[]")
     if host in _LOOPBACK_NAMES:
         return True
     try:
