@@ -34,6 +34,32 @@ def test_print_sql_from_latest_version_is_empty() -> None:
     ("(tenant_id = current_setting('tenantgate.context'::text, true))",
      [Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, Problem.UNSIGNED_SETTING_IN_POLICY]),
     ("true", [Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT]),
-], ids=["once_per_statement", "per_row", "second_call_per_row", "raw_setting", "open"])
+    # The subject is whatever the issuer wrote: a subject spelled "globex" read globex's rows.
+    ("(tenant_id = ( SELECT tenantgate.current_subject() AS current_subject))",
+     [Problem.WRONG_CONTEXT_CALL]),
+    # A column's value is no verified tenant (and a sub-select on a column runs per row).
+    ("(tenant_id = ( SELECT (tenantgate.verify_context(other_column)).tenant AS tenant))",
+     [Problem.PER_ROW_CONTEXT_CALL, Problem.WRONG_CONTEXT_CALL]),
+    # Someone else's function: no tenant check, and no talk of wrapping it.
+    ("(tenant_id = ( SELECT my_tenantgate.current_tenant() AS current_tenant))",
+     [Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT]),
+    ("(tenant_id = my_tenantgate.current_tenant())", [Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT]),
+], ids=["once_per_statement", "per_row", "second_call_per_row", "raw_setting", "open",
+        "subject_as_tenant", "verify_context_of_a_column", "look_alike_schema",
+        "look_alike_schema_per_row"])
 def test_policy_expressions_are_classified(qual: str, expected: list[Problem]) -> None:
     assert [f.problem for f in _policy_findings("t.p", True, qual, None)] == expected
+
+
+def test_a_with_check_on_the_subject_is_reported_though_using_checks_the_tenant() -> None:
+    tenant = "(tenant_id = ( SELECT tenantgate.current_tenant() AS current_tenant))"
+    subject = "(tenant_id = ( SELECT tenantgate.current_subject() AS current_subject))"
+    assert [str(f) for f in _policy_findings("t.p", True, tenant, subject)] == [
+        "wrong_context_call: t.p: checks with tenantgate.current_subject(), not"
+        " tenantgate.current_tenant(): only current_tenant() is the verified tenant (a subject"
+        " is whatever the token's issuer wrote, and may be spelled like any tenant)"]
+
+
+def test_a_restrictive_policy_on_the_subject_alone_narrows_and_is_fine() -> None:
+    owner = "(owner = ( SELECT tenantgate.current_subject() AS current_subject))"
+    assert _policy_findings("t.owner_only", False, owner, None) == []

@@ -18,6 +18,7 @@ class Problem(enum.StrEnum):
     PERMISSIVE_POLICY_WITHOUT_CONTEXT = "permissive_policy_without_context"
     PER_ROW_CONTEXT_CALL = "per_row_context_call"
     UNSIGNED_SETTING_IN_POLICY = "unsigned_setting_in_policy"
+    WRONG_CONTEXT_CALL = "wrong_context_call"
     VIEW_BYPASSES_RLS = "view_bypasses_rls"
     APP_ROLE_MISSING = "app_role_missing"
     APP_ROLE_BYPASSES_RLS = "app_role_bypasses_rls"
@@ -40,7 +41,11 @@ class Finding:
         return f"{self.problem}: {self.subject}: {self.detail}"
 
 
-_CONTEXT_CALL = re.compile(r"tenantgate\.(current_tenant|current_subject|verify_context)\(")
+# Not after an identifier character: my_tenantgate.current_tenant() is someone else's function.
+_CONTEXT_CALL = re.compile(
+    r"(?<![\w$])tenantgate\.(current_tenant|current_subject|verify_context)\(")
+# The tenant check itself: the subject, or verify_context() of some other value, is no tenant.
+_TENANT_CALL = re.compile(r"(?<![\w$])tenantgate\.current_tenant\(")
 # pg_get_expr writes `(SELECT f())` as `( SELECT tenantgate.current_tenant() AS current_tenant)`.
 _ONCE_PER_STATEMENT = re.compile(r"\(\s*SELECT\s+$")
 # Setting names are case-insensitive: current_setting('TenantGate.Context') reads the same one.
@@ -131,7 +136,7 @@ def _table_findings(conn: Any, oid: int, name: str, enabled: bool,
         found.append(Finding(Problem.RLS_NOT_FORCED, name, "RLS is not forced, so the table "
                              "owner bypasses it: ALTER TABLE ... FORCE ROW LEVEL SECURITY"))
     policies = conn.execute(_POLICIES, [oid]).fetchall()
-    if not any(_CONTEXT_CALL.search(f"{qual} {check}") for _, _, qual, check in policies):
+    if not any(_TENANT_CALL.search(f"{qual} {check}") for _, _, qual, check in policies):
         found.append(Finding(Problem.NO_CONTEXT_POLICY, name,
                              "no policy compares the tenant column with "
                              "(SELECT tenantgate.current_tenant())"))
@@ -166,11 +171,20 @@ def _policy_findings(policy: str, permissive: bool, qual: str | None,
     text = f"{qual or ''} {check or ''}"
     # Each clause on its own: permissive USING clauses are OR-ed together, and so are WITH
     # CHECK clauses, so one open clause opens that side (an open WITH CHECK moves rows to
-    # another tenant, an open USING updates another tenant's rows).
-    if permissive and not all(_CONTEXT_CALL.search(e) for e in (qual, check) if e is not None):
-        found.append(Finding(Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, policy,
-                             "permissive policies are OR-ed together: one without the tenant "
-                             "check opens the table"))
+    # another tenant, an open USING updates another tenant's rows). Restrictive policies only
+    # narrow: one on the subject alone (owner = current_subject()) is fine.
+    for expr in (qual, check) if permissive else ():
+        if expr is None or _TENANT_CALL.search(expr):
+            continue
+        if other := _CONTEXT_CALL.search(expr):
+            found.append(Finding(Problem.WRONG_CONTEXT_CALL, policy, f"checks with tenantgate."
+                                 f"{other.group(1)}(), not tenantgate.current_tenant(): only "
+                                 "current_tenant() is the verified tenant (a subject is whatever "
+                                 "the token's issuer wrote, and may be spelled like any tenant)"))
+        else:
+            found.append(Finding(Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, policy,
+                                 "permissive policies are OR-ed together: one without the tenant "
+                                 "check, tenantgate.current_tenant(), opens the table"))
     for expr in (qual, check):
         for match in _CONTEXT_CALL.finditer(expr or ""):
             if not _ONCE_PER_STATEMENT.search(expr[:match.start()]):  # type: ignore[index]

@@ -224,3 +224,33 @@ def test_policy_reading_the_setting_under_another_spelling_is_reported(
         findings = lint(conn)
     assert [(f.problem, f.subject) for f in findings] == [
         (Problem.UNSIGNED_SETTING_IN_POLICY, "public.docs.support")]
+
+
+def test_policy_on_the_subject_or_a_look_alike_schema_is_no_tenant_check(
+        fresh_db: Database) -> None:
+    # A context for tenant acme whose subject is "globex" read globex's rows through
+    # subject_is_tenant; my_tenantgate.current_tenant() trusts the unsigned setting.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("""
+            CREATE TABLE subject_is_tenant (id int, tenant_id text);
+            ALTER TABLE subject_is_tenant ENABLE ROW LEVEL SECURITY;
+            ALTER TABLE subject_is_tenant FORCE ROW LEVEL SECURITY;
+            CREATE POLICY p ON subject_is_tenant
+                USING (tenant_id = (SELECT tenantgate.current_subject()))
+                WITH CHECK (tenant_id = (SELECT tenantgate.current_subject()));
+            CREATE SCHEMA my_tenantgate;
+            CREATE FUNCTION my_tenantgate.current_tenant() RETURNS text LANGUAGE sql STABLE
+                AS $$ SELECT current_setting('tenantgate.context', true) $$;
+            CREATE TABLE look_alike (id int, tenant_id text);
+            ALTER TABLE look_alike ENABLE ROW LEVEL SECURITY;
+            ALTER TABLE look_alike FORCE ROW LEVEL SECURITY;
+            CREATE POLICY p ON look_alike
+                USING (tenant_id = (SELECT my_tenantgate.current_tenant()));
+        """)
+        findings = lint(conn)
+    assert [(f.problem, f.subject) for f in findings] == [
+        (Problem.NO_CONTEXT_POLICY, "public.look_alike"),
+        (Problem.NO_CONTEXT_POLICY, "public.subject_is_tenant"),
+        (Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, "public.look_alike.p"),
+        (Problem.WRONG_CONTEXT_CALL, "public.subject_is_tenant.p"),
+    ]
