@@ -19,6 +19,7 @@ class Problem(enum.StrEnum):
     PER_ROW_CONTEXT_CALL = "per_row_context_call"
     UNSIGNED_SETTING_IN_POLICY = "unsigned_setting_in_policy"
     WRONG_CONTEXT_CALL = "wrong_context_call"
+    UNSAFE_TENANT_COLUMN = "unsafe_tenant_column"
     VIEW_BYPASSES_RLS = "view_bypasses_rls"
     APP_ROLE_MISSING = "app_role_missing"
     APP_ROLE_BYPASSES_RLS = "app_role_bypasses_rls"
@@ -52,11 +53,14 @@ _ONCE_PER_STATEMENT = re.compile(r"\(\s*SELECT\s+$")
 _RAW_SETTING = re.compile(r"current_setting\('tenantgate\.context'", re.IGNORECASE)
 
 _TABLES = """
-SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity
+SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity,
+       a.atttypid IN ('text'::regtype, 'varchar'::regtype), a.atttypid::regtype::text,
+       coalesce(co.collisdeterministic, true), a.attcollation::regcollation::text
   FROM pg_class c
   JOIN pg_namespace n ON n.oid = c.relnamespace
   JOIN pg_attribute a ON a.attrelid = c.oid AND a.attname = %s AND a.attnum > 0
                      AND NOT a.attisdropped
+  LEFT JOIN pg_collation co ON co.oid = a.attcollation
  WHERE c.relkind IN ('r', 'p')
    AND n.nspname NOT IN ('pg_catalog', 'information_schema', 'tenantgate')
    AND n.nspname NOT LIKE 'pg\\_%%'
@@ -118,12 +122,28 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
                          "installer")
                  for role, problems in unsafe_roles(conn)]
     tables = conn.execute(_TABLES, [tenant_column]).fetchall()
-    for oid, name, enabled, forced in tables:
+    for oid, name, enabled, forced, *column in tables:
+        findings += _column_findings(name, tenant_column, *column)
         findings += _table_findings(conn, oid, name, enabled, forced)
     findings += _foreign_key_findings(conn, tenant_column, [oid for oid, *_ in tables])
     for role in app_roles:
         findings += _role_findings(conn, role, [(oid, name) for oid, name, *_ in tables])
     return sorted(findings)
+
+
+def _column_findings(table: str, column: str, text_type: bool, type_name: str,
+                     deterministic: bool, collation: str) -> list[Finding]:
+    # What tenantgate.isolate() refuses, for policies made by hand: the policies compare with
+    # the column's own equality, under which two tenant ids may be equal though they differ
+    # (citext or a nondeterministic collation ignore case, character(n) trailing blanks).
+    if not text_type:
+        return [Finding(Problem.UNSAFE_TENANT_COLUMN, table, f"{column} is {type_name}: tenant "
+                        "columns must be text or varchar, whose = compares tenant ids exactly")]
+    if not deterministic:
+        return [Finding(Problem.UNSAFE_TENANT_COLUMN, table, f"{column} has the nondeterministic "
+                        f"collation {collation}: tenant ids differing only in case would share "
+                        "rows; use a deterministic one")]
+    return []
 
 
 def _table_findings(conn: Any, oid: int, name: str, enabled: bool,

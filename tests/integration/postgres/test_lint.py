@@ -254,3 +254,46 @@ def test_policy_on_the_subject_or_a_look_alike_schema_is_no_tenant_check(
         (Problem.PERMISSIVE_POLICY_WITHOUT_CONTEXT, "public.look_alike.p"),
         (Problem.WRONG_CONTEXT_CALL, "public.subject_is_tenant.p"),
     ]
+
+
+def hand_isolated(table: str, column_sql: str, compared: str = "tenant_id") -> str:
+    """A table isolated by hand, as tenantgate.isolate() would refuse to."""
+    return f"""
+        CREATE TABLE {table} (id int, tenant_id {column_sql});
+        ALTER TABLE {table} ENABLE ROW LEVEL SECURITY;
+        ALTER TABLE {table} FORCE ROW LEVEL SECURITY;
+        CREATE POLICY p ON {table} USING ({compared} = (SELECT tenantgate.current_tenant()))
+            WITH CHECK ({compared} = (SELECT tenantgate.current_tenant()));"""
+
+
+def test_tenant_column_that_is_not_text_or_varchar_is_reported(fresh_db: Database) -> None:
+    # character(n) compares without trailing blanks; isolate() refuses both, lint did not.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(hand_isolated("by_number", "integer", "tenant_id::text")
+                     + hand_isolated("padded", "character(8)")
+                     + hand_isolated("limited", "varchar(40)"))
+        findings = lint(conn)
+    assert [str(f) for f in findings] == [
+        "unsafe_tenant_column: public.by_number: tenant_id is integer: tenant columns must be"
+        " text or varchar, whose = compares tenant ids exactly",
+        "unsafe_tenant_column: public.padded: tenant_id is character: tenant columns must be"
+        " text or varchar, whose = compares tenant ids exactly",
+    ]
+
+
+def test_tenant_column_with_a_nondeterministic_collation_is_reported(fresh_db: Database) -> None:
+    # Under a case-insensitive collation a context for ACME read acme's rows through this
+    # policy. isolate() refuses such a column; a policy made by hand did pass lint.
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        try:
+            conn.execute("CREATE COLLATION tenant_ci (provider = icu,"
+                         " locale = 'und-u-ks-level2', deterministic = false)")
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip("this PostgreSQL build has no ICU, so no nondeterministic collation")
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(hand_isolated("ci", "text COLLATE tenant_ci"))
+        findings = lint(conn)
+    assert [str(f) for f in findings] == [
+        "unsafe_tenant_column: public.ci: tenant_id has the nondeterministic collation"
+        " public.tenant_ci: tenant ids differing only in case would share rows; use a deterministic"
+        " one"]
