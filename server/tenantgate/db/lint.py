@@ -235,13 +235,23 @@ def _role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[
     if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
         return [Finding(Problem.APP_ROLE_MISSING, role, "no such role")]
     found = []
+    # Role attributes are not inherited, but a member may SET ROLE to the role that has them.
     powerful = conn.execute(
-        "SELECT rolname, rolsuper FROM pg_roles WHERE (rolsuper OR rolbypassrls)"
+        "SELECT rolname, rolsuper, rolbypassrls, rolreplication FROM pg_roles"
+        " WHERE (rolsuper OR rolbypassrls OR rolreplication)"
         " AND pg_has_role(%s, oid, 'MEMBER') ORDER BY rolname", [role]).fetchall()
-    for name, superuser in powerful:
+    for name, superuser, bypass, replication in powerful:
         via = "" if name == role else f" through membership in {name}"
-        what = "is a superuser" if superuser else "has BYPASSRLS"
-        found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"{what}{via}"))
+        if superuser:  # has all of the below: one finding says it
+            found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"is a superuser{via}"))
+            continue
+        if bypass:
+            found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"has BYPASSRLS{via}"))
+        if replication:
+            found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"has REPLICATION{via}: "
+                                 "a logical replication slot (wal_level = logical) decodes every "
+                                 "tenant's writes, and the context keys' pads, from the WAL; a "
+                                 "base backup copies every table"))
     creators = conn.execute(
         "SELECT rolname FROM pg_roles WHERE rolcreaterole AND pg_has_role(%s, oid, 'MEMBER')"
         " ORDER BY rolname", [role]).fetchall()

@@ -297,3 +297,23 @@ def test_tenant_column_with_a_nondeterministic_collation_is_reported(fresh_db: D
         "unsafe_tenant_column: public.ci: tenant_id has the nondeterministic collation"
         " public.tenant_ci: tenant ids differing only in case would share rows; use a deterministic"
         " one"]
+
+
+@pytest.mark.parametrize("inherited", [False, True], ids=["direct", "through_a_role"])
+def test_app_role_with_replication_is_reported(fresh_db: Database, inherited: bool) -> None:
+    # With wal_level = logical, pg_create_logical_replication_slot(..., 'test_decoding') hands a
+    # REPLICATION role every tenant's inserts and the pads of every key added since; a member
+    # reaches it by SET ROLE.
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_repl LOGIN; CREATE ROLE repl_group")
+        try:
+            conn.execute(f"ALTER ROLE {'repl_group' if inherited else 'app_repl'} REPLICATION")
+            conn.execute("GRANT repl_group TO app_repl")
+            findings = lint(conn, app_roles=("app_repl",))
+        finally:
+            conn.execute("DROP ROLE app_repl; DROP ROLE repl_group")
+    via = " through membership in repl_group" if inherited else ""
+    assert [str(f) for f in findings] == [
+        f"app_role_bypasses_rls: app_repl: has REPLICATION{via}: a logical replication slot"
+        " (wal_level = logical) decodes every tenant's writes, and the context keys' pads, from"
+        " the WAL; a base backup copies every table"]
