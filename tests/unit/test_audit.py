@@ -1,24 +1,35 @@
-"""The audit log: lost lines, long paths, and the rate cap that keeps a flood of denials
-from filling the disk."""
+"""The audit log: lost lines, long paths, a reader that stops reading, and the rate cap that
+keeps a flood of denials from filling the disk."""
 
 from __future__ import annotations
 
 import json
+import os
+import select
+import subprocess
+import sys
+import threading
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 from tenantgate.observe import audit as audit_module
-from tenantgate.observe import metrics
+from tenantgate.observe import metrics, sink
 from tenantgate.observe.audit import MAX_PATH_CHARS, AuditLog, AuditRecord
 
 RECORD = AuditRecord(request_id="r-1", tenant="acme", subject="u", issuer="idp", key_id=None,
                      method="GET", path="/notes", decision="deny", reason="scope_missing",
                      status=403, latency_ms=0.1)
+HANG_GUARD_SECONDS = 60.0  # only ends a test that would otherwise hang; nothing is timed
 
 
 def lost() -> float:
     return metrics.AUDIT_WRITE_ERRORS._value.get()
+
+
+def closed(audit: AuditLog) -> None:
+    audit.close()
+    assert audit.wait_closed(HANG_GUARD_SECONDS)
 
 
 def test_a_full_disk_loses_the_line_counts_it_and_raises_nothing(
@@ -29,18 +40,48 @@ def test_a_full_disk_loses_the_line_counts_it_and_raises_nothing(
     before = lost()
     audit.write(RECORD)
     audit.write(RECORD)
+    closed(audit)
     assert lost() == before + 2
     assert [r.message for r in caplog.records].count(
         "audit log not writable: lines are being lost") == 1  # said once, not per line
-    audit.close()
 
 
-def test_a_closed_stream_is_a_lost_line_too() -> None:
-    audit = AuditLog("/dev/null", sample_allow=1.0)
-    audit._stream.close()  # what a closed stdout looks like to the writer
+def test_a_line_after_close_is_lost_and_counted(tmp_path: Path) -> None:
+    audit = AuditLog(str(tmp_path / "audit.log"), sample_allow=1.0)
+    closed(audit)
     before = lost()
-    audit.write(RECORD)
+    audit.write(RECORD)  # never into whatever file reuses the closed descriptor
     assert lost() == before + 1
+    assert (tmp_path / "audit.log").read_text() == ""
+
+
+_FILE_SIZE_LIMITED = """
+import json, resource, sys
+from tenantgate.observe import metrics
+from tenantgate.observe.audit import AuditLog
+audit = AuditLog(sys.argv[1], sample_allow=1.0, max_lines_per_second=0)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # a disk that fills at 4 KiB
+for _ in range(40):  # 256-byte lines: 16 fit whole, the 17th fails at once
+    audit.write_event({"event": "check", "pad": "x" * 229})
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space is freed
+audit.write_event({"event": "check", "pad": "after"})
+audit.close()
+print(json.dumps(metrics.AUDIT_WRITE_ERRORS._value.get()))
+"""
+
+
+def test_a_line_counted_lost_on_a_full_disk_is_not_written_later(tmp_path: Path) -> None:
+    # Python's file buffer kept a line whose write failed and wrote it with the next one once
+    # space came back: counted lost and in the file too. A subprocess: the file size limit
+    # that stands for the full disk holds for every file of the process.
+    log_file = tmp_path / "audit.log"
+    run = subprocess.run([sys.executable, "-c", _FILE_SIZE_LIMITED, str(log_file)],
+                         capture_output=True, text=True, check=True)
+    counted_lost = json.loads(run.stdout)
+    written = log_file.read_text().splitlines()
+    assert (len(written), counted_lost) == (17, 24)
+    assert written[-1] == '{"event":"check","pad":"after"}'
 
 
 def test_a_long_path_is_cut_and_marked(tmp_path: Path) -> None:
@@ -48,7 +89,7 @@ def test_a_long_path_is_cut_and_marked(tmp_path: Path) -> None:
     log_file = tmp_path / "audit.log"
     audit = AuditLog(str(log_file), sample_allow=1.0)
     audit.write(replace(RECORD, path="/notes/" + "a" * 50_000))
-    audit.close()
+    closed(audit)
     [line] = [json.loads(text) for text in log_file.read_text().splitlines()]
     assert len(line["path"]) == MAX_PATH_CHARS and line["path_truncated"] is True
 
@@ -64,8 +105,81 @@ def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(
         audit.write(RECORD)
     clock[0] += 1.0
     audit.write(RECORD)
-    audit.close()
+    closed(audit)
     lines = [json.loads(text) for text in log_file.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["check"] * 3 + ["audit_lines_dropped", "check"]
     assert lines[3]["count"] == 7
     assert metrics.AUDIT_LINES_DROPPED._value.get() == before + 7
+
+
+def _stalled_fifo(tmp_path: Path) -> tuple[str, int]:
+    """A FIFO with a reader that reads nothing until told: a log collector that stopped."""
+    path = str(tmp_path / "collector")
+    os.mkfifo(path)
+    reader = os.open(path, os.O_RDONLY | os.O_NONBLOCK)  # so that opening to write returns
+    os.set_blocking(reader, True)
+    return path, reader
+
+
+def _read_to_end(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    os.close(fd)
+    return b"".join(chunks)
+
+
+def test_a_reader_that_stops_never_blocks_the_writer_and_every_line_is_kept_or_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Written in place, the 263rd line filled the pipe and write() blocked the event loop:
+    # every Check, ShouldRateLimit and health call stopped, and no error was counted.
+    monkeypatch.setattr(sink, "MAX_QUEUED_LINES", 100)
+    path, reader = _stalled_fifo(tmp_path)
+    audit = AuditLog(path, sample_allow=1.0, max_lines_per_second=0)
+    before, total = lost(), 2000  # ~500 KB: far more than the pipe and the queue hold
+
+    def write_all() -> None:
+        for i in range(total):
+            audit.write(replace(RECORD, request_id=f"r-{i}", path="/" + "p" * 200))
+
+    writer = threading.Thread(target=write_all, daemon=True)
+    writer.start()
+    writer.join(HANG_GUARD_SECONDS)
+    assert not writer.is_alive(), "a write waited for the stalled reader"
+    audit.close()  # what is queued is written once the reader reads again
+    kept = _read_to_end(reader).decode().splitlines()
+    assert audit.wait_closed(HANG_GUARD_SECONDS)
+    assert lost() - before > 0
+    assert len(kept) + (lost() - before) == total
+    ids = [int(json.loads(line)["request_id"][2:]) for line in kept]
+    assert ids == sorted(ids)  # in order, whole lines
+
+
+_STDOUT_WRITER = """
+import sys
+from tenantgate.observe import metrics, sink
+from tenantgate.observe.audit import AuditLog
+sink.FLUSH_AT_EXIT_SECONDS = 600  # the parent reads standard output only once told below
+audit = AuditLog("-", sample_allow=1.0, max_lines_per_second=0)
+for i in range(%d):
+    audit.write_event({"event": "check", "n": i, "pad": "x" * 200})
+audit.close()  # the shared standard output sink stays open; the exit writes what is queued
+print(int(metrics.AUDIT_WRITE_ERRORS._value.get()), file=sys.stderr, flush=True)
+"""
+
+
+def test_standard_output_nobody_reads_stops_nothing_and_the_exit_writes_the_queue() -> None:
+    # audit.path "-" is the default and what the chart sets: stdout is then the container's
+    # log pipe, which stops when the log driver or collector stalls.
+    total = 1000  # ~230 KB: several times what the pipe holds
+    with subprocess.Popen([sys.executable, "-c", _STDOUT_WRITER % total],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE) as child:
+        assert child.stdout is not None and child.stderr is not None
+        ready, _, _ = select.select([child.stderr], [], [], HANG_GUARD_SECONDS)
+        if not ready:
+            child.kill()
+        assert ready, "the writes waited for a reader of standard output"
+        counted_lost = int(child.stderr.readline())  # said before stdout was read at all
+        lines = child.stdout.read().decode().splitlines()
+    assert child.returncode == 0
+    assert counted_lost == 0 and len(lines) == total  # the queue held them all

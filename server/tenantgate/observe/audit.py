@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import random
-import sys
 import time
 from dataclasses import dataclass
-from typing import IO
 
 from tenantgate.observe import metrics
-from tenantgate.observe.throttle import Throttle
-
-log = logging.getLogger("tenantgate.audit")
+from tenantgate.observe.sink import Sink, open_sink
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +41,8 @@ class AuditLog:
         self._second = 0  # the wall-clock second the count below belongs to
         self._lines_this_second = 0
         self._dropped = 0  # Check lines over the cap, reported in one line next second
-        self._own_stream = enabled and path != "-"
-        self._stream: IO[str] = (open(path, "a", encoding="utf-8")  # noqa: SIM115
-                                 if self._own_stream else sys.stdout)
-        self._unwritable = Throttle(60.0)  # one log line a minute while lines are lost
+        self._owns_sink = path != "-"  # standard output's sink is shared (sink.py)
+        self._sink: Sink | None = open_sink(path) if enabled else None
 
     def wants(self, allowed: bool) -> bool:
         if not self._enabled:
@@ -91,21 +83,16 @@ class AuditLog:
         return now
 
     def write_event(self, fields: dict[str, object]) -> None:
-        if not self._enabled:
+        if self._sink is None:
             return
         line = json.dumps(fields, separators=(",", ":"), ensure_ascii=True) + "\n"
-        try:
-            self._stream.write(line)
-            self._stream.flush()
-        except (OSError, ValueError):  # disk full, a closed pipe or stream
-            # The decision stands (the audit log records decisions, it does not make them);
-            # the lost line is counted, alerted on (TenantgateAuditWriteErrors) and said.
-            metrics.AUDIT_WRITE_ERRORS.inc()
-            if self._unwritable.ready():
-                log.error("audit log not writable: lines are being lost", exc_info=True)
+        self._sink.put(line.encode("ascii"))  # never waits: a line that cannot go is counted
 
     def close(self) -> None:
-        if self._own_stream:
-            # Closing flushes again what a failed write left buffered: already counted lost.
-            with contextlib.suppress(OSError, ValueError):
-                self._stream.close()
+        """Closes the audit file; lines still queued for a pipe are written after."""
+        if self._sink is not None and self._owns_sink:
+            self._sink.close()
+
+    def wait_closed(self, timeout: float) -> bool:
+        """After close(): whether every line was written (or counted lost) within timeout."""
+        return self._sink is None or self._sink.wait_closed(timeout)

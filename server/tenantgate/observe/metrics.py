@@ -26,7 +26,8 @@ CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result
 AUDIT_LINES_DROPPED = Counter("tenantgate_audit_lines_dropped",
                               "Check audit lines over audit.max_lines_per_second, not written")
 AUDIT_WRITE_ERRORS = Counter("tenantgate_audit_write_errors",
-                             "Audit lines lost because the audit log could not be written")
+                             "Audit lines lost: the audit log could not be written, or its "
+                             "reader (a pipe) stopped and the writer's queue was full")
 # Alerts use increase(): a series that first appears at 1 shows no increase, so the first event
 # of a process would go unseen. Every series an alert watches exists at 0 from the start.
 for _result in ("ok", "rejected"):

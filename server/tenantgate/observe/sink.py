@@ -1,0 +1,187 @@
+"""Where audit lines go, without ever making the event loop wait for a reader.
+
+A regular file is written in place: a write to it waits for no one, and a line is in the file
+when Check returns. Anything a reader drains (standard output in a container is a pipe to the
+log collector; a FIFO, a socket, a terminal, a device) goes through a bounded queue that one
+writer thread empties. A reader that stops (a blocking log driver, a stuck collector) used to
+freeze the loop once the pipe held 64 KiB: every Check, ShouldRateLimit and health call with
+it. Now the queue fills and lines are lost and counted instead.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import stat
+import threading
+import time
+from collections import deque
+from typing import Protocol
+
+from tenantgate.observe import metrics
+from tenantgate.observe.throttle import Throttle
+
+log = logging.getLogger("tenantgate.audit")
+
+MAX_QUEUED_LINES = 10_000  # ~10 s of both capped classes at the default cap; a few MB at most
+FLUSH_AT_EXIT_SECONDS = 2.0  # what a stalled reader may hold up the end of the process
+_BATCH_BYTES = 4096  # PIPE_BUF: a write this size reaches a pipe whole, never interleaved
+_COALESCE_SECONDS = 0.005  # lines arriving meanwhile share the writer's wake-up and write
+
+
+class Sink(Protocol):
+    def put(self, line: bytes) -> None: ...
+    def close(self) -> None: ...
+    def wait_closed(self, timeout: float) -> bool: ...
+
+
+def open_sink(path: str) -> Sink:
+    """The sink for audit.path; "-" (standard output) is one sink for the whole process,
+    which its users do not close."""
+    if path == "-":
+        return _stdout_sink()
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    return _sink_for(fd, owned=True)
+
+
+def _sink_for(fd: int, owned: bool) -> Sink:
+    if stat.S_ISREG(os.fstat(fd).st_mode):
+        return FileSink(fd, owned)
+    return QueuedSink(fd, owned)
+
+
+_stdout: Sink | None = None
+
+
+def _stdout_sink() -> Sink:
+    # Shared: the Runtimes before and after a reload both write, and their lines must not
+    # interleave. Its users do not close it: the exit does (a copy of fd 1; stdout stays open).
+    global _stdout
+    if _stdout is None:
+        _stdout = _sink_for(os.dup(1), owned=True)
+    return _stdout
+
+
+def _lost(count: int, why: str, said: Throttle, exc_info: bool) -> None:
+    # The decision stands (the audit log records decisions, it does not make them); the lost
+    # line is counted, alerted on (TenantgateAuditWriteErrors) and said once a minute.
+    metrics.AUDIT_WRITE_ERRORS.inc(count)
+    if said.ready():
+        log.error("audit log %s: lines are being lost", why, exc_info=exc_info)
+
+
+class FileSink:
+    """A regular file, written with one unbuffered write per line (O_APPEND: whole lines,
+    whatever else appends to the file): a line counted lost is never written later."""
+
+    def __init__(self, fd: int, owned: bool) -> None:
+        self._fd = fd
+        self._owned = owned
+        self._unwritable = Throttle(60.0)
+
+    def put(self, line: bytes) -> None:
+        try:
+            _write_all(self._fd, line)
+        except OSError:  # disk full; EBADF once closed
+            _lost(1, "not writable", self._unwritable, exc_info=True)
+
+    def close(self) -> None:
+        fd, self._fd = self._fd, -1  # a later line fails, not lands in a reused descriptor
+        if self._owned and fd >= 0:
+            os.close(fd)
+
+    def wait_closed(self, timeout: float) -> bool:
+        return True
+
+
+class QueuedSink:
+    """A bounded queue and one daemon thread that writes it out, blocking only itself."""
+
+    def __init__(self, fd: int, owned: bool) -> None:
+        self._fd = fd
+        self._owned = owned
+        self._lines: deque[bytes] = deque()
+        self._wake = threading.Event()
+        self._closing = False
+        self._full = Throttle(60.0)
+        self._unwritable = Throttle(60.0)
+        self._thread = threading.Thread(target=self._run, name="tenantgate-audit", daemon=True)
+        _open_queues.add(self)
+        self._thread.start()
+
+    def put(self, line: bytes) -> None:
+        lines = self._lines
+        if len(lines) >= MAX_QUEUED_LINES or self._closing:
+            _lost(1, "reader is not keeping up", self._full, exc_info=False)
+            return
+        lines.append(line)
+        if len(lines) == 1:  # the writer may be asleep: only the first line wakes it
+            self._wake.set()
+
+    def close(self) -> None:
+        """Write what is queued, then close; returns at once (a stalled reader may never let
+        the writer finish: the process's exit waits FLUSH_AT_EXIT_SECONDS at most)."""
+        self._closing = True
+        self._wake.set()
+
+    def wait_closed(self, timeout: float) -> bool:
+        self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()  # before draining: a line put from now on sets it again
+            if not self._closing:
+                time.sleep(_COALESCE_SECONDS)
+            self._drain()
+            if self._closing:
+                self._drain()  # put() refuses lines once closing is set: none come after
+                break
+        if self._owned:
+            os.close(self._fd)
+        _open_queues.discard(self)
+
+    def _drain(self) -> None:
+        lines = self._lines
+        while lines:
+            batch = [lines.popleft()]
+            size = len(batch[0])
+            while lines and size + len(lines[0]) <= _BATCH_BYTES:
+                size += len(lines[0])
+                batch.append(lines.popleft())
+            data = b"".join(batch)
+            try:
+                _write_all(self._fd, data)
+            except _PartialWrite as partial:
+                lost = len(batch) - data.count(b"\n", 0, partial.written)
+                _lost(lost, "not writable", self._unwritable, exc_info=True)
+
+
+class _PartialWrite(OSError):
+    def __init__(self, error: OSError, written: int) -> None:
+        super().__init__(error.errno, error.strerror)
+        self.written = written
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = 0
+    view = memoryview(data)
+    try:
+        while written < len(data):
+            written += os.write(fd, view[written:])
+    except OSError as exc:
+        raise _PartialWrite(exc, written) from exc
+
+
+_open_queues: set[QueuedSink] = set()
+
+
+@atexit.register
+def _flush_at_exit() -> None:
+    """An orderly exit writes what is queued, for FLUSH_AT_EXIT_SECONDS at most in all."""
+    deadline = time.monotonic() + FLUSH_AT_EXIT_SECONDS
+    for sink in list(_open_queues):
+        sink.close()
+        sink.wait_closed(max(0.0, deadline - time.monotonic()))
