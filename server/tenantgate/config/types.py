@@ -200,6 +200,15 @@ class Secret(Model):
             if raw is None:
                 raise ValueError(f"environment variable {self.from_env} is not set")
             self._value = raw.encode()
+            # A file's surrounding whitespace is stripped (editors end it with a newline); a
+            # variable's is refused, not stripped: a Kubernetes Secret made --from-file puts
+            # that newline in the variable, and stripping would silently change a secret that
+            # deployments already use (API-key digests, context keys installed in Postgres by
+            # `tenantgate db add-key --secret-env`). Refused, both sources give the same bytes.
+            if self._value != self._value.strip():
+                raise ValueError(f"environment variable {self.from_env} begins or ends with "
+                                 "whitespace (a trailing newline?): remove it; a secret cannot "
+                                 "begin or end with whitespace")
         else:
             base = Path((info.context or {}).get("base_dir", "."))
             path = base / str(self.from_file)
