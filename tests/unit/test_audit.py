@@ -1,5 +1,5 @@
-"""The audit log: lost lines, long paths, a reader that stops reading, and the rate cap that
-keeps a flood of denials from filling the disk."""
+"""The audit log: lost lines, long fields, a reader that stops reading, and the rate caps that
+keep a flood of denials from filling the disk or pushing out the lines that matter."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from prometheus_client import REGISTRY
 from tenantgate.observe import audit as audit_module
 from tenantgate.observe import metrics, sink
 from tenantgate.observe.audit import MAX_PATH_CHARS, AuditLog, AuditRecord
@@ -20,11 +21,19 @@ from tenantgate.observe.audit import MAX_PATH_CHARS, AuditLog, AuditRecord
 RECORD = AuditRecord(request_id="r-1", tenant="acme", subject="u", issuer="idp", key_id=None,
                      method="GET", path="/notes", decision="deny", reason="scope_missing",
                      status=403, latency_ms=0.1)
+ANONYMOUS = replace(RECORD, tenant=None, subject=None, issuer=None, reason="no_credential",
+                    status=401)
 HANG_GUARD_SECONDS = 60.0  # only ends a test that would otherwise hang; nothing is timed
 
 
 def lost() -> float:
     return metrics.AUDIT_WRITE_ERRORS._value.get()
+
+
+def dropped(line_class: str) -> float:
+    value = REGISTRY.get_sample_value("tenantgate_audit_lines_dropped_total",
+                                      {"class": line_class})
+    return value or 0.0
 
 
 def closed(audit: AuditLog) -> None:
@@ -100,7 +109,7 @@ def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(
     monkeypatch.setattr(audit_module.time, "time", lambda: clock[0])
     log_file = tmp_path / "audit.log"
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=3)
-    before = metrics.AUDIT_LINES_DROPPED._value.get()
+    before = dropped("identified")
     for _ in range(10):
         audit.write(RECORD)
     clock[0] += 1.0
@@ -108,8 +117,27 @@ def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(
     closed(audit)
     lines = [json.loads(text) for text in log_file.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["check"] * 3 + ["audit_lines_dropped", "check"]
-    assert lines[3]["count"] == 7
-    assert metrics.AUDIT_LINES_DROPPED._value.get() == before + 7
+    assert (lines[3]["class"], lines[3]["count"]) == ("identified", 7)
+    assert dropped("identified") == before + 7
+
+
+def test_a_flood_without_credentials_does_not_push_out_verified_callers_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # One budget for all: 1000 anonymous denials at the start of a second left no room for
+    # the cross-tenant attempts of an authenticated tenant, nor for a revoked key's use.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=3)
+    before = dropped("anonymous")
+    for _ in range(10):
+        audit.write(ANONYMOUS)
+    audit.write(replace(RECORD, reason="cross_tenant_path", status=404))
+    audit.write_capped({"event": "apikey_revoked_used", "key_id": "k", "tenant": "acme"})
+    closed(audit)
+    lines = [json.loads(text) for text in log_file.read_text().splitlines()]
+    assert [line.get("reason", line["event"]) for line in lines] == [
+        "no_credential"] * 3 + ["cross_tenant_path", "apikey_revoked_used"]
+    assert dropped("anonymous") == before + 7
 
 
 def _stalled_fifo(tmp_path: Path) -> tuple[str, int]:

@@ -32,15 +32,33 @@ MAX_PATH_CHARS = 1024
 DEFAULT_MAX_LINES_PER_SECOND = 1000
 
 
+class _Budget:
+    """One class of capped lines: its lines this second, and those dropped since reported.
+
+    Two classes, each with the whole cap: lines of callers without a verified identity (no
+    credential, a forged or expired token: free to send, from anywhere), and the others (a
+    verified caller's denials and sampled allows, security events such as cross_tenant_path
+    and apikey_revoked_used). One shared budget let a flood of the first push out the second.
+    """
+
+    __slots__ = ("counter", "dropped", "name", "used")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.used = 0
+        self.dropped = 0
+        self.counter = metrics.AUDIT_LINES_DROPPED.labels(name)
+
+
 class AuditLog:
     def __init__(self, path: str, sample_allow: float, enabled: bool = True,
                  max_lines_per_second: int = DEFAULT_MAX_LINES_PER_SECOND) -> None:
         self._enabled = enabled
         self._sample_allow = sample_allow
-        self._max_per_second = max_lines_per_second  # 0: no cap
-        self._second = 0  # the wall-clock second the count below belongs to
-        self._lines_this_second = 0
-        self._dropped = 0  # Check lines over the cap, reported in one line next second
+        self._max_per_second = max_lines_per_second  # per class; 0: no cap
+        self._second = 0  # the wall-clock second the budgets' counts belong to
+        self._anonymous = _Budget("anonymous")
+        self._identified = _Budget("identified")
         self._owns_sink = path != "-"  # standard output's sink is shared (sink.py)
         self._sink: Sink | None = open_sink(path) if enabled else None
 
@@ -50,7 +68,8 @@ class AuditLog:
         return not allowed or (self._sample_allow > 0 and random.random() < self._sample_allow)
 
     def write(self, record: AuditRecord) -> None:
-        if (now := self._admit_line()) is None:
+        budget = self._anonymous if record.subject is None else self._identified
+        if (now := self._admit_line(budget)) is None:
             return  # over the cap: the line is not even built
         fields: dict[str, object] = {name: getattr(record, name) for name in _FIELDS}
         if len(record.path) > MAX_PATH_CHARS:
@@ -59,28 +78,32 @@ class AuditLog:
         self.write_event({"ts": round(now, 3), "event": "check", **fields})
 
     def write_capped(self, fields: dict[str, object]) -> None:
-        """write_event, timestamped, under the lines-per-second cap that Check lines have: for
-        other lines a client can cause at will (a revoked API key's use)."""
-        if (now := self._admit_line()) is not None:
+        """write_event, timestamped, under the cap of lines with a verified identity: for
+        security events a client can repeat at will (a revoked API key's use)."""
+        if (now := self._admit_line(self._identified)) is not None:
             self.write_event({"ts": round(now, 3), **fields})
 
-    def _admit_line(self) -> float | None:
-        """The time to stamp a capped line with, or None when this second's lines are used up
-        (the line is counted as dropped and reported in the next second)."""
+    def _admit_line(self, budget: _Budget) -> float | None:
+        """The time to stamp a capped line with, or None when this second's lines of its
+        class are used up (the line is counted as dropped and reported in the next second)."""
         now = time.time()
         if int(now) != self._second:
-            self._second, self._lines_this_second = int(now), 0
-            if self._dropped:
-                self.write_event({"ts": round(now, 3), "event": "audit_lines_dropped",
-                                  "count": self._dropped,
-                                  "max_lines_per_second": self._max_per_second})
-                self._dropped = 0
-        if self._max_per_second and self._lines_this_second >= self._max_per_second:
-            self._dropped += 1
-            metrics.AUDIT_LINES_DROPPED.inc()
+            self._new_second(now)
+        if self._max_per_second and budget.used >= self._max_per_second:
+            budget.dropped += 1
+            budget.counter.inc()
             return None
-        self._lines_this_second += 1
+        budget.used += 1
         return now
+
+    def _new_second(self, now: float) -> None:
+        self._second = int(now)
+        for budget in (self._anonymous, self._identified):
+            if budget.dropped:
+                self.write_event({"ts": round(now, 3), "event": "audit_lines_dropped",
+                                  "class": budget.name, "count": budget.dropped,
+                                  "max_lines_per_second": self._max_per_second})
+            budget.used = budget.dropped = 0
 
     def write_event(self, fields: dict[str, object]) -> None:
         if self._sink is None:

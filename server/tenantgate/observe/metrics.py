@@ -23,8 +23,10 @@ TOKEN_CACHE = PlainCounter("tenantgate_token_cache", "Bearer-token cache lookups
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors",
                           "Bugs: unexpected exceptions in a Check or a background task")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
+# class: anonymous (no verified identity) or identified; each has audit.max_lines_per_second.
 AUDIT_LINES_DROPPED = Counter("tenantgate_audit_lines_dropped",
-                              "Check audit lines over audit.max_lines_per_second, not written")
+                              "Audit lines over audit.max_lines_per_second, not written",
+                              ["class"])
 AUDIT_WRITE_ERRORS = Counter("tenantgate_audit_write_errors",
                              "Audit lines lost: the audit log could not be written, or its "
                              "reader (a pipe) stopped and the writer's queue was full")
@@ -32,6 +34,8 @@ AUDIT_WRITE_ERRORS = Counter("tenantgate_audit_write_errors",
 # of a process would go unseen. Every series an alert watches exists at 0 from the start.
 for _result in ("ok", "rejected"):
     CONFIG_RELOADS.labels(_result)
+for _class in ("anonymous", "identified"):
+    AUDIT_LINES_DROPPED.labels(_class)
 
 
 def declare_tenants(labels: Iterable[str]) -> None:

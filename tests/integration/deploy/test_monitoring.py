@@ -27,7 +27,7 @@ METRICS: dict[str, set[str]] = {
     "tenantgate_token_cache_total": {"result"},
     "tenantgate_internal_errors_total": set(),
     "tenantgate_audit_write_errors_total": set(),
-    "tenantgate_audit_lines_dropped_total": set(),
+    "tenantgate_audit_lines_dropped_total": {"class"},
     "tenantgate_quota_decisions_total": {"tenant", "result"},
     "tenantgate_quota_store_errors_total": {"store"},
     "tenantgate_quota_fail_open_total": set(),
