@@ -43,6 +43,9 @@ class CheckState:
     quota_headers: Sequence[Header] = ()  # informative, on allow (no list built per Check)
 
 
+MAX_METHOD_CHARS = 32  # the longest registered HTTP method (UPDATEREDIRECTREF) has 17
+
+
 def sanitize(s: CheckState) -> Deny | None:
     if s.request.duplicated:
         return Deny(Reason.DUPLICATE_HEADER)
@@ -50,9 +53,11 @@ def sanitize(s: CheckState) -> Deny | None:
         return Deny(Reason.OVERSIZED_HEADER)
     if s.request.underscored and _underscored_trusted_header(s):
         return Deny(Reason.UNDERSCORED_TRUSTED_HEADER)
-    if s.request.method != s.request.method.upper():
+    method = s.request.method
+    if len(method) > MAX_METHOD_CHARS or method != method.upper():
         # HTTP/2 passes `post` as sent: rules would read it as POST, rate-limit descriptors
         # (`method: POST`) would not match it, and some backends would run it as POST.
+        # Envoy passes any token as a method, up to its whole header budget (60 KiB).
         return Deny(Reason.MALFORMED_REQUEST)
     return None
 

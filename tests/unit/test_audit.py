@@ -16,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 from tenantgate.observe import audit as audit_module
 from tenantgate.observe import metrics, sink
-from tenantgate.observe.audit import MAX_PATH_CHARS, AuditLog, AuditRecord
+from tenantgate.observe.audit import MAX_METHOD_CHARS, MAX_PATH_CHARS, AuditLog, AuditRecord
 
 RECORD = AuditRecord(request_id="r-1", tenant="acme", subject="u", issuer="idp", key_id=None,
                      method="GET", path="/notes", decision="deny", reason="scope_missing",
@@ -101,6 +101,18 @@ def test_a_long_path_is_cut_and_marked(tmp_path: Path) -> None:
     closed(audit)
     [line] = [json.loads(text) for text in log_file.read_text().splitlines()]
     assert len(line["path"]) == MAX_PATH_CHARS and line["path_truncated"] is True
+
+
+def test_a_long_method_is_cut_and_marked(tmp_path: Path) -> None:
+    # Envoy passes a 60 KB upper-case method; it was written whole into each denial's line.
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0)
+    audit.write(replace(ANONYMOUS, method="A" * 60_000))
+    audit.write(replace(ANONYMOUS, method="UPDATEREDIRECTREF"))  # the longest registered one
+    closed(audit)
+    long, short = [json.loads(text) for text in log_file.read_text().splitlines()]
+    assert len(long["method"]) == MAX_METHOD_CHARS and long["method_truncated"] is True
+    assert short["method"] == "UPDATEREDIRECTREF" and "method_truncated" not in short
 
 
 def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(

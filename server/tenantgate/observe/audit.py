@@ -29,6 +29,7 @@ class AuditRecord:
 _FIELDS = tuple(AuditRecord.__dataclass_fields__)
 # Denials cost an attacker nothing and each writes a line: bounded lines, bounded rate.
 MAX_PATH_CHARS = 1024
+MAX_METHOD_CHARS = 32  # Check refuses longer ones (pipeline.sanitize); the line still names them
 DEFAULT_MAX_LINES_PER_SECOND = 1000
 
 
@@ -75,6 +76,9 @@ class AuditLog:
         if len(record.path) > MAX_PATH_CHARS:
             fields["path"] = record.path[:MAX_PATH_CHARS]
             fields["path_truncated"] = True
+        if len(record.method) > MAX_METHOD_CHARS:  # refused (malformed_request), still bounded
+            fields["method"] = record.method[:MAX_METHOD_CHARS]
+            fields["method_truncated"] = True
         self.write_event({"ts": round(now, 3), "event": "check", **fields})
 
     def write_capped(self, fields: dict[str, object]) -> None:
