@@ -134,6 +134,38 @@ def test_auth_failure_alert_says_credential_failures_count_under_other(
     assert f'`tenant="{OTHER_TENANT}"`' in readme
 
 
+def _aggregations_and_matchings(node: Any) -> tuple[list[set[str]], list[set[str]]]:
+    """The grouping labels of every aggregation and of every binary operator's on(...)."""
+    groupings: list[set[str]] = []
+    matchings: list[set[str]] = []
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.AggregateExpr):
+            groupings.append(set(node.modifier.labels) if node.modifier else set())
+        if isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None \
+                and node.modifier.matching is not None:
+            matchings.append(set(node.modifier.matching.labels))
+        for attr in ("expr", "lhs", "rhs"):
+            child = getattr(node, attr, None)
+            if child is not None and not isinstance(child, str | int | float):
+                visit(child)
+
+    visit(node)
+    return groupings, matchings
+
+
+def test_jwks_alert_is_per_instance_so_one_replica_cut_off_from_the_idp_shows(
+        rules: list[dict[str, Any]]) -> None:
+    """Each replica fetches the JWKS on its own. Summed by issuer alone, one replica's errors
+    were hidden (`unless`) by any other replica's successful fetch: a pod whose egress or DNS
+    cannot reach the IdP rejected rotated keys while the alert stayed silent."""
+    rule = next(r for r in rules if r["alert"] == "TenantgateJwksRefreshFailing")
+    groupings, matchings = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
+    assert groupings == [{"issuer", "instance"}] * 2
+    assert matchings == [{"issuer", "instance"}]
+    assert "{{ $labels.instance }}" in rule["annotations"]["summary"]
+
+
 def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> None:
     doc = render("standalone-redis-full.yaml",
                  sets={"metrics.prometheusRule.crossTenantMinCount": "42",

@@ -60,15 +60,17 @@ groups:
     rules:
       - alert: TenantgateJwksRefreshFailing
         # Errors and no successful fetch: cached keys still verify tokens until max_stale.
+        # Per instance: each replica fetches on its own, and one that cannot reach the IdP
+        # (its egress, its DNS) must not be hidden by another that can.
         expr: |
-          sum by (issuer) (increase(tenantgate_jwks_fetches_total{result="error"}[15m])) > 0
-          unless on (issuer)
-          sum by (issuer) (increase(tenantgate_jwks_fetches_total{result=~"ok|not_modified"}[15m])) > 0
+          sum by (issuer, instance) (increase(tenantgate_jwks_fetches_total{result="error"}[15m])) > 0
+          unless on (issuer, instance)
+          sum by (issuer, instance) (increase(tenantgate_jwks_fetches_total{result=~"ok|not_modified"}[15m])) > 0
         for: 10m
         labels: {severity: warning}
         annotations:
-          summary: {{ "JWKS refresh failing for issuer \"{{ $labels.issuer }}\"" | quote }}
-          description: {{ "tenantgate could not fetch the keys of issuer \"{{ $labels.issuer }}\" for 15 minutes. Known keys keep working until jwks.max_stale; new or rotated keys are rejected." | quote }}
+          summary: {{ "JWKS refresh failing for issuer \"{{ $labels.issuer }}\" on {{ $labels.instance }}" | quote }}
+          description: {{ "tenantgate instance {{ $labels.instance }} could not fetch the keys of issuer \"{{ $labels.issuer }}\" for 15 minutes. Known keys keep working until jwks.max_stale; new or rotated keys are rejected." | quote }}
       - alert: TenantgateQuotaStoreErrors
         expr: |
           sum(rate(tenantgate_quota_store_errors_total[5m])) > 0
