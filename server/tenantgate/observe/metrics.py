@@ -14,7 +14,10 @@ OTHER_TENANT = "other"  # tenants outside the registry share one label, so cardi
 CHECKS = PlainCounter("tenantgate_checks", "Check decisions", ["decision", "reason", "tenant"])
 CHECK_SECONDS = PlainHistogram(
     "tenantgate_check_duration_seconds", "Time spent deciding one Check",
-    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0))
+    # Up to 10 s: a quantile cannot read above the top finite bucket, so the latency alert's
+    # threshold (values.schema.json: below 10) can be crossed.
+    buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+             2.5, 5.0, 10.0))
 CROSS_TENANT = Counter("tenantgate_cross_tenant_attempts",
                        "Requests for another tenant's path", ["tenant"])
 JWKS_FETCHES = Counter("tenantgate_jwks_fetches", "JWKS fetches", ["issuer", "result"])

@@ -166,6 +166,21 @@ def test_jwks_alert_is_per_instance_so_one_replica_cut_off_from_the_idp_shows(
     assert "{{ $labels.instance }}" in rule["annotations"]["summary"]
 
 
+def test_the_latency_alert_can_fire_at_every_threshold_the_chart_accepts() -> None:
+    """A quantile read from a histogram never exceeds its top finite bucket: with 1 s on top,
+    a threshold of 1 s or more could never fire and the p99 panel flattened at 1 s."""
+    from tenantgate.observe.metrics import CHECK_SECONDS
+
+    [family] = CHECK_SECONDS.collect()
+    top_bucket = max(float(sample.labels["le"]) for sample in family.samples
+                     if sample.name.endswith("_bucket") and sample.labels["le"] != "+Inf")
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    threshold = schema["properties"]["metrics"]["properties"]["prometheusRule"]["properties"][
+        "checkLatencyP99Seconds"]
+    assert threshold["exclusiveMaximum"] <= top_bucket
+    assert top_bucket == 10.0
+
+
 def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> None:
     doc = render("standalone-redis-full.yaml",
                  sets={"metrics.prometheusRule.crossTenantMinCount": "42",
