@@ -13,7 +13,7 @@ import yaml
 from deploy_support import CHART, REPO, Rendered
 from tenantgate.decision import STATUS, Reason
 from tenantgate.observe.metrics import OTHER_TENANT
-from tenantgate.observe.quota import QuotaResult
+from tenantgate.observe.quota import QuotaResult, RlsResult
 
 DASHBOARD = REPO / "deploy" / "grafana" / "tenantgate-dashboard.json"
 PLAIN_RULES = REPO / "deploy" / "prometheus" / "tenantgate-rules.yaml"
@@ -35,6 +35,7 @@ METRICS: dict[str, set[str]] = {
     "tenantgate_config_reloads_total": {"result"},
     "tenantgate_quota_degraded_active": set(),
     "tenantgate_apikey_revoked_attempts_total": {"tenant"},
+    "tenantgate_ratelimit_service_requests_total": {"domain", "result"},
 }
 # Values a query may compare a label with, per metric (what the code emits).
 LABEL_VALUES: dict[tuple[str, str], set[str]] = {
@@ -44,8 +45,10 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("tenantgate_token_cache_total", "result"): {"hit", "rejected_hit", "miss"},
     ("tenantgate_quota_decisions_total", "result"): {str(r) for r in QuotaResult},
     ("tenantgate_config_reloads_total", "result"): {"ok", "rejected"},
+    ("tenantgate_ratelimit_service_requests_total", "result"): {str(r) for r in RlsResult},
 }
 ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
+          "TenantgateRateLimitDomainThrottled",
           "TenantgateCrossTenantAttempts", "TenantgateRevokedApiKeyInUse",
           "TenantgateJwksRefreshFailing", "TenantgateQuotaStoreErrors", "TenantgateQuotaFailOpen",
           "TenantgateQuotaDegraded", "TenantgateInternalErrors", "TenantgateCheckLatencyHigh",
@@ -179,6 +182,26 @@ def test_the_latency_alert_can_fire_at_every_threshold_the_chart_accepts() -> No
         "checkLatencyP99Seconds"]
     assert threshold["exclusiveMaximum"] <= top_bucket
     assert top_bucket == 10.0
+
+
+def _reads_should_rate_limit_429s(expr: str) -> bool:
+    return any(
+        selector.name == "tenantgate_ratelimit_service_requests_total" and any(
+            m.name == "result" and m.value == str(RlsResult.OVER_LIMIT)
+            for m in selector.matchers.matchers)
+        for selector in _selectors(expr.replace("$__rate_interval", "1m")))
+
+
+def test_429s_of_should_rate_limit_have_an_alert_and_a_panel(
+        rules: list[dict[str, Any]]) -> None:
+    """ShouldRateLimit counts its 429s per domain, apart from the Check quota's decisions:
+    the throttling alert and the 429 panel read only the latter, so these went unseen."""
+    alerting = [r["expr"] for r in rules if _reads_should_rate_limit_429s(r["expr"])]
+    assert len(alerting) == 1 and "by (domain)" in alerting[0]
+    panels = [p for p in json.loads(DASHBOARD.read_text())["panels"]
+              if any(_reads_should_rate_limit_429s(t["expr"]) for t in p.get("targets", []))]
+    assert [p["title"] for p in panels] == [
+        "Rate limited (429) by rate-limit domain (ShouldRateLimit)"]
 
 
 def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> None:

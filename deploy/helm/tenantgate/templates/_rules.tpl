@@ -42,6 +42,19 @@ groups:
         annotations:
           summary: {{ "Tenant \"{{ $labels.tenant }}\" is being rate limited (429)" | quote }}
           description: {{ "{{ $value | humanizePercentage }} of tenant \"{{ $labels.tenant }}\"'s requests were answered 429 for a sustained period: the plan may be too small, or a client is misbehaving." | quote }}
+      - alert: TenantgateRateLimitDomainThrottled
+        # ShouldRateLimit (Envoy's rate limit filter) answers per descriptor domain, outside
+        # the Check quota that TenantgateTenantThrottled watches; same thresholds.
+        expr: |
+          (
+            sum by (domain) (rate(tenantgate_ratelimit_service_requests_total{result="over_limit"}[5m]))
+              / sum by (domain) (rate(tenantgate_ratelimit_service_requests_total[5m]))
+          ) > {{ $r.throttledRatio }}
+        for: {{ $r.throttledFor }}
+        labels: {severity: info}
+        annotations:
+          summary: {{ "Rate-limit domain \"{{ $labels.domain }}\" is answering 429" | quote }}
+          description: {{ "{{ $value | humanizePercentage }} of ShouldRateLimit calls for domain \"{{ $labels.domain }}\" were answered OVER_LIMIT (429) for a sustained period: a limit in quota.ratelimit_service.config_files may be too small, or a client is misbehaving." | quote }}
       - alert: TenantgateCrossTenantAttempts
         expr: |
           sum by (tenant) (increase(tenantgate_cross_tenant_attempts_total[10m])) >= {{ $r.crossTenantMinCount }}
