@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.decision import Reason
-from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager
+from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager, page_token
 
 if TYPE_CHECKING:
     from tenantgate.identity.apikey_store import KeyRecord
@@ -19,6 +19,12 @@ if TYPE_CHECKING:
 
 T = TypeVar("T")
 _INT64_MAX = 2**63 - 1
+# ListKeys pages: one response of every key a tenant ever had (rotations leave expired keys
+# behind) passed a client's default 4 MiB receive limit at about 500 keys of 64 long scopes.
+PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+MAX_PAGE_BYTES = 1024 * 1024
+_ENTRY_OVERHEAD = 4  # a repeated entry's tag and length prefix (ApiKey messages are < 2 MiB)
 _CODES = {"invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
           "not_found": grpc.StatusCode.NOT_FOUND}
 
@@ -36,6 +42,22 @@ def _int64(stamp: int) -> int:
     # Records stored before expiries were bounded can hold more than int64: one such key must
     # not make its whole tenant unlistable.
     return max(-_INT64_MAX - 1, min(stamp, _INT64_MAX))
+
+
+def list_page(records: Sequence[KeyRecord], limit: int) -> pb.ListKeysResponse:
+    """The first `limit` records, fewer if they would pass MAX_PAGE_BYTES (one at least),
+    and the token of the next page if any are left."""
+    response = pb.ListKeysResponse()
+    size = 0
+    for record in records[:limit]:
+        message = to_message(record)
+        size += message.ByteSize() + _ENTRY_OVERHEAD
+        if response.keys and size > MAX_PAGE_BYTES:
+            break
+        response.keys.append(message)
+    if len(response.keys) < len(records):
+        response.next_page_token = page_token(records[len(response.keys) - 1])
+    return response
 
 
 class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
@@ -74,9 +96,13 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
 
     async def ListKeys(self, request: pb.ListKeysRequest,
                        context: grpc.aio.ServicerContext[Any, Any]) -> pb.ListKeysResponse:
-        records = await self._run(context, lambda m: m.list(request.tenant,
-                                                            request.include_revoked))
-        return pb.ListKeysResponse(keys=[to_message(r) for r in records])
+        async def page(manager: KeyManager) -> pb.ListKeysResponse:
+            if request.page_size < 0:
+                raise KeyAdminError("invalid_argument", "page_size: must not be negative")
+            records = await manager.list(request.tenant, request.include_revoked,
+                                         request.page_token)
+            return list_page(records, min(request.page_size or PAGE_SIZE, MAX_PAGE_SIZE))
+        return await self._run(context, page)
 
     async def RotateKey(self, request: pb.RotateKeyRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.RotateKeyResponse:

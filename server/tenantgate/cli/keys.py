@@ -58,7 +58,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     listing = sub.add_parser("list", help="list a tenant's keys (never their secrets)")
     listing.add_argument("--tenant", required=True)
-    listing.add_argument("--all", action="store_true", help="include revoked keys")
+    listing.add_argument("--all", action="store_true",
+                         help="include keys that no longer work: revoked and expired ones")
     listing.set_defaults(handler=_command(_list))
 
     rotate = sub.add_parser("rotate", help="new key now; the old one expires after an overlap")
@@ -271,13 +272,21 @@ def _create(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]
 def _list(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
-    reply = stub.ListKeys(pb.ListKeysRequest(tenant=args.tenant, include_revoked=args.all),
-                          metadata=metadata, timeout=_TIMEOUT)
+    listed = pb.ListKeysResponse()
+    token = ""
+    while True:  # page by page: one response is bounded, a tenant's keys are not
+        reply = stub.ListKeys(pb.ListKeysRequest(tenant=args.tenant, include_revoked=args.all,
+                                                 page_token=token),
+                              metadata=metadata, timeout=_TIMEOUT)
+        if not args.json:
+            for key in reply.keys:
+                print(_line(key))
+        listed.keys.extend(reply.keys)
+        if not reply.next_page_token or reply.next_page_token == token:
+            break
+        token = reply.next_page_token
     if args.json:
-        _show(args, reply)
-    else:
-        for key in reply.keys:
-            print(_line(key))
+        _show(args, listed)
     return 0
 
 

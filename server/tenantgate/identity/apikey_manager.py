@@ -15,6 +15,8 @@ from tenantgate.identity.apikeys import ApiKeys, format_key, new_key_id, new_sec
 _SCOPE = re.compile(r"[!#-\[\]-~]{1,128}")  # printable ASCII without space, quote or backslash
 _MAX_SCOPES = 64
 _MAX_NAME = 128
+_PAGE_TOKEN_SECONDS = re.compile(r"-?[0-9]{1,64}")
+_KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class KeyAdminError(Exception):
@@ -72,10 +74,17 @@ class KeyManager:
             raise KeyAdminError("not_found", "no such key")
         return record
 
-    async def list(self, tenant: str, include_revoked: bool) -> list[KeyRecord]:
+    async def list(self, tenant: str, include_revoked: bool,
+                   page_token: str = "") -> list[KeyRecord]:
+        """The tenant's keys, oldest first, after `page_token` (see page_token()). Only keys
+        that still work unless `include_revoked`: rotated-out keys expire and stay stored, and
+        listed with the working ones they soon outnumbered them."""
         self._check_tenant(tenant)
-        records = await self._store.list(tenant)
-        return [r for r in records if include_revoked or not r.revoked]
+        after = _parse_page_token(page_token)
+        now = time.time()
+        return [r for r in await self._store.list(tenant)
+                if (include_revoked or not (r.revoked or r.expired(now)))
+                and (after is None or (r.created_at, r.key_id) > after)]
 
     async def rotate(self, key_id: str, overlap_seconds: int) -> tuple[NewKey, KeyRecord]:
         """A new key with the old one's tenant, name and scopes; the old one expires after the
@@ -124,6 +133,21 @@ class KeyManager:
     def _check_tenant(self, tenant: str) -> None:
         if not self._valid_tenant(tenant):
             raise KeyAdminError("invalid_argument", "tenant: not a valid tenant id")
+
+
+def page_token(last: KeyRecord) -> str:
+    """Where the next page of a listing starts: after this record, in (created_at, key id)
+    order, so keys created meanwhile come at the end and none is listed twice."""
+    return f"{last.created_at}.{last.key_id}"
+
+
+def _parse_page_token(token: str) -> tuple[int, str] | None:
+    if not token:
+        return None
+    created_at, _, key_id = token.partition(".")
+    if not (_PAGE_TOKEN_SECONDS.fullmatch(created_at) and _KEY_ID.fullmatch(key_id)):
+        raise KeyAdminError("invalid_argument", "page_token: not a token ListKeys returned")
+    return int(created_at), key_id
 
 
 def _check_duration(field: str, seconds: int, minimum: int) -> None:

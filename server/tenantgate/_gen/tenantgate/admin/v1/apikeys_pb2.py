@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tenantgate/admin/v1/apikeys.proto\x12\x13tenantgate.admin.v1\"\xc2\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\x12\x14\n\x0clast_used_at\x18\t \x01(\x03\x12\x17\n\x0freplaces_key_id\x18\n \x01(\t\"U\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\"N\n\x11\x43reateKeyResponse\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\":\n\x0fListKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\"=\n\x10ListKeysResponse\x12)\n\x04keys\x18\x01 \x03(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\";\n\x10RotateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0foverlap_seconds\x18\x02 \x01(\x03\"\x80\x01\n\x11RotateKeyResponse\x12,\n\x07new_key\x18\x01 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12,\n\x07old_key\x18\x03 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"=\n\x11RevokeKeyResponse\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\"!\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\",\n\x08KeyUsage\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\"{\n\x10GetUsageResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x18\n\x10revoked_attempts\x18\x03 \x01(\x03\x12+\n\x04keys\x18\x04 \x03(\x0b\x32\x1d.tenantgate.admin.v1.KeyUsage2\xd3\x03\n\x0b\x41piKeyAdmin\x12Z\n\tCreateKey\x12%.tenantgate.admin.v1.CreateKeyRequest\x1a&.tenantgate.admin.v1.CreateKeyResponse\x12W\n\x08ListKeys\x12$.tenantgate.admin.v1.ListKeysRequest\x1a%.tenantgate.admin.v1.ListKeysResponse\x12Z\n\tRotateKey\x12%.tenantgate.admin.v1.RotateKeyRequest\x1a&.tenantgate.admin.v1.RotateKeyResponse\x12Z\n\tRevokeKey\x12%.tenantgate.admin.v1.RevokeKeyRequest\x1a&.tenantgate.admin.v1.RevokeKeyResponse\x12W\n\x08GetUsage\x12$.tenantgate.admin.v1.GetUsageRequest\x1a%.tenantgate.admin.v1.GetUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tenantgate/admin/v1/apikeys.proto\x12\x13tenantgate.admin.v1\"\xc2\x01\n\x06\x41piKey\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x0c\n\x04name\x18\x03 \x01(\t\x12\x0e\n\x06scopes\x18\x04 \x03(\t\x12\x12\n\ncreated_at\x18\x05 \x01(\x03\x12\x12\n\nexpires_at\x18\x06 \x01(\x03\x12\x0f\n\x07revoked\x18\x07 \x01(\x08\x12\x12\n\nrevoked_at\x18\x08 \x01(\x03\x12\x14\n\x0clast_used_at\x18\t \x01(\x03\x12\x17\n\x0freplaces_key_id\x18\n \x01(\t\"U\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0e\n\x06scopes\x18\x03 \x03(\t\x12\x13\n\x0bttl_seconds\x18\x04 \x01(\x03\"N\n\x11\x43reateKeyResponse\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\"a\n\x0fListKeysRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x17\n\x0finclude_revoked\x18\x02 \x01(\x08\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\"V\n\x10ListKeysResponse\x12)\n\x04keys\x18\x01 \x03(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\";\n\x10RotateKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x17\n\x0foverlap_seconds\x18\x02 \x01(\x03\"\x80\x01\n\x11RotateKeyResponse\x12,\n\x07new_key\x18\x01 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\x12\x0f\n\x07\x61pi_key\x18\x02 \x01(\t\x12,\n\x07old_key\x18\x03 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"=\n\x11RevokeKeyResponse\x12(\n\x03key\x18\x01 \x01(\x0b\x32\x1b.tenantgate.admin.v1.ApiKey\"!\n\x0fGetUsageRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\",\n\x08KeyUsage\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\"{\n\x10GetUsageResponse\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x03\x12\x18\n\x10revoked_attempts\x18\x03 \x01(\x03\x12+\n\x04keys\x18\x04 \x03(\x0b\x32\x1d.tenantgate.admin.v1.KeyUsage2\xd3\x03\n\x0b\x41piKeyAdmin\x12Z\n\tCreateKey\x12%.tenantgate.admin.v1.CreateKeyRequest\x1a&.tenantgate.admin.v1.CreateKeyResponse\x12W\n\x08ListKeys\x12$.tenantgate.admin.v1.ListKeysRequest\x1a%.tenantgate.admin.v1.ListKeysResponse\x12Z\n\tRotateKey\x12%.tenantgate.admin.v1.RotateKeyRequest\x1a&.tenantgate.admin.v1.RotateKeyResponse\x12Z\n\tRevokeKey\x12%.tenantgate.admin.v1.RevokeKeyRequest\x1a&.tenantgate.admin.v1.RevokeKeyResponse\x12W\n\x08GetUsage\x12$.tenantgate.admin.v1.GetUsageRequest\x1a%.tenantgate.admin.v1.GetUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -38,23 +38,23 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CREATEKEYRESPONSE']._serialized_start=342
   _globals['_CREATEKEYRESPONSE']._serialized_end=420
   _globals['_LISTKEYSREQUEST']._serialized_start=422
-  _globals['_LISTKEYSREQUEST']._serialized_end=480
-  _globals['_LISTKEYSRESPONSE']._serialized_start=482
-  _globals['_LISTKEYSRESPONSE']._serialized_end=543
-  _globals['_ROTATEKEYREQUEST']._serialized_start=545
-  _globals['_ROTATEKEYREQUEST']._serialized_end=604
-  _globals['_ROTATEKEYRESPONSE']._serialized_start=607
-  _globals['_ROTATEKEYRESPONSE']._serialized_end=735
-  _globals['_REVOKEKEYREQUEST']._serialized_start=737
-  _globals['_REVOKEKEYREQUEST']._serialized_end=771
-  _globals['_REVOKEKEYRESPONSE']._serialized_start=773
-  _globals['_REVOKEKEYRESPONSE']._serialized_end=834
-  _globals['_GETUSAGEREQUEST']._serialized_start=836
-  _globals['_GETUSAGEREQUEST']._serialized_end=869
-  _globals['_KEYUSAGE']._serialized_start=871
-  _globals['_KEYUSAGE']._serialized_end=915
-  _globals['_GETUSAGERESPONSE']._serialized_start=917
-  _globals['_GETUSAGERESPONSE']._serialized_end=1040
-  _globals['_APIKEYADMIN']._serialized_start=1043
-  _globals['_APIKEYADMIN']._serialized_end=1510
+  _globals['_LISTKEYSREQUEST']._serialized_end=519
+  _globals['_LISTKEYSRESPONSE']._serialized_start=521
+  _globals['_LISTKEYSRESPONSE']._serialized_end=607
+  _globals['_ROTATEKEYREQUEST']._serialized_start=609
+  _globals['_ROTATEKEYREQUEST']._serialized_end=668
+  _globals['_ROTATEKEYRESPONSE']._serialized_start=671
+  _globals['_ROTATEKEYRESPONSE']._serialized_end=799
+  _globals['_REVOKEKEYREQUEST']._serialized_start=801
+  _globals['_REVOKEKEYREQUEST']._serialized_end=835
+  _globals['_REVOKEKEYRESPONSE']._serialized_start=837
+  _globals['_REVOKEKEYRESPONSE']._serialized_end=898
+  _globals['_GETUSAGEREQUEST']._serialized_start=900
+  _globals['_GETUSAGEREQUEST']._serialized_end=933
+  _globals['_KEYUSAGE']._serialized_start=935
+  _globals['_KEYUSAGE']._serialized_end=979
+  _globals['_GETUSAGERESPONSE']._serialized_start=981
+  _globals['_GETUSAGERESPONSE']._serialized_end=1104
+  _globals['_APIKEYADMIN']._serialized_start=1107
+  _globals['_APIKEYADMIN']._serialized_end=1574
 # @@protoc_insertion_point(module_scope)
