@@ -243,3 +243,11 @@ def test_every_config_section_is_a_values_key() -> None:
     values = yaml.safe_load((CHART / "values.yaml").read_text())
     assert set(Config.model_fields) <= set(values)
     assert set(Config.model_fields) <= set(_schema()["properties"])
+
+
+def test_the_values_header_names_every_config_section_passed_through() -> None:
+    """The header lists the sections copied 1:1 into the config file; api_keys and admin were
+    passed through too but missing from the list."""
+    text = (CHART / "values.yaml").read_text()
+    header = text[:text.index("\n\n")]
+    assert all(f"`{section}`" in header for section in Config.model_fields)

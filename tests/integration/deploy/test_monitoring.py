@@ -204,6 +204,16 @@ def test_429s_of_should_rate_limit_have_an_alert_and_a_panel(
         "Rate limited (429) by rate-limit domain (ShouldRateLimit)"]
 
 
+def test_values_name_exactly_the_alerts_that_wait_before_firing(
+        rules: list[dict[str, Any]]) -> None:
+    """values.yaml said every alert waits `for`; most fire at once."""
+    values = (CHART / "values.yaml").read_text()
+    start = values.index("    # Alert thresholds.")
+    comment = values[start:values.index("\n    authFailureRatio", start)]
+    waiting = {r["alert"] for r in rules if "for" in r}
+    assert {name for name in ALERTS if name in comment} == waiting
+
+
 def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> None:
     doc = render("standalone-redis-full.yaml",
                  sets={"metrics.prometheusRule.crossTenantMinCount": "42",
