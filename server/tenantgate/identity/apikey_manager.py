@@ -77,8 +77,8 @@ class KeyManager:
     async def list(self, tenant: str, include_revoked: bool,
                    page_token: str = "") -> list[KeyRecord]:
         """The tenant's keys, oldest first, after `page_token` (see page_token()). Only keys
-        that still work unless `include_revoked`: rotated-out keys expire and stay stored, and
-        listed with the working ones they soon outnumbered them."""
+        that still work unless `include_revoked`: rotated-out keys expire but stay stored, and
+        soon outnumber the working ones."""
         self._check_tenant(tenant)
         after = _parse_page_token(page_token)
         now = time.time()

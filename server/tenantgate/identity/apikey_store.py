@@ -136,9 +136,9 @@ class ApiKeyStore:
 
     async def _pipeline(self, commands: Sequence[_Command]) -> Sequence[Any]:
         """The replies to `commands`, an error reply as its ResponseError, for as many as were
-        read. On one connection taken from the pool, and without redis-py's pipeline: that
-        retries a whole pipeline on a timeout (applying it twice) and cannot tell a connection
-        never made from a reply lost after the write."""
+        read. On one connection taken from the pool, not through redis-py's pipeline: that
+        cannot tell a connection never made from a reply lost after the write, and a client
+        set to retry would send the whole pipeline again."""
         pool = self.client.connection_pool
         connection = await pool.get_connection()  # a failure here: nothing was sent
         replies: list[Any] = []
