@@ -92,7 +92,10 @@ class Runtime:
             routes=compile_routes(config.policy, endpoint_paths(config)),
             # The override headers too: under a mesh (Istio) nothing else strips them on
             # east-west calls, and a backend honouring one would run another method or path.
-            headers_to_remove=ctx.headers_to_remove,
+            # With API keys on, the key stops here too: the backend gets the tenant and the
+            # signed context, and a long-lived secret has no business in its logs.
+            headers_to_remove=ctx.headers_to_remove + (
+                (creds.api_key_header,) if api_keys is not None else ()),
             trusted_headers=frozenset(ctx.stripped_headers),
             api_keys=api_keys,
             audit=audit,

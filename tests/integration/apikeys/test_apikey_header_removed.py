@@ -18,9 +18,6 @@ from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc
 from tenantgate.testing.check import check_request
 
 
-@pytest.mark.xfail(strict=True, reason="the allow's headers_to_remove comes from "
-                   "runtime.py (ctx.headers_to_remove), outside the API-key files: it must add "
-                   "credentials.api_key_header there")
 @pytest.mark.parametrize("header", ["x-api-key", "x-client-key"])
 async def test_an_allowed_api_key_request_does_not_forward_its_key(
         tmp_path: Path, redis_url: str, header: str) -> None:
