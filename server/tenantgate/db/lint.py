@@ -20,6 +20,7 @@ class Problem(enum.StrEnum):
     UNSIGNED_SETTING_IN_POLICY = "unsigned_setting_in_policy"
     WRONG_CONTEXT_CALL = "wrong_context_call"
     UNSAFE_TENANT_COLUMN = "unsafe_tenant_column"
+    UNISOLATED_PARENT = "unisolated_parent"
     VIEW_BYPASSES_RLS = "view_bypasses_rls"
     APP_ROLE_MISSING = "app_role_missing"
     APP_ROLE_BYPASSES_RLS = "app_role_bypasses_rls"
@@ -81,6 +82,24 @@ SELECT DISTINCT v.oid::regclass::text, v.relkind,
  WHERE d.classid = 'pg_rewrite'::regclass AND d.refobjid = %s AND v.oid <> %s
    AND v.relkind IN ('v', 'm')
 """
+# The inheritance parents, at any depth, of tenant tables that have no tenant column. A query
+# on a parent applies the parent's policies to its children's rows too, never theirs. (The
+# parents of a partition have its columns: they are tenant tables, checked as such.)
+_PARENTS = """
+WITH RECURSIVE up(child, parent) AS (
+    SELECT i.inhrelid, i.inhparent FROM pg_inherits i WHERE i.inhrelid = ANY(%s::oid[])
+    UNION
+    SELECT up.child, i.inhparent FROM up JOIN pg_inherits i ON i.inhrelid = up.parent
+)
+SELECT p.oid, p.oid::regclass::text, p.relrowsecurity, p.relforcerowsecurity,
+       string_agg(DISTINCT up.child::regclass::text, ', ' ORDER BY up.child::regclass::text),
+       (SELECT string_agg(quote_ident(polname), ', ' ORDER BY polname) FROM pg_policy
+         WHERE polrelid = p.oid AND polpermissive)
+  FROM up JOIN pg_class p ON p.oid = up.parent
+ WHERE p.oid <> ALL(%s::oid[])
+ GROUP BY p.oid, p.relrowsecurity, p.relforcerowsecurity
+ ORDER BY 2
+"""
 # Foreign keys into a tenant table whose columns do not pair tenant column with tenant column.
 # conparentid = 0: a key on a partitioned table is reported once, not once per partition.
 _FOREIGN_KEYS = """
@@ -125,10 +144,30 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
     for oid, name, enabled, forced, *column in tables:
         findings += _column_findings(name, tenant_column, *column)
         findings += _table_findings(conn, oid, name, enabled, forced)
-    findings += _foreign_key_findings(conn, tenant_column, [oid for oid, *_ in tables])
-    for role in app_roles:
-        findings += _role_findings(conn, role, [(oid, name) for oid, name, *_ in tables])
+    oids = [oid for oid, *_ in tables]
+    findings += _foreign_key_findings(conn, tenant_column, oids)
+    parents = conn.execute(_PARENTS, [oids, oids]).fetchall()
+    findings += _parent_findings(tenant_column, parents)
+    for role in app_roles:  # owning a parent turns its RLS off too
+        findings += _role_findings(conn, role, [(oid, name) for oid, name, *_ in tables + parents])
     return sorted(findings)
+
+
+def _parent_findings(tenant_column: str, parents: list[Any]) -> list[Finding]:
+    # Without the tenant column no policy can pick one tenant's rows: the parent must let none
+    # through (RLS enabled and forced, and only restrictive policies or none).
+    found = []
+    for _, name, enabled, forced, children, permissive in parents:
+        why = ["row level security is off"] if not enabled else (
+            [] if forced else ["row level security is not forced"])
+        why += [f"its permissive policies ({permissive}) let rows through"] if permissive else []
+        if why:
+            found.append(Finding(Problem.UNISOLATED_PARENT, name, f"parent of {children} "
+                                 f"without {tenant_column}, and {', '.join(why)}: a query on it "
+                                 "reads, updates and deletes their rows under its policies, not "
+                                 f"theirs; add {tenant_column} to it and isolate it, or enable "
+                                 "and force row level security on it with no permissive policy"))
+    return found
 
 
 def _column_findings(table: str, column: str, text_type: bool, type_name: str,

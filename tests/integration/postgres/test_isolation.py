@@ -204,6 +204,43 @@ def test_isolate_refuses_a_tenant_column_with_a_nondeterministic_collation(
             conn.execute("SELECT tenantgate.isolate('ci')")
 
 
+@pytest.mark.parametrize("parent", [
+    "CREATE TABLE base (id int, secret text)",
+    "CREATE TABLE base (id int, secret text); ALTER TABLE base ENABLE ROW LEVEL SECURITY",
+    "CREATE TABLE base (id int, secret text); ALTER TABLE base ENABLE ROW LEVEL SECURITY;"
+    " ALTER TABLE base FORCE ROW LEVEL SECURITY; CREATE POLICY everyone ON base USING (true)",
+    # Two levels up: the grandparent's policies apply through it just the same.
+    "CREATE TABLE top (id int, secret text); CREATE TABLE base () INHERITS (top);"
+    " ALTER TABLE base ENABLE ROW LEVEL SECURITY; ALTER TABLE base FORCE ROW LEVEL SECURITY",
+], ids=["no_rls", "not_forced", "permissive_policy", "grandparent"])
+def test_isolate_refuses_a_table_whose_parent_lets_its_rows_through(
+        fresh_db: Database, parent: str) -> None:
+    # Querying a parent applies the parent's policies to the children's rows, never theirs:
+    # through a parent without RLS, acme's context read and updated globex's rows.
+    open_parent = "public.top" if "top" in parent else "public.base"
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(f"{parent}; CREATE TABLE child (tenant_id text NOT NULL) INHERITS (base)")
+        with pytest.raises(psycopg.errors.RaiseException,
+                           match=rf"tenantgate\.isolate: public\.child inherits from {open_parent},"
+                                 r" which has no column tenant_id and lets rows through"):
+            conn.execute("SELECT tenantgate.isolate('child')")
+
+
+def test_isolate_accepts_a_child_of_a_parent_that_lets_no_row_through(fresh_db: Database) -> None:
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE base (id int, secret text);"
+                     " ALTER TABLE base ENABLE ROW LEVEL SECURITY;"
+                     " ALTER TABLE base FORCE ROW LEVEL SECURITY;"
+                     " CREATE POLICY narrow ON base AS RESTRICTIVE USING (id > 0);"
+                     " CREATE TABLE child (tenant_id text NOT NULL) INHERITS (base);"
+                     " INSERT INTO child VALUES (1, 'acme secret', 'acme'),"
+                     "                          (2, 'globex secret', 'globex');"
+                     " SELECT tenantgate.isolate('child');"
+                     " GRANT SELECT ON base, child TO app")
+    assert rows(fresh_db, ctx(fresh_db, "acme"), "SELECT secret FROM child") == [("acme secret",)]
+    assert rows(fresh_db, ctx(fresh_db, "acme"), "SELECT secret FROM base") == []
+
+
 def test_a_context_expires_inside_a_long_command_too(db: Database) -> None:
     """statement_timestamp() stays fixed for a whole top-level command: a DO block (which needs
     no privilege) looping over one context kept reading its tenant's rows after it expired."""

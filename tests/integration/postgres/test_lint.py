@@ -5,6 +5,7 @@ from __future__ import annotations
 import psycopg
 import pytest
 from pgsupport import Database
+from tenantgate.backend.common import SET_CONTEXT_SQL
 from tenantgate.cli import main
 from tenantgate.db.lint import Finding, Problem, lint
 
@@ -317,3 +318,74 @@ def test_app_role_with_replication_is_reported(fresh_db: Database, inherited: bo
         f"app_role_bypasses_rls: app_repl: has REPLICATION{via}: a logical replication slot"
         " (wal_level = logical) decodes every tenant's writes, and the context keys' pads, from"
         " the WAL; a base backup copies every table"]
+
+
+# Isolated by hand, as isolate() did before schema version 4 (which refuses a child of a
+# parent that lets rows through).
+INHERITED_SCHEMA = """
+CREATE TABLE docs_base (id int, secret text);
+CREATE TABLE docs (tenant_id text NOT NULL) INHERITS (docs_base);
+CREATE TABLE docs_archive () INHERITS (docs);
+INSERT INTO docs VALUES (1, 'acme secret', 'acme'), (2, 'globex secret', 'globex');
+ALTER TABLE docs ENABLE ROW LEVEL SECURITY; ALTER TABLE docs FORCE ROW LEVEL SECURITY;
+CREATE POLICY p ON docs USING (tenant_id = (SELECT tenantgate.current_tenant()));
+ALTER TABLE docs_archive ENABLE ROW LEVEL SECURITY;
+ALTER TABLE docs_archive FORCE ROW LEVEL SECURITY;
+CREATE POLICY p ON docs_archive USING (tenant_id = (SELECT tenantgate.current_tenant()));
+GRANT SELECT, UPDATE ON docs, docs_archive, docs_base TO app;
+"""
+
+
+def test_inheritance_parent_without_the_tenant_column_is_reported(fresh_db: Database) -> None:
+    # Querying a parent applies the parent's policies to the children's rows, never theirs:
+    # acme's context read and defaced globex's row through docs_base, and lint said nothing.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(INHERITED_SCHEMA)
+        findings = lint(conn, app_roles=("app",))
+    with fresh_db.connect() as conn, conn.transaction():
+        conn.execute(SET_CONTEXT_SQL, [fresh_db.ring.sign("acme", "alice", "r", 60)])
+        assert conn.execute("SELECT secret FROM docs ORDER BY id").fetchall() == [
+            ("acme secret",)]
+        assert conn.execute("SELECT secret FROM docs_base ORDER BY id").fetchall() == [
+            ("acme secret",), ("globex secret",)]
+    assert [str(f) for f in findings] == [
+        "unisolated_parent: public.docs_base: parent of public.docs, public.docs_archive"
+        " without tenant_id, and row level security is off: a query on it reads, updates and"
+        " deletes their rows under its policies, not theirs; add tenant_id to it and isolate it,"
+        " or enable and force row level security on it with no permissive policy"]
+
+
+@pytest.mark.parametrize(("protection", "expected"), [
+    ("ALTER TABLE docs_base ENABLE ROW LEVEL SECURITY",
+     ["row level security is not forced"]),
+    ("ALTER TABLE docs_base ENABLE ROW LEVEL SECURITY; ALTER TABLE docs_base FORCE ROW LEVEL"
+     " SECURITY; CREATE POLICY everyone ON docs_base USING (true);"
+     " CREATE POLICY narrow ON docs_base AS RESTRICTIVE USING (id > 0)",
+     ["its permissive policies (everyone) let rows through"]),
+    ("ALTER TABLE docs_base ENABLE ROW LEVEL SECURITY; ALTER TABLE docs_base FORCE ROW LEVEL"
+     " SECURITY; CREATE POLICY narrow ON docs_base AS RESTRICTIVE USING (id > 0)", []),
+], ids=["not_forced", "permissive_policy", "lets_nothing_through"])
+def test_inheritance_parent_must_let_no_row_through(fresh_db: Database, protection: str,
+                                                    expected: list[str]) -> None:
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(f"CREATE TABLE docs_base (id int, secret text); {protection};"
+                     f" {INHERITED_SCHEMA.split(';', 1)[1]}")
+        findings = lint(conn, app_roles=("app",))
+    assert [f.detail.split(",", 2)[-1].split(":")[0].strip().removeprefix("and ")
+            for f in findings] == expected
+    if not expected:
+        with fresh_db.connect() as conn, conn.transaction():
+            conn.execute(SET_CONTEXT_SQL, [fresh_db.ring.sign("acme", "alice", "r", 60)])
+            assert conn.execute("SELECT count(*) FROM docs_base").fetchone() == (0,)
+
+
+def test_a_partition_inherits_its_parents_tenant_column_and_the_parent_is_checked_itself(
+        fresh_db: Database) -> None:
+    # Partitions have their parents' columns, so a parent is a tenant table of its own.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE events (tenant_id text NOT NULL, id int)"
+                     " PARTITION BY LIST (tenant_id);"
+                     " CREATE TABLE events_a PARTITION OF events FOR VALUES IN ('acme');"
+                     " SELECT tenantgate.isolate('events_a')")
+        findings = lint(conn)
+    assert [(f.problem, f.subject) for f in findings] == [(Problem.RLS_DISABLED, "public.events")]
