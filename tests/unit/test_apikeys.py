@@ -137,11 +137,14 @@ async def test_a_revoked_keys_use_is_audited_under_the_rate_cap(
     log_file = tmp_path / "audit.log"
     keys._audit = AuditLog(str(log_file), sample_allow=0.0, max_lines_per_second=5)
     store.records[KEY_ID] = record(keys, revoked_at=1_799_999_000)
-    for _ in range(200):
-        assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_REVOKED
+    for n in range(200):
+        assert await keys.verify(format_key("tgk", KEY_ID, SECRET),
+                                 f"req-{n}") == Reason.API_KEY_REVOKED
     keys._audit.close()
-    events = [json.loads(line)["event"] for line in log_file.read_text().splitlines()]
-    assert events == ["apikey_revoked_used"] * 5
+    lines = [json.loads(line) for line in log_file.read_text().splitlines()]
+    assert [line["event"] for line in lines] == ["apikey_revoked_used"] * 5
+    # The request id joins each line to the Check's own denial line.
+    assert [line["request_id"] for line in lines] == [f"req-{n}" for n in range(5)]
 
 
 async def test_valid_key_becomes_an_api_key_identity_with_the_records_tenant(

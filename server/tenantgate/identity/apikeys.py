@@ -107,7 +107,8 @@ class ApiKeys:
 
     # -- verification -----------------------------------------------------------------------
 
-    async def verify(self, presented: str) -> Identity | Reason:
+    async def verify(self, presented: str, request_id: str = "") -> Identity | Reason:
+        """`request_id` joins a revoked key's audit line to the Check's own."""
         parsed = parse_key(self.prefix, presented)
         # Every path computes one HMAC and one constant-time compare, so an unknown id and a
         # wrong secret cost the same; a malformed key skips only the store lookup.
@@ -119,7 +120,7 @@ class ApiKeys:
             self._count(record, KeyResult.INVALID)
             return Reason.API_KEY_INVALID
         if record.revoked:
-            self._revoked_attempt(record)
+            self._revoked_attempt(record, request_id)
             return Reason.API_KEY_REVOKED
         if record.expired(time.time()):
             self._count(record, KeyResult.EXPIRED)
@@ -165,14 +166,14 @@ class ApiKeys:
     def _count(self, record: KeyRecord | None, result: KeyResult) -> None:
         APIKEY_CHECKS.labels(self._label(record), result).inc()
 
-    def _revoked_attempt(self, record: KeyRecord) -> None:
+    def _revoked_attempt(self, record: KeyRecord, request_id: str) -> None:
         self._count(record, KeyResult.REVOKED)
         APIKEY_REVOKED_ATTEMPTS.labels(self._label(record)).inc()
         self._revoked_attempts[record.tenant] += 1
         if self._audit is not None:
             # Capped: a leaked key that was revoked may be tried once a request, at will.
-            self._audit.write_capped({"event": "apikey_revoked_used",
-                                      "key_id": record.key_id, "tenant": record.tenant})
+            self._audit.write_capped({"event": "apikey_revoked_used", "key_id": record.key_id,
+                                      "tenant": record.tenant, "request_id": request_id})
 
     def _used(self, record: KeyRecord) -> None:
         self._hits[(record.tenant, record.key_id)] += 1

@@ -37,7 +37,7 @@ async def identity_stage(s: CheckState) -> Deny | None:
     if s.credential.kind == "api_key":
         if rt.api_keys is None:
             return Deny(Reason.API_KEY_INVALID)  # looks like any unknown key
-        result = await rt.api_keys.verify(s.credential.value)
+        result = await rt.api_keys.verify(s.credential.value, s.request.request_id)
         if isinstance(result, Reason):
             return Deny(result)
         s.identity = result
