@@ -11,11 +11,21 @@ from typing import Any
 from tenantgate.backend.middleware import WSGIApp
 
 MAX_BODY_BYTES = 1024 * 1024
+# Seconds any one read or write of a client socket may take. Without it a client that sent its
+# headers and never its body (or never a next request on a kept-alive connection) held a thread
+# for ever. Envoy keeps idle upstream connections longer (an hour), but it sees the close of an
+# idle one and stops using it.
+SOCKET_TIMEOUT_SECONDS = 60.0
 
 
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive towards Envoy; every response has a length
     server: WSGIHTTPServer
+
+    def setup(self) -> None:
+        super().setup()
+        # http.server closes the connection when a read or write times out.
+        self.connection.settimeout(self.server.socket_timeout)
 
     def _serve(self) -> None:
         length = self.headers.get("Content-Length", "0")
@@ -85,9 +95,11 @@ def _plain_headers(headers: Any) -> bool:
 class WSGIHTTPServer(ThreadingHTTPServer):
     daemon_threads = True
 
-    def __init__(self, address: tuple[str, int], app: WSGIApp, access_log: bool = False) -> None:
+    def __init__(self, address: tuple[str, int], app: WSGIApp, access_log: bool = False,
+                 socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> None:
         self.app = app
         self.access_log = access_log
+        self.socket_timeout = socket_timeout
         super().__init__(address, _Handler)
 
 

@@ -16,6 +16,7 @@ import argparse
 import json
 import queue
 import re
+import selectors
 import sys
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
@@ -63,7 +64,8 @@ def setup_database(owner_dsn: str, app_role: str) -> None:
 
 
 class ConnectionPool:
-    """A small thread-safe pool; a connection comes back only if it is idle and healthy."""
+    """A small thread-safe pool. A connection goes back reset (DISCARD ALL) or not at all, and
+    one the server ended meanwhile (a restart, pg_terminate_backend) is dropped at checkout."""
 
     slot_wait_seconds = 10.0  # then queue.Full: the app answers 503
 
@@ -76,23 +78,55 @@ class ConnectionPool:
     def connection(self) -> Iterator[psycopg.Connection[Any]]:
         self._slots.put(None, timeout=self.slot_wait_seconds)
         try:
-            try:
-                conn = self._idle.get_nowait()
-            except queue.Empty:
-                conn = psycopg.connect(self.dsn, autocommit=True, connect_timeout=5)
+            conn = self._checkout()
             try:
                 yield conn
             finally:
-                if conn.closed or conn.info.transaction_status != TransactionStatus.IDLE:
-                    conn.close()
-                else:
-                    self._idle.put(conn)
+                self._checkin(conn)
         finally:
             self._slots.get_nowait()
+
+    def _checkout(self) -> psycopg.Connection[Any]:
+        while True:
+            try:
+                conn = self._idle.get_nowait()
+            except queue.Empty:
+                # No automatic prepared statements: DISCARD ALL drops them on the server, and
+                # psycopg (3.3) forgets its own only when it first sees that command, so the
+                # next request would use a statement that is gone.
+                return psycopg.connect(self.dsn, autocommit=True, connect_timeout=5,
+                                       prepare_threshold=None)
+            if _server_is_silent(conn):
+                return conn
+            conn.close()  # and try the next: after a restart every idle one is dead
+
+    def _checkin(self, conn: psycopg.Connection[Any]) -> None:
+        # Whatever a request left on its session (a SET, a session-level set_config of the
+        # context, a temporary table, an advisory lock, a LISTEN) must not reach the next one.
+        if not conn.closed and conn.info.transaction_status == TransactionStatus.IDLE:
+            try:
+                conn.execute("DISCARD ALL")
+            except psycopg.Error:
+                pass
+            else:
+                self._idle.put(conn)
+                return
+        conn.close()
 
     def close(self) -> None:
         while not self._idle.empty():
             self._idle.get_nowait().close()
+
+
+def _server_is_silent(conn: psycopg.Connection[Any]) -> bool:
+    """Nothing to read on an idle connection. The server sends an idle session nothing unasked
+    but its end: the FATAL of pg_terminate_backend or of a shutdown, or the socket's close.
+    Looking costs no round trip; a connection ended after this look fails its request (503)."""
+    if conn.closed:
+        return False
+    with selectors.DefaultSelector() as selector:
+        selector.register(conn.fileno(), selectors.EVENT_READ)
+        return not selector.select(timeout=0)
 
 
 class HTTPError(Exception):

@@ -8,10 +8,11 @@ import sys
 from collections.abc import Iterator
 
 import httpx
+import psycopg
 import pytest
 from pgsupport import Database
 from tenantgate.backend.httpserver import serve_in_thread
-from tenantgate.backend.notes_app import make_app, setup_database
+from tenantgate.backend.notes_app import ConnectionPool, make_app, setup_database
 from tenantgate.testing.binaries import free_port
 
 
@@ -98,6 +99,60 @@ def test_no_free_database_connection_is_a_503_not_a_dropped_connection(
         server.server_close()
         thread.join(timeout=5)
         pool.close()
+
+
+def test_every_request_succeeds_after_the_server_ended_the_pooled_connections(
+        notes_db: Database) -> None:
+    # As after a Postgres restart: each pooled connection was handed out dead once, a 503.
+    app = make_app(notes_db.dsn("app"), pool_size=4)
+    pool = app.app.pool  # type: ignore[attr-defined]
+    server, thread = serve_in_thread(app)
+    try:
+        with pool.connection() as a, pool.connection() as b, pool.connection() as c:
+            pids = [conn.info.backend_pid for conn in (a, b, c)]
+        with psycopg.connect(notes_db.dsn("postgres"), autocommit=True) as admin:
+            # The timeout makes it wait until each backend has exited.
+            ended = admin.execute("SELECT bool_and(pg_terminate_backend(pid, 30000))"
+                                  " FROM unnest(%s::int[]) AS pid", [pids]).fetchone()
+        assert ended == (True,)
+        with client(notes_db, f"http://127.0.0.1:{server.server_address[1]}", "acme") as acme:
+            assert [acme.get("/notes").status_code for _ in range(4)] == [200] * 4
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        pool.close()
+
+
+def test_a_session_setting_does_not_reach_the_next_user_of_a_pooled_connection(
+        notes_db: Database) -> None:
+    # set_config(..., false) outlives the transaction: the next request on this connection ran
+    # as acme without any context of its own.
+    pool = ConnectionPool(notes_db.dsn("app"), max_size=1)
+    try:
+        with pool.connection() as conn:
+            conn.execute("SELECT set_config('tenantgate.context', %s, false)",
+                         [notes_db.ring.sign("acme", "alice", "r", 60)])
+            first = conn.info.backend_pid
+        with pool.connection() as conn:
+            assert conn.info.backend_pid == first  # the same session, reset
+            assert conn.execute("SELECT tenantgate.current_tenant()").fetchone() == (None,)
+    finally:
+        pool.close()
+
+
+def test_a_client_that_never_sends_its_body_is_disconnected(notes_db: Database) -> None:
+    # It held a server thread for ever.
+    server, thread = serve_in_thread(make_app(notes_db.dsn("app")))
+    server.socket_timeout = 0.5
+    try:
+        with socket.create_connection(server.server_address[:2], timeout=30) as conn:
+            conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+            assert conn.recv(64) == b""  # closed by the server, with no answer
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
 
 
 def test_a_content_length_of_non_ascii_digits_is_a_400(base_url: str) -> None:
