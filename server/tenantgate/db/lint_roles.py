@@ -1,0 +1,99 @@
+"""db lint's checks of the application roles: what lets one of them around RLS or to the keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from tenantgate.db.findings import Finding, Problem
+
+
+def _extra_privileges(conn: Any, role: str, table_oid: int) -> str:
+    """Table rights beyond SELECT/INSERT/UPDATE/DELETE that an application role must not have."""
+    rights = ("TRUNCATE", "TRIGGER", "REFERENCES")
+    # REFERENCES may be granted on one column (GRANT REFERENCES (id)), which is enough for a
+    # probing foreign key; TRUNCATE and TRIGGER exist only on whole tables.
+    held = conn.execute("SELECT has_table_privilege(%s, %s::oid, 'TRUNCATE'),"
+                        " has_table_privilege(%s, %s::oid, 'TRIGGER'),"
+                        " has_any_column_privilege(%s, %s::oid, 'REFERENCES')",
+                        [role, table_oid] * 3).fetchone()
+    return ", ".join(r for r, has in zip(rights, held, strict=True) if has)
+
+
+def role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[Finding]:
+    """The findings for one application role, given the tenant tables (and their parents)."""
+    if not conn.execute("SELECT 1 FROM pg_roles WHERE rolname = %s", [role]).fetchone():
+        return [Finding(Problem.APP_ROLE_MISSING, role, "no such role")]
+    found = []
+    # Role attributes are not inherited, but a member may SET ROLE to the role that has them.
+    powerful = conn.execute(
+        "SELECT rolname, rolsuper, rolbypassrls, rolreplication FROM pg_roles"
+        " WHERE (rolsuper OR rolbypassrls OR rolreplication)"
+        " AND pg_has_role(%s, oid, 'MEMBER') ORDER BY rolname", [role]).fetchall()
+    for name, superuser, bypass, replication in powerful:
+        via = "" if name == role else f" through membership in {name}"
+        if superuser:  # has all of the below: one finding says it
+            found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"is a superuser{via}"))
+            continue
+        if bypass:
+            found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"has BYPASSRLS{via}"))
+        if replication:
+            found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"has REPLICATION{via}: "
+                                 "a logical replication slot (wal_level = logical) decodes every "
+                                 "tenant's writes, and the context keys' pads, from the WAL; a "
+                                 "base backup copies every table"))
+    creators = conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolcreaterole AND pg_has_role(%s, oid, 'MEMBER')"
+        " ORDER BY rolname", [role]).fetchall()
+    for (name,) in creators:
+        via = "" if name == role else f" through membership in {name}"
+        found.append(Finding(Problem.APP_ROLE_CREATES_ROLES, role, f"has CREATEROLE{via}: up to "
+                             "PostgreSQL 15 it can grant itself tenantgate_owner (the keys) or "
+                             "a table owner's role"))
+    for oid, table in tables:
+        owner = conn.execute("SELECT pg_has_role(%s, relowner, 'MEMBER'), relowner::regrole::text"
+                             " FROM pg_class WHERE oid = %s", [role, oid]).fetchone()
+        if owner[0]:
+            found.append(Finding(Problem.APP_ROLE_OWNS_TABLE, role, f"owns {table} (as "
+                                 f"{owner[1]}) and can switch its RLS off"))
+        elif extra := _extra_privileges(conn, role, oid):
+            found.append(Finding(Problem.APP_ROLE_EXTRA_PRIVILEGE, role, f"has {extra} on {table}:"
+                                 " TRUNCATE ignores row level security, TRIGGER runs its code as"
+                                 " whoever writes next, REFERENCES probes other tenants' keys"))
+    # Column grants count (SELECT on the pads reads every key, INSERT adds a key of one's own),
+    # and so does any key management function (retire_key locks every tenant out).
+    keys = conn.execute(
+        "SELECT pg_has_role(%s, 'tenantgate_owner', 'MEMBER')"
+        " OR pg_has_role(%s, 'tenantgate_admin', 'MEMBER')"
+        " OR has_any_column_privilege(%s, 'tenantgate.context_keys',"
+        "                             'SELECT, INSERT, UPDATE, REFERENCES')"
+        # TRIGGER too: a trigger of the app's on the key table runs as whoever changes the
+        # keys, tenantgate_owner, and can copy every pad.
+        " OR has_table_privilege(%s, 'tenantgate.context_keys', 'DELETE, TRUNCATE, TRIGGER')"
+        " OR EXISTS (SELECT 1 FROM pg_proc p WHERE p.pronamespace = 'tenantgate'::regnamespace"
+        "            AND p.proname IN ('add_key', 'activate_key', 'retire_key', 'list_keys')"
+        "            AND has_function_privilege(%s, p.oid, 'EXECUTE'))",
+        [role] * 5).fetchone()[0]
+    if keys:
+        found.append(Finding(Problem.APP_ROLE_READS_KEYS, role, "can read or manage the context "
+                             "keys (member of tenantgate_owner/tenantgate_admin or granted)"))
+    return found + _server_file_findings(conn, role)
+
+
+# No privilege check stops these: the key table's data file is on disk, pads in the clear.
+_SERVER_FILE_ROLES = {
+    "pg_read_server_files": "reads any file the server can, the key table's data file too",
+    "pg_write_server_files": "writes any file the server can (its configuration, say)",
+    "pg_execute_server_program": "runs programs as the server, which read the key table's "
+                                 "data file",
+}
+
+
+def _server_file_findings(conn: Any, role: str) -> list[Finding]:
+    # A superuser is reported already, and is a member of every role.
+    held = conn.execute(
+        "SELECT rolname FROM pg_roles WHERE rolname = ANY(%s) AND pg_has_role(%s, oid, 'MEMBER')"
+        " AND NOT (SELECT rolsuper FROM pg_roles WHERE rolname = %s) ORDER BY rolname",
+        [list(_SERVER_FILE_ROLES), role, role]).fetchall()
+    return [Finding(Problem.APP_ROLE_READS_KEYS, role, f"is a member of {name}: it "
+                    f"{_SERVER_FILE_ROLES[name]}, so it can take the context keys")
+            for (name,) in held]
