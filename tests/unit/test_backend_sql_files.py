@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 from tenantgate.db.lint import Problem, _policy_findings
@@ -63,3 +64,8 @@ def test_a_with_check_on_the_subject_is_reported_though_using_checks_the_tenant(
 def test_a_restrictive_policy_on_the_subject_alone_narrows_and_is_fine() -> None:
     owner = "(owner = ( SELECT tenantgate.current_subject() AS current_subject))"
     assert _policy_findings("t.owner_only", False, owner, None) == []
+
+
+def test_every_lint_finding_is_explained_in_the_docs() -> None:
+    docs = (Path(__file__).resolve().parents[2] / "docs" / "postgres.md").read_text()
+    assert [str(p) for p in Problem if f"`{p}`" not in docs] == []
