@@ -82,7 +82,8 @@ class FileSink:
 
     def put(self, line: bytes) -> None:
         try:
-            _write_all(self._fd, line)
+            if (written := os.write(self._fd, line)) < len(line):  # a file that just filled
+                _write_all(self._fd, line[written:])
         except OSError:  # disk full; EBADF once closed
             _lost(1, "not writable", self._unwritable, exc_info=True)
 
