@@ -1,5 +1,6 @@
-"""Batched mode: admit from a local mirror of each bucket, sync all hits in one pipeline per
-interval. Over-admission is bounded by the per-interval allowance (rate x interval) x replicas."""
+"""Batched mode: admit from a local mirror of each bucket, charge the store those hits once
+per interval. Over-admission is bounded by the per-interval allowance (rate x interval) x
+replicas; a failed charge is sent again, never dropped (docs/quota.md, Modes)."""
 
 from __future__ import annotations
 
@@ -25,14 +26,30 @@ def allowance(bucket: Bucket, interval: float) -> int:
     return max(1, math.floor(bucket.limit / bucket.period * interval))
 
 
+# Buckets per charge pipeline: each is its own round trip under its own timeout, and is
+# settled on its own. One pipeline of 20,000 timed out part-way, charged but not settled.
+CHUNK = 256
+
+
 @dataclass(slots=True)
 class Mirror:
     bucket: Bucket
     tat: int  # the store's clock (µs), including hits admitted here and not yet synced
     allowance_max: int
     allowance: int
-    pending: int = 0
+    pending: int = 0  # admitted here, not yet sent
     synced: int = 0  # local monotonic µs of the last refresh from the store
+    sending: int = 0  # sent, not yet settled: back to pending if the charge fails
+
+    def floor(self) -> int:
+        """Where the pending hits start: the tat they are charged from (see store.Charge)."""
+        return self.tat - self.pending * self.bucket.interval_us
+
+    def refresh(self, store_tat: int, local: int) -> None:
+        """The store's tat, with the pending hits on top of it, or of their own floor when
+        the store is behind it (they were admitted after what it knows)."""
+        self.tat = max(store_tat, self.floor()) + self.pending * self.bucket.interval_us
+        self.synced = local
 
 
 class Batcher:
@@ -117,32 +134,61 @@ class Batcher:
                     continue  # bounded: beyond it, this bucket just stays on the exact path
                 cap = allowance(bucket, interval)
                 m = self._mirrors[bucket.key] = Mirror(bucket, 0, cap, cap)
-            m.tat = outcome.now_us + state.reset_us + m.pending * bucket.interval_us
-            m.synced = local
+            m.refresh(outcome.now_us + state.reset_us, local)
+
+    async def flush(self, buckets: Sequence[Bucket]) -> None:
+        """Charge these buckets' pending hits before the store decides on them: a decision
+        made without them, then charged under them, would count them from now instead of
+        from when they were admitted (after a burst, half the rate was admitted)."""
+        dirty = [m for b in buckets if (m := self._mirrors.get(b.key)) is not None and m.pending]
+        if dirty:
+            await self._send(dirty)
 
     async def sync(self) -> None:
+        """Charge every pending hit, CHUNK buckets per round trip; stops at the first failure
+        and raises it (the hits not charged stay pending)."""
         dirty = [m for m in self._mirrors.values() if m.pending > 0]
-        sent = [m.pending for m in dirty]
+        start = 0
         try:
-            if dirty:
-                tats, now = await self._store.charge([(m.bucket, n) for m, n in
-                                                      zip(dirty, sent, strict=True)])
-                local = monotonic_us()
-                self._offset_us = now - local
-                for m, n, tat in zip(dirty, sent, tats, strict=True):
-                    m.pending -= n
-                    m.tat, m.synced = tat + m.pending * m.bucket.interval_us, local
-        except QuotaStoreUnavailable:
-            for m in dirty:
-                m.pending, m.synced = 0, 0  # stale: the next request meets the failure mode
+            for start in range(0, len(dirty), CHUNK):
+                await self._send(dirty[start:start + CHUNK])
+        except BaseException:
+            for m in dirty[start + CHUNK:]:
+                m.synced = 0  # never sent: stale, as those _send failed to charge
             raise
         finally:
             self._refill()
 
+    async def _send(self, mirrors: list[Mirror]) -> None:
+        """One round trip charging these mirrors' pending hits. What it made is settled; what
+        failed stays pending and is sent again. That covers a charge made whose reply was
+        lost (a timeout after the write): charged twice, which refuses more, never less."""
+        sent = [(m, m.pending, m.floor()) for m in mirrors if m.pending]  # a flush took some?
+        if not sent:
+            return
+        for m, n, _ in sent:
+            m.pending, m.sending = 0, m.sending + n  # hits admitted meanwhile are pending anew
+        try:
+            tats, now = await self._store.charge([(m.bucket, n, f) for m, n, f in sent])
+        except BaseException:
+            for m, n, _ in sent:
+                # Stale: until a sync or an exact decision succeeds, the next request for
+                # this bucket meets the store (which retries these) or its failure mode.
+                m.pending, m.sending, m.synced = m.pending + n, m.sending - n, 0
+            raise
+        local = monotonic_us()
+        self._offset_us = now - local
+        for (m, n, _), tat in zip(sent, tats, strict=True):
+            m.sending -= n
+            if tat is None:  # that charge alone failed
+                m.pending, m.synced = m.pending + n, 0
+            else:
+                m.refresh(tat, local)
+
     def _refill(self) -> None:
         local = monotonic_us()
         idle = [k for k, m in self._mirrors.items()
-                if m.pending == 0 and local - m.synced > 10 * self._interval_us]
+                if not (m.pending or m.sending) and local - m.synced > 10 * self._interval_us]
         for key in idle:
             del self._mirrors[key]
         for m in self._mirrors.values():

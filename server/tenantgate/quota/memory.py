@@ -6,7 +6,7 @@ import time
 from collections.abc import Sequence
 from operator import itemgetter
 
-from tenantgate.quota.store import Bucket, Outcome, gcra
+from tenantgate.quota.store import Bucket, Charge, Outcome, gcra
 
 _MIN_SWEEP = 1024
 
@@ -53,12 +53,13 @@ class MemoryStore:
                 self._sweep(now)
         return outcome
 
-    async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
+    async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
         now = monotonic_us()
-        tats = []
-        for bucket, hits in items:
-            tat = max(self._tats.get(bucket.key, now), now) + hits * bucket.interval_us
-            if hits:
+        tats: list[int | None] = []
+        for bucket, hits, floor in items:
+            floor = min(floor, now)  # as charge.lua: never a floor in the future
+            tat = max(self._tats.get(bucket.key, floor), floor) + hits * bucket.interval_us
+            if hits and tat > now:  # at or before now it is full: nothing to keep
                 self._tats[bucket.key] = tat
             tats.append(tat)
         if len(self._tats) >= self._sweep_at:

@@ -27,7 +27,7 @@ from tenantgate.quota import resp
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.coalesce import Call, Coalescer, Pending, fail, in_tasks, settle
 from tenantgate.quota.pipe import RedisPipe, Result
-from tenantgate.quota.store import Bucket, BucketState, Outcome
+from tenantgate.quota.store import Bucket, BucketState, Charge, Outcome
 
 Client = Redis | RedisCluster
 _Item = TypeVar("_Item")  # one scripted call: GCRA (keys, args) or a charge (bucket, hits)
@@ -130,9 +130,10 @@ class RedisStore:
                        for i in range(2, len(reply), 3))
         return Outcome(reply[0] == 1, states, int(reply[1]))
 
-    async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
+    async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
         replies = await self._guarded(self._charge_pipeline(items))
-        return [int(r[0]) for r in replies], max(int(r[1]) for r in replies)
+        tats = [None if isinstance(r, Exception) else int(r[0]) for r in replies]
+        return tats, max(int(r[1]) for r in replies if not isinstance(r, Exception))
 
     def _dispatch_gcra(self, batch: list[Pending]) -> None:
         """One write for the whole batch; the replies settle the callers' futures straight
@@ -274,22 +275,28 @@ class RedisStore:
             await self._client.script_load(script.source)
             return await self._client.evalsha(script.sha, len(keys), *keys, *args)
 
-    async def _charge_pipeline(self, items: Sequence[tuple[Bucket, int]]) -> list[Any]:
+    async def _charge_pipeline(self, items: Sequence[Charge]) -> list[Any]:
+        """One reply per charge, an exception where that charge failed alone (an error reply,
+        or on Cluster one node's failure): the others were made and must be settled as made,
+        not sent again. When every charge failed, the call failed: _guarded tells the breaker."""
         replies = await self._reloading_script(CHARGE, items, self._run_charges)
-        for reply in replies:
-            if isinstance(reply, Exception):
-                raise reply
+        errors = [r for r in replies if isinstance(r, Exception)]
+        if errors and len(errors) == len(replies):
+            raise errors[0]
+        for _ in errors:
+            metrics.store_error(self.name)
         return replies
 
-    async def _run_charges(self, items: Sequence[tuple[Bucket, int]]) -> list[Any]:
+    async def _run_charges(self, items: Sequence[Charge]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
             # redis-py refuses scripts in cluster pipelines: one call per bucket, concurrently.
             return list(await asyncio.gather(
-                *(self._client.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us)
-                  for bucket, hits in items), return_exceptions=True))
+                *(self._client.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us,
+                                       floor)
+                  for bucket, hits, floor in items), return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
-        for bucket, hits in items:
-            pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us)
+        for bucket, hits, floor in items:
+            pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor)
         return list(await pipe.execute(raise_on_error=False))
 
 

@@ -49,6 +49,12 @@ class Outcome:
         return max((s.retry_us for s in self.states), default=0)
 
 
+# One batched charge: the bucket, hits admitted locally, and the floor (store clock, µs) from
+# which they count: the bucket's tat before them as the replica saw it, so that the time
+# between admitting them and charging them is credited, as a store admitting them would have.
+Charge = tuple[Bucket, int, int]
+
+
 class QuotaStore(Protocol):
     """Every implementation runs the same tests (tests/integration/quota/test_store_contract)."""
 
@@ -65,8 +71,13 @@ class QuotaStore(Protocol):
         """
         ...
 
-    async def charge(self, items: Sequence[tuple[Bucket, int]]) -> tuple[list[int], int]:
-        """Batched sync: charge hits unconditionally; returns each bucket's tat and the clock."""
+    async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
+        """Batched sync: charge each bucket its hits unconditionally, from
+        max(tat, min(floor, now)). Returns each bucket's tat after its charge, None where that
+        charge failed alone (not known to be made), and the store's clock.
+
+        Raises QuotaStoreUnavailable when the store cannot answer in time or made none.
+        """
         ...
 
 

@@ -103,8 +103,9 @@ async def test_scripts_are_reloaded_after_redis_forgets_them(
             client.script_flush()
         outcome = await store.acquire([Bucket("tg:{t:a}:plan:1", "b", 10, 1.0, 10)], 1)
         assert outcome.admitted
-        charged, _ = await store.charge([(Bucket("tg:{t:a}:plan:1", "b", 10, 1.0, 10), 2)])
-        assert charged[0] > 0
+        charged, now = await store.charge([(Bucket("tg:{t:a}:plan:1", "b", 10, 1.0, 10), 2,
+                                            0)])
+        assert charged[0] is not None and charged[0] > now
     finally:
         await store.close()
 
@@ -127,5 +128,6 @@ async def test_batched_hits_admitted_locally_are_charged_to_the_store(
     assert limiter._batcher is not None
     await limiter._batcher.sync()
     [bucket] = plan.buckets("acme", "GET", "/")
-    [tat], now = await limiter.store.charge([(bucket, 0)])  # 0 hits: only reads
-    assert tat - now > 40 * bucket.interval_us  # 51 hits of 10 ms, less the time since
+    [tat], now = await limiter.store.charge([(bucket, 0, 0)])  # 0 hits: only reads
+    assert tat is not None and tat - now > 40 * bucket.interval_us  # 51 hits of 10 ms, less
+    # the time since
