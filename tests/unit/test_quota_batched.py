@@ -270,6 +270,25 @@ async def test_a_charge_that_failed_alone_is_sent_again_and_the_others_are_not(
     assert tat_of(store, first) == tat_of(store, second) == clock.us + 3 * first.interval_us
 
 
+async def test_close_lets_a_sync_in_flight_finish_then_charges_the_rest_once(
+        clock: Clock) -> None:
+    # close() cancelled the sync in flight: its hits stayed pending although charged, and
+    # close()'s own sync charged them again.
+    store, bucket = FlakyStore(), hundred()
+    batcher = await mirrored(store, [bucket], 10)
+    store.gate = asyncio.Event()
+    batcher._interval = 0.001  # the first sync starts at once (the store clock is fake)
+    batcher.start()
+    await store.entered.wait()  # charged, the reply not read yet
+    assert batcher.admit_local([bucket], 1)  # admitted while it is in flight
+    closing = asyncio.ensure_future(batcher.close())
+    await asyncio.sleep(0)
+    store.gate.set()
+    await closing
+    assert tat_of(store, bucket) == clock.us + 11 * bucket.interval_us  # each hit once
+    assert batcher._mirrors[bucket.key].pending == 0
+
+
 BATCHED_100 = """
 context:
   active_key: k1

@@ -61,6 +61,7 @@ class Batcher:
         self._mirrors: dict[str, Mirror] = {}
         self._offset_us = 0  # store clock minus local monotonic clock
         self._task: asyncio.Task[None] | None = None
+        self._closing = asyncio.Event()
         self._sync_failing = Throttle(60.0)  # one traceback a minute for a recurring error
 
     def start(self) -> None:
@@ -68,13 +69,15 @@ class Batcher:
             self._task = asyncio.get_running_loop().create_task(self._run())
 
     async def close(self) -> None:
+        """Charge what was admitted since the last sync. A sync in flight is let finish (each
+        round trip is bounded by the store's timeout): cancelled, it could not tell what it
+        had charged, and the last sync would charge those hits again."""
+        self._closing.set()
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await self._task  # ends once a sync in flight has
             self._task = None
         with contextlib.suppress(QuotaStoreUnavailable):
-            await self.sync()  # charge what was admitted since the last tick
+            await self.sync()
 
     def decide_local(self, buckets: Sequence[Bucket], cost: int) -> Outcome | None:
         """A local decision, or None when only the store can decide (no fresh mirror, or this
@@ -196,7 +199,12 @@ class Batcher:
 
     async def _run(self) -> None:
         while True:
-            await asyncio.sleep(self._interval)
+            try:
+                async with asyncio.timeout(self._interval):
+                    await self._closing.wait()
+                return  # close() asked; it syncs once more itself
+            except TimeoutError:
+                pass
             try:
                 await self.sync()
             except QuotaStoreUnavailable:
