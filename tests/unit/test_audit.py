@@ -173,7 +173,7 @@ def test_a_reader_that_stops_never_blocks_the_writer_and_every_line_is_kept_or_c
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # Written in place, the 263rd line filled the pipe and write() blocked the event loop:
     # every Check, ShouldRateLimit and health call stopped, and no error was counted.
-    monkeypatch.setattr(sink, "MAX_QUEUED_LINES", 100)
+    monkeypatch.setattr(sink, "MAX_QUEUED_BYTES", 32_768)  # ~100 lines
     path, reader = _stalled_fifo(tmp_path)
     audit = AuditLog(path, sample_allow=1.0, max_lines_per_second=0)
     before, total = lost(), 2000  # ~500 KB: far more than the pipe and the queue hold

@@ -24,7 +24,9 @@ from tenantgate.observe.throttle import Throttle
 
 log = logging.getLogger("tenantgate.audit")
 
-MAX_QUEUED_LINES = 10_000  # ~10 s of both capped classes at the default cap; a few MB at most
+# Bytes, not lines: a line of escaped non-ASCII path is ~20 times a usual one, and the pod's
+# memory limit is 256Mi. ~14,000 usual lines: some 7 s of both capped classes at the default cap.
+MAX_QUEUED_BYTES = 4 * 1024 * 1024
 FLUSH_AT_EXIT_SECONDS = 2.0  # what a stalled reader may hold up the end of the process
 _BATCH_BYTES = 4096  # PIPE_BUF: a write this size reaches a pipe whole, never interleaved
 _COALESCE_SECONDS = 0.005  # lines arriving meanwhile share the writer's wake-up and write
@@ -103,6 +105,10 @@ class QueuedSink:
         self._fd = fd
         self._owned = owned
         self._lines: deque[bytes] = deque()
+        # Queued: put minus taken. Each count has one writer (put: the loop; taken: the
+        # writer thread), so neither loses an update as a shared `+=` would.
+        self._put_bytes = 0
+        self._taken_bytes = 0
         self._wake = threading.Event()
         self._closing = False
         self._full = Throttle(60.0)
@@ -113,9 +119,11 @@ class QueuedSink:
 
     def put(self, line: bytes) -> None:
         lines = self._lines
-        if len(lines) >= MAX_QUEUED_LINES or self._closing:
+        size = len(line)
+        if self._put_bytes - self._taken_bytes + size > MAX_QUEUED_BYTES or self._closing:
             _lost(1, "reader is not keeping up", self._full, exc_info=False)
             return
+        self._put_bytes += size
         lines.append(line)
         if len(lines) == 1:  # the writer may be asleep: only the first line wakes it
             self._wake.set()
@@ -152,6 +160,7 @@ class QueuedSink:
             while lines and size + len(lines[0]) <= _BATCH_BYTES:
                 size += len(lines[0])
                 batch.append(lines.popleft())
+            self._taken_bytes += size
             data = b"".join(batch)
             try:
                 _write_all(self._fd, data)
