@@ -1,7 +1,8 @@
 """Where audit lines go, without ever making the event loop wait for a reader.
 
-A regular file is written in place: a write to it waits for no one, and a line is in the file
-when Check returns. Anything a reader drains (standard output in a container is a pipe to the
+A regular file is written in place: a write to it waits for no reader (a hung network file
+system would still hold it: keep an audit file local), and a line is in the file when Check
+returns. Anything a reader drains (standard output in a container is a pipe to the
 log collector; a FIFO, a socket, a terminal, a device) goes through a bounded queue that one
 writer thread empties. A reader that stops (a blocking log driver, a stuck collector) used to
 freeze the loop once the pipe held 64 KiB: every Check, ShouldRateLimit and health call with
