@@ -103,10 +103,11 @@ class WSGIHTTPServer(ThreadingHTTPServer):
         super().__init__(address, _Handler)
 
 
-def serve_in_thread(app: WSGIApp, host: str = "127.0.0.1",
-                    port: int = 0) -> tuple[WSGIHTTPServer, threading.Thread]:
+def serve_in_thread(app: WSGIApp, host: str = "127.0.0.1", port: int = 0,
+                    socket_timeout: float = SOCKET_TIMEOUT_SECONDS
+                    ) -> tuple[WSGIHTTPServer, threading.Thread]:
     """Start serving on a thread (port 0 picks a free one); stop with server.shutdown()."""
-    server = WSGIHTTPServer((host, port), app)
+    server = WSGIHTTPServer((host, port), app, socket_timeout=socket_timeout)
     thread = threading.Thread(target=server.serve_forever, name="tenantgate-backend", daemon=True)
     thread.start()
     return server, thread

@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import psycopg
+import pytest
 from tenantgate.context import KeyRing
 from tenantgate.db import keys, schema
 from tenantgate.testing.postgres import PostgresCluster, available_bin_dirs
@@ -83,3 +84,13 @@ def create_database(cluster: PostgresCluster, name: str) -> Database:
                     KeyRing({"pending": PENDING_SECRET}, "pending"))
 
 
+
+
+def create_case_insensitive_collation(db: Database) -> None:
+    """Collation tenant_ci (ICU, nondeterministic), or skip: not every build has ICU."""
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        try:
+            conn.execute("CREATE COLLATION tenant_ci (provider = icu,"
+                         " locale = 'und-u-ks-level2', deterministic = false)")
+        except psycopg.errors.FeatureNotSupported:
+            pytest.skip("this PostgreSQL build has no ICU, so no nondeterministic collation")

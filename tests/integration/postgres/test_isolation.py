@@ -6,7 +6,7 @@ import time
 
 import psycopg
 import pytest
-from pgsupport import Database
+from pgsupport import Database, create_case_insensitive_collation
 from tenantgate.backend.psycopg import tenant_transaction
 from tenantgate.context import KeyRing
 
@@ -191,12 +191,7 @@ def test_isolate_refuses_a_tenant_column_with_a_nondeterministic_collation(
         fresh_db: Database) -> None:
     # With a case-insensitive collation 'acme' = 'ACME': two tenants tenantgate keeps apart
     # would read each other's rows through the policy's equality.
-    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
-        try:
-            conn.execute("CREATE COLLATION tenant_ci (provider = icu,"
-                         " locale = 'und-u-ks-level2', deterministic = false)")
-        except psycopg.errors.FeatureNotSupported:
-            pytest.skip("this PostgreSQL build has no ICU, so no nondeterministic collation")
+    create_case_insensitive_collation(fresh_db)
     with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
         conn.execute("CREATE TABLE ci (id int, tenant_id text COLLATE tenant_ci)")
         with pytest.raises(psycopg.errors.RaiseException,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from pgsupport import Database
+from pgsupport import Database, create_case_insensitive_collation
 from tenantgate.backend.common import SET_CONTEXT_SQL
 from tenantgate.cli import main
 from tenantgate.db.lint import Finding, Problem, lint
@@ -177,6 +177,19 @@ def test_foreign_key_into_a_tenant_table_without_the_tenant_column_is_reported(
     ]
 
 
+def lint_new_app_role(db: Database, change: str, inherited: bool) -> list[Finding]:
+    """Lint a new app role, app_new, after `change` to it, or to new_group, a role it is a
+    member of (change names it {role})."""
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_new LOGIN; CREATE ROLE new_group;"
+                     " GRANT new_group TO app_new")
+        try:
+            conn.execute(change.format(role="new_group" if inherited else "app_new"))
+            return lint(conn, app_roles=("app_new",))
+        finally:
+            conn.execute("DROP ROLE app_new; DROP ROLE new_group")
+
+
 @pytest.mark.parametrize(("granted", "inherited"), [
     ("pg_read_server_files", False), ("pg_write_server_files", False),
     ("pg_execute_server_program", False), ("pg_execute_server_program", True),
@@ -185,16 +198,9 @@ def test_app_role_that_reads_or_writes_server_files_is_reported(
         fresh_db: Database, granted: str, inherited: bool) -> None:
     # COPY ... FROM PROGRAM 'cat <data file of tenantgate.context_keys>' reads every key's
     # pads, whatever the table's privileges say.
-    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE ROLE app_files LOGIN; CREATE ROLE files_group")
-        try:
-            conn.execute(f"GRANT {granted} TO {'files_group' if inherited else 'app_files'}")
-            conn.execute("GRANT files_group TO app_files")
-            findings = lint(conn, app_roles=("app_files",))
-        finally:
-            conn.execute("DROP ROLE app_files; DROP ROLE files_group")
+    findings = lint_new_app_role(fresh_db, f"GRANT {granted} TO {{role}}", inherited)
     assert [(f.problem, f.subject, f.detail.split(":")[0]) for f in findings] == [
-        (Problem.APP_ROLE_READS_KEYS, "app_files", f"is a member of {granted}")]
+        (Problem.APP_ROLE_READS_KEYS, "app_new", f"is a member of {granted}")]
 
 
 def test_app_role_granted_references_on_one_column_is_reported(fresh_db: Database) -> None:
@@ -285,12 +291,7 @@ def test_tenant_column_that_is_not_text_or_varchar_is_reported(fresh_db: Databas
 def test_tenant_column_with_a_nondeterministic_collation_is_reported(fresh_db: Database) -> None:
     # Under a case-insensitive collation a context for ACME read acme's rows through this
     # policy. isolate() refuses such a column; a policy made by hand did pass lint.
-    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
-        try:
-            conn.execute("CREATE COLLATION tenant_ci (provider = icu,"
-                         " locale = 'und-u-ks-level2', deterministic = false)")
-        except psycopg.errors.FeatureNotSupported:
-            pytest.skip("this PostgreSQL build has no ICU, so no nondeterministic collation")
+    create_case_insensitive_collation(fresh_db)
     with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
         conn.execute(hand_isolated("ci", "text COLLATE tenant_ci"))
         findings = lint(conn)
@@ -305,17 +306,10 @@ def test_app_role_with_replication_is_reported(fresh_db: Database, inherited: bo
     # With wal_level = logical, pg_create_logical_replication_slot(..., 'test_decoding') hands a
     # REPLICATION role every tenant's inserts and the pads of every key added since; a member
     # reaches it by SET ROLE.
-    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
-        conn.execute("CREATE ROLE app_repl LOGIN; CREATE ROLE repl_group")
-        try:
-            conn.execute(f"ALTER ROLE {'repl_group' if inherited else 'app_repl'} REPLICATION")
-            conn.execute("GRANT repl_group TO app_repl")
-            findings = lint(conn, app_roles=("app_repl",))
-        finally:
-            conn.execute("DROP ROLE app_repl; DROP ROLE repl_group")
-    via = " through membership in repl_group" if inherited else ""
+    findings = lint_new_app_role(fresh_db, "ALTER ROLE {role} REPLICATION", inherited)
+    via = " through membership in new_group" if inherited else ""
     assert [str(f) for f in findings] == [
-        f"app_role_bypasses_rls: app_repl: has REPLICATION{via}: a logical replication slot"
+        f"app_role_bypasses_rls: app_new: has REPLICATION{via}: a logical replication slot"
         " (wal_level = logical) decodes every tenant's writes, and the context keys' pads, from"
         " the WAL; a base backup copies every table"]
 

@@ -6,12 +6,14 @@ import socket
 import subprocess
 import sys
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import httpx
 import psycopg
 import pytest
 from pgsupport import Database
-from tenantgate.backend.httpserver import serve_in_thread
+from tenantgate.backend.httpserver import SOCKET_TIMEOUT_SECONDS, WSGIHTTPServer, serve_in_thread
+from tenantgate.backend.middleware import WSGIApp
 from tenantgate.backend.notes_app import ConnectionPool, make_app, setup_database
 from tenantgate.testing.binaries import free_port
 
@@ -25,15 +27,28 @@ def notes_db(cluster: object) -> Database:
     return database
 
 
+@contextmanager
+def serving(app: WSGIApp,
+            socket_timeout: float = SOCKET_TIMEOUT_SECONDS) -> Iterator[WSGIHTTPServer]:
+    """The app on a server thread of its own, and its pool closed after."""
+    server, thread = serve_in_thread(app, socket_timeout=socket_timeout)
+    try:
+        yield server
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)
+        app.app.pool.close()  # type: ignore[attr-defined]
+
+
+def url(server: WSGIHTTPServer) -> str:
+    return f"http://127.0.0.1:{server.server_address[1]}"
+
+
 @pytest.fixture(scope="module")
 def base_url(notes_db: Database) -> Iterator[str]:
-    app = make_app(notes_db.dsn("app"), debug_headers=True)
-    server, thread = serve_in_thread(app)
-    yield f"http://127.0.0.1:{server.server_address[1]}"
-    server.shutdown()
-    server.server_close()
-    thread.join(timeout=5)
-    app.app.pool.close()  # type: ignore[attr-defined]
+    with serving(make_app(notes_db.dsn("app"), debug_headers=True)) as server:
+        yield url(server)
 
 
 def client(db: Database, base_url: str, tenant: str | None) -> httpx.Client:
@@ -87,18 +102,10 @@ def test_no_free_database_connection_is_a_503_not_a_dropped_connection(
     app = make_app(notes_db.dsn("app"), pool_size=1)
     pool = app.app.pool  # type: ignore[attr-defined]
     pool.slot_wait_seconds = 0.01
-    server, thread = serve_in_thread(app)
-    try:
-        with pool.connection(), client(notes_db, f"http://127.0.0.1:{server.server_address[1]}",
-                                       "acme") as acme:  # the only slot, held
-            response = acme.get("/notes")
-        assert (response.status_code, response.json()) == (503,
-                                                           {"error": "database unavailable"})
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        pool.close()
+    with serving(app) as server, pool.connection(), \
+            client(notes_db, url(server), "acme") as acme:  # the only slot, held
+        response = acme.get("/notes")
+    assert (response.status_code, response.json()) == (503, {"error": "database unavailable"})
 
 
 def test_every_request_succeeds_after_the_server_ended_the_pooled_connections(
@@ -106,8 +113,7 @@ def test_every_request_succeeds_after_the_server_ended_the_pooled_connections(
     # As after a Postgres restart: each pooled connection was handed out dead once, a 503.
     app = make_app(notes_db.dsn("app"), pool_size=4)
     pool = app.app.pool  # type: ignore[attr-defined]
-    server, thread = serve_in_thread(app)
-    try:
+    with serving(app) as server:
         with pool.connection() as a, pool.connection() as b, pool.connection() as c:
             pids = [conn.info.backend_pid for conn in (a, b, c)]
         with psycopg.connect(notes_db.dsn("postgres"), autocommit=True) as admin:
@@ -115,13 +121,8 @@ def test_every_request_succeeds_after_the_server_ended_the_pooled_connections(
             ended = admin.execute("SELECT bool_and(pg_terminate_backend(pid, 30000))"
                                   " FROM unnest(%s::int[]) AS pid", [pids]).fetchone()
         assert ended == (True,)
-        with client(notes_db, f"http://127.0.0.1:{server.server_address[1]}", "acme") as acme:
+        with client(notes_db, url(server), "acme") as acme:
             assert [acme.get("/notes").status_code for _ in range(4)] == [200] * 4
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
-        pool.close()
 
 
 def test_a_session_setting_does_not_reach_the_next_user_of_a_pooled_connection(
@@ -143,16 +144,10 @@ def test_a_session_setting_does_not_reach_the_next_user_of_a_pooled_connection(
 
 def test_a_client_that_never_sends_its_body_is_disconnected(notes_db: Database) -> None:
     # It held a server thread for ever.
-    server, thread = serve_in_thread(make_app(notes_db.dsn("app")))
-    server.socket_timeout = 0.5
-    try:
-        with socket.create_connection(server.server_address[:2], timeout=30) as conn:
-            conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
-            assert conn.recv(64) == b""  # closed by the server, with no answer
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
+    with serving(make_app(notes_db.dsn("app")), socket_timeout=0.5) as server, \
+            socket.create_connection(server.server_address[:2], timeout=30) as conn:
+        conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
+        assert conn.recv(64) == b""  # closed by the server, with no answer
 
 
 def test_a_content_length_of_non_ascii_digits_is_a_400(base_url: str) -> None:
