@@ -131,11 +131,12 @@ def _parent_findings(tenant_column: str, parents: list[Any]) -> list[Finding]:
             [] if forced else ["row level security is not forced"])
         why += [f"its permissive policies ({permissive}) let rows through"] if permissive else []
         if why:
-            found.append(Finding(Problem.UNISOLATED_PARENT, name, f"parent of {children} "
-                                 f"without {tenant_column}, and {', '.join(why)}: a query on it "
-                                 "reads, updates and deletes their rows under its policies, not "
-                                 f"theirs; add {tenant_column} to it and isolate it, or enable "
-                                 "and force row level security on it with no permissive policy"))
+            found.append(Finding(Problem.UNISOLATED_PARENT, name, f"has no {tenant_column} but "
+                                 f"is a parent of {children}, and {', '.join(why)}: a query on "
+                                 "it reads, updates and deletes their rows under its policies, "
+                                 f"not theirs; add {tenant_column} to it and isolate it, or "
+                                 "enable and force row level security on it with no permissive "
+                                 "policy"))
     return found
 
 
