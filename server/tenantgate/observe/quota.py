@@ -34,16 +34,27 @@ FAIL_CLOSED = Counter("tenantgate_quota_fail_closed_total",
                       "Requests refused (503) because the store failed and the mode is closed")
 DEGRADED_ACTIVE = Gauge("tenantgate_quota_degraded_active",
                         "1 while the store is failing and local limit/replicas buckets decide")
-_degraded_shown: bool | None = None  # what DEGRADED_ACTIVE shows (only set_degraded sets it)
+_degraded_limiters = 0  # live limiters whose Degraded is set: DEGRADED_ACTIVE is 1 while any
 
 
-def set_degraded(active: bool) -> None:
-    """DEGRADED_ACTIVE, set only when it changes: every successful decision reports "not
-    degraded", and the gauge's lock is not worth taking per request for an unchanged value."""
-    global _degraded_shown
-    if active is not _degraded_shown:
-        DEGRADED_ACTIVE.set(1 if active else 0)
-        _degraded_shown = active
+class Degraded:
+    """One limiter's part of DEGRADED_ACTIVE. Per limiter, not one process-wide flag: closing
+    the last degraded limiter (a reload that turned the quota off) must clear the gauge, and a
+    new limiter starting must not clear what an old one still reports (an alert's `for:`)."""
+
+    __slots__ = ("active",)
+
+    def __init__(self) -> None:
+        self.active = False
+
+    def set(self, active: bool) -> None:
+        # Only on a change: every successful decision reports "not degraded", and the
+        # gauge's lock is not worth taking per request for an unchanged value.
+        if active is not self.active:
+            global _degraded_limiters
+            self.active = active
+            _degraded_limiters += 1 if active else -1
+            DEGRADED_ACTIVE.set(1 if _degraded_limiters else 0)
 
 
 LOCAL_DENIALS = Counter("tenantgate_quota_local_denials_total",

@@ -31,6 +31,11 @@ class CircuitBreaker:
     def is_open(self) -> bool:
         return self._open_until is not None
 
+    @property
+    def failing(self) -> bool:
+        """From a failed call until one succeeds, open or not."""
+        return self._failures > 0 or self._open_until is not None
+
     def allow(self) -> bool:
         if self._open_until is None:
             return True

@@ -225,6 +225,9 @@ class Limiter:
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
         self._store_down = Throttle(10.0)  # one warning per 10 s while the store is down
+        self._degraded_shown = metrics.Degraded()  # this limiter's part of the gauge
+        self._may_degrade = "degraded" in {q.failure_mode, *(
+            p.failure_mode for p in (*self.plans.values(), *self.tenant_plans.values()))}
         self._held: dict[tuple[object, ...], tuple[Bucket, ...]] = {}  # see _buckets_for
         self._own_plans = {id(p) for p in (*self.plans.values(), *self.tenant_plans.values())}
         self._max_held = min(q.max_local_entries, MAX_HELD_MEMOS)
@@ -238,11 +241,14 @@ class Limiter:
 
     async def start(self) -> None:
         await self.store.start()
-        metrics.set_degraded(False)
+        # A store failing already (a reload while Redis is down) is degraded from the start,
+        # as the limiter this one replaces still reports: not 0 until the next request.
+        self._degraded_shown.set(self._may_degrade and self.store.failing)
         if self._batcher is not None:
             self._batcher.start()
 
     async def close(self) -> None:
+        self._degraded_shown.set(False)  # closed, it decides nothing
         if self._batcher is not None:
             await self._batcher.close()
         if self._release is not None:
@@ -324,7 +330,7 @@ class Limiter:
             outcome = await self.store.acquire(held, cost)
         except QuotaStoreUnavailable:
             return await self._failed(held, cost, failure_mode)
-        metrics.set_degraded(False)
+        self._degraded_shown.set(False)
         if not outcome.admitted and self._cache is not None and cost > 0:
             self._cache.remember(held, outcome, cost)
         if batch_interval is not None and self._batcher is not None:
@@ -339,7 +345,7 @@ class Limiter:
             metrics.FAIL_OPEN.inc()
             return Verdict(True, buckets)
         if mode == "degraded":
-            metrics.set_degraded(True)
+            self._degraded_shown.set(True)
             shares = tuple(degraded_bucket(b, self._replicas) for b in buckets)
             outcome = await self._degraded.acquire(shares, cost)
             return Verdict(outcome.admitted, shares, outcome)

@@ -109,6 +109,10 @@ class RedisStore:
     def client(self) -> Client:
         return self._client
 
+    @property
+    def failing(self) -> bool:
+        return self.breaker.failing
+
     async def start(self) -> None:
         """Load the scripts; a Redis that is down now is the failure mode's business, not ours."""
         with contextlib.suppress(QuotaStoreUnavailable):

@@ -60,6 +60,11 @@ class QuotaStore(Protocol):
 
     name: str  # "memory" | "redis": the metric label
 
+    @property
+    def failing(self) -> bool:
+        """True from a failed call until one succeeds: the failure mode decides meanwhile."""
+        ...
+
     async def start(self) -> None: ...
 
     async def close(self) -> None: ...
