@@ -30,7 +30,7 @@ from tenantgate.quota.pipe import RedisPipe, Result
 from tenantgate.quota.store import Bucket, BucketState, Charge, Outcome
 
 Client = Redis | RedisCluster
-_Item = TypeVar("_Item")  # one scripted call: GCRA (keys, args) or a charge (bucket, hits)
+_Item = TypeVar("_Item")  # one scripted call: GCRA (keys, args) or a Charge
 
 
 class Script:
