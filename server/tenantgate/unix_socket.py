@@ -25,8 +25,13 @@ def remove_stale_socket(path: str, setting: str) -> None:
         try:
             probe.connect(path)
         except (ConnectionRefusedError, FileNotFoundError):  # nobody listens: stale
-            with contextlib.suppress(FileNotFoundError):
+            try:
                 os.unlink(path)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:  # a directory we may not write to, a read-only mount
+                raise SocketInUse(f"{setting} {path}: a stale socket that cannot be removed "
+                                  f"({exc.strerror or type(exc).__name__})") from None
             return
         except OSError as exc:
             # A full backlog (EAGAIN at once on Linux, or a timeout) means a busy server; a

@@ -30,6 +30,22 @@ def test_a_socket_a_server_listens_on_is_refused_and_left(tmp_path: Path) -> Non
         assert path.is_socket()
 
 
+def test_a_stale_socket_that_cannot_be_removed_is_a_clear_refusal(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read-only mount or a directory we may not write to: a traceback at start-up, before.
+    path = tmp_path / "s.sock"
+    with socket.socket(socket.AF_UNIX) as crashed:
+        crashed.bind(str(path))
+
+    def refuse(target: str) -> None:
+        raise PermissionError(13, "Permission denied", target)
+    monkeypatch.setattr("tenantgate.unix_socket.os.unlink", refuse)
+    with pytest.raises(SocketInUse) as refused:
+        remove_stale_socket(str(path), "listen.uds")
+    assert str(refused.value) == (f"listen.uds {path}: a stale socket that cannot be removed "
+                                  "(Permission denied)")
+
+
 def test_a_path_that_is_no_socket_is_left_to_grpc(tmp_path: Path) -> None:
     path = tmp_path / "not-a-socket"
     path.write_text("data")

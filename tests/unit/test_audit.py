@@ -4,6 +4,7 @@ keep a flood of denials from filling the disk or pushing out the lines that matt
 from __future__ import annotations
 
 import json
+import logging
 import os
 import select
 import subprocess
@@ -93,6 +94,32 @@ def test_a_line_counted_lost_on_a_full_disk_is_not_written_later(tmp_path: Path)
     assert written[-1] == '{"event":"check","pad":"after"}'
 
 
+_TORN_BY_FULL_DISK = """
+import resource, sys
+from tenantgate.observe.audit import AuditLog
+audit = AuditLog(sys.argv[1], sample_allow=1.0, max_lines_per_second=0)
+soft, hard = resource.getrlimit(resource.RLIMIT_FSIZE)
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, hard))  # a disk that fills at 4 KiB
+for _ in range(20):  # 300-byte lines: 13 fit whole, the 14th is cut after 196 bytes
+    audit.write_event({"event": "check", "pad": "x" * 273})
+resource.setrlimit(resource.RLIMIT_FSIZE, (soft, hard))  # space is freed
+audit.write_event({"event": "check", "pad": "after"})
+audit.close()
+"""
+
+
+def test_a_line_cut_by_a_full_disk_does_not_swallow_the_next_one(tmp_path: Path) -> None:
+    # The 14th line's first 196 bytes stayed in the file without a newline, and the first
+    # line written once space came back was glued to them: one unreadable line, counted as
+    # written. Now it starts on a line of its own.
+    log_file = tmp_path / "audit.log"
+    subprocess.run([sys.executable, "-c", _TORN_BY_FULL_DISK, str(log_file)], check=True)
+    *whole, fragment, last = log_file.read_text().splitlines()
+    assert len(whole) == 13 and all(json.loads(line)["pad"] for line in whole)
+    assert len(fragment) == 196
+    assert last == '{"event":"check","pad":"after"}'
+
+
 def test_a_long_path_is_cut_and_marked(tmp_path: Path) -> None:
     # An unauthenticated 50,000-character path made a 50 KB line per denial (pentest).
     log_file = tmp_path / "audit.log"
@@ -136,7 +163,7 @@ def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(
 def test_a_flood_without_credentials_does_not_push_out_verified_callers_lines(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     # One budget for all: 1000 anonymous denials at the start of a second left no room for
-    # the cross-tenant attempts of an authenticated tenant, nor for a revoked key's use.
+    # the cross-tenant attempts of an authenticated tenant.
     monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
     log_file = tmp_path / "audit.log"
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=3)
@@ -144,12 +171,26 @@ def test_a_flood_without_credentials_does_not_push_out_verified_callers_lines(
     for _ in range(10):
         audit.write(ANONYMOUS)
     audit.write(replace(RECORD, reason="cross_tenant_path", status=404))
-    audit.write_capped({"event": "apikey_revoked_used", "key_id": "k", "tenant": "acme"})
+    closed(audit)
+    lines = [json.loads(text) for text in log_file.read_text().splitlines()]
+    assert [line["reason"] for line in lines] == ["no_credential"] * 3 + ["cross_tenant_path"]
+    assert dropped("anonymous") == before + 7
+
+
+def test_a_revoked_keys_replays_do_not_push_out_verified_callers_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A revoked key verifies nobody, and whoever holds a leaked one may replay it at will: its
+    # lines share the budget of the unverified, not the verified callers'.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=3)
+    for _ in range(10):
+        audit.write_capped({"event": "apikey_revoked_used", "key_id": "k", "tenant": "acme"})
+    audit.write(replace(RECORD, reason="cross_tenant_path", status=404))
     closed(audit)
     lines = [json.loads(text) for text in log_file.read_text().splitlines()]
     assert [line.get("reason", line["event"]) for line in lines] == [
-        "no_credential"] * 3 + ["cross_tenant_path", "apikey_revoked_used"]
-    assert dropped("anonymous") == before + 7
+        "apikey_revoked_used"] * 3 + ["cross_tenant_path"]
 
 
 def _stalled_fifo(tmp_path: Path) -> tuple[str, int]:
@@ -170,7 +211,8 @@ def _read_to_end(fd: int) -> bytes:
 
 
 def test_a_reader_that_stops_never_blocks_the_writer_and_every_line_is_kept_or_counted(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
     # Written in place, the 263rd line filled the pipe and write() blocked the event loop:
     # every Check, ShouldRateLimit and health call stopped, and no error was counted.
     monkeypatch.setattr(sink, "MAX_QUEUED_BYTES", 32_768)  # ~100 lines
@@ -182,13 +224,18 @@ def test_a_reader_that_stops_never_blocks_the_writer_and_every_line_is_kept_or_c
         for i in range(total):
             audit.write(replace(RECORD, request_id=f"r-{i}", path="/" + "p" * 200))
 
-    writer = threading.Thread(target=write_all, daemon=True)
-    writer.start()
-    writer.join(HANG_GUARD_SECONDS)
-    assert not writer.is_alive(), "a write waited for the stalled reader"
-    audit.close()  # what is queued is written once the reader reads again
-    kept = _read_to_end(reader).decode().splitlines()
-    assert audit.wait_closed(HANG_GUARD_SECONDS)
+    writer = threading.Thread(target=write_all, daemon=True, name="the-event-loop")
+    with caplog.at_level(logging.ERROR, logger="tenantgate.audit"):
+        writer.start()
+        writer.join(HANG_GUARD_SECONDS)
+        assert not writer.is_alive(), "a write waited for the stalled reader"
+        # Nor did it log: standard error's reader may have stalled with standard output's.
+        assert [r for r in caplog.records if r.threadName == "the-event-loop"] == []
+        audit.close()  # what is queued is written once the reader reads again
+        kept = _read_to_end(reader).decode().splitlines()
+        assert audit.wait_closed(HANG_GUARD_SECONDS)
+    # The writer thread said it, once the reader came back.
+    assert [r.threadName for r in caplog.records] == ["tenantgate-audit"]
     assert lost() - before > 0
     assert len(kept) + (lost() - before) == total
     ids = [int(json.loads(line)["request_id"][2:]) for line in kept]

@@ -37,9 +37,9 @@ class _Budget:
     """One class of capped lines: its lines this second, and those dropped since reported.
 
     Two classes, each with the whole cap: lines of callers without a verified identity (no
-    credential, a forged or expired token: free to send, from anywhere), and the others (a
-    verified caller's denials and sampled allows, security events such as cross_tenant_path
-    and apikey_revoked_used). One shared budget let a flood of the first push out the second.
+    credential, a forged or expired token, a revoked API key: free to send, from anywhere),
+    and the others (a verified caller's denials and sampled allows, cross_tenant_path). One
+    shared budget let a flood of the first push out the second.
     """
 
     __slots__ = ("counter", "dropped", "name", "used")
@@ -82,9 +82,10 @@ class AuditLog:
         self.write_event({"ts": round(now, 3), "event": "check", **fields})
 
     def write_capped(self, fields: dict[str, object]) -> None:
-        """write_event, timestamped, under the cap of lines with a verified identity: for
-        security events a client can repeat at will (a revoked API key's use)."""
-        if (now := self._admit_line(self._identified)) is not None:
+        """write_event, timestamped, under the cap of lines without a verified identity: for
+        security events a client can repeat at will (a revoked API key's use: it verifies
+        nobody, and whoever holds a leaked key must not crowd out verified callers' lines)."""
+        if (now := self._admit_line(self._anonymous)) is not None:
             self.write_event({"ts": round(now, 3), **fields})
 
     def _admit_line(self, budget: _Budget) -> float | None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import select
 import stat
 import threading
 import time
@@ -82,11 +83,18 @@ class FileSink:
         self._fd = fd
         self._owned = owned
         self._unwritable = Throttle(60.0)
+        self._torn = _Torn()
 
     def put(self, line: bytes) -> None:
+        data = self._torn.mend(line)
+        written = 0
         try:
-            if (written := os.write(self._fd, line)) < len(line):  # a file that just filled
-                _write_all(self._fd, line[written:])
+            if (written := os.write(self._fd, data)) < len(data):  # a file that just filled
+                _write_all(self._fd, data[written:], wait_writable=False)
+            self._torn.after(data, len(data))
+        except _PartialWrite as partial:
+            self._torn.after(data, written + partial.written)
+            _lost(1, "not writable", self._unwritable, exc_info=True)
         except OSError:  # disk full; EBADF once closed
             _lost(1, "not writable", self._unwritable, exc_info=True)
 
@@ -114,6 +122,11 @@ class QueuedSink:
         self._closing = False
         self._full = Throttle(60.0)
         self._unwritable = Throttle(60.0)
+        self._torn = _Torn()
+        # Lines refused by a full queue: counted by put (the loop), said by the writer thread,
+        # so the loop never writes to standard error (whose reader may have stalled too).
+        self._refused = 0
+        self._refusals_said = 0
         self._thread = threading.Thread(target=self._run, name="tenantgate-audit", daemon=True)
         _open_queues.add(self)
         self._thread.start()
@@ -122,7 +135,8 @@ class QueuedSink:
         lines = self._lines
         size = len(line)
         if self._put_bytes - self._taken_bytes + size > MAX_QUEUED_BYTES or self._closing:
-            _lost(1, "reader is not keeping up", self._full, exc_info=False)
+            metrics.AUDIT_WRITE_ERRORS.inc()
+            self._refused += 1
             return
         self._put_bytes += size
         lines.append(line)
@@ -146,6 +160,7 @@ class QueuedSink:
             if not self._closing:
                 time.sleep(_COALESCE_SECONDS)
             self._drain()
+            self._say_refusals()
             if self._closing:
                 self._drain()  # put() refuses lines once closing is set: none come after
                 break
@@ -162,12 +177,37 @@ class QueuedSink:
                 size += len(lines[0])
                 batch.append(lines.popleft())
             self._taken_bytes += size
-            data = b"".join(batch)
+            data = self._torn.mend(b"".join(batch))
             try:
-                _write_all(self._fd, data)
+                _write_all(self._fd, data, wait_writable=True)
+                self._torn.after(data, len(data))
             except _PartialWrite as partial:
+                self._torn.after(data, partial.written)
                 lost = len(batch) - data.count(b"\n", 0, partial.written)
                 _lost(lost, "not writable", self._unwritable, exc_info=True)
+
+    def _say_refusals(self) -> None:
+        if self._refused != self._refusals_said and self._full.ready():
+            self._refusals_said = self._refused
+            log.error("audit log reader is not keeping up: lines are being lost")
+
+
+class _Torn:
+    """Whether a failed write left part of a line behind: the next write then starts on a new
+    line, so the fragment is not glued to a whole line counted as written."""
+
+    __slots__ = ("torn",)
+
+    def __init__(self) -> None:
+        self.torn = False
+
+    def mend(self, data: bytes) -> bytes:
+        return b"\n" + data if self.torn else data
+
+    def after(self, data: bytes, written: int) -> None:
+        """After a write of `data` (mended) that got `written` bytes out."""
+        if written:  # nothing out: whatever was torn still is
+            self.torn = data[written - 1:written] != b"\n"
 
 
 class _PartialWrite(OSError):
@@ -176,12 +216,19 @@ class _PartialWrite(OSError):
         self.written = written
 
 
-def _write_all(fd: int, data: bytes) -> None:
+def _write_all(fd: int, data: bytes, wait_writable: bool) -> None:
+    """`wait_writable`: on a descriptor left non-blocking (by whoever shares it), wait until
+    the reader makes room instead of losing the rest; only the writer thread may wait."""
     written = 0
     view = memoryview(data)
     try:
         while written < len(data):
-            written += os.write(fd, view[written:])
+            try:
+                written += os.write(fd, view[written:])
+            except BlockingIOError:
+                if not wait_writable:
+                    raise
+                select.select([], [fd], [], 1.0)
     except OSError as exc:
         raise _PartialWrite(exc, written) from exc
 
