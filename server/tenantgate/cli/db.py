@@ -126,6 +126,10 @@ def _read_secret(args: argparse.Namespace) -> bytes:
             secret = raw.encode()
         except UnicodeEncodeError:
             raise _Failure(f"environment variable {args.secret_env} is not valid UTF-8") from None
+        if secret != secret.strip():  # installed as is, no config could ever name this key
+            raise _Failure(f"environment variable {args.secret_env} begins or ends with "
+                           "whitespace (a trailing newline?): remove it; a secret cannot "
+                           "begin or end with whitespace")
     else:
         try:
             secret = args.secret_file.read_bytes().strip()
