@@ -137,7 +137,8 @@ class KeyManager:
 
 def page_token(last: KeyRecord) -> str:
     """Where the next page of a listing starts: after this record, in (created_at, key id)
-    order, so keys created meanwhile come at the end and none is listed twice."""
+    order, so none is listed twice. A key created while a listing pages may sort before the
+    token (the same second, a random id; a replica's clock behind) and be missed: list again."""
     return f"{last.created_at}.{last.key_id}"
 
 
