@@ -301,19 +301,17 @@ quota:
 
 
 @pytest.mark.parametrize("seed", range(5))
-async def test_one_replica_batched_admits_exactly_what_exact_admits(
+async def test_one_replica_batched_never_admits_more_than_exact(
         seed: int, clock: Clock, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Hits admitted locally were charged from the sync's now, and an exact decision made
-    # while some were pending stacked them on top of it: the time between admitting and
-    # charging them was never credited, and after a burst about half the rate was admitted.
-    # With one replica a mirror sees every hit, so batched must decide as exact does.
+    # With one replica a mirror sees every hit, so nothing it admits locally may pass what
+    # exact would; after a burst with a long interval it may admit less (docs/quota.md).
     monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
     limiter = Limiter(parse_config(BATCHED_100), MemoryStore())
     assert limiter._batcher is not None
     plan = limiter.plans["p"]
     [bucket] = plan.buckets("acme", "GET", "/")
     exact, rng, start = MemoryStore(), random.Random(seed), clock.us
-    got, want = [], []
+    got, want = 0, 0
     next_sync = start + 1_000_000
     for _ in range(3000):
         # About 3x the rate, with a pause now and then: bursts, the rate and denials.
@@ -322,7 +320,52 @@ async def test_one_replica_batched_admits_exactly_what_exact_admits(
         while clock.us >= next_sync:  # the sync task's tick, driven by the fake clock
             await limiter._batcher.sync()
             next_sync += 1_000_000
-        got.append((await limiter.check(plan, "acme", "GET", "/")).admitted)
-        want.append(exact.acquire_now([bucket], 1, clock.us).admitted)
-    assert sum(want) > 500 and not all(want)  # bursts, the rate, and denials all happened
-    assert got == want
+        got += (await limiter.check(plan, "acme", "GET", "/")).admitted
+        want += exact.acquire_now([bucket], 1, clock.us).admitted
+        assert got <= want
+    assert 500 < want < 3000  # bursts, the rate, and denials all happened
+
+
+class _CallOrder(MemoryStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[str] = []
+
+    async def acquire(self, buckets: Sequence[Bucket], cost: int = 1) -> memory.Outcome:
+        self.calls.append("acquire")
+        return await super().acquire(buckets, cost)
+
+    async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
+        self.calls.append("charge")
+        return await super().charge(items)
+
+
+async def test_a_check_that_reaches_the_store_makes_one_call_not_a_charge_first(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Charging a bucket's pending hits before each store decision cost every such Check a
+    # round trip of its own on redis-py's pool: a burst of 1,000 tenants timed most of them
+    # out into the failure mode. Pending hits go with the sync only.
+    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
+    store = _CallOrder()
+    # An allowance of 10 an interval in a burst of 50: the 12th Check finds the mirror
+    # admitting, the allowance used up and 10 hits pending, and goes to the store.
+    limiter = Limiter(parse_config(BATCHED_100.replace(
+        "limits: ['100/s']", "limits: ['10/s'], burst: 50")), store)
+    plan = limiter.plans["p"]
+    for _ in range(12):
+        assert (await limiter.check(plan, "acme", "GET", "/")).admitted
+    assert store.calls == ["acquire", "acquire"]
+
+
+def test_a_mirror_with_nothing_in_flight_takes_the_stores_tat_even_behind_its_own() -> None:
+    # Kept at the larger of the two, a mirror never moved back: after a key was deleted, or
+    # Redis restarted empty, the replica kept refusing what the store admitted, for as long
+    # as the bucket took to drain (a day for a daily limit).
+    interval = BUCKET.interval_us
+    idle = Mirror(BUCKET, tat=5_000 * interval, allowance_max=10, allowance=10)
+    idle.refresh(store_tat=1_000, local=1)
+    assert idle.tat == 1_000
+    # Hits of ours not yet charged still count from where they were admitted.
+    busy = Mirror(BUCKET, tat=5_000 * interval, allowance_max=10, allowance=7, pending=3)
+    busy.refresh(store_tat=1_000, local=1)
+    assert busy.tat == 5_000 * interval

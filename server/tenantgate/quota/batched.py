@@ -48,7 +48,10 @@ class Mirror:
     def refresh(self, store_tat: int, local: int) -> None:
         """The store's tat, with the pending hits on top of it, or of their own floor when
         the store is behind it (they were admitted after what it knows)."""
-        self.tat = max(store_tat, self.floor()) + self.pending * self.bucket.interval_us
+        if self.pending or self.sending:
+            self.tat = max(store_tat, self.floor()) + self.pending * self.bucket.interval_us
+        else:  # nothing of ours in flight: the store is right, even behind us (a reset key)
+            self.tat = store_tat
         self.synced = local
 
 
@@ -138,14 +141,6 @@ class Batcher:
                 cap = allowance(bucket, interval)
                 m = self._mirrors[bucket.key] = Mirror(bucket, 0, cap, cap)
             m.refresh(outcome.now_us + state.reset_us, local)
-
-    async def flush(self, buckets: Sequence[Bucket]) -> None:
-        """Charge these buckets' pending hits before the store decides on them: a decision
-        made without them, then charged under them, would count them from now instead of
-        from when they were admitted (after a burst, half the rate was admitted)."""
-        dirty = [m for b in buckets if (m := self._mirrors.get(b.key)) is not None and m.pending]
-        if dirty:
-            await self._send(dirty)
 
     async def sync(self) -> None:
         """Charge every pending hit, CHUNK buckets per round trip; stops at the first failure

@@ -325,8 +325,6 @@ class Limiter:
     async def _from_store(self, held: tuple[Bucket, ...], cost: int, failure_mode: FailureMode,
                           batch_interval: float | None) -> Verdict:
         try:
-            if batch_interval is not None and self._batcher is not None:
-                await self._batcher.flush(held)
             outcome = await self.store.acquire(held, cost)
         except QuotaStoreUnavailable:
             return await self._failed(held, cost, failure_mode)
