@@ -72,9 +72,13 @@ class MemoryStore:
             # Still too many live buckets: forget (reset to full) those closest to full, whose
             # reset grants the least. Forgetting the least recently charged instead forgot an
             # exhausted bucket first: one that keeps denying is never charged again.
-            # Sorting the tats alone and filtering takes half the time of sorting the items.
+            # Sorting the tats alone and filtering takes half the time of sorting the items;
+            # of the buckets tied at the cutoff, the most recently charged stay.
             cutoff = sorted(live.values())[excess]
-            live = {k: t for k, t in live.items() if t >= cutoff}
+            kept = {k: t for k, t in live.items() if t > cutoff}
+            tied = [k for k, t in live.items() if t == cutoff]
+            kept.update((k, cutoff) for k in tied[len(tied) - (self._max_entries - len(kept)):])
+            live = kept
         self._tats = live
         self._sweep_at = self._next_sweep(len(live))
 
