@@ -5,16 +5,18 @@ from __future__ import annotations
 import io
 import sys
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tenantgate.backend.middleware import WSGIApp
 
 MAX_BODY_BYTES = 1024 * 1024
-# Seconds any one read or write of a client socket may take. Without it a client that sent its
-# headers and never its body (or never a next request on a kept-alive connection) held a thread
-# for ever. Envoy keeps idle upstream connections longer (an hour), but it sees the close of an
-# idle one and stops using it.
+# Seconds any one read or write of a client socket may take, and a whole body's read. Without
+# it a client that sent its headers and never its body (or never a next request on a kept-alive
+# connection) held a thread for ever; one that dripped its body a byte a second, as long. Envoy
+# keeps idle upstream connections longer (an hour), but it sees the close of an idle one and
+# stops using it.
 SOCKET_TIMEOUT_SECONDS = 60.0
 
 
@@ -27,6 +29,25 @@ class _Handler(BaseHTTPRequestHandler):
         # http.server closes the connection when a read or write times out.
         self.connection.settimeout(self.server.socket_timeout)
 
+    def _read_body(self, length: int) -> bytes:
+        """The body, within one socket timeout in all: a TimeoutError past it, which
+        http.server answers by closing the connection."""
+        deadline = time.monotonic() + self.server.socket_timeout
+        parts: list[bytes] = []
+        try:
+            while length > 0:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError("request body not received in time")
+                self.connection.settimeout(left)
+                if not (part := self.rfile.read1(length)):
+                    break  # the client closed early: the app sees a short body
+                parts.append(part)
+                length -= len(part)
+        finally:
+            self.connection.settimeout(self.server.socket_timeout)
+        return b"".join(parts)
+
     def _serve(self) -> None:
         length = self.headers.get("Content-Length", "0")
         # ASCII digits only: isdigit() alone also takes "²" (a latin-1 byte), which int() refuses.
@@ -38,7 +59,7 @@ class _Handler(BaseHTTPRequestHandler):
         if not _plain_headers(self.headers.items()):
             self.send_error(400)
             return
-        body = self.rfile.read(int(length))
+        body = self._read_body(int(length))
         status_headers: list[Any] = []
 
         def start_response(status: str, headers: list[tuple[str, str]],

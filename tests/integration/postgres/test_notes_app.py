@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import select
 import socket
 import subprocess
 import sys
@@ -148,6 +149,26 @@ def test_a_client_that_never_sends_its_body_is_disconnected(notes_db: Database) 
             socket.create_connection(server.server_address[:2], timeout=30) as conn:
         conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\n")
         assert conn.recv(64) == b""  # closed by the server, with no answer
+
+
+def test_a_client_that_drips_its_body_is_disconnected(notes_db: Database) -> None:
+    # Each read came within the socket timeout, so a byte every 0.2 s held a thread for as
+    # long as the client liked. The body as a whole now gets one timeout.
+    with serving(make_app(notes_db.dsn("app")), socket_timeout=0.5) as server, \
+            socket.create_connection(server.server_address[:2], timeout=30) as conn:
+        conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n")
+        answer = b"unsent"
+        for _ in range(100):
+            try:
+                conn.sendall(b"x")
+            except OSError:  # reset by the server
+                answer = b""
+                break
+            ready, _, _ = select.select([conn], [], [], 0.2)
+            if ready:
+                answer = conn.recv(64)
+                break
+        assert answer == b""  # closed by the server before the body was whole, with no answer
 
 
 def test_a_content_length_of_non_ascii_digits_is_a_400(base_url: str) -> None:
