@@ -293,15 +293,23 @@ class RedisStore:
 
     async def _run_charges(self, items: Sequence[Charge]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
-            # redis-py refuses scripts in cluster pipelines: one call per bucket, concurrently.
+            # redis-py refuses scripts in cluster pipelines: one call per bucket, concurrently,
+            # each with a deadline inside the whole call's: a node that hangs fails its own
+            # charges, and those its healthy peers made settle as made (under the one timeout
+            # they were all sent again, at every sync, for as long as it hung).
+            deadline = self._cfg.timeout * _CLUSTER_CALL_SHARE
             return list(await asyncio.gather(
-                *(self._client.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us,
-                                       floor)
+                *(asyncio.wait_for(self._client.evalsha(
+                    CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor), deadline)
                   for bucket, hits, floor in items), return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
         for bucket, hits, floor in items:
             pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor)
         return list(await pipe.execute(raise_on_error=False))
+
+
+# A Cluster charge's share of redis.timeout: its own deadline must pass before the whole call's.
+_CLUSTER_CALL_SHARE = 0.8
 
 
 def _store_key(cfg: RedisConfig) -> str:

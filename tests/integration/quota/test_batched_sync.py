@@ -3,10 +3,14 @@ drops them; charges count from their floor; one failed charge does not fail the 
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import Callable, Iterator
 
 import pytest
 import redis
+from redis.cluster import key_slot
 from tenantgate.config.model import Config
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.quota.batched import Batcher
@@ -14,7 +18,7 @@ from tenantgate.quota.limiter import Limiter
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.redis import RedisStore
 from tenantgate.quota.store import Bucket
-from tenantgate.testing.redis import RedisServer
+from tenantgate.testing.redis import RedisClusterServers, RedisServer
 
 MakeConfig = Callable[..., Config]
 BATCHED = """  default_plan: p
@@ -127,3 +131,53 @@ async def test_a_charge_counts_its_hits_from_the_floor_never_past_now(
         assert tat == at + day.interval_us
     finally:
         await store.close()
+
+
+async def test_on_cluster_a_hung_node_fails_only_its_own_charges(
+        redis_cluster: RedisClusterServers, make_limiter: Callable[[Config], Limiter],
+        quota_config: MakeConfig) -> None:
+    # The charges went out concurrently under one timeout: a node that hangs (no reset, so
+    # no quick refusal) timed the whole sync out although its peers had made theirs, and
+    # those were made again at every sync for as long as it hung.
+    limiter = make_limiter(quota_config("""  default_plan: p
+  plans:
+    p: {limits: ['1000/d'], mode: batched, batch_interval: 1s}
+""", redis_cluster.url))
+    await limiter.start()
+    tenants = [f"hung-node-{i}" for i in range(12)]
+    for tenant in tenants:  # each: one exact decision, then one hit pending from the mirror
+        await admitted_on(limiter, tenant, 2)
+    batcher = limiter._batcher
+    assert batcher is not None
+    hung = redis_cluster.nodes[2]
+    assert hung.pid is not None
+    os.kill(hung.pid, signal.SIGSTOP)
+    try:
+        for _ in range(3):
+            with contextlib.suppress(QuotaStoreUnavailable):
+                await batcher.sync()
+    finally:
+        os.kill(hung.pid, signal.SIGCONT)
+    client = redis.RedisCluster(host="127.0.0.1", port=redis_cluster.nodes[0].port)
+    try:
+        seconds, micros = client.time(target_nodes=client.get_primaries()[0])
+        now, interval = seconds * 1_000_000 + micros, 86_400_000_000 // 1000
+        healthy = {t: int(client.get(f"tg:{{t:{t}}}:plan:86400"))
+                   for t in tenants if _slot_node(f"tg:{{t:{t}}}:plan:86400") != 2}
+    finally:
+        client.close()
+    assert healthy  # some tenants live on the healthy nodes
+    assert {t: round((tat - now) / interval) for t, tat in healthy.items()} == {
+        t: 2 for t in healthy}  # admitted twice, charged twice: never again
+
+
+def _slot_node(key: str) -> int:
+    """Which of the three test nodes serves the key (RedisClusterServers splits the slots
+    evenly, in order)."""
+    return min(key_slot(key.encode()) // (16384 // 3), 2)
+
+
+async def admitted_on(limiter: Limiter, tenant: str, n: int) -> None:
+    plan = limiter.plan_for(tenant, None, False)
+    assert plan is not None
+    assert all([(await limiter.check(plan, tenant, "GET", "/")).admitted for _ in range(n)])
