@@ -161,9 +161,7 @@ class Batcher:
         """One round trip charging these mirrors' pending hits. What it made is settled; what
         failed stays pending and is sent again. That covers a charge made whose reply was
         lost (a timeout after the write): charged twice, which refuses more, never less."""
-        sent = [(m, m.pending, m.floor()) for m in mirrors if m.pending]  # a flush took some?
-        if not sent:
-            return
+        sent = [(m, m.pending, m.floor()) for m in mirrors]  # sync passes only mirrors with hits
         for m, n, _ in sent:
             m.pending, m.sending = 0, m.sending + n  # hits admitted meanwhile are pending anew
         try:
