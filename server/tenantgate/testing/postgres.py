@@ -7,6 +7,7 @@ import pwd
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -47,6 +48,23 @@ def _env(bin_dir: Path) -> dict[str, str]:
         env["LD_LIBRARY_PATH"] = os.pathsep.join(
             p for p in (str(lib), os.environ.get("LD_LIBRARY_PATH", "")) if p)
     return env
+
+
+# Drops to the user, then execs the command. Handing `user=`/`group=` to subprocess instead makes it
+# fork() rather than vfork(): gRPC's fork handlers then restart its poller threads in the child,
+# which can log into the child's stderr or kill it before exec (a flaky initdb failure in a test
+# process that has run a gRPC server).
+_DROP_PRIVILEGES = ("import os, sys; uid, gid = int(sys.argv[1]), int(sys.argv[2]); "
+                    "os.setgroups([]); os.setgid(gid); os.setuid(uid); "
+                    "os.execv(sys.argv[3], sys.argv[3:])")
+
+
+def as_user(owner: pwd.struct_passwd | None, args: list[str]) -> list[str]:
+    """`args` run as `owner` (unchanged when None), without subprocess forking this process."""
+    if owner is None:
+        return args
+    return [sys.executable, "-I", "-S", "-c", _DROP_PRIVILEGES,
+            str(owner.pw_uid), str(owner.pw_gid), *args]
 
 
 def _run_as() -> pwd.struct_passwd | None:
@@ -99,24 +117,23 @@ class PostgresCluster:
         try:
             if owner is not None:
                 os.chown(self._tmp, owner.pw_uid, owner.pw_gid)
-            ids = {"user": owner.pw_uid, "group": owner.pw_gid} if owner else {}
-            self._initdb(ids)
+            self._initdb(owner)
             # Our free port may be taken before postgres binds it: then a fresh one.
-            on_fresh_ports(lambda: self._serve(ids))
+            on_fresh_ports(lambda: self._serve(owner))
         except BaseException:
             self.stop()
             raise
         return self
 
-    def _initdb(self, ids: dict[str, int]) -> None:
+    def _initdb(self, owner: pwd.struct_passwd | None) -> None:
         initdb = subprocess.run(
-            [str(self.bin_dir / "initdb"), "-D", str(self.data_dir), "-U", "postgres",
-             "-A", "trust", "-E", "UTF8", "--no-locale", "-N"],
-            capture_output=True, env=_env(self.bin_dir), **ids)  # type: ignore[call-overload]
+            as_user(owner, [str(self.bin_dir / "initdb"), "-D", str(self.data_dir),
+                            "-U", "postgres", "-A", "trust", "-E", "UTF8", "--no-locale", "-N"]),
+            capture_output=True, env=_env(self.bin_dir))
         if initdb.returncode != 0:
             raise RuntimeError(f"initdb failed: {initdb.stderr.decode(errors='replace')[-800:]}")
 
-    def _serve(self, ids: dict[str, int]) -> None:
+    def _serve(self, owner: pwd.struct_passwd | None) -> None:
         self.port = free_port()
         options = {"listen_addresses": "127.0.0.1", "port": str(self.port),
                    "unix_socket_directories": "", "fsync": "off",
@@ -127,8 +144,8 @@ class PostgresCluster:
             args += ["-c", f"{name}={value}"]
         log_path = self.data_dir.parent / "server.log"
         log = open(log_path, "wb")  # noqa: SIM115 - lives as long as the server
-        self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT,
-                                      env=_env(self.bin_dir), **ids)  # type: ignore[call-overload]
+        self._proc = subprocess.Popen(as_user(owner, args), stdout=log, stderr=subprocess.STDOUT,
+                                      env=_env(self.bin_dir))
         log.close()
         self._wait_ready()
 
