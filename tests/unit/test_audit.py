@@ -242,6 +242,24 @@ def test_a_reader_that_stops_never_blocks_the_writer_and_every_line_is_kept_or_c
     assert ids == sorted(ids)  # in order, whole lines
 
 
+def test_a_closed_sink_whose_reader_never_comes_back_ends_and_counts_what_it_held(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reload closes the old sink. Its writer thread blocked in write() for good, holding the
+    # descriptor and up to MAX_QUEUED_BYTES of lines: one more of each per reload.
+    monkeypatch.setattr(sink, "CLOSED_WRITER_GRACE_SECONDS", 0.5)
+    path, reader = _stalled_fifo(tmp_path)
+    audit = AuditLog(path, sample_allow=1.0, max_lines_per_second=0)
+    before, total = lost(), 1000  # ~250 KB: several times what the pipe holds
+    for i in range(total):
+        audit.write(replace(RECORD, request_id=f"r-{i}", path="/" + "p" * 200))
+    audit.close()
+    assert audit.wait_closed(HANG_GUARD_SECONDS), "the writer still waits for its reader"
+    kept = _read_to_end(reader).decode().splitlines()  # ends: the writer closed its end
+    assert len(kept) < total
+    assert len(kept) + (lost() - before) == total
+    assert all(json.loads(line)["event"] == "check" for line in kept)  # whole lines only
+
+
 _STDOUT_WRITER = """
 import sys
 from tenantgate.observe import metrics, sink

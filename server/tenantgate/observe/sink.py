@@ -12,6 +12,7 @@ it. Now the queue fills and lines are lost and counted instead.
 from __future__ import annotations
 
 import atexit
+import errno
 import logging
 import os
 import select
@@ -19,6 +20,7 @@ import stat
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Protocol
 
 from tenantgate.observe import metrics
@@ -30,6 +32,10 @@ log = logging.getLogger("tenantgate.audit")
 # memory limit is 256Mi. ~14,000 usual lines: some 7 s of both capped classes at the default cap.
 MAX_QUEUED_BYTES = 4 * 1024 * 1024
 FLUSH_AT_EXIT_SECONDS = 2.0  # what a stalled reader may hold up the end of the process
+# What a stalled reader may keep a closed sink's thread, descriptor and queue alive: a reload
+# closes the old sink, and without an end each reload left up to MAX_QUEUED_BYTES behind.
+CLOSED_WRITER_GRACE_SECONDS = 2.0
+_POLL_MS = 200  # how often a writer waiting for its reader looks at the clock
 _BATCH_BYTES = 4096  # PIPE_BUF: a write this size reaches a pipe whole, never interleaved
 _COALESCE_SECONDS = 0.005  # lines arriving meanwhile share the writer's wake-up and write
 
@@ -46,6 +52,10 @@ def open_sink(path: str) -> Sink:
     if path == "-":
         return _stdout_sink()
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        # Our own open file description, shared with nobody: non-blocking, so that the writer
+        # waits in poll() and can give up once closed (standard output's is shared: left as is).
+        os.set_blocking(fd, False)
     return _sink_for(fd, owned=True)
 
 
@@ -90,7 +100,7 @@ class FileSink:
         written = 0
         try:
             if (written := os.write(self._fd, data)) < len(data):  # a file that just filled
-                _write_all(self._fd, data[written:], wait_writable=False)
+                _write_all(self._fd, data[written:], wait_writable=None)
             self._torn.after(data, len(data))
         except _PartialWrite as partial:
             self._torn.after(data, written + partial.written)
@@ -120,6 +130,7 @@ class QueuedSink:
         self._taken_bytes = 0
         self._wake = threading.Event()
         self._closing = False
+        self._give_up_at = float("inf")  # monotonic; set by close()
         self._full = Throttle(60.0)
         self._unwritable = Throttle(60.0)
         self._torn = _Torn()
@@ -145,7 +156,9 @@ class QueuedSink:
 
     def close(self) -> None:
         """Write what is queued, then close; returns at once (a stalled reader may never let
-        the writer finish: the process's exit waits FLUSH_AT_EXIT_SECONDS at most)."""
+        the writer finish: it gives up CLOSED_WRITER_GRACE_SECONDS after this, counting what is
+        left as lost, and the process's exit waits FLUSH_AT_EXIT_SECONDS at most)."""
+        self._give_up_at = min(self._give_up_at, time.monotonic() + CLOSED_WRITER_GRACE_SECONDS)
         self._closing = True
         self._wake.set()
 
@@ -179,12 +192,21 @@ class QueuedSink:
             self._taken_bytes += size
             data = self._torn.mend(b"".join(batch))
             try:
-                _write_all(self._fd, data, wait_writable=True)
+                _write_all(self._fd, data, wait_writable=self._wait_writable)
                 self._torn.after(data, len(data))
             except _PartialWrite as partial:
                 self._torn.after(data, partial.written)
                 lost = len(batch) - data.count(b"\n", 0, partial.written)
                 _lost(lost, "not writable", self._unwritable, exc_info=True)
+
+    def _wait_writable(self) -> bool:
+        """Until the reader makes room: True, or False once closed and past the grace."""
+        poller = select.poll()  # not select(): a descriptor past 1023 is fine here
+        poller.register(self._fd, select.POLLOUT)
+        while not poller.poll(_POLL_MS):
+            if self._closing and time.monotonic() >= self._give_up_at:
+                return False
+        return True
 
     def _say_refusals(self) -> None:
         if self._refused != self._refusals_said and self._full.ready():
@@ -216,9 +238,10 @@ class _PartialWrite(OSError):
         self.written = written
 
 
-def _write_all(fd: int, data: bytes, wait_writable: bool) -> None:
-    """`wait_writable`: on a descriptor left non-blocking (by whoever shares it), wait until
-    the reader makes room instead of losing the rest; only the writer thread may wait."""
+def _write_all(fd: int, data: bytes, wait_writable: Callable[[], bool] | None) -> None:
+    """On a non-blocking descriptor whose reader is behind, `wait_writable` waits for room
+    (False: give up, the rest is lost); without it the rest is lost at once. Only the writer
+    thread may wait."""
     written = 0
     view = memoryview(data)
     try:
@@ -226,9 +249,11 @@ def _write_all(fd: int, data: bytes, wait_writable: bool) -> None:
             try:
                 written += os.write(fd, view[written:])
             except BlockingIOError:
-                if not wait_writable:
+                if wait_writable is None:
                     raise
-                select.select([], [fd], [], 1.0)
+                if not wait_writable():
+                    raise OSError(errno.ETIMEDOUT, "the reader read nothing after the close") \
+                        from None
     except OSError as exc:
         raise _PartialWrite(exc, written) from exc
 
