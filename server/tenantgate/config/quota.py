@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, ValidationInfo, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from tenantgate.config.types import (
     Duration,
@@ -115,11 +122,27 @@ def _one_per_period(limits: list[LimitConfig]) -> list[LimitConfig]:
     return limits
 
 
+# RFC 9110 5.6.2 token, as config.model's route rules check methods (not imported from
+# there: config.model imports this module).
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def _one_method(value: str) -> str:
+    # Compared as written (upper-cased): `*` or `GET,POST` would match no request, and the
+    # rule's limits would silently never apply. Route rules refuse them alike.
+    if value == "*" or not _METHOD_TOKEN.fullmatch(value):
+        raise ValueError(f"{value!r} is not one HTTP method (leave methods out for any method)")
+    return value.upper()
+
+
+Method = Annotated[str, AfterValidator(_one_method)]
+
+
 class EndpointRule(Model):
     """Method and path pattern -> buckets of their own, on top of the plan's limits."""
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
-    methods: list[str] | None = None  # None: every method
+    methods: list[Method] | None = None  # None: every method; GET covers HEAD
     path: str = "/**"  # segments, `*` one segment, `**` the rest
     limits: list[Limit] = Field(min_length=1)
 
@@ -127,10 +150,10 @@ class EndpointRule(Model):
 
     @field_validator("methods")
     @classmethod
-    def _upper(cls, value: list[str] | None) -> list[str] | None:
+    def _at_least_one(cls, value: list[str] | None) -> list[str] | None:
         if value == []:  # would match no request: the rule's limits would never apply
             raise ValueError("list at least one method (leave methods out for any method)")
-        return [m.upper() for m in value] if value is not None else None
+        return value
 
     @field_validator("path")
     @classmethod

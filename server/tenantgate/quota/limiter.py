@@ -117,9 +117,16 @@ def compile_plan(name: str, plan: PlanConfig, default_failure: FailureMode) -> C
 
 
 def _compile_rule(rule: EndpointRule) -> CompiledRule:
-    return CompiledRule(frozenset(rule.methods) if rule.methods is not None else None,
-                        compile_path(rule.path), _specs(f"ep:{rule.name}", rule.name,
-                                                        rule.limits, None))
+    return CompiledRule(_methods(rule.methods), compile_path(rule.path),
+                        _specs(f"ep:{rule.name}", rule.name, rule.limits, None))
+
+
+def _methods(listed: list[str] | None) -> frozenset[str] | None:
+    if listed is None:
+        return None
+    # HEAD is a GET without the body (RFC 9110 9.3.2), and most frameworks run the GET handler
+    # for it: a GET limit counts HEAD too, as a GET route rule governs it (policy.py).
+    return frozenset(listed) | ({"HEAD"} if "GET" in listed else set())
 
 
 @dataclass(slots=True)  # not frozen: built per Check (see quota.store.BucketState)
