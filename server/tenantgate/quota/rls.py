@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -34,7 +35,9 @@ _MAX_DURATION_US = DURATION_MAX_SECONDS * 1_000_000
 # the store or push other tenants' buckets out of the embedded store.
 MAX_DESCRIPTORS = 64  # rate_limits entries applying to one route: real ones have a handful
 MAX_ENTRIES = 16  # actions in one rate_limits entry: real ones have one to four
-MAX_ENTRY_BYTES = 1024  # a key or value (UTF-8): a tenant, an address, a method, a short path
+# A key (UTF-8) longer than this is refused: keys come from Envoy's config, not the client. A
+# longer value (a client's header or path) is matched as sent and keyed by its digest.
+MAX_ENTRY_BYTES = 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +58,24 @@ def match(root: Node, entries: list[tuple[str, str]]) -> Node | None:
     return node
 
 
+def _key_part(value: str) -> str:
+    # Escaped, so a brace in a header value cannot move the hash tag. One too long becomes its
+    # digest: keys stay bounded, and the call is not refused (a refusal is a failure of this
+    # service to Envoy, so failure_mode_deny decided: open, a long query string dodged every
+    # limit). `#` is escaped in every value, so no value's key part reads as a digest.
+    if len(value.encode()) > MAX_ENTRY_BYTES:
+        return "#" + hashlib.sha256(value.encode()).hexdigest()
+    return quote(value, safe="")
+
+
 def descriptor_bucket(domain: str, entries: list[tuple[str, str]], limit: RlsLimit,
                       tenant_key: str) -> Bucket:
     # Hash tag: the tenant entry when there is one (one tenant's keys share a slot), else the
-    # first entry. Values are escaped so a brace in a header value cannot move the tag.
-    tag = next((v for k, v in entries if k == tenant_key), None)
-    tag = quote(tag if tag is not None else f"{entries[0][0]}={entries[0][1]}", safe="")
-    path = "|".join(f"{quote(k, safe='')}={quote(v, safe='')}" for k, v in entries)
+    # first entry (`%3D`: its `=` escaped, as the tag was before values could be digests).
+    tenant = next((v for k, v in entries if k == tenant_key), None)
+    tag = _key_part(tenant) if tenant is not None else (
+        f"{quote(entries[0][0], safe='')}%3D{_key_part(entries[0][1])}")
+    path = "|".join(f"{quote(k, safe='')}={_key_part(v)}" for k, v in entries)
     period = UNIT_SECONDS[limit.unit]
     name = limit.name or f"{domain}-{limit.unit}"
     # A limit of 0 never reaches the store (_decide_group); max() keeps the bucket valid.
@@ -119,8 +133,8 @@ def _too_big(request: Any) -> str | None:
         if len(descriptor.entries) > MAX_ENTRIES:
             return f"a descriptor has more than {MAX_ENTRIES} entries"
         for entry in descriptor.entries:
-            if max(len(entry.key.encode()), len(entry.value.encode())) > MAX_ENTRY_BYTES:
-                return f"a descriptor key or value is longer than {MAX_ENTRY_BYTES} bytes"
+            if len(entry.key.encode()) > MAX_ENTRY_BYTES:
+                return f"a descriptor key is longer than {MAX_ENTRY_BYTES} bytes"
     return None
 
 

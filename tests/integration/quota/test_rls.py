@@ -309,11 +309,10 @@ def long_text(nbytes: int) -> str:
      f"more than {MAX_DESCRIPTORS} descriptors"),
     ([descriptor(*[("tenant", "a")] * (MAX_ENTRIES + 1))],
      f"a descriptor has more than {MAX_ENTRIES} entries"),
+    # Keys come from Envoy's config; a long value is answered (test_rls_long_values.py).
     ([descriptor(("tenant", "a"), (long_text(MAX_ENTRY_BYTES + 1), "v"))],
-     f"a descriptor key or value is longer than {MAX_ENTRY_BYTES} bytes"),
-    ([descriptor(("tenant", "a")), descriptor(("tenant", long_text(MAX_ENTRY_BYTES + 1)))],
-     f"a descriptor key or value is longer than {MAX_ENTRY_BYTES} bytes"),
-], ids=["descriptors", "entries", "key_bytes", "value_bytes"])
+     f"a descriptor key is longer than {MAX_ENTRY_BYTES} bytes"),
+], ids=["descriptors", "entries", "key_bytes"])
 async def test_an_oversized_request_is_refused_counted_logged_and_charges_nothing(
         rls: object, descriptors: list[RateLimitDescriptor], problem: str,
         caplog: pytest.LogCaptureFixture) -> None:
