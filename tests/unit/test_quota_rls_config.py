@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tenantgate.cli import main
 from tenantgate.errors import ConfigError
 from tenantgate.quota.rls_config import UNIT_SECONDS, load_domains
 
@@ -142,3 +143,36 @@ def test_an_empty_or_null_value_means_any_value(tmp_path: Path, value: str) -> N
                     "    rate_limit: {unit: second, requests_per_unit: 5}\n")
     root = load_domains([str(path)])["edge"]
     assert root.child("tenant", "acme") is root.any_value["tenant"]
+
+
+def test_a_file_nested_too_deeply_is_an_error_naming_it(tmp_path: Path) -> None:
+    # Before: the YAML parser's RecursionError escaped, a traceback from check-config and serve.
+    path = tmp_path / "rl.yaml"
+    path.write_text("[" * 5000 + "\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [f"{path}: nested too deeply"]
+
+
+def test_a_file_that_is_not_utf8_is_an_error_naming_it(tmp_path: Path) -> None:
+    path = tmp_path / "rl.yaml"
+    path.write_bytes(b"domain: \xff\xfe\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [
+        f"{path}: cannot read rate-limit config: 'utf-8' codec can't decode byte 0xff in "
+        "position 8: invalid start byte"]
+
+
+def test_check_config_reports_a_deep_file_and_exits_2(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
+    (tmp_path / "rl.yaml").write_text("[" * 5000 + "\n")
+    config = tmp_path / "tenantgate.yaml"
+    config.write_text("context:\n  active_key: k1\n"
+                      "  keys: [{id: k1, secret: {fromEnv: TG_QUOTA_TEST_SECRET}}]\n"
+                      "quota:\n  enabled: true\n"
+                      "  ratelimit_service: {config_files: [rl.yaml]}\n")
+    assert main(["check-config", str(config)]) == 2
+    assert capsys.readouterr().err == f"{config}: {tmp_path / 'rl.yaml'}: nested too deeply\n"

@@ -71,13 +71,7 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
     domains: dict[str, Node] = {}
     issues: list[str] = []
     for path in paths:
-        try:
-            # Strict like the main config: a duplicate key is an error, not "the last one wins".
-            data = yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
-        except yaml.YAMLError as exc:
-            raise ConfigError([f"{path}: {yaml_problem(exc)}"]) from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([f"{path}: cannot read rate-limit config: {exc}"]) from None
+        data = _read(path)
         where = f"{path}"
         if not isinstance(data, dict) or not isinstance(data.get("domain"), str):
             issues.append(f"{where}: domain: required, a string")
@@ -89,11 +83,24 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
             issues.append(f"{where}: domain {domain!r} is defined twice")
             continue
         root = Node()
+        # Recursive, but a level here is several in the YAML parser, which stops first.
         _fill(root, data.get("descriptors") or [], f"{where}: descriptors", issues)
         domains[domain] = root
     if issues:
         raise ConfigError(issues)
     return domains
+
+
+def _read(path: str) -> Any:
+    try:
+        # Strict like the main config: a duplicate key is an error, not "the last one wins".
+        return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=_Loader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([f"{path}: {yaml_problem(exc)}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read rate-limit config: {exc}"]) from None
+    except RecursionError:  # the YAML composer and constructor recurse per nesting level
+        raise ConfigError([f"{path}: nested too deeply"]) from None
 
 
 def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
