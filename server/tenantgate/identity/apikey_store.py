@@ -18,6 +18,10 @@ _RECORD_FIELDS = ("tenant", "name", "scopes", "digest", "created_at", "expires_a
                   "revoked_at", "last_used_at", "replaces", "lifetime")
 
 
+class UnreadableKeyRecord(ValueError):
+    """A stored record with a field name or value that is not UTF-8 (a hand edit)."""
+
+
 @dataclass(frozen=True, slots=True)
 class KeyRecord:
     key_id: str
@@ -50,7 +54,10 @@ class KeyRecord:
 
     @classmethod
     def from_hash(cls, key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
-        fields = {_text(k): _text(v) for k, v in raw.items()}
+        try:
+            fields = {_text(k): _text(v) for k, v in raw.items()}
+        except UnicodeDecodeError:
+            raise UnreadableKeyRecord(key_id) from None
         if not fields.get("digest") or not fields.get("tenant"):
             return None  # absent, or a half-written record: treated as unknown
         return cls(key_id=key_id, tenant=fields["tenant"], name=fields.get("name", ""),
@@ -107,7 +114,7 @@ class ApiKeyStore:
             for key_id in key_ids:
                 pipe.hgetall(_KEY.format(key_id))
             raws = await pipe.execute()
-        records = (KeyRecord.from_hash(k, raw) for k, raw in zip(key_ids, raws, strict=True))
+        records = (_listable(k, raw) for k, raw in zip(key_ids, raws, strict=True))
         return sorted((r for r in records if r is not None), key=lambda r: (r.created_at, r.key_id))
 
     async def add_usage(self, increments: Mapping[tuple[str, str], int],
@@ -168,6 +175,15 @@ class ApiKeyStore:
 # KEYS[1] the key record hash; ARGV[1] field, ARGV[2] value. Sets the field only if the hash exists.
 _SET_IF_EXISTS = ("if redis.call('EXISTS', KEYS[1]) == 1 then "
                   "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0")
+
+
+def _listable(key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
+    # One record a hand edit broke must not fail the tenant's whole listing; it works for
+    # no request either, so it is left out like a half-written one.
+    try:
+        return KeyRecord.from_hash(key_id, raw)
+    except UnreadableKeyRecord:
+        return None
 
 
 def _text(value: Any) -> str:

@@ -19,11 +19,12 @@ from redis.exceptions import RedisError
 
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable
-from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord
+from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord, UnreadableKeyRecord
 from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
 from tenantgate.observe.audit import AuditLog
 from tenantgate.observe.metrics import OTHER_TENANT
+from tenantgate.observe.throttle import Throttle
 from tenantgate.tenancy import API_KEY_ISSUER
 
 if TYPE_CHECKING:
@@ -104,6 +105,7 @@ class ApiKeys:
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.subscribed = asyncio.Event()  # set while the revocation channel is live
+        self._unreadable_said = Throttle(60.0)
 
     # -- verification -----------------------------------------------------------------------
 
@@ -139,18 +141,29 @@ class ApiKeys:
             self._cache.move_to_end(key_id)
             return cached[0]
         generation = self._generation
-        try:
-            record = await self.store.get(key_id)
-        except (RedisError, OSError):
-            APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE).inc()
-            # Fail closed (503): a cached record past its TTL may have been revoked since.
-            raise ApiKeyStoreUnavailable("API-key store unavailable") from None
+        record = await self._read(key_id)
         if generation == self._generation:
             self._cache[key_id] = (record, now)
             self._cache.move_to_end(key_id)
             while len(self._cache) > self.cfg.cache_entries:
                 self._cache.popitem(last=False)
         return record
+
+    async def _read(self, key_id: str) -> KeyRecord | None:
+        try:
+            return await self.store.get(key_id)
+        except (RedisError, OSError):
+            APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE).inc()
+            # Fail closed (503): a cached record past its TTL may have been revoked since.
+            raise ApiKeyStoreUnavailable("API-key store unavailable") from None
+        except UnreadableKeyRecord:
+            # A hand edit left bytes that are not UTF-8: the key cannot be checked, so it is
+            # refused as an unknown one is (the same 401), and cached as one. The operator
+            # learns which from the log, not from a traceback on every request.
+            if self._unreadable_said.ready():
+                log.warning("API key record %s is not UTF-8: refused as unknown until fixed",
+                            key_id)
+            return None
 
     def invalidate(self, key_id: str | None = None) -> None:
         """Drop one cached key, or all of them (after a lost subscription)."""
