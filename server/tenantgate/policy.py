@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
-from tenantgate.config.paths import NOT_NORMALIZED, fold
+from tenantgate.config.paths import NOT_NORMALIZED, fold, fold_request_path
 from tenantgate.config.types import PATH_ESCAPABLE
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
@@ -146,8 +146,14 @@ def _first_route(table: RouteTable, method: str, path: str, tenant_id: str) -> R
             table.ambiguous_escapes is not None and table.ambiguous_escapes.search(path)):
         return None
     parts = path.strip("/").split("/")
-    folded_path = fold(path)
+    folded_path = fold_request_path(path)
+    if folded_path is None:
+        return None
     folded = folded_path.strip("/").split("/")
+    if len(folded) != len(parts):
+        # Literals are compared in `folded`, a `{tenant}` binds from `parts`: they must be
+        # the same segments (fold_request_path already refuses what would split one).
+        return None
     for route in table.routes:
         bound = route.match(method, folded_path, parts, folded, tenant_id)
         if bound is not False:

@@ -305,3 +305,14 @@ def test_a_context_ttl_under_five_seconds_is_refused(ttl: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text)
     assert caught.value.issues == ["context.ttl: Input should be greater than or equal to 5"]
+
+
+@pytest.mark.parametrize("route", ["{path_prefix: '/a%EF%BC%8Fb', action: deny}",
+                                   "{path: '/files/%E2%80%A5/x', action: deny}"],
+                         ids=["fullwidth-solidus", "two-dot-leader"])
+def test_a_route_escaping_what_folds_into_path_syntax_is_refused(route: str) -> None:
+    # Check refuses a path holding such an escape (config.paths): the rule would never apply.
+    assert route_issues(route) == [
+        "policy.routes[1]: an escaped character here folds (NFKC) into path syntax (`/`, `.`, "
+        "`..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a path, so the rule would never "
+        "apply"]

@@ -9,6 +9,7 @@ from typing import Literal
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
+from tenantgate.config.paths import fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import (
     ByteSize,
@@ -255,6 +256,11 @@ class RouteConfig(Model):
                 raise ValueError(f"segment {segment!r}: *, ** and {{tenant}} stand for whole "
                                  "segments")
         as_envoy_passes(target)
+        if fold_request_path(target) is None:
+            # Check refuses such a path (config.paths): the rule would never apply.
+            raise ValueError("an escaped character here folds (NFKC) into path syntax (`/`, "
+                             "`.`, `..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a "
+                             "path, so the rule would never apply")
         if self.methods == []:
             raise ValueError("methods: list at least one (leave methods out for any method)")
         for method in self.methods or ():

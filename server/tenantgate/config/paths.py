@@ -31,5 +31,39 @@ def fold(path: str) -> str:
     `a` compare as `a` too."""
     if "%" not in path:
         return path.lower()
-    return "/".join(unicodedata.normalize("NFKC", unquote(part)).casefold()
-                    if "%" in part else part.lower() for part in path.split("/"))
+    return "/".join(_fold_escaped(unquote(part)) if "%" in part else part.lower()
+                    for part in path.split("/"))
+
+
+def fold_request_path(path: str) -> str | None:
+    """fold(path), or None when folding would make path syntax of an escaped character: NFKC
+    turns U+FF0F (fullwidth solidus) into `/`, U+2025 into `..`, U+FF0E into `.`, others into
+    `\\`, `?`, `#`, `;` or `%`. The folded path would then have other segments than the path
+    as sent, which the `{tenant}` binding reads (`/tenants%EF%BC%8Fvictim%EF%BC%8Fnotes` folds
+    to `/tenants/victim/notes`: one segment sent, three compared), and a backend that
+    normalizes Unicode would see them too. Such a path is refused."""
+    if "%" not in path:
+        return path.lower()
+    folded = []
+    for part in path.split("/"):
+        if "%" not in part:
+            folded.append(part.lower())
+            continue
+        decoded = unquote(part)
+        segment = _fold_escaped(decoded)
+        # Compared with the decoded segment: `%25` and `%3F` are a `%` and a `?` as sent
+        # (a file name may hold them), not something folding made.
+        if segment in (".", "..") or any(
+                segment.count(char) != decoded.count(char) for char in _PATH_SYNTAX):
+            return None
+        folded.append(segment)
+    return "/".join(folded)
+
+
+# What a segment must not gain by folding: separators, and what ends a path or begins a
+# segment's parameters or an escape, which a backend normalizing Unicode would read as such.
+_PATH_SYNTAX = "/\\?#;%"
+
+
+def _fold_escaped(decoded: str) -> str:
+    return unicodedata.normalize("NFKC", decoded).casefold()
