@@ -271,7 +271,7 @@ def route_issues(route: str) -> list[str]:
 
 
 @pytest.mark.parametrize("route", [
-    "{path: '/tenants/{tenant}/**'}", "{path: '/a/*/b'}", "{path: /}", "{path: '/**'}",
+    "{path: '/orgs/{tenant}/**'}", "{path: '/a/*/b'}", "{path: /}", "{path: '/**'}",
     "{path_prefix: /admin/}", "{path: /a, methods: [GET]}"])
 def test_route_patterns_as_documented_still_pass(route: str) -> None:
     assert route_issues(route) == []
@@ -316,3 +316,48 @@ def test_a_route_escaping_what_folds_into_path_syntax_is_refused(route: str) -> 
         "policy.routes[1]: an escaped character here folds (NFKC) into path syntax (`/`, `.`, "
         "`..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a path, so the rule would never "
         "apply"]
+
+
+def policy_issues(*routes: str) -> list[str]:
+    listed = "".join(f"    - {route}\n" for route in routes)
+    text = (FIXTURES / "valid.yaml").read_text().replace(
+        "    - path: /tenants/{tenant}/**\n", listed)
+    try:
+        parse_config(text)
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
+@pytest.mark.parametrize("routes", [
+    # The first match wins: GET /api/admin/users was allowed by rule 0.
+    ("{path_prefix: /api}", "{path_prefix: /api/admin, action: deny}"),
+    ("{path_prefix: /API/}", "{path_prefix: /api, methods: [DELETE], action: deny}"),
+    ("{path: '/api/**'}", "{path_prefix: /api/admin, action: deny}"),
+    ("{path_prefix: /api, methods: [GET, POST]}", "{path_prefix: /api/admin, methods: [post]}"),
+    ("{path_prefix: /reports, methods: [GET]}", "{path_prefix: /reports, methods: [HEAD]}"),
+    ("{path_prefix: /tenants}", "{path: '/tenants/{tenant}/**'}"),  # no 404 across tenants
+    ("{path_prefix: /}", "{path: '/*/x'}"),
+    ("{path: '/t/{tenant}/*'}", "{path: '/t/{tenant}/*', methods: [GET], action: deny}"),
+], ids=["prefix-under-prefix", "same-prefix-other-case", "double-star-as-prefix",
+        "fewer-methods", "head-after-get", "tenant-pattern-under-prefix", "everything",
+        "identical-patterns"])
+def test_a_route_an_earlier_route_always_takes_is_refused(routes: tuple[str, str]) -> None:
+    assert policy_issues("{path: /health}", *routes) == [
+        "policy.routes[2]: never applies: routes[1] comes first and matches every method and "
+        "path this rule does (the first matching rule applies): put this rule before it"]
+
+
+@pytest.mark.parametrize("routes", [
+    ("{path_prefix: /api/admin, action: deny}", "{path_prefix: /api}"),
+    ("{path_prefix: /api}", "{path_prefix: /apix}"),
+    ("{path_prefix: /api, methods: [GET]}", "{path_prefix: /api/admin, action: deny}"),
+    ("{path_prefix: /api, methods: [GET]}", "{path_prefix: /api, methods: [GET, DELETE]}"),
+    ("{path: '/api/*'}", "{path_prefix: /api/admin, action: deny}"),  # not /api/admin/x
+    ("{path: '/t/*/x'}", "{path: '/t/a/x', action: deny}"),  # possibly covered: not flagged
+    ("{path_prefix: /api/admin}", "{path: '/api/*/users'}"),
+    ("{path: /api}", "{path_prefix: /api}"),
+], ids=["narrow-first", "longer-name", "other-methods", "more-methods", "single-star",
+        "wildcard-pattern", "pattern-beyond-prefix", "exact-then-prefix"])
+def test_routes_an_earlier_route_does_not_always_take_still_pass(routes: tuple[str, str]) -> None:
+    assert policy_issues(*routes) == []

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationInfo, field_validator, model_validator
+from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
-from tenantgate.config.paths import fold_request_path
+from tenantgate.config.paths import fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import (
     ByteSize,
@@ -32,6 +33,13 @@ DEFAULT_TENANT_PATTERN = r"^[a-z0-9_-]{1,63}$"
 # clean and then deny that tenant's every request.
 FORBIDDEN_TENANT_CHARS = ("\x00\t\n\r\x0b\x0c \"'`,;\\\x7f"
                           "\u00e9\u00df\u0430\u03b1\u4e2d\uff21\u00a0\u2028\ufeff")
+
+
+def error_at(loc: tuple[int | str, ...], message: str) -> ValidationError:
+    """A check across the items of a field, located at one of them: pydantic puts the
+    validated field's own path before `loc` (`policy.routes[1]`, not `policy.routes`)."""
+    return ValidationError.from_exception_data("Config", [
+        {"type": "value_error", "loc": loc, "input": None, "ctx": {"error": ValueError(message)}}])
 
 
 class ListenConfig(Model):
@@ -274,6 +282,69 @@ class RouteConfig(Model):
 class PolicyConfig(Model):
     routes: list[RouteConfig] = Field(default_factory=list)
     default_action: Literal["allow", "deny"] = "allow"  # when no route rule matches
+
+    @field_validator("routes")
+    @classmethod
+    def _none_shadowed(cls, routes: list[RouteConfig]) -> list[RouteConfig]:
+        # The first matching rule applies: a rule whose every request an earlier rule takes
+        # never does (a deny for /api/admin after an allow for /api let /api/admin through).
+        for i, later in enumerate(routes):
+            for j, earlier in enumerate(routes[:i]):
+                if _methods_cover(earlier, later) and _path_covers(earlier, later):
+                    raise error_at((i,), f"never applies: routes[{j}] comes first and matches "
+                                         "every method and path this rule does (the first "
+                                         "matching rule applies): put this rule before it")
+        return routes
+
+
+# Only what is provably covered is refused (prefix under prefix, a pattern whose literal
+# leading segments lie under a prefix, identical patterns); anything else passes.
+def _methods_cover(earlier: RouteConfig, later: RouteConfig) -> bool:
+    if earlier.methods is None:
+        return True
+    if later.methods is None:
+        return False
+    taken = {m.upper() for m in earlier.methods}
+    if "GET" in taken:
+        taken.add("HEAD")  # policy: a GET rule governs HEAD too
+    return {m.upper() for m in later.methods} <= taken
+
+
+def _path_covers(earlier: RouteConfig, later: RouteConfig) -> bool:
+    prefix = _as_prefix(earlier)
+    if prefix is None:
+        return _folded_segments(earlier) == _folded_segments(later)
+    # Every path `later` matches begins with its literal part, followed by `/` or nothing.
+    if later.path_prefix is not None:
+        literal = fold(later.path_prefix).rstrip("/")
+    else:
+        leading = itertools.takewhile(lambda s: s not in _PLACEHOLDERS, _segments(later))
+        literal = "".join("/" + fold(segment) for segment in leading)
+    return prefix == "" or literal == prefix or literal.startswith(prefix + "/")
+
+
+def _as_prefix(route: RouteConfig) -> str | None:
+    """The folded, segment-aware prefix (no trailing `/`) whose paths, and only those, the
+    route matches: a path_prefix, or a pattern of literal segments ending in `**`."""
+    if route.path_prefix is not None:
+        return fold(route.path_prefix).rstrip("/")
+    *leading, last = _segments(route)
+    if last != "**" or any(s in _PLACEHOLDERS for s in leading):
+        return None
+    return "".join("/" + fold(segment) for segment in leading)
+
+
+_PLACEHOLDERS = ("*", "**", "{tenant}")
+
+
+def _segments(route: RouteConfig) -> list[str]:
+    return (route.path or "").strip("/").split("/")
+
+
+def _folded_segments(route: RouteConfig) -> tuple[str, ...] | None:
+    if route.path is None:
+        return None
+    return tuple(s if s in _PLACEHOLDERS else fold(s) for s in _segments(route))
 
 
 class ContextKey(Model):
