@@ -21,7 +21,8 @@ from tenantgate.identity.jwks import FAILED_FETCH_BACKOFF, KeySet
 from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.keys import fits, prepare
 from tenantgate.identity.model import NOT_A_STRING, Identity
-from tenantgate.identity.token_cache import TokenCache
+from tenantgate.identity.rejected_tokens import RejectedTokens
+from tenantgate.identity.token_cache import TokenCache, token_key
 from tenantgate.testing import tokens
 from tenantgate.testing.check import DevIssuer
 
@@ -511,3 +512,165 @@ async def test_inline_keys_get_no_refresh_loop(idp: DevIssuer) -> None:
     assert await keys.find("k1", "RS256") != [] and fake.fetches == 0
     assert not any(not t.done() for t in asyncio.all_tasks()
                    if t is not asyncio.current_task())
+
+
+async def test_a_moved_jwks_uri_is_discovered_again_after_a_failed_fetch(idp: DevIssuer) -> None:
+    """With discovery, the first jwks_uri was kept for good: once the IdP moved its keys (the
+    old URL 404s), every fetch failed, and past max_stale every token got 503 until a restart."""
+    jwks_uri = {"now": "https://idp.test/old.json"}
+    asked: list[str] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/.well-known/openid-configuration":
+            return httpx.Response(200, json={"issuer": "https://idp.test",
+                                             "jwks_uri": jwks_uri["now"]})
+        if str(request.url) == jwks_uri["now"]:
+            return httpx.Response(200, json={"keys": idp.jwks(["k1"])},
+                                  headers={"cache-control": "max-age=60"})
+        return httpx.Response(404)
+
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True, "max_stale": "600s"}})
+    clock = Clock()
+    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock)
+    await keys.start()
+    jwks_uri["now"] = "https://idp.test/new.json"
+    clock.now += 60 + 600  # past max_stale: the next find must fetch
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")  # the old URL 404s
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")  # backing off: no fetch, no discovery
+    clock.now += FAILED_FETCH_BACKOFF
+    assert await keys.find("k1", "RS256") != []
+    discovery = "/.well-known/openid-configuration"
+    assert asked == [discovery, "/old.json", "/old.json", discovery, "/new.json"]
+    await keys.close()
+
+
+@pytest.mark.parametrize("max_stale", ["600s", "0s"], ids=["in-background", "waited-for"])
+async def test_keys_stale_as_soon_as_fetched_are_not_refetched_on_every_request(
+        idp: DevIssuer, max_stale: str) -> None:
+    """min_ttl 0 with an IdP answering no-cache made keys stale as soon as fetched: every Check
+    started a fetch (one it waited for with max_stale 0), so the IdP saw one per request per
+    replica."""
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "no-cache"), Clock()
+    keys = keyset(fake, clock, min_ttl="0s", max_stale=max_stale)
+    await keys.start()
+    for round_ in range(1, 4):
+        for _ in range(100):
+            assert await keys.find("k1", "RS256") != []
+            await settle()
+        assert fake.fetches == round_  # start-up, then one per MIN_REFRESH_WAIT
+        clock.now += jwks_module.MIN_REFRESH_WAIT
+    await keys.close()
+
+
+@pytest.mark.parametrize("cache_control, age, fresh_for", [
+    ("max-age=3600", "3500", 100), ("max-age=3600", "4000", 60), ("max-age=120", "0", 120),
+    ("max-age=3600", "abc", 3600), ("max-age=120", "-5", 120), ("max-age=120", "1.5", 120),
+    ("max-age=3600", ["3500", "10"], 3600), ("max-age=3600", "9" * 5000, 60),
+    (None, "100", 300),
+], ids=["age-subtracted", "age-past-max-age", "age-zero", "age-malformed", "age-negative",
+        "age-fraction", "two-ages", "age-huge", "no-max-age"])
+async def test_the_age_a_cache_used_up_is_subtracted_from_max_age(
+        idp: DevIssuer, cache_control: str | None, age: str | list[str],
+        fresh_for: float) -> None:
+    """RFC 9111 4.2.3: a CDN's max-age=3600 with Age: 3500 leaves 100 s, not 3600 (then the
+    min_ttl/max_ttl clamp); an Age that is not one whole number is ignored."""
+    fetches: list[int] = []
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        fetches.append(1)
+        ages = [age] if isinstance(age, str) else age
+        headers = [("age", a) for a in ages]
+        headers += [("cache-control", cache_control)] if cache_control else []
+        return httpx.Response(200, json={"keys": idp.jwks(["k1"])}, headers=headers)
+
+    clock = Clock()
+    cfg = keyset(FakeIdP([]), clock)._issuer
+    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock)
+    await keys.start()
+    clock.now += fresh_for - 0.5
+    assert await keys.find("k1", "RS256") != []
+    await settle()
+    assert len(fetches) == 1, "refreshed before the key set went stale"
+    clock.now += 1
+    assert await keys.find("k1", "RS256") != []
+    await settle()
+    assert len(fetches) == 2, "not refreshed once stale"
+    await keys.close()
+
+
+async def test_a_key_replaced_under_its_kid_is_found_by_a_refetch(idp: DevIssuer) -> None:
+    """RFC 7517 4.5 only says kids SHOULD differ: an IdP that put a new key behind k1 had its
+    new tokens refused as bad signatures, without a refetch, until the next scheduled refresh
+    (a day, with max-age=86400)."""
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=86400"), Clock()
+    keys = keyset(fake, clock, max_ttl="1d")
+    await keys.start()
+    verifier = JwtVerifier([keys._issuer], {"idp": keys})
+    replacement = DevIssuer(issuer=idp.issuer, kid="k1")
+    fake.keys = replacement.jwks(["k1"])
+    assert isinstance(await verifier.verify(replacement.token(), time.time()), Identity)
+    assert fake.fetches == 2
+    await keys.close()
+
+
+async def test_forged_signatures_under_a_known_kid_refetch_at_most_once_per_interval(
+        idp: DevIssuer) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=86400"), Clock()
+    keys = keyset(fake, clock, max_ttl="1d")
+    await keys.start()
+    verifier = JwtVerifier([keys._issuer], {"idp": keys})
+    forger = DevIssuer(issuer=idp.issuer, kid="k1")
+    for n in range(200):
+        forged = forger.token(subject=f"user-{n}")
+        assert await verifier.verify(forged, time.time()) == Reason.BAD_SIGNATURE
+    assert fake.fetches == 2  # start-up + one refetch
+    clock.now += 30  # refetch_interval
+    for _ in range(200):
+        assert await verifier.verify(forger.token(), time.time()) == Reason.BAD_SIGNATURE
+    assert fake.fetches == 3
+    await keys.close()
+
+
+async def check_bearer(verifier: JwtVerifier, rejected: RejectedTokens,
+                       token: str) -> Identity | Reason:
+    """What the identity stage does with a token the token cache does not hold."""
+    key, now = token_key(token), time.time()
+    if (reason := rejected.get(key, now)) is not None:
+        return reason
+    revision = rejected.keys_revision()
+    verified = await verifier.verify(token, now)
+    if isinstance(verified, Reason):
+        rejected.put(key, verified, now, revision)
+    return verified
+
+
+async def test_a_bad_signature_is_not_remembered_while_its_refetch_is_refused(
+        idp: DevIssuer) -> None:
+    """A token signed by a key just put behind a known kid, refused while the refetch was rate
+    limited, was remembered as a bad signature: its retries were refused from the rejected-token
+    cache, never verified again, so never refetched, even once the interval allowed it."""
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=86400"), Clock()
+    keys = keyset(fake, clock, max_ttl="1d")
+    await keys.start()
+    verifier = JwtVerifier([keys._issuer], {"idp": keys})
+    rejected = RejectedTokens(100, 3600.0, [keys])
+    forged = DevIssuer(issuer=idp.issuer, kid="k1").token()
+    assert await check_bearer(verifier, rejected, forged) == Reason.BAD_SIGNATURE
+    assert fake.fetches == 2  # its refetch ran and changed nothing: remembered
+    assert rejected.get(token_key(forged), time.time()) == Reason.BAD_SIGNATURE
+
+    replacement = DevIssuer(issuer=idp.issuer, kid="k1")
+    fake.keys = replacement.jwks(["k1"])
+    token = replacement.token()
+    assert await check_bearer(verifier, rejected, token) == Reason.BAD_SIGNATURE
+    assert fake.fetches == 2  # within refetch_interval: refused
+    assert rejected.get(token_key(token), time.time()) is None
+    clock.now += 30
+    assert isinstance(await check_bearer(verifier, rejected, token), Identity)
+    assert fake.fetches == 3
+    await keys.close()

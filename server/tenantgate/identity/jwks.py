@@ -1,7 +1,8 @@
 """An issuer's JWKS: fetched off the event loop's critical path, cached within Cache-Control
-bounds, refreshed when that expires, refetched at a bounded rate for unknown key ids,
-stale-if-error up to a limit; a generation count tells the token cache when keys went away,
-a revision count tells the rejected-token cache when they changed at all."""
+bounds (less Age), refreshed when that expires, refetched at a bounded rate for keys it may not
+have yet, stale-if-error up to a limit, a discovered URL discovered again after a failure; a
+generation count tells the token cache when keys went away, a revision count tells the
+rejected-token cache when they changed at all."""
 
 from __future__ import annotations
 
@@ -26,9 +27,12 @@ from tenantgate.observe.throttle import Throttle
 log = logging.getLogger("tenantgate.jwks")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
+_DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9111 1.2.2: the Age header's only valid form
 MAX_JWKS_BYTES = 512 * 1024
 FAILED_FETCH_BACKOFF = 1.0  # seconds
-MIN_REFRESH_WAIT = 1.0  # seconds between the keep-fresh loop's attempts, whatever the TTL says
+# Seconds between the keep-fresh loop's attempts, and between refreshes a request starts,
+# whatever the TTL says (min_ttl 0 with `no-cache` makes keys stale as soon as fetched).
+MIN_REFRESH_WAIT = 1.0
 
 
 class FetchFailed(Exception):
@@ -51,6 +55,7 @@ class KeySet:
         self._fresh_until = 0.0  # refresh in the background after this
         self._usable_until = 0.0  # past this (fresh + max_stale) keys are no longer trusted
         self._last_unknown_kid_fetch = -float("inf")
+        self._last_fetch_started = -float("inf")
         self._next_attempt = -float("inf")  # after a failed fetch, callers wait this out
         self._inflight: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
@@ -60,6 +65,10 @@ class KeySet:
         self._distrusted = False  # past _usable_until with no fetch since: generation moved
         self.revision = 0  # counts fetches that changed the keys at all (added ones too)
         self._fingerprints: frozenset[str] = frozenset()
+        # A refetch was wanted but refused (rate limit) or failed, and no fetch has succeeded
+        # since: the keys may be behind the issuer's, so a bad signature may be fixed by the
+        # next fetch and must not be remembered as final (the rejected-token cache reads it).
+        self.refetch_owed = False
         self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
     async def start(self) -> None:
@@ -97,14 +106,15 @@ class KeySet:
         return keys or await self.refetched(key_id, algorithm)
 
     async def refetched(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
-        """Candidates after a fetch for a key the set may not have yet (a new `kid`, or a token
-        without one that no known key verifies); [] when the per-interval bound allows no
-        fetch now or the fetch fails."""
+        """Candidates after a fetch for a key the set may not have yet (a new `kid`, a token
+        without one that no known key verifies, or a known `kid` whose key may have been
+        replaced); [] when the per-interval bound allows no fetch now or the fetch fails."""
         if not self._may_refetch_for_unknown_kid(self._clock()):
             return []
         try:
             await self.refresh()
         except FetchFailed:
+            self.refetch_owed = True
             return []
         return self._lookup(key_id, algorithm)
 
@@ -118,6 +128,7 @@ class KeySet:
         if self._cfg.file is not None or self._cfg.inline is not None:
             return False
         if now - self._last_unknown_kid_fetch < self._cfg.refetch_interval:
+            self.refetch_owed = True
             return False
         self._last_unknown_kid_fetch = now
         return True
@@ -133,8 +144,9 @@ class KeySet:
 
     def _refresh_in_background(self) -> None:
         # Also after a failed fetch: while stale keys still serve, an IdP that is down must
-        # not get one fetch per request.
-        if self._clock() < self._next_attempt:
+        # not get one fetch per request; nor one that marks its keys stale at once.
+        now = self._clock()
+        if now < self._next_attempt or now - self._last_fetch_started < MIN_REFRESH_WAIT:
             return
         if self._inflight is None or self._inflight.done():
             self._track(asyncio.ensure_future(self._refresh_quietly()))
@@ -150,6 +162,7 @@ class KeySet:
     async def refresh(self) -> None:
         """Fetch now, sharing one in-flight fetch between all callers (single flight)."""
         if self._inflight is None or self._inflight.done():
+            self._last_fetch_started = self._clock()
             self._inflight = asyncio.ensure_future(self._fetch())
         await asyncio.shield(self._inflight)
 
@@ -162,6 +175,7 @@ class KeySet:
             self._distrust_if_past_max_stale()
             raise
         self._distrusted = False
+        self.refetch_owed = False
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
             self._keys = keys
@@ -177,7 +191,9 @@ class KeySet:
                       self._cfg.min_ttl), self._cfg.max_ttl)
         now = self._clock()
         self._fresh_until = now + ttl
-        self._usable_until = now + ttl + self._cfg.max_stale
+        # Usable for MIN_REFRESH_WAIT at least: with ttl and max_stale 0 every Check would
+        # wait for a fetch of its own.
+        self._usable_until = now + max(ttl + self._cfg.max_stale, MIN_REFRESH_WAIT)
 
     def _distrust_if_past_max_stale(self) -> None:
         # find() refuses new tokens once the keys are past max_stale; tokens verified earlier
@@ -198,7 +214,15 @@ class KeySet:
             return await asyncio.to_thread(_read_file, Path(self._cfg.file)), None
         if self._jwks_url is None:
             self._jwks_url = await self._discover()
-        return await self._get_jwks(self._jwks_url)
+        try:
+            return await self._get_jwks(self._jwks_url)
+        except FetchFailed:
+            # The IdP may have moved its keys (a new jwks_uri, the old one 404s): discover
+            # again on the next attempt, after the backoff. Only after a failure: while the
+            # URL works this costs no request, where discovering on every refresh doubles them.
+            if self._cfg.url is None:
+                self._jwks_url = self._etag = None  # an ETag is only good for its own URL
+            raise
 
     async def _discover(self) -> str:
         url = self._issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"
@@ -223,7 +247,7 @@ class KeySet:
     async def _get_jwks(self, url: str) -> tuple[dict[str, Any] | None, float | None]:
         headers = {"if-none-match": self._etag} if self._etag and self._keys else {}
         response, body = await self._get(url, headers)
-        max_age = _max_age(response.headers.get("cache-control", ""))
+        max_age = _freshness(response.headers)
         if response.status_code == 304:
             return None, max_age
         try:
@@ -286,6 +310,17 @@ def _fingerprints(document: dict[str, Any]) -> frozenset[str]:
 
 def _scheme_ok(url: str, cfg: JwksConfig) -> bool:
     return url.startswith("https://") or (cfg.allow_insecure_http and url.startswith("http://"))
+
+
+def _freshness(headers: httpx.Headers) -> float | None:
+    """Seconds the response stays fresh, or None without max-age: max-age less the Age a cache
+    on the way has already used up (RFC 9111 4.2.3; a CDN's max-age=3600 with Age: 3500 has
+    100 s left). An Age that is not one whole number (malformed, or two of them) is ignored."""
+    max_age = _max_age(headers.get("cache-control", ""))
+    age = headers.get("age", "")
+    if max_age is None or not _DELTA_SECONDS.fullmatch(age):
+        return max_age
+    return max(max_age - float(age), 0.0)  # float(): a 5000-digit Age is inf, not a ValueError
 
 
 def _max_age(cache_control: str) -> float | None:

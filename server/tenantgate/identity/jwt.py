@@ -117,11 +117,13 @@ class JwtVerifier:
             return Reason.UNKNOWN_KEY
         signing_input = f"{header_b64}.{payload_b64}".encode("ascii")
         if not _verified(keys, signing_input, signature):
-            if "kid" in header or header["alg"] in HMAC_ALGORITHMS:
+            if header["alg"] in HMAC_ALGORITHMS:
                 return Reason.BAD_SIGNATURE
-            # Without a kid, a key the IdP has just published looks like a bad signature; the
-            # unknown-kid refetch (one per interval) is how it is found before the next refresh.
-            keys = await self._keysets[issuer.name].refetched(None, header["alg"])
+            # A key the IdP has just published looks like a bad signature: without a kid, or
+            # under a kid whose key it replaced (RFC 7517 4.5: kids only SHOULD differ). The
+            # unknown-kid refetch (one per interval, whatever the tokens say) is how it is
+            # found before the next refresh; verified once more only when it ran.
+            keys = await self._keysets[issuer.name].refetched(header.get("kid"), header["alg"])
             if not _verified(keys, signing_input, signature):
                 return Reason.BAD_SIGNATURE
         return _identity(issuer, header, claims, now)
