@@ -318,15 +318,20 @@ def test_a_route_escaping_what_folds_into_path_syntax_is_refused(route: str) -> 
         "apply"]
 
 
-def policy_issues(*routes: str) -> list[str]:
-    listed = "".join(f"    - {route}\n" for route in routes)
-    text = (FIXTURES / "valid.yaml").read_text().replace(
-        "    - path: /tenants/{tenant}/**\n", listed)
+def replaced_issues(old: str, new: str) -> list[str]:
+    """The issues of the base fixture with `old` replaced by `new`."""
+    text = (FIXTURES / "valid.yaml").read_text()
+    assert old in text
     try:
-        parse_config(text)
+        parse_config(text.replace(old, new))
     except ConfigError as exc:
         return exc.issues
     return []
+
+
+def policy_issues(*routes: str) -> list[str]:
+    return replaced_issues("    - path: /tenants/{tenant}/**\n",
+                           "".join(f"    - {route}\n" for route in routes))
 
 
 @pytest.mark.parametrize("routes", [
@@ -361,3 +366,39 @@ def test_a_route_an_earlier_route_always_takes_is_refused(routes: tuple[str, str
         "wildcard-pattern", "pattern-beyond-prefix", "exact-then-prefix"])
 def test_routes_an_earlier_route_does_not_always_take_still_pass(routes: tuple[str, str]) -> None:
     assert policy_issues(*routes) == []
+
+
+@pytest.mark.parametrize(("registry", "key"), [
+    ("    ACME: {}\n", "ACME"), ("    \"a b\": {}\n", "a b"), ("    x: {}\n", None),
+    ("    \"acme\\x01\": {}\n", "acme\x01"),
+], ids=["upper-case", "space", "admitted", "control-character"])
+def test_a_registry_tenant_the_pattern_never_admits_is_refused(
+        registry: str, key: str | None) -> None:
+    # tenancy refuses such an id before the registry is read: the entry could never apply.
+    found = replaced_issues("tenants:\n  registry:\n",
+                            f"tenants:\n  pattern: '^[a-z\\x01]+$'\n  registry:\n{registry}")
+    assert found == ([] if key is None else [
+        f"tenants.registry.{key}: tenants.pattern does not admit this tenant id, so no request "
+        "could ever act for it"])
+
+
+def issuer_tenants_issues(tenants: str) -> list[str]:
+    return replaced_issues("    tenants: [acme]\n", f"    tenants: {tenants}\n")
+
+
+def test_an_issuer_that_may_speak_for_no_tenant_is_refused() -> None:
+    assert issuer_tenants_issues("[]") == [
+        "issuers[1].tenants: list at least one tenant: an issuer that may speak for none would "
+        "have every token refused"]
+
+
+@pytest.mark.parametrize(("tenants", "problem"), [
+    ("[acme, Globex]", "issuers[1].tenants[1]: 'Globex'"),
+    ("['acme eu']", "issuers[1].tenants[0]: 'acme eu'"),
+    ("[acme, globex]", None),
+], ids=["upper-case", "space", "admitted"])
+def test_an_issuer_tenant_the_pattern_never_admits_is_refused(
+        tenants: str, problem: str | None) -> None:
+    assert issuer_tenants_issues(tenants) == ([] if problem is None else [
+        f"{problem}: tenants.pattern does not admit this tenant id, so the issuer could never "
+        "speak for it"])

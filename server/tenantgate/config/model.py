@@ -42,6 +42,14 @@ def error_at(loc: tuple[int | str, ...], message: str) -> ValidationError:
         {"type": "value_error", "loc": loc, "input": None, "ctx": {"error": ValueError(message)}}])
 
 
+def admits(pattern: re.Pattern[str], tenant_id: str) -> bool:
+    """Whether tenancy accepts `tenant_id` as an id: the pattern (full match) and, whatever the
+    pattern says, printable ASCII without FORBIDDEN_TENANT_CHARS, at most 255 characters."""
+    return (bool(pattern.fullmatch(tenant_id)) and len(tenant_id) <= 255
+            and tenant_id.isascii() and tenant_id.isprintable()
+            and not any(char in FORBIDDEN_TENANT_CHARS for char in tenant_id))
+
+
 class ListenConfig(Model):
     grpc: str | None = "127.0.0.1:9001"
     uds: str | None = None
@@ -153,6 +161,14 @@ class IssuerConfig(Model):
                 raise ValueError(f"unknown algorithm {alg!r}")
         return value
 
+    @field_validator("tenants")
+    @classmethod
+    def _speaks_for_some(cls, value: list[str] | None) -> list[str] | None:
+        if value == []:
+            raise ValueError("list at least one tenant: an issuer that may speak for none "
+                             "would have every token refused")
+        return value
+
     @field_validator("tenant_pattern")
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
@@ -218,6 +234,15 @@ class TenantsConfig(Model):
                 if compiled.fullmatch(probe):
                     raise ValueError(f"pattern admits the forbidden character {char!r}")
         return value
+
+    @model_validator(mode="after")
+    def _registry_ids_admitted(self) -> TenantsConfig:
+        pattern = re.compile(self.pattern)
+        for tenant_id in self.registry:
+            if not admits(pattern, tenant_id):
+                raise error_at(("registry", tenant_id), "tenants.pattern does not admit this "
+                               "tenant id, so no request could ever act for it")
+        return self
 
     @property
     def unknown_allowed(self) -> bool:
@@ -461,6 +486,17 @@ class Config(Model):
         if value is not None and info.data.get("api_keys") is None:
             raise ValueError("the admin API manages API keys: configure api_keys too")
         return value
+
+    @model_validator(mode="after")
+    def _issuer_tenants_admitted(self) -> Config:
+        pattern = re.compile(self.tenants.pattern)
+        for i, issuer in enumerate(self.issuers):
+            for j, tenant_id in enumerate(issuer.tenants or ()):
+                if not admits(pattern, tenant_id):
+                    raise error_at(("issuers", i, "tenants", j), f"{tenant_id!r}: tenants.pattern "
+                                   "does not admit this tenant id, so the issuer could never "
+                                   "speak for it")
+        return self
 
     @field_validator("issuers")
     @classmethod
