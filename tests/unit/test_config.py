@@ -402,3 +402,22 @@ def test_an_issuer_tenant_the_pattern_never_admits_is_refused(
     assert issuer_tenants_issues(tenants) == ([] if problem is None else [
         f"{problem}: tenants.pattern does not admit this tenant id, so the issuer could never "
         "speak for it"])
+
+
+@pytest.mark.parametrize("setting", ["refetch_interval: 0s", "refetch_interval: 200ms",
+                                     "max_ttl: 0s", "default_ttl: 0s"])
+def test_jwks_intervals_that_would_fetch_per_request_are_refused(setting: str) -> None:
+    # refetch_interval 0: every token with a new kid (anyone can send one) fetched the JWKS.
+    key = setting.partition(":")[0]
+    found = replaced_issues("      url: https://idp.example/jwks.json\n",
+                            f"      url: https://idp.example/jwks.json\n      {setting}\n")
+    assert found == [f"issuers[0].jwks.{key}: Input should be greater than or equal to 1"]
+
+
+@pytest.mark.parametrize("setting", ["min_ttl: 0s", "max_stale: 0s", "refetch_interval: 1s",
+                                     "max_ttl: 1m"])
+def test_jwks_bounds_kept_at_run_time_still_pass(setting: str) -> None:
+    # min_ttl 0 honours an IdP's max-age=0 and max_stale 0 trusts no stale key: KeySet still
+    # refreshes at most once a second.
+    assert replaced_issues("      url: https://idp.example/jwks.json\n",
+                           f"      url: https://idp.example/jwks.json\n      {setting}\n") == []

@@ -91,10 +91,14 @@ class JwksConfig(Model):
     inline: dict[str, object] | None = None
     allow_insecure_http: bool = False  # development only: plain http JWKS/discovery URLs
     timeout: Duration = Field(default=2.0, gt=0)  # 0: every fetch times out, every token denied
+    # 0 may honour an IdP's `max-age=0` (KeySet refreshes at most once a second anyway).
     min_ttl: Duration = 60.0
-    max_ttl: Duration = 86400.0
-    default_ttl: Duration = 300.0
-    refetch_interval: Duration = 30.0  # unknown kid: at most one refetch per interval
+    # At least 1 s: below, keys would be stale as soon as fetched, whatever the IdP says.
+    max_ttl: Duration = Field(default=86400.0, ge=1)
+    default_ttl: Duration = Field(default=300.0, ge=1)  # likewise, for an IdP without max-age
+    # Unknown kid: at most one refetch per interval. Anyone can send a token with a new kid:
+    # under 1 s, the IdP would get a fetch for nearly every such token.
+    refetch_interval: Duration = Field(default=30.0, ge=1)
     max_stale: Duration = 3600.0  # endpoint down: known keys keep working this long
 
     @field_validator("file")
