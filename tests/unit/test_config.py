@@ -421,3 +421,34 @@ def test_jwks_bounds_kept_at_run_time_still_pass(setting: str) -> None:
     # refreshes at most once a second.
     assert replaced_issues("      url: https://idp.example/jwks.json\n",
                            f"      url: https://idp.example/jwks.json\n      {setting}\n") == []
+
+
+def public_key_pem() -> str:
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    public = ec.generate_private_key(ec.SECP256R1()).public_key()
+    return public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo).decode().strip()
+
+
+@pytest.mark.parametrize("secret", [
+    public_key_pem(), "ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAABAQC7" + "x" * 64,
+    '{"kty": "oct", "k": "' + "a" * 64 + '"}'],
+    ids=["pem-public-key", "ssh-public-key", "jwk"])
+def test_an_hs_secret_pyjwt_refuses_is_a_config_error_that_does_not_echo_it(
+        secret: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # check-config passed it, and serve (or a reload) died in hmac_key with a traceback.
+    monkeypatch.setenv("TG_TEST_HS_SECRET", secret)
+    found = replaced_issues("    jwks:\n      inline: {keys: []}\n",
+                            "    algorithms: [HS256]\n"
+                            "    hs_secret: {fromEnv: TG_TEST_HS_SECRET}\n")
+    assert found == ["issuers[1].hs_secret: PyJWT refuses this as an HMAC secret: it looks like "
+                     "an asymmetric key or certificate (PEM, SSH or DER) or a JWK; use random "
+                     "bytes instead"]
+
+
+def test_a_random_hs_secret_still_passes(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_TEST_HS_SECRET", "r4nd0m-" * 10)
+    assert replaced_issues("    jwks:\n      inline: {keys: []}\n",
+                           "    algorithms: [HS256]\n"
+                           "    hs_secret: {fromEnv: TG_TEST_HS_SECRET}\n") == []

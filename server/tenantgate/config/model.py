@@ -7,6 +7,8 @@ import re
 from pathlib import Path
 from typing import Literal
 
+from jwt.algorithms import HMACAlgorithm
+from jwt.exceptions import InvalidKeyError
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
@@ -151,6 +153,20 @@ class IssuerConfig(Model):
     def _not_reserved(cls, value: str) -> str:
         if value.lower() == API_KEY_ISSUER:
             raise ValueError(f"{API_KEY_ISSUER!r} is reserved for API-key identities")
+        return value
+
+    @field_validator("hs_secret")
+    @classmethod
+    def _usable_hmac_secret(cls, value: Secret | None) -> Secret | None:
+        # What identity.keys.hmac_key does at serve: a refusal there was a traceback after a
+        # clean check-config. The same checks for every HS* algorithm. Never echo the value.
+        try:
+            if value is not None:
+                HMACAlgorithm(HMACAlgorithm.SHA256).prepare_key(value.value)
+        except InvalidKeyError:
+            raise ValueError("PyJWT refuses this as an HMAC secret: it looks like an asymmetric "
+                             "key or certificate (PEM, SSH or DER) or a JWK; use random bytes "
+                             "instead") from None
         return value
 
     @field_validator("algorithms")
