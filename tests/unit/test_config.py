@@ -452,3 +452,25 @@ def test_a_random_hs_secret_still_passes(monkeypatch: pytest.MonkeyPatch) -> Non
     assert replaced_issues("    jwks:\n      inline: {keys: []}\n",
                            "    algorithms: [HS256]\n"
                            "    hs_secret: {fromEnv: TG_TEST_HS_SECRET}\n") == []
+
+
+ADMIN_ON_A_SOCKET = ("api_keys:\n  hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}\n"
+                     "admin:\n  listen: LISTEN\n  token: {fromEnv: TG_TEST_CONTEXT_KEY}\n")
+
+
+@pytest.mark.parametrize(("listen", "expected"), [
+    ("unix:run/admin.sock", "unix:{dir}/run/admin.sock"),
+    ("unix:/run/tg/admin.sock", "unix:/run/tg/admin.sock"),
+    ("unix:///run/tg/admin.sock", "unix:///run/tg/admin.sock"),
+], ids=["relative", "absolute", "url-form"])
+def test_a_relative_admin_socket_is_relative_to_the_config_file(
+        tmp_path: Path, listen: str, expected: str) -> None:
+    # As listen.uds and every file path: it was relative to the directory serve ran in.
+    text = (FIXTURES / "valid.yaml").read_text() + ADMIN_ON_A_SOCKET.replace("LISTEN", listen)
+    admin = parse_config(text, base_dir=tmp_path).admin
+    assert admin is not None and admin.listen == expected.format(dir=tmp_path)
+
+
+def test_an_admin_socket_without_a_path_is_refused() -> None:
+    assert issues(ADMIN_ON_A_SOCKET.replace("LISTEN", "'unix:'")) == [
+        "admin.listen: unix:PATH needs a socket path"]

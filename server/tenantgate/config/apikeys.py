@@ -93,9 +93,9 @@ class AdminConfig(Model):
 
     @field_validator("listen")
     @classmethod
-    def _address(cls, value: str) -> str:
+    def _address(cls, value: str, info: ValidationInfo) -> str:
         if value.startswith("unix:"):
-            return value
+            return _socket_relative_to_config(value, info)
         try:
             return check_host_port(value)
         except ValueError:
@@ -117,6 +117,17 @@ class AdminConfig(Model):
         if self.tls is None and not is_local_address(self.listen):
             raise ValueError("without tls, listen must be a loopback address or unix:PATH")
         return self
+
+
+def _socket_relative_to_config(address: str, info: ValidationInfo) -> str:
+    # Like listen.uds and every file path in the config: not relative to whichever directory
+    # serve happens to run in. `unix://` is followed by an absolute path (gRPC's naming).
+    path = address.removeprefix("unix:")
+    if not path:
+        raise ValueError("unix:PATH needs a socket path")
+    if address.startswith("unix://") or Path(path).is_absolute():
+        return address
+    return "unix:" + str(Path((info.context or {}).get("base_dir", ".")) / path)
 
 
 def is_local_address(address: str) -> bool:
