@@ -474,3 +474,17 @@ def test_a_relative_admin_socket_is_relative_to_the_config_file(
 def test_an_admin_socket_without_a_path_is_refused() -> None:
     assert issues(ADMIN_ON_A_SOCKET.replace("LISTEN", "'unix:'")) == [
         "admin.listen: unix:PATH needs a socket path"]
+
+
+@pytest.mark.parametrize(("old", "new", "expected"), [
+    ("    acme: {plan: null}\n", "    acme: {stauts: active}\n",
+     "tenants.registry.acme.stauts: unknown key (did you mean 'status'?)"),
+    ("    acme: {plan: null}\n", "    acme: {overrides: {brust: 3}}\n",
+     "tenants.registry.acme.overrides.brust: unknown key (did you mean 'burst'?)"),
+    ("audit:\n", "quota:\n  plans:\n    free: {limts: ['1/s']}\naudit:\n",
+     "quota.plans.free.limts: unknown key (did you mean 'limits'?)"),
+], ids=["registry-entry", "registry-overrides", "quota-plan"])
+def test_unknown_keys_under_named_entries_get_a_suggestion(
+        old: str, new: str, expected: str) -> None:
+    # The key after a mapping (a tenant or plan name) was looked up as a field: no suggestion.
+    assert replaced_issues(old, new) == [expected]

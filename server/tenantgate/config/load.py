@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from pathlib import Path
 from typing import Any
 
@@ -110,13 +111,20 @@ def issue(err: Any, at: tuple[int | str, ...] = ()) -> str:
 
 def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
     """The keys the model at `loc` accepts, for did-you-mean suggestions."""
-    model: Any = Config
+    annotation: Any = Config
     for part in loc:
-        if isinstance(part, int) or model is None:
+        if isinstance(part, int):
+            continue  # a list index: the item's model is found in the list's annotation
+        if (values := _mapping_values(annotation)) is not None:
+            annotation = values  # `part` is a key of a mapping (a plan or tenant name)
             continue
-        field = model.model_fields.get(part) if _is_model(model) else None
-        model = _model_of(field.annotation) if field else None
-    if not _is_model(model):
+        model = _model_of(annotation)
+        field = model.model_fields.get(part) if model is not None else None
+        if field is None:
+            return []
+        annotation = field.annotation
+    model = _model_of(annotation)
+    if model is None:
         return []
     names = list(model.model_fields)
     names += [f.alias for f in model.model_fields.values() if f.alias]
@@ -133,4 +141,14 @@ def _model_of(annotation: Any) -> Any:
     for arg in getattr(annotation, "__args__", ()):
         if (found := _model_of(arg)) is not None:
             return found
+    return None
+
+
+def _mapping_values(annotation: Any) -> Any:
+    """The value annotation of a `dict[K, V]` (or `dict[K, V] | None`), else None."""
+    if typing.get_origin(annotation) is dict:
+        return typing.get_args(annotation)[1]
+    for arg in typing.get_args(annotation):
+        if typing.get_origin(arg) is dict:
+            return typing.get_args(arg)[1]
     return None
