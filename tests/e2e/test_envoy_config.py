@@ -326,3 +326,145 @@ def test_connections_past_the_cap_are_refused(tmp_path: Path, envoy_path: str) -
         envoy.close()
     assert answer == b""
     assert served.startswith(b"HTTP/1.1 "), served
+
+
+def authz_http2(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    cluster = next(c for c in bootstrap["static_resources"]["clusters"]
+                   if c["name"] == "tenantgate")
+    options = cluster["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    http2: dict[str, Any] = options["explicit_http_config"]["http2_protocol_options"]
+    return http2
+
+
+@pytest.mark.parametrize("authz", ["10.0.0.7:9001", "tenantgate.auth.svc.cluster.local:9001"])
+def test_a_tcp_tenantgate_cluster_pings_so_a_dead_peer_is_dropped(
+        example: Config, envoy_path: str, authz: str) -> None:
+    """Front mode against a Service: when a node dies without a FIN or RST, the connection is
+    half-open and every Check on it waited out the authz timeout (503) until TCP gave up,
+    about 15 minutes. An unanswered PING now aborts it."""
+    options = EnvoyOptions(mode="front", authz=authz)
+    assert authz_http2(bootstrap_dict(example, options)) == {
+        "connection_keepalive": {"interval": "10s", "timeout": "2s"}}
+    assert "OK" in validated(example, options, envoy_path)
+
+
+def test_the_unix_socket_cluster_does_not_ping(example: Config) -> None:
+    # The kernel resets a Unix socket the moment its peer dies; and gRPC core answers pings on
+    # an idle connection with GOAWAY (too_many_pings), so they would only recycle connections.
+    assert authz_http2(bootstrap_dict(example, EnvoyOptions(mode="sidecar"))) == {}
+
+
+def quota_config(directory: Path, rls_text: bytes | None = None,
+                 **quota: Any) -> Path:
+    """A tenantgate config with quota on (memory store unless `quota` says otherwise) and, with
+    `rls_text`, one rate-limit file holding exactly those bytes."""
+    config = base_config(directory)
+    (directory / "jwks.json").write_text('{"keys": []}')
+    config["quota"] = {"enabled": True, "plans": {"standard": {"limits": ["10/s"]}}, **quota}
+    if rls_text is not None:
+        (directory / "rls.yaml").write_bytes(rls_text)
+        config["quota"]["ratelimit_service"] = {"config_files": ["rls.yaml"]}
+    path = directory / "tenantgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+@pytest.mark.parametrize("rls_text, message", [
+    # envoy-config read the file with a plain yaml.safe_load: a traceback.
+    (b"domain: edge\n# caf\xe9\n", "rls.yaml: cannot read rate-limit config"),
+    # serve refuses these; envoy-config rendered a bootstrap for them.
+    (b"domain: edge\ndescriptors:\n  - {key: tenant, rate_limit: {unit: fortnight, "
+     b"requests_per_unit: 1}}\n", "rls.yaml: descriptors[0].rate_limit.unit"),
+    (b"domain: edge\ndomain: other\n", "rls.yaml: line 2 column 1: duplicate key 'domain'"),
+], ids=["not-utf8", "unknown-unit", "duplicate-key"])
+def test_cli_refuses_rate_limit_files_serve_would_refuse(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], rls_text: bytes,
+        message: str) -> None:
+    config = quota_config(tmp_path, rls_text)
+    assert main(["envoy-config", str(config)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"tenantgate: invalid config {config}:\n")
+    assert message in err and "Traceback" not in err
+
+
+def test_cli_refuses_a_registry_plan_that_does_not_exist(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = quota_config(tmp_path)
+    text = yaml.safe_load(config.read_text())
+    text["tenants"]["registry"]["acme"]["plan"] = "gold"
+    config.write_text(yaml.safe_dump(text))
+    assert main(["envoy-config", str(config)]) == 2
+    assert "gold" in capsys.readouterr().err
+
+
+REDIS_QUOTA = {"store": "redis", "redis": {"url": "redis://127.0.0.1:6379/0", "timeout": 0.3}}
+
+
+def test_cli_refuses_an_authz_timeout_shorter_than_the_quota_store_wait(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """With quota.redis.timeout 0.3 and --authz-timeout 0.25, Envoy answered 503 before
+    tenantgate had decided, whatever quota.failure_mode said."""
+    config = quota_config(tmp_path, **REDIS_QUOTA)
+    assert main(["envoy-config", str(config), "--authz-timeout", "0.25"]) == 2
+    err = capsys.readouterr().err
+    assert err == ("tenantgate: --authz-timeout: 0.25 s is not longer than a Check may wait on "
+                   "its dependencies (quota.redis.timeout 0.3 s): Envoy would answer 503 before "
+                   "tenantgate decides; give more, or lower those timeouts\n")
+    assert main(["envoy-config", str(config), "--authz-timeout", "0.31", "-o",
+                 str(tmp_path / "envoy.yaml")]) == 0
+
+
+def test_the_default_authz_timeout_outlasts_the_api_key_and_quota_waits(
+        tmp_path: Path, envoy_path: str) -> None:
+    """api_keys.redis_timeout (0.25 s by default) alone matched the old fixed 0.25 s."""
+    config_path = quota_config(tmp_path, **REDIS_QUOTA)
+    text = yaml.safe_load(config_path.read_text())
+    text["api_keys"] = {"hash_secret": {"fromFile": "ctx.key"}}
+    config_path.write_text(yaml.safe_dump(text))
+    config = load_config(config_path)
+    bootstrap = bootstrap_dict(config, EnvoyOptions(rate_limit=False))
+    authz = http_filter(bootstrap, "envoy.filters.http.ext_authz")
+    assert authz["grpc_service"]["timeout"] == "0.650s"  # 0.25 + 0.3 + 0.1 of headroom
+    with pytest.raises(EnvoyConfigError, match=r"api_keys.redis_timeout 0.25 s \+ "
+                                               r"quota.redis.timeout 0.3 s = 0.55 s"):
+        bootstrap_dict(config, EnvoyOptions(authz_timeout=0.5))
+    assert "OK" in validated(config, EnvoyOptions(rate_limit=False), envoy_path)
+
+
+def test_the_default_authz_timeout_is_a_quarter_second_when_nothing_waits_longer(
+        example: Config) -> None:
+    authz = http_filter(bootstrap_dict(example, EnvoyOptions()), "envoy.filters.http.ext_authz")
+    limiter = http_filter(bootstrap_dict(example, EnvoyOptions()), "envoy.filters.http.ratelimit")
+    assert authz["grpc_service"]["timeout"] == limiter["timeout"] == "0.250s"
+
+
+def app_route(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    route: dict[str, Any] = (
+        http_manager(bootstrap)["route_config"]["virtual_hosts"][0]["routes"][0]["route"])
+    return route
+
+
+@pytest.mark.parametrize("seconds, rendered", [("0", "0s"), ("120", "120s"), ("2.5", "2.500s")])
+def test_cli_sets_the_route_timeout_and_0_turns_it_off(
+        example: Config, tmp_path: Path, envoy_path: str, seconds: str, rendered: str) -> None:
+    out = tmp_path / "envoy.yaml"
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), "--route-timeout", seconds,
+                 "-o", str(out)]) == 0
+    bootstrap = yaml.safe_load(out.read_text())
+    assert app_route(bootstrap)["timeout"] == rendered  # 0 written out: unset is Envoy's 15 s
+    envoy = EnvoyProcess(out.read_text(), binary=envoy_path)
+    try:
+        assert "OK" in envoy.validate()
+    finally:
+        envoy.close()
+
+
+@pytest.mark.parametrize("seconds", ["-1", "nan", "soon"])
+def test_cli_refuses_a_bad_route_timeout_as_a_usage_error(
+        capsys: pytest.CaptureFixture[str], seconds: str) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(["envoy-config", str(EXAMPLE_CONFIG), "--route-timeout", seconds])
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert "--route-timeout" in err and "Traceback" not in err

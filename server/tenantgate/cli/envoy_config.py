@@ -33,8 +33,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--authz", metavar="HOST:PORT",
                         help="front mode (or sidecar without listen.uds): where tenantgate "
                              "listens (default: listen.grpc)")
-    parser.add_argument("--authz-timeout", type=positive_seconds, default=0.25, metavar="SECONDS",
-                        help="ext_authz and rate-limit call timeout (default 0.25)")
+    parser.add_argument("--authz-timeout", type=positive_seconds, metavar="SECONDS",
+                        help="ext_authz and rate-limit call timeout; refused unless longer than "
+                             "the Redis timeouts a Check may wait out (api_keys.redis_timeout + "
+                             "quota.redis.timeout) (default: 0.25, or those timeouts + 0.1 "
+                             "when longer)")
+    parser.add_argument("--route-timeout", type=_seconds_or_zero, default=15.0,
+                        metavar="SECONDS",
+                        help="how long Envoy waits for the application's whole response, "
+                             "counted once the request is complete; 0 = no limit (default 15)")
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--rate-limit", dest="rate_limit", action="store_true", default=None,
                        help="add Envoy's global rate-limit filter calling ShouldRateLimit "
@@ -72,12 +79,16 @@ def _render(args: argparse.Namespace) -> int:
               file=sys.stderr)
         return 1
     from tenantgate.config.load import load_config
+    from tenantgate.quota import validate as validate_quota
 
     try:
+        # What serve would refuse at start (plans, rate-limit files) is refused here too.
         config = load_config(args.config)
+        validate_quota(config)
         options = EnvoyOptions(
             mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
-            authz=args.authz, authz_timeout=args.authz_timeout, rate_limit=args.rate_limit,
+            authz=args.authz, authz_timeout=args.authz_timeout,
+            route_timeout=args.route_timeout, rate_limit=args.rate_limit,
             rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
             client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
             max_connections=args.max_connections)
@@ -98,3 +109,13 @@ def _render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _seconds_or_zero(text: str) -> float:
+    """Seconds as --authz-timeout takes them, or 0 (Envoy's "no timeout")."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # positive_seconds says what is wrong
+    return positive_seconds(text)

@@ -41,6 +41,7 @@ with warnings.catch_warnings():
         Http2ProtocolOptions,
         HttpProtocolOptions,
         HttpProtocolOptionsHeadersWithUnderscoresAction,
+        KeepaliveSettings,
         Pipe,
         RuntimeFractionalPercent,
         SocketAddress,
@@ -154,8 +155,8 @@ class EnvoyOptions:
     upstream: str = "127.0.0.1:8000"  # the application Envoy routes allowed requests to
     admin: str = "127.0.0.1:9901"
     authz: str | None = None  # front mode: tenantgate host:port (default: config listen.grpc)
-    authz_timeout: float = 0.25
-    route_timeout: float = 15.0
+    authz_timeout: float | None = None  # default: authz_timeout_for(config), at least 0.25 s
+    route_timeout: float = 15.0  # 0: none (Envoy's meaning)
     rate_limit: bool | None = None  # global rate-limit filter; default: when RLS files are set
     rate_limit_domain: str | None = None  # default: the domain of the first RLS config file
     access_log: bool = True
@@ -224,6 +225,23 @@ def _is_ip(host: str) -> bool:
     return True
 
 
+# A peer gone without a FIN or RST (its node died) leaves a half-open TCP connection: every
+# Check sent on it waits out the authz timeout (503) until TCP gives up, about 15 minutes.
+# A PING unanswered for KEEPALIVE_TIMEOUT aborts it within interval + timeout instead.
+KEEPALIVE_INTERVAL = datetime.timedelta(seconds=10)
+KEEPALIVE_TIMEOUT = datetime.timedelta(seconds=2)
+
+
+def _grpc_protocol(address: Address) -> Http2ProtocolOptions:
+    if address.pipe is not None:
+        # A Unix socket's peer is on this kernel, which resets the connection the moment the
+        # peer dies; and gRPC core, by default, answers pings on an idle connection with
+        # GOAWAY (too_many_pings), so pinging here would only recycle connections.
+        return Http2ProtocolOptions()
+    return Http2ProtocolOptions(connection_keepalive=KeepaliveSettings(
+        interval=KEEPALIVE_INTERVAL, timeout=KEEPALIVE_TIMEOUT))
+
+
 def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> Cluster:
     assignment = ClusterLoadAssignment(cluster_name=name, endpoints=[LocalityLbEndpoints(
         lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])])
@@ -232,7 +250,8 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> 
         type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC)
     if http2:  # gRPC needs HTTP/2 towards tenantgate
         options = UpstreamHttpProtocolOptions(explicit_http_config=(
-            HttpProtocolOptionsExplicitHttpConfig(http2_protocol_options=Http2ProtocolOptions())))
+            HttpProtocolOptionsExplicitHttpConfig(
+                http2_protocol_options=_grpc_protocol(address))))
         cluster.typed_extension_protocol_options = {
             "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(options)}
     else:  # the app: bounded buffering per connection, as towards clients
@@ -291,13 +310,51 @@ def _declared_domains(config: Config) -> list[str]:
     domains = []
     for name in config.quota.ratelimit_service.config_files:
         try:
-            domain = (yaml.safe_load(Path(name).read_text()) or {}).get("domain")
-        except (OSError, yaml.YAMLError, AttributeError) as exc:
+            domain = (yaml.safe_load(Path(name).read_text(encoding="utf-8")) or {}).get("domain")
+        except (OSError, UnicodeDecodeError, yaml.YAMLError, AttributeError) as exc:
             raise EnvoyConfigError(f"quota.ratelimit_service.config_files: cannot read the "
                                    f"domain from {name}: {exc}") from None
         if isinstance(domain, str) and domain:
             domains.append(domain)
     return domains
+
+
+DEFAULT_AUTHZ_TIMEOUT = 0.25
+# On top of the dependency waits: a Check's own work (signature, policy, gRPC, a busy loop).
+AUTHZ_HEADROOM = 0.1
+
+
+def check_waits(config: Config) -> list[tuple[str, float]]:
+    """The timeouts a Check may wait out one after the other: the API-key lookup, then the
+    quota store. ShouldRateLimit waits on the quota store alone."""
+    waits = []
+    if config.api_keys is not None:
+        waits.append(("api_keys.redis_timeout", config.api_keys.redis_timeout))
+    if config.quota.enabled and config.quota.store == "redis":
+        waits.append(("quota.redis.timeout", config.quota.redis.timeout))
+    return waits
+
+
+def authz_timeout_for(config: Config, options: EnvoyOptions) -> float:
+    """Envoy's Check and ShouldRateLimit timeout, longer than the Check's dependency waits.
+
+    Were it not, a slow Redis would have Envoy answer 503 (its status_on_error) before
+    tenantgate decides, whatever quota.failure_mode says. The default grows with the waits;
+    a --authz-timeout that leaves them no room is refused."""
+    waits = check_waits(config)
+    needed = sum(seconds for _, seconds in waits)
+    if options.authz_timeout is None:
+        return max(DEFAULT_AUTHZ_TIMEOUT, round(needed + AUTHZ_HEADROOM, 3))
+    _seconds(options.authz_timeout, "--authz-timeout")  # in Envoy's range first
+    if waits and options.authz_timeout <= needed:
+        spelled = " + ".join(f"{name} {seconds:g} s" for name, seconds in waits)
+        if len(waits) > 1:
+            spelled += f" = {needed:g} s"
+        raise EnvoyConfigError(
+            f"--authz-timeout: {options.authz_timeout:g} s is not longer than a Check may wait "
+            f"on its dependencies ({spelled}): Envoy would answer 503 before tenantgate "
+            f"decides; give more, or lower those timeouts")
+    return options.authz_timeout
 
 
 def _early_header_mutation(config: Config) -> TypedExtensionConfig:
@@ -364,11 +421,11 @@ def _client_limit_filter(options: EnvoyOptions) -> HttpFilter | None:
                       typed_config=AnyMessage.pack(limiter))
 
 
-def _ext_authz(config: Config, options: EnvoyOptions) -> HttpFilter:
+def _ext_authz(config: Config, timeout: datetime.timedelta) -> HttpFilter:
     headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header))
     authz = ExtAuthz(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
-                                 timeout=_seconds(options.authz_timeout, "--authz-timeout")),
+                                 timeout=timeout),
         transport_api_version=ApiVersion.V3,
         # Fail closed: when tenantgate cannot answer, Envoy answers 503 and never passes the
         # request through unauthenticated.
@@ -390,13 +447,13 @@ def _retry_after(seconds: str = "%RESP(x-ratelimit-reset)%") -> HeaderValueOptio
         append_action=HeaderValueOptionHeaderAppendAction.OVERWRITE_IF_EXISTS_OR_ADD)
 
 
-def _rate_limit_filter(config: Config, domain: str, options: EnvoyOptions) -> HttpFilter:
+def _rate_limit_filter(config: Config, domain: str, timeout: datetime.timedelta) -> HttpFilter:
     service = RateLimitServiceConfig(
         grpc_service=GrpcService(envoy_grpc=GrpcServiceEnvoyGrpc(cluster_name=AUTHZ_CLUSTER),
-                                 timeout=_seconds(options.authz_timeout, "--authz-timeout")),
+                                 timeout=timeout),
         transport_api_version=ApiVersion.V3)
     limiter = RateLimitFilter(
-        domain=domain, timeout=_seconds(options.authz_timeout, "--authz-timeout"),
+        domain=domain, timeout=timeout,
         # ShouldRateLimit answers UNAVAILABLE when its store fails, leaving the choice to Envoy:
         # follow the config's quota.failure_mode (only `open` lets the request through).
         failure_mode_deny=config.quota.failure_mode != "open",
@@ -428,16 +485,23 @@ def _access_log() -> AccessLog:
                      typed_config=AnyMessage.pack(StdoutAccessLog(log_format=fmt)))
 
 
+def _route_timeout(seconds: float) -> datetime.timedelta:
+    # Envoy reads a route timeout of 0 as none at all (streaming, long polls); left unset it
+    # would be Envoy's 15 s, so 0 is written out.
+    return datetime.timedelta(0) if seconds == 0 else _seconds(seconds, "--route-timeout")
+
+
 def _connection_manager(config: Config, options: EnvoyOptions, domain: str | None) -> Filter:
+    authz_timeout = _seconds(authz_timeout_for(config, options), "--authz-timeout")
     route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
-        cluster=APP_CLUSTER, timeout=_seconds(options.route_timeout, "route_timeout"),
+        cluster=APP_CLUSTER, timeout=_route_timeout(options.route_timeout),
         rate_limits=rate_limit_descriptors() if domain else []))
     filters = []
     if client_limit := _client_limit_filter(options):
         filters.append(client_limit)
-    filters.append(_ext_authz(config, options))
+    filters.append(_ext_authz(config, authz_timeout))
     if domain:
-        filters.append(_rate_limit_filter(config, domain, options))
+        filters.append(_rate_limit_filter(config, domain, authz_timeout))
     filters.append(HttpFilter(name="envoy.filters.http.router",
                               typed_config=AnyMessage.pack(Router())))
     manager = HttpConnectionManager(
