@@ -389,3 +389,75 @@ def test_a_redis_user_without_a_password_in_the_url_is_accepted(
     rendered = render("standalone-redis-full.yaml",
                       sets={"quota.redis.url": "redis://tenantgate@redis:6379/0"})
     assert "redis://tenantgate@redis:6379/0" in rendered.config_text()
+
+
+def test_a_headless_service_lets_front_envoys_balance_over_every_pod(
+        render: Callable[..., Rendered], helm: str, notes_chart: Path) -> None:
+    """Through the ClusterIP, each front Envoy worker's one HTTP/2 connection (and so every
+    Check it sends) stays on the pod it first reached; the headless name resolves every pod."""
+    assert [d["metadata"]["name"] for d in render("standalone-minimal.yaml").docs
+            if d["kind"] == "Service"] == ["tg-tenantgate"]
+    rendered = render("standalone-minimal.yaml", sets={"service.headless": "true"})
+    cluster_ip = rendered.one("Service", "tenantgate")
+    headless = rendered.one("Service", "-headless")
+    assert headless["metadata"]["name"] == "tg-tenantgate-headless"
+    assert headless["spec"]["clusterIP"] == "None"
+    assert "publishNotReadyAddresses" not in headless["spec"], "only ready pods get Checks"
+    assert headless["spec"]["selector"] == cluster_ip["spec"]["selector"]
+    assert headless["spec"]["ports"] == [
+        {"name": "grpc", "port": 9001, "targetPort": "grpc", "protocol": "TCP",
+         "appProtocol": "grpc"}]
+    kubernetes_validate.validate(headless, kubernetes_validate.latest_version(), strict=True)
+    assert not [d for d in render("sidecar-redis.yaml", sets={"service.headless": "true"}).docs
+                if d["metadata"]["name"].endswith("-headless")]
+    result = run_helm(helm, "template", "tg", str(notes_chart), "--namespace", "auth",
+                      "--show-only", "templates/zz-notes.yaml", "--set", "service.headless=true")
+    assert result.returncode == 0, result.stderr
+    assert "tg-tenantgate-headless.auth.svc.cluster.local:9001" in \
+        yaml.safe_load(result.stdout)["data"]["notes"]
+
+
+def test_the_sidecar_apps_pods_have_a_disruption_budget(
+        render: Callable[..., Rendered]) -> None:
+    """sidecar.app.replicas is 2 by default and only standalone mode had a budget: a node
+    drain could evict every application pod, tenantgate and Envoy with them, at once."""
+    rendered = render("sidecar-redis.yaml")
+    budget = rendered.one("PodDisruptionBudget")
+    app = rendered.workload()
+    assert budget["metadata"]["name"] == app["metadata"]["name"]
+    assert budget["spec"]["selector"] == app["spec"]["selector"]
+    assert budget["spec"]["maxUnavailable"] == 1
+    kubernetes_validate.validate(budget, kubernetes_validate.latest_version(), strict=True)
+    for sets in ({"sidecar.app.replicas": "1"}, {"podDisruptionBudget.enabled": "false"},
+                 {"sidecar.app.enabled": "false"}):
+        assert "PodDisruptionBudget" not in render("sidecar-redis.yaml", sets=sets).kinds(), sets
+
+
+def test_sidecar_envoy_runs_as_many_workers_as_configured(
+        render: Callable[..., Rendered], render_error: Callable[..., str]) -> None:
+    """Without --concurrency Envoy starts a worker per hardware thread of the node, whatever
+    the container's CPU limit."""
+    def concurrency(rendered: Rendered) -> str:
+        args = _container(rendered.pod_spec(), "envoy")["args"]
+        return str(args[args.index("--concurrency") + 1])
+
+    assert concurrency(render("sidecar-redis.yaml")) == "2"
+    assert concurrency(render("sidecar-redis.yaml",
+                              sets={"sidecar.envoy.concurrency": "4"})) == "4"
+    assert "concurrency" in render_error("sidecar-redis.yaml",
+                                         sets={"sidecar.envoy.concurrency": "0"})
+
+
+def test_restricted_egress_in_sidecar_mode_covers_the_application_and_says_so(
+        render: Callable[..., Rendered]) -> None:
+    rendered = render("sidecar-redis.yaml")  # restrictEgress: true
+    policy = rendered.one("NetworkPolicy")
+    assert "Egress" in policy["spec"]["policyTypes"]
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= \
+        rendered.workload()["spec"]["template"]["metadata"]["labels"].items()
+    values = (CHART / "values.yaml").read_text()
+    above = values[:values.index("\n  restrictEgress:")].splitlines()
+    comment = " ".join(line.strip(" #") for line in above[-3:])
+    assert "the application's own egress is cut too" in comment
+    readme = " ".join((CHART.parents[1] / "README.md").read_text().split())
+    assert "`restrictEgress` cuts the application's own egress too" in readme

@@ -30,10 +30,8 @@ def envoy() -> str:
     return found
 
 
-@pytest.mark.parametrize("values", SIDECAR)
-def test_init_step_renders_a_bootstrap_envoy_validates(
-        render: Callable[..., Rendered], values: str, key_dir: Path, envoy: str) -> None:
-    rendered = render(values)
+def run_init_step(rendered: Rendered, key_dir: Path, envoy: str) -> Path:
+    """Run the init container's command on the rendered config; the bootstrap Envoy validated."""
     (key_dir / "config.yaml").write_text(rendered.config_text())
     init = rendered.pod_spec()["initContainers"][0]
     assert init["command"] == ["tenantgate"]
@@ -51,7 +49,14 @@ def test_init_step_renders_a_bootstrap_envoy_validates(
                           capture_output=True, text=True, check=False, timeout=120)
     assert done.returncode == 0, done.stdout + done.stderr
     assert "configuration" in done.stdout and "OK" in done.stdout
+    return bootstrap
 
+
+@pytest.mark.parametrize("values", SIDECAR)
+def test_init_step_renders_a_bootstrap_envoy_validates(
+        render: Callable[..., Rendered], values: str, key_dir: Path, envoy: str) -> None:
+    rendered = render(values)
+    bootstrap = run_init_step(rendered, key_dir, envoy)
     config = yaml.safe_load(rendered.config_text())
     boot = yaml.safe_load(bootstrap.read_text())
     app = rendered.pod_spec()["containers"][0]["ports"][0]["containerPort"]
@@ -67,6 +72,22 @@ def test_init_step_renders_a_bootstrap_envoy_validates(
     assert upstream == {"address": "127.0.0.1", "port_value": app}
     admin = boot["admin"]["address"]["socket_address"]["address"]
     assert admin == "127.0.0.1", "Envoy's admin API must not listen on the pod IP"
+
+
+def test_envoy_config_args_reach_the_bootstrap(helm: str, key_dir: Path, envoy: str) -> None:
+    """An application that streams needs the route timeout off: sidecar.envoyConfigArgs."""
+    from deploy_support import CHART, run_helm
+
+    # --set-string: --set would make the 0 a number, which the schema refuses.
+    result = run_helm(helm, "template", "tg", str(CHART),
+                      "-f", str(VALUES_DIR / "sidecar-memory.yaml"),
+                      "--set-string", "sidecar.envoyConfigArgs={--route-timeout,0}")
+    assert result.returncode == 0, result.stderr
+    rendered = Rendered([d for d in yaml.safe_load_all(result.stdout) if d])
+    boot = yaml.safe_load(run_init_step(rendered, key_dir, envoy).read_text())
+    manager = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    assert manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] == "0s"
 
 
 def _envoy(rendered: Rendered) -> dict[str, Any]:

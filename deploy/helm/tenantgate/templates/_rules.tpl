@@ -110,6 +110,27 @@ groups:
           description: "At least one tenantgate instance runs its quota in degraded mode (the store is unavailable); limits are approximate or off until it recovers."
   - name: tenantgate.service
     rules:
+      - alert: TenantgateDown
+        # Every tenantgate exports this counter from its start, at 0: with no series at all,
+        # Prometheus scrapes no tenantgate, and Envoy answers every request 503 (fail closed).
+        # Across the whole Prometheus: one release still up keeps it quiet.
+        expr: |
+          absent(tenantgate_internal_errors_total)
+        for: {{ $r.for }}
+        labels: {severity: critical}
+        annotations:
+          summary: "No tenantgate is being scraped"
+          description: "No tenantgate instance has exported metrics for a while: tenantgate is down, unreachable or not scraped. While it is down, Envoy answers every request 503 (ext_authz fails closed). Check the pods, their probes and the scrape config."
+      - alert: TenantgateInstanceDown
+        # One instance of a job whose others are up (all of them down: TenantgateDown). Joined
+        # on job, so it needs no job name and other jobs' targets never match.
+        expr: |
+          up == 0 and on (job) group by (job) (tenantgate_internal_errors_total)
+        for: {{ $r.for }}
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "tenantgate instance {{ $labels.instance }} is down" | quote }}
+          description: {{ "Prometheus cannot scrape tenantgate at {{ $labels.instance }} (job {{ $labels.job }}) while others of the job answer: the pod is down, restarting or cut off from Prometheus." | quote }}
       - alert: TenantgateInternalErrors
         expr: |
           sum(increase(tenantgate_internal_errors_total[5m])) > 0

@@ -57,7 +57,10 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
   restartPolicy: Always
   command: ["envoy"]
   # No hot restart: it needs shared memory and a writable root; Kubernetes restarts instead.
+  # --concurrency: without it Envoy starts a worker per hardware thread of the node, whatever
+  # the container's CPU limit (dozens of threads, connections and buffers on a large node).
   args: ["-c", "{{ include "tenantgate.envoyBootstrap" . }}", "--disable-hot-restart",
+         "--concurrency", {{ .Values.sidecar.envoy.concurrency | int | toString | quote }},
          "--log-level", {{ .Values.sidecar.envoy.logLevel | quote }}]
   ports:
     - {name: envoy-http, containerPort: {{ .Values.sidecar.envoy.port }}, protocol: TCP}
