@@ -91,7 +91,7 @@ def test_whole_segment_wildcards_and_names_in_endpoint_paths_still_load() -> Non
 
 def test_unknown_key_in_a_plan_is_an_error() -> None:
     assert issues("  plans: {free: {limits: [1/s], brust: 3}}\n") == [
-        "quota.plans.free.brust: unknown key"]
+        "quota.plans.free.brust: unknown key (did you mean 'burst'?)"]
 
 
 def test_a_redis_block_without_store_redis_is_an_error_not_ignored() -> None:
