@@ -26,7 +26,8 @@ MAX_PAGE_SIZE = 1000
 MAX_PAGE_BYTES = 1024 * 1024
 _ENTRY_OVERHEAD = 4  # a repeated entry's tag and length prefix (ApiKey messages are < 2 MiB)
 _CODES = {"invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
-          "not_found": grpc.StatusCode.NOT_FOUND}
+          "not_found": grpc.StatusCode.NOT_FOUND,
+          "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION}
 
 
 def to_message(record: KeyRecord) -> pb.ApiKey:

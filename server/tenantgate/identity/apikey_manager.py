@@ -9,7 +9,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP
-from tenantgate.identity.apikey_store import KeyRecord, Usage
+from tenantgate.identity.apikey_store import KeyRecord, UnreadableKeyRecord, Usage
 from tenantgate.identity.apikeys import ApiKeys, format_key, new_key_id, new_secret
 
 _SCOPE = re.compile(r"[!#-\[\]-~]{1,128}")  # printable ASCII without space, quote or backslash
@@ -20,7 +20,8 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
 
 
 class KeyAdminError(Exception):
-    """A refused admin request; `code` is one of: invalid_argument, not_found."""
+    """A refused admin request; `code` is one of: invalid_argument, not_found,
+    failed_precondition."""
 
     def __init__(self, code: str, message: str) -> None:
         super().__init__(message)
@@ -69,7 +70,11 @@ class KeyManager:
         return NewKey(record, format_key(self._keys.prefix, key_id, secret))
 
     async def get(self, key_id: str) -> KeyRecord:
-        record = await self._store.get(key_id) if key_id.isalnum() else None
+        try:
+            record = await self._store.get(key_id) if key_id.isalnum() else None
+        except UnreadableKeyRecord:  # already refused like an unknown key: nothing to revoke
+            raise KeyAdminError("failed_precondition", "the stored record is not UTF-8 (a hand "
+                                "edit?): fix or delete it in Redis") from None
         if record is None:
             raise KeyAdminError("not_found", "no such key")
         return record

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 
+import grpc
 import pytest
 import redis
 from apikey_support import StartReplica, bearer
@@ -51,3 +52,14 @@ async def test_a_record_that_is_not_utf8_is_refused_like_an_unknown_key(
         listed = await admin.ListKeys(pb.ListKeysRequest(tenant="acme", include_revoked=True),
                                       metadata=bearer())
         assert [k.key_id for k in listed.keys] == [intact.key.key_id]
+
+        # An admin asking to rotate or revoke it is told why, not INTERNAL.
+        for call in (admin.RotateKey(pb.RotateKeyRequest(key_id=broken.key.key_id),
+                                     metadata=bearer()),
+                     admin.RevokeKey(pb.RevokeKeyRequest(key_id=broken.key.key_id),
+                                     metadata=bearer())):
+            with pytest.raises(grpc.aio.AioRpcError) as refusal:
+                await call
+            assert refusal.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+            assert "not UTF-8" in (refusal.value.details() or "")
+        assert internal_errors() == errors
