@@ -468,3 +468,53 @@ def test_cli_refuses_a_bad_route_timeout_as_a_usage_error(
     assert exited.value.code == 2
     err = capsys.readouterr().err
     assert "--route-timeout" in err and "Traceback" not in err
+
+
+def test_xff_trusted_hops_reach_the_connection_manager(example: Config, envoy_path: str) -> None:
+    options = EnvoyOptions(mode="front", authz="10.0.0.7:9001", xff_num_trusted_hops=2)
+    manager = http_manager(bootstrap_dict(example, options))
+    assert manager["use_remote_address"] is True and manager["xff_num_trusted_hops"] == 2
+    assert "xff_num_trusted_hops" not in http_manager(bootstrap_dict(example, EnvoyOptions()))
+    assert "OK" in validated(example, options, envoy_path)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--xff-num-trusted-hops", "1"], "tenantgate: --xff-num-trusted-hops: front mode only"),
+    (["--mode", "front", "--authz", "10.0.0.7:9001", "--xff-num-trusted-hops", "4294967296"],
+     "tenantgate: --xff-num-trusted-hops: must be from 0 to 4294967295, got 4294967296"),
+])
+def test_cli_refuses_trusted_hops_it_cannot_use(
+        example: Config, capsys: pytest.CaptureFixture[str], argv: list[str],
+        message: str) -> None:
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1
+
+
+def _client_limited(port: int, forwarded_for: str) -> int:
+    """The status Envoy gives a request whose load balancer saw `forwarded_for`."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as client:
+        client.sendall(f"GET /tenants/acme/notes HTTP/1.1\r\nHost: app\r\n"
+                       f"x-forwarded-for: 203.0.113.9, {forwarded_for}\r\n"
+                       f"Connection: close\r\n\r\n".encode())
+        return int(client.recv(4096).split(b" ", 2)[1])
+
+
+@pytest.mark.parametrize("hops, statuses", [
+    # Behind one load balancer: each client address it appended has its own bucket (503: past
+    # the limit, Envoy finds no tenantgate behind it, and fails closed).
+    (1, [503, 429, 503]),
+    # Without: every request comes from the load balancer's address, one bucket for all.
+    (0, [503, 429, 429]),
+])
+def test_behind_a_load_balancer_the_client_limit_counts_the_address_it_saw(
+        tmp_path: Path, envoy_path: str, hops: int, statuses: list[int]) -> None:
+    envoy, port = front_envoy_alone(tmp_path, envoy_path, client_limit=parse_rate("1/h"),
+                                    xff_num_trusted_hops=hops)
+    try:
+        seen = [_client_limited(port, address)
+                for address in ("198.51.100.1", "198.51.100.1", "198.51.100.2")]
+    finally:
+        envoy.close()
+    # 203.0.113.9, left of what the balancer appended, is the client's own claim: never used.
+    assert seen == statuses

@@ -60,6 +60,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--client-limit-addresses", type=positive_count, metavar="N",
                         help="with --client-limit: client addresses whose buckets Envoy keeps, "
                              "the least recently seen dropped first (default 10000)")
+    parser.add_argument("--xff-num-trusted-hops", type=_hops, default=0, metavar="N",
+                        help="front mode behind N proxies (a cloud load balancer) that each "
+                             "append the address they saw to x-forwarded-for: the client address "
+                             "(--client-limit's buckets) is the Nth entry from the right. Only "
+                             "when every request comes through them: a client reaching Envoy "
+                             "directly could name any address (default 0: the connection's)")
     parser.add_argument("--max-connections", type=positive_count, default=10_000, metavar="N",
                         help="open client connections Envoy accepts, past which it refuses new "
                              "ones (default 10000)")
@@ -91,7 +97,8 @@ def _render(args: argparse.Namespace) -> int:
             route_timeout=args.route_timeout, rate_limit=args.rate_limit,
             rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
             client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
-            max_connections=args.max_connections)
+            max_connections=args.max_connections,
+            xff_num_trusted_hops=args.xff_num_trusted_hops)
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
         text = render(config, options, source=source)
@@ -109,6 +116,14 @@ def _render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _hops(text: str) -> int:
+    # Digits only, as numbers.positive_count reads them: int() takes "-1", "+1" and " 1".
+    if not (text.isascii() and text.isdigit()):
+        raise argparse.ArgumentTypeError(f"must be a whole number of proxies, 0 or more, "
+                                         f"got {text!r}")
+    return int(text)
 
 
 def _seconds_or_zero(text: str) -> float:

@@ -163,6 +163,7 @@ class EnvoyOptions:
     client_limit: Rate | None = None  # front mode: requests per client address, before ext_authz
     client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
     max_connections: int = 10_000  # open client connections, all listeners together
+    xff_num_trusted_hops: int = 0  # front mode: proxies before Envoy that append to XFF
 
     def __post_init__(self) -> None:
         # None means "the default"; an empty address is a mistake (`--listen ''` rendered the
@@ -421,6 +422,19 @@ def _client_limit_filter(options: EnvoyOptions) -> HttpFilter | None:
                       typed_config=AnyMessage.pack(limiter))
 
 
+def _trusted_hops(options: EnvoyOptions) -> int:
+    """Behind a load balancer every request comes from its address, so --client-limit held
+    all clients in one bucket; the address it appended to x-forwarded-for is the client's."""
+    hops = options.xff_num_trusted_hops
+    if hops and options.mode != "front":
+        raise EnvoyConfigError("--xff-num-trusted-hops: front mode only; in sidecar mode the "
+                               "mesh's gateway decides the client address")
+    if not 0 <= hops <= 2**32 - 1:  # a uint32 in Envoy's API
+        raise EnvoyConfigError(f"--xff-num-trusted-hops: must be from 0 to {2**32 - 1}, got "
+                               f"{hops}")
+    return hops
+
+
 def _ext_authz(config: Config, timeout: datetime.timedelta) -> HttpFilter:
     headers = dict.fromkeys((*CHECK_HEADERS, config.credentials.api_key_header))
     authz = ExtAuthz(
@@ -525,7 +539,9 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
             # balancers keep an idle connection, so they close first and never reuse one
             # Envoy is closing.
             idle_timeout=IDLE_TIMEOUT),
-        use_remote_address=True,  # x-forwarded-for from the client is not trusted
+        # x-forwarded-for from the client is not trusted; only the entries that the proxies
+        # in front (--xff-num-trusted-hops) appended, read from the right.
+        use_remote_address=True, xff_num_trusted_hops=_trusted_hops(options),
         # Envoy's edge defaults wait forever for headers: a client dripping them one byte at a
         # time holds a connection indefinitely (seen in this project's pentest). 10 s and the
         # HTTP/2 stream and window limits are what Envoy's edge best-practice guide sets.
