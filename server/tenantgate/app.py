@@ -80,7 +80,12 @@ class App:
         cfg = self._listen = self.runtime.config.listen
         self._admin_config = self.runtime.config.admin
         options = [("grpc.so_reuseport", 0),
-                   ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES)]
+                   ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
+                   # Envoy pings an idle connection over TCP every 10 s (config/envoy.py) to
+                   # find a dead peer; gRPC's default policy answers the third ping with
+                   # GOAWAY, and an idle Envoy reconnected every ~30 s.
+                   ("grpc.keepalive_permit_without_calls", 1),
+                   ("grpc.http2.min_ping_interval_without_data_ms", 5000)]
         self.server = grpc.aio.server(options=options,
                                       maximum_concurrent_rpcs=cfg.max_concurrent_rpcs)
         AuthorizationServicer(self.current).add_to_server(self.server)  # pins its own snapshot
