@@ -69,12 +69,14 @@ class KeyManager:
         self._keys.invalidate(key_id)  # a negative cache entry for this id would hide it here
         return NewKey(record, format_key(self._keys.prefix, key_id, secret))
 
-    async def get(self, key_id: str) -> KeyRecord:
+    async def get(self, key_id: str, *, lenient: bool = False) -> KeyRecord:
+        """`lenient`: a record a hand edit left with bytes that are not UTF-8 is read with
+        U+FFFD in their place; otherwise it is refused (failed_precondition)."""
         try:
-            record = await self._store.get(key_id) if key_id.isalnum() else None
-        except UnreadableKeyRecord:  # already refused like an unknown key: nothing to revoke
+            record = await self._store.get(key_id, lenient=lenient) if key_id.isalnum() else None
+        except UnreadableKeyRecord:
             raise KeyAdminError("failed_precondition", "the stored record is not UTF-8 (a hand "
-                                "edit?): fix or delete it in Redis") from None
+                                "edit?): fix or delete it in Redis, or revoke it") from None
         if record is None:
             raise KeyAdminError("not_found", "no such key")
         return record
@@ -118,7 +120,9 @@ class KeyManager:
         return new, current
 
     async def revoke(self, key_id: str) -> KeyRecord:
-        record = await self.get(key_id)
+        # Lenient: a leaked key whose record a hand edit broke must still be revocable (checks
+        # refuse it meanwhile), or rewriting the field later would bring it back to life.
+        record = await self.get(key_id, lenient=True)
         if not record.revoked:
             record = await self._store.update(record, revoked_at=int(time.time()))
         self._keys.invalidate(key_id)  # this replica at once; the others via pub/sub

@@ -53,9 +53,13 @@ class KeyRecord:
                 "lifetime": str(self.lifetime)}
 
     @classmethod
-    def from_hash(cls, key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
+    def from_hash(cls, key_id: str, raw: Mapping[Any, Any], *,
+                  lenient: bool = False) -> KeyRecord | None:
+        """`lenient`: bytes that are not UTF-8 become U+FFFD instead of UnreadableKeyRecord
+        (for a revocation, which must work whatever a hand edit did to the record)."""
+        errors = "replace" if lenient else "strict"
         try:
-            fields = {_text(k): _text(v) for k, v in raw.items()}
+            fields = {_text(k, errors): _text(v, errors) for k, v in raw.items()}
         except UnicodeDecodeError:
             raise UnreadableKeyRecord(key_id) from None
         if not fields.get("digest") or not fields.get("tenant"):
@@ -85,8 +89,9 @@ class ApiKeyStore:
         self.client = client
         self.channel = channel
 
-    async def get(self, key_id: str) -> KeyRecord | None:
-        return KeyRecord.from_hash(key_id, await self.client.hgetall(_KEY.format(key_id)))
+    async def get(self, key_id: str, *, lenient: bool = False) -> KeyRecord | None:
+        raw = await self.client.hgetall(_KEY.format(key_id))
+        return KeyRecord.from_hash(key_id, raw, lenient=lenient)
 
     async def put(self, record: KeyRecord) -> None:
         async with self.client.pipeline(transaction=True) as pipe:
@@ -186,8 +191,8 @@ def _listable(key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
         return None
 
 
-def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+def _text(value: Any, errors: str = "strict") -> str:
+    return value.decode(errors=errors) if isinstance(value, bytes) else str(value)
 
 
 def _lifetime(fields: Mapping[str, str]) -> int:
