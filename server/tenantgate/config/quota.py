@@ -16,6 +16,7 @@ from pydantic import (
     model_validator,
 )
 
+from tenantgate.config.paths import fold_request_path
 from tenantgate.config.types import (
     Duration,
     Model,
@@ -168,7 +169,14 @@ class EndpointRule(Model):
             if not whole and re.search(r"[*{}]", seg):
                 raise ValueError(f"segment {seg!r}: `*`, `**` and `{{name}}` stand for whole "
                                  "segments")
-        return as_envoy_passes(value)
+        as_envoy_passes(value)
+        if fold_request_path(value) is None:
+            # As for route rules: Check refuses a path holding such an escape, and the compiled
+            # pattern would count another path instead (`/a%EF%BC%8Fb` as `/a/b`).
+            raise ValueError("an escaped character here folds (NFKC) into path syntax (`/`, "
+                             "`.`, `..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a "
+                             "path, and the rule would count other paths instead")
+        return value
 
 
 class PlanConfig(Model):
