@@ -3,14 +3,16 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import pytest
 from google.protobuf.duration_pb2 import Duration
 from tenantgate.config.load import load_config, parse_config
-from tenantgate.config.model import DEFAULT_ALGORITHMS
+from tenantgate.config.model import DEFAULT_ALGORITHMS, DEFAULT_TENANT_PATTERN, admits
 from tenantgate.config.types import DURATION_MAX_SECONDS, redis_hosts
 from tenantgate.errors import ConfigError
+from tenantgate.tenancy import TenantRules
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
 CASES = sorted(p.stem for p in FIXTURES.glob("*.yaml") if p.stem != "valid")
@@ -488,3 +490,22 @@ def test_unknown_keys_under_named_entries_get_a_suggestion(
         old: str, new: str, expected: str) -> None:
     # The key after a mapping (a tenant or plan name) was looked up as a field: no suggestion.
     assert replaced_issues(old, new) == [expected]
+
+
+def test_an_empty_registry_tenant_id_is_refused_though_the_pattern_admits_it() -> None:
+    # tenancy refuses an empty id (1 to 255 characters) whatever the pattern says.
+    found = replaced_issues("tenants:\n  registry:\n",
+                            "tenants:\n  pattern: '^[a-z]*$'\n  registry:\n    '': {}\n")
+    assert found == ["tenants.registry.: tenants.pattern does not admit this tenant id, so no "
+                     "request could ever act for it"]
+
+
+@pytest.mark.parametrize("pattern", ["(?s).*", "^[a-z]*$", DEFAULT_TENANT_PATTERN])
+def test_load_time_tenant_id_checks_agree_with_tenancy(pattern: str) -> None:
+    config = load_config(FIXTURES / "valid.yaml")
+    # model_copy skips validation: "(?s).*" leaves only the fixed alphabet tenancy enforces.
+    rules = TenantRules(config.model_copy(
+        update={"tenants": config.tenants.model_copy(update={"pattern": pattern})}))
+    probes = ["", "a" * 255, "a" * 256, "acme", *map(chr, range(0x80)), "\u00e9", "a\u00a0b"]
+    compiled = re.compile(pattern)
+    assert [admits(compiled, p) for p in probes] == [rules.valid_id(p) for p in probes]
