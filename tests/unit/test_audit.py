@@ -247,6 +247,9 @@ def test_a_closed_sink_whose_reader_never_comes_back_ends_and_counts_what_it_hel
     # A reload closes the old sink. Its writer thread blocked in write() for good, holding the
     # descriptor and up to MAX_QUEUED_BYTES of lines: one more of each per reload.
     monkeypatch.setattr(sink, "CLOSED_WRITER_GRACE_SECONDS", 0.5)
+    # Each wait for the reader is one 10 s poll: past the grace, the ~50 batches left must not
+    # each wait one (the guard below would run out long before).
+    monkeypatch.setattr(sink, "_POLL_MS", 10_000)
     path, reader = _stalled_fifo(tmp_path)
     audit = AuditLog(path, sample_allow=1.0, max_lines_per_second=0)
     before, total = lost(), 1000  # ~250 KB: several times what the pipe holds

@@ -203,10 +203,12 @@ class QueuedSink:
         """Until the reader makes room: True, or False once closed and past the grace."""
         poller = select.poll()  # not select(): a descriptor past 1023 is fine here
         poller.register(self._fd, select.POLLOUT)
-        while not poller.poll(_POLL_MS):
-            if self._closing and time.monotonic() >= self._give_up_at:
-                return False
-        return True
+        # Past the grace, at once: every batch still queued asks, and each waiting a poll
+        # kept a full queue's thread for minutes.
+        while not (self._closing and time.monotonic() >= self._give_up_at):
+            if poller.poll(_POLL_MS):
+                return True
+        return False
 
     def _say_refusals(self) -> None:
         if self._refused != self._refusals_said and self._full.ready():
