@@ -72,6 +72,8 @@ class CompiledRule:
     methods: frozenset[str] | None
     path: re.Pattern[str]
     specs: tuple[LimitSpec, ...]
+    names_head: bool = False  # HEAD is listed
+    head_from_get: bool = False  # HEAD is not listed but GET is: counted as a GET
 
     def matches(self, method: str, folded_path: str) -> bool:
         return ((self.methods is None or method in self.methods)
@@ -89,9 +91,14 @@ class CompiledPlan:
 
     def buckets(self, tenant_id: str, method: str, path: str) -> list[Bucket]:
         specs = list(self.specs)
-        folded = fold(path) if self.rules else path
-        for rule in self.rules:
-            if rule.matches(method, folded):
+        if self.rules:
+            folded = fold(path)
+            matched = [rule for rule in self.rules if rule.matches(method, folded)]
+            if method == "HEAD" and any(rule.names_head for rule in matched):
+                # A rule written for HEAD governs it where it matches: the GET rules there stop
+                # counting it, or a HEAD allowance would be capped by the GET limit.
+                matched = [rule for rule in matched if not rule.head_from_get]
+            for rule in matched:
                 specs.extend(rule.specs)
         return [s.bucket(tenant_id) for s in specs]
 
@@ -117,8 +124,11 @@ def compile_plan(name: str, plan: PlanConfig, default_failure: FailureMode) -> C
 
 
 def _compile_rule(rule: EndpointRule) -> CompiledRule:
+    listed = rule.methods or []
     return CompiledRule(_methods(rule.methods), compile_path(rule.path),
-                        _specs(f"ep:{rule.name}", rule.name, rule.limits, None))
+                        _specs(f"ep:{rule.name}", rule.name, rule.limits, None),
+                        names_head="HEAD" in listed,
+                        head_from_get="GET" in listed and "HEAD" not in listed)
 
 
 def _methods(listed: list[str] | None) -> frozenset[str] | None:
