@@ -7,11 +7,19 @@ import re
 from pathlib import Path
 
 import pytest
+import yaml
 from google.protobuf.duration_pb2 import Duration
 from tenantgate.config.load import load_config, parse_config
-from tenantgate.config.model import DEFAULT_ALGORITHMS, DEFAULT_TENANT_PATTERN, admits
+from tenantgate.config.model import (
+    DEFAULT_ALGORITHMS,
+    DEFAULT_TENANT_PATTERN,
+    PolicyConfig,
+    RouteConfig,
+    admits,
+)
 from tenantgate.config.types import DURATION_MAX_SECONDS, redis_hosts
 from tenantgate.errors import ConfigError
+from tenantgate.policy import compile_routes, find_route
 from tenantgate.tenancy import TenantRules
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
@@ -509,3 +517,38 @@ def test_load_time_tenant_id_checks_agree_with_tenancy(pattern: str) -> None:
     probes = ["", "a" * 255, "a" * 256, "acme", *map(chr, range(0x80)), "\u00e9", "a\u00a0b"]
     compiled = re.compile(pattern)
     assert [admits(compiled, p) for p in probes] == [rules.valid_id(p) for p in probes]
+
+
+TENANT_RULE_AFTER_GET_PREFIX = ("{path_prefix: /t, methods: [GET]}",
+                                "{path: '/t/{tenant}/notes', methods: [GET]}")
+
+
+def test_a_tenant_rule_whose_methods_an_earlier_rule_takes_is_refused_as_not_dead() -> None:
+    # Not "never applies": for DELETE it still 404s another tenant's path, and deleting it as
+    # dead would let that DELETE through.
+    assert policy_issues("{path: /health}", *TENANT_RULE_AFTER_GET_PREFIX) == [
+        "policy.routes[2]: routes[1] comes first and takes every request with a method this "
+        "rule lists (the first matching rule applies): for those, routes[1] decides even another "
+        "tenant's path (no 404) and this rule's checks never run; for other methods this rule "
+        "does answer another tenant's path with 404, so keep it: put it before routes[1]"]
+
+
+def test_the_tenant_rule_message_says_what_policy_does() -> None:
+    routes = [RouteConfig.model_validate(yaml.safe_load(r)) for r in TENANT_RULE_AFTER_GET_PREFIX]
+    table = compile_routes(PolicyConfig.model_construct(routes=routes))  # the refused order
+    for method, index, bound in [("GET", 0, None), ("HEAD", 0, None), ("DELETE", 1, "globex")]:
+        found = find_route(table, {}, method, "/t/globex/notes", "acme")
+        assert found is not None and found[0] is not None
+        assert (found[0].index, found[1]) == (index, bound), method  # 1, "globex": a 404
+
+
+@pytest.mark.parametrize("routes", [
+    ("{path_prefix: /t}", "{path: '/t/{tenant}/notes', methods: [GET]}"),
+    ("{path: '/t/{tenant}/notes', methods: [GET, DELETE]}",
+     "{path: '/t/{tenant}/notes', methods: [DELETE], action: deny}"),
+], ids=["earlier-takes-every-method", "earlier-binds-the-tenant-too"])
+def test_a_tenant_rule_an_earlier_rule_takes_whatever_the_method_never_applies(
+        routes: tuple[str, str]) -> None:
+    assert policy_issues("{path: /health}", *routes) == [
+        "policy.routes[2]: never applies: routes[1] comes first and matches every method and "
+        "path this rule does (the first matching rule applies): put this rule before it"]

@@ -338,10 +338,27 @@ class PolicyConfig(Model):
         for i, later in enumerate(routes):
             for j, earlier in enumerate(routes[:i]):
                 if _methods_cover(earlier, later) and _path_covers(earlier, later):
-                    raise error_at((i,), f"never applies: routes[{j}] comes first and matches "
-                                         "every method and path this rule does (the first "
-                                         "matching rule applies): put this rule before it")
+                    raise error_at((i,), _shadowed_by(j, earlier, later))
         return routes
+
+
+def _shadowed_by(j: int, earlier: RouteConfig, later: RouteConfig) -> str:
+    # policy: a `{tenant}` rule answers another tenant's path with 404 for the methods it does
+    # not list too. When routes[j] takes only some methods (and binds no tenant itself), this
+    # rule still applies to the others: deleted as dead, it would let another tenant's path
+    # through for them (a DELETE after a GET-only rule).
+    if earlier.methods is not None and _binds_tenant(later) and not _binds_tenant(earlier):
+        return (f"routes[{j}] comes first and takes every request with a method this rule "
+                f"lists (the first matching rule applies): for those, routes[{j}] decides even "
+                "another tenant's path (no 404) and this rule's checks never run; for other "
+                "methods this rule does answer another tenant's path with 404, so keep it: put "
+                f"it before routes[{j}]")
+    return (f"never applies: routes[{j}] comes first and matches every method and path this "
+            "rule does (the first matching rule applies): put this rule before it")
+
+
+def _binds_tenant(route: RouteConfig) -> bool:
+    return "{tenant}" in _segments(route)
 
 
 # Only what is provably covered is refused (prefix under prefix, a pattern whose literal
