@@ -3,6 +3,7 @@ the lookup cache, admin-token checks and config validation."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from pathlib import Path
@@ -13,7 +14,7 @@ import yaml
 from tenantgate.admin.server import AdminTokenAuth
 from tenantgate.config.load import parse_config
 from tenantgate.decision import Reason
-from tenantgate.errors import ConfigError
+from tenantgate.errors import ApiKeyStoreUnavailable, ConfigError
 from tenantgate.identity.apikey_store import KeyRecord
 from tenantgate.identity.apikeys import ApiKeys, Hasher, format_key, new_secret, parse_key
 from tenantgate.identity.model import Identity
@@ -268,3 +269,22 @@ def test_a_stored_time_that_cannot_be_read_counts_as_past(
     record = KeyRecord.from_hash("k1", {"tenant": "acme", "digest": "d", **fields})
     assert record is not None
     assert (record.revoked, record.expired(time.time())) == (revoked, expired)
+
+
+class SlowStore(FakeStore):
+    """A Redis slow in each step of a lookup on a new connection (connect, handshake, HGETALL),
+    each within redis_timeout (250 ms by default), the whole well past it."""
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        for _ in range(3):
+            await asyncio.sleep(0.2)
+        return await super().get(key_id)
+
+
+async def test_a_lookup_is_bounded_by_redis_timeout_in_all(tmp_path: Path) -> None:
+    keys, _, _ = make_keys(tmp_path)
+    slow = SlowStore({})
+    slow.records[KEY_ID] = record(keys)
+    keys.store = slow  # type: ignore[assignment]
+    with pytest.raises(ApiKeyStoreUnavailable):  # fail closed (503), before Envoy gives up
+        await keys.verify(format_key("tgk", KEY_ID, SECRET))

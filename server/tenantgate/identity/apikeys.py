@@ -151,8 +151,12 @@ class ApiKeys:
 
     async def _read(self, key_id: str) -> KeyRecord | None:
         try:
-            return await self.store.get(key_id)
-        except (RedisError, OSError):
+            # In all: on a new connection, the connect, redis-py's handshake replies and the
+            # HGETALL each had redis_timeout of their own, so a slow Redis (a failover) held
+            # a Check past Envoy's authz timeout, which envoy-config sets from this one.
+            async with asyncio.timeout(self.cfg.redis_timeout):
+                return await self.store.get(key_id)
+        except (RedisError, OSError):  # TimeoutError included
             APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE).inc()
             # Fail closed (503): a cached record past its TTL may have been revoked since.
             raise ApiKeyStoreUnavailable("API-key store unavailable") from None
