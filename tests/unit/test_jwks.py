@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +18,7 @@ from tenantgate.config.model import IssuerConfig
 from tenantgate.decision import Reason
 from tenantgate.errors import KeySetUnavailable
 from tenantgate.identity import jwks as jwks_module
-from tenantgate.identity.jwks import FAILED_FETCH_BACKOFF, KeySet
+from tenantgate.identity.jwks import FAILED_FETCH_BACKOFF, FetchFailed, KeySet
 from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.keys import fits, prepare
 from tenantgate.identity.model import NOT_A_STRING, Identity
@@ -514,6 +515,15 @@ async def test_inline_keys_get_no_refresh_loop(idp: DevIssuer) -> None:
                    if t is not asyncio.current_task())
 
 
+def discovering_keyset(handle: Callable[[httpx.Request], Awaitable[httpx.Response]],
+                       clock: Clock) -> KeySet:
+    """An issuer with discovery, max_stale 600 s, whose IdP answers with `handle`."""
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True, "max_stale": "600s"}})
+    return KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock)
+
+
 async def test_a_moved_jwks_uri_is_discovered_again_after_a_failed_fetch(idp: DevIssuer) -> None:
     """With discovery, the first jwks_uri was kept for good: once the IdP moved its keys (the
     old URL 404s), every fetch failed, and past max_stale every token got 503 until a restart."""
@@ -530,11 +540,8 @@ async def test_a_moved_jwks_uri_is_discovered_again_after_a_failed_fetch(idp: De
                                   headers={"cache-control": "max-age=60"})
         return httpx.Response(404)
 
-    cfg = IssuerConfig.model_validate({
-        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
-        "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True, "max_stale": "600s"}})
     clock = Clock()
-    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock)
+    keys = discovering_keyset(handle, clock)
     await keys.start()
     jwks_uri["now"] = "https://idp.test/new.json"
     clock.now += 60 + 600  # past max_stale: the next find must fetch
@@ -645,7 +652,7 @@ async def check_bearer(verifier: JwtVerifier, rejected: RejectedTokens,
     revision = rejected.keys_revision()
     verified = await verifier.verify(token, now)
     if isinstance(verified, Reason):
-        rejected.put(key, verified, now, revision)
+        rejected.put(key, verified, now, revision, verifier.refetch_missed())
     return verified
 
 
@@ -673,4 +680,72 @@ async def test_a_bad_signature_is_not_remembered_while_its_refetch_is_refused(
     clock.now += 30
     assert isinstance(await check_bearer(verifier, rejected, token), Identity)
     assert fake.fetches == 3
+    await keys.close()
+
+
+async def test_a_missed_refetch_of_one_issuer_does_not_stop_caching_anothers_bad_signatures(
+        idp: DevIssuer) -> None:
+    """One flag for the whole gateway: once any issuer's refetch was refused (or its keys were
+    past max_stale, where no fetch could clear it), no bad signature of any issuer was cached."""
+    other = DevIssuer(issuer="https://other.test", kid="k1")
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=86400"), Clock()
+    keys = keyset(fake, clock, max_ttl="1d")
+    other_fake = FakeIdP(other.jwks(["k1"]), "max-age=86400")
+    other_keys = KeySet(keys._issuer.model_copy(update={"name": "other", "issuer": other.issuer}),
+                        httpx.AsyncClient(transport=httpx.MockTransport(other_fake.handle)),
+                        clock=clock)
+    await keys.start()
+    await other_keys.start()
+    verifier = JwtVerifier([keys._issuer, other_keys._issuer], {"idp": keys, "other": other_keys})
+    rejected = RejectedTokens(100, 3600.0, [keys, other_keys])
+    forger = DevIssuer(issuer=idp.issuer, kid="k1")
+    for token in (forger.token(subject="first"), forger.token(subject="second")):
+        assert await check_bearer(verifier, rejected, token) == Reason.BAD_SIGNATURE
+    assert fake.fetches == 2 and len(rejected) == 1  # the second token's refetch was refused
+    fake.failing = True
+    clock.now += 30
+    assert await check_bearer(verifier, rejected, forger.token(subject="third")) \
+        == Reason.BAD_SIGNATURE
+    assert fake.fetches == 3 and len(rejected) == 1  # its refetch ran and failed
+
+    forged = DevIssuer(issuer=other.issuer, kid="k1").token()
+    assert await check_bearer(verifier, rejected, forged) == Reason.BAD_SIGNATURE
+    assert other_fake.fetches == 2  # its own refetch ran and changed nothing: final
+    assert rejected.get(token_key(forged), time.time()) == Reason.BAD_SIGNATURE
+    await keys.close()
+    await other_keys.close()
+
+
+async def test_the_last_good_jwks_uri_is_still_asked_while_discovery_is_down(
+        idp: DevIssuer) -> None:
+    """A failed JWKS fetch dropped the discovered jwks_uri: every later attempt had to discover
+    it first, so while discovery was down the (working) JWKS URL was never asked again, and past
+    max_stale every token of the issuer got 503."""
+    asked: list[str] = []
+    down = {"discovery": False, "jwks": False}
+
+    async def handle(request: httpx.Request) -> httpx.Response:
+        asked.append(request.url.path)
+        if request.url.path == "/.well-known/openid-configuration":
+            if down["discovery"]:
+                return httpx.Response(503)
+            return httpx.Response(200, json={"issuer": "https://idp.test", "jwks_uri": URL})
+        if down["jwks"]:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"keys": idp.jwks(["k1"])},
+                              headers={"cache-control": "max-age=60"})
+
+    clock = Clock()
+    keys = discovering_keyset(handle, clock)
+    await keys.start()
+    down["jwks"] = True
+    with pytest.raises(FetchFailed):
+        await keys.refresh()
+    down.update(jwks=False, discovery=True)
+    clock.now += 60 + 600  # past max_stale: the next find must fetch
+    assert await keys.find("k1", "RS256") != []
+    discovery = "/.well-known/openid-configuration"
+    assert asked == [discovery, "/jwks.json", "/jwks.json", discovery, "/jwks.json"]
+    await keys.refresh()  # that fetch worked: no discovery before the next one
+    assert asked[5:] == ["/jwks.json"]
     await keys.close()

@@ -92,3 +92,11 @@ def test_a_refusal_found_while_the_keys_changed_is_not_kept() -> None:
     assert cache.get(token_key("s"), NOW) is None
     cache.put(token_key("s"), Reason.BAD_SIGNATURE, NOW, cache.keys_revision())
     assert cache.get(token_key("s"), NOW) is Reason.BAD_SIGNATURE
+
+
+def test_a_bad_signature_whose_refetch_was_missed_is_not_cached() -> None:
+    # The refetch that might have found the key was refused or failed: a retry must verify.
+    cache = RejectedTokens(10, 60.0)
+    cache.put(token_key("t"), Reason.BAD_SIGNATURE, NOW, cache.keys_revision(),
+              refetch_missed=True)
+    assert cache.get(token_key("t"), NOW) is None and len(cache) == 0

@@ -1,8 +1,8 @@
 """An issuer's JWKS: fetched off the event loop's critical path, cached within Cache-Control
 bounds (less Age), refreshed when that expires, refetched at a bounded rate for keys it may not
-have yet, stale-if-error up to a limit, a discovered URL discovered again after a failure; a
-generation count tells the token cache when keys went away, a revision count tells the
-rejected-token cache when they changed at all."""
+have yet, stale-if-error up to a limit, a discovered URL discovered again after a failure (kept
+while discovery fails); a generation count tells the token cache when keys went away, a
+revision count tells the rejected-token cache when they changed at all."""
 
 from __future__ import annotations
 
@@ -51,7 +51,10 @@ class KeySet:
         self._clock = clock
         self._keys: list[VerificationKey] = []
         self._etag: str | None = None
-        self._jwks_url: str | None = self._cfg.url
+        # With discovery: the jwks_uri of the last successful fetch, discovered again after a
+        # failed one (the IdP may have moved its keys) but kept while discovery fails.
+        self._jwks_url: str | None = None
+        self._rediscover = False
         self._fresh_until = 0.0  # refresh in the background after this
         self._usable_until = 0.0  # past this (fresh + max_stale) keys are no longer trusted
         self._last_unknown_kid_fetch = -float("inf")
@@ -65,10 +68,6 @@ class KeySet:
         self._distrusted = False  # past _usable_until with no fetch since: generation moved
         self.revision = 0  # counts fetches that changed the keys at all (added ones too)
         self._fingerprints: frozenset[str] = frozenset()
-        # A refetch was wanted but refused (rate limit) or failed, and no fetch has succeeded
-        # since: the keys may be behind the issuer's, so a bad signature may be fixed by the
-        # next fetch and must not be remembered as final (the rejected-token cache reads it).
-        self.refetch_owed = False
         self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
     async def start(self) -> None:
@@ -103,19 +102,22 @@ class KeySet:
         elif now >= self._fresh_until:
             self._refresh_in_background()
         keys = self._lookup(key_id, algorithm)
-        return keys or await self.refetched(key_id, algorithm)
+        return keys or await self.refetched(key_id, algorithm) or []
 
-    async def refetched(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
+    async def refetched(self, key_id: str | None, algorithm: str
+                        ) -> list[VerificationKey] | None:
         """Candidates after a fetch for a key the set may not have yet (a new `kid`, a token
         without one that no known key verifies, or a known `kid` whose key may have been
-        replaced); [] when the per-interval bound allows no fetch now or the fetch fails."""
-        if not self._may_refetch_for_unknown_kid(self._clock()):
+        replaced); None when the per-interval bound allows no fetch now or the fetch fails
+        (the issuer may have the key), [] for keys from a file or inline (they are all)."""
+        if self._cfg.file is not None or self._cfg.inline is not None:
             return []
+        if not self._may_refetch_for_unknown_kid(self._clock()):
+            return None
         try:
             await self.refresh()
         except FetchFailed:
-            self.refetch_owed = True
-            return []
+            return None
         return self._lookup(key_id, algorithm)
 
     def _lookup(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
@@ -125,10 +127,7 @@ class KeySet:
 
     def _may_refetch_for_unknown_kid(self, now: float) -> bool:
         # A flood of random kids must not become a flood of fetches: one per interval.
-        if self._cfg.file is not None or self._cfg.inline is not None:
-            return False
         if now - self._last_unknown_kid_fetch < self._cfg.refetch_interval:
-            self.refetch_owed = True
             return False
         self._last_unknown_kid_fetch = now
         return True
@@ -175,7 +174,6 @@ class KeySet:
             self._distrust_if_past_max_stale()
             raise
         self._distrusted = False
-        self.refetch_owed = False
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
             self._keys = keys
@@ -212,17 +210,34 @@ class KeySet:
             return dict(self._cfg.inline), float("inf")
         if self._cfg.file is not None:
             return await asyncio.to_thread(_read_file, Path(self._cfg.file)), None
-        if self._jwks_url is None:
-            self._jwks_url = await self._discover()
+        if self._cfg.url is not None:
+            return await self._get_jwks(self._cfg.url)
+        url = await self._discovered_url()
         try:
-            return await self._get_jwks(self._jwks_url)
+            loaded = await self._get_jwks(url)
         except FetchFailed:
             # The IdP may have moved its keys (a new jwks_uri, the old one 404s): discover
             # again on the next attempt, after the backoff. Only after a failure: while the
             # URL works this costs no request, where discovering on every refresh doubles them.
-            if self._cfg.url is None:
-                self._jwks_url = self._etag = None  # an ETag is only good for its own URL
+            self._rediscover = True
             raise
+        self._jwks_url, self._rediscover = url, False
+        return loaded
+
+    async def _discovered_url(self) -> str:
+        if self._jwks_url is not None and not self._rediscover:
+            return self._jwks_url
+        try:
+            url = await self._discover()
+        except FetchFailed:
+            if self._jwks_url is None:
+                raise
+            # Discovery down (or its document refused) says nothing about the keys: the URL
+            # that last served them is still asked, or past max_stale every token gets 503.
+            return self._jwks_url
+        if url != self._jwks_url:
+            self._etag = None  # an ETag is only good for its own URL
+        return url
 
     async def _discover(self) -> str:
         url = self._issuer.issuer.rstrip("/") + "/.well-known/openid-configuration"

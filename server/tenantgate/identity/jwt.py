@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import re
+from contextvars import ContextVar
 from typing import Any, TypeGuard
 
 from tenantgate.config.model import HMAC_ALGORITHMS, IssuerConfig
@@ -21,6 +22,10 @@ MAX_KIDLESS_KEYS = 4  # signature checks spent on one token that names no key
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+")
 MAX_NUMERIC_DATE = 2**53  # far beyond any real date, exactly representable as a float
 MAX_SUBJECT_CHARS = 255  # OpenID Connect Core: `sub` must not exceed 255 ASCII characters
+# Whether the last verify() in this task (one Check) refused a signature that a refetch, refused
+# by the rate limit or failed, might have accepted. Beside the result, not in it: verify() keeps
+# the (token, now) -> Identity | Reason shape that tenantgate.testing.record_verifications wraps.
+_REFETCH_MISSED: ContextVar[bool] = ContextVar("tenantgate_refetch_missed", default=False)
 
 
 class _Malformed(Exception):
@@ -97,6 +102,7 @@ class JwtVerifier:
             for alg in i.algorithms if alg in HMAC_ALGORITHMS}
 
     async def verify(self, token: str, now: float) -> Identity | Reason:
+        _REFETCH_MISSED.set(False)
         if not _COMPACT_JWS.fullmatch(token):
             return Reason.MALFORMED_TOKEN
         header_b64, payload_b64, signature_b64 = token.split(".")
@@ -123,10 +129,20 @@ class JwtVerifier:
             # under a kid whose key it replaced (RFC 7517 4.5: kids only SHOULD differ). The
             # unknown-kid refetch (one per interval, whatever the tokens say) is how it is
             # found before the next refresh; verified once more only when it ran.
-            keys = await self._keysets[issuer.name].refetched(header.get("kid"), header["alg"])
-            if not _verified(keys, signing_input, signature):
+            found = await self._keysets[issuer.name].refetched(header.get("kid"), header["alg"])
+            if found is None:  # the issuer may have the key: this refusal is not final
+                _REFETCH_MISSED.set(True)
+                return Reason.BAD_SIGNATURE
+            if not _verified(found, signing_input, signature):
                 return Reason.BAD_SIGNATURE
         return _identity(issuer, header, claims, now)
+
+    @staticmethod
+    def refetch_missed() -> bool:
+        """Whether the bad signature the last verify() of this task (one Check) returned might
+        verify after a refetch that the rate limit refused or that failed: a retry must verify
+        again (and so refetch), so the rejected-token cache must not remember it."""
+        return _REFETCH_MISSED.get()
 
     async def _keys_for(self, issuer: IssuerConfig, header: dict[str, Any]
                         ) -> list[VerificationKey]:

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Iterable
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from tenantgate.decision import Reason
 
 # Cached: what only a new config (a new Runtime, so a new cache) or a change of an issuer's
 # keys (which empties the cache) could turn into an accept. Expired and too-old tokens only
-# get older; the claim reasons are reached only past the signature check; BAD_SIGNATURE only
-# while no issuer owes a refetch (see KeySet.refetch_owed). Not cached:
+# get older; the claim reasons are reached only past the signature check; BAD_SIGNATURE unless
+# the refetch for that token was refused or failed (JwtVerifier.refetch_missed). Not cached:
 # UNKNOWN_KEY (the issuer may publish the key: the refetch for unknown kids must still run),
 # TOKEN_NOT_YET_VALID and TOKEN_ISSUED_IN_FUTURE (time alone fixes them).
 PERMANENT_REASONS = frozenset({
@@ -27,13 +27,6 @@ class KeyRevision(Protocol):
     revision: int
 
 
-@runtime_checkable
-class RefetchState(Protocol):
-    """A KeySet that refetches: `refetch_owed` while a refetch it wanted did not happen."""
-
-    refetch_owed: bool
-
-
 class RejectedTokens:
     """FIFO of (reason, expiry) by token digest; one TTL for all, so the oldest expires first."""
 
@@ -42,7 +35,6 @@ class RejectedTokens:
         self._max_entries = max_entries
         self._ttl = ttl
         self._keysets = tuple(keysets)
-        self._refetching = tuple(k for k in self._keysets if isinstance(k, RefetchState))
         self._revision = self.keys_revision()
         self._entries: OrderedDict[bytes, tuple[Reason, float]] = OrderedDict()
 
@@ -61,17 +53,15 @@ class RejectedTokens:
             return None
         return entry[0]
 
-    def put(self, key: bytes, reason: Reason, now: float, keys_revision: int) -> None:
-        """Remember `reason` for this token if it is one of PERMANENT_REASONS and the keys have
-        not changed since `keys_revision` (a fetch while it was verified may have fixed it)."""
-        if self._max_entries == 0 or reason not in PERMANENT_REASONS:
+    def put(self, key: bytes, reason: Reason, now: float, keys_revision: int,
+            refetch_missed: bool = False) -> None:
+        """Remember `reason` for this token if it is one of PERMANENT_REASONS, the keys have
+        not changed since `keys_revision` (a fetch while it was verified may have fixed it),
+        and no refetch for this token was missed (JwtVerifier.refetch_missed)."""
+        if self._max_entries == 0 or reason not in PERMANENT_REASONS or refetch_missed:
             return
         self._forget_if_keys_changed()
         if keys_revision != self._revision:
-            return
-        if reason is Reason.BAD_SIGNATURE and any(k.refetch_owed for k in self._refetching):
-            # The rate limit refused (or a failure ended) the refetch that might have found the
-            # key behind this signature: the next retry must verify again, and so refetch.
             return
         self._entries.pop(key, None)  # two Checks verified it at once: keep one, at the end
         self._entries[key] = (reason, now + self._ttl)

@@ -51,8 +51,9 @@ async def identity_stage(s: CheckState) -> Deny | None:
     keys_revision = rt.rejected_tokens.keys_revision()
     verified = await rt.jwt.verify(s.credential.value, now)
     if isinstance(verified, Reason):
-        # Kept only if time cannot fix the reason, and no key changed while verifying.
-        rt.rejected_tokens.put(key, verified, now, keys_revision)
+        # Kept only if time cannot fix the reason, no key changed while verifying, and no
+        # refetch that might have found this token's key was refused or failed.
+        rt.rejected_tokens.put(key, verified, now, keys_revision, rt.jwt.refetch_missed())
         return Deny(verified)
     rt.token_cache.put(key, verified, now, rt.keysets.get(verified.issuer))
     s.identity = verified
