@@ -3,6 +3,8 @@ leaves no file behind."""
 
 from __future__ import annotations
 
+import os
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -57,3 +59,82 @@ def test_a_disabled_audit_log_is_not_checked(tmp_path: Path) -> None:
     document["audit"]["enabled"] = False
     config_path.write_text(yaml.safe_dump(document))
     assert main(["check-config", str(config_path)]) == 0
+
+
+def _dangling_link_to_a_missing_directory(d: Path) -> str:
+    (d / "link").symlink_to(d / "missing" / "audit.log")
+    return f"{d}/link"
+
+
+def _symlink_loop(d: Path) -> str:
+    (d / "loop-a").symlink_to(d / "loop-b")
+    (d / "loop-b").symlink_to(d / "loop-a")
+    return f"{d}/loop-a"
+
+
+def _link_to_a_directory_name(d: Path) -> str:
+    (d / "link").symlink_to("newdir/")  # O_CREAT through it: EISDIR
+    return f"{d}/link"
+
+
+@pytest.mark.parametrize("make_path", [
+    lambda d: f"{d}/{'a' * 256}/audit.log",
+    lambda d: f"{d}/{'a' * 256}",
+    _dangling_link_to_a_missing_directory,
+    _symlink_loop,
+    lambda d: f"{d}/newdir/",
+    lambda d: f"{d}/tenantgate.yaml/",
+    _link_to_a_directory_name,
+    lambda d: f"{d}/missing/../audit.log",
+], ids=["long-directory-name", "long-file-name", "dangling-link-to-missing-directory",
+        "symlink-loop", "trailing-slash", "trailing-slash-after-a-file",
+        "link-to-a-directory-name", "dot-dot-after-a-missing-directory"])
+def test_check_config_says_what_serve_says_where_the_lookup_fails(
+        tmp_path: Path, make_path: Callable[[Path], str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: a traceback (ENAMETOOLONG), or ok while serve refused.
+    config_path = write_config(tmp_path, make_path(tmp_path))
+    assert main(["check-config", str(config_path)]) == 2
+    expected = serve_refusal(config_path)
+    assert expected[0].startswith("audit.path: cannot open ")
+    assert capsys.readouterr().err == "".join(f"{config_path}: {i}\n" for i in expected)
+
+
+def _dangling_link_to_a_new_file(d: Path) -> str:
+    (d / "link").symlink_to(d / "new.log")  # serve creates new.log through it
+    return f"{d}/link"
+
+
+def _fifo(d: Path) -> str:
+    os.mkfifo(d / "audit.fifo")  # no reader: serve waits for one; check-config must not
+    return f"{d}/audit.fifo"
+
+
+def _link_to_a_file(d: Path) -> str:
+    (d / "existing.log").write_text("")
+    (d / "link").symlink_to("existing.log")
+    return f"{d}/link"
+
+
+@pytest.mark.parametrize("make_path", [_dangling_link_to_a_new_file, _fifo, _link_to_a_file],
+                         ids=["dangling-link-to-a-new-file", "fifo-without-reader",
+                              "link-to-a-file"])
+def test_links_and_fifos_serve_can_open_pass_and_nothing_is_created(
+        tmp_path: Path, make_path: Callable[[Path], str],
+        capsys: pytest.CaptureFixture[str]) -> None:
+    config_path = write_config(tmp_path, make_path(tmp_path))
+    before = sorted(tmp_path.iterdir())
+    assert main(["check-config", str(config_path)]) == 0, capsys.readouterr().err
+    assert sorted(tmp_path.iterdir()) == before
+
+
+def test_a_nul_byte_in_the_audit_path_is_a_config_error_for_serve_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: check-config said ok, and serve's os.open raised ValueError: a traceback.
+    config_path = write_config(tmp_path, f"{tmp_path}/audit\x00.log")
+    assert main(["check-config", str(config_path)]) == 2
+    message = "audit.path: a NUL byte cannot be part of a file name"
+    assert capsys.readouterr().err == f"{config_path}: {message}\n"
+    with pytest.raises(ConfigError) as caught:  # serve loads the config the same way
+        load_config(config_path)
+    assert caught.value.issues == [message]

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 import errno
 import os
+import stat
 import sys
-from pathlib import Path
 
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
@@ -42,26 +42,83 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def check_audit_path(config: Config) -> None:
-    """Refuse what serve would fail to open (runtime._open_audit: append, created if missing)
-    without opening it: opening would create the file, or wait for a reader on a FIFO. Checked
-    as the user running check-config, which should be the one serve runs as."""
+    """Refuse what serve would fail to open, with serve's message (runtime._open_audit)."""
     audit = config.audit
     if not audit.enabled or audit.path == "-":
         return
-    if (problem := _not_writable(Path(audit.path))) is not None:
+    if (problem := open_problem(audit.path)) is not None:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {os.strerror(problem)}"])
 
 
-def _not_writable(path: Path) -> int | None:
-    """The errno opening `path` for append (creating it if missing) would most likely fail
-    with, or None."""
-    if path.exists():
-        if path.is_dir():
-            return errno.EISDIR
-        return None if os.access(path, os.W_OK) else errno.EACCES
-    directory = path.parent
-    if not directory.exists():
-        return errno.ENOENT
-    if not directory.is_dir():
-        return errno.ENOTDIR
-    return None if os.access(directory, os.W_OK | os.X_OK) else errno.EACCES
+# Linux's limit on the symbolic links one lookup follows.
+_MAX_SYMLINKS = 40
+
+
+def open_problem(path: str, links: int = 0) -> int | None:
+    """The errno serve's open of `path` (observe.sink.open_sink: O_WRONLY | O_APPEND |
+    O_CREAT) would fail with on Linux, or None; found as the user running check-config, which
+    should be the one serve runs as. It creates nothing and does not open a FIFO (serve would
+    wait for a reader; our close could end a reader's read), so a missing file is followed
+    through the path as the kernel does: the directory it would be created in must resolve,
+    and a dangling symbolic link is followed to what it names."""
+    name = path.rstrip("/")
+    if not name:
+        return errno.EISDIR  # "/"
+    directory, last = os.path.split(name)
+    directory = directory or "."
+    if (problem := _directory_problem(directory)) is not None:
+        return problem
+    if name != path or last in (".", ".."):
+        return errno.EISDIR  # O_CREAT with a trailing slash: refused whatever is there
+    try:
+        mode = os.lstat(name).st_mode
+    except FileNotFoundError:
+        return _create_problem(directory)
+    except OSError as exc:
+        return exc.errno  # a last component too long
+    if stat.S_ISLNK(mode):
+        return _follow(directory, name, links)
+    return _existing_problem(name, mode)
+
+
+def _directory_problem(directory: str) -> int | None:
+    try:
+        return None if stat.S_ISDIR(os.stat(directory).st_mode) else errno.ENOTDIR
+    except OSError as exc:  # missing, a name too long, a loop, not searchable
+        return exc.errno
+
+
+def _follow(directory: str, link: str, links: int) -> int | None:
+    if links >= _MAX_SYMLINKS:
+        return errno.ELOOP
+    try:
+        target = os.readlink(link)
+    except OSError as exc:  # gone since
+        return exc.errno
+    return open_problem(os.path.join(directory, target), links + 1)
+
+
+def _create_problem(directory: str) -> int | None:
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return errno.EROFS
+    except OSError as exc:
+        return exc.errno
+    return None if _may(directory, os.W_OK | os.X_OK) else errno.EACCES
+
+
+def _may(path: str, mode: int) -> bool:
+    return os.access(path, mode, effective_ids=os.access in os.supports_effective_ids)
+
+
+def _existing_problem(path: str, mode: int) -> int | None:
+    if stat.S_ISDIR(mode):
+        return errno.EISDIR
+    if stat.S_ISFIFO(mode):
+        return None if _may(path, os.W_OK) else errno.EACCES
+    try:  # without O_CREAT, so nothing is made if it is gone by now; no side effects
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY
+                         | os.O_CLOEXEC))
+    except OSError as exc:
+        return exc.errno  # a socket: ENXIO, as serve gets
+    return None

@@ -500,6 +500,8 @@ class AuditConfig(Model):
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
+        if "\x00" in value:  # os.open raised ValueError for it: a traceback at serve
+            raise ValueError("a NUL byte cannot be part of a file name")
         if value == "-" or Path(value).is_absolute():
             return value
         return str(Path((info.context or {}).get("base_dir", ".")) / value)
