@@ -67,3 +67,28 @@ def test_head_counts_against_a_get_limit(methods: str, method: str, limited: boo
 def test_head_and_get_share_the_get_limit() -> None:
     compiled = plan("GET")
     assert compiled.buckets("t", "HEAD", "/reports/x") == compiled.buckets("t", "GET", "/reports/x")
+
+
+def endpoint_path(path: str) -> str:
+    """BASE with the endpoint's path pattern replaced (its method: GET)."""
+    return BASE.replace("METHODS", "GET").replace("'/reports/**'", f"'{path}'")
+
+
+@pytest.mark.parametrize("path", ["/api%EF%BC%8Fadmin", "/files/%E2%80%A5/x",
+                                  "/a%EF%BC%9Fb/**"],
+                         ids=["fullwidth-solidus", "two-dot-leader", "fullwidth-question-mark"])
+def test_an_endpoint_path_escaping_what_folds_into_path_syntax_is_refused(path: str) -> None:
+    # As route rules are. Before: /api%EF%BC%8Fadmin loaded and counted plain /api/admin.
+    with pytest.raises(ConfigError) as caught:
+        parse_config(endpoint_path(path))
+    assert caught.value.issues == [
+        "quota.plans.p.endpoints[0].path: an escaped character here folds (NFKC) into path "
+        "syntax (`/`, `.`, `..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a path, and the "
+        "rule would count other paths instead"]
+
+
+@pytest.mark.parametrize("path", ["/caf%C3%A9/**", "/files/%25done", "/reports/{id}"],
+                         ids=["escaped-letter", "escaped-percent", "placeholder"])
+def test_endpoint_paths_that_fold_to_themselves_still_pass(path: str) -> None:
+    config = parse_config(endpoint_path(path))
+    assert compile_plan("p", config.quota.plans["p"], "closed").rules
