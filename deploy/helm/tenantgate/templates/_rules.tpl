@@ -3,6 +3,27 @@ Prometheus alert rule groups (the `spec` of the PrometheusRule; also a plain Pro
 file: deploy/prometheus/tenantgate-rules.yaml is this template rendered with default values).
 */}}
 
+{{/* The Operator object scraping this release: ServiceMonitor, PodMonitor, or none. */}}
+{{- define "tenantgate.monitorKind" -}}
+{{- if and .Values.metrics.enabled .Values.metrics.serviceMonitor.enabled -}}
+{{- if eq .Values.mode "standalone" -}}ServiceMonitor
+{{- else if .Values.sidecar.app.enabled -}}PodMonitor
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+The `job` label of this release's targets, as the Prometheus Operator sets it without a jobLabel:
+a ServiceMonitor's is the Service's name, a PodMonitor's "<namespace>/<PodMonitor name>". Empty
+when the chart renders neither: the scrape config is someone else's and its job unknown here.
+*/}}
+{{- define "tenantgate.scrapeJob" -}}
+{{- $kind := include "tenantgate.monitorKind" . -}}
+{{- if eq $kind "ServiceMonitor" -}}{{ include "tenantgate.fullname" . }}
+{{- else if eq $kind "PodMonitor" -}}{{ printf "%s/%s" .Release.Namespace (include "tenantgate.sidecar.appName" .) }}
+{{- end -}}
+{{- end -}}
+
 {{/* Deny reasons answered 401: a credential that did not verify (decision.py STATUS table). */}}
 {{- define "tenantgate.authFailureReasons" -}}
 no_credential|malformed_token|token_too_large|algorithm_not_allowed|unknown_issuer|unknown_key|bad_signature|token_expired|token_not_yet_valid|token_issued_in_future|token_too_old|wrong_audience|wrong_token_type|unsupported_crit|bad_claims|tenant_missing|tenant_invalid|issuer_not_allowed_for_tenant|api_key_invalid|api_key_revoked|api_key_expired
@@ -110,27 +131,58 @@ groups:
           description: "At least one tenantgate instance runs its quota in degraded mode (the store is unavailable); limits are approximate or off until it recovers."
   - name: tenantgate.service
     rules:
+{{- $job := include "tenantgate.scrapeJob" . }}
+{{- if $job }}
+{{- $up := printf "up{namespace=%q,job=%q}" .Release.Namespace $job }}
+{{- $kind := include "tenantgate.monitorKind" . }}
       - alert: TenantgateDown
-        # Every tenantgate exports this counter from its start, at 0: with no series at all,
-        # Prometheus scrapes no tenantgate, and Envoy answers every request 503 (fail closed).
-        # Across the whole Prometheus: one release still up keeps it quiet.
+        # This release's own job: no target answers, or none is left to scrape. Its tenantgate
+        # series go stale with it, so they cannot say so; nor can absent() over the whole
+        # Prometheus while another release (sidecar mode: one per application) is up.
         expr: |
-          absent(tenantgate_internal_errors_total)
+          absent({{ $up }} == 1)
         for: {{ $r.for }}
-        labels: {severity: critical}
+        # absent() of an expression carries no labels: these route the alert.
+        labels: {severity: critical, namespace: {{ .Release.Namespace | quote }}, job: {{ $job | quote }}}
         annotations:
-          summary: "No tenantgate is being scraped"
-          description: "No tenantgate instance has exported metrics for a while: tenantgate is down, unreachable or not scraped. While it is down, Envoy answers every request 503 (ext_authz fails closed). Check the pods, their probes and the scrape config."
+          summary: {{ printf "No tenantgate of job %s is up" $job | quote }}
+          description: {{ printf "Prometheus scrapes no tenantgate of job %s in namespace %s: every instance is down, unreachable or gone, or the %s is not picked up by Prometheus. Meanwhile every Envoy that calls it answers its requests 503 (ext_authz fails closed). Check the pods, their probes and the %s." $job .Release.Namespace $kind $kind | quote }}
       - alert: TenantgateInstanceDown
-        # One instance of a job whose others are up (all of them down: TenantgateDown). Joined
-        # on job, so it needs no job name and other jobs' targets never match.
+        # Each instance down, whether or not others of the job answer.
         expr: |
-          up == 0 and on (job) group by (job) (tenantgate_internal_errors_total)
+          {{ $up }} == 0
         for: {{ $r.for }}
         labels: {severity: warning}
         annotations:
           summary: {{ "tenantgate instance {{ $labels.instance }} is down" | quote }}
-          description: {{ "Prometheus cannot scrape tenantgate at {{ $labels.instance }} (job {{ $labels.job }}) while others of the job answer: the pod is down, restarting or cut off from Prometheus." | quote }}
+          description: {{ "Prometheus cannot scrape tenantgate at {{ $labels.instance }} (job {{ $labels.job }}): the pod is down, restarting or cut off from Prometheus." | quote }}
+{{- else }}
+      - alert: TenantgateDown
+        # The job is not known here, so the jobs that exported tenantgate's series in the last
+        # day stand for it: one with none now is down, though another job still answers.
+        # absent(): no tenantgate scraped at all (never, or down for longer than that day).
+        expr: |
+          (
+            group by (job) (max_over_time(tenantgate_internal_errors_total[1d]))
+              unless on (job) tenantgate_internal_errors_total
+          )
+          or on () absent(tenantgate_internal_errors_total)
+        for: {{ $r.for }}
+        labels: {severity: critical}
+        annotations:
+          summary: {{ "No tenantgate is being scraped{{ with $labels.job }} in job \"{{ . }}\"{{ end }}" | quote }}
+          description: {{ "{{ with $labels.job }}Job \"{{ . }}\" exports no tenantgate metrics any more{{ else }}No tenantgate exports metrics{{ end }}: it is down, unreachable or not scraped. While it is down, Envoy answers every request 503 (ext_authz fails closed). Check the pods, their probes and the scrape config. Several tenantgate deployments in one scrape job count as one here: see deploy/README.md." | quote }}
+      - alert: TenantgateInstanceDown
+        # Targets that exported tenantgate's series in the last day, so a shared scrape job's
+        # other targets never match, and every instance down still does.
+        expr: |
+          up == 0 and on (job, instance) max_over_time(tenantgate_internal_errors_total[1d])
+        for: {{ $r.for }}
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "tenantgate instance {{ $labels.instance }} is down" | quote }}
+          description: {{ "Prometheus cannot scrape tenantgate at {{ $labels.instance }} (job {{ $labels.job }}): the pod is down, restarting or cut off from Prometheus." | quote }}
+{{- end }}
       - alert: TenantgateInternalErrors
         expr: |
           sum(increase(tenantgate_internal_errors_total[5m])) > 0
