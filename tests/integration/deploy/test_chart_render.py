@@ -417,6 +417,26 @@ def test_a_headless_service_lets_front_envoys_balance_over_every_pod(
         yaml.safe_load(result.stdout)["data"]["notes"]
 
 
+def test_the_headless_service_name_fits_kubernetes_with_a_long_release_name(
+        helm: str, notes_chart: Path) -> None:
+    """The full name is cut at 63 characters, and "-headless" came after it: a 50-character
+    release name made a 70-character Service name, which the API server refuses."""
+    release = "payments-" + "x" * 41
+    args = ["--namespace", "auth", "--set", "service.headless=true",
+            "-f", str(VALUES_DIR / "standalone-minimal.yaml")]
+    result = run_helm(helm, "template", release, str(CHART), *args)
+    assert result.returncode == 0, result.stderr
+    names = [d["metadata"]["name"] for d in yaml.safe_load_all(result.stdout)
+             if d and d["kind"] == "Service"]
+    [headless] = [name for name in names if name.endswith("-headless")]
+    assert len(headless) <= 63 and re.fullmatch(r"[a-z]([-a-z0-9]*[a-z0-9])?", headless)
+    assert headless.removesuffix("-headless") in names[0]
+    notes = run_helm(helm, "template", release, str(notes_chart), *args,
+                     "--show-only", "templates/zz-notes.yaml")
+    notes_text = yaml.safe_load(notes.stdout)["data"]["notes"]
+    assert f"{headless}.auth.svc.cluster.local:9001" in notes_text
+
+
 def test_the_sidecar_apps_pods_have_a_disruption_budget(
         render: Callable[..., Rendered]) -> None:
     """sidecar.app.replicas is 2 by default and only standalone mode had a budget: a node

@@ -17,6 +17,11 @@
 {{- end -}}
 {{- end -}}
 
+{{/* The headless Service: a name is at most 63 characters, so the full name leaves room. */}}
+{{- define "tenantgate.headlessName" -}}
+{{- printf "%s-headless" (include "tenantgate.fullname" . | trunc 54 | trimSuffix "-") -}}
+{{- end -}}
+
 {{- define "tenantgate.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "tenantgate.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
