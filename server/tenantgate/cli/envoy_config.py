@@ -41,7 +41,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--route-timeout", type=_seconds_or_zero, default=15.0,
                         metavar="SECONDS",
                         help="how long Envoy waits for the application's whole response, "
-                             "counted once the request is complete; 0 = no limit (default 15)")
+                             "counted once the request is complete; 0 = no limit (streaming, "
+                             "long polls), though a stream with no bytes either way for 5 "
+                             "minutes is still ended (stream_idle_timeout) (default 15)")
     limit = parser.add_mutually_exclusive_group()
     limit.add_argument("--rate-limit", dest="rate_limit", action="store_true", default=None,
                        help="add Envoy's global rate-limit filter calling ShouldRateLimit "
@@ -63,9 +65,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--xff-num-trusted-hops", type=_hops, default=0, metavar="N",
                         help="front mode behind N proxies (a cloud load balancer) that each "
                              "append the address they saw to x-forwarded-for: the client address "
-                             "(--client-limit's buckets) is the Nth entry from the right. Only "
+                             "(--client-limit's buckets, x-envoy-external-address) is the Nth "
+                             "entry from the right. With N > 0 Envoy also trusts the "
+                             "x-forwarded-proto it receives (and sets :scheme from it on "
+                             "HTTP/1). Give exactly the proxies really in front, each appending "
+                             "to x-forwarded-for and overwriting x-forwarded-proto, and only "
                              "when every request comes through them: a client reaching Envoy "
-                             "directly could name any address (default 0: the connection's)")
+                             "directly could name any address and claim https (default 0: the "
+                             "connection's address and TLS)")
     parser.add_argument("--max-connections", type=positive_count, default=10_000, metavar="N",
                         help="open client connections Envoy accepts, past which it refuses new "
                              "ones (default 10000)")

@@ -236,8 +236,8 @@ KEEPALIVE_TIMEOUT = datetime.timedelta(seconds=2)
 def _grpc_protocol(address: Address) -> Http2ProtocolOptions:
     if address.pipe is not None:
         # A Unix socket's peer is on this kernel, which resets the connection the moment the
-        # peer dies; and gRPC core, by default, answers pings on an idle connection with
-        # GOAWAY (too_many_pings), so pinging here would only recycle connections.
+        # peer dies: no half-open connection for a PING to find. (Over TCP, tenantgate's server
+        # permits PINGs on idle connections, one per 5 s at most, so these draw no GOAWAY.)
         return Http2ProtocolOptions()
     return Http2ProtocolOptions(connection_keepalive=KeepaliveSettings(
         interval=KEEPALIVE_INTERVAL, timeout=KEEPALIVE_TIMEOUT))
@@ -500,8 +500,9 @@ def _access_log() -> AccessLog:
 
 
 def _route_timeout(seconds: float) -> datetime.timedelta:
-    # Envoy reads a route timeout of 0 as none at all (streaming, long polls); left unset it
-    # would be Envoy's 15 s, so 0 is written out.
+    # Envoy reads a route timeout of 0 as none at all (streaming, long polls), though
+    # stream_idle_timeout still ends a stream idle for IDLE_TIMEOUT; left unset it would be
+    # Envoy's 15 s, so 0 is written out.
     return datetime.timedelta(0) if seconds == 0 else _seconds(seconds, "--route-timeout")
 
 
