@@ -9,12 +9,9 @@ from pathlib import Path
 
 import grpc
 import pytest
-import yaml
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from tcp_app import app_on_tcp
 from tenantgate.app import App
-from tenantgate.testing.binaries import free_port
-from tenantgate.testing.check import config_document
-from tenantgate.testing.ports import on_fresh_ports_async
 
 PING_EVERY_MS = 5000  # the least the server permits; Envoy's generated config pings every 10 s
 IDLE_SECONDS = 17  # three pings: gRPC's default policy sends GOAWAY at the third
@@ -22,20 +19,8 @@ IDLE_SECONDS = 17  # three pings: gRPC's default policy sends GOAWAY at the thir
 
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[App]:
-    async def attempt() -> App:
-        document = config_document(tmp_path, [])
-        document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None}
-        path = tmp_path / "tenantgate.yaml"
-        path.write_text(yaml.safe_dump(document))
-        started = App(str(path))
-        await started.start()
-        return started
-
-    started = await on_fresh_ports_async(attempt)
-    try:
+    async with app_on_tcp(tmp_path) as started:
         yield started
-    finally:
-        await started.stop()
 
 
 async def test_an_idle_connection_that_envoy_pings_stays_open(app: App) -> None:

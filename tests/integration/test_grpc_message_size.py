@@ -8,38 +8,23 @@ from pathlib import Path
 
 import grpc
 import pytest
-import yaml
 from envoy.extensions.common.ratelimit.v3.ratelimit_pb2 import RateLimitDescriptor
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
-from tenantgate.app import MAX_RECEIVE_BYTES, App
-from tenantgate.testing.binaries import free_port
-from tenantgate.testing.check import check_request, config_document
-from tenantgate.testing.ports import on_fresh_ports_async
+from tcp_app import app_on_tcp
+from tenantgate.app import MAX_RECEIVE_BYTES
+from tenantgate.testing.check import check_request
 
 ENVOY_HEADER_LIMIT = 60 * 1024  # Envoy's default max_request_headers_kb
 
 
 @pytest.fixture
 async def channel(tmp_path: Path) -> AsyncIterator[grpc.aio.Channel]:
-    async def attempt() -> App:
-        document = config_document(tmp_path, [])
-        document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None}
-        path = tmp_path / "tenantgate.yaml"
-        path.write_text(yaml.safe_dump(document))
-        app = App(str(path))
-        await app.start()
-        return app
-
-    app = await on_fresh_ports_async(attempt)
-    try:
-        # The client must not refuse first: its own default send limit is unbounded, but say so.
-        async with grpc.aio.insecure_channel(
-                str(app.runtime.config.listen.grpc),
-                options=[("grpc.max_send_message_length", 8 * MAX_RECEIVE_BYTES)]) as channel:
-            yield channel
-    finally:
-        await app.stop()
+    # The client must not refuse first: its own default send limit is unbounded, but say so.
+    options = [("grpc.max_send_message_length", 8 * MAX_RECEIVE_BYTES)]
+    async with app_on_tcp(tmp_path) as app, grpc.aio.insecure_channel(
+            str(app.runtime.config.listen.grpc), options=options) as channel:
+        yield channel
 
 
 async def test_the_largest_check_envoy_sends_by_default_is_answered(

@@ -1,0 +1,31 @@
+"""tenantgate's App serving gRPC on a free loopback TCP port, as a front Envoy reaches it."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import yaml
+from tenantgate.app import App
+from tenantgate.testing.binaries import free_port
+from tenantgate.testing.check import config_document
+from tenantgate.testing.ports import on_fresh_ports_async
+
+
+@asynccontextmanager
+async def app_on_tcp(directory: Path) -> AsyncIterator[App]:
+    async def attempt() -> App:
+        document = config_document(directory, [])
+        document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None}
+        path = directory / "tenantgate.yaml"
+        path.write_text(yaml.safe_dump(document))
+        app = App(str(path))
+        await app.start()
+        return app
+
+    app = await on_fresh_ports_async(attempt)
+    try:
+        yield app
+    finally:
+        await app.stop()
