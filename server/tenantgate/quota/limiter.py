@@ -72,7 +72,7 @@ class CompiledRule:
     methods: frozenset[str] | None
     path: re.Pattern[str]
     specs: tuple[LimitSpec, ...]
-    names_head: bool = False  # HEAD is listed
+    head_allowance: bool = False  # HEAD is listed and GET is not: a limit written for HEAD
     head_from_get: bool = False  # HEAD is not listed but GET is: counted as a GET
 
     def matches(self, method: str, folded_path: str) -> bool:
@@ -94,9 +94,10 @@ class CompiledPlan:
         if self.rules:
             folded = fold(path)
             matched = [rule for rule in self.rules if rule.matches(method, folded)]
-            if method == "HEAD" and any(rule.names_head for rule in matched):
-                # A rule written for HEAD governs it where it matches: the GET rules there stop
-                # counting it, or a HEAD allowance would be capped by the GET limit.
+            if method == "HEAD" and any(rule.head_allowance for rule in matched):
+                # A rule written for HEAD alone governs it where it matches: the GET rules there
+                # stop counting it, or a HEAD allowance would be capped by the GET limit. (A
+                # rule listing GET and HEAD is no such allowance: GET limits still count HEAD.)
                 matched = [rule for rule in matched if not rule.head_from_get]
             for rule in matched:
                 specs.extend(rule.specs)
@@ -127,7 +128,7 @@ def _compile_rule(rule: EndpointRule) -> CompiledRule:
     listed = rule.methods or []
     return CompiledRule(_methods(rule.methods), compile_path(rule.path),
                         _specs(f"ep:{rule.name}", rule.name, rule.limits, None),
-                        names_head="HEAD" in listed,
+                        head_allowance="HEAD" in listed and "GET" not in listed,
                         head_from_get="GET" in listed and "HEAD" not in listed)
 
 
