@@ -120,10 +120,16 @@ class KeyManager:
         return new, current
 
     async def revoke(self, key_id: str) -> KeyRecord:
-        # Lenient: a leaked key whose record a hand edit broke must still be revocable (checks
-        # refuse it meanwhile), or rewriting the field later would bring it back to life.
-        record = await self.get(key_id, lenient=True)
-        if not record.revoked:
+        try:
+            record, broken = await self.get(key_id), False
+        except KeyAdminError as refusal:
+            if refusal.code != "failed_precondition":
+                raise
+            # A leaked key whose record a hand edit broke must still be revocable (checks
+            # refuse it meanwhile), or rewriting the field later would bring it back to life.
+            # Its revoked_at is written afresh: the broken bytes may be that very field.
+            record, broken = await self.get(key_id, lenient=True), True
+        if broken or not record.revoked:
             record = await self._store.update(record, revoked_at=int(time.time()))
         self._keys.invalidate(key_id)  # this replica at once; the others via pub/sub
         return record

@@ -19,8 +19,9 @@ def internal_errors() -> float:
     return REGISTRY.get_sample_value("tenantgate_internal_errors_total") or 0.0
 
 
-@pytest.mark.parametrize("field, value", [(b"name", b"caf\xe9"), (b"n\xffme", b"x")],
-                         ids=["value", "field-name"])
+@pytest.mark.parametrize("field, value", [(b"name", b"caf\xe9"), (b"n\xffme", b"x"),
+                                          (b"revoked_at", b"\xff")],
+                         ids=["value", "field-name", "revoked-at"])
 async def test_a_record_that_is_not_utf8_is_refused_like_an_unknown_key(
         start_replica: StartReplica, redis_url: str, caplog: pytest.LogCaptureFixture,
         field: bytes, value: bytes) -> None:
@@ -65,6 +66,9 @@ async def test_a_record_that_is_not_utf8_is_refused_like_an_unknown_key(
         assert revoked.key.revoked_at > 0
         assert internal_errors() == errors
         with redis.Redis.from_url(redis_url) as client:
-            client.hset(f"tenantgate:apikey:{broken.key.key_id}", field, b"mended")
+            stored = client.hget(f"tenantgate:apikey:{broken.key.key_id}", "revoked_at")
+            assert stored is not None and int(stored) > 0  # written afresh, not read as revoked
+            if field != b"revoked_at":  # mended: the key stays revoked
+                client.hset(f"tenantgate:apikey:{broken.key.key_id}", field, b"mended")
         a.app.runtime.api_keys.invalidate()
         assert (await a.check(broken.api_key)).denied_response.status.code == 401
