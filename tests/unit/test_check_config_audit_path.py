@@ -4,12 +4,14 @@ leaves no file behind."""
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import yaml
 from tenantgate.cli import main
+from tenantgate.cli.check_config import open_problem
 from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
 from tenantgate.runtime import Runtime
@@ -138,3 +140,18 @@ def test_a_nul_byte_in_the_audit_path_is_a_config_error_for_serve_too(
     with pytest.raises(ConfigError) as caught:  # serve loads the config the same way
         load_config(config_path)
     assert caught.value.issues == [message]
+
+
+def test_a_proc_fd_link_is_judged_by_what_it_opens(tmp_path: Path) -> None:
+    # /proc/self/fd/N's link text (`socket:[N]`) names no path: read as one, check-config
+    # judged the creation of a file in /proc/self/fd and said ok where serve gets ENXIO.
+    left, right = socket.socketpair()
+    with left, right:
+        path = f"/proc/self/fd/{left.fileno()}"
+        try:
+            os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC))
+            serve_errno = None
+        except OSError as exc:
+            serve_errno = exc.errno
+        assert serve_errno is not None  # a socket cannot be opened
+        assert open_problem(path) == serve_errno

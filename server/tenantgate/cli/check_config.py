@@ -92,6 +92,14 @@ def _follow(directory: str, link: str, links: int) -> int | None:
     if links >= _MAX_SYMLINKS:
         return errno.ELOOP
     try:
+        # What the kernel reaches through the link, /proc's fd links included (their text,
+        # `pipe:[N]`, names no path): only a dangling link is followed by hand, below.
+        return _existing_problem(link, os.stat(link).st_mode)
+    except FileNotFoundError:
+        pass
+    except OSError as exc:  # a loop, a name too long
+        return exc.errno
+    try:
         target = os.readlink(link)
     except OSError as exc:  # gone since
         return exc.errno
@@ -114,11 +122,16 @@ def _may(path: str, mode: int) -> bool:
 def _existing_problem(path: str, mode: int) -> int | None:
     if stat.S_ISDIR(mode):
         return errno.EISDIR
-    if stat.S_ISFIFO(mode):
+    if stat.S_ISSOCK(mode):
+        return errno.ENXIO  # what open() gets for a socket
+    if not stat.S_ISREG(mode):
+        # A FIFO (serve would wait for a reader) or a device (opening one may act: a watchdog,
+        # a tape): the permission only.
         return None if _may(path, os.W_OK) else errno.EACCES
-    try:  # without O_CREAT, so nothing is made if it is gone by now; no side effects
+    try:  # without O_CREAT, so nothing is made if it is gone by now. Not modelled: the
+        # EACCES fs.protected_regular gives O_CREAT on another user's file in a sticky /tmp.
         os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK | os.O_NOCTTY
                          | os.O_CLOEXEC))
     except OSError as exc:
-        return exc.errno  # a socket: ENXIO, as serve gets
+        return exc.errno
     return None
