@@ -51,7 +51,15 @@ ALWAYS_SAFE_TENANT_ID = re.compile(r"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{|}~]{1,
 
 def admits(pattern: re.Pattern[str], tenant_id: str) -> bool:
     """Whether tenancy accepts `tenant_id` as an id: ALWAYS_SAFE_TENANT_ID and the pattern."""
-    return bool(ALWAYS_SAFE_TENANT_ID.fullmatch(tenant_id) and pattern.fullmatch(tenant_id))
+    return not_admitted(pattern, tenant_id) is None
+
+
+def not_admitted(pattern: re.Pattern[str], tenant_id: str) -> str | None:
+    """Why tenancy refuses `tenant_id` as an id, or None."""
+    if not ALWAYS_SAFE_TENANT_ID.fullmatch(tenant_id):
+        return ("no tenant id is this (1 to 255 characters of A-Z a-z 0-9 "
+                "!#$%&()*+-./:<=>?@[]^_{|}~)")
+    return None if pattern.fullmatch(tenant_id) else "tenants.pattern does not admit this tenant id"
 
 
 class ListenConfig(Model):
@@ -261,9 +269,9 @@ class TenantsConfig(Model):
     def _registry_ids_admitted(self) -> TenantsConfig:
         pattern = re.compile(self.pattern)
         for tenant_id in self.registry:
-            if not admits(pattern, tenant_id):
-                raise error_at(("registry", tenant_id), "tenants.pattern does not admit this "
-                               "tenant id, so no request could ever act for it")
+            if why := not_admitted(pattern, tenant_id):
+                raise error_at(("registry", tenant_id),
+                               f"{why}, so no request could ever act for it")
         return self
 
     @property
@@ -533,10 +541,9 @@ class Config(Model):
         pattern = re.compile(self.tenants.pattern)
         for i, issuer in enumerate(self.issuers):
             for j, tenant_id in enumerate(issuer.tenants or ()):
-                if not admits(pattern, tenant_id):
-                    raise error_at(("issuers", i, "tenants", j), f"{tenant_id!r}: tenants.pattern "
-                                   "does not admit this tenant id, so the issuer could never "
-                                   "speak for it")
+                if why := not_admitted(pattern, tenant_id):
+                    raise error_at(("issuers", i, "tenants", j),
+                                   f"{tenant_id!r}: {why}, so the issuer could never speak for it")
         return self
 
     @field_validator("issuers")
