@@ -128,6 +128,36 @@ async def test_paths_envoy_should_have_normalized_are_refused(gate: LocalCheck,
     assert await decide(gate, path, roles=["admin"]) == (400, "malformed_request")
 
 
+@pytest.mark.parametrize("path", [
+    "/tenants/acme/%252e%252e/globex/notes", "/tenants/acme/%252E/x",
+    "/tenants/acme%252F..%252Fglobex/notes", "/tenants/acme/100%2541",
+    "/tenants/acme/%u002e%u002e/globex/notes", "/tenants/acme/%", "/tenants/acme/a%2",
+    "/tenants/acme/%zz", "/tenants/acme/%%32%65",
+    "/tenants/acme/%c0%ae%c0%ae/globex/notes", "/tenants/acme/%E0%80%AE",
+    "/tenants/acme/%FF", "/tenants/acme/%C3", "/tenants/acme/%A9", "/tenants/acme/%C3%A9%A9",
+    "/tenants/acme/%ED%A0%80", "/tenants/acme/%F4%90%80%80",
+], ids=["double-encoded-dots", "double-encoded-dot-upper", "double-encoded-slash",
+        "double-encoded-letter", "iis-unicode-escape", "bare-percent", "short-escape",
+        "non-hex-escape", "percent-before-escapes", "overlong-dots", "overlong-dot-3-bytes",
+        "latin-1-byte", "truncated-sequence", "lone-continuation", "extra-continuation",
+        "surrogate", "past-u10ffff"])
+async def test_escapes_a_second_or_lenient_decoder_reads_otherwise_are_refused(
+        gate: LocalCheck, path: str) -> None:
+    # Envoy decodes one layer only and passes these as sent: a backend decoding twice, or
+    # reading %uXXXX or overlong UTF-8, would serve `..` (or globex) where Check saw acme.
+    assert not is_normalized(path)
+    assert await decide(gate, path) == (400, "malformed_request")
+
+
+@pytest.mark.parametrize("path", ["/tenants/acme/100%25", "/tenants/acme/%25done",
+                                  "/tenants/acme/50%25%20off", "/tenants/acme/%E2%82%AC",
+                                  "/tenants/acme/%F0%9F%98%80", "/tenants/acme/%F4%8F%BF%BF",
+                                  "/tenants/acme/%C3%A9%20%C3%A9"])
+async def test_a_literal_percent_and_utf8_escapes_still_pass(gate: LocalCheck,
+                                                             path: str) -> None:
+    assert await decide(gate, path) == (200, "ok")
+
+
 @pytest.mark.parametrize("path", ["/", "/notes", "/notes/1.json", "/a..b/c", "/.well-known/x",
                                   "/notes/%40", "/notes/%20", "/notes/%C3%A9", "/notes/%25",
                                   "/notes/%3A", "/notes/%60", "/notes/%7B", "/notes/%5B"])

@@ -14,12 +14,27 @@ from urllib.parse import unquote
 # an `/admin` rule on a backend that decodes it); escaped controls (a trailing `%0A` dodges an
 # exact rule, and regex routers whose `$` matches before a final newline serve it anyway);
 # and, for a proxy that lets them through, raw `#`, spaces, controls and non-ASCII characters.
+# Then what a second decoder would read differently from Check: Envoy decodes one layer only,
+# so `%252e%252e` (`%%32%65%%32%65` too, which Envoy turns into it) reaches Check and the
+# backend as sent, and a backend that decodes twice serves `..`; a `%` without two hex digits
+# (`%u002e` is `.` to IIS-style decoders); and escapes that are not UTF-8 (`%c0%ae` is an
+# overlong `.` to lenient decoders). RFC 3986 allows any octet, but APIs speak UTF-8: fail
+# closed. A literal `%` stays possible as `%25` before anything but two hex digits.
 NOT_NORMALIZED = re.compile(
     # (?-i:...): case-insensitive, the range would also match `k` and `s` (U+212A and U+017F
     # fold to them).
     r"//|\\|;|#|(?-i:[\x00-\x20\x7f-\U0010ffff])|%(?:2f|5c|2e|3b|[01][0-9a-f]|7f)"
     r"|/\.\.?(?:/|$)"
-    r"|%(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)", re.IGNORECASE)
+    r"|%(?:2d|3[0-9]|[46][1-9a-f]|[57][0-9a]|5f|7e)"
+    r"|%(?![0-9a-f]{2})|%25[0-9a-f]{2}"
+    # An escaped byte of 0x80 or more that is not part of a UTF-8 sequence (RFC 3629, so no
+    # overlong forms, surrogates or code points past U+10FFFF). Read from where a run of such
+    # escapes begins, whole sequences taken possessively: the first high byte left over is
+    # one no UTF-8 decoder accepts.
+    r"|(?<!%[89a-f][0-9a-f])(?:%c[2-9a-f]{C}|%d[0-9a-f]{C}|%e0%[ab][0-9a-f]{C}"
+    r"|%e[1-9a-cef]{C}{C}|%ed%[89][0-9a-f]{C}|%f0%[9ab][0-9a-f]{C}{C}|%f[1-3]{C}{C}{C}"
+    r"|%f4%8[0-9a-f]{C}{C})*+%[89a-f][0-9a-f]".replace("{C}", "%[89ab][0-9a-f]"),
+    re.IGNORECASE)
 
 
 def fold(path: str) -> str:
