@@ -116,7 +116,7 @@ def test_trusted_headers_are_stripped_early_and_never_on_the_route(example: Conf
     assert removed == ["x-tenant-id", "x-tenant-context", "x-tenant-subject", "x-tenant-plan",
                        "x-tenant-scopes", "x-tenant-roles", "x-http-method-override",
                        "x-http-method", "x-method-override", "x-original-url",
-                       "x-rewrite-url"]
+                       "x-rewrite-url", "x-original-uri", "x-forwarded-uri"]
     # A route-level removal runs after ext_authz and would delete tenantgate's own headers.
     assert "request_headers_to_remove" not in yaml.safe_dump(manager["route_config"])
 

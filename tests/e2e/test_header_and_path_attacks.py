@@ -108,15 +108,21 @@ def test_method_override_headers_never_reach_backend(stack: Stack, http2: bool) 
         assert header_values(echo, name) == [], name
 
 
+# Headers carrying a second path: tenantgate's list, the ones apps behind nginx's
+# auth_request or Traefik read, and Envoy's own, which Envoy drops itself (not in the list).
+SECOND_PATH_HEADERS = tuple(dict.fromkeys((*PATH_OVERRIDE_HEADERS, "x-original-uri",
+                                           "x-forwarded-uri", "x-envoy-original-path")))
+
+
 @pytest.mark.parametrize("http2", PROTOCOLS)
 def test_path_override_headers_never_reach_backend(stack: Stack, http2: bool) -> None:
     # A backend that routes on them would serve globex's path where the rules and the
     # {tenant} segment were checked for acme's.
     headers = [*stack.auth("acme").items(),
-               *((name.upper(), "/tenants/globex/notes") for name in PATH_OVERRIDE_HEADERS)]
+               *((name.upper(), "/tenants/globex/notes") for name in SECOND_PATH_HEADERS)]
     echo = received(send(stack, "/tenants/acme/notes", headers, http2=http2))
     assert echo["path"] == "/tenants/acme/notes"
-    for name in PATH_OVERRIDE_HEADERS:
+    for name in SECOND_PATH_HEADERS:
         assert header_values(echo, name) == [], name
 
 

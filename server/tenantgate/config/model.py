@@ -436,8 +436,12 @@ class ContextKey(Model):
 # every allow removes them too (for meshes whose proxies do not strip them).
 METHOD_OVERRIDE_HEADERS = ("x-http-method-override", "x-http-method", "x-method-override")
 # The same for the path: IIS URL Rewrite stacks (and Symfony before 2018) route on these
-# instead of the request line, which the route rules and the `{tenant}` segment were read from.
-PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url")
+# instead of the request line, which the route rules and the `{tenant}` segment were read from;
+# nginx's auth_request convention (`x-original-uri`) and Traefik's (`x-forwarded-uri`) carry a
+# path that apps behind them read as the original request's. Envoy drops a client's
+# `x-envoy-original-path` itself (pinned by the e2e tests). WebDAV's `Destination` is left to
+# the backend (docs/envoy.md).
+PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-original-uri", "x-forwarded-uri")
 OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
 
 
