@@ -125,7 +125,8 @@ async def test_allow_sets_tenant_and_signed_context_over_any_client_copy(
     # may forward them, and a backend honouring one would run another method or path).
     assert set(ok.headers_to_remove) == {"x-tenant-plan", "x-tenant-scopes", "x-tenant-roles",
                                          "x-http-method-override", "x-http-method",
-                                         "x-method-override", "x-original-url", "x-rewrite-url"}
+                                         "x-method-override", "x-original-url", "x-rewrite-url",
+                                         "x-original-uri", "x-forwarded-uri"}
     assert response.dynamic_metadata["tenant"] == "acme"
     assert response.dynamic_metadata["subject"] == "alice"
 
