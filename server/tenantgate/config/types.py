@@ -259,6 +259,16 @@ def as_envoy_passes(path: str) -> str:
         if escape.lower() in folded:
             raise ValueError(f"write {char!r} as itself, not as {escape}")
     if found := NOT_NORMALIZED.search(path):
-        raise ValueError(f"{found.group()!r}: Envoy normalizes paths before Check, and Check "
+        fragment = found.group()
+        if fragment == "%":
+            raise ValueError(f"{path[found.start():found.start() + 3]!r}: a % needs two hex "
+                             "digits (write a literal % as %25), or Check refuses the path")
+        if len(fragment) == 5 and fragment[:3] == "%25":
+            raise ValueError(f"{fragment!r}: a double-encoded escape (Check refuses it: a "
+                             "backend decoding twice would read another path)")
+        if fragment[-3:-2] == "%" and fragment[-2:-1].lower() in "89abcdef":
+            raise ValueError(f"{fragment!r}: not UTF-8 (Check refuses escapes that are not), "
+                             "so the rule would never apply")
+        raise ValueError(f"{fragment!r}: Envoy normalizes paths before Check, and Check "
                          "refuses a path holding this, so the rule would never apply")
     return path
