@@ -16,6 +16,7 @@ from tenantgate.config.types import (
     check_host_port,
     check_one_password,
     check_redis_url,
+    config_file_path,
 )
 
 _LOOPBACK_NAMES = ("localhost",)
@@ -125,9 +126,8 @@ def _socket_relative_to_config(address: str, info: ValidationInfo) -> str:
     path = address.removeprefix("unix:")
     if not path:
         raise ValueError("unix:PATH needs a socket path")
-    if address.startswith("unix://") or Path(path).is_absolute():
-        return address
-    return "unix:" + str(Path((info.context or {}).get("base_dir", ".")) / path)
+    resolved = config_file_path(path, info)  # refuses a NUL byte too
+    return address if address.startswith("unix://") else "unix:" + resolved
 
 
 def is_local_address(address: str) -> bool:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import itertools
 import re
-from pathlib import Path
 from typing import Literal
 
 from jwt.algorithms import HMACAlgorithm
@@ -22,6 +21,7 @@ from tenantgate.config.types import (
     Secret,
     as_envoy_passes,
     check_host_port,
+    config_file_path,
 )
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -89,9 +89,7 @@ class ListenConfig(Model):
     def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
         # Like every file path in the config: not relative to whichever directory serve (or
         # Envoy, reading envoy-config's output) happens to run in.
-        if not value or Path(value).is_absolute():
-            return value
-        return str(Path((info.context or {}).get("base_dir", ".")) / value)
+        return config_file_path(value, info) if value else value
 
 
 class JwksConfig(Model):
@@ -116,9 +114,7 @@ class JwksConfig(Model):
     @field_validator("file")
     @classmethod
     def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        return str(Path((info.context or {}).get("base_dir", ".")) / value)
+        return None if value is None else config_file_path(value, info)
 
     @model_validator(mode="after")
     def _one_source(self) -> JwksConfig:
@@ -512,11 +508,7 @@ class AuditConfig(Model):
     @field_validator("path")
     @classmethod
     def _relative_to_config(cls, value: str, info: ValidationInfo) -> str:
-        if "\x00" in value:  # os.open raised ValueError for it: a traceback at serve
-            raise ValueError("a NUL byte cannot be part of a file name")
-        if value == "-" or Path(value).is_absolute():
-            return value
-        return str(Path((info.context or {}).get("base_dir", ".")) / value)
+        return value if value == "-" else config_file_path(value, info)
 
 
 class Config(Model):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -24,6 +23,7 @@ from tenantgate.config.types import (
     as_envoy_passes,
     check_one_password,
     check_redis_url,
+    config_file_path,
 )
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
@@ -258,8 +258,7 @@ class RateLimitServiceConfig(Model):
     @field_validator("config_files")
     @classmethod
     def _relative_to_config(cls, value: list[str], info: ValidationInfo) -> list[str]:
-        base = Path((info.context or {}).get("base_dir", "."))
-        return [str(base / f) for f in value]
+        return [config_file_path(f, info) for f in value]
 
 
 class QuotaConfig(Model):

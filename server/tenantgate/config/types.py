@@ -241,6 +241,17 @@ _ALWAYS_ESCAPED = ' "<>^`|'
 _NEVER_IN_PATH = "?#;\\"
 
 
+def config_file_path(value: str, info: ValidationInfo) -> str:
+    """A file path from the config: relative to the config file's directory, not to wherever
+    serve runs. A NUL byte, which no file name holds, is refused here: os calls raise
+    ValueError for it, a traceback at serve."""
+    if "\x00" in value:
+        raise ValueError("a NUL byte cannot be part of a file name")
+    if Path(value).is_absolute():
+        return value
+    return str(Path((info.context or {}).get("base_dir", ".")) / value)
+
+
 def as_envoy_passes(path: str) -> str:
     """A route or endpoint pattern written as Envoy passes paths to Check, else ValueError.
 
