@@ -6,7 +6,7 @@ import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from tenantgate.config.model import API_KEY_ISSUER, Config, TenantEntry
+from tenantgate.config.model import ALWAYS_SAFE_TENANT_ID, API_KEY_ISSUER, Config, TenantEntry
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
 from tenantgate.observe.metrics import OTHER_TENANT
@@ -14,9 +14,6 @@ from tenantgate.observe.metrics import OTHER_TENANT
 if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
 
-# Applied whatever the configured pattern says: printable ASCII without space, quotes,
-# backslash, comma or semicolon, so a tenant id can never split a header, log line or SQL.
-_ALWAYS_SAFE = re.compile(r"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{|}~]{1,255}")
 MAX_CACHED_VERDICTS = 10_000
 
 
@@ -67,7 +64,8 @@ class TenantRules:
         return self.resolve(claim)
 
     def valid_id(self, tenant_id: str) -> bool:
-        return bool(_ALWAYS_SAFE.fullmatch(tenant_id) and self._pattern.fullmatch(tenant_id))
+        return bool(ALWAYS_SAFE_TENANT_ID.fullmatch(tenant_id)
+                    and self._pattern.fullmatch(tenant_id))
 
     def issuer_may_speak_for(self, issuer: str, tenant_id: str) -> bool:
         if issuer == API_KEY_ISSUER:

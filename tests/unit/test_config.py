@@ -15,7 +15,7 @@ from tenantgate.config.model import (
     DEFAULT_TENANT_PATTERN,
     PolicyConfig,
     RouteConfig,
-    admits,
+    not_admitted,
 )
 from tenantgate.config.types import DURATION_MAX_SECONDS, redis_hosts
 from tenantgate.errors import ConfigError
@@ -518,7 +518,8 @@ def test_load_time_tenant_id_checks_agree_with_tenancy(pattern: str) -> None:
         update={"tenants": config.tenants.model_copy(update={"pattern": pattern})}))
     probes = ["", "a" * 255, "a" * 256, "acme", *map(chr, range(0x80)), "\u00e9", "a\u00a0b"]
     compiled = re.compile(pattern)
-    assert [admits(compiled, p) for p in probes] == [rules.valid_id(p) for p in probes]
+    assert [not_admitted(compiled, p) is None for p in probes] == [
+        rules.valid_id(p) for p in probes]
 
 
 TENANT_RULE_AFTER_GET_PREFIX = ("{path_prefix: /t, methods: [GET]}",
