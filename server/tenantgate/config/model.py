@@ -22,6 +22,7 @@ from tenantgate.config.types import (
     as_envoy_passes,
     check_host_port,
     config_file_path,
+    is_one_method,
 )
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
@@ -271,10 +272,6 @@ class TenantsConfig(Model):
         return not self.registry if self.allow_unknown is None else self.allow_unknown
 
 
-# RFC 9110 5.6.2 token: what a method may be.
-_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
 class RouteConfig(Model):
     """A route rule: the first rule whose method and path match applies."""
 
@@ -319,8 +316,7 @@ class RouteConfig(Model):
         if self.methods == []:
             raise ValueError("methods: list at least one (leave methods out for any method)")
         for method in self.methods or ():
-            # Compared as written (upper-cased): `*` or `GET,POST` would match no method.
-            if method == "*" or not _METHOD_TOKEN.fullmatch(method):
+            if not is_one_method(method):
                 raise ValueError(f"methods: {method!r} is not one HTTP method (leave methods "
                                  "out for any method)")
         return self

@@ -24,6 +24,7 @@ from tenantgate.config.types import (
     check_one_password,
     check_redis_url,
     config_file_path,
+    is_one_method,
 )
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
@@ -123,15 +124,8 @@ def _one_per_period(limits: list[LimitConfig]) -> list[LimitConfig]:
     return limits
 
 
-# RFC 9110 5.6.2 token, as config.model's route rules check methods (not imported from
-# there: config.model imports this module).
-_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
-
-
 def _one_method(value: str) -> str:
-    # Compared as written (upper-cased): `*` or `GET,POST` would match no request, and the
-    # rule's limits would silently never apply. Route rules refuse them alike.
-    if value == "*" or not _METHOD_TOKEN.fullmatch(value):
+    if not is_one_method(value):  # as route rules refuse them
         raise ValueError(f"{value!r} is not one HTTP method (leave methods out for any method)")
     return value.upper()
 

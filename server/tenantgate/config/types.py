@@ -241,6 +241,16 @@ _ALWAYS_ESCAPED = ' "<>^`|'
 _NEVER_IN_PATH = "?#;\\"
 
 
+# RFC 9110 5.6.2 token: what a method may be.
+_METHOD_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+
+
+def is_one_method(value: str) -> bool:
+    """Whether a rule's method is one HTTP method, compared as written (upper-cased): `*` or
+    `GET,POST` would match no request, and the rule would silently never apply."""
+    return value != "*" and _METHOD_TOKEN.fullmatch(value) is not None
+
+
 def config_file_path(value: str, info: ValidationInfo) -> str:
     """A file path from the config: relative to the config file's directory, not to wherever
     serve runs. A NUL byte, which no file name holds, is refused here: os calls raise
