@@ -4,6 +4,7 @@ SIGHUP reload."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import signal
@@ -19,6 +20,7 @@ from tenantgate.authz import AuthorizationServicer
 from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
 from tenantgate.observe import metrics
+from tenantgate.observe.loop_lag import watch_loop_lag
 from tenantgate.runtime import Runtime
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
@@ -61,6 +63,7 @@ class App:
         # What stop() unlinks: the socket we bound (by inode), so a socket a successor bound
         # at the same path while this one drained is left alone.
         self._bound_uds: BoundSocket | None = None
+        self._lag_watch: asyncio.Task[None] | None = None
 
     def current(self) -> Runtime:
         """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
@@ -106,6 +109,7 @@ class App:
         # re-scanning it on every full collection under load.
         gc.collect()
         gc.freeze()
+        self._lag_watch = asyncio.get_running_loop().create_task(watch_loop_lag())
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
 
@@ -222,6 +226,11 @@ class App:
         bound, self._bound_uds = self._bound_uds, None
         if bound:
             bound.unlink_if_ours()
+        if self._lag_watch is not None:
+            self._lag_watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._lag_watch
+            self._lag_watch = None
 
 
 async def _first_of(*events: asyncio.Event) -> None:

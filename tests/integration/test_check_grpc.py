@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 import time
 import urllib.request
@@ -327,6 +328,21 @@ async def test_metrics_endpoint_exposes_the_check_counters(
     assert "tenantgate_check_duration_seconds_count" in text
     assert 'tenantgate_jwks_fetches_total{issuer="idp",result="ok"}' in text
     assert 'tenantgate_token_cache_total{result="miss"}' in text
+
+
+def test_the_server_watches_its_event_loop_lag(process_config: Path,
+                                              server: TenantgateProcess) -> None:
+    metrics_address = yaml.safe_load(process_config.read_text())["listen"]["metrics"]
+    pattern = re.compile(r"^tenantgate_event_loop_lag_seconds_count (\S+)$", re.MULTILINE)
+    deadline = time.monotonic() + 10  # the watcher samples 4 times a second
+    samples = 0.0
+    while samples == 0 and time.monotonic() < deadline:
+        with urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5) as page:
+            found = pattern.search(page.read().decode())
+        assert found is not None
+        samples = float(found.group(1))
+        time.sleep(0.1)
+    assert samples > 0
 
 
 async def test_audit_line_has_its_fields_and_no_token_or_query_appears_anywhere(

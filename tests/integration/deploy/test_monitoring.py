@@ -22,6 +22,7 @@ PLAIN_RULES = REPO / "deploy" / "prometheus" / "tenantgate-rules.yaml"
 METRICS: dict[str, set[str]] = {
     "tenantgate_checks_total": {"decision", "reason", "tenant"},
     "tenantgate_check_duration_seconds_bucket": {"le"},
+    "tenantgate_event_loop_lag_seconds_bucket": {"le"},
     "tenantgate_cross_tenant_attempts_total": {"tenant"},
     "tenantgate_jwks_fetches_total": {"issuer", "result"},
     "tenantgate_token_cache_total": {"result"},
@@ -55,6 +56,7 @@ ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
           "TenantgateJwksRefreshFailing", "TenantgateQuotaStoreErrors", "TenantgateQuotaFailOpen",
           "TenantgateQuotaDegraded", "TenantgateInternalErrors", "TenantgateCheckLatencyHigh",
           "TenantgateConfigReloadRejected", "TenantgateAuditWriteErrors", "TenantgateDown",
+          "TenantgateEventLoopStalled",
           "TenantgateInstanceDown"}
 
 
@@ -279,6 +281,7 @@ def test_chart_ships_the_same_dashboard(render: Callable[..., Rendered]) -> None
 
 def test_the_metric_contract_matches_what_tenantgate_registers() -> None:
     import tenantgate.observe.apikeys
+    import tenantgate.observe.loop_lag
     import tenantgate.observe.metrics
     import tenantgate.observe.quota  # noqa: F401 - they register their metrics on import
     from prometheus_client import REGISTRY

@@ -198,6 +198,14 @@ groups:
         annotations:
           summary: "tenantgate is losing audit lines"
           description: {{ "{{ $value | humanize }} audit lines in 5 minutes could not be written; decisions are unaffected. Free the disk or fix the audit path; the log says why." | quote }}
+      - alert: TenantgateEventLoopStalled
+        # A stall holds every Check behind it; past Envoy's ext_authz timeout they are denied.
+        expr: |
+          sum(increase(tenantgate_event_loop_lag_seconds_bucket{le="+Inf"}[10m])) - sum(increase(tenantgate_event_loop_lag_seconds_bucket{le="0.1"}[10m])) > 0
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate's event loop stalled"
+          description: {{ "The event loop was held 0.1 s or more {{ $value | humanize }} times in 10 minutes; Checks waiting behind it may have outlived Envoy's ext_authz timeout and been denied. The log says how long; look for CPU throttling (the pod's CPU limit), a slow audit disk or a paused node." | quote }}
       - alert: TenantgateConfigReloadRejected
         # The running config is kept, but the next restart would load the broken one and fail.
         expr: |
