@@ -28,6 +28,9 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
+import time
+import urllib.request
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -67,6 +70,9 @@ class Results:
     c32: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
     c1: dict[str, list[Run]] = field(default_factory=lambda: {s: [] for s in SCENARIOS})
     denials: dict[str, Counter[str]] = field(default_factory=dict)  # per tenantgate scenario
+    # Stalls, per (round, scenario) that had one: the bystander's longest pause (ms) and the
+    # sidecar's loop-lag samples of 0.1 s or more
+    stalls: list[str] = field(default_factory=list)
     # Envoy's own counts of what went wrong at ext_authz (a Check that timed out is no denial
     # in tenantgate's audit log), per sidecar scenario
     envoy_errors: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -218,6 +224,46 @@ def measured(port: int, token: str, seconds: float, connections: int,
     return run
 
 
+class PauseWatch:
+    """A bystander thread that sleeps 10 ms at a time and keeps its longest oversleep: a pause
+    of the whole machine (the host took the vCPUs) shows here, a stall of one process does
+    not. Together with the sidecar's own loop lag it says where a burst of timeouts came from."""
+
+    SLEEP = 0.01
+
+    def __init__(self) -> None:
+        self._longest = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            start = time.monotonic()
+            time.sleep(self.SLEEP)
+            self._longest = max(self._longest, time.monotonic() - start - self.SLEEP)
+
+    def take_ms(self) -> float:
+        """The longest pause since the last call, in ms."""
+        longest, self._longest = self._longest, 0.0
+        return longest * 1000
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def loop_stalls(metrics_address: str) -> int:
+    """How many of the sidecar's loop-lag samples so far were over 0.1 s."""
+    text = urllib.request.urlopen(f"http://{metrics_address}/metrics", timeout=5).read().decode()
+    name = "tenantgate_event_loop_lag_seconds"
+    total = re.search(rf"^{name}_count (\S+)$", text, re.MULTILINE)
+    within = re.search(rf'^{name}_bucket{{le="0\.1"}} (\S+)$', text, re.MULTILINE)
+    if total is None or within is None:
+        raise RuntimeError(f"{name} missing from the sidecar's metrics")
+    return int(float(total.group(1)) - float(within.group(1)))
+
+
 def denials(audit_log: Path) -> Counter[str]:
     """Deny reasons in a tenantgate audit log (every denial is logged, up to the line cap)."""
     lines = (json.loads(line) for line in audit_log.read_text().splitlines())
@@ -329,6 +375,9 @@ def report(results: Results, args: argparse.Namespace, command: str) -> str:
     said = "; ".join(f"{m}: {c or 'none'}" for m, c in results.envoy_errors.items())
     lines.append(f"- Envoy's ext_authz errors and error responses (whole run, warm-ups "
                  f"included): {said}")
+    lines.append("- stalls (a bystander thread's pause of 100 ms or more, or sidecar "
+                 "loop-lag samples over 0.1 s; either can outlast Envoy's 0.25 s ext_authz "
+                 f"timeout): {'; '.join(results.stalls) or 'none'}")
     return "\n".join(lines) + "\n"
 
 
@@ -363,17 +412,31 @@ def main() -> int:
         envoys["native"] = envoy_for("native", base, jwk, None)
         for name in SCENARIOS:
             stack.enter_context(envoys[name])
+        metrics_at = {mode: yaml.safe_load((work / mode / "tenantgate.yaml").read_text())[
+            "listen"]["metrics"] for mode in ("exact", "batched")}
+        pauses = PauseWatch()
+        stack.callback(pauses.close)
         for round_no in range(args.rounds):
             for name in SCENARIOS:
                 port = envoys[name].port  # type: ignore[attr-defined]
                 wrk(port, token, 1, 8)  # warm-up: connections, token cache, JWKS
+                stalls_before = loop_stalls(metrics_at[name]) if name in metrics_at else 0
+                pauses.take_ms()
                 results.c32[name].append(measured(port, token, args.seconds, 32,
                                                   sidecars.get(name), envoys[name]))
                 results.c1[name].append(wrk(port, token, args.seconds / 2, 1))
+                paused = pauses.take_ms()
+                stalls = loop_stalls(metrics_at[name]) - stalls_before \
+                    if name in metrics_at else 0
                 r, one = results.c32[name][-1], results.c1[name][-1]
+                if paused >= 100 or stalls:
+                    results.stalls.append(f"round {round_no + 1} {name}: machine paused "
+                                          f"{paused:.0f} ms, sidecar loop lagged over 0.1 s "
+                                          f"{stalls} times")
                 print(f"round {round_no + 1} {name:8} {r.rps:10,.0f} req/s  p50 {r.p50_ms:.2f} "
                       f"ms  p99 {r.p99_ms:.2f} ms  non-2xx {r.non_2xx} (at 1 connection "
-                      f"{one.non_2xx})", flush=True)
+                      f"{one.non_2xx})  longest pause {paused:.0f} ms  loop stalls {stalls}",
+                      flush=True)
         results.envoy_errors = {s: envoy_errors(envoys[s]) for s in ("exact", "batched", "noop")}
     results.denials = {mode: denials(work / mode / "audit.log") for mode in ("exact", "batched")}
     shutil.rmtree(work, ignore_errors=True)
