@@ -279,10 +279,16 @@ _ENVOY_ERROR_STATS = ("http.ingress.ext_authz.error", "http.ingress.ext_authz.de
                       "http.ingress.downstream_rq_4xx", "http.ingress.downstream_rq_5xx")
 
 
+# And whatever else the sidecar's cluster counted going wrong: a reset or closed connection
+# fails every Check in flight on it at once, as a stall past the timeout does.
+_CLUSTER_TROUBLE = re.compile(r"^cluster\.tenantgate\.upstream_(?:cx|rq)_\w*(?:reset|destroy_\w*"
+                              r"|protocol_error|overflow|fail\w*|close_notify)$")
+
+
 def envoy_errors(envoy: EnvoyProcess) -> dict[str, int]:
     stats = envoy.stats()
-    return {name.rpartition(".")[2]: stats[name] for name in _ENVOY_ERROR_STATS
-            if stats.get(name)}
+    names = [*_ENVOY_ERROR_STATS, *sorted(n for n in stats if _CLUSTER_TROUBLE.match(n))]
+    return {name.rpartition(".")[2]: stats[name] for name in names if stats.get(name)}
 
 
 def med(runs: list[Run], attr: str) -> float:
