@@ -281,7 +281,7 @@ _ENVOY_ERROR_STATS = ("http.ingress.ext_authz.error", "http.ingress.ext_authz.de
 
 # And whatever else the sidecar's cluster counted going wrong: a reset or closed connection
 # fails every Check in flight on it at once, as a stall past the timeout does.
-_CLUSTER_TROUBLE = re.compile(r"^cluster\.tenantgate\.upstream_(?:cx|rq)_\w*(?:reset|destroy_\w*"
+_CLUSTER_TROUBLE = re.compile(r"^cluster\.tenantgate\.upstream_(?:cx|rq)_\w*(?:rx_reset|destroy_\w*"
                               r"|protocol_error|overflow|fail\w*|close_notify)$")
 
 
