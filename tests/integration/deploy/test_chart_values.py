@@ -143,6 +143,17 @@ REJECTED = [
     pytest.param({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
                  "autoscaling.minReplicas: 5 is above autoscaling.maxReplicas 3",
                  id="autoscaling-min-above-max"),
+    # Kubernetes kills the pod once the grace period ends: before its drain could finish.
+    pytest.param({"listen": {"drain_timeout": "60s", "shutdown_delay": "20s"}},
+                 "terminationGracePeriodSeconds: 30 must be longer than preStopSleepSeconds + "
+                 "listen.shutdown_delay + listen.drain_timeout (85s)", id="grace-below-drain"),
+    pytest.param({"listen": {"drain_timeout": 25}},
+                 "terminationGracePeriodSeconds: 30 must be longer than preStopSleepSeconds + "
+                 "listen.shutdown_delay + listen.drain_timeout (30s)", id="grace-equal-to-drain"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}},
+                  "listen": {"drain_timeout": "1m"}},
+                 "terminationGracePeriodSeconds: 30 must be longer than listen.shutdown_delay + "
+                 "listen.drain_timeout (60s)", id="grace-below-drain-sidecar"),
     # The config is rendered into a ConfigMap: a password there is readable by far more people.
     pytest.param({"quota": {"store": "redis", "redis": {"url": "redis://:s3cret@redis:6379/0"}}},
                  "quota.redis.url: holds a password", id="redis-password-in-url"),

@@ -62,6 +62,17 @@ tenantgate.io/protected: "true"
 {{- end -}}
 {{- end -}}
 
+{{/*
+Seconds in a config duration (30s, 500ms, 5m, 1.5h, 2d, or a bare number), as the config reads
+it (config/types.py); the schema has already refused any other form.
+*/}}
+{{- define "tenantgate.seconds" -}}
+{{- $text := toString . | trim -}}
+{{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text -}}
+{{- $unit := trimPrefix $number $text | trim -}}
+{{- mulf (float64 $number) (get (dict "" 1.0 "s" 1.0 "ms" 0.001 "m" 60.0 "h" 3600.0 "d" 86400.0) $unit) -}}
+{{- end -}}
+
 {{- define "tenantgate.configDir" -}}/etc/tenantgate{{- end -}}
 {{- define "tenantgate.socketPath" -}}{{ .Values.sidecar.socketDir }}/tenantgate.sock{{- end -}}
 {{- define "tenantgate.envoyBootstrap" -}}/etc/envoy/envoy.yaml{{- end -}}
@@ -101,6 +112,16 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- fail (printf "sidecar.socketDir: %q overlaps %s, which the chart mounts for another volume; choose a directory of its own such as /run/tenantgate" $socketDir $mount) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- /* SIGTERM starts shutdown_delay then drain_timeout (after the preStop wait, standalone): a
+    grace period shorter than that kills the pod with Checks in flight */ -}}
+{{- $listen := default dict .Values.listen -}}
+{{- $shutdown := include "tenantgate.seconds" (ternary (get $listen "shutdown_delay") 0 (hasKey $listen "shutdown_delay")) | float64 -}}
+{{- $drain := include "tenantgate.seconds" (ternary (get $listen "drain_timeout") 10 (hasKey $listen "drain_timeout")) | float64 -}}
+{{- $preStop := ternary 0 (int .Values.preStopSleepSeconds) (eq .Values.mode "sidecar") -}}
+{{- $needed := addf $preStop $shutdown $drain -}}
+{{- if le (float64 .Values.terminationGracePeriodSeconds) $needed -}}
+{{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%gs), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (eq .Values.mode "sidecar")) $needed) -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas: %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
