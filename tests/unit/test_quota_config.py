@@ -103,6 +103,15 @@ def test_a_redis_block_without_store_redis_is_an_error_not_ignored() -> None:
         == "redis"
 
 
+def test_rate_limit_files_without_the_quota_are_an_error_not_a_silent_ok() -> None:
+    # Without the quota's store ShouldRateLimit answers OK to every call, files unread.
+    assert issues("  enabled: false\n  ratelimit_service: {config_files: [rl.yaml]}\n") == [
+        "quota: ratelimit_service.config_files is set but enabled is false, so ShouldRateLimit "
+        "would answer OK to every call without reading them: set enabled: true, or remove "
+        "ratelimit_service"]
+    assert not load("  enabled: false\n  ratelimit_service: {config_files: []}\n").quota.enabled
+
+
 def test_degraded_needs_a_replica_count() -> None:
     assert issues("  failure_mode: degraded\n") == [
         "quota: failure_mode degraded needs replicas (how many tenantgate processes share "

@@ -278,6 +278,11 @@ class QuotaConfig(Model):
             raise ValueError("redis is set but store is memory (the default), so it would be "
                              "ignored: set store: redis to share quotas through Redis, or "
                              "remove redis")
+        if not self.enabled and self.ratelimit_service.config_files:
+            # ShouldRateLimit needs the quota's store: without it every call is answered OK.
+            raise ValueError("ratelimit_service.config_files is set but enabled is false, so "
+                             "ShouldRateLimit would answer OK to every call without reading "
+                             "them: set enabled: true, or remove ratelimit_service")
         degraded = self.failure_mode == "degraded" or any(
             p.failure_mode == "degraded" for p in self.plans.values())
         if degraded and self.replicas is None:
