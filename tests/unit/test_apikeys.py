@@ -238,6 +238,11 @@ def config_issues(tmp_path: Path, **sections: Any) -> list[str]:
                                "redis_url": "http://x"}},
                  "api_keys.redis_url: must be a redis://, rediss:// or unix:// URL",
                  id="not-a-redis-url"),
+    # RotateKey refuses overlaps over 10 years: a longer default was cut to 10 years unsaid.
+    pytest.param({"api_keys": {"hash_secret": {"fromFile": "long.key"},
+                               "rotate_overlap": "3651d"}},
+                 "api_keys.rotate_overlap: Input should be less than or equal to 315360000",
+                 id="rotate-overlap-over-ten-years"),
 ])
 def test_bad_api_key_and_admin_config_is_refused_with_its_key_path(
         tmp_path: Path, sections: dict[str, Any], issue: str) -> None:

@@ -43,7 +43,8 @@ class ApiKeysConfig(Model):
     redis_timeout: Duration = Field(default=0.25, gt=0)
     last_used_interval: Duration = Field(default=60.0, ge=1)  # one write per key per interval
     usage_flush_interval: Duration = Field(default=1.0, gt=0, le=60)  # counters are batched
-    rotate_overlap: Duration = Field(default=86400.0, ge=0)  # old key valid beside the new one
+    # How long the old key stays valid beside the new one (RotateKey's default overlap).
+    rotate_overlap: Duration = Field(default=86400.0, ge=0, le=MAX_LIFETIME_SECONDS)
     channel: str = "tenantgate:apikeys:revoked"
 
     @field_validator("hash_secret")
