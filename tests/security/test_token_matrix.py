@@ -157,6 +157,11 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
     # Backends see subjects without their issuer: a JWT must not pass for an API key.
     "subject_of_an_api_key": (lambda i, a, t: i.token(sub="apikey:0123456789abcdef"),
                               Reason.BAD_CLAIMS),
+    # HTTP drops the space around a header value (RFC 9110 5.5), code may strip() the context's.
+    "subject_of_an_api_key_after_a_space": (
+        lambda i, a, t: i.token(sub=" apikey:0123456789abcdef"), Reason.BAD_CLAIMS),
+    "subject_of_an_api_key_after_a_tab": (
+        lambda i, a, t: i.token(sub="\tapikey:0123456789abcdef"), Reason.BAD_CLAIMS),
     "tenant_missing": (lambda i, a, t: i.token(tenant=None), Reason.TENANT_MISSING),
     "tenant_not_a_string": (lambda i, a, t: i.token(tenant=123), Reason.TENANT_INVALID),
     "tenant_list": (lambda i, a, t: i.token(tenant=["acme"]), Reason.TENANT_INVALID),
@@ -303,6 +308,23 @@ async def test_two_subjects_never_share_one_subject_header(
         values = {h.header.key: h.header.value for h in response.ok_response.headers}
         seen.append(values["x-tenant-subject"])
     assert len(set(seen)) == 4, seen
+
+
+async def test_subjects_differing_in_edge_whitespace_still_differ_once_http_trims_them(
+        gate: LocalCheck, idp: DevIssuer) -> None:
+    """HTTP drops spaces and tabs around a header value (RFC 9110 5.5): " alice" arrived as
+    "alice", " " as nothing. The signed context keeps the exact subject."""
+    received = []
+    for sub in ("alice", " alice", "alice ", " ", "\talice"):
+        response, audit = await run(gate, bearer(idp.token(sub=sub)))
+        assert audit["reason"] == "ok"
+        values = {h.header.key: h.header.value for h in response.ok_response.headers}
+        received.append(values["x-tenant-subject"].strip(" \t"))
+        payload = values["x-tenant-context"].split(".")[1]
+        assert json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))[
+            "sub"] == sub
+    assert len(set(received)) == 5 and "" not in received, received
+    assert not any(value.startswith("apikey:") for value in received)
 
 
 @pytest.mark.parametrize("spoof", [{"x_tenant_id": "globex"}, {"X_Tenant-Id": "globex"},
