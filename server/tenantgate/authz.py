@@ -10,6 +10,7 @@ from dataclasses import replace
 
 import grpc
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
+from google.protobuf.message import DecodeError
 
 from tenantgate.decision import Decision, Deny, Reason, encode_response
 from tenantgate.errors import (
@@ -20,6 +21,7 @@ from tenantgate.errors import (
 )
 from tenantgate.observe import metrics
 from tenantgate.observe.audit import AuditRecord
+from tenantgate.observe.throttle import Throttle
 from tenantgate.pipeline import CheckState, decide
 from tenantgate.request import RequestView
 from tenantgate.runtime import Runtime
@@ -43,6 +45,7 @@ class AuthorizationServicer:
 
     def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
+        self._unparseable_said = Throttle(60.0)  # a direct caller can send one per call
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         handler = grpc.unary_unary_rpc_method_handler(
@@ -59,8 +62,10 @@ class AuthorizationServicer:
         """Check for a message parsed elsewhere (tests, tools); gRPC calls check_parsed."""
         return await self.check_parsed((request, request.ByteSize()), context)
 
-    async def check_parsed(self, parsed: tuple[CheckRequest, int],
+    async def check_parsed(self, parsed: tuple[CheckRequest, int] | None,
                            context: grpc.aio.ServicerContext) -> bytes:
+        if parsed is None:
+            return self._unparseable()
         request, size = parsed
         started = time.perf_counter()
         # One snapshot for the whole Check, pinned: a reload closes it only after the last
@@ -88,11 +93,44 @@ class AuthorizationServicer:
         finally:
             runtime.unpin()
 
+    def _unparseable(self) -> bytes:
+        # A message protobuf cannot parse (truncated, or a `string` field such as a header
+        # value or the path that is not UTF-8) is denied 400 malformed_request, a CheckResponse
+        # like every denial, not a gRPC error: Envoy answers a gRPC error with its own
+        # failure_mode_allow / status_on_error, so the client's bytes would choose the outcome
+        # (allowed where failure_mode_allow is set, 503 from the generated bootstrap) and it
+        # would count as tenantgate failing. Envoy (1.40) sanitizes obs-text to valid UTF-8:
+        # a direct caller of the port is the one who gets here.
+        started = time.perf_counter()
+        if self._unparseable_said.ready():
+            log.warning("Check refused a request protobuf cannot parse (truncated, or a string "
+                        "that is not UTF-8): denied 400 malformed_request")
+        runtime = self._get_runtime().pin()
+        try:
+            state = CheckState(runtime, _unparsed_view())
+            decision = Deny(Reason.MALFORMED_REQUEST)
+            _observe(state, decision, time.perf_counter() - started)  # audited, no path
+            return encode_response(decision, state.request.request_id)
+        finally:
+            runtime.unpin()
 
-def parse_check_request(data: bytes) -> tuple[CheckRequest, int]:
+
+def parse_check_request(data: bytes) -> tuple[CheckRequest, int] | None:
     """The message and its serialized length, which bounds every header value's length: known
-    here for free, where RequestView would otherwise walk the whole message to compute it."""
-    return CheckRequest.FromString(data), len(data)
+    here for free, where RequestView would otherwise walk the whole message to compute it.
+    None when protobuf cannot parse it: check_parsed answers that. (Raised out of here, gRPC
+    would answer UNKNOWN with the exception's text and log a traceback, per call.)"""
+    try:
+        return CheckRequest.FromString(data), len(data)
+    except DecodeError:
+        return None
+
+
+def _unparsed_view() -> RequestView:
+    # Nothing of the request can be read: a fresh request id, as for an absurd one.
+    return RequestView(request_id=uuid.uuid4().hex, method="", path="", host="", headers={},
+                       authorization=None, duplicated=frozenset(), underscored=False,
+                       oversized=False, content_length=None)
 
 
 def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:

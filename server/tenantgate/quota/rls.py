@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 import grpc
-from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
+from envoy.service.ratelimit.v3 import rls_pb2
 from google.protobuf.duration_pb2 import Duration
+from google.protobuf.message import DecodeError
 
 from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.observe import quota as metrics
@@ -27,6 +28,8 @@ if TYPE_CHECKING:
     from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate.quota")
+SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
+Request = rls_pb2.RateLimitRequest
 Response = rls_pb2.RateLimitResponse
 _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
 _MAX_DURATION_US = DURATION_MAX_SECONDS * 1_000_000
@@ -38,6 +41,7 @@ MAX_ENTRIES = 16  # actions in one rate_limits entry: real ones have one to four
 # A key (UTF-8) longer than this is refused: keys come from Envoy's config, not the client. A
 # longer value (a client's header or path) is matched as sent and keyed by its digest.
 MAX_ENTRY_BYTES = 1024
+UNPARSEABLE = "not a RateLimitRequest protobuf can parse (truncated, or a string not UTF-8)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,14 +88,22 @@ def descriptor_bucket(domain: str, entries: list[tuple[str, str]], limit: RlsLim
                   max(1, limit.requests_per_unit))
 
 
-class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
+class RateLimitServicer:
     """Envoy's global rate-limit filter asks here; one runtime snapshot per call."""
 
     def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
         self._refusals = Throttle(10.0)  # one warning per 10 s: a caller could send them all
 
-    async def ShouldRateLimit(self, request: Any, context: Any) -> Any:
+    async def ShouldRateLimit(self, data: bytes, context: Any) -> Any:
+        """`data`: the request as sent, parsed here (add_to_server registers no deserializer)."""
+        try:
+            request = Request.FromString(data)
+        except DecodeError:
+            # Not in gRPC's deserializer: what raises there is answered UNKNOWN with the
+            # exception's text and logged with a traceback, on every call.
+            await self._refuse(OTHER_TENANT, UNPARSEABLE, context)
+            raise  # abort raises; this line only satisfies type checkers
         # Pinned, as Check's: a reload closes this snapshot only after the call has finished.
         runtime = self._get_runtime().pin()
         try:
@@ -105,10 +117,7 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         root = domains.get(request.domain)
         label = request.domain if root is not None else OTHER_TENANT
         if (problem := _too_big(request)) is not None:
-            metrics.rls_request(label, metrics.RlsResult.INVALID)
-            if self._refusals.ready():
-                log.warning("ShouldRateLimit refused (domain %s): %s", label, problem)
-            await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+            await self._refuse(label, problem, context)
         if limiter is None or root is None:
             metrics.rls_request(label, metrics.RlsResult.OK)
             return Response(overall_code=Response.OK,
@@ -123,6 +132,14 @@ class RateLimitServicer(rls_pb2_grpc.RateLimitServiceServicer):
         response = _response(request, matched, verdicts)
         metrics.rls_request(label, _result(response, matched, verdicts))
         return response
+
+    async def _refuse(self, label: str, problem: str, context: Any) -> None:
+        """INVALID_ARGUMENT (abort raises), counted and logged; `problem` never quotes the
+        caller's data."""
+        metrics.rls_request(label, metrics.RlsResult.INVALID)
+        if self._refusals.ready():
+            log.warning("ShouldRateLimit refused (domain %s): %s", label, problem)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
 
 def _too_big(request: Any) -> str | None:
@@ -255,4 +272,10 @@ def _result(response: Any, matched: list[Matched], verdicts: dict[int, Verdict]
 
 
 def add_to_server(server: grpc.aio.Server, get_runtime: Callable[[], Runtime]) -> None:
-    rls_pb2_grpc.add_RateLimitServiceServicer_to_server(RateLimitServicer(get_runtime), server)
+    # As the generated add_RateLimitServiceServicer_to_server, but handing over the bytes.
+    handler = grpc.unary_unary_rpc_method_handler(
+        RateLimitServicer(get_runtime).ShouldRateLimit, request_deserializer=None,
+        response_serializer=Response.SerializeToString)
+    handlers = {"ShouldRateLimit": handler}
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE, handlers),))
+    server.add_registered_method_handlers(SERVICE, handlers)
