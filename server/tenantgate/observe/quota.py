@@ -19,7 +19,7 @@ class RlsResult(enum.StrEnum):
     OVER_LIMIT = "over_limit"
     SHADOW_OVER_LIMIT = "shadow_over_limit"  # would have been limited; shadow_mode let it pass
     UNAVAILABLE = "unavailable"
-    INVALID = "invalid"  # refused with INVALID_ARGUMENT: too many or too long descriptors
+    INVALID = "invalid"  # INVALID_ARGUMENT: too many or too long descriptors, or unparseable
 
 
 # Counted on every Check with a quota: plain, no lock per increment (observe/plain.py).
