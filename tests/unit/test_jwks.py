@@ -749,3 +749,76 @@ async def test_the_last_good_jwks_uri_is_still_asked_while_discovery_is_down(
     await keys.refresh()  # that fetch worked: no discovery before the next one
     assert asked[5:] == ["/jwks.json"]
     await keys.close()
+
+
+class SnapshotIdP(FakeIdP):
+    """Answers with the keys as they were when the request arrived, as an IdP (or a CDN in
+    front of it) does: a fetch held until `released` brings back the keys from before."""
+
+    def __init__(self, keys: list[dict[str, Any]]) -> None:
+        super().__init__(keys)
+        self.released = asyncio.Event()
+        self.released.set()
+
+    async def handle(self, request: httpx.Request) -> httpx.Response:
+        keys = self.keys
+        self.fetches += 1
+        await self.released.wait()
+        if self.failing:
+            return httpx.Response(503)
+        return httpx.Response(200, json={"keys": keys}, headers={"cache-control": "max-age=60"})
+
+
+async def fetch_held_at_the_idp(idp: DevIssuer) -> tuple[SnapshotIdP, KeySet, JwtVerifier,
+                                                          RejectedTokens]:
+    """A key set whose background refresh has reached the IdP, before a rotation, and waits."""
+    fake, clock = SnapshotIdP(idp.jwks(["k1"])), Clock()
+    keys = keyset(fake, clock)
+    await keys.start()
+    fake.released.clear()
+    clock.now += 61  # stale: the next find refreshes in the background
+    assert await keys.find("k1", "RS256") != []
+    await settle()
+    assert fake.fetches == 2
+    return fake, keys, JwtVerifier([keys._issuer], {"idp": keys}), RejectedTokens(
+        100, 3600.0, [keys])
+
+
+ROTATIONS: dict[str, Callable[[DevIssuer], tuple[list[dict[str, Any]], str]]] = {
+    "key-replaced-under-its-kid": lambda idp: (
+        (new := DevIssuer(issuer=idp.issuer, kid="k1")).jwks(["k1"]), new.token()),
+    "new-kid": lambda idp: (
+        idp.jwks(["k1", "k2"]), tokens.mint(idp.keys["k2"], "RS256", idp.claims(), kid="k2")),
+}
+
+
+@pytest.mark.parametrize("rotate", ROTATIONS.values(), ids=ROTATIONS.keys())
+async def test_a_refetch_does_not_join_a_fetch_that_left_before_the_key_was_published(
+        idp: DevIssuer, rotate: Callable[[DevIssuer], tuple[list[dict[str, Any]], str]]) -> None:
+    """The refetch joined the background refresh in flight, which brought back the keys from
+    before the rotation: the budget was spent, the valid token refused (a replaced key's as a
+    bad signature, remembered by the rejected-token cache; a new kid's as an unknown key)."""
+    fake, keys, verifier, rejected = await fetch_held_at_the_idp(idp)
+    fake.keys, token = rotate(idp)
+    checked = asyncio.ensure_future(check_bearer(verifier, rejected, token))
+    await settle()
+    assert not checked.done() and fake.fetches == 2  # its refetch waits on the fetch in flight
+    fake.released.set()
+    assert isinstance(await checked, Identity)
+    assert fake.fetches == 3 and len(rejected) == 0
+    await keys.close()
+
+
+async def test_a_refetch_after_a_fetch_in_flight_failed_backs_off_and_is_not_final(
+        idp: DevIssuer) -> None:
+    fake, keys, verifier, rejected = await fetch_held_at_the_idp(idp)
+    fake.keys, token = ROTATIONS["key-replaced-under-its-kid"](idp)
+    fake.failing = True
+    checked = asyncio.ensure_future(check_bearer(verifier, rejected, token))
+    await settle()
+    assert not checked.done()
+    fake.released.set()
+    assert await checked == Reason.BAD_SIGNATURE
+    assert fake.fetches == 2  # no second fetch right after a failed one
+    assert rejected.get(token_key(token), time.time()) is None  # a retry verifies again
+    await keys.close()

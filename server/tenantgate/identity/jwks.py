@@ -106,19 +106,34 @@ class KeySet:
 
     async def refetched(self, key_id: str | None, algorithm: str
                         ) -> list[VerificationKey] | None:
-        """Candidates after a fetch for a key the set may not have yet (a new `kid`, a token
-        without one that no known key verifies, or a known `kid` whose key may have been
-        replaced); None when the per-interval bound allows no fetch now or the fetch fails
-        (the issuer may have the key), [] for keys from a file or inline (they are all)."""
+        """Candidates after a fetch begun since this call, for a key the set may not have yet
+        (a new `kid`, a token without one that no known key verifies, or a known `kid` whose key
+        may have been replaced); None when the per-interval bound allows no fetch now or the
+        fetch fails (the issuer may have the key), [] for keys from a file or inline (they are
+        all)."""
         if self._cfg.file is not None or self._cfg.inline is not None:
             return []
         if not self._may_refetch_for_unknown_kid(self._clock()):
             return None
         try:
-            await self.refresh()
+            await self._refresh_begun_now()
         except FetchFailed:
             return None
         return self._lookup(key_id, algorithm)
+
+    async def _refresh_begun_now(self) -> None:
+        # A fetch in flight may have left before the IdP published the key asked for, and then
+        # brings back the document from before: joining it would spend the refetch on nothing,
+        # and the caller would take its refusal as final (the rejected-token cache would keep
+        # a valid token's bad_signature). Its outcome is waited out (two fetches at once could
+        # end in the wrong order), then a fetch is joined or begun.
+        earlier = self._inflight
+        if earlier is not None and not earlier.done():
+            await asyncio.wait((earlier,))
+            if earlier.cancelled() or earlier.exception() is not None:
+                raise FetchFailed("the fetch in flight failed")  # back off, as after any failure
+            self._last_unknown_kid_fetch = self._clock()  # refetches begin an interval apart
+        await self.refresh()
 
     def _lookup(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
         """The key with this id, or every key of the algorithm for a token without `kid`."""
