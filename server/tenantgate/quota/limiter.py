@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+import enum
 import logging
 import math
-import re
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
@@ -34,20 +34,69 @@ from tenantgate.quota.store import Bucket, BucketState, Outcome, QuotaStore
 log = logging.getLogger("tenantgate.quota")
 
 
-def compile_path(pattern: str) -> re.Pattern[str]:
+class Wildcard(enum.Enum):
+    SEGMENT = "*"  # `*` or `{name}`: one non-empty segment
+    SEGMENTS = "**"  # any number of whole segments, none included
+
+
+Token = str | Wildcard  # a str is a literal segment, folded
+
+
+@dataclass(frozen=True, slots=True)
+class PathPattern:
+    """An endpoint pattern as segment tokens. Not a regex: `(?:/.*)?` per `**` backtracked in
+    polynomial time of a degree growing with each `**`, on a path the caller picks (a minute
+    for 8 KB with three), stalling the event loop. This is O(tokens x segments), and matches as
+    the regex did on every path Check lets through (its `**` did not span a newline)."""
+
+    tokens: tuple[Token, ...]
+
+    def matches(self, folded_path: str) -> bool:
+        if not folded_path.startswith("/"):
+            return folded_path == "" and _fits(self.tokens, [])  # Check refuses such paths
+        segments = folded_path[1:].split("/")
+        # One trailing slash is allowed (`/a` matches `/a/`); a final `**` takes it anyway.
+        return _fits(self.tokens, segments) or (
+            segments[-1] == "" and _fits(self.tokens, segments[:-1]))
+
+
+def compile_path(pattern: str) -> PathPattern:
     """`/api/*/items/**`: `*` (or `{name}`) is one segment, `**` the rest (possibly empty);
     literal segments match whatever their case."""
-    regex = ""
-    for seg in filter(None, pattern.split("/")):
-        if seg == "**":
-            regex += "(?:/.*)?"
-        elif seg == "*" or (seg.startswith("{") and seg.endswith("}")):
-            regex += "/[^/]+"
+    # Literals are compared with fold(path)'s segments, like policy routes: changing case (of
+    # an escaped non-ASCII letter too) must not dodge an endpoint's limit.
+    return PathPattern(tuple(_token(seg) for seg in pattern.split("/") if seg))
+
+
+def _token(segment: str) -> Token:
+    if segment == "**":
+        return Wildcard.SEGMENTS
+    if segment == "*" or (segment.startswith("{") and segment.endswith("}")):
+        return Wildcard.SEGMENT
+    return fold(segment)
+
+
+def _fits(tokens: Sequence[Token], segments: Sequence[str]) -> bool:
+    """Glob matching that backtracks only to the latest `**`. Letting an earlier `**` take more
+    never helps: every other token is one segment, so the latest `**` can take the same."""
+    t = s = 0
+    star, taken_to = -1, 0  # the latest `**` and where the segments it takes end
+    while s < len(segments):
+        token = tokens[t] if t < len(tokens) else None
+        if token is Wildcard.SEGMENTS:
+            star, taken_to, t = t, s, t + 1
+        elif token is not None and _fits_one(token, segments[s]):
+            t, s = t + 1, s + 1
+        elif star >= 0:  # the latest `**` takes one segment more, and the rest is retried
+            taken_to += 1
+            t, s = star + 1, taken_to
         else:
-            regex += "/" + re.escape(fold(seg))
-    # Matched against fold(path), like policy routes: changing case (of an escaped non-ASCII
-    # letter too) must not dodge an endpoint's limit.
-    return re.compile(regex if regex.endswith(")?") else regex + "/?")
+            return False
+    return all(token is Wildcard.SEGMENTS for token in tokens[t:])
+
+
+def _fits_one(token: Token, segment: str) -> bool:
+    return segment != "" if token is Wildcard.SEGMENT else token == segment
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,14 +119,14 @@ class LimitSpec:
 @dataclass(frozen=True, slots=True)
 class CompiledRule:
     methods: frozenset[str] | None
-    path: re.Pattern[str]
+    path: PathPattern
     specs: tuple[LimitSpec, ...]
     head_allowance: bool = False  # HEAD is listed and GET is not: a limit written for HEAD
     head_from_get: bool = False  # HEAD is not listed but GET is: counted as a GET
 
     def matches(self, method: str, folded_path: str) -> bool:
         return ((self.methods is None or method in self.methods)
-                and bool(self.path.fullmatch(folded_path)))
+                and self.path.matches(folded_path))
 
 
 @dataclass(frozen=True, slots=True)
