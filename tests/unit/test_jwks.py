@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -266,6 +267,24 @@ async def test_bad_jwks_file_is_unavailable_not_a_crash(tmp_path: Path, content:
     await keys.start()
     with pytest.raises(KeySetUnavailable):
         await keys.find("k1", "RS256")
+
+
+async def test_a_failing_fetch_says_why_once_a_minute(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # Only the max_stale warning spoke, long after, and never named the file or the error.
+    missing = tmp_path / "jwks.jsn"
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(missing)}})
+    keys = KeySet(cfg, None)
+    with caplog.at_level(logging.WARNING, logger="tenantgate"):
+        await keys.start()
+        for _ in range(3):
+            with pytest.raises(KeySetUnavailable):
+                await keys.find("k1", "RS256")
+    said = [r.getMessage() for r in caplog.records if "could not be fetched" in r.getMessage()]
+    assert len(said) == 1
+    assert f"JWKS of idp could not be fetched: cannot read {missing}" in said[0]
 
 
 def _jwk(idp: DevIssuer, **changes: Any) -> dict[str, Any]:

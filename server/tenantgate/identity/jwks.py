@@ -69,6 +69,7 @@ class KeySet:
         self.revision = 0  # counts fetches that changed the keys at all (added ones too)
         self._fingerprints: frozenset[str] = frozenset()
         self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
+        self._fetch_failing = Throttle(60.0)  # and one line a minute saying why fetches fail
 
     async def start(self) -> None:
         """Load keys once at start-up (a failure here is not fatal: requests will retry), then
@@ -183,8 +184,11 @@ class KeySet:
     async def _fetch(self) -> None:
         try:
             document, max_age = await self._load_document()
-        except FetchFailed:
+        except FetchFailed as exc:
             metrics.JWKS_FETCHES.labels(self._issuer.name, "error").inc()
+            if self._fetch_failing.ready():
+                log.warning("JWKS of %s could not be fetched: %s (said once a minute; "
+                            "tenantgate_jwks_fetches_total counts each)", self._issuer.name, exc)
             self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
             self._distrust_if_past_max_stale()
             raise
