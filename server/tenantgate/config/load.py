@@ -17,10 +17,27 @@ from tenantgate.errors import ConfigError
 class StrictLoader(yaml.SafeLoader):
     """SafeLoader that refuses duplicate keys instead of silently keeping the last one, and
     reads every key as the text written: a tenant `0123` is "0123", not the octal 83, and `yes`
-    is "yes", not True."""
+    is "yes", not True. Aliases (`*name`) are refused: these files have no use for them, and
+    each one repeats a whole value, so a few hundred bytes of nested aliases expand into
+    gigabytes (a "billion laughs" file) before any check can look at the result."""
+
+    def compose_node(self, parent: yaml.Node | None, index: Any) -> yaml.Node | None:
+        if isinstance(index, yaml.ScalarNode) and index.tag == _MERGE_TAG:
+            raise _merge_key_error(index)  # `<<: *base`: name the merge key, not its alias
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None, None, f"YAML aliases (*{event.anchor}) are not allowed: write the value "
+                "out", event.start_mark)
+        return super().compose_node(parent, index)
 
 
 _MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+def _merge_key_error(node: yaml.Node) -> yaml.constructor.ConstructorError:
+    return yaml.constructor.ConstructorError(
+        None, None, "merge keys (<<) are not supported: write the keys out", node.start_mark)
 
 
 def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any, Any]:
@@ -36,9 +53,7 @@ def _construct_mapping(loader: StrictLoader, node: yaml.MappingNode) -> dict[Any
 
 def _key(node: yaml.Node) -> str:
     if node.tag == _MERGE_TAG:
-        raise yaml.constructor.ConstructorError(
-            None, None, "merge keys (<<) are not supported: write the keys out",
-            node.start_mark)
+        raise _merge_key_error(node)
     if not isinstance(node, yaml.ScalarNode):
         raise yaml.constructor.ConstructorError(
             None, None, "a key must be a plain value, not a list or a mapping", node.start_mark)

@@ -1,0 +1,54 @@
+"""Hostile or mistaken config input: each is refused with its key path, never a traceback,
+a hang or a memory blow-up."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from tenantgate.config.load import parse_config
+from tenantgate.errors import ConfigError
+from tenantgate.quota.rls_config import load_domains
+
+pytestmark = pytest.mark.unit
+
+CONTEXT = "context: {active_key: c1, keys: [{id: c1, secret: {fromEnv: TG_TEST_CONTEXT_KEY}}]}\n"
+
+
+@pytest.fixture(autouse=True)
+def context_secret(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 40)
+
+
+def issues(text: str, base_dir: Path | str = ".") -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        parse_config(text, base_dir=base_dir)
+    return caught.value.issues
+
+
+# Nine aliases to nine aliases ... nine levels deep: a few hundred bytes, 9**9 values built.
+BOMB = "".join(f"l{n}: &l{n} [{', '.join([f'*l{n - 1}'] * 9) if n else 'x'}]\n"
+               for n in range(9))
+
+
+def test_yaml_alias_bomb_is_refused_before_it_expands() -> None:
+    text = ("issuers:\n- name: dev\n  issuer: https://dev.example\n  audiences: [api]\n"
+            "  tenant_pattern: '^[a-z]+$'\n  jwks:\n    inline:\n"
+            + "".join(f"      {line}\n" for line in BOMB.splitlines()) + CONTEXT)
+    assert issues(text) == [
+        "line 9 column 16: YAML aliases (*l0) are not allowed: write the value out"]
+
+
+def test_a_single_alias_is_refused_too() -> None:
+    text = "tenants: {registry: {acme: &t {plan: null}, globex: *t}}\n" + CONTEXT
+    assert issues(text) == [
+        "line 1 column 53: YAML aliases (*t) are not allowed: write the value out"]
+
+
+def test_rate_limit_file_alias_bomb_is_refused(tmp_path: Path) -> None:
+    rules = tmp_path / "rl.yaml"
+    rules.write_text("domain: d\n" + BOMB + "descriptors: []\n")
+    with pytest.raises(ConfigError) as caught:
+        load_domains([str(rules)])
+    assert caught.value.issues == [
+        f"{rules}: line 3 column 10: YAML aliases (*l0) are not allowed: write the value out"]
