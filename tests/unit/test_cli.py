@@ -431,3 +431,25 @@ def test_keys_names_a_tls_file_that_is_not_what_its_option_needs(
                  "list", "--tenant", "acme"])
     expected = re.sub(r"<(.+?)>", lambda name: str(tmp_path / name.group(1)), message)
     assert (code, capsys.readouterr().err) == (2, f"tenantgate keys: {expected}\n")
+
+
+def envoy_config(*extra: str) -> int:
+    return main(["envoy-config", str(FIXTURES / "valid.yaml"), *extra])
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    # Before: a pydantic ValidationError traceback (Envoy's field is an int64), exit 1.
+    (["--max-connections", "99999999999999999999"],
+     "--max-connections: must be from 1 to 9223372036854775807, got 99999999999999999999"),
+    (["--max-connections", "9223372036854775808"],
+     "--max-connections: must be from 1 to 9223372036854775807, got 9223372036854775808"),
+    (["--mode", "front", "--client-limit", "1/s", "--client-limit-addresses", "4294967296"],
+     "--client-limit-addresses: must be from 1 to 4294967295, got 4294967296"),
+], ids=["max-connections-huge", "max-connections-int64-plus-1", "client-limit-addresses"])
+def test_envoy_config_refuses_a_count_past_envoys_field_in_one_line(
+        extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert envoy_config(*extra) == 2
+    assert capsys.readouterr().err == f"tenantgate: {message}\n"

@@ -575,11 +575,20 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
     connections = ResourceMonitor(
         name="envoy.resource_monitors.global_downstream_max_connections",
         typed_config=AnyMessage.pack(DownstreamConnectionsConfig(
-            max_active_downstream_connections=options.max_connections)))
+            max_active_downstream_connections=_max_connections(options))))
     return Bootstrap(
         admin=Admin(address=_admin_socket(options.admin)),
         static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters),
         overload_manager=OverloadManager(resource_monitors=[connections]))
+
+
+def _max_connections(options: EnvoyOptions) -> int:
+    # An int64 in Envoy's API (greater than 0): past it the message type refused the value
+    # with a pydantic traceback.
+    count = options.max_connections
+    if not 1 <= count <= 2**63 - 1:
+        raise EnvoyConfigError(f"--max-connections: must be from 1 to {2**63 - 1}, got {count}")
+    return count
 
 
 def bootstrap_dict(config: Config, options: EnvoyOptions) -> dict[str, Any]:
