@@ -52,3 +52,34 @@ def test_rate_limit_file_alias_bomb_is_refused(tmp_path: Path) -> None:
         load_domains([str(rules)])
     assert caught.value.issues == [
         f"{rules}: line 3 column 10: YAML aliases (*l0) are not allowed: write the value out"]
+
+
+def with_secret_file(name: str) -> str:
+    return CONTEXT.replace("fromEnv: TG_TEST_CONTEXT_KEY", f"fromFile: '{name}'")
+
+
+@pytest.mark.parametrize(("name", "message"), [
+    ("/dev/zero", "/dev/zero is not a regular file"),
+    ("adir", "{dir}/adir is not a regular file"),
+    ("huge.key", "{dir}/huge.key is larger than 64 KiB: not a secret"),
+    ("missing.key", "cannot read {dir}/missing.key: No such file or directory"),
+], ids=["dev-zero", "directory", "over-64-KiB", "missing"])
+def test_secret_file_that_is_no_secret_is_refused(tmp_path: Path, name: str,
+                                                  message: str) -> None:
+    (tmp_path / "adir").mkdir()
+    (tmp_path / "huge.key").write_bytes(b"k" * (64 * 1024 + 1))
+    assert issues(with_secret_file(name), base_dir=tmp_path) == [
+        "context.keys[0].secret: " + message.format(dir=tmp_path)]
+
+
+def test_secret_file_of_exactly_64_kib_is_read(tmp_path: Path) -> None:
+    (tmp_path / "big.key").write_bytes(b"k" * (64 * 1024))
+    config = parse_config(with_secret_file("big.key"), base_dir=tmp_path)
+    assert len(config.context.keys[0].secret.value) == 64 * 1024
+
+
+def test_secret_variable_that_is_not_utf8_is_named_not_echoed(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 40 + "\udcff")  # the byte 0xff
+    assert issues(CONTEXT) == [
+        "context.keys[0].secret: environment variable TG_TEST_CONTEXT_KEY is not valid UTF-8"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import stat
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import parse_qs, urlsplit
@@ -184,6 +185,26 @@ class Model(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
 
 
+# A secret is a key or a token, a few hundred bytes: a larger file is a wrong path (a log, an
+# image, /dev/zero), and reading it whole could exhaust memory.
+SECRET_FILE_MAX_BYTES = 64 * 1024
+
+
+def _read_secret_file(path: Path) -> bytes:
+    try:
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            # A device, FIFO or directory: /dev/zero never ends, a FIFO waits for a writer.
+            raise ValueError(f"{path} is not a regular file")
+        with path.open("rb") as file:
+            data = file.read(SECRET_FILE_MAX_BYTES + 1)
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+    if len(data) > SECRET_FILE_MAX_BYTES:
+        raise ValueError(f"{path} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB: "
+                         "not a secret")
+    return data
+
+
 class Secret(Model):
     """A secret referenced from the environment or a file, never written in the config."""
 
@@ -199,7 +220,11 @@ class Secret(Model):
             raw = os.environ.get(self.from_env)
             if raw is None:
                 raise ValueError(f"environment variable {self.from_env} is not set")
-            self._value = raw.encode()
+            try:
+                self._value = raw.encode()
+            except UnicodeEncodeError:  # bytes Python kept as surrogates; never echo them
+                raise ValueError(f"environment variable {self.from_env} is not valid "
+                                 "UTF-8") from None
             # A file's surrounding whitespace is stripped (editors end it with a newline); a
             # variable's is refused, not stripped: a Kubernetes Secret made --from-file puts
             # that newline in the variable, and stripping would silently change a secret that
@@ -211,11 +236,7 @@ class Secret(Model):
                                  "begin or end with whitespace")
         else:
             base = Path((info.context or {}).get("base_dir", "."))
-            path = base / str(self.from_file)
-            try:
-                self._value = path.read_bytes().strip()
-            except OSError as exc:
-                raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+            self._value = _read_secret_file(base / str(self.from_file)).strip()
         if not self._value:
             raise ValueError("secret is empty")
         return self
