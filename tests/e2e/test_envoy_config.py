@@ -163,6 +163,10 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
     # A domain for a filter that is not rendered was dropped without a word.
     (["--no-rate-limit", "--rate-limit-domain", "tenantgate"],
      "tenantgate: --rate-limit-domain: the rate-limit filter is off"),
+    # An empty domain was ignored: the default domain, or nothing with --no-rate-limit.
+    (["--rate-limit-domain", ""], "tenantgate: --rate-limit-domain: must not be empty"),
+    (["--no-rate-limit", "--rate-limit-domain", ""],
+     "tenantgate: --rate-limit-domain: must not be empty"),
     # Behind a mesh every request comes from the gateway: one bucket would hold them all.
     (["--client-limit", "100/s"], "tenantgate: --client-limit: front mode only"),
     (["--mode", "front", "--authz", "10.0.0.7:9001", "--client-limit-addresses", "50"],
@@ -381,7 +385,10 @@ def quota_config(directory: Path, rls_text: bytes | None = None,
     (b"domain: edge\ndescriptors:\n  - {key: tenant, rate_limit: {unit: fortnight, "
      b"requests_per_unit: 1}}\n", "rls.yaml: descriptors[0].rate_limit.unit"),
     (b"domain: edge\ndomain: other\n", "rls.yaml: line 2 column 1: duplicate key 'domain'"),
-], ids=["not-utf8", "unknown-unit", "duplicate-key"])
+    # Envoy's filter cannot send an empty domain: envoy-config left the filter out unsaid.
+    (b'domain: ""\ndescriptors: [{key: tenant, rate_limit: {unit: second, '
+     b'requests_per_unit: 1}}]\n', "rls.yaml: domain: must not be empty"),
+], ids=["not-utf8", "unknown-unit", "duplicate-key", "empty-domain"])
 def test_cli_refuses_rate_limit_files_serve_would_refuse(
         tmp_path: Path, capsys: pytest.CaptureFixture[str], rls_text: bytes,
         message: str) -> None:

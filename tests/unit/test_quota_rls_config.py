@@ -31,6 +31,16 @@ def test_an_unknown_unit_names_its_place(tmp_path: Path) -> None:
     assert "descriptors[0].rate_limit.unit: must be one of" in str(error.value)
 
 
+def test_an_empty_domain_is_an_error_naming_the_file(tmp_path: Path) -> None:
+    # Before: accepted, and envoy-config then rendered no rate-limit filter at all.
+    path = tmp_path / "rl.yaml"
+    path.write_text('domain: ""\ndescriptors:\n'
+                    "  - key: tenant\n    rate_limit: {unit: second, requests_per_unit: 5}\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [f"{path}: domain: must not be empty"]
+
+
 @pytest.mark.parametrize(("node", "where"), [
     ('shadow_mode: "false"\n    rate_limit: {unit: second, requests_per_unit: 5}',
      "descriptors[0].shadow_mode: must be true or false, not 'false'"),

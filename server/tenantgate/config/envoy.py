@@ -284,15 +284,17 @@ def rate_limit_domain(config: Config, options: EnvoyOptions) -> str | None:
 
     tenantgate answers OK to every ShouldRateLimit of a domain its files do not declare (and to
     all of them while quota is disabled): such a filter would limit nothing, so it is refused."""
+    if options.rate_limit_domain == "":  # no file may declare it: it was ignored unsaid
+        raise EnvoyConfigError("--rate-limit-domain: must not be empty")
     domains = _declared_domains(config)
     enabled = options.rate_limit if options.rate_limit is not None else bool(domains)
     if not enabled:
-        if options.rate_limit_domain:
+        if options.rate_limit_domain is not None:
             raise EnvoyConfigError("--rate-limit-domain: the rate-limit filter is off "
                                    "(--no-rate-limit, or no quota.ratelimit_service.config_files "
                                    "with quota enabled)")
         return None
-    if options.rate_limit_domain:
+    if options.rate_limit_domain is not None:
         if options.rate_limit_domain not in domains:
             raise EnvoyConfigError(
                 f"--rate-limit-domain: {options.rate_limit_domain!r} is not the domain of any "
@@ -510,12 +512,12 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
     authz_timeout = _seconds(authz_timeout_for(config, options), "--authz-timeout")
     route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
         cluster=APP_CLUSTER, timeout=_route_timeout(options.route_timeout),
-        rate_limits=rate_limit_descriptors() if domain else []))
+        rate_limits=rate_limit_descriptors() if domain is not None else []))
     filters = []
     if client_limit := _client_limit_filter(options):
         filters.append(client_limit)
     filters.append(_ext_authz(config, authz_timeout))
-    if domain:
+    if domain is not None:
         filters.append(_rate_limit_filter(config, domain, authz_timeout))
     filters.append(HttpFilter(name="envoy.filters.http.router",
                               typed_config=AnyMessage.pack(Router())))

@@ -76,6 +76,9 @@ def load_domains(paths: list[str]) -> dict[str, Node]:
         if not isinstance(data, dict) or not isinstance(data.get("domain"), str):
             issues.append(f"{where}: domain: required, a string")
             continue
+        if not data["domain"]:  # Envoy's filter refuses it; envoy-config left the filter out
+            issues.append(f"{where}: domain: must not be empty")
+            continue
         if unknown := set(data) - {"domain", "descriptors"}:
             issues.append(f"{where}: {sorted(unknown)[0]}: unknown key")
         domain = data["domain"]
