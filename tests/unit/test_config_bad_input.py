@@ -83,3 +83,39 @@ def test_secret_variable_that_is_not_utf8_is_named_not_echoed(
     monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 40 + "\udcff")  # the byte 0xff
     assert issues(CONTEXT) == [
         "context.keys[0].secret: environment variable TG_TEST_CONTEXT_KEY is not valid UTF-8"]
+
+
+def with_jwks_file(name: str) -> str:
+    return ("issuers:\n- {name: dev, issuer: https://dev.example, audiences: [api], "
+            f"tenant_pattern: '^[a-z]+$', jwks: {{file: '{name}'}}}}\n" + CONTEXT)
+
+
+@pytest.mark.parametrize(("name", "content", "message"), [
+    ("missing.json", None, "cannot read {dir}/missing.json: No such file or directory"),
+    ("adir", None, "{dir}/adir is not a regular file"),
+    ("/dev/zero", None, "/dev/zero is not a regular file"),
+    ("big.json", b" " * (512 * 1024 + 1), "{dir}/big.json is larger than 512 KiB: not a JWKS "
+                                          "document"),
+    ("garbage.json", b"keys: []", "{dir}/garbage.json is not a JWKS document (not UTF-8 JSON)"),
+    ("latin1.json", b'{"keys": [], "x": "\xe9"}',
+     "{dir}/latin1.json is not a JWKS document (not UTF-8 JSON)"),
+    ("deep.json", b"[" * 100_000, "{dir}/deep.json is not a JWKS document (not UTF-8 JSON)"),
+    ("list.json", b"[]", "{dir}/list.json is not a JWKS document (an object with a keys list)"),
+    ("nokeys.json", b'{"kty": "RSA"}',
+     "{dir}/nokeys.json is not a JWKS document (an object with a keys list)"),
+], ids=["missing", "directory", "dev-zero", "over-512-KiB", "not-json", "not-utf8", "too-deep",
+        "a-list", "no-keys-list"])
+def test_jwks_file_the_key_set_could_not_use_is_refused(
+        tmp_path: Path, name: str, content: bytes | None, message: str) -> None:
+    (tmp_path / "adir").mkdir()
+    if content is not None:
+        (tmp_path / name).write_bytes(content)
+    assert issues(with_jwks_file(name), base_dir=tmp_path) == [
+        "issuers[0].jwks.file: " + message.format(dir=tmp_path)]
+
+
+def test_jwks_file_with_a_keys_list_is_accepted(tmp_path: Path) -> None:
+    (tmp_path / "jwks.json").write_text('{"keys": []}')
+    config = parse_config(with_jwks_file("jwks.json"), base_dir=tmp_path)
+    assert config.issuers[0].jwks is not None
+    assert config.issuers[0].jwks.file == f"{tmp_path}/jwks.json"

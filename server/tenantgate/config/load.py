@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import json
 import typing
 from pathlib import Path
 from typing import Any
@@ -11,6 +12,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tenantgate.config.model import Config
+from tenantgate.config.types import read_small_file
 from tenantgate.errors import ConfigError
 
 
@@ -92,11 +94,45 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
     if not isinstance(data, dict):
         raise ConfigError(["(top level): must be a mapping of keys"])
     try:
-        return Config.model_validate(data, context={"base_dir": str(base_dir)})
+        config = Config.model_validate(data, context={"base_dir": str(base_dir)})
     except ValidationError as exc:
         raise ConfigError([issue(err) for err in exc.errors()]) from None
     except RecursionError:
         raise ConfigError([TOO_DEEP]) from None
+    if problems := unusable_jwks_files(config):
+        raise ConfigError(problems)
+    return config
+
+
+# As identity.jwks.MAX_JWKS_BYTES, the bound on a fetched document.
+JWKS_FILE_MAX_BYTES = 512 * 1024
+
+
+def unusable_jwks_files(config: Config) -> list[str]:
+    """Each `jwks.file` the key set could not use, read as check-config, start-up and a reload
+    load the config: accepted, it left the issuer without keys and its every token answered
+    503. Here, not on the model: a file may go bad after loading, and the key set's own
+    handling of that is tested with models built around such files."""
+    problems = []
+    for i, issuer in enumerate(config.issuers):
+        path = issuer.jwks.file if issuer.jwks is not None else None
+        if path is not None and (problem := _jwks_file_problem(path)) is not None:
+            problems.append(f"issuers[{i}].jwks.file: {problem}")
+    return problems
+
+
+def _jwks_file_problem(path: str) -> str | None:
+    try:
+        data = read_small_file(Path(path), JWKS_FILE_MAX_BYTES, "not a JWKS document")
+    except ValueError as exc:
+        return str(exc)
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        return f"{path} is not a JWKS document (not UTF-8 JSON)"
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        return f"{path} is not a JWKS document (an object with a keys list)"
+    return None
 
 
 def key_path(loc: tuple[int | str, ...]) -> str:

@@ -190,18 +190,18 @@ class Model(BaseModel):
 SECRET_FILE_MAX_BYTES = 64 * 1024
 
 
-def _read_secret_file(path: Path) -> bytes:
+def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
+    """A regular file's bytes, at most `limit` of them, else ValueError saying why."""
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
             # A device, FIFO or directory: /dev/zero never ends, a FIFO waits for a writer.
             raise ValueError(f"{path} is not a regular file")
         with path.open("rb") as file:
-            data = file.read(SECRET_FILE_MAX_BYTES + 1)
+            data = file.read(limit + 1)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > SECRET_FILE_MAX_BYTES:
-        raise ValueError(f"{path} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB: "
-                         "not a secret")
+    if len(data) > limit:
+        raise ValueError(f"{path} is larger than {limit // 1024} KiB: {too_large}")
     return data
 
 
@@ -236,7 +236,8 @@ class Secret(Model):
                                  "begin or end with whitespace")
         else:
             base = Path((info.context or {}).get("base_dir", "."))
-            self._value = _read_secret_file(base / str(self.from_file)).strip()
+            self._value = read_small_file(base / str(self.from_file), SECRET_FILE_MAX_BYTES,
+                                          "not a secret").strip()
         if not self._value:
             raise ValueError("secret is empty")
         return self
