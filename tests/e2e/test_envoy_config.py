@@ -231,7 +231,8 @@ def test_rate_limit_is_off_by_default_while_quota_is_disabled(example: Config) -
 
 @pytest.mark.parametrize("argv, message", [
     (["--upstream", "nowhere"], "tenantgate: --upstream: must be host:port, got 'nowhere'"),
-    (["--listen", "127.0.0.1:99999"], "tenantgate: --listen: must be host:port"),
+    (["--listen", "127.0.0.1:99999"],
+     "tenantgate: --listen: the port must be from 1 to 65535, got '127.0.0.1:99999'"),
     (["--admin", "0.0.0.0:9901"], "tenantgate: --admin: Envoy's admin interface must stay on "
                                   "loopback"),
     # Envoy resolves no name for a listener or the admin address ("malformed IP address").

@@ -453,3 +453,74 @@ def test_envoy_config_refuses_a_count_past_envoys_field_in_one_line(
     monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
     assert envoy_config(*extra) == 2
     assert capsys.readouterr().err == f"tenantgate: {message}\n"
+
+
+def config_listening_on(tmp_path: Path, grpc: str) -> Path:
+    document = yaml.safe_load((FIXTURES / "valid.yaml").read_text())
+    document["listen"]["grpc"] = grpc
+    path = tmp_path / "listen.yaml"
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+@pytest.mark.parametrize(("grpc", "mode"), [
+    ("0.0.0.0:9001", "front"), ("[::]:9001", "front"), ("0.0.0.0:9001", "sidecar")])
+def test_envoy_config_asks_for_authz_when_tenantgate_listens_on_every_address(
+        tmp_path: Path, grpc: str, mode: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: the tenantgate cluster's address was 0.0.0.0 (or ::), which Envoy cannot reach.
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    path = str(config_listening_on(tmp_path, grpc))
+    assert main(["envoy-config", path, "--mode", mode]) == 2
+    assert capsys.readouterr().err == (
+        f"tenantgate: listen.grpc {grpc} listens on every address, which Envoy cannot connect "
+        f"to: give --authz HOST:PORT, where Envoy reaches tenantgate\n")
+    assert main(["envoy-config", path, "--mode", mode, "--authz", "10.0.0.7:9001"]) == 0
+    assert "address: 10.0.0.7" in capsys.readouterr().out
+
+
+def test_envoy_config_says_a_port_of_0_is_out_of_range(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    # Before: "must be host:port, got '127.0.0.1:0'", though it is one.
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert main(["envoy-config", str(config_listening_on(tmp_path, "127.0.0.1:0"))]) == 2
+    assert capsys.readouterr().err == (
+        "tenantgate: listen.grpc: the port must be from 1 to 65535, got '127.0.0.1:0'\n")
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    # Before: exit 0, and the newline or space went into the bootstrap's address.
+    (["--upstream", "a\nb:80"],
+     "--upstream: the host must be an IP address or a DNS name, got 'a\\nb:80'"),
+    (["--mode", "front", "--authz", "tenant gate:9001"],
+     "--authz: the host must be an IP address or a DNS name, got 'tenant gate:9001'"),
+    (["--upstream", "app-:80"],
+     "--upstream: the host must be an IP address or a DNS name, got 'app-:80'"),
+    (["--upstream", "app/x:80"],
+     "--upstream: the host must be an IP address or a DNS name, got 'app/x:80'"),
+    (["--upstream", "0.0.0.0:8000"], "--upstream: 0.0.0.0 means every local address, which "
+                                     "is no address to connect to, got '0.0.0.0:8000'"),
+    (["--mode", "front", "--authz", "[::]:9001"], "--authz: :: means every local address, "
+                                                 "which is no address to connect to, got "
+                                                 "'[::]:9001'"),
+], ids=["newline", "space", "trailing-hyphen", "slash", "upstream-any", "authz-any"])
+def test_envoy_config_refuses_a_host_that_is_neither_ip_nor_dns_name(
+        extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert envoy_config(*extra) == 2
+    assert capsys.readouterr().err == f"tenantgate: {message}\n"
+
+
+@pytest.mark.parametrize("upstream", ["app.default.svc.cluster.local:80", "[::1]:8000",
+                                      "10.0.0.7:8000", "a-1.example.:80"])
+def test_envoy_config_takes_an_ip_or_dns_name_upstream(
+        upstream: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+        ) -> None:
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert envoy_config("--upstream", upstream) == 0

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import math
+import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,28 +174,42 @@ class EnvoyOptions:
                 raise EnvoyConfigError(f"--{name}: must be host:port, got ''")
 
 
+# A DNS name as RFC 1123 spells one: labels of letters, digits and inner hyphens.
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+
 def split_host_port(value: str, what: str) -> tuple[str, int]:
     host, sep, port = value.rpartition(":")
     host = host.strip("[]")
     # ASCII digits only: int() reads any Unicode digit, so full-width `009` was port 9.
-    if not (sep and host and port.isascii() and port.isdigit() and 0 < int(port) < 65536):
+    if not (sep and host and port.isascii() and port.isdigit()):
         raise EnvoyConfigError(f"{what}: must be host:port, got {value!r}")
+    if not 0 < int(port) < 65536:
+        raise EnvoyConfigError(f"{what}: the port must be from 1 to 65535, got {value!r}")
+    # Anything else went into the bootstrap as it was (a newline, a space, a slash).
+    if not (_is_ip(host) or (len(host) <= 253 and _DNS_NAME.fullmatch(host))):
+        raise EnvoyConfigError(f"{what}: the host must be an IP address or a DNS name, got "
+                               f"{value!r}")
     return host, int(port)
 
 
 def _socket(value: str, what: str) -> Address:
+    """A cluster's target: an address to connect to, never one that means "every address"."""
     host, port = split_host_port(value, what)
+    if _is_ip(host) and ipaddress.ip_address(host).is_unspecified:
+        raise EnvoyConfigError(f"{what}: {host} means every local address, which is no "
+                               f"address to connect to, got {value!r}")
     return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
 def _bind_socket(value: str, what: str) -> Address:
     # Envoy resolves no name for an address it listens on (a listener, admin): a name such as
     # localhost passed here and Envoy then refused the whole bootstrap ("malformed IP address").
-    host, _ = split_host_port(value, what)
+    host, port = split_host_port(value, what)
     if not _is_ip(host):
         raise EnvoyConfigError(f"{what}: must be an IP address and port (Envoy does not "
                                f"resolve names to listen on), got {value!r}")
-    return _socket(value, what)
+    return Address(socket_address=SocketAddress(address=host, port_value=port))
 
 
 def _admin_socket(value: str) -> Address:
@@ -267,11 +282,18 @@ def authz_address(config: Config, options: EnvoyOptions) -> Address:
             raise EnvoyConfigError(f"--authz: sidecar mode calls tenantgate over listen.uds "
                                    f"({config.listen.uds}); --authz is for --mode front")
         return Address(pipe=Pipe(path=config.listen.uds))
-    target = options.authz or config.listen.grpc
-    if target is None:
+    if options.authz:
+        return _socket(options.authz, "--authz")
+    if config.listen.grpc is None:
         raise EnvoyConfigError("front mode needs --authz host:port (the config has no "
                                "listen.grpc)")
-    return _socket(target, "--authz" if options.authz else "listen.grpc")
+    host, _ = split_host_port(config.listen.grpc, "listen.grpc")
+    if _is_ip(host) and ipaddress.ip_address(host).is_unspecified:
+        # tenantgate listens on every address; which one Envoy reaches it by, only you know.
+        raise EnvoyConfigError(f"listen.grpc {config.listen.grpc} listens on every address, "
+                               f"which Envoy cannot connect to: give --authz HOST:PORT, where "
+                               f"Envoy reaches tenantgate")
+    return _socket(config.listen.grpc, "listen.grpc")
 
 
 def _needs_dns(address: Address) -> bool:
