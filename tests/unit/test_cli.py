@@ -524,3 +524,14 @@ def test_envoy_config_takes_an_ip_or_dns_name_upstream(
     pytest.importorskip("envoy_data_plane")
     monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
     assert envoy_config("--upstream", upstream) == 0
+
+
+@pytest.mark.parametrize("admin", ["unix:", "unix://"])
+def test_keys_refuses_a_unix_admin_address_without_a_path(
+        admin: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: "UNAVAILABLE: empty address list" from gRPC, exit 1.
+    monkeypatch.setenv("TG_ADMIN_TOKEN", "t0ken")
+    code = main(["keys", "--admin", admin, "--token-env", "TG_ADMIN_TOKEN",
+                 "list", "--tenant", "acme"])
+    assert (code, capsys.readouterr().err) == (
+        2, f"tenantgate keys: --admin unix:PATH needs a path, got {admin!r}\n")

@@ -151,6 +151,8 @@ def _read(path: Path | None) -> bytes | None:
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
+    if args.admin in ("unix:", "unix://"):  # gRPC: "UNAVAILABLE: empty address list", exit 1
+        raise UsageError(f"--admin unix:PATH needs a path, got {args.admin!r}")
     if not args.admin.startswith("unix:"):
         # gRPC takes any port number and wraps it: 99999 would send the token to port 34463.
         try:
