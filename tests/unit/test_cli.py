@@ -535,3 +535,28 @@ def test_keys_refuses_a_unix_admin_address_without_a_path(
                  "list", "--tenant", "acme"])
     assert (code, capsys.readouterr().err) == (
         2, f"tenantgate keys: --admin unix:PATH needs a path, got {admin!r}\n")
+
+
+@pytest.mark.parametrize("claim", ["exp", "sub", "iss"])
+def test_mint_refuses_a_tenant_claim_it_sets_itself(claim: str) -> None:
+    # The tenant id silently replaced that claim (an `exp` of "acme": a token never valid).
+    result = run("token", "mint", "--key", "/nonexistent.pem", "--iss", "https://i/", "--aud",
+                 "a", "--tenant", "acme", "--tenant-claim", claim)
+    assert result.returncode == 2
+    assert f"--tenant-claim: '{claim}' is a claim mint sets itself" in result.stderr
+
+
+@pytest.mark.parametrize("version", ["-5", "99"])
+def test_print_sql_refuses_a_version_outside_the_schemas(version: str) -> None:
+    # Past the latest it printed nothing and exited 0, as for an up-to-date database.
+    result = run("db", "print-sql", "--from-version", version)
+    assert result.returncode == 2
+    assert "--from-version: must be from 0 to" in result.stderr
+    assert result.stdout == ""
+
+
+def test_print_sql_from_the_latest_version_prints_nothing_and_succeeds() -> None:
+    from tenantgate.db.schema import latest_version
+
+    result = run("db", "print-sql", "--from-version", str(latest_version()))
+    assert (result.returncode, result.stdout) == (0, "")

@@ -34,7 +34,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     text = "print the versioned SQL for your own migration tool (no database needed)"
     printer = commands.add_parser("print-sql", help=text, description=text)
     printer.add_argument("--from-version", type=int, default=0, metavar="N",
-                         help="only the files after schema version N")
+                         help="only the files after schema version N (0 to the latest; "
+                              "default: 0, all of them)")
     printer.set_defaults(handler=_print_sql)
 
     lint = _command(commands, "lint", "list RLS problems; exit 1 when there is any", _lint)
@@ -42,8 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                       help="the column holding the tenant id: every table with it is checked "
                            "(default: %(default)s)")
     lint.add_argument("--app-role", action="append", default=[], metavar="ROLE",
-                      help="a role the application connects as (repeatable): checked for "
-                           "BYPASSRLS, superuser, table ownership and key access")
+                      help="a role the application connects as (repeatable): checked, "
+                           "directly and through every role it can become, for superuser, "
+                           "BYPASSRLS, REPLICATION, CREATEROLE, table ownership, key access "
+                           "and TRUNCATE/TRIGGER/REFERENCES")
 
     add = _command(commands, "add-key", "add a key Postgres accepts", _add_key)
     add.add_argument("key_id", metavar="KEY_ID")
@@ -159,6 +162,12 @@ def _install(args: argparse.Namespace) -> int:
 def _print_sql(args: argparse.Namespace) -> int:
     from tenantgate.db import schema
 
+    latest = schema.latest_version()
+    if not 0 <= args.from_version <= latest:
+        # Past the latest it printed nothing, as if that database were up to date.
+        print(f"tenantgate db print-sql: --from-version: must be from 0 to {latest} (the latest "
+              f"schema version), got {args.from_version}", file=sys.stderr)
+        return 2
     sys.stdout.write(schema.print_sql(args.from_version))
     return 0
 

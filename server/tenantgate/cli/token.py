@@ -29,14 +29,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     create.add_argument("--out", required=True, type=Path, metavar="KEY.pem")
     create.add_argument("--jwks-out", required=True, type=Path, metavar="JWKS.json")
     create.add_argument("--alg", default="ES256",
-                        choices=["RS256", "PS256", "ES256", "ES384", "EdDSA"])
+                        choices=["RS256", "PS256", "ES256", "ES384", "EdDSA"],
+                        help="signing algorithm (default: ES256)")
     create.add_argument("--kid", default="dev-1", help="key id (default: dev-1)")
     create.set_defaults(handler=_create_key)
 
     mint = sub.add_parser("mint", help="print a JWT signed with a development key",
                           description="Print a signed JWT for the given issuer and tenant.")
     mint.add_argument("--key", required=True, type=Path, metavar="KEY.pem")
-    mint.add_argument("--kid", default="dev-1")
+    mint.add_argument("--kid", default="dev-1", help="key id in the token's header (default: "
+                      "dev-1)")
     mint.add_argument("--iss", required=True, help="issuer (must match the config's issuer)")
     mint.add_argument("--aud", required=True, help="audience")
     mint.add_argument("--tenant", required=True, help="tenant id to put in the tenant claim")
@@ -68,9 +70,17 @@ def _create_key(args: argparse.Namespace) -> int:
     return 0
 
 
+_SET_BY_MINT = frozenset({"iss", "aud", "sub", "iat", "exp", "jti", "scope"})
+
+
 def _mint(args: argparse.Namespace) -> int:
     if (option := non_utf8_option(args)) is not None:
         print(f"tenantgate token: {option}: not valid UTF-8", file=sys.stderr)
+        return 2
+    if args.tenant_claim in _SET_BY_MINT:
+        # It would silently replace the claim mint sets (an `exp` of "acme", a second `sub`).
+        print(f"tenantgate token: --tenant-claim: {args.tenant_claim!r} is a claim mint sets "
+              f"itself ({', '.join(sorted(_SET_BY_MINT))}): choose another name", file=sys.stderr)
         return 2
     try:
         key = tokens.load_key(args.key)
