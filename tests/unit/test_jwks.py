@@ -828,6 +828,25 @@ async def test_a_refetch_does_not_join_a_fetch_that_left_before_the_key_was_publ
     await keys.close()
 
 
+async def test_a_refetch_still_happens_when_the_check_waiting_for_it_is_cancelled(
+        idp: DevIssuer) -> None:
+    """The Check whose refetch waited out the fetch in flight was cancelled (Envoy's timeout is
+    shorter than a fetch's): the refetch allowance was spent and no fetch followed, so the
+    valid token's retries were refused for the rest of refetch_interval."""
+    fake, keys, verifier, rejected = await fetch_held_at_the_idp(idp)
+    fake.keys, token = ROTATIONS["new-kid"](idp)
+    checked = asyncio.ensure_future(check_bearer(verifier, rejected, token))
+    await settle()
+    assert not checked.done() and fake.fetches == 2
+    checked.cancel()
+    await asyncio.gather(checked, return_exceptions=True)
+    fake.released.set()  # the fetch in flight brings back the keys from before
+    await settle()
+    assert fake.fetches == 3  # the refetch went ahead without its Check
+    assert isinstance(await check_bearer(verifier, rejected, token), Identity)
+    await keys.close()
+
+
 async def test_a_refetch_after_a_fetch_in_flight_failed_backs_off_and_is_not_final(
         idp: DevIssuer) -> None:
     fake, keys, verifier, rejected = await fetch_held_at_the_idp(idp)

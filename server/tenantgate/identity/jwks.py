@@ -129,11 +129,21 @@ class KeySet:
         # a valid token's bad_signature). Its outcome is waited out (two fetches at once could
         # end in the wrong order), then a fetch is joined or begun.
         earlier = self._inflight
-        if earlier is not None and not earlier.done():
-            await asyncio.wait((earlier,))
-            if earlier.cancelled() or earlier.exception() is not None:
-                raise FetchFailed("the fetch in flight failed")  # back off, as after any failure
-            self._last_unknown_kid_fetch = self._clock()  # refetches begin an interval apart
+        if earlier is None or earlier.done():
+            await self.refresh()
+            return
+        # The wait and the fetch after it are one task of the key set's, awaited through a
+        # shield: a Check cancelled meanwhile (Envoy's timeout is shorter than a fetch's) has
+        # spent the refetch allowance, and the fetch it was for must still happen.
+        refetch = asyncio.ensure_future(self._refresh_after(earlier))
+        self._track(refetch)
+        await asyncio.shield(refetch)
+
+    async def _refresh_after(self, earlier: asyncio.Task[None]) -> None:
+        await asyncio.wait((earlier,))
+        if earlier.cancelled() or earlier.exception() is not None:
+            raise FetchFailed("the fetch in flight failed")  # back off, as after any failure
+        self._last_unknown_kid_fetch = self._clock()  # refetches begin an interval apart
         await self.refresh()
 
     def _lookup(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
