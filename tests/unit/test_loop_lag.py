@@ -27,10 +27,12 @@ def _over_stall() -> float:
 
 async def test_a_blocked_loop_is_counted_and_said(caplog: pytest.LogCaptureFixture) -> None:
     stalls_before = _over_stall()
-    watch = asyncio.get_running_loop().create_task(loop_lag.watch_loop_lag(sample=0.01))
-    await asyncio.sleep(0.05)  # the watcher is asleep, due within 0.01 s
+    watch = asyncio.get_running_loop().create_task(loop_lag.watch_loop_lag())
+    await asyncio.sleep(0.05)  # the watcher is asleep, due within SAMPLE_SECONDS (25 ms)
     with caplog.at_level(logging.WARNING, logger="tenantgate"):
-        time.sleep(0.3)  # holds the loop past that: the watcher wakes at least 0.29 s late
+        # Holds the loop past that: the watcher wakes at least 0.125 s late. Sampled 4 times a
+        # second, a stall like this one was seen under 0.1 s when it began early in a sample.
+        time.sleep(0.15)
         await asyncio.sleep(0.05)
     watch.cancel()
     with contextlib.suppress(asyncio.CancelledError):
