@@ -103,8 +103,11 @@ class App:
                 raise StartupError(f"listen.metrics {cfg.metrics}: {exc.strerror}") from None
         await self.server.start()
         if self.runtime.config.admin is not None:  # the admin API, on its own listener
-            from tenantgate.admin.server import start_admin
-            self.admin = await start_admin(self.current, self.runtime.config.admin)
+            from tenantgate.admin.server import AdminListenFailed, start_admin
+            try:
+                self.admin = await start_admin(self.current, self.runtime.config.admin)
+            except AdminListenFailed as exc:
+                raise StartupError(str(exc)) from None
         # Everything alive now lives as long as the process: keep the cyclic GC from
         # re-scanning it on every full collection under load.
         gc.collect()

@@ -119,3 +119,38 @@ def test_jwks_file_with_a_keys_list_is_accepted(tmp_path: Path) -> None:
     config = parse_config(with_jwks_file("jwks.json"), base_dir=tmp_path)
     assert config.issuers[0].jwks is not None
     assert config.issuers[0].jwks.file == f"{tmp_path}/jwks.json"
+
+
+ADMIN = ("api_keys: {hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}}\n"
+         "admin: {listen: '%s', token: {fromEnv: TG_TEST_CONTEXT_KEY}}\n")
+
+
+@pytest.mark.parametrize(("listen", "admin", "message"), [
+    ("{grpc: '127.0.0.1:9001', metrics: '127.0.0.1:9001'}", None,
+     "listen.metrics: 127.0.0.1:9001 is also listen.grpc (127.0.0.1:9001)"),
+    ("{grpc: '0.0.0.0:9001', metrics: '127.0.0.1:9001'}", None,
+     "listen.metrics: 127.0.0.1:9001 is also listen.grpc (0.0.0.0:9001)"),
+    ("{grpc: '[::]:9001', metrics: '127.0.0.1:9001'}", None,
+     "listen.metrics: 127.0.0.1:9001 is also listen.grpc ([::]:9001)"),
+    ("{grpc: '127.0.0.1:9001', metrics: null}", "127.0.0.1:9001",
+     "admin.listen: 127.0.0.1:9001 is also listen.grpc (127.0.0.1:9001)"),
+    ("{grpc: null, uds: tg.sock, metrics: null}", "unix:tg.sock",
+     "admin.listen: unix:{dir}/tg.sock is also listen.uds (unix:{dir}/tg.sock)"),
+    ("{grpc: null, uds: /run/tg.sock, metrics: null}", "unix:///run/tg.sock",
+     "admin.listen: unix:///run/tg.sock is also listen.uds (unix:/run/tg.sock)"),
+], ids=["grpc-is-metrics", "wildcard-v4-covers-loopback", "wildcard-v6-covers-v4",
+        "admin-is-grpc", "admin-socket-is-uds", "admin-unix-url-is-uds"])
+def test_two_listeners_on_one_address_are_refused(
+        tmp_path: Path, listen: str, admin: str | None, message: str) -> None:
+    text = f"listen: {listen}\n" + CONTEXT + (ADMIN % admin if admin else "")
+    assert issues(text, base_dir=tmp_path) == [
+        message.format(dir=tmp_path) + ": each listener needs an address of its own"]
+
+
+@pytest.mark.parametrize("listen", [
+    "{grpc: '127.0.0.1:0', metrics: '127.0.0.1:0'}",  # port 0: a fresh port each
+    "{grpc: '127.0.0.1:9001', metrics: '127.0.0.2:9001'}",
+    "{grpc: '0.0.0.0:9001', metrics: '[::1]:9001'}",
+], ids=["both-port-0", "other-host", "v4-wildcard-v6-loopback"])
+def test_listeners_that_can_coexist_are_accepted(listen: str) -> None:
+    parse_config(f"listen: {listen}\n" + CONTEXT)

@@ -58,6 +58,11 @@ class AdminTokenAuth(grpc.aio.ServerInterceptor):
         return _REFUSED
 
 
+class AdminListenFailed(Exception):
+    """The admin listener could not bind: a start-up failure, like one of listen.*, not a
+    config error (check-config passed the same config)."""
+
+
 class AdminListener:
     """The admin gRPC server, and the Unix socket it bound, if any: stop() unlinks that only
     while it is still ours, not a socket a successor bound at the path meanwhile."""
@@ -83,7 +88,7 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
         try:
             remove_stale_socket(socket_path, "admin.listen")
         except SocketInUse as exc:
-            raise ConfigError([str(exc)]) from None
+            raise AdminListenFailed(str(exc)) from None
     # Read (and checked) before the server exists: a bad file must not leave one behind.
     credentials = _credentials(cfg) if cfg.tls is not None else None
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
@@ -98,8 +103,8 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
         port = 0
     if port == 0:
         await server.stop(None)  # never started, but created: shut it down, not leak it
-        raise ConfigError([f"admin.listen {cfg.listen}: cannot listen (address in use, or no "
-                           "such directory, or not allowed)"])
+        raise AdminListenFailed(f"admin.listen {cfg.listen}: cannot listen (address in use, "
+                                "or no such directory, or not allowed)")
     bound = BoundSocket.of(socket_path) if socket_path is not None else None
     await server.start()
     return AdminListener(server, bound)

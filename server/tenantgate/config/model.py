@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import os
 import re
 from typing import Literal
 
@@ -503,6 +504,37 @@ class AuditConfig(Model):
         return value if value == "-" else config_file_path(value, info)
 
 
+# Hosts a listener on every address of its family binds: [::] takes IPv4 too (dual stack).
+_ANY_HOST = {"": ("4", "6"), "0.0.0.0": ("4",), "::": ("4", "6")}
+
+
+def _same_listener(a: str, b: str) -> bool:
+    """Whether binding `b` fails once `a` is bound: one socket path, or one TCP port on one
+    host or on a wildcard address covering the other (port 0 is a fresh port every time)."""
+    path_a, path_b = _socket_path(a), _socket_path(b)
+    if path_a is not None or path_b is not None:
+        return (path_a is not None and path_b is not None
+                and os.path.abspath(path_a) == os.path.abspath(path_b))
+    host_a, _, port_a = a.rpartition(":")
+    host_b, _, port_b = b.rpartition(":")
+    if int(port_a) != int(port_b) or int(port_a) == 0:
+        return False
+    host_a, host_b = host_a.strip("[]").lower(), host_b.strip("[]").lower()
+    return host_a == host_b or _covers(host_a, host_b) or _covers(host_b, host_a)
+
+
+def _socket_path(address: str) -> str | None:
+    # As unix_socket.grpc_unix_path (config imports only config and errors).
+    if address.startswith("unix:"):
+        return address.removeprefix("unix://") if address.startswith("unix://") else address[5:]
+    return None
+
+
+def _covers(wildcard: str, host: str) -> bool:
+    families = _ANY_HOST.get(wildcard)
+    return families is not None and ("6" if ":" in host else "4") in families
+
+
 class Config(Model):
     listen: ListenConfig = Field(default_factory=ListenConfig)
     issuers: list[IssuerConfig] = Field(default_factory=list)
@@ -523,6 +555,25 @@ class Config(Model):
         if value is not None and info.data.get("api_keys") is None:
             raise ValueError("the admin API manages API keys: configure api_keys too")
         return value
+
+    @model_validator(mode="after")
+    def _listeners_distinct(self) -> Config:
+        # Two listeners on one address: check-config passed and serve failed to bind the
+        # second (or, for one socket path, called its own first listener "another process").
+        listeners = [("listen.grpc", self.listen.grpc), ("listen.metrics", self.listen.metrics),
+                     ("listen.uds", f"unix:{self.listen.uds}" if self.listen.uds else None),
+                     ("admin.listen", self.admin.listen if self.admin else None)]
+        taken: list[tuple[str, str]] = []
+        for key, address in listeners:
+            if address is None:
+                continue
+            for earlier_key, earlier in taken:
+                if _same_listener(earlier, address):
+                    raise error_at(tuple(key.split(".")),
+                                   f"{address} is also {earlier_key} ({earlier}): each listener "
+                                   "needs an address of its own")
+            taken.append((key, address))
+        return self
 
     @model_validator(mode="after")
     def _issuer_tenants_admitted(self) -> Config:
