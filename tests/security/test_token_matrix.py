@@ -162,6 +162,18 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
         lambda i, a, t: i.token(sub=" apikey:0123456789abcdef"), Reason.BAD_CLAIMS),
     "subject_of_an_api_key_after_a_tab": (
         lambda i, a, t: i.token(sub="\tapikey:0123456789abcdef"), Reason.BAD_CLAIMS),
+    # JavaScript's trim() drops U+FEFF, Java's String.trim() all up to U+0020; str.strip neither.
+    "subject_of_an_api_key_after_a_bom": (
+        lambda i, a, t: i.token(sub="\ufeffapikey:0123456789abcdef"), Reason.BAD_CLAIMS),
+    "subject_of_an_api_key_after_a_nul": (
+        lambda i, a, t: i.token(sub="\x00apikey:0123456789abcdef"), Reason.BAD_CLAIMS),
+    "subject_of_an_api_key_after_a_control": (
+        lambda i, a, t: i.token(sub="\x01apikey:0123456789abcdef"), Reason.BAD_CLAIMS),
+    "subject_of_an_api_key_after_a_zero_width_space": (
+        lambda i, a, t: i.token(sub="\u200bapikey:0123456789abcdef"), Reason.BAD_CLAIMS),
+    "subject_of_an_api_key_after_mixed_padding": (
+        lambda i, a, t: i.token(sub="\u200b \ufeff\u3000apikey:0123456789abcdef"),
+        Reason.BAD_CLAIMS),
     "tenant_missing": (lambda i, a, t: i.token(tenant=None), Reason.TENANT_MISSING),
     "tenant_not_a_string": (lambda i, a, t: i.token(tenant=123), Reason.TENANT_INVALID),
     "tenant_list": (lambda i, a, t: i.token(tenant=["acme"]), Reason.TENANT_INVALID),

@@ -7,6 +7,7 @@ import base64
 import binascii
 import json
 import re
+import unicodedata
 from contextvars import ContextVar
 from typing import Any, TypeGuard
 
@@ -211,9 +212,18 @@ def _usable_subject(subject: object) -> TypeGuard[str]:
 
 def _reads_as_api_key_subject(subject: str) -> bool:
     # The subject header escapes a space at either end, but backends also read the exact
-    # subject from the signed context, and code that strips it would take " apikey:<id>" or
-    # "\tapikey:<id>" for that key's identity: refused after any leading whitespace too.
-    return subject.lstrip().startswith(API_KEY_SUBJECT_PREFIX)
+    # subject from the signed context, and code that trims it would take " apikey:<id>" for
+    # that key's identity. Trims differ: str.strip() leaves U+FEFF and U+200B, JavaScript's
+    # trim() drops U+FEFF, Java's String.trim() every character up to U+0020. So the prefix is
+    # looked for past any leading control, format or separator character (a superset of them
+    # all). Skipped, not refused: other subjects may begin with one of these.
+    start = next((i for i, char in enumerate(subject) if not _trimmable(char)), len(subject))
+    return subject.startswith(API_KEY_SUBJECT_PREFIX, start)
+
+
+def _trimmable(char: str) -> bool:
+    category = unicodedata.category(char)
+    return char <= " " or category in ("Cc", "Cf") or category.startswith("Z")
 
 
 def _acceptable_until(issuer: IssuerConfig, claims: dict[str, Any]) -> float:
