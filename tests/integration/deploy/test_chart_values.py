@@ -154,6 +154,9 @@ REJECTED = [
                   "listen": {"drain_timeout": "1m"}},
                  "terminationGracePeriodSeconds: 30 must be longer than listen.shutdown_delay + "
                  "listen.drain_timeout (60s)", id="grace-below-drain-sidecar"),
+    # Helm holds a YAML number as a float, which toString writes as 1e+06: read as 1 s, it passed.
+    pytest.param({"listen": {"drain_timeout": 1000000}},
+                 "listen.drain_timeout (1000005s)", id="grace-below-a-large-number"),
     # The config is rendered into a ConfigMap: a password there is readable by far more people.
     pytest.param({"quota": {"store": "redis", "redis": {"url": "redis://:s3cret@redis:6379/0"}}},
                  "quota.redis.url: holds a password", id="redis-password-in-url"),
@@ -180,6 +183,14 @@ def test_wrong_values_are_refused_with_a_readable_message(
     error = render_error(str(values_file))
     assert message in error
     assert "goroutine" not in error and "panic" not in error
+
+
+def test_the_grace_period_is_not_checked_where_the_chart_renders_no_pod(
+        render: Callable[..., Rendered]) -> None:
+    # Sidecar mode without sidecar.app: the user's own chart sets its pods' grace period.
+    rendered = render("sidecar-memory.yaml", sets={"sidecar.app.enabled": "false",
+                                                   "listen.drain_timeout": "60"})
+    assert "ConfigMap" in {d["kind"] for d in rendered.docs}
 
 
 # The chart's schema and tenantgate's config model must name the same keys, or values that

@@ -67,10 +67,19 @@ Seconds in a config duration (30s, 500ms, 5m, 1.5h, 2d, or a bare number), as th
 it (config/types.py); the schema has already refused any other form.
 */}}
 {{- define "tenantgate.seconds" -}}
-{{- $text := toString . | trim -}}
+{{- if kindIs "string" . -}}
+{{- $text := trim . -}}
 {{- $number := regexFind "^[0-9]+(\\.[0-9]+)?" $text -}}
 {{- $unit := trimPrefix $number $text | trim -}}
-{{- mulf (float64 $number) (get (dict "" 1.0 "s" 1.0 "ms" 0.001 "m" 60.0 "h" 3600.0 "d" 86400.0) $unit) -}}
+{{- $units := dict "" 1.0 "s" 1.0 "ms" 0.001 "m" 60.0 "h" 3600.0 "d" 86400.0 -}}
+{{- if or (not $number) (not (hasKey $units $unit)) -}}
+{{- fail (printf "%q: not a duration such as 30s, 500ms, 5m" .) -}}
+{{- end -}}
+{{- mulf (float64 $number) (get $units $unit) -}}
+{{- else -}}
+{{- /* a YAML number, which Helm holds as float64 (toString would write 1e+06) */ -}}
+{{- float64 . -}}
+{{- end -}}
 {{- end -}}
 
 {{- define "tenantgate.configDir" -}}/etc/tenantgate{{- end -}}
@@ -115,13 +124,15 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- end -}}
 {{- /* SIGTERM starts shutdown_delay then drain_timeout (after the preStop wait, standalone): a
     grace period shorter than that kills the pod with Checks in flight */ -}}
+{{- if or (eq .Values.mode "standalone") .Values.sidecar.app.enabled -}}{{- /* a pod of ours */ -}}
 {{- $listen := default dict .Values.listen -}}
 {{- $shutdown := include "tenantgate.seconds" (ternary (get $listen "shutdown_delay") 0 (hasKey $listen "shutdown_delay")) | float64 -}}
 {{- $drain := include "tenantgate.seconds" (ternary (get $listen "drain_timeout") 10 (hasKey $listen "drain_timeout")) | float64 -}}
 {{- $preStop := ternary 0 (int .Values.preStopSleepSeconds) (eq .Values.mode "sidecar") -}}
 {{- $needed := addf $preStop $shutdown $drain -}}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) $needed -}}
-{{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%gs), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (eq .Values.mode "sidecar")) $needed) -}}
+{{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%ss), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (eq .Values.mode "sidecar")) (regexReplaceAll "\\.?0+$" (printf "%.3f" $needed) "")) -}}
+{{- end -}}
 {{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas: %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
