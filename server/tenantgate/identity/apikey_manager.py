@@ -3,6 +3,7 @@ an overlap, revoke (pushed to every replica), and reading usage."""
 
 from __future__ import annotations
 
+import math
 import re
 import time
 from collections.abc import Callable
@@ -142,8 +143,8 @@ class KeyManager:
     def _overlap(self, overlap_seconds: int) -> int:
         if overlap_seconds == NO_OVERLAP:
             return 0  # expires_at = now: expired() is true from this second on
-        # The configured default has no upper bound of its own.
-        return overlap_seconds or min(int(self._keys.cfg.rotate_overlap), MAX_LIFETIME_SECONDS)
+        # Rounded up, as the CLI does: int() made a configured 500ms no overlap at all.
+        return overlap_seconds or math.ceil(self._keys.cfg.rotate_overlap)
 
     def _check_tenant(self, tenant: str) -> None:
         if not self._valid_tenant(tenant):

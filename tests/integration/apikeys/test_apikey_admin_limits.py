@@ -79,6 +79,18 @@ async def test_overlap_minus_one_ends_the_old_key_now_and_zero_means_the_default
                                     "be -1 (none), 0 (the default) or positive")
 
 
+async def test_a_configured_overlap_under_a_second_rounds_up_to_one(
+        start_replica: StartReplica) -> None:
+    """int() truncated a rotate_overlap of 500ms to 0: the old key ended at once."""
+    a = await start_replica("a", admin=True, rotate_overlap="500ms")
+    runtime = a.app.current()
+    manager = KeyManager(runtime.api_keys, runtime.tenants.valid_id, lambda tenant: True)
+    old = await manager.create("acme", "billing", [], ttl_seconds=0)
+    before = int(time.time())
+    _, ended = await manager.rotate(old.record.key_id, overlap_seconds=0)
+    assert before + 1 <= ended.expires_at <= int(time.time()) + 1
+
+
 async def test_rotating_again_during_the_overlap_keeps_the_original_lifetime(
         start_replica: StartReplica) -> None:
     a = await start_replica("a", admin=True)
