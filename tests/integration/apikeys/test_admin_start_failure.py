@@ -11,8 +11,7 @@ from pathlib import Path
 import apikey_support
 import pytest
 from apikey_support import StartReplica, write_config
-from tenantgate.app import App
-from tenantgate.errors import ConfigError
+from tenantgate.app import App, StartupError
 from tenantgate.testing.binaries import free_port
 
 
@@ -25,7 +24,7 @@ async def test_an_admin_port_in_use_fails_the_start_and_frees_the_check_port(
         app = App(str(path))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a coroutine never awaited would surface here
-            with pytest.raises(ConfigError, match=r"admin\.listen .*: cannot listen"):
+            with pytest.raises(StartupError, match=r"admin\.listen .*: cannot listen"):
                 await app.start()
             gc.collect()
     with socket.socket() as probe:

@@ -13,8 +13,7 @@ import yaml
 from apikey_support import bearer, write_config
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc
-from tenantgate.app import App
-from tenantgate.errors import ConfigError
+from tenantgate.app import App, StartupError
 
 
 def config_with_admin_socket(directory: Path, redis_url: str, socket_path: Path) -> str:
@@ -43,7 +42,7 @@ async def test_a_second_process_cannot_take_over_a_live_admin_socket(
                 pb.CreateKeyRequest(tenant="acme", name="first's key"), metadata=bearer(),
                 timeout=5)
         second = App(config_with_admin_socket(tmp_path / "second", redis_url, admin_socket))
-        with pytest.raises(ConfigError) as refused:
+        with pytest.raises(StartupError) as refused:
             await second.start()
         assert str(refused.value) == (f"admin.listen {admin_socket}: a server is listening on "
                                       "it (in use by another process)")
