@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CHART
+from deploy_support import CHART, Rendered
 from pydantic import BaseModel
 from tenantgate.app import SERVICES
 from tenantgate.config.model import Config
