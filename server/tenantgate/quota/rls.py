@@ -101,9 +101,13 @@ class RateLimitServicer:
             request = Request.FromString(data)
         except DecodeError:
             # Not in gRPC's deserializer: what raises there is answered UNKNOWN with the
-            # exception's text and logged with a traceback, on every call.
-            await self._refuse(OTHER_TENANT, UNPARSEABLE, context)
-            raise  # abort raises; this line only satisfies type checkers
+            # exception's text and logged with a traceback, on every call. OVER_LIMIT, not an
+            # error: descriptor values carry the client's headers and path, and an error hands
+            # the request to Envoy's failure_mode_deny, open under quota.failure_mode open.
+            metrics.rls_request(OTHER_TENANT, metrics.RlsResult.INVALID)
+            if self._refusals.ready():
+                log.warning("ShouldRateLimit refused (domain %s): %s", OTHER_TENANT, UNPARSEABLE)
+            return Response(overall_code=Response.OVER_LIMIT)
         # Pinned, as Check's: a reload closes this snapshot only after the call has finished.
         runtime = self._get_runtime().pin()
         try:
