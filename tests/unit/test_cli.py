@@ -182,6 +182,45 @@ def test_numeric_options_refuse_what_would_fail_later(
     assert capsys.readouterr().err.rstrip().endswith(message)
 
 
+@pytest.mark.parametrize(("argv", "option"), [
+    (["envoy-config", ""], "FILE"),
+    (["envoy-config", "x.yaml", "-o", ""], "--output/-o"),
+    (["serve", "--config", ""], "--config"),
+    (["token", "create-key", "--out", "", "--jwks-out", "x.json"], "--out"),
+    (["token", "create-key", "--out", "k.pem", "--jwks-out", ""], "--jwks-out"),
+    (["token", "mint", "--key", ""], "--key"),
+    (["db", "install", "--config", ""], "--config"),
+    (["db", "sync-keys", "--config", ""], "--config"),
+    (["db", "add-key", "k1", "--secret-file", ""], "--secret-file"),
+    (["keys", "--token-file", "", "list", "--tenant", "a"], "--token-file"),
+    (["keys", "--ca", "", "list", "--tenant", "a"], "--ca"),
+    (["keys", "--cert", "", "list", "--tenant", "a"], "--cert"),
+    (["keys", "--key", "", "list", "--tenant", "a"], "--key"),
+])
+def test_an_empty_path_option_is_a_usage_error(
+        argv: list[str], option: str, capsys: pytest.CaptureFixture[str]) -> None:
+    # Path("") is Path("."): it was read or written as the current directory and reported
+    # as "invalid config .: Is a directory" or "cannot write .".
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.rstrip().splitlines()[-1].endswith(
+        f"error: argument {option}: must not be empty")
+
+
+def test_no_option_takes_a_bare_path() -> None:
+    # A new file option written `type=Path` would take "" as the current directory again.
+    def actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+        found = list(parser._actions)
+        for action in parser._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for sub in action.choices.values():
+                    found += actions(sub)
+        return found
+
+    assert [a.dest for a in actions(build_parser()) if a.type is Path] == []
+
+
 @pytest.mark.parametrize("seconds", ["0.0001", "1e12"])
 def test_envoy_config_timeout_outside_envoys_range_fails_at_render_time(
         seconds: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch

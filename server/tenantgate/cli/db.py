@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from tenantgate.cli.errors import non_utf8_option
+from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.load import load_config
 from tenantgate.context import MIN_KEY_BYTES
 from tenantgate.errors import ConfigError
@@ -28,7 +29,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     install = _command(commands, "install", "install or upgrade the tenantgate SQL (idempotent)",
                        _install)
-    install.add_argument("--config", type=Path, metavar="FILE",
+    install.add_argument("--config", type=non_empty_path, metavar="FILE",
                          help="also sync the keys from this tenantgate config (context.keys)")
 
     text = "print the versioned SQL for your own migration tool (no database needed)"
@@ -52,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     add.add_argument("key_id", metavar="KEY_ID")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--secret-env", metavar="NAME", help="environment variable with the secret")
-    source.add_argument("--secret-file", type=Path, metavar="PATH",
+    source.add_argument("--secret-file", type=non_empty_path, metavar="PATH",
                         help="file with the secret (stripped)")
     add.add_argument("--pending", action="store_true",
                      help="store the key without accepting it yet (activate-key later)")
@@ -63,7 +64,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     sync = _command(commands, "sync-keys", "accept exactly the keys of a tenantgate config; "
                     "retire the others", _sync_keys)
-    sync.add_argument("--config", type=Path, metavar="FILE", required=True)
+    sync.add_argument("--config", type=non_empty_path, metavar="FILE", required=True)
     _command(commands, "list-keys", "list key ids, states and fingerprints (never secrets)",
              _list_keys)
 
@@ -82,7 +83,7 @@ class _Failure(Exception):
 def _guarded(handler: Handler) -> Handler:
     def run(args: argparse.Namespace) -> int:
         # Before anything reaches libpq or SQL, where it was an encoding traceback. Paths are
-        # exempt (type=Path): a file name may hold any bytes.
+        # exempt (type=non_empty_path): a file name may hold any bytes.
         if (option := non_utf8_option(args, _OPTION_NAMES)) is not None:
             print(f"error: {option}: not valid UTF-8", file=sys.stderr)
             return 2

@@ -5,10 +5,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from pathlib import Path
 
 from tenantgate.cli.errors import non_utf8_option, report_config_error
 from tenantgate.cli.numbers import positive_count, positive_seconds, rate
+from tenantgate.cli.paths import non_empty_path
 from tenantgate.errors import ConfigError
 
 
@@ -20,7 +20,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                     "the config's listen.uds (TCP listen.grpc when there is none); front: over "
                     "TCP. Check it with `envoy --mode validate -c FILE`.")
     # Paths take any bytes a file name may hold; every other option ends up in the bootstrap.
-    parser.add_argument("config", type=Path, metavar="FILE", help="tenantgate YAML config")
+    parser.add_argument("config", type=non_empty_path, metavar="FILE",
+                        help="tenantgate YAML config")
     parser.add_argument("--mode", choices=["sidecar", "front"], default="sidecar",
                         help="default: sidecar")
     parser.add_argument("--listen", metavar="HOST:PORT",
@@ -76,7 +77,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-connections", type=positive_count, default=10_000, metavar="N",
                         help="open client connections Envoy accepts, past which it refuses new "
                              "ones (default 10000)")
-    parser.add_argument("--output", "-o", type=Path, metavar="FILE",
+    parser.add_argument("--output", "-o", type=non_empty_path, metavar="FILE",
                         help="write here instead of stdout")
     parser.set_defaults(handler=_render)
 

@@ -18,6 +18,7 @@ from google.protobuf.json_format import MessageToDict
 from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
+from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP, is_local_address
 from tenantgate.config.types import Duration, check_host_port
 
@@ -38,12 +39,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         "or 127.0.0.1:9002; unix:PATH for a socket)")
     parser.add_argument("--token-env", metavar="NAME",
                         help="environment variable holding the admin token")
-    parser.add_argument("--token-file", type=Path, metavar="FILE", help="file holding the token")
-    parser.add_argument("--ca", type=Path, metavar="FILE",
+    parser.add_argument("--token-file", type=non_empty_path, metavar="FILE",
+                        help="file holding the token")
+    parser.add_argument("--ca", type=non_empty_path, metavar="FILE",
                         help="CA certificate: use TLS and verify the server with it (needed "
                         "for an address other than loopback or unix:PATH)")
-    parser.add_argument("--cert", type=Path, metavar="FILE", help="client certificate (mTLS)")
-    parser.add_argument("--key", type=Path, metavar="FILE", help="client private key (mTLS)")
+    parser.add_argument("--cert", type=non_empty_path, metavar="FILE",
+                        help="client certificate (mTLS)")
+    parser.add_argument("--key", type=non_empty_path, metavar="FILE",
+                        help="client private key (mTLS)")
     parser.add_argument("--json", action="store_true", help="print JSON instead of text")
     sub = parser.add_subparsers(dest="keys_command", metavar="ACTION", required=True)
 

@@ -11,6 +11,7 @@ import jwt
 
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.numbers import positive_whole_seconds
+from tenantgate.cli.paths import non_empty_path
 from tenantgate.testing import tokens
 
 
@@ -26,8 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                                         "only) and the JWKS publishing its public half: both "
                                         "or neither. An existing regular file is replaced; "
                                         "anything else there (a symlink) is refused.")
-    create.add_argument("--out", required=True, type=Path, metavar="KEY.pem")
-    create.add_argument("--jwks-out", required=True, type=Path, metavar="JWKS.json")
+    create.add_argument("--out", required=True, type=non_empty_path, metavar="KEY.pem")
+    create.add_argument("--jwks-out", required=True, type=non_empty_path, metavar="JWKS.json")
     create.add_argument("--alg", default="ES256",
                         choices=["RS256", "PS256", "ES256", "ES384", "EdDSA"],
                         help="signing algorithm (default: ES256)")
@@ -36,7 +37,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
     mint = sub.add_parser("mint", help="print a JWT signed with a development key",
                           description="Print a signed JWT for the given issuer and tenant.")
-    mint.add_argument("--key", required=True, type=Path, metavar="KEY.pem")
+    mint.add_argument("--key", required=True, type=non_empty_path, metavar="KEY.pem")
     mint.add_argument("--kid", default="dev-1", help="key id in the token's header (default: "
                       "dev-1)")
     mint.add_argument("--iss", required=True, help="issuer (must match the config's issuer)")
