@@ -117,6 +117,8 @@ class App:
         log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
 
     def _bind(self, tcp: str | None, uds: str | None) -> None:
+        from tenantgate.config.types import socket_path_problem
+
         assert self.server is not None
         targets = []
         if tcp:
@@ -126,6 +128,8 @@ class App:
                 remove_stale_socket(uds, "listen.uds")
             except SocketInUse as exc:
                 raise StartupError(str(exc)) from None
+            if (problem := socket_path_problem(uds)) is not None:  # as check-config says
+                raise StartupError(f"listen.uds: cannot listen on {uds}: {problem}")
             targets.append((f"listen.uds {uds}", f"unix:{uds}"))
         for what, address in targets:
             try:

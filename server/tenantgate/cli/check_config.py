@@ -10,6 +10,7 @@ import sys
 
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
+from tenantgate.config.types import socket_path_problem
 from tenantgate.errors import ConfigError
 from tenantgate.quota import validate as validate_quota
 
@@ -32,6 +33,7 @@ def _check(args: argparse.Namespace) -> int:
 
             read_tls(config.admin)  # what serve would refuse at start
         check_audit_path(config)
+        check_uds_path(config)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"{args.file}: {issue}", file=sys.stderr)
@@ -48,6 +50,13 @@ def check_audit_path(config: Config) -> None:
         return
     if (problem := open_problem(audit.path)) is not None:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {os.strerror(problem)}"])
+
+
+def check_uds_path(config: Config) -> None:
+    """Refuse a listen.uds serve could not bind, with serve's message (app._bind)."""
+    uds = config.listen.uds
+    if uds and (problem := socket_path_problem(uds)) is not None:
+        raise ConfigError([f"listen.uds: cannot listen on {uds}: {problem}"])
 
 
 # Linux's limit on the symbolic links one lookup follows.

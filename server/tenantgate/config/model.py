@@ -22,6 +22,7 @@ from tenantgate.config.types import (
     Secret,
     as_envoy_passes,
     check_host_port,
+    check_socket_path_length,
     config_file_path,
     is_one_method,
 )
@@ -87,7 +88,7 @@ class ListenConfig(Model):
     def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
         # Like every file path in the config: not relative to whichever directory serve (or
         # Envoy, reading envoy-config's output) happens to run in.
-        return config_file_path(value, info) if value else value
+        return check_socket_path_length(config_file_path(value, info)) if value else value
 
 
 class JwksConfig(Model):

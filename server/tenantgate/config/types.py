@@ -273,6 +273,52 @@ def is_one_method(value: str) -> bool:
     return value != "*" and _METHOD_TOKEN.fullmatch(value) is not None
 
 
+# A Unix socket's path goes in sun_path: 108 bytes on Linux, one of them the closing NUL.
+SOCKET_PATH_MAX_BYTES = 107
+
+
+def check_socket_path_length(path: str) -> str:
+    """A socket path the kernel can hold; gRPC only says it could not bind."""
+    if (size := len(os.fsencode(path))) > SOCKET_PATH_MAX_BYTES:
+        raise ValueError(f"{path} is {size} bytes: a Unix socket path holds at most "
+                         f"{SOCKET_PATH_MAX_BYTES} (sun_path); choose a shorter one")
+    return path
+
+
+def socket_path_problem(path: str) -> str | None:
+    """Why binding a Unix socket at `path` would fail, found without binding, or None. A
+    socket already there is unix_socket.remove_stale_socket's to judge: stale or in use."""
+    directory = os.path.dirname(path) or "."
+    try:
+        if not stat.S_ISDIR(os.stat(directory).st_mode):
+            return f"{directory} is not a directory"
+    except OSError as exc:  # missing, not searchable, a loop
+        return f"directory {directory}: {exc.strerror}"
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return _socket_create_problem(directory)
+    except OSError as exc:
+        return exc.strerror
+    if stat.S_ISDIR(mode):
+        return "a directory is in the way: choose a path for the socket file itself"
+    if not stat.S_ISSOCK(mode):  # gRPC does not remove it, and bind says "address in use"
+        return "a file that is not a socket is in the way: remove it or choose another path"
+    return None
+
+
+def _socket_create_problem(directory: str) -> str | None:
+    try:
+        if os.statvfs(directory).f_flag & os.ST_RDONLY:
+            return f"directory {directory} is on a read-only file system"
+    except OSError as exc:
+        return f"directory {directory}: {exc.strerror}"
+    effective = os.access in os.supports_effective_ids
+    if not os.access(directory, os.W_OK | os.X_OK, effective_ids=effective):
+        return f"directory {directory}: permission denied (cannot create the socket)"
+    return None
+
+
 def config_file_path(value: str, info: ValidationInfo) -> str:
     """A file path from the config: relative to the config file's directory, not to wherever
     serve runs. A NUL byte, which no file name holds, is refused here: os calls raise
