@@ -7,6 +7,7 @@ import argparse
 import json
 import math
 import os
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -23,6 +24,7 @@ from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP, is_local
 from tenantgate.config.types import Duration, check_host_port
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
+_WELL_FORMED = re.compile(r"\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?\s*")  # as Duration writes it
 _TIMEOUT = 10.0
 _OPTION_NAMES = {"key_id": "KEY_ID", "scopes": "--scope"}
 
@@ -212,7 +214,9 @@ def _seconds(text: str, option: str) -> int:
     try:
         seconds = _DURATION.validate_python(text)
     except ValidationError:
-        raise UsageError(f"{option}: must be a duration such as 30m, 12h or 90d") from None
+        if not _WELL_FORMED.fullmatch(text):
+            raise UsageError(f"{option}: must be a duration such as 30m, 12h or 90d") from None
+        seconds = math.inf  # digits past a float's range: inf, which Duration refuses
     if seconds > MAX_LIFETIME_SECONDS:  # also keeps it within the request's int64
         raise UsageError(f"{option}: at most 3650d (10 years)")
     return math.ceil(seconds)
