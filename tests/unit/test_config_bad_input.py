@@ -154,3 +154,59 @@ def test_two_listeners_on_one_address_are_refused(
 ], ids=["both-port-0", "other-host", "v4-wildcard-v6-loopback"])
 def test_listeners_that_can_coexist_are_accepted(listen: str) -> None:
     parse_config(f"listen: {listen}\n" + CONTEXT)
+
+
+CONTEXT_WITH = ("context: {active_key: c1, "
+                "keys: [{id: c1, secret: {fromEnv: TG_TEST_CONTEXT_KEY}}], %s}\n")
+NEEDED = ": tenantgate and the generated Envoy config remove or overwrite this one"
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("strip_headers: [x-tenant-plan, Authorization]",
+     "context.strip_headers[1]: authorization is a header requests need" + NEEDED),
+    ("tenant_header: authorization", "context.tenant_header: authorization is a header "
+                                     "requests need" + NEEDED),
+    ("header: host", "context.header: host is a header requests need" + NEEDED),
+    ("subject_header: content-length",
+     "context.subject_header: content-length is a header requests need" + NEEDED),
+    ("strip_headers: [transfer-encoding]",
+     "context.strip_headers[0]: transfer-encoding is a header requests need" + NEEDED),
+    ("strip_headers: [':authority']",
+     "context.strip_headers[0]: must be an HTTP header name such as x-api-key"),
+    ("tenant_header: x-tenant-context",
+     "context.header: x-tenant-context is also context.tenant_header: each header tenantgate "
+     "sets needs a name of its own"),
+    ("subject_header: x-tenant-id",
+     "context.subject_header: x-tenant-id is also context.tenant_header: each header "
+     "tenantgate sets needs a name of its own"),
+], ids=["strip-authorization", "tenant-header-authorization", "header-host",
+        "subject-content-length", "strip-transfer-encoding", "pseudo-header",
+        "tenant-header-is-header", "subject-header-is-tenant-header"])
+def test_trusted_headers_that_would_break_every_request_are_refused(
+        setting: str, message: str) -> None:
+    assert issues(CONTEXT_WITH % setting) == [message]
+
+
+@pytest.mark.parametrize(("credentials", "context", "message"), [
+    ("x-tenant-plan", "", "x-tenant-plan is a trusted header (context.*) or an override "
+     "header, which the generated Envoy config removes before ext_authz: no API key would "
+     "reach tenantgate"),
+    ("X-Tenant-Id", "", "x-tenant-id is a trusted header (context.*) or an override header, "
+     "which the generated Envoy config removes before ext_authz: no API key would reach "
+     "tenantgate"),
+    ("x-api-key", "strip_headers: [x-api-key]", "x-api-key is a trusted header (context.*) or "
+     "an override header, which the generated Envoy config removes before ext_authz: no API "
+     "key would reach tenantgate"),
+    ("x-http-method-override", "", "x-http-method-override is a trusted header (context.*) or "
+     "an override header, which the generated Envoy config removes before ext_authz: no API "
+     "key would reach tenantgate"),
+    ("authorization", "", "authorization is the JWT's header: the API key needs a header of "
+     "its own"),
+    ("host", "", "host is a header requests need for themselves: the API key needs one of its "
+     "own"),
+], ids=["stripped", "set", "stripped-explicitly", "override", "authorization", "host"])
+def test_an_api_key_header_tenantgate_removes_or_needs_is_refused(
+        credentials: str, context: str, message: str) -> None:
+    text = (f"credentials: {{api_key_header: {credentials}}}\n"
+            + (CONTEXT_WITH % context if context else CONTEXT))
+    assert issues(text) == [f"credentials.api_key_header: {message}"]

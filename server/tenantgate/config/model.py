@@ -435,6 +435,13 @@ PATH_OVERRIDE_HEADERS = ("x-original-url", "x-rewrite-url", "x-original-uri", "x
 OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
 
 
+# Headers a request cannot do without: the generated Envoy config removes trusted headers
+# before ext_authz (Authorization gone: every JWT refused), and an allow overwrites the set ones
+# (Host, the body framing). Pseudo-headers (`:authority`, `:path`) are no header names here.
+REQUEST_HEADERS = ("authorization", "host", "content-length", "transfer-encoding",
+                   "connection", "keep-alive", "te", "upgrade", "proxy-connection")
+
+
 class ContextConfig(Model):
     tenant_header: HeaderName = "x-tenant-id"
     header: HeaderName = "x-tenant-context"
@@ -458,7 +465,24 @@ class ContextConfig(Model):
         if clash := set(self.headers_set) & set(self.strip_headers):
             raise ValueError(f"strip_headers must not list a header tenantgate sets: "
                              f"{sorted(clash)}")
+        self._headers_usable()
         return self
+
+    def _headers_usable(self) -> None:
+        named = [("tenant_header", self.tenant_header), ("header", self.header),
+                 ("subject_header", self.subject_header),
+                 *((("strip_headers", i), h) for i, h in enumerate(self.strip_headers))]
+        for key, name in named:
+            loc = key if isinstance(key, tuple) else (key,)
+            if name in REQUEST_HEADERS:
+                raise error_at(loc, f"{name} is a header requests need: tenantgate and the "
+                                    "generated Envoy config remove or overwrite this one")
+        seen: dict[str, str] = {}
+        for key, name in named[:3]:
+            if name in seen:
+                raise error_at((str(key),), f"{name} is also context.{seen[name]}: each header "
+                                            "tenantgate sets needs a name of its own")
+            seen[name] = str(key)
 
     @property
     def headers_set(self) -> tuple[str, str, str]:
@@ -575,6 +599,20 @@ class Config(Model):
                                    "needs an address of its own")
             taken.append((key, address))
         return self
+
+    @model_validator(mode="after")
+    def _api_key_header_untouched(self) -> Config:
+        name = self.credentials.api_key_header
+        if name in self.context.stripped_headers:
+            why = ("a trusted header (context.*) or an override header, which the generated "
+                   "Envoy config removes before ext_authz: no API key would reach tenantgate")
+        elif name == "authorization":
+            why = "the JWT's header: the API key needs a header of its own"
+        elif name in REQUEST_HEADERS:
+            why = "a header requests need for themselves: the API key needs one of its own"
+        else:
+            return self
+        raise error_at(("credentials", "api_key_header"), f"{name} is {why}")
 
     @model_validator(mode="after")
     def _issuer_tenants_admitted(self) -> Config:
