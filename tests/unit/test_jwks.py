@@ -5,8 +5,10 @@ transport and time is a fake clock, so every bound is checked exactly."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -267,6 +269,63 @@ async def test_bad_jwks_file_is_unavailable_not_a_crash(tmp_path: Path, content:
     await keys.start()
     with pytest.raises(KeySetUnavailable):
         await keys.find("k1", "RS256")
+
+
+def _swap_in_fifo(path: Path) -> None:
+    path.unlink()
+    os.mkfifo(path)
+
+
+def _swap_in_dev_zero(path: Path) -> None:
+    path.unlink()
+    path.symlink_to("/dev/zero")
+
+
+def _swap_in_oversized(path: Path) -> None:
+    # Valid JSON, the whitespace taking it one byte over the bound.
+    text = path.read_text()
+    path.write_text(text + " " * (jwks_module.MAX_JWKS_BYTES - len(text.encode()) + 1))
+
+
+@pytest.mark.parametrize(("swap", "why"), [
+    (_swap_in_fifo, "not a regular file"),
+    (_swap_in_dev_zero, "not a regular file"),
+    (_swap_in_oversized, f"larger than {jwks_module.MAX_JWKS_BYTES} bytes"),
+], ids=["fifo", "dev-zero", "oversized"])
+async def test_a_jwks_file_swapped_for_an_endless_one_fails_the_fetch_keeping_the_keys(
+        idp: DevIssuer, tmp_path: Path, swap: Callable[[Path], None], why: str) -> None:
+    # The file was read whole on every refresh: /dev/zero or a huge file filled memory, a
+    # FIFO with no writer blocked the refresh for good.
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": idp.jwks(["k1"])}))
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(path)}})
+    keys = KeySet(cfg, None)
+    await keys.start()
+    swap(path)
+    try:
+        with pytest.raises(FetchFailed) as failed:
+            await asyncio.wait_for(keys.refresh(), timeout=5)
+        assert str(failed.value) == f"cannot read {path}: {why}"
+        assert [key.key_id for key in await keys.find("k1", "RS256")] == ["k1"]  # stale keys serve
+    finally:
+        await keys.close()
+        if path.is_fifo():  # the old code's open waits for a writer: let it end
+            with contextlib.suppress(OSError):
+                os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_jwks_file_at_the_size_bound_is_read(idp: DevIssuer, tmp_path: Path) -> None:
+    path = tmp_path / "jwks.json"
+    text = json.dumps({"keys": idp.jwks(["k1"])})
+    path.write_text(text + " " * (jwks_module.MAX_JWKS_BYTES - len(text.encode())))
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(path)}})
+    keys = KeySet(cfg, None)
+    await keys.refresh()
+    assert [key.key_id for key in await keys.find("k1", "RS256")] == ["k1"]
 
 
 async def test_a_failing_fetch_says_why_once_a_minute(

@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
+import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -376,9 +378,27 @@ def _max_age(cache_control: str) -> float | None:
 
 def _read_file(path: Path) -> dict[str, Any]:
     try:
-        document = json.loads(path.read_text(encoding="utf-8"))
+        document = json.loads(_read_regular_file(path).decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:
         raise FetchFailed(f"cannot read {path}: {exc}") from None
     if not isinstance(document, dict):
         raise FetchFailed(f"{path} is not a JWKS object")
     return document
+
+
+def _read_regular_file(path: Path) -> bytes:
+    # Read on every refresh, so whatever is there later is read too: /dev/zero or a huge file
+    # would fill memory, and a FIFO with no writer would block the open, and the fetch, for
+    # good (O_NONBLOCK; it changes nothing for a regular file). Symlinks are followed: a
+    # Kubernetes volume mounts its files through them.
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise FetchFailed(f"cannot read {path}: not a regular file")
+        with open(fd, "rb", closefd=False) as file:
+            data = file.read(MAX_JWKS_BYTES + 1)
+    finally:
+        os.close(fd)
+    if len(data) > MAX_JWKS_BYTES:
+        raise FetchFailed(f"cannot read {path}: larger than {MAX_JWKS_BYTES} bytes")
+    return data
