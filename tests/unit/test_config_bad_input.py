@@ -210,3 +210,29 @@ def test_an_api_key_header_tenantgate_removes_or_needs_is_refused(
     text = (f"credentials: {{api_key_header: {credentials}}}\n"
             + (CONTEXT_WITH % context if context else CONTEXT))
     assert issues(text) == [f"credentials.api_key_header: {message}"]
+
+
+STOP_WAIT = ": must be at most 1h: Kubernetes' grace period and every orchestrator's stop " \
+    "timeout are far shorter"
+LIMIT = ": must be at most 36500d (100 years)"
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("listen: {shutdown_delay: 1180591620717411303424}\n", "listen.shutdown_delay" + LIMIT),
+    ("listen: {shutdown_delay: 3601}\n", "listen.shutdown_delay" + STOP_WAIT),
+    ("listen: {drain_timeout: 2h}\n", "listen.drain_timeout" + STOP_WAIT),
+    ("issuers:\n- name: dev\n  issuer: https://dev.example\n  audiences: [api]\n"
+     "  tenant_pattern: '^[a-z]+$'\n  jwks: {url: 'https://dev.example/jwks', timeout: 1.0e+12}\n",
+     "issuers[0].jwks.timeout" + LIMIT),
+    ("quota: {redis: {url: 'redis://localhost', timeout: 36501d}}\n", "quota.redis.timeout"
+     + LIMIT),
+], ids=["shutdown-delay-huge", "shutdown-delay-over-1h", "drain-timeout-2h", "jwks-timeout",
+        "redis-timeout"])
+def test_a_duration_too_long_to_wait_is_refused(text: str, message: str) -> None:
+    assert message in issues(text + CONTEXT)
+
+
+def test_an_hour_of_draining_is_accepted() -> None:
+    config = parse_config("listen: {drain_timeout: 1h, shutdown_delay: 3600}\n"
+                          "credentials: {rejected_token_cache_ttl: 1h}\n" + CONTEXT)
+    assert (config.listen.drain_timeout, config.listen.shutdown_delay) == (3600.0, 3600.0)

@@ -23,6 +23,7 @@ from tenantgate.config.types import (
     as_envoy_passes,
     check_host_port,
     check_socket_path_length,
+    check_stop_wait,
     config_file_path,
     is_one_method,
 )
@@ -77,6 +78,11 @@ class ListenConfig(Model):
         if not self.grpc and not self.uds:
             raise ValueError("give at least one of grpc (host:port) or uds (socket path)")
         return self
+
+    @field_validator("drain_timeout", "shutdown_delay")
+    @classmethod
+    def _stop_wait(cls, value: float) -> float:
+        return check_stop_wait(value)
 
     @field_validator("grpc", "metrics")
     @classmethod

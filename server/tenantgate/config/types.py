@@ -25,6 +25,11 @@ from tenantgate.config.paths import NOT_NORMALIZED
 # google.protobuf.Duration's documented range ends at 10000 years: a longer one is invalid.
 DURATION_MAX_SECONDS = 315_576_000_000
 
+# The longest duration any setting takes: 100 years. Timeouts go to socket.settimeout, threading
+# and the event loop as nanoseconds in a 64-bit integer (about 292 years); a longer one was an
+# OverflowError traceback at serve, not a config error.
+DURATION_LIMIT_SECONDS = 100 * 365 * 86400
+
 # Patterns here are used with fullmatch: `match` with `$` also accepts a trailing newline.
 _DURATION = re.compile(r"\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*")
 _UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
@@ -50,6 +55,20 @@ def _parse_duration(value: Any) -> float:
         raise ValueError("must be a finite duration such as 30s, 500ms, 5m")
     if seconds < 0:
         raise ValueError("must not be negative")
+    if seconds > DURATION_LIMIT_SECONDS:
+        raise ValueError("must be at most 36500d (100 years)")
+    return seconds
+
+
+# Stopping waits at most this long: Kubernetes' grace period and every orchestrator's stop
+# timeout are far shorter, and a longer wait only looked like a process ignoring SIGTERM.
+STOP_WAIT_MAX_SECONDS = 3600.0
+
+
+def check_stop_wait(seconds: float) -> float:
+    if seconds > STOP_WAIT_MAX_SECONDS:
+        raise ValueError("must be at most 1h: Kubernetes' grace period and every "
+                         "orchestrator's stop timeout are far shorter")
     return seconds
 
 
