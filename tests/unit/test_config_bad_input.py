@@ -236,3 +236,31 @@ def test_an_hour_of_draining_is_accepted() -> None:
     config = parse_config("listen: {drain_timeout: 1h, shutdown_delay: 3600}\n"
                           "credentials: {rejected_token_cache_ttl: 1h}\n" + CONTEXT)
     assert (config.listen.drain_timeout, config.listen.shutdown_delay) == (3600.0, 3600.0)
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("credentials: {token_cache_entries: true}\n",
+     "credentials.token_cache_entries: must be a number, not true or false"),
+    ("audit: {sample_allow: true}\n", "audit.sample_allow: must be a number, not true or false"),
+    ("quota: {enabled: 0}\n", "quota.enabled: must be true or false"),
+    ("quota: {enabled: 'no'}\n", "quota.enabled: must be true or false"),
+    ("listen: {uvloop: 1}\n", "listen.uvloop: must be true or false"),
+    ("quota: {plans: {free: {rate: 10/s, burst: true}}}\n",
+     "quota.plans.free.burst: must be a number, not true or false"),
+    ("listen: {drain_timeout: true}\n",
+     "listen.drain_timeout: must be a duration such as 30s, 500ms, 5m"),
+    ("credentials: {token_cache_bytes: true}\n",
+     "credentials.token_cache_bytes: must be a size such as 1048576, 64KiB or 10MiB"),
+], ids=["count-true", "number-true", "flag-0", "flag-quoted-no", "uvloop-1", "burst-true",
+        "duration-true", "size-true"])
+def test_a_value_of_the_wrong_type_is_refused_not_coerced(text: str, message: str) -> None:
+    assert message in issues(text + CONTEXT)
+
+
+def test_numbers_and_yaml_booleans_are_still_read() -> None:
+    config = parse_config("audit: {sample_allow: 1, enabled: yes}\nquota: {enabled: off}\n"
+                          "credentials: {token_cache_entries: 5, token_cache_bytes: 1024}\n"
+                          "listen: {drain_timeout: 2.5}\n" + CONTEXT)
+    assert (config.audit.sample_allow, config.audit.enabled, config.quota.enabled) == (
+        1.0, True, False)
+    assert (config.credentials.token_cache_entries, config.listen.drain_timeout) == (5, 2.5)

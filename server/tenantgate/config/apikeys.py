@@ -10,6 +10,7 @@ from pathlib import Path
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.types import (
+    Count,
     Duration,
     Model,
     Secret,
@@ -39,7 +40,7 @@ class ApiKeysConfig(Model):
     # Redis pub/sub at once; this is the bound when a message is lost (a replica that drops its
     # subscription also drops its whole cache on reconnect).
     cache_ttl: Duration = Field(default=5.0, gt=0, le=300)
-    cache_entries: int = Field(default=100_000, ge=1)
+    cache_entries: Count = Field(default=100_000, ge=1)
     redis_timeout: Duration = Field(default=0.25, gt=0)
     last_used_interval: Duration = Field(default=60.0, ge=1)  # one write per key per interval
     usage_flush_interval: Duration = Field(default=1.0, gt=0, le=60)  # counters are batched

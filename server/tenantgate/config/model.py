@@ -16,9 +16,12 @@ from tenantgate.config.paths import fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import (
     ByteSize,
+    Count,
     Duration,
+    Flag,
     HeaderName,
     Model,
+    Number,
     Secret,
     as_envoy_passes,
     check_host_port,
@@ -70,8 +73,8 @@ class ListenConfig(Model):
     # On SIGTERM, health says NOT_SERVING this long while Checks are still answered, so callers
     # that watch health (or a load balancer) move away before new calls are refused.
     shutdown_delay: Duration = 0.0
-    uvloop: bool = True
-    max_concurrent_rpcs: int | None = Field(default=None, ge=1, le=2**31 - 1)  # a C int in gRPC
+    uvloop: Flag = True
+    max_concurrent_rpcs: Count | None = Field(default=None, ge=1, le=2**31 - 1)  # a C int in gRPC
 
     @model_validator(mode="after")
     def _one_listener(self) -> ListenConfig:
@@ -101,10 +104,10 @@ class JwksConfig(Model):
     """Where an issuer's keys come from (exactly one source) and how long they are trusted."""
 
     url: str | None = None
-    discovery: bool = False
+    discovery: Flag = False
     file: str | None = None
     inline: dict[str, object] | None = None
-    allow_insecure_http: bool = False  # development only: plain http JWKS/discovery URLs
+    allow_insecure_http: Flag = False  # development only: plain http JWKS/discovery URLs
     timeout: Duration = Field(default=2.0, gt=0)  # 0: every fetch times out, every token denied
     # 0 may honour an IdP's `max-age=0` (KeySet refreshes at most once a second anyway).
     min_ttl: Duration = 60.0
@@ -248,7 +251,7 @@ class TenantEntry(Model):
 class TenantsConfig(Model):
     pattern: str = DEFAULT_TENANT_PATTERN
     registry: dict[str, TenantEntry] = Field(default_factory=dict)
-    allow_unknown: bool | None = None  # default: allowed only when the registry is empty
+    allow_unknown: Flag | None = None  # default: allowed only when the registry is empty
 
     @field_validator("pattern")
     @classmethod
@@ -515,19 +518,19 @@ class ContextConfig(Model):
 
 class CredentialsConfig(Model):
     api_key_header: HeaderName = "x-api-key"
-    max_token_bytes: int = Field(default=8192, ge=256)
-    token_cache_entries: int = Field(default=50_000, ge=0)
+    max_token_bytes: Count = Field(default=8192, ge=256)
+    token_cache_entries: Count = Field(default=50_000, ge=0)
     token_cache_bytes: ByteSize = 64 * 1024 * 1024
-    rejected_token_cache_entries: int = Field(default=10_000, ge=0)  # 0 disables it
+    rejected_token_cache_entries: Count = Field(default=10_000, ge=0)  # 0 disables it
     rejected_token_cache_ttl: Duration = Field(default=60.0, ge=1, le=3600)
 
 
 class AuditConfig(Model):
-    enabled: bool = True
+    enabled: Flag = True
     path: str = "-"  # "-" is standard output; a relative path is relative to the config file
-    sample_allow: float = Field(default=0.01, ge=0.0, le=1.0)
+    sample_allow: Number = Field(default=0.01, ge=0.0, le=1.0)
     # Denials cost a caller nothing: a flood of them must not fill the disk. 0: no cap.
-    max_lines_per_second: int = Field(default=1000, ge=0)
+    max_lines_per_second: Count = Field(default=1000, ge=0)
 
     @field_validator("path")
     @classmethod

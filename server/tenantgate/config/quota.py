@@ -17,7 +17,9 @@ from pydantic import (
 
 from tenantgate.config.paths import fold_request_path
 from tenantgate.config.types import (
+    Count,
     Duration,
+    Flag,
     Model,
     Secret,
     as_envoy_passes,
@@ -91,7 +93,7 @@ class LimitConfig(Model):
     """One bucket: a rate and the burst it holds (requests admitted at once from idle)."""
 
     rate: RateValue
-    burst: int | None = Field(default=None, ge=1, le=MAX_COUNT)  # default: the rate's count
+    burst: Count | None = Field(default=None, ge=1, le=MAX_COUNT)  # default: the rate's count
 
     @model_validator(mode="after")
     def _refills_in_bounded_time(self) -> LimitConfig:
@@ -178,7 +180,7 @@ class PlanConfig(Model):
 
     limits: list[Limit] = Field(default_factory=list)
     # Burst of the shortest limit without its own (quota.limiter._specs applies it).
-    burst: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    burst: Count | None = Field(default=None, ge=1, le=MAX_COUNT)
     endpoints: list[EndpointRule] = Field(default_factory=list)
     mode: Mode = "exact"
     batch_interval: Duration = 0.05
@@ -203,7 +205,7 @@ class PlanOverrides(Model):
     """Per-tenant overrides of plan values; a key left out keeps the plan's value."""
 
     limits: list[Limit] | None = None
-    burst: int | None = Field(default=None, ge=1, le=MAX_COUNT)
+    burst: Count | None = Field(default=None, ge=1, le=MAX_COUNT)
     endpoints: list[EndpointRule] | None = None
     mode: Mode | None = None
     batch_interval: Duration | None = None
@@ -213,7 +215,7 @@ class PlanOverrides(Model):
 class CircuitConfig(Model):
     """After `failures` consecutive store errors, skip the store for `open_for`, then probe."""
 
-    failures: int = Field(default=5, ge=1)
+    failures: Count = Field(default=5, ge=1)
     open_for: Duration = 2.0
 
 
@@ -223,7 +225,7 @@ class RedisConfig(Model):
     # Both above 0: a zero timeout fails every store call, so every request would fail closed.
     timeout: Duration = Field(default=0.1, gt=0)  # the whole round trip, queueing included
     connect_timeout: Duration = Field(default=0.2, gt=0)
-    max_connections: int = Field(default=64, ge=1)
+    max_connections: Count = Field(default=64, ge=1)
     circuit: CircuitConfig = Field(default_factory=CircuitConfig)
     password: Secret | None = None  # {fromEnv: ...} / {fromFile: ...}: keeps it out of the URL
 
@@ -256,16 +258,16 @@ class RateLimitServiceConfig(Model):
 
 
 class QuotaConfig(Model):
-    enabled: bool = False
+    enabled: Flag = False
     store: Literal["memory", "redis"] = "memory"
     redis: RedisConfig = Field(default_factory=RedisConfig)
     plans: dict[str, PlanConfig] = Field(default_factory=dict)
     default_plan: str | None = None  # tenants without a plan (unknown-but-allowed, or unset)
     failure_mode: FailureMode = "closed"
-    replicas: int | None = Field(default=None, ge=1)  # needed by failure_mode degraded
-    response_headers_on_allow: bool = False
-    over_limit_cache: bool = True
-    max_local_entries: int = Field(default=100_000, ge=100)
+    replicas: Count | None = Field(default=None, ge=1)  # needed by failure_mode degraded
+    response_headers_on_allow: Flag = False
+    over_limit_cache: Flag = True
+    max_local_entries: Count = Field(default=100_000, ge=100)
     ratelimit_service: RateLimitServiceConfig = Field(default_factory=RateLimitServiceConfig)
 
     @model_validator(mode="after")

@@ -80,6 +80,29 @@ def _parse_size(value: Any) -> int:
     raise ValueError("must be a size such as 1048576, 64KiB or 10MiB")
 
 
+def _flag(value: Any) -> bool:
+    # Not pydantic's lax bool: it read 0, 1, "off" and "no" (a quoted string in YAML) as flags.
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _not_a_flag(value: Any) -> Any:
+    # bool is an int in Python: pydantic read `true` as 1 (or 1.0).
+    if isinstance(value, bool):
+        raise ValueError("must be a number, not true or false")
+    return value
+
+
+Flag = Annotated[bool, BeforeValidator(_flag)]
+"""true or false, nothing coerced to it."""
+
+Count = Annotated[int, BeforeValidator(_not_a_flag)]
+"""A whole number; a boolean is refused."""
+
+Number = Annotated[float, BeforeValidator(_not_a_flag)]
+"""A number; a boolean is refused."""
+
 Duration = Annotated[float, BeforeValidator(_parse_duration)]
 """Seconds, written as a number or `500ms` / `30s` / `5m` / `1h` / `1d`."""
 
