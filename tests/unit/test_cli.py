@@ -184,6 +184,7 @@ def test_numeric_options_refuse_what_would_fail_later(
 
 @pytest.mark.parametrize(("argv", "option"), [
     (["envoy-config", ""], "FILE"),
+    (["check-config", ""], "FILE"),
     (["envoy-config", "x.yaml", "-o", ""], "--output/-o"),
     (["serve", "--config", ""], "--config"),
     (["token", "create-key", "--out", "", "--jwks-out", "x.json"], "--out"),

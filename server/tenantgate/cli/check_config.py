@@ -8,6 +8,7 @@ import os
 import stat
 import sys
 
+from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
 from tenantgate.config.types import socket_path_problem
@@ -20,7 +21,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "check-config", help="validate a config file and exit",
         description="Validate a tenantgate config. Exit 0 when valid; otherwise print one line "
                     "per problem, each naming its key path, and exit 2.")
-    parser.add_argument("file", metavar="FILE", help="tenantgate YAML config")
+    parser.add_argument("file", metavar="FILE", type=non_empty_path,
+                        help="tenantgate YAML config")
     parser.set_defaults(handler=_check)
 
 
