@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import os
@@ -904,6 +905,32 @@ async def test_a_refetch_still_happens_when_the_check_waiting_for_it_is_cancelle
     assert fake.fetches == 3  # the refetch went ahead without its Check
     assert isinstance(await check_bearer(verifier, rejected, token), Identity)
     await keys.close()
+
+
+async def test_a_failed_refetch_whose_check_was_cancelled_is_not_reported_as_a_bug(
+        idp: DevIssuer) -> None:
+    """Nobody was left to retrieve its FetchFailed: asyncio logged "Task exception was never
+    retrieved" with a traceback, at ERROR, during every IdP outage."""
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+        fake, keys, verifier, rejected = await fetch_held_at_the_idp(idp)
+        fake.keys, token = ROTATIONS["new-kid"](idp)
+        checked = asyncio.ensure_future(check_bearer(verifier, rejected, token))
+        await settle()
+        checked.cancel()
+        await asyncio.gather(checked, return_exceptions=True)
+        fake.failing = True
+        fake.released.set()  # the fetch in flight fails, and the refetch waiting on it
+        await settle()
+        await keys.close()
+        del checked
+        gc.collect()  # asyncio reports an unretrieved exception when the task is collected
+        await settle()
+    finally:
+        loop.set_exception_handler(None)
+    assert [c["message"] for c in reported] == []
 
 
 async def test_a_refetch_after_a_fetch_in_flight_failed_backs_off_and_is_not_final(

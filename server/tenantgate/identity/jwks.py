@@ -180,7 +180,16 @@ class KeySet:
 
     def _track(self, task: asyncio.Task[None]) -> None:
         self._background.add(task)  # held until done (the loop keeps only weak references)
-        task.add_done_callback(self._background.discard)
+        task.add_done_callback(self._settled)
+
+    def _settled(self, task: asyncio.Task[None]) -> None:
+        self._background.discard(task)
+        # A refetch whose every waiter was cancelled (Envoy's timeout) ends with nobody to
+        # retrieve its FetchFailed, which asyncio would log as a bug with a traceback; the
+        # failure is counted and said by _fetch. Anything else is a bug: said as one.
+        if not task.cancelled() and (exc := task.exception()) is not None \
+                and not isinstance(exc, FetchFailed):
+            log.error("JWKS task of %s failed", self._issuer.name, exc_info=exc)
 
     async def _refresh_quietly(self) -> None:
         with contextlib.suppress(FetchFailed):  # counted in metrics; stale keys keep serving
