@@ -557,7 +557,8 @@ def test_envoy_config_refuses_a_host_that_is_neither_ip_nor_dns_name(
 
 
 @pytest.mark.parametrize("upstream", ["app.default.svc.cluster.local:80", "[::1]:8000",
-                                      "10.0.0.7:8000", "a-1.example.:80"])
+                                      "10.0.0.7:8000", "a-1.example.:80",
+                                      "tenantgate_authz:9001"])
 def test_envoy_config_takes_an_ip_or_dns_name_upstream(
         upstream: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
         ) -> None:

@@ -174,8 +174,9 @@ class EnvoyOptions:
                 raise EnvoyConfigError(f"--{name}: must be host:port, got ''")
 
 
-# A DNS name as RFC 1123 spells one: labels of letters, digits and inner hyphens.
-_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+# A DNS name: labels of letters, digits and inner hyphens (RFC 1123), and underscores, which
+# resolvers and Envoy's DNS accept and Docker's networks use in service names.
+_DNS_NAME = re.compile(r"(?!-)[A-Za-z0-9_-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9_-]{1,63}(?<!-))*\.?")
 
 
 def split_host_port(value: str, what: str) -> tuple[str, int]:

@@ -85,6 +85,7 @@ async def test_a_configured_overlap_under_a_second_rounds_up_to_one(
     a = await start_replica("a", admin=True, rotate_overlap="500ms")
     runtime = a.app.current()
     manager = KeyManager(runtime.api_keys, runtime.tenants.valid_id, lambda tenant: True)
+    assert manager._overlap(0) == 1  # the default: exact, whenever the clock's second ticks
     old = await manager.create("acme", "billing", [], ttl_seconds=0)
     before = int(time.time())
     _, ended = await manager.rotate(old.record.key_id, overlap_seconds=0)
