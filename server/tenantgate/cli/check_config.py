@@ -11,7 +11,7 @@ import sys
 from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
-from tenantgate.config.types import socket_path_problem
+from tenantgate.config.types import socket_directory_missing, socket_path_problem
 from tenantgate.errors import ConfigError
 from tenantgate.quota import validate as validate_quota
 
@@ -35,11 +35,13 @@ def _check(args: argparse.Namespace) -> int:
 
             read_tls(config.admin)  # what serve would refuse at start
         check_audit_path(config)
-        check_uds_path(config)
+        warning = check_uds_path(config)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"{args.file}: {issue}", file=sys.stderr)
         return 2
+    if warning is not None:
+        print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok ({len(config.issuers)} issuers, "
           f"{len(config.tenants.registry)} tenants, {len(config.policy.routes)} routes)")
     return 0
@@ -54,11 +56,17 @@ def check_audit_path(config: Config) -> None:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {os.strerror(problem)}"])
 
 
-def check_uds_path(config: Config) -> None:
-    """Refuse a listen.uds serve could not bind, with serve's message (app._bind)."""
+def check_uds_path(config: Config) -> str | None:
+    """Refuse a listen.uds serve could not bind, with serve's message (app._bind). A missing
+    directory is only returned, a warning: a rendered config is checked before rollout, away
+    from the volume that holds the socket (the chart's sidecars use /run/tenantgate)."""
     uds = config.listen.uds
-    if uds and (problem := socket_path_problem(uds)) is not None:
-        raise ConfigError([f"listen.uds: cannot listen on {uds}: {problem}"])
+    if not uds or (problem := socket_path_problem(uds)) is None:
+        return None
+    message = f"listen.uds: cannot listen on {uds}: {problem}"
+    if socket_directory_missing(uds):
+        return f"{message}; serve needs the directory where it runs"
+    raise ConfigError([message])
 
 
 # Linux's limit on the symbolic links one lookup follows.

@@ -349,6 +349,18 @@ def socket_path_problem(path: str) -> str | None:
     return None
 
 
+def socket_directory_missing(path: str) -> bool:
+    """Whether the directory a socket at `path` would be created in does not exist (yet: a
+    config is checked before rollout, where the pod's volume is not mounted)."""
+    try:
+        os.stat(os.path.dirname(path) or ".")
+    except FileNotFoundError:
+        return True
+    except OSError:  # not searchable, a loop: socket_path_problem says so
+        return False
+    return False
+
+
 def _socket_create_problem(directory: str) -> str | None:
     try:
         if os.statvfs(directory).f_flag & os.ST_RDONLY:
