@@ -26,6 +26,7 @@ from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 if TYPE_CHECKING:
     from tenantgate.admin.server import AdminListener
+    from tenantgate.config.model import Config
 
 log = logging.getLogger("tenantgate")
 SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
@@ -43,9 +44,9 @@ class StartupError(Exception):
 class App:
     """Owns the gRPC server and the current Runtime; swaps the Runtime on reload."""
 
-    def __init__(self, config_path: str) -> None:
+    def __init__(self, config_path: str, config: Config | None = None) -> None:
         self.config_path = config_path
-        self.runtime = Runtime.build(load_config(config_path))
+        self.runtime = Runtime.build(config if config is not None else load_config(config_path))
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.admin: AdminListener | None = None
@@ -258,8 +259,8 @@ def _add_rate_limit_service(server: grpc.aio.Server, get_runtime: Callable[[], R
     rls.add_to_server(server, get_runtime)  # pins its own snapshot, as Check
 
 
-async def serve(config_path: str) -> None:
-    app = App(config_path)
+async def serve(config_path: str, config: Config | None = None) -> None:
+    app = App(config_path, config)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, app.request_stop)
     loop.add_signal_handler(signal.SIGINT, app.request_stop)
@@ -277,8 +278,9 @@ async def serve(config_path: str) -> None:
 
 def run(config_path: str, use_uvloop: bool | None = None) -> None:
     """Run the server until SIGTERM/SIGINT; uvloop takes about a fifth off gRPC's CPU cost."""
+    config = load_config(config_path)  # once, so its warnings are logged once
     if use_uvloop is None:
-        use_uvloop = load_config(config_path).listen.uvloop
+        use_uvloop = config.listen.uvloop
     loop_factory = None
     if use_uvloop:
         try:
@@ -288,4 +290,4 @@ def run(config_path: str, use_uvloop: bool | None = None) -> None:
         except ImportError:
             loop_factory = None
     with asyncio.Runner(loop_factory=loop_factory) as runner:
-        runner.run(serve(config_path))
+        runner.run(serve(config_path, config))

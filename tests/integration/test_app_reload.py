@@ -14,7 +14,7 @@ import yaml
 from prometheus_client import REGISTRY
 from tenantgate.app import App
 from tenantgate.runtime import Runtime
-from tenantgate.testing.check import config_document
+from tenantgate.testing.check import DevIssuer, config_document
 
 
 def write_config(directory: Path, **listen: Any) -> Path:
@@ -105,6 +105,28 @@ async def test_an_invalid_config_is_logged_without_a_traceback(
     assert app.runtime is running and rejected() == before + 1
     [record] = [r for r in caplog.records if "reload rejected" in r.getMessage()]
     assert record.exc_info is None and "isuers: unknown key" in record.getMessage()
+
+
+async def test_a_jwks_file_being_rewritten_is_a_warning_at_start_and_reload(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # An IdP or a sidecar rewriting the file in place: missing, then half-written. The key
+    # set fetches it again until it reads; before, serve would not start (exit 2) and the
+    # reload was rejected. check-config stays strict: test_config_bad_input.
+    jwks = tmp_path / "jwks.json"
+    document = config_document(tmp_path, [DevIssuer().config(jwks={"file": "jwks.json"})])
+    path = tmp_path / "tenantgate.yaml"
+    path.write_text(yaml.safe_dump(document))
+    with caplog.at_level(logging.WARNING, logger="tenantgate.config"):
+        app = App(str(path))
+        try:
+            jwks.write_text('{"keys": [')
+            assert await app.reload()
+        finally:
+            await app.stop()
+    retry = " (its keys are fetched again until it can be read)"
+    assert [r.getMessage() for r in caplog.records if r.name == "tenantgate.config"] == [
+        f"issuers[0].jwks.file: cannot read {jwks}: No such file or directory{retry}",
+        f"issuers[0].jwks.file: {jwks} is not a JWKS document (not UTF-8 JSON){retry}"]
 
 
 def write_registry(path: Path, tenant: str) -> None:

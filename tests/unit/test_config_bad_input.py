@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tenantgate.cli import main
 from tenantgate.config.load import parse_config
 from tenantgate.errors import ConfigError
 from tenantgate.quota.rls_config import load_domains
@@ -22,7 +23,7 @@ def context_secret(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def issues(text: str, base_dir: Path | str = ".") -> list[str]:
     with pytest.raises(ConfigError) as caught:
-        parse_config(text, base_dir=base_dir)
+        parse_config(text, base_dir=base_dir, strict=True)
     return caught.value.issues
 
 
@@ -112,6 +113,25 @@ def test_jwks_file_the_key_set_could_not_use_is_refused(
         (tmp_path / name).write_bytes(content)
     assert issues(with_jwks_file(name), base_dir=tmp_path) == [
         "issuers[0].jwks.file: " + message.format(dir=tmp_path)]
+
+
+def test_an_unusable_jwks_file_fails_check_config(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (config := tmp_path / "tenantgate.yaml").write_text(with_jwks_file("missing.json"))
+    assert main(["check-config", str(config)]) == 2
+    assert capsys.readouterr().err == (
+        f"{config}: issuers[0].jwks.file: cannot read {tmp_path}/missing.json: No such file "
+        "or directory\n")
+
+
+def test_an_unusable_jwks_file_is_a_warning_when_serve_loads_the_config(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # It may be mid-rewrite: the key set fetches it again until it can be read.
+    config = parse_config(with_jwks_file("missing.json"), base_dir=tmp_path)
+    assert config.issuers[0].jwks is not None
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        f"issuers[0].jwks.file: cannot read {tmp_path}/missing.json: No such file or "
+        "directory (its keys are fetched again until it can be read)"]
 
 
 def test_jwks_file_with_a_keys_list_is_accepted(tmp_path: Path) -> None:

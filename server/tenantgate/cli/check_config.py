@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     try:
-        config = load_config(args.file)
+        config = load_config(args.file, strict=True)
         validate_quota(config)
         if config.admin is not None and config.admin.tls is not None:
             from tenantgate.admin.server import read_tls

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import typing
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,8 @@ from pydantic import BaseModel, ValidationError
 from tenantgate.config.model import Config
 from tenantgate.config.types import read_small_file
 from tenantgate.errors import ConfigError
+
+log = logging.getLogger("tenantgate.config")
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -65,13 +68,14 @@ def _key(node: yaml.Node) -> str:
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_config(path: str | Path) -> Config:
+def load_config(path: str | Path, *, strict: bool = False) -> Config:
+    """`strict` (check-config): a `jwks.file` the key set could not use is an error."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"]) from None
-    return parse_config(text, base_dir=path.parent)
+    return parse_config(text, base_dir=path.parent, strict=strict)
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
@@ -84,7 +88,7 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 TOO_DEEP = "(top level): nested too deeply"
 
 
-def parse_config(text: str, base_dir: Path | str = ".") -> Config:
+def parse_config(text: str, base_dir: Path | str = ".", *, strict: bool = False) -> Config:
     try:
         data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
@@ -99,8 +103,10 @@ def parse_config(text: str, base_dir: Path | str = ".") -> Config:
         raise ConfigError([issue(err) for err in exc.errors()]) from None
     except RecursionError:
         raise ConfigError([TOO_DEEP]) from None
-    if problems := unusable_jwks_files(config):
+    if (problems := unusable_jwks_files(config)) and strict:
         raise ConfigError(problems)
+    for problem in problems:  # serve, reload: the file may be mid-rewrite; the key set retries
+        log.warning("%s (its keys are fetched again until it can be read)", problem)
     return config
 
 
@@ -109,10 +115,11 @@ JWKS_FILE_MAX_BYTES = 512 * 1024
 
 
 def unusable_jwks_files(config: Config) -> list[str]:
-    """Each `jwks.file` the key set could not use, read as check-config, start-up and a reload
-    load the config: accepted, it left the issuer without keys and its every token answered
-    503. Here, not on the model: a file may go bad after loading, and the key set's own
-    handling of that is tested with models built around such files."""
+    """Each `jwks.file` the key set could not use now: check-config refuses it (the issuer
+    would have no keys and its every token answer 503); serve and a reload only warn, as an
+    IdP or a sidecar may be rewriting the file, and the key set fetches it again until it can
+    be read. Here, not on the model: the key set's own handling of a file that goes bad is
+    tested with models built around such files."""
     problems = []
     for i, issuer in enumerate(config.issuers):
         path = issuer.jwks.file if issuer.jwks is not None else None
