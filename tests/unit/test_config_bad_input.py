@@ -191,20 +191,35 @@ NEEDED = ": tenantgate and the generated Envoy config remove or overwrite this o
      "context.subject_header: content-length is a header requests need" + NEEDED),
     ("strip_headers: [transfer-encoding]",
      "context.strip_headers[0]: transfer-encoding is a header requests need" + NEEDED),
-    ("strip_headers: [':authority']",
-     "context.strip_headers[0]: must be an HTTP header name such as x-api-key"),
     ("tenant_header: x-tenant-context",
      "context.header: x-tenant-context is also context.tenant_header: each header tenantgate "
      "sets needs a name of its own"),
     ("subject_header: x-tenant-id",
      "context.subject_header: x-tenant-id is also context.tenant_header: each header "
      "tenantgate sets needs a name of its own"),
+    ("header: upgrade", "context.header: upgrade is a header requests need" + NEEDED),
+    ("tenant_header: connection",
+     "context.tenant_header: connection is a header requests need" + NEEDED),
 ], ids=["strip-authorization", "tenant-header-authorization", "header-host",
-        "subject-content-length", "strip-transfer-encoding", "pseudo-header",
-        "tenant-header-is-header", "subject-header-is-tenant-header"])
+        "subject-content-length", "strip-transfer-encoding", "tenant-header-is-header",
+        "subject-header-is-tenant-header", "header-upgrade", "tenant-header-connection"])
 def test_trusted_headers_that_would_break_every_request_are_refused(
         setting: str, message: str) -> None:
     assert issues(CONTEXT_WITH % setting) == [message]
+
+
+def test_hop_by_hop_headers_may_be_stripped() -> None:
+    # Envoy drops them itself; stripping upgrade turns off WebSocket and h2c upgrades.
+    hop_by_hop = ["upgrade", "connection", "te", "keep-alive", "proxy-connection"]
+    config = parse_config(CONTEXT_WITH % f"strip_headers: [{', '.join(hop_by_hop)}]")
+    assert config.context.strip_headers == hop_by_hop
+
+
+@pytest.mark.parametrize("setting", [
+    "strip_headers: [':authority']", "tenant_header: ':path'", "header: ':method'"])
+def test_a_pseudo_header_is_no_header_name(setting: str) -> None:
+    [message] = issues(CONTEXT_WITH % setting)
+    assert message.endswith(": must be an HTTP header name such as x-api-key")
 
 
 @pytest.mark.parametrize(("credentials", "context", "message"), [

@@ -447,8 +447,11 @@ OVERRIDE_HEADERS = (*METHOD_OVERRIDE_HEADERS, *PATH_OVERRIDE_HEADERS)
 # Headers a request cannot do without: the generated Envoy config removes trusted headers
 # before ext_authz (Authorization gone: every JWT refused), and an allow overwrites the set ones
 # (Host, the body framing). Pseudo-headers (`:authority`, `:path`) are no header names here.
-REQUEST_HEADERS = ("authorization", "host", "content-length", "transfer-encoding",
-                   "connection", "keep-alive", "te", "upgrade", "proxy-connection")
+NEEDED_HEADERS = ("authorization", "host", "content-length", "transfer-encoding")
+# Hop-by-hop headers may be stripped (Envoy drops most itself; stripping `upgrade` turns off
+# WebSocket and h2c upgrades) but not set: a value tenantgate writes there means something else.
+REQUEST_HEADERS = (*NEEDED_HEADERS, "connection", "keep-alive", "te", "upgrade",
+                   "proxy-connection")
 
 
 class ContextConfig(Model):
@@ -483,7 +486,7 @@ class ContextConfig(Model):
                  *((("strip_headers", i), h) for i, h in enumerate(self.strip_headers))]
         for key, name in named:
             loc = key if isinstance(key, tuple) else (key,)
-            if name in REQUEST_HEADERS:
+            if name in (NEEDED_HEADERS if isinstance(key, tuple) else REQUEST_HEADERS):
                 raise error_at(loc, f"{name} is a header requests need: tenantgate and the "
                                     "generated Envoy config remove or overwrite this one")
         seen: dict[str, str] = {}
