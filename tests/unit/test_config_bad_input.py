@@ -3,11 +3,14 @@ a hang or a memory blow-up."""
 
 from __future__ import annotations
 
+import os
+import threading
 from pathlib import Path
 
 import pytest
 from tenantgate.cli import main
 from tenantgate.config.load import parse_config
+from tenantgate.config.types import read_small_file
 from tenantgate.errors import ConfigError
 from tenantgate.quota.rls_config import load_domains
 
@@ -77,6 +80,33 @@ def test_secret_file_of_exactly_64_kib_is_read(tmp_path: Path) -> None:
     (tmp_path / "big.key").write_bytes(b"k" * (64 * 1024))
     config = parse_config(with_secret_file("big.key"), base_dir=tmp_path)
     assert len(config.context.keys[0].secret.value) == 64 * 1024
+
+
+def test_a_fifo_swapped_in_after_the_type_check_is_refused_without_blocking(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A reload reads files on the event loop: a blocking open of a FIFO with no writer would
+    # stop the server. The swap is simulated: stat sees the regular file that was there.
+    (regular := tmp_path / "regular").write_text("secret")
+    os.mkfifo(fifo := tmp_path / "fifo")
+    real_stat = os.stat
+    monkeypatch.setattr(os, "stat", lambda p, *a, **k: real_stat(
+        regular if Path(p) == fifo else p, *a, **k))
+    outcome: list[BaseException | bytes] = []
+
+    def read() -> None:
+        try:
+            outcome.append(read_small_file(fifo, 64, "not a secret"))
+        except ValueError as exc:
+            outcome.append(exc)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    reader.join(5)
+    if reader.is_alive():  # blocked in open(): a writer lets it go, then fail
+        os.close(os.open(fifo, os.O_WRONLY))
+        reader.join(5)
+        pytest.fail("reading the FIFO blocked")
+    assert [str(o) for o in outcome] == [f"{fifo} is not a regular file"]
 
 
 def test_secret_variable_that_is_not_utf8_is_named_not_echoed(

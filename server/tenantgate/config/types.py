@@ -234,15 +234,25 @@ SECRET_FILE_MAX_BYTES = 64 * 1024
 
 def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
     """A regular file's bytes, at most `limit` of them, else ValueError saying why."""
+    # A device, FIFO or directory: /dev/zero never ends, a FIFO waits for a writer, opening a
+    # device may act. Looked at before opening, so none is opened, and again on the descriptor:
+    # a reload runs on the event loop, and a FIFO swapped in meanwhile would block the server
+    # (O_NONBLOCK; it changes nothing for a regular file).
     try:
         if not stat.S_ISREG(os.stat(path).st_mode):
-            # A device, FIFO or directory: /dev/zero never ends, a FIFO waits for a writer.
             raise ValueError(f"{path} is not a regular file")
-        with path.open("rb") as file:
-            data = file.read(limit + 1)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+        try:
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                raise ValueError(f"{path} is not a regular file")
+            with open(fd, "rb", closefd=False) as file:
+                data = b"" if info.st_size > limit else file.read(limit + 1)
+        finally:
+            os.close(fd)
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    if len(data) > limit:
+    if info.st_size > limit or len(data) > limit:
         raise ValueError(f"{path} is larger than {limit // 1024} KiB: {too_large}")
     return data
 
