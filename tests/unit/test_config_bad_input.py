@@ -182,6 +182,8 @@ ADMIN = ("api_keys: {hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}}\n"
      "listen.metrics: 127.0.0.1:9001 is also listen.grpc (0.0.0.0:9001)"),
     ("{grpc: '[::]:9001', metrics: '127.0.0.1:9001'}", None,
      "listen.metrics: 127.0.0.1:9001 is also listen.grpc ([::]:9001)"),
+    ("{grpc: '127.0.0.1:9001', metrics: ':9001'}", None,
+     "listen.metrics: :9001 is also listen.grpc (127.0.0.1:9001)"),
     ("{grpc: '127.0.0.1:9001', metrics: null}", "127.0.0.1:9001",
      "admin.listen: 127.0.0.1:9001 is also listen.grpc (127.0.0.1:9001)"),
     ("{grpc: null, uds: tg.sock, metrics: null}", "unix:tg.sock",
@@ -189,7 +191,8 @@ ADMIN = ("api_keys: {hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}}\n"
     ("{grpc: null, uds: /run/tg.sock, metrics: null}", "unix:///run/tg.sock",
      "admin.listen: unix:///run/tg.sock is also listen.uds (unix:/run/tg.sock)"),
 ], ids=["grpc-is-metrics", "wildcard-v4-covers-loopback", "wildcard-v6-covers-v4",
-        "admin-is-grpc", "admin-socket-is-uds", "admin-unix-url-is-uds"])
+        "empty-metrics-host-covers-v4", "admin-is-grpc", "admin-socket-is-uds",
+        "admin-unix-url-is-uds"])
 def test_two_listeners_on_one_address_are_refused(
         tmp_path: Path, listen: str, admin: str | None, message: str) -> None:
     text = f"listen: {listen}\n" + CONTEXT + (ADMIN % admin if admin else "")
@@ -201,7 +204,8 @@ def test_two_listeners_on_one_address_are_refused(
     "{grpc: '127.0.0.1:0', metrics: '127.0.0.1:0'}",  # port 0: a fresh port each
     "{grpc: '127.0.0.1:9001', metrics: '127.0.0.2:9001'}",
     "{grpc: '0.0.0.0:9001', metrics: '[::1]:9001'}",
-], ids=["both-port-0", "other-host", "v4-wildcard-v6-loopback"])
+    "{grpc: '[::1]:9001', metrics: ':9001'}",  # metrics binds the empty host as 0.0.0.0
+], ids=["both-port-0", "other-host", "v4-wildcard-v6-loopback", "empty-metrics-host-v6-grpc"])
 def test_listeners_that_can_coexist_are_accepted(listen: str) -> None:
     parse_config(f"listen: {listen}\n" + CONTEXT)
 

@@ -542,7 +542,9 @@ class AuditConfig(Model):
 
 
 # Hosts a listener on every address of its family binds: [::] takes IPv4 too (dual stack).
-_ANY_HOST = {"": ("4", "6"), "0.0.0.0": ("4",), "::": ("4", "6")}
+# An empty host is listen.metrics' 0.0.0.0 (app.py), IPv4 only; gRPC refuses one outright, so
+# listen.grpc and admin.listen never bind it.
+_ANY_HOST = {"": ("4",), "0.0.0.0": ("4",), "::": ("4", "6")}
 
 
 def _same_listener(a: str, b: str) -> bool:
