@@ -210,6 +210,18 @@ def test_listeners_that_can_coexist_are_accepted(listen: str) -> None:
     parse_config(f"listen: {listen}\n" + CONTEXT)
 
 
+@pytest.mark.parametrize(("listen", "admin", "message"), [
+    ("{grpc: ':9001'}", None, "listen.grpc: ':9001': give a host"),
+    ("{grpc: '127.0.0.1:9001'}", ":9002", "admin.listen: ':9002': give a host"),
+], ids=["grpc", "admin"])
+def test_a_grpc_listener_without_a_host_is_refused(listen: str, admin: str | None,
+                                                   message: str) -> None:
+    # gRPC cannot bind an empty host: check-config passed it and serve failed to bind.
+    text = f"listen: {listen}\n" + CONTEXT + (ADMIN % admin if admin else "")
+    found = issues(text)
+    assert len(found) == 1 and found[0].startswith(message)
+
+
 CONTEXT_WITH = ("context: {active_key: c1, "
                 "keys: [{id: c1, secret: {fromEnv: TG_TEST_CONTEXT_KEY}}], %s}\n")
 NEEDED = ": tenantgate and the generated Envoy config remove or overwrite this one"

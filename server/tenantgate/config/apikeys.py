@@ -14,6 +14,7 @@ from tenantgate.config.types import (
     Duration,
     Model,
     Secret,
+    check_grpc_host_given,
     check_host_port,
     check_one_password,
     check_redis_url,
@@ -100,9 +101,10 @@ class AdminConfig(Model):
         if value.startswith("unix:"):
             return _socket_relative_to_config(value, info)
         try:
-            return check_host_port(value)
+            address = check_host_port(value)
         except ValueError:
             raise ValueError("must be host:port (port up to 65535) or unix:PATH") from None
+        return check_grpc_host_given(address)
 
     @field_validator("token")
     @classmethod

@@ -24,6 +24,7 @@ from tenantgate.config.types import (
     Number,
     Secret,
     as_envoy_passes,
+    check_grpc_host_given,
     check_host_port,
     check_socket_path_length,
     check_stop_wait,
@@ -91,6 +92,11 @@ class ListenConfig(Model):
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         return check_host_port(value) if value is not None else None
+
+    @field_validator("grpc")
+    @classmethod
+    def _grpc_host_given(cls, value: str | None) -> str | None:
+        return check_grpc_host_given(value) if value is not None else None
 
     @field_validator("uds")
     @classmethod

@@ -425,3 +425,12 @@ def as_envoy_passes(path: str) -> str:
         raise ValueError(f"{fragment!r}: Envoy normalizes paths before Check, and Check "
                          "refuses a path holding this, so the rule would never apply")
     return path
+
+
+def check_grpc_host_given(address: str) -> str:
+    """gRPC refuses to bind an empty host (`:9001`), which Prometheus' server reads as every
+    IPv4 address: said at load, not as serve's bind failure."""
+    if address.rpartition(":")[0] in ("", "[]"):
+        raise ValueError(f"{address!r}: give a host (0.0.0.0 for every IPv4 address, [::] for "
+                         "every address): gRPC cannot listen on an empty one")
+    return address
