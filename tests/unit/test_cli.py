@@ -297,10 +297,7 @@ def test_check_config_refuses_an_admin_certificate_serve_cannot_use(
 def test_envoy_config_refuses_an_empty_address_or_non_ascii_port_digits(
         extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("envoy_data_plane")
-    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
-    assert main(["envoy-config", str(FIXTURES / "valid.yaml"), *extra]) == 2
-    assert capsys.readouterr().err == f"tenantgate: {message}\n"
+    assert_envoy_config_says(extra, message, capsys, monkeypatch)
 
 
 def test_check_config_refuses_a_listen_port_of_non_ascii_digits(
@@ -477,6 +474,16 @@ def envoy_config(*extra: str) -> int:
     return main(["envoy-config", str(FIXTURES / "valid.yaml"), *extra])
 
 
+def assert_envoy_config_says(extra: list[str], message: str,
+                             capsys: pytest.CaptureFixture[str],
+                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """envoy-config on the valid fixture with `extra` exits 2 saying exactly `message`."""
+    pytest.importorskip("envoy_data_plane")
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+    assert envoy_config(*extra) == 2
+    assert capsys.readouterr().err == f"tenantgate: {message}\n"
+
+
 @pytest.mark.parametrize(("extra", "message"), [
     # Before: a pydantic ValidationError traceback (Envoy's field is an int64), exit 1.
     (["--max-connections", "99999999999999999999"],
@@ -489,10 +496,7 @@ def envoy_config(*extra: str) -> int:
 def test_envoy_config_refuses_a_count_past_envoys_field_in_one_line(
         extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("envoy_data_plane")
-    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
-    assert envoy_config(*extra) == 2
-    assert capsys.readouterr().err == f"tenantgate: {message}\n"
+    assert_envoy_config_says(extra, message, capsys, monkeypatch)
 
 
 def config_listening_on(tmp_path: Path, grpc: str) -> Path:
@@ -550,10 +554,7 @@ def test_envoy_config_says_a_port_of_0_is_out_of_range(
 def test_envoy_config_refuses_a_host_that_is_neither_ip_nor_dns_name(
         extra: list[str], message: str, capsys: pytest.CaptureFixture[str],
         monkeypatch: pytest.MonkeyPatch) -> None:
-    pytest.importorskip("envoy_data_plane")
-    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
-    assert envoy_config(*extra) == 2
-    assert capsys.readouterr().err == f"tenantgate: {message}\n"
+    assert_envoy_config_says(extra, message, capsys, monkeypatch)
 
 
 @pytest.mark.parametrize("upstream", ["app.default.svc.cluster.local:80", "[::1]:8000",
