@@ -13,7 +13,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tenantgate.config.model import Config
-from tenantgate.config.types import read_small_file
+from tenantgate.config.types import MAX_JWKS_BYTES, read_small_file
 from tenantgate.errors import ConfigError
 
 log = logging.getLogger("tenantgate.config")
@@ -110,10 +110,6 @@ def parse_config(text: str, base_dir: Path | str = ".", *, strict: bool = False)
     return config
 
 
-# As identity.jwks.MAX_JWKS_BYTES, the bound on a fetched document.
-JWKS_FILE_MAX_BYTES = 512 * 1024
-
-
 def unusable_jwks_files(config: Config) -> list[str]:
     """Each `jwks.file` the key set could not use now: check-config refuses it (the issuer
     would have no keys and its every token answer 503); serve and a reload only warn, as an
@@ -130,7 +126,7 @@ def unusable_jwks_files(config: Config) -> list[str]:
 
 def _jwks_file_problem(path: str) -> str | None:
     try:
-        data = read_small_file(Path(path), JWKS_FILE_MAX_BYTES, "not a JWKS document")
+        data = read_small_file(Path(path), MAX_JWKS_BYTES, "not a JWKS document")
     except ValueError as exc:
         return str(exc)
     try:

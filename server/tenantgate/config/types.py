@@ -230,31 +230,51 @@ class Model(BaseModel):
 # A secret is a key or a token, a few hundred bytes: a larger file is a wrong path (a log, an
 # image, /dev/zero), and reading it whole could exhaust memory.
 SECRET_FILE_MAX_BYTES = 64 * 1024
+# A JWKS document, from a file or fetched: what the key set reads and check-config checks.
+MAX_JWKS_BYTES = 512 * 1024
 
 
-def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
-    """A regular file's bytes, at most `limit` of them, else ValueError saying why."""
+class UnfitFile(ValueError):
+    """Not a regular file, or larger than the bound: str() says which, in a few words."""
+
+    def __init__(self, reason: str, *, too_large: bool = False) -> None:
+        super().__init__(reason)
+        self.too_large = too_large
+
+
+def read_regular_file(path: Path, limit: int) -> bytes:
+    """A regular file's bytes, at most `limit` of them; UnfitFile, or OSError as raised."""
     # A device, FIFO or directory: /dev/zero never ends, a FIFO waits for a writer, opening a
     # device may act. Looked at before opening, so none is opened, and again on the descriptor:
     # a reload runs on the event loop, and a FIFO swapped in meanwhile would block the server
-    # (O_NONBLOCK; it changes nothing for a regular file).
+    # (O_NONBLOCK; it changes nothing for a regular file). Symlinks are followed: a Kubernetes
+    # volume mounts its files through them.
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise UnfitFile("not a regular file")
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     try:
-        if not stat.S_ISREG(os.stat(path).st_mode):
-            raise ValueError(f"{path} is not a regular file")
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
-        try:
-            info = os.fstat(fd)
-            if not stat.S_ISREG(info.st_mode):
-                raise ValueError(f"{path} is not a regular file")
-            with open(fd, "rb", closefd=False) as file:
-                data = b"" if info.st_size > limit else file.read(limit + 1)
-        finally:
-            os.close(fd)
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise UnfitFile("not a regular file")
+        with open(fd, "rb", closefd=False) as file:
+            data = b"" if info.st_size > limit else file.read(limit + 1)
+    finally:
+        os.close(fd)
+    if info.st_size > limit or len(data) > limit:
+        raise UnfitFile(f"larger than {limit} bytes", too_large=True)
+    return data
+
+
+def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
+    """read_regular_file for the config: ValueError naming the path and why."""
+    try:
+        return read_regular_file(path, limit)
+    except UnfitFile as exc:
+        if exc.too_large:
+            raise ValueError(f"{path} is larger than {limit // 1024} KiB: {too_large}") from None
+        raise ValueError(f"{path} is {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
-    if info.st_size > limit or len(data) > limit:
-        raise ValueError(f"{path} is larger than {limit // 1024} KiB: {too_large}")
-    return data
 
 
 class Secret(Model):

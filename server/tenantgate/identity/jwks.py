@@ -10,9 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
-import os
 import re
-import stat
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -21,6 +19,7 @@ from typing import Any
 import httpx
 
 from tenantgate.config.model import IssuerConfig, JwksConfig
+from tenantgate.config.types import MAX_JWKS_BYTES, read_regular_file
 from tenantgate.errors import KeySetUnavailable
 from tenantgate.identity.keys import VerificationKey, prepare
 from tenantgate.observe import metrics
@@ -30,7 +29,6 @@ log = logging.getLogger("tenantgate.jwks")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 _DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9111 1.2.2: the Age header's only valid form
-MAX_JWKS_BYTES = 512 * 1024
 FAILED_FETCH_BACKOFF = 1.0  # seconds
 # Seconds between the keep-fresh loop's attempts, and between refreshes a request starts,
 # whatever the TTL says (min_ttl 0 with `no-cache` makes keys stale as soon as fetched).
@@ -386,28 +384,12 @@ def _max_age(cache_control: str) -> float | None:
 
 
 def _read_file(path: Path) -> dict[str, Any]:
+    # Read on every refresh, so whatever is there later is read too, bounded: /dev/zero or a
+    # huge file would fill memory, and a FIFO with no writer would block the fetch for good.
     try:
-        document = json.loads(_read_regular_file(path).decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:
+        document = json.loads(read_regular_file(path, MAX_JWKS_BYTES).decode("utf-8"))
+    except (OSError, ValueError, RecursionError) as exc:  # UnfitFile is a ValueError
         raise FetchFailed(f"cannot read {path}: {exc}") from None
     if not isinstance(document, dict):
         raise FetchFailed(f"{path} is not a JWKS object")
     return document
-
-
-def _read_regular_file(path: Path) -> bytes:
-    # Read on every refresh, so whatever is there later is read too: /dev/zero or a huge file
-    # would fill memory, and a FIFO with no writer would block the open, and the fetch, for
-    # good (O_NONBLOCK; it changes nothing for a regular file). Symlinks are followed: a
-    # Kubernetes volume mounts its files through them.
-    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-    try:
-        if not stat.S_ISREG(os.fstat(fd).st_mode):
-            raise FetchFailed(f"cannot read {path}: not a regular file")
-        with open(fd, "rb", closefd=False) as file:
-            data = file.read(MAX_JWKS_BYTES + 1)
-    finally:
-        os.close(fd)
-    if len(data) > MAX_JWKS_BYTES:
-        raise FetchFailed(f"cannot read {path}: larger than {MAX_JWKS_BYTES} bytes")
-    return data
