@@ -104,9 +104,7 @@ class RateLimitServicer:
             # exception's text and logged with a traceback, on every call. OVER_LIMIT, not an
             # error: descriptor values carry the client's headers and path, and an error hands
             # the request to Envoy's failure_mode_deny, open under quota.failure_mode open.
-            metrics.rls_request(OTHER_TENANT, metrics.RlsResult.INVALID)
-            if self._refusals.ready():
-                log.warning("ShouldRateLimit refused (domain %s): %s", OTHER_TENANT, UNPARSEABLE)
+            self._count_refusal(OTHER_TENANT, UNPARSEABLE)
             return Response(overall_code=Response.OVER_LIMIT)
         # Pinned, as Check's: a reload closes this snapshot only after the call has finished.
         runtime = self._get_runtime().pin()
@@ -138,12 +136,15 @@ class RateLimitServicer:
         return response
 
     async def _refuse(self, label: str, problem: str, context: Any) -> None:
-        """INVALID_ARGUMENT (abort raises), counted and logged; `problem` never quotes the
-        caller's data."""
+        """INVALID_ARGUMENT (abort raises), counted and logged."""
+        self._count_refusal(label, problem)
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
+
+    def _count_refusal(self, label: str, problem: str) -> None:
+        """Counted (result="invalid") and logged; `problem` never quotes the caller's data."""
         metrics.rls_request(label, metrics.RlsResult.INVALID)
         if self._refusals.ready():
             log.warning("ShouldRateLimit refused (domain %s): %s", label, problem)
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
 
 
 def _too_big(request: Any) -> str | None:
