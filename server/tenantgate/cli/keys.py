@@ -7,7 +7,6 @@ import argparse
 import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable
@@ -21,10 +20,9 @@ from pydantic import TypeAdapter, ValidationError
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP, is_local_address
-from tenantgate.config.types import Duration, check_host_port
+from tenantgate.config.types import Duration, check_host_port, is_duration_text
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
-_WELL_FORMED = re.compile(r"\s*\d+(?:\.\d+)?\s*(?:ms|s|m|h|d)?\s*")  # as Duration writes it
 _TIMEOUT = 10.0
 _OPTION_NAMES = {"key_id": "KEY_ID", "scopes": "--scope"}
 
@@ -214,7 +212,7 @@ def _seconds(text: str, option: str) -> int:
     try:
         seconds = _DURATION.validate_python(text)
     except ValidationError:
-        if not _WELL_FORMED.fullmatch(text):
+        if not is_duration_text(text):
             raise UsageError(f"{option}: must be a duration such as 30m, 12h or 90d") from None
         seconds = math.inf  # digits past a float's range: inf, which Duration refuses
     if seconds > MAX_LIFETIME_SECONDS:  # also keeps it within the request's int64

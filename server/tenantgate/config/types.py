@@ -38,6 +38,11 @@ _UNIT_BYTES = {None: 1, "B": 1, "KiB": 1024, "MiB": 1024**2, "GiB": 1024**3,
                "KB": 1000, "MB": 1000**2, "GB": 1000**3}
 
 
+def is_duration_text(text: str) -> bool:
+    """Whether `text` is written as a duration (`90d`, `500ms`), whatever its size."""
+    return _DURATION.fullmatch(text) is not None
+
+
 def _parse_duration(value: Any) -> float:
     if isinstance(value, bool):
         raise ValueError("must be a duration such as 30s, 500ms, 5m")
