@@ -62,13 +62,3 @@ class BoundSocket:
             found = os.stat(self.path)
             if (found.st_dev, found.st_ino) == (self.device, self.inode):
                 os.unlink(self.path)
-
-
-def grpc_unix_path(address: str) -> str | None:
-    """The file of a gRPC `unix:PATH` or `unix:///abs/path` address, else None (TCP, or an
-    abstract socket, which has no file)."""
-    if address.startswith("unix://"):
-        return address[len("unix://"):]
-    if address.startswith("unix:"):
-        return address[len("unix:"):]
-    return None

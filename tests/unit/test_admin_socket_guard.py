@@ -7,7 +7,8 @@ import socket
 from pathlib import Path
 
 import pytest
-from tenantgate.unix_socket import BoundSocket, SocketInUse, grpc_unix_path, remove_stale_socket
+from tenantgate.config.types import grpc_unix_path
+from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 
 def test_a_socket_nobody_listens_on_is_removed(tmp_path: Path) -> None:

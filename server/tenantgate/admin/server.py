@@ -13,8 +13,9 @@ import grpc
 
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.admin.servicer import ApiKeyAdminServicer
+from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
-from tenantgate.unix_socket import BoundSocket, SocketInUse, grpc_unix_path, remove_stale_socket
+from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 if TYPE_CHECKING:
     from tenantgate.config.apikeys import AdminConfig

@@ -29,6 +29,7 @@ from tenantgate.config.types import (
     check_socket_path_length,
     check_stop_wait,
     config_file_path,
+    grpc_unix_path,
     is_one_method,
 )
 
@@ -556,7 +557,7 @@ _ANY_HOST = {"": ("4",), "0.0.0.0": ("4",), "::": ("4", "6")}
 def _same_listener(a: str, b: str) -> bool:
     """Whether binding `b` fails once `a` is bound: one socket path, or one TCP port on one
     host or on a wildcard address covering the other (port 0 is a fresh port every time)."""
-    path_a, path_b = _socket_path(a), _socket_path(b)
+    path_a, path_b = grpc_unix_path(a), grpc_unix_path(b)
     if path_a is not None or path_b is not None:
         return (path_a is not None and path_b is not None
                 and os.path.abspath(path_a) == os.path.abspath(path_b))
@@ -566,13 +567,6 @@ def _same_listener(a: str, b: str) -> bool:
         return False
     host_a, host_b = host_a.strip("[]").lower(), host_b.strip("[]").lower()
     return host_a == host_b or _covers(host_a, host_b) or _covers(host_b, host_a)
-
-
-def _socket_path(address: str) -> str | None:
-    # As unix_socket.grpc_unix_path (config imports only config and errors).
-    if address.startswith("unix:"):
-        return address.removeprefix("unix://") if address.startswith("unix://") else address[5:]
-    return None
 
 
 def _covers(wildcard: str, host: str) -> bool:

@@ -459,3 +459,13 @@ def check_grpc_host_given(address: str) -> str:
         raise ValueError(f"{address!r}: give a host (0.0.0.0 for every IPv4 address, [::] for "
                          "every address): gRPC cannot listen on an empty one")
     return address
+
+
+def grpc_unix_path(address: str) -> str | None:
+    """The file of a gRPC `unix:PATH` or `unix:///abs/path` address, else None (TCP, or an
+    abstract socket, which has no file)."""
+    if address.startswith("unix://"):
+        return address[len("unix://"):]
+    if address.startswith("unix:"):
+        return address[len("unix:"):]
+    return None
