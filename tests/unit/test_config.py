@@ -468,6 +468,17 @@ def test_a_random_hs_secret_still_passes(monkeypatch: pytest.MonkeyPatch) -> Non
                            "    hs_secret: {fromEnv: TG_TEST_HS_SECRET}\n") == []
 
 
+def test_an_hs_secret_that_is_also_a_context_key_is_refused() -> None:
+    # Both are HS256 keys: whoever mints the issuer's tokens (its IdP, every holder of the
+    # secret) could sign a tenant context for any tenant, which Postgres would accept.
+    found = replaced_issues("    jwks:\n      inline: {keys: []}\n",
+                            "    algorithms: [HS256]\n"
+                            "    hs_secret: {fromEnv: TG_TEST_CONTEXT_KEY}\n")
+    assert found == ["issuers[1].hs_secret: is also context.keys[0].secret (c1): whoever mints "
+                     "this issuer's tokens could sign a tenant context for any tenant; give "
+                     "each its own secret"]
+
+
 ADMIN_ON_A_SOCKET = ("api_keys:\n  hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}\n"
                      "admin:\n  listen: LISTEN\n  token: {fromEnv: TG_TEST_CONTEXT_KEY}\n")
 

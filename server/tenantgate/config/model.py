@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hmac
 import itertools
 import os
 import re
@@ -627,6 +628,21 @@ class Config(Model):
         else:
             return self
         raise error_at(("credentials", "api_key_header"), f"{name} is {why}")
+
+    @model_validator(mode="after")
+    def _issuer_secrets_not_context_keys(self) -> Config:
+        # HS256 both ways: whoever mints tokens with an issuer's hs_secret could then sign a
+        # context for any tenant, past the issuer's own `tenants` list and past the database.
+        for i, issuer in enumerate(self.issuers):
+            if issuer.hs_secret is None:
+                continue
+            for j, key in enumerate(self.context.keys):
+                if hmac.compare_digest(issuer.hs_secret.value, key.secret.value):
+                    raise error_at(("issuers", i, "hs_secret"),
+                                   f"is also context.keys[{j}].secret ({key.id}): whoever mints "
+                                   "this issuer's tokens could sign a tenant context for any "
+                                   "tenant; give each its own secret")
+        return self
 
     @model_validator(mode="after")
     def _issuer_tenants_admitted(self) -> Config:
