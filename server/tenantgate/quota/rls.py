@@ -127,11 +127,14 @@ class RateLimitServicer:
                                       for _ in request.descriptors])
         matched = _matched(request, root, limiter.config.ratelimit_service.tenant_key)
         verdicts = await _decide(limiter, matched)
-        if any(v.unavailable for v in verdicts.values()):
-            metrics.rls_request(label, metrics.RlsResult.UNAVAILABLE)
-            # UNAVAILABLE, not a guess: Envoy's failure_mode_deny decides what happens next.
-            await context.abort(grpc.StatusCode.UNAVAILABLE, "rate limit store unavailable")
         response = _response(request, matched, verdicts)
+        # A group over the limit decides the call whatever others could not decide (a limit of
+        # 0 and the over-limit cache need no store), and a shadow limit never limits. Else
+        # UNAVAILABLE, not a guess: Envoy's failure_mode_deny decides what happens next.
+        if response.overall_code == Response.OK and any(
+                verdicts[m.index].unavailable for m in matched if not m.shadow):
+            metrics.rls_request(label, metrics.RlsResult.UNAVAILABLE)
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "rate limit store unavailable")
         metrics.rls_request(label, _result(response, matched, verdicts))
         return response
 
@@ -207,8 +210,12 @@ async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Ve
     # integers Redis returns (above the largest burst, a 1-per-year bucket's overflowed).
     cost = min(cost, min(b.burst for b in buckets) + 1)
     # Counted and logged by the configured mode: Envoy's failure_mode_deny, which the generated
-    # bootstrap sets from it, decides what the UNAVAILABLE below does to the request.
-    verdict = await limiter.decide(buckets, cost, limiter.config.failure_mode)
+    # bootstrap sets from it, decides what the UNAVAILABLE below does to the request. A shadow
+    # group never limits, so it fails open whatever the mode (degraded still counts locally).
+    mode = limiter.config.failure_mode
+    if group[0].shadow and mode == "closed":
+        mode = "open"
+    verdict = await limiter.decide(buckets, cost, mode)
     if verdict.outcome is None:  # no decision: the store failed (degraded decides locally)
         return Verdict(False, verdict.buckets, unavailable=True)
     return verdict
@@ -218,12 +225,12 @@ def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]
     statuses = [Response.DescriptorStatus(code=Response.OK) for _ in request.descriptors]
     overall = Response.OK
     for m in matched:
-        if m.shadow:
-            # OK, and no limit, remaining or reset: Envoy builds x-ratelimit-* and Retry-After
-            # from the status with least remaining among those naming a limit, so a shadow
-            # limit would speak to clients. Its denials are counted (shadow_over_limit).
-            continue
         verdict = verdicts[m.index]
+        if m.shadow or verdict.unavailable:
+            # OK, and no limit, remaining or reset: Envoy builds x-ratelimit-* and Retry-After
+            # from the status with least remaining among those naming a limit, so a shadow or
+            # undecided limit would speak to clients. Shadow denials are counted.
+            continue
         status = statuses[m.index]
         status.current_limit.CopyFrom(Response.RateLimit(
             name=m.limit.name, requests_per_unit=m.limit.requests_per_unit,
@@ -271,6 +278,8 @@ def _result(response: Any, matched: list[Matched], verdicts: dict[int, Verdict]
             ) -> metrics.RlsResult:
     if response.overall_code == Response.OVER_LIMIT:
         return metrics.RlsResult.OVER_LIMIT
+    if any(verdicts[m.index].unavailable for m in matched):  # a shadow group's store failed
+        return metrics.RlsResult.UNAVAILABLE
     if any(m.shadow and not verdicts[m.index].admitted for m in matched):
         return metrics.RlsResult.SHADOW_OVER_LIMIT
     return metrics.RlsResult.OK

@@ -46,6 +46,9 @@ descriptors:
     rate_limit: {unit: minute, requests_per_unit: 0}
   - key: client
     rate_limit: {unit: second, requests_per_unit: 10}
+  - key: watched
+    shadow_mode: true
+    rate_limit: {unit: day, requests_per_unit: 1}
   - key: yearly
     rate_limit: {unit: year, requests_per_unit: 1}
     descriptors:
@@ -248,6 +251,82 @@ async def test_store_down_answers_unavailable_counted_and_logged_by_the_failure_
         assert f"failing {mode}" in caplog.text
     finally:
         dead.close()
+
+
+def store_down_config(quota_config: MakeConfig, tmp_path: Path, url: str, mode: str) -> Config:
+    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
+    return quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
+                        f"  redis: {{url: '{url}', timeout: 100ms}}\n  store: redis\n"
+                        f"  failure_mode: {mode}\n")
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_a_zero_limit_is_over_the_limit_while_the_store_is_down(
+        mode: str, tmp_path: Path, quota_config: MakeConfig,
+        make_limiter: Callable[[Config], Limiter]) -> None:
+    # `blocked` (0 per unit) never asks the store, `tenant` does and fails: the call was
+    # UNAVAILABLE, which Envoy lets through under failure_mode open. One group over the limit
+    # decides the call whatever the others could not decide.
+    dead = RedisServer()  # never started
+    try:
+        config = store_down_config(quota_config, tmp_path, dead.url, mode)
+        before = rls_requests(quota_metrics.RlsResult.OVER_LIMIT)
+        async with serving(Snapshot(make_limiter(config))) as stub:
+            reply = await ask(stub, descriptor(("blocked", "x")), descriptor(("tenant", "a")),
+                              descriptor(("watched", "w")))
+        assert reply.overall_code == Response.OVER_LIMIT
+        blocked, undecided, shadow = reply.statuses
+        assert blocked.code == Response.OVER_LIMIT
+        # Undecided: no limit, so Envoy's x-ratelimit-* cannot come from it.
+        assert undecided == shadow == Response.DescriptorStatus(code=Response.OK)
+        assert rls_requests(quota_metrics.RlsResult.OVER_LIMIT) == before + 1
+    finally:
+        dead.close()
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_a_shadow_limit_whose_store_is_down_never_blocks(
+        mode: str, tmp_path: Path, quota_config: MakeConfig,
+        make_limiter: Callable[[Config], Limiter]) -> None:
+    # Under closed, the call was UNAVAILABLE and Envoy answered 503 for a limit that is only
+    # watched. Counted as unavailable, and as failing open: the request goes through.
+    dead = RedisServer()  # never started
+    try:
+        config = store_down_config(quota_config, tmp_path, dead.url, mode)
+        before = (rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
+                  quota_metrics.FAIL_OPEN._value.get(), quota_metrics.FAIL_CLOSED._value.get())
+        async with serving(Snapshot(make_limiter(config))) as stub:
+            reply = await ask(stub, descriptor(("watched", "w")),
+                              descriptor(("generic_key", "health")))
+        assert reply.overall_code == Response.OK
+        assert list(reply.statuses) == [Response.DescriptorStatus(code=Response.OK)] * 2
+        assert (rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
+                quota_metrics.FAIL_OPEN._value.get(),
+                quota_metrics.FAIL_CLOSED._value.get()) == (before[0] + 1, before[1] + 1,
+                                                            before[2])
+    finally:
+        dead.close()
+
+
+async def test_a_cached_denial_is_over_the_limit_while_the_store_is_down(
+        tmp_path: Path, quota_config: MakeConfig,
+        make_limiter: Callable[[Config], Limiter]) -> None:
+    server = RedisServer().start()
+    try:
+        config = store_down_config(quota_config, tmp_path, server.url, "open")
+        async with serving(Snapshot(make_limiter(config))) as stub:
+            route = descriptor(("route", "/api/items"))
+            codes = [(await ask(stub, route)).overall_code for _ in range(4)]
+            assert codes == [Response.OK] * 3 + [Response.OVER_LIMIT]  # now in the cache
+            server.stop()
+            with pytest.raises(grpc.aio.AioRpcError) as err:  # nothing over: Envoy decides
+                await ask(stub, descriptor(("tenant", "a")))
+            assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+            reply = await ask(stub, route, descriptor(("tenant", "a")))
+        assert [s.code for s in reply.statuses] == [Response.OVER_LIMIT, Response.OK]
+        assert reply.statuses[0].duration_until_reset.seconds > 0
+    finally:
+        server.close()
 
 
 async def test_a_cached_denial_reports_the_descriptor_that_is_out(rls: object) -> None:
