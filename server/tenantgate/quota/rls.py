@@ -32,7 +32,6 @@ SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
 Request = rls_pb2.RateLimitRequest
 Response = rls_pb2.RateLimitResponse
 _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
-_MAX_DURATION_US = DURATION_MAX_SECONDS * 1_000_000
 # Bounds on one request, far above what Envoy sends (a descriptor per matching `rate_limits`
 # entry, an entry per action) and low enough that one call cannot hold the event loop, flood
 # the store or push other tenants' buckets out of the embedded store.
@@ -238,7 +237,7 @@ def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]
         if verdict.admitted:
             state = _state(verdict, m)
             status.limit_remaining = state.remaining
-            status.duration_until_reset.CopyFrom(_duration(state.reset_us))
+            status.duration_until_reset.CopyFrom(_reset_duration(state))
             continue
         status.code = overall = Response.OVER_LIMIT
         if verdict.outcome is None:  # a limit of 0 in the group: no time makes it pass
@@ -263,9 +262,12 @@ def verdict_bucket(verdict: Verdict, m: Matched) -> Bucket:
     raise LookupError(m.bucket.key)
 
 
-def _duration(us: int) -> Duration:
-    us = min(max(us, 0), _MAX_DURATION_US)  # a Duration holds at most 10000 years
-    return Duration(seconds=us // 1_000_000, nanos=(us % 1_000_000) * 1000)
+def _reset_duration(state: BucketState) -> Duration:
+    # Whole seconds, rounded up, and at least 1 with nothing left: Envoy takes x-ratelimit-reset
+    # (and the bootstrap Retry-After) from the status with least remaining, an admitted one
+    # too, copying only its whole seconds, so 0.95 s left a 429 saying "retry now".
+    seconds = max(-(-state.reset_us // 1_000_000), int(state.remaining == 0))
+    return Duration(seconds=min(seconds, DURATION_MAX_SECONDS))  # at most 10000 years
 
 
 def _retry_duration(state: BucketState) -> Duration:

@@ -364,6 +364,32 @@ async def test_a_subsecond_wait_says_one_second(
         assert reply.statuses[0].duration_until_reset == Duration(seconds=1)
 
 
+async def test_every_status_of_a_denial_says_whole_seconds_never_0(
+        tmp_path: Path, quota_config: MakeConfig, make_limiter: Callable[[Config], Limiter],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Envoy takes x-ratelimit-reset (and the bootstrap's Retry-After) from the status with least
+    # remaining, an admitted one included, and copies only its whole seconds: an admitted
+    # `client` status with 0 left and 0.95 s to full made a 429 say Retry-After: 0.
+    now = [10**12]
+    monkeypatch.setattr("tenantgate.quota.memory.monotonic_us", lambda: now[0])
+    monkeypatch.setattr("tenantgate.quota.limiter.monotonic_us", lambda: now[0])
+    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
+    config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n")
+    async with serving(Snapshot(make_limiter(config))) as stub:
+        client = descriptor(("client", "c"))
+        partly = await ask(stub, client, hits=9)  # 1 left, full again in 0.9 s
+        now[0] += 50_000
+        await ask(stub, client)  # 0.95 s
+        now[0] += 100_000
+        denied = await ask(stub, client, descriptor(("blocked", "x")))  # 0 left, 0.95 s
+    assert partly.statuses[0].duration_until_reset == Duration(seconds=1)
+    assert denied.overall_code == Response.OVER_LIMIT
+    admitted, blocked = denied.statuses
+    assert (admitted.code, admitted.limit_remaining) == (Response.OK, 0)
+    assert admitted.duration_until_reset == Duration(seconds=1)
+    assert blocked.duration_until_reset == Duration(seconds=60)
+
+
 async def test_a_huge_cost_in_a_group_with_a_yearly_bucket_says_a_year_on_every_store(
         rls: object) -> None:
     # One group: a 1/year bucket and a 4294967295/s one. Capped at the largest burst + 1, the
