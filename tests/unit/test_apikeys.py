@@ -212,6 +212,10 @@ def config_issues(tmp_path: Path, **sections: Any) -> list[str]:
     (tmp_path / "c.key").write_text("c" * 40)
     (tmp_path / "short.key").write_text("short")
     (tmp_path / "long.key").write_text("l" * 40)
+    (tmp_path / "spaced.key").write_text("l" * 20 + " " + "l" * 20)
+    (tmp_path / "tab.key").write_text("l" * 20 + "\t" + "l" * 20)
+    (tmp_path / "accented.key").write_text("l" * 40 + "\u00e9", encoding="utf-8")
+    (tmp_path / "latin1.key").write_bytes(b"pass\xe9word")
     document = {"context": {"active_key": "c1",
                             "keys": [{"id": "c1", "secret": {"fromFile": "c.key"}}]}, **sections}
     try:
@@ -243,10 +247,46 @@ def config_issues(tmp_path: Path, **sections: Any) -> list[str]:
                                "rotate_overlap": "3651d"}},
                  "api_keys.rotate_overlap: Input should be less than or equal to 315360000",
                  id="rotate-overlap-over-ten-years"),
+    # redis-py takes the password as text: serve ended in a UnicodeDecodeError traceback.
+    pytest.param({"api_keys": {"hash_secret": {"fromFile": "long.key"},
+                               "redis_password": {"fromFile": "latin1.key"}}},
+                 "api_keys.redis_password: the password is not valid UTF-8",
+                 id="redis-password-not-utf8"),
+    # gRPC cannot send such a token (nor the CLI): the admin API would be locked for good.
+    *[pytest.param({"admin": {"token": {"fromFile": name}}},
+                   "admin.token: token must be printable ASCII without spaces (it goes in an "
+                   "`authorization: Bearer` header)", id=f"admin-token-{name.split('.')[0]}")
+      for name in ("spaced.key", "tab.key", "accented.key")],
+    # gRPC reads ::1:9002 as one IPv6 address, port 443: serve failed to bind it, and a
+    # token-only config passed as loopback.
+    pytest.param({"admin": {"listen": "::1:9002", "token": {"fromFile": "long.key"}}},
+                 "admin.listen: ::1:9002: an IPv6 address goes in brackets, e.g. [::1]:9002",
+                 id="admin-listen-ipv6-unbracketed"),
+    pytest.param({"admin": {"listen": "[127.0.0.1]:9002", "token": {"fromFile": "long.key"}}},
+                 "admin.listen: [127.0.0.1]:9002: brackets hold an IPv6 address, e.g. "
+                 "[::1]:9002", id="admin-listen-ipv4-in-brackets"),
+    # gRPC binds unix://run/a.sock at /run/a.sock, not at a relative run/a.sock.
+    pytest.param({"admin": {"listen": "unix://run/admin.sock",
+                            "token": {"fromFile": "long.key"}}},
+                 "admin.listen: unix://run/admin.sock: unix:// is followed by an absolute path "
+                 "(unix:///abs/path); write unix:PATH for a path relative to the config file",
+                 id="admin-listen-unix-double-slash-relative"),
+    *[pytest.param({"admin": {"listen": listen, "token": {"fromFile": "long.key"}}},
+                   f"admin.listen: /{'s' * 120} is 121 bytes: a Unix socket path holds at most "
+                   "107 (sun_path); choose a shorter one", id=f"admin-listen-socket-too-long-{i}")
+      for i, listen in enumerate((f"unix:/{'s' * 120}", f"unix:///{'s' * 120}"))],
 ])
 def test_bad_api_key_and_admin_config_is_refused_with_its_key_path(
         tmp_path: Path, sections: dict[str, Any], issue: str) -> None:
     assert config_issues(tmp_path, **sections) == [issue]
+
+
+@pytest.mark.parametrize("listen", ["[::1]:9002", "localhost:9002", "unix:///run/admin.sock",
+                                    "unix:run/admin.sock"])
+def test_admin_listen_forms_grpc_reads_as_meant_are_accepted(tmp_path: Path,
+                                                              listen: str) -> None:
+    assert config_issues(tmp_path, admin={"listen": listen, "token": {"fromFile": "long.key"}},
+                         api_keys={"hash_secret": {"fromFile": "long.key"}}) == []
 
 
 def test_api_keys_and_admin_are_off_unless_configured(tmp_path: Path) -> None:

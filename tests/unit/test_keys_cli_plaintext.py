@@ -52,3 +52,23 @@ def test_loopback_and_unix_sockets_may_go_without_tls(channels: list[str],
         main(["keys", "--admin", address, "--token-env", "TG_ADMIN_TOKEN",
               "list", "--tenant", "acme"])
     assert channels == [address]
+
+
+@pytest.mark.parametrize(("address", "problem"), [
+    # gRPC reads ::1:1 as the IPv6 address ::0.1.0.1, port 443: another host, in clear text.
+    pytest.param("::1:1", "an IPv6 address goes in brackets, e.g. [::1]:1", id="ipv6-loopback"),
+    pytest.param("::1]:9002", "an IPv6 address goes in brackets, e.g. [::1]:9002",
+                 id="opening-bracket-missing"),
+    pytest.param("[::1:9002", "an IPv6 address goes in brackets, e.g. [::1]:9002",
+                 id="closing-bracket-missing"),
+    pytest.param("[127.0.0.1]:9002", "brackets hold an IPv6 address, e.g. [::1]:9002",
+                 id="ipv4-in-brackets"),
+])
+def test_an_ipv6_host_without_brackets_is_refused_before_connecting(
+        channels: list[str], capsys: pytest.CaptureFixture[str], address: str,
+        problem: str) -> None:
+    code = main(["keys", "--admin", address, "--token-env", "TG_ADMIN_TOKEN",
+                 "list", "--tenant", "acme"])
+    assert (code, capsys.readouterr().err) == (2, f"tenantgate keys: --admin {address}: "
+                                                  f"{problem}\n")
+    assert channels == []

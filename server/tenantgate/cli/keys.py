@@ -19,7 +19,12 @@ from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
-from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS, NO_OVERLAP, is_local_address
+from tenantgate.config.apikeys import (
+    MAX_LIFETIME_SECONDS,
+    NO_OVERLAP,
+    check_ipv6_bracketed,
+    is_local_address,
+)
 from tenantgate.config.types import Duration, check_host_port, is_duration_text
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
@@ -166,6 +171,10 @@ def _channel(args: argparse.Namespace) -> grpc.Channel:
                              "65535, or unix:PATH") from None
         if int(args.admin.rpartition(":")[2]) == 0:
             raise UsageError(f"--admin {args.admin}: port 0 is not an address to connect to")
+        try:
+            check_ipv6_bracketed(args.admin)  # ::1:9002 would go to another host, port 443
+        except ValueError as exc:
+            raise UsageError(f"--admin {exc}") from None
     if args.ca is None and args.cert is None and args.key is None:
         # The token goes in the first request, before the server says anything: in clear
         # text it may go only where the admin API itself may listen without TLS.

@@ -18,7 +18,9 @@ from tenantgate.config.types import (
     check_host_port,
     check_one_password,
     check_redis_url,
+    check_socket_path_length,
     config_file_path,
+    grpc_unix_path,
 )
 
 _LOOPBACK_NAMES = ("localhost",)
@@ -69,6 +71,18 @@ class ApiKeysConfig(Model):
         check_redis_url(value)  # ports and db number, which redis-py checks only at serve
         return value
 
+    @field_validator("redis_password")
+    @classmethod
+    def _password_is_text(cls, value: Secret | None) -> Secret | None:
+        # redis-py takes the password as text: bytes that are not UTF-8 passed check-config
+        # and ended serve in a UnicodeDecodeError traceback.
+        if value is not None:
+            try:
+                value.value.decode()
+            except UnicodeDecodeError:
+                raise ValueError("the password is not valid UTF-8") from None
+        return value
+
 
 class AdminTlsConfig(Model):
     """Server certificate, and the CA that signs admin client certificates (mTLS)."""
@@ -104,13 +118,18 @@ class AdminConfig(Model):
             address = check_host_port(value)
         except ValueError:
             raise ValueError("must be host:port (port up to 65535) or unix:PATH") from None
-        return check_grpc_host_given(address)
+        return check_ipv6_bracketed(check_grpc_host_given(address))
 
     @field_validator("token")
     @classmethod
     def _token_long_enough(cls, value: Secret | None) -> Secret | None:
         if value is not None and len(value.value) < 32:
             raise ValueError("token must be at least 32 bytes")
+        # gRPC metadata carries printable ASCII only, and a bearer token has no spaces: any
+        # other token could never be presented, locking the admin API. Never echoed.
+        if value is not None and not all(0x21 <= byte <= 0x7E for byte in value.value):
+            raise ValueError("token must be printable ASCII without spaces (it goes in an "
+                             "`authorization: Bearer` header)")
         return value
 
     @model_validator(mode="after")
@@ -127,11 +146,36 @@ class AdminConfig(Model):
 def _socket_relative_to_config(address: str, info: ValidationInfo) -> str:
     # Like listen.uds and every file path in the config: not relative to whichever directory
     # serve happens to run in. `unix://` is followed by an absolute path (gRPC's naming).
-    path = address.removeprefix("unix:")
+    if address.startswith("unix://") and not address.startswith("unix:///"):
+        # gRPC reads unix://run/a.sock as /run/a.sock: not the relative path it looks like.
+        raise ValueError(f"{address}: unix:// is followed by an absolute path (unix:///abs/"
+                         "path); write unix:PATH for a path relative to the config file")
+    path = grpc_unix_path(address)
     if not path:
         raise ValueError("unix:PATH needs a socket path")
-    resolved = config_file_path(path, info)  # refuses a NUL byte too
+    resolved = check_socket_path_length(config_file_path(path, info))  # and no NUL byte
     return address if address.startswith("unix://") else "unix:" + resolved
+
+
+def check_ipv6_bracketed(address: str) -> str:
+    """A `host:port` whose IPv6 host is in brackets, as gRPC reads it: it takes `::1:9002` as
+    one IPv6 address with the default port 443, not as [::1]:9002."""
+    host, _, port = address.rpartition(":")
+    bracketed = host.startswith("[") and host.endswith("]")
+    inner = host[1:-1] if bracketed else host
+    if not bracketed and ":" in host:
+        raise ValueError(f"{address}: an IPv6 address goes in brackets, e.g. [::1]:{port}")
+    if "[" in inner or "]" in inner or (bracketed and not _is_ipv6(inner)):
+        raise ValueError(f"{address}: brackets hold an IPv6 address, e.g. [::1]:{port}")
+    return address
+
+
+def _is_ipv6(text: str) -> bool:
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
 
 
 def is_local_address(address: str) -> bool:
@@ -139,7 +183,11 @@ def is_local_address(address: str) -> bool:
     admin listener, and the `tenantgate keys` client)."""
     if address.startswith("unix:"):
         return True
-    host = address.rpartition(":")[0].strip("[]")
+    host = address.rpartition(":")[0]
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:  # gRPC reads `::1:9002` as one IPv6 address, port 443: not loopback
+        return False
     if host in _LOOPBACK_NAMES:
         return True
     try:
