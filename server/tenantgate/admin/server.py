@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any
 
 import grpc
 
-from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
@@ -94,7 +93,7 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
     credentials = _credentials(cfg) if cfg.tls is not None else None
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-    pb_grpc.add_ApiKeyAdminServicer_to_server(ApiKeyAdminServicer(get_runtime), server)
+    ApiKeyAdminServicer(get_runtime).add_to_server(server)
     try:
         if credentials is None:
             port = server.add_insecure_port(cfg.listen)

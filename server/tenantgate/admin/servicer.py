@@ -6,6 +6,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import grpc
+from google.protobuf.message import DecodeError, Message
 from redis.exceptions import RedisError
 
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
@@ -25,6 +26,7 @@ PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 MAX_PAGE_BYTES = 1024 * 1024
 _ENTRY_OVERHEAD = 4  # a repeated entry's tag and length prefix (ApiKey messages are < 2 MiB)
+_SERVICE = pb.DESCRIPTOR.services_by_name["ApiKeyAdmin"]
 _CODES = {"invalid_argument": grpc.StatusCode.INVALID_ARGUMENT,
           "not_found": grpc.StatusCode.NOT_FOUND,
           "failed_precondition": grpc.StatusCode.FAILED_PRECONDITION}
@@ -61,9 +63,44 @@ def list_page(records: Sequence[KeyRecord], limit: int) -> pb.ListKeysResponse:
     return response
 
 
+def _parse_or_none(message_type: type[Message]) -> Callable[[bytes], Message | None]:
+    # Raised out of a request deserializer, a DecodeError (a string field that is not UTF-8,
+    # corrupt bytes) makes gRPC answer UNKNOWN with the exception's text and log a traceback,
+    # per call. None is answered by _refuse_unparsed instead, as authz.parse_check_request.
+    def parse(data: bytes) -> Message | None:
+        try:
+            return message_type.FromString(data)
+        except DecodeError:
+            return None
+    return parse
+
+
+def _refuse_unparsed(method: Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+                     ) -> Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if request is None:
+            await context.abort(grpc.StatusCode.INVALID_ARGUMENT,
+                                "the request is not a valid protobuf message")
+        return await method(request, context)
+    return handle
+
+
 class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
     def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
+
+    def add_to_server(self, server: grpc.aio.Server) -> None:
+        """As the generated add_ApiKeyAdminServicer_to_server, but a request protobuf cannot
+        parse is INVALID_ARGUMENT. The admin interceptor runs before any parsing, so a caller
+        without the credential is refused UNAUTHENTICATED whatever it sent."""
+        handlers = {method.name: grpc.unary_unary_rpc_method_handler(
+            _refuse_unparsed(getattr(self, method.name)),
+            request_deserializer=_parse_or_none(getattr(pb, method.input_type.name)),
+            response_serializer=getattr(pb, method.output_type.name).SerializeToString)
+            for method in _SERVICE.methods}
+        server.add_generic_rpc_handlers(
+            (grpc.method_handlers_generic_handler(_SERVICE.full_name, handlers),))
+        server.add_registered_method_handlers(_SERVICE.full_name, handlers)
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any],
                    action: Callable[[KeyManager], Awaitable[T]]) -> T:
