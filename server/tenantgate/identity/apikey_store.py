@@ -3,13 +3,17 @@ key-id set per tenant, a usage hash per tenant, and the revocation channel."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import logging
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.asyncio import Redis
 from redis.exceptions import RedisError, ResponseError
 
+from tenantgate.observe.throttle import Throttle
+
+log = logging.getLogger("tenantgate.apikeys")
 _KEY = "tenantgate:apikey:{}"  # hash: one key record
 _TENANT_KEYS = "tenantgate:apikeys:tenant:{}"  # set: the key ids of one tenant
 _USAGE = "tenantgate:apikeys:usage:{}"  # hash: requests, revoked_attempts, key:<id>
@@ -88,6 +92,7 @@ class ApiKeyStore:
     def __init__(self, client: Redis, channel: str) -> None:
         self.client = client
         self.channel = channel
+        self._unreadable_said = Throttle(60.0)
 
     async def get(self, key_id: str, *, lenient: bool = False) -> KeyRecord | None:
         raw = await self.client.hgetall(_KEY.format(key_id))
@@ -114,7 +119,8 @@ class ApiKeyStore:
                        revoked_at=record.revoked_at if revoked_at is None else revoked_at)
 
     async def list(self, tenant: str) -> list[KeyRecord]:
-        key_ids = sorted(_text(k) for k in await self.client.smembers(_TENANT_KEYS.format(tenant)))
+        members = await self.client.smembers(_TENANT_KEYS.format(tenant))
+        key_ids = sorted(self._readable(members, tenant, "key-id set"))
         async with self.client.pipeline(transaction=False) as pipe:
             for key_id in key_ids:
                 pipe.hgetall(_KEY.format(key_id))
@@ -172,9 +178,24 @@ class ApiKeyStore:
 
     async def usage(self, tenant: str) -> Usage:
         stored = await self.client.hgetall(_USAGE.format(tenant))
-        raw = {_text(k): _int(v) for k, v in stored.items()}
+        raw = {name: _int(stored[field])
+               for name, field in self._readable(stored, tenant, "usage hash").items()}
         per_key = {k.removeprefix("key:"): v for k, v in raw.items() if k.startswith("key:")}
         return Usage(tenant, raw.get("requests", 0), raw.get("revoked_attempts", 0), per_key)
+
+    def _readable(self, names: Iterable[Any], tenant: str, where: str) -> dict[str, Any]:
+        """The UTF-8 names as text, each mapped to the name as stored. Others, from a hand
+        edit, are left out, as unreadable records are, and said at most once a minute: one
+        must not fail the tenant's whole listing or usage."""
+        readable: dict[str, Any] = {}
+        for name in names:
+            try:
+                readable[_text(name)] = name
+            except UnicodeDecodeError:
+                if self._unreadable_said.ready():
+                    log.warning("API keys of tenant %s: an entry of the %s is not UTF-8: left "
+                                "out until fixed", tenant, where)
+        return readable
 
 
 # KEYS[1] the key record hash; ARGV[1] field, ARGV[2] value. Sets the field only if the hash exists.

@@ -72,3 +72,31 @@ async def test_a_record_that_is_not_utf8_is_refused_like_an_unknown_key(
                 client.hset(f"tenantgate:apikey:{broken.key.key_id}", field, b"mended")
         a.app.runtime.api_keys.invalidate()
         assert (await a.check(broken.api_key)).denied_response.status.code == 401
+
+
+async def test_a_tenant_set_member_or_usage_field_not_utf8_is_left_out_and_said_once(
+        start_replica: StartReplica, redis_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    # Hand edits of the tenant's key-id set and usage hash: ListKeys and GetUsage ended in
+    # UNKNOWN with a traceback. Unreadable entries are left out, as unreadable records are.
+    a = await start_replica("a", admin=True)
+    channel, admin = a.admin()
+    async with channel:
+        intact = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
+        assert (await a.check(intact.api_key)).status.code == code_pb2.OK
+        await a.app.runtime.api_keys.flush_usage()
+        with redis.Redis.from_url(redis_url) as client:
+            client.sadd("tenantgate:apikeys:tenant:acme", b"\xff\xfe")
+            client.hset("tenantgate:apikeys:usage:acme", b"key:\xff", 7)
+        errors = internal_errors()
+        for _ in range(2):
+            listed = await admin.ListKeys(pb.ListKeysRequest(tenant="acme", include_revoked=True),
+                                          metadata=bearer())
+            assert [k.key_id for k in listed.keys] == [intact.key.key_id]
+            usage = await admin.GetUsage(pb.GetUsageRequest(tenant="acme"), metadata=bearer())
+            assert [(k.key_id, k.requests) for k in usage.keys] == [(intact.key.key_id, 1)]
+            assert usage.requests == 1
+        assert internal_errors() == errors
+    said = [r for r in caplog.records if "not UTF-8" in r.getMessage()]
+    assert [(r.levelno, r.exc_info) for r in said] == [(logging.WARNING, None)]
+    assert "acme" in said[0].getMessage()
+    assert [r for r in caplog.records if r.exc_info] == []
