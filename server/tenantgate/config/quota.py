@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     AfterValidator,
@@ -237,6 +238,12 @@ class RedisConfig(Model):
         if not value.startswith(schemes):
             raise ValueError(f"url must start with one of {', '.join(schemes)}")
         check_redis_url(value)  # hosts, ports, db, master: redis-py checks them only at serve
+        if value.startswith(schemes[3:]) and urlsplit(value).query:
+            # quota.redis.connect builds these clients from the hosts and path alone: a CA, a
+            # database or a password given here would be silently dropped.
+            raise ValueError("a redis+sentinel:// or redis(s)+cluster:// url takes no ?options "
+                             "(they would be ignored): the database goes in the sentinel path "
+                             "(/master/db), the password in the url or in quota.redis.password")
         return value
 
     @model_validator(mode="after")

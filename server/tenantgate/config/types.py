@@ -216,14 +216,38 @@ def _check_redis_db(scheme: str, path: str, query: dict[str, list[str]]) -> None
             raise ValueError(f"the database number must be a whole number, got {value!r}")
 
 
-def _check_redis_query(scheme: str, query: str) -> None:
-    """redis-py converts query arguments (socket_timeout=, protocol=...) only when connecting."""
-    from redis.connection import parse_url  # here: the rest of config needs no redis
+# Query options redis-py reads as text and the stores use. Any other name went to the
+# connection as a keyword (a TypeError at serve) or as a string where it wants an object
+# (`retry=x`, `credential_provider=x`: a failure at the first call).
+_REDIS_QUERY_OPTIONS = frozenset({
+    "db", "protocol", "client_name", "username", "password", "socket_timeout",
+    "socket_connect_timeout", "socket_keepalive", "retry_on_timeout", "max_connections",
+    "health_check_interval"})
+_REDIS_TLS_QUERY_OPTIONS = frozenset({
+    "ssl_keyfile", "ssl_certfile", "ssl_password", "ssl_cert_reqs", "ssl_ca_certs",
+    "ssl_ca_path", "ssl_ca_data", "ssl_check_hostname", "ssl_min_version", "ssl_ciphers",
+    "ssl_include_verify_flags", "ssl_exclude_verify_flags"})
+# What CLIENT SETNAME takes: printable ASCII, no space (else every handshake fails).
+_CLIENT_NAME = re.compile(r"[!-~]+")
 
+
+def _check_redis_query(scheme: str, query: str) -> None:
+    """redis-py converts and checks query arguments only when it builds a connection: build
+    one as the stores do, without dialling, after refusing options it would not use."""
+    from redis.asyncio.connection import ConnectionPool  # here: the rest of config needs no redis
+    from redis.exceptions import RedisError
+
+    for name in parse_qs(query):
+        if name in _REDIS_TLS_QUERY_OPTIONS and scheme != "rediss":
+            raise ValueError(f"{name!r} is a TLS option: it needs a rediss:// url")
+        if name not in _REDIS_QUERY_OPTIONS | _REDIS_TLS_QUERY_OPTIONS:
+            raise ValueError(f"unknown query option {name!r}")
     try:
-        parse_url(f"{scheme}://localhost?{query}")
-    except ValueError as exc:  # "Invalid value for 'protocol' in connection URL."
+        connection = ConnectionPool.from_url(f"{scheme}://localhost?{query}").make_connection()
+    except (ValueError, RedisError) as exc:  # "Invalid value for 'protocol' in connection URL."
         raise ValueError(str(exc)) from None
+    if connection.client_name is not None and not _CLIENT_NAME.fullmatch(connection.client_name):
+        raise ValueError("client_name must be printable ASCII without spaces")
 
 
 class Model(BaseModel):

@@ -1,0 +1,85 @@
+"""quota.redis.url query options: refused at load (key path named) unless the store uses them."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from tenantgate.config.load import parse_config
+from tenantgate.errors import ConfigError
+
+FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
+TLS_ONLY = "is a TLS option: it needs a rediss:// url"
+NO_QUERY = ("a redis+sentinel:// or redis(s)+cluster:// url takes no ?options (they would be "
+            "ignored): the database goes in the sentinel path (/master/db), the password in the "
+            "url or in quota.redis.password")
+
+
+@pytest.fixture(autouse=True)
+def _context_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_TEST_CONTEXT_KEY", "k" * 64)
+
+
+def issues(url: str) -> list[str]:
+    try:
+        parse_config((FIXTURES / "valid.yaml").read_text()
+                     + f"quota:\n  store: redis\n  redis: {{url: '{url}'}}\n")
+    except ConfigError as exc:
+        return exc.issues
+    return []
+
+
+@pytest.mark.parametrize(("url", "problem"), [
+    # Each passed check-config, then serve died with redis-py's TypeError or RedisError, or
+    # every quota call failed the handshake (CLIENT SETNAME refuses spaces and controls).
+    ("redis://h:6379/0?foo=bar", "unknown query option 'foo'"),
+    ("redis://h?retry=x", "unknown query option 'retry'"),
+    ("redis://h?credential_provider=x", "unknown query option 'credential_provider'"),
+    ("redis://h?ssl_ca_certs=/x", f"'ssl_ca_certs' {TLS_ONLY}"),
+    ("unix:///run/redis.sock?ssl_ca_certs=/x", f"'ssl_ca_certs' {TLS_ONLY}"),
+    ("rediss://h?ssl_cert_reqs=bogus", "Invalid SSL Certificate Requirements Flag: bogus"),
+    ("redis://h?protocol=4", "protocol must be either 2 or 3"),
+    ("redis://h?client_name=a%20b", "client_name must be printable ASCII without spaces"),
+    ("redis://h?client_name=a%0Ab", "client_name must be printable ASCII without spaces"),
+    ("redis://h?client_name=%C3%A9", "client_name must be printable ASCII without spaces"),
+    # connect() reads no query of these: a CA, a database or a password was silently dropped.
+    ("redis+sentinel://h:26379/mymaster?db=2", NO_QUERY),
+    ("redis+sentinel://h:26379/mymaster?password=x", NO_QUERY),
+    ("rediss+cluster://h1:7000,h2:7001?ssl_ca_certs=/etc/ca.crt", NO_QUERY),
+], ids=lambda v: v[:40])
+def test_a_query_option_the_store_would_not_use_is_a_config_error(url: str,
+                                                                   problem: str) -> None:
+    assert issues(url) == [f"quota.redis.url: {problem}"]
+
+
+@pytest.mark.parametrize("url", [
+    "rediss://h:6380/0?ssl_ca_certs=/etc/ca.crt&ssl_cert_reqs=required",
+    "rediss://h?ssl_certfile=/c&ssl_keyfile=/k&ssl_check_hostname=false",
+    "redis://h?client_name=tenantgate-1&protocol=3&db=2",
+    "unix:///run/redis.sock?db=3&client_name=tg&health_check_interval=5",
+    "redis://h?socket_keepalive=true",
+])
+def test_query_options_the_store_uses_still_pass(url: str) -> None:
+    assert issues(url) == []
+
+
+def console_script() -> str:
+    found = Path(sys.executable).parent / "tenantgate"
+    return str(found) if found.exists() else shutil.which("tenantgate") or "tenantgate"
+
+
+@pytest.mark.parametrize("query", ["foo=bar", "ssl_ca_certs=/x", "client_name=a%20b"])
+def test_check_config_exits_2_naming_the_key_path(tmp_path: Path, query: str) -> None:
+    config = tmp_path / "tenantgate.yaml"
+    config.write_text((FIXTURES / "valid.yaml").read_text()
+                      + f"quota:\n  store: redis\n  redis: {{url: 'redis://h?{query}'}}\n")
+    result = subprocess.run([console_script(), "check-config", str(config)], capture_output=True,
+                            text=True, timeout=60,
+                            env={**os.environ, "TG_TEST_CONTEXT_KEY": "k" * 64})
+    assert result.returncode == 2
+    assert result.stderr.startswith(f"{config}: quota.redis.url: ")
+    assert "Traceback" not in result.stderr
