@@ -213,7 +213,10 @@ def test_listeners_that_can_coexist_are_accepted(listen: str) -> None:
 @pytest.mark.parametrize(("listen", "admin", "message"), [
     ("{grpc: ':9001'}", None, "listen.grpc: ':9001': give a host"),
     ("{grpc: '127.0.0.1:9001'}", ":9002", "admin.listen: ':9002': give a host"),
-], ids=["grpc", "admin"])
+    # gRPC reads `::1:9001` as one IPv6 address on port 443
+    ("{grpc: '::1:9001'}", None,
+     "listen.grpc: ::1:9001: an IPv6 address goes in brackets, e.g. [::1]:9001"),
+], ids=["grpc", "admin", "grpc-ipv6-unbracketed"])
 def test_a_grpc_listener_without_a_host_is_refused(listen: str, admin: str | None,
                                                    message: str) -> None:
     # gRPC cannot bind an empty host: check-config passed it and serve failed to bind.
@@ -345,3 +348,11 @@ def test_numbers_and_yaml_booleans_are_still_read() -> None:
     assert (config.audit.sample_allow, config.audit.enabled, config.quota.enabled) == (
         1.0, True, False)
     assert (config.credentials.token_cache_entries, config.listen.drain_timeout) == (5, 2.5)
+
+
+def test_an_api_keys_error_is_not_followed_by_a_claim_that_api_keys_is_missing() -> None:
+    # admin's check read a failed api_keys as absent and added a second, false error.
+    text = (CONTEXT + "api_keys: {hash_secret: {fromEnv: TG_TEST_CONTEXT_KEY}, bogus: 1}\n"
+            "admin: {listen: '127.0.0.1:9002', token: {fromEnv: TG_TEST_CONTEXT_KEY}}\n")
+    found = issues(text)
+    assert len(found) == 1 and found[0].startswith("api_keys.bogus")

@@ -12,7 +12,7 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import InvalidKeyError
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig
+from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig, check_ipv6_bracketed
 from tenantgate.config.paths import fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import (
@@ -98,7 +98,8 @@ class ListenConfig(Model):
     @field_validator("grpc")
     @classmethod
     def _grpc_host_given(cls, value: str | None) -> str | None:
-        return check_grpc_host_given(value) if value is not None else None
+        # gRPC reads `::1:9001` as one IPv6 address on port 443, not as [::1]:9001.
+        return check_ipv6_bracketed(check_grpc_host_given(value)) if value is not None else None
 
     @field_validator("uds")
     @classmethod
@@ -592,7 +593,8 @@ class Config(Model):
     def _admin_needs_api_keys(cls, value: AdminConfig | None,
                               info: ValidationInfo) -> AdminConfig | None:
         # check-config must refuse what serve refuses: the admin API only manages API keys.
-        if value is not None and info.data.get("api_keys") is None:
+        # Absent from info.data when api_keys itself failed: that error is the one to read.
+        if value is not None and "api_keys" in info.data and info.data["api_keys"] is None:
             raise ValueError("the admin API manages API keys: configure api_keys too")
         return value
 
