@@ -37,9 +37,11 @@ _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECON
 # the store or push other tenants' buckets out of the embedded store.
 MAX_DESCRIPTORS = 64  # rate_limits entries applying to one route: real ones have a handful
 MAX_ENTRIES = 16  # actions in one rate_limits entry: real ones have one to four
-# A key (UTF-8) longer than this is refused: keys come from Envoy's config, not the client. A
-# longer value (a client's header or path) is matched as sent and keyed by its digest.
+# A key (UTF-8) longer than this is refused: keys come from Envoy's config, not the client.
 MAX_ENTRY_BYTES = 1024
+# A value (a client's header or path) escaped longer than this is matched as sent and keyed by
+# its digest: the embedded store, degraded buckets and the RESP cache count keys, not bytes.
+MAX_KEY_PART = 128
 UNPARSEABLE = "not a RateLimitRequest protobuf can parse (truncated, or a string not UTF-8)"
 
 
@@ -65,10 +67,13 @@ def _key_part(value: str) -> str:
     # Escaped, so a brace in a header value cannot move the hash tag. One too long becomes its
     # digest: keys stay bounded, and the call is not refused (a refusal is a failure of this
     # service to Envoy, so failure_mode_deny decided: open, a long query string dodged every
-    # limit). `#` is escaped in every value, so no value's key part reads as a digest.
-    if len(value.encode()) > MAX_ENTRY_BYTES:
-        return "#" + hashlib.sha256(value.encode()).hexdigest()
-    return quote(value, safe="")
+    # limit). Measured escaped: escaping triples a byte. `#` is escaped in every value, so no
+    # value's key part reads as a digest.
+    raw = value.encode()
+    escaped = quote(raw, safe="") if len(raw) <= MAX_KEY_PART else None  # escaping lengthens
+    if escaped is None or len(escaped) > MAX_KEY_PART:
+        return "#" + hashlib.sha256(raw).hexdigest()
+    return escaped
 
 
 def descriptor_bucket(domain: str, entries: list[tuple[str, str]], limit: RlsLimit,
