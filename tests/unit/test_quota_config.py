@@ -7,7 +7,9 @@ from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
 from tenantgate.errors import ConfigError
-from tenantgate.quota import build_limiter
+from tenantgate.quota import Limiter, build_limiter
+from tenantgate.quota.headers import rate_headers
+from tenantgate.quota.memory import MemoryStore
 
 BASE = """
 context:
@@ -186,3 +188,29 @@ def test_limits_with_different_periods_are_kept() -> None:
 def test_redis_timeouts_must_be_above_zero(key: str) -> None:
     assert issues(f"  store: redis\n  redis: {{{key}: 0s}}\n") == [
         f"quota.redis.{key}: Input should be greater than 0"]
+
+
+@pytest.mark.parametrize("name", ['"a\\r\\nx-evil: 1"', '"pro plan"', '"p\\u00e9"', "''",
+                                  "'" + "p" * 65 + "'"], ids=["crlf", "space", "non_ascii",
+                                                              "empty", "too_long"])
+def test_a_plan_name_must_be_fit_for_a_header(name: str) -> None:
+    # A plan name is the bucket name in the ratelimit-policy and ratelimit response headers:
+    # `a\r\nx-evil: 1` went into a header value. Rule names had this pattern already.
+    [issue] = issues(f"  plans: {{{name}: {{limits: [1/s]}}}}\n")
+    assert issue.startswith("quota.plans.")
+    assert issue.endswith(".[key]: String should match pattern '^[A-Za-z0-9_.-]{1,64}$'")
+
+
+async def test_a_period_in_milliseconds_is_labelled_cleanly_in_headers() -> None:
+    # 700 x 0.001 is 0.7000000000000001 in floating point: the header said
+    # "p-0.7000000000000001s".
+    config = load("  enabled: true\n  default_plan: p\n  plans: {p: {limits: ['7/700ms', "
+                  "'3/1100ms'], endpoints: [{name: w, limits: ['1/300ms']}]}}\n")
+    assert [lim.rate.period for lim in config.quota.plans["p"].limits] == [0.7, 1.1]
+    limiter = Limiter(config, MemoryStore())
+    plan = limiter.plan_for("acme", None, True)
+    assert plan is not None
+    verdict = await limiter.check(plan, "acme", "GET", "/")
+    assert dict(rate_headers(verdict))["ratelimit-policy"] == (
+        '"p-0.7s";q=7;w=1, "p-1.1s";q=3;w=1, "w-0.3s";q=1;w=1')
+    await limiter.close()

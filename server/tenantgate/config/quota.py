@@ -31,10 +31,15 @@ from tenantgate.config.types import (
 )
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
-_PERIOD_SECONDS = {
-    "ms": 0.001, "s": 1.0, "sec": 1.0, "second": 1.0, "m": 60.0, "min": 60.0, "minute": 60.0,
-    "h": 3600.0, "hour": 3600.0, "d": 86400.0, "day": 86400.0,
+# In ms, divided once: 700 x 0.001 is 0.7000000000000001, and the period's label (the
+# bucket's key and name, so response headers) would say so; 700 / 1000 is 0.7.
+_PERIOD_MS = {
+    "ms": 1, "s": 1000, "sec": 1000, "second": 1000, "m": 60_000, "min": 60_000,
+    "minute": 60_000, "h": 3_600_000, "hour": 3_600_000, "d": 86_400_000, "day": 86_400_000,
 }
+# Plan and endpoint rule names become bucket names in response header values.
+_NAME = r"^[A-Za-z0-9_.-]{1,64}$"
+Name = Annotated[str, Field(pattern=_NAME)]
 # Bounds that keep every bucket's arithmetic (whole µs, int64 in Redis, doubles in Lua)
 # exact; nothing a plan means in practice comes near them.
 MAX_COUNT = 2**32 - 1
@@ -61,14 +66,14 @@ def parse_rate(value: Any) -> Rate:
     if not isinstance(value, str) or not (m := _RATE.match(value.lower())):
         raise ValueError(_RATE_HELP)
     count, multiple, unit = int(m.group(1)), int(m.group(2) or 1), m.group(3)
-    if unit not in _PERIOD_SECONDS:
+    if unit not in _PERIOD_MS:
         raise ValueError(f"{_RATE_HELP} (unknown unit {unit!r})")
     if count < 1 or multiple < 1:
         raise ValueError("count and period must be at least 1")
     if count > MAX_COUNT:
         raise ValueError(f"count must be at most {MAX_COUNT} (Envoy's rate-limit API carries "
                          "a uint32)")
-    period = multiple * _PERIOD_SECONDS[unit]
+    period = multiple * _PERIOD_MS[unit] / 1000
     if period > MAX_PERIOD_SECONDS:
         raise ValueError("period must be at most 366 days")
     return Rate(count, period, value.strip())
@@ -139,7 +144,7 @@ Method = Annotated[str, AfterValidator(_one_method)]
 class EndpointRule(Model):
     """Method and path pattern -> buckets of their own, on top of the plan's limits."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    name: Name
     methods: list[Method] | None = None  # None: every method; GET covers HEAD
     path: str = "/**"  # segments, `*` one segment, `**` the rest
     limits: list[Limit] = Field(min_length=1)
@@ -268,7 +273,7 @@ class QuotaConfig(Model):
     enabled: Flag = False
     store: Literal["memory", "redis"] = "memory"
     redis: RedisConfig = Field(default_factory=RedisConfig)
-    plans: dict[str, PlanConfig] = Field(default_factory=dict)
+    plans: dict[Name, PlanConfig] = Field(default_factory=dict)
     default_plan: str | None = None  # tenants without a plan (unknown-but-allowed, or unset)
     failure_mode: FailureMode = "closed"
     replicas: Count | None = Field(default=None, ge=1)  # needed by failure_mode degraded
