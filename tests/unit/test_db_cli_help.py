@@ -21,3 +21,9 @@ def test_lint_help_explains_the_tenant_column_and_its_default(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert ("--tenant-column NAME the column holding the tenant id: every table with it is "
             "checked (default: tenant_id)") in help_text(capsys, "lint")
+
+
+def test_lint_help_lists_the_temporary_and_create_checks_of_an_app_role(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert "TRUNCATE/TRIGGER/REFERENCES, and TEMPORARY or CREATE (temporary tables and " \
+           "schemas' objects shadow the tenant tables)" in help_text(capsys, "lint")

@@ -46,8 +46,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     lint.add_argument("--app-role", action="append", default=[], metavar="ROLE",
                       help="a role the application connects as (repeatable): checked, "
                            "directly and through every role it can become, for superuser, "
-                           "BYPASSRLS, REPLICATION, CREATEROLE, table ownership, key access "
-                           "and TRUNCATE/TRIGGER/REFERENCES")
+                           "BYPASSRLS, REPLICATION, CREATEROLE, table ownership, key access, "
+                           "TRUNCATE/TRIGGER/REFERENCES, and TEMPORARY or CREATE (temporary "
+                           "tables and schemas' objects shadow the tenant tables)")
 
     add = _command(commands, "add-key", "add a key Postgres accepts", _add_key)
     add.add_argument("key_id", metavar="KEY_ID")

@@ -24,6 +24,7 @@ class Problem(enum.StrEnum):
     APP_ROLE_READS_KEYS = "app_role_reads_keys"
     APP_ROLE_CREATES_ROLES = "app_role_creates_roles"
     APP_ROLE_EXTRA_PRIVILEGE = "app_role_extra_privilege"
+    APP_ROLE_CREATES_OBJECTS = "app_role_creates_objects"
     FOREIGN_SCHEMA_OBJECT = "foreign_schema_object"
     FOREIGN_KEY_WITHOUT_TENANT = "foreign_key_without_tenant"
     UNSAFE_TENANTGATE_ROLE = "unsafe_tenantgate_role"

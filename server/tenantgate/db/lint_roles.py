@@ -76,7 +76,7 @@ def role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[F
     if keys:
         found.append(Finding(Problem.APP_ROLE_READS_KEYS, role, "can read or manage the context "
                              "keys (member of tenantgate_owner/tenantgate_admin or granted)"))
-    return found + _server_file_findings(conn, role)
+    return found + _server_file_findings(conn, role) + _creation_findings(conn, role)
 
 
 # No privilege check stops these: the key table's data file is on disk, pads in the clear.
@@ -97,3 +97,44 @@ def _server_file_findings(conn: Any, role: str) -> list[Finding]:
     return [Finding(Problem.APP_ROLE_READS_KEYS, role, f"is a member of {name}: it "
                     f"{_SERVER_FILE_ROLES[name]}, so it can take the context keys")
             for (name,) in held]
+
+
+def _creation_findings(conn: Any, role: str) -> list[Finding]:
+    # A table looked up without a schema is looked for in pg_temp first, whatever search_path
+    # says: on a server session shared between clients (PgBouncer's transaction pooling, a pool
+    # without a reset) one client's TEMP TABLE invoices takes the next transactions' reads and
+    # writes, whichever tenant's, without row level security. An object it may create in a
+    # schema, or in a schema of its own (CREATE on the database: "$user" comes first in the
+    # default search_path), shadows or sits beside the tenant tables just as unprotected.
+    row = conn.execute(
+        "SELECT r.rolsuper, quote_ident(r.rolname), quote_ident(current_database()),"
+        " has_database_privilege(r.oid, current_database(), 'TEMPORARY'),"
+        " has_database_privilege(r.oid, current_database(), 'CREATE')"
+        " FROM pg_roles r WHERE r.rolname = %s", [role]).fetchone()
+    superuser, ident, database, temporary, create = row
+    if superuser:  # reported already; no REVOKE binds it
+        return []
+    schemas = conn.execute(
+        "SELECT quote_ident(nspname) FROM pg_namespace"
+        " WHERE nspname NOT IN ('pg_catalog', 'information_schema')"
+        " AND has_schema_privilege(%s, oid, 'CREATE') ORDER BY 1", [role]).fetchall()
+    revoke = f"FROM PUBLIC, {ident} (and from any role it is a member of; an owner keeps it)"
+    found = []
+    if temporary:
+        found.append(Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, "may create temporary "
+                             f"tables in database {database}: Postgres looks in pg_temp first, "
+                             "so on a pooled server session a temporary table named like a "
+                             "tenant table takes later transactions' rows, every tenant's, "
+                             "without row level security; REVOKE TEMPORARY ON DATABASE "
+                             f"{database} {revoke}"))
+    if create:
+        found.append(Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, "may create schemas in "
+                             f"database {database}: one named after the role comes first in the "
+                             "default search_path, and its tables shadow the tenant tables; "
+                             f"REVOKE CREATE ON DATABASE {database} {revoke}"))
+    found += [Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, f"may create objects in schema "
+                      f"{schema}: its tables have no row level security, and in a schema "
+                      "earlier in the search_path they shadow the tenant tables; REVOKE CREATE "
+                      f"ON SCHEMA {schema} {revoke}")
+              for (schema,) in schemas]
+    return found

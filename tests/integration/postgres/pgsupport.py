@@ -71,6 +71,9 @@ def create_database(cluster: PostgresCluster, name: str) -> Database:
     """A fresh database with tenantgate installed and the test key ring loaded."""
     with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
         conn.execute(f'CREATE DATABASE "{name}" OWNER table_owner')
+        # As docs/postgres.md advises: a temporary table of one client would take the next
+        # tenants' rows on a shared server session (db lint reports app_role_creates_objects).
+        conn.execute(f'REVOKE TEMPORARY ON DATABASE "{name}" FROM PUBLIC')
     with psycopg.connect(cluster.dsn(dbname=name), autocommit=True) as conn:
         schema.install(conn)
         keys.add_key(conn, "active", ACTIVE_SECRET)
@@ -82,8 +85,6 @@ def create_database(cluster: PostgresCluster, name: str) -> Database:
                     KeyRing({"long": LONG_SECRET}, "long"),
                     KeyRing({"retired": RETIRED_SECRET}, "retired"),
                     KeyRing({"pending": PENDING_SECRET}, "pending"))
-
-
 
 
 def create_case_insensitive_collation(db: Database) -> None:

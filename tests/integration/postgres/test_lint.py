@@ -73,6 +73,10 @@ def test_lint_reports_every_leak_precisely(broken: Database) -> None:
         (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
         (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
         (Problem.APP_ROLE_OWNS_TABLE, "table_owner"),
+        # The database's owner: TEMPORARY and CREATE on it, CREATE on its schema public.
+        (Problem.APP_ROLE_CREATES_OBJECTS, "table_owner"),
+        (Problem.APP_ROLE_CREATES_OBJECTS, "table_owner"),
+        (Problem.APP_ROLE_CREATES_OBJECTS, "table_owner"),
         (Problem.APP_ROLE_MISSING, "ghost"),
     ])
 
@@ -383,3 +387,63 @@ def test_a_partition_inherits_its_parents_tenant_column_and_the_parent_is_checke
                      " SELECT tenantgate.isolate('events_a')")
         findings = lint(conn)
     assert [(f.problem, f.subject) for f in findings] == [(Problem.RLS_DISABLED, "public.events")]
+
+
+def test_temporary_table_on_a_shared_session_takes_other_tenants_rows_and_lint_reports_it(
+        fresh_db: Database) -> None:
+    # A new database lets PUBLIC create temporary tables. On a server session that clients
+    # share (PgBouncer's transaction pooling), a client's TEMP TABLE invoices comes before
+    # public.invoices for every later transaction: the next tenant writes into it, without
+    # row level security, and the first client reads it back.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute(f'GRANT TEMPORARY ON DATABASE "{fresh_db.name}" TO PUBLIC;'
+                     " CREATE TABLE invoices (id int, tenant_id text NOT NULL"
+                     "   DEFAULT tenantgate.current_tenant());"
+                     " SELECT tenantgate.isolate('invoices'); GRANT SELECT, INSERT ON invoices"
+                     " TO app")
+        findings = lint(conn, app_roles=("app",))
+    with fresh_db.connect() as shared:
+        shared.execute("CREATE TEMP TABLE invoices (id int, tenant_id text)")
+        with shared.transaction():
+            shared.execute(SET_CONTEXT_SQL, [fresh_db.ring.sign("globex", "bob", "r", 60)])
+            shared.execute("INSERT INTO invoices (id) VALUES (7)")
+        assert shared.execute("SELECT id FROM invoices").fetchall() == [(7,)]
+    assert [str(f) for f in findings] == [
+        f"app_role_creates_objects: app: may create temporary tables in database"
+        f" {fresh_db.name}: Postgres looks in pg_temp first, so on a pooled server session a"
+        " temporary table named like a tenant table takes later transactions' rows, every"
+        " tenant's, without row level security; REVOKE TEMPORARY ON DATABASE"
+        f" {fresh_db.name} FROM PUBLIC, app (and from any role it is a member of; an owner"
+        " keeps it)"]
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute(f'REVOKE TEMPORARY ON DATABASE "{fresh_db.name}" FROM PUBLIC, app')
+        assert lint(conn, app_roles=("app",)) == []
+    with fresh_db.connect() as shared, pytest.raises(psycopg.errors.InsufficientPrivilege):
+        shared.execute("CREATE TEMP TABLE invoices (id int, tenant_id text)")
+
+
+@pytest.mark.parametrize(("grant", "revoke", "detail"), [
+    ("GRANT CREATE ON SCHEMA public TO PUBLIC", "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+     "may create objects in schema public: its tables have no row level security, and in a"
+     " schema earlier in the search_path they shadow the tenant tables; REVOKE CREATE ON"
+     " SCHEMA public FROM PUBLIC, app"),
+    ("GRANT CREATE ON DATABASE {db} TO app", "REVOKE CREATE ON DATABASE {db} FROM app",
+     "may create schemas in database {db}: one named after the role comes first in the"
+     " default search_path, and its tables shadow the tenant tables; REVOKE CREATE ON"
+     " DATABASE {db} FROM PUBLIC, app"),
+], ids=["schema_public", "database"])
+def test_app_role_that_may_create_tables_beside_the_tenant_tables_is_reported(
+        fresh_db: Database, grant: str, revoke: str, detail: str) -> None:
+    # Up to PostgreSQL 14 PUBLIC may create in schema public. A table the app makes has no
+    # RLS; a schema "app" of its own comes first in the default search_path ("$user", public)
+    # and its invoices would take every tenant's queries on every app session.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE t (id int, tenant_id text); SELECT tenantgate.isolate('t');"
+                     f" {grant.format(db=fresh_db.name)}")
+        findings = lint(conn, app_roles=("app",))
+        conn.execute(revoke.format(db=fresh_db.name))
+        assert lint(conn, app_roles=("app",)) == []
+    assert [str(f) for f in findings] == [
+        f"app_role_creates_objects: app: {detail.format(db=fresh_db.name)} (and from any role"
+        " it is a member of; an owner keeps it)"]
+
