@@ -57,6 +57,9 @@ class App:
         # (JWKS fetches) would otherwise finish first and be overwritten by the older file.
         self._reloading = asyncio.Lock()
         self._stopped = False
+        # Whether start() reached SERVING: only then does stop() keep answering for
+        # shutdown_delay and drain for drain_timeout (a failed start served nobody).
+        self._served = False
         # What start() bound: a reload cannot change it, so stop() must not read it from a
         # reloaded config (it would unlink another path and leave our socket behind).
         self._listen = self.runtime.config.listen
@@ -95,6 +98,15 @@ class App:
         AuthorizationServicer(self.current).add_to_server(self.server)  # pins its own snapshot
         _add_rate_limit_service(self.server, self.current)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        # The admin API, on its own listener, first: one that cannot bind then fails the start
+        # before a Check is answered, and before the Check port is bound (gRPC frees a port
+        # only by stopping a started server: a bound, never-started one holds it for good).
+        if self.runtime.config.admin is not None:
+            from tenantgate.admin.server import AdminListenFailed, start_admin
+            try:
+                self.admin = await start_admin(self.current, self.runtime.config.admin)
+            except AdminListenFailed as exc:
+                raise StartupError(str(exc)) from None
         self._bind(cfg.grpc, cfg.uds)
         if cfg.metrics:
             host, _, port = cfg.metrics.rpartition(":")
@@ -103,18 +115,13 @@ class App:
             except OSError as exc:
                 raise StartupError(f"listen.metrics {cfg.metrics}: {exc.strerror}") from None
         await self.server.start()
-        if self.runtime.config.admin is not None:  # the admin API, on its own listener
-            from tenantgate.admin.server import AdminListenFailed, start_admin
-            try:
-                self.admin = await start_admin(self.current, self.runtime.config.admin)
-            except AdminListenFailed as exc:
-                raise StartupError(str(exc)) from None
         # Everything alive now lives as long as the process: keep the cyclic GC from
         # re-scanning it on every full collection under load.
         gc.collect()
         gc.freeze()
         self._lag_watch = asyncio.get_running_loop().create_task(watch_loop_lag())
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
+        self._served = True
         log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
 
     def _bind(self, tcp: str | None, uds: str | None) -> None:
@@ -220,13 +227,14 @@ class App:
         self._stopped = True
         # NOT_SERVING first, so load balancers and Envoy health checks move away, then drain.
         await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
-        if self._listen.shutdown_delay > 0 and self.server is not None:
+        if self._served and self._listen.shutdown_delay > 0 and self.server is not None:
             # gRPC's stop() refuses new calls at once: keep answering while callers notice.
             await asyncio.sleep(self._listen.shutdown_delay)
+        grace = self._listen.drain_timeout if self._served else 0
         if self.server is not None:
-            await self.server.stop(self._listen.drain_timeout)
+            await self.server.stop(grace)
         if self.admin is not None:
-            await self.admin.stop(self._listen.drain_timeout)
+            await self.admin.stop(grace)
         # Retired runtimes still hold batched hits to charge and store references: close them.
         self._drained.set()
         await asyncio.gather(*self._retired)
@@ -274,6 +282,7 @@ async def serve(config_path: str, config: Config | None = None) -> None:
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
     await app.start()
     await app.run_until_stopped()
+
 
 
 def run(config_path: str, use_uvloop: bool | None = None) -> None:
