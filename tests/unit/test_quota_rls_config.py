@@ -186,3 +186,36 @@ def test_check_config_reports_a_deep_file_and_exits_2(
                       "  ratelimit_service: {config_files: [rl.yaml]}\n")
     assert main(["check-config", str(config)]) == 2
     assert capsys.readouterr().err == f"{config}: {tmp_path / 'rl.yaml'}: nested too deeply\n"
+
+
+@pytest.mark.parametrize(("node", "where"), [
+    ("value: [GET, POST]", "descriptors[0].value: must be a string, not a list or mapping"),
+    ("value: {a: 1}", "descriptors[0].value: must be a string, not a list or mapping"),
+    ("rate_limit: {unit: second, requests_per_unit: 5, name: [a]}",
+     "descriptors[0].rate_limit.name: must be a string, not a list or mapping"),
+    ("rate_limit: {unit: second, requests_per_unit: 5, name: {a: 1}}",
+     "descriptors[0].rate_limit.name: must be a string, not a list or mapping"),
+    ("rate_limit: {unit: second, requests_per_unit: 5, name: []}",
+     "descriptors[0].rate_limit.name: must be a string, not a list or mapping"),
+])
+def test_a_value_or_name_that_is_not_a_scalar_is_an_error(tmp_path: Path, node: str,
+                                                          where: str) -> None:
+    # Its Python repr ("['GET', 'POST']") was the value, which no request ever sends; Go's
+    # yaml, which envoyproxy/ratelimit reads these into strings with, refuses it too.
+    path = tmp_path / "rl.yaml"
+    path.write_text(f"domain: edge\ndescriptors:\n  - key: method\n    {node}\n")
+    with pytest.raises(ConfigError) as error:
+        load_domains([str(path)])
+    assert error.value.issues == [f"{path}: {where}"]
+
+
+@pytest.mark.parametrize(("written", "name"), [("1.10", "1.10"), ("true", "true"),
+                                               ("writes", "writes"), ("~", ""), ('""', "")])
+def test_a_limit_name_is_read_as_written(tmp_path: Path, written: str, name: str) -> None:
+    # As envoyproxy/ratelimit reads it (Go yaml into a string): a null name is no name, not
+    # "None", and `true` is not "True".
+    path = tmp_path / "rl.yaml"
+    path.write_text("domain: edge\ndescriptors:\n  - key: tenant\n    rate_limit: "
+                    f"{{unit: second, requests_per_unit: 5, name: {written}}}\n")
+    limit = load_domains([str(path)])["edge"].any_value["tenant"].limit
+    assert limit is not None and limit.name == name

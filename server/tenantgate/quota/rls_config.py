@@ -21,20 +21,23 @@ _MAX_REQUESTS_PER_UNIT = 2**32 - 1
 
 
 class _Loader(StrictLoader):
-    """StrictLoader that reads a descriptor's `value` as written, as envoyproxy/ratelimit
-    (Go yaml into a string) does: Envoy sends values as text, so `value: true` must match
-    "true" and `value: 1.10` "1.10", not "True" and "1.1"."""
+    """StrictLoader that reads a descriptor's `value` and a limit's `name` as written, as
+    envoyproxy/ratelimit (Go yaml into a string) does: Envoy sends values as text, so
+    `value: true` must match "true" and `value: 1.10` "1.10", not "True" and "1.1"."""
 
 
 _MAPPING = yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG
+_AS_WRITTEN = ("value", "name")
+# A list or mapping became its Python repr, which no request sends; Go's yaml refuses it too.
+_NOT_TEXT = "must be a string, not a list or mapping"
 
 
 def _mapping_as_written(loader: _Loader, node: yaml.MappingNode) -> dict[Any, Any]:
     mapping: dict[Any, Any] = StrictLoader.yaml_constructors[_MAPPING](loader, node)
     for key_node, value_node in node.value:
-        if (key_node.value == "value" and isinstance(value_node, yaml.ScalarNode)
+        if (key_node.value in _AS_WRITTEN and isinstance(value_node, yaml.ScalarNode)
                 and value_node.tag != "tag:yaml.org,2002:null"):
-            mapping["value"] = value_node.value
+            mapping[key_node.value] = value_node.value
     return mapping
 
 
@@ -124,6 +127,9 @@ def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
         if "rate_limit" in item:
             _rate(node, item["rate_limit"], f"{at}.rate_limit", issues)
         key, value = item["key"], item.get("value")
+        if value is not None and not isinstance(value, str):
+            issues.append(f"{at}.value: {_NOT_TEXT}")
+            continue
         if value == "":  # envoyproxy/ratelimit: an empty value is no value (any value)
             value = None
         if _taken(parent, key, value):
@@ -133,19 +139,19 @@ def _fill(parent: Node, items: Any, where: str, issues: list[str]) -> None:
             issues.append(f"{at}: duplicate descriptor {shown}")
         elif value is None:
             parent.any_value[key] = node
-        elif str(value).endswith("*"):
-            parent.prefix.append((key, str(value)[:-1], node))
+        elif value.endswith("*"):
+            parent.prefix.append((key, value[:-1], node))
         else:
-            parent.exact[(key, str(value))] = node
+            parent.exact[(key, value)] = node
         _fill(node, item.get("descriptors") or [], f"{at}.descriptors", issues)
 
 
-def _taken(parent: Node, key: str, value: Any) -> bool:
+def _taken(parent: Node, key: str, value: str | None) -> bool:
     if value is None:
         return key in parent.any_value
-    if str(value).endswith("*"):
-        return any(k == key and start == str(value)[:-1] for k, start, _ in parent.prefix)
-    return (key, str(value)) in parent.exact
+    if value.endswith("*"):
+        return any(k == key and start == value[:-1] for k, start, _ in parent.prefix)
+    return (key, value) in parent.exact
 
 
 def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
@@ -162,14 +168,17 @@ def _rate(node: Node, rate: Any, at: str, issues: list[str]) -> None:
         return
     unit = str(rate.get("unit", "")).lower()
     count = rate.get("requests_per_unit")
-    if unit not in UNIT_SECONDS:
+    name = rate.get("name")
+    if name is not None and not isinstance(name, str):
+        issues.append(f"{at}.name: {_NOT_TEXT}")
+    elif unit not in UNIT_SECONDS:
         issues.append(f"{at}.unit: must be one of {', '.join(UNIT_SECONDS)}")
     elif (not isinstance(count, int) or isinstance(count, bool)
           or not 0 <= count <= _MAX_REQUESTS_PER_UNIT):
         issues.append(f"{at}.requests_per_unit: must be a whole number "
                       f"from 0 to {_MAX_REQUESTS_PER_UNIT}")
     else:
-        node.limit = RlsLimit(unit, count, str(rate.get("name", "")))
+        node.limit = RlsLimit(unit, count, name or "")  # null: no name, as Go reads it
 
 
 def _flag(mapping: dict[str, Any], key: str, at: str, issues: list[str]) -> bool | None:
