@@ -8,7 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 import grpc
@@ -268,7 +268,8 @@ def _add_rate_limit_service(server: grpc.aio.Server, get_runtime: Callable[[], R
 
 
 async def serve(config_path: str, config: Config | None = None) -> None:
-    app = App(config_path, config)
+    with _unforeseen_is_startup_error():
+        app = App(config_path, config)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, app.request_stop)
     loop.add_signal_handler(signal.SIGINT, app.request_stop)
@@ -280,14 +281,30 @@ async def serve(config_path: str, config: Config | None = None) -> None:
         task.add_done_callback(reloads.discard)
 
     loop.add_signal_handler(signal.SIGHUP, reload_on_sighup)
-    await app.start()
+    with _unforeseen_is_startup_error():
+        await app.start()
     await app.run_until_stopped()
 
+
+@contextlib.contextmanager
+def _unforeseen_is_startup_error() -> Iterator[None]:
+    # A client library refusing a value check-config let through (redis-py's RedisError for
+    # a bad URL option), or a bug: `serve` says it in one line, the traceback at DEBUG.
+    try:
+        yield
+    except (ConfigError, StartupError):
+        raise
+    except Exception as exc:
+        log.debug("start-up failed", exc_info=True)
+        said = " ".join(str(exc).split())
+        raise StartupError(f"{type(exc).__name__}: {said}" if said
+                           else type(exc).__name__) from exc
 
 
 def run(config_path: str, use_uvloop: bool | None = None) -> None:
     """Run the server until SIGTERM/SIGINT; uvloop takes about a fifth off gRPC's CPU cost."""
-    config = load_config(config_path)  # once, so its warnings are logged once
+    with _unforeseen_is_startup_error():
+        config = load_config(config_path)  # once, so its warnings are logged once
     if use_uvloop is None:
         use_uvloop = config.listen.uvloop
     loop_factory = None
