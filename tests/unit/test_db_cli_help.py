@@ -20,7 +20,8 @@ def test_print_sql_help_describes_the_command(capsys: pytest.CaptureFixture[str]
 def test_lint_help_explains_the_tenant_column_and_its_default(
         capsys: pytest.CaptureFixture[str]) -> None:
     assert ("--tenant-column NAME the column holding the tenant id: every table with it is "
-            "checked (default: tenant_id)") in help_text(capsys, "lint")
+            "checked, and none having it is a finding (default: tenant_id)") \
+        in help_text(capsys, "lint")
 
 
 def test_lint_help_lists_the_temporary_and_create_checks_of_an_app_role(

@@ -41,8 +41,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 
     lint = _command(commands, "lint", "list RLS problems; exit 1 when there is any", _lint)
     lint.add_argument("--tenant-column", default="tenant_id", metavar="NAME",
-                      help="the column holding the tenant id: every table with it is checked "
-                           "(default: %(default)s)")
+                      help="the column holding the tenant id: every table with it is checked, "
+                           "and none having it is a finding (default: %(default)s)")
     lint.add_argument("--app-role", action="append", default=[], metavar="ROLE",
                       help="a role the application connects as (repeatable): checked, "
                            "directly and through every role it can become, for superuser, "

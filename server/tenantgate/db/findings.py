@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 class Problem(enum.StrEnum):
     NOT_INSTALLED = "not_installed"
+    NO_TENANT_TABLES = "no_tenant_tables"
     RLS_DISABLED = "rls_disabled"
     RLS_NOT_FORCED = "rls_not_forced"
     NO_CONTEXT_POLICY = "no_context_policy"

@@ -110,6 +110,10 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
                          "installer")
                  for role, problems in unsafe_roles(conn)]
     tables = conn.execute(_TABLES, [tenant_column]).fetchall()
+    if not tables:  # a misspelt column checked nothing: that must not read as a pass
+        findings.append(Finding(Problem.NO_TENANT_TABLES, tenant_column, "no table has this "
+                                "tenant column, so no table was checked: is the column name "
+                                "right?"))
     for oid, name, enabled, forced, *column in tables:
         findings += _column_findings(name, tenant_column, *column)
         findings += _table_findings(conn, oid, name, enabled, forced)

@@ -8,6 +8,7 @@ import psycopg
 import pytest
 from tenantgate.context import KeyRing
 from tenantgate.db import keys, schema
+from tenantgate.db.lint import Finding, Problem, lint
 from tenantgate.testing.postgres import PostgresCluster, available_bin_dirs
 
 _BIN_DIRS = available_bin_dirs()
@@ -85,6 +86,15 @@ def create_database(cluster: PostgresCluster, name: str) -> Database:
                     KeyRing({"long": LONG_SECRET}, "long"),
                     KeyRing({"retired": RETIRED_SECRET}, "retired"),
                     KeyRing({"pending": PENDING_SECRET}, "pending"))
+
+
+def lint_without_tenant_tables(conn: psycopg.Connection,
+                               app_roles: tuple[str, ...] = ()) -> list[Finding]:
+    """db lint of a database with no tenant table: the findings besides the no_tenant_tables
+    one it must report."""
+    findings = lint(conn, app_roles=app_roles)
+    assert [f.problem for f in findings].count(Problem.NO_TENANT_TABLES) == 1, findings
+    return [f for f in findings if f.problem != Problem.NO_TENANT_TABLES]
 
 
 def create_case_insensitive_collation(db: Database) -> None:

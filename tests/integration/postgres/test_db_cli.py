@@ -91,6 +91,7 @@ def test_install_refuses_a_tenantgate_schema_someone_else_made_first_and_lint_fl
             (Problem.FOREIGN_SCHEMA_OBJECT, "tenantgate"),
             (Problem.FOREIGN_SCHEMA_OBJECT, "tenantgate.current_tenant()"),
             (Problem.FOREIGN_SCHEMA_OBJECT, "tenantgate.schema_version"),
+            (Problem.NO_TENANT_TABLES, "tenant_id"),
         ]
     finally:
         with psycopg.connect(cluster.dsn(), autocommit=True) as conn:

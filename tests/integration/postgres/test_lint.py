@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 import pytest
-from pgsupport import Database, create_case_insensitive_collation
+from pgsupport import Database, create_case_insensitive_collation, lint_without_tenant_tables
 from tenantgate.backend.common import SET_CONTEXT_SQL
 from tenantgate.cli import main
 from tenantgate.db.lint import Finding, Problem, lint
@@ -144,7 +144,7 @@ def test_app_role_granted_key_columns_or_key_management_is_reported(fresh_db: Da
         conn.execute("CREATE ROLE app_keys LOGIN")
         try:
             conn.execute(grant)
-            findings = lint(conn, app_roles=("app_keys",))
+            findings = lint_without_tenant_tables(conn, app_roles=("app_keys",))
         finally:
             conn.execute("DROP OWNED BY app_keys; DROP ROLE app_keys")
     assert [(f.problem, f.subject) for f in findings] == [(Problem.APP_ROLE_READS_KEYS,
@@ -189,7 +189,7 @@ def lint_new_app_role(db: Database, change: str, inherited: bool) -> list[Findin
                      " GRANT new_group TO app_new")
         try:
             conn.execute(change.format(role="new_group" if inherited else "app_new"))
-            return lint(conn, app_roles=("app_new",))
+            return lint_without_tenant_tables(conn, app_roles=("app_new",))
         finally:
             conn.execute("DROP ROLE app_new; DROP ROLE new_group")
 
@@ -446,4 +446,16 @@ def test_app_role_that_may_create_tables_beside_the_tenant_tables_is_reported(
     assert [str(f) for f in findings] == [
         f"app_role_creates_objects: app: {detail.format(db=fresh_db.name)} (and from any role"
         " it is a member of; an owner keeps it)"]
+
+
+def test_a_tenant_column_no_table_has_is_a_finding_not_a_pass(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    # A misspelt --tenant-column checked no table at all and said "no findings", exit 0: a
+    # migration gate that passes every schema.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE open_table (id int, tenant_id text)")
+    assert main(["db", "lint", "--dsn", fresh_db.dsn(), "--tenant-column", "tenant"]) == 1
+    assert capsys.readouterr().out == (
+        "no_tenant_tables: tenant: no table has this tenant column, so no table was checked:"
+        " is the column name right?\n")
 
