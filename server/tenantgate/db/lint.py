@@ -22,6 +22,8 @@ _ONCE_PER_STATEMENT = re.compile(r"\(\s*SELECT\s+$")
 # Setting names are case-insensitive: current_setting('TenantGate.Context') reads the same one.
 _RAW_SETTING = re.compile(r"current_setting\('tenantgate\.context'", re.IGNORECASE)
 
+DEFAULT_TENANT_COLUMN = "tenant_id"  # tenantgate.isolate()'s default too
+
 _TABLES = """
 SELECT c.oid, c.oid::regclass::text, c.relrowsecurity, c.relforcerowsecurity,
        a.atttypid IN ('text'::regtype, 'varchar'::regtype), a.atttypid::regtype::text,
@@ -88,7 +90,7 @@ SELECT c.conrelid::regclass::text || '.' || quote_ident(c.conname), c.conrelid::
 """
 
 
-def lint(conn: Any, tenant_column: str = "tenant_id",
+def lint(conn: Any, tenant_column: str = DEFAULT_TENANT_COLUMN,
          app_roles: tuple[str, ...] = ()) -> list[Finding]:
     """Every finding, sorted; an empty list means the database passes."""
     with conn.transaction():
@@ -116,7 +118,7 @@ def _lint(conn: Any, tenant_column: str, app_roles: tuple[str, ...]) -> list[Fin
                                 "right?"))
     for oid, name, enabled, forced, *column in tables:
         findings += _column_findings(name, tenant_column, *column)
-        findings += _table_findings(conn, oid, name, enabled, forced)
+        findings += _table_findings(conn, oid, name, tenant_column, enabled, forced)
     oids = [oid for oid, *_ in tables]
     findings += _foreign_key_findings(conn, tenant_column, oids)
     parents = conn.execute(_PARENTS, [oids, oids]).fetchall()
@@ -159,11 +161,12 @@ def _column_findings(table: str, column: str, text_type: bool, type_name: str,
     return []
 
 
-def _table_findings(conn: Any, oid: int, name: str, enabled: bool,
+def _table_findings(conn: Any, oid: int, name: str, tenant_column: str, enabled: bool,
                     forced: bool) -> list[Finding]:
     if not enabled:
+        column = "" if tenant_column == DEFAULT_TENANT_COLUMN else f", {_literal(tenant_column)}"
         return [Finding(Problem.RLS_DISABLED, name, "has a tenant column but row level security "
-                        "is off: run SELECT tenantgate.isolate('" + name + "')")]
+                        f"is off: run SELECT tenantgate.isolate({_literal(name)}{column})")]
     found = []
     if not forced:
         found.append(Finding(Problem.RLS_NOT_FORCED, name, "RLS is not forced, so the table "
@@ -183,6 +186,17 @@ def _table_findings(conn: Any, oid: int, name: str, enabled: bool,
             found.append(Finding(Problem.VIEW_BYPASSES_RLS, view, f"view over {name} runs as "
                                  "its owner: ALTER VIEW ... SET (security_invoker = true) (PG15+)"))
     return found
+
+
+def _literal(text: str) -> str:
+    """`text` as a SQL string literal, quoted as Postgres' quote_literal() quotes it."""
+    # A suggested statement is pasted as is: a table named x');DROP TABLE t;-- must stay one
+    # literal. A backslash makes it an E'' string, which standard_conforming_strings = off
+    # reads the same way.
+    quoted = text.replace("'", "''")
+    if "\\" in text:
+        return "E'" + quoted.replace("\\", "\\\\") + "'"
+    return f"'{quoted}'"
 
 
 def _foreign_key_findings(conn: Any, tenant_column: str, oids: list[int]) -> list[Finding]:

@@ -459,3 +459,20 @@ def test_a_tenant_column_no_table_has_is_a_finding_not_a_pass(
         "no_tenant_tables: tenant: no table has this tenant column, so no table was checked:"
         " is the column name right?\n")
 
+
+def test_rls_disabled_remedy_quotes_a_hostile_table_name_and_names_the_column(
+        fresh_db: Database) -> None:
+    # The suggested SQL is pasted as is: the name went into the literal unescaped (a table
+    # named x');drop table ... suggested a DROP), and isolate() was not told the column.
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("""CREATE TABLE "x');drop table victim;--" (org text);"""
+                     " CREATE TABLE victim (org text); CREATE TABLE \"back\\slash\" (org text)")
+        findings = lint(conn, tenant_column="org")
+        remedies = [f.detail.split("run ")[1] for f in findings]
+        assert remedies == [
+            """SELECT tenantgate.isolate(E'public."back\\\\slash"', 'org')""",
+            """SELECT tenantgate.isolate('public."x'');drop table victim;--"', 'org')""",
+            "SELECT tenantgate.isolate('public.victim', 'org')"]
+        for remedy in remedies:
+            conn.execute(remedy)
+        assert lint(conn, tenant_column="org") == []
