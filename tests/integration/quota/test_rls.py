@@ -225,18 +225,21 @@ async def test_unknown_domain_is_not_limited(rls: object) -> None:
     assert reply.overall_code == Response.OK
 
 
+def store_down_config(quota_config: MakeConfig, tmp_path: Path, url: str, mode: str) -> Config:
+    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
+    return quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
+                        f"  redis: {{url: '{url}', timeout: 100ms}}\n  store: redis\n"
+                        f"  failure_mode: {mode}\n")
+
+
 @pytest.mark.parametrize("mode", ["closed", "open"])
 async def test_store_down_answers_unavailable_counted_and_logged_by_the_failure_mode(
         mode: str, tmp_path: Path, quota_config: MakeConfig,
         make_limiter: Callable[[Config], Limiter], caplog: pytest.LogCaptureFixture) -> None:
     # UNAVAILABLE either way: Envoy's failure_mode_deny decides, and the generated bootstrap
     # sets it from quota.failure_mode, so `open` lets the request through: fail_open_total.
-    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
     dead = RedisServer()  # never started
-    config = quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
-                          f"  redis: {{url: '{dead.url}', timeout: 100ms}}\n  store: redis\n"
-                          f"  failure_mode: {mode}\n")
-    runtime = Snapshot(make_limiter(config))
+    runtime = Snapshot(make_limiter(store_down_config(quota_config, tmp_path, dead.url, mode)))
     counters = {"open": quota_metrics.FAIL_OPEN, "closed": quota_metrics.FAIL_CLOSED}
     before = {m: c._value.get() for m, c in counters.items()}
     try:
@@ -253,59 +256,50 @@ async def test_store_down_answers_unavailable_counted_and_logged_by_the_failure_
         dead.close()
 
 
-def store_down_config(quota_config: MakeConfig, tmp_path: Path, url: str, mode: str) -> Config:
-    (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
-    return quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
-                        f"  redis: {{url: '{url}', timeout: 100ms}}\n  store: redis\n"
-                        f"  failure_mode: {mode}\n")
+@pytest.fixture(params=["closed", "open"])
+async def store_down(request: pytest.FixtureRequest, tmp_path: Path, quota_config: MakeConfig,
+                     make_limiter: Callable[[Config], Limiter]
+                     ) -> AsyncIterator[rls_pb2_grpc.RateLimitServiceStub]:
+    """ShouldRateLimit on a Redis that never started, under failure_mode closed and open."""
+    dead = RedisServer()  # never started
+    try:
+        config = store_down_config(quota_config, tmp_path, dead.url, request.param)
+        async with serving(Snapshot(make_limiter(config))) as stub:
+            yield stub
+    finally:
+        dead.close()
 
 
-@pytest.mark.parametrize("mode", ["closed", "open"])
 async def test_a_zero_limit_is_over_the_limit_while_the_store_is_down(
-        mode: str, tmp_path: Path, quota_config: MakeConfig,
-        make_limiter: Callable[[Config], Limiter]) -> None:
+        store_down: rls_pb2_grpc.RateLimitServiceStub) -> None:
     # `blocked` (0 per unit) never asks the store, `tenant` does and fails: the call was
     # UNAVAILABLE, which Envoy lets through under failure_mode open. One group over the limit
     # decides the call whatever the others could not decide.
-    dead = RedisServer()  # never started
-    try:
-        config = store_down_config(quota_config, tmp_path, dead.url, mode)
-        before = rls_requests(quota_metrics.RlsResult.OVER_LIMIT)
-        async with serving(Snapshot(make_limiter(config))) as stub:
-            reply = await ask(stub, descriptor(("blocked", "x")), descriptor(("tenant", "a")),
-                              descriptor(("watched", "w")))
-        assert reply.overall_code == Response.OVER_LIMIT
-        blocked, undecided, shadow = reply.statuses
-        assert blocked.code == Response.OVER_LIMIT
-        # Undecided: no limit, so Envoy's x-ratelimit-* cannot come from it.
-        assert undecided == shadow == Response.DescriptorStatus(code=Response.OK)
-        assert rls_requests(quota_metrics.RlsResult.OVER_LIMIT) == before + 1
-    finally:
-        dead.close()
+    before = rls_requests(quota_metrics.RlsResult.OVER_LIMIT)
+    reply = await ask(store_down, descriptor(("blocked", "x")), descriptor(("tenant", "a")),
+                      descriptor(("watched", "w")))
+    assert reply.overall_code == Response.OVER_LIMIT
+    blocked, undecided, shadow = reply.statuses
+    assert blocked.code == Response.OVER_LIMIT
+    # Undecided: no limit, so Envoy's x-ratelimit-* cannot come from it.
+    assert undecided == shadow == Response.DescriptorStatus(code=Response.OK)
+    assert rls_requests(quota_metrics.RlsResult.OVER_LIMIT) == before + 1
 
 
-@pytest.mark.parametrize("mode", ["closed", "open"])
 async def test_a_shadow_limit_whose_store_is_down_never_blocks(
-        mode: str, tmp_path: Path, quota_config: MakeConfig,
-        make_limiter: Callable[[Config], Limiter]) -> None:
+        store_down: rls_pb2_grpc.RateLimitServiceStub) -> None:
     # Under closed, the call was UNAVAILABLE and Envoy answered 503 for a limit that is only
     # watched. Counted as unavailable, and as failing open: the request goes through.
-    dead = RedisServer()  # never started
-    try:
-        config = store_down_config(quota_config, tmp_path, dead.url, mode)
-        before = (rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
-                  quota_metrics.FAIL_OPEN._value.get(), quota_metrics.FAIL_CLOSED._value.get())
-        async with serving(Snapshot(make_limiter(config))) as stub:
-            reply = await ask(stub, descriptor(("watched", "w")),
-                              descriptor(("generic_key", "health")))
-        assert reply.overall_code == Response.OK
-        assert list(reply.statuses) == [Response.DescriptorStatus(code=Response.OK)] * 2
-        assert (rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
-                quota_metrics.FAIL_OPEN._value.get(),
-                quota_metrics.FAIL_CLOSED._value.get()) == (before[0] + 1, before[1] + 1,
-                                                            before[2])
-    finally:
-        dead.close()
+    counters = (quota_metrics.FAIL_OPEN, quota_metrics.FAIL_CLOSED)
+    before = [rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
+              *(c._value.get() for c in counters)]
+    reply = await ask(store_down, descriptor(("watched", "w")),
+                      descriptor(("generic_key", "health")))
+    assert reply.overall_code == Response.OK
+    assert list(reply.statuses) == [Response.DescriptorStatus(code=Response.OK)] * 2
+    after = [rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
+             *(c._value.get() for c in counters)]
+    assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 0]
 
 
 async def test_a_cached_denial_is_over_the_limit_while_the_store_is_down(
