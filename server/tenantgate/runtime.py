@@ -63,10 +63,13 @@ class Runtime:
             self.idle.set()
 
     @classmethod
-    def build(cls, config: Config) -> Runtime:
+    def build(cls, config: Config, replacing: Runtime | None = None) -> Runtime:
+        """`replacing`: the running runtime, on a reload."""
         http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         keysets = {i.name: KeySet(i, http) for i in config.issuers if i.jwks is not None}
-        audit = _open_audit(config)
+        # At start-up nothing is served yet and serve waits for a FIFO's reader (docs); on a
+        # reload that wait would hold the event loop: the reload is refused instead.
+        audit = _open_audit(config, wait_for_reader=replacing is None)
         try:
             return cls._assemble(config, http, keysets, audit)
         except BaseException:
@@ -125,11 +128,11 @@ class Runtime:
         self.audit.close()
 
 
-def _open_audit(config: Config) -> AuditLog:
+def _open_audit(config: Config, wait_for_reader: bool) -> AuditLog:
     audit = config.audit
     try:
         return AuditLog(audit.path, audit.sample_allow, audit.enabled,
-                        audit.max_lines_per_second)
+                        audit.max_lines_per_second, wait_for_reader)
     except OSError as exc:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {exc.strerror}"]) from None
 

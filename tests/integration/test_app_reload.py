@@ -62,7 +62,7 @@ async def test_a_retired_runtime_is_closed_when_its_last_call_ends(app: App) -> 
 
 async def test_a_reload_failing_outside_config_validation_keeps_the_running_runtime(
         app: App, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
-    def refuse(config: object) -> Runtime:
+    def refuse(config: object, **_: object) -> Runtime:
         raise ValueError("Port could not be cast to integer value")
 
     running, before = app.runtime, rejected()
@@ -80,8 +80,8 @@ async def test_a_runtime_that_fails_to_start_is_closed_and_not_used(
     built: list[Runtime] = []
     build = Runtime.build
 
-    def keep(config: Any) -> Runtime:
-        built.append(build(config))
+    def keep(config: Any, **replacing: Any) -> Runtime:
+        built.append(build(config, **replacing))
         return built[-1]
 
     async def fail(self: Runtime) -> None:

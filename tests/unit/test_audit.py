@@ -3,10 +3,12 @@ keep a flood of denials from filling the disk or pushing out the lines that matt
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
 import select
+import socket
 import subprocess
 import sys
 import threading
@@ -291,3 +293,36 @@ def test_standard_output_nobody_reads_stops_nothing_and_the_exit_writes_the_queu
         lines = child.stdout.read().decode().splitlines()
     assert child.returncode == 0
     assert counted_lost == 0 and len(lines) == total  # the queue held them all
+
+
+def test_a_fifo_without_a_reader_is_refused_at_once_when_not_waiting(tmp_path: Path) -> None:
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    # Before: the open blocked until a reader came, here for ever (a reload: the event loop).
+    with pytest.raises(OSError, match=r"a FIFO with no reader") as caught:
+        sink.open_sink(str(fifo), wait_for_reader=False)
+    assert caught.value.errno == errno.ENXIO
+
+
+def test_a_fifo_without_a_reader_is_waited_for_at_start_up(tmp_path: Path) -> None:
+    fifo = tmp_path / "audit.fifo"
+    os.mkfifo(fifo)
+    opened: list[AuditLog] = []
+    opener = threading.Thread(target=lambda: opened.append(AuditLog(str(fifo), 1.0)))
+    opener.start()
+    opener.join(0.3)
+    assert opener.is_alive() and not opened  # docs/configuration.md: serve waits for it
+    reader = os.open(fifo, os.O_RDONLY | os.O_NONBLOCK)
+    try:
+        opener.join(HANG_GUARD_SECONDS)
+        closed(opened[0])
+    finally:
+        os.close(reader)
+
+
+def test_a_socket_file_is_still_no_such_device(tmp_path: Path) -> None:
+    path = tmp_path / "audit.sock"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(path))
+        with pytest.raises(OSError, match=r"No such device or address"):
+            sink.open_sink(str(path), wait_for_reader=False)

@@ -53,7 +53,9 @@ class _Budget:
 
 class AuditLog:
     def __init__(self, path: str, sample_allow: float, enabled: bool = True,
-                 max_lines_per_second: int = DEFAULT_MAX_LINES_PER_SECOND) -> None:
+                 max_lines_per_second: int = DEFAULT_MAX_LINES_PER_SECOND,
+                 wait_for_reader: bool = True) -> None:
+        """`wait_for_reader` False: a FIFO with no reader is an OSError (see open_sink)."""
         self._enabled = enabled
         self._sample_allow = sample_allow
         self._max_per_second = max_lines_per_second  # per class; 0: no cap
@@ -61,7 +63,7 @@ class AuditLog:
         self._anonymous = _Budget("anonymous")
         self._identified = _Budget("identified")
         self._owns_sink = path != "-"  # standard output's sink is shared (sink.py)
-        self._sink: Sink | None = open_sink(path) if enabled else None
+        self._sink: Sink | None = open_sink(path, wait_for_reader) if enabled else None
 
     def wants(self, allowed: bool) -> bool:
         if not self._enabled:

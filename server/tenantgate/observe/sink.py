@@ -46,17 +46,40 @@ class Sink(Protocol):
     def wait_closed(self, timeout: float) -> bool: ...
 
 
-def open_sink(path: str) -> Sink:
+def open_sink(path: str, wait_for_reader: bool = True) -> Sink:
     """The sink for audit.path; "-" (standard output) is one sink for the whole process,
-    which its users do not close."""
+    which its users do not close. A FIFO without a reader is waited for, or with
+    `wait_for_reader` False refused at once (OSError ENXIO, "a FIFO with no reader")."""
     if path == "-":
         return _stdout_sink()
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o666)
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
-        # Our own open file description, shared with nobody: non-blocking, so that the writer
-        # waits in poll() and can give up once closed (standard output's is shared: left as is).
-        os.set_blocking(fd, False)
+    fd = _open(path, wait_for_reader)
+    # Our own open file description, shared with nobody: anything but a regular file is left
+    # non-blocking, so that the writer waits in poll() and can give up once closed (standard
+    # output's is shared: left as is).
+    os.set_blocking(fd, stat.S_ISREG(os.fstat(fd).st_mode))
     return _sink_for(fd, owned=True)
+
+
+def _open(path: str, wait_for_reader: bool) -> int:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+    try:
+        # Non-blocking: a FIFO with no reader fails (ENXIO) instead of blocking the open, and
+        # with it the event loop: a reload's open during a log collector's restart froze
+        # every Check, health call and SIGTERM until a reader came back.
+        return os.open(path, flags | os.O_NONBLOCK, 0o666)
+    except OSError as exc:
+        if exc.errno != errno.ENXIO or not _is_fifo(path):
+            raise  # ENXIO is also a socket file's: said as before
+        if not wait_for_reader:
+            raise OSError(errno.ENXIO, "a FIFO with no reader") from None
+    return os.open(path, flags, 0o666)  # at start-up serve waits for the reader, as documented
+
+
+def _is_fifo(path: str) -> bool:
+    try:
+        return stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        return False
 
 
 def _sink_for(fd: int, owned: bool) -> Sink:
