@@ -12,6 +12,7 @@ from typing import Any
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.load import load_config
+from tenantgate.config.types import SECRET_FILE_MAX_BYTES, read_small_file
 from tenantgate.context import MIN_KEY_BYTES
 from tenantgate.errors import ConfigError
 
@@ -136,10 +137,12 @@ def _read_secret(args: argparse.Namespace) -> bytes:
                            "whitespace (a trailing newline?): remove it; a secret cannot "
                            "begin or end with whitespace")
     else:
+        # Bounded, and never a device or FIFO: /dev/zero exhausted memory, a FIFO hung.
         try:
-            secret = args.secret_file.read_bytes().strip()
-        except OSError as exc:
-            raise _Failure(f"cannot read {args.secret_file}: {exc.strerror}") from None
+            secret = read_small_file(args.secret_file, SECRET_FILE_MAX_BYTES,
+                                     "not a secret").strip()
+        except ValueError as exc:  # the config's fromFile messages, naming the path
+            raise _Failure(str(exc)) from None
     if len(secret) < MIN_KEY_BYTES:
         raise _Failure(f"the secret must be at least {MIN_KEY_BYTES} bytes")
     return secret
