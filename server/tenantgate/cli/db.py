@@ -38,7 +38,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     printer.add_argument("--from-version", type=int, default=0, metavar="N",
                          help="only the files after schema version N (0 to the latest; "
                               "default: 0, all of them)")
-    printer.set_defaults(handler=_print_sql)
+    printer.set_defaults(handler=_until_reader_leaves(_print_sql))
 
     lint = _command(commands, "lint", "list RLS problems; exit 1 when there is any", _lint)
     lint.add_argument("--tenant-column", default="tenant_id", metavar="NAME",
@@ -74,8 +74,22 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
 def _command(commands: Any, name: str, text: str, handler: Handler) -> argparse.ArgumentParser:
     parser: argparse.ArgumentParser = commands.add_parser(name, help=text, description=text)
     parser.add_argument("--dsn", default="", help="libpq connection string (default: PG* env)")
-    parser.set_defaults(handler=_guarded(handler))
+    parser.set_defaults(handler=_until_reader_leaves(_guarded(handler)))
     return parser
+
+
+def _until_reader_leaves(handler: Handler) -> Handler:
+    def run(args: argparse.Namespace) -> int:
+        try:
+            code = handler(args)
+            sys.stdout.flush()  # here, not at exit: a reader gone shows up inside the try
+            return code
+        except BrokenPipeError:
+            # `tenantgate db print-sql | head` is no error worth a traceback; exit 1 as the
+            # output was cut short. Python flushes stdout once more at exit: give it /dev/null.
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1
+    return run
 
 
 class _Failure(Exception):
