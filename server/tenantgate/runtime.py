@@ -67,6 +67,10 @@ class Runtime:
         """`replacing`: the running runtime, on a reload."""
         http = httpx.AsyncClient(follow_redirects=False, trust_env=False)
         keysets = {i.name: KeySet(i, http) for i in config.issuers if i.jwks is not None}
+        known = replacing.keysets if replacing is not None else {}
+        for name, keyset in keysets.items():
+            if name in known:
+                keyset.carry_over(known[name])  # a reload: only from an unchanged source
         # At start-up nothing is served yet and serve waits for a FIFO's reader (docs); on a
         # reload that wait would hold the event loop: the reload is refused instead.
         audit = _open_audit(config, wait_for_reader=replacing is None)

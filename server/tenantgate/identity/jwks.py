@@ -71,6 +71,20 @@ class KeySet:
         self._loop_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
         self._fetch_failing = Throttle(60.0)  # and one line a minute saying why fetches fail
 
+    def carry_over(self, old: KeySet) -> None:
+        """On a reload, before start(): take what the replaced runtime's key set of this issuer
+        knows (keys, their freshness and max_stale deadline, ETag, discovered URL), so a reload
+        during an IdP outage does not refuse every token while max_stale still allows the keys.
+        Only from the same source: a changed jwks config, issuer or algorithm list starts empty.
+        A copy, not the object: the old runtime closes its own tasks and HTTP client."""
+        source = (self._cfg, self._issuer.issuer, self._issuer.algorithms, self._clock)
+        if source != (old._cfg, old._issuer.issuer, old._issuer.algorithms, old._clock):
+            return
+        self._keys, self._fingerprints, self._etag = old._keys, old._fingerprints, old._etag
+        self._jwks_url, self._rediscover = old._jwks_url, old._rediscover
+        self._fresh_until, self._usable_until = old._fresh_until, old._usable_until
+        self._next_attempt, self._distrusted = old._next_attempt, old._distrusted
+
     async def start(self) -> None:
         """Load keys once at start-up (a failure here is not fatal: requests will retry), then
         keep them fresh: cached tokens never call find(), so without this loop a withdrawn key
