@@ -386,11 +386,12 @@ NOT_ADMITTED = "tenants.pattern does not admit this tenant id"
 
 @pytest.mark.parametrize(("registry", "key", "why"), [
     ("    ACME: {}\n", "ACME", NOT_ADMITTED), ("    \"a b\": {}\n", "a b", NO_TENANT_ID),
-    ("    x: {}\n", None, None), ("    \"acme\\x01\": {}\n", "acme\x01", NO_TENANT_ID),
+    ("    x: {}\n", None, None), ("    \"acme\\x01\": {}\n", '"acme\\u0001"', NO_TENANT_ID),
 ], ids=["upper-case", "space", "admitted", "control-character"])
 def test_a_registry_tenant_the_pattern_never_admits_is_refused(
         registry: str, key: str | None, why: str | None) -> None:
     # tenancy refuses such an id before the registry is read: the entry could never apply.
+    # (A key with a control character is shown quoted and escaped.)
     found = replaced_issues("tenants:\n  registry:\n",
                             f"tenants:\n  pattern: '^[a-z\\x01]+$'\n  registry:\n{registry}")
     assert found == ([] if key is None else [
@@ -519,7 +520,7 @@ def test_an_empty_registry_tenant_id_is_refused_though_the_pattern_admits_it() -
     # tenancy refuses an empty id (1 to 255 characters) whatever the pattern says.
     found = replaced_issues("tenants:\n  registry:\n",
                             "tenants:\n  pattern: '^[a-z]*$'\n  registry:\n    '': {}\n")
-    assert found == [f"tenants.registry.: {NO_TENANT_ID}, so no request could ever act for it"]
+    assert found == [f'tenants.registry."": {NO_TENANT_ID}, so no request could ever act for it']
 
 
 @pytest.mark.parametrize("pattern", ["(?s).*", "^[a-z]*$", DEFAULT_TENANT_PATTERN])

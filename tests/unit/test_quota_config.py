@@ -198,7 +198,8 @@ def test_a_plan_name_must_be_fit_for_a_header(name: str) -> None:
     # `a\r\nx-evil: 1` went into a header value. Rule names had this pattern already.
     [issue] = issues(f"  plans: {{{name}: {{limits: [1/s]}}}}\n")
     assert issue.startswith("quota.plans.")
-    assert issue.endswith(".[key]: String should match pattern '^[A-Za-z0-9_.-]{1,64}$'")
+    assert issue.endswith(": this name: String should match pattern '^[A-Za-z0-9_.-]{1,64}$'")
+    assert "\n" not in issue and "\r" not in issue  # the name is quoted and escaped
 
 
 async def test_a_period_in_milliseconds_is_labelled_cleanly_in_headers() -> None:

@@ -144,8 +144,15 @@ def key_path(loc: tuple[int | str, ...]) -> str:
         if isinstance(part, int):
             out += f"[{part}]"
         else:
-            out += f".{part}" if out else str(part)
+            out += f".{_shown(part)}" if out else _shown(part)
     return out or "(top level)"
+
+
+def _shown(key: str) -> str:
+    # A mapping key (a plan or tenant name) is the config author's text: one with a line
+    # break, a control character or edge spaces is quoted and escaped, or the message would
+    # read as two lines or hide what is wrong.
+    return key if key and key.isprintable() and key.strip() == key else json.dumps(key)
 
 
 def issue(err: Any, at: tuple[int | str, ...] = ()) -> str:
@@ -160,7 +167,12 @@ def issue(err: Any, at: tuple[int | str, ...] = ()) -> str:
     if err["type"] == "missing":
         return f"{key_path(loc)}: required key is missing"
     message = str(err["msg"]).removeprefix("Value error, ")
+    if loc and loc[-1] == _KEY_MARK:  # pydantic's mark for a mapping key that failed
+        return f"{key_path(loc[:-1])}: this name: {message}"
     return f"{key_path(loc)}: {message}"
+
+
+_KEY_MARK = "[key]"
 
 
 def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
