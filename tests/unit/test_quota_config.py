@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
@@ -215,3 +217,13 @@ async def test_a_period_in_milliseconds_is_labelled_cleanly_in_headers() -> None
     assert dict(rate_headers(verdict))["ratelimit-policy"] == (
         '"p-0.7s";q=7;w=1, "p-1.1s";q=3;w=1, "w-0.3s";q=1;w=1')
     await limiter.close()
+
+
+def test_a_redis_password_that_is_not_utf8_is_a_config_error(tmp_path: Path) -> None:
+    # redis-py takes the password as text: check-config passed it and serve (a store built
+    # per Runtime) ended in a UnicodeDecodeError traceback.
+    secret = tmp_path / "redis.pass"
+    secret.write_bytes(b"\xff\xfepassword")
+    found = issues(f"  redis: {{url: 'redis://127.0.0.1:6379/0', "
+                   f"password: {{fromFile: '{secret}'}}}}\n")
+    assert found == ["quota.redis.password: the password is not valid UTF-8"]

@@ -19,6 +19,7 @@ from tenantgate.config.types import (
     check_one_password,
     check_redis_url,
     check_socket_path_length,
+    check_text_password,
     config_file_path,
     grpc_unix_path,
 )
@@ -74,14 +75,7 @@ class ApiKeysConfig(Model):
     @field_validator("redis_password")
     @classmethod
     def _password_is_text(cls, value: Secret | None) -> Secret | None:
-        # redis-py takes the password as text: bytes that are not UTF-8 passed check-config
-        # and ended serve in a UnicodeDecodeError traceback.
-        if value is not None:
-            try:
-                value.value.decode()
-            except UnicodeDecodeError:
-                raise ValueError("the password is not valid UTF-8") from None
-        return value
+        return check_text_password(value)
 
 
 class AdminTlsConfig(Model):

@@ -26,6 +26,7 @@ from tenantgate.config.types import (
     as_envoy_passes,
     check_one_password,
     check_redis_url,
+    check_text_password,
     config_file_path,
     is_one_method,
 )
@@ -250,6 +251,11 @@ class RedisConfig(Model):
                              "(they would be ignored): the database goes in the sentinel path "
                              "(/master/db), the password in the url or in quota.redis.password")
         return value
+
+    @field_validator("password")
+    @classmethod
+    def _password_is_text(cls, value: Secret | None) -> Secret | None:
+        return check_text_password(value)
 
     @model_validator(mode="after")
     def _one_password(self) -> RedisConfig:

@@ -145,6 +145,17 @@ def check_host_port(value: str) -> str:
     return value
 
 
+def check_text_password(value: Secret | None) -> Secret | None:
+    """A Redis password read from a secret: redis-py takes it as text, and bytes that are not
+    UTF-8 passed check-config and ended serve in a UnicodeDecodeError traceback."""
+    if value is not None:
+        try:
+            value.value.decode()
+        except UnicodeDecodeError:
+            raise ValueError("the password is not valid UTF-8") from None
+    return value
+
+
 def check_one_password(url: str, password: Secret | None, url_key: str,
                        password_key: str) -> None:
     """A Redis password goes either in the URL or in its secret reference, never both."""
