@@ -385,12 +385,16 @@ class Limiter:
 
     async def decide(self, buckets: Sequence[Bucket], cost: int, failure_mode: FailureMode,
                      batch_interval: float | None = None) -> Verdict:
-        """All buckets admit `cost` and are charged, or none is; the failure mode on error."""
+        """All buckets admit `cost` and are charged, or none is; the failure mode on error.
+
+        A store error under `open` or `closed` is neither counted nor logged here: the caller
+        decides several groups per answer, and counts the answer once (`store_failed`).
+        """
         held = tuple(buckets)
         local = self._local(held, cost, batch_interval)
         if local is not None:
             return local
-        return await self._from_store(held, cost, failure_mode, batch_interval)
+        return await self._from_store(held, cost, failure_mode, batch_interval, counted=False)
 
     def _local(self, held: tuple[Bucket, ...], cost: int, batch_interval: float | None,
                with_states: bool = True) -> Verdict | None:
@@ -410,11 +414,11 @@ class Limiter:
         return None
 
     async def _from_store(self, held: tuple[Bucket, ...], cost: int, failure_mode: FailureMode,
-                          batch_interval: float | None) -> Verdict:
+                          batch_interval: float | None, counted: bool = True) -> Verdict:
         try:
             outcome = await self.store.acquire(held, cost)
         except QuotaStoreUnavailable:
-            return await self._failed(held, cost, failure_mode)
+            return await self._failed(held, cost, failure_mode, counted)
         self._degraded_shown.set(False)
         if not outcome.admitted and self._cache is not None and cost > 0:
             self._cache.remember(held, outcome, cost)
@@ -422,24 +426,33 @@ class Limiter:
             self._batcher.learn(held, outcome, batch_interval)
         return Verdict(outcome.admitted, held, outcome)
 
-    async def _failed(self, buckets: tuple[Bucket, ...], cost: int, mode: FailureMode
-                      ) -> Verdict:
-        self._warn(mode)
-        if mode == "open":
-            # Fail open: availability over enforcement, by the operator's explicit choice.
-            metrics.FAIL_OPEN.inc()
-            return Verdict(True, buckets)
+    async def _failed(self, buckets: tuple[Bucket, ...], cost: int, mode: FailureMode,
+                      counted: bool) -> Verdict:
         if mode == "degraded":
+            self._warn(mode)
             self._degraded_shown.set(True)
             shares = tuple(degraded_bucket(b, self._replicas) for b in buckets)
             outcome = await self._degraded.acquire(shares, cost)
             return Verdict(outcome.admitted, shares, outcome)
-        metrics.FAIL_CLOSED.inc()
+        if counted:
+            self.store_failed(mode)
+        if mode == "open":
+            # Fail open: availability over enforcement, by the operator's explicit choice.
+            return Verdict(True, buckets)
         return Verdict(False, buckets, unavailable=True)
 
-    def _warn(self, mode: FailureMode) -> None:
+    def store_failed(self, mode: FailureMode, note: str = "") -> None:
+        """One request the failed store let through (`open`) or refused with 503 (`closed`):
+        counted, and a warning at most every 10 s; `note` qualifies the warning."""
+        self._warn(mode, note)
+        if mode == "open":
+            metrics.FAIL_OPEN.inc()
+        elif mode == "closed":
+            metrics.FAIL_CLOSED.inc()
+
+    def _warn(self, mode: FailureMode, note: str = "") -> None:
         if self._store_down.ready():
-            log.warning("quota store %s unavailable: failing %s", self.store.name, mode)
+            log.warning("quota store %s unavailable: failing %s%s", self.store.name, mode, note)
 
 
 def tenant_plans(config: Config) -> dict[str, CompiledPlan]:

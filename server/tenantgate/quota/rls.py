@@ -135,8 +135,7 @@ class RateLimitServicer:
         # A group over the limit decides the call whatever others could not decide (a limit of
         # 0 and the over-limit cache need no store), and a shadow limit never limits. Else
         # UNAVAILABLE, not a guess: Envoy's failure_mode_deny decides what happens next.
-        if response.overall_code == Response.OK and any(
-                verdicts[m.index].unavailable for m in matched if not m.shadow):
+        if response.overall_code == Response.OK and _failed(limiter, matched, verdicts):
             metrics.rls_request(label, metrics.RlsResult.UNAVAILABLE)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "rate limit store unavailable")
         metrics.rls_request(label, _result(response, matched, verdicts))
@@ -213,16 +212,26 @@ async def _decide_group(limiter: Limiter, group: list[Matched], cost: int) -> Ve
     # it there changes no decision, and keeps every bucket's cost x interval far inside the
     # integers Redis returns (above the largest burst, a 1-per-year bucket's overflowed).
     cost = min(cost, min(b.burst for b in buckets) + 1)
-    # Counted and logged by the configured mode: Envoy's failure_mode_deny, which the generated
-    # bootstrap sets from it, decides what the UNAVAILABLE below does to the request. A shadow
-    # group never limits, so it fails open whatever the mode (degraded still counts locally).
-    mode = limiter.config.failure_mode
-    if group[0].shadow and mode == "closed":
-        mode = "open"
-    verdict = await limiter.decide(buckets, cost, mode)
+    # Under open or closed a store error is counted and logged by _should_rate_limit, once per
+    # call; degraded decides from the local share (a shadow group too: it is still counted).
+    verdict = await limiter.decide(buckets, cost, limiter.config.failure_mode)
     if verdict.outcome is None:  # no decision: the store failed (degraded decides locally)
         return Verdict(False, verdict.buckets, unavailable=True)
     return verdict
+
+
+def _failed(limiter: Limiter, matched: list[Matched], verdicts: dict[int, Verdict]) -> bool:
+    """Whether an enforced limit went undecided, so the call is UNAVAILABLE. Counted and warned
+    once per call (not per group), as what Envoy then does to a request answered OK or
+    UNAVAILABLE: not for a 429, which the caller does not ask about."""
+    undecided = [m for m in matched if verdicts[m.index].unavailable]
+    if any(not m.shadow for m in undecided):
+        # The generated bootstrap sets failure_mode_deny from quota.failure_mode.
+        limiter.store_failed(limiter.config.failure_mode)
+        return True
+    if undecided:  # only shadow limits: answered OK, so the request goes through
+        limiter.store_failed("open", " (shadow limits only)")
+    return False
 
 
 def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]) -> Any:

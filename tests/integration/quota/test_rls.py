@@ -287,19 +287,68 @@ async def test_a_zero_limit_is_over_the_limit_while_the_store_is_down(
 
 
 async def test_a_shadow_limit_whose_store_is_down_never_blocks(
-        store_down: rls_pb2_grpc.RateLimitServiceStub) -> None:
+        store_down: rls_pb2_grpc.RateLimitServiceStub, caplog: pytest.LogCaptureFixture
+        ) -> None:
     # Under closed, the call was UNAVAILABLE and Envoy answered 503 for a limit that is only
     # watched. Counted as unavailable, and as failing open: the request goes through.
     counters = (quota_metrics.FAIL_OPEN, quota_metrics.FAIL_CLOSED)
     before = [rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
               *(c._value.get() for c in counters)]
-    reply = await ask(store_down, descriptor(("watched", "w")),
-                      descriptor(("generic_key", "health")))
+    with caplog.at_level(logging.WARNING, logger="tenantgate.quota"):
+        reply = await ask(store_down, descriptor(("watched", "w")),
+                          descriptor(("generic_key", "health")))
+    assert [r.getMessage() for r in caplog.records] == [
+        "quota store redis unavailable: failing open (shadow limits only)"]
     assert reply.overall_code == Response.OK
     assert list(reply.statuses) == [Response.DescriptorStatus(code=Response.OK)] * 2
     after = [rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
              *(c._value.get() for c in counters)]
     assert [a - b for a, b in zip(after, before, strict=True)] == [1, 1, 0]
+
+
+def fail_counts() -> dict[str, float]:
+    return {"open": quota_metrics.FAIL_OPEN._value.get(),
+            "closed": quota_metrics.FAIL_CLOSED._value.get()}
+
+
+def counted_since(before: dict[str, float]) -> dict[str, float]:
+    return {mode: value - before[mode] for mode, value in fail_counts().items()}
+
+
+@pytest.mark.parametrize("mode", ["closed", "open"])
+async def test_an_enforced_and_a_shadow_limit_undecided_fail_once_by_the_mode(
+        mode: str, tmp_path: Path, quota_config: MakeConfig,
+        make_limiter: Callable[[Config], Limiter], caplog: pytest.LogCaptureFixture) -> None:
+    # One call, one count, one warning, all saying what Envoy does with the UNAVAILABLE: under
+    # closed the shadow group's "failing open" was the warning while the request got 503, and
+    # the call counted as failing open and closed.
+    dead = RedisServer()  # never started
+    try:
+        config = store_down_config(quota_config, tmp_path, dead.url, mode)
+        before = fail_counts()
+        async with serving(Snapshot(make_limiter(config))) as stub:
+            with caplog.at_level(logging.WARNING, logger="tenantgate.quota"), \
+                    pytest.raises(grpc.aio.AioRpcError) as err:
+                await ask(stub, descriptor(("watched", "w")), descriptor(("tenant", "a")))
+        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert counted_since(before) == {m: float(m == mode) for m in ("open", "closed")}
+        assert [r.getMessage() for r in caplog.records] == [
+            f"quota store redis unavailable: failing {mode}"]
+    finally:
+        dead.close()
+
+
+async def test_an_over_limit_answer_is_not_counted_as_failing_open_or_closed(
+        store_down: rls_pb2_grpc.RateLimitServiceStub, caplog: pytest.LogCaptureFixture
+        ) -> None:
+    # A 429: Envoy neither lets the request through nor answers 503, whatever the store did.
+    before = fail_counts()
+    with caplog.at_level(logging.WARNING, logger="tenantgate.quota"):
+        reply = await ask(store_down, descriptor(("blocked", "x")), descriptor(("tenant", "a")),
+                          descriptor(("watched", "w")))
+    assert reply.overall_code == Response.OVER_LIMIT
+    assert counted_since(before) == {"open": 0, "closed": 0}
+    assert "failing" not in caplog.text
 
 
 async def test_a_cached_denial_is_over_the_limit_while_the_store_is_down(
