@@ -6,17 +6,36 @@ from typing import Any
 
 from tenantgate.db.findings import Finding, Problem
 
+# A role the app role may SET ROLE to lends it its privileges even where they are not inherited
+# (a NOINHERIT app role, GRANT ... WITH INHERIT FALSE): SET ROLE helper; <use them>; RESET ROLE.
+# So a privilege is asked of every role it is a member of, the app role first; a superuser among
+# them is reported already, and holds every privilege.
+_MEMBERS = ("WHERE pg_has_role(%(role)s, m.oid, 'MEMBER') AND NOT m.rolsuper"
+            " ORDER BY m.rolname <> %(role)s, m.rolname")
 
-def _extra_privileges(conn: Any, role: str, table_oid: int) -> str:
-    """Table rights beyond SELECT/INSERT/UPDATE/DELETE that an application role must not have."""
+
+def _via(role: str, member: str) -> str:
+    return "" if member == role else f" through membership in {member}"
+
+
+def _extra_privileges(conn: Any, role: str, table_oid: int) -> list[tuple[str, str]]:
+    """Table rights beyond SELECT/INSERT/UPDATE/DELETE that an application role must not have,
+    as (rights, through which role) pairs; those the app role holds itself come once, first."""
     rights = ("TRUNCATE", "TRIGGER", "REFERENCES")
     # REFERENCES may be granted on one column (GRANT REFERENCES (id)), which is enough for a
     # probing foreign key; TRUNCATE and TRIGGER exist only on whole tables.
-    held = conn.execute("SELECT has_table_privilege(%s, %s::oid, 'TRUNCATE'),"
-                        " has_table_privilege(%s, %s::oid, 'TRIGGER'),"
-                        " has_any_column_privilege(%s, %s::oid, 'REFERENCES')",
-                        [role, table_oid] * 3).fetchone()
-    return ", ".join(r for r, has in zip(rights, held, strict=True) if has)
+    held = conn.execute("SELECT m.rolname, has_table_privilege(m.oid, %(table)s::oid, 'TRUNCATE'),"
+                        " has_table_privilege(m.oid, %(table)s::oid, 'TRIGGER'),"
+                        " has_any_column_privilege(m.oid, %(table)s::oid, 'REFERENCES')"
+                        " FROM pg_roles m " + _MEMBERS,
+                        {"role": role, "table": table_oid}).fetchall()
+    own: set[str] = set()  # the app role's own: a member role's grant of them adds nothing
+    found = []
+    for member, *has in held:
+        if extra := [r for r, h in zip(rights, has, strict=True) if h and r not in own]:
+            own |= set(extra) if member == role else set()
+            found.append((", ".join(extra), _via(role, member)))
+    return found
 
 
 def role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[Finding]:
@@ -30,7 +49,7 @@ def role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[F
         " WHERE (rolsuper OR rolbypassrls OR rolreplication)"
         " AND pg_has_role(%s, oid, 'MEMBER') ORDER BY rolname", [role]).fetchall()
     for name, superuser, bypass, replication in powerful:
-        via = "" if name == role else f" through membership in {name}"
+        via = _via(role, name)
         if superuser:  # has all of the below: one finding says it
             found.append(Finding(Problem.APP_ROLE_BYPASSES_RLS, role, f"is a superuser{via}"))
             continue
@@ -45,7 +64,7 @@ def role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[F
         "SELECT rolname FROM pg_roles WHERE rolcreaterole AND pg_has_role(%s, oid, 'MEMBER')"
         " ORDER BY rolname", [role]).fetchall()
     for (name,) in creators:
-        via = "" if name == role else f" through membership in {name}"
+        via = _via(role, name)
         found.append(Finding(Problem.APP_ROLE_CREATES_ROLES, role, f"has CREATEROLE{via}: up to "
                              "PostgreSQL 15 it can grant itself tenantgate_owner (the keys) or "
                              "a table owner's role"))
@@ -55,10 +74,11 @@ def role_findings(conn: Any, role: str, tables: list[tuple[int, str]]) -> list[F
         if owner[0]:
             found.append(Finding(Problem.APP_ROLE_OWNS_TABLE, role, f"owns {table} (as "
                                  f"{owner[1]}) and can switch its RLS off"))
-        elif extra := _extra_privileges(conn, role, oid):
-            found.append(Finding(Problem.APP_ROLE_EXTRA_PRIVILEGE, role, f"has {extra} on {table}:"
-                                 " TRUNCATE ignores row level security, TRIGGER runs its code as"
-                                 " whoever writes next, REFERENCES probes other tenants' keys"))
+            continue
+        found += [Finding(Problem.APP_ROLE_EXTRA_PRIVILEGE, role, f"has {extra} on {table}{via}:"
+                          " TRUNCATE ignores row level security, TRIGGER runs its code as"
+                          " whoever writes next, REFERENCES probes other tenants' keys")
+                  for extra, via in _extra_privileges(conn, role, oid)]
     # Column grants count (SELECT on the pads reads every key, INSERT adds a key of one's own),
     # and so does any key management function (retire_key locks every tenant out).
     keys = conn.execute(
@@ -106,35 +126,39 @@ def _creation_findings(conn: Any, role: str) -> list[Finding]:
     # writes, whichever tenant's, without row level security. An object it may create in a
     # schema, or in a schema of its own (CREATE on the database: "$user" comes first in the
     # default search_path), shadows or sits beside the tenant tables just as unprotected.
-    row = conn.execute(
-        "SELECT r.rolsuper, quote_ident(r.rolname), quote_ident(current_database()),"
-        " has_database_privilege(r.oid, current_database(), 'TEMPORARY'),"
-        " has_database_privilege(r.oid, current_database(), 'CREATE')"
-        " FROM pg_roles r WHERE r.rolname = %s", [role]).fetchone()
-    superuser, ident, database, temporary, create = row
-    if superuser:  # reported already; no REVOKE binds it
-        return []
-    schemas = conn.execute(
-        "SELECT quote_ident(nspname) FROM pg_namespace"
-        " WHERE nspname NOT IN ('pg_catalog', 'information_schema')"
-        " AND has_schema_privilege(%s, oid, 'CREATE') ORDER BY 1", [role]).fetchall()
-    revoke = f"FROM PUBLIC, {ident} (and from any role it is a member of; an owner keeps it)"
+    if conn.execute("SELECT rolsuper FROM pg_roles WHERE rolname = %s", [role]).fetchone()[0]:
+        return []  # reported already; no REVOKE binds it
+    held = conn.execute(
+        "SELECT p.kind, p.object, m.rolname, quote_ident(m.rolname) FROM pg_roles m, LATERAL ("
+        "  SELECT 'temporary', quote_ident(current_database())"
+        "  WHERE has_database_privilege(m.oid, current_database(), 'TEMPORARY')"
+        "  UNION ALL SELECT 'create', quote_ident(current_database())"
+        "  WHERE has_database_privilege(m.oid, current_database(), 'CREATE')"
+        "  UNION ALL SELECT 'schema', quote_ident(nspname) FROM pg_namespace"
+        "  WHERE nspname NOT IN ('pg_catalog', 'information_schema')"
+        "  AND has_schema_privilege(m.oid, oid, 'CREATE')) AS p(kind, object) "
+        + _MEMBERS, {"role": role})
+    own: set[tuple[str, str]] = set()  # the app role's own: a member's grant adds nothing
     found = []
-    if temporary:
-        found.append(Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, "may create temporary "
-                             f"tables in database {database}: Postgres looks in pg_temp first, "
-                             "so on a pooled server session a temporary table named like a "
-                             "tenant table takes later transactions' rows, every tenant's, "
-                             "without row level security; REVOKE TEMPORARY ON DATABASE "
-                             f"{database} {revoke}"))
-    if create:
-        found.append(Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, "may create schemas in "
-                             f"database {database}: one named after the role comes first in the "
-                             "default search_path, and its tables shadow the tenant tables; "
-                             f"REVOKE CREATE ON DATABASE {database} {revoke}"))
-    found += [Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, f"may create objects in schema "
-                      f"{schema}: its tables have no row level security, and in a schema "
-                      "earlier in the search_path they shadow the tenant tables; REVOKE CREATE "
-                      f"ON SCHEMA {schema} {revoke}")
-              for (schema,) in schemas]
+    for kind, name, member, ident in held.fetchall():
+        if (kind, name) not in own:
+            own |= {(kind, name)} if member == role else set()
+            what, why = _CREATION_RISKS[kind]
+            found.append(Finding(Problem.APP_ROLE_CREATES_OBJECTS, role, f"{what} {name}"
+                                 f"{_via(role, member)}: {why} {name} FROM PUBLIC, {ident} (and"
+                                 " from any role it is a member of; an owner keeps it)"))
     return found
+
+
+_CREATION_RISKS = {
+    "temporary": ("may create temporary tables in database", "Postgres looks in pg_temp first, "
+                  "so on a pooled server session a temporary table named like a tenant table "
+                  "takes later transactions' rows, every tenant's, without row level security; "
+                  "REVOKE TEMPORARY ON DATABASE"),
+    "create": ("may create schemas in database", "one named after the role comes first in the "
+               "default search_path, and its tables shadow the tenant tables; REVOKE CREATE ON "
+               "DATABASE"),
+    "schema": ("may create objects in schema", "its tables have no row level security, and in a "
+               "schema earlier in the search_path they shadow the tenant tables; REVOKE CREATE "
+               "ON SCHEMA"),
+}

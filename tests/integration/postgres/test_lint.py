@@ -476,3 +476,90 @@ def test_rls_disabled_remedy_quotes_a_hostile_table_name_and_names_the_column(
         for remedy in remedies:
             conn.execute(remedy)
         assert lint(conn, tenant_column="org") == []
+
+
+# How an app role may be a member of a role without inheriting its privileges: it still takes
+# them with SET ROLE, and keeps what it made after RESET ROLE.
+NOT_INHERITED = {
+    "noinherit_role": "ALTER ROLE app_new NOINHERIT; GRANT helper TO app_new",
+    "with_inherit_false": "GRANT helper TO app_new WITH INHERIT FALSE",  # PostgreSQL 16+
+}
+
+
+@pytest.fixture(params=sorted(NOT_INHERITED))
+def helper_not_inherited(fresh_db: Database, request: pytest.FixtureRequest) -> Database:
+    """fresh_db with invoices (isolated, app_new may use it) and app_new, a member of helper
+    that does not inherit helper's privileges."""
+    if request.param == "with_inherit_false" and fresh_db.version < 16:
+        pytest.skip("GRANT ... WITH INHERIT is PostgreSQL 16+")
+    with psycopg.connect(fresh_db.dsn("table_owner"), autocommit=True) as conn:
+        conn.execute("CREATE TABLE invoices (id int PRIMARY KEY, tenant_id text NOT NULL"
+                     "   DEFAULT tenantgate.current_tenant());"
+                     " SELECT tenantgate.isolate('invoices')")
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE ROLE app_new LOGIN; CREATE ROLE helper;"
+                     f" {NOT_INHERITED[request.param]};"
+                     " GRANT SELECT, INSERT ON invoices TO app_new")
+    yield fresh_db
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute("DROP OWNED BY app_new, helper; DROP ROLE app_new; DROP ROLE helper")
+
+
+def test_temporary_table_made_through_set_role_to_a_role_not_inherited_is_reported(
+        helper_not_inherited: Database) -> None:
+    # has_database_privilege(app_new, ...) counts inherited privileges only: lint said "no
+    # findings", yet SET ROLE helper made the temporary table that took globex's insert.
+    db = helper_not_inherited
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        conn.execute(f'GRANT TEMPORARY ON DATABASE "{db.name}" TO helper')
+        findings = lint(conn, app_roles=("app_new",))
+    with db.connect("app_new") as shared:
+        shared.execute("SET ROLE helper; CREATE TEMP TABLE invoices (id int, tenant_id text);"
+                       " GRANT ALL ON pg_temp.invoices TO PUBLIC; RESET ROLE")
+        with shared.transaction():
+            shared.execute(SET_CONTEXT_SQL, [db.ring.sign("globex", "bob", "r", 60)])
+            shared.execute("INSERT INTO invoices (id) VALUES (7)")
+        assert shared.execute("SELECT id FROM pg_temp.invoices").fetchall() == [(7,)]
+    assert [str(f) for f in findings] == [
+        f"app_role_creates_objects: app_new: may create temporary tables in database {db.name}"
+        " through membership in helper: Postgres looks in pg_temp first, so on a pooled server"
+        " session a temporary table named like a tenant table takes later transactions' rows,"
+        f" every tenant's, without row level security; REVOKE TEMPORARY ON DATABASE {db.name}"
+        " FROM PUBLIC, helper (and from any role it is a member of; an owner keeps it)"]
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        conn.execute(f'REVOKE TEMPORARY ON DATABASE "{db.name}" FROM helper')
+        assert lint(conn, app_roles=("app_new",)) == []
+
+
+@pytest.mark.parametrize(("grant", "expected"), [
+    ("GRANT CREATE ON DATABASE {db} TO helper",
+     "may create schemas in database {db} through membership in helper"),
+    ("GRANT CREATE ON SCHEMA public TO helper",
+     "may create objects in schema public through membership in helper"),
+    ("GRANT TRUNCATE ON invoices TO helper",
+     "has TRUNCATE on public.invoices through membership in helper"),
+    ("GRANT TRIGGER, REFERENCES (id) ON invoices TO helper",
+     "has TRIGGER, REFERENCES on public.invoices through membership in helper"),
+], ids=["create_on_database", "create_on_schema", "truncate", "trigger_references"])
+def test_privilege_of_a_role_not_inherited_but_reachable_by_set_role_is_reported(
+        helper_not_inherited: Database, grant: str, expected: str) -> None:
+    # SET ROLE helper; TRUNCATE invoices empties every tenant's rows, RLS or not.
+    db = helper_not_inherited
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        conn.execute(grant.format(db=f'"{db.name}"'))
+        findings = lint(conn, app_roles=("app_new",))
+    assert [f.detail.split(":")[0] for f in findings] == [expected.format(db=db.name)]
+
+
+def test_a_right_the_app_role_holds_itself_is_not_reported_again_through_a_member(
+        helper_not_inherited: Database) -> None:
+    db = helper_not_inherited
+    with psycopg.connect(db.dsn(), autocommit=True) as conn:
+        conn.execute(f'GRANT TEMPORARY ON DATABASE "{db.name}" TO app_new, helper;'
+                     " GRANT TRUNCATE ON invoices TO app_new;"
+                     " GRANT TRUNCATE, TRIGGER ON invoices TO helper")
+        findings = lint(conn, app_roles=("app_new",))
+    assert sorted(f.detail.split(":")[0] for f in findings) == [
+        "has TRIGGER on public.invoices through membership in helper",
+        "has TRUNCATE on public.invoices",
+        f"may create temporary tables in database {db.name}"]
