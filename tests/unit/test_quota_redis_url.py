@@ -18,6 +18,9 @@ NO_QUERY = ("a redis+sentinel:// or redis(s)+cluster:// url takes no ?options (t
             "ignored): the database goes in the sentinel path (/master/db), the password in the "
             "url or in quota.redis.password")
 
+MIN_VERSION = ("ssl_min_version must be the number of an ssl.TLSVersion (771 is TLSv1_2, 772 "
+               "TLSv1_3), got {}")
+
 
 @pytest.fixture(autouse=True)
 def _context_key(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -46,6 +49,11 @@ def issues(url: str) -> list[str]:
     ("redis://h?client_name=a%20b", "client_name must be printable ASCII without spaces"),
     ("redis://h?client_name=a%0Ab", "client_name must be printable ASCII without spaces"),
     ("redis://h?client_name=%C3%A9", "client_name must be printable ASCII without spaces"),
+    # redis-py builds the TLS context at each connection: every one of them failed, and a bad
+    # version left a "Task exception was never retrieved" traceback per call.
+    ("rediss://h?ssl_min_version=12", MIN_VERSION.format("12")),
+    ("rediss://h?ssl_min_version=-3", MIN_VERSION.format("-3")),
+    ("rediss://h?ssl_ciphers=bogus", "ssl_ciphers 'bogus' selects no cipher OpenSSL knows"),
     # connect() reads no query of these: a CA, a database or a password was silently dropped.
     ("redis+sentinel://h:26379/mymaster?db=2", NO_QUERY),
     ("redis+sentinel://h:26379/mymaster?password=x", NO_QUERY),
@@ -62,6 +70,8 @@ def test_a_query_option_the_store_would_not_use_is_a_config_error(url: str,
     "redis://h?client_name=tenantgate-1&protocol=3&db=2",
     "unix:///run/redis.sock?db=3&client_name=tg&health_check_interval=5",
     "redis://h?socket_keepalive=true",
+    "rediss://h?ssl_min_version=771&ssl_ciphers=ECDHE%2BAESGCM",
+    "rediss://h?ssl_min_version=-1",  # MAXIMUM_SUPPORTED
 ])
 def test_query_options_the_store_uses_still_pass(url: str) -> None:
     assert issues(url) == []

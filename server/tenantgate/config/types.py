@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import re
+import ssl
 import stat
 from pathlib import Path
 from typing import Annotated, Any
@@ -259,6 +260,20 @@ def _check_redis_query(scheme: str, query: str) -> None:
         raise ValueError(str(exc)) from None
     if connection.client_name is not None and not _CLIENT_NAME.fullmatch(connection.client_name):
         raise ValueError("client_name must be printable ASCII without spaces")
+    if (tls := getattr(connection, "ssl_context", None)) is not None:
+        _check_tls_query(tls.min_version, tls.ciphers)
+
+
+def _check_tls_query(min_version: int | None, ciphers: str | None) -> None:
+    # redis-py builds the TLS context only as it connects: every connection failed instead.
+    if min_version is not None and min_version not in {v.value for v in ssl.TLSVersion}:
+        raise ValueError("ssl_min_version must be the number of an ssl.TLSVersion (771 is "
+                         f"TLSv1_2, 772 TLSv1_3), got {min_version}")
+    if ciphers is not None:
+        try:
+            ssl.create_default_context().set_ciphers(ciphers)
+        except ssl.SSLError:
+            raise ValueError(f"ssl_ciphers {ciphers!r} selects no cipher OpenSSL knows") from None
 
 
 class Model(BaseModel):
