@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import socket
 from collections import deque
 from collections.abc import Callable
@@ -21,8 +22,10 @@ import hiredis
 from redis.asyncio.connection import AbstractConnection, Connection, SSLConnection
 from redis.asyncio.connection import UnixDomainSocketConnection as UnixConnection
 
+from tenantgate.observe.throttle import Throttle
 from tenantgate.quota import resp
 
+log = logging.getLogger("tenantgate.quota")
 Result = list[Any] | Exception  # the replies in order (error replies as hiredis.ReplyError)
 Done = Callable[[Result], None]
 
@@ -151,6 +154,7 @@ class RedisPipe:
         self._connection: _Connection | None = None  # set once its handshake is done
         self._waiting: list[tuple[bytes, Round]] = []  # written when a connection is ready
         self._connecting: asyncio.Task[None] | None = None
+        self._odd_failures = Throttle(10.0)  # one warning per 10 s: each call dials again
 
     def idle(self) -> bool:
         """Connected, and no reply outstanding: a write now goes out alone anyway."""
@@ -209,9 +213,15 @@ class RedisPipe:
             failure = exc if isinstance(exc, Exception) else ConnectionError("connect cancelled")
             connection.abort(failure)
             self._fail_waiting(failure)
-            if isinstance(exc, OSError | TimeoutError):  # ConnectionError, HandshakeRefused too
-                return
-            raise
+            if not isinstance(exc, Exception):  # cancelled: close() awaits it
+                raise
+            # Any error fails these rounds as a refused connection does. Raised in this task,
+            # which nobody awaits, it was a "Task exception was never retrieved" traceback per
+            # call (a TLS context redis-py could not build: ValueError). Unlike a refusal or
+            # a timeout its reason is not obvious: one line, at most every 10 s.
+            if not isinstance(exc, OSError | TimeoutError) and self._odd_failures.ready():
+                log.warning("cannot connect to Redis: %s: %s", type(exc).__name__, exc)
+            return
         finally:
             self._connecting = None
         if connection.closed:  # lost between the handshake reply and this task's turn

@@ -8,6 +8,8 @@ durations.
 from __future__ import annotations
 
 import asyncio
+import gc
+import logging
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -206,6 +208,35 @@ async def test_a_server_that_never_answers_fails_every_call_of_the_batch() -> No
         await server.wait_closed()
     assert [str(r) for r in results] == ["TimeoutError"] * 5
     assert len(accepted) == 1  # one connection for the whole batch
+
+
+async def test_a_connection_redis_py_cannot_build_fails_each_call_with_one_warning(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # A TLS context redis-py builds only as it connects (the config refuses this version now):
+    # its ValueError escaped the connecting task, a "Task exception was never retrieved"
+    # traceback per call.
+    made = store_for("rediss://127.0.0.1:1/0")
+    assert made._pipe is not None
+    made._pipe._template.ssl_context.min_version = 12  # type: ignore[attr-defined]
+    loop = asyncio.get_running_loop()
+    unhandled: list[dict[str, Any]] = []
+    loop.set_exception_handler(lambda _, context: unhandled.append(context))
+    errors = store_errors()
+    try:
+        with caplog.at_level(logging.WARNING, logger="tenantgate.quota"):
+            results = [await asyncio.gather(made.acquire([bucket()]), return_exceptions=True)
+                       for _ in range(3)]
+            gc.collect()  # a task's unretrieved exception is reported when it is collected
+            await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+        await made.close()
+    assert [str(r) for [r] in results] == ["ValueError"] * 3
+    assert all(isinstance(r, QuotaStoreUnavailable) for [r] in results)
+    assert store_errors() == errors + 3
+    assert unhandled == []
+    assert [r.getMessage() for r in caplog.records] == [
+        "cannot connect to Redis: ValueError: Unsupported TLS/SSL version 0xc"]
 
 
 @pytest.fixture
