@@ -1,6 +1,6 @@
 """`tenantgate db add-key` reads a secret as the config loader does, so the key it installs in
-Postgres is one a config can name, and a secret file as the config reads one: bounded, and
-never a device or FIFO."""
+Postgres is one a config can name, and a secret file as the config reads one, bounded, or from
+a pipe (<(vault read ...), /dev/stdin), bounded too; never a device or a directory."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import pytest
@@ -46,22 +47,54 @@ def test_a_secret_file_larger_than_the_bound_is_refused_unread(
         1, f"error: {big} is larger than 64 KiB: not a secret\n")
 
 
-def test_a_secret_file_that_is_a_device_is_refused_unopened(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    assert add_key_from_file(capsys, Path("/dev/null")) == (
-        1, "error: /dev/null is not a regular file\n")
+@pytest.mark.parametrize("path", ["/dev/zero", "/dev/null", "/tmp"])
+def test_a_secret_file_that_is_a_device_or_a_directory_is_refused_unopened(
+        capsys: pytest.CaptureFixture[str], path: str) -> None:
+    # /dev/zero, read to the end, grew until MemoryError.
+    assert add_key_from_file(capsys, Path(path)) == (
+        1, f"error: {path} is not a regular file or a pipe\n")
 
 
-def test_a_secret_file_that_is_a_fifo_is_refused_without_waiting_for_a_writer(
-        tmp_path: Path) -> None:
-    # In a process of its own: opening a FIFO blocked until a writer came, forever here.
+def add_key_from_stdin(secret: bytes) -> subprocess.CompletedProcess[str]:
+    """db add-key --secret-file /dev/stdin, stdin a pipe with `secret`, in a process of its own;
+    port 1: a secret read and accepted ends in a connection error."""
+    return subprocess.run([sys.executable, "-m", "tenantgate.cli", "db", "add-key", "k",
+                           "--secret-file", "/dev/stdin",
+                           "--dsn", "host=127.0.0.1 port=1 connect_timeout=2"],
+                          input=secret.decode(), capture_output=True, text=True, timeout=30)
+
+
+def test_a_secret_piped_to_dev_stdin_is_read() -> None:
+    # As --secret-file <(vault read ...): the secret is never on disk nor in the environment.
+    done = add_key_from_stdin(b"k" * 40 + b"\n")
+    assert (done.returncode, done.stderr.split(": connection to")[0]) == (
+        1, "error: connection failed")
+
+
+def test_a_piped_secret_larger_than_the_bound_is_refused() -> None:
+    done = add_key_from_stdin(b"k" * (64 * 1024 + 1))
+    assert (done.returncode, done.stderr) == (
+        1, "error: /dev/stdin is larger than 64 KiB: not a secret\n")
+
+
+def test_a_secret_from_a_pipe_or_a_fifo_is_read_stripped(tmp_path: Path) -> None:
+    read, write = os.pipe()
+    os.write(write, b"k" * 40 + b"\n")
+    os.close(write)
+    try:
+        assert db._read_secret(argparse.Namespace(
+            secret_env=None, secret_file=Path(f"/dev/fd/{read}"))) == b"k" * 40
+    finally:
+        os.close(read)
     fifo = tmp_path / "fifo"
     os.mkfifo(fifo)
-    done = subprocess.run([sys.executable, "-m", "tenantgate.cli", "db", "add-key", "k",
-                           "--secret-file", str(fifo)], capture_output=True, text=True,
-                          timeout=30)
-    assert (done.returncode, done.stdout, done.stderr) == (
-        1, "", f"error: {fifo} is not a regular file\n")
+    writer = threading.Thread(target=fifo.write_bytes, args=[b"f" * 40], daemon=True)
+    writer.start()
+    try:
+        assert db._read_secret(argparse.Namespace(secret_env=None, secret_file=fifo)) \
+            == b"f" * 40
+    finally:
+        writer.join(timeout=30)
 
 
 def test_a_secret_file_is_read_stripped(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -56,7 +57,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--secret-env", metavar="NAME", help="environment variable with the secret")
     source.add_argument("--secret-file", type=non_empty_path, metavar="PATH",
-                        help="file with the secret (stripped)")
+                        help="file, or pipe (<(vault ...), /dev/stdin), with the secret "
+                             "(stripped)")
     add.add_argument("--pending", action="store_true",
                      help="store the key without accepting it yet (activate-key later)")
 
@@ -151,14 +153,31 @@ def _read_secret(args: argparse.Namespace) -> bytes:
                            "whitespace (a trailing newline?): remove it; a secret cannot "
                            "begin or end with whitespace")
     else:
-        # Bounded, and never a device or FIFO: /dev/zero exhausted memory, a FIFO hung.
-        try:
-            secret = read_small_file(args.secret_file, SECRET_FILE_MAX_BYTES,
-                                     "not a secret").strip()
-        except ValueError as exc:  # the config's fromFile messages, naming the path
-            raise _Failure(str(exc)) from None
+        secret = _read_secret_file(args.secret_file).strip()
     if len(secret) < MIN_KEY_BYTES:
         raise _Failure(f"the secret must be at least {MIN_KEY_BYTES} bytes")
+    return secret
+
+
+def _read_secret_file(path: Path) -> bytes:
+    # A pipe is welcome: --secret-file <(vault read ...) or /dev/stdin keeps the secret off disk
+    # and out of the environment, and a command may wait for its writer (the server's config
+    # reader refuses FIFOs: it must not block). Bounded either way, and never a device or a
+    # directory: /dev/zero exhausted memory.
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):  # the config's fromFile messages, naming the path
+            return read_small_file(path, SECRET_FILE_MAX_BYTES, "not a secret")
+        if not stat.S_ISFIFO(mode):
+            raise _Failure(f"{path} is not a regular file or a pipe")
+        with open(path, "rb") as pipe:
+            secret = pipe.read(SECRET_FILE_MAX_BYTES + 1)
+    except ValueError as exc:
+        raise _Failure(str(exc)) from None
+    except OSError as exc:
+        raise _Failure(f"cannot read {path}: {exc.strerror}") from None
+    if len(secret) > SECRET_FILE_MAX_BYTES:
+        raise _Failure(f"{path} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB: not a secret")
     return secret
 
 
