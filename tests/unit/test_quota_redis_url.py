@@ -9,7 +9,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from tenantgate.config.apikeys import ApiKeysConfig
 from tenantgate.config.load import parse_config
+from tenantgate.config.quota import RedisConfig
 from tenantgate.errors import ConfigError
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "config"
@@ -93,3 +95,20 @@ def test_check_config_exits_2_naming_the_key_path(tmp_path: Path, query: str) ->
     assert result.returncode == 2
     assert result.stderr.startswith(f"{config}: quota.redis.url: ")
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("url", ["redis://h/0?password=inline", "redis://:inline@h/0",
+                                 "unix:///run/redis.sock?password=inline"])
+def test_a_password_in_the_url_and_as_a_secret_is_refused_for_either_store(
+        url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # redis-py takes the url's password (`?password=` too) over the one it is given: the
+    # secret was silently ignored.
+    monkeypatch.setenv("TG_TEST_REDIS_PASSWORD", "from-the-secret")
+    (tmp_path / "hash.key").write_text("h" * 40)
+    with pytest.raises(ValueError, match="either in url or as password, not both"):
+        RedisConfig.model_validate({"url": url, "password": {"fromEnv": "TG_TEST_REDIS_PASSWORD"}})
+    with pytest.raises(ValueError, match="either in redis_url or as redis_password, not both"):
+        ApiKeysConfig.model_validate(
+            {"hash_secret": {"fromFile": "hash.key"}, "redis_url": url,
+             "redis_password": {"fromEnv": "TG_TEST_REDIS_PASSWORD"}},
+            context={"base_dir": str(tmp_path)})

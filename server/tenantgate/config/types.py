@@ -160,7 +160,9 @@ def check_text_password(value: Secret | None) -> Secret | None:
 def check_one_password(url: str, password: Secret | None, url_key: str,
                        password_key: str) -> None:
     """A Redis password goes either in the URL or in its secret reference, never both."""
-    if password is not None and urlsplit(url).password:
+    # redis-py takes the URL's (`user:pass@`, else `?password=`) over the one it is handed.
+    parts = urlsplit(url)
+    if password is not None and (parts.password or "password" in parse_qs(parts.query)):
         raise ValueError(f"give the password either in {url_key} or as {password_key}, "
                          "not both")
 
