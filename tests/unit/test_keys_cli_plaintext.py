@@ -72,3 +72,23 @@ def test_an_ipv6_host_without_brackets_is_refused_before_connecting(
     assert (code, capsys.readouterr().err) == (2, f"tenantgate keys: --admin {address}: "
                                                   f"{problem}\n")
     assert channels == []
+
+
+@pytest.mark.parametrize("address", ["unix://relative/x.sock", "unix://run/admin.sock"])
+def test_a_unix_url_with_a_relative_path_is_a_usage_error(
+        channels: list[str], capsys: pytest.CaptureFixture[str], address: str) -> None:
+    # gRPC reads what follows unix:// as an authority: exit 1 with its own error lines. The
+    # config refuses this form too.
+    code = main(["keys", "--admin", address, "--token-env", "TG_ADMIN_TOKEN",
+                 "list", "--tenant", "acme"])
+    assert (code, capsys.readouterr().err) == (
+        2, f"tenantgate keys: --admin {address}: unix:// is followed by an absolute path "
+           "(unix:///abs/path); write unix:PATH for a relative path\n")
+    assert channels == []
+
+
+def test_a_unix_url_with_an_absolute_path_is_taken(channels: list[str]) -> None:
+    with pytest.raises(Connected):
+        main(["keys", "--admin", "unix:///run/admin.sock", "--token-env", "TG_ADMIN_TOKEN",
+              "list", "--tenant", "acme"])
+    assert channels == ["unix:///run/admin.sock"]

@@ -162,6 +162,11 @@ def _read(path: Path | None) -> bytes | None:
 def _channel(args: argparse.Namespace) -> grpc.Channel:
     if args.admin in ("unix:", "unix://"):  # gRPC: "UNAVAILABLE: empty address list", exit 1
         raise UsageError(f"--admin unix:PATH needs a path, got {args.admin!r}")
+    if args.admin.startswith("unix://") and not args.admin.startswith("unix:///"):
+        # gRPC reads unix://run/a.sock's `run` as an authority: exit 1 with its own error
+        # lines. The config refuses this form too (config/apikeys.py).
+        raise UsageError(f"--admin {args.admin}: unix:// is followed by an absolute path "
+                         "(unix:///abs/path); write unix:PATH for a relative path")
     if not args.admin.startswith("unix:"):
         # gRPC takes any port number and wraps it: 99999 would send the token to port 34463.
         try:
