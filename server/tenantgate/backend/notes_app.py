@@ -52,15 +52,25 @@ DEBUG_HEADERS_PATH = "/debug/headers"
 
 
 def setup_database(owner_dsn: str, app_role: str) -> None:
-    """Create and isolate `notes`, grant the app role its DML. Needs `tenantgate db install`."""
+    """Create and isolate `notes`, grant the app role its DML and take from it (and PUBLIC) the
+    rights to create tables beside them. Needs `tenantgate db install`."""
     with psycopg.connect(owner_dsn, autocommit=True) as conn:
         installed = conn.execute("SELECT to_regprocedure('tenantgate.isolate(regclass,name)')")
         if installed.fetchone()[0] is None:  # type: ignore[index]
             raise RuntimeError("tenantgate SQL is not installed: run `tenantgate db install`")
+        database = conn.execute("SELECT current_database()").fetchone()[0]  # type: ignore[index]
+        role = sql.Identifier(app_role)
         with conn.transaction():
             conn.execute(SCHEMA_SQL)
             conn.execute(sql.SQL("GRANT SELECT, INSERT, UPDATE, DELETE ON notes TO {}")
-                         .format(sql.Identifier(app_role)))
+                         .format(role))
+            # As docs/postgres.md advises: on a server session clients share, one client's
+            # TEMP TABLE notes would take the next tenants' notes, without RLS (db lint:
+            # app_role_creates_objects). Only the database's owner (or a superuser) can take
+            # TEMPORARY from PUBLIC; for anyone else Postgres warns and lint still reports it.
+            conn.execute(sql.SQL("REVOKE TEMPORARY ON DATABASE {} FROM PUBLIC, {}")
+                         .format(sql.Identifier(database), role))
+            conn.execute(sql.SQL("REVOKE CREATE ON SCHEMA public FROM PUBLIC, {}").format(role))
 
 
 class ConnectionPool:

@@ -16,6 +16,7 @@ from pgsupport import Database
 from tenantgate.backend.httpserver import SOCKET_TIMEOUT_SECONDS, WSGIHTTPServer, serve_in_thread
 from tenantgate.backend.middleware import WSGIApp
 from tenantgate.backend.notes_app import ConnectionPool, make_app, setup_database
+from tenantgate.db.lint import lint
 from tenantgate.testing.binaries import free_port
 
 
@@ -236,3 +237,15 @@ def test_notes_app_runs_as_a_module_with_dsn_and_listen(notes_db: Database) -> N
         proc.terminate()
         proc.wait(timeout=10)
         proc.stdout.close()  # type: ignore[union-attr]
+
+
+def test_the_reference_setup_lints_clean_on_a_database_with_the_default_rights(
+        fresh_db: Database) -> None:
+    # A new database lets PUBLIC create temporary tables (and, up to PostgreSQL 14, objects in
+    # schema public): the setup lint reported app_role_creates_objects for its own app role.
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        conn.execute(f'GRANT TEMPORARY ON DATABASE "{fresh_db.name}" TO PUBLIC;'
+                     " GRANT CREATE ON SCHEMA public TO PUBLIC")
+    setup_database(fresh_db.dsn("table_owner"), "app")  # the database's owner
+    with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
+        assert lint(conn, app_roles=("app",)) == []
