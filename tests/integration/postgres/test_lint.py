@@ -389,6 +389,17 @@ def test_a_partition_inherits_its_parents_tenant_column_and_the_parent_is_checke
     assert [(f.problem, f.subject) for f in findings] == [(Problem.RLS_DISABLED, "public.events")]
 
 
+def rows_a_temporary_table_catches(db: Database, user: str, plant: str) -> list[tuple[int]]:
+    """On one session of `user`: `plant` a temporary invoices, let globex insert a row, and
+    read back what the temporary table caught."""
+    with db.connect(user) as shared:
+        shared.execute(plant)
+        with shared.transaction():
+            shared.execute(SET_CONTEXT_SQL, [db.ring.sign("globex", "bob", "r", 60)])
+            shared.execute("INSERT INTO invoices (id) VALUES (7)")
+        return shared.execute("SELECT id FROM pg_temp.invoices").fetchall()
+
+
 def test_temporary_table_on_a_shared_session_takes_other_tenants_rows_and_lint_reports_it(
         fresh_db: Database) -> None:
     # A new database lets PUBLIC create temporary tables. On a server session that clients
@@ -402,12 +413,8 @@ def test_temporary_table_on_a_shared_session_takes_other_tenants_rows_and_lint_r
                      " SELECT tenantgate.isolate('invoices'); GRANT SELECT, INSERT ON invoices"
                      " TO app")
         findings = lint(conn, app_roles=("app",))
-    with fresh_db.connect() as shared:
-        shared.execute("CREATE TEMP TABLE invoices (id int, tenant_id text)")
-        with shared.transaction():
-            shared.execute(SET_CONTEXT_SQL, [fresh_db.ring.sign("globex", "bob", "r", 60)])
-            shared.execute("INSERT INTO invoices (id) VALUES (7)")
-        assert shared.execute("SELECT id FROM invoices").fetchall() == [(7,)]
+    assert rows_a_temporary_table_catches(
+        fresh_db, "app", "CREATE TEMP TABLE invoices (id int, tenant_id text)") == [(7,)]
     assert [str(f) for f in findings] == [
         f"app_role_creates_objects: app: may create temporary tables in database"
         f" {fresh_db.name}: Postgres looks in pg_temp first, so on a pooled server session a"
@@ -513,13 +520,9 @@ def test_temporary_table_made_through_set_role_to_a_role_not_inherited_is_report
     with psycopg.connect(db.dsn(), autocommit=True) as conn:
         conn.execute(f'GRANT TEMPORARY ON DATABASE "{db.name}" TO helper')
         findings = lint(conn, app_roles=("app_new",))
-    with db.connect("app_new") as shared:
-        shared.execute("SET ROLE helper; CREATE TEMP TABLE invoices (id int, tenant_id text);"
-                       " GRANT ALL ON pg_temp.invoices TO PUBLIC; RESET ROLE")
-        with shared.transaction():
-            shared.execute(SET_CONTEXT_SQL, [db.ring.sign("globex", "bob", "r", 60)])
-            shared.execute("INSERT INTO invoices (id) VALUES (7)")
-        assert shared.execute("SELECT id FROM pg_temp.invoices").fetchall() == [(7,)]
+    assert rows_a_temporary_table_catches(
+        db, "app_new", "SET ROLE helper; CREATE TEMP TABLE invoices (id int, tenant_id text);"
+        " GRANT ALL ON pg_temp.invoices TO PUBLIC; RESET ROLE") == [(7,)]
     assert [str(f) for f in findings] == [
         f"app_role_creates_objects: app_new: may create temporary tables in database {db.name}"
         " through membership in helper: Postgres looks in pg_temp first, so on a pooled server"
