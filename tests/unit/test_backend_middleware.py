@@ -40,7 +40,13 @@ def test_wsgi_binds_the_context_for_the_handler_only() -> None:
 @pytest.mark.parametrize("headers", [
     {}, {"HTTP_X_TENANT_CONTEXT": ""}, {"HTTP_X_TENANT_CONTEXT": f"{GOOD},{GOOD}"},
     {"HTTP_X_TENANT_CONTEXT": "é" * 3}, {"HTTP_X_TENANT_CONTEXT": "x" * 5000},
-], ids=["missing", "empty", "duplicated", "non_ascii", "oversized"])
+    # Not the documented shape (docs/signed-context.md step 1): a driver failed on the NUL.
+    {"HTTP_X_TENANT_CONTEXT": GOOD[:5] + "\x00" + GOOD[5:]},
+    {"HTTP_X_TENANT_CONTEXT": GOOD.rpartition(".")[0]},
+    {"HTTP_X_TENANT_CONTEXT": GOOD[:-1]},
+    {"HTTP_X_TENANT_CONTEXT": GOOD[:-1] + "B"},  # unused bits set
+], ids=["missing", "empty", "duplicated", "non_ascii", "oversized", "nul", "two_parts",
+        "short_signature", "non_canonical_signature"])
 def test_wsgi_refuses_without_calling_the_handler(headers: dict[str, str]) -> None:
     status, body, seen = wsgi_call(headers)
     assert (status, body, seen) == ("401 Unauthorized", b'{"error": "tenant context required"}',

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import queue
 import re
 import selectors
@@ -49,6 +50,7 @@ _COLUMNS = "id::text, tenant_id, title, body, created_by, created_at::text, upda
 _NOTE_PATH = re.compile(r"^/notes/([0-9a-fA-F-]{36})$")
 _HEADERS_SEEN = "x-backend-saw-tenant-id"
 DEBUG_HEADERS_PATH = "/debug/headers"
+_log = logging.getLogger(__name__)
 
 
 def setup_database(owner_dsn: str, app_role: str) -> None:
@@ -166,6 +168,11 @@ class NotesApp:
             status, result = 401, {"error": "tenant context required"}
         except (psycopg.OperationalError, queue.Full):  # Full: no pool slot in slot_wait_seconds
             status, result = 503, {"error": "database unavailable"}
+        except psycopg.Error:
+            # Any other database error is a bug (here or in the schema): its traceback goes to
+            # the log, and the client gets a 500 rather than a connection closed without answer.
+            _log.exception("database error")
+            status, result = 500, {"error": "internal error"}
         body = b"" if status == 204 else json.dumps(result).encode()
         start_response(f"{status} {_REASONS.get(status, 'Error')}", [
             ("Content-Type", "application/json"),

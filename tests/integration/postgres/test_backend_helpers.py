@@ -67,6 +67,26 @@ def test_no_context_is_refused_before_touching_the_database(db: Database) -> Non
         assert conn.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
 
 
+async def test_a_context_holding_a_nul_is_refused_by_every_helper(db: Database) -> None:
+    # It reached the driver, which failed with its own error (psycopg DataError, asyncpg
+    # CharacterNotInRepertoireError) instead of ContextRequired.
+    signed = db.ring.sign("acme", "s", "r", 60)
+    nul = signed[:5] + "\x00" + signed[5:]
+    with db.connect() as conn, pytest.raises(ContextRequired), tenant_transaction(conn, nul):
+        pass
+    async with await psycopg.AsyncConnection.connect(db.dsn("app"), autocommit=True) as aconn:
+        with pytest.raises(ContextRequired):
+            async with async_tenant_transaction(aconn, nul):
+                pass
+    conn2 = await asyncpg.connect(_asyncpg_dsn(db))
+    try:
+        with pytest.raises(ContextRequired):
+            async with tg_asyncpg.tenant_transaction(conn2, nul):
+                pass
+    finally:
+        await conn2.close()
+
+
 def test_local_verification_refuses_a_forged_context(db: Database) -> None:
     forged = db.retired_ring.sign("acme", "s", "r", 60)
     with db.connect() as conn, pytest.raises(ContextRequired), \

@@ -110,6 +110,29 @@ def test_no_free_database_connection_is_a_503_not_a_dropped_connection(
     assert (response.status_code, response.json()) == (503, {"error": "database unavailable"})
 
 
+def test_a_context_holding_a_nul_is_a_401_not_a_dropped_connection(
+        notes_db: Database, base_url: str) -> None:
+    # psycopg raised DataError, which the app did not catch: http.server printed a traceback
+    # and closed the connection with no answer. (httpx refuses to send a NUL: a raw socket.)
+    signed = notes_db.ring.sign("acme", "s", "r", 60).encode()
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"GET /notes HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                     b"x-tenant-context: " + signed[:5] + b"\x00" + signed[5:] + b"\r\n\r\n")
+        answer = b"".join(iter(lambda: conn.recv(4096), b""))
+    assert answer.startswith(b"HTTP/1.1 401 ")
+
+
+def test_any_other_database_error_is_a_500_not_a_dropped_connection(
+        notes_db: Database, fresh_db: Database, caplog: pytest.LogCaptureFixture) -> None:
+    # fresh_db has no notes table: UndefinedTable, a ProgrammingError the app did not catch.
+    with serving(make_app(fresh_db.dsn("app"))) as server, \
+            client(fresh_db, url(server), "acme") as acme:
+        response = acme.get("/notes")
+    assert (response.status_code, response.json()) == (500, {"error": "internal error"})
+    assert "UndefinedTable" in caplog.text  # the traceback is logged, not sent
+
+
 def test_every_request_succeeds_after_the_server_ended_the_pooled_connections(
         notes_db: Database) -> None:
     # As after a Postgres restart: each pooled connection was handed out dead once, a 503.
