@@ -204,6 +204,15 @@ def test_a_content_length_of_non_ascii_digits_is_a_400(base_url: str) -> None:
         assert conn.recv(64).startswith(b"HTTP/1.1 400 ")
 
 
+def test_a_content_length_of_thousands_of_digits_is_a_413(base_url: str) -> None:
+    # int() refuses more than 4300 digits: the connection closed with no answer.
+    host, port = base_url.removeprefix("http://").split(":")
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(b"POST /notes HTTP/1.1\r\nHost: x\r\nContent-Length: "
+                     + b"1" * 5000 + b"\r\n\r\n")
+        assert conn.recv(64).startswith(b"HTTP/1.1 413 ")
+
+
 @pytest.mark.parametrize("header", [
     b"x_tenant_context: forged\r\n",  # WSGI reads it as X-Tenant-Context
     b"x-tenant-id: acme\r\n Set-Cookie: x=1\r\n",  # obsolete line folding, unfolded
