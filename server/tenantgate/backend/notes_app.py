@@ -25,6 +25,7 @@ from typing import Any
 
 import psycopg
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 
@@ -310,8 +311,15 @@ def main(argv: list[str] | None = None) -> int:
                              "backend; never in production)")
     args = parser.parse_args(argv)
     host, _, port = args.listen.rpartition(":")
-    if not host or not port.isdigit():
-        print("error: --listen must be host:port", file=sys.stderr)
+    # Checked here, not at the first request: a bad DSN printed "listening" and then failed every
+    # request with a traceback, and port 99999 ended in socket's OverflowError.
+    if not host or not re.fullmatch(r"[0-9]{1,5}", port) or int(port) > 65535:
+        print("error: --listen must be host:port (port 0-65535)", file=sys.stderr)
+        return 2
+    try:
+        conninfo_to_dict(args.dsn)
+    except psycopg.Error as exc:
+        print(f"error: --dsn: {str(exc).strip()}", file=sys.stderr)
         return 2
     from tenantgate.backend.httpserver import WSGIHTTPServer
 
