@@ -168,6 +168,22 @@ REJECTED = [
                  "api_keys.redis_url: holds a password, and the chart writes the config into a "
                  "ConfigMap. Move it to api_keys.redis_password",
                  id="apikeys-redis-password-in-url"),
+    # The memory store counts in each pod apart: two pods would admit twice every limit.
+    pytest.param({"quota": {"enabled": True}},
+                 "quota.store: memory (the default) counts in each pod apart, and "
+                 "autoscaling.maxReplicas is 10: every tenant would get that many times its "
+                 "limits. Set quota.store: redis with quota.redis.url, or run one pod "
+                 "(autoscaling.enabled: false, replicaCount: 1)", id="memory-quota-autoscaled"),
+    pytest.param({"quota": {"enabled": True, "store": "memory"},
+                  "autoscaling": {"enabled": False}, "replicaCount": 3},
+                 "quota.store: memory (the default) counts in each pod apart, and replicaCount "
+                 "is 3", id="memory-quota-replicas"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}},
+                  "quota": {"enabled": True}},
+                 "quota.store: memory (the default) counts in each pod apart, and "
+                 "sidecar.app.replicas is 2: every tenant would get that many times its limits. "
+                 "Set quota.store: redis with quota.redis.url, or run one pod "
+                 "(sidecar.app.replicas: 1)", id="memory-quota-sidecar-replicas"),
     pytest.param({"admin": {"listen": "127.0.0.1:9090", "token": {"fromEnv": "ADMIN_TOKEN"}}},
                  'admin.listen "127.0.0.1:9090": must differ from ports.metrics, both 9090',
                  id="admin-api-on-metrics-port"),
@@ -191,6 +207,20 @@ def test_the_grace_period_is_not_checked_where_the_chart_renders_no_pod(
     rendered = render("sidecar-memory.yaml", sets={"sidecar.app.enabled": "false",
                                                    "listen.drain_timeout": "60"})
     assert "ConfigMap" in {d["kind"] for d in rendered.docs}
+
+
+def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(
+        render: Callable[..., Rendered]) -> None:
+    for sets in ({"quota.enabled": "true", "autoscaling.enabled": "false", "replicaCount": "1"},
+                 {"quota.enabled": "true", "autoscaling.maxReplicas": "1",
+                  "autoscaling.minReplicas": "1"},
+                 {"quota.enabled": "false"},
+                 {"quota.enabled": "true", "quota.store": "redis"}):
+        assert "Deployment" in render("standalone-minimal.yaml", sets=sets).kinds(), sets
+    # sidecar.app off: the user's own chart owns the replica count, the chart cannot know it.
+    assert "ConfigMap" in render("sidecar-memory.yaml", sets={"sidecar.app.replicas": "1"}).kinds()
+    assert "ConfigMap" in render("sidecar-memory.yaml", sets={
+        "sidecar.app.enabled": "false", "sidecar.app.replicas": "3"}).kinds()
 
 
 # The chart's schema and tenantgate's config model must name the same keys, or values that

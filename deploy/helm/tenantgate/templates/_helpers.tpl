@@ -134,6 +134,25 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%ss), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (eq .Values.mode "sidecar")) (regexReplaceAll "\\.?0+$" (printf "%.3f" $needed) "")) -}}
 {{- end -}}
 {{- end -}}
+{{- /* the memory store counts in each pod apart: N pods admit N times every limit */ -}}
+{{- $quota := default dict .Values.quota -}}
+{{- if and (get $quota "enabled") (eq (toString (default "memory" (get $quota "store"))) "memory") -}}
+{{- $pods := "" -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- if and .Values.sidecar.app.enabled (gt (int .Values.sidecar.app.replicas) 1) -}}
+{{- $pods = printf "sidecar.app.replicas is %d" (int .Values.sidecar.app.replicas) -}}
+{{- end -}}
+{{- else if .Values.autoscaling.enabled -}}
+{{- if gt (int .Values.autoscaling.maxReplicas) 1 -}}
+{{- $pods = printf "autoscaling.maxReplicas is %d" (int .Values.autoscaling.maxReplicas) -}}
+{{- end -}}
+{{- else if gt (int .Values.replicaCount) 1 -}}
+{{- $pods = printf "replicaCount is %d" (int .Values.replicaCount) -}}
+{{- end -}}
+{{- if $pods -}}
+{{- fail (printf "quota.store: memory (the default) counts in each pod apart, and %s: every tenant would get that many times its limits. Set quota.store: redis with quota.redis.url, or run one pod (%s)" $pods (ternary "sidecar.app.replicas: 1" "autoscaling.enabled: false, replicaCount: 1" (eq .Values.mode "sidecar"))) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas: %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- end -}}
