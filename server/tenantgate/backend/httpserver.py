@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import socket
 import sys
 import threading
 import time
@@ -28,27 +29,43 @@ class _Handler(BaseHTTPRequestHandler):
         super().setup()
         # http.server closes the connection when a read or write times out.
         self.connection.settimeout(self.server.socket_timeout)
+        self.rfile.close()  # the socket's own reader: it would keep the socket open
+        self._reader = _DeadlineReader(self.connection)
+        self.rfile = io.BufferedReader(self._reader)
+
+    def _until(self, deadline: float | None) -> None:
+        """Bound all reads up to `deadline` together (None: each read by the socket timeout)."""
+        self._reader.deadline = deadline
+        if deadline is None:
+            self.connection.settimeout(self.server.socket_timeout)
+
+    def handle_one_request(self) -> None:
+        # The request line and headers get one socket timeout in all (and the body another, in
+        # _read_body): a client sending a header byte within each read's timeout held a
+        # thread for ever, and ThreadingHTTPServer starts a thread per connection, unbounded.
+        self._until(time.monotonic() + self.server.socket_timeout)
+        try:
+            super().handle_one_request()
+        finally:
+            self._until(None)
 
     def _read_body(self, length: int) -> bytes:
         """The body, within one socket timeout in all: a TimeoutError past it, which
         http.server answers by closing the connection."""
-        deadline = time.monotonic() + self.server.socket_timeout
+        self._until(time.monotonic() + self.server.socket_timeout)
         parts: list[bytes] = []
         try:
             while length > 0:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise TimeoutError("request body not received in time")
-                self.connection.settimeout(left)
                 if not (part := self.rfile.read1(length)):
                     break  # the client closed early: the app sees a short body
                 parts.append(part)
                 length -= len(part)
         finally:
-            self.connection.settimeout(self.server.socket_timeout)
+            self._until(None)
         return b"".join(parts)
 
     def _serve(self) -> None:
+        self._until(None)  # the headers are in: the app and the response get the whole timeout
         length = self.headers.get("Content-Length", "0")
         # ASCII digits only: isdigit() alone also takes "²" (a latin-1 byte), which int() refuses.
         number = length.isascii() and length.isdigit()
@@ -106,6 +123,26 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.access_log:
             super().log_message(format, *args)
+
+
+class _DeadlineReader(io.RawIOBase):
+    """A client socket's reads, each given only what is left until `deadline`, if set: a
+    TimeoutError past it."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self._sock = sock
+        self.deadline: float | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        if self.deadline is not None:
+            left = self.deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError("request not received in time")
+            self._sock.settimeout(left)
+        return self._sock.recv_into(buffer)
 
 
 def _plain_headers(headers: Any) -> bool:
