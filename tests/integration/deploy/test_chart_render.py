@@ -258,6 +258,37 @@ def test_sidecar_mode_runs_tenantgate_and_envoy_as_native_sidecars_in_order(
 
 
 @pytest.mark.parametrize("values", SIDECAR)
+def test_the_sidecar_app_is_ready_only_when_it_listens_and_keeps_serving_while_callers_leave(
+        render: Callable[..., Rendered], values: str) -> None:
+    """Without a readiness probe the pod was Ready as soon as the sidecars were, before the app
+    listened: Envoy answered 503 to every request routed there during a rollout. Without a
+    preStop the app got SIGTERM at once while Envoy still took traffic for it."""
+    rendered = render(values)
+    app_port = int(rendered.workload()["spec"]["template"]["spec"]["containers"][0]["ports"][0][
+        "containerPort"])
+    app = rendered.pod_spec()["containers"][0]
+    assert app["readinessProbe"]["tcpSocket"] == {"port": app_port}
+    assert app["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
+    grace = rendered.pod_spec()["terminationGracePeriodSeconds"]
+    assert grace > 5 + _drain_seconds(rendered.config_text())
+
+
+def test_the_sidecar_apps_probes_and_lifecycle_are_passed_through(
+        render: Callable[..., Rendered], tmp_path: Path) -> None:
+    probe = {"httpGet": {"path": "/healthz", "port": 3000}, "periodSeconds": 3}
+    lifecycle = {"preStop": {"exec": {"command": ["/app/drain"]}}}
+    values = tmp_path / "app.yaml"
+    values.write_text(yaml.safe_dump({"sidecar": {"app": {
+        "readinessProbe": probe, "livenessProbe": probe, "startupProbe": probe,
+        "lifecycle": lifecycle}}}))
+    app = render("sidecar-redis.yaml", str(values)).pod_spec()["containers"][0]
+    assert app["readinessProbe"] == app["livenessProbe"] == app["startupProbe"] == probe
+    assert app["lifecycle"] == lifecycle
+    off = render("sidecar-redis.yaml", sets={"preStopSleepSeconds": "0"}).pod_spec()
+    assert "lifecycle" not in off["containers"][0]
+
+
+@pytest.mark.parametrize("values", SIDECAR)
 def test_sidecar_traffic_reaches_the_app_only_through_envoy(
         render: Callable[..., Rendered], values: str) -> None:
     rendered = render(values)

@@ -152,8 +152,19 @@ REJECTED = [
                  "listen.shutdown_delay + listen.drain_timeout (30s)", id="grace-equal-to-drain"),
     pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}},
                   "listen": {"drain_timeout": "1m"}},
+                 "terminationGracePeriodSeconds: 30 must be longer than preStopSleepSeconds + "
+                 "listen.shutdown_delay + listen.drain_timeout (65s)",
+                 id="grace-below-drain-sidecar"),
+    # The app's preStop comes first; Kubernetes stops the sidecars only after the app has.
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}},
+                  "listen": {"drain_timeout": "25s"}},
+                 "terminationGracePeriodSeconds: 30 must be longer than preStopSleepSeconds + "
+                 "listen.shutdown_delay + listen.drain_timeout (30s)",
+                 id="grace-below-app-prestop-and-drain-sidecar"),
+    pytest.param({"mode": "sidecar", "listen": {"drain_timeout": "1m"}, "sidecar": {"app": {
+                  "image": "a:1", "lifecycle": {"preStop": {"exec": {"command": ["x"]}}}}}},
                  "terminationGracePeriodSeconds: 30 must be longer than listen.shutdown_delay + "
-                 "listen.drain_timeout (60s)", id="grace-below-drain-sidecar"),
+                 "listen.drain_timeout (60s)", id="grace-below-drain-sidecar-own-lifecycle"),
     # Helm holds a YAML number as a float, which toString writes as 1e+06: read as 1 s, it passed.
     pytest.param({"listen": {"drain_timeout": 1000000}},
                  "listen.drain_timeout (1000005s)", id="grace-below-a-large-number"),

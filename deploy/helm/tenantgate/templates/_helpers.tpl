@@ -122,16 +122,17 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- end -}}
 {{- end -}}
 {{- end -}}
-{{- /* SIGTERM starts shutdown_delay then drain_timeout (after the preStop wait, standalone): a
-    grace period shorter than that kills the pod with Checks in flight */ -}}
+{{- /* SIGTERM starts shutdown_delay then drain_timeout, after the preStop wait (sidecar mode:
+    the app's, then the sidecars stop): a grace period shorter than that kills the pod with
+    Checks in flight. A lifecycle of the app's own is the user's to count. */ -}}
 {{- if or (eq .Values.mode "standalone") .Values.sidecar.app.enabled -}}{{- /* a pod of ours */ -}}
 {{- $listen := default dict .Values.listen -}}
 {{- $shutdown := include "tenantgate.seconds" (ternary (get $listen "shutdown_delay") 0 (hasKey $listen "shutdown_delay")) | float64 -}}
 {{- $drain := include "tenantgate.seconds" (ternary (get $listen "drain_timeout") 10 (hasKey $listen "drain_timeout")) | float64 -}}
-{{- $preStop := ternary 0 (int .Values.preStopSleepSeconds) (eq .Values.mode "sidecar") -}}
+{{- $preStop := ternary 0 (int .Values.preStopSleepSeconds) (and (eq .Values.mode "sidecar") (not (empty .Values.sidecar.app.lifecycle))) -}}
 {{- $needed := addf $preStop $shutdown $drain -}}
 {{- if le (float64 .Values.terminationGracePeriodSeconds) $needed -}}
-{{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%ss), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (eq .Values.mode "sidecar")) (regexReplaceAll "\\.?0+$" (printf "%.3f" $needed) "")) -}}
+{{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%ss), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (and (eq .Values.mode "sidecar") (not (empty .Values.sidecar.app.lifecycle)))) (regexReplaceAll "\\.?0+$" (printf "%.3f" $needed) "")) -}}
 {{- end -}}
 {{- end -}}
 {{- /* the memory store counts in each pod apart: N pods admit N times every limit */ -}}
