@@ -64,3 +64,21 @@ def test_a_prompt_client_is_served_on_a_kept_alive_connection(server: WSGIHTTPSe
                 assert part, answer  # not closed early
                 answer += part
             assert answer.startswith(b"HTTP/1.1 200 ")
+
+
+@pytest.mark.parametrize("framing", [
+    b"Content-Length: 0\r\nContent-Length: 46\r\n",
+    b"Transfer-Encoding: chunked\r\n",
+    b"Transfer-Encoding: gzip\r\n",
+    b"Content-Length: 46\r\nTransfer-Encoding: chunked\r\n",
+], ids=["two-content-lengths", "chunked", "other-coding", "length-and-chunked"])
+def test_an_ambiguous_body_length_is_a_400_and_nothing_is_smuggled(
+        server: WSGIHTTPServer, framing: bytes) -> None:
+    # Content-Length 0 then 46: the server read the first, and parsed the body as a second
+    # request on the same connection.
+    smuggled = b"GET /smuggled HTTP/1.1\r\nHost: x\r\nX-Pad: 12\r\n\r\n"
+    assert len(smuggled) == 46
+    with socket.create_connection(server.server_address[:2], timeout=10) as conn:
+        conn.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n" + framing + b"\r\n" + smuggled)
+        answer = b"".join(iter(lambda: conn.recv(4096), b""))
+    assert answer.startswith(b"HTTP/1.1 400 ") and answer.count(b"HTTP/1.1 ") == 1

@@ -66,13 +66,19 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self) -> None:
         self._until(None)  # the headers are in: the app and the response get the whole timeout
-        length = self.headers.get("Content-Length", "0")
+        lengths = self.headers.get_all("Content-Length") or ["0"]
+        # Two lengths, or a Transfer-Encoding (which we do not decode) beside or instead of one:
+        # reading by the first would take the rest of the body for the next request on this
+        # connection, one Envoy shares between clients.
+        if len(lengths) > 1 or "Transfer-Encoding" in self.headers:
+            self.send_error(400)
+            return
+        length = lengths[0]
         # ASCII digits only: isdigit() alone also takes "²" (a latin-1 byte), which int() refuses.
         number = length.isascii() and length.isdigit()
         # Past 4300 digits int() raises ValueError (Python's digit limit): look at the length
         # first. 18 digits is far more than any body we take.
-        if not number or len(length) > 18 or int(length) > MAX_BODY_BYTES or \
-                "chunked" in self.headers.get("Transfer-Encoding", "").lower():
+        if not number or len(length) > 18 or int(length) > MAX_BODY_BYTES:
             self.send_error(413 if number else 400)
             return
         if not _plain_headers(self.headers.items()):
