@@ -195,6 +195,25 @@ REJECTED = [
                  "sidecar.app.replicas is 2: every tenant would get that many times its limits. "
                  "Set quota.store: redis with quota.redis.url, or run one pod "
                  "(sidecar.app.replicas: 1)", id="memory-quota-sidecar-replicas"),
+    # The root filesystem is read-only; tenantgate reads a relative socket path from the
+    # ConfigMap's directory: the admin socket would fail serve, a crash loop.
+    pytest.param({"admin": {"listen": "unix:admin.sock", "token": {"fromEnv": "T"}}},
+                 'admin.listen: "unix:admin.sock" is relative, so tenantgate would create the '
+                 "socket in /etc/tenantgate, a read-only ConfigMap, and fail to start. Put it in "
+                 "/tmp (an emptyDir of the pod, e.g. unix:/tmp/admin.sock) or a writable volume "
+                 "from extraVolumes and extraVolumeMounts", id="admin-socket-relative"),
+    pytest.param({"admin": {"listen": "unix:/run/tenantgate/admin.sock",
+                            "token": {"fromEnv": "T"}}},
+                 'admin.listen: "unix:/run/tenantgate/admin.sock" is in /run/tenantgate, on the '
+                 "read-only root filesystem", id="admin-socket-in-socket-dir-standalone"),
+    pytest.param({"admin": {"listen": "unix:///etc/tenantgate/a.sock", "token": {"fromEnv": "T"}}},
+                 'admin.listen: "unix:///etc/tenantgate/a.sock" is in /etc/tenantgate, the '
+                 "read-only ConfigMap", id="admin-socket-in-config-dir"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1", "replicas": 1}},
+                  "admin": {"listen": "unix:/var/run/a.sock", "token": {"fromEnv": "T"}}},
+                 "Put it in /tmp (an emptyDir of the pod, e.g. unix:/tmp/admin.sock), "
+                 "sidecar.socketDir /run/tenantgate or a writable volume",
+                 id="admin-socket-on-root-fs-sidecar"),
     pytest.param({"admin": {"listen": "127.0.0.1:9090", "token": {"fromEnv": "ADMIN_TOKEN"}}},
                  'admin.listen "127.0.0.1:9090": must differ from ports.metrics, both 9090',
                  id="admin-api-on-metrics-port"),
@@ -218,6 +237,18 @@ def test_the_grace_period_is_not_checked_where_the_chart_renders_no_pod(
     rendered = render("sidecar-memory.yaml", sets={"sidecar.app.enabled": "false",
                                                    "listen.drain_timeout": "60"})
     assert "ConfigMap" in {d["kind"] for d in rendered.docs}
+
+
+def test_an_admin_socket_in_a_writable_directory_is_accepted(
+        render: Callable[..., Rendered]) -> None:
+    admin = {"admin.token.fromEnv": "ADMIN_TOKEN"}
+    for listen in ("unix:/tmp/admin.sock", "unix:///tmp/run/admin.sock"):
+        render("standalone-minimal.yaml", sets={**admin, "admin.listen": listen})
+    render("sidecar-redis.yaml", sets={**admin, "admin.listen": "unix:/run/tenantgate/a.sock"})
+    render("standalone-minimal.yaml", sets={
+        **admin, "admin.listen": "unix:/var/run/admin/a.sock",
+        "extraVolumes[0].name": "admin", "extraVolumes[0].emptyDir.medium": "Memory",
+        "extraVolumeMounts[0].name": "admin", "extraVolumeMounts[0].mountPath": "/var/run/admin"})
 
 
 def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(

@@ -167,6 +167,14 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- if and .Values.audit.enabled (ne $audit "-") (not (isAbs $audit)) -}}
 {{- fail (printf "audit.path: %q is relative, so tenantgate would write it in %s, a read-only ConfigMap, and fail to start. Use \"-\" (standard output, collected by the node's log pipeline) or an absolute path on a volume from extraVolumes" $audit (include "tenantgate.configDir" .)) -}}
 {{- end -}}
+{{- /* admin.listen unix:PATH: the root filesystem is read-only, a relative path lands in the
+    ConfigMap's directory; a socket needs a writable directory of the pod */ -}}
+{{- with .Values.admin -}}
+{{- $adminListen := toString (default "127.0.0.1:9002" .listen) -}}
+{{- if hasPrefix "unix:" $adminListen -}}
+{{- include "tenantgate.validateAdminSocket" (list $ $adminListen) -}}
+{{- end -}}
+{{- end -}}
 {{- $ports := include "tenantgate.podPorts" . | fromYamlArray -}}
 {{- range $i, $a := $ports -}}
 {{- range $j, $b := $ports -}}
@@ -174,6 +182,36 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- fail (printf "%s: must differ from %s, both %d (the pod's containers share one network namespace: each port it listens on must be distinct)" (index $a 0) (index $b 0) (int (index $a 1))) -}}
 {{- end -}}
 {{- end -}}
+{{- end -}}
+{{- end -}}
+
+{{/*
+Fails unless the admin socket (list root "unix:PATH") lies in a directory the pod can write: /tmp,
+sidecar.socketDir in sidecar mode, or a writable mount from extraVolumeMounts.
+*/}}
+{{- define "tenantgate.validateAdminSocket" -}}
+{{- $root := index . 0 -}}{{- $listen := index . 1 -}}
+{{- $path := ternary (trimPrefix "unix://" $listen) (trimPrefix "unix:" $listen) (hasPrefix "unix://" $listen) -}}
+{{- $configDir := include "tenantgate.configDir" $root -}}
+{{- $sidecar := eq $root.Values.mode "sidecar" -}}
+{{- $where := printf "/tmp (an emptyDir of the pod, e.g. unix:/tmp/admin.sock)%s or a writable volume from extraVolumes and extraVolumeMounts" (ternary (printf ", sidecar.socketDir %s" (clean $root.Values.sidecar.socketDir)) "" $sidecar) -}}
+{{- if not (isAbs $path) -}}
+{{- fail (printf "admin.listen: %q is relative, so tenantgate would create the socket in %s, a read-only ConfigMap, and fail to start. Put it in %s" $listen $configDir $where) -}}
+{{- end -}}
+{{- $socketDir := dir (clean $path) -}}
+{{- $writable := list "/tmp" -}}
+{{- if $sidecar -}}{{- $writable = append $writable (clean $root.Values.sidecar.socketDir) -}}{{- end -}}
+{{- range $root.Values.extraVolumeMounts -}}
+{{- if and .mountPath (not .readOnly) -}}{{- $writable = append $writable (clean .mountPath) -}}{{- end -}}
+{{- end -}}
+{{- $ok := "" -}}
+{{- range $writable -}}
+{{- if include "tenantgate.pathWithin" (list $socketDir .) -}}{{- $ok = "true" -}}{{- end -}}
+{{- end -}}
+{{- if include "tenantgate.pathWithin" (list $socketDir $configDir) -}}
+{{- fail (printf "admin.listen: %q is in %s, the read-only ConfigMap, so tenantgate would fail to start. Put it in %s" $listen $configDir $where) -}}
+{{- else if not $ok -}}
+{{- fail (printf "admin.listen: %q is in %s, on the read-only root filesystem, so tenantgate would fail to start. Put it in %s" $listen $socketDir $where) -}}
 {{- end -}}
 {{- end -}}
 
