@@ -214,6 +214,13 @@ REJECTED = [
                  "Put it in /tmp (an emptyDir of the pod, e.g. unix:/tmp/admin.sock), "
                  "sidecar.socketDir /run/tenantgate or a writable volume",
                  id="admin-socket-on-root-fs-sidecar"),
+    # The NetworkPolicy admits the gRPC and metrics ports only: an admin API on the pod address
+    # (with TLS) rendered fine and could never be reached.
+    pytest.param({"admin": {"listen": "0.0.0.0:9002", "token": {"fromEnv": "T"},
+                            "tls": {"cert": "/tls/tls.crt", "key": "/tls/tls.key"}}},
+                 'admin.listen: "0.0.0.0:9002" is not loopback, and the chart\'s NetworkPolicy '
+                 "admits only the gRPC and metrics ports, so nothing could reach it. Listen on "
+                 "127.0.0.1:PORT and use kubectl port-forward", id="admin-on-pod-address"),
     pytest.param({"admin": {"listen": "127.0.0.1:9090", "token": {"fromEnv": "ADMIN_TOKEN"}}},
                  'admin.listen "127.0.0.1:9090": must differ from ports.metrics, both 9090',
                  id="admin-api-on-metrics-port"),
@@ -249,6 +256,14 @@ def test_an_admin_socket_in_a_writable_directory_is_accepted(
         **admin, "admin.listen": "unix:/var/run/admin/a.sock",
         "extraVolumes[0].name": "admin", "extraVolumes[0].emptyDir.medium": "Memory",
         "extraVolumeMounts[0].name": "admin", "extraVolumeMounts[0].mountPath": "/var/run/admin"})
+
+
+def test_a_loopback_admin_api_is_accepted_and_any_address_without_a_network_policy(
+        render: Callable[..., Rendered]) -> None:
+    admin = {"admin.token.fromEnv": "ADMIN_TOKEN"}
+    for listen in ("127.0.0.1:9002", "localhost:9002", "[::1]:9002"):
+        render("standalone-minimal.yaml", sets={**admin, "admin.listen": listen})
+    render("standalone-no-metrics.yaml", sets={**admin, "admin.listen": "0.0.0.0:9002"})
 
 
 def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(
