@@ -273,6 +273,14 @@ def test_the_sidecar_app_is_ready_only_when_it_listens_and_keeps_serving_while_c
     assert grace > 5 + _drain_seconds(rendered.config_text())
 
 
+@pytest.mark.parametrize("values", MATRIX)
+def test_priority_class_name_reaches_the_pod_in_both_modes(
+        render: Callable[..., Rendered], values: str) -> None:
+    pod = render(values, sets={"priorityClassName": "tenant-critical"}).pod_spec()
+    assert pod["priorityClassName"] == "tenant-critical"
+    assert "priorityClassName" not in render(values).pod_spec()
+
+
 def test_the_sidecar_apps_probes_and_lifecycle_are_passed_through(
         render: Callable[..., Rendered], tmp_path: Path) -> None:
     probe = {"httpGet": {"path": "/healthz", "port": 3000}, "periodSeconds": 3}
