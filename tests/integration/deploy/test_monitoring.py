@@ -79,13 +79,17 @@ def _selectors(expr: str) -> list[promql_parser.VectorSelector]:
     return found
 
 
+# Prometheus' own target labels: the chart scopes a release's alerts with them.
+SCOPE = {"namespace", "job"}
+
+
 def _check_query(expr: str, known: dict[str, set[str]] = METRICS) -> None:
     selectors = _selectors(expr)
     assert selectors, f"no metric in {expr}"
     for selector in selectors:
         assert selector.name in known, f"unknown metric {selector.name} in {expr}"
         for matcher in selector.matchers.matchers:
-            assert matcher.name in known[selector.name], \
+            assert matcher.name in known[selector.name] | SCOPE, \
                 f"{selector.name} has no label {matcher.name}"
             allowed = LABEL_VALUES.get((selector.name, matcher.name))
             if allowed is None or matcher.value == ".*":
@@ -117,7 +121,8 @@ def test_per_tenant_alerts_keep_the_tenant_label(rules: list[dict[str, Any]]) ->
     by_name = {r["alert"]: r for r in rules}
     for name in ("TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
                  "TenantgateCrossTenantAttempts", "TenantgateRevokedApiKeyInUse"):
-        assert "by (tenant)" in by_name[name]["expr"], name
+        groupings, _ = _aggregations_and_matchings(promql_parser.parse(by_name[name]["expr"]))
+        assert all(labels - SCOPE == {"tenant"} for labels in groupings), name
         assert "{{ $labels.tenant }}" in by_name[name]["annotations"]["summary"], name
 
 
@@ -169,8 +174,8 @@ def test_jwks_alert_is_per_instance_so_one_replica_cut_off_from_the_idp_shows(
     cannot reach the IdP rejected rotated keys while the alert stayed silent."""
     rule = next(r for r in rules if r["alert"] == "TenantgateJwksRefreshFailing")
     groupings, matchings = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
-    assert groupings == [{"issuer", "instance"}] * 2
-    assert matchings == [{"issuer", "instance"}]
+    assert [labels - SCOPE for labels in groupings] == [{"issuer", "instance"}] * 2
+    assert [labels - SCOPE for labels in matchings] == [{"issuer", "instance"}]
     assert "{{ $labels.instance }}" in rule["annotations"]["summary"]
 
 
@@ -202,7 +207,9 @@ def test_429s_of_should_rate_limit_have_an_alert_and_a_panel(
     """ShouldRateLimit counts its 429s per domain, apart from the Check quota's decisions:
     the throttling alert and the 429 panel read only the latter, so these went unseen."""
     alerting = [r["expr"] for r in rules if _reads_should_rate_limit_429s(r["expr"])]
-    assert len(alerting) == 1 and "by (domain)" in alerting[0]
+    assert len(alerting) == 1
+    groupings, _ = _aggregations_and_matchings(promql_parser.parse(alerting[0]))
+    assert all(labels - SCOPE == {"domain"} for labels in groupings)
     panels = [p for p in json.loads(DASHBOARD.read_text())["panels"]
               if any(_reads_should_rate_limit_429s(t["expr"]) for t in p.get("targets", []))]
     assert [p["title"] for p in panels] == [
@@ -226,6 +233,26 @@ def test_alert_thresholds_come_from_values(render: Callable[..., Rendered]) -> N
     rules = {r["alert"]: r for g in doc["spec"]["groups"] for r in g["rules"]}
     assert rules["TenantgateCrossTenantAttempts"]["expr"].rstrip().endswith(">= 42")
     assert rules["TenantgateTenantThrottled"]["for"] == "30m"
+
+
+@pytest.mark.parametrize("values", ["standalone-redis-full.yaml", "sidecar-memory.yaml"])
+def test_a_release_whose_scrape_job_is_known_alerts_on_its_own_series_only(
+        values: str, render: Callable[..., Rendered]) -> None:
+    """Each sidecar application is a release of its own, all in one Prometheus: unscoped
+    sum(...) rules fired every release's alerts on any one's series, with its thresholds."""
+    doc = render(values, sets={"metrics.serviceMonitor.enabled": "true",
+                               "metrics.prometheusRule.enabled": "true"}).one("PrometheusRule")
+    scoped = [r for g in doc["spec"]["groups"] for r in g["rules"]]
+    assert scoped
+    for rule in scoped:
+        jobs = set()
+        for selector in _selectors(rule["expr"]):
+            matchers = {m.name: m.value for m in selector.matchers.matchers}
+            assert SCOPE <= set(matchers), (rule["alert"], selector.name)
+            jobs.add((matchers["namespace"], matchers["job"]))
+        assert len(jobs) == 1, rule["alert"]
+        groupings, matchings = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
+        assert all(SCOPE <= labels for labels in groupings + matchings), rule["alert"]
 
 
 def test_plain_prometheus_rules_file_matches_the_chart(render: Callable[..., Rendered]) -> None:

@@ -32,6 +32,18 @@ no_credential|malformed_token|token_too_large|algorithm_not_allowed|unknown_issu
 {{- define "tenantgate.ruleGroups" -}}
 {{- $r := .Values.metrics.prometheusRule -}}
 {{- $auth := printf "decision=\"deny\",reason=~\"%s\"" (include "tenantgate.authFailureReasons" .) -}}
+{{- /* Scoped to this release when its scrape job is known: two releases in one Prometheus (one
+per application in sidecar mode) must not fire each other's alerts with each other's
+thresholds. $m: extra matchers, $s: a whole selector, $b: grouping labels to keep. */ -}}
+{{- $job := include "tenantgate.scrapeJob" . -}}
+{{- $m := "" -}}{{- $s := "" -}}{{- $b := "" -}}
+{{- if $job -}}
+{{- $m = printf ",namespace=%q,job=%q" .Release.Namespace $job -}}
+{{- $s = printf "{%s}" (trimPrefix "," $m) -}}
+{{- $b = "namespace, job, " -}}
+{{- end -}}
+{{- $sum := ternary "sum by (namespace, job) " "sum" (ne $job "") -}}
+{{- $max := ternary "max by (namespace, job) " "max" (ne $job "") -}}
 groups:
   - name: tenantgate.tenants
     rules:
@@ -39,11 +51,11 @@ groups:
         # Both a share and a floor: a quiet tenant with two bad tokens is not a spike.
         expr: |
           (
-            sum by (tenant) (rate(tenantgate_checks_total{ {{- $auth -}} }[5m]))
-              / sum by (tenant) (rate(tenantgate_checks_total[5m]))
+            sum by ({{ $b }}tenant) (rate(tenantgate_checks_total{ {{- $auth }}{{ $m -}} }[5m]))
+              / sum by ({{ $b }}tenant) (rate(tenantgate_checks_total{{ $s }}[5m]))
           ) > {{ $r.authFailureRatio }}
           and
-          sum by (tenant) (rate(tenantgate_checks_total{ {{- $auth -}} }[5m])) > {{ $r.authFailureMinRate }}
+          sum by ({{ $b }}tenant) (rate(tenantgate_checks_total{ {{- $auth }}{{ $m -}} }[5m])) > {{ $r.authFailureMinRate }}
         for: {{ $r.for }}
         labels: {severity: warning}
         annotations:
@@ -55,8 +67,8 @@ groups:
       - alert: TenantgateTenantThrottled
         expr: |
           (
-            sum by (tenant) (rate(tenantgate_quota_decisions_total{result="limited"}[5m]))
-              / sum by (tenant) (rate(tenantgate_quota_decisions_total[5m]))
+            sum by ({{ $b }}tenant) (rate(tenantgate_quota_decisions_total{result="limited"{{ $m }}}[5m]))
+              / sum by ({{ $b }}tenant) (rate(tenantgate_quota_decisions_total{{ $s }}[5m]))
           ) > {{ $r.throttledRatio }}
         for: {{ $r.throttledFor }}
         labels: {severity: info}
@@ -68,8 +80,8 @@ groups:
         # the Check quota that TenantgateTenantThrottled watches; same thresholds.
         expr: |
           (
-            sum by (domain) (rate(tenantgate_ratelimit_service_requests_total{result="over_limit"}[5m]))
-              / sum by (domain) (rate(tenantgate_ratelimit_service_requests_total[5m]))
+            sum by ({{ $b }}domain) (rate(tenantgate_ratelimit_service_requests_total{result="over_limit"{{ $m }}}[5m]))
+              / sum by ({{ $b }}domain) (rate(tenantgate_ratelimit_service_requests_total{{ $s }}[5m]))
           ) > {{ $r.throttledRatio }}
         for: {{ $r.throttledFor }}
         labels: {severity: info}
@@ -78,14 +90,14 @@ groups:
           description: {{ "{{ $value | humanizePercentage }} of ShouldRateLimit calls for domain \"{{ $labels.domain }}\" were answered OVER_LIMIT (429) for a sustained period: a limit in quota.ratelimit_service.config_files may be too small, or a client is misbehaving." | quote }}
       - alert: TenantgateCrossTenantAttempts
         expr: |
-          sum by (tenant) (increase(tenantgate_cross_tenant_attempts_total[10m])) >= {{ $r.crossTenantMinCount }}
+          sum by ({{ $b }}tenant) (increase(tenantgate_cross_tenant_attempts_total{{ $s }}[10m])) >= {{ $r.crossTenantMinCount }}
         labels: {severity: warning}
         annotations:
           summary: {{ "Tenant \"{{ $labels.tenant }}\" is requesting other tenants' resources" | quote }}
           description: {{ "{{ $value | humanize }} requests in 10 minutes by tenant \"{{ $labels.tenant }}\" named another tenant in the path (answered 404). Look for enumeration in the audit log." | quote }}
       - alert: TenantgateRevokedApiKeyInUse
         expr: |
-          sum by (tenant) (increase(tenantgate_apikey_revoked_attempts_total[10m])) >= {{ $r.revokedKeyMinCount }}
+          sum by ({{ $b }}tenant) (increase(tenantgate_apikey_revoked_attempts_total{{ $s }}[10m])) >= {{ $r.revokedKeyMinCount }}
         labels: {severity: info}
         annotations:
           summary: {{ "Revoked API keys of tenant \"{{ $labels.tenant }}\" are still being used" | quote }}
@@ -97,9 +109,9 @@ groups:
         # Per instance: each replica fetches on its own, and one that cannot reach the IdP
         # (its egress, its DNS) must not be hidden by another that can.
         expr: |
-          sum by (issuer, instance) (increase(tenantgate_jwks_fetches_total{result="error"}[15m])) > 0
-          unless on (issuer, instance)
-          sum by (issuer, instance) (increase(tenantgate_jwks_fetches_total{result=~"ok|not_modified"}[15m])) > 0
+          sum by ({{ $b }}issuer, instance) (increase(tenantgate_jwks_fetches_total{result="error"{{ $m }}}[15m])) > 0
+          unless on ({{ $b }}issuer, instance)
+          sum by ({{ $b }}issuer, instance) (increase(tenantgate_jwks_fetches_total{result=~"ok|not_modified"{{ $m }}}[15m])) > 0
         for: 10m
         labels: {severity: warning}
         annotations:
@@ -107,7 +119,7 @@ groups:
           description: {{ "tenantgate instance {{ $labels.instance }} could not fetch the keys of issuer \"{{ $labels.issuer }}\" for 15 minutes. Known keys keep working until jwks.max_stale; new or rotated keys are rejected." | quote }}
       - alert: TenantgateQuotaStoreErrors
         expr: |
-          sum(rate(tenantgate_quota_store_errors_total[5m])) > 0
+          {{ $sum }}(rate(tenantgate_quota_store_errors_total{{ $s }}[5m])) > 0
         for: {{ $r.for }}
         labels: {severity: warning}
         annotations:
@@ -116,14 +128,14 @@ groups:
       - alert: TenantgateQuotaFailOpen
         # Fail-open is a choice an operator made; when it happens, someone should know at once.
         expr: |
-          sum(increase(tenantgate_quota_fail_open_total[5m])) > 0
+          {{ $sum }}(increase(tenantgate_quota_fail_open_total{{ $s }}[5m])) > 0
         labels: {severity: critical}
         annotations:
           summary: "tenantgate is admitting requests without quota checks (fail-open)"
           description: {{ "{{ $value | humanize }} requests in 5 minutes were admitted because the quota store failed and the failure mode is open." | quote }}
       - alert: TenantgateQuotaDegraded
         expr: |
-          max(tenantgate_quota_degraded_active) > 0
+          {{ $max }}(tenantgate_quota_degraded_active{{ $s }}) > 0
         for: {{ $r.for }}
         labels: {severity: warning}
         annotations:
@@ -131,7 +143,6 @@ groups:
           description: "At least one tenantgate instance runs its quota in degraded mode (the store is unavailable); limits are approximate or off until it recovers."
   - name: tenantgate.service
     rules:
-{{- $job := include "tenantgate.scrapeJob" . }}
 {{- if $job }}
 {{- $up := printf "up{namespace=%q,job=%q}" .Release.Namespace $job }}
 {{- $kind := include "tenantgate.monitorKind" . }}
@@ -185,7 +196,7 @@ groups:
 {{- end }}
       - alert: TenantgateInternalErrors
         expr: |
-          sum(increase(tenantgate_internal_errors_total[5m])) > 0
+          {{ $sum }}(increase(tenantgate_internal_errors_total{{ $s }}[5m])) > 0
         labels: {severity: critical}
         annotations:
           summary: "tenantgate hit unexpected errors"
@@ -193,7 +204,7 @@ groups:
       - alert: TenantgateAuditWriteErrors
         # Decisions go on; their audit lines do not (disk full, closed pipe).
         expr: |
-          sum(increase(tenantgate_audit_write_errors_total[5m])) > 0
+          {{ $sum }}(increase(tenantgate_audit_write_errors_total{{ $s }}[5m])) > 0
         labels: {severity: critical}
         annotations:
           summary: "tenantgate is losing audit lines"
@@ -201,7 +212,7 @@ groups:
       - alert: TenantgateEventLoopStalled
         # A stall holds every Check behind it; past Envoy's ext_authz timeout they are denied.
         expr: |
-          sum(increase(tenantgate_event_loop_lag_seconds_bucket{le="+Inf"}[10m])) - sum(increase(tenantgate_event_loop_lag_seconds_bucket{le="0.1"}[10m])) > 0
+          {{ $sum }}(increase(tenantgate_event_loop_lag_seconds_bucket{le="+Inf"{{ $m }}}[10m])) - {{ $sum }}(increase(tenantgate_event_loop_lag_seconds_bucket{le="0.1"{{ $m }}}[10m])) > 0
         labels: {severity: warning}
         annotations:
           summary: "tenantgate's event loop stalled"
@@ -209,14 +220,14 @@ groups:
       - alert: TenantgateConfigReloadRejected
         # The running config is kept, but the next restart would load the broken one and fail.
         expr: |
-          sum(increase(tenantgate_config_reloads_total{result="rejected"}[15m])) > 0
+          {{ $sum }}(increase(tenantgate_config_reloads_total{result="rejected"{{ $m }}}[15m])) > 0
         labels: {severity: warning}
         annotations:
           summary: "tenantgate refused a new config"
           description: "A config reload (SIGHUP) was rejected in the last 15 minutes; instances keep the previous config. Run `tenantgate check-config` on the new config: the log names each key at fault."
       - alert: TenantgateCheckLatencyHigh
         expr: |
-          histogram_quantile(0.99, sum by (le) (rate(tenantgate_check_duration_seconds_bucket[5m]))) > {{ $r.checkLatencyP99Seconds }}
+          histogram_quantile(0.99, sum by ({{ $b }}le) (rate(tenantgate_check_duration_seconds_bucket{{ $s }}[5m]))) > {{ $r.checkLatencyP99Seconds }}
         for: 10m
         labels: {severity: warning}
         annotations:
