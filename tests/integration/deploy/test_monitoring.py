@@ -248,11 +248,11 @@ def test_a_release_whose_scrape_job_is_known_alerts_on_its_own_series_only(
         jobs = set()
         for selector in _selectors(rule["expr"]):
             matchers = {m.name: m.value for m in selector.matchers.matchers}
-            assert SCOPE <= set(matchers), (rule["alert"], selector.name)
+            assert set(matchers) >= SCOPE, (rule["alert"], selector.name)
             jobs.add((matchers["namespace"], matchers["job"]))
         assert len(jobs) == 1, rule["alert"]
         groupings, matchings = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
-        assert all(SCOPE <= labels for labels in groupings + matchings), rule["alert"]
+        assert all(labels >= SCOPE for labels in groupings + matchings), rule["alert"]
 
 
 def test_plain_prometheus_rules_file_matches_the_chart(render: Callable[..., Rendered]) -> None:
