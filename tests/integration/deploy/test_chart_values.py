@@ -264,6 +264,9 @@ def test_a_loopback_admin_api_is_accepted_and_any_address_without_a_network_poli
     for listen in ("127.0.0.1:9002", "localhost:9002", "[::1]:9002"):
         render("standalone-minimal.yaml", sets={**admin, "admin.listen": listen})
     render("standalone-no-metrics.yaml", sets={**admin, "admin.listen": "0.0.0.0:9002"})
+    # Sidecar mode with the app in the user's own chart: the NetworkPolicy is theirs too.
+    render("sidecar-redis.yaml", sets={**admin, "admin.listen": "0.0.0.0:9002",
+                                       "sidecar.app.enabled": "false"})
 
 
 def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(

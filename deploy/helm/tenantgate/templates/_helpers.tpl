@@ -173,8 +173,9 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- $adminListen := toString (default "127.0.0.1:9002" .listen) -}}
 {{- if hasPrefix "unix:" $adminListen -}}
 {{- include "tenantgate.validateAdminSocket" (list $ $adminListen) -}}
-{{- else if $.Values.networkPolicy.enabled -}}
-{{- /* the NetworkPolicy admits the gRPC and metrics ports only: a pod address is unreachable */ -}}
+{{- else if and $.Values.networkPolicy.enabled (or (ne $.Values.mode "sidecar") $.Values.sidecar.app.enabled) -}}
+{{- /* the chart's NetworkPolicy (rendered as networkpolicy.yaml decides) admits the gRPC and
+    metrics ports only: a pod address is unreachable */ -}}
 {{- $host := regexReplaceAll ":[0-9]+$" $adminListen "" | trimPrefix "[" | trimSuffix "]" -}}
 {{- if not (or (eq $host "localhost") (eq $host "::1") (regexMatch "^127\\.[0-9.]+$" $host)) -}}
 {{- fail (printf "admin.listen: %q is not loopback, and the chart's NetworkPolicy admits only the gRPC and metrics ports, so nothing could reach it. Listen on 127.0.0.1:PORT and use kubectl port-forward (or a unix:PATH socket with kubectl exec)" $adminListen) -}}
