@@ -8,7 +8,6 @@ import contextlib
 import gc
 import logging
 import signal
-import socket
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -18,6 +17,7 @@ from prometheus_client import start_http_server
 
 from tenantgate.authz import SERVICE as AUTHZ_SERVICE
 from tenantgate.authz import AuthorizationServicer
+from tenantgate.bind_error import bind_error
 from tenantgate.config.load import load_config
 from tenantgate.errors import ConfigError
 from tenantgate.observe import metrics
@@ -146,7 +146,7 @@ class App:
             except RuntimeError:
                 port = 0
             if port == 0:
-                cause = _bind_error(address) if address == tcp else None
+                cause = bind_error(address) if address == tcp else None
                 raise StartupError(f"{what}: cannot listen: {cause}" if cause else
                                    f"{what}: cannot listen (address in use, or no such "
                                    "directory, or not allowed)")
@@ -250,29 +250,6 @@ class App:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._lag_watch
             self._lag_watch = None
-
-
-def _bind_error(address: str) -> str | None:
-    """Why bind(2) refuses a TCP `host:port`, asked after gRPC failed to add it (gRPC says
-    only that no address was added); None when every address binds now (a race) or it cannot
-    tell. Only after a failure: gRPC binds what it resolves, and one address binding is enough."""
-    host, _, port = address.rpartition(":")
-    try:
-        found = socket.getaddrinfo(host.strip("[]") or None, int(port), type=socket.SOCK_STREAM,
-                                   flags=socket.AI_PASSIVE)
-    except (OSError, ValueError):
-        return None
-    errors = []
-    for family, kind, proto, _, sockaddr in found:
-        try:
-            with socket.socket(family, kind, proto) as probe:
-                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as gRPC's
-                probe.bind(sockaddr)
-        except OSError as exc:
-            errors.append(exc.strerror or str(exc))
-        else:
-            return None
-    return errors[0] if errors else None
 
 
 async def _first_of(*events: asyncio.Event) -> None:

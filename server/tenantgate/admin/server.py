@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 import grpc
 
 from tenantgate.admin.servicer import ApiKeyAdminServicer
+from tenantgate.bind_error import bind_error
 from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
@@ -103,8 +104,10 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
         port = 0
     if port == 0:
         await server.stop(None)  # never started, but created: shut it down, not leak it
-        raise AdminListenFailed(f"admin.listen {cfg.listen}: cannot listen (address in use, "
-                                "or no such directory, or not allowed)")
+        cause = None if cfg.listen.startswith("unix:") else bind_error(cfg.listen)
+        raise AdminListenFailed(f"admin.listen {cfg.listen}: cannot listen: {cause}" if cause
+                                else f"admin.listen {cfg.listen}: cannot listen (address in "
+                                "use, or no such directory, or not allowed)")
     bound = BoundSocket.of(socket_path) if socket_path is not None else None
     await server.start()
     return AdminListener(server, bound)

@@ -44,3 +44,17 @@ async def test_an_admin_port_in_use_fails_the_start_before_any_check_is_answered
         with pytest.raises(StartupError, match=r"^admin\.listen 127\.0\.0\.1:\d+: cannot listen"):
             await asyncio.wait_for(App(str(path)).start(), 10)
     assert answered == [False]
+
+
+async def test_an_admin_port_in_use_is_said_as_bind_says_it(tmp_path: Path,
+                                                             redis_url: str) -> None:
+    # Before: "cannot listen (address in use, or no such directory, or not allowed)", a guess;
+    # listen.grpc says bind(2)'s own reason, and so does admin.listen now.
+    path, _, admin_port = write_config(tmp_path / "a", redis_url, admin=True)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", admin_port or 0))
+        taken.listen()
+        with pytest.raises(StartupError) as caught:
+            await asyncio.wait_for(App(str(path)).start(), 10)
+    assert str(caught.value) == (f"admin.listen 127.0.0.1:{admin_port}: cannot listen: "
+                                 "Address already in use")
