@@ -188,7 +188,8 @@ class App:
 
     async def _build_and_start(self) -> Runtime | None:
         try:
-            new = Runtime.build(load_config(self.config_path), replacing=self.runtime)
+            new = Runtime.build(load_config(self.config_path, pipe_ok=False),
+                                replacing=self.runtime)
         except ConfigError as exc:  # the operator's mistake: the message says it all
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return None

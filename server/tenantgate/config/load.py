@@ -5,6 +5,8 @@ from __future__ import annotations
 import difflib
 import json
 import logging
+import os
+import stat
 import typing
 from pathlib import Path
 from typing import Any
@@ -13,7 +15,12 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from tenantgate.config.model import Config
-from tenantgate.config.types import MAX_JWKS_BYTES, read_small_file
+from tenantgate.config.types import (
+    MAX_JWKS_BYTES,
+    UnfitFile,
+    read_regular_file,
+    read_small_file,
+)
 from tenantgate.errors import ConfigError
 
 log = logging.getLogger("tenantgate.config")
@@ -68,14 +75,34 @@ def _key(node: yaml.Node) -> str:
 StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _construct_mapping)
 
 
-def load_config(path: str | Path, *, strict: bool = False) -> Config:
-    """`strict` (check-config): a `jwks.file` the key set could not use is an error."""
+# Far above any real config (the chart's fullest renders ~10 KiB): a bound, so /dev/zero or a
+# runaway generator is an error, not a MemoryError traceback.
+MAX_CONFIG_BYTES = 4 * 1024 * 1024
+
+
+def load_config(path: str | Path, *, strict: bool = False, pipe_ok: bool = True) -> Config:
+    """`strict` (check-config): a `jwks.file` the key set could not use is an error.
+    `pipe_ok`: a pipe or FIFO is read too (`check-config <(helm template ...)`); a reload says
+    False, as it runs on the event loop and must not wait for a writer."""
     path = Path(path)
     try:
-        text = path.read_text(encoding="utf-8")
+        text = _read_config(path, pipe_ok).decode("utf-8")
+    except UnfitFile as exc:
+        limit = f"larger than {MAX_CONFIG_BYTES // (1024 * 1024)} MiB"
+        raise ConfigError([f"cannot read: {limit if exc.too_large else exc}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"]) from None
     return parse_config(text, base_dir=path.parent, strict=strict)
+
+
+def _read_config(path: Path, pipe_ok: bool) -> bytes:
+    if not (pipe_ok and stat.S_ISFIFO(os.stat(path).st_mode)):
+        return read_regular_file(path, MAX_CONFIG_BYTES)  # never a device, bounded
+    with path.open("rb") as pipe:
+        data = pipe.read(MAX_CONFIG_BYTES + 1)
+    if len(data) > MAX_CONFIG_BYTES:
+        raise UnfitFile("too large", too_large=True)
+    return data
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:
