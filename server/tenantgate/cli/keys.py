@@ -25,7 +25,12 @@ from tenantgate.config.apikeys import (
     check_ipv6_bracketed,
     is_local_address,
 )
-from tenantgate.config.types import Duration, check_host_port, is_duration_text
+from tenantgate.config.types import (
+    Duration,
+    check_host_port,
+    check_unix_url_absolute,
+    is_duration_text,
+)
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
 _TIMEOUT = 10.0
@@ -162,11 +167,10 @@ def _read(path: Path | None) -> bytes | None:
 def _channel(args: argparse.Namespace) -> grpc.Channel:
     if args.admin in ("unix:", "unix://"):  # gRPC: "UNAVAILABLE: empty address list", exit 1
         raise UsageError(f"--admin unix:PATH needs a path, got {args.admin!r}")
-    if args.admin.startswith("unix://") and not args.admin.startswith("unix:///"):
-        # gRPC reads unix://run/a.sock's `run` as an authority: exit 1 with its own error
-        # lines. The config refuses this form too (config/apikeys.py).
-        raise UsageError(f"--admin {args.admin}: unix:// is followed by an absolute path "
-                         "(unix:///abs/path); write unix:PATH for a relative path")
+    try:  # else gRPC exits 1 with its own error lines; the config refuses it too
+        check_unix_url_absolute(args.admin, "a relative path")
+    except ValueError as exc:
+        raise UsageError(f"--admin {exc}") from None
     if not args.admin.startswith("unix:"):
         # gRPC takes any port number and wraps it: 99999 would send the token to port 34463.
         try:

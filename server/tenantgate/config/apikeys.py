@@ -20,6 +20,7 @@ from tenantgate.config.types import (
     check_redis_url,
     check_socket_path_length,
     check_text_password,
+    check_unix_url_absolute,
     config_file_path,
     grpc_unix_path,
 )
@@ -140,10 +141,7 @@ class AdminConfig(Model):
 def _socket_relative_to_config(address: str, info: ValidationInfo) -> str:
     # Like listen.uds and every file path in the config: not relative to whichever directory
     # serve happens to run in. `unix://` is followed by an absolute path (gRPC's naming).
-    if address.startswith("unix://") and not address.startswith("unix:///"):
-        # gRPC reads unix://run/a.sock as /run/a.sock: not the relative path it looks like.
-        raise ValueError(f"{address}: unix:// is followed by an absolute path (unix:///abs/"
-                         "path); write unix:PATH for a path relative to the config file")
+    check_unix_url_absolute(address, "a path relative to the config file")
     path = grpc_unix_path(address)
     if not path:
         raise ValueError("unix:PATH needs a socket path")

@@ -513,6 +513,16 @@ def check_grpc_host_given(address: str) -> str:
     return address
 
 
+def check_unix_url_absolute(address: str, relative: str) -> str:
+    """gRPC reads `unix://run/a.sock` as /run/a.sock (`run` its authority), not the relative path
+    it looks like: `unix://` must be followed by an absolute path. `relative` says what unix:PATH
+    is relative to, in the message."""
+    if address.startswith("unix://") and not address.startswith("unix:///"):
+        raise ValueError(f"{address}: unix:// is followed by an absolute path (unix:///abs/"
+                         f"path); write unix:PATH for {relative}")
+    return address
+
+
 def grpc_unix_path(address: str) -> str | None:
     """The file of a gRPC `unix:PATH` or `unix:///abs/path` address, else None (TCP, or an
     abstract socket, which has no file)."""
