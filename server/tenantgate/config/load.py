@@ -18,6 +18,7 @@ from tenantgate.config.model import Config
 from tenantgate.config.types import (
     MAX_JWKS_BYTES,
     UnfitFile,
+    read_pipe,
     read_regular_file,
     read_small_file,
 )
@@ -96,13 +97,9 @@ def load_config(path: str | Path, *, strict: bool = False, pipe_ok: bool = True)
 
 
 def _read_config(path: Path, pipe_ok: bool) -> bytes:
-    if not (pipe_ok and stat.S_ISFIFO(os.stat(path).st_mode)):
-        return read_regular_file(path, MAX_CONFIG_BYTES)  # never a device, bounded
-    with path.open("rb") as pipe:
-        data = pipe.read(MAX_CONFIG_BYTES + 1)
-    if len(data) > MAX_CONFIG_BYTES:
-        raise UnfitFile("too large", too_large=True)
-    return data
+    if pipe_ok and stat.S_ISFIFO(os.stat(path).st_mode):
+        return read_pipe(path, MAX_CONFIG_BYTES)
+    return read_regular_file(path, MAX_CONFIG_BYTES)  # never a device, bounded
 
 
 def yaml_problem(exc: yaml.YAMLError) -> str:

@@ -322,6 +322,16 @@ def read_regular_file(path: Path, limit: int) -> bytes:
     return data
 
 
+def read_pipe(path: Path, limit: int) -> bytes:
+    """A pipe's or FIFO's bytes, at most `limit` of them: waits for its writer, so only for a
+    command, never on the event loop. UnfitFile when larger, or OSError as raised."""
+    with path.open("rb") as pipe:
+        data = pipe.read(limit + 1)
+    if len(data) > limit:
+        raise UnfitFile(f"larger than {limit} bytes", too_large=True)
+    return data
+
+
 def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
     """read_regular_file for the config: ValueError naming the path and why."""
     try:
