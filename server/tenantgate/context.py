@@ -18,6 +18,7 @@ import hashlib
 import hmac
 import json
 import math
+import re
 import time
 from dataclasses import dataclass
 from json.encoder import encode_basestring_ascii
@@ -26,6 +27,10 @@ ALGORITHM = "HS256"
 TYPE = "tenant-context"
 MIN_KEY_BYTES = 32
 MAX_CONTEXT_BYTES = 4096
+# docs/signed-context.md step 1, as the SQL verifier checks it: base64url in three non-empty
+# parts, the last a 43-character HMAC-SHA256 in its canonical spelling (its last character's two
+# unused bits zero). What sign() writes, and nothing a database driver would choke on (a NUL).
+CONTEXT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import contextvars
-import re
 
-from tenantgate.context import MAX_CONTEXT_BYTES, InvalidContext, KeyRing
+from tenantgate.context import CONTEXT_SHAPE, MAX_CONTEXT_BYTES, InvalidContext, KeyRing
 
 SETTING = "tenantgate.context"
 DEFAULT_HEADER = "x-tenant-context"
@@ -13,12 +12,6 @@ DEFAULT_HEADER = "x-tenant-context"
 # pooled connection, nor another client behind PgBouncer in transaction pooling mode.
 SET_CONTEXT_SQL = "SELECT set_config('tenantgate.context', %s, true)"
 SET_CONTEXT_ASYNCPG = "SELECT set_config('tenantgate.context', $1, true)"
-
-# docs/signed-context.md step 1, as the SQL verifier checks it: base64url in three non-empty parts,
-# the last a 43-character signature in its canonical spelling. Anything else (a NUL, say) would
-# make the driver raise its own error rather than ContextRequired.
-_CONTEXT_SHAPE = re.compile(
-    r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
 
 _request_context: contextvars.ContextVar[str | None] = contextvars.ContextVar(
     "tenantgate_request_context", default=None)
@@ -44,7 +37,8 @@ def unbind_context(token: contextvars.Token[str | None]) -> None:
 def accept(value: str | None, verify_with: KeyRing | None = None) -> str:
     """The context to use, or ContextRequired. With a key ring it is verified locally first, so a
     bad context is refused before a database round trip; Postgres verifies it again anyway."""
-    if not value or len(value) > MAX_CONTEXT_BYTES or not _CONTEXT_SHAPE.fullmatch(value):
+    if not value or len(value) > MAX_CONTEXT_BYTES or not CONTEXT_SHAPE.fullmatch(value):
+        # Anything else (a NUL, say) made the driver raise its own error, not ContextRequired.
         raise ContextRequired("no usable tenant context")
     if verify_with is not None:
         try:
