@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from tenantgate.config.linear_regex import compile_linear
 from tenantgate.config.model import ALWAYS_SAFE_TENANT_ID, API_KEY_ISSUER, Config, TenantEntry
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
@@ -33,11 +33,11 @@ class Tenant:
 
 class TenantRules:
     def __init__(self, config: Config) -> None:
-        self._pattern = re.compile(config.tenants.pattern)
+        self._pattern = compile_linear(config.tenants.pattern)
         self._registry = config.tenants.registry
         self._unknown_allowed = config.tenants.unknown_allowed
         self._issuer_lists = {i.name: frozenset(i.tenants) for i in config.issuers if i.tenants}
-        self._issuer_patterns = {i.name: re.compile(i.tenant_pattern)
+        self._issuer_patterns = {i.name: compile_linear(i.tenant_pattern)
                                  for i in config.issuers if i.tenant_pattern is not None}
         # Verdicts per (issuer, tenant claim): pure functions of this config, which a reload
         # replaces together with this object. Bounded: cleared when full.

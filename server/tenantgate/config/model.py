@@ -13,6 +13,7 @@ from jwt.exceptions import InvalidKeyError
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig, check_ipv6_bracketed
+from tenantgate.config.linear_regex import Matcher, compile_linear
 from tenantgate.config.paths import fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.types import (
@@ -60,7 +61,7 @@ def error_at(loc: tuple[int | str, ...], message: str) -> ValidationError:
 ALWAYS_SAFE_TENANT_ID = re.compile(r"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{|}~]{1,255}")
 
 
-def not_admitted(pattern: re.Pattern[str], tenant_id: str) -> str | None:
+def not_admitted(pattern: Matcher, tenant_id: str) -> str | None:
     """Why tenancy refuses `tenant_id` as an id, or None."""
     if not ALWAYS_SAFE_TENANT_ID.fullmatch(tenant_id):
         return ("no tenant id is this (1 to 255 characters of A-Z a-z 0-9 "
@@ -216,10 +217,7 @@ class IssuerConfig(Model):
     @classmethod
     def _compiles(cls, value: str | None) -> str | None:
         if value is not None:
-            try:
-                re.compile(value)
-            except re.error as exc:
-                raise ValueError(f"not a valid regular expression: {exc}") from None
+            compile_linear(value)
         return value
 
     @model_validator(mode="after")
@@ -265,10 +263,7 @@ class TenantsConfig(Model):
     @field_validator("pattern")
     @classmethod
     def _safe_pattern(cls, value: str) -> str:
-        try:
-            compiled = re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        compiled = compile_linear(value)
         if not value.isascii():
             raise ValueError("pattern holds non-ASCII characters, but tenant ids are ASCII "
                              "(ids it admits beyond ASCII would be refused at run time)")
@@ -280,7 +275,7 @@ class TenantsConfig(Model):
 
     @model_validator(mode="after")
     def _registry_ids_admitted(self) -> TenantsConfig:
-        pattern = re.compile(self.pattern)
+        pattern = compile_linear(self.pattern)
         for tenant_id in self.registry:
             if why := not_admitted(pattern, tenant_id):
                 raise error_at(("registry", tenant_id),
@@ -648,7 +643,7 @@ class Config(Model):
 
     @model_validator(mode="after")
     def _issuer_tenants_admitted(self) -> Config:
-        pattern = re.compile(self.tenants.pattern)
+        pattern = compile_linear(self.tenants.pattern)
         for i, issuer in enumerate(self.issuers):
             for j, tenant_id in enumerate(issuer.tenants or ()):
                 if why := not_admitted(pattern, tenant_id):
