@@ -9,6 +9,7 @@ import json
 import random
 import string
 import time
+from collections.abc import Callable
 
 import psycopg
 import pytest
@@ -104,43 +105,53 @@ def test_sql_and_python_agree_on_thousands_of_random_contexts(db: Database) -> N
     assert 1000 < accepted < 2900  # the mix really exercises both outcomes
 
 
-def _payload(**overrides: object) -> dict[str, object]:
-    now = int(time.time())
+def _payload(now: int, **overrides: object) -> dict[str, object]:
     payload: dict[str, object] = {"tenant": "acme", "sub": "alice", "iat": now,
                                   "exp": now + 60, "rid": "r1"}
     payload.update(overrides)
     return {k: v for k, v in payload.items() if v is not _DROP}
 
 
+def _exponent_form(now: int) -> str:
+    # 1e12 is a JSON number but not an integer; json.dumps cannot write it, so build the text.
+    body = f'{{"tenant":"acme","sub":"alice","iat":{now},"exp":1e12,"rid":"r1"}}'
+    head = b64url(b'{"alg":"HS256","kid":"active","typ":"tenant-context"}')
+    text = f"{head}.{b64url(body.encode())}"
+    return f"{text}.{b64url(hmac.new(ACTIVE_SECRET, text.encode(), 'sha256').digest())}"
+
+
+def _signed(payload: object) -> str:
+    return sign_raw("active", ACTIVE_SECRET, payload)
+
+
 _DROP = object()
-_SIGNED_BUT_INVALID = {
-    "exp_as_float": _payload(exp=int(time.time()) + 60.0),
-    "exp_in_exponent_form": None,  # filled below: 1e12 is a JSON number but not an integer
-    "exp_as_string": _payload(exp=str(int(time.time()) + 60)),
-    "iat_as_bool": _payload(iat=True),
-    "tenant_as_number": _payload(tenant=7),
-    "tenant_empty": _payload(tenant=""),
-    "tenant_missing": _payload(tenant=_DROP),
-    "sub_null": _payload(sub=None),
-    "rid_missing": _payload(rid=_DROP),
-    "expired_one_second_ago": _payload(exp=int(time.time()) - 1),
-    "payload_is_array": ["acme"],
-    "payload_is_string": "acme",
+# Each case builds its token from the time the test runs, never from collection time: a token
+# that had expired by then would be refused whatever the claim checks do.
+_SIGNED_BUT_INVALID: dict[str, Callable[[int], str]] = {
+    "exp_as_float": lambda now: _signed(_payload(now, exp=now + 60.0)),
+    "exp_in_exponent_form": _exponent_form,
+    "exp_as_string": lambda now: _signed(_payload(now, exp=str(now + 60))),
+    "iat_as_bool": lambda now: _signed(_payload(now, iat=True)),
+    "tenant_as_number": lambda now: _signed(_payload(now, tenant=7)),
+    "tenant_empty": lambda now: _signed(_payload(now, tenant="")),
+    "tenant_missing": lambda now: _signed(_payload(now, tenant=_DROP)),
+    "sub_null": lambda now: _signed(_payload(now, sub=None)),
+    "rid_missing": lambda now: _signed(_payload(now, rid=_DROP)),
+    "expired_one_second_ago": lambda now: _signed(_payload(now, exp=now - 1)),
+    "payload_is_array": lambda now: _signed(["acme"]),
+    "payload_is_string": lambda now: _signed("acme"),
 }
 
 
 @pytest.mark.parametrize("case", sorted(_SIGNED_BUT_INVALID))
 def test_correctly_signed_context_with_bad_claims_gives_null(db: Database, case: str) -> None:
-    if case == "exp_in_exponent_form":
-        now = int(time.time())
-        body = f'{{"tenant":"acme","sub":"a","iat":{now},"exp":1e12,"rid":"r"}}'
-        head = b64url(b'{"alg":"HS256","kid":"active","typ":"tenant-context"}')
-        text = f"{head}.{b64url(body.encode())}"
-        token = f"{text}.{b64url(hmac.new(ACTIVE_SECRET, text.encode(), 'sha256').digest())}"
-    else:
-        token = sign_raw("active", ACTIVE_SECRET, _SIGNED_BUT_INVALID[case])
+    now = int(time.time())
+    token = _SIGNED_BUT_INVALID[case](now)
+    control = _signed(_payload(now))  # the same moment with nothing wrong: must verify
+    valid = ("acme", "alice", "r1", "active")
     with db.connect() as conn:
-        assert verify_sql(conn, [token]) == [(None, None, None, None)]
+        assert verify_sql(conn, [control, token]) == [valid, (None, None, None, None)]
+    assert verify_python(db.ring, control) == valid
     assert verify_python(db.ring, token) == (None, None, None, None)
 
 
@@ -159,7 +170,7 @@ def test_garbage_context_gives_null_and_never_raises(db: Database, garbage: str)
 
 def test_signature_with_non_canonical_header_key_order_is_still_verified(db: Database) -> None:
     # The MAC covers the header text as sent; both verifiers accept any JSON key order.
-    token = sign_raw("active", ACTIVE_SECRET, _payload(),
+    token = sign_raw("active", ACTIVE_SECRET, _payload(int(time.time())),
                      header={"typ": "tenant-context", "kid": "active", "alg": "HS256"})
     with db.connect() as conn:
         assert verify_sql(conn, [token])[0][0] == "acme"
@@ -252,7 +263,8 @@ def test_non_canonical_header_or_payload_spelling_is_refused_by_sql_and_python(
             text += " "
         return b64url(text.encode())
     # Not the stored header, so Postgres takes its JSON path.
-    texts = ['{"alg":"HS256","kid":"active"}', json.dumps(_payload(), separators=(",", ":"))]
+    texts = ['{"alg":"HS256","kid":"active"}',
+             json.dumps(_payload(int(time.time())), separators=(",", ":"))]
     parts = [b64url(text.encode()) for text in texts]
     parts[part] = spelled(texts[part])
     parts[part] = parts[part][:-1] + _B64URL[_B64URL.index(parts[part][-1]) | 1]
