@@ -84,13 +84,18 @@ def flip(segment: str, index: int) -> str:
     return segment[:index] + ("A" if segment[index] != "A" else "B") + segment[index + 1:]
 
 
-now = int(time.time())
+def now() -> int:
+    # Read when a builder runs, never at collection: tests/security may run many minutes
+    # after collection, and an nbf/iat set 600 s ahead of collection time is valid by then.
+    return int(time.time())
+
+
 # name -> (token builder, expected reason); each builder gets the three issuers.
 Builder = Callable[[DevIssuer, DevIssuer, DevIssuer], str]
 TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
-    "expired": (lambda i, a, t: i.token(exp=now - 120), Reason.TOKEN_EXPIRED),
-    "not_yet_valid": (lambda i, a, t: i.token(nbf=now + 600), Reason.TOKEN_NOT_YET_VALID),
-    "issued_in_future": (lambda i, a, t: i.token(iat=now + 600),
+    "expired": (lambda i, a, t: i.token(exp=now() - 120), Reason.TOKEN_EXPIRED),
+    "not_yet_valid": (lambda i, a, t: i.token(nbf=now() + 600), Reason.TOKEN_NOT_YET_VALID),
+    "issued_in_future": (lambda i, a, t: i.token(iat=now() + 600),
                          Reason.TOKEN_ISSUED_IN_FUTURE),
     "wrong_aud": (lambda i, a, t: i.token(aud="someone-else"), Reason.WRONG_AUDIENCE),
     "no_aud": (lambda i, a, t: i.token(aud=[]), Reason.WRONG_AUDIENCE),
@@ -136,14 +141,14 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
     "non_ascii_in_token": (lambda i, a, t: i.token() + "é", Reason.MALFORMED_TOKEN),
     "header_not_json": (lambda i, a, t: "bm90anNvbg." + i.token().split(".", 1)[1],
                         Reason.MALFORMED_TOKEN),
-    "numeric_string_exp": (lambda i, a, t: i.token(exp=str(now + 300)), Reason.BAD_CLAIMS),
+    "numeric_string_exp": (lambda i, a, t: i.token(exp=str(now() + 300)), Reason.BAD_CLAIMS),
     "boolean_exp": (lambda i, a, t: i.token(exp=True), Reason.BAD_CLAIMS),
     "missing_exp": (lambda i, a, t: tokens.mint(i.keys[i.kid], "RS256", {
         k: v for k, v in i.claims().items() if k != "exp"}, kid=i.kid), Reason.BAD_CLAIMS),
     "huge_integer_exp": (lambda i, a, t: i.token(exp=10**400), Reason.BAD_CLAIMS),
     "nan_exp": (lambda i, a, t: signed(i, i.claims(exp=float("nan"))), Reason.BAD_CLAIMS),
     "infinite_exp": (lambda i, a, t: signed(i, i.claims(exp=float("inf"))), Reason.BAD_CLAIMS),
-    "numeric_string_nbf": (lambda i, a, t: i.token(nbf=str(now)), Reason.BAD_CLAIMS),
+    "numeric_string_nbf": (lambda i, a, t: i.token(nbf=str(now())), Reason.BAD_CLAIMS),
     "crit_header": (lambda i, a, t: i.token(headers={"crit": ["exp"]}), Reason.UNSUPPORTED_CRIT),
     "wrong_typ": (lambda i, a, t: t.token(headers={"typ": "JWT"}), Reason.WRONG_TOKEN_TYPE),
     "missing_typ_when_required": (
