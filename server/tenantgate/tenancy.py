@@ -6,7 +6,13 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from tenantgate.config.linear_regex import compile_linear
-from tenantgate.config.model import ALWAYS_SAFE_TENANT_ID, API_KEY_ISSUER, Config, TenantEntry
+from tenantgate.config.model import (
+    ALWAYS_SAFE_TENANT_ID,
+    API_KEY_ISSUER,
+    MAX_TENANT_ID_CHARS,
+    Config,
+    TenantEntry,
+)
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
 from tenantgate.observe.metrics import OTHER_TENANT
@@ -47,8 +53,8 @@ class TenantRules:
         """The tenant an identity of `issuer` claiming `claim` acts for, or why not."""
         if claim is None:
             return Reason.TENANT_MISSING
-        if not isinstance(claim, str):
-            return Reason.TENANT_INVALID
+        if not isinstance(claim, str) or len(claim) > MAX_TENANT_ID_CHARS:
+            return Reason.TENANT_INVALID  # not remembered: the memo bounds entries, not bytes
         key = (issuer, claim)
         verdict = self._verdicts.get(key)
         if verdict is None:

@@ -259,8 +259,11 @@ async def test_malformed_jwks_documents_are_fetch_failures(body: bytes) -> None:
         await keys.find("k1", "RS256")
 
 
-@pytest.mark.parametrize("content", ["not json", "[" * 200_000, "[]"],
-                         ids=["not-json", "deeply-nested", "not-an-object"])
+@pytest.mark.parametrize("content", [
+    "not json", "[" * 200_000, "[]", "{}", '{"keys": {}}',
+    '{"kty": "RSA", "kid": "k1", "n": "AQAB", "e": "AQAB"}',
+], ids=["not-json", "deeply-nested", "not-an-object", "empty-object", "keys-not-a-list",
+        "a-single-jwk"])
 async def test_bad_jwks_file_is_unavailable_not_a_crash(tmp_path: Path, content: str) -> None:
     (tmp_path / "jwks.json").write_text(content)
     cfg = IssuerConfig.model_validate({
@@ -315,6 +318,54 @@ async def test_a_jwks_file_swapped_for_an_endless_one_fails_the_fetch_keeping_th
         if path.is_fifo():  # the old code's open waits for a writer: let it end
             with contextlib.suppress(OSError):
                 os.close(os.open(path, os.O_WRONLY | os.O_NONBLOCK))
+
+
+async def test_a_jwks_file_rewritten_without_a_keys_list_keeps_the_keys(
+        idp: DevIssuer, tmp_path: Path) -> None:
+    # `{}` emptied the key set (and with it every cached token), as if the IdP had withdrawn
+    # every key; a URL answering the same is refused and the keys kept.
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": idp.jwks(["k1"])}))
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(path)}})
+    keys = KeySet(cfg, None)
+    await keys.refresh()
+    path.write_text("{}")
+    with pytest.raises(FetchFailed, match="not a JWKS document"):
+        await keys.refresh()
+    assert [key.key_id for key in await keys.find("k1", "RS256")] == ["k1"]
+
+
+async def test_an_unknown_kid_reads_the_jwks_file_again(tmp_path: Path) -> None:
+    # Rotation adds a key to a mounted file (a ConfigMap, a sidecar): its tokens were refused
+    # as unknown_key until the next scheduled read, default_ttl later.
+    issuer = DevIssuer(issuer="https://idp.test", kid="k1")
+    issuer.add_key("k2")
+    issuer.add_key("k3")
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps({"keys": issuer.jwks(["k1"])}))
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(path), "refetch_interval": "30s"}})
+    clock = Clock()
+    keys = KeySet(cfg, None, clock=clock)
+    await keys.refresh()
+    path.write_text(json.dumps({"keys": issuer.jwks(["k1", "k2"])}))
+    assert [key.key_id for key in await keys.find("k2", "RS256")] == ["k2"]
+    path.write_text(json.dumps({"keys": issuer.jwks(["k1", "k2", "k3"])}))
+    assert await keys.find("k3", "RS256") == []  # within refetch_interval: not read again
+    clock.now += 30
+    assert [key.key_id for key in await keys.find("k3", "RS256")] == ["k3"]
+
+
+async def test_inline_keys_are_never_refetched(idp: DevIssuer) -> None:
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"inline": {"keys": idp.jwks(["k1"])}}})
+    keys = KeySet(cfg, None)
+    await keys.refresh()
+    assert await keys.refetched("k2", "RS256") == []
 
 
 async def test_a_jwks_file_at_the_size_bound_is_read(idp: DevIssuer, tmp_path: Path) -> None:
@@ -657,9 +708,10 @@ async def test_keys_stale_as_soon_as_fetched_are_not_refetched_on_every_request(
     ("max-age=3600", "3500", 100), ("max-age=3600", "4000", 60), ("max-age=120", "0", 120),
     ("max-age=3600", "abc", 3600), ("max-age=120", "-5", 120), ("max-age=120", "1.5", 120),
     ("max-age=3600", ["3500", "10"], 3600), ("max-age=3600", "9" * 5000, 60),
+    ("max-age=" + "9" * 400, "9" * 400, 60), ("max-age=" + "9" * 400, "100", 3600),
     (None, "100", 300),
 ], ids=["age-subtracted", "age-past-max-age", "age-zero", "age-malformed", "age-negative",
-        "age-fraction", "two-ages", "age-huge", "no-max-age"])
+        "age-fraction", "two-ages", "age-huge", "both-huge", "max-age-huge", "no-max-age"])
 async def test_the_age_a_cache_used_up_is_subtracted_from_max_age(
         idp: DevIssuer, cache_control: str | None, age: str | list[str],
         fresh_for: float) -> None:

@@ -196,3 +196,15 @@ def test_verdicts_are_memoized_per_issuer_and_claim_and_stay_correct(
     for n in range(MAX_CACHED_VERDICTS + 5):  # bounded: cleared when full
         rules.decide("idp", f"t{n}")
     assert len(rules._verdicts) <= MAX_CACHED_VERDICTS
+
+
+def test_overlong_claims_are_refused_without_being_remembered(tmp_path: Path) -> None:
+    # The verdict memo bounds its entries, not their size: 10,000 claims of a few KiB each,
+    # from an issuer's signed tokens, held tens of MiB after the tokens themselves were gone.
+    tenant_rules = rules(tmp_path)
+    for n in range(100):
+        assert tenant_rules.decide("idp", f"{n:04d}" + "a" * 1000) == Reason.TENANT_INVALID
+    assert tenant_rules.decide("idp", "a" * 256) == Reason.TENANT_INVALID
+    assert tenant_rules._verdicts == {}
+    assert isinstance(tenant_rules.decide("idp", "acme"), Tenant)
+    assert list(tenant_rules._verdicts) == [("idp", "acme")]

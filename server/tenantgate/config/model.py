@@ -58,7 +58,9 @@ def error_at(loc: tuple[int | str, ...], message: str) -> ValidationError:
 # A tenant id whatever the configured pattern says (tenancy applies it to every claim):
 # printable ASCII without space, quotes, backslash, comma or semicolon, 1 to 255 characters, so
 # a tenant id can never split a header, log line or SQL.
-ALWAYS_SAFE_TENANT_ID = re.compile(r"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{|}~]{1,255}")
+MAX_TENANT_ID_CHARS = 255
+ALWAYS_SAFE_TENANT_ID = re.compile(
+    rf"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{{|}}~]{{1,{MAX_TENANT_ID_CHARS}}}")
 
 
 def not_admitted(pattern: Matcher, tenant_id: str) -> str | None:
@@ -116,7 +118,7 @@ class JwksConfig(Model):
     url: str | None = None
     discovery: Flag = False
     file: str | None = None
-    inline: dict[str, object] | None = None
+    inline: dict[str, object] | None = None  # a JWK Set: {keys: [...]}
     allow_insecure_http: Flag = False  # development only: plain http JWKS/discovery URLs
     timeout: Duration = Field(default=2.0, gt=0)  # 0: every fetch times out, every token denied
     # 0 may honour an IdP's `max-age=0` (KeySet refreshes at most once a second anyway).
@@ -133,6 +135,14 @@ class JwksConfig(Model):
     @classmethod
     def _relative_to_config(cls, value: str | None, info: ValidationInfo) -> str | None:
         return None if value is None else config_file_path(value, info)
+
+    @field_validator("inline")
+    @classmethod
+    def _a_key_set(cls, value: dict[str, object] | None) -> dict[str, object] | None:
+        # A single JWK or {} would load clean and then refuse every token as unknown_key.
+        if value is not None and not isinstance(value.get("keys"), list):
+            raise ValueError("must be a JWK Set, an object with a keys list ({keys: [...]})")
+        return value
 
     @model_validator(mode="after")
     def _one_source(self) -> JwksConfig:
@@ -203,6 +213,10 @@ class IssuerConfig(Model):
                 raise ValueError("'none' is never allowed")
             if alg not in ASYMMETRIC_ALGORITHMS + HMAC_ALGORITHMS:
                 raise ValueError(f"unknown algorithm {alg!r}")
+        # Each key is prepared once per listed algorithm: a repeat would halve how many
+        # distinct keys a token without kid is tried against (MAX_KIDLESS_KEYS).
+        if twice := sorted({alg for alg in value if value.count(alg) > 1}):
+            raise ValueError(f"{twice[0]} is listed twice")
         return value
 
     @field_validator("tenants")

@@ -29,6 +29,7 @@ log = logging.getLogger("tenantgate.jwks")
 
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 _DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9111 1.2.2: the Age header's only valid form
+DELTA_SECONDS_CAP = 2.0 ** 31
 FAILED_FETCH_BACKOFF = 1.0  # seconds
 # Seconds between the keep-fresh loop's attempts, and between refreshes a request starts,
 # whatever the TTL says (min_ttl 0 with `no-cache` makes keys stale as soon as fetched).
@@ -124,9 +125,9 @@ class KeySet:
         """Candidates after a fetch begun since this call, for a key the set may not have yet
         (a new `kid`, a token without one that no known key verifies, or a known `kid` whose key
         may have been replaced); None when the per-interval bound allows no fetch now or the
-        fetch fails (the issuer may have the key), [] for keys from a file or inline (they are
-        all)."""
-        if self._cfg.file is not None or self._cfg.inline is not None:
+        fetch fails (the issuer may have the key), [] for inline keys (they are all). A file is
+        read again like a URL is fetched: rotation may have added the key to it."""
+        if self._cfg.inline is not None:
             return []
         if not self._may_refetch_for_unknown_kid(self._clock()):
             return None
@@ -387,14 +388,21 @@ def _freshness(headers: httpx.Headers) -> float | None:
     age = headers.get("age", "")
     if max_age is None or not _DELTA_SECONDS.fullmatch(age):
         return max_age
-    return max(max_age - float(age), 0.0)  # float(): a 5000-digit Age is inf, not a ValueError
+    return max(max_age - _delta_seconds(age), 0.0)
 
 
 def _max_age(cache_control: str) -> float | None:
     if "no-store" in cache_control.lower() or "no-cache" in cache_control.lower():
         return 0.0
     match = _MAX_AGE.search(cache_control)
-    return float(match.group(1)) if match else None
+    return _delta_seconds(match.group(1)) if match else None
+
+
+def _delta_seconds(digits: str) -> float:
+    # RFC 9111 1.2.2: a value past what the cache can hold counts as 2^31. Uncapped, a
+    # 400-digit max-age and Age were inf - inf: NaN freshness, under which keys never expired.
+    # float(), not int(): int() refuses more than 4300 digits.
+    return min(float(digits), DELTA_SECONDS_CAP)
 
 
 def _read_file(path: Path) -> dict[str, Any]:
@@ -404,6 +412,7 @@ def _read_file(path: Path) -> dict[str, Any]:
         document = json.loads(read_regular_file(path, MAX_JWKS_BYTES).decode("utf-8"))
     except (OSError, ValueError, RecursionError) as exc:  # UnfitFile is a ValueError
         raise FetchFailed(f"cannot read {path}: {exc}") from None
-    if not isinstance(document, dict):
-        raise FetchFailed(f"{path} is not a JWKS object")
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        # As a URL's answer: an IdP or sidecar rewriting the file must not empty the key set.
+        raise FetchFailed(f"{path} is not a JWKS document (an object with a keys list)")
     return document
