@@ -7,7 +7,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -37,18 +36,16 @@ async def test_a_reload_with_a_fifo_that_has_no_reader_is_refused_at_once(
     reader = open_reader(fifo)
     app = App(str(path))  # at start-up serve waits for a reader (docs): there is one
     comeback: list[int] = []
-    # Without the fix the reload's open waits for a reader: one comes after 3 s, so the
-    # test ends instead of hanging (and fails on the time taken).
-    later = threading.Timer(3.0, lambda: comeback.append(open_reader(fifo)))
+    # Without the fix the reload's open waits for a reader, then succeeds: the assert on its
+    # result fails. The reader that comes after 30 s is only there so that it cannot hang.
+    later = threading.Timer(30.0, lambda: comeback.append(open_reader(fifo)))
     try:
         assert await app.reload()  # a reader: the FIFO is opened again
         os.close(reader)  # the log collector restarts
         running = app.runtime
         later.start()
-        began = time.monotonic()
         with caplog.at_level(logging.ERROR, logger="tenantgate"):
             assert await app.reload() is False
-        assert time.monotonic() - began < 1.0
         assert app.runtime is running
         assert f"audit.path: cannot open {fifo}: a FIFO with no reader" in caplog.text
     finally:
