@@ -37,7 +37,8 @@ async def test_a_blocked_loop_is_counted_and_said(caplog: pytest.LogCaptureFixtu
     watch.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await watch
-    assert _over_stall() == stalls_before + 1
+    # At least this stall: a loaded machine may add a stall of its own to the same samples.
+    assert _over_stall() >= stalls_before + 1
     assert any("event loop stalled for" in r.getMessage() for r in caplog.records)
 
 
