@@ -46,9 +46,21 @@ def idp() -> DevIssuer:
 
 
 @pytest.fixture
-def jwks(idp: DevIssuer) -> Iterator[JwksServer]:
-    with JwksServer(idp.jwks(["k1"]), max_age=1) as server:
+def jwks_max_age() -> int:
+    # 1 s: refreshes are seen quickly. A test that must know which fetch is the one its Check
+    # made parametrizes this to an hour: then no background refresh comes meanwhile.
+    return 1
+
+
+@pytest.fixture
+def jwks(idp: DevIssuer, jwks_max_age: int) -> Iterator[JwksServer]:
+    with JwksServer(idp.jwks(["k1"]), max_age=jwks_max_age) as server:
         yield server
+
+
+async def fetch_begun(jwks: JwksServer, count: int) -> None:
+    """Until the JWKS server has seen `count` fetches arrive (the bound only breaks a hang)."""
+    assert await asyncio.to_thread(jwks.wait_begun, count, 30), "the fetch never arrived"
 
 
 def served(server: JwksServer, **extra: Any) -> dict[str, Any]:
@@ -273,23 +285,32 @@ def wait_for(condition: Callable[[], bool], what: str, timeout: float = 10.0) ->
         time.sleep(0.05)
 
 
+@pytest.mark.parametrize("jwks_max_age", [3600])  # the only fetch after start is the Check's
 async def test_sigterm_turns_health_not_serving_and_drains_the_inflight_check(
         server: TenantgateProcess, idp: DevIssuer, jwks: JwksServer) -> None:
     address = grpc_address(server)
-    assert not denied(await check(address, bearer(idp.token())))
-    # The in-flight Check: a new key id makes tenantgate refetch from a slow IdP.
-    jwks.keys, jwks.delay = idp.jwks(["k1", "k2"]), 1.0
-    async with grpc.aio.insecure_channel(address) as channel:
-        watch = health_pb2_grpc.HealthStub(channel).Watch(
-            health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"))
-        assert (await watch.read()).status == SERVING
-        inflight = asyncio.ensure_future(
-            AuthorizationStub(channel).Check(bearer(idp.token(kid="k2")), timeout=10))
-        await asyncio.sleep(0.4)  # the Check is now waiting for the JWKS
-        assert server.proc is not None
-        os.kill(server.proc.pid, signal.SIGTERM)
-        assert (await watch.read()).status == NOT_SERVING
-        response = await inflight
+    assert not denied(await check(address, bearer(idp.token())))  # keys loaded: no fetch
+    # The in-flight Check: a new key id makes tenantgate refetch, and the IdP holds the answer
+    # until NOT_SERVING has been seen.
+    jwks.keys = idp.jwks(["k1", "k2"])
+    begun = jwks.begun
+    jwks.hold()
+    try:
+        async with grpc.aio.insecure_channel(address) as channel:
+            watch = health_pb2_grpc.HealthStub(channel).Watch(
+                health_pb2.HealthCheckRequest(service="envoy.service.auth.v3.Authorization"))
+            assert (await watch.read()).status == SERVING
+            inflight = asyncio.ensure_future(
+                AuthorizationStub(channel).Check(bearer(idp.token(kid="k2")), timeout=30))
+            await fetch_begun(jwks, begun + 1)  # the Check is now waiting for the JWKS
+            assert server.proc is not None
+            os.kill(server.proc.pid, signal.SIGTERM)
+            assert (await watch.read()).status == NOT_SERVING
+            assert not inflight.done()  # still held: the drain has it to answer
+            jwks.release()
+            response = await inflight
+    finally:
+        jwks.release()
     assert response.status.code == 0 and response.HasField("ok_response")
     assert server.proc.wait(timeout=10) == 0
 
@@ -393,24 +414,36 @@ async def test_shutdown_delay_keeps_answering_checks_while_health_says_not_servi
         await stopping
 
 
+@pytest.mark.parametrize("jwks_max_age", [3600])  # the only fetch after start is the Check's
 async def test_a_check_in_flight_across_a_reload_is_answered_when_it_outlives_drain_timeout(
         start_app: Start, idp: DevIssuer, jwks: JwksServer) -> None:
     # A Check that outlives drain_timeout after a reload (a slow IdP, jwks.timeout longer than
     # drain_timeout) must not find its runtime closed under it: that answered CANCELLED or
     # INTERNAL (a closed HTTP client) instead of a decision.
-    app = await start_app(served(jwks, timeout="5s"), listen={"drain_timeout": "200ms"})
+    app = await start_app(served(jwks, timeout="30s"), listen={"drain_timeout": "200ms"})
     address = target(app)
-    assert not denied(await check(address, bearer(idp.token())))
-    jwks.keys, jwks.delay = idp.jwks(["k1", "k2"]), 1.0  # the in-flight Check refetches
-    inflight = asyncio.ensure_future(check(address, bearer(idp.token(kid="k2"))))
-    await asyncio.sleep(0.3)  # the Check is now waiting for the JWKS
-    path = Path(app.config_path)  # the new config needs no fetch: the reload is quick
-    document = yaml.safe_load(path.read_text())
-    document["issuers"] = [idp.config()]
-    path.write_text(yaml.safe_dump(document))
+    assert not denied(await check(address, bearer(idp.token())))  # keys loaded: no fetch
     old = app.runtime
-    assert await app.reload()
-    response = await inflight
+    jwks.keys = idp.jwks(["k1", "k2"])  # the in-flight Check refetches: held at the IdP
+    begun = jwks.begun
+    jwks.hold()
+    try:
+        inflight = asyncio.ensure_future(check(address, bearer(idp.token(kid="k2"))))
+        await fetch_begun(jwks, begun + 1)  # the Check is now waiting for the JWKS
+        assert old.in_flight == 1
+        path = Path(app.config_path)  # the new config needs no fetch: the reload is quick
+        document = yaml.safe_load(path.read_text())
+        document["issuers"] = [idp.config()]
+        path.write_text(yaml.safe_dump(document))
+        assert await app.reload()
+        # The Check outlives drain_timeout (200 ms) five times over: the retired runtime must
+        # still be open under it. Waiting longer only makes this test stricter.
+        await asyncio.sleep(1.0)
+        assert not old.http.is_closed and not inflight.done()
+        jwks.release()
+        response = await inflight
+    finally:
+        jwks.release()
     assert response.status.code == 0 and response.HasField("ok_response")
     deadline = time.monotonic() + 5  # and the retired runtime is closed once it is done
     while not old.http.is_closed:

@@ -1,5 +1,6 @@
 """A real local HTTP server publishing a JWKS (and an OIDC discovery document) for tests:
-keys can be rotated, the server can fail on demand, and every fetch is counted."""
+keys can be rotated, the server can fail or hold its answers on demand, and every fetch is
+counted (on arrival, and once answered)."""
 
 from __future__ import annotations
 
@@ -18,8 +19,12 @@ class JwksServer:
         self.max_age = max_age
         self.failing = False  # answer 503 while True
         self.delay = 0.0  # seconds before each answer: a slow IdP
-        self.fetches = 0
+        self.fetches = 0  # GETs of /jwks.json answered
+        self.begun = 0  # GETs of /jwks.json that have arrived, held or not
         self._lock = threading.Lock()
+        self._arrivals = threading.Condition()
+        self._released = threading.Event()  # cleared by hold(): answers wait until release()
+        self._released.set()
         self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self._httpd.daemon_threads = True
         # A short poll interval: shutdown() waits up to one interval (0.5 s by default).
@@ -42,7 +47,23 @@ class JwksServer:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
+    def hold(self) -> None:
+        """Every request from now on waits, after it is counted in `begun`, until release():
+        a test can act while a fetch is known to be in flight, whatever the machine's speed."""
+        self._released.clear()
+
+    def release(self) -> None:
+        self._released.set()
+
+    def wait_begun(self, count: int, timeout: float) -> bool:
+        """Blocks until `begun` reaches `count` (True) or `timeout` seconds pass (False): the
+        timeout is only a bound for a test that would otherwise hang. From async code, run it
+        with asyncio.to_thread."""
+        with self._arrivals:
+            return self._arrivals.wait_for(lambda: self.begun >= count, timeout)
+
     def stop(self) -> None:
+        self.release()  # held handlers answer and end
         self._httpd.shutdown()
         self._httpd.server_close()
 
@@ -51,6 +72,11 @@ class JwksServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                if self.path == "/jwks.json":
+                    with server._arrivals:
+                        server.begun += 1
+                        server._arrivals.notify_all()
+                server._released.wait()
                 time.sleep(server.delay)
                 with server._lock:
                     if self.path == "/jwks.json":
