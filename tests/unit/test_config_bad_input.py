@@ -296,6 +296,18 @@ def test_an_api_key_header_tenantgate_removes_or_needs_is_refused(
     assert issues(text) == [f"credentials.api_key_header: {message}"]
 
 
+@pytest.mark.parametrize("key, text", [
+    ("credentials.api_key_header", "credentials: {api_key_header: x_api_key}\n" + CONTEXT),
+    ("context.subject_header", CONTEXT_WITH % "subject_header: x_tenant_subject"),
+    ("context.strip_headers[0]", CONTEXT_WITH % "strip_headers: [x_tenant_plan]"),
+], ids=["api-key-header", "subject-header", "strip-headers"])
+def test_a_header_name_with_an_underscore_is_refused(key: str, text: str) -> None:
+    # Envoy refuses requests carrying one (an API key there could never arrive), and a strip
+    # of x_tenant_plan would leave x-tenant-plan, which WSGI reads as the same header.
+    assert issues(text) == [f"{key}: must not hold an underscore: Envoy refuses requests "
+                            "with one (use - instead)"]
+
+
 STOP_WAIT = ": must be at most 1h: Kubernetes' grace period and every orchestrator's stop " \
     "timeout are far shorter"
 LIMIT = ": must be at most 36500d (100 years)"

@@ -122,6 +122,11 @@ _FIELD_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 def _header_name(value: Any) -> str:
     if not isinstance(value, str) or not _FIELD_NAME.fullmatch(value):
         raise ValueError("must be an HTTP header name such as x-api-key")
+    if "_" in value:
+        # The generated Envoy config refuses every request carrying such a header, and CGI/WSGI
+        # stacks read `x_tenant_id` as `x-tenant-id`: stripping one would leave the other.
+        raise ValueError("must not hold an underscore: Envoy refuses requests with one "
+                         "(use - instead)")
     return value.lower()
 
 
