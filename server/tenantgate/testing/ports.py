@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import socket
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import TypeVar
@@ -16,6 +17,31 @@ ATTEMPTS = 3
 # and as tenantgate's start-up errors put it ("cannot listen (address in use, ...)").
 _IN_USE = re.compile(r"address (already )?in use", re.IGNORECASE)
 _TCP_LISTEN = "0A"  # the `st` column of /proc/net/tcp
+
+
+class ReservedPort:
+    """A loopback port bound and never listened on, for as long as it is held: a connect to it
+    is refused (ECONNREFUSED), and no other process can bind it meanwhile (a port free_port()
+    gave is free for anyone). For "nothing listens there", and for a server that is to start
+    there later: release() it just before that start (the server must then keep this port)."""
+
+    def __init__(self) -> None:
+        self._sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._sock.bind(("127.0.0.1", 0))  # no SO_REUSEADDR: nobody shares it, even with it
+        self.port: int = self._sock.getsockname()[1]
+
+    @property
+    def held(self) -> bool:
+        return self._sock.fileno() != -1
+
+    def release(self) -> None:
+        self._sock.close()
+
+    def __enter__(self) -> ReservedPort:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
 
 
 def in_use(port: int) -> str:

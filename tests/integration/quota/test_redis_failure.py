@@ -9,7 +9,7 @@ from collections.abc import Callable
 import pytest
 from tenantgate.config.model import Config
 from tenantgate.quota.limiter import Limiter, Verdict
-from tenantgate.testing.binaries import free_port
+from tenantgate.testing.ports import ReservedPort
 from tenantgate.testing.redis import RedisServer
 
 MakeConfig = Callable[..., Config]
@@ -73,14 +73,18 @@ async def test_redis_killed_mid_run_then_back(
 
 async def test_redis_down_at_start_is_not_fatal(
         make_limiter: Callable[[Config], Limiter], quota_config: MakeConfig) -> None:
-    dead = RedisServer()  # never started: nothing listens on its port
+    reserved = ReservedPort()  # nothing listens on it, and nobody else can take it
+    dead = RedisServer(port=reserved.port)  # pinned: it comes up where the limiter looks
     try:
         limiter = await limiter_for("closed", make_limiter, quota_config, dead)
         assert [v.unavailable for v in await run(limiter, 2)] == [True, True]
+        reserved.release()
         dead.start()
+        assert dead.port == reserved.port
         await asyncio.sleep(0.3)
         assert [v.admitted for v in await run(limiter, 5)] == [True] * 4 + [False]
     finally:
+        reserved.release()
         dead.close()
 
 
@@ -88,11 +92,12 @@ async def test_redis_cluster_down_is_the_failure_mode_not_a_crash(
         make_limiter: Callable[[Config], Limiter], quota_config: MakeConfig) -> None:
     # redis-py raises RedisClusterException (not a RedisError) when no node answers: it
     # failed start-up and every Check with an untyped error instead of failing closed.
-    url = f"redis+cluster://127.0.0.1:{free_port()},127.0.0.1:{free_port()}"
-    config = quota_config(plan("closed").replace("URL", f"'{url}'") + "  store: redis\n")
-    limiter = make_limiter(config)
-    await limiter.start()
-    assert [v.unavailable for v in await run(limiter, 3)] == [True] * 3
+    with ReservedPort() as one, ReservedPort() as two:  # nothing listens on either
+        url = f"redis+cluster://127.0.0.1:{one.port},127.0.0.1:{two.port}"
+        config = quota_config(plan("closed").replace("URL", f"'{url}'") + "  store: redis\n")
+        limiter = make_limiter(config)
+        await limiter.start()
+        assert [v.unavailable for v in await run(limiter, 3)] == [True] * 3
 
 
 async def test_error_replies_count_as_store_errors_and_open_the_circuit(

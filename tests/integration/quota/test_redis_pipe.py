@@ -23,6 +23,7 @@ from tenantgate.config.quota import RedisConfig
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.quota.redis import GCRA, RedisStore
 from tenantgate.quota.store import Bucket, Outcome
+from tenantgate.testing.ports import ReservedPort
 from tenantgate.testing.redis import RedisServer
 
 
@@ -138,15 +139,19 @@ async def test_redis_stopped_fails_typed_counts_errors_and_opens_the_circuit(
 
 
 async def test_redis_down_at_first_use_then_up(tmp_path: Path) -> None:
-    server = RedisServer()  # not started: the connect is refused
+    reserved = ReservedPort()  # nothing listens on it (the connect is refused), nobody can
+    server = RedisServer(port=reserved.port)  # take it; pinned: it comes up where it was
     made = store_for(server.url, circuit={"failures": 100})
     try:
         with pytest.raises(QuotaStoreUnavailable):
             await made.acquire([bucket()])
+        reserved.release()
         server.start()
+        assert server.port == reserved.port
         assert (await outcome_once_back(made, bucket())).admitted
     finally:
         await made.close()
+        reserved.release()
         server.close()
 
 

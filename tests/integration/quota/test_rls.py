@@ -17,6 +17,7 @@ from tenantgate.config.model import Config
 from tenantgate.observe import quota as quota_metrics
 from tenantgate.quota.limiter import Limiter
 from tenantgate.quota.rls import MAX_DESCRIPTORS, MAX_ENTRIES, MAX_ENTRY_BYTES, add_to_server
+from tenantgate.testing.ports import ReservedPort
 from tenantgate.testing.redis import RedisServer
 
 Response = rls_pb2.RateLimitResponse
@@ -225,6 +226,10 @@ async def test_unknown_domain_is_not_limited(rls: object) -> None:
     assert reply.overall_code == Response.OK
 
 
+def dead_url(port: ReservedPort) -> str:
+    return f"redis://127.0.0.1:{port.port}/0"
+
+
 def store_down_config(quota_config: MakeConfig, tmp_path: Path, url: str, mode: str) -> Config:
     (tmp_path / "edge.yaml").write_text(RATELIMIT_FILE)
     return quota_config(f"  ratelimit_service: {{config_files: ['{tmp_path}/edge.yaml']}}\n"
@@ -238,22 +243,20 @@ async def test_store_down_answers_unavailable_counted_and_logged_by_the_failure_
         make_limiter: Callable[[Config], Limiter], caplog: pytest.LogCaptureFixture) -> None:
     # UNAVAILABLE either way: Envoy's failure_mode_deny decides, and the generated bootstrap
     # sets it from quota.failure_mode, so `open` lets the request through: fail_open_total.
-    dead = RedisServer()  # never started
-    runtime = Snapshot(make_limiter(store_down_config(quota_config, tmp_path, dead.url, mode)))
-    counters = {"open": quota_metrics.FAIL_OPEN, "closed": quota_metrics.FAIL_CLOSED}
-    before = {m: c._value.get() for m, c in counters.items()}
-    try:
+    with ReservedPort() as dead:  # nothing listens there, and nothing can start to
+        runtime = Snapshot(make_limiter(store_down_config(quota_config, tmp_path,
+                                                          dead_url(dead), mode)))
+        counters = {"open": quota_metrics.FAIL_OPEN, "closed": quota_metrics.FAIL_CLOSED}
+        before = {m: c._value.get() for m, c in counters.items()}
         async with serving(runtime) as stub:
             with caplog.at_level(logging.WARNING, logger="tenantgate.quota"), \
                     pytest.raises(grpc.aio.AioRpcError) as err:
                 await ask(stub, descriptor(("tenant", "a")))
-        assert err.value.code() == grpc.StatusCode.UNAVAILABLE
-        assert (runtime.pins, runtime.in_flight) == (1, 0)  # pinned, and released on abort
-        assert {m: c._value.get() - before[m] for m, c in counters.items()} == {
-            m: float(m == mode) for m in counters}
-        assert f"failing {mode}" in caplog.text
-    finally:
-        dead.close()
+    assert err.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert (runtime.pins, runtime.in_flight) == (1, 0)  # pinned, and released on abort
+    assert {m: c._value.get() - before[m] for m, c in counters.items()} == {
+        m: float(m == mode) for m in counters}
+    assert f"failing {mode}" in caplog.text
 
 
 @pytest.fixture(params=["closed", "open"])
@@ -261,13 +264,10 @@ async def store_down(request: pytest.FixtureRequest, tmp_path: Path, quota_confi
                      make_limiter: Callable[[Config], Limiter]
                      ) -> AsyncIterator[rls_pb2_grpc.RateLimitServiceStub]:
     """ShouldRateLimit on a Redis that never started, under failure_mode closed and open."""
-    dead = RedisServer()  # never started
-    try:
-        config = store_down_config(quota_config, tmp_path, dead.url, request.param)
+    with ReservedPort() as dead:  # nothing listens there, and nothing can start to
+        config = store_down_config(quota_config, tmp_path, dead_url(dead), request.param)
         async with serving(Snapshot(make_limiter(config))) as stub:
             yield stub
-    finally:
-        dead.close()
 
 
 async def test_a_zero_limit_is_over_the_limit_while_the_store_is_down(
@@ -322,9 +322,8 @@ async def test_an_enforced_and_a_shadow_limit_undecided_fail_once_by_the_mode(
     # One call, one count, one warning, all saying what Envoy does with the UNAVAILABLE: under
     # closed the shadow group's "failing open" was the warning while the request got 503, and
     # the call counted as failing open and closed.
-    dead = RedisServer()  # never started
-    try:
-        config = store_down_config(quota_config, tmp_path, dead.url, mode)
+    with ReservedPort() as dead:  # nothing listens there, and nothing can start to
+        config = store_down_config(quota_config, tmp_path, dead_url(dead), mode)
         before = fail_counts()
         async with serving(Snapshot(make_limiter(config))) as stub:
             with caplog.at_level(logging.WARNING, logger="tenantgate.quota"), \
@@ -334,8 +333,6 @@ async def test_an_enforced_and_a_shadow_limit_undecided_fail_once_by_the_mode(
         assert counted_since(before) == {m: float(m == mode) for m in ("open", "closed")}
         assert [r.getMessage() for r in caplog.records] == [
             f"quota store redis unavailable: failing {mode}"]
-    finally:
-        dead.close()
 
 
 async def test_an_over_limit_answer_is_not_counted_as_failing_open_or_closed(
