@@ -8,8 +8,11 @@ durations.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
+import os
+import signal
 import subprocess
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -155,14 +158,24 @@ async def test_redis_down_at_first_use_then_up(tmp_path: Path) -> None:
         server.close()
 
 
+@contextlib.contextmanager
+def stalled(server: RedisServer) -> Iterator[None]:
+    """The server stopped (SIGSTOP) until the block ends: it answers nothing however long the
+    calls take to leave, unlike a CLIENT PAUSE window that a slow run could outlast."""
+    assert server.pid is not None
+    os.kill(server.pid, signal.SIGSTOP)
+    try:
+        yield
+    finally:
+        os.kill(server.pid, signal.SIGCONT)
+
+
 async def test_a_paused_redis_fails_closed_in_time_then_recovers(
-        fresh_redis: RedisServer) -> None:
-    made = store_for(fresh_redis.url, timeout="100ms", circuit={"failures": 100})
+        killable: RedisServer) -> None:
+    made = store_for(killable.url, timeout="100ms", circuit={"failures": 100})
     try:
         assert (await made.acquire([bucket()])).admitted
-        with redis.Redis(port=fresh_redis.port) as admin:
-            admin.execute_command("CLIENT", "PAUSE", 1000, "ALL")  # in effect once it answers
-        with pytest.raises(QuotaStoreUnavailable, match="TimeoutError"):
+        with stalled(killable), pytest.raises(QuotaStoreUnavailable, match="TimeoutError"):
             await made.acquire([bucket()])
         assert (await outcome_once_back(made, bucket())).admitted
     finally:
@@ -170,21 +183,20 @@ async def test_a_paused_redis_fails_closed_in_time_then_recovers(
 
 
 async def test_rounds_stalled_together_count_once_toward_the_circuit(
-        fresh_redis: RedisServer) -> None:
+        killable: RedisServer) -> None:
     # Under load several rounds are in flight when Redis stalls; they time out together. One
     # stall is one failure: before, each round counted, and a pause of a little over the
     # timeout opened the circuit, failing every request for open_for.
-    made = store_for(fresh_redis.url, timeout="2s", circuit={"failures": 2, "open_for": "1h"})
+    made = store_for(killable.url, timeout="2s", circuit={"failures": 2, "open_for": "1h"})
     try:
         assert (await made.acquire([bucket()])).admitted
-        with redis.Redis(port=fresh_redis.port) as admin:
-            admin.execute_command("CLIENT", "PAUSE", 3000, "ALL")
         errors = store_errors()
-        calls = []
-        for i in range(4):  # apart: each call goes out in its own round, behind the first
-            calls.append(asyncio.ensure_future(made.acquire([bucket(f"t{i}")])))
-            await asyncio.sleep(0.01)
-        results = await asyncio.gather(*calls, return_exceptions=True)
+        with stalled(killable):  # until every call has timed out
+            calls = []
+            for i in range(4):  # apart: each call goes out in its own round, behind the first
+                calls.append(asyncio.ensure_future(made.acquire([bucket(f"t{i}")])))
+                await asyncio.sleep(0.01)
+            results = await asyncio.gather(*calls, return_exceptions=True)
         assert [str(r) for r in results] == ["TimeoutError"] * 4
         assert store_errors() - errors >= 2  # several rounds failed...
         assert not made.breaker.is_open  # ...for one cause
