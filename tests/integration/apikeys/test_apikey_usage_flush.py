@@ -167,11 +167,13 @@ async def test_counts_whose_reply_came_too_late_are_not_sent_again(
     proxy = HeldReplies(redis_server.port)
     port = await proxy.start()
     try:
-        keys = make_keys(f"redis://127.0.0.1:{port}/0", redis_timeout="100ms")
+        # Not a short timeout: the setup's calls go through the proxy on this loop too, and a
+        # held reply is never delivered, so the flush times out whatever the timeout is.
+        keys = make_keys(f"redis://127.0.0.1:{port}/0", redis_timeout="2s")
         key_id = await use_new_key(keys, times=5)
         proxy.hold = True
         await keys.flush_usage()  # applied by Redis; the reply is lost: TimeoutError
-        await proxy.reply_held.wait()
+        await asyncio.wait_for(proxy.reply_held.wait(), 30)  # the bound only breaks a hang
         assert stored_usage(redis_server.port) == {"requests": 5, f"key:{key_id}": 5}
         proxy.hold = False
         await keys.flush_usage()  # re-sent the same 5: 10
