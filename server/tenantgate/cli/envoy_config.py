@@ -34,6 +34,25 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--authz", metavar="HOST:PORT",
                         help="front mode (or sidecar without listen.uds): where tenantgate "
                              "listens (default: listen.grpc)")
+    parser.add_argument("--authz-tls-ca", type=_non_empty, metavar="FILE",
+                        help="call tenantgate over TLS (its listen.tls), verifying its "
+                             "certificate with this PEM CA bundle and its name (--authz-tls-sni, "
+                             "or else the --authz host: a DNS SAN for a name, an IP SAN for an "
+                             "IP); the one cluster carries Check and ShouldRateLimit")
+    parser.add_argument("--authz-tls-cert", type=_non_empty, metavar="FILE",
+                        help="with --authz-tls-key: Envoy's client certificate (PEM) for "
+                             "tenantgate's mTLS")
+    parser.add_argument("--authz-tls-key", type=_non_empty, metavar="FILE",
+                        help="the unencrypted PEM private key of --authz-tls-cert")
+    parser.add_argument("--authz-tls-sni", metavar="NAME",
+                        help="with --authz-tls-ca: the server name sent and required in "
+                             "tenantgate's certificate (default: the --authz host when it is a "
+                             "DNS name)")
+    parser.add_argument("--authz-plaintext", action="store_true",
+                        help="front mode: allow a tenantgate beyond loopback without TLS, "
+                             "for a mesh that encrypts the hop itself (Istio mTLS); without it "
+                             "or --authz-tls-ca such an --authz is refused, since every Check "
+                             "carries the client's credential")
     parser.add_argument("--authz-timeout", type=positive_seconds, metavar="SECONDS",
                         help="ext_authz and rate-limit call timeout; refused unless longer than "
                              "the Redis timeouts a Check may wait out (api_keys.redis_timeout + "
@@ -106,7 +125,9 @@ def _render(args: argparse.Namespace) -> int:
             rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
             client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
             max_connections=args.max_connections,
-            xff_num_trusted_hops=args.xff_num_trusted_hops)
+            xff_num_trusted_hops=args.xff_num_trusted_hops, authz_tls_ca=args.authz_tls_ca,
+            authz_tls_cert=args.authz_tls_cert, authz_tls_key=args.authz_tls_key,
+            authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext)
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
         text = render(config, options, source=source)
@@ -124,6 +145,13 @@ def _render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
+
+
+def _non_empty(text: str) -> str:
+    # A str, not a Path, so that non_utf8_option names a file name that is not UTF-8.
+    if not text:
+        raise argparse.ArgumentTypeError("must not be empty")
+    return text
 
 
 def _hops(text: str) -> int:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import math
+import os
 import re
 import warnings
 from dataclasses import dataclass
@@ -34,6 +35,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.config.core.v3 import (
         Address,
         ApiVersion,
+        DataSource,
         GrpcService,
         GrpcServiceEnvoyGrpc,
         HeaderValue,
@@ -47,6 +49,7 @@ with warnings.catch_warnings():
         RuntimeFractionalPercent,
         SocketAddress,
         SubstitutionFormatString,
+        TransportSocket,
         TypedExtensionConfig,
     )
     from envoy_data_plane.envoy.config.endpoint.v3 import (
@@ -98,6 +101,14 @@ with warnings.catch_warnings():
     )
     from envoy_data_plane.envoy.extensions.resource_monitors.downstream_connections.v3 import (
         DownstreamConnectionsConfig,
+    )
+    from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
+        CertificateValidationContext,
+        CommonTlsContext,
+        SubjectAltNameMatcher,
+        SubjectAltNameMatcherSanType,
+        TlsCertificate,
+        UpstreamTlsContext,
     )
     from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
         HttpProtocolOptions as UpstreamHttpProtocolOptions,
@@ -165,6 +176,17 @@ class EnvoyOptions:
     client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
     max_connections: int = 10_000  # open client connections, all listeners together
     xff_num_trusted_hops: int = 0  # front mode: proxies before Envoy that append to XFF
+    # TLS towards tenantgate over TCP (its cluster carries Check and ShouldRateLimit): the CA
+    # bundle (PEM) Envoy verifies tenantgate's certificate with; with cert and key, Envoy's own
+    # client certificate (mTLS); sni: the name sent and verified (default: the --authz host
+    # when it is a DNS name; an IP is verified against the certificate's IP SAN).
+    authz_tls_ca: str | None = None
+    authz_tls_cert: str | None = None
+    authz_tls_key: str | None = None
+    authz_tls_sni: str | None = None
+    # Front mode, a tenantgate beyond loopback without TLS: True allows it (a mesh encrypts the
+    # hop), False refuses it. None does not check: the CLI always passes True or False.
+    authz_plaintext: bool | None = None
 
     def __post_init__(self) -> None:
         # None means "the default"; an empty address is a mistake (`--listen ''` rendered the
@@ -259,12 +281,14 @@ def _grpc_protocol(address: Address) -> Http2ProtocolOptions:
         interval=KEEPALIVE_INTERVAL, timeout=KEEPALIVE_TIMEOUT))
 
 
-def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False) -> Cluster:
+def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False,
+             transport_socket: TransportSocket | None = None) -> Cluster:
     assignment = ClusterLoadAssignment(cluster_name=name, endpoints=[LocalityLbEndpoints(
         lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])])
     cluster = Cluster(
         name=name, connect_timeout=_seconds(1.0, "connect_timeout"), load_assignment=assignment,
-        type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC)
+        type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC,
+        transport_socket=transport_socket)
     if http2:  # gRPC needs HTTP/2 towards tenantgate
         options = UpstreamHttpProtocolOptions(explicit_http_config=(
             HttpProtocolOptionsExplicitHttpConfig(
@@ -295,6 +319,110 @@ def authz_address(config: Config, options: EnvoyOptions) -> Address:
                                f"which Envoy cannot connect to: give --authz HOST:PORT, where "
                                f"Envoy reaches tenantgate")
     return _socket(config.listen.grpc, "listen.grpc")
+
+
+TLS_SOCKET = "envoy.transport_sockets.tls"
+_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
+_PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
+
+
+def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket | None:
+    """TLS towards tenantgate, or None for plaintext (a Unix socket, loopback, or a hop the
+    operator says a mesh encrypts). Every Check carries the client's bearer token or API key,
+    and an allow carries the tenant Envoy forwards: over a network, in the clear, both can be
+    read and rewritten."""
+    if options.authz_tls_ca is None:
+        for flag in ("cert", "key", "sni"):
+            if getattr(options, f"authz_tls_{flag}") is not None:  # dropped without a word
+                raise EnvoyConfigError(f"--authz-tls-{flag}: needs --authz-tls-ca")
+    if address.pipe is not None:
+        if options.authz_tls_ca is not None or options.authz_plaintext:
+            flag = "--authz-tls-ca" if options.authz_tls_ca is not None else "--authz-plaintext"
+            raise EnvoyConfigError(f"{flag}: Envoy calls tenantgate over the Unix socket "
+                                   f"{address.pipe.path}, which takes no TLS")
+        return None
+    assert address.socket_address is not None
+    host = address.socket_address.address
+    if options.authz_tls_ca is not None:
+        if options.authz_plaintext:
+            raise EnvoyConfigError("--authz-plaintext: contradicts --authz-tls-ca")
+        return _authz_tls(options, host)
+    remote = options.mode == "front" and not _is_loopback(host)
+    if options.authz_plaintext is None or (remote and options.authz_plaintext):
+        return None
+    if remote:
+        where = "--authz" if options.authz else "listen.grpc"
+        raise EnvoyConfigError(
+            f"{where}: {host} is beyond loopback, and Envoy would send every bearer token and "
+            f"API key to tenantgate, and take its answers, in plaintext: give --authz-tls-ca "
+            f"FILE, or --authz-plaintext when a mesh already encrypts this hop (Istio mTLS)")
+    if options.authz_plaintext:  # it would be dropped without a word
+        raise EnvoyConfigError(f"--authz-plaintext: only for front mode with a tenantgate "
+                               f"beyond loopback; {host} ({options.mode} mode) is allowed "
+                               f"plaintext anyway")
+    return None
+
+
+def _is_loopback(host: str) -> bool:
+    if _is_ip(host):
+        return ipaddress.ip_address(host).is_loopback
+    return host.lower().rstrip(".") == "localhost"
+
+
+def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
+    assert options.authz_tls_ca is not None
+    sni = options.authz_tls_sni
+    if sni is not None and (_is_ip(sni) or len(sni) > 253 or not _DNS_NAME.fullmatch(sni)):
+        raise EnvoyConfigError(f"--authz-tls-sni: must be a DNS name, got {sni!r}")
+    if sni is None and not _is_ip(host):
+        sni = host
+    # Without a SAN matcher Envoy accepts any certificate the CA signed: whoever holds one
+    # (another service of the same CA) could answer Checks. The name Envoy dials must be in it.
+    if sni is not None:
+        sni = sni.rstrip(".")
+        san = SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.DNS,
+                                    matcher=StringMatcher(exact=sni))
+    else:
+        san = SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.IP_ADDRESS,
+                                    matcher=StringMatcher(exact=str(ipaddress.ip_address(host))))
+    context = CommonTlsContext(
+        # gRPC servers refuse a TLS connection that did not negotiate h2 by ALPN.
+        alpn_protocols=["h2"],
+        validation_context=CertificateValidationContext(
+            trusted_ca=DataSource(filename=_pem_file(options.authz_tls_ca, "--authz-tls-ca",
+                                                     _PEM_CERTIFICATE, "certificate")),
+            match_typed_subject_alt_names=[san]),
+        tls_certificates=_client_certificate(options))
+    return TransportSocket(name=TLS_SOCKET, typed_config=AnyMessage.pack(
+        UpstreamTlsContext(common_tls_context=context, sni=sni or "")))
+
+
+def _client_certificate(options: EnvoyOptions) -> list[TlsCertificate]:
+    cert, key = options.authz_tls_cert, options.authz_tls_key
+    if cert is None and key is None:
+        return []
+    if cert is None or key is None:
+        given, missing = ("cert", "key") if key is None else ("key", "cert")
+        raise EnvoyConfigError(f"--authz-tls-{given}: needs --authz-tls-{missing} too")
+    return [TlsCertificate(
+        certificate_chain=DataSource(filename=_pem_file(cert, "--authz-tls-cert",
+                                                        _PEM_CERTIFICATE, "certificate")),
+        private_key=DataSource(filename=_pem_file(key, "--authz-tls-key", _PEM_KEY,
+                                                  "unencrypted private key")))]
+
+
+def _pem_file(path: str, what: str, marker: re.Pattern[bytes], holds: str) -> str:
+    """The file's absolute path once it reads as PEM holding `holds`: Envoy reads it only at
+    start, and a wrong file is better refused here than as a bootstrap Envoy will not load."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError as exc:
+        raise EnvoyConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
+    if not marker.search(data) or b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data:
+        raise EnvoyConfigError(f"{what}: {path} holds no PEM {holds}")
+    # Absolute, for an Envoy started elsewhere; symlinks kept, as a Kubernetes Secret volume
+    # swaps its ..data link on rotation.
+    return os.path.abspath(path)
 
 
 def _needs_dns(address: Address) -> bool:
@@ -592,7 +720,9 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
                             filters=[_connection_manager(config, options, domain)])])
     authz, upstream = authz_address(config, options), _socket(options.upstream, "--upstream")
     clusters = [
-        _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz)),
+        # One cluster for Check and ShouldRateLimit: its TLS covers both.
+        _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz),
+                 transport_socket=authz_transport(options, authz)),
         _cluster(APP_CLUSTER, upstream, http2=False, dns=_needs_dns(upstream)),
     ]
     # Without a cap, silent connections could be opened until Envoy runs out of descriptors

@@ -1,0 +1,247 @@
+"""`tenantgate envoy-config` options that harden the bootstrap: TLS towards tenantgate (and the
+refusal of a plaintext one across the network), forwarded headers in sidecar mode, address
+families, and Envoy's admin interface on a Unix socket."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from tenantgate.cli import main
+from tenantgate.testing.pki import write_pki
+
+pytest.importorskip("envoy_data_plane")
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parents[2] / "envoy" / "tenantgate.yaml"
+FRONT = ["--mode", "front"]
+
+
+@pytest.fixture(autouse=True)
+def context_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TENANTGATE_CONTEXT_KEY", "x" * 32)
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    write_pki(tmp_path)
+    return tmp_path
+
+
+def rendered(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
+    """The bootstrap `envoy-config` prints for the example config and `argv` (exit 0)."""
+    code = main(["envoy-config", str(EXAMPLE_CONFIG), *argv])
+    out, err = capsys.readouterr()
+    assert code == 0, err
+    bootstrap: dict[str, Any] = yaml.safe_load(out)
+    return bootstrap
+
+
+def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
+    """The one line `envoy-config` exits 2 with."""
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    return err.removesuffix("\n")
+
+
+def cluster(bootstrap: dict[str, Any], name: str = "tenantgate") -> dict[str, Any]:
+    found: dict[str, Any] = next(c for c in bootstrap["static_resources"]["clusters"]
+                                 if c["name"] == name)
+    return found
+
+
+def tls_context(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    socket = cluster(bootstrap)["transport_socket"]
+    assert socket["name"] == "envoy.transport_sockets.tls"
+    context: dict[str, Any] = socket["typed_config"]
+    assert context["@type"] == ("type.googleapis.com/"
+                                "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")
+    return context
+
+
+# --- F2: TLS towards tenantgate -------------------------------------------------------------
+
+@pytest.mark.parametrize("authz", ["10.0.0.5:9001", "tenantgate.auth.svc.cluster.local:9001",
+                                   "[2001:db8::5]:9001"])
+def test_front_mode_to_a_remote_tenantgate_in_plaintext_is_refused(
+        capsys: pytest.CaptureFixture[str], authz: str) -> None:
+    host = authz.rpartition(":")[0].strip("[]")
+    assert refused(capsys, *FRONT, "--authz", authz) == (
+        f"tenantgate: --authz: {host} is beyond loopback, and Envoy would send every bearer "
+        f"token and API key to tenantgate, and take its answers, in plaintext: give "
+        f"--authz-tls-ca FILE, or --authz-plaintext when a mesh already encrypts this hop "
+        f"(Istio mTLS)")
+
+
+def test_a_remote_listen_grpc_is_refused_in_front_mode_too(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
+    config["listen"]["grpc"] = "10.0.0.5:9001"
+    path = tmp_path / "tenantgate.yaml"
+    path.write_text(yaml.safe_dump(config))
+    for name in config.get("quota", {}).get("ratelimit_service", {}).get("config_files", []):
+        (tmp_path / name).write_text((EXAMPLE_CONFIG.parent / name).read_text())
+    assert main(["envoy-config", str(path), *FRONT]) == 2
+    assert capsys.readouterr().err.startswith("tenantgate: listen.grpc: 10.0.0.5 is beyond "
+                                              "loopback")
+
+
+def test_authz_plaintext_allows_a_mesh_encrypted_hop(capsys: pytest.CaptureFixture[str]) -> None:
+    bootstrap = rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001", "--authz-plaintext")
+    assert "transport_socket" not in cluster(bootstrap)
+
+
+@pytest.mark.parametrize("argv", [
+    [*FRONT],  # listen.grpc 127.0.0.1:9001
+    [*FRONT, "--authz", "[::1]:9001"],
+    [*FRONT, "--authz", "localhost:9001"],
+    [],  # sidecar mode: the Unix socket
+], ids=["front-listen-grpc", "front-ipv6-loopback", "front-localhost", "sidecar-uds"])
+def test_loopback_and_the_unix_socket_stay_plaintext(
+        capsys: pytest.CaptureFixture[str], argv: list[str]) -> None:
+    assert "transport_socket" not in cluster(rendered(capsys, *argv))
+
+
+def test_tls_to_a_named_tenantgate_sends_and_verifies_that_name(
+        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bootstrap = rendered(capsys, *FRONT, "--authz", "tenantgate.auth.svc.cluster.local:9001",
+                         "--authz-tls-ca", str(pki / "ca.crt"))
+    assert tls_context(bootstrap) == {
+        "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
+                 "UpstreamTlsContext",
+        "common_tls_context": {
+            "validation_context": {
+                "trusted_ca": {"filename": str(pki / "ca.crt")},
+                # Without it any certificate of the CA would do, not only tenantgate's.
+                "match_typed_subject_alt_names": [{
+                    "san_type": "DNS",
+                    "matcher": {"exact": "tenantgate.auth.svc.cluster.local"}}]},
+            "alpn_protocols": ["h2"]},  # gRPC servers refuse TLS without ALPN h2
+        "sni": "tenantgate.auth.svc.cluster.local"}
+
+
+def test_tls_to_an_ip_verifies_the_ip_san_and_sends_no_sni(
+        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    context = tls_context(rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                                   "--authz-tls-ca", str(pki / "ca.crt")))
+    assert "sni" not in context
+    assert context["common_tls_context"]["validation_context"][
+        "match_typed_subject_alt_names"] == [{"san_type": "IP_ADDRESS",
+                                              "matcher": {"exact": "10.0.0.5"}}]
+
+
+def test_tls_sni_names_the_certificate_for_an_ip(
+        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    context = tls_context(rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                                   "--authz-tls-ca", str(pki / "ca.crt"),
+                                   "--authz-tls-sni", "tenantgate.internal."))
+    assert context["sni"] == "tenantgate.internal"
+    assert context["common_tls_context"]["validation_context"][
+        "match_typed_subject_alt_names"] == [{"san_type": "DNS",
+                                              "matcher": {"exact": "tenantgate.internal"}}]
+
+
+def test_mtls_renders_the_client_certificate_with_absolute_paths(
+        pki: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(pki)  # relative here; Envoy may start in another directory
+    context = tls_context(rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                                   "--authz-tls-ca", "ca.crt", "--authz-tls-cert", "client.crt",
+                                   "--authz-tls-key", "client.key"))
+    common = context["common_tls_context"]
+    assert common["tls_certificates"] == [{
+        "certificate_chain": {"filename": str(pki / "client.crt")},
+        "private_key": {"filename": str(pki / "client.key")}}]
+    assert common["validation_context"]["trusted_ca"] == {"filename": str(pki / "ca.crt")}
+
+
+def test_tls_on_the_authz_cluster_covers_the_rate_limit_service(
+        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bootstrap = rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                         "--authz-tls-ca", str(pki / "ca.crt"), "--rate-limit")
+    manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
+    [limiter] = [f for f in manager["typed_config"]["http_filters"]
+                 if f["name"] == "envoy.filters.http.ratelimit"]
+    service = limiter["typed_config"]["rate_limit_service"]["grpc_service"]["envoy_grpc"]
+    assert service["cluster_name"] == "tenantgate"
+    assert "transport_socket" in cluster(bootstrap)
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--authz-tls-ca", "{pki}/missing.crt"],
+     "--authz-tls-ca: cannot read {pki}/missing.crt: No such file or directory"),
+    (["--authz-tls-ca", "{pki}"], "--authz-tls-ca: cannot read {pki}: Is a directory"),
+    (["--authz-tls-ca", "{pki}/ca.key"], "--authz-tls-ca: {pki}/ca.key holds no PEM certificate"),
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.key",
+      "--authz-tls-key", "{pki}/client.key"],
+     "--authz-tls-cert: {pki}/client.key holds no PEM certificate"),
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.crt",
+      "--authz-tls-key", "{pki}/client.crt"],
+     "--authz-tls-key: {pki}/client.crt holds no PEM unencrypted private key"),
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.crt"],
+     "--authz-tls-cert: needs --authz-tls-key too"),
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-key", "{pki}/client.key"],
+     "--authz-tls-key: needs --authz-tls-cert too"),
+    (["--authz-tls-cert", "{pki}/client.crt", "--authz-tls-key", "{pki}/client.key"],
+     "--authz-tls-cert: needs --authz-tls-ca"),
+    (["--authz-tls-sni", "tenantgate.internal"], "--authz-tls-sni: needs --authz-tls-ca"),
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-sni", "10.0.0.5"],
+     "--authz-tls-sni: must be a DNS name, got '10.0.0.5'"),
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-plaintext"],
+     "--authz-plaintext: contradicts --authz-tls-ca"),
+], ids=["missing", "directory", "ca-not-a-certificate", "cert-not-a-certificate",
+        "key-not-a-key", "cert-without-key", "key-without-cert", "cert-without-ca",
+        "sni-without-ca", "sni-an-ip", "plaintext-and-tls"])
+def test_bad_tls_options_are_one_line_errors(
+        pki: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    argv = [a.format(pki=pki) for a in argv]
+    assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001", *argv) == (
+        "tenantgate: " + message.format(pki=pki))
+
+
+def test_an_unreadable_tls_file_is_a_one_line_error(
+        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    if os.geteuid() == 0:
+        pytest.skip("root reads a file whatever its mode")
+    (pki / "ca.crt").chmod(0)
+    assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001", "--authz-tls-ca",
+                   str(pki / "ca.crt")) == (
+        f"tenantgate: --authz-tls-ca: cannot read {pki}/ca.crt: Permission denied")
+
+
+def test_an_encrypted_private_key_is_refused(
+        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Envoy would need its password; the bootstrap would not load.
+    (pki / "locked.key").write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n"
+                                    "-----END ENCRYPTED PRIVATE KEY-----\n")
+    assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                   "--authz-tls-ca", str(pki / "ca.crt"),
+                   "--authz-tls-cert", str(pki / "client.crt"),
+                   "--authz-tls-key", str(pki / "locked.key")) == (
+        f"tenantgate: --authz-tls-key: {pki}/locked.key holds no PEM unencrypted private key")
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--authz-tls-ca", "{pki}/ca.crt"], "--authz-tls-ca: Envoy calls tenantgate over the Unix "
+                                         "socket /run/tenantgate/authz.sock, which takes no TLS"),
+    (["--authz-plaintext"], "--authz-plaintext: Envoy calls tenantgate over the Unix socket "
+                            "/run/tenantgate/authz.sock, which takes no TLS"),
+    ([*FRONT, "--authz-plaintext"],
+     "--authz-plaintext: only for front mode with a tenantgate beyond loopback; 127.0.0.1 "
+     "(front mode) is allowed plaintext anyway"),
+], ids=["tls-on-the-unix-socket", "plaintext-on-the-unix-socket", "plaintext-on-loopback"])
+def test_tls_options_that_would_do_nothing_are_refused(
+        pki: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
+    argv = [a.format(pki=pki) for a in argv]
+    assert refused(capsys, *argv) == "tenantgate: " + message.format(pki=pki)
+
+
+def test_the_help_lists_the_tls_options(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["envoy-config", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    for option in ("--authz-tls-ca FILE", "--authz-tls-cert FILE", "--authz-tls-key FILE",
+                   "--authz-tls-sni NAME", "--authz-plaintext"):
+        assert option in text
