@@ -151,15 +151,68 @@ def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(
     log_file = tmp_path / "audit.log"
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=3)
     before = dropped("identified")
-    for _ in range(10):
-        audit.write(RECORD)
+    for n in range(10):  # ten tenants: the class's cap, not a tenant's share, is what stops
+        audit.write(replace(RECORD, tenant=f"t{n}"))
     clock[0] += 1.0
     audit.write(RECORD)
     closed(audit)
     lines = [json.loads(text) for text in log_file.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["check"] * 3 + ["audit_lines_dropped", "check"]
+    assert [line.get("tenant") for line in lines[:3]] == ["t0", "t1", "t2"]
     assert (lines[3]["class"], lines[3]["count"]) == ("identified", 7)
     assert dropped("identified") == before + 7
+
+
+def _written(log_file: Path) -> list[tuple[str | None, str]]:
+    lines = [json.loads(text) for text in log_file.read_text().splitlines()]
+    return [(line.get("tenant"), line.get("reason", line["event"])) for line in lines]
+
+
+def test_one_tenants_denials_do_not_push_out_another_tenants_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A valid token makes route and role denials for free, before any quota: one tenant's
+    # flood used the whole verified budget, and every other tenant's lines were dropped.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
+    before = dropped("identified")
+    for _ in range(10):
+        audit.write(RECORD)
+    audit.write(replace(RECORD, tenant="globex", reason="role_missing"))
+    closed(audit)
+    assert _written(log_file) == [("acme", "scope_missing")] * 2 + [("globex", "role_missing")]
+    assert dropped("identified") == before + 8
+
+
+def test_a_tenants_denials_do_not_push_out_cross_tenant_lines(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # TenantgateCrossTenantAttempts sends operators to these lines: they have a class of their
+    # own, which denials of any other kind cannot use up.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=4)  # share: 1
+    for n in range(10):
+        audit.write(replace(RECORD, tenant=f"t{n}"))
+    audit.write(replace(RECORD, reason="cross_tenant_path", status=404))
+    closed(audit)
+    assert _written(log_file)[-1] == ("acme", "cross_tenant_path")
+    assert len(_written(log_file)) == 5
+
+
+def test_one_tenants_cross_tenant_probes_do_not_hide_another_tenants(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
+    before = dropped("cross_tenant")
+    probe = replace(RECORD, reason="cross_tenant_path", status=404)
+    for _ in range(10):
+        audit.write(probe)
+    audit.write(replace(probe, tenant="globex"))
+    closed(audit)
+    assert _written(log_file) == [("acme", "cross_tenant_path")] * 2 + [
+        ("globex", "cross_tenant_path")]
+    assert dropped("cross_tenant") == before + 8
 
 
 def test_a_flood_without_credentials_does_not_push_out_verified_callers_lines(

@@ -56,7 +56,7 @@ ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
           "TenantgateJwksRefreshFailing", "TenantgateQuotaStoreErrors", "TenantgateQuotaFailOpen",
           "TenantgateQuotaDegraded", "TenantgateInternalErrors", "TenantgateCheckLatencyHigh",
           "TenantgateConfigReloadRejected", "TenantgateAuditWriteErrors", "TenantgateDown",
-          "TenantgateEventLoopStalled",
+          "TenantgateEventLoopStalled", "TenantgateAuditLinesDropped",
           "TenantgateInstanceDown"}
 
 

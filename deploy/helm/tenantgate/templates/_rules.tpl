@@ -209,6 +209,15 @@ groups:
         annotations:
           summary: "tenantgate is losing audit lines"
           description: {{ "{{ $value | humanize }} audit lines in 5 minutes could not be written; decisions are unaffected. Free the disk or fix the audit path; the log says why." | quote }}
+      - alert: TenantgateAuditLinesDropped
+        # Verified callers' lines over audit.max_lines_per_second, or over one tenant's share of
+        # it: the audit log is missing denials or cross-tenant probes that the metrics count.
+        expr: |
+          {{ $sum }}(increase(tenantgate_audit_lines_dropped_total{class!="anonymous"{{ $m }}}[5m])) > 0
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate dropped verified callers' audit lines"
+          description: {{ "{{ $value | humanize }} audit lines of verified callers in 5 minutes were over audit.max_lines_per_second (or a tenant's quarter of it) and not written; each second's count is in an audit_lines_dropped line. A tenant flooding denials, or too low a cap." | quote }}
       - alert: TenantgateEventLoopStalled
         # A stall holds every Check behind it; past Envoy's ext_authz timeout they are denied.
         expr: |
