@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import grpc
 
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.bind_error import bind_error
+from tenantgate.config.tls import server_credentials
 from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
@@ -91,7 +91,7 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
         except SocketInUse as exc:
             raise AdminListenFailed(str(exc)) from None
     # Read (and checked) before the server exists: a bad file must not leave one behind.
-    credentials = _credentials(cfg) if cfg.tls is not None else None
+    credentials = server_credentials(cfg.tls, "admin.tls") if cfg.tls is not None else None
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     ApiKeyAdminServicer(get_runtime).add_to_server(server)
@@ -111,54 +111,3 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
     bound = BoundSocket.of(socket_path) if socket_path is not None else None
     await server.start()
     return AdminListener(server, bound)
-
-
-def _credentials(cfg: AdminConfig) -> grpc.ServerCredentials:
-    cert, key, ca = read_tls(cfg)
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                       require_client_auth=ca is not None)
-
-
-def read_tls(cfg: AdminConfig) -> tuple[bytes, bytes, bytes | None]:
-    """The admin certificate, key and client CA, checked (check-config runs this too)."""
-    assert cfg.tls is not None
-    tls = cfg.tls
-    cert, key = _read("cert", tls.cert), _read("key", tls.key)
-    ca = _read("client_ca", tls.client_ca) if tls.client_ca else None
-    _check_pem(cert, key, ca)
-    return cert, key, ca
-
-
-def _read(name: str, path: str) -> bytes:
-    try:
-        return Path(path).read_bytes()
-    except OSError as exc:
-        raise ConfigError([f"admin.tls.{name}: cannot read {path}: {exc.strerror}"]) from None
-
-
-def _check_pem(cert: bytes, key: bytes, ca: bytes | None) -> None:
-    # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
-    # name the file instead (a swapped cert and key is the usual mistake).
-    from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-
-    def problem(name: str, what: str) -> ConfigError:
-        return ConfigError([f"admin.tls.{name}: not a PEM {what}"])
-
-    certificates = {}
-    for name, data in (("cert", cert), ("client_ca", ca)):
-        try:
-            certificates[name] = x509.load_pem_x509_certificates(data) if data else []
-        except ValueError:
-            raise problem(name, "certificate") from None
-    if not certificates["cert"]:  # an empty file: no certificate to serve
-        raise problem("cert", "certificate")
-    try:
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
-        raise problem("key", "private key (unencrypted)") from None
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if (certificates["cert"][0].public_key().public_bytes(*spki)
-            != private.public_key().public_bytes(*spki)):
-        raise ConfigError(["admin.tls.key: not the private key of admin.tls.cert"])

@@ -11,6 +11,7 @@ import sys
 from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
+from tenantgate.config.tls import read_tls
 from tenantgate.config.types import socket_directory_missing, socket_path_problem
 from tenantgate.errors import ConfigError
 from tenantgate.quota import validate as validate_quota
@@ -30,10 +31,7 @@ def _check(args: argparse.Namespace) -> int:
     try:
         config = load_config(args.file, strict=True)
         validate_quota(config)
-        if config.admin is not None and config.admin.tls is not None:
-            from tenantgate.admin.server import read_tls
-
-            read_tls(config.admin)  # what serve would refuse at start
+        check_tls(config)
         check_audit_path(config)
         warning = check_uds_path(config)
     except ConfigError as exc:
@@ -45,6 +43,12 @@ def _check(args: argparse.Namespace) -> int:
     print(f"{args.file}: ok ({len(config.issuers)} issuers, "
           f"{len(config.tenants.registry)} tenants, {len(config.policy.routes)} routes)")
     return 0
+
+
+def check_tls(config: Config) -> None:
+    """Refuse TLS files serve would refuse at start, with serve's message."""
+    if config.admin is not None and config.admin.tls is not None:
+        read_tls(config.admin.tls, "admin.tls")
 
 
 def check_audit_path(config: Config) -> None:

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 import ipaddress
 import re
-from pathlib import Path
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
+from tenantgate.config.tls import TlsConfig
 from tenantgate.config.types import (
     Count,
     Duration,
@@ -79,30 +79,12 @@ class ApiKeysConfig(Model):
         return check_text_password(value)
 
 
-class AdminTlsConfig(Model):
-    """Server certificate, and the CA that signs admin client certificates (mTLS)."""
-
-    cert: str
-    key: str
-    client_ca: str | None = None  # set: clients must present a certificate signed by it
-
-    @field_validator("cert", "key", "client_ca")
-    @classmethod
-    def _readable(cls, value: str | None, info: ValidationInfo) -> str | None:
-        if value is None:
-            return None
-        path = Path((info.context or {}).get("base_dir", ".")) / value
-        if not path.is_file():
-            raise ValueError(f"cannot read {path}")
-        return str(path)
-
-
 class AdminConfig(Model):
     """The admin gRPC API on its own listener, refused to anyone without the admin credential."""
 
     listen: str = "127.0.0.1:9002"
     token: Secret | None = None  # `authorization: Bearer <token>` metadata
-    tls: AdminTlsConfig | None = None
+    tls: TlsConfig | None = None
 
     @field_validator("listen")
     @classmethod
