@@ -19,6 +19,7 @@ from tenantgate.authz import SERVICE as AUTHZ_SERVICE
 from tenantgate.authz import AuthorizationServicer
 from tenantgate.bind_error import bind_error
 from tenantgate.config.load import load_config
+from tenantgate.config.tls import RotatingCredentials
 from tenantgate.errors import ConfigError
 from tenantgate.observe import metrics
 from tenantgate.observe.loop_lag import watch_loop_lag
@@ -36,6 +37,10 @@ SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
 # path and host again in their own fields. 1 MiB leaves room for a raised limit and bounds
 # what parsing one ShouldRateLimit call costs.
 MAX_RECEIVE_BYTES = 1024 * 1024
+# How often listen.tls's files are read again (SIGHUP reads them at once): a renewed
+# certificate is served within this, well inside any renewal margin (cert-manager renews a
+# third of the lifetime early; kubelet takes up to a minute or two to update a mounted Secret).
+TLS_REREAD_SECONDS = 60.0
 
 
 class StartupError(Exception):
@@ -69,6 +74,8 @@ class App:
         # at the same path while this one drained is left alone.
         self._bound_uds: BoundSocket | None = None
         self._lag_watch: asyncio.Task[None] | None = None
+        self._tls: RotatingCredentials | None = None  # listen.tls as start() read it
+        self._tls_watch: asyncio.Task[None] | None = None
 
     def current(self) -> Runtime:
         """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
@@ -87,6 +94,8 @@ class App:
         await self.runtime.start()
         cfg = self._listen = self.runtime.config.listen
         self._admin_config = self.runtime.config.admin
+        if cfg.tls is not None:  # read and checked before any listener: a bad file is named
+            self._tls = RotatingCredentials(cfg.tls, "listen.tls")
         options = [("grpc.so_reuseport", 0),
                    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                    # Envoy pings an idle connection over TCP every 10 s (config/envoy.py) to
@@ -121,6 +130,8 @@ class App:
         gc.collect()
         gc.freeze()
         self._lag_watch = asyncio.get_running_loop().create_task(watch_loop_lag())
+        if self._tls is not None:
+            self._tls_watch = asyncio.get_running_loop().create_task(self._reread_tls_every())
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         self._served = True
         log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
@@ -142,7 +153,10 @@ class App:
             targets.append((f"listen.uds {uds}", f"unix:{uds}"))
         for what, address in targets:
             try:
-                port = self.server.add_insecure_port(address)
+                if address == tcp and self._tls is not None:
+                    port = self.server.add_secure_port(address, self._tls.credentials)
+                else:
+                    port = self.server.add_insecure_port(address)
             except RuntimeError:
                 port = 0
             if port == 0:
@@ -164,6 +178,8 @@ class App:
             if self._stopped:
                 log.warning("reload ignored: shutting down")
                 return False
+            if self._tls is not None:  # the files at the paths start() read, as listen is
+                await asyncio.to_thread(self._tls.reread)
             return await self._reload()
 
     async def _reload(self) -> bool:
@@ -185,6 +201,13 @@ class App:
         self._retired.add(task)
         task.add_done_callback(self._retired.discard)
         return True
+
+    async def _reread_tls_every(self) -> None:
+        # A renewed certificate is served without a SIGHUP: cert-manager and kubelet send none.
+        assert self._tls is not None
+        while True:
+            await asyncio.sleep(TLS_REREAD_SECONDS)
+            await asyncio.to_thread(self._tls.reread)
 
     async def _build_and_start(self) -> Runtime | None:
         try:
@@ -246,11 +269,12 @@ class App:
         bound, self._bound_uds = self._bound_uds, None
         if bound:
             bound.unlink_if_ours()
-        if self._lag_watch is not None:
-            self._lag_watch.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lag_watch
-            self._lag_watch = None
+        for watch in (self._lag_watch, self._tls_watch):
+            if watch is not None:
+                watch.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await watch
+        self._lag_watch = self._tls_watch = None
 
 
 async def _first_of(*events: asyncio.Event) -> None:

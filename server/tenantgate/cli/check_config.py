@@ -47,8 +47,10 @@ def _check(args: argparse.Namespace) -> int:
 
 def check_tls(config: Config) -> None:
     """Refuse TLS files serve would refuse at start, with serve's message."""
-    if config.admin is not None and config.admin.tls is not None:
-        read_tls(config.admin.tls, "admin.tls")
+    admin_tls = config.admin.tls if config.admin is not None else None
+    for at, tls in (("listen.tls", config.listen.tls), ("admin.tls", admin_tls)):
+        if tls is not None:
+            read_tls(tls, at)
 
 
 def check_audit_path(config: Config) -> None:

@@ -16,6 +16,7 @@ from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig, check_ipv6_bra
 from tenantgate.config.linear_regex import Matcher, compile_linear
 from tenantgate.config.paths import fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
+from tenantgate.config.tls import TlsConfig
 from tenantgate.config.types import (
     ByteSize,
     Count,
@@ -81,11 +82,17 @@ class ListenConfig(Model):
     shutdown_delay: Duration = 0.0
     uvloop: Flag = True
     max_concurrent_rpcs: Count | None = Field(default=None, ge=1, le=2**31 - 1)  # a C int in gRPC
+    # TLS on listen.grpc, mTLS with client_ca. Not on listen.uds: a local socket, guarded by
+    # its file mode, where TLS would protect nothing a reader of the socket could not read.
+    tls: TlsConfig | None = None
 
     @model_validator(mode="after")
     def _one_listener(self) -> ListenConfig:
         if not self.grpc and not self.uds:
             raise ValueError("give at least one of grpc (host:port) or uds (socket path)")
+        if self.tls is not None and not self.grpc:
+            raise error_at(("tls",), "applies to listen.grpc only, and listen.grpc is not set "
+                                     "(listen.uds is a local socket, served without TLS)")
         return self
 
     @field_validator("drain_timeout", "shutdown_delay")

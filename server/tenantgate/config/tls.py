@@ -3,6 +3,8 @@ PEM files with messages that name the key, and the server credentials built from
 
 from __future__ import annotations
 
+import logging
+import threading
 from pathlib import Path
 from typing import NamedTuple
 
@@ -12,6 +14,7 @@ from pydantic import ValidationInfo, field_validator
 from tenantgate.config.types import Model, UnfitFile, read_regular_file
 from tenantgate.errors import ConfigError
 
+log = logging.getLogger("tenantgate")
 # A certificate chain or a CA bundle: a few KiB, a whole public bundle ~250 KiB. A larger file
 # is a wrong path, and is not read whole.
 MAX_PEM_BYTES = 1024 * 1024
@@ -94,3 +97,49 @@ def _check_pem(at: str, cert: bytes, key: bytes, ca: bytes | None) -> None:
     if (certificates["cert"][0].public_key().public_bytes(*spki)
             != private.public_key().public_bytes(*spki)):
         raise ConfigError([f"{at}.key: not the private key of {at}.cert"])
+
+
+class RotatingCredentials:
+    """Server credentials whose files are read again on demand (reread): a changed, valid
+    set is served from the next TLS handshake on; connections already open keep theirs.
+
+    For a certificate that is renewed under the same path while the server runs (cert-manager
+    rewriting a mounted Secret): the listener cannot be bound again without dropping Envoy's
+    connections, and a certificate read only at start would expire under a long-lived pod."""
+
+    def __init__(self, tls: TlsConfig, at: str) -> None:
+        self.tls, self.at = tls, at
+        self._served = read_tls(tls, at)  # at start, a bad file is the start's error
+        self._next: grpc.ServerCertificateConfiguration | None = None
+        self._lock = threading.Lock()  # gRPC asks from its own threads, one per handshake
+        self.credentials = grpc.dynamic_ssl_server_credentials(
+            _configuration(self._served), self._fetch,
+            require_client_authentication=tls.client_ca is not None)
+
+    def reread(self) -> bool:
+        """Read the files again; True when a new set will be served. A set that cannot be used
+        (half written, a key that does not match) is logged and the served one kept: failing
+        here would take down a listener that still has a valid certificate."""
+        try:
+            files = read_tls(self.tls, self.at)
+        except ConfigError as exc:
+            log.error("%s: keeping the certificate served: %s", self.at, "; ".join(exc.issues))
+            return False
+        if files == self._served:
+            return False
+        with self._lock:
+            self._served, self._next = files, _configuration(files)
+        log.info("%s: certificate files changed; new connections get the new ones", self.at)
+        return True
+
+    def _fetch(self) -> grpc.ServerCertificateConfiguration | None:
+        # Called on every handshake: None keeps the current configuration, and a new one is
+        # handed over once (returning it every time would rebuild the SSL context each time).
+        with self._lock:
+            configuration, self._next = self._next, None
+        return configuration
+
+
+def _configuration(files: TlsFiles) -> grpc.ServerCertificateConfiguration:
+    return grpc.ssl_server_certificate_configuration([(files.key, files.cert)],
+                                                     root_certificates=files.client_ca)
