@@ -379,3 +379,43 @@ def test_a_socket_file_is_still_no_such_device(tmp_path: Path) -> None:
         listening.bind(str(path))
         with pytest.raises(OSError, match=r"No such device or address"):
             sink.open_sink(str(path), wait_for_reader=False)
+
+
+@pytest.mark.parametrize("rotate", ["moved", "moved-and-deleted", "moved-and-recreated"])
+def test_a_rotated_audit_file_is_followed_within_a_second(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, rotate: str) -> None:
+    # logrotate's default moves the file away (then compresses and deletes it): lines went on
+    # into the moved or deleted file, counted as written, until a reload.
+    clock = [5000.0]
+    monkeypatch.setattr(sink.time, "monotonic", lambda: clock[0])
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0)
+    audit.write(replace(RECORD, request_id="before"))
+    log_file.rename(tmp_path / "audit.log.1")
+    if rotate == "moved-and-deleted":
+        (tmp_path / "audit.log.1").unlink()
+    if rotate == "moved-and-recreated":
+        log_file.touch()
+    audit.write(replace(RECORD, request_id="same-second"))  # not checked yet: old file
+    clock[0] += 1.0
+    audit.write(replace(RECORD, request_id="after"))
+    closed(audit)
+    assert [json.loads(text)["request_id"] for text in log_file.read_text().splitlines()] == [
+        "after"]
+    if rotate != "moved-and-deleted":
+        rotated = (tmp_path / "audit.log.1").read_text().splitlines()
+        assert [json.loads(text)["request_id"] for text in rotated] == ["before", "same-second"]
+
+
+def test_a_file_sink_keeps_its_file_when_the_path_is_unchanged(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    clock = [5000.0]
+    monkeypatch.setattr(sink.time, "monotonic", lambda: clock[0])
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0)
+    for n in range(3):
+        audit.write(replace(RECORD, request_id=f"r{n}"))
+        clock[0] += 1.5
+    closed(audit)
+    assert [json.loads(text)["request_id"] for text in log_file.read_text().splitlines()] == [
+        "r0", "r1", "r2"]

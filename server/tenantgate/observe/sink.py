@@ -35,6 +35,7 @@ FLUSH_AT_EXIT_SECONDS = 2.0  # what a stalled reader may hold up the end of the 
 # What a stalled reader may keep a closed sink's thread, descriptor and queue alive: a reload
 # closes the old sink, and without an end each reload left up to MAX_QUEUED_BYTES behind.
 CLOSED_WRITER_GRACE_SECONDS = 2.0
+ROTATION_CHECK_SECONDS = 1.0  # how often a file sink checks that its path is still its file
 _POLL_MS = 200  # how often a writer waiting for its reader looks at the clock
 _BATCH_BYTES = 4096  # PIPE_BUF: a write this size reaches a pipe whole, never interleaved
 _COALESCE_SECONDS = 0.005  # lines arriving meanwhile share the writer's wake-up and write
@@ -57,7 +58,7 @@ def open_sink(path: str, wait_for_reader: bool = True) -> Sink:
     # non-blocking, so that the writer waits in poll() and can give up once closed (standard
     # output's is shared: left as is).
     os.set_blocking(fd, stat.S_ISREG(os.fstat(fd).st_mode))
-    return _sink_for(fd, owned=True)
+    return _sink_for(fd, owned=True, path=path)
 
 
 def _open(path: str, wait_for_reader: bool) -> int:
@@ -82,9 +83,9 @@ def _is_fifo(path: str) -> bool:
         return False
 
 
-def _sink_for(fd: int, owned: bool) -> Sink:
+def _sink_for(fd: int, owned: bool, path: str | None = None) -> Sink:
     if stat.S_ISREG(os.fstat(fd).st_mode):
-        return FileSink(fd, owned)
+        return FileSink(fd, owned, path)
     return QueuedSink(fd, owned)
 
 
@@ -110,15 +111,23 @@ def _lost(count: int, why: str, said: Throttle, exc_info: bool) -> None:
 
 class FileSink:
     """A regular file, written with one unbuffered write per line (O_APPEND: whole lines,
-    whatever else appends to the file): a line counted lost is never written later."""
+    whatever else appends to the file): a line counted lost is never written later.
 
-    def __init__(self, fd: int, owned: bool) -> None:
+    Rotation: at most once a second, a line first checks that `path` still names the open
+    file. logrotate's default moves the file away (and may delete it) and leaves the path
+    empty or new: lines went on into the moved, or deleted, file, counted as written."""
+
+    def __init__(self, fd: int, owned: bool, path: str | None = None) -> None:
         self._fd = fd
         self._owned = owned
+        self._path = path  # None: not ours to reopen (standard output)
+        self._checked_at = time.monotonic()
         self._unwritable = Throttle(60.0)
         self._torn = _Torn()
 
     def put(self, line: bytes) -> None:
+        if self._path is not None and time.monotonic() - self._checked_at >= ROTATION_CHECK_SECONDS:
+            self._follow_rotation(self._path)
         data = self._torn.mend(line)
         written = 0
         try:
@@ -130,6 +139,38 @@ class FileSink:
             _lost(1, "not writable", self._unwritable, exc_info=True)
         except OSError:  # disk full; EBADF once closed
             _lost(1, "not writable", self._unwritable, exc_info=True)
+
+    def _follow_rotation(self, path: str) -> None:
+        self._checked_at = time.monotonic()
+        if self._fd < 0:
+            return  # closed: the line is lost and counted, as before
+        try:
+            at_path = os.stat(path)
+            ours = os.fstat(self._fd)
+            if (at_path.st_dev, at_path.st_ino) == (ours.st_dev, ours.st_ino):
+                return
+            if not stat.S_ISREG(at_path.st_mode):
+                return  # something else took the name: keep the file we have
+        except FileNotFoundError:
+            pass  # moved away and not yet replaced: start the new file
+        except OSError:
+            return
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
+                         | os.O_NONBLOCK, 0o666)
+        except OSError:
+            log.warning("audit log %s was rotated and cannot be opened again; lines go on "
+                        "into the rotated file", path, exc_info=True)
+            return
+        if not stat.S_ISREG(os.fstat(fd).st_mode):  # lost a race to a FIFO: not a file sink
+            os.close(fd)
+            return
+        os.set_blocking(fd, True)
+        old, self._fd = self._fd, fd
+        if self._owned:
+            os.close(old)
+        self._owned = True
+        log.info("audit log %s was rotated: writing to the new file", path)
 
     def close(self) -> None:
         fd, self._fd = self._fd, -1  # a later line fails, not lands in a reused descriptor
