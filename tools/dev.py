@@ -37,12 +37,26 @@ def install() -> None:
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
         return
-    if not (BIN / "python").exists():
+    if not _has_pip():
+        # Also a .venv left half-made (interrupted, or made without ensurepip): without pip
+        # in it, every later run failed with "No module named pip" until it was deleted.
         print(f"creating {VENV}", flush=True)
-        venv.EnvBuilder(with_pip=True).create(VENV)
+        try:
+            venv.EnvBuilder(with_pip=True, clear=True).create(VENV)
+        except subprocess.CalledProcessError:
+            sys.exit(f"cannot create {VENV} with pip: this Python has no ensurepip (on Debian "
+                     "and Ubuntu: apt-get install python3-venv)")
     run(BIN / "python", "-m", "pip", "install", "--quiet", "--upgrade", "pip")
     run(BIN / "python", "-m", "pip", "install", "--quiet", "-e", f"{ROOT}[dev]")
     STAMP.write_text(digest)
+
+
+def _has_pip() -> bool:
+    if not (BIN / "python").exists():
+        return False
+    probe = subprocess.run([str(BIN / "python"), "-m", "pip", "--version"], cwd=ROOT,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    return probe.returncode == 0
 
 
 def demo(extra: list[str]) -> None:
