@@ -223,15 +223,23 @@ async def test_keys_found_through_oidc_discovery(start_app: Start, tmp_path: Pat
         server.keys = issuer.jwks()
         document = config_document(tmp_path, [issuer.config(
             jwks={"discovery": True, "allow_insecure_http": True})])
-        document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None,
-                              "drain_timeout": "1s"}
         path = tmp_path / "oidc.yaml"
-        path.write_text(yaml.safe_dump(document))
-        app = App(str(path))
-        await app.start()
+
+        fetched_before: list[int] = []  # by an attempt that lost its port, if any
+
+        async def attempt() -> App:  # a fresh gRPC port each time: the last one was taken
+            fetched_before.append(server.fetches)
+            document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None,
+                                  "drain_timeout": "1s"}
+            path.write_text(yaml.safe_dump(document))
+            app = App(str(path))
+            await app.start()  # a failed start stops whatever it had started
+            return app
+
+        app = await on_fresh_ports_async(attempt)
         try:
             assert not denied(await check(target(app), bearer(issuer.token())))
-            assert server.fetches == 1
+            assert server.fetches - fetched_before[-1] == 1
         finally:
             await app.stop()
 
