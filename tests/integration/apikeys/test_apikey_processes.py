@@ -19,22 +19,62 @@ from google.rpc import code_pb2
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc
 from tenantgate.testing.check import check_request
+from tenantgate.testing.ports import in_use, on_fresh_ports, stranger_on
 
 _RUN_CLI = "import sys; from tenantgate.cli import main; sys.exit(main())"
 
 
-def wait_for_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 15.0) -> None:
+def wait_for_ports(ports: list[int], proc: subprocess.Popen[bytes], log: Path,
+                   timeout: float = 15.0) -> None:
+    """Until every one of `ports` accepts, and is this process's: a stranger that took one
+    would otherwise count as ready, and get the test's calls."""
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            assert proc.stderr is not None
-            raise RuntimeError(f"tenantgate exited: {proc.stderr.read().decode()}")
+    for port in ports:
+        while True:
+            if proc.poll() is not None:  # e.g. its port was taken: on_fresh_ports retries
+                raise RuntimeError(f"tenantgate exited: {log.read_text(errors='replace')}")
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.2):
+                    break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"tenantgate did not listen on {port}") from None
+                time.sleep(0.05)
+    if (taken := stranger_on(proc.pid, ports)) is not None:
+        raise RuntimeError(in_use(taken))
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()  # SIGTERM: the graceful path
+    try:
+        proc.wait(timeout=15)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+        raise
+
+
+def start_process(directory: Path, redis_url: str, admin: bool
+                  ) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """`tenantgate serve` on fresh ports (retried while one is taken); its ports, admin first."""
+    def attempt() -> tuple[subprocess.Popen[bytes], list[int]]:
+        path, grpc_port, admin_port = write_config(directory, redis_url, admin=admin,
+                                                   cache_ttl="60s")
+        log = directory / "stderr.log"  # a file: a pipe nobody reads can fill and block it
+        with open(log, "wb") as err:
+            proc = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "serve", "--config",
+                                     str(path), "--log-level", "WARNING"],
+                                    stdout=subprocess.DEVNULL, stderr=err)
+        ports = [*([admin_port] if admin_port else []), grpc_port]
         try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"tenantgate did not listen on {port}")
+            wait_for_ports(ports, proc, log)
+        except BaseException:
+            proc.kill()
+            proc.wait(timeout=10)
+            raise
+        return proc, ports
+
+    return on_fresh_ports(attempt)
 
 
 @pytest.fixture
@@ -43,25 +83,20 @@ def two_processes(tmp_path: Path, redis_url: str) -> Iterator[tuple[int, int, in
     try:
         ports = []
         for name, admin in (("a", True), ("b", False)):
-            path, grpc_port, admin_port = write_config(tmp_path / name, redis_url, admin=admin,
-                                                       cache_ttl="60s")
-            proc = subprocess.Popen([sys.executable, "-c", _RUN_CLI, "serve", "--config", str(path),
-                                     "--log-level", "WARNING"],
-                                    stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+            proc, its_ports = start_process(tmp_path / name, redis_url, admin)
             procs.append(proc)
-            wait_for_port(grpc_port, proc)
-            if admin_port:
-                wait_for_port(admin_port, proc)
-                ports.append(admin_port)
-            ports.append(grpc_port)
+            ports += its_ports
         yield ports[0], ports[1], ports[2]
     finally:
         for proc in procs:
-            proc.terminate()  # SIGTERM: the graceful path
-        for proc in procs:
-            proc.wait(timeout=15)
-            assert proc.stderr is not None
-            proc.stderr.close()
+            proc.terminate()  # SIGTERM to both first: they drain at the same time
+        failures = []
+        for proc in procs:  # each is waited for (and killed if need be) whatever the other did
+            try:
+                stop(proc)
+            except subprocess.TimeoutExpired as exc:
+                failures.append(exc)
+        assert not failures, f"did not stop on SIGTERM: {failures}"
 
 
 async def test_revocation_through_one_process_reaches_the_other(
