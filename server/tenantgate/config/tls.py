@@ -1,5 +1,6 @@
 """TLS for a gRPC listener (listen.tls, admin.tls): the config block, reading and checking its
-PEM files with messages that name the key, and the server credentials built from them."""
+PEM files with messages that name the key, and the server credentials built from them: fixed,
+or read again when the files are renewed (RotatingCredentials)."""
 
 from __future__ import annotations
 
