@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -103,11 +104,16 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         server.add_registered_method_handlers(_SERVICE.full_name, handlers)
 
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any],
-                   action: Callable[[KeyManager], Awaitable[T]]) -> T:
+                   action: Callable[[KeyManager], Awaitable[T]],
+                   changed: Callable[[T], tuple[str, KeyRecord]] | None = None) -> T:
+        """`changed`: for a call that changed a key, the audit event and the key's record."""
         # Pinned like a Check: a reload closes this runtime only after the call has ended.
         runtime = self._get_runtime().pin()
         try:
-            return await self._run_on(runtime, context, action)
+            result = await self._run_on(runtime, context, action)
+            if changed is not None:
+                _audit_change(runtime, context, *changed(result))
+            return result
         finally:
             runtime.unpin()
 
@@ -129,7 +135,8 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
     async def CreateKey(self, request: pb.CreateKeyRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.CreateKeyResponse:
         new = await self._run(context, lambda m: m.create(
-            request.tenant, request.name, list(request.scopes), request.ttl_seconds))
+            request.tenant, request.name, list(request.scopes), request.ttl_seconds),
+            lambda new: ("apikey_created", new.record))
         return pb.CreateKeyResponse(key=to_message(new.record), api_key=new.api_key)
 
     async def ListKeys(self, request: pb.ListKeysRequest,
@@ -144,14 +151,16 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
 
     async def RotateKey(self, request: pb.RotateKeyRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.RotateKeyResponse:
-        new, old = await self._run(context, lambda m: m.rotate(request.key_id,
-                                                               request.overlap_seconds))
+        new, old = await self._run(
+            context, lambda m: m.rotate(request.key_id, request.overlap_seconds),
+            lambda pair: ("apikey_rotated", pair[0].record))
         return pb.RotateKeyResponse(new_key=to_message(new.record), api_key=new.api_key,
                                     old_key=to_message(old))
 
     async def RevokeKey(self, request: pb.RevokeKeyRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.RevokeKeyResponse:
-        record = await self._run(context, lambda m: m.revoke(request.key_id))
+        record = await self._run(context, lambda m: m.revoke(request.key_id),
+                                 lambda record: ("apikey_revoked", record))
         return pb.RevokeKeyResponse(key=to_message(record))
 
     async def GetUsage(self, request: pb.GetUsageRequest,
@@ -161,3 +170,13 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
             tenant=usage.tenant, requests=usage.requests,
             revoked_attempts=usage.revoked_attempts,
             keys=[pb.KeyUsage(key_id=k, requests=v) for k, v in sorted(usage.per_key.items())])
+
+
+def _audit_change(runtime: Runtime, context: grpc.aio.ServicerContext[Any, Any], event: str,
+                  record: KeyRecord) -> None:
+    # Uncapped: only a caller holding the admin credential gets here. Never the secret; the
+    # peer is the admin client's address (`unix:` for the socket).
+    runtime.audit.write_event({
+        "ts": round(time.time(), 3), "event": event, "key_id": record.key_id,
+        "tenant": record.tenant, "replaces": record.replaces or None,
+        "expires_at": record.expires_at or None, "peer": context.peer()})
