@@ -119,7 +119,7 @@ def test_tls_to_a_named_tenantgate_sends_and_verifies_that_name(
                 "match_typed_subject_alt_names": [{
                     "san_type": "DNS",
                     "matcher": {"exact": "tenantgate.auth.svc.cluster.local"}}]},
-            "alpn_protocols": ["h2"]},  # gRPC servers refuse TLS without ALPN h2
+            "alpn_protocols": ["h2"]},  # HTTP/2 over TLS is agreed by ALPN
         "sni": "tenantgate.auth.svc.cluster.local"}
 
 
@@ -245,3 +245,78 @@ def test_the_help_lists_the_tls_options(capsys: pytest.CaptureFixture[str]) -> N
     for option in ("--authz-tls-ca FILE", "--authz-tls-cert FILE", "--authz-tls-key FILE",
                    "--authz-tls-sni NAME", "--authz-plaintext"):
         assert option in text
+
+
+# --- F3: forwarded headers behind a gateway in sidecar mode ----------------------------------
+
+def http_manager(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    manager: dict[str, Any] = (bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]
+                               ["filters"][0]["typed_config"])
+    return manager
+
+
+def test_sidecar_behind_a_tls_gateway_may_trust_its_forwarded_headers(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    # With 0 hops Envoy overwrote the gateway's x-forwarded-proto: https with http.
+    manager = http_manager(rendered(capsys, "--xff-num-trusted-hops", "1"))
+    assert manager["use_remote_address"] is True and manager["xff_num_trusted_hops"] == 1
+
+
+def test_the_client_limit_stays_front_only(capsys: pytest.CaptureFixture[str]) -> None:
+    assert refused(capsys, "--xff-num-trusted-hops", "1", "--client-limit", "100/s").startswith(
+        "tenantgate: --client-limit: front mode only")
+
+
+# --- F4: address families ------------------------------------------------------------------
+
+def listener_address(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    address: dict[str, Any] = bootstrap["static_resources"]["listeners"][0]["address"]
+    return address
+
+
+def test_listen_on_every_ipv6_address_accepts_ipv4_too(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    assert listener_address(rendered(capsys, "--listen", "[::]:15000")) == {
+        "socket_address": {"address": "::", "port_value": 15000, "ipv4_compat": True}}
+
+
+@pytest.mark.parametrize("listen", ["[::1]:15000", "0.0.0.0:15000", "[2001:db8::1]:15000"])
+def test_other_listen_addresses_keep_their_family(
+        capsys: pytest.CaptureFixture[str], listen: str) -> None:
+    assert "ipv4_compat" not in listener_address(
+        rendered(capsys, "--listen", listen))["socket_address"]
+
+
+def test_clusters_found_by_name_prefer_ipv4(capsys: pytest.CaptureFixture[str]) -> None:
+    # AUTO asked for IPv6 first: localhost became ::1, and an app on 127.0.0.1 got 503.
+    bootstrap = rendered(capsys, *FRONT, "--upstream", "localhost:8000",
+                         "--authz", "localhost:9001")
+    for name in ("app", "tenantgate"):
+        assert cluster(bootstrap, name)["type"] == "STRICT_DNS"
+        assert cluster(bootstrap, name)["dns_lookup_family"] == "V4_PREFERRED"
+    static = rendered(capsys, *FRONT)  # IPs: nothing to resolve
+    assert "dns_lookup_family" not in cluster(static, "app")
+
+
+# --- F5: Envoy's admin interface on a Unix socket -------------------------------------------
+
+def test_admin_may_be_a_unix_socket_only_envoy_can_open(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    bootstrap = rendered(capsys, "--admin", "unix:/run/envoy/admin.sock")
+    assert bootstrap["admin"] == {"address": {"pipe": {"path": "/run/envoy/admin.sock",
+                                                       "mode": 0o600}}}
+
+
+@pytest.mark.parametrize("admin, message", [
+    ("unix:admin.sock", "--admin: unix: takes an absolute file path, got 'unix:admin.sock'"),
+    ("unix:", "--admin: unix: takes an absolute file path, got 'unix:'"),
+    ("unix:@envoy-admin", "--admin: an abstract socket has no file permissions, so the app "
+                          "could connect to it; give a file path, got 'unix:@envoy-admin'"),
+    ("unix:/" + "a" * 120, f"--admin: /{'a' * 120} is 121 bytes: a Unix socket path holds at "
+                           f"most 107 (sun_path); choose a shorter one"),
+    ("0.0.0.0:9901", "--admin: Envoy's admin interface must stay on loopback (127.0.0.1, ::1) "
+                     "or on a unix:/PATH socket, got '0.0.0.0:9901'"),
+], ids=["relative", "empty", "abstract", "too-long", "not-loopback"])
+def test_bad_admin_addresses_are_one_line_errors(
+        capsys: pytest.CaptureFixture[str], admin: str, message: str) -> None:
+    assert refused(capsys, "--admin", admin) == "tenantgate: " + message

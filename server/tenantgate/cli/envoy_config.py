@@ -29,8 +29,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "0.0.0.0:8080 front)")
     parser.add_argument("--upstream", metavar="HOST:PORT", default="127.0.0.1:8000",
                         help="the application allowed requests go to (default 127.0.0.1:8000)")
-    parser.add_argument("--admin", metavar="HOST:PORT", default="127.0.0.1:9901",
-                        help="Envoy admin listener (default 127.0.0.1:9901)")
+    parser.add_argument("--admin", metavar="HOST:PORT|unix:PATH", default="127.0.0.1:9901",
+                        help="Envoy admin listener: a loopback address, or unix:/abs/path for "
+                             "a Unix socket of mode 0600 (recommended in sidecar mode, where "
+                             "the app shares loopback and could reach the admin's /logging, "
+                             "whose debug level prints credentials, and /quitquitquit) "
+                             "(default 127.0.0.1:9901)")
     parser.add_argument("--authz", metavar="HOST:PORT",
                         help="front mode (or sidecar without listen.uds): where tenantgate "
                              "listens (default: listen.grpc)")
@@ -83,10 +87,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="with --client-limit: client addresses whose buckets Envoy keeps, "
                              "the least recently seen dropped first (default 10000)")
     parser.add_argument("--xff-num-trusted-hops", type=_hops, default=0, metavar="N",
-                        help="front mode behind N proxies (a cloud load balancer) that each "
-                             "append the address they saw to x-forwarded-for: the client address "
-                             "(--client-limit's buckets, x-envoy-external-address) is the Nth "
-                             "entry from the right. With N > 0 Envoy also trusts the "
+                        help="behind N proxies (a cloud load balancer; in sidecar mode the "
+                             "gateway) that each append the address they saw to "
+                             "x-forwarded-for: the client address (--client-limit's buckets, "
+                             "x-envoy-external-address) is the Nth entry from the right. With "
+                             "N > 0 Envoy also trusts the "
                              "x-forwarded-proto it receives (and sets :scheme from it on "
                              "HTTP/1). Give exactly the proxies really in front, each appending "
                              "to x-forwarded-for and overwriting x-forwarded-proto, and only "

@@ -18,7 +18,7 @@ from betterproto2 import Casing
 
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
-from tenantgate.config.types import DURATION_MAX_SECONDS
+from tenantgate.config.types import DURATION_MAX_SECONDS, check_socket_path_length
 
 # envoy-data-plane 2.2's generated classes use a pydantic form deprecated in 2.12; the warning
 # is theirs, and the suite turns warnings into errors.
@@ -30,7 +30,11 @@ with warnings.catch_warnings():
         Bootstrap,
         BootstrapStaticResources,
     )
-    from envoy_data_plane.envoy.config.cluster.v3 import Cluster, ClusterDiscoveryType
+    from envoy_data_plane.envoy.config.cluster.v3 import (
+        Cluster,
+        ClusterDiscoveryType,
+        ClusterDnsLookupFamily,
+    )
     from envoy_data_plane.envoy.config.common.mutation_rules.v3 import HeaderMutation
     from envoy_data_plane.envoy.config.core.v3 import (
         Address,
@@ -175,7 +179,7 @@ class EnvoyOptions:
     client_limit: Rate | None = None  # front mode: requests per client address, before ext_authz
     client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
     max_connections: int = 10_000  # open client connections, all listeners together
-    xff_num_trusted_hops: int = 0  # front mode: proxies before Envoy that append to XFF
+    xff_num_trusted_hops: int = 0  # proxies before Envoy that append to XFF
     # TLS towards tenantgate over TCP (its cluster carries Check and ShouldRateLimit): the CA
     # bundle (PEM) Envoy verifies tenantgate's certificate with; with cert and key, Envoy's own
     # client certificate (mTLS); sni: the name sent and verified (default: the --authz host
@@ -232,17 +236,43 @@ def _bind_socket(value: str, what: str) -> Address:
     if not _is_ip(host):
         raise EnvoyConfigError(f"{what}: must be an IP address and port (Envoy does not "
                                f"resolve names to listen on), got {value!r}")
-    return Address(socket_address=SocketAddress(address=host, port_value=port))
+    # `::` alone is an IPv6-only socket in Envoy, refusing IPv4 clients; tenantgate's own
+    # config reads it as every address, IPv4 included, and so does this listener.
+    every_address = ipaddress.ip_address(host) == ipaddress.IPv6Address("::")
+    return Address(socket_address=SocketAddress(address=host, port_value=port,
+                                                ipv4_compat=every_address))
+
+
+ADMIN_UNIX_PREFIX = "unix:"
+# Only Envoy's own user may connect: in sidecar mode the app shares the pod's loopback, and
+# could reach a TCP admin (an SSRF is enough) to raise the log level, which prints every
+# bearer token, or to POST /quitquitquit.
+ADMIN_SOCKET_MODE = 0o600
 
 
 def _admin_socket(value: str) -> Address:
     # Envoy's admin interface has no authentication and can drain, quit or change runtime
     # values: it must never listen beyond loopback (expose stats through a listener instead).
+    if value.startswith(ADMIN_UNIX_PREFIX):
+        return Address(pipe=Pipe(path=_admin_socket_path(value), mode=ADMIN_SOCKET_MODE))
     address = _bind_socket(value, "--admin")
     if not ipaddress.ip_address(split_host_port(value, "--admin")[0]).is_loopback:
         raise EnvoyConfigError(f"--admin: Envoy's admin interface must stay on loopback "
-                               f"(127.0.0.1, ::1), got {value!r}")
+                               f"(127.0.0.1, ::1) or on a unix:/PATH socket, got {value!r}")
     return address
+
+
+def _admin_socket_path(value: str) -> str:
+    path = value.removeprefix(ADMIN_UNIX_PREFIX)
+    if path.startswith("@"):  # no file, so no mode: anyone in the network namespace connects
+        raise EnvoyConfigError(f"--admin: an abstract socket has no file permissions, so the "
+                               f"app could connect to it; give a file path, got {value!r}")
+    if not os.path.isabs(path) or "\0" in path:
+        raise EnvoyConfigError(f"--admin: unix: takes an absolute file path, got {value!r}")
+    try:
+        return check_socket_path_length(path)
+    except ValueError as exc:
+        raise EnvoyConfigError(f"--admin: {exc}") from None
 
 
 # Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout).
@@ -289,6 +319,11 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False,
         name=name, connect_timeout=_seconds(1.0, "connect_timeout"), load_assignment=assignment,
         type=ClusterDiscoveryType.STRICT_DNS if dns else ClusterDiscoveryType.STATIC,
         transport_socket=transport_socket)
+    if dns:
+        # Envoy's AUTO asks for IPv6 first: `localhost` became ::1 and an app (or tenantgate)
+        # on 127.0.0.1 got 503 on every request. IPv4 first, IPv6 when a name has no A record;
+        # not ALL, which would make ::1 and 127.0.0.1 two hosts and fail every other request.
+        cluster.dns_lookup_family = ClusterDnsLookupFamily.V4_PREFERRED
     if http2:  # gRPC needs HTTP/2 towards tenantgate
         options = UpstreamHttpProtocolOptions(explicit_http_config=(
             HttpProtocolOptionsExplicitHttpConfig(
@@ -386,7 +421,8 @@ def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
         san = SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.IP_ADDRESS,
                                     matcher=StringMatcher(exact=str(ipaddress.ip_address(host))))
     context = CommonTlsContext(
-        # gRPC servers refuse a TLS connection that did not negotiate h2 by ALPN.
+        # HTTP/2 over TLS is agreed by ALPN (RFC 9113 3.2); a gRPC server may refuse a
+        # handshake that offers no h2.
         alpn_protocols=["h2"],
         validation_context=CertificateValidationContext(
             trusted_ca=DataSource(filename=_pem_file(options.authz_tls_ca, "--authz-tls-ca",
@@ -579,9 +615,8 @@ def _trusted_hops(options: EnvoyOptions) -> int:
     """Behind a load balancer every request comes from its address, so --client-limit held
     all clients in one bucket; the address it appended to x-forwarded-for is the client's."""
     hops = options.xff_num_trusted_hops
-    if hops and options.mode != "front":
-        raise EnvoyConfigError("--xff-num-trusted-hops: front mode only; in sidecar mode the "
-                               "mesh's gateway decides the client address")
+    # Sidecar mode too: behind a TLS-terminating gateway, 0 hops has Envoy overwrite the
+    # gateway's x-forwarded-proto: https with its own connection's http.
     if not 0 <= hops <= 2**32 - 1:  # a uint32 in Envoy's API
         raise EnvoyConfigError(f"--xff-num-trusted-hops: must be from 0 to {2**32 - 1}, got "
                                f"{hops}")
