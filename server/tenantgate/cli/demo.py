@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import secrets
+import shutil
 import signal
 import tempfile
 import time
@@ -164,7 +166,7 @@ def _start_all(started: _Started, workdir: Path, port: int) -> dict[str, Any]:
     redis_url = _start_redis(started)
     app_dsn = _start_postgres(started, {"k1": secret.encode()})
     backend = _start_backend(started, app_dsn, f"127.0.0.1:{free_port()}")
-    config_path = _write_config(workdir, redis_url)
+    config_path = _write_config(workdir, _socket_path(started, workdir), redis_url)
     _start_tenantgate(started, config_path, workdir)
     _start_envoy(started, config_path, port, backend)
     return {"tokens": {t: tokens.mint(key, "ES256", tokens.claims(
@@ -242,13 +244,30 @@ def _start_backend(started: _Started, app_dsn: str, listen: str) -> str:
     return listen
 
 
-def _write_config(workdir: Path, redis_url: str | None) -> Path:
+def _socket_path(started: _Started, workdir: Path) -> Path:
+    """tenantgate's Unix socket: in the work directory, or, when a long TMPDIR would make that
+    path too long for sun_path, in a short private directory under /tmp."""
+    from tenantgate.config.types import SOCKET_PATH_MAX_BYTES
+
+    path = workdir / "authz.sock"
+    if len(os.fsencode(path)) <= SOCKET_PATH_MAX_BYTES:
+        return path
+    try:
+        short = Path(tempfile.mkdtemp(prefix="tg-demo-", dir="/tmp"))  # mode 0700
+    except OSError as exc:
+        raise _Failed(f"tenantgate: {path} is too long for a Unix socket, and /tmp has no "
+                      f"room for a shorter one: {exc.strerror}") from None
+    started.callback(shutil.rmtree, short, ignore_errors=True)
+    return short / "authz.sock"
+
+
+def _write_config(workdir: Path, socket_path: Path, redis_url: str | None) -> Path:
     from tenantgate.testing.binaries import free_port
 
     store: dict[str, Any] = ({"store": "redis", "redis": {"url": redis_url}} if redis_url
                              else {"store": "memory"})
     config = {
-        "listen": {"grpc": f"127.0.0.1:{free_port()}", "uds": str(workdir / "authz.sock"),
+        "listen": {"grpc": f"127.0.0.1:{free_port()}", "uds": str(socket_path),
                    "metrics": f"127.0.0.1:{free_port()}"},
         "issuers": [{"name": "demo", "issuer": ISSUER, "audiences": [AUDIENCE],
                      "jwks": {"file": "jwks.json"}, "tenants": list(TENANTS)}],
@@ -266,9 +285,13 @@ def _write_config(workdir: Path, redis_url: str | None) -> Path:
 
 def _start_tenantgate(started: _Started, config_path: Path, workdir: Path) -> None:
     from tenantgate.config.load import load_config
+    from tenantgate.errors import ConfigError
     from tenantgate.testing.envoy import ProcessFailed, TenantgateProcess
 
-    listen = load_config(config_path).listen
+    try:
+        listen = load_config(config_path).listen
+    except ConfigError as exc:  # what serve would refuse: say so, as for any failed start
+        raise _Failed(f"tenantgate: {'; '.join(exc.issues)}") from None
     gate = TenantgateProcess(config_path, grpc=listen.grpc, uds=listen.uds)
     started.callback(gate.close)
     try:
@@ -281,8 +304,9 @@ def _start_tenantgate(started: _Started, config_path: Path, workdir: Path) -> No
 
 def _start_envoy(started: _Started, config_path: Path, port: int,
                  backend: str) -> None:
-    from tenantgate.config.envoy import EnvoyOptions, render
+    from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render
     from tenantgate.config.load import load_config
+    from tenantgate.errors import ConfigError
     from tenantgate.testing.binaries import BinaryMissing, free_port
     from tenantgate.testing.envoy import EnvoyProcess, ProcessFailed
 
@@ -291,7 +315,9 @@ def _start_envoy(started: _Started, config_path: Path, port: int,
                            authz_timeout=1.0)
     try:
         envoy = EnvoyProcess(render(load_config(config_path), options))
-    except BinaryMissing as exc:
+    except ConfigError as exc:
+        raise _Failed(f"envoy: {'; '.join(exc.issues)}") from None
+    except (BinaryMissing, EnvoyConfigError) as exc:
         raise _Failed(f"envoy: {exc}") from None
     started.callback(envoy.close)
     try:
