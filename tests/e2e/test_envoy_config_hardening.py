@@ -207,8 +207,7 @@ def admin_get(path: Path, target: str) -> bytes | None:
 
 def test_admin_on_a_unix_socket_only_envoys_user_can_open(
         tmp_path: Path, envoy_path: str) -> None:
-    socket_dir = Path(tempfile.mkdtemp(prefix="tg-admin-", dir="/tmp"))  # short: sun_path
-    admin = socket_dir / "admin.sock"
+    admin = Path("/tmp") / f"tg-admin-{os.getpid()}-{free_port()}.sock"  # short: sun_path
     config = write_config(tmp_path, 9001)
     bootstrap = tmp_path / "envoy.yaml"
     assert main(["envoy-config", str(config), "--listen", f"127.0.0.1:{free_port()}",
@@ -233,7 +232,7 @@ def test_admin_on_a_unix_socket_only_envoys_user_can_open(
         except subprocess.TimeoutExpired:
             envoy.kill()
             envoy.wait()
-        shutil.rmtree(socket_dir, ignore_errors=True)
+        admin.unlink(missing_ok=True)
 
 
 # --- F7 ------------------------------------------------------------------------------------
