@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 
 from prometheus_client import Counter, Gauge
 
@@ -60,12 +61,32 @@ class Degraded:
 LOCAL_DENIALS = Counter("tenantgate_quota_local_denials_total",
                         "Denials answered from the local over-limit cache or batched mirror, "
                         "without a store round trip")
+# tenant: "" for a plan as configured, a registry tenant's id for its plan with overrides.
 BATCHED_BOUND = Gauge("tenantgate_quota_batched_overadmission_bound",
                       "Batched mode: most requests one replica may admit unseen by the others "
-                      "per bucket and interval (x replicas = the bound)", ["plan", "bucket"])
+                      "per bucket and interval (x replicas = the bound)",
+                      ["plan", "bucket", "tenant"])
+_bounds_shown_by: object = None  # the limiter whose bounds BATCHED_BOUND holds
 RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
                        "ShouldRateLimit calls by domain (configured domains only) and result",
                        ["domain", "result"])
+
+
+def show_batched_bounds(limiter: object,
+                        bounds: Iterable[tuple[str, str, str, float]]) -> None:
+    """The starting limiter's (plan, bucket, tenant, bound)s, replacing the last one's: a
+    reload that removed a plan, or made it exact, must not leave its old series behind."""
+    global _bounds_shown_by
+    _bounds_shown_by = limiter
+    BATCHED_BOUND.clear()
+    for plan, bucket, tenant, bound in bounds:
+        BATCHED_BOUND.labels(plan, bucket, tenant).set(bound)
+
+
+def hide_batched_bounds(limiter: object) -> None:
+    """A closing limiter's bounds go, unless a newer limiter has shown its own since."""
+    if _bounds_shown_by is limiter:
+        BATCHED_BOUND.clear()
 
 
 def store_error(store: str) -> None:

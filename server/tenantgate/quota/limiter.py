@@ -320,13 +320,9 @@ class Limiter:
         self._max_held = min(q.max_local_entries, MAX_HELD_MEMOS)
         self.rls_domains = (built_domains if built_domains is not None
                             else load_domains(q.ratelimit_service.config_files))
-        for plan in self.plans.values():
-            if plan.batched:
-                for spec in plan.specs:
-                    metrics.BATCHED_BOUND.labels(plan.name, spec.name).set(
-                        allowance(spec.bucket(""), plan.batch_interval))
 
     async def start(self) -> None:
+        metrics.show_batched_bounds(self, self._batched_bounds())
         await self.store.start()
         # A store failing already (a reload while Redis is down) is degraded from the start,
         # as the limiter this one replaces still reports: not 0 until the next request.
@@ -334,8 +330,14 @@ class Limiter:
         if self._batcher is not None:
             self._batcher.start()
 
+    def _batched_bounds(self) -> list[tuple[str, str, str, float]]:
+        plans = [("", p) for p in self.plans.values()] + list(self.tenant_plans.items())
+        return [(plan.name, spec.name, tenant, allowance(spec.bucket(""), plan.batch_interval))
+                for tenant, plan in plans if plan.batched for spec in plan.specs]
+
     async def close(self) -> None:
         self._degraded_shown.set(False)  # closed, it decides nothing
+        metrics.hide_batched_bounds(self)
         if self._batcher is not None:
             await self._batcher.close()
         if self._release is not None:
