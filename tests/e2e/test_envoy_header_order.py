@@ -22,6 +22,7 @@ from tenantgate.config.envoy import EnvoyOptions, render
 from tenantgate.config.load import load_config
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.envoy import EnvoyProcess
+from tenantgate.testing.ports import on_fresh_ports
 
 OVERWRITE = HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 
@@ -40,13 +41,15 @@ class SetAndRemove(external_auth_pb2_grpc.AuthorizationServicer):
 
 @contextlib.asynccontextmanager
 async def authz_server() -> AsyncIterator[str]:
-    server = grpc.aio.server()
+    # Port 0, read back, and no SO_REUSEPORT (gRPC's default is on): the port is this
+    # server's alone, with no window between picking it and binding it.
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
     external_auth_pb2_grpc.add_AuthorizationServicer_to_server(SetAndRemove(), server)
-    address = f"127.0.0.1:{free_port()}"
-    server.add_insecure_port(address)
+    port = server.add_insecure_port("127.0.0.1:0")
+    assert port > 0, "could not bind the authz server"
     await server.start()
     try:
-        yield address
+        yield f"127.0.0.1:{port}"
     finally:
         await server.stop(0)
 
@@ -59,12 +62,19 @@ async def test_envoy_applies_headers_to_remove_after_the_ok_headers(
     echo = EchoBackend().start()
     try:
         async with authz_server() as authz:
-            listen = f"127.0.0.1:{free_port()}"
-            bootstrap = render(load_config(config_path), EnvoyOptions(
-                mode="front", listen=listen, upstream=echo.address, authz=authz,
-                admin=f"127.0.0.1:{free_port()}", rate_limit=False))
-            envoy = EnvoyProcess(bootstrap, binary=envoy_path)
-            await asyncio.to_thread(envoy.start)
+            def start_envoy() -> tuple[EnvoyProcess, str]:  # fresh ports on every attempt
+                listen = f"127.0.0.1:{free_port()}"
+                bootstrap = render(load_config(config_path), EnvoyOptions(
+                    mode="front", listen=listen, upstream=echo.address, authz=authz,
+                    admin=f"127.0.0.1:{free_port()}", rate_limit=False))
+                envoy = EnvoyProcess(bootstrap, binary=envoy_path)
+                try:
+                    return envoy.start(), listen
+                except BaseException:
+                    envoy.close()
+                    raise
+
+            envoy, listen = await asyncio.to_thread(on_fresh_ports, start_envoy)
             try:
                 async with httpx.AsyncClient(base_url=f"http://{listen}", timeout=10) as client:
                     response = await client.get("/anything", headers={"x-both": "from-client"})
