@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -15,11 +16,15 @@ from tenantgate.bind_error import bind_error
 from tenantgate.config.tls import server_credentials
 from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
+from tenantgate.observe.apikeys import ADMIN_AUTH_FAILURES
+from tenantgate.observe.throttle import Throttle
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 if TYPE_CHECKING:
     from tenantgate.config.apikeys import AdminConfig
     from tenantgate.runtime import Runtime
+
+log = logging.getLogger("tenantgate.admin")
 
 
 def _fingerprint(token: bytes) -> bytes:
@@ -40,6 +45,7 @@ class AdminTokenAuth(grpc.aio.ServerInterceptor):
 
     def __init__(self, token: bytes) -> None:
         self._expected = _fingerprint(token)
+        self._refusals_said = Throttle(60.0)
 
     def authorized(self, metadata: Sequence[tuple[str, str | bytes]] | None) -> bool:
         values = [v for k, v in metadata or () if k.lower() == "authorization"]
@@ -56,6 +62,11 @@ class AdminTokenAuth(grpc.aio.ServerInterceptor):
             details: grpc.HandlerCallDetails) -> grpc.RpcMethodHandler:
         if self.authorized(details.invocation_metadata):
             return await continuation(details)
+        # Someone is guessing at, or misconfigured with, the credential that mints API keys.
+        ADMIN_AUTH_FAILURES.inc()
+        if self._refusals_said.ready():
+            log.warning("admin API: a call without the admin token was refused (said once a "
+                        "minute; tenantgate_admin_auth_failures_total counts each)")
         return _REFUSED
 
 

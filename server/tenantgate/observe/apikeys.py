@@ -1,4 +1,5 @@
-"""Prometheus metrics of API-key checks: a closed result vocabulary, bounded tenant labels."""
+"""Prometheus metrics of API keys and their admin API: a closed result vocabulary, bounded
+tenant labels."""
 
 from __future__ import annotations
 
@@ -19,3 +20,5 @@ APIKEY_CHECKS = Counter("tenantgate_apikey_checks", "API-key verifications",
                         ["tenant", "result"])
 APIKEY_REVOKED_ATTEMPTS = Counter("tenantgate_apikey_revoked_attempts",
                                   "Requests presenting a revoked API key", ["tenant"])
+ADMIN_AUTH_FAILURES = Counter("tenantgate_admin_auth_failures",
+                              "Admin API calls refused for want of the admin token")

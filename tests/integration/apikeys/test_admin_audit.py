@@ -5,7 +5,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import grpc
+import pytest
 from apikey_support import StartReplica, bearer
+from prometheus_client import REGISTRY
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
 
@@ -35,3 +38,18 @@ async def test_create_rotate_and_revoke_each_write_an_audit_line(
     assert all(e["peer"].startswith("ipv4:127.0.0.1:") for e in events)
     for api_key in (created.api_key, rotated.api_key):
         assert api_key[-43:] not in text  # the secret: 43 base64url characters at the end
+
+
+async def test_a_call_without_the_admin_token_is_counted(start_replica: StartReplica) -> None:
+    # A refused admin call left no trace at all: guessing at the credential that mints keys
+    # for any tenant was invisible.
+    a = await start_replica("a", admin=True)
+    before = REGISTRY.get_sample_value("tenantgate_admin_auth_failures_total") or 0.0
+    channel, admin = a.admin()
+    async with channel:
+        for metadata in (bearer("not-the-token"), []):
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await admin.ListKeys(pb.ListKeysRequest(tenant="acme"), metadata=metadata)
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        await admin.ListKeys(pb.ListKeysRequest(tenant="acme"), metadata=bearer())
+    assert REGISTRY.get_sample_value("tenantgate_admin_auth_failures_total") == before + 2
