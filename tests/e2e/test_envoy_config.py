@@ -17,6 +17,7 @@ from tenantgate.config.model import Config
 from tenantgate.config.quota import parse_rate
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.envoy import EnvoyProcess
+from tenantgate.testing.ports import on_fresh_ports
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "envoy"
 EXAMPLE_CONFIG = EXAMPLES / "tenantgate.yaml"
@@ -277,13 +278,20 @@ def front_envoy_alone(directory: Path, envoy_path: str, **options: Any
     config_path = directory / "tenantgate.yaml"
     (directory / "jwks.json").write_text('{"keys": []}')
     config_path.write_text(yaml.safe_dump(base_config(directory)))
-    port = free_port()
-    envoy = EnvoyProcess(render(load_config(config_path), EnvoyOptions(
-        mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
-        authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False, **options)),
-        binary=envoy_path)
-    envoy.start()
-    return envoy, port
+
+    def attempt() -> tuple[EnvoyProcess, int]:  # fresh ports on every attempt
+        port = free_port()
+        envoy = EnvoyProcess(render(load_config(config_path), EnvoyOptions(
+            mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
+            authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False,
+            **options)), binary=envoy_path)
+        try:
+            return envoy.start(), port
+        except BaseException:
+            envoy.close()  # and its directory
+            raise
+
+    return on_fresh_ports(attempt)
 
 
 def test_a_client_dripping_its_headers_is_cut_off(tmp_path: Path, envoy_path: str) -> None:
