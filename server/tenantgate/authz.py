@@ -149,7 +149,8 @@ def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:
             key_id=identity.key_id if identity else None,
             method=s.request.method, path=s.request.path,
             decision="allow" if allowed else "deny", reason=str(decision.reason),
-            status=decision.status, latency_ms=round(elapsed * 1000, 3)))
+            status=decision.status, latency_ms=round(elapsed * 1000, 3)),
+            cross_tenant=decision.reason is Reason.CROSS_TENANT_PATH)
 
 
 def _claimed_tenant(s: CheckState) -> str | None:

@@ -193,7 +193,7 @@ def test_a_tenants_denials_do_not_push_out_cross_tenant_lines(
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=4)  # share: 1
     for n in range(10):
         audit.write(replace(RECORD, tenant=f"t{n}"))
-    audit.write(replace(RECORD, reason="cross_tenant_path", status=404))
+    audit.write(replace(RECORD, reason="cross_tenant_path", status=404), cross_tenant=True)
     closed(audit)
     assert _written(log_file)[-1] == ("acme", "cross_tenant_path")
     assert len(_written(log_file)) == 5
@@ -207,8 +207,8 @@ def test_one_tenants_cross_tenant_probes_do_not_hide_another_tenants(
     before = dropped("cross_tenant")
     probe = replace(RECORD, reason="cross_tenant_path", status=404)
     for _ in range(10):
-        audit.write(probe)
-    audit.write(replace(probe, tenant="globex"))
+        audit.write(probe, cross_tenant=True)
+    audit.write(replace(probe, tenant="globex"), cross_tenant=True)
     closed(audit)
     assert _written(log_file) == [("acme", "cross_tenant_path")] * 2 + [
         ("globex", "cross_tenant_path")]
@@ -379,6 +379,39 @@ def test_a_socket_file_is_still_no_such_device(tmp_path: Path) -> None:
         listening.bind(str(path))
         with pytest.raises(OSError, match=r"No such device or address"):
             sink.open_sink(str(path), wait_for_reader=False)
+
+
+def test_a_busy_tenants_sampled_allows_are_not_cut_to_a_share(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Allows shared the verified class and its per-tenant share: one tenant at 30k requests a
+    # second and sample_allow 0.01 lost lines every second, and the alert fired on it.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
+    before = dropped("sampled_allow"), dropped("identified")
+    allow = replace(RECORD, decision="allow", reason="ok", status=200)
+    for _ in range(8):
+        audit.write(allow)
+    audit.write(RECORD)  # a denial of the same tenant: a class of its own
+    closed(audit)
+    assert _written(log_file) == [("acme", "ok")] * 8 + [("acme", "scope_missing")]
+    assert (dropped("sampled_allow"), dropped("identified")) == before
+
+
+def test_an_issuer_claiming_a_tenant_it_may_not_speak_for_does_not_use_its_share(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shares were by the tenant claimed: another tenant's IdP signing tokens that claim acme
+    # (issuer_not_allowed_for_tenant) used up acme's share, and acme's own lines were dropped.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
+    foreign = replace(RECORD, issuer="globex-idp", reason="issuer_not_allowed_for_tenant")
+    for _ in range(10):
+        audit.write(foreign)
+    audit.write(RECORD)
+    closed(audit)
+    assert _written(log_file) == [("acme", "issuer_not_allowed_for_tenant")] * 2 + [
+        ("acme", "scope_missing")]
 
 
 @pytest.mark.parametrize("rotate", ["moved", "moved-and-deleted", "moved-and-recreated"])

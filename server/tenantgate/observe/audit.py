@@ -7,7 +7,6 @@ import random
 import time
 from dataclasses import dataclass
 
-from tenantgate.decision import Reason
 from tenantgate.observe import metrics
 from tenantgate.observe.sink import Sink, open_sink
 
@@ -34,7 +33,7 @@ MAX_METHOD_CHARS = 32  # Check refuses longer ones (pipeline.sanitize); the line
 DEFAULT_MAX_LINES_PER_SECOND = 1000
 
 
-# One tenant's share of a class's cap: a tenant cannot push out other tenants' lines (or
+# One caller's share of a class's cap: a tenant cannot push out other tenants' denials (or
 # the cross-tenant probes of another) with denials its own valid token makes for free.
 TENANT_SHARE = 4  # at most 1/TENANT_SHARE of the class's lines per second
 
@@ -42,22 +41,25 @@ TENANT_SHARE = 4  # at most 1/TENANT_SHARE of the class's lines per second
 class _Budget:
     """One class of capped lines: its lines this second, and those dropped since reported.
 
-    Three classes, each with the whole cap: lines of callers without a verified identity (no
-    credential, a forged or expired token, a revoked API key: free to send, from anywhere),
-    `cross_tenant_path` denials (the lines TenantgateCrossTenantAttempts sends operators to),
-    and the rest (a verified caller's denials and sampled allows). One shared budget let a
-    flood of one class push out the others. Within the last two, each tenant has a share.
+    Four classes, each with the whole cap, so a flood of one cannot push out another: lines
+    of callers without a verified identity (no credential, a forged or expired token, a
+    revoked API key: free to send, from anywhere), `cross_tenant_path` denials (the lines
+    TenantgateCrossTenantAttempts sends operators to), a verified caller's other denials,
+    and sampled allows. In the two classes of verified denials, each caller, by issuer and
+    tenant, has a share: its tenant claim alone would let an issuer that may not speak for
+    a tenant use up that tenant's share.
     """
 
-    __slots__ = ("counter", "dropped", "name", "per_tenant", "used")
+    __slots__ = ("counter", "dropped", "name", "per_caller", "used")
 
-    def __init__(self, name: str, per_tenant: bool) -> None:
+    def __init__(self, name: str, shared: bool) -> None:
         self.name = name
         self.used = 0
         self.dropped = 0
         self.counter = metrics.AUDIT_LINES_DROPPED.labels(name)
-        # Lines this second per tenant (None: a verified caller whose tenant was refused).
-        self.per_tenant: dict[str | None, int] | None = {} if per_tenant else None
+        # Lines this second per (issuer, tenant); None: no shares in this class.
+        self.per_caller: dict[tuple[str | None, str | None], int] | None = (
+            {} if shared else None)
 
 
 class AuditLog:
@@ -69,9 +71,12 @@ class AuditLog:
         self._sample_allow = sample_allow
         self._max_per_second = max_lines_per_second  # per class; 0: no cap
         self._second = 0  # the wall-clock second the budgets' counts belong to
-        self._anonymous = _Budget("anonymous", per_tenant=False)
-        self._cross_tenant = _Budget("cross_tenant", per_tenant=True)
-        self._identified = _Budget("identified", per_tenant=True)
+        self._anonymous = _Budget("anonymous", shared=False)
+        self._cross_tenant = _Budget("cross_tenant", shared=True)
+        self._identified = _Budget("identified", shared=True)
+        self._sampled_allow = _Budget("sampled_allow", shared=False)
+        self._budgets = (self._anonymous, self._cross_tenant, self._identified,
+                         self._sampled_allow)
         self._owns_sink = path != "-"  # standard output's sink is shared (sink.py)
         self._sink: Sink | None = open_sink(path, wait_for_reader) if enabled else None
 
@@ -80,14 +85,17 @@ class AuditLog:
             return False
         return not allowed or (self._sample_allow > 0 and random.random() < self._sample_allow)
 
-    def write(self, record: AuditRecord) -> None:
+    def write(self, record: AuditRecord, cross_tenant: bool = False) -> None:
+        """`cross_tenant`: the denial is a request for another tenant's path."""
         if record.subject is None:
             budget = self._anonymous
-        elif record.reason == Reason.CROSS_TENANT_PATH:
+        elif record.decision == "allow":
+            budget = self._sampled_allow
+        elif cross_tenant:
             budget = self._cross_tenant
         else:
             budget = self._identified
-        if (now := self._admit_line(budget, record.tenant)) is None:
+        if (now := self._admit_line(budget, (record.issuer, record.tenant))) is None:
             return  # over the cap: the line is not even built
         fields: dict[str, object] = {name: getattr(record, name) for name in _FIELDS}
         if len(record.path) > MAX_PATH_CHARS:
@@ -105,9 +113,10 @@ class AuditLog:
         if (now := self._admit_line(self._anonymous)) is not None:
             self.write_event({"ts": round(now, 3), **fields})
 
-    def _admit_line(self, budget: _Budget, tenant: str | None = None) -> float | None:
+    def _admit_line(self, budget: _Budget,
+                    caller: tuple[str | None, str | None] = (None, None)) -> float | None:
         """The time to stamp a capped line with, or None when this second's lines of its
-        class, or the tenant's share of them, are used up (the line is counted as dropped and
+        class, or the caller's share of them, are used up (the line is counted as dropped and
         reported in the next second)."""
         now = time.time()
         if int(now) != self._second:
@@ -115,11 +124,11 @@ class AuditLog:
         if self._max_per_second:
             if budget.used >= self._max_per_second:
                 return self._drop(budget)
-            if budget.per_tenant is not None:
+            if budget.per_caller is not None:
                 share = max(1, self._max_per_second // TENANT_SHARE)
-                if (used := budget.per_tenant.get(tenant, 0)) >= share:
+                if (used := budget.per_caller.get(caller, 0)) >= share:
                     return self._drop(budget)
-                budget.per_tenant[tenant] = used + 1
+                budget.per_caller[caller] = used + 1
         budget.used += 1
         return now
 
@@ -130,9 +139,9 @@ class AuditLog:
 
     def _new_second(self, now: float) -> None:
         self._second = int(now)
-        for budget in (self._anonymous, self._cross_tenant, self._identified):
-            if budget.per_tenant:
-                budget.per_tenant.clear()
+        for budget in self._budgets:
+            if budget.per_caller:
+                budget.per_caller.clear()
             if budget.dropped:
                 self.write_event({"ts": round(now, 3), "event": "audit_lines_dropped",
                                   "class": budget.name, "count": budget.dropped,

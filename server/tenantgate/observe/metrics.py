@@ -26,8 +26,8 @@ TOKEN_CACHE = PlainCounter("tenantgate_token_cache", "Bearer-token cache lookups
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors",
                           "Bugs: unexpected exceptions in a Check or a background task")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
-# class: anonymous (no verified identity), cross_tenant (cross_tenant_path denials) or
-# identified (the rest); each has audit.max_lines_per_second.
+# class: anonymous (no verified identity), cross_tenant (cross_tenant_path denials),
+# identified (other verified denials) or sampled_allow; each has audit.max_lines_per_second.
 AUDIT_LINES_DROPPED = Counter("tenantgate_audit_lines_dropped",
                               "Audit lines over audit.max_lines_per_second, not written",
                               ["class"])
@@ -38,7 +38,7 @@ AUDIT_WRITE_ERRORS = Counter("tenantgate_audit_write_errors",
 # of a process would go unseen. Every series an alert watches exists at 0 from the start.
 for _result in ("ok", "rejected"):
     CONFIG_RELOADS.labels(_result)
-for _class in ("anonymous", "cross_tenant", "identified"):
+for _class in ("anonymous", "cross_tenant", "identified", "sampled_allow"):
     AUDIT_LINES_DROPPED.labels(_class)
 
 

@@ -210,14 +210,14 @@ groups:
           summary: "tenantgate is losing audit lines"
           description: {{ "{{ $value | humanize }} audit lines in 5 minutes could not be written; decisions are unaffected. Free the disk or fix the audit path; the log says why." | quote }}
       - alert: TenantgateAuditLinesDropped
-        # Verified callers' lines over audit.max_lines_per_second, or over one tenant's share of
-        # it: the audit log is missing denials or cross-tenant probes that the metrics count.
+        # Verified callers' denials over audit.max_lines_per_second, or over one caller's share
+        # of it: the audit log is missing denials or cross-tenant probes that the metrics count.
         expr: |
-          {{ $sum }}(increase(tenantgate_audit_lines_dropped_total{class!="anonymous"{{ $m }}}[5m])) > 0
+          {{ $sum }}(increase(tenantgate_audit_lines_dropped_total{class=~"cross_tenant|identified"{{ $m }}}[5m])) > 0
         labels: {severity: warning}
         annotations:
-          summary: "tenantgate dropped verified callers' audit lines"
-          description: {{ "{{ $value | humanize }} audit lines of verified callers in 5 minutes were over audit.max_lines_per_second (or a tenant's quarter of it) and not written; each second's count is in an audit_lines_dropped line. A tenant flooding denials, or too low a cap." | quote }}
+          summary: "tenantgate dropped verified callers' denials from the audit log"
+          description: {{ "{{ $value | humanize }} denials of verified callers in 5 minutes were over audit.max_lines_per_second (or a caller's quarter of it) and not written; each second's count is in an audit_lines_dropped line. A tenant flooding denials, or too low a cap." | quote }}
       - alert: TenantgateEventLoopStalled
         # A stall holds every Check behind it; past Envoy's ext_authz timeout they are denied.
         expr: |
@@ -225,7 +225,7 @@ groups:
         labels: {severity: warning}
         annotations:
           summary: "tenantgate's event loop stalled"
-          description: {{ "The event loop was held 0.1 s or more {{ $value | humanize }} times in 10 minutes; Checks waiting behind it may have outlived Envoy's ext_authz timeout and been denied. The log says how long; look for CPU throttling (the pod's CPU limit), a slow audit disk or a paused node." | quote }}
+          description: {{ "The event loop was held more than 0.1 s {{ $value | humanize }} times in 10 minutes; Checks waiting behind it may have outlived Envoy's ext_authz timeout and been denied. The log says how long; look for CPU throttling (the pod's CPU limit), a slow audit disk or a paused node." | quote }}
       - alert: TenantgateConfigReloadRejected
         # The running config is kept, but the next restart would load the broken one and fail.
         expr: |
