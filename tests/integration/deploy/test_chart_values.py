@@ -33,6 +33,11 @@ REJECTED = [
                                "hs_secret": "plain-text-secret"}]},
                  "- issuers.0.hs_secret: Invalid type. Expected: object, given: string",
                  id="secret-written-inline"),
+    # A single JWK where a JWK Set belongs: serve refuses it, so the pod would crash-loop.
+    pytest.param({"issuers": [{"name": "idp", "issuer": "i", "audiences": ["a"],
+                               "tenants": ["acme"],
+                               "jwks": {"inline": {"kty": "EC", "kid": "k1"}}}]},
+                 "- issuers.0.jwks.inline: keys is required", id="inline-jwk-not-a-set"),
     pytest.param({"listen": {"grpc": "0.0.0.0:1"}},
                  "- listen: Additional property grpc is not allowed", id="listen-set-by-chart"),
     pytest.param({"context": {"active_key": "k1", "keys": []}},
@@ -285,7 +290,9 @@ def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(
 
 # The chart's schema and tenantgate's config model must name the same keys, or values that
 # check-config accepts would be refused by Helm (or the reverse).
-CHART_MANAGED = {"listen": {"grpc", "metrics", "uds"}, "context": {"keys"}}
+# listen.tls: not offered by the chart (its probes are Kubernetes' gRPC probes, which speak no
+# TLS), so values.schema.json refuses it.
+CHART_MANAGED = {"listen": {"grpc", "metrics", "uds", "tls"}, "context": {"keys"}}
 
 
 def _schema() -> dict[str, Any]:
