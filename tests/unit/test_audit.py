@@ -452,3 +452,37 @@ def test_a_file_sink_keeps_its_file_when_the_path_is_unchanged(
     closed(audit)
     assert [json.loads(text)["request_id"] for text in log_file.read_text().splitlines()] == [
         "r0", "r1", "r2"]
+
+
+@pytest.mark.parametrize("rotated_kept", [True, False], ids=["rotated-kept", "rotated-deleted"])
+def test_a_rotation_that_cannot_be_followed_is_said_once_and_lost_lines_are_counted(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+        rotated_kept: bool) -> None:
+    # Its directory gone (or, for a non-root user, a new file it may not open): a warning with
+    # a traceback every second, and lines written into a deleted file counted as written.
+    clock = [5000.0]
+    monkeypatch.setattr(sink.time, "monotonic", lambda: clock[0])
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    log_file = directory / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0)
+    audit.write(replace(RECORD, request_id="before"))
+    rotated = tmp_path / "audit.log.1"
+    log_file.rename(rotated)
+    directory.rmdir()
+    if not rotated_kept:
+        rotated.unlink()
+    before = lost()
+    with caplog.at_level(logging.INFO, logger="tenantgate.audit"):
+        for n in range(5):
+            clock[0] += 1.0
+            audit.write(replace(RECORD, request_id=f"after-{n}"))
+    closed(audit)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING
+                and "cannot be opened again" in r.getMessage()]
+    assert len(warnings) == 1 and warnings[0].exc_info is None
+    if rotated_kept:
+        assert len(rotated.read_text().splitlines()) == 6
+        assert lost() == before
+    else:
+        assert lost() == before + 5

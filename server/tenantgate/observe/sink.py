@@ -122,12 +122,17 @@ class FileSink:
         self._owned = owned
         self._path = path  # None: not ours to reopen (standard output)
         self._checked_at = time.monotonic()
+        self._orphaned = False  # rotated away, deleted, and the path cannot be opened again
         self._unwritable = Throttle(60.0)
+        self._reopen_failing = Throttle(60.0)
         self._torn = _Torn()
 
     def put(self, line: bytes) -> None:
         if self._path is not None and time.monotonic() - self._checked_at >= ROTATION_CHECK_SECONDS:
             self._follow_rotation(self._path)
+        if self._orphaned:
+            _lost(1, "rotated, deleted and not reopened", self._unwritable, exc_info=False)
+            return
         data = self._torn.mend(line)
         written = 0
         try:
@@ -145,8 +150,8 @@ class FileSink:
         if self._fd < 0:
             return  # closed: the line is lost and counted, as before
         try:
-            at_path = os.stat(path)
             ours = os.fstat(self._fd)
+            at_path = os.stat(path)
             if (at_path.st_dev, at_path.st_ino) == (ours.st_dev, ours.st_ino):
                 return
             if not stat.S_ISREG(at_path.st_mode):
@@ -158,9 +163,15 @@ class FileSink:
         try:
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
                          | os.O_NONBLOCK, 0o666)
-        except OSError:
-            log.warning("audit log %s was rotated and cannot be opened again; lines go on "
-                        "into the rotated file", path, exc_info=True)
+        except OSError as exc:
+            # Lines go on into the rotated file; once that is deleted too they reach nobody,
+            # so they are counted lost (TenantgateAuditWriteErrors) rather than written.
+            self._orphaned = ours.st_nlink == 0
+            if self._reopen_failing.ready():
+                log.warning("audit log %s was rotated and cannot be opened again (%s); lines "
+                            "go on into the rotated file%s (said once a minute)", path,
+                            exc.strerror, ", which is deleted: they are lost"
+                            if self._orphaned else "")
             return
         if not stat.S_ISREG(os.fstat(fd).st_mode):  # lost a race to a FIFO: not a file sink
             os.close(fd)
@@ -170,6 +181,7 @@ class FileSink:
         if self._owned:
             os.close(old)
         self._owned = True
+        self._orphaned = False
         log.info("audit log %s was rotated: writing to the new file", path)
 
     def close(self) -> None:
