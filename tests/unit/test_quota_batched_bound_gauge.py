@@ -3,6 +3,9 @@ force, tenants' own plans included, and none left behind by a reload."""
 
 from __future__ import annotations
 
+import gc
+import weakref
+
 import pytest
 from prometheus_client import REGISTRY
 from tenantgate.config.load import parse_config
@@ -65,3 +68,27 @@ async def test_a_reload_replaces_the_series_and_the_old_limiter_closing_keeps_th
     await new.close()  # the replaced limiter closing must not clear its successor's series
     assert ("pro", "pro-1s", "") in shown()
     await renewed.close()
+
+
+async def test_a_limiter_closed_without_taking_over_leaves_the_running_ones_series() -> None:
+    # A reload whose new runtime failed to start closes its limiter while the old one goes
+    # on deciding: the old one's bounds must stay shown.
+    running = Limiter(parse_config(CONFIG), MemoryStore())
+    await running.start()
+    exact = CONFIG.replace("mode: batched, batch_interval: 100ms", "mode: exact")
+    failed = Limiter(parse_config(exact), MemoryStore())
+    await failed.start()
+    await failed.close()
+    assert ("pro", "pro-1s", "") in shown()
+    await running.close()
+    assert shown() == {}
+
+
+async def test_a_closed_limiter_is_not_kept_alive_by_the_gauge() -> None:
+    limiter = Limiter(parse_config(CONFIG), MemoryStore())
+    await limiter.start()
+    await limiter.close()
+    gone = weakref.ref(limiter)
+    del limiter
+    gc.collect()
+    assert gone() is None

@@ -66,7 +66,8 @@ BATCHED_BOUND = Gauge("tenantgate_quota_batched_overadmission_bound",
                       "Batched mode: most requests one replica may admit unseen by the others "
                       "per bucket and interval (x replicas = the bound)",
                       ["plan", "bucket", "tenant"])
-_bounds_shown_by: object = None  # the limiter whose bounds BATCHED_BOUND holds
+# Started, not yet closed limiters, oldest first, with their bounds: the newest is shown.
+_live_bounds: list[tuple[object, list[tuple[str, str, str, float]]]] = []
 RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
                        "ShouldRateLimit calls by domain (configured domains only) and result",
                        ["domain", "result"])
@@ -74,19 +75,23 @@ RLS_REQUESTS = Counter("tenantgate_ratelimit_service_requests_total",
 
 def show_batched_bounds(limiter: object,
                         bounds: Iterable[tuple[str, str, str, float]]) -> None:
-    """The starting limiter's (plan, bucket, tenant, bound)s, replacing the last one's: a
-    reload that removed a plan, or made it exact, must not leave its old series behind."""
-    global _bounds_shown_by
-    _bounds_shown_by = limiter
-    BATCHED_BOUND.clear()
-    for plan, bucket, tenant, bound in bounds:
-        BATCHED_BOUND.labels(plan, bucket, tenant).set(bound)
+    """A starting limiter's (plan, bucket, tenant, bound)s replace those shown: a reload that
+    removed a plan, or made it exact, must not leave its old series behind."""
+    _live_bounds.append((limiter, list(bounds)))
+    _show_newest()
 
 
 def hide_batched_bounds(limiter: object) -> None:
-    """A closing limiter's bounds go, unless a newer limiter has shown its own since."""
-    if _bounds_shown_by is limiter:
-        BATCHED_BOUND.clear()
+    """A closing limiter's bounds go; the newest limiter still open is shown (a new runtime
+    whose start failed closes while the one it was to replace goes on deciding)."""
+    _live_bounds[:] = [entry for entry in _live_bounds if entry[0] is not limiter]
+    _show_newest()
+
+
+def _show_newest() -> None:
+    BATCHED_BOUND.clear()
+    for plan, bucket, tenant, bound in (_live_bounds[-1][1] if _live_bounds else ()):
+        BATCHED_BOUND.labels(plan, bucket, tenant).set(bound)
 
 
 def store_error(store: str) -> None:
