@@ -28,6 +28,8 @@ def compile_linear(pattern: str) -> Matcher:
         reason = exc.args[0] if exc.args else exc
         if isinstance(reason, bytes):
             reason = reason.decode("utf-8", "replace")
-        raise ValueError(f"not a regular expression RE2 accepts: {reason} (RE2, which "
-                         "matches in linear time, has no backreferences or lookaround)") from None
+        raise ValueError(f"not a regular expression RE2 accepts: {reason} (tenant patterns "
+                         "are RE2 syntax, matched in linear time: no backreferences, lookaround "
+                         "or (?x); \\z, not \\Z; \\x{0430}, not \\u0430; repeats up to "
+                         "{1000})") from None
     return matcher
