@@ -7,13 +7,16 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import NamedTuple
+from typing import TYPE_CHECKING, NamedTuple
 
 import grpc
 from pydantic import ValidationInfo, field_validator
 
 from tenantgate.config.types import Model, UnfitFile, read_regular_file
 from tenantgate.errors import ConfigError
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 log = logging.getLogger("tenantgate")
 # A certificate chain or a CA bundle: a few KiB, a whole public bundle ~250 KiB. A larger file
@@ -75,29 +78,41 @@ def _read(at: str, name: str, path: str) -> bytes:
 def _check_pem(at: str, cert: bytes, key: bytes, ca: bytes | None) -> None:
     # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
     # name the file instead (a swapped cert and key is the usual mistake).
-    from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
-    def problem(name: str, what: str) -> ConfigError:
-        return ConfigError([f"{at}.{name}: not a PEM {what}"])
-
-    certificates = {}
-    for name, data in (("cert", cert), ("client_ca", ca)):
-        try:
-            certificates[name] = x509.load_pem_x509_certificates(data) if data else []
-        except ValueError:
-            raise problem(name, "certificate") from None
-    if not certificates["cert"]:  # an empty file: no certificate to serve
-        raise problem("cert", "certificate")
+    served = _certificates(at, "cert", cert)[0]
+    if ca is not None:
+        _certificates(at, "client_ca", ca)
     try:
         private = serialization.load_pem_private_key(key, password=None)
     except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
-        raise problem("key", "private key (unencrypted)") from None
+        raise ConfigError([f"{at}.key: not a PEM private key (unencrypted)"]) from None
     spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if (certificates["cert"][0].public_key().public_bytes(*spki)
-            != private.public_key().public_bytes(*spki)):
+    if served.public_bytes(*spki) != private.public_key().public_bytes(*spki):
         raise ConfigError([f"{at}.key: not the private key of {at}.cert"])
+
+
+def _certificates(at: str, name: str, data: bytes) -> list[CertificatePublicKeyTypes]:
+    """The public keys of the PEM certificates in `data`, at least one. An empty client_ca
+    is refused like an empty cert: gRPC would take it, then fail every client's handshake."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:
+        certificates = x509.load_pem_x509_certificates(data)
+    except ValueError:  # no PEM certificate at all (an empty file too), or a broken one
+        raise ConfigError([f"{at}.{name}: not a PEM certificate"]) from None
+    keys = []
+    for number, certificate in enumerate(certificates, 1):
+        # Parsed lazily: a key type or curve cryptography does not know (a wrong file copied
+        # in) raises here, not at loading, and must be named like any other unusable file.
+        try:
+            keys.append(certificate.public_key())
+        except (ValueError, UnsupportedAlgorithm) as exc:
+            raise ConfigError([f"{at}.{name}: certificate {number} has a public key that "
+                               f"cannot be used: {exc}"]) from None
+    return keys
 
 
 class RotatingCredentials:
