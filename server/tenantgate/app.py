@@ -23,6 +23,7 @@ from tenantgate.config.tls import RotatingCredentials
 from tenantgate.errors import ConfigError
 from tenantgate.observe import metrics
 from tenantgate.observe.loop_lag import watch_loop_lag
+from tenantgate.observe.throttle import Throttle
 from tenantgate.runtime import Runtime
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
@@ -76,6 +77,7 @@ class App:
         self._lag_watch: asyncio.Task[None] | None = None
         self._tls: RotatingCredentials | None = None  # listen.tls as start() read it
         self._tls_watch: asyncio.Task[None] | None = None
+        self._tls_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
     def current(self) -> Runtime:
         """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
@@ -178,8 +180,7 @@ class App:
             if self._stopped:
                 log.warning("reload ignored: shutting down")
                 return False
-            if self._tls is not None:  # the files at the paths start() read, as listen is
-                await asyncio.to_thread(self._tls.reread)
+            await self._reread_tls()  # the files at the paths start() read, as listen is
             return await self._reload()
 
     async def _reload(self) -> bool:
@@ -204,10 +205,23 @@ class App:
 
     async def _reread_tls_every(self) -> None:
         # A renewed certificate is served without a SIGHUP: cert-manager and kubelet send none.
-        assert self._tls is not None
         while True:
             await asyncio.sleep(TLS_REREAD_SECONDS)
+            await self._reread_tls()
+
+    async def _reread_tls(self) -> None:
+        # An unusable set is logged and the served one kept (reread). Anything else is a bug,
+        # and must neither end the re-reading for good (the served certificate would expire
+        # under a long-lived process) nor block the config reload that follows a SIGHUP.
+        if self._tls is None:
+            return
+        try:
             await asyncio.to_thread(self._tls.reread)
+        except Exception:
+            metrics.INTERNAL_ERRORS.inc()
+            if self._tls_failing.ready():
+                log.exception("listen.tls: reading the certificate files again failed; "
+                              "keeping the certificate served, retrying")
 
     async def _build_and_start(self) -> Runtime | None:
         try:
@@ -272,8 +286,12 @@ class App:
         for watch in (self._lag_watch, self._tls_watch):
             if watch is not None:
                 watch.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
+                try:
                     await watch
+                except asyncio.CancelledError:
+                    pass
+                except Exception:  # it had ended on a bug: that must not stop the stopping
+                    log.exception("a background task had failed")
         self._lag_watch = self._tls_watch = None
 
 

@@ -15,8 +15,10 @@ import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+from prometheus_client import REGISTRY
 from tenantgate import app as app_module
 from tenantgate.app import App
+from tenantgate.config import tls as tls_module
 from tenantgate.errors import ConfigError
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
@@ -162,15 +164,60 @@ async def test_a_renewed_certificate_is_served_without_any_signal(
     monkeypatch.setattr(app_module, "TLS_REREAD_SECONDS", 0.05)
     app = await start_app(served(tmp_path))
     new = renew(tmp_path / "renewed", tmp_path)
+    await until_served(app, new["ca"][0], idp)
+    assert await refused(tls_channel(app, pki["ca"][0]), idp) == grpc.StatusCode.UNAVAILABLE
+
+
+async def until_served(app: App, ca: bytes, idp: DevIssuer) -> None:
+    """Waits (up to ~10 s) for a certificate of `ca` to be served."""
     for _ in range(200):
         try:
-            if allowed(await check(tls_channel(app, new["ca"][0]), idp)):
-                break
+            if allowed(await check(tls_channel(app, ca), idp)):
+                return
         except grpc.aio.AioRpcError:
             await asyncio.sleep(0.05)
+    pytest.fail("the renewed certificate was never served")
+
+
+def internal_errors() -> float:
+    return REGISTRY.get_sample_value("tenantgate_internal_errors_total") or 0.0
+
+
+async def test_the_reread_outlives_a_bug_and_never_blocks_a_config_reload(
+        start_app: Start, tmp_path: Path, pki: dict[str, Issued], idp: DevIssuer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(app_module, "TLS_REREAD_SECONDS", 0.05)
+    app = await start_app(served(tmp_path))
+    failures = 0
+
+    def bug(*args: object) -> object:
+        nonlocal failures
+        failures += 1
+        raise RuntimeError("a bug in reading the files")
+
+    counted = internal_errors()
+    monkeypatch.setattr(tls_module, "read_tls", bug)
+    for _ in range(200):  # before: the re-read task ended on the first, for good
+        if failures >= 3:
+            break
+        await asyncio.sleep(0.05)
     else:
-        pytest.fail("the renewed certificate was never served")
-    assert await refused(tls_channel(app, pki["ca"][0]), idp) == grpc.StatusCode.UNAVAILABLE
+        pytest.fail(f"the re-read ended after {failures} failure(s)")
+    assert await app.reload()  # before: the SIGHUP's reload raised and never ran
+    assert internal_errors() >= counted + 3
+    monkeypatch.undo()
+    monkeypatch.setattr(app_module, "TLS_REREAD_SECONDS", 0.05)
+    await until_served(app, renew(tmp_path / "renewed", tmp_path)["ca"][0], idp)
+
+
+async def test_an_emptied_client_ca_keeps_the_served_one(
+        start_app: Start, tmp_path: Path, pki: dict[str, Issued], idp: DevIssuer) -> None:
+    # cert-manager's ACME issuers write an empty ca.crt. Before, it was swapped in, and from
+    # then on every client's handshake failed.
+    app = await start_app(served(tmp_path, client_ca=str(tmp_path / "ca.crt")))
+    (tmp_path / "ca.crt").write_bytes(b"")
+    assert await app.reload()
+    assert allowed(await check(tls_channel(app, pki["ca"][0], pki["client"]), idp))
 
 
 async def test_serve_names_an_unusable_certificate_instead_of_failing_to_bind(
