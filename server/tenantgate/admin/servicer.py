@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -106,26 +107,17 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
     async def _run(self, context: grpc.aio.ServicerContext[Any, Any],
                    action: Callable[[KeyManager], Awaitable[T]],
                    changed: Callable[[T], tuple[str, KeyRecord]] | None = None) -> T:
-        """`changed`: for a call that changed a key, the audit event and the key's record."""
-        # Pinned like a Check: a reload closes this runtime only after the call has ended.
+        """`changed`: for a call that changes a key, the audit event and the key's record.
+        Such a call is shielded: a client that cancels while the store runs it must not leave
+        the key changed without its audit line."""
+        # Pinned like a Check: a reload closes this runtime only after the work has ended
+        # (which unpins it), even when the call was cancelled before.
         runtime = self._get_runtime().pin()
+        # Read now: once a call is cancelled, its context must not be touched again.
+        peer = context.peer() if changed is not None else ""
+        work = _work(runtime, action, changed, peer)
         try:
-            result = await self._run_on(runtime, context, action)
-            if changed is not None:
-                _audit_change(runtime, context, *changed(result))
-            return result
-        finally:
-            runtime.unpin()
-
-    async def _run_on(self, runtime: Runtime, context: grpc.aio.ServicerContext[Any, Any],
-                      action: Callable[[KeyManager], Awaitable[T]]) -> T:
-        if runtime.api_keys is None:
-            await context.abort(grpc.StatusCode.FAILED_PRECONDITION, "api_keys is not configured")
-        tenants = runtime.tenants
-        manager = KeyManager(runtime.api_keys, tenants.valid_id,
-                             lambda t: tenants.resolve(t) is not Reason.TENANT_UNKNOWN)
-        try:
-            return await action(manager)
+            return await (work if changed is None else asyncio.shield(work))
         except KeyAdminError as exc:
             await context.abort(_CODES[exc.code], exc.message)
         except (RedisError, OSError):
@@ -172,11 +164,26 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
             keys=[pb.KeyUsage(key_id=k, requests=v) for k, v in sorted(usage.per_key.items())])
 
 
-def _audit_change(runtime: Runtime, context: grpc.aio.ServicerContext[Any, Any], event: str,
-                  record: KeyRecord) -> None:
+async def _work(runtime: Runtime, action: Callable[[KeyManager], Awaitable[T]],
+                changed: Callable[[T], tuple[str, KeyRecord]] | None, peer: str) -> T:
+    try:
+        if runtime.api_keys is None:
+            raise KeyAdminError("failed_precondition", "api_keys is not configured")
+        tenants = runtime.tenants
+        manager = KeyManager(runtime.api_keys, tenants.valid_id,
+                             lambda t: tenants.resolve(t) is not Reason.TENANT_UNKNOWN)
+        result = await action(manager)
+        if changed is not None:
+            _audit_change(runtime, peer, *changed(result))
+        return result
+    finally:
+        runtime.unpin()
+
+
+def _audit_change(runtime: Runtime, peer: str, event: str, record: KeyRecord) -> None:
     # Uncapped: only a caller holding the admin credential gets here. Never the secret; the
     # peer is the admin client's address (`unix:` for the socket).
     runtime.audit.write_event({
         "ts": round(time.time(), 3), "event": event, "key_id": record.key_id,
         "tenant": record.tenant, "replaces": record.replaces or None,
-        "expires_at": record.expires_at or None, "peer": context.peer()})
+        "expires_at": record.expires_at or None, "peer": peer})

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import signal
 from pathlib import Path
 
 import grpc
@@ -10,6 +13,7 @@ import pytest
 from apikey_support import StartReplica, bearer
 from prometheus_client import REGISTRY
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+from tenantgate.testing.redis import RedisServer
 
 
 async def test_create_rotate_and_revoke_each_write_an_audit_line(
@@ -53,3 +57,34 @@ async def test_a_call_without_the_admin_token_is_counted(start_replica: StartRep
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
         await admin.ListKeys(pb.ListKeysRequest(tenant="acme"), metadata=bearer())
     assert REGISTRY.get_sample_value("tenantgate_admin_auth_failures_total") == before + 2
+
+
+async def test_a_revoke_the_client_gave_up_on_is_still_audited(
+        start_replica: StartReplica, redis_server: RedisServer) -> None:
+    # The line was written after the store answered: a client whose deadline passed while
+    # Redis ran the revoke cancelled the call, and the key was revoked with no audit line.
+    a = await start_replica("a", admin=True, redis_timeout="10s")
+    pid = redis_server.pid
+    assert pid is not None
+    channel, admin = a.admin()
+    async with channel:
+        created = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
+        os.kill(pid, signal.SIGSTOP)  # the store hangs mid-call
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+                await admin.RevokeKey(pb.RevokeKeyRequest(key_id=created.key.key_id),
+                                      metadata=bearer(), timeout=0.5)
+            assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        audit_file = Path(a.app.config_path).parent / "audit.log"
+
+        async def revoke_audited() -> None:
+            while not any('"apikey_revoked"' in line
+                          for line in audit_file.read_text().splitlines()):
+                await asyncio.sleep(0.05)
+
+        await asyncio.wait_for(revoke_audited(), timeout=30)  # a hang breaker only
+        listed = await admin.ListKeys(pb.ListKeysRequest(tenant="acme", include_revoked=True),
+                                      metadata=bearer())
+        assert [k.revoked for k in listed.keys] == [True]
