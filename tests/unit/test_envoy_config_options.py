@@ -5,12 +5,18 @@ families, and Envoy's admin interface on a Unix socket."""
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from tenantgate.cli import main
+from tenantgate.config.tls import MAX_PEM_BYTES
 from tenantgate.testing.pki import write_pki
 
 pytest.importorskip("envoy_data_plane")
@@ -76,17 +82,40 @@ def test_front_mode_to_a_remote_tenantgate_in_plaintext_is_refused(
         f"(Istio mTLS)")
 
 
-def test_a_remote_listen_grpc_is_refused_in_front_mode_too(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def example_config(directory: Path, **listen: Any) -> Path:
+    """The example config with `listen` changed (None removes a key), written in `directory`."""
     config = yaml.safe_load(EXAMPLE_CONFIG.read_text())
-    config["listen"]["grpc"] = "10.0.0.5:9001"
-    path = tmp_path / "tenantgate.yaml"
+    config["listen"].update(listen)
+    config["listen"] = {k: v for k, v in config["listen"].items() if v is not None}
+    path = directory / "tenantgate.yaml"
     path.write_text(yaml.safe_dump(config))
     for name in config.get("quota", {}).get("ratelimit_service", {}).get("config_files", []):
-        (tmp_path / name).write_text((EXAMPLE_CONFIG.parent / name).read_text())
-    assert main(["envoy-config", str(path), *FRONT]) == 2
+        (directory / name).write_text((EXAMPLE_CONFIG.parent / name).read_text())
+    return path
+
+
+@pytest.mark.parametrize("mode", ["front", "sidecar"])
+def test_a_remote_listen_grpc_is_refused_in_either_mode(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], mode: str) -> None:
+    path = example_config(tmp_path, grpc="10.0.0.5:9001", uds=None)
+    assert main(["envoy-config", str(path), "--mode", mode]) == 2
     assert capsys.readouterr().err.startswith("tenantgate: listen.grpc: 10.0.0.5 is beyond "
                                               "loopback")
+
+
+def test_a_sidecar_without_a_unix_socket_to_a_remote_tenantgate_is_refused_in_plaintext(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: rendered in plaintext without a word, and --authz-plaintext was refused as
+    # changing nothing ("allowed plaintext anyway"), though the hop leaves the host.
+    path = str(example_config(tmp_path, uds=None))
+    assert main(["envoy-config", path, "--authz", "10.0.0.5:9001"]) == 2
+    assert capsys.readouterr().err == (
+        "tenantgate: --authz: 10.0.0.5 is beyond loopback, and Envoy would send every bearer "
+        "token and API key to tenantgate, and take its answers, in plaintext: give "
+        "--authz-tls-ca FILE, or --authz-plaintext when a mesh already encrypts this hop "
+        "(Istio mTLS)\n")
+    assert main(["envoy-config", path, "--authz", "10.0.0.5:9001", "--authz-plaintext"]) == 0
+    assert "transport_socket" not in cluster(yaml.safe_load(capsys.readouterr().out))
 
 
 def test_authz_plaintext_allows_a_mesh_encrypted_hop(capsys: pytest.CaptureFixture[str]) -> None:
@@ -172,7 +201,7 @@ def test_tls_on_the_authz_cluster_covers_the_rate_limit_service(
 @pytest.mark.parametrize("argv, message", [
     (["--authz-tls-ca", "{pki}/missing.crt"],
      "--authz-tls-ca: cannot read {pki}/missing.crt: No such file or directory"),
-    (["--authz-tls-ca", "{pki}"], "--authz-tls-ca: cannot read {pki}: Is a directory"),
+    (["--authz-tls-ca", "{pki}"], "--authz-tls-ca: cannot read {pki}: not a regular file"),
     (["--authz-tls-ca", "{pki}/ca.key"], "--authz-tls-ca: {pki}/ca.key holds no PEM certificate"),
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.key",
       "--authz-tls-key", "{pki}/client.key"],
@@ -201,21 +230,62 @@ def test_bad_tls_options_are_one_line_errors(
         "tenantgate: " + message.format(pki=pki))
 
 
+@pytest.mark.parametrize("mode", [
+    pytest.param(0o000, marks=pytest.mark.skipif(os.geteuid() == 0,
+                                                   reason="root reads a file whatever its mode")),
+    None], ids=["mode-0", "parent-is-a-file"])
 def test_an_unreadable_tls_file_is_a_one_line_error(
-        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    if os.geteuid() == 0:
-        pytest.skip("root reads a file whatever its mode")
-    (pki / "ca.crt").chmod(0)
+        pki: Path, capsys: pytest.CaptureFixture[str], mode: int | None) -> None:
+    if mode is not None:
+        (pki / "ca.crt").chmod(mode)
+        path, reason = pki / "ca.crt", "Permission denied"
+    else:  # an error the OS returns to root too
+        path, reason = pki / "ca.crt" / "ca.crt", "Not a directory"
     assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001", "--authz-tls-ca",
-                   str(pki / "ca.crt")) == (
-        f"tenantgate: --authz-tls-ca: cannot read {pki}/ca.crt: Permission denied")
+                   str(path)) == f"tenantgate: --authz-tls-ca: cannot read {path}: {reason}"
 
 
+def limited_memory() -> None:  # in the child: reading /dev/zero whole fails fast, not the host
+    resource.setrlimit(resource.RLIMIT_AS, (2 << 30, 2 << 30))
+
+
+@pytest.mark.parametrize(("make", "reason"), [
+    (os.mkfifo, "not a regular file"),
+    (lambda path: os.symlink("/dev/zero", path), "not a regular file"),
+    (lambda path: Path(path).write_bytes(b"#" * (MAX_PEM_BYTES + 1)),
+     f"larger than {MAX_PEM_BYTES} bytes"),
+], ids=["fifo", "dev-zero", "oversized"])
+def test_a_tls_file_that_is_not_a_small_regular_file_is_a_one_line_error(
+        tmp_path: Path, make: Any, reason: str) -> None:
+    # Before: a FIFO hung the command for good, /dev/zero ended in a MemoryError traceback.
+    # In a child, with a deadline: the old behaviour must fail this test, not hang it.
+    path = tmp_path / "ca.crt"
+    make(str(path))
+    env = {**os.environ, "TENANTGATE_CONTEXT_KEY": "x" * 32}
+    try:
+        done = subprocess.run(
+            [sys.executable, "-c", "import sys; from tenantgate.cli import main; "
+             "sys.exit(main())", "envoy-config", str(EXAMPLE_CONFIG), *FRONT,
+             "--authz", "10.0.0.5:9001", "--authz-tls-ca", str(path)],
+            capture_output=True, text=True, timeout=30, env=env, preexec_fn=limited_memory)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"envoy-config still reading {path} after 30 s")
+    assert (done.returncode, done.stderr) == (
+        2, f"tenantgate: --authz-tls-ca: cannot read {path}: {reason}\n")
+
+
+def encrypted_key(form: str) -> bytes:
+    return ec.generate_private_key(ec.SECP256R1()).private_bytes(
+        serialization.Encoding.PEM, getattr(serialization.PrivateFormat, form),
+        serialization.BestAvailableEncryption(b"passphrase"))
+
+
+@pytest.mark.parametrize("form", ["PKCS8", "TraditionalOpenSSL"])
 def test_an_encrypted_private_key_is_refused(
-        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    # Envoy would need its password; the bootstrap would not load.
-    (pki / "locked.key").write_text("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n"
-                                    "-----END ENCRYPTED PRIVATE KEY-----\n")
+        pki: Path, capsys: pytest.CaptureFixture[str], form: str) -> None:
+    # Envoy would need its password; the bootstrap would not load. Before, the legacy form
+    # (BEGIN EC PRIVATE KEY, Proc-Type: 4,ENCRYPTED) was taken for an unencrypted key.
+    (pki / "locked.key").write_bytes(encrypted_key(form))
     assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001",
                    "--authz-tls-ca", str(pki / "ca.crt"),
                    "--authz-tls-cert", str(pki / "client.crt"),
@@ -229,8 +299,8 @@ def test_an_encrypted_private_key_is_refused(
     (["--authz-plaintext"], "--authz-plaintext: Envoy calls tenantgate over the Unix socket "
                             "/run/tenantgate/authz.sock, which takes no TLS"),
     ([*FRONT, "--authz-plaintext"],
-     "--authz-plaintext: only for front mode with a tenantgate beyond loopback; 127.0.0.1 "
-     "(front mode) is allowed plaintext anyway"),
+     "--authz-plaintext: only for a tenantgate beyond loopback; 127.0.0.1 is loopback, "
+     "allowed plaintext anyway"),
 ], ids=["tls-on-the-unix-socket", "plaintext-on-the-unix-socket", "plaintext-on-loopback"])
 def test_tls_options_that_would_do_nothing_are_refused(
         pki: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:

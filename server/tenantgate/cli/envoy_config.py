@@ -53,10 +53,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "tenantgate's certificate (default: the --authz host when it is a "
                              "DNS name)")
     parser.add_argument("--authz-plaintext", action="store_true",
-                        help="front mode: allow a tenantgate beyond loopback without TLS, "
-                             "for a mesh that encrypts the hop itself (Istio mTLS); without it "
-                             "or --authz-tls-ca such an --authz is refused, since every Check "
-                             "carries the client's credential")
+                        help="allow a TCP tenantgate beyond loopback (front mode, or a "
+                             "sidecar without listen.uds) without TLS, for a mesh that "
+                             "encrypts the hop itself (Istio mTLS); without it or "
+                             "--authz-tls-ca such a target (--authz or listen.grpc) is refused, "
+                             "since every Check carries the client's credential")
     parser.add_argument("--authz-timeout", type=positive_seconds, metavar="SECONDS",
                         help="ext_authz and rate-limit call timeout; refused unless longer than "
                              "the Redis timeouts a Check may wait out (api_keys.redis_timeout + "

@@ -9,6 +9,7 @@ import math
 import os
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -18,7 +19,13 @@ from betterproto2 import Casing
 
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
-from tenantgate.config.types import DURATION_MAX_SECONDS, check_socket_path_length
+from tenantgate.config.tls import MAX_PEM_BYTES
+from tenantgate.config.types import (
+    DURATION_MAX_SECONDS,
+    UnfitFile,
+    check_socket_path_length,
+    read_regular_file,
+)
 
 # envoy-data-plane 2.2's generated classes use a pydantic form deprecated in 2.12; the warning
 # is theirs, and the suite turns warnings into errors.
@@ -358,7 +365,6 @@ def authz_address(config: Config, options: EnvoyOptions) -> Address:
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
-_PEM_KEY = re.compile(rb"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----")
 
 
 def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket | None:
@@ -382,7 +388,8 @@ def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket 
         if options.authz_plaintext:
             raise EnvoyConfigError("--authz-plaintext: contradicts --authz-tls-ca")
         return _authz_tls(options, host)
-    remote = options.mode == "front" and not _is_loopback(host)
+    # In either mode: a sidecar without listen.uds may be given a tenantgate elsewhere too.
+    remote = not _is_loopback(host)
     if options.authz_plaintext is None or (remote and options.authz_plaintext):
         return None
     if remote:
@@ -392,9 +399,8 @@ def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket 
             f"API key to tenantgate, and take its answers, in plaintext: give --authz-tls-ca "
             f"FILE, or --authz-plaintext when a mesh already encrypts this hop (Istio mTLS)")
     if options.authz_plaintext:  # it would be dropped without a word
-        raise EnvoyConfigError(f"--authz-plaintext: only for front mode with a tenantgate "
-                               f"beyond loopback; {host} ({options.mode} mode) is allowed "
-                               f"plaintext anyway")
+        raise EnvoyConfigError(f"--authz-plaintext: only for a tenantgate beyond loopback; "
+                               f"{host} is loopback, allowed plaintext anyway")
     return None
 
 
@@ -426,7 +432,7 @@ def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
         alpn_protocols=["h2"],
         validation_context=CertificateValidationContext(
             trusted_ca=DataSource(filename=_pem_file(options.authz_tls_ca, "--authz-tls-ca",
-                                                     _PEM_CERTIFICATE, "certificate")),
+                                                     _holds_certificate, "certificate")),
             match_typed_subject_alt_names=[san]),
         tls_certificates=_client_certificate(options))
     return TransportSocket(name=TLS_SOCKET, typed_config=AnyMessage.pack(
@@ -442,23 +448,43 @@ def _client_certificate(options: EnvoyOptions) -> list[TlsCertificate]:
         raise EnvoyConfigError(f"--authz-tls-{given}: needs --authz-tls-{missing} too")
     return [TlsCertificate(
         certificate_chain=DataSource(filename=_pem_file(cert, "--authz-tls-cert",
-                                                        _PEM_CERTIFICATE, "certificate")),
-        private_key=DataSource(filename=_pem_file(key, "--authz-tls-key", _PEM_KEY,
+                                                        _holds_certificate, "certificate")),
+        private_key=DataSource(filename=_pem_file(key, "--authz-tls-key", _holds_private_key,
                                                   "unencrypted private key")))]
 
 
-def _pem_file(path: str, what: str, marker: re.Pattern[bytes], holds: str) -> str:
-    """The file's absolute path once it reads as PEM holding `holds`: Envoy reads it only at
+def _pem_file(path: str, what: str, holds: Callable[[bytes], bool], holding: str) -> str:
+    """The file's absolute path once it reads as PEM holding `holding`: Envoy reads it only at
     start, and a wrong file is better refused here than as a bootstrap Envoy will not load."""
-    try:
-        data = Path(path).read_bytes()
+    try:  # bounded, regular files only: a FIFO would hang this command, /dev/zero fill memory
+        data = read_regular_file(Path(path), MAX_PEM_BYTES)
+    except UnfitFile as exc:
+        raise EnvoyConfigError(f"{what}: cannot read {path}: {exc}") from None
     except OSError as exc:
         raise EnvoyConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if not marker.search(data) or b"-----BEGIN ENCRYPTED PRIVATE KEY-----" in data:
-        raise EnvoyConfigError(f"{what}: {path} holds no PEM {holds}")
+    if not holds(data):
+        raise EnvoyConfigError(f"{what}: {path} holds no PEM {holding}")
     # Absolute, for an Envoy started elsewhere; symlinks kept, as a Kubernetes Secret volume
     # swaps its ..data link on rotation.
     return os.path.abspath(path)
+
+
+def _holds_certificate(data: bytes) -> bool:
+    return _PEM_CERTIFICATE.search(data) is not None
+
+
+def _holds_private_key(data: bytes) -> bool:
+    # Loaded, not matched: an encrypted key comes as PKCS#8 (BEGIN ENCRYPTED PRIVATE KEY) or
+    # in the legacy form (BEGIN EC PRIVATE KEY with Proc-Type: 4,ENCRYPTED), and Envoy, given
+    # no passphrase, refuses the whole bootstrap for either.
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
+        return False
+    return True
 
 
 def _needs_dns(address: Address) -> bool:
