@@ -154,6 +154,11 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
         bootstrap_dict(example, EnvoyOptions(rate_limit=True))
 
 
+# A front Envoy to a remote tenantgate, plaintext allowed: without --authz-plaintext these cases
+# would pass only while the option checks happen to run before the plaintext refusal.
+REMOTE_FRONT = ["--mode", "front", "--authz", "10.0.0.7:9001", "--authz-plaintext"]
+
+
 @pytest.mark.parametrize("argv, message", [
     # tenantgate answers OK to every ShouldRateLimit of a domain its files do not declare.
     (["--rate-limit-domain", "edge"], "tenantgate: --rate-limit-domain: 'edge' is not the "
@@ -170,11 +175,11 @@ def test_rate_limit_without_a_domain_is_a_precise_error(example: Config) -> None
      "tenantgate: --rate-limit-domain: must not be empty"),
     # Behind a mesh every request comes from the gateway: one bucket would hold them all.
     (["--client-limit", "100/s"], "tenantgate: --client-limit: front mode only"),
-    (["--mode", "front", "--authz", "10.0.0.7:9001", "--client-limit-addresses", "50"],
+    ([*REMOTE_FRONT, "--client-limit-addresses", "50"],
      "tenantgate: --client-limit-addresses: needs --client-limit"),
-    (["--mode", "front", "--authz", "10.0.0.7:9001", "--client-limit", "10/10ms"],
+    ([*REMOTE_FRONT, "--client-limit", "10/10ms"],
      "tenantgate: --client-limit: Envoy refills a bucket at most every 50 ms, got '10/10ms'"),
-    (["--mode", "front", "--authz", "10.0.0.7:9001", "--xff-num-trusted-hops", "4294967296"],
+    ([*REMOTE_FRONT, "--xff-num-trusted-hops", "4294967296"],
      "tenantgate: --xff-num-trusted-hops: must be from 0 to 4294967295, got 4294967296"),
 ])
 def test_cli_refuses_options_that_would_do_nothing(
