@@ -9,6 +9,7 @@ import pytest
 from e2e_support import Stack, base_config, require, running_stack
 from tenantgate.testing.binaries import BinaryMissing, free_port, postgres_bin_dir
 from tenantgate.testing.envoy import NotesBackendProcess, prepare_notes_database
+from tenantgate.testing.ports import on_fresh_ports
 from tenantgate.testing.postgres import PostgresCluster
 
 PROTOCOLS = [pytest.param(False, id="http1"), pytest.param(True, id="http2")]
@@ -26,8 +27,8 @@ def stack(tmp_path_factory: pytest.TempPathFactory, envoy_path: str) -> Iterator
         require(None, str(exc))
     try:
         app_dsn = prepare_notes_database(cluster.dsn(), {"k1": secret})
-        backend = NotesBackendProcess(app_dsn, f"127.0.0.1:{free_port()}",
-                                      debug_headers=True).start()
+        backend = on_fresh_ports(lambda: NotesBackendProcess(
+            app_dsn, f"127.0.0.1:{free_port()}", debug_headers=True).start())
         try:
             with running_stack(directory, upstream=backend.listen, config=config) as s:
                 yield s

@@ -18,6 +18,7 @@ from tenantgate.backend.middleware import WSGIApp
 from tenantgate.backend.notes_app import ConnectionPool, make_app, setup_database
 from tenantgate.db.lint import lint
 from tenantgate.testing.binaries import free_port
+from tenantgate.testing.ports import in_use, on_fresh_ports
 
 
 @pytest.fixture(scope="module")
@@ -249,14 +250,26 @@ def test_backend_reports_the_tenant_headers_it_received(notes_db: Database, base
     assert response.json()["headers"]["x-tenant-context"].count(".") == 2
 
 
-def test_notes_app_runs_as_a_module_with_dsn_and_listen(notes_db: Database) -> None:
+def _start_notes_app(dsn: str) -> tuple[subprocess.Popen[bytes], int]:
+    """The backend as a module on a fresh port, once it says it listens."""
     port = free_port()
     proc = subprocess.Popen([sys.executable, "-m", "tenantgate.backend.notes_app",
-                             "--dsn", notes_db.dsn("app"), "--listen", f"127.0.0.1:{port}"],
+                             "--dsn", dsn, "--listen", f"127.0.0.1:{port}"],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    assert proc.stdout is not None
+    first = proc.stdout.readline()
+    if b"listening on" in first:
+        return proc, port
+    proc.wait(timeout=10)
+    proc.stdout.close()
+    if b"in use" in first:  # another process took the port first: on_fresh_ports retries
+        raise RuntimeError(in_use(port))
+    raise AssertionError(first.decode(errors="replace"))
+
+
+def test_notes_app_runs_as_a_module_with_dsn_and_listen(notes_db: Database) -> None:
+    proc, port = on_fresh_ports(lambda: _start_notes_app(notes_db.dsn("app")))
     try:
-        assert proc.stdout is not None
-        assert b"listening on" in proc.stdout.readline()
         with client(notes_db, f"http://127.0.0.1:{port}", "acme") as acme:
             assert acme.get("/healthz").json() == {"status": "ok"}
             assert acme.get("/whoami").json() == {"tenant": "acme", "subject": "user-of-acme"}
