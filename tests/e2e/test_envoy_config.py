@@ -528,3 +528,24 @@ def test_behind_a_load_balancer_the_client_limit_counts_the_address_it_saw(
         envoy.close()
     # 203.0.113.9, left of what the balancer appended, is the client's own claim: never used.
     assert seen == statuses
+
+
+def test_the_charts_front_mode_command_is_one_envoy_config_accepts(
+        example: Config, capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: NOTES.txt and the values.yaml comment showed --authz <headless name> without
+    # --authz-plaintext, which envoy-config refuses (exit 2): the chart serves no listen.tls.
+    chart = EXAMPLES.parent / "deploy" / "helm" / "tenantgate"
+    notes = (chart / "templates" / "NOTES.txt").read_text()
+    for template, value in {'{{ include "tenantgate.headlessName" . }}': "tg-tenantgate-headless",
+                            "{{ .Release.Namespace }}": "auth",
+                            "{{ .Values.ports.grpc }}": "9001"}.items():
+        notes = notes.replace(template, value)
+    [command] = [line.split() for line in notes.replace("\\\n", " ").splitlines()
+                 if "envoy-config config.yaml" in line]
+    assert command[:3] == ["tenantgate", "envoy-config", "config.yaml"]
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *command[3:]]) == 0, (
+        capsys.readouterr().err)
+    values = (chart / "values.yaml").read_text()
+    headless_comment = values[:values.index("\n  headless:")].rsplit("\n\n", 1)[1]
+    assert "--mode front --authz" in headless_comment
+    assert "--authz-plaintext" in headless_comment
