@@ -142,11 +142,16 @@ def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:
     audit = s.runtime.audit
     if audit.wants(allowed):
         identity = s.identity
+        key_id: str | None
+        if (refused := s.refused_key) is not None:  # a real key id: name the key and its tenant
+            tenant_id, key_id = refused.tenant, refused.key_id
+        else:
+            key_id = identity.key_id if identity else None
         audit.write(AuditRecord(
             request_id=s.request.request_id, tenant=tenant_id,
             subject=identity.subject if identity else None,
             issuer=identity.issuer if identity else None,
-            key_id=identity.key_id if identity else None,
+            key_id=key_id,
             method=s.request.method, path=s.request.path,
             decision="allow" if allowed else "deny", reason=str(decision.reason),
             status=decision.status, latency_ms=round(elapsed * 1000, 3)),

@@ -27,6 +27,7 @@ from tenantgate.request import RequestView
 from tenantgate.tenancy import Tenant, tenant_stage
 
 if TYPE_CHECKING:
+    from tenantgate.identity.apikey_store import KeyRecord
     from tenantgate.runtime import Runtime
 
 
@@ -41,6 +42,7 @@ class CheckState:
     tenant: Tenant | None = None
     route: CompiledRoute | None = None
     quota_headers: Sequence[Header] = ()  # informative, on allow (no list built per Check)
+    refused_key: KeyRecord | None = None  # the stored API key a refusal was about, if any
 
 
 MAX_METHOD_CHARS = 32  # the longest registered HTTP method (UPDATEREDIRECTREF) has 17

@@ -12,6 +12,7 @@ import re
 import secrets
 import time
 from collections import Counter, OrderedDict
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from redis.asyncio import Redis
@@ -63,6 +64,15 @@ def parse_key(prefix: str, presented: str) -> tuple[str, str] | None:
     return key_id, secret
 
 
+@dataclass(frozen=True, slots=True)
+class KeyRefusal:
+    """Why a presented key was refused, and the stored key it named, if one exists: the
+    client is told nothing more (every refusal looks alike), the audit line names the key."""
+
+    reason: Reason
+    record: KeyRecord | None
+
+
 class Hasher:
     """HMAC-SHA256 under the server secret; the key id is bound in so digests cannot be swapped
     between records. The two methods are the whole cost of a verify, counted by the tests."""
@@ -111,6 +121,12 @@ class ApiKeys:
 
     async def verify(self, presented: str, request_id: str = "") -> Identity | Reason:
         """`request_id` joins a revoked key's audit line to the Check's own."""
+        result = await self.check(presented, request_id)
+        return result.reason if isinstance(result, KeyRefusal) else result
+
+    async def check(self, presented: str, request_id: str = "") -> Identity | KeyRefusal:
+        """verify(), with the stored key a refusal was about when there was one (a wrong
+        secret for a real key id, a revoked or expired key), for the Check's audit line."""
         parsed = parse_key(self.prefix, presented)
         # Every path computes one HMAC and one constant-time compare, so an unknown id and a
         # wrong secret cost the same; a malformed key skips only the store lookup.
@@ -120,13 +136,13 @@ class ApiKeys:
         matched = self.hasher.matches(digest, record.digest if record else self._dummy)
         if record is None or not matched:
             self._count(record, KeyResult.INVALID)
-            return Reason.API_KEY_INVALID
+            return KeyRefusal(Reason.API_KEY_INVALID, record)
         if record.revoked:
             self._revoked_attempt(record, request_id)
-            return Reason.API_KEY_REVOKED
+            return KeyRefusal(Reason.API_KEY_REVOKED, record)
         if record.expired(time.time()):
             self._count(record, KeyResult.EXPIRED)
-            return Reason.API_KEY_EXPIRED
+            return KeyRefusal(Reason.API_KEY_EXPIRED, record)
         self._count(record, KeyResult.OK)
         self._used(record)
         return Identity(issuer=API_KEY_ISSUER, subject=API_KEY_SUBJECT_PREFIX + record.key_id,

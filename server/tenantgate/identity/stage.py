@@ -7,6 +7,7 @@ import time
 from typing import TYPE_CHECKING
 
 from tenantgate.decision import Deny, Reason
+from tenantgate.identity.apikeys import KeyRefusal
 from tenantgate.observe import metrics
 
 if TYPE_CHECKING:
@@ -37,9 +38,10 @@ async def identity_stage(s: CheckState) -> Deny | None:
     if s.credential.kind == "api_key":
         if rt.api_keys is None:
             return Deny(Reason.API_KEY_INVALID)  # looks like any unknown key
-        result = await rt.api_keys.verify(s.credential.value, s.request.request_id)
-        if isinstance(result, Reason):
-            return Deny(result)
+        result = await rt.api_keys.check(s.credential.value, s.request.request_id)
+        if isinstance(result, KeyRefusal):
+            s.refused_key = result.record
+            return Deny(result.reason)
         s.identity = result
         return None
     now = time.time()

@@ -3,6 +3,7 @@ Redis, the audit log, log records, metrics or error messages."""
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 from pathlib import Path
@@ -115,3 +116,35 @@ async def test_plaintext_secret_never_appears_in_redis_logs_metrics_or_errors(
             assert secret not in text, where
             assert secret[:16] not in text, where  # not even a prefix of it
     assert APIKEY_CHECKS.labels("acme", "ok")._value.get() >= 4
+
+
+async def test_the_audit_line_of_a_refused_key_names_the_stored_key_it_was_about(
+        start_replica: StartReplica) -> None:
+    # A wrong secret for a real key id, a revoked or an expired key: the audit line said
+    # tenant null, key_id null, so an attack on one tenant's key could not be told apart from
+    # noise. The client still sees the same 401 whatever the key (the test above).
+    a = await start_replica("a", admin=True)
+    channel, admin = a.admin()
+    async with channel:
+        live = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
+        revoked = await admin.CreateKey(pb.CreateKeyRequest(tenant="globex"), metadata=bearer())
+        await admin.RevokeKey(pb.RevokeKeyRequest(key_id=revoked.key.key_id), metadata=bearer())
+    live_id = live.key.key_id
+    presented = {
+        "wrong-secret": format_key("tgk", live_id, new_secret()),
+        "revoked": revoked.api_key,
+        "unknown-id": format_key("tgk", "0123456789abcdef", new_secret()),
+        "malformed": "not-a-key",
+    }
+    for name, key in presented.items():
+        assert (await a.check(key, request_id=name)).denied_response.status.code == 401
+    lines = [json.loads(line) for line in
+             (Path(a.app.config_path).parent / "audit.log").read_text().splitlines()]
+    named = {line["request_id"]: (line["tenant"], line["key_id"], line["reason"])
+             for line in lines if line.get("event") == "check"}
+    assert named == {
+        "wrong-secret": ("acme", live_id, "api_key_invalid"),
+        "revoked": ("globex", revoked.key.key_id, "api_key_revoked"),
+        "unknown-id": (None, None, "api_key_invalid"),
+        "malformed": (None, None, "api_key_invalid"),
+    }
