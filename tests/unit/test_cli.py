@@ -520,10 +520,10 @@ def test_envoy_config_asks_for_authz_when_tenantgate_listens_on_every_address(
     assert capsys.readouterr().err == (
         f"tenantgate: listen.grpc {grpc} listens on every address, which Envoy cannot connect "
         f"to: give --authz HOST:PORT, where Envoy reaches tenantgate\n")
-    # A remote tenantgate in front mode needs TLS, or the explicit opt-out for a mesh.
-    plaintext = ["--authz-plaintext"] if mode == "front" else []
+    # A remote tenantgate needs TLS, or the explicit opt-out for a mesh, in either mode (a
+    # sidecar without listen.uds calls it over TCP too).
     assert main(["envoy-config", path, "--mode", mode, "--authz", "10.0.0.7:9001",
-                 *plaintext]) == 0
+                 "--authz-plaintext"]) == 0
     assert "address: 10.0.0.7" in capsys.readouterr().out
 
 
