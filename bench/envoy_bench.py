@@ -208,6 +208,14 @@ def tenantgate_behind_envoy(stack: contextlib.ExitStack, work: Path, mode: str, 
     return sidecar, envoy_for(mode, base, jwk, None), base
 
 
+def pin_threads(sidecar: ManagedProcess, cpu: int) -> None:
+    """Every thread the sidecar has now on `cpu` (threads started later inherit it)."""
+    assert sidecar.proc is not None
+    for tid in os.listdir(f"/proc/{sidecar.proc.pid}/task"):
+        with contextlib.suppress(ProcessLookupError):  # a thread that just ended
+            os.sched_setaffinity(int(tid), {cpu})
+
+
 def measured(port: int, token: str, seconds: float, connections: int,
              sidecar: ManagedProcess | None, envoy: EnvoyProcess) -> Run:
     """wrk, and how much CPU the sidecar and Envoy spent per request meanwhile."""
@@ -393,6 +401,9 @@ def main() -> int:
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--seconds", type=float, default=10.0, help="per run at 32 connections")
     parser.add_argument("--output", default=str(HERE / "RESULTS-envoy.md"))
+    parser.add_argument("--pin-sidecars", type=int, metavar="CPU",
+                        help="an experiment: every thread of the no-op and tenantgate sidecars "
+                             "on this CPU (Envoy, wrk and Redis left to the scheduler)")
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
@@ -424,6 +435,8 @@ def main() -> int:
         stack.callback(pauses.close)
         for round_no in range(args.rounds):
             for name in SCENARIOS:
+                if args.pin_sidecars is not None and name in sidecars:
+                    pin_threads(sidecars[name], args.pin_sidecars)
                 port = envoys[name].port  # type: ignore[attr-defined]
                 wrk(port, token, 1, 8)  # warm-up: connections, token cache, JWKS
                 stalls_before = loop_stalls(metrics_at[name]) if name in metrics_at else 0
