@@ -25,6 +25,9 @@ if TYPE_CHECKING:
     from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate.admin")
+# How long a stop waits for key changes still under way: a few store round trips, each bounded
+# by api_keys.redis_timeout (0.25 s by default).
+CHANGE_SETTLE_SECONDS = 10.0
 
 
 def _fingerprint(token: bytes) -> bytes:
@@ -79,12 +82,17 @@ class AdminListener:
     """The admin gRPC server, and the Unix socket it bound, if any: stop() unlinks that only
     while it is still ours, not a socket a successor bound at the path meanwhile."""
 
-    def __init__(self, server: grpc.aio.Server, bound: BoundSocket | None) -> None:
+    def __init__(self, server: grpc.aio.Server, bound: BoundSocket | None,
+                 servicer: ApiKeyAdminServicer) -> None:
         self.server = server
         self._bound = bound
+        self._servicer = servicer
 
     async def stop(self, grace: float | None) -> None:
         await self.server.stop(grace)
+        # A key change whose caller gave up runs on (shielded): it must finish, and write its
+        # audit line, before the runtime it uses is closed.
+        await self._servicer.settle(CHANGE_SETTLE_SECONDS)
         bound, self._bound = self._bound, None
         if bound is not None:
             bound.unlink_if_ours()
@@ -105,7 +113,8 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
     credentials = server_credentials(cfg.tls, "admin.tls") if cfg.tls is not None else None
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
-    ApiKeyAdminServicer(get_runtime).add_to_server(server)
+    servicer = ApiKeyAdminServicer(get_runtime)
+    servicer.add_to_server(server)
     try:
         if credentials is None:
             port = server.add_insecure_port(cfg.listen)
@@ -121,4 +130,4 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
                                 "use, or no such directory, or not allowed)")
     bound = BoundSocket.of(socket_path) if socket_path is not None else None
     await server.start()
-    return AdminListener(server, bound)
+    return AdminListener(server, bound, servicer)

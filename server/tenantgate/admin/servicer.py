@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, TypeVar
@@ -15,11 +16,13 @@ from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.decision import Reason
 from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager, page_token
+from tenantgate.observe.throttle import Throttle
 
 if TYPE_CHECKING:
     from tenantgate.identity.apikey_store import KeyRecord
     from tenantgate.runtime import Runtime
 
+log = logging.getLogger("tenantgate.admin")
 T = TypeVar("T")
 _INT64_MAX = 2**63 - 1
 # ListKeys pages: one response of every key a tenant ever had (rotations leave expired keys
@@ -90,6 +93,25 @@ def _refuse_unparsed(method: Callable[[Any, grpc.aio.ServicerContext[Any, Any]],
 class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
     def __init__(self, get_runtime: Callable[[], Runtime]) -> None:
         self._get_runtime = get_runtime
+        # Key changes under way, shielded from their callers: the listener's stop waits for
+        # them before the runtime they use is closed.
+        self._changes: set[asyncio.Task[Any]] = set()
+        self._orphans: set[asyncio.Task[Any]] = set()  # whose callers have gone
+        self._failures_said = Throttle(60.0)
+
+    async def settle(self, timeout: float) -> None:
+        """Wait, at most `timeout`, for the key changes still under way."""
+        if self._changes:
+            await asyncio.wait(set(self._changes), timeout=timeout)
+
+    def _settled(self, task: asyncio.Task[Any]) -> None:
+        self._changes.discard(task)
+        if task in self._orphans:
+            self._orphans.discard(task)
+            exc = None if task.cancelled() else task.exception()  # retrieved here: its caller
+            if exc is not None and self._failures_said.ready():  # is not there to see it
+                log.warning("admin API: a key change whose client had gone failed: %s",
+                            exc if isinstance(exc, KeyAdminError) else repr(exc))
 
     def add_to_server(self, server: grpc.aio.Server) -> None:
         """As the generated add_ApiKeyAdminServicer_to_server, but a request protobuf cannot
@@ -117,7 +139,19 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         peer = context.peer() if changed is not None else ""
         work = _work(runtime, action, changed, peer)
         try:
-            return await (work if changed is None else asyncio.shield(work))
+            if changed is None:
+                return await work
+            task = asyncio.ensure_future(work)
+            self._changes.add(task)
+            task.add_done_callback(self._settled)
+            try:
+                return await asyncio.shield(task)
+            except asyncio.CancelledError:
+                if not task.done():
+                    self._orphans.add(task)  # _settled says how it ended
+                elif not task.cancelled():
+                    task.exception()  # ended as the caller left: nobody else retrieves it
+                raise
         except KeyAdminError as exc:
             await context.abort(_CODES[exc.code], exc.message)
         except (RedisError, OSError):

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
+import logging
 import os
 import signal
 from pathlib import Path
@@ -88,3 +90,53 @@ async def test_a_revoke_the_client_gave_up_on_is_still_audited(
         listed = await admin.ListKeys(pb.ListKeysRequest(tenant="acme", include_revoked=True),
                                       metadata=bearer())
         assert [k.revoked for k in listed.keys] == [True]
+
+
+async def test_a_stop_waits_for_a_key_change_whose_client_gave_up(
+        start_replica: StartReplica, redis_server: RedisServer) -> None:
+    # The change ran on, shielded, but stop() closed the runtime under it: the revoke landed
+    # in Redis and its audit line was lost to a closed audit file.
+    a = await start_replica("a", admin=True, redis_timeout="10s")
+    pid = redis_server.pid
+    assert pid is not None
+    channel, admin = a.admin()
+    async with channel:
+        created = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await admin.RevokeKey(pb.RevokeKeyRequest(key_id=created.key.key_id),
+                                      metadata=bearer(), timeout=0.5)
+            lost_before = REGISTRY.get_sample_value("tenantgate_audit_write_errors_total")
+            asyncio.get_running_loop().call_later(1.0, os.kill, pid, signal.SIGCONT)
+            await asyncio.wait_for(a.app.stop(), timeout=30)  # a hang breaker only
+        finally:
+            os.kill(pid, signal.SIGCONT)
+    text = (Path(a.app.config_path).parent / "audit.log").read_text()
+    assert any(json.loads(line)["event"] == "apikey_revoked" for line in text.splitlines())
+    assert REGISTRY.get_sample_value("tenantgate_audit_write_errors_total") == lost_before
+
+
+async def test_a_key_change_that_fails_after_its_client_gave_up_is_logged(
+        start_replica: StartReplica, redis_server: RedisServer,
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Its exception went unretrieved: only asyncio's "Task exception was never retrieved",
+    # when the task was collected, if ever.
+    a = await start_replica("a", admin=True, redis_timeout="10s")
+    pid = redis_server.pid
+    assert pid is not None
+    channel, admin = a.admin()
+    async with channel:
+        os.kill(pid, signal.SIGSTOP)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError):
+                await admin.RevokeKey(pb.RevokeKeyRequest(key_id="0123456789abcdef"),
+                                      metadata=bearer(), timeout=0.5)
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        with caplog.at_level(logging.WARNING):
+            await asyncio.wait_for(a.app.stop(), timeout=30)  # waits for the change to end
+            gc.collect()
+    said = [r.getMessage() for r in caplog.records]
+    assert any("a key change whose client had gone failed" in m for m in said), said
+    assert not any("never retrieved" in m for m in said), said
