@@ -155,7 +155,8 @@ def _observe(s: CheckState, decision: Decision, elapsed: float) -> None:
             method=s.request.method, path=s.request.path,
             decision="allow" if allowed else "deny", reason=str(decision.reason),
             status=decision.status, latency_ms=round(elapsed * 1000, 3)),
-            cross_tenant=decision.reason is Reason.CROSS_TENANT_PATH)
+            cross_tenant=decision.reason is Reason.CROSS_TENANT_PATH,
+            tenant=s.tenant.id if s.tenant else None)
 
 
 def _claimed_tenant(s: CheckState) -> str | None:

@@ -152,7 +152,7 @@ def test_lines_over_the_rate_cap_are_dropped_counted_and_reported_next_second(
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=3)
     before = dropped("identified")
     for n in range(10):  # ten tenants: the class's cap, not a tenant's share, is what stops
-        audit.write(replace(RECORD, tenant=f"t{n}"))
+        audit.write(replace(RECORD, tenant=f"t{n}"), tenant=f"t{n}")
     clock[0] += 1.0
     audit.write(RECORD)
     closed(audit)
@@ -177,8 +177,8 @@ def test_one_tenants_denials_do_not_push_out_another_tenants_lines(
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
     before = dropped("identified")
     for _ in range(10):
-        audit.write(RECORD)
-    audit.write(replace(RECORD, tenant="globex", reason="role_missing"))
+        audit.write(RECORD, tenant="acme")
+    audit.write(replace(RECORD, tenant="globex", reason="role_missing"), tenant="globex")
     closed(audit)
     assert _written(log_file) == [("acme", "scope_missing")] * 2 + [("globex", "role_missing")]
     assert dropped("identified") == before + 8
@@ -192,8 +192,9 @@ def test_a_tenants_denials_do_not_push_out_cross_tenant_lines(
     log_file = tmp_path / "audit.log"
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=4)  # share: 1
     for n in range(10):
-        audit.write(replace(RECORD, tenant=f"t{n}"))
-    audit.write(replace(RECORD, reason="cross_tenant_path", status=404), cross_tenant=True)
+        audit.write(replace(RECORD, tenant=f"t{n}"), tenant=f"t{n}")
+    audit.write(replace(RECORD, reason="cross_tenant_path", status=404), cross_tenant=True,
+                tenant="acme")
     closed(audit)
     assert _written(log_file)[-1] == ("acme", "cross_tenant_path")
     assert len(_written(log_file)) == 5
@@ -207,8 +208,8 @@ def test_one_tenants_cross_tenant_probes_do_not_hide_another_tenants(
     before = dropped("cross_tenant")
     probe = replace(RECORD, reason="cross_tenant_path", status=404)
     for _ in range(10):
-        audit.write(probe, cross_tenant=True)
-    audit.write(replace(probe, tenant="globex"), cross_tenant=True)
+        audit.write(probe, cross_tenant=True, tenant="acme")
+    audit.write(replace(probe, tenant="globex"), cross_tenant=True, tenant="globex")
     closed(audit)
     assert _written(log_file) == [("acme", "cross_tenant_path")] * 2 + [
         ("globex", "cross_tenant_path")]
@@ -407,11 +408,27 @@ def test_an_issuer_claiming_a_tenant_it_may_not_speak_for_does_not_use_its_share
     audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
     foreign = replace(RECORD, issuer="globex-idp", reason="issuer_not_allowed_for_tenant")
     for _ in range(10):
-        audit.write(foreign)
-    audit.write(RECORD)
+        audit.write(foreign)  # the tenant stage refused it: verified for no tenant
+    audit.write(RECORD, tenant="acme")
     closed(audit)
     assert _written(log_file) == [("acme", "issuer_not_allowed_for_tenant")] * 2 + [
         ("acme", "scope_missing")]
+
+
+def test_an_issuer_claiming_a_new_tenant_each_time_gets_one_share(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Shares were by the tenant claimed: an IdP signing tokens for t1, t2, t3, t4 (each refused
+    # by the tenant stage) got four quarters, the whole class, and acme's lines were dropped.
+    monkeypatch.setattr(audit_module.time, "time", lambda: 1_800_000_000.2)
+    log_file = tmp_path / "audit.log"
+    audit = AuditLog(str(log_file), sample_allow=1.0, max_lines_per_second=8)  # share: 2
+    for n in range(8):
+        audit.write(replace(RECORD, issuer="globex-idp", tenant=f"t{n % 4}",
+                            reason="tenant_unknown"))
+    audit.write(RECORD, tenant="acme")
+    closed(audit)
+    assert _written(log_file) == [("t0", "tenant_unknown"), ("t1", "tenant_unknown"),
+                                  ("acme", "scope_missing")]
 
 
 @pytest.mark.parametrize("rotate", ["moved", "moved-and-deleted", "moved-and-recreated"])

@@ -195,7 +195,7 @@ class EnvoyOptions:
     authz_tls_cert: str | None = None
     authz_tls_key: str | None = None
     authz_tls_sni: str | None = None
-    # Front mode, a tenantgate beyond loopback without TLS: True allows it (a mesh encrypts the
+    # A tenantgate beyond loopback without TLS (either mode): True allows it (a mesh encrypts the
     # hop), False refuses it. None does not check: the CLI always passes True or False.
     authz_plaintext: bool | None = None
 

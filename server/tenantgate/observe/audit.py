@@ -46,8 +46,8 @@ class _Budget:
     revoked API key: free to send, from anywhere), `cross_tenant_path` denials (the lines
     TenantgateCrossTenantAttempts sends operators to), a verified caller's other denials,
     and sampled allows. In the two classes of verified denials, each caller, by issuer and
-    tenant, has a share: its tenant claim alone would let an issuer that may not speak for
-    a tenant use up that tenant's share.
+    the tenant it was verified for, has a share: by the tenant claimed, an issuer that may
+    not speak for a tenant could use up that tenant's share, or claim a new tenant each time.
     """
 
     __slots__ = ("counter", "dropped", "name", "per_caller", "used")
@@ -85,8 +85,12 @@ class AuditLog:
             return False
         return not allowed or (self._sample_allow > 0 and random.random() < self._sample_allow)
 
-    def write(self, record: AuditRecord, cross_tenant: bool = False) -> None:
-        """`cross_tenant`: the denial is a request for another tenant's path."""
+    def write(self, record: AuditRecord, cross_tenant: bool = False,
+              tenant: str | None = None) -> None:
+        """`cross_tenant`: the denial is a request for another tenant's path. `tenant`: the
+        tenant the caller was verified for (None if the tenant stage refused it), which with
+        the issuer names its share: the line's own tenant may be only what the token claimed,
+        and an issuer claiming a new tenant each time would get a new share each time."""
         if record.subject is None:
             budget = self._anonymous
         elif record.decision == "allow":
@@ -95,7 +99,7 @@ class AuditLog:
             budget = self._cross_tenant
         else:
             budget = self._identified
-        if (now := self._admit_line(budget, (record.issuer, record.tenant))) is None:
+        if (now := self._admit_line(budget, (record.issuer, tenant))) is None:
             return  # over the cap: the line is not even built
         fields: dict[str, object] = {name: getattr(record, name) for name in _FIELDS}
         if len(record.path) > MAX_PATH_CHARS:
