@@ -15,6 +15,7 @@ import pytest
 from apikey_support import StartReplica, bearer
 from prometheus_client import REGISTRY
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
+from tenantgate._gen.tenantgate.admin.v1.apikeys_pb2_grpc import ApiKeyAdminStub
 from tenantgate.testing.redis import RedisServer
 
 
@@ -61,24 +62,34 @@ async def test_a_call_without_the_admin_token_is_counted(start_replica: StartRep
     assert REGISTRY.get_sample_value("tenantgate_admin_auth_failures_total") == before + 2
 
 
+async def give_up_on_revoke(admin: ApiKeyAdminStub, key_id: str, store: RedisServer,
+                            resume_after: float = 0.0) -> None:
+    """RevokeKey with a 0.5 s deadline while the store hangs (SIGSTOP): the client gives up
+    mid-call. The store resumes at once, or `resume_after` seconds later (in the background)."""
+    pid = store.pid
+    assert pid is not None
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as gave_up:
+            await admin.RevokeKey(pb.RevokeKeyRequest(key_id=key_id), metadata=bearer(),
+                                  timeout=0.5)
+        assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+    finally:
+        if resume_after:
+            asyncio.get_running_loop().call_later(resume_after, os.kill, pid, signal.SIGCONT)
+        else:
+            os.kill(pid, signal.SIGCONT)
+
+
 async def test_a_revoke_the_client_gave_up_on_is_still_audited(
         start_replica: StartReplica, redis_server: RedisServer) -> None:
     # The line was written after the store answered: a client whose deadline passed while
     # Redis ran the revoke cancelled the call, and the key was revoked with no audit line.
     a = await start_replica("a", admin=True, redis_timeout="10s")
-    pid = redis_server.pid
-    assert pid is not None
     channel, admin = a.admin()
     async with channel:
         created = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
-        os.kill(pid, signal.SIGSTOP)  # the store hangs mid-call
-        try:
-            with pytest.raises(grpc.aio.AioRpcError) as gave_up:
-                await admin.RevokeKey(pb.RevokeKeyRequest(key_id=created.key.key_id),
-                                      metadata=bearer(), timeout=0.5)
-            assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        await give_up_on_revoke(admin, created.key.key_id, redis_server)
         audit_file = Path(a.app.config_path).parent / "audit.log"
 
         async def revoke_audited() -> None:
@@ -97,21 +108,16 @@ async def test_a_stop_waits_for_a_key_change_whose_client_gave_up(
     # The change ran on, shielded, but stop() closed the runtime under it: the revoke landed
     # in Redis and its audit line was lost to a closed audit file.
     a = await start_replica("a", admin=True, redis_timeout="10s")
-    pid = redis_server.pid
-    assert pid is not None
     channel, admin = a.admin()
     async with channel:
         created = await admin.CreateKey(pb.CreateKeyRequest(tenant="acme"), metadata=bearer())
-        os.kill(pid, signal.SIGSTOP)
         try:
-            with pytest.raises(grpc.aio.AioRpcError):
-                await admin.RevokeKey(pb.RevokeKeyRequest(key_id=created.key.key_id),
-                                      metadata=bearer(), timeout=0.5)
+            await give_up_on_revoke(admin, created.key.key_id, redis_server, resume_after=1.0)
             lost_before = REGISTRY.get_sample_value("tenantgate_audit_write_errors_total")
-            asyncio.get_running_loop().call_later(1.0, os.kill, pid, signal.SIGCONT)
             await asyncio.wait_for(a.app.stop(), timeout=30)  # a hang breaker only
         finally:
-            os.kill(pid, signal.SIGCONT)
+            assert redis_server.pid is not None
+            os.kill(redis_server.pid, signal.SIGCONT)  # whatever happened: later tests need it
     text = (Path(a.app.config_path).parent / "audit.log").read_text()
     assert any(json.loads(line)["event"] == "apikey_revoked" for line in text.splitlines())
     assert REGISTRY.get_sample_value("tenantgate_audit_write_errors_total") == lost_before
@@ -123,17 +129,9 @@ async def test_a_key_change_that_fails_after_its_client_gave_up_is_logged(
     # Its exception went unretrieved: only asyncio's "Task exception was never retrieved",
     # when the task was collected, if ever.
     a = await start_replica("a", admin=True, redis_timeout="10s")
-    pid = redis_server.pid
-    assert pid is not None
     channel, admin = a.admin()
     async with channel:
-        os.kill(pid, signal.SIGSTOP)
-        try:
-            with pytest.raises(grpc.aio.AioRpcError):
-                await admin.RevokeKey(pb.RevokeKeyRequest(key_id="0123456789abcdef"),
-                                      metadata=bearer(), timeout=0.5)
-        finally:
-            os.kill(pid, signal.SIGCONT)
+        await give_up_on_revoke(admin, "0123456789abcdef", redis_server)
         with caplog.at_level(logging.WARNING):
             await asyncio.wait_for(a.app.stop(), timeout=30)  # waits for the change to end
             gc.collect()
