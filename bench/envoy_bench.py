@@ -405,6 +405,9 @@ def main() -> int:
                         help="an experiment: every thread of the no-op and tenantgate sidecars "
                              "on this CPU (Envoy, wrk and Redis left to the scheduler)")
     args = parser.parse_args()
+    if args.pin_sidecars is not None and args.pin_sidecars not in os.sched_getaffinity(0):
+        parser.error(f"--pin-sidecars: CPU {args.pin_sidecars} is not one this process may "
+                     f"use ({sorted(os.sched_getaffinity(0))})")
     if shutil.which("wrk") is None:
         print("wrk not found: apt-get install -y wrk", file=sys.stderr)
         return 2

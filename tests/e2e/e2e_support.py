@@ -308,12 +308,16 @@ class DemoRun:
                 self.process.kill()
                 self.process.wait()  # reaped here, not in a later test's garbage collection
         rest = []
-        while (line := self.pending.get(timeout=30)) is not None:
-            rest.append(line)
-        assert self.process.stdout is not None
-        self.process.stdout.close()
-        assert stopped_by_ctrl_c, "demo did not stop within 60 s of Ctrl-C"
-        return "".join(rest)
+        try:
+            while (line := self.pending.get(timeout=30)) is not None:
+                rest.append(line)
+        finally:
+            assert self.process.stdout is not None
+            self.process.stdout.close()
+        output = "".join(rest)
+        assert stopped_by_ctrl_c, ("demo did not stop within 60 s of Ctrl-C:\n"
+                                   + "".join(self.lines) + output)
+        return output
 
 
 def _pump(stream: IO[str], into: queue.Queue[str | None]) -> None:

@@ -26,8 +26,9 @@ def start_demo() -> tuple[DemoRun, int]:
     demo = DemoRun.start(port, sigint_ignored=True)
     if demo.ready:
         return demo, port
+    taken = any(f"127.0.0.1:{port} is in use" in line for line in demo.lines)
     output = "".join(demo.lines) + demo.stop()
-    if f"127.0.0.1:{port} is in use" in output:
+    if taken:
         raise RuntimeError(in_use(port))  # on_fresh_ports retries on a fresh one
     raise AssertionError(f"the demo did not get ready:\n{output}")
 

@@ -25,9 +25,10 @@ if TYPE_CHECKING:
     from tenantgate.runtime import Runtime
 
 log = logging.getLogger("tenantgate.admin")
-# How long a stop waits for key changes still under way: a few store round trips, each bounded
-# by api_keys.redis_timeout (0.25 s by default).
+# How long a stop waits, at least, for key changes still under way: a few store round trips,
+# each bounded by api_keys.redis_timeout (0.25 s by default; SETTLE_ROUND_TRIPS of it if longer).
 CHANGE_SETTLE_SECONDS = 10.0
+SETTLE_ROUND_TRIPS = 4
 
 
 def _fingerprint(token: bytes) -> bytes:
@@ -83,16 +84,17 @@ class AdminListener:
     while it is still ours, not a socket a successor bound at the path meanwhile."""
 
     def __init__(self, server: grpc.aio.Server, bound: BoundSocket | None,
-                 servicer: ApiKeyAdminServicer) -> None:
+                 servicer: ApiKeyAdminServicer, settle_seconds: float) -> None:
         self.server = server
         self._bound = bound
         self._servicer = servicer
+        self._settle_seconds = settle_seconds
 
     async def stop(self, grace: float | None) -> None:
         await self.server.stop(grace)
         # A key change whose caller gave up runs on (shielded): it must finish, and write its
         # audit line, before the runtime it uses is closed.
-        await self._servicer.settle(CHANGE_SETTLE_SECONDS)
+        await self._servicer.settle(self._settle_seconds)
         bound, self._bound = self._bound, None
         if bound is not None:
             bound.unlink_if_ours()
@@ -130,4 +132,7 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
                                 "use, or no such directory, or not allowed)")
     bound = BoundSocket.of(socket_path) if socket_path is not None else None
     await server.start()
-    return AdminListener(server, bound, servicer)
+    api_keys = get_runtime().config.api_keys
+    round_trip = api_keys.redis_timeout if api_keys is not None else 0.0
+    return AdminListener(server, bound, servicer,
+                         max(CHANGE_SETTLE_SECONDS, SETTLE_ROUND_TRIPS * round_trip))

@@ -100,9 +100,14 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         self._failures_said = Throttle(60.0)
 
     async def settle(self, timeout: float) -> None:
-        """Wait, at most `timeout`, for the key changes still under way."""
+        """Wait, at most `timeout`, for the key changes still under way. Past it the runtime
+        is closed under those left: each fails against the closed store (a write already sent
+        may still land without its audit line), which this warning and _settled say."""
         if self._changes:
-            await asyncio.wait(set(self._changes), timeout=timeout)
+            _, running = await asyncio.wait(set(self._changes), timeout=timeout)
+            if running:
+                log.warning("admin API: stopping with %d key change(s) still waiting on the "
+                            "store after %g s", len(running), timeout)
 
     def _settled(self, task: asyncio.Task[Any]) -> None:
         self._changes.discard(task)
