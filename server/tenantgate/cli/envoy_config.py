@@ -8,7 +8,7 @@ import sys
 
 from tenantgate.cli.errors import non_utf8_option, report_config_error
 from tenantgate.cli.numbers import positive_count, positive_seconds, rate
-from tenantgate.cli.paths import non_empty_path
+from tenantgate.cli.paths import non_empty_path, non_empty_text
 from tenantgate.errors import ConfigError
 
 
@@ -38,15 +38,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--authz", metavar="HOST:PORT",
                         help="front mode (or sidecar without listen.uds): where tenantgate "
                              "listens (default: listen.grpc)")
-    parser.add_argument("--authz-tls-ca", type=_non_empty, metavar="FILE",
+    parser.add_argument("--authz-tls-ca", type=non_empty_text, metavar="FILE",
                         help="call tenantgate over TLS (its listen.tls), verifying its "
                              "certificate with this PEM CA bundle and its name (--authz-tls-sni, "
                              "or else the --authz host: a DNS SAN for a name, an IP SAN for an "
                              "IP); the one cluster carries Check and ShouldRateLimit")
-    parser.add_argument("--authz-tls-cert", type=_non_empty, metavar="FILE",
+    parser.add_argument("--authz-tls-cert", type=non_empty_text, metavar="FILE",
                         help="with --authz-tls-key: Envoy's client certificate (PEM) for "
                              "tenantgate's mTLS")
-    parser.add_argument("--authz-tls-key", type=_non_empty, metavar="FILE",
+    parser.add_argument("--authz-tls-key", type=non_empty_text, metavar="FILE",
                         help="the unencrypted PEM private key of --authz-tls-cert")
     parser.add_argument("--authz-tls-sni", metavar="NAME",
                         help="with --authz-tls-ca: the server name sent and required in "
@@ -151,13 +151,6 @@ def _render(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     return 0
-
-
-def _non_empty(text: str) -> str:
-    # A str, not a Path, so that non_utf8_option names a file name that is not UTF-8.
-    if not text:
-        raise argparse.ArgumentTypeError("must not be empty")
-    return text
 
 
 def _hops(text: str) -> int:

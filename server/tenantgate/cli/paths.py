@@ -8,7 +8,13 @@ import argparse
 from pathlib import Path
 
 
-def non_empty_path(text: str) -> Path:
+def non_empty_text(text: str) -> str:
+    """As non_empty_path, for an option kept as text (a file name that is not UTF-8 is then
+    named by the CLI's own non_utf8_option check)."""
     if not text:
         raise argparse.ArgumentTypeError("must not be empty")
-    return Path(text)
+    return text
+
+
+def non_empty_path(text: str) -> Path:
+    return Path(non_empty_text(text))
