@@ -25,6 +25,7 @@ from tenantgate.config.apikeys import (
     check_ipv6_bracketed,
     is_local_address,
 )
+from tenantgate.config.tls import is_key_of, unencrypted_private_key
 from tenantgate.config.types import (
     Duration,
     check_host_port,
@@ -202,8 +203,6 @@ def _tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, by
     """--ca, --key and --cert, checked: gRPC takes any bytes and then only fails to connect,
     naming no file (a swapped --cert and --key is the usual mistake)."""
     from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
 
     ca, cert, key = _read(args.ca), _read(args.cert), _read(args.key)
     chains: dict[str, list[x509.Certificate]] = {}
@@ -213,13 +212,9 @@ def _tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, by
         except ValueError:  # an empty file too
             raise UsageError(f"{option} {path}: not a PEM certificate") from None
     if key is not None:
-        try:
-            private = serialization.load_pem_private_key(key, password=None)
-        except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
-            raise UsageError(f"--key {args.key}: not a PEM private key (unencrypted)") from None
-        spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-        if (chains["--cert"][0].public_key().public_bytes(*spki)
-                != private.public_key().public_bytes(*spki)):
+        if (private := unencrypted_private_key(key)) is None:
+            raise UsageError(f"--key {args.key}: not a PEM private key (unencrypted)")
+        if not is_key_of(private, chains["--cert"][0].public_key()):
             raise UsageError(f"--key {args.key}: not the private key of --cert {args.cert}")
     return ca, key, cert
 

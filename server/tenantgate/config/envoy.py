@@ -19,7 +19,7 @@ from betterproto2 import Casing
 
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
-from tenantgate.config.tls import MAX_PEM_BYTES
+from tenantgate.config.tls import MAX_PEM_BYTES, unencrypted_private_key
 from tenantgate.config.types import (
     DURATION_MAX_SECONDS,
     UnfitFile,
@@ -474,17 +474,9 @@ def _holds_certificate(data: bytes) -> bool:
 
 
 def _holds_private_key(data: bytes) -> bool:
-    # Loaded, not matched: an encrypted key comes as PKCS#8 (BEGIN ENCRYPTED PRIVATE KEY) or
-    # in the legacy form (BEGIN EC PRIVATE KEY with Proc-Type: 4,ENCRYPTED), and Envoy, given
-    # no passphrase, refuses the whole bootstrap for either.
-    from cryptography.exceptions import UnsupportedAlgorithm
-    from cryptography.hazmat.primitives import serialization
-
-    try:
-        serialization.load_pem_private_key(data, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
-        return False
-    return True
+    # Loaded, not matched: Envoy, given no passphrase, refuses the whole bootstrap for an
+    # encrypted key, whichever form it comes in.
+    return unencrypted_private_key(data) is not None
 
 
 def _needs_dns(address: Address) -> bool:

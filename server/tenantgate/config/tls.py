@@ -16,7 +16,10 @@ from tenantgate.config.types import Model, UnfitFile, read_regular_file
 from tenantgate.errors import ConfigError
 
 if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+    from cryptography.hazmat.primitives.asymmetric.types import (
+        CertificatePublicKeyTypes,
+        PrivateKeyTypes,
+    )
 
 log = logging.getLogger("tenantgate")
 # A certificate chain or a CA bundle: a few KiB, a whole public bundle ~250 KiB. A larger file
@@ -75,21 +78,37 @@ def _read(at: str, name: str, path: str) -> bytes:
         raise ConfigError([f"{at}.{name}: cannot read {path}: {exc.strerror}"]) from None
 
 
-def _check_pem(at: str, cert: bytes, key: bytes, ca: bytes | None) -> None:
-    # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
-    # name the file instead (a swapped cert and key is the usual mistake).
+def unencrypted_private_key(data: bytes) -> PrivateKeyTypes | None:
+    """The PEM private key in `data`, or None when there is none that loads without a
+    passphrase: none is ever given (gRPC and Envoy take no passphrase), so an encrypted key,
+    PKCS#8 or the legacy Proc-Type form, is as unusable as a wrong file."""
     from cryptography.exceptions import UnsupportedAlgorithm
     from cryptography.hazmat.primitives import serialization
 
+    try:
+        return serialization.load_pem_private_key(data, password=None)
+    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
+        return None
+
+
+def is_key_of(private: PrivateKeyTypes, public: CertificatePublicKeyTypes) -> bool:
+    """Whether `private` is the key of a certificate's `public` key (a swapped cert and key
+    is the usual mistake)."""
+    from cryptography.hazmat.primitives import serialization
+
+    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+    return private.public_key().public_bytes(*spki) == public.public_bytes(*spki)
+
+
+def _check_pem(at: str, cert: bytes, key: bytes, ca: bytes | None) -> None:
+    # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
+    # name the file instead.
     served = _certificates(at, "cert", cert)[0]
     if ca is not None:
         _certificates(at, "client_ca", ca)
-    try:
-        private = serialization.load_pem_private_key(key, password=None)
-    except (ValueError, TypeError, UnsupportedAlgorithm):  # TypeError: encrypted
-        raise ConfigError([f"{at}.key: not a PEM private key (unencrypted)"]) from None
-    spki = (serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    if served.public_bytes(*spki) != private.public_key().public_bytes(*spki):
+    if (private := unencrypted_private_key(key)) is None:
+        raise ConfigError([f"{at}.key: not a PEM private key (unencrypted)"])
+    if not is_key_of(private, served):
         raise ConfigError([f"{at}.key: not the private key of {at}.cert"])
 
 
