@@ -161,8 +161,7 @@ class FileSink:
         except OSError:
             return
         try:
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
-                         | os.O_NONBLOCK, 0o666)
+            fd = _open(path, wait_for_reader=False)  # as open_sink opens it, never waiting
         except OSError as exc:
             # Lines go on into the rotated file; once that is deleted too they reach nobody,
             # so they are counted lost (TenantgateAuditWriteErrors) rather than written.
