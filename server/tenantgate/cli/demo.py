@@ -6,7 +6,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import secrets
 import shutil
 import signal
@@ -261,11 +260,11 @@ def _start_backend(started: _Started, app_dsn: str, listen: str) -> str:
 def _socket_path(started: _Started, workdir: Path) -> Path:
     """tenantgate's Unix socket: in the work directory, or, when a long TMPDIR would make that
     path too long for sun_path, in a short private directory under /tmp."""
-    from tenantgate.config.types import SOCKET_PATH_MAX_BYTES
+    from tenantgate.config.types import check_socket_path_length
 
     path = workdir / "authz.sock"
-    if len(os.fsencode(path)) <= SOCKET_PATH_MAX_BYTES:
-        return path
+    with contextlib.suppress(ValueError):  # too long: a shorter place below
+        return Path(check_socket_path_length(str(path)))
     try:
         short = Path(tempfile.mkdtemp(prefix="tg-demo-", dir="/tmp"))  # mode 0700
     except OSError as exc:
