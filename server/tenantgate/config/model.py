@@ -64,6 +64,11 @@ ALWAYS_SAFE_TENANT_ID = re.compile(
     rf"[A-Za-z0-9!#$%&()*+\-./:<=>?@\[\]^_{{|}}~]{{1,{MAX_TENANT_ID_CHARS}}}")
 
 
+def first_repeated(values: list[str]) -> str | None:
+    """The first, in sorted order, of the values listed more than once; None if none is."""
+    return min((v for v in values if values.count(v) > 1), default=None)
+
+
 def not_admitted(pattern: Matcher, tenant_id: str) -> str | None:
     """Why tenancy refuses `tenant_id` as an id, or None."""
     if not ALWAYS_SAFE_TENANT_ID.fullmatch(tenant_id):
@@ -222,8 +227,8 @@ class IssuerConfig(Model):
                 raise ValueError(f"unknown algorithm {alg!r}")
         # Each key is prepared once per listed algorithm: a repeat would halve how many
         # distinct keys a token without kid is tried against (MAX_KIDLESS_KEYS).
-        if twice := sorted({alg for alg in value if value.count(alg) > 1}):
-            raise ValueError(f"{twice[0]} is listed twice")
+        if (twice := first_repeated(value)) is not None:
+            raise ValueError(f"{twice} is listed twice")
         return value
 
     @field_validator("tenants")
@@ -679,6 +684,6 @@ class Config(Model):
         # Two entries with one `iss` would silently shadow each other (and their tenants).
         for field_name, what in (("name", "names"), ("issuer", "issuer values (iss)")):
             values = [getattr(i, field_name) for i in issuers]
-            if twice := sorted({v for v in values if values.count(v) > 1}):
-                raise ValueError(f"{what} must be unique: {twice[0]!r} repeats")
+            if (twice := first_repeated(values)) is not None:
+                raise ValueError(f"{what} must be unique: {twice!r} repeats")
         return issuers
