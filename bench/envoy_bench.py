@@ -84,9 +84,8 @@ class NoopAuthz(ManagedProcess):
     name = "noop-authz"
 
     def start(self, socket_path: Path) -> NoopAuthz:
-        self._spawn([sys.executable, str(HERE / "noop_authz.py"), "--listen",
-                     f"unix:{socket_path}"])
-        self._wait(socket_path.is_socket, 20)
+        self._launch([sys.executable, str(HERE / "noop_authz.py"), "--listen",
+                      f"unix:{socket_path}"], socket_path.is_socket, 20)
         return self
 
 

@@ -52,9 +52,9 @@ class VariantProcess(TenantgateProcess):
         self.variant = variant
 
     def start(self, timeout: float = 30.0) -> VariantProcess:
-        self._spawn([sys.executable, str(HERE / "handler_variants.py"), self.variant, "serve",
-                     "--config", self.config_path, "--log-level", "WARNING"], env=self.env)
-        self._wait(self._ready, timeout)
+        self._launch([sys.executable, str(HERE / "handler_variants.py"), self.variant, "serve",
+                      "--config", self.config_path, "--log-level", "WARNING"], self._ready,
+                     timeout, env=self.env)
         return self
 
 

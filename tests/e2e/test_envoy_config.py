@@ -288,11 +288,7 @@ def front_envoy_alone(directory: Path, envoy_path: str, **options: Any
             mode="front", listen=f"127.0.0.1:{port}", upstream="127.0.0.1:1",
             authz="127.0.0.1:1", admin=f"127.0.0.1:{free_port()}", rate_limit=False,
             **options)), binary=envoy_path)
-        try:
-            return envoy.start(), port
-        except BaseException:
-            envoy.close()  # and its directory
-            raise
+        return envoy.start(), port  # a failed start closes it, directory and all
 
     return on_fresh_ports(attempt)
 

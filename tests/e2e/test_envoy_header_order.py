@@ -67,12 +67,7 @@ async def test_envoy_applies_headers_to_remove_after_the_ok_headers(
                 bootstrap = render(load_config(config_path), EnvoyOptions(
                     mode="front", listen=listen, upstream=echo.address, authz=authz,
                     admin=f"127.0.0.1:{free_port()}", rate_limit=False))
-                envoy = EnvoyProcess(bootstrap, binary=envoy_path)
-                try:
-                    return envoy.start(), listen
-                except BaseException:
-                    envoy.close()
-                    raise
+                return EnvoyProcess(bootstrap, binary=envoy_path).start(), listen
 
             envoy, listen = await asyncio.to_thread(on_fresh_ports, start_envoy)
             try:

@@ -50,12 +50,7 @@ def gate(tmp_path: Path, envoy_path: str) -> Iterator[Gate]:
                             "tls": {"cert": "server.crt", "key": "server.key",
                                     "client_ca": "ca.crt"}}
         config_path.write_text(yaml.safe_dump(config))
-        process = TenantgateProcess(config_path, grpc=config["listen"]["grpc"])
-        try:
-            return process.start()
-        except BaseException:
-            process.close()
-            raise
+        return TenantgateProcess(config_path, grpc=config["listen"]["grpc"]).start()
 
     process = on_fresh_ports(attempt)
     try:
@@ -75,12 +70,7 @@ def envoy_in_front(gate: Gate, backend: EchoBackend, *flags: str) -> Iterator[ht
                      "--authz", gate.grpc, "--listen", listen, "--upstream", backend.address,
                      "--admin", f"127.0.0.1:{free_port()}", "--output", str(output),
                      *flags]) == 0
-        envoy = EnvoyProcess(output.read_text())
-        try:
-            return envoy.start(), listen
-        except BaseException:
-            envoy.close()
-            raise
+        return EnvoyProcess(output.read_text()).start(), listen
 
     try:
         envoy, listen = on_fresh_ports(attempt)

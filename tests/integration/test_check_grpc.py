@@ -269,12 +269,7 @@ def server(process_config: Path) -> Iterator[TenantgateProcess]:
         listen = document["listen"]  # fresh ports on every attempt: the last ones were taken
         listen.update(grpc=f"127.0.0.1:{free_port()}", metrics=f"127.0.0.1:{free_port()}")
         process_config.write_text(yaml.safe_dump(document))
-        process = TenantgateProcess(process_config, grpc=listen["grpc"])
-        try:
-            return process.start()
-        except BaseException:
-            process.close()
-            raise
+        return TenantgateProcess(process_config, grpc=listen["grpc"]).start()
 
     process = on_fresh_ports(attempt)
     yield process

@@ -82,5 +82,6 @@ def test_a_tenantgate_process_on_a_taken_port_fails_saying_so(
         with pytest.raises(ProcessFailed, match=f"{taken_port}.*address already in use"):
             process.start()
         assert not process.running
+        assert not process.dir.exists()  # a failed start closes itself: nothing to clean up
     finally:
         process.close()

@@ -51,6 +51,17 @@ class ManagedProcess:
                                          stdin=subprocess.DEVNULL, env=env,
                                          start_new_session=True)  # Ctrl-C goes to the parent only
 
+    def _launch(self, args: list[str], ready: Any, timeout: float, ports: Iterable[int] = (),
+                env: dict[str, str] | None = None) -> None:
+        """_spawn, then _wait; a start that fails in any way (not ready, a stranger on a port,
+        Ctrl-C) closes this object, so a caller retrying on fresh ports has nothing to close."""
+        try:
+            self._spawn(args, env)
+            self._wait(ready, timeout, ports)
+        except BaseException:
+            self.close()  # after the error's message has read the log
+            raise
+
     def log_tail(self, chars: int = 1500) -> str:
         try:
             return self.log_path.read_text(errors="replace")[-chars:]
@@ -143,8 +154,7 @@ class EnvoyProcess(ManagedProcess):
         return run.stdout + run.stderr
 
     def start(self, timeout: float = 20.0) -> EnvoyProcess:
-        self._spawn(self._args())
-        self._wait(self._ready, timeout, self.ports)
+        self._launch(self._args(), self._ready, timeout, self.ports)
         return self
 
     def _ready(self) -> bool:
@@ -187,10 +197,10 @@ class TenantgateProcess(ManagedProcess):
         self.env = {**os.environ, **(env or {})}
 
     def start(self, timeout: float = 30.0) -> TenantgateProcess:
-        self._spawn([sys.executable, "-c", _TENANTGATE_MAIN, "serve", "--config",
-                     self.config_path, "--log-level", "WARNING"], env=self.env)
         ports = [int(self.grpc.rpartition(":")[2])] if self.grpc else []
-        self._wait(self._ready, timeout, ports)
+        self._launch([sys.executable, "-c", _TENANTGATE_MAIN, "serve", "--config",
+                      self.config_path, "--log-level", "WARNING"], self._ready, timeout, ports,
+                     env=self.env)
         return self
 
     def _ready(self) -> bool:
@@ -247,11 +257,11 @@ class NotesBackendProcess(ManagedProcess):
         self.debug_headers = debug_headers  # serve /debug/headers (tests only)
 
     def start(self, timeout: float = 20.0) -> NotesBackendProcess:
-        self._spawn([sys.executable, "-m", "tenantgate.backend.notes_app", "--dsn",
-                     self.app_dsn, "--listen", self.listen,
-                     *(["--debug-headers"] if self.debug_headers else [])])
         host, _, port = self.listen.rpartition(":")
-        self._wait(lambda: _accepts(host, int(port)), timeout, [int(port)])
+        self._launch([sys.executable, "-m", "tenantgate.backend.notes_app", "--dsn",
+                      self.app_dsn, "--listen", self.listen,
+                      *(["--debug-headers"] if self.debug_headers else [])],
+                     lambda: _accepts(host, int(port)), timeout, [int(port)])
         return self
 
     def __enter__(self) -> NotesBackendProcess:

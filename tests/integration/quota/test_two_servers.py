@@ -60,13 +60,8 @@ async def admitted(ports: list[int], token: str, per_server: int) -> int:
 def start_server(tmp_path: Path, issuer: DevIssuer, url: str) -> TenantgateProcess:
     def attempt() -> TenantgateProcess:  # a new free port each time
         port = free_port()
-        proc = TenantgateProcess(write_config(tmp_path, issuer, url, port),
-                                 grpc=f"127.0.0.1:{port}")
-        try:
-            return proc.start()
-        except BaseException:
-            proc.close()
-            raise
+        return TenantgateProcess(write_config(tmp_path, issuer, url, port),
+                                 grpc=f"127.0.0.1:{port}").start()
 
     return on_fresh_ports(attempt)
 
