@@ -292,9 +292,10 @@ def _swap_in_oversized(path: Path) -> None:
 
 
 @pytest.mark.parametrize(("swap", "why"), [
-    (_swap_in_fifo, "not a regular file"),
-    (_swap_in_dev_zero, "not a regular file"),
-    (_swap_in_oversized, f"larger than {jwks_module.MAX_JWKS_BYTES} bytes"),
+    (_swap_in_fifo, "{path} is not a regular file"),
+    (_swap_in_dev_zero, "{path} is not a regular file"),
+    (_swap_in_oversized,
+     f"{{path}} is larger than {jwks_module.MAX_JWKS_BYTES // 1024} KiB: not a JWKS document"),
 ], ids=["fifo", "dev-zero", "oversized"])
 async def test_a_jwks_file_swapped_for_an_endless_one_fails_the_fetch_keeping_the_keys(
         idp: DevIssuer, tmp_path: Path, swap: Callable[[Path], None], why: str) -> None:
@@ -311,7 +312,8 @@ async def test_a_jwks_file_swapped_for_an_endless_one_fails_the_fetch_keeping_th
     try:
         with pytest.raises(FetchFailed) as failed:
             await asyncio.wait_for(keys.refresh(), timeout=5)
-        assert str(failed.value) == f"cannot read {path}: {why}"
+        # In check-config's words (config.types.read_jwks_file reads for both).
+        assert str(failed.value) == why.format(path=path)
         assert [key.key_id for key in await keys.find("k1", "RS256")] == ["k1"]  # stale keys serve
     finally:
         await keys.close()

@@ -16,11 +16,10 @@ from pydantic import BaseModel, ValidationError
 
 from tenantgate.config.model import Config
 from tenantgate.config.types import (
-    MAX_JWKS_BYTES,
     UnfitFile,
+    read_jwks_file,
     read_pipe,
     read_regular_file,
-    read_small_file,
 )
 from tenantgate.errors import ConfigError
 
@@ -150,15 +149,9 @@ def unusable_jwks_files(config: Config) -> list[str]:
 
 def _jwks_file_problem(path: str) -> str | None:
     try:
-        data = read_small_file(Path(path), MAX_JWKS_BYTES, "not a JWKS document")
+        read_jwks_file(Path(path))
     except ValueError as exc:
         return str(exc)
-    try:
-        document = json.loads(data.decode("utf-8"))
-    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        return f"{path} is not a JWKS document (not UTF-8 JSON)"
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        return f"{path} is not a JWKS document (an object with a keys list)"
     return None
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import re
@@ -347,6 +348,20 @@ def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
         raise ValueError(f"{path} is {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_jwks_file(path: Path) -> dict[str, Any]:
+    """A `jwks.file`'s document: check-config and every key-set refresh read it this way.
+    ValueError naming the path and why it cannot serve as a key set."""
+    data = read_small_file(path, MAX_JWKS_BYTES, "not a JWKS document")
+    try:
+        document = json.loads(data.decode("utf-8"))
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
+        raise ValueError(f"{path} is not a JWKS document (not UTF-8 JSON)") from None
+    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
+        # A file being rewritten by an IdP or sidecar must not empty the key set.
+        raise ValueError(f"{path} is not a JWKS document (an object with a keys list)")
+    return document
 
 
 class Secret(Model):

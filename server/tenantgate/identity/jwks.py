@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from tenantgate.config.model import IssuerConfig, JwksConfig
-from tenantgate.config.types import MAX_JWKS_BYTES, read_regular_file
+from tenantgate.config.types import MAX_JWKS_BYTES, read_jwks_file
 from tenantgate.errors import KeySetUnavailable
 from tenantgate.identity.keys import VerificationKey, prepare
 from tenantgate.observe import metrics
@@ -409,10 +409,6 @@ def _read_file(path: Path) -> dict[str, Any]:
     # Read on every refresh, so whatever is there later is read too, bounded: /dev/zero or a
     # huge file would fill memory, and a FIFO with no writer would block the fetch for good.
     try:
-        document = json.loads(read_regular_file(path, MAX_JWKS_BYTES).decode("utf-8"))
-    except (OSError, ValueError, RecursionError) as exc:  # UnfitFile is a ValueError
-        raise FetchFailed(f"cannot read {path}: {exc}") from None
-    if not isinstance(document, dict) or not isinstance(document.get("keys"), list):
-        # As a URL's answer: an IdP or sidecar rewriting the file must not empty the key set.
-        raise FetchFailed(f"{path} is not a JWKS document (an object with a keys list)")
-    return document
+        return read_jwks_file(path)
+    except ValueError as exc:
+        raise FetchFailed(str(exc)) from None
