@@ -38,9 +38,9 @@ SERVICES = (AUTHZ_SERVICE, "envoy.service.ratelimit.v3.RateLimitService")
 # path and host again in their own fields. 1 MiB leaves room for a raised limit and bounds
 # what parsing one ShouldRateLimit call costs.
 MAX_RECEIVE_BYTES = 1024 * 1024
-# How often listen.tls's files are read again (SIGHUP reads them at once): a renewed
-# certificate is served within this, well inside any renewal margin (cert-manager renews a
-# third of the lifetime early; kubelet takes up to a minute or two to update a mounted Secret).
+# How often the files of listen.tls and admin.tls are read again (SIGHUP reads them at once): a
+# renewed certificate is served within this, well inside any renewal margin (cert-manager renews
+# a third of the lifetime early; kubelet takes up to a minute or two to update a mounted Secret).
 TLS_REREAD_SECONDS = 60.0
 
 
@@ -76,6 +76,9 @@ class App:
         self._bound_uds: BoundSocket | None = None
         self._lag_watch: asyncio.Task[None] | None = None
         self._tls: RotatingCredentials | None = None  # listen.tls as start() read it
+        # Every TLS listener's credentials, listen.tls's and admin.tls's: their files are read
+        # again every TLS_REREAD_SECONDS and on SIGHUP.
+        self._rotating: list[RotatingCredentials] = []
         self._tls_watch: asyncio.Task[None] | None = None
         self._tls_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
@@ -98,6 +101,7 @@ class App:
         self._admin_config = self.runtime.config.admin
         if cfg.tls is not None:  # read and checked before any listener: a bad file is named
             self._tls = RotatingCredentials(cfg.tls, "listen.tls")
+            self._rotating.append(self._tls)
         options = [("grpc.so_reuseport", 0),
                    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
                    # Envoy pings an idle connection over TCP every 10 s (config/envoy.py) to
@@ -119,6 +123,8 @@ class App:
                 self.admin = await start_admin(self.current, self.runtime.config.admin)
             except AdminListenFailed as exc:
                 raise StartupError(str(exc)) from None
+            if self.admin.tls is not None:
+                self._rotating.append(self.admin.tls)
         self._bind(cfg.grpc, cfg.uds)
         if cfg.metrics:
             host, _, port = cfg.metrics.rpartition(":")
@@ -132,7 +138,7 @@ class App:
         gc.collect()
         gc.freeze()
         self._lag_watch = asyncio.get_running_loop().create_task(watch_loop_lag())
-        if self._tls is not None:
+        if self._rotating:
             self._tls_watch = asyncio.get_running_loop().create_task(self._reread_tls_every())
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         self._served = True
@@ -212,16 +218,16 @@ class App:
     async def _reread_tls(self) -> None:
         # An unusable set is logged and the served one kept (reread). Anything else is a bug,
         # and must neither end the re-reading for good (the served certificate would expire
-        # under a long-lived process) nor block the config reload that follows a SIGHUP.
-        if self._tls is None:
-            return
-        try:
-            await asyncio.to_thread(self._tls.reread)
-        except Exception:
-            metrics.INTERNAL_ERRORS.inc()
-            if self._tls_failing.ready():
-                log.exception("listen.tls: reading the certificate files again failed; "
-                              "keeping the certificate served, retrying")
+        # under a long-lived process), nor skip the other listener's files, nor block the
+        # config reload that follows a SIGHUP.
+        for tls in self._rotating:
+            try:
+                await asyncio.to_thread(tls.reread)
+            except Exception:
+                metrics.INTERNAL_ERRORS.inc()
+                if self._tls_failing.ready():
+                    log.exception("%s: reading the certificate files again failed; keeping "
+                                  "the certificate served, retrying", tls.at)
 
     async def _build_and_start(self) -> Runtime | None:
         try:

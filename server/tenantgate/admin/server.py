@@ -13,7 +13,7 @@ import grpc
 
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.bind_error import bind_error
-from tenantgate.config.tls import server_credentials
+from tenantgate.config.tls import RotatingCredentials
 from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
 from tenantgate.observe.apikeys import ADMIN_AUTH_FAILURES
@@ -80,12 +80,15 @@ class AdminListenFailed(Exception):
 
 
 class AdminListener:
-    """The admin gRPC server, and the Unix socket it bound, if any: stop() unlinks that only
-    while it is still ours, not a socket a successor bound at the path meanwhile."""
+    """The admin gRPC server, its admin.tls credentials (the App reads their files again, as
+    listen.tls's), and the Unix socket it bound, if any: stop() unlinks that only while it is
+    still ours, not a socket a successor bound at the path meanwhile."""
 
     def __init__(self, server: grpc.aio.Server, bound: BoundSocket | None,
-                 servicer: ApiKeyAdminServicer, settle_seconds: float) -> None:
+                 servicer: ApiKeyAdminServicer, settle_seconds: float,
+                 tls: RotatingCredentials | None) -> None:
         self.server = server
+        self.tls = tls
         self._bound = bound
         self._servicer = servicer
         self._settle_seconds = settle_seconds
@@ -112,16 +115,16 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
         except SocketInUse as exc:
             raise AdminListenFailed(str(exc)) from None
     # Read (and checked) before the server exists: a bad file must not leave one behind.
-    credentials = server_credentials(cfg.tls, "admin.tls") if cfg.tls is not None else None
+    tls = RotatingCredentials(cfg.tls, "admin.tls") if cfg.tls is not None else None
     interceptors = [AdminTokenAuth(cfg.token.value)] if cfg.token is not None else []
     server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
     servicer = ApiKeyAdminServicer(get_runtime)
     servicer.add_to_server(server)
     try:
-        if credentials is None:
+        if tls is None:
             port = server.add_insecure_port(cfg.listen)
         else:
-            port = server.add_secure_port(cfg.listen, credentials)
+            port = server.add_secure_port(cfg.listen, tls.credentials)
     except RuntimeError:
         port = 0
     if port == 0:
@@ -135,4 +138,4 @@ async def start_admin(get_runtime: Callable[[], Runtime], cfg: AdminConfig) -> A
     api_keys = get_runtime().config.api_keys
     round_trip = api_keys.redis_timeout if api_keys is not None else 0.0
     return AdminListener(server, bound, servicer,
-                         max(CHANGE_SETTLE_SECONDS, SETTLE_ROUND_TRIPS * round_trip))
+                         max(CHANGE_SETTLE_SECONDS, SETTLE_ROUND_TRIPS * round_trip), tls)

@@ -1,6 +1,6 @@
 """TLS for a gRPC listener (listen.tls, admin.tls): the config block, reading and checking its
-PEM files with messages that name the key, and the server credentials built from them: fixed,
-or read again when the files are renewed (RotatingCredentials)."""
+PEM files with messages that name the key, and the server credentials built from them, read
+again when the files are renewed (RotatingCredentials)."""
 
 from __future__ import annotations
 
@@ -60,13 +60,6 @@ def read_tls(tls: TlsConfig, at: str) -> TlsFiles:
     ca = _read(at, "client_ca", tls.client_ca) if tls.client_ca else None
     _check_pem(at, cert, key, ca)
     return TlsFiles(cert, key, ca)
-
-
-def server_credentials(tls: TlsConfig, at: str) -> grpc.ServerCredentials:
-    """Fixed credentials: the files are read once, here (the admin listener)."""
-    cert, key, ca = read_tls(tls, at)
-    return grpc.ssl_server_credentials([(key, cert)], root_certificates=ca,
-                                       require_client_auth=ca is not None)
 
 
 def _read(at: str, name: str, path: str) -> bytes:
