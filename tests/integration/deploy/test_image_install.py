@@ -22,6 +22,7 @@ import pytest
 from deploy_support import REPO
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.testing.binaries import free_port
+from tenantgate.testing.ports import in_use, on_fresh_ports, port_taken, stranger_on
 
 DOCKERFILE = REPO / "Dockerfile"
 NOBODY = 65534
@@ -145,8 +146,9 @@ def image_venv(base_python: tuple[str, bool]) -> Iterator[Path]:
         assert len(wheels) == 1
         requirements = [str(wheels[0]) if r == "/dist/tenantgate-*.whl" else r
                         for r in _image_requirements()]
+        # In the build context, as in the image's WORKDIR /src: `--constraint constraints.txt`.
         _run([sys.executable, "-m", "pip", "--python", str(venv / "bin" / "python"), "install",
-              "--quiet", "--compile", *requirements])
+              "--quiet", "--compile", *requirements], cwd=context)
         yield venv
     finally:
         shutil.rmtree(root, ignore_errors=True)
@@ -202,26 +204,18 @@ def test_entrypoint_serves_grpc_health_from_read_only_install(
     etc = Path(tempfile.mkdtemp(prefix="tg-etc-"))  # /etc/tenantgate: readable, not writable
     work = Path(tempfile.mkdtemp(prefix="tg-tmp-"))  # /tmp: the one writable place
     try:
-        grpc_port, metrics_port = free_port(), free_port()
         (etc / "keys").mkdir()
         (etc / "keys" / "k1").write_text("k" * 48)
-        (etc / "config.yaml").write_text(
-            f"listen: {{grpc: '127.0.0.1:{grpc_port}', metrics: '127.0.0.1:{metrics_port}',"
-            " drain_timeout: 1s}\n"
-            "context: {active_key: k1, keys: [{id: k1, secret: {fromFile: keys/k1}}]}\n")
-        for path in (etc, etc / "keys", etc / "config.yaml", etc / "keys" / "k1"):
+        for path in (etc, etc / "keys", etc / "keys" / "k1"):
             path.chmod(0o755 if path.is_dir() else 0o444)
         if demote:
             os.chown(work, NOBODY, NOBODY)
         before = _snapshot(image_venv)
         env = {"PATH": f"{image_venv / 'bin'}:/usr/bin:/bin", "HOME": "/nonexistent",
                "TMPDIR": str(work), "PYTHONDONTWRITEBYTECODE": "1", "PYTHONUNBUFFERED": "1"}
-        # ENTRYPOINT ["tenantgate", "serve"] + CMD ["--config", FILE]
-        server = subprocess.Popen(
-            [*demote, "tenantgate", "serve", "--config", str(etc / "config.yaml")],
-            cwd=work, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        server, statuses, metrics_port = on_fresh_ports(
+            lambda: _start_entrypoint(demote, etc, work, env))
         try:
-            statuses = _wait_for_health(server, grpc_port)
             if demote:
                 assert os.stat(f"/proc/{server.pid}").st_uid == NOBODY
             assert statuses == {"": "SERVING", "envoy.service.auth.v3.Authorization": "SERVING"}
@@ -242,14 +236,46 @@ def test_entrypoint_serves_grpc_health_from_read_only_install(
         shutil.rmtree(work, ignore_errors=True)
 
 
+def _start_entrypoint(demote: list[str], etc: Path, work: Path, env: dict[str, str]
+                      ) -> tuple[subprocess.Popen[str], dict[str, str], int]:
+    """`tenantgate serve` as the image runs it, on fresh ports: the server, its health
+    statuses and its metrics port. Raises, with nothing left running, when a port was taken
+    (on_fresh_ports then tries fresh ones)."""
+    grpc_port, metrics_port = free_port(), free_port()
+    config = etc / "config.yaml"
+    if config.exists():
+        config.chmod(0o644)
+    config.write_text(
+        f"listen: {{grpc: '127.0.0.1:{grpc_port}', metrics: '127.0.0.1:{metrics_port}',"
+        " drain_timeout: 1s}\n"
+        "context: {active_key: k1, keys: [{id: k1, secret: {fromFile: keys/k1}}]}\n")
+    config.chmod(0o444)
+    # ENTRYPOINT ["tenantgate", "serve"] + CMD ["--config", FILE]
+    server = subprocess.Popen([*demote, "tenantgate", "serve", "--config", str(config)],
+                              cwd=work, env=env, stdout=subprocess.PIPE,
+                              stderr=subprocess.STDOUT, text=True)
+    try:
+        statuses = _wait_for_health(server, grpc_port)
+        # A stranger that took a port first would have answered for it.
+        if (taken := stranger_on(server.pid, [grpc_port, metrics_port])) is not None:
+            raise RuntimeError(in_use(taken))
+    except BaseException:
+        server.kill()
+        server.communicate()
+        raise
+    return server, statuses, metrics_port
+
+
 def _wait_for_health(server: subprocess.Popen[str], port: int) -> dict[str, str]:
     deadline = time.monotonic() + STARTUP_WAIT
     with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if server.poll() is not None:
-                pytest.fail(f"tenantgate serve exited {server.returncode}: "
-                            f"{server.stdout.read() if server.stdout else ''}")
+                output = server.stdout.read() if server.stdout else ""
+                if port_taken(RuntimeError(output)):
+                    raise RuntimeError(output)  # on_fresh_ports tries fresh ports
+                pytest.fail(f"tenantgate serve exited {server.returncode}: {output}")
             try:
                 return {
                     name: health_pb2.HealthCheckResponse.ServingStatus.Name(
