@@ -21,6 +21,7 @@ from tenantgate.bind_error import bind_error
 from tenantgate.config.load import load_config
 from tenantgate.config.tls import RotatingCredentials
 from tenantgate.errors import ConfigError
+from tenantgate.health_listener import HealthListenFailed, start_health_listener
 from tenantgate.observe import metrics
 from tenantgate.observe.loop_lag import watch_loop_lag
 from tenantgate.observe.throttle import Throttle
@@ -80,6 +81,7 @@ class App:
         # again every TLS_REREAD_SECONDS and on SIGHUP.
         self._rotating: list[RotatingCredentials] = []
         self._tls_watch: asyncio.Task[None] | None = None
+        self._health_listener: grpc.aio.Server | None = None  # listen.health's server
         self._tls_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
 
     def current(self) -> Runtime:
@@ -125,6 +127,8 @@ class App:
                 raise StartupError(str(exc)) from None
             if self.admin.tls is not None:
                 self._rotating.append(self.admin.tls)
+        if cfg.health:  # before the Check port too, for the same reason
+            await self._start_health_listener(cfg.health)
         self._bind(cfg.grpc, cfg.uds)
         if cfg.metrics:
             host, _, port = cfg.metrics.rpartition(":")
@@ -142,7 +146,17 @@ class App:
             self._tls_watch = asyncio.get_running_loop().create_task(self._reread_tls_every())
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
         self._served = True
-        log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics})
+        log.info("serving", extra={"grpc": cfg.grpc, "uds": cfg.uds, "metrics": cfg.metrics,
+                                   "health": cfg.health})
+
+    async def _start_health_listener(self, address: str) -> None:
+        # gRPC's health servicer starts out SERVING: the probe port must not say so before
+        # listen.grpc serves, or Kubernetes would send the pod Checks it cannot answer yet.
+        await self._set_serving(health_pb2.HealthCheckResponse.NOT_SERVING)
+        try:
+            self._health_listener = await start_health_listener(self.health, address)
+        except HealthListenFailed as exc:
+            raise StartupError(str(exc)) from None
 
     def _bind(self, tcp: str | None, uds: str | None) -> None:
         from tenantgate.config.types import socket_path_problem
@@ -282,6 +296,8 @@ class App:
             await self.server.stop(grace)
         if self.admin is not None:
             await self.admin.stop(grace)
+        if self._health_listener is not None:  # it said NOT_SERVING while the others drained
+            await self._health_listener.stop(None)
         # Retired runtimes still hold batched hits to charge and store references: close them.
         self._drained.set()
         await asyncio.gather(*self._retired)

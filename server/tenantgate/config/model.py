@@ -90,6 +90,8 @@ class ListenConfig(Model):
     # TLS on listen.grpc, mTLS with client_ca. Not on listen.uds: a local socket, guarded by
     # its file mode, where TLS would protect nothing a reader of the socket could not read.
     tls: TlsConfig | None = None
+    # grpc.health.v1 alone, in plaintext: for probes that speak no TLS (Kubernetes' gRPC ones).
+    health: str | None = None
 
     @model_validator(mode="after")
     def _one_listener(self) -> ListenConfig:
@@ -105,12 +107,12 @@ class ListenConfig(Model):
     def _stop_wait(cls, value: float) -> float:
         return check_stop_wait(value)
 
-    @field_validator("grpc", "metrics")
+    @field_validator("grpc", "metrics", "health")
     @classmethod
     def _host_port(cls, value: str | None) -> str | None:
         return check_host_port(value) if value is not None else None
 
-    @field_validator("grpc")
+    @field_validator("grpc", "health")
     @classmethod
     def _grpc_host_given(cls, value: str | None) -> str | None:
         # gRPC reads `::1:9001` as one IPv6 address on port 443, not as [::1]:9001.
@@ -625,6 +627,7 @@ class Config(Model):
         # second (or, for one socket path, called its own first listener "another process").
         listeners = [("listen.grpc", self.listen.grpc), ("listen.metrics", self.listen.metrics),
                      ("listen.uds", f"unix:{self.listen.uds}" if self.listen.uds else None),
+                     ("listen.health", self.listen.health),
                      ("admin.listen", self.admin.listen if self.admin else None)]
         taken: list[tuple[str, str]] = []
         for key, address in listeners:

@@ -62,12 +62,15 @@ class Admin:
     first: Path  # the set it started with
 
 
+StartAdmin = Callable[..., Awaitable[Admin]]
+
+
 @pytest.fixture
-async def start_admin(tmp_path: Path, redis_url: str) -> AsyncIterator[Callable[[], Awaitable[
-        Admin]]]:
+async def start_admin(tmp_path: Path, redis_url: str) -> AsyncIterator[StartAdmin]:
     apps: list[App] = []
 
-    async def start() -> Admin:
+    async def start(*, listen_tls: bool = False) -> Admin:
+        """admin.tls from the volume; listen.tls too (the first set, never renewed) if asked."""
         volume = SecretVolume(tmp_path / "admin-tls")
         first = issue(tmp_path / "first")
         volume.publish(first)
@@ -78,6 +81,9 @@ async def start_admin(tmp_path: Path, redis_url: str) -> AsyncIterator[Callable[
             document["admin"]["tls"] = {"cert": str(volume.root / "tls.crt"),
                                         "key": str(volume.root / "tls.key"),
                                         "client_ca": str(volume.root / "ca.crt")}
+            if listen_tls:
+                document["listen"]["tls"] = {"cert": str(first / "server.crt"),
+                                             "key": str(first / "server.key")}
             path.write_text(yaml.safe_dump(document))
             app = App(str(path))
             await app.start()
@@ -121,7 +127,7 @@ async def admitted(address: str, pki: Path) -> bool:
 
 
 async def test_a_renewed_admin_certificate_is_served_to_new_connections_after_sighup(
-        start_admin: Callable[[], Awaitable[Admin]], tmp_path: Path) -> None:
+        start_admin: StartAdmin, tmp_path: Path) -> None:
     admin = await start_admin()
     assert await admitted(admin.address, admin.first)
     kept = channel(admin.address, admin.first)
@@ -140,7 +146,7 @@ async def test_a_renewed_admin_certificate_is_served_to_new_connections_after_si
 
 
 async def test_a_broken_admin_set_keeps_the_served_one(
-        start_admin: Callable[[], Awaitable[Admin]], tmp_path: Path) -> None:
+        start_admin: StartAdmin, tmp_path: Path) -> None:
     admin = await start_admin()
     broken = issue(tmp_path / "broken")
     # A certificate with another certificate's key: a wrong Secret, or one written halfway.
@@ -154,7 +160,7 @@ async def test_a_broken_admin_set_keeps_the_served_one(
 
 
 async def test_a_renewed_admin_certificate_is_served_without_any_signal(
-        start_admin: Callable[[], Awaitable[Admin]], tmp_path: Path,
+        start_admin: StartAdmin, tmp_path: Path,
         monkeypatch: pytest.MonkeyPatch) -> None:
     # cert-manager and kubelet rewrite a mounted Secret and tell nobody.
     monkeypatch.setattr(app_module, "TLS_REREAD_SECONDS", 0.05)
@@ -168,3 +174,19 @@ async def test_a_renewed_admin_certificate_is_served_without_any_signal(
     else:
         pytest.fail("the renewed admin certificate was never served")
     assert not await admitted(admin.address, admin.first)
+
+
+async def test_a_failing_listen_tls_read_does_not_stop_the_admin_one(
+        start_admin: StartAdmin, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    admin = await start_admin(listen_tls=True)
+    listen_tls = admin.app._tls
+    assert listen_tls is not None
+
+    def bug() -> bool:
+        raise RuntimeError("a bug in reading listen.tls's files")
+
+    monkeypatch.setattr(listen_tls, "reread", bug)
+    renewed = issue(tmp_path / "renewed")
+    admin.volume.publish(renewed)
+    assert await admin.app.reload()  # the listener read first fails; the reload goes on
+    assert await admitted(admin.address, renewed)
