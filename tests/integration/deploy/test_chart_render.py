@@ -13,6 +13,7 @@ import pytest
 import yaml
 from deploy_support import CHART, VALUES_DIR, Rendered, run_helm
 from tenantgate.config.load import load_config
+from tenantgate.testing.pki import write_pki
 
 MATRIX = sorted(p.name for p in VALUES_DIR.glob("*.yaml"))
 SIDECAR = [name for name in MATRIX if name.startswith("sidecar")]
@@ -103,8 +104,10 @@ def test_rendered_config_passes_check_config(
 
     for name, value in SECRET_ENV.items():
         monkeypatch.setenv(name, value)
-    config_file = key_dir / "config.yaml"  # keys/<id> beside it, as in the pod
+    config_file = key_dir / "config.yaml"  # keys/<id> (and tls/) beside it, as in the pod
     config_file.write_text(render(values).config_text())
+    if "tls" in yaml.safe_load(config_file.read_text())["listen"]:
+        write_tls_files(key_dir)
     exit_code = main(["check-config", str(config_file)])
     out = capsys.readouterr()
     assert exit_code == 0, out.err
@@ -164,12 +167,15 @@ def test_every_container_runs_locked_down(render: Callable[..., Rendered], value
 @pytest.mark.parametrize("values", MATRIX)
 def test_tenantgate_has_native_grpc_probes_on_its_grpc_port(
         render: Callable[..., Rendered], values: str) -> None:
-    pod = render(values).pod_spec()
+    """On the health-only port when the gRPC port speaks TLS only: the probes speak no TLS."""
+    rendered = render(values)
+    pod = rendered.pod_spec()
     tenantgate = _container(pod, "tenantgate")
-    grpc_port = next(p["containerPort"] for p in tenantgate["ports"]
-                     if p["name"].endswith("grpc"))
+    tls = "tls" in yaml.safe_load(rendered.config_text())["listen"]
+    probed = next(p["containerPort"] for p in tenantgate["ports"]
+                  if p["name"].endswith("health" if tls else "grpc"))
     for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
-        assert tenantgate[probe]["grpc"] == {"port": grpc_port, "service": ""}, probe
+        assert tenantgate[probe]["grpc"] == {"port": probed, "service": ""}, probe
     assert "/tmp" in {m["mountPath"] for m in tenantgate["volumeMounts"]}
     assert tenantgate["args"] == ["--config", "/etc/tenantgate/config.yaml"]
 
@@ -381,6 +387,58 @@ def test_notes_render(helm: str, notes_chart: Path, values: str) -> None:
     assert "<no value>" not in notes
     mode = yaml.safe_load((VALUES_DIR / values).read_text())["mode"]
     assert f"in {mode} mode" in notes
+
+
+def write_tls_files(config_dir: Path) -> Path:
+    """The tls Secret's items where the chart mounts them, beside the config (tls/tls.crt,
+    tls/tls.key, tls/ca.crt); returns the directory of the PKI that issued them."""
+    pki = config_dir / "pki"
+    pki.mkdir()
+    write_pki(pki)
+    (config_dir / "tls").mkdir()
+    for item, issued in {"tls.crt": "server.crt", "tls.key": "server.key",
+                         "ca.crt": "ca.crt"}.items():
+        shutil.copyfile(pki / issued, config_dir / "tls" / item)
+    return pki
+
+
+@pytest.mark.parametrize("client_auth", [True, False], ids=["mutual-tls", "tls"])
+def test_the_notes_tls_front_mode_command_is_one_envoy_config_accepts(
+        helm: str, notes_chart: Path, render: Callable[..., Rendered], key_dir: Path,
+        tmp_path: Path, client_auth: bool, capsys: pytest.CaptureFixture[str]) -> None:
+    """With tls.enabled the command NOTES prints calls the pods over TLS, not plaintext, and
+    runs as printed once its placeholder files exist."""
+    from tenantgate.cli import main
+
+    values = tmp_path / "values.yaml"
+    values.write_text(yaml.safe_dump({"tls": {"clientAuth": client_auth},
+                                      "service": {"headless": True}}))
+    result = run_helm(helm, "template", "tg", str(notes_chart), "--namespace", "auth",
+                      "--show-only", "templates/zz-notes.yaml",
+                      "-f", str(VALUES_DIR / "standalone-tls.yaml"), "-f", str(values))
+    assert result.returncode == 0, result.stderr
+    notes = yaml.safe_load(result.stdout)["data"]["notes"]
+    assert "--authz-plaintext" not in notes
+    assert "the plaintext health-only port 9003" in notes
+    [command] = [line.split() for line in notes.replace("\\\n", " ").splitlines()
+                 if "tenantgate envoy-config" in line]
+    assert command[:2] == ["tenantgate", "envoy-config"] and command[-1] == "config.yaml"
+    assert ("--authz-tls-cert" in command) is client_auth
+    # The config the chart renders, and files where the command has placeholders.
+    (key_dir / "config.yaml").write_text(
+        render("standalone-tls.yaml", str(values)).config_text())
+    pki = write_tls_files(key_dir)
+    files = {"/etc/envoy/tenantgate-ca.crt": pki / "ca.crt",
+             "/etc/envoy/tenantgate-client.crt": pki / "client.crt",
+             "/etc/envoy/tenantgate-client.key": pki / "client.key",
+             "config.yaml": key_dir / "config.yaml",
+             "/etc/envoy/envoy.yaml": tmp_path / "envoy" / "envoy.yaml"}
+    arguments = [str(files.get(arg, arg)) for arg in command[2:]]
+    assert "tg-tenantgate-headless.auth.svc.cluster.local:9001" in arguments
+    (tmp_path / "envoy").mkdir()
+    assert main(["envoy-config", *arguments]) == 0, capsys.readouterr().err
+    bootstrap = (tmp_path / "envoy" / "envoy.yaml").read_text()
+    assert "envoy.transport_sockets.tls" in bootstrap
 
 
 def _merged(base: Any, override: Any) -> Any:

@@ -290,9 +290,9 @@ def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(
 
 # The chart's schema and tenantgate's config model must name the same keys, or values that
 # check-config accepts would be refused by Helm (or the reverse).
-# listen.tls: not offered by the chart (its probes are Kubernetes' gRPC probes, which speak no
-# TLS), so values.schema.json refuses it.
-CHART_MANAGED = {"listen": {"grpc", "metrics", "uds", "tls"}, "context": {"keys"}}
+# listen.tls and listen.health: set by the chart from its own `tls` and `ports.health` (the
+# Secret's mount path, the probes' port), so values.schema.json refuses them under listen.
+CHART_MANAGED = {"listen": {"grpc", "metrics", "uds", "tls", "health"}, "context": {"keys"}}
 
 
 def _schema() -> dict[str, Any]:

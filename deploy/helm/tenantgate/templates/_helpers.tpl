@@ -103,6 +103,14 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- if and (eq .Values.mode "sidecar") .Values.sidecar.app.enabled (not .Values.sidecar.app.image) -}}
 {{- fail "sidecar.app.image: sidecar mode needs the application's image (the container tenantgate protects)" -}}
 {{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- fail "tls.enabled: sidecar mode's Envoy calls tenantgate over the Unix socket listen.uds, a local socket TLS does not cover; tls is for standalone mode, where Envoys call the pods across the network" -}}
+{{- end -}}
+{{- if not .Values.tls.existingSecret -}}
+{{- fail "tls.existingSecret: name the Secret holding the certificate (tls.crt, tls.key, and ca.crt with tls.clientAuth), e.g. the secretName of a cert-manager Certificate" -}}
+{{- end -}}
+{{- end -}}
 {{- $audit := clean (toString (default "-" .Values.audit.path)) -}}
 {{- if and .Values.audit.enabled (include "tenantgate.pathWithin" (list $audit "/tmp")) -}}
 {{- fail (printf "audit.path: %q is in /tmp, a 16Mi in-memory emptyDir counted against the memory limit and never rotated: a client sending bad tokens fills it and the pod is evicted. Use \"-\" (standard output, collected by the node's log pipeline)" $audit) -}}
@@ -246,6 +254,9 @@ share its network namespace: loopback or not, two listeners on one port cannot b
 {{- if .Values.metrics.enabled -}}
 {{- $ports = append $ports (list "ports.metrics" (int .Values.ports.metrics)) -}}
 {{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- $ports = append $ports (list "ports.health" (int .Values.ports.health)) -}}
+{{- end -}}
 {{- with .Values.admin -}}
 {{- $listen := toString (default "127.0.0.1:9002" .listen) -}}
 {{- if not (hasPrefix "unix:" $listen) -}}
@@ -290,6 +301,16 @@ the pod (listen addresses, the signing-key files).
 {{- if eq .Values.mode "sidecar" -}}
 {{- $_ := set $listen "uds" (include "tenantgate.socketPath" .) -}}
 {{- end -}}
+{{- if .Values.tls.enabled -}}
+{{- /* The Secret's files sit beside the config (tenantgate.volumes): relative paths, as keys/<id>.
+    Kubelet's gRPC probes speak no TLS: they get a plaintext listener serving health alone. */ -}}
+{{- $tls := dict "cert" "tls/tls.crt" "key" "tls/tls.key" -}}
+{{- if .Values.tls.clientAuth -}}
+{{- $_ := set $tls "client_ca" "tls/ca.crt" -}}
+{{- end -}}
+{{- $_ := set $listen "tls" $tls -}}
+{{- $_ := set $listen "health" (printf "0.0.0.0:%d" (int .Values.ports.health)) -}}
+{{- end -}}
 {{- $keys := list -}}
 {{- range .Values.signingKeys.keyIds -}}
 {{- $keys = append $keys (dict "id" . "secret" (dict "fromFile" (printf "keys/%s" .))) -}}
@@ -314,8 +335,10 @@ the pod (listen addresses, the signing-key files).
 {{- end -}}
 
 {{/*
-Volumes the tenantgate container needs (list items). Config and signing keys share one projected
-volume, so the keys sit beside the config (keys/<id>) and the config refers to them relatively.
+Volumes the tenantgate container needs (list items). Config, signing keys and the tls Secret share
+one projected volume, so the keys sit beside the config (keys/<id>, tls/) and the config refers to
+them relatively. Kubelet updates a projected Secret in place (a new ..data), so a renewed
+certificate reaches tenantgate's periodic re-read with no restart.
 */}}
 {{- define "tenantgate.volumes" -}}
 - name: tenantgate-config
@@ -331,6 +354,16 @@ volume, so the keys sit beside the config (keys/<id>) and the config refers to t
           {{- range .Values.signingKeys.keyIds }}
             - {key: {{ . | quote }}, path: {{ printf "keys/%s" . | quote }}}
           {{- end }}
+      {{- if .Values.tls.enabled }}
+      - secret:
+          name: {{ .Values.tls.existingSecret }}
+          items:
+            - {key: tls.crt, path: tls/tls.crt}
+            - {key: tls.key, path: tls/tls.key}
+            {{- if .Values.tls.clientAuth }}
+            - {key: ca.crt, path: tls/ca.crt}
+            {{- end }}
+      {{- end }}
 - name: tenantgate-tmp
   emptyDir: {medium: Memory, sizeLimit: 16Mi}
 {{- with .Values.extraVolumes }}
@@ -358,7 +391,9 @@ volume, so the keys sit beside the config (keys/<id>) and the config refers to t
 {{- end -}}
 
 {{- define "tenantgate.probes" -}}
-{{- $grpc := dict "port" (int .Values.ports.grpc) "service" .Values.probes.service -}}
+{{- /* With tls.enabled the gRPC port speaks TLS only, which kubelet's gRPC probes do not. */ -}}
+{{- $port := ternary .Values.ports.health .Values.ports.grpc .Values.tls.enabled -}}
+{{- $grpc := dict "port" (int $port) "service" .Values.probes.service -}}
 startupProbe:
   grpc: {{ toJson $grpc }}
   {{- toYaml .Values.probes.startup | nindent 2 }}
@@ -387,6 +422,9 @@ standalone, "tg-" in sidecar mode where port names share the pod with the applic
     - {name: {{ .portPrefix }}grpc, containerPort: {{ $root.Values.ports.grpc }}, protocol: TCP}
     {{- if $root.Values.metrics.enabled }}
     - {name: {{ .portPrefix }}metrics, containerPort: {{ $root.Values.ports.metrics }}, protocol: TCP}
+    {{- end }}
+    {{- if $root.Values.tls.enabled }}
+    - {name: {{ .portPrefix }}health, containerPort: {{ $root.Values.ports.health }}, protocol: TCP}
     {{- end }}
   env:
     - {name: PYTHONDONTWRITEBYTECODE, value: "1"}
