@@ -45,6 +45,16 @@ def rendered(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:
     return bootstrap
 
 
+def rendered_to(directory: Path, capsys: pytest.CaptureFixture[str], *argv: str,
+                output: str = "envoy.yaml") -> dict[str, Any]:
+    """As rendered, written to directory/envoy.yaml with --output (TLS writes its SDS files
+    beside it); `output` as given on the command line."""
+    code = main(["envoy-config", str(EXAMPLE_CONFIG), *argv, "--output", output])
+    assert code == 0, capsys.readouterr().err
+    bootstrap: dict[str, Any] = yaml.safe_load((directory / "envoy.yaml").read_text())
+    return bootstrap
+
+
 def refused(capsys: pytest.CaptureFixture[str], *argv: str) -> str:
     """The one line `envoy-config` exits 2 with."""
     assert main(["envoy-config", str(EXAMPLE_CONFIG), *argv]) == 2
@@ -66,6 +76,17 @@ def tls_context(bootstrap: dict[str, Any]) -> dict[str, Any]:
     assert context["@type"] == ("type.googleapis.com/"
                                 "envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext")
     return context
+
+
+def san_matchers(context: dict[str, Any]) -> list[dict[str, Any]]:
+    combined = context["common_tls_context"]["combined_validation_context"]
+    found: list[dict[str, Any]] = combined["default_validation_context"][
+        "match_typed_subject_alt_names"]
+    return found
+
+
+def sds_source(path: Path) -> dict[str, Any]:
+    return {"path_config_source": {"path": str(path)}, "resource_api_version": "V3"}
 
 
 # --- F2: TLS towards tenantgate -------------------------------------------------------------
@@ -135,61 +156,71 @@ def test_loopback_and_the_unix_socket_stay_plaintext(
 
 
 def test_tls_to_a_named_tenantgate_sends_and_verifies_that_name(
-        pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bootstrap = rendered(capsys, *FRONT, "--authz", "tenantgate.auth.svc.cluster.local:9001",
-                         "--authz-tls-ca", str(pki / "ca.crt"))
+        pki: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(pki)
+    bootstrap = rendered_to(pki, capsys, *FRONT, "--authz",
+                            "tenantgate.auth.svc.cluster.local:9001",
+                            "--authz-tls-ca", str(pki / "ca.crt"))
     assert tls_context(bootstrap) == {
         "@type": "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3."
                  "UpstreamTlsContext",
         "common_tls_context": {
-            "validation_context": {
-                "trusted_ca": {"filename": str(pki / "ca.crt")},
+            "combined_validation_context": {
                 # Without it any certificate of the CA would do, not only tenantgate's.
-                "match_typed_subject_alt_names": [{
+                "default_validation_context": {"match_typed_subject_alt_names": [{
                     "san_type": "DNS",
                     "matcher": {"exact": "tenantgate.auth.svc.cluster.local"}}]},
+                # The CA comes through SDS, which Envoy re-reads on renewal.
+                "validation_context_sds_secret_config": {
+                    "name": "tenantgate-authz-ca",
+                    "sds_config": sds_source(pki / "envoy.authz-ca.sds.yaml")}},
             "alpn_protocols": ["h2"]},  # HTTP/2 over TLS is agreed by ALPN
         "sni": "tenantgate.auth.svc.cluster.local"}
 
 
 def test_tls_to_an_ip_verifies_the_ip_san_and_sends_no_sni(
         pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    context = tls_context(rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
-                                   "--authz-tls-ca", str(pki / "ca.crt")))
+    context = tls_context(rendered_to(pki, capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                                      "--authz-tls-ca", str(pki / "ca.crt"),
+                                      output=str(pki / "envoy.yaml")))
     assert "sni" not in context
-    assert context["common_tls_context"]["validation_context"][
-        "match_typed_subject_alt_names"] == [{"san_type": "IP_ADDRESS",
-                                              "matcher": {"exact": "10.0.0.5"}}]
+    assert san_matchers(context) == [{"san_type": "IP_ADDRESS",
+                                      "matcher": {"exact": "10.0.0.5"}}]
 
 
 def test_tls_sni_names_the_certificate_for_an_ip(
         pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    context = tls_context(rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
-                                   "--authz-tls-ca", str(pki / "ca.crt"),
-                                   "--authz-tls-sni", "tenantgate.internal."))
+    context = tls_context(rendered_to(pki, capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                                      "--authz-tls-ca", str(pki / "ca.crt"),
+                                      "--authz-tls-sni", "tenantgate.internal.",
+                                      output=str(pki / "envoy.yaml")))
     assert context["sni"] == "tenantgate.internal"
-    assert context["common_tls_context"]["validation_context"][
-        "match_typed_subject_alt_names"] == [{"san_type": "DNS",
-                                              "matcher": {"exact": "tenantgate.internal"}}]
+    assert san_matchers(context) == [{"san_type": "DNS",
+                                      "matcher": {"exact": "tenantgate.internal"}}]
 
 
 def test_mtls_renders_the_client_certificate_with_absolute_paths(
         pki: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(pki)  # relative here; Envoy may start in another directory
-    context = tls_context(rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
-                                   "--authz-tls-ca", "ca.crt", "--authz-tls-cert", "client.crt",
-                                   "--authz-tls-key", "client.key"))
+    context = tls_context(rendered_to(pki, capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                                      "--authz-tls-ca", "ca.crt", "--authz-tls-cert",
+                                      "client.crt", "--authz-tls-key", "client.key"))
     common = context["common_tls_context"]
-    assert common["tls_certificates"] == [{
-        "certificate_chain": {"filename": str(pki / "client.crt")},
-        "private_key": {"filename": str(pki / "client.key")}}]
-    assert common["validation_context"]["trusted_ca"] == {"filename": str(pki / "ca.crt")}
+    assert common["tls_certificate_sds_secret_configs"] == [{
+        "name": "tenantgate-authz-client",
+        "sds_config": sds_source(pki / "envoy.authz-client.sds.yaml")}]
+    [client] = yaml.safe_load((pki / "envoy.authz-client.sds.yaml").read_text())["resources"]
+    assert client["tls_certificate"]["certificate_chain"] == {"filename": str(pki / "client.crt")}
+    assert client["tls_certificate"]["private_key"] == {"filename": str(pki / "client.key")}
+    [ca] = yaml.safe_load((pki / "envoy.authz-ca.sds.yaml").read_text())["resources"]
+    assert ca["validation_context"]["trusted_ca"] == {"filename": str(pki / "ca.crt")}
 
 
 def test_tls_on_the_authz_cluster_covers_the_rate_limit_service(
         pki: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    bootstrap = rendered(capsys, *FRONT, "--authz", "10.0.0.5:9001",
-                         "--authz-tls-ca", str(pki / "ca.crt"), "--rate-limit")
+    bootstrap = rendered_to(pki, capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                            "--authz-tls-ca", str(pki / "ca.crt"), "--rate-limit",
+                            output=str(pki / "envoy.yaml"))
     manager = bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]
     [limiter] = [f for f in manager["typed_config"]["http_filters"]
                  if f["name"] == "envoy.filters.http.ratelimit"]

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 
 from tenantgate.cli.errors import non_utf8_option, report_config_error
 from tenantgate.cli.numbers import positive_count, positive_seconds, rate
@@ -42,7 +43,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="call tenantgate over TLS (its listen.tls), verifying its "
                              "certificate with this PEM CA bundle and its name (--authz-tls-sni, "
                              "or else the --authz host: a DNS SAN for a name, an IP SAN for an "
-                             "IP); the one cluster carries Check and ShouldRateLimit")
+                             "IP); the one cluster carries Check and ShouldRateLimit. Needs "
+                             "--output: Envoy reads the TLS files through SDS files written "
+                             "beside it, and reads them again, without a restart, when their "
+                             "directory sees a move (a Kubernetes Secret volume's renewal)")
     parser.add_argument("--authz-tls-cert", type=non_empty_text, metavar="FILE",
                         help="with --authz-tls-key: Envoy's client certificate (PEM) for "
                              "tenantgate's mTLS")
@@ -103,7 +107,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                         help="open client connections Envoy accepts, past which it refuses new "
                              "ones (default 10000)")
     parser.add_argument("--output", "-o", type=non_empty_path, metavar="FILE",
-                        help="write here instead of stdout")
+                        help="write here instead of stdout; with --authz-tls-ca, the SDS files "
+                             "naming the TLS files go beside it (FILE's name without its "
+                             "suffix, then .authz-ca.sds.yaml and .authz-client.sds.yaml)")
     parser.set_defaults(handler=_render)
 
 
@@ -112,7 +118,7 @@ def _render(args: argparse.Namespace) -> int:
         print(f"tenantgate: {option}: not valid UTF-8", file=sys.stderr)
         return 2
     try:
-        from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render
+        from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render, render_sds
     except ModuleNotFoundError as exc:
         print(f"tenantgate: envoy-config needs {exc.name}: pip install 'tenantgate[envoy]'",
               file=sys.stderr)
@@ -133,21 +139,25 @@ def _render(args: argparse.Namespace) -> int:
             max_connections=args.max_connections,
             xff_num_trusted_hops=args.xff_num_trusted_hops, authz_tls_ca=args.authz_tls_ca,
             authz_tls_cert=args.authz_tls_cert, authz_tls_key=args.authz_tls_key,
-            authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext)
+            authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext,
+            output=str(args.output) if args.output else None)
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
         text = render(config, options, source=source)
+        secrets = render_sds(options)
     except ConfigError as exc:
         return report_config_error(str(args.config), exc)
     except EnvoyConfigError as exc:
         print(f"tenantgate: {exc}", file=sys.stderr)
         return 2
     if args.output:
-        try:
-            args.output.write_text(text)
-        except OSError as exc:
-            print(f"tenantgate: cannot write {args.output}: {exc.strerror}", file=sys.stderr)
-            return 1
+        # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
+        for path, body in [*secrets.items(), (args.output, text)]:
+            try:
+                Path(path).write_text(body)
+            except OSError as exc:
+                print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
+                return 1
     else:
         sys.stdout.write(text)
     return 0

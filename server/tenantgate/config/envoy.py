@@ -46,6 +46,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.config.core.v3 import (
         Address,
         ApiVersion,
+        ConfigSource,
         DataSource,
         GrpcService,
         GrpcServiceEnvoyGrpc,
@@ -56,12 +57,15 @@ with warnings.catch_warnings():
         HttpProtocolOptions,
         HttpProtocolOptionsHeadersWithUnderscoresAction,
         KeepaliveSettings,
+        Node,
+        PathConfigSource,
         Pipe,
         RuntimeFractionalPercent,
         SocketAddress,
         SubstitutionFormatString,
         TransportSocket,
         TypedExtensionConfig,
+        WatchedDirectory,
     )
     from envoy_data_plane.envoy.config.endpoint.v3 import (
         ClusterLoadAssignment,
@@ -116,6 +120,9 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.extensions.transport_sockets.tls.v3 import (
         CertificateValidationContext,
         CommonTlsContext,
+        CommonTlsContextCombinedCertificateValidationContext,
+        SdsSecretConfig,
+        Secret,
         SubjectAltNameMatcher,
         SubjectAltNameMatcherSanType,
         TlsCertificate,
@@ -127,6 +134,7 @@ with warnings.catch_warnings():
     from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
         HttpProtocolOptionsExplicitHttpConfig,
     )
+    from envoy_data_plane.envoy.service.discovery.v3 import DiscoveryResponse
     from envoy_data_plane.envoy.type.matcher.v3 import ListStringMatcher, StringMatcher
     from envoy_data_plane.envoy.type.metadata.v3 import MetadataKey, MetadataKeyPathSegment
     from envoy_data_plane.envoy.type.v3 import (
@@ -198,6 +206,9 @@ class EnvoyOptions:
     # A tenantgate beyond loopback without TLS (either mode): True allows it (a mesh encrypts the
     # hop), False refuses it. None does not check: the CLI always passes True or False.
     authz_plaintext: bool | None = None
+    # The file the bootstrap is written to (--output): with authz_tls_ca, the SDS files naming
+    # the TLS files are written beside it, and the bootstrap names them by absolute path.
+    output: str | None = None
 
     def __post_init__(self) -> None:
         # None means "the default"; an empty address is a mistake (`--listen ''` rendered the
@@ -426,36 +437,117 @@ def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
     else:
         san = SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.IP_ADDRESS,
                                     matcher=StringMatcher(exact=str(ipaddress.ip_address(host))))
+    ca, *client = authz_sds_files(options)
     context = CommonTlsContext(
         # HTTP/2 over TLS is agreed by ALPN (RFC 9113 3.2); a gRPC server may refuse a
         # handshake that offers no h2.
         alpn_protocols=["h2"],
-        validation_context=CertificateValidationContext(
-            trusted_ca=DataSource(filename=_pem_file(options.authz_tls_ca, "--authz-tls-ca",
-                                                     _holds_certificate, "certificate")),
-            match_typed_subject_alt_names=[san]),
-        tls_certificates=_client_certificate(options))
+        # Envoy merges the CA from SDS into this context: the name check stays in the
+        # bootstrap, the files in the SDS resources.
+        combined_validation_context=CommonTlsContextCombinedCertificateValidationContext(
+            default_validation_context=CertificateValidationContext(
+                match_typed_subject_alt_names=[san]),
+            validation_context_sds_secret_config=ca.reference()),
+        tls_certificate_sds_secret_configs=[sds.reference() for sds in client])
     return TransportSocket(name=TLS_SOCKET, typed_config=AnyMessage.pack(
         UpstreamTlsContext(common_tls_context=context, sni=sni or "")))
 
 
-def _client_certificate(options: EnvoyOptions) -> list[TlsCertificate]:
+# Envoy re-reads TLS files only when they come through SDS: a DataSource in the cluster, or a
+# secret under static_resources.secrets, is read once at start (checked with Envoy 1.40), and
+# a renewed client certificate that expires then fails every Check. A file SDS source needs no
+# server: Envoy reads the resource from a file and watches the directories of the files it names.
+AUTHZ_CA_SECRET = "tenantgate-authz-ca"
+AUTHZ_CLIENT_SECRET = "tenantgate-authz-client"
+# Envoy refuses SDS, from a file too, without a node id and cluster (--service-node and
+# --service-cluster still override them).
+SDS_NODE = "tenantgate-envoy"
+
+
+@dataclass(frozen=True, slots=True)
+class SdsFile:
+    """One SDS resource file: where Envoy reads it (absolute), and the secret it holds."""
+
+    path: str
+    secret: Secret
+
+    def reference(self) -> SdsSecretConfig:
+        source = ConfigSource(path_config_source=PathConfigSource(path=self.path),
+                              resource_api_version=ApiVersion.V3)
+        return SdsSecretConfig(name=self.secret.name, sds_config=source)
+
+    def render(self) -> str:
+        # One secret per file: Envoy refuses a file SDS update holding more than the one named.
+        response = DiscoveryResponse(resources=[AnyMessage.pack(self.secret)])
+        header = ("# SDS resource rendered by `tenantgate envoy-config` with the bootstrap "
+                  "naming it; do not edit.\n# Envoy reads the files below again when their "
+                  "directory sees a move (a Secret volume's renewal).\n")
+        return header + yaml.safe_dump(response.to_dict(casing=Casing.SNAKE), sort_keys=False,
+                                       default_flow_style=False, width=100)
+
+
+def authz_sds_files(options: EnvoyOptions) -> list[SdsFile]:
+    """The SDS files of the TLS towards tenantgate: the CA first, then the client certificate
+    (mutual TLS); none without --authz-tls-ca. Every file is checked before any path is made."""
+    if options.authz_tls_ca is None:
+        return []
+    ca = _pem_file(options.authz_tls_ca, "--authz-tls-ca", _holds_certificate, "certificate")
+    client = _client_certificate(options)
+    files = [SdsFile(_sds_path(options, "authz-ca"), Secret(
+        name=AUTHZ_CA_SECRET, validation_context=CertificateValidationContext(
+            trusted_ca=DataSource(filename=ca), watched_directory=_watched(ca))))]
+    if client is not None:
+        files.append(SdsFile(_sds_path(options, "authz-client"),
+                             Secret(name=AUTHZ_CLIENT_SECRET, tls_certificate=client)))
+    return files
+
+
+def render_sds(options: EnvoyOptions) -> dict[str, str]:
+    """The SDS files the bootstrap names, by absolute path (none without --authz-tls-ca). Write
+    them before the bootstrap: Envoy refuses to start while one is missing."""
+    return {sds.path: sds.render() for sds in authz_sds_files(options)}
+
+
+def _sds_path(options: EnvoyOptions, kind: str) -> str:
+    # Beside the bootstrap and named after it, so two bootstraps in one directory keep theirs.
+    if options.output is None:
+        raise EnvoyConfigError("--authz-tls-ca: needs --output FILE: Envoy re-reads the TLS "
+                               "files through SDS files written beside the bootstrap")
+    output = os.path.abspath(options.output)
+    try:
+        output.encode("utf-8")
+    except UnicodeEncodeError:  # lone surrogates from argv bytes: the YAML could not hold them
+        raise EnvoyConfigError("--output: not valid UTF-8, and the bootstrap names the SDS "
+                               "files beside it by path") from None
+    return f"{os.path.splitext(output)[0]}.{kind}.sds.yaml"
+
+
+def _watched(path: str) -> WatchedDirectory:
+    # A Secret volume renews by moving a new ..data link into the directory holding the
+    # files' links: a move there makes Envoy read the files again.
+    return WatchedDirectory(path=os.path.dirname(path))
+
+
+def _client_certificate(options: EnvoyOptions) -> TlsCertificate | None:
     cert, key = options.authz_tls_cert, options.authz_tls_key
     if cert is None and key is None:
-        return []
+        return None
     if cert is None or key is None:
         given, missing = ("cert", "key") if key is None else ("key", "cert")
         raise EnvoyConfigError(f"--authz-tls-{given}: needs --authz-tls-{missing} too")
-    return [TlsCertificate(
-        certificate_chain=DataSource(filename=_pem_file(cert, "--authz-tls-cert",
-                                                        _holds_certificate, "certificate")),
-        private_key=DataSource(filename=_pem_file(key, "--authz-tls-key", _holds_private_key,
-                                                  "unencrypted private key")))]
+    chain = _pem_file(cert, "--authz-tls-cert", _holds_certificate, "certificate")
+    private = _pem_file(key, "--authz-tls-key", _holds_private_key, "unencrypted private key")
+    # One directory watched for both makes Envoy read the pair together and refuse a pair
+    # caught mid-change; in two directories, Envoy watches each file's own.
+    shared = os.path.dirname(chain) == os.path.dirname(private)
+    return TlsCertificate(certificate_chain=DataSource(filename=chain),
+                          private_key=DataSource(filename=private),
+                          watched_directory=_watched(chain) if shared else None)
 
 
 def _pem_file(path: str, what: str, holds: Callable[[bytes], bool], holding: str) -> str:
-    """The file's absolute path once it reads as PEM holding `holding`: Envoy reads it only at
-    start, and a wrong file is better refused here than as a bootstrap Envoy will not load."""
+    """The file's absolute path once it reads as PEM holding `holding`: a wrong file is better
+    refused here than by Envoy, which would start without the secret and deny every request."""
     try:  # bounded, regular files only: a FIFO would hang this command, /dev/zero fill memory
         data = read_regular_file(Path(path), MAX_PEM_BYTES)
     except UnfitFile as exc:
@@ -465,7 +557,7 @@ def _pem_file(path: str, what: str, holds: Callable[[bytes], bool], holding: str
     if not holds(data):
         raise EnvoyConfigError(f"{what}: {path} holds no PEM {holding}")
     # Absolute, for an Envoy started elsewhere; symlinks kept, as a Kubernetes Secret volume
-    # swaps its ..data link on rotation.
+    # swaps its ..data link on rotation (and the watched directory is the links' own).
     return os.path.abspath(path)
 
 
@@ -772,10 +864,10 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
                         filter_chains=[FilterChain(
                             filters=[_connection_manager(config, options, domain)])])
     authz, upstream = authz_address(config, options), _socket(options.upstream, "--upstream")
+    tls = authz_transport(options, authz)
     clusters = [
         # One cluster for Check and ShouldRateLimit: its TLS covers both.
-        _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz),
-                 transport_socket=authz_transport(options, authz)),
+        _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz), transport_socket=tls),
         _cluster(APP_CLUSTER, upstream, http2=False, dns=_needs_dns(upstream)),
     ]
     # Without a cap, silent connections could be opened until Envoy runs out of descriptors
@@ -785,6 +877,7 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
         typed_config=AnyMessage.pack(DownstreamConnectionsConfig(
             max_active_downstream_connections=_max_connections(options))))
     return Bootstrap(
+        node=Node(id=SDS_NODE, cluster=SDS_NODE) if tls is not None else None,  # SDS needs it
         admin=Admin(address=_admin_socket(options.admin)),
         static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters),
         overload_manager=OverloadManager(resource_monitors=[connections]))
