@@ -529,7 +529,7 @@ def test_behind_a_load_balancer_the_client_limit_counts_the_address_it_saw(
 def test_the_charts_front_mode_command_is_one_envoy_config_accepts(
         example: Config, capsys: pytest.CaptureFixture[str]) -> None:
     # Before: NOTES.txt and the values.yaml comment showed --authz <headless name> without
-    # --authz-plaintext, which envoy-config refuses (exit 2): the chart serves no listen.tls.
+    # --authz-plaintext, which envoy-config refuses (exit 2) for a name beyond loopback.
     chart = EXAMPLES.parent / "deploy" / "helm" / "tenantgate"
     notes = (chart / "templates" / "NOTES.txt").read_text()
     for template, value in {'{{ include "tenantgate.headlessName" . }}': "tg-tenantgate-headless",

@@ -170,8 +170,9 @@ class EnvoyProcess(ManagedProcess):
             import json
 
             data = json.load(reply)
-        return {s["name"]: int(s["value"]) for s in data["stats"]
-                if "value" in s and s["name"].startswith(prefix)}
+        # Numbers only: some stats are text (SDS's `sds.<name>.version_text`).
+        return {s["name"]: s["value"] for s in data["stats"]
+                if isinstance(s.get("value"), int) and s["name"].startswith(prefix)}
 
     def __enter__(self) -> EnvoyProcess:
         return self.start()
