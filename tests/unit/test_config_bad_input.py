@@ -116,6 +116,16 @@ def test_secret_variable_that_is_not_utf8_is_named_not_echoed(
         "context.keys[0].secret: environment variable TG_TEST_CONTEXT_KEY is not valid UTF-8"]
 
 
+@pytest.mark.parametrize(("spelling", "documented"), [("from_env", "fromEnv"),
+                                                     ("from_file", "fromFile")])
+def test_a_secret_takes_only_its_documented_spelling(spelling: str, documented: str) -> None:
+    # The Python field name was taken too: one key with two spellings, one undocumented.
+    text = CONTEXT.replace("fromEnv: TG_TEST_CONTEXT_KEY", f"{spelling}: TG_TEST_CONTEXT_KEY")
+    [issue] = issues(text)
+    assert issue.startswith(f"context.keys[0].secret.{spelling}: unknown key")
+    assert documented in issue
+
+
 def with_jwks_file(name: str) -> str:
     return ("issuers:\n- {name: dev, issuer: https://dev.example, audiences: [api], "
             f"tenant_pattern: '^[a-z]+$', jwks: {{file: '{name}'}}}}\n" + CONTEXT)

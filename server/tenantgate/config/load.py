@@ -209,9 +209,8 @@ def _field_names_at(loc: tuple[int | str, ...]) -> list[str]:
     model = _model_of(annotation)
     if model is None:
         return []
-    names = list(model.model_fields)
-    names += [f.alias for f in model.model_fields.values() if f.alias]
-    return names
+    # As written in a config: the alias where a field has one (fromEnv, not from_env).
+    return [field.alias or name for name, field in model.model_fields.items()]
 
 
 def _is_model(obj: Any) -> bool:

@@ -287,7 +287,7 @@ def _check_tls_query(min_version: int | None, ciphers: str | None) -> None:
 class Model(BaseModel):
     """Frozen, strict: unknown keys are errors (load.py adds a did-you-mean)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 # A secret is a key or a token, a few hundred bytes: a larger file is a wrong path (a log, an
