@@ -8,23 +8,21 @@ from pathlib import Path
 
 import yaml
 from tenantgate.app import App
+from tenantgate.testing.apps import app_on_fresh_ports
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import config_document
-from tenantgate.testing.ports import on_fresh_ports_async
 
 
 @asynccontextmanager
 async def app_on_tcp(directory: Path) -> AsyncIterator[App]:
-    async def attempt() -> App:
+    def write() -> Path:  # a new gRPC port each time
         document = config_document(directory, [])
         document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None}
         path = directory / "tenantgate.yaml"
         path.write_text(yaml.safe_dump(document))
-        app = App(str(path))
-        await app.start()
-        return app
+        return path
 
-    app = await on_fresh_ports_async(attempt)
+    app = await app_on_fresh_ports(write)
     try:
         yield app
     finally:

@@ -22,6 +22,7 @@ from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.app import App
 from tenantgate.context import KeyRing
+from tenantgate.testing.apps import StartedApps, app_on_fresh_ports
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import (
     DevIssuer,
@@ -31,7 +32,7 @@ from tenantgate.testing.check import (
 )
 from tenantgate.testing.envoy import TenantgateProcess
 from tenantgate.testing.jwks_server import JwksServer
-from tenantgate.testing.ports import on_fresh_ports, on_fresh_ports_async
+from tenantgate.testing.ports import on_fresh_ports
 
 OVERWRITE = 2  # HeaderValueOption.OVERWRITE_IF_EXISTS_OR_ADD
 SERVING, NOT_SERVING = (health_pb2.HealthCheckResponse.SERVING,
@@ -83,21 +84,14 @@ Start = Callable[..., Awaitable[App]]
 
 @pytest.fixture
 async def start_app(tmp_path: Path, idp: DevIssuer) -> AsyncIterator[Start]:
-    apps: list[App] = []
+    apps = StartedApps()
 
     async def start(jwks: dict[str, Any], **sections: Any) -> App:
-        async def attempt() -> App:  # write_config picks a new gRPC port each time
-            app = App(str(write_config(tmp_path, idp, jwks, **sections)))
-            await app.start()  # a failed start stops whatever it had started
-            return app
-
-        app = await on_fresh_ports_async(attempt)
-        apps.append(app)
-        return app
+        # write_config picks a new gRPC port each time
+        return await apps.start(lambda: write_config(tmp_path, idp, jwks, **sections))
 
     yield start
-    for app in apps:
-        await app.stop()
+    await apps.stop_all()
 
 
 def target(app: App) -> str:
@@ -227,16 +221,14 @@ async def test_keys_found_through_oidc_discovery(start_app: Start, tmp_path: Pat
 
         fetched_before: list[int] = []  # by an attempt that lost its port, if any
 
-        async def attempt() -> App:  # a fresh gRPC port each time: the last one was taken
+        def write() -> Path:  # a fresh gRPC port each time: the last one was taken
             fetched_before.append(server.fetches)
             document["listen"] = {"grpc": f"127.0.0.1:{free_port()}", "metrics": None,
                                   "drain_timeout": "1s"}
             path.write_text(yaml.safe_dump(document))
-            app = App(str(path))
-            await app.start()  # a failed start stops whatever it had started
-            return app
+            return path
 
-        app = await on_fresh_ports_async(attempt)
+        app = await app_on_fresh_ports(write)
         try:
             assert not denied(await check(target(app), bearer(issuer.token())))
             assert server.fetches - fetched_before[-1] == 1

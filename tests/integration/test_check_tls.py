@@ -20,10 +20,10 @@ from tenantgate import app as app_module
 from tenantgate.app import App
 from tenantgate.config import tls as tls_module
 from tenantgate.errors import ConfigError
+from tenantgate.testing.apps import StartedApps
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.pki import Issued, write_pki
-from tenantgate.testing.ports import on_fresh_ports_async
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 # Each channel its own connection: a channel opened after a certificate change must make a
@@ -45,21 +45,14 @@ def idp() -> DevIssuer:
 
 @pytest.fixture
 async def start_app(tmp_path: Path, idp: DevIssuer) -> AsyncIterator[Start]:
-    apps: list[App] = []
+    apps = StartedApps()
 
     async def start(tls: dict[str, str], **listen: str) -> App:
-        async def attempt() -> App:  # a new gRPC port each time
-            app = App(str(write_config(tmp_path, idp, tls, **listen)))
-            await app.start()
-            return app
-
-        app = await on_fresh_ports_async(attempt)
-        apps.append(app)
-        return app
+        # write_config picks a new gRPC port each time
+        return await apps.start(lambda: write_config(tmp_path, idp, tls, **listen))
 
     yield start
-    for app in apps:
-        await app.stop()
+    await apps.stop_all()
 
 
 def write_config(directory: Path, idp: DevIssuer, tls: dict[str, str],

@@ -17,10 +17,10 @@ from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.app import SERVICES, App, StartupError
+from tenantgate.testing.apps import StartedApps
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.pki import write_pki
-from tenantgate.testing.ports import on_fresh_ports_async
 
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
@@ -43,21 +43,14 @@ def write_config(directory: Path, idp: DevIssuer, **listen: Any) -> Path:
 @pytest.fixture
 async def start_app(tmp_path: Path) -> AsyncIterator[Start]:
     write_pki(tmp_path)
-    apps: list[App] = []
+    apps = StartedApps()
 
     async def start(**listen: Any) -> App:
-        async def attempt() -> App:  # new ports each time
-            app = App(str(write_config(tmp_path, DevIssuer(), **listen)))
-            await app.start()
-            return app
-
-        app = await on_fresh_ports_async(attempt)
-        apps.append(app)
-        return app
+        # write_config picks new ports each time
+        return await apps.start(lambda: write_config(tmp_path, DevIssuer(), **listen))
 
     yield start
-    for app in apps:
-        await app.stop()
+    await apps.stop_all()
 
 
 def health_address(app: App) -> str:

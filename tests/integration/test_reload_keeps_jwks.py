@@ -15,10 +15,10 @@ import yaml
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from tenantgate.app import App
+from tenantgate.testing.apps import StartedApps
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.jwks_server import JwksServer
-from tenantgate.testing.ports import on_fresh_ports_async
 
 Start = Callable[[DevIssuer, dict[str, Any]], Awaitable[App]]
 
@@ -30,27 +30,23 @@ def jwks() -> JwksServer:
 
 @pytest.fixture
 async def start_app(tmp_path: Path, jwks: JwksServer) -> AsyncIterator[Start]:
-    apps: list[App] = []
+    apps = StartedApps()
 
     async def start(idp: DevIssuer, source: dict[str, Any]) -> App:
-        async def attempt() -> App:
+        def write() -> Path:  # a new gRPC port each time
             document = config_document(tmp_path, [idp.config(jwks={
                 **source, "allow_insecure_http": True})])
             document["listen"].update({"grpc": f"127.0.0.1:{free_port()}",
                                        "drain_timeout": "1s"})
             path = tmp_path / "tenantgate.yaml"
             path.write_text(yaml.safe_dump(document))
-            app = App(str(path))
-            await app.start()
-            return app
+            return path
 
-        apps.append(await on_fresh_ports_async(attempt))
-        return apps[-1]
+        return await apps.start(write)
 
     with jwks:
         yield start
-    for app in apps:
-        await app.stop()
+    await apps.stop_all()
 
 
 async def check(app: App, token: str) -> CheckResponse:
