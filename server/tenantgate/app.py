@@ -8,6 +8,7 @@ import contextlib
 import gc
 import logging
 import signal
+from collections import defaultdict
 from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
@@ -82,7 +83,9 @@ class App:
         self._rotating: list[RotatingCredentials] = []
         self._tls_watch: asyncio.Task[None] | None = None
         self._health_listener: grpc.aio.Server | None = None  # listen.health's server
-        self._tls_failing = Throttle(60.0)  # one traceback a minute for a recurring bug
+        # One traceback a minute for a recurring bug, per listener (by key path): a shared one
+        # went to listen.tls, read first, every minute, and a failing admin.tls went unsaid.
+        self._tls_failing: defaultdict[str, Throttle] = defaultdict(lambda: Throttle(60.0))
 
     def current(self) -> Runtime:
         """The runtime a new call takes as its snapshot; the call pins it (Runtime.pin) so a
@@ -239,7 +242,7 @@ class App:
                 await asyncio.to_thread(tls.reread)
             except Exception:
                 metrics.INTERNAL_ERRORS.inc()
-                if self._tls_failing.ready():
+                if self._tls_failing[tls.at].ready():
                     log.exception("%s: reading the certificate files again failed; keeping "
                                   "the certificate served, retrying", tls.at)
 
