@@ -1,14 +1,13 @@
 """The chart's tls values: the gRPC port served over TLS from a mounted Secret (listen.tls),
 and Kubernetes' gRPC probes moved to the plaintext health-only port (listen.health). The matrix
-tests (test_chart_render.py) run standalone-tls.yaml too: schemas, check-config, NOTES."""
+tests (test_chart_render.py) run standalone-tls.yaml too: schemas, check-config, NOTES; the
+values it refuses are in test_chart_values.py's REJECTED."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import pytest
 import yaml
 from deploy_support import Rendered
 
@@ -69,50 +68,6 @@ def test_without_tls_nothing_changes(render: Callable[..., Rendered]) -> None:
     container = tenantgate(rendered)
     assert container["readinessProbe"]["grpc"]["port"] == 9001
     assert "health" not in {p["name"] for p in container["ports"]}
-
-
-@pytest.mark.parametrize(("values", "message"), [
-    pytest.param({"tls": {"enabled": True}},
-                 "tls.existingSecret: name the Secret holding the certificate (tls.crt, tls.key, "
-                 "and ca.crt with tls.clientAuth)", id="no-secret"),
-    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}},
-                  "tls": {"enabled": True, "existingSecret": "tg-tls"}},
-                 "tls.enabled: sidecar mode's Envoy calls tenantgate over the Unix socket "
-                 "listen.uds", id="sidecar-mode"),
-    pytest.param({"tls": {"enabled": True, "existingSecret": "TLS_Secret"}},
-                 "- tls.existingSecret: Does not match pattern", id="bad-secret-name"),
-    pytest.param({"tls": {"enabled": "yes"}},
-                 "- tls.enabled: Invalid type. Expected: boolean, given: string",
-                 id="enabled-not-a-switch"),
-    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls", "caSecret": "x"}},
-                 "- tls: Additional property caSecret is not allowed", id="unknown-tls-key"),
-    pytest.param({"ports": {"health": 0}},
-                 "- ports.health: Must be greater than or equal to 1", id="health-port-zero"),
-    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls"},
-                  "ports": {"health": 9001}},
-                 "ports.health: must differ from ports.grpc, both 9001", id="health-on-grpc"),
-    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls"},
-                  "ports": {"health": 9090}},
-                 "ports.health: must differ from ports.metrics, both 9090",
-                 id="health-on-metrics"),
-    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls"},
-                  "admin": {"listen": "127.0.0.1:9003", "token": {"fromEnv": "T"}}},
-                 'admin.listen "127.0.0.1:9003": must differ from ports.health, both 9003',
-                 id="admin-on-health"),
-    # The chart sets both from tls and ports: written in listen, they would be overwritten.
-    pytest.param({"listen": {"health": "0.0.0.0:9003"}},
-                 "- listen: Additional property health is not allowed", id="listen-health"),
-    pytest.param({"listen": {"tls": {"cert": "a", "key": "b"}}},
-                 "- listen: Additional property tls is not allowed", id="listen-tls"),
-])
-def test_wrong_tls_values_are_refused_with_a_readable_message(
-        render_error: Callable[..., str], tmp_path: Path, values: dict[str, Any],
-        message: str) -> None:
-    values_file = tmp_path / "values.yaml"
-    values_file.write_text(yaml.safe_dump(values))
-    error = render_error(str(values_file))
-    assert message in error
-    assert "goroutine" not in error and "panic" not in error
 
 
 def test_a_health_port_clash_is_no_concern_while_tls_is_off(

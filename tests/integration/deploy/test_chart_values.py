@@ -229,6 +229,39 @@ REJECTED = [
     pytest.param({"admin": {"listen": "127.0.0.1:9090", "token": {"fromEnv": "ADMIN_TOKEN"}}},
                  'admin.listen "127.0.0.1:9090": must differ from ports.metrics, both 9090',
                  id="admin-api-on-metrics-port"),
+    # tls and ports.health (test_chart_tls.py renders what they accept)
+    pytest.param({"tls": {"enabled": True}},
+                 "tls.existingSecret: name the Secret holding the certificate (tls.crt, tls.key, "
+                 "and ca.crt with tls.clientAuth)", id="tls-without-secret"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}},
+                  "tls": {"enabled": True, "existingSecret": "tg-tls"}},
+                 "tls.enabled: sidecar mode's Envoy calls tenantgate over the Unix socket "
+                 "listen.uds", id="tls-in-sidecar-mode"),
+    pytest.param({"tls": {"enabled": True, "existingSecret": "TLS_Secret"}},
+                 "- tls.existingSecret: Does not match pattern", id="tls-bad-secret-name"),
+    pytest.param({"tls": {"enabled": "yes"}},
+                 "- tls.enabled: Invalid type. Expected: boolean, given: string",
+                 id="tls-enabled-not-a-switch"),
+    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls", "caSecret": "x"}},
+                 "- tls: Additional property caSecret is not allowed", id="unknown-tls-key"),
+    pytest.param({"ports": {"health": 0}},
+                 "- ports.health: Must be greater than or equal to 1", id="health-port-zero"),
+    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls"},
+                  "ports": {"health": 9001}},
+                 "ports.health: must differ from ports.grpc, both 9001", id="health-on-grpc"),
+    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls"},
+                  "ports": {"health": 9090}},
+                 "ports.health: must differ from ports.metrics, both 9090",
+                 id="health-on-metrics"),
+    pytest.param({"tls": {"enabled": True, "existingSecret": "tg-tls"},
+                  "admin": {"listen": "127.0.0.1:9003", "token": {"fromEnv": "T"}}},
+                 'admin.listen "127.0.0.1:9003": must differ from ports.health, both 9003',
+                 id="admin-on-health"),
+    # The chart sets both from tls and ports: written in listen, they would be overwritten.
+    pytest.param({"listen": {"health": "0.0.0.0:9003"}},
+                 "- listen: Additional property health is not allowed", id="listen-health"),
+    pytest.param({"listen": {"tls": {"cert": "a", "key": "b"}}},
+                 "- listen: Additional property tls is not allowed", id="listen-tls"),
 ]
 
 
