@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -41,6 +42,32 @@ def render_error(helm: str) -> Callable[..., str]:
         assert result.returncode != 0, "the chart accepted values it should refuse"
         return result.stderr
     return _render_error
+
+
+@pytest.fixture(scope="session")
+def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the chart that renders NOTES.txt into a manifest: `helm template` skips NOTES
+    and `helm install --dry-run` wants a cluster."""
+    chart = tmp_path_factory.mktemp("notes") / "tenantgate"
+    shutil.copytree(CHART, chart)
+    (chart / "files" / "NOTES.txt").write_text((chart / "templates" / "NOTES.txt").read_text())
+    (chart / "templates" / "zz-notes.yaml").write_text(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
+        'data: {notes: {{ tpl (.Files.Get "files/NOTES.txt") . | toJson }}}\n')
+    return chart
+
+
+@pytest.fixture(scope="session")
+def render_notes(helm: str, notes_chart: Path) -> Callable[..., str]:
+    """The NOTES text Helm prints after installing the chart with these values (release "tg",
+    namespace "auth")."""
+    def _render_notes(*values: str, sets: dict[str, str] | None = None) -> str:
+        result = run_helm(helm, "template", "tg", str(notes_chart), "--namespace", "auth",
+                          "--show-only", "templates/zz-notes.yaml",
+                          *value_args(list(values), sets))
+        assert result.returncode == 0, result.stderr
+        return str(yaml.safe_load(result.stdout)["data"]["notes"])
+    return _render_notes
 
 
 @pytest.fixture

@@ -181,12 +181,14 @@ def test_tenantgate_has_native_grpc_probes_on_its_grpc_port(
 
 
 @pytest.mark.parametrize("values", STANDALONE)
-def test_standalone_service_targets_the_grpc_port_as_grpc(
+def test_standalone_service_targets_the_grpc_port_with_its_protocol(
         render: Callable[..., Rendered], values: str) -> None:
     rendered = render(values)
     service = rendered.one("Service")
     grpc = next(p for p in service["spec"]["ports"] if p["name"] == "grpc")
-    assert grpc["appProtocol"] == "grpc" and grpc["targetPort"] == "grpc"
+    tls = yaml.safe_load((VALUES_DIR / values).read_text()).get("tls", {}).get("enabled")
+    assert grpc["appProtocol"] == ("https" if tls else "grpc")  # test_chart_tls.py says why
+    assert grpc["targetPort"] == "grpc"
     selector = service["spec"]["selector"]
     pod_labels = rendered.workload()["spec"]["template"]["metadata"]["labels"]
     assert selector.items() <= pod_labels.items()
@@ -364,25 +366,9 @@ def test_metrics_off_removes_the_port_and_every_monitoring_object(
     assert [p["name"] for p in rendered.one("Service")["spec"]["ports"]] == ["grpc"]
 
 
-@pytest.fixture(scope="module")
-def notes_chart(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A copy of the chart that renders NOTES.txt into a manifest: `helm template` skips NOTES
-    and `helm install --dry-run` wants a cluster."""
-    chart = tmp_path_factory.mktemp("notes") / "tenantgate"
-    shutil.copytree(CHART, chart)
-    (chart / "files" / "NOTES.txt").write_text((chart / "templates" / "NOTES.txt").read_text())
-    (chart / "templates" / "zz-notes.yaml").write_text(
-        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: notes}\n"
-        'data: {notes: {{ tpl (.Files.Get "files/NOTES.txt") . | toJson }}}\n')
-    return chart
-
-
 @pytest.mark.parametrize("values", MATRIX)
-def test_notes_render(helm: str, notes_chart: Path, values: str) -> None:
-    result = run_helm(helm, "template", "tg", str(notes_chart), "--namespace", "auth",
-                      "--show-only", "templates/zz-notes.yaml", "-f", str(VALUES_DIR / values))
-    assert result.returncode == 0, result.stderr
-    notes = yaml.safe_load(result.stdout)["data"]["notes"]
+def test_notes_render(render_notes: Callable[..., str], values: str) -> None:
+    notes = render_notes(values)
     assert "kubectl -n auth create secret generic" in notes
     assert "<no value>" not in notes
     mode = yaml.safe_load((VALUES_DIR / values).read_text())["mode"]
@@ -404,7 +390,7 @@ def write_tls_files(config_dir: Path) -> Path:
 
 @pytest.mark.parametrize("client_auth", [True, False], ids=["mutual-tls", "tls"])
 def test_the_notes_tls_front_mode_command_is_one_envoy_config_accepts(
-        helm: str, notes_chart: Path, render: Callable[..., Rendered], key_dir: Path,
+        render_notes: Callable[..., str], render: Callable[..., Rendered], key_dir: Path,
         tmp_path: Path, client_auth: bool, capsys: pytest.CaptureFixture[str]) -> None:
     """With tls.enabled the command NOTES prints calls the pods over TLS, not plaintext, and
     runs as printed once its placeholder files exist."""
@@ -413,11 +399,7 @@ def test_the_notes_tls_front_mode_command_is_one_envoy_config_accepts(
     values = tmp_path / "values.yaml"
     values.write_text(yaml.safe_dump({"tls": {"clientAuth": client_auth},
                                       "service": {"headless": True}}))
-    result = run_helm(helm, "template", "tg", str(notes_chart), "--namespace", "auth",
-                      "--show-only", "templates/zz-notes.yaml",
-                      "-f", str(VALUES_DIR / "standalone-tls.yaml"), "-f", str(values))
-    assert result.returncode == 0, result.stderr
-    notes = yaml.safe_load(result.stdout)["data"]["notes"]
+    notes = render_notes("standalone-tls.yaml", str(values))
     assert "--authz-plaintext" not in notes
     assert "the plaintext health-only port 9003" in notes
     [command] = [line.split() for line in notes.replace("\\\n", " ").splitlines()

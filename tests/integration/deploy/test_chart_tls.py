@@ -1,13 +1,14 @@
 """The chart's tls values: the gRPC port served over TLS from a mounted Secret (listen.tls),
-and Kubernetes' gRPC probes moved to the plaintext health-only port (listen.health). The matrix
-tests (test_chart_render.py) run standalone-tls.yaml too: schemas, check-config, NOTES; the
-values it refuses are in test_chart_values.py's REJECTED."""
+Kubernetes' gRPC probes moved to the plaintext health-only port (listen.health), and Istio told
+the port is TLS. The matrix tests (test_chart_render.py) run standalone-tls.yaml too: schemas,
+check-config, NOTES; the values it refuses are in test_chart_values.py's REJECTED."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import yaml
 from deploy_support import Rendered
 
@@ -68,6 +69,47 @@ def test_without_tls_nothing_changes(render: Callable[..., Rendered]) -> None:
     container = tenantgate(rendered)
     assert container["readinessProbe"]["grpc"]["port"] == 9001
     assert "health" not in {p["name"] for p in container["ports"]}
+
+
+def grpc_ports(rendered: Rendered) -> list[dict[str, Any]]:
+    """The gRPC port of the Service and of the headless Service."""
+    services = (rendered.one("Service", "tenantgate"), rendered.one("Service", "-headless"))
+    return [p for service in services for p in service["spec"]["ports"] if p["name"] == "grpc"]
+
+
+def test_tls_grpc_ports_tell_istio_they_speak_tls(render: Callable[..., Rendered]) -> None:
+    # Istio takes appProtocol grpc as plaintext HTTP/2: a sidecar on either side would parse
+    # the TLS as HTTP/2 and fail every call. https is TLS it passes on unread.
+    port = {"name": "grpc", "port": 9001, "targetPort": "grpc", "protocol": "TCP"}
+    rendered = render(TLS_VALUES, sets={"service.headless": "true"})
+    assert grpc_ports(rendered) == [{**port, "appProtocol": "https"}] * 2
+    plaintext = render("standalone-minimal.yaml", sets={"service.headless": "true"})
+    assert grpc_ports(plaintext) == [{**port, "appProtocol": "grpc"}] * 2
+
+
+@pytest.mark.parametrize("client_auth", [True, False], ids=["mutual-tls", "tls"])
+def test_tls_notes_have_istio_callers_originate_tls(
+        render_notes: Callable[..., str], client_auth: bool) -> None:
+    # deploy/istio/'s extension provider and rate-limit filter speak plaintext gRPC: told to
+    # register them as they are, a TLS release answered every request with 503.
+    notes = render_notes(TLS_VALUES, sets={"tls.clientAuth": str(client_auth).lower()})
+    said = " ".join(notes.split())
+    assert "register it as an extension provider" not in said
+    assert "DestinationRule for host tg-tenantgate.auth.svc.cluster.local" in said
+    assert ("tls.mode MUTUAL" in said) is client_auth
+    assert ("tls.mode SIMPLE" in said) is not client_auth
+    assert "connectionPool.http.h2UpgradePolicy UPGRADE" in said
+    assert "release with tls.enabled off" in said
+
+
+def test_without_tls_the_notes_register_the_istio_provider_as_before(
+        render_notes: Callable[..., str]) -> None:
+    notes = render_notes("standalone-minimal.yaml")
+    assert ("   (gRPC, HTTP/2)\n\n"
+            "   With Istio, register it as an extension provider and use an AuthorizationPolicy "
+            "with\n   action CUSTOM: deploy/istio/ in the tenantgate repository has the "
+            "manifests.\n   A front Envoy") in notes
+    assert "DestinationRule" not in notes
 
 
 def test_a_health_port_clash_is_no_concern_while_tls_is_off(

@@ -82,6 +82,15 @@ it (config/types.py); the schema has already refused any other form.
 {{- end -}}
 {{- end -}}
 
+{{/*
+The gRPC Service ports' appProtocol. Istio reads grpc as plaintext HTTP/2: a sidecar on either end
+would parse the TLS of tls.enabled as HTTP/2 and fail every call. https is TLS it leaves alone
+(the same as tls for a sidecar, and an IANA service name, as Kubernetes asks of an unprefixed one).
+*/}}
+{{- define "tenantgate.grpcAppProtocol" -}}
+{{- ternary "https" "grpc" .Values.tls.enabled -}}
+{{- end -}}
+
 {{- define "tenantgate.configDir" -}}/etc/tenantgate{{- end -}}
 {{- define "tenantgate.socketPath" -}}{{ .Values.sidecar.socketDir }}/tenantgate.sock{{- end -}}
 {{- define "tenantgate.envoyBootstrap" -}}/etc/envoy/envoy.yaml{{- end -}}
