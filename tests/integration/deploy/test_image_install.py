@@ -63,9 +63,42 @@ def test_dockerfile_builds_a_wheel_and_runs_it_as_a_non_root_user() -> None:
     assert 'CMD ["--config", "/etc/tenantgate/config.yaml"]' in runtime
 
 
+def _dockerignore() -> list[tuple[bool, re.Pattern[str]]]:
+    """.dockerignore's patterns in order, each (is an exception `!`, its matcher)."""
+    patterns = []
+    for line in (REPO / ".dockerignore").read_text().splitlines():
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        negate, line = line.startswith("!"), line.removeprefix("!").strip("/")
+        # Docker's syntax: `**` any number of directories, `*` and `?` within one name.
+        regex = "".join("(.*/)?" if part == "**/" else ".*" if part == "**" else
+                        "[^/]*" if part == "*" else "[^/]" if part == "?" else re.escape(part)
+                        for part in re.split(r"(\*\*/|\*\*|\*|\?)", line) if part)
+        patterns.append((negate, re.compile(regex)))
+    return patterns
+
+
+def _sent_to_docker(relative: str, patterns: list[tuple[bool, re.Pattern[str]]]) -> bool:
+    """As Docker decides: the last pattern matching the path, or a directory above it, wins."""
+    parts = relative.split("/")
+    paths = ["/".join(parts[:i]) for i in range(1, len(parts) + 1)]
+    excluded = False
+    for negate, pattern in patterns:
+        if any(pattern.fullmatch(path) for path in paths):
+            excluded = not negate
+    return not excluded
+
+
 def _build_context(dest: Path) -> Path:
-    """Copy exactly what the builder stage COPYs, as Docker would send it (.dockerignore)."""
-    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
+    """Copy exactly what the builder stage COPYs, as Docker would send it (.dockerignore):
+    a COPY source that .dockerignore keeps out would fail the image build."""
+    patterns = _dockerignore()
+
+    def ignore(directory: str, names: list[str]) -> list[str]:
+        where = Path(directory).relative_to(REPO)
+        return [n for n in names if not _sent_to_docker(str(where / n), patterns)]
+
     dest.mkdir()
     for instruction in _stages()["builder"]:
         if not instruction.startswith("COPY "):
@@ -73,6 +106,8 @@ def _build_context(dest: Path) -> Path:
         *sources, _target = instruction.split()[1:]
         for source in sources:
             path = REPO / source.rstrip("/")
+            assert _sent_to_docker(source.rstrip("/"), patterns), \
+                f"COPY {source}: .dockerignore keeps it out of the build context"
             if path.is_dir():
                 shutil.copytree(path, dest / path.name, ignore=ignore)
             else:
