@@ -1,4 +1,5 @@
-"""tenantgate Apps started in the test's own event loop, on fresh ports, and stopped after."""
+"""tenantgate Apps started in a test's own event loop, on fresh ports, and stopped after (here,
+not in tenantgate.testing: nothing in the package but the CLI imports the App)."""
 
 from __future__ import annotations
 

@@ -7,8 +7,8 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import yaml
+from app_support import app_on_fresh_ports
 from tenantgate.app import App
-from tenantgate.testing.apps import app_on_fresh_ports
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import config_document
 

@@ -17,12 +17,12 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from app_support import StartedApps, app_on_fresh_ports
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest, CheckResponse
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.app import App
 from tenantgate.context import KeyRing
-from tenantgate.testing.apps import StartedApps, app_on_fresh_ports
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import (
     DevIssuer,

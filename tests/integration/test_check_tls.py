@@ -12,6 +12,7 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from app_support import StartedApps
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -20,7 +21,6 @@ from tenantgate import app as app_module
 from tenantgate.app import App
 from tenantgate.config import tls as tls_module
 from tenantgate.errors import ConfigError
-from tenantgate.testing.apps import StartedApps
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.pki import Issued, write_pki

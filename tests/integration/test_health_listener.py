@@ -13,11 +13,11 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from app_support import StartedApps
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from envoy.service.ratelimit.v3 import rls_pb2, rls_pb2_grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from tenantgate.app import SERVICES, App, StartupError
-from tenantgate.testing.apps import StartedApps
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.jwks_server import JwksServer

@@ -12,10 +12,10 @@ from typing import Any
 import grpc
 import pytest
 import yaml
+from app_support import StartedApps
 from envoy.service.auth.v3.external_auth_pb2 import CheckResponse
 from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from tenantgate.app import App
-from tenantgate.testing.apps import StartedApps
 from tenantgate.testing.binaries import free_port
 from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.jwks_server import JwksServer
