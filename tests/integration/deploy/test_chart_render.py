@@ -410,12 +410,23 @@ def test_the_notes_tls_front_mode_command_is_one_envoy_config_accepts(
     (key_dir / "config.yaml").write_text(
         render("standalone-tls.yaml", str(values)).config_text())
     pki = write_tls_files(key_dir)
-    files = {"/etc/envoy/tenantgate-ca.crt": pki / "ca.crt",
-             "/etc/envoy/tenantgate-client.crt": pki / "client.crt",
-             "/etc/envoy/tenantgate-client.key": pki / "client.key",
-             "config.yaml": key_dir / "config.yaml",
-             "/etc/envoy/envoy.yaml": tmp_path / "envoy" / "envoy.yaml"}
-    arguments = [str(files.get(arg, arg)) for arg in command[2:]]
+    # The Secret volume is read-only and envoy-config writes its SDS files beside --output:
+    # the command must write elsewhere (one directory for both failed in a real pod).
+    flags = dict(zip(command[2::2], command[3::2], strict=False))
+    tls_dirs = {Path(flags[flag]).parent for flag in flags if flag.startswith("--authz-tls-")}
+    assert Path(flags["--output"]).parent not in tls_dirs
+    # A cert-manager volume's names, with the files the test's CA issued.
+    volume = tmp_path / "secret"
+    volume.mkdir()
+    for name, source in (("ca.crt", "ca.crt"), ("tls.crt", "client.crt"),
+                         ("tls.key", "client.key")):
+        (volume / name).write_bytes((pki / source).read_bytes())
+    volume.chmod(0o555)  # as the volume is mounted: nothing may be written there
+    arguments = [arg.replace("/etc/envoy/tls", str(volume))
+                 .replace("/etc/envoy/bootstrap", str(tmp_path / "envoy"))
+                 .replace("config.yaml", str(key_dir / "config.yaml"))
+                 if arg.startswith("/etc/envoy/") or arg == "config.yaml" else arg
+                 for arg in command[2:]]
     assert "tg-tenantgate-headless.auth.svc.cluster.local:9001" in arguments
     (tmp_path / "envoy").mkdir()
     assert main(["envoy-config", *arguments]) == 0, capsys.readouterr().err
