@@ -38,7 +38,7 @@ from e2e_support import (
 )
 from envoy.service.auth.v3.external_auth_pb2 import CheckRequest
 from tenantgate.cli import main
-from tenantgate.config.envoy import EnvoyOptions, render, render_sds
+from tenantgate.config.envoy import EnvoyOptions, render_files
 from tenantgate.config.load import load_config
 from tenantgate.testing.binaries import free_port, postgres_bin_dir, redis_server_binary
 from tenantgate.testing.envoy import EnvoyProcess
@@ -93,10 +93,10 @@ def envoy_in_front(config: Path, envoy_path: str, **options: Any) -> Iterator[st
     envoy_options = EnvoyOptions(
         listen=listen, admin=f"127.0.0.1:{free_port()}", rate_limit=False, authz_timeout=2.0,
         output=str(config.parent / "envoy.yaml"), **options)
-    bootstrap = render(load_config(config), envoy_options)
-    for path, body in render_sds(envoy_options).items():  # TLS: the files the bootstrap names
+    rendered = render_files(load_config(config), envoy_options)
+    for path, body in rendered.sds.items():  # TLS: the files the bootstrap names
         Path(path).write_text(body)
-    with EnvoyProcess(bootstrap, binary=envoy_path):
+    with EnvoyProcess(rendered.bootstrap, binary=envoy_path):
         port = listen.rpartition(":")[2]
         yield f"http://127.0.0.1:{port}"
 

@@ -240,6 +240,11 @@ def test_tls_on_the_authz_cluster_covers_the_rate_limit_service(
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.crt",
       "--authz-tls-key", "{pki}/client.crt"],
      "--authz-tls-key: {pki}/client.crt holds no PEM unencrypted private key"),
+    # Through SDS, Envoy loads the pair after `validate` and its start, then denies everything.
+    (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.crt",
+      "--authz-tls-key", "{pki}/stranger.key"],
+     "--authz-tls-key: {pki}/stranger.key is not the private key of the --authz-tls-cert "
+     "certificate {pki}/client.crt"),
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.crt"],
      "--authz-tls-cert: needs --authz-tls-key too"),
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-key", "{pki}/client.key"],
@@ -252,13 +257,28 @@ def test_tls_on_the_authz_cluster_covers_the_rate_limit_service(
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-plaintext"],
      "--authz-plaintext: contradicts --authz-tls-ca"),
 ], ids=["missing", "directory", "ca-not-a-certificate", "cert-not-a-certificate",
-        "key-not-a-key", "cert-without-key", "key-without-cert", "cert-without-ca",
-        "sni-without-ca", "sni-an-ip", "plaintext-and-tls"])
+        "key-not-a-key", "key-of-another-certificate", "cert-without-key", "key-without-cert",
+        "cert-without-ca", "sni-without-ca", "sni-an-ip", "plaintext-and-tls"])
 def test_bad_tls_options_are_one_line_errors(
         pki: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str) -> None:
     argv = [a.format(pki=pki) for a in argv]
     assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001", *argv) == (
         "tenantgate: " + message.format(pki=pki))
+
+
+@pytest.mark.parametrize("chain, accepted", [
+    (("client.crt", "ca.crt"), True),  # the certificate, then its issuer
+    (("ca.crt", "client.crt"), False),  # Envoy presents the first: the CA's, not the key's
+], ids=["certificate-first", "issuer-first"])
+def test_the_key_must_be_that_of_the_first_certificate_of_the_chain(
+        pki: Path, capsys: pytest.CaptureFixture[str], chain: tuple[str, str],
+        accepted: bool) -> None:
+    (pki / "chain.crt").write_bytes(b"".join((pki / name).read_bytes() for name in chain))
+    argv = ["envoy-config", str(EXAMPLE_CONFIG), *FRONT, "--authz", "10.0.0.5:9001",
+            "--authz-tls-ca", str(pki / "ca.crt"), "--authz-tls-cert", str(pki / "chain.crt"),
+            "--authz-tls-key", str(pki / "client.key"), "--output", str(pki / "envoy.yaml")]
+    assert main(argv) == (0 if accepted else 2), capsys.readouterr().err
+    assert (pki / "envoy.yaml").exists() == accepted
 
 
 @pytest.mark.parametrize("mode", [

@@ -11,6 +11,7 @@ from typing import Any
 import pytest
 import yaml
 from tenantgate.cli import main
+from tenantgate.config import envoy
 from tenantgate.testing.pki import write_pki
 
 pytest.importorskip("envoy_data_plane")
@@ -156,6 +157,23 @@ def test_an_sds_file_that_cannot_be_written_leaves_no_bootstrap(
                  "--output", str(tmp_path / "envoy.yaml")]) == 1
     assert capsys.readouterr().err == f"tenantgate: cannot write {blocked}: Is a directory\n"
     assert not (tmp_path / "envoy.yaml").exists()
+
+
+def test_each_tls_file_is_read_once(
+        tmp_path: Path, volume: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: once for the bootstrap, once more for the SDS files.
+    read: list[str] = []
+    real = envoy.read_regular_file
+
+    def counted(path: Path, limit: int) -> bytes:
+        read.append(path.name)
+        return real(path, limit)
+
+    monkeypatch.setattr(envoy, "read_regular_file", counted)
+    render(capsys, tmp_path / "envoy.yaml",
+           *tls_flags(volume / "ca.crt", volume / "tls.crt", volume / "tls.key"))
+    assert sorted(read) == ["ca.crt", "tls.crt", "tls.key"]
 
 
 def test_the_help_says_where_the_sds_files_go(capsys: pytest.CaptureFixture[str]) -> None:

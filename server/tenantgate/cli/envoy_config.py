@@ -118,7 +118,7 @@ def _render(args: argparse.Namespace) -> int:
         print(f"tenantgate: {option}: not valid UTF-8", file=sys.stderr)
         return 2
     try:
-        from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render, render_sds
+        from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render_files
     except ModuleNotFoundError as exc:
         print(f"tenantgate: envoy-config needs {exc.name}: pip install 'tenantgate[envoy]'",
               file=sys.stderr)
@@ -143,8 +143,7 @@ def _render(args: argparse.Namespace) -> int:
             output=str(args.output) if args.output else None)
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
-        text = render(config, options, source=source)
-        secrets = render_sds(options)
+        rendered = render_files(config, options, source=source)
     except ConfigError as exc:
         return report_config_error(str(args.config), exc)
     except EnvoyConfigError as exc:
@@ -152,14 +151,14 @@ def _render(args: argparse.Namespace) -> int:
         return 2
     if args.output:
         # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
-        for path, body in [*secrets.items(), (args.output, text)]:
+        for path, body in [*rendered.sds.items(), (args.output, rendered.bootstrap)]:
             try:
                 Path(path).write_text(body)
             except OSError as exc:
                 print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
                 return 1
     else:
-        sys.stdout.write(text)
+        sys.stdout.write(rendered.bootstrap)
     return 0
 
 

@@ -9,23 +9,25 @@ import math
 import os
 import re
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
 from betterproto2 import Casing
 
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
-from tenantgate.config.tls import MAX_PEM_BYTES, unencrypted_private_key
+from tenantgate.config.tls import MAX_PEM_BYTES, is_key_of, unencrypted_private_key
 from tenantgate.config.types import (
     DURATION_MAX_SECONDS,
     UnfitFile,
     check_socket_path_length,
     read_regular_file,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 # envoy-data-plane 2.2's generated classes use a pydantic form deprecated in 2.12; the warning
 # is theirs, and the suite turns warnings into errors.
@@ -378,11 +380,12 @@ TLS_SOCKET = "envoy.transport_sockets.tls"
 _PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
 
 
-def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket | None:
-    """TLS towards tenantgate, or None for plaintext (a Unix socket, loopback, or a hop the
-    operator says a mesh encrypts). Every Check carries the client's bearer token or API key,
-    and an allow carries the tenant Envoy forwards: over a network, in the clear, both can be
-    read and rewritten."""
+def authz_transport(options: EnvoyOptions,
+                    address: Address) -> tuple[TransportSocket | None, list[SdsFile]]:
+    """TLS towards tenantgate and the SDS files it names, or None and no files for plaintext
+    (a Unix socket, loopback, or a hop the operator says a mesh encrypts). Every Check carries
+    the client's bearer token or API key, and an allow carries the tenant Envoy forwards: over
+    a network, in the clear, both can be read and rewritten."""
     if options.authz_tls_ca is None:
         for flag in ("cert", "key", "sni"):
             if getattr(options, f"authz_tls_{flag}") is not None:  # dropped without a word
@@ -392,7 +395,7 @@ def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket 
             flag = "--authz-tls-ca" if options.authz_tls_ca is not None else "--authz-plaintext"
             raise EnvoyConfigError(f"{flag}: Envoy calls tenantgate over the Unix socket "
                                    f"{address.pipe.path}, which takes no TLS")
-        return None
+        return None, []
     assert address.socket_address is not None
     host = address.socket_address.address
     if options.authz_tls_ca is not None:
@@ -402,7 +405,7 @@ def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket 
     # In either mode: a sidecar without listen.uds may be given a tenantgate elsewhere too.
     remote = not _is_loopback(host)
     if options.authz_plaintext is None or (remote and options.authz_plaintext):
-        return None
+        return None, []
     if remote:
         where = "--authz" if options.authz else "listen.grpc"
         raise EnvoyConfigError(
@@ -412,7 +415,7 @@ def authz_transport(options: EnvoyOptions, address: Address) -> TransportSocket 
     if options.authz_plaintext:  # it would be dropped without a word
         raise EnvoyConfigError(f"--authz-plaintext: only for a tenantgate beyond loopback; "
                                f"{host} is loopback, allowed plaintext anyway")
-    return None
+    return None, []
 
 
 def _is_loopback(host: str) -> bool:
@@ -421,7 +424,7 @@ def _is_loopback(host: str) -> bool:
     return host.lower().rstrip(".") == "localhost"
 
 
-def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
+def _authz_tls(options: EnvoyOptions, host: str) -> tuple[TransportSocket, list[SdsFile]]:
     assert options.authz_tls_ca is not None
     sni = options.authz_tls_sni
     if sni is not None and (_is_ip(sni) or len(sni) > 253 or not _DNS_NAME.fullmatch(sni)):
@@ -437,7 +440,8 @@ def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
     else:
         san = SubjectAltNameMatcher(san_type=SubjectAltNameMatcherSanType.IP_ADDRESS,
                                     matcher=StringMatcher(exact=str(ipaddress.ip_address(host))))
-    ca, *client = authz_sds_files(options)
+    files = authz_sds_files(options)  # read here, once: the caller writes these same files
+    ca, *client = files
     context = CommonTlsContext(
         # HTTP/2 over TLS is agreed by ALPN (RFC 9113 3.2); a gRPC server may refuse a
         # handshake that offers no h2.
@@ -450,7 +454,7 @@ def _authz_tls(options: EnvoyOptions, host: str) -> TransportSocket:
             validation_context_sds_secret_config=ca.reference()),
         tls_certificate_sds_secret_configs=[sds.reference() for sds in client])
     return TransportSocket(name=TLS_SOCKET, typed_config=AnyMessage.pack(
-        UpstreamTlsContext(common_tls_context=context, sni=sni or "")))
+        UpstreamTlsContext(common_tls_context=context, sni=sni or ""))), files
 
 
 # Envoy re-reads TLS files only when they come through SDS: a DataSource in the cluster, or a
@@ -491,7 +495,10 @@ def authz_sds_files(options: EnvoyOptions) -> list[SdsFile]:
     (mutual TLS); none without --authz-tls-ca. Every file is checked before any path is made."""
     if options.authz_tls_ca is None:
         return []
-    ca = _pem_file(options.authz_tls_ca, "--authz-tls-ca", _holds_certificate, "certificate")
+    given = options.authz_tls_ca
+    if _PEM_CERTIFICATE.search(_read_pem(given, "--authz-tls-ca")) is None:
+        raise EnvoyConfigError(f"--authz-tls-ca: {given} holds no PEM certificate")
+    ca = _absolute(given)
     client = _client_certificate(options)
     files = [SdsFile(_sds_path(options, "authz-ca"), Secret(
         name=AUTHZ_CA_SECRET, validation_context=CertificateValidationContext(
@@ -500,12 +507,6 @@ def authz_sds_files(options: EnvoyOptions) -> list[SdsFile]:
         files.append(SdsFile(_sds_path(options, "authz-client"),
                              Secret(name=AUTHZ_CLIENT_SECRET, tls_certificate=client)))
     return files
-
-
-def render_sds(options: EnvoyOptions) -> dict[str, str]:
-    """The SDS files the bootstrap names, by absolute path (none without --authz-tls-ca). Write
-    them before the bootstrap: Envoy refuses to start while one is missing."""
-    return {sds.path: sds.render() for sds in authz_sds_files(options)}
 
 
 def _sds_path(options: EnvoyOptions, kind: str) -> str:
@@ -535,40 +536,59 @@ def _client_certificate(options: EnvoyOptions) -> TlsCertificate | None:
     if cert is None or key is None:
         given, missing = ("cert", "key") if key is None else ("key", "cert")
         raise EnvoyConfigError(f"--authz-tls-{given}: needs --authz-tls-{missing} too")
-    chain = _pem_file(cert, "--authz-tls-cert", _holds_certificate, "certificate")
-    private = _pem_file(key, "--authz-tls-key", _holds_private_key, "unencrypted private key")
+    public = _leaf_public_key(_read_pem(cert, "--authz-tls-cert"), cert)
+    # Loaded, not matched: Envoy, given no passphrase, refuses an encrypted key, whichever
+    # form it comes in.
+    private = unencrypted_private_key(_read_pem(key, "--authz-tls-key"))
+    if private is None:
+        raise EnvoyConfigError(f"--authz-tls-key: {key} holds no PEM unencrypted private key")
+    # Envoy loads the pair only when it reads the SDS file, after `envoy --mode validate` has
+    # said OK and the server has started: a key of another certificate leaves it without a
+    # client certificate, denying every request (503).
+    if not is_key_of(private, public):
+        raise EnvoyConfigError(f"--authz-tls-key: {key} is not the private key of the "
+                               f"--authz-tls-cert certificate {cert}")
+    chain, private_path = _absolute(cert), _absolute(key)
     # One directory watched for both makes Envoy read the pair together and refuse a pair
     # caught mid-change; in two directories, Envoy watches each file's own.
-    shared = os.path.dirname(chain) == os.path.dirname(private)
+    shared = os.path.dirname(chain) == os.path.dirname(private_path)
     return TlsCertificate(certificate_chain=DataSource(filename=chain),
-                          private_key=DataSource(filename=private),
+                          private_key=DataSource(filename=private_path),
                           watched_directory=_watched(chain) if shared else None)
 
 
-def _pem_file(path: str, what: str, holds: Callable[[bytes], bool], holding: str) -> str:
-    """The file's absolute path once it reads as PEM holding `holding`: a wrong file is better
-    refused here than by Envoy, which would start without the secret and deny every request."""
+def _read_pem(path: str, what: str) -> bytes:
+    """The bytes of a TLS file, to be checked here: a wrong file is better refused now than by
+    Envoy, which would start without the secret and deny every request."""
     try:  # bounded, regular files only: a FIFO would hang this command, /dev/zero fill memory
-        data = read_regular_file(Path(path), MAX_PEM_BYTES)
+        return read_regular_file(Path(path), MAX_PEM_BYTES)
     except UnfitFile as exc:
         raise EnvoyConfigError(f"{what}: cannot read {path}: {exc}") from None
     except OSError as exc:
         raise EnvoyConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
-    if not holds(data):
-        raise EnvoyConfigError(f"{what}: {path} holds no PEM {holding}")
+
+
+def _leaf_public_key(data: bytes, path: str) -> CertificatePublicKeyTypes:
+    """The public key of the first certificate in --authz-tls-cert's file: the one Envoy
+    presents, which its private key must match."""
+    from cryptography import x509
+    from cryptography.exceptions import UnsupportedAlgorithm
+
+    try:  # the first CERTIFICATE block, past any other PEM block
+        certificate = x509.load_pem_x509_certificate(data)
+    except ValueError:  # none (a key, an empty file), or a broken one
+        raise EnvoyConfigError(f"--authz-tls-cert: {path} holds no PEM certificate") from None
+    try:  # parsed lazily: a key type cryptography does not know fails here
+        return certificate.public_key()
+    except (ValueError, UnsupportedAlgorithm) as exc:
+        raise EnvoyConfigError(f"--authz-tls-cert: {path}: the certificate's public key cannot "
+                               f"be used: {exc}") from None
+
+
+def _absolute(path: str) -> str:
     # Absolute, for an Envoy started elsewhere; symlinks kept, as a Kubernetes Secret volume
     # swaps its ..data link on rotation (and the watched directory is the links' own).
     return os.path.abspath(path)
-
-
-def _holds_certificate(data: bytes) -> bool:
-    return _PEM_CERTIFICATE.search(data) is not None
-
-
-def _holds_private_key(data: bytes) -> bool:
-    # Loaded, not matched: Envoy, given no passphrase, refuses the whole bootstrap for an
-    # encrypted key, whichever form it comes in.
-    return unencrypted_private_key(data) is not None
 
 
 def _needs_dns(address: Address) -> bool:
@@ -857,6 +877,11 @@ def _connection_manager(config: Config, options: EnvoyOptions, domain: str | Non
 
 
 def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
+    return _build(config, options)[0]
+
+
+def _build(config: Config, options: EnvoyOptions) -> tuple[Bootstrap, list[SdsFile]]:
+    """The bootstrap and the SDS files it names (none without --authz-tls-ca)."""
     domain = rate_limit_domain(config, options)
     listen = options.listen or DEFAULT_LISTEN[options.mode]
     listener = Listener(name="ingress", address=_bind_socket(listen, "--listen"),
@@ -864,7 +889,7 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
                         filter_chains=[FilterChain(
                             filters=[_connection_manager(config, options, domain)])])
     authz, upstream = authz_address(config, options), _socket(options.upstream, "--upstream")
-    tls = authz_transport(options, authz)
+    tls, sds = authz_transport(options, authz)
     clusters = [
         # One cluster for Check and ShouldRateLimit: its TLS covers both.
         _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz), transport_socket=tls),
@@ -880,7 +905,7 @@ def build_bootstrap(config: Config, options: EnvoyOptions) -> Bootstrap:
         node=Node(id=SDS_NODE, cluster=SDS_NODE) if tls is not None else None,  # SDS needs it
         admin=Admin(address=_admin_socket(options.admin)),
         static_resources=BootstrapStaticResources(listeners=[listener], clusters=clusters),
-        overload_manager=OverloadManager(resource_monitors=[connections]))
+        overload_manager=OverloadManager(resource_monitors=[connections])), sds
 
 
 def _max_connections(options: EnvoyOptions) -> int:
@@ -893,7 +918,11 @@ def _max_connections(options: EnvoyOptions) -> int:
 
 
 def bootstrap_dict(config: Config, options: EnvoyOptions) -> dict[str, Any]:
-    rendered = build_bootstrap(config, options).to_dict(casing=Casing.SNAKE)
+    return _as_dict(build_bootstrap(config, options))
+
+
+def _as_dict(bootstrap: Bootstrap) -> dict[str, Any]:
+    rendered = bootstrap.to_dict(casing=Casing.SNAKE)
     # proto3 JSON leaves out fields at their default; spell out the fail-closed choice anyway so
     # a reader of the YAML sees it.
     for chain in rendered["static_resources"]["listeners"][0]["filter_chains"]:
@@ -903,11 +932,28 @@ def bootstrap_dict(config: Config, options: EnvoyOptions) -> dict[str, Any]:
     return rendered
 
 
+@dataclass(frozen=True, slots=True)
+class Rendered:
+    """A bootstrap (YAML) and the SDS files it names (absolute path: YAML), to be written
+    first: Envoy refuses to start while one is missing."""
+
+    bootstrap: str
+    sds: dict[str, str]
+
+
 def render(config: Config, options: EnvoyOptions, *, source: str | None = None) -> str:
     """The bootstrap as YAML, with a header saying where it came from."""
+    return render_files(config, options, source=source).bootstrap
+
+
+def render_files(config: Config, options: EnvoyOptions, *,
+                 source: str | None = None) -> Rendered:
+    """render's bootstrap and the SDS files it names (none without --authz-tls-ca), from one
+    reading of each TLS file."""
+    bootstrap, sds = _build(config, options)
     header = ["# Envoy bootstrap rendered by `tenantgate envoy-config"
               + (f" {source}" if source else "") + f" --mode {options.mode}`.",
               "# Do not edit by hand: change the tenantgate config and render again."]
-    body = yaml.safe_dump(bootstrap_dict(config, options), sort_keys=False,
-                          default_flow_style=False, width=100)
-    return "\n".join(header) + "\n" + body
+    body = yaml.safe_dump(_as_dict(bootstrap), sort_keys=False, default_flow_style=False,
+                          width=100)
+    return Rendered("\n".join(header) + "\n" + body, {f.path: f.render() for f in sds})
