@@ -35,6 +35,10 @@ from tenantgate.testing.ports import on_fresh_ports
 SDS_UPDATES = "cluster.tenantgate.client_ssl_socket_factory.ssl_context_update_by_sds"
 HANDSHAKES = "cluster.tenantgate.ssl.handshake"
 REFUSED_RENEWALS = "sds.tenantgate-authz-client.key_rotation_failed"
+# What docs/envoy.md tells operators to alert on: a secret that did not load when Envoy read
+# its SDS file, and a connection to tenantgate that found no usable TLS context.
+REJECTED = "sds.tenantgate-authz-{}.update_rejected"
+NOT_READY = "cluster.tenantgate.client_ssl_socket_factory.upstream_context_secrets_not_ready"
 DROPPED = "cluster.tenantgate.upstream_cx_destroy"
 DEADLINE = 60.0  # Envoy gives a silent connection up within its 10 s PING interval + 2 s
 
@@ -68,8 +72,8 @@ def renew(volume: Path, files: dict[str, bytes]) -> None:
         if not (volume / name).is_symlink():
             os.symlink(f"..data/{name}", volume / name)
     if old is not None:
-        for name in files:
-            (volume / old / name).unlink()
+        for path in (volume / old).iterdir():
+            path.unlink()
         (volume / old).rmdir()
 
 
@@ -134,11 +138,38 @@ class Pair:
             os.kill(self.gate.pid, signal.SIGCONT)
 
 
+@dataclass
+class Gate:
+    """A running mutual-TLS tenantgate on its volume, and Envoy's volume beside it."""
+
+    dir: Path
+    process: TenantgateProcess
+    key: Any
+    envoy_files: dict[str, bytes]  # what Envoy's volume holds first
+
+    @property
+    def envoy_volume(self) -> Path:
+        return self.dir / "envoy-tls"
+
+    def render_envoy(self, backend: EchoBackend, listen: str, admin: str) -> Path:
+        """`envoy-config` for an Envoy in front of it, reading its volume; the bootstrap."""
+        output = self.dir / "envoy" / "envoy.yaml"
+        output.parent.mkdir(exist_ok=True)
+        assert main(["envoy-config", str(self.dir / "tenantgate.yaml"), "--mode", "front",
+                     "--authz", self.process.grpc or "", "--listen", listen,
+                     "--upstream", backend.address, "--admin", admin, "--output", str(output),
+                     *(f"--authz-tls-{flag}={self.dir}/envoy-tls/{file}"
+                       for flag, file in (("ca", "ca.crt"), ("cert", "tls.crt"),
+                                          ("key", "tls.key")))]) == 0
+        return output
+
+
 @pytest.fixture
-def pair(tmp_path: Path, envoy_path: str, backend: EchoBackend) -> Iterator[Pair]:
+def gate(tmp_path: Path, envoy_path: str) -> Iterator[Gate]:
     first = issue()
     renew(tmp_path / "tenantgate-tls", volume_files(first, "server"))
-    renew(tmp_path / "envoy-tls", volume_files(first, "client"))
+    envoy_files = volume_files(first, "client")
+    renew(tmp_path / "envoy-tls", envoy_files)
     key = tokens.generate_key("ES256")
     (tmp_path / "jwks.json").write_text(
         json.dumps({"keys": [tokens.public_jwk(key, KEY_ID, "ES256")]}))
@@ -151,33 +182,43 @@ def pair(tmp_path: Path, envoy_path: str, backend: EchoBackend) -> Iterator[Pair
         config_path.write_text(yaml.safe_dump(config))
         return TenantgateProcess(config_path, grpc=config["listen"]["grpc"]).start()
 
-    def start_envoy() -> tuple[EnvoyProcess, str]:
-        listen, output = f"127.0.0.1:{free_port()}", tmp_path / "envoy" / "envoy.yaml"
-        output.parent.mkdir(exist_ok=True)
-        assert main(["envoy-config", str(config_path), "--mode", "front",
-                     "--authz", config["listen"]["grpc"], "--listen", listen,
-                     "--upstream", backend.address, "--admin", f"127.0.0.1:{free_port()}",
-                     "--output", str(output), *(f"--authz-tls-{flag}={tmp_path}/envoy-tls/{file}"
-                                                for flag, file in (("ca", "ca.crt"),
-                                                                   ("cert", "tls.crt"),
-                                                                   ("key", "tls.key")))]) == 0
+    process = on_fresh_ports(start_gate)
+    try:
+        yield Gate(tmp_path, process, key, envoy_files)
+    finally:
+        process.close()
+
+
+def start_envoy(gate: Gate, backend: EchoBackend,
+                then: dict[str, bytes] | None = None) -> tuple[EnvoyProcess, str]:
+    """An Envoy rendered for `gate` (on fresh ports) and started; with `then`, its volume is
+    renewed to hold those files once rendered, before Envoy starts (envoy-config would refuse
+    a file Envoy cannot load)."""
+    def attempt() -> tuple[EnvoyProcess, str]:
+        listen = f"127.0.0.1:{free_port()}"
+        if then is not None:  # a retry renders from good files again
+            renew(gate.envoy_volume, gate.envoy_files)
+        output = gate.render_envoy(backend, listen, f"127.0.0.1:{free_port()}")
+        if then is not None:
+            renew(gate.envoy_volume, then)
         envoy = EnvoyProcess(output.read_text())
         assert "OK" in envoy.validate()
         return envoy.start(), f"http://{listen}"
 
-    gate = on_fresh_ports(start_gate)
     try:
-        try:
-            envoy, base_url = on_fresh_ports(start_envoy)
-        except BinaryMissing as exc:
-            require(None, str(exc))
-            raise
-        try:
-            yield Pair(tmp_path, gate, envoy, base_url, key)
-        finally:
-            envoy.close()
+        return on_fresh_ports(attempt)
+    except BinaryMissing as exc:
+        require(None, str(exc))
+        raise
+
+
+@pytest.fixture
+def pair(gate: Gate, backend: EchoBackend) -> Iterator[Pair]:
+    envoy, base_url = start_envoy(gate, backend)
+    try:
+        yield Pair(gate.dir, gate.process, envoy, base_url, gate.key)
     finally:
-        gate.close()
+        envoy.close()
 
 
 def test_renewed_ca_and_client_certificate_serve_new_connections_without_restarting_envoy(
@@ -221,3 +262,37 @@ def test_a_renewal_envoy_cannot_load_keeps_the_set_it_has(pair: Pair) -> None:
         pair.drop_envoy_connection()
         echo = received(client.get("/tenants/acme/notes", headers=pair.auth()))
         assert ["x-tenant-id", "acme"] in echo["headers"]
+
+
+@pytest.mark.parametrize("breakage", ["missing-ca", "key-of-another-certificate"])
+def test_a_tls_file_envoy_cannot_load_at_start_is_counted_and_read_once_rendered_again(
+        gate: Gate, backend: EchoBackend, breakage: str) -> None:
+    # envoy-config refuses both; here the volume changes between rendering and Envoy's start.
+    # `envoy --mode validate` still says OK (start_envoy checks it) and Envoy starts: only its
+    # stats tell that every Check will fail.
+    files = dict(gate.envoy_files)
+    if breakage == "missing-ca":
+        del files["ca.crt"]
+    else:
+        files["tls.key"] = issue()["client"][1]
+    envoy, base_url = start_envoy(gate, backend, then=files)
+    pair = Pair(gate.dir, gate.process, envoy, base_url, gate.key)
+    try:
+        # Counted on whichever secret completed the TLS context Envoy failed to build.
+        wait_until(lambda: sum(pair.stat(REJECTED.format(secret))
+                               for secret in ("ca", "client")) == 1, "secret rejected")
+        with httpx.Client(base_url=base_url, timeout=10) as client:
+            assert client.get("/tenants/acme/notes", headers=pair.auth()).status_code == 503
+            assert pair.stat(NOT_READY) >= 1
+            # A rejected CA's directory is not watched: the files made whole are read once the
+            # SDS files are replaced, which rendering again does by a rename Envoy sees.
+            renew(gate.envoy_volume, gate.envoy_files)
+            gate.render_envoy(backend, base_url.removeprefix("http://"),
+                              envoy.admin_url.removeprefix("http://"))
+            wait_until(lambda: client.get("/tenants/acme/notes",
+                                          headers=pair.auth()).status_code == 200,
+                       "Check passed with the files read again")
+            echo = received(client.get("/tenants/acme/notes", headers=pair.auth()))
+            assert ["x-tenant-id", "acme"] in echo["headers"]
+    finally:
+        envoy.close()

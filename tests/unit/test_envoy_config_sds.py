@@ -1,6 +1,7 @@
 """`envoy-config --authz-tls-*` hands Envoy the TLS files through file-based SDS, which Envoy
-re-reads on renewal: the SDS files beside --output, what they name and watch, and the refusals
-around them. A real Envoy renewing them is tests/e2e/test_envoy_tls_rotation.py."""
+re-reads on renewal: the SDS files beside --output, what they name and watch, how they and the
+bootstrap are written (each by a rename, never beside a directory), and the refusals around
+them. A real Envoy renewing them is tests/e2e/test_envoy_tls_rotation.py."""
 
 from __future__ import annotations
 
@@ -156,7 +157,76 @@ def test_an_sds_file_that_cannot_be_written_leaves_no_bootstrap(
     assert main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, *tls_flags(volume / "ca.crt"),
                  "--output", str(tmp_path / "envoy.yaml")]) == 1
     assert capsys.readouterr().err == f"tenantgate: cannot write {blocked}: Is a directory\n"
-    assert not (tmp_path / "envoy.yaml").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [blocked.name, volume.name]  # no .tmp
+
+
+@pytest.mark.parametrize("output", ["out", "out/", "out/.", "new/"],
+                         ids=["directory", "trailing-slash", "dot", "missing-directory"])
+def test_a_directory_output_is_refused_before_anything_is_written(
+        tmp_path: Path, volume: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch, output: str) -> None:
+    # Before: the SDS files, named after the directory, went into its parent (out.authz-ca...),
+    # and then the bootstrap failed with "Is a directory".
+    (tmp_path / "out").mkdir()
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exit_:
+        main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, *tls_flags(volume / "ca.crt"),
+              "--output", output])
+    assert exit_.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1].endswith(
+        f"error: argument --output/-o: {output} names a directory: give the file to write the "
+        f"bootstrap to")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out", "tls"]
+    assert list((tmp_path / "out").iterdir()) == []
+
+
+def test_dash_is_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: a file named `-`.
+    monkeypatch.chdir(tmp_path)
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, "--authz-plaintext",
+                 "-o", "-"]) == 0
+    assert capsys.readouterr().out.startswith("# Envoy bootstrap rendered by")
+    assert list(tmp_path.iterdir()) == []
+    # A file of that name is still `./-`.
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, "--authz-plaintext",
+                 "-o", "./-"]) == 0
+    assert [p.name for p in tmp_path.iterdir()] == ["-"]
+
+
+def test_dash_is_refused_with_tls(tmp_path: Path, volume: Path,
+                                  capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # Before: `-` and `-.authz-ca.sds.yaml` written in the current directory, exit 0.
+    monkeypatch.chdir(tmp_path)
+    assert main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, *tls_flags(volume / "ca.crt"),
+                 "-o", "-"]) == 2
+    assert capsys.readouterr() == ("", "tenantgate: --output: - is stdout, and --authz-tls-ca "
+                                       "needs a file: Envoy reads the TLS files through SDS "
+                                       "files written beside it\n")
+    assert list(tmp_path.iterdir()) == [volume]
+
+
+def test_each_file_is_replaced_by_a_rename(
+        tmp_path: Path, volume: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # Envoy reads an SDS file again when a file is moved onto it, and must never read one half
+    # written: rendering again puts new files in place (new inodes), leaving nothing beside.
+    flags = tls_flags(volume / "ca.crt", volume / "tls.crt", volume / "tls.key")
+    output = tmp_path / "out" / "envoy.yaml"
+    output.parent.mkdir()
+    mask = os.umask(0o022)
+    try:
+        render(capsys, output, *flags)
+        first = {p.name: p.stat().st_ino for p in output.parent.iterdir()}
+        render(capsys, output, *flags)
+    finally:
+        os.umask(mask)
+    files = {p.name: p.stat() for p in output.parent.iterdir()}
+    assert sorted(files) == sorted(first) == [
+        "envoy.authz-ca.sds.yaml", "envoy.authz-client.sds.yaml", "envoy.yaml"]
+    for name, status in files.items():
+        assert status.st_ino != first[name], name
+        assert status.st_mode & 0o777 == 0o644, name  # as a plain write: Envoy may be another user
 
 
 def test_each_tls_file_is_read_once(
@@ -182,3 +252,9 @@ def test_the_help_says_where_the_sds_files_go(capsys: pytest.CaptureFixture[str]
     text = " ".join(capsys.readouterr().out.split())
     assert "Needs --output: Envoy reads the TLS files through SDS files written beside it" in text
     assert ".authz-ca.sds.yaml and .authz-client.sds.yaml" in text
+    assert "write here (- for stdout, the default), replacing FILE in one rename" in text
+    # It once said only "Check it with `envoy --mode validate`", which passes a bootstrap whose
+    # TLS files Envoy then cannot load.
+    assert ("Check it with `envoy --mode validate -c FILE`, which checks the bootstrap, not the "
+            "TLS files it reaches through SDS") in text
+    assert "sds.tenantgate-authz-ca.update_rejected" in text.replace("- ", "-")  # wrapped

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import secrets
 import sys
 from pathlib import Path
 
@@ -12,6 +14,8 @@ from tenantgate.cli.numbers import positive_count, positive_seconds, rate
 from tenantgate.cli.paths import non_empty_path, non_empty_text
 from tenantgate.errors import ConfigError
 
+STDOUT = "-"  # --output's name for stdout, as most commands read it
+
 
 def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[type-arg,unused-ignore]
     parser = subparsers.add_parser(
@@ -19,7 +23,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
         description="Render an Envoy bootstrap (YAML) that agrees with the tenantgate config on "
                     "socket, trusted headers, timeouts and failure mode. sidecar: ext_authz over "
                     "the config's listen.uds (TCP listen.grpc when there is none); front: over "
-                    "TCP. Check it with `envoy --mode validate -c FILE`.")
+                    "TCP. Check it with `envoy --mode validate -c FILE`, which checks the "
+                    "bootstrap, not the TLS files it reaches through SDS (it exits 0 whatever "
+                    "they hold): envoy-config checks those as it renders, but one Envoy cannot "
+                    "load when it starts leaves it running and denying every request (503), "
+                    "counted in sds.tenantgate-authz-ca.update_rejected or "
+                    "sds.tenantgate-authz-client.update_rejected (a renewal it cannot load: "
+                    "key_rotation_failed; see docs/envoy.md).")
     # Paths take any bytes a file name may hold; every other option ends up in the bootstrap.
     parser.add_argument("config", type=non_empty_path, metavar="FILE",
                         help="tenantgate YAML config")
@@ -106,10 +116,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--max-connections", type=positive_count, default=10_000, metavar="N",
                         help="open client connections Envoy accepts, past which it refuses new "
                              "ones (default 10000)")
-    parser.add_argument("--output", "-o", type=non_empty_path, metavar="FILE",
-                        help="write here instead of stdout; with --authz-tls-ca, the SDS files "
-                             "naming the TLS files go beside it (FILE's name without its "
-                             "suffix, then .authz-ca.sds.yaml and .authz-client.sds.yaml)")
+    parser.add_argument("--output", "-o", type=_output, metavar="FILE",
+                        help="write here (- for stdout, the default), replacing FILE in one "
+                             "rename; with --authz-tls-ca, a file is needed: the SDS files "
+                             "naming the TLS files go beside it, written first (FILE's name "
+                             "without its suffix, then .authz-ca.sds.yaml and "
+                             ".authz-client.sds.yaml)")
     parser.set_defaults(handler=_render)
 
 
@@ -117,6 +129,11 @@ def _render(args: argparse.Namespace) -> int:
     if (option := non_utf8_option(args)) is not None:
         print(f"tenantgate: {option}: not valid UTF-8", file=sys.stderr)
         return 2
+    if args.output == STDOUT and args.authz_tls_ca is not None:
+        print("tenantgate: --output: - is stdout, and --authz-tls-ca needs a file: Envoy reads "
+              "the TLS files through SDS files written beside it", file=sys.stderr)
+        return 2
+    output = None if args.output == STDOUT else args.output
     try:
         from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render_files
     except ModuleNotFoundError as exc:
@@ -140,7 +157,7 @@ def _render(args: argparse.Namespace) -> int:
             xff_num_trusted_hops=args.xff_num_trusted_hops, authz_tls_ca=args.authz_tls_ca,
             authz_tls_cert=args.authz_tls_cert, authz_tls_key=args.authz_tls_key,
             authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext,
-            output=str(args.output) if args.output else None)
+            output=str(output) if output else None)
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
         rendered = render_files(config, options, source=source)
@@ -149,17 +166,50 @@ def _render(args: argparse.Namespace) -> int:
     except EnvoyConfigError as exc:
         print(f"tenantgate: {exc}", file=sys.stderr)
         return 2
-    if args.output:
-        # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
-        for path, body in [*rendered.sds.items(), (args.output, rendered.bootstrap)]:
-            try:
-                Path(path).write_text(body)
-            except OSError as exc:
-                print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
-                return 1
-    else:
+    if output is None:
         sys.stdout.write(rendered.bootstrap)
+        return 0
+    # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
+    for path, body in [*rendered.sds.items(), (str(output), rendered.bootstrap)]:
+        try:
+            _replace(path, body)
+        except OSError as exc:
+            print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
     return 0
+
+
+def _output(text: str) -> Path | str:
+    """--output: the file, or `-` (kept as text: Path reads `./-` as `-` too) for stdout. A
+    directory is refused here, before anything is written: the SDS files, named after it,
+    would go to its parent, and then the bootstrap could not be written."""
+    if text == STDOUT:
+        return text
+    path = non_empty_path(text)
+    # Path drops a trailing / and a trailing /., so the text is looked at, not the Path.
+    if text.endswith("/") or os.path.basename(text) in (".", "..") or os.path.isdir(text):
+        raise argparse.ArgumentTypeError(f"{text} names a directory: give the file to write "
+                                         f"the bootstrap to")
+    return path
+
+
+def _replace(path: str, body: str) -> None:
+    """Write `path` through a new file beside it renamed over it: a running Envoy reads an
+    SDS file again when a file is moved onto it (not when it is written in place), and never
+    sees one half written."""
+    directory, name = os.path.split(os.path.abspath(path))
+    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
+    # Mode 0666 less the umask, as a plain write would create it: Envoy may run as another
+    # user than this command (tempfile's files are 0600).
+    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            file.write(body)
+        os.replace(temporary, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(temporary)
+        raise
 
 
 def _hops(text: str) -> int:
