@@ -154,8 +154,10 @@ async def refused(address: str, credentials: grpc.ChannelCredentials) -> None:
 
 async def test_the_health_port_says_not_serving_through_the_drain_and_closes_after_it(
         start_app: Start, idp: DevIssuer, jwks: JwksServer, tmp_path: Path) -> None:
+    # timeout: the held refetch must outlast the steps below on a slow machine (the 2 s
+    # default would end it, deny the Check and close the port while the test still probes).
     jwks_config = {"url": jwks.jwks_url, "allow_insecure_http": True, "min_ttl": "0s",
-                   "refetch_interval": "1s"}
+                   "refetch_interval": "1s", "timeout": "60s"}
     app = await start_app(idp, jwks_config, drain_timeout="30s")  # the drain waits the Check
     address = health_address(app)
     credentials = grpc.ssl_channel_credentials((tmp_path / "ca.crt").read_bytes())

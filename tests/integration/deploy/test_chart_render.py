@@ -421,7 +421,7 @@ def test_the_notes_tls_front_mode_command_is_one_envoy_config_accepts(
     for name, source in (("ca.crt", "ca.crt"), ("tls.crt", "client.crt"),
                          ("tls.key", "client.key")):
         (volume / name).write_bytes((pki / source).read_bytes())
-    volume.chmod(0o555)  # as the volume is mounted: nothing may be written there
+    secret_files = sorted(volume.iterdir())  # the volume is read-only: nothing may appear
     arguments = [arg.replace("/etc/envoy/tls", str(volume))
                  .replace("/etc/envoy/bootstrap", str(tmp_path / "envoy"))
                  .replace("config.yaml", str(key_dir / "config.yaml"))
@@ -430,6 +430,7 @@ def test_the_notes_tls_front_mode_command_is_one_envoy_config_accepts(
     assert "tg-tenantgate-headless.auth.svc.cluster.local:9001" in arguments
     (tmp_path / "envoy").mkdir()
     assert main(["envoy-config", *arguments]) == 0, capsys.readouterr().err
+    assert sorted(volume.iterdir()) == secret_files
     bootstrap = (tmp_path / "envoy" / "envoy.yaml").read_text()
     assert "envoy.transport_sockets.tls" in bootstrap
 

@@ -95,11 +95,14 @@ def test_tls_notes_have_istio_callers_originate_tls(
     notes = render_notes(TLS_VALUES, sets={"tls.clientAuth": str(client_auth).lower()})
     said = " ".join(notes.split())
     assert "register it as an extension provider" not in said
-    assert "DestinationRule for host tg-tenantgate.auth.svc.cluster.local" in said
+    assert "under Istio, install a release with tls.enabled off" in said
+    assert "DestinationRule for tg-tenantgate.auth.svc.cluster.local" in said
+    assert "under portLevelSettings for port 9001 only" in said
     assert ("tls.mode MUTUAL" in said) is client_auth
     assert ("tls.mode SIMPLE" in said) is not client_auth
+    # Without them Istio checks the certificate against each call's authority.
+    assert "sni and subjectAltNames set to a DNS name the certificate holds" in said
     assert "connectionPool.http.h2UpgradePolicy UPGRADE" in said
-    assert "release with tls.enabled off" in said
 
 
 def test_without_tls_the_notes_register_the_istio_provider_as_before(
