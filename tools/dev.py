@@ -28,8 +28,9 @@ STAMP = VENV / ".tenantgate-installed"
 # Every distribution the dev install brings, pinned: a clean clone tomorrow installs what passed
 # CI today (a linter or stub release can otherwise fail an unchanged tree). The image uses it too.
 CONSTRAINTS = ROOT / "constraints.txt"
-LOCK_TOOL = "uv==0.13.9"  # resolves for every Python at once, which pip cannot
-REQUIRES_PYTHON = "3.11"  # pyproject.toml's lowest; the pins hold from there up
+# Resolves for every Python and platform at once, which pip cannot. uv reads PyPI (or
+# UV_INDEX_URL / UV_DEFAULT_INDEX), not pip's configuration.
+LOCK_TOOL = "uv==0.13.9"
 
 
 def run(*args: str | Path, env: dict[str, str] | None = None) -> None:
@@ -78,9 +79,10 @@ def _has_pip(where: Path) -> bool:
 
 
 def lock(extra: list[str]) -> None:
-    """Resolve pyproject.toml's dev install afresh, for every Python and platform it allows
-    (uv's universal resolution: a pin that only some interpreters need, such as async-timeout
-    below Python 3.11.3, carries its marker), and write the pins to constraints.txt."""
+    """Resolve pyproject.toml's dev install afresh, for every Python (from its requires-python
+    up) and platform (uv's universal resolution: a pin that only some interpreters need, such
+    as async-timeout below Python 3.11.3, carries its marker), and write the pins to
+    constraints.txt."""
     if extra:
         sys.exit("lock takes no arguments")
     with tempfile.TemporaryDirectory(prefix="tenantgate-lock-") as scratch:
@@ -89,7 +91,7 @@ def lock(extra: list[str]) -> None:
         run(where / "bin" / "python", "-m", "pip", "install", "--quiet", LOCK_TOOL)
         pins = Path(scratch) / "pins.txt"
         run(where / "bin" / "uv", "pip", "compile", "pyproject.toml", "--extra", "dev",
-            "--universal", "--python-version", REQUIRES_PYTHON, "--no-header",
+            "--universal", "--no-header",
             "--output-file", pins)
         CONSTRAINTS.write_text(
             "# Every distribution `pip install -e .[dev]` brings, pinned for tools/dev.py and the\n"
