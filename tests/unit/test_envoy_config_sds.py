@@ -155,8 +155,10 @@ def test_an_sds_file_that_cannot_be_written_leaves_no_bootstrap(
     blocked = tmp_path / "envoy.authz-ca.sds.yaml"
     blocked.mkdir()
     assert main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, *tls_flags(volume / "ca.crt"),
-                 "--output", str(tmp_path / "envoy.yaml")]) == 1
-    assert capsys.readouterr().err == f"tenantgate: cannot write {blocked}: Is a directory\n"
+                 "--output", str(tmp_path / "envoy.yaml")]) == 2
+    assert capsys.readouterr().err == (
+        f"tenantgate: cannot write {blocked}: not a regular file, and Envoy reads an SDS file "
+        f"again only when a file is renamed onto it: remove it\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [blocked.name, volume.name]  # no .tmp
 
 
@@ -251,8 +253,12 @@ def test_the_help_says_where_the_sds_files_go(capsys: pytest.CaptureFixture[str]
         main(["envoy-config", "--help"])
     text = " ".join(capsys.readouterr().out.split())
     assert "Needs --output: Envoy reads the TLS files through SDS files written beside it" in text
-    assert ".authz-ca.sds.yaml and .authz-client.sds.yaml" in text
-    assert "write here (- for stdout, the default), replacing FILE in one rename" in text
+    assert ".authz-ca.sds.yaml and .authz-client.sds.yaml" in text.replace("- ", "-")
+    assert ("write here (- for stdout, the default), replacing FILE in one rename (written in "
+            "place, links followed, when FILE is not a regular file or its directory refuses "
+            "a rename)") in text
+    assert ("each by a rename, so their directory must be writable and each must be absent or "
+            "a regular file") in text
     # It once said only "Check it with `envoy --mode validate`", which passes a bootstrap whose
     # TLS files Envoy then cannot load.
     assert ("Check it with `envoy --mode validate -c FILE`, which checks the bootstrap, not the "

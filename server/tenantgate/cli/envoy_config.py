@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import errno
 import os
-import secrets
+import stat
 import sys
+import tempfile
 from pathlib import Path
 
 from tenantgate.cli.errors import non_utf8_option, report_config_error
@@ -118,9 +120,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "ones (default 10000)")
     parser.add_argument("--output", "-o", type=_output, metavar="FILE",
                         help="write here (- for stdout, the default), replacing FILE in one "
-                             "rename; with --authz-tls-ca, a file is needed: the SDS files "
-                             "naming the TLS files go beside it, written first (FILE's name "
-                             "without its suffix, then .authz-ca.sds.yaml and "
+                             "rename (written in place, links followed, when FILE is not a "
+                             "regular file or its directory refuses a rename); with "
+                             "--authz-tls-ca, a file is needed: the SDS files naming the TLS "
+                             "files go beside it, written first, each by a rename, so their "
+                             "directory must be writable and each must be absent or a regular "
+                             "file (FILE's name without its suffix, then .authz-ca.sds.yaml and "
                              ".authz-client.sds.yaml)")
     parser.set_defaults(handler=_render)
 
@@ -169,13 +174,33 @@ def _render(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(rendered.bootstrap)
         return 0
-    # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
-    for path, body in [*rendered.sds.items(), (str(output), rendered.bootstrap)]:
+    # Envoy re-reads an SDS file only when a file is renamed onto it: one that is there and
+    # is not a regular file (a link, a FIFO) is refused before anything is written.
+    for path in rendered.sds:
         try:
-            _replace(path, body)
+            renamable = _renamable(path)
         except OSError as exc:
             print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
             return 1
+        if not renamable:
+            print(f"tenantgate: cannot write {path}: not a regular file, and Envoy reads an "
+                  f"SDS file again only when a file is renamed onto it: remove it",
+                  file=sys.stderr)
+            return 2
+    # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
+    for path, body in rendered.sds.items():
+        try:
+            _replace(path, body)
+        except OSError as exc:
+            hint = (": its directory must be writable, as Envoy reads an SDS file again only "
+                    "when a file is renamed onto it") if exc.errno in _NO_RENAME else ""
+            print(f"tenantgate: cannot write {path}: {exc.strerror}{hint}", file=sys.stderr)
+            return 1
+    try:
+        _write_bootstrap(str(output), rendered.bootstrap)
+    except OSError as exc:
+        print(f"tenantgate: cannot write {output}: {exc.strerror}", file=sys.stderr)
+        return 1
     return 0
 
 
@@ -193,23 +218,74 @@ def _output(text: str) -> Path | str:
     return path
 
 
+# Where a rename fails and a write in place may not: a single-file bind mount (EBUSY), a
+# writable file in a read-only (EACCES) or sticky (EPERM) directory, a read-only mount (EROFS).
+_NO_RENAME = frozenset({errno.EBUSY, errno.EACCES, errno.EPERM, errno.EROFS})
+
+
+def _renamable(path: str) -> bool:
+    """Whether `path` may be replaced by a rename: absent, or a regular file. A rename onto a
+    link, a FIFO or a device would replace it (`-o /dev/stdout` printing nothing)."""
+    try:
+        return stat.S_ISREG(os.lstat(path).st_mode)
+    except FileNotFoundError:
+        return True
+
+
+def _write_bootstrap(path: str, body: str) -> None:
+    """The bootstrap by a rename where it can be (never half written), else in place: Envoy
+    reads it only at start, and a link, a FIFO, a device or a file it cannot rename over was
+    written in place before renames, following links."""
+    if _renamable(path):
+        try:
+            _replace(path, body)
+            return
+        except OSError as exc:
+            if exc.errno not in _NO_RENAME:
+                raise
+    with open(path, "w", encoding="utf-8") as file:
+        file.write(body)
+
+
 def _replace(path: str, body: str) -> None:
     """Write `path` through a new file beside it renamed over it: a running Envoy reads an
     SDS file again when a file is moved onto it (not when it is written in place), and never
-    sees one half written."""
-    directory, name = os.path.split(os.path.abspath(path))
-    temporary = os.path.join(directory, f".{name}.{secrets.token_hex(4)}.tmp")
-    # Mode 0666 less the umask, as a plain write would create it: Envoy may run as another
-    # user than this command (tempfile's files are 0600).
-    descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    sees one half written. The new file keeps a replaced file's mode, owner and group (an SDS
+    file readable by Envoy's group only stays so)."""
+    directory = os.path.dirname(os.path.abspath(path))
+    try:
+        previous: os.stat_result | None = os.lstat(path)
+    except FileNotFoundError:
+        previous = None
+    # A short name: the file's own name plus a suffix could pass NAME_MAX.
+    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tg-")
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+            _take_over(file.fileno(), previous)
             file.write(body)
         os.replace(temporary, path)
     except BaseException:
         with contextlib.suppress(OSError):
             os.unlink(temporary)
         raise
+
+
+def _take_over(descriptor: int, previous: os.stat_result | None) -> None:
+    if previous is None:
+        # 0666 less the umask, as a plain write creates it (mkstemp's are 0600): Envoy may
+        # run as another user than this command.
+        mask = os.umask(0)
+        os.umask(mask)
+        os.fchmod(descriptor, 0o666 & ~mask)
+        return
+    # Owner and group first: a chown clears set-id bits the mode then restores. Only root may
+    # give a file away; another user keeps the group when it is one of theirs.
+    try:
+        os.fchown(descriptor, previous.st_uid, previous.st_gid)
+    except PermissionError:
+        with contextlib.suppress(PermissionError):
+            os.fchown(descriptor, -1, previous.st_gid)
+    os.fchmod(descriptor, stat.S_IMODE(previous.st_mode))
 
 
 def _hops(text: str) -> int:
