@@ -4,6 +4,7 @@ families, and Envoy's admin interface on a Unix socket."""
 
 from __future__ import annotations
 
+import base64
 import os
 import resource
 import subprocess
@@ -233,10 +234,10 @@ def test_tls_on_the_authz_cluster_covers_the_rate_limit_service(
     (["--authz-tls-ca", "{pki}/missing.crt"],
      "--authz-tls-ca: cannot read {pki}/missing.crt: No such file or directory"),
     (["--authz-tls-ca", "{pki}"], "--authz-tls-ca: cannot read {pki}: not a regular file"),
-    (["--authz-tls-ca", "{pki}/ca.key"], "--authz-tls-ca: {pki}/ca.key holds no PEM certificate"),
+    (["--authz-tls-ca", "{pki}/ca.key"], "--authz-tls-ca: {pki}/ca.key: not a PEM certificate"),
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.key",
       "--authz-tls-key", "{pki}/client.key"],
-     "--authz-tls-cert: {pki}/client.key holds no PEM certificate"),
+     "--authz-tls-cert: {pki}/client.key: not a PEM certificate"),
     (["--authz-tls-ca", "{pki}/ca.crt", "--authz-tls-cert", "{pki}/client.crt",
       "--authz-tls-key", "{pki}/client.crt"],
      "--authz-tls-key: {pki}/client.crt holds no PEM unencrypted private key"),
@@ -264,6 +265,35 @@ def test_bad_tls_options_are_one_line_errors(
     argv = [a.format(pki=pki) for a in argv]
     assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001", *argv) == (
         "tenantgate: " + message.format(pki=pki))
+
+
+def broken_certificate(pem: bytes) -> bytes:
+    """`pem`'s certificate cut short: the PEM markers and base64 are intact, the DER is not."""
+    der = base64.b64decode(b"".join(pem.splitlines()[1:-1]))
+    body = base64.encodebytes(der[:-16])
+    return b"-----BEGIN CERTIFICATE-----\n" + body + b"-----END CERTIFICATE-----\n"
+
+
+@pytest.mark.parametrize("option, layout", [
+    ("ca", ["broken"]),
+    ("ca", ["ca.crt", "broken"]),
+    ("cert", ["client.crt", "broken"]),
+], ids=["ca-broken", "ca-bundle-second-broken", "chain-second-broken"])
+def test_a_broken_certificate_anywhere_in_a_tls_file_is_refused(
+        pki: Path, capsys: pytest.CaptureFixture[str], option: str, layout: list[str]) -> None:
+    # Before: the CA was only searched for BEGIN CERTIFICATE and only the chain's first
+    # certificate parsed; Envoy then rejected the secret once started (update_rejected, 503).
+    (pki / "bad.crt").write_bytes(b"".join(
+        broken_certificate((pki / "ca.crt").read_bytes()) if name == "broken"
+        else (pki / name).read_bytes() for name in layout))
+    files = {"ca": "ca.crt", "cert": "client.crt", option: "bad.crt"}
+    assert refused(capsys, *FRONT, "--authz", "10.0.0.5:9001",
+                   "--authz-tls-ca", str(pki / files["ca"]),
+                   "--authz-tls-cert", str(pki / files["cert"]),
+                   "--authz-tls-key", str(pki / "client.key"),
+                   "--output", str(pki / "envoy.yaml")) == (
+        f"tenantgate: --authz-tls-{option}: {pki}/bad.crt: not a PEM certificate")
+    assert not list(pki.glob("envoy*"))
 
 
 @pytest.mark.parametrize("chain, accepted", [

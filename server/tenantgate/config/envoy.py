@@ -18,13 +18,19 @@ from betterproto2 import Casing
 
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
-from tenantgate.config.tls import MAX_PEM_BYTES, is_key_of, unencrypted_private_key
+from tenantgate.config.tls import (
+    MAX_PEM_BYTES,
+    certificate_keys,
+    is_key_of,
+    unencrypted_private_key,
+)
 from tenantgate.config.types import (
     DURATION_MAX_SECONDS,
     UnfitFile,
     check_socket_path_length,
     read_regular_file,
 )
+from tenantgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -377,7 +383,6 @@ def authz_address(config: Config, options: EnvoyOptions) -> Address:
 
 
 TLS_SOCKET = "envoy.transport_sockets.tls"
-_PEM_CERTIFICATE = re.compile(rb"-----BEGIN CERTIFICATE-----")
 
 
 def authz_transport(options: EnvoyOptions,
@@ -496,8 +501,7 @@ def authz_sds_files(options: EnvoyOptions) -> list[SdsFile]:
     if options.authz_tls_ca is None:
         return []
     given = options.authz_tls_ca
-    if _PEM_CERTIFICATE.search(_read_pem(given, "--authz-tls-ca")) is None:
-        raise EnvoyConfigError(f"--authz-tls-ca: {given} holds no PEM certificate")
+    _certificate_keys(_read_pem(given, "--authz-tls-ca"), given, "--authz-tls-ca")
     ca = _absolute(given)
     client = _client_certificate(options)
     files = [SdsFile(_sds_path(options, "authz-ca"), Secret(
@@ -536,7 +540,8 @@ def _client_certificate(options: EnvoyOptions) -> TlsCertificate | None:
     if cert is None or key is None:
         given, missing = ("cert", "key") if key is None else ("key", "cert")
         raise EnvoyConfigError(f"--authz-tls-{given}: needs --authz-tls-{missing} too")
-    public = _leaf_public_key(_read_pem(cert, "--authz-tls-cert"), cert)
+    # The first certificate is the one Envoy presents, whose key --authz-tls-key must be.
+    public = _certificate_keys(_read_pem(cert, "--authz-tls-cert"), cert, "--authz-tls-cert")[0]
     # Loaded, not matched: Envoy, given no passphrase, refuses an encrypted key, whichever
     # form it comes in.
     private = unencrypted_private_key(_read_pem(key, "--authz-tls-key"))
@@ -568,21 +573,15 @@ def _read_pem(path: str, what: str) -> bytes:
         raise EnvoyConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
-def _leaf_public_key(data: bytes, path: str) -> CertificatePublicKeyTypes:
-    """The public key of the first certificate in --authz-tls-cert's file: the one Envoy
-    presents, which its private key must match."""
-    from cryptography import x509
-    from cryptography.exceptions import UnsupportedAlgorithm
-
-    try:  # the first CERTIFICATE block, past any other PEM block
-        certificate = x509.load_pem_x509_certificate(data)
-    except ValueError:  # none (a key, an empty file), or a broken one
-        raise EnvoyConfigError(f"--authz-tls-cert: {path} holds no PEM certificate") from None
-    try:  # parsed lazily: a key type cryptography does not know fails here
-        return certificate.public_key()
-    except (ValueError, UnsupportedAlgorithm) as exc:
-        raise EnvoyConfigError(f"--authz-tls-cert: {path}: the certificate's public key cannot "
-                               f"be used: {exc}") from None
+def _certificate_keys(data: bytes, path: str, flag: str) -> list[CertificatePublicKeyTypes]:
+    """The public keys of every certificate in a TLS file, as serve checks listen.tls: a
+    certificate Envoy cannot parse, anywhere in the file, makes it reject the whole secret
+    once started (update_rejected, every request 503)."""
+    try:
+        return certificate_keys(flag, path, data)
+    except ConfigError as exc:  # its one issue reads "{flag}.{path}: why"
+        why = exc.issues[0].removeprefix(f"{flag}.{path}: ")
+        raise EnvoyConfigError(f"{flag}: {path}: {why}") from None
 
 
 def _absolute(path: str) -> str:

@@ -96,16 +96,16 @@ def is_key_of(private: PrivateKeyTypes, public: CertificatePublicKeyTypes) -> bo
 def _check_pem(at: str, cert: bytes, key: bytes, ca: bytes | None) -> None:
     # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
     # name the file instead.
-    served = _certificates(at, "cert", cert)[0]
+    served = certificate_keys(at, "cert", cert)[0]
     if ca is not None:
-        _certificates(at, "client_ca", ca)
+        certificate_keys(at, "client_ca", ca)
     if (private := unencrypted_private_key(key)) is None:
         raise ConfigError([f"{at}.key: not a PEM private key (unencrypted)"])
     if not is_key_of(private, served):
         raise ConfigError([f"{at}.key: not the private key of {at}.cert"])
 
 
-def _certificates(at: str, name: str, data: bytes) -> list[CertificatePublicKeyTypes]:
+def certificate_keys(at: str, name: str, data: bytes) -> list[CertificatePublicKeyTypes]:
     """The public keys of the PEM certificates in `data`, at least one. An empty client_ca
     is refused like an empty cert: gRPC would take it, then fail every client's handshake."""
     from cryptography import x509
