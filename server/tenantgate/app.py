@@ -30,6 +30,8 @@ from tenantgate.runtime import Runtime
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 if TYPE_CHECKING:
+    from wsgiref.simple_server import WSGIServer
+
     from tenantgate.admin.server import AdminListener
     from tenantgate.config.model import Config
 
@@ -83,6 +85,7 @@ class App:
         self._rotating: list[RotatingCredentials] = []
         self._tls_watch: asyncio.Task[None] | None = None
         self._health_listener: grpc.aio.Server | None = None  # listen.health's server
+        self._metrics_server: WSGIServer | None = None  # listen.metrics's, on its own thread
         # One traceback a minute for a recurring bug, per listener (by key path): a shared one
         # went to listen.tls, read first, every minute, and a failing admin.tls went unsaid.
         self._tls_failing: defaultdict[str, Throttle] = defaultdict(lambda: Throttle(60.0))
@@ -132,13 +135,14 @@ class App:
                 self._rotating.append(self.admin.tls)
         if cfg.health:  # before the Check port too, for the same reason
             await self._start_health_listener(cfg.health)
-        self._bind(cfg.grpc, cfg.uds)
-        if cfg.metrics:
+        if cfg.metrics:  # and the metrics port
             host, _, port = cfg.metrics.rpartition(":")
             try:
-                start_http_server(int(port), addr=host.strip("[]") or "0.0.0.0")
+                self._metrics_server, _ = start_http_server(
+                    int(port), addr=host.strip("[]") or "0.0.0.0")
             except OSError as exc:
                 raise StartupError(f"listen.metrics {cfg.metrics}: {exc.strerror}") from None
+        self._bind(cfg.grpc, cfg.uds)
         await self.server.start()
         # Everything alive now lives as long as the process: keep the cyclic GC from
         # re-scanning it on every full collection under load.
@@ -301,6 +305,10 @@ class App:
             await self.admin.stop(grace)
         if self._health_listener is not None:  # it said NOT_SERVING while the others drained
             await self._health_listener.stop(None)
+        if self._metrics_server is not None:  # scraped through the drain, closed after it
+            metrics_server, self._metrics_server = self._metrics_server, None
+            await asyncio.to_thread(metrics_server.shutdown)  # ends its serve_forever thread
+            metrics_server.server_close()
         # Retired runtimes still hold batched hits to charge and store references: close them.
         self._drained.set()
         await asyncio.gather(*self._retired)
