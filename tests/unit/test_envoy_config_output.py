@@ -90,8 +90,8 @@ def test_an_sds_file_that_is_not_a_regular_file_is_refused_before_anything_is_wr
     make(sds, elsewhere)  # type: ignore[operator]
     assert envoy_config(tmp_path / "envoy.yaml", *tls(pki)) == 2
     assert capsys.readouterr().err == (
-        f"tenantgate: cannot write {sds}: not a regular file, and Envoy reads an SDS file again "
-        f"only when a file is renamed onto it: remove it\n")
+        f"tenantgate: --output: cannot write {sds} beside it: not a regular file, and Envoy "
+        f"reads an SDS file again only when a file is renamed onto it: remove it\n")
     assert elsewhere.read_text() == "kept\n"
     assert not stat.S_ISREG(os.lstat(sds).st_mode)
     assert sorted(p.name for p in tmp_path.iterdir()) == [
@@ -160,7 +160,7 @@ def test_a_bootstrap_that_cannot_be_renamed_is_written_in_place(
     output.write_text("old\n")
     inode = output.stat().st_ino
     if step == "create":
-        monkeypatch.setattr(command.tempfile, "mkstemp", fail_with(number))
+        monkeypatch.setattr(command, "_create_beside", fail_with(number))
     else:
         monkeypatch.setattr(command.os, "replace", fail_with(number))
     assert envoy_config(output, *PLAINTEXT) == 0, capsys.readouterr().err
@@ -194,3 +194,17 @@ def test_another_write_error_is_not_retried_in_place(
     assert capsys.readouterr().err == (
         f"tenantgate: cannot write {output}: {os.strerror(errno.ENOSPC)}\n")
     assert output.read_text() == "old\n"
+
+
+def test_an_owner_that_cannot_be_given_back_does_not_stop_the_write(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # In a rootless container a file of an unmapped user shows as 65534, and giving the new
+    # file that owner fails with EINVAL (not EPERM): the write stopped there, exit 1.
+    output = tmp_path / "envoy.yaml"
+    output.write_text("old\n")
+    if os.geteuid() == 0:
+        os.chown(output, 4242, 4242)
+    monkeypatch.setattr(command.os, "fchown", fail_with(errno.EINVAL))
+    assert envoy_config(output, *PLAINTEXT) == 0, capsys.readouterr().err
+    assert output.read_text().startswith("# Envoy bootstrap rendered by")

@@ -157,8 +157,8 @@ def test_an_sds_file_that_cannot_be_written_leaves_no_bootstrap(
     assert main(["envoy-config", str(EXAMPLE_CONFIG), *REMOTE, *tls_flags(volume / "ca.crt"),
                  "--output", str(tmp_path / "envoy.yaml")]) == 2
     assert capsys.readouterr().err == (
-        f"tenantgate: cannot write {blocked}: not a regular file, and Envoy reads an SDS file "
-        f"again only when a file is renamed onto it: remove it\n")
+        f"tenantgate: --output: cannot write {blocked} beside it: not a regular file, and "
+        f"Envoy reads an SDS file again only when a file is renamed onto it: remove it\n")
     assert sorted(p.name for p in tmp_path.iterdir()) == [blocked.name, volume.name]  # no .tmp
 
 

@@ -6,9 +6,9 @@ import argparse
 import contextlib
 import errno
 import os
+import secrets
 import stat
 import sys
-import tempfile
 from pathlib import Path
 
 from tenantgate.cli.errors import non_utf8_option, report_config_error
@@ -183,9 +183,9 @@ def _render(args: argparse.Namespace) -> int:
             print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
             return 1
         if not renamable:
-            print(f"tenantgate: cannot write {path}: not a regular file, and Envoy reads an "
-                  f"SDS file again only when a file is renamed onto it: remove it",
-                  file=sys.stderr)
+            print(f"tenantgate: --output: cannot write {path} beside it: not a regular "
+                  f"file, and Envoy reads an SDS file again only when a file is renamed onto "
+                  f"it: remove it", file=sys.stderr)
             return 2
     # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
     for path, body in rendered.sds.items():
@@ -257,8 +257,7 @@ def _replace(path: str, body: str) -> None:
         previous: os.stat_result | None = os.lstat(path)
     except FileNotFoundError:
         previous = None
-    # A short name: the file's own name plus a suffix could pass NAME_MAX.
-    descriptor, temporary = tempfile.mkstemp(dir=directory, prefix=".tg-")
+    descriptor, temporary = _create_beside(directory)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
             _take_over(file.fileno(), previous)
@@ -270,21 +269,32 @@ def _replace(path: str, body: str) -> None:
         raise
 
 
+def _create_beside(directory: str) -> tuple[int, str]:
+    """A new empty file in `directory`, created as a plain write creates one: 0666 less the
+    umask, and the directory's default ACL, applied by the kernel (Envoy may run as another
+    user than this command). A short name: the target's own name plus a suffix could pass
+    NAME_MAX."""
+    while True:
+        temporary = os.path.join(directory, f".tg-{secrets.token_hex(6)}")
+        try:
+            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC
+            return os.open(temporary, flags, 0o666), temporary
+        except FileExistsError:
+            continue
+
+
 def _take_over(descriptor: int, previous: os.stat_result | None) -> None:
     if previous is None:
-        # 0666 less the umask, as a plain write creates it (mkstemp's are 0600): Envoy may
-        # run as another user than this command.
-        mask = os.umask(0)
-        os.umask(mask)
-        os.fchmod(descriptor, 0o666 & ~mask)
         return
-    # Owner and group first: a chown clears set-id bits the mode then restores. Only root may
-    # give a file away; another user keeps the group when it is one of theirs.
-    try:
-        os.fchown(descriptor, previous.st_uid, previous.st_gid)
-    except PermissionError:
-        with contextlib.suppress(PermissionError):
-            os.fchown(descriptor, -1, previous.st_gid)
+    # Owner and group first: a chown clears set-id bits the mode then restores. Best effort:
+    # only root may give a file away (another user keeps the group when it is one of theirs),
+    # and an owner this user namespace cannot map is EINVAL.
+    if (previous.st_uid, previous.st_gid) != (os.geteuid(), os.getegid()):
+        try:
+            os.fchown(descriptor, previous.st_uid, previous.st_gid)
+        except OSError:
+            with contextlib.suppress(OSError):
+                os.fchown(descriptor, -1, previous.st_gid)
     os.fchmod(descriptor, stat.S_IMODE(previous.st_mode))
 
 
