@@ -307,8 +307,11 @@ class App:
             await self._health_listener.stop(None)
         if self._metrics_server is not None:  # scraped through the drain, closed after it
             metrics_server, self._metrics_server = self._metrics_server, None
-            await asyncio.to_thread(metrics_server.shutdown)  # ends its serve_forever thread
-            metrics_server.server_close()
+            try:
+                # Ends its serve_forever thread, which notices within its 0.5 s poll.
+                await asyncio.to_thread(metrics_server.shutdown)
+            finally:
+                metrics_server.server_close()  # the port, even when the stop is cancelled
         # Retired runtimes still hold batched hits to charge and store references: close them.
         self._drained.set()
         await asyncio.gather(*self._retired)

@@ -260,7 +260,7 @@ def _replace(path: str, body: str) -> None:
     descriptor, temporary = _create_beside(directory)
     try:
         with os.fdopen(descriptor, "w", encoding="utf-8") as file:
-            _take_over(file.fileno(), previous)
+            _take_over(file.fileno(), previous, path)
             file.write(body)
         os.replace(temporary, path)
     except BaseException:
@@ -283,7 +283,7 @@ def _create_beside(directory: str) -> tuple[int, str]:
             continue
 
 
-def _take_over(descriptor: int, previous: os.stat_result | None) -> None:
+def _take_over(descriptor: int, previous: os.stat_result | None, path: str) -> None:
     if previous is None:
         return
     # Owner and group first: a chown clears set-id bits the mode then restores. Best effort:
@@ -293,8 +293,14 @@ def _take_over(descriptor: int, previous: os.stat_result | None) -> None:
         try:
             os.fchown(descriptor, previous.st_uid, previous.st_gid)
         except OSError:
-            with contextlib.suppress(OSError):
+            try:
                 os.fchown(descriptor, -1, previous.st_gid)
+            except OSError:
+                # Written anyway, but a reader allowed by the old group (Envoy's) may be
+                # refused now: say so, naming what could not be given back.
+                print(f"tenantgate: warning: {path}: replaced with this user's owner and "
+                      f"group, not its own ({previous.st_uid}:{previous.st_gid}): check "
+                      f"that Envoy can still read it", file=sys.stderr)
     os.fchmod(descriptor, stat.S_IMODE(previous.st_mode))
 
 
