@@ -30,7 +30,6 @@ from tenantgate.config.types import (
     check_socket_path_length,
     read_regular_file,
 )
-from tenantgate.errors import ConfigError
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
@@ -578,10 +577,9 @@ def _certificate_keys(data: bytes, path: str, flag: str) -> list[CertificatePubl
     certificate Envoy cannot parse, anywhere in the file, makes it reject the whole secret
     once started (update_rejected, every request 503)."""
     try:
-        return certificate_keys(flag, path, data)
-    except ConfigError as exc:  # its one issue reads "{flag}.{path}: why"
-        why = exc.issues[0].removeprefix(f"{flag}.{path}: ")
-        raise EnvoyConfigError(f"{flag}: {path}: {why}") from None
+        return certificate_keys(data)
+    except ValueError as exc:
+        raise EnvoyConfigError(f"{flag}: {path}: {exc}") from None
 
 
 def _absolute(path: str) -> str:

@@ -96,25 +96,33 @@ def is_key_of(private: PrivateKeyTypes, public: CertificatePublicKeyTypes) -> bo
 def _check_pem(at: str, cert: bytes, key: bytes, ca: bytes | None) -> None:
     # gRPC takes any bytes here and only fails to bind, which reads as "address in use":
     # name the file instead.
-    served = certificate_keys(at, "cert", cert)[0]
+    served = _checked_keys(at, "cert", cert)[0]
     if ca is not None:
-        certificate_keys(at, "client_ca", ca)
+        _checked_keys(at, "client_ca", ca)
     if (private := unencrypted_private_key(key)) is None:
         raise ConfigError([f"{at}.key: not a PEM private key (unencrypted)"])
     if not is_key_of(private, served):
         raise ConfigError([f"{at}.key: not the private key of {at}.cert"])
 
 
-def certificate_keys(at: str, name: str, data: bytes) -> list[CertificatePublicKeyTypes]:
-    """The public keys of the PEM certificates in `data`, at least one. An empty client_ca
-    is refused like an empty cert: gRPC would take it, then fail every client's handshake."""
+def _checked_keys(at: str, name: str, data: bytes) -> list[CertificatePublicKeyTypes]:
+    try:
+        return certificate_keys(data)
+    except ValueError as exc:
+        raise ConfigError([f"{at}.{name}: {exc}"]) from None
+
+
+def certificate_keys(data: bytes) -> list[CertificatePublicKeyTypes]:
+    """The public keys of the PEM certificates in `data`, at least one; ValueError saying why
+    not, for the caller to prefix with the file's key path or flag. An empty client_ca is
+    refused like an empty cert: gRPC would take it, then fail every client's handshake."""
     from cryptography import x509
     from cryptography.exceptions import UnsupportedAlgorithm
 
     try:
         certificates = x509.load_pem_x509_certificates(data)
     except ValueError:  # no PEM certificate at all (an empty file too), or a broken one
-        raise ConfigError([f"{at}.{name}: not a PEM certificate"]) from None
+        raise ValueError("not a PEM certificate") from None
     keys = []
     for number, certificate in enumerate(certificates, 1):
         # Parsed lazily: a key type or curve cryptography does not know (a wrong file copied
@@ -122,8 +130,8 @@ def certificate_keys(at: str, name: str, data: bytes) -> list[CertificatePublicK
         try:
             keys.append(certificate.public_key())
         except (ValueError, UnsupportedAlgorithm) as exc:
-            raise ConfigError([f"{at}.{name}: certificate {number} has a public key that "
-                               f"cannot be used: {exc}"]) from None
+            raise ValueError(f"certificate {number} has a public key that cannot be used: "
+                             f"{exc}") from None
     return keys
 
 
