@@ -500,7 +500,7 @@ def authz_sds_files(options: EnvoyOptions) -> list[SdsFile]:
     if options.authz_tls_ca is None:
         return []
     given = options.authz_tls_ca
-    _certificate_keys(_read_pem(given, "--authz-tls-ca"), given, "--authz-tls-ca")
+    _certificate_keys(given, "--authz-tls-ca")
     ca = _absolute(given)
     client = _client_certificate(options)
     files = [SdsFile(_sds_path(options, "authz-ca"), Secret(
@@ -540,7 +540,7 @@ def _client_certificate(options: EnvoyOptions) -> TlsCertificate | None:
         given, missing = ("cert", "key") if key is None else ("key", "cert")
         raise EnvoyConfigError(f"--authz-tls-{given}: needs --authz-tls-{missing} too")
     # The first certificate is the one Envoy presents, whose key --authz-tls-key must be.
-    public = _certificate_keys(_read_pem(cert, "--authz-tls-cert"), cert, "--authz-tls-cert")[0]
+    public = _certificate_keys(cert, "--authz-tls-cert")[0]
     # Loaded, not matched: Envoy, given no passphrase, refuses an encrypted key, whichever
     # form it comes in.
     private = unencrypted_private_key(_read_pem(key, "--authz-tls-key"))
@@ -572,10 +572,11 @@ def _read_pem(path: str, what: str) -> bytes:
         raise EnvoyConfigError(f"{what}: cannot read {path}: {exc.strerror}") from None
 
 
-def _certificate_keys(data: bytes, path: str, flag: str) -> list[CertificatePublicKeyTypes]:
+def _certificate_keys(path: str, flag: str) -> list[CertificatePublicKeyTypes]:
     """The public keys of every certificate in a TLS file, as serve checks listen.tls: a
     certificate Envoy cannot parse, anywhere in the file, makes it reject the whole secret
     once started (update_rejected, every request 503)."""
+    data = _read_pem(path, flag)  # outside the try: its EnvoyConfigError is a ValueError too
     try:
         return certificate_keys(data)
     except ValueError as exc:
