@@ -31,6 +31,10 @@ class CompiledRoute:
     segments: tuple[str, ...] | None  # pattern segments for `path` rules
     content_types: frozenset[str] | None  # the rule's allowed media types, lower-cased
     binds_tenant: bool  # a `{tenant}` segment in `segments`
+    # `segments` up to the last `{tenant}`, then `**`: the paths that name a tenant the way
+    # this rule does, whatever follows. Another tenant's is 404 even where the rule itself
+    # does not match (another method, a deeper or shallower path).
+    tenant_namespace: tuple[str, ...] | None
 
     def match(self, method: str, path: str, parts: list[str],
               folded: list[str], tenant_id: str) -> str | bool | None:
@@ -42,18 +46,23 @@ class CompiledRoute:
         # HEAD is a GET without the body (RFC 9110 9.3.2): a GET rule governs it too.
         if self.methods is not None and method not in self.methods and not (
                 method == "HEAD" and "GET" in self.methods):
-            if not self.binds_tenant:
-                return False
-            # Another tenant's path is 404 whatever the method: a rule listing some methods
-            # must not leave the others to a later rule or the default allow.
-            assert self.segments is not None
-            bound = _match_segments(self.segments, parts, folded)
-            return bound if isinstance(bound, str) and bound != tenant_id else False
+            return self._other_tenant(parts, folded, tenant_id)
         if self.prefix is not None:
             p = self.prefix  # no trailing slash: "" for `/`
             return None if path == p or path.startswith(p + "/") else False
         assert self.segments is not None
-        return _match_segments(self.segments, parts, folded)
+        bound = _match_segments(self.segments, parts, folded)
+        return self._other_tenant(parts, folded, tenant_id) if bound is False else bound
+
+    def _other_tenant(self, parts: list[str], folded: list[str], tenant_id: str) -> str | bool:
+        """The tenant segment when the path is in another tenant's namespace, else False.
+        Another tenant's path is 404 whatever the method or what follows the tenant: a rule
+        for `/tenants/{tenant}/notes` must not leave `/tenants/victim/notes/1`, or a method it
+        does not list, to a later rule or the default allow."""
+        if self.tenant_namespace is None:
+            return False
+        bound = _match_segments(self.tenant_namespace, parts, folded)
+        return bound if isinstance(bound, str) and bound != tenant_id else False
 
 
 def _match_segments(pattern: tuple[str, ...], parts: list[str],
@@ -112,8 +121,16 @@ def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
                   if r.path is not None else None),
         content_types=(frozenset(c.lower() for c in r.content_types)
                        if r.content_types is not None else None),
-        binds_tenant=r.path is not None and TENANT_SEGMENT in r.path.split("/"))
+        binds_tenant=r.path is not None and TENANT_SEGMENT in r.path.split("/"),
+        tenant_namespace=_tenant_namespace(r.path))
         for i, r in enumerate(config.routes)]
+
+
+def _tenant_namespace(path: str | None) -> tuple[str, ...] | None:
+    if path is None or TENANT_SEGMENT not in (segments := path.strip("/").split("/")):
+        return None
+    last = len(segments) - 1 - segments[::-1].index(TENANT_SEGMENT)
+    return (*(s if s == TENANT_SEGMENT else fold(s) for s in segments[:last + 1]), "**")
 
 
 def is_normalized(path: str) -> bool:

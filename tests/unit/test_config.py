@@ -319,14 +319,15 @@ def test_a_context_ttl_under_five_seconds_is_refused(ttl: str) -> None:
 
 
 @pytest.mark.parametrize("route", ["{path_prefix: '/a%EF%BC%8Fb', action: deny}",
-                                   "{path: '/files/%E2%80%A5/x', action: deny}"],
-                         ids=["fullwidth-solidus", "two-dot-leader"])
-def test_a_route_escaping_what_folds_into_path_syntax_is_refused(route: str) -> None:
+                                   "{path: '/files/%E2%80%A5/x', action: deny}",
+                                   "{path_prefix: '/admin%20', action: deny}"],
+                         ids=["fullwidth-solidus", "two-dot-leader", "trailing-space"])
+def test_a_route_escaping_what_check_refuses_is_refused(route: str) -> None:
     # Check refuses a path holding such an escape (config.paths): the rule would never apply.
     assert route_issues(route) == [
         "policy.routes[1]: an escaped character here folds (NFKC) into path syntax (`/`, `.`, "
-        "`..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a path, so the rule would never "
-        "apply"]
+        "`..`, `\\`, `?`, `#`, `;` or `%`), or is a space or invisible character ending a "
+        "segment: Check refuses such a path, so the rule would never apply"]
 
 
 def replaced_issues(old: str, new: str) -> list[str]:

@@ -63,7 +63,7 @@ async def test_own_tenant_path_is_allowed(gate: LocalCheck, path: str) -> None:
 
 
 @pytest.mark.parametrize("path", ["/tenants/globex/notes/1", "/tenants/globex",
-                                  "/tenants/ACME/notes", "/tenants/acme%20/x", "/files/x/globex",
+                                  "/tenants/ACME/notes", "/files/x/globex",
                                   "/TENANTS/globex/notes", "/Files/x/globex"])
 async def test_another_tenants_path_is_404_and_counted(gate: LocalCheck, path: str) -> None:
     before = cross_tenant_count("other")
@@ -147,6 +147,17 @@ async def test_escapes_a_second_or_lenient_decoder_reads_otherwise_are_refused(
     # reading %uXXXX or overlong UTF-8, would serve `..` (or globex) where Check saw acme.
     assert not is_normalized(path)
     assert await decide(gate, path) == (400, "malformed_request")
+
+
+@pytest.mark.parametrize("path", ["/internal%20", "/internal%C2%A0", "/internal%E2%80%8B",
+                                  "/%20internal", "/internal%EF%BB%BF/x", "/tenants/acme%20/x",
+                                  "/tenants/acme/%E3%80%80"],
+                         ids=["space", "nbsp", "zero-width-space", "leading-space", "bom",
+                              "padded-tenant", "ideographic-space"])
+async def test_an_escaped_space_or_invisible_character_ending_a_segment_is_refused(
+        gate: LocalCheck, path: str) -> None:
+    # A backend that trims path segments serves /internal%20 as /internal, past the deny rule.
+    assert await decide(gate, path, roles=["admin"]) == (400, "malformed_request")
 
 
 @pytest.mark.parametrize("path", ["/tenants/acme/100%25", "/tenants/acme/%25done",
@@ -330,6 +341,26 @@ async def test_another_tenants_path_is_404_whatever_the_method(
     config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
     async with LocalCheck(config) as local:
         assert await decide(local, path, method) == expected
+
+
+@pytest.mark.parametrize("path, expected", [
+    ("/tenants/globex/notes", (404, "cross_tenant_path")),
+    ("/tenants/globex/notes/1", (404, "cross_tenant_path")),
+    ("/tenants/globex", (404, "cross_tenant_path")),
+    ("/tenants/globex/other/x", (404, "cross_tenant_path")),
+    ("/tenants/acme/notes/1", (200, "ok")),  # own path: the default applies as before
+    ("/tenants", (200, "ok")),
+    ("/files/globex", (200, "ok")),
+], ids=["rule's-own-shape", "deeper", "shallower", "other-branch", "own-deeper", "no-tenant",
+        "elsewhere"])
+async def test_another_tenants_path_is_404_whatever_follows_the_tenant_segment(
+        tmp_path: Path, path: str, expected: tuple[int, str]) -> None:
+    # Only paths of the rule's exact length were bound: /tenants/globex/notes/1 matched no
+    # rule and went on to the default allow with the caller's own signed context.
+    routes = [{"path": "/tenants/{tenant}/notes"}]
+    config = build_config(tmp_path, [IDP.config()], policy={"routes": routes})
+    async with LocalCheck(config) as local:
+        assert await decide(local, path) == expected
 
 
 async def test_a_route_remembered_for_one_tenant_is_not_reused_for_another(

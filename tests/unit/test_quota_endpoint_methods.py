@@ -83,8 +83,9 @@ def test_an_endpoint_path_escaping_what_folds_into_path_syntax_is_refused(path: 
         parse_config(endpoint_path(path))
     assert caught.value.issues == [
         "quota.plans.p.endpoints[0].path: an escaped character here folds (NFKC) into path "
-        "syntax (`/`, `.`, `..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a path, and the "
-        "rule would count other paths instead"]
+        "syntax (`/`, `.`, `..`, `\\`, `?`, `#`, `;` or `%`), or is a space or invisible "
+        "character ending a segment: Check refuses such a path, and the rule would count other "
+        "paths instead"]
 
 
 @pytest.mark.parametrize("path", ["/caf%C3%A9/**", "/files/%25done", "/reports/{id}"],

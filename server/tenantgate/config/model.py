@@ -14,7 +14,7 @@ from pydantic import Field, ValidationError, ValidationInfo, field_validator, mo
 
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig, check_ipv6_bracketed
 from tenantgate.config.linear_regex import Matcher, compile_linear
-from tenantgate.config.paths import fold, fold_request_path
+from tenantgate.config.paths import REFUSED_ESCAPE, fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.tls import TlsConfig
 from tenantgate.config.types import (
@@ -353,9 +353,8 @@ class RouteConfig(Model):
         as_envoy_passes(target)
         if fold_request_path(target) is None:
             # Check refuses such a path (config.paths): the rule would never apply.
-            raise ValueError("an escaped character here folds (NFKC) into path syntax (`/`, "
-                             "`.`, `..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a "
-                             "path, so the rule would never apply")
+            raise ValueError(f"{REFUSED_ESCAPE}: Check refuses such a path, so the rule would "
+                             "never apply")
         if self.methods == []:
             raise ValueError("methods: list at least one (leave methods out for any method)")
         for method in self.methods or ():

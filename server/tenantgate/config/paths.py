@@ -68,16 +68,29 @@ def fold_request_path(path: str) -> str | None:
         segment = _fold_escaped(decoded)
         # Compared with the decoded segment: `%25` and `%3F` are a `%` and a `?` as sent
         # (a file name may hold them), not something folding made.
-        if segment in (".", "..") or any(
+        if segment in (".", "..") or _padded(segment) or any(
                 segment.count(char) != decoded.count(char) for char in _PATH_SYNTAX):
             return None
         folded.append(segment)
     return "/".join(folded)
 
 
+# Why fold_request_path refuses a path, for the config errors of rules that hold one.
+REFUSED_ESCAPE = ("an escaped character here folds (NFKC) into path syntax (`/`, `.`, `..`, `\\`, "
+                  "`?`, `#`, `;` or `%`), or is a space or invisible character ending a segment")
+
+
 # What a segment must not gain by folding: separators, and what ends a path or begins a
 # segment's parameters or an escape, which a backend normalizing Unicode would read as such.
 _PATH_SYNTAX = "/\\?#;%"
+
+
+def _padded(segment: str) -> bool:
+    """An escaped space or invisible character at either end (`/admin%20`, `%C2%A0`, which
+    NFKC makes a space, `%E2%80%8B`): a backend that trims segments serves `/admin`, which
+    a rule for `/admin` would not see. (Raw spaces and controls are refused already.)"""
+    return segment != segment.strip() or any(
+        unicodedata.category(end) == "Cf" for end in (segment[:1], segment[-1:]) if end)
 
 
 def _fold_escaped(decoded: str) -> str:

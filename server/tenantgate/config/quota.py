@@ -16,7 +16,7 @@ from pydantic import (
     model_validator,
 )
 
-from tenantgate.config.paths import fold_request_path
+from tenantgate.config.paths import REFUSED_ESCAPE, fold_request_path
 from tenantgate.config.types import (
     Count,
     Duration,
@@ -176,9 +176,8 @@ class EndpointRule(Model):
         if fold_request_path(value) is None:
             # As for route rules: Check refuses a path holding such an escape, and the compiled
             # pattern would count another path instead (`/a%EF%BC%8Fb` as `/a/b`).
-            raise ValueError("an escaped character here folds (NFKC) into path syntax (`/`, "
-                             "`.`, `..`, `\\`, `?`, `#`, `;` or `%`): Check refuses such a "
-                             "path, and the rule would count other paths instead")
+            raise ValueError(f"{REFUSED_ESCAPE}: Check refuses such a path, and the rule would "
+                             "count other paths instead")
         return value
 
 
