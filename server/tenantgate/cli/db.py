@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import stat
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -13,7 +12,7 @@ from typing import Any
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.load import load_config
-from tenantgate.config.types import SECRET_FILE_MAX_BYTES, UnfitFile, read_pipe, read_small_file
+from tenantgate.config.types import SECRET_FILE_MAX_BYTES, read_file_or_pipe
 from tenantgate.context import MIN_KEY_BYTES
 from tenantgate.errors import ConfigError
 
@@ -160,23 +159,10 @@ def _read_secret(args: argparse.Namespace) -> bytes:
 
 
 def _read_secret_file(path: Path) -> bytes:
-    # A pipe is welcome: --secret-file <(vault read ...) or /dev/stdin keeps the secret off disk
-    # and out of the environment, and a command may wait for its writer (a server reload may
-    # not). Bounded either way, and never a device or a directory: /dev/zero exhausted memory.
-    try:
-        mode = os.stat(path).st_mode
-        if stat.S_ISREG(mode):  # the config's fromFile messages, naming the path
-            return read_small_file(path, SECRET_FILE_MAX_BYTES, "not a secret")
-        if not stat.S_ISFIFO(mode):
-            raise _Failure(f"{path} is not a regular file or a pipe")
-        return read_pipe(path, SECRET_FILE_MAX_BYTES)
-    except UnfitFile:  # read_pipe's only one: too large
-        raise _Failure(f"{path} is larger than {SECRET_FILE_MAX_BYTES // 1024} KiB: "
-                       "not a secret") from None
+    try:  # a pipe is welcome: --secret-file <(vault read ...) or /dev/stdin
+        return read_file_or_pipe(path, SECRET_FILE_MAX_BYTES, "not a secret")
     except ValueError as exc:
         raise _Failure(str(exc)) from None
-    except OSError as exc:
-        raise _Failure(f"cannot read {path}: {exc.strerror}") from None
 
 
 def _install(args: argparse.Namespace) -> int:

@@ -25,12 +25,14 @@ from tenantgate.config.apikeys import (
     check_ipv6_bracketed,
     is_local_address,
 )
-from tenantgate.config.tls import is_key_of, unencrypted_private_key
+from tenantgate.config.tls import MAX_PEM_BYTES, is_key_of, unencrypted_private_key
 from tenantgate.config.types import (
+    SECRET_FILE_MAX_BYTES,
     Duration,
     check_host_port,
     check_unix_url_absolute,
     is_duration_text,
+    read_file_or_pipe,
 )
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
@@ -51,7 +53,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
     parser.add_argument("--token-env", metavar="NAME",
                         help="environment variable holding the admin token")
     parser.add_argument("--token-file", type=non_empty_path, metavar="FILE",
-                        help="file holding the token")
+                        help="file, or pipe (<(vault ...)), holding the token")
     parser.add_argument("--ca", type=non_empty_path, metavar="FILE",
                         help="CA certificate: use TLS and verify the server with it (needed "
                         "for an address other than loopback or unix:PATH)")
@@ -138,10 +140,9 @@ def _token(args: argparse.Namespace) -> str | None:
         if not token:
             raise UsageError(f"environment variable {args.token_env} is not set")
         return _header_safe(token, f"environment variable {args.token_env}")
+    data = _read(args.token_file, SECRET_FILE_MAX_BYTES, "not an admin token")
     try:
-        token = args.token_file.read_text(encoding="utf-8").strip()
-    except OSError as exc:
-        raise UsageError(f"cannot read {args.token_file}: {exc.strerror}") from None
+        token = data.decode("utf-8").strip()
     except UnicodeDecodeError:
         raise UsageError(f"{args.token_file}: the token is not valid UTF-8") from None
     if not token:
@@ -156,13 +157,15 @@ def _header_safe(token: str, source: str) -> str:
     return token
 
 
-def _read(path: Path | None) -> bytes | None:
-    if path is None:
-        return None
-    try:
-        return path.read_bytes()
-    except OSError as exc:
-        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+def _read(path: Path, limit: int, too_large: str) -> bytes:
+    try:  # a pipe is welcome too: --token-file <(vault read ...)
+        return read_file_or_pipe(path, limit, too_large)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+
+
+def _read_pem(path: Path | None, what: str) -> bytes | None:
+    return None if path is None else _read(path, MAX_PEM_BYTES, f"not a {what}")
 
 
 def _channel(args: argparse.Namespace) -> grpc.Channel:
@@ -204,7 +207,8 @@ def _tls_files(args: argparse.Namespace) -> tuple[bytes | None, bytes | None, by
     naming no file (a swapped --cert and --key is the usual mistake)."""
     from cryptography import x509
 
-    ca, cert, key = _read(args.ca), _read(args.cert), _read(args.key)
+    ca, cert = _read_pem(args.ca, "PEM certificate"), _read_pem(args.cert, "PEM certificate")
+    key = _read_pem(args.key, "PEM private key")
     chains: dict[str, list[x509.Certificate]] = {}
     for option, path, data in (("--ca", args.ca, ca), ("--cert", args.cert, cert)):
         try:

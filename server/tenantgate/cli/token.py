@@ -85,8 +85,8 @@ def _mint(args: argparse.Namespace) -> int:
         return 2
     try:
         key = tokens.load_key(args.key)
-    except (OSError, ValueError) as exc:
-        print(f"tenantgate token: cannot load key {args.key}: {exc}", file=sys.stderr)
+    except ValueError as exc:  # it names the path
+        print(f"tenantgate token: cannot load key: {exc}", file=sys.stderr)
         return 1
     extra = {"scope": args.scope} if args.scope else {}
     claims = tokens.claims(args.iss, args.aud, args.tenant, subject=args.sub, ttl=args.ttl,

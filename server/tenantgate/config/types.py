@@ -344,10 +344,32 @@ def read_small_file(path: Path, limit: int, too_large: str) -> bytes:
         return read_regular_file(path, limit)
     except UnfitFile as exc:
         if exc.too_large:
-            raise ValueError(f"{path} is larger than {limit // 1024} KiB: {too_large}") from None
+            raise _larger_than(path, limit, too_large) from None
         raise ValueError(f"{path} is {exc}") from None
     except OSError as exc:
         raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_file_or_pipe(path: Path, limit: int, too_large: str) -> bytes:
+    """For a command's file option, never the server: a regular file as read_small_file reads
+    it, or a pipe or FIFO (`<(vault read ...)`, /dev/stdin), bounded too; ValueError naming the
+    path and why. A pipe keeps a secret off disk; a command may wait for its writer (a server
+    reload may not). Never a device or a directory: /dev/zero, read whole, exhausted memory."""
+    try:
+        mode = os.stat(path).st_mode
+        if stat.S_ISREG(mode):
+            return read_small_file(path, limit, too_large)
+        if not stat.S_ISFIFO(mode):
+            raise ValueError(f"{path} is not a regular file or a pipe")
+        return read_pipe(path, limit)
+    except UnfitFile:  # read_pipe's only one; read_small_file raises a plain ValueError
+        raise _larger_than(path, limit, too_large) from None
+    except OSError as exc:
+        raise ValueError(f"cannot read {path}: {exc.strerror}") from None
+
+
+def _larger_than(path: Path, limit: int, too_large: str) -> ValueError:
+    return ValueError(f"{path} is larger than {limit // 1024} KiB: {too_large}")
 
 
 def read_jwks_file(path: Path) -> dict[str, Any]:

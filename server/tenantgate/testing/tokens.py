@@ -17,6 +17,9 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
+from tenantgate.config.tls import MAX_PEM_BYTES, unencrypted_private_key
+from tenantgate.config.types import read_file_or_pipe
+
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 _CURVES: dict[str, type[ec.EllipticCurve]] = {
     "ES256": ec.SECP256R1, "ES384": ec.SECP384R1, "ES512": ec.SECP521R1}
@@ -109,7 +112,11 @@ def _stage(path: Path, data: bytes, mode: int) -> Path:
 
 
 def load_key(path: Path) -> PrivateKey:
-    key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    """The unencrypted PEM private key in a file or a pipe (bounded, never a device: /dev/zero
+    exhausted memory); ValueError naming the path and why."""
+    key = unencrypted_private_key(read_file_or_pipe(path, MAX_PEM_BYTES, "not a PEM private key"))
+    if key is None:  # an encrypted key was a TypeError traceback
+        raise ValueError(f"{path}: not a PEM private key (unencrypted)")
     if not isinstance(key, rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey
                       | ed25519.Ed25519PrivateKey):
         raise ValueError(f"{path}: unsupported key type")
