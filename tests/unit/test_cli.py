@@ -172,6 +172,14 @@ def test_serve_on_a_busy_port_exits_1_with_a_message(tmp_path: Path) -> None:
      "argument --ttl: must be a positive whole number of seconds, got '0'"),
     (["token", "mint", "--ttl", "1.5"],
      "argument --ttl: must be a positive whole number of seconds, got '1.5'"),
+    # Past 10 years, as `keys --ttl`: a huge one minted a token whose exp (2**53 or more)
+    # tenantgate's verifier always refuses, and exited 0.
+    (["token", "mint", "--ttl", "99999999999999999999"],
+     "argument --ttl: must be at most 315360000 seconds (10 years), got '99999999999999999999'"),
+    (["token", "mint", "--ttl", "315360001"],
+     "argument --ttl: must be at most 315360000 seconds (10 years), got '315360001'"),
+    (["token", "mint", "--ttl", "9" * 5000],  # past the digits int() takes
+     f"argument --ttl: must be at most 315360000 seconds (10 years), got '{'9' * 5000}'"),
 ])
 def test_numeric_options_refuse_what_would_fail_later(
         argv: list[str], message: str, capsys: pytest.CaptureFixture[str]) -> None:

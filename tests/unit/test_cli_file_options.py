@@ -138,3 +138,10 @@ def test_token_mint_reads_the_key_from_a_pipe(capsys: pytest.CaptureFixture[str]
         os.close(read)
     assert capsys.readouterr().out.count(".") == 2  # a JWT: header.claims.signature
 
+
+def test_token_mint_takes_a_ttl_of_ten_years(tmp_path: Path,
+                                            capsys: pytest.CaptureFixture[str]) -> None:
+    key = tmp_path / "k.pem"
+    tokens.save_key(tokens.generate_key("ES256"), key)
+    assert main(["token", "mint", "--key", str(key), "--iss", "i", "--aud", "a",
+                 "--tenant", "acme", "--ttl", str(10 * 365 * 86400)]) == 0

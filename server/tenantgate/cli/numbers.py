@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -25,6 +26,18 @@ def positive_seconds(text: str) -> float:
 
 def positive_whole_seconds(text: str) -> int:
     return _positive_whole(text, "a positive whole number of seconds")
+
+
+def positive_whole_seconds_at_most(limit: int, in_words: str) -> Callable[[str], int]:
+    """positive_whole_seconds up to `limit`, which `in_words` says for people ("10 years")."""
+    def seconds(text: str) -> int:
+        digits = text.lstrip("0") if text.isascii() and text.isdigit() else ""
+        # The length first: int() refuses more than 4300 digits with a ValueError of its own.
+        if len(digits) > len(str(limit)) or (digits and int(digits) > limit):
+            raise argparse.ArgumentTypeError(
+                f"must be at most {limit} seconds ({in_words}), got {text!r}")
+        return positive_whole_seconds(text)
+    return seconds
 
 
 def positive_count(text: str) -> int:

@@ -10,8 +10,9 @@ from pathlib import Path
 import jwt
 
 from tenantgate.cli.errors import non_utf8_option
-from tenantgate.cli.numbers import positive_whole_seconds
+from tenantgate.cli.numbers import positive_whole_seconds_at_most
 from tenantgate.cli.paths import non_empty_path
+from tenantgate.config.apikeys import MAX_LIFETIME_SECONDS
 from tenantgate.testing import tokens
 
 
@@ -46,9 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     mint.add_argument("--tenant-claim", default="tenant_id", help="claim name (default tenant_id)")
     mint.add_argument("--sub", default="dev-user", help="subject (default dev-user)")
     mint.add_argument("--scope", default="", help='space-separated scopes, e.g. "notes:read"')
-    # A zero or negative ttl would mint a token that is already expired.
-    mint.add_argument("--ttl", type=positive_whole_seconds, default=3600, metavar="SECONDS",
-                      help="seconds until exp (default 3600)")
+    # A zero or negative ttl would mint a token that is already expired, and a huge one a
+    # token tenantgate refuses (exp of 2**53 or more): at most 10 years, as `keys --ttl`.
+    mint.add_argument("--ttl", type=positive_whole_seconds_at_most(MAX_LIFETIME_SECONDS,
+                                                                   "10 years"),
+                      default=3600, metavar="SECONDS",
+                      help=f"seconds until exp, at most {MAX_LIFETIME_SECONDS} (10 years) "
+                           "(default 3600)")
     mint.set_defaults(handler=_mint)
 
 
