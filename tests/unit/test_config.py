@@ -142,6 +142,15 @@ def test_durations_must_be_finite(key: str, value: str) -> None:
     ("unix:///run/redis.sock?db=-1", "the database number must be a whole number, got '-1'"),
     ("redis+sentinel://h:26379/mymaster/x",
      "the database number must be a whole number, got 'x'"),
+    # SELECT takes a 32-bit int: these passed, and every connection's handshake failed.
+    ("redis://h:6379/99999999999999999999",
+     "the database number must be at most 2147483647, got '99999999999999999999'"),
+    ("redis://h?db=2147483648", "the database number must be at most 2147483647, got "
+                                "'2147483648'"),
+    ("unix:///run/redis.sock?db=" + "9" * 5000,
+     f"the database number must be at most 2147483647, got '{'9' * 5000}'"),
+    ("redis+sentinel://h:26379/m/2147483648",
+     "the database number must be at most 2147483647, got '2147483648'"),
     ("redis+sentinel://h:26379/", "a sentinel url names the master: "
                                   "redis+sentinel://host:port/mymaster"),
     ("redis+sentinel://h:26379/m/0/1", "a sentinel url's path is /master or /master/db"),
@@ -159,7 +168,8 @@ def test_a_redis_url_the_client_would_refuse_is_a_config_error(url: str, problem
     "redis://127.0.0.1:6379/0", "redis://h", "rediss://user:p%40ss@h:6380/15?protocol=3",
     "redis://[::1]:6379/2", "unix:///run/redis.sock?db=3", "redis+sentinel://h1,h2:26380/m/1",
     "redis+cluster://h1:7000,[::1]:7001", "rediss+cluster://h1", "redis://[::1]/0",
-    "redis+cluster://[::1]", "redis+sentinel://[::1],[::2]:26379/mymaster"])
+    "redis+cluster://[::1]", "redis+sentinel://[::1],[::2]:26379/mymaster",
+    "redis://h/2147483647", "redis://h/0002147483647"])
 def test_redis_urls_the_client_accepts_still_pass(url: str) -> None:
     assert issues(f"quota:\n  store: redis\n  redis: {{url: '{url}'}}\n") == []
 

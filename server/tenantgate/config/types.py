@@ -215,6 +215,9 @@ def _redis_host(item: str, in_list: bool, default_port: int) -> tuple[str, int]:
     return host, int(port) if port else default_port
 
 
+_REDIS_DB_MAX = 2**31 - 1
+
+
 def _check_redis_db(scheme: str, path: str, query: dict[str, list[str]]) -> None:
     segments = [s for s in path.split("/") if s]
     if scheme == "redis+sentinel":
@@ -234,6 +237,12 @@ def _check_redis_db(scheme: str, path: str, query: dict[str, list[str]]) -> None
     for value in db:
         if not (value.isascii() and value.isdigit()):
             raise ValueError(f"the database number must be a whole number, got {value!r}")
+        # SELECT takes a 32-bit int (the server's `databases` setting bounds it further, unknown
+        # here): past it, every connection's handshake would fail. The length first: int()
+        # refuses more than 4300 digits with a ValueError of its own.
+        digits = value.lstrip("0") or "0"
+        if len(digits) > len(str(_REDIS_DB_MAX)) or int(digits) > _REDIS_DB_MAX:
+            raise ValueError(f"the database number must be at most {_REDIS_DB_MAX}, got {value!r}")
 
 
 # Query options redis-py reads as text and the stores use. Any other name went to the
