@@ -266,6 +266,25 @@ def test_sidecar_mode_runs_tenantgate_and_envoy_as_native_sidecars_in_order(
 
 
 @pytest.mark.parametrize("values", SIDECAR)
+def test_envoys_admin_is_a_socket_in_a_directory_the_app_container_does_not_mount(
+        render: Callable[..., Rendered], values: str) -> None:
+    """On 127.0.0.1:9901 the admin shared the app's loopback: an SSRF in the app could POST
+    /logging?level=debug (every token logged) or /quitquitquit (docs/envoy.md)."""
+    pod = render(values).pod_spec()
+    args = pod["initContainers"][0]["args"]
+    admin = args[args.index("--admin") + 1]
+    assert admin == "unix:/run/tenantgate/envoy-admin.sock"
+    admin_dir = str(Path(admin.removeprefix("unix:")).parent)
+    envoy_mounts = {m["mountPath"]: m for m in _container(pod, "envoy")["volumeMounts"]}
+    assert not envoy_mounts[admin_dir].get("readOnly"), "Envoy creates the socket"
+    volume = envoy_mounts[admin_dir]["name"]
+    app = pod["containers"][0]
+    assert volume not in {m["name"] for m in app.get("volumeMounts", [])}
+    assert not [c for c in pod["containers"]
+                if any(m["mountPath"] == admin_dir for m in c.get("volumeMounts", []))]
+
+
+@pytest.mark.parametrize("values", SIDECAR)
 def test_the_sidecar_app_keeps_serving_while_callers_leave_and_gets_no_probe_that_cannot_pass(
         render: Callable[..., Rendered], values: str) -> None:
     """Without a preStop the app got SIGTERM at once while Envoy still took traffic for it. A

@@ -104,12 +104,7 @@ REJECTED = [
     pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1", "port": 9090}}},
                  "sidecar.app.port: must differ from ports.metrics, both 9090",
                  id="app-on-metrics-port"),
-    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1", "port": 9901}}},
-                 "sidecar.app.port: must differ from Envoy's admin port 9901",
-                 id="app-on-envoy-admin"),
-    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"}, "envoy": {"port": 9901}}},
-                 "sidecar.envoy.port: must differ from Envoy's admin port 9901",
-                 id="envoy-on-envoy-admin"),
+    # Envoy's admin is a unix socket (test_chart_render.py), unless envoyConfigArgs moves it.
     pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"},
                                                  "envoyConfigArgs": ["--admin", "127.0.0.1:8000"]}},
                  'sidecar.envoy.port: must differ from sidecar.envoyConfigArgs --admin '
@@ -219,6 +214,17 @@ REJECTED = [
                  "Put it in /tmp (an emptyDir of the pod, e.g. unix:/tmp/admin.sock), "
                  "sidecar.socketDir /run/tenantgate or a writable volume",
                  id="admin-socket-on-root-fs-sidecar"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1", "replicas": 1}},
+                  "admin": {"listen": "unix:/run/tenantgate/envoy-admin.sock",
+                            "token": {"fromEnv": "T"}}},
+                 'admin.listen: "unix:/run/tenantgate/envoy-admin.sock" is '
+                 "/run/tenantgate/envoy-admin.sock, a socket the sidecars use",
+                 id="admin-socket-on-envoys-admin"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"},
+                                                 "socketDir": "/run/" + "x" * 90}},
+                 "is too long: Envoy's admin socket /run/" + "x" * 90 + "/envoy-admin.sock "
+                 "would be 112 bytes, and a Unix socket path holds at most 107",
+                 id="socket-dir-too-long-for-envoys-admin"),
     # The NetworkPolicy admits the gRPC and metrics ports only: an admin API on the pod address
     # (with TLS) rendered fine and could never be reached.
     pytest.param({"admin": {"listen": "0.0.0.0:9002", "token": {"fromEnv": "T"},
@@ -305,6 +311,15 @@ def test_a_loopback_admin_api_is_accepted_and_any_address_without_a_network_poli
     # Sidecar mode with the app in the user's own chart: the NetworkPolicy is theirs too.
     render("sidecar-redis.yaml", sets={**admin, "admin.listen": "0.0.0.0:9002",
                                        "sidecar.app.enabled": "false"})
+
+
+def test_9901_is_free_for_the_app_once_envoys_admin_is_a_socket(
+        render: Callable[..., Rendered]) -> None:
+    """Envoy's admin listens on a unix socket, not on 127.0.0.1:9901: that port is the app's."""
+    render("sidecar-redis.yaml", sets={"sidecar.app.port": "9901"})
+    render("sidecar-redis.yaml", sets={"sidecar.envoy.port": "9901"})
+    render("sidecar-redis.yaml", sets={"sidecar.app.port": "9901",
+                                       "sidecar.envoyConfigArgs": "{--admin,unix:/tmp/a.sock}"})
 
 
 def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(

@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import shutil
+import socket
+import stat
 import subprocess
 import sys
+import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -13,7 +17,7 @@ import kubernetes_validate
 import pytest
 import yaml
 from deploy_support import VALUES_DIR, Rendered
-from tenantgate.testing.binaries import envoy_binary, in_ci
+from tenantgate.testing.binaries import envoy_binary, free_port, in_ci
 
 SIDECAR = sorted(p.name for p in VALUES_DIR.glob("sidecar*.yaml"))
 POD_CONFIG = "/etc/tenantgate/config.yaml"
@@ -70,8 +74,10 @@ def test_init_step_renders_a_bootstrap_envoy_validates(
     upstream = clusters["app"]["load_assignment"]["endpoints"][0]["lb_endpoints"][0][
         "endpoint"]["address"]["socket_address"]
     assert upstream == {"address": "127.0.0.1", "port_value": app}
-    admin = boot["admin"]["address"]["socket_address"]["address"]
-    assert admin == "127.0.0.1", "Envoy's admin API must not listen on the pod IP"
+    # Neither the pod IP nor the loopback the app shares: a socket beside tenantgate's.
+    socket_dir = Path(config["listen"]["uds"]).parent
+    assert boot["admin"]["address"] == {
+        "pipe": {"path": str(socket_dir / "envoy-admin.sock"), "mode": 0o600}}
 
 
 def test_envoy_config_args_reach_the_bootstrap(helm: str, key_dir: Path, envoy: str) -> None:
@@ -88,6 +94,53 @@ def test_envoy_config_args_reach_the_bootstrap(helm: str, key_dir: Path, envoy: 
     manager = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
         "typed_config"]
     assert manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] == "0s"
+
+
+def test_envoy_serves_its_admin_on_the_socket_the_chart_names(
+        render: Callable[..., Rendered], key_dir: Path, envoy: str) -> None:
+    """The rendered bootstrap run by a real Envoy: its admin answers on the unix socket, made
+    mode 0600 (moved from sidecar.socketDir to a short directory of the test's)."""
+    socket_dir = Path(tempfile.mkdtemp(prefix="tg-sock-", dir="/tmp"))
+    proc = None
+    try:
+        rendered = render("sidecar-memory.yaml")
+        args = rendered.pod_spec()["initContainers"][0]["args"]
+        assert args[args.index("--admin") + 1] == "unix:/run/tenantgate/envoy-admin.sock"
+        args[args.index("--admin") + 1] = f"unix:{socket_dir}/envoy-admin.sock"
+        # A throwaway loopback port for the listener; the admin is what this test is about.
+        args[args.index("--listen") + 1] = f"127.0.0.1:{free_port()}"
+        bootstrap = run_init_step(rendered, key_dir, envoy)
+        admin = socket_dir / "envoy-admin.sock"
+        log = key_dir / "envoy.log"
+        with log.open("wb") as out:
+            proc = subprocess.Popen([envoy, "-c", str(bootstrap), "--disable-hot-restart",
+                                     "--concurrency", "1", "-l", "warning"],
+                                    stdout=out, stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while (reply := _admin_get(admin, "/ready")) is None:
+            assert proc.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, "Envoy's admin socket never answered"
+            time.sleep(0.05)
+        assert reply.startswith("HTTP/1.1 200 ") and "\r\nLIVE\n" in reply  # a chunked body
+        assert stat.S_IMODE(admin.stat().st_mode) == 0o600
+    finally:
+        if proc is not None:
+            proc.terminate()
+            proc.wait(timeout=30)
+        shutil.rmtree(socket_dir, ignore_errors=True)
+
+
+def _admin_get(path: Path, target: str) -> str | None:
+    """One HTTP/1.1 GET over a unix socket; None while nothing listens there."""
+    try:
+        with socket.socket(socket.AF_UNIX) as conn:
+            conn.settimeout(5)
+            conn.connect(str(path))
+            conn.sendall(f"GET {target} HTTP/1.1\r\nHost: envoy\r\nConnection: close\r\n\r\n"
+                         .encode())
+            return b"".join(iter(lambda: conn.recv(4096), b"")).decode()
+    except (FileNotFoundError, ConnectionRefusedError):
+        return None
 
 
 def _envoy(rendered: Rendered) -> dict[str, Any]:

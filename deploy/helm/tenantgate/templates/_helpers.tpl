@@ -93,6 +93,7 @@ would parse the TLS of tls.enabled as HTTP/2 and fail every call. https is TLS i
 
 {{- define "tenantgate.configDir" -}}/etc/tenantgate{{- end -}}
 {{- define "tenantgate.socketPath" -}}{{ .Values.sidecar.socketDir }}/tenantgate.sock{{- end -}}
+{{- define "tenantgate.envoyAdminSocket" -}}{{ .Values.sidecar.socketDir }}/envoy-admin.sock{{- end -}}
 {{- define "tenantgate.envoyBootstrap" -}}/etc/envoy/envoy.yaml{{- end -}}
 
 {{/*
@@ -132,6 +133,10 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- $socketDir := clean .Values.sidecar.socketDir -}}
 {{- if and .Values.audit.enabled (include "tenantgate.pathWithin" (list $audit $socketDir)) -}}
 {{- fail (printf "audit.path: %q is in sidecar.socketDir %s, a 1Mi in-memory emptyDir shared with Envoy: the first burst of audit lines fills it and the pod is evicted. Use \"-\" (standard output)" $audit $socketDir) -}}
+{{- end -}}
+{{- $adminSocket := include "tenantgate.envoyAdminSocket" . -}}
+{{- if gt (len $adminSocket) 107 -}}
+{{- fail (printf "sidecar.socketDir: %q is too long: Envoy's admin socket %s would be %d bytes, and a Unix socket path holds at most 107" .Values.sidecar.socketDir $adminSocket (len $adminSocket)) -}}
 {{- end -}}
 {{- range $mount := list "/tmp" $configDir (dir (include "tenantgate.envoyBootstrap" $)) -}}
 {{- if include "tenantgate.pathsOverlap" (list $socketDir $mount) -}}
@@ -222,6 +227,13 @@ sidecar.socketDir in sidecar mode, or a writable mount from extraVolumeMounts.
 {{- if not (isAbs $path) -}}
 {{- fail (printf "admin.listen: %q is relative, so tenantgate would create the socket in %s, a read-only ConfigMap, and fail to start. Put it in %s" $listen $configDir $where) -}}
 {{- end -}}
+{{- if $sidecar -}}
+{{- range $taken := list (include "tenantgate.socketPath" $root) (include "tenantgate.envoyAdminSocket" $root) -}}
+{{- if eq (clean $path) (clean $taken) -}}
+{{- fail (printf "admin.listen: %q is %s, a socket the sidecars use (tenantgate's Check socket, Envoy's admin); name another file" $listen (clean $taken)) -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
 {{- $socketDir := dir (clean $path) -}}
 {{- $writable := list "/tmp" -}}
 {{- if $sidecar -}}{{- $writable = append $writable (clean $root.Values.sidecar.socketDir) -}}{{- end -}}
@@ -273,7 +285,8 @@ share its network namespace: loopback or not, two listeners on one port cannot b
 {{- end -}}
 {{- end -}}
 {{- if eq .Values.mode "sidecar" -}}
-{{- /* Envoy's admin listener: tenantgate envoy-config's --admin, 127.0.0.1:9901 unless given. */ -}}
+{{- /* Envoy's admin listener: the chart's unix socket, unless sidecar.envoyConfigArgs gives
+    another --admin (the last one given wins), which takes a TCP port when it is HOST:PORT. */ -}}
 {{- $envoyAdmin := "" -}}
 {{- $args := .Values.sidecar.envoyConfigArgs -}}
 {{- range $i, $arg := $args -}}
@@ -283,10 +296,8 @@ share its network namespace: loopback or not, two listeners on one port cannot b
 {{- $envoyAdmin = trimPrefix "--admin=" (toString $arg) -}}
 {{- end -}}
 {{- end -}}
-{{- if $envoyAdmin -}}
+{{- if and $envoyAdmin (not (hasPrefix "unix:" $envoyAdmin)) -}}
 {{- $ports = append $ports (list (printf "sidecar.envoyConfigArgs --admin %q" $envoyAdmin) (regexFind "[0-9]+$" $envoyAdmin | int)) -}}
-{{- else -}}
-{{- $ports = append $ports (list "Envoy's admin port 9901 (the default; sidecar.envoyConfigArgs --admin changes it)" 9901) -}}
 {{- end -}}
 {{- $ports = append $ports (list "sidecar.app.port" (int .Values.sidecar.app.port)) -}}
 {{- $ports = append $ports (list "sidecar.envoy.port" (int .Values.sidecar.envoy.port)) -}}

@@ -32,6 +32,11 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
     - {{ printf "0.0.0.0:%d" (int .Values.sidecar.envoy.port) }}
     - --upstream
     - {{ printf "127.0.0.1:%d" (int .Values.sidecar.app.port) }}
+    # Not 127.0.0.1:9901: the app shares the pod's loopback, and an SSRF in it could raise
+    # Envoy's log level (every token logged) or POST /quitquitquit. The socket's directory is
+    # mounted in tenantgate and Envoy only, never in the app's container.
+    - --admin
+    - {{ printf "unix:%s" (include "tenantgate.envoyAdminSocket" .) }}
     - --output
     - {{ include "tenantgate.envoyBootstrap" . }}
     {{- range .Values.sidecar.envoyConfigArgs }}
@@ -77,7 +82,8 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
     {{- toYaml .Values.securityContext | nindent 4 }}
   volumeMounts:
     - {name: envoy-bootstrap, mountPath: {{ dir (include "tenantgate.envoyBootstrap" .) }}, readOnly: true}
-    # The UDS tenantgate listens on; both containers run as the pod's user, so Envoy may connect.
+    # The UDS tenantgate listens on (both containers run as the pod's user, so Envoy may
+    # connect) and Envoy's admin socket.
     - {name: tenantgate-socket, mountPath: {{ .Values.sidecar.socketDir }}}
 {{- end -}}
 
