@@ -136,6 +136,43 @@ def test_config_sections_are_copied_from_values_unchanged(
     assert config.quota.redis.url == values["quota"]["redis"]["url"]
 
 
+@pytest.mark.parametrize("host", ["[::]", "::"])
+@pytest.mark.parametrize("values", ["standalone-tls.yaml", "sidecar-memory.yaml"])
+def test_listen_host_binds_every_port_to_ipv6_too(
+        render: Callable[..., Rendered], values: str, host: str, key_dir: Path,
+        monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    """0.0.0.0 binds IPv4 only: on an IPv6 single-stack cluster kubelet could not probe and
+    Prometheus could not scrape. [::] (bracketed, as gRPC reads it) takes both families."""
+    from tenantgate.cli import main
+
+    rendered = render(values, sets={"listenHost": host})
+    listen = yaml.safe_load(rendered.config_text())["listen"]
+    ports = {"grpc": 9001, "metrics": 9090, "health": 9003 if "tls" in listen else None}
+    assert {key: listen.get(key) for key in ports} == {
+        key: f"[::]:{port}" if port else None for key, port in ports.items()}
+    if listen.get("uds"):  # sidecar mode: Envoy's listener too
+        args = rendered.pod_spec()["initContainers"][0]["args"]
+        assert args[args.index("--listen") + 1] == "[::]:8000"
+    (key_dir / "config.yaml").write_text(rendered.config_text())
+    if "tls" in listen:
+        write_tls_files(key_dir)
+    assert main(["check-config", str(key_dir / "config.yaml")]) == 0, capsys.readouterr().err
+    for doc in rendered.docs:
+        if doc["kind"] not in _OPERATOR_KINDS:
+            kubernetes_validate.validate(doc, KUBERNETES_VERSIONS[-1], strict=True)
+
+
+@pytest.mark.parametrize("values", MATRIX)
+def test_listen_host_is_ipv4_by_default(render: Callable[..., Rendered], values: str) -> None:
+    """[::] fails to bind on nodes whose kernel has IPv6 disabled: not the default."""
+    rendered = render(values)
+    listen = yaml.safe_load(rendered.config_text())["listen"]
+    assert listen["grpc"] == "0.0.0.0:9001"
+    if listen.get("uds"):
+        args = rendered.pod_spec()["initContainers"][0]["args"]
+        assert args[args.index("--listen") + 1].startswith("0.0.0.0:")
+
+
 def test_the_config_checksum_changes_with_the_config_and_only_then(
         render: Callable[..., Rendered]) -> None:
     def checksum(sets: dict[str, str]) -> str:

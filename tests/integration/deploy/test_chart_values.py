@@ -21,6 +21,10 @@ REJECTED = [
                  id="unknown-mode"),
     pytest.param({"issuer": [{"name": "x"}]},
                  "- (root): Additional property issuer is not allowed", id="misspelt-top-key"),
+    # A specific address is no address of every pod; loopback leaves the probes out.
+    pytest.param({"listenHost": "::1"},
+                 '- listenHost: listenHost must be one of the following: "0.0.0.0", "::", "[::]"',
+                 id="listen-host-not-every-address"),
     pytest.param({"ports": {"grpc": 70000}},
                  "- ports.grpc: Must be less than or equal to 65535", id="port-out-of-range"),
     pytest.param({"issuers": [{"name": "idp", "issuer": "https://idp/"}]},

@@ -80,6 +80,15 @@ def test_init_step_renders_a_bootstrap_envoy_validates(
         "pipe": {"path": str(socket_dir / "envoy-admin.sock"), "mode": 0o600}}
 
 
+def test_an_ipv6_listen_host_gives_envoy_a_listener_for_both_families(
+        render: Callable[..., Rendered], key_dir: Path, envoy: str) -> None:
+    """IPv6 single-stack clusters send traffic and probes to the pod's IPv6 address."""
+    rendered = render("sidecar-memory.yaml", sets={"listenHost": "[::]"})
+    boot = yaml.safe_load(run_init_step(rendered, key_dir, envoy).read_text())
+    listener = boot["static_resources"]["listeners"][0]["address"]["socket_address"]
+    assert listener == {"address": "::", "port_value": 8000, "ipv4_compat": True}
+
+
 def test_envoy_config_args_reach_the_bootstrap(helm: str, key_dir: Path, envoy: str) -> None:
     """An application that streams needs the route timeout off: sidecar.envoyConfigArgs."""
     from deploy_support import CHART, run_helm

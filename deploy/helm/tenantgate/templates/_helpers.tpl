@@ -91,6 +91,13 @@ would parse the TLS of tls.enabled as HTTP/2 and fail every call. https is TLS i
 {{- ternary "https" "grpc" .Values.tls.enabled -}}
 {{- end -}}
 
+{{/* listenHost:PORT for a port (list root port), the IPv6 host in brackets as gRPC and Envoy
+read it ([::]:9001; ::9001 would be one address). */}}
+{{- define "tenantgate.listenAddress" -}}
+{{- $host := trimSuffix "]" (trimPrefix "[" (toString (index . 0).Values.listenHost)) -}}
+{{- printf (ternary "[%s]:%d" "%s:%d" (contains ":" $host)) $host (int (index . 1)) -}}
+{{- end -}}
+
 {{- define "tenantgate.configDir" -}}/etc/tenantgate{{- end -}}
 {{- define "tenantgate.socketPath" -}}{{ .Values.sidecar.socketDir }}/tenantgate.sock{{- end -}}
 {{- define "tenantgate.envoyAdminSocket" -}}{{ .Values.sidecar.socketDir }}/envoy-admin.sock{{- end -}}
@@ -311,10 +318,10 @@ the pod (listen addresses, the signing-key files).
 */}}
 {{- define "tenantgate.config" -}}
 {{- $listen := deepCopy .Values.listen -}}
-{{- /* 0.0.0.0, not 127.0.0.1: kubelet's gRPC probes and Prometheus come in on the pod IP. */ -}}
-{{- $_ := set $listen "grpc" (printf "0.0.0.0:%d" (int .Values.ports.grpc)) -}}
+{{- /* listenHost, not 127.0.0.1: kubelet's gRPC probes and Prometheus come in on the pod IP. */ -}}
+{{- $_ := set $listen "grpc" (include "tenantgate.listenAddress" (list . .Values.ports.grpc)) -}}
 {{- if .Values.metrics.enabled -}}
-{{- $_ := set $listen "metrics" (printf "0.0.0.0:%d" (int .Values.ports.metrics)) -}}
+{{- $_ := set $listen "metrics" (include "tenantgate.listenAddress" (list . .Values.ports.metrics)) -}}
 {{- else -}}
 {{- $_ := set $listen "metrics" nil -}}
 {{- end -}}
@@ -329,7 +336,7 @@ the pod (listen addresses, the signing-key files).
 {{- $_ := set $tls "client_ca" "tls/ca.crt" -}}
 {{- end -}}
 {{- $_ := set $listen "tls" $tls -}}
-{{- $_ := set $listen "health" (printf "0.0.0.0:%d" (int .Values.ports.health)) -}}
+{{- $_ := set $listen "health" (include "tenantgate.listenAddress" (list . .Values.ports.health)) -}}
 {{- end -}}
 {{- $keys := list -}}
 {{- range .Values.signingKeys.keyIds -}}

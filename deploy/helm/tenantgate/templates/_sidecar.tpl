@@ -29,7 +29,7 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
     - --mode
     - sidecar
     - --listen
-    - {{ printf "0.0.0.0:%d" (int .Values.sidecar.envoy.port) }}
+    - {{ include "tenantgate.listenAddress" (list . .Values.sidecar.envoy.port) | quote }}
     - --upstream
     - {{ printf "127.0.0.1:%d" (int .Values.sidecar.app.port) }}
     # Not 127.0.0.1:9901: the app shares the pod's loopback, and an SSRF in it could raise
