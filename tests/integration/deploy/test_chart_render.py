@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 from collections.abc import Callable
@@ -333,6 +334,20 @@ def test_the_sidecar_app_keeps_serving_while_callers_leave_and_gets_no_probe_tha
     assert app["lifecycle"] == {"preStop": {"sleep": {"seconds": 5}}}
     grace = rendered.pod_spec()["terminationGracePeriodSeconds"]
     assert grace > 5 + _drain_seconds(rendered.config_text())
+
+
+@pytest.mark.parametrize("probe", ["readinessProbe", "livenessProbe", "startupProbe"])
+def test_the_schema_describes_the_sidecar_apps_probes_as_rendered(
+        render: Callable[..., Rendered], probe: str) -> None:
+    """The schema said {} was a tcpSocket check on sidecar.app.port; the chart renders none."""
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    description = schema["properties"]["sidecar"]["properties"]["app"]["properties"][probe][
+        "description"]
+    assert "passed through" in description and "tcpSocket" not in description
+    app = render("sidecar-redis.yaml").pod_spec()["containers"][0]
+    assert probe not in app
+    if "{} =" in description:
+        assert "{} = none" in description
 
 
 @pytest.mark.parametrize("values", MATRIX)
