@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
+import kubernetes_validate
 import pytest
 import yaml
+from deploy_support import CHART, run_helm
 
 # A stand-in for kubectl holding one namespace's Secrets in a JSON file: `create secret generic`
 # (refused when the Secret exists, or printed with --dry-run=client -o yaml), `apply -f -`
@@ -105,3 +108,37 @@ def test_the_rotation_suggests_an_id_above_every_listed_one(
         "signingKeys.keyIds": key_ids, "context.active_key": key_ids.strip("{}").split(",")[0]})
     patch = _commands(notes)[-1]
     assert f'"stringData":{{"{suggested}":' in patch
+
+
+def test_without_the_app_the_notes_show_how_to_add_the_sidecars_and_the_snippet_renders(
+        render_notes: Callable[..., str], helm: str, tmp_path: Path) -> None:
+    """With sidecar.app.enabled false the NOTES described an app Deployment and Service the
+    chart had not rendered. They now print the named templates' use: pasted into a parent
+    chart's Deployment, it renders a valid pod with both sidecars."""
+    notes = render_notes("sidecar-memory.yaml", sets={"sidecar.app.enabled": "false"})
+    assert "tg-tenantgate-orders" not in notes and "Its Service sends" not in notes
+    lines = notes.splitlines()
+    start = next(i for i, line in enumerate(lines) if "{{- $tg := dict" in line)
+    end = next(i for i, line in enumerate(lines) if "tenantgate.sidecar.volumes" in line)
+    snippet = "\n".join(line[5:] for line in lines[start:end + 1])
+    assert "envoy-http" in notes and "127.0.0.1:8080" in snippet
+    app = "[{name: orders, image: registry.example.com/orders:1.4.2}]"
+    template = snippet.replace("[...]", app).replace(
+        "\nspec:\n", "\napiVersion: apps/v1\nkind: Deployment\nmetadata: {name: orders}\nspec:\n"
+        "  selector: {matchLabels: {app: orders}}\n", 1).replace(
+        "    metadata:\n", "    metadata:\n      labels: {app: orders}\n", 1)
+
+    parent = tmp_path / "orders"
+    shutil.copytree(CHART, parent / "charts" / "tenantgate")
+    (parent / "templates").mkdir()
+    (parent / "Chart.yaml").write_text("apiVersion: v2\nname: orders\nversion: 1.0.0\n")
+    (parent / "values.yaml").write_text(
+        "tenantgate: {mode: sidecar, sidecar: {app: {enabled: false}}}\n")
+    (parent / "templates" / "deployment.yaml").write_text(template)
+    result = run_helm(helm, "template", "orders", str(parent), "-n", "orders")
+    assert result.returncode == 0, result.stderr + template
+    [deployment] = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    assert [c["name"] for c in pod["initContainers"]] == [
+        "tenantgate-envoy-config", "tenantgate", "envoy"]
+    kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
