@@ -73,6 +73,21 @@ def run_helm(helm: str, *args: str) -> HelmResult:
     return HelmResult(done.returncode, done.stdout, done.stderr)
 
 
+def render_parent_chart(helm: str, where: Path, name: str, values: str,
+                        deployment: str) -> HelmResult:
+    """`helm template` of a parent chart `name` in `where`, with tenantgate as its subchart:
+    the library use deploy/README.md documents (the sidecars in another chart's workload)."""
+    import shutil
+
+    parent = where / name
+    shutil.copytree(CHART, parent / "charts" / "tenantgate")
+    (parent / "templates").mkdir()
+    (parent / "Chart.yaml").write_text(f"apiVersion: v2\nname: {name}\nversion: 1.0.0\n")
+    (parent / "values.yaml").write_text(values)
+    (parent / "templates" / "deployment.yaml").write_text(deployment)
+    return run_helm(helm, "template", name, str(parent), "-n", name)
+
+
 def value_args(values: list[str], sets: dict[str, str] | None) -> list[str]:
     args: list[str] = []
     for name in values:

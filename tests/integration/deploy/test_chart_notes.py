@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from collections.abc import Callable
@@ -12,7 +11,7 @@ from pathlib import Path
 import kubernetes_validate
 import pytest
 import yaml
-from deploy_support import CHART, run_helm
+from deploy_support import render_parent_chart
 
 # A stand-in for kubectl holding one namespace's Secrets in a JSON file: `create secret generic`
 # (refused when the Secret exists, or printed with --dry-run=client -o yaml), `apply -f -`
@@ -128,14 +127,9 @@ def test_without_the_app_the_notes_show_how_to_add_the_sidecars_and_the_snippet_
         "  selector: {matchLabels: {app: orders}}\n", 1).replace(
         "    metadata:\n", "    metadata:\n      labels: {app: orders}\n", 1)
 
-    parent = tmp_path / "orders"
-    shutil.copytree(CHART, parent / "charts" / "tenantgate")
-    (parent / "templates").mkdir()
-    (parent / "Chart.yaml").write_text("apiVersion: v2\nname: orders\nversion: 1.0.0\n")
-    (parent / "values.yaml").write_text(
-        "tenantgate: {mode: sidecar, sidecar: {app: {enabled: false}}}\n")
-    (parent / "templates" / "deployment.yaml").write_text(template)
-    result = run_helm(helm, "template", "orders", str(parent), "-n", "orders")
+    result = render_parent_chart(
+        helm, tmp_path, "orders", "tenantgate: {mode: sidecar, sidecar: {app: {enabled: false}}}\n",
+        template)
     assert result.returncode == 0, result.stderr + template
     [deployment] = [d for d in yaml.safe_load_all(result.stdout) if d and d["kind"] == "Deployment"]
     pod = deployment["spec"]["template"]["spec"]

@@ -186,16 +186,12 @@ def test_named_templates_add_the_sidecars_to_another_charts_workload(
         helm: str, tmp_path: Path) -> None:
     """The documented library use (deploy/README.md): a parent chart with tenantgate as a
     subchart includes the sidecars in its own Deployment."""
-    from deploy_support import CHART, run_helm
+    from deploy_support import render_parent_chart
 
-    parent = tmp_path / "billing"
-    shutil.copytree(CHART, parent / "charts" / "tenantgate")
-    (parent / "templates").mkdir()
-    (parent / "Chart.yaml").write_text("apiVersion: v2\nname: billing\nversion: 1.0.0\n")
-    (parent / "values.yaml").write_text(
-        "tenantgate: {mode: sidecar, sidecar: {app: {enabled: false, port: 3000}}}\n")
-    (parent / "templates" / "deployment.yaml").write_text(PARENT_DEPLOYMENT)
-    result = run_helm(helm, "template", "billing", str(parent), "-n", "billing")
+    result = render_parent_chart(
+        helm, tmp_path, "billing",
+        "tenantgate: {mode: sidecar, sidecar: {app: {enabled: false, port: 3000}}}\n",
+        PARENT_DEPLOYMENT)
     assert result.returncode == 0, result.stderr
     docs = {d["kind"]: d for d in yaml.safe_load_all(result.stdout) if d}
     assert sorted(docs) == ["ConfigMap", "Deployment", "ServiceAccount"]
