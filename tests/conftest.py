@@ -15,3 +15,15 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         parts = Path(str(item.fspath)).relative_to(root).parts
         if parts and parts[0] in _KINDS:
             item.add_marker(getattr(pytest.mark, parts[0]))
+
+
+@pytest.fixture
+def pki(tmp_path: Path) -> Path:
+    """A directory holding tenantgate.testing.pki's CA, server and client files (a test that
+    needs the issued objects instead defines its own `pki`)."""
+    from tenantgate.testing.pki import write_pki
+
+    directory = tmp_path / "pki"
+    directory.mkdir()
+    write_pki(directory)
+    return directory

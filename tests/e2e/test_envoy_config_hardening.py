@@ -42,7 +42,6 @@ from tenantgate.config.envoy import EnvoyOptions, render_files
 from tenantgate.config.load import load_config
 from tenantgate.testing.binaries import free_port, postgres_bin_dir, redis_server_binary
 from tenantgate.testing.envoy import EnvoyProcess
-from tenantgate.testing.pki import write_pki
 
 SERVICE = "envoy.service.auth.v3.Authorization"
 
@@ -99,14 +98,6 @@ def envoy_in_front(config: Path, envoy_path: str, **options: Any) -> Iterator[st
     with EnvoyProcess(rendered.bootstrap, binary=envoy_path):
         port = listen.rpartition(":")[2]
         yield f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    directory = tmp_path / "pki"
-    directory.mkdir()
-    write_pki(directory)
-    return directory
 
 
 def server_credentials(pki: Path, *, client_auth: bool) -> grpc.ServerCredentials:

@@ -18,7 +18,6 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from tenantgate.cli import main
 from tenantgate.config.tls import MAX_PEM_BYTES
-from tenantgate.testing.pki import write_pki
 
 pytest.importorskip("envoy_data_plane")
 
@@ -29,12 +28,6 @@ FRONT = ["--mode", "front"]
 @pytest.fixture(autouse=True)
 def context_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENANTGATE_CONTEXT_KEY", "x" * 32)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    write_pki(tmp_path)
-    return tmp_path
 
 
 def rendered(capsys: pytest.CaptureFixture[str], *argv: str) -> dict[str, Any]:

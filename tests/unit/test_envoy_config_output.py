@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from tenantgate.cli import envoy_config as command
 from tenantgate.cli import main
-from tenantgate.testing.pki import write_pki
 
 pytest.importorskip("envoy_data_plane")
 
@@ -23,14 +22,6 @@ PLAINTEXT = ["--mode", "front", "--authz", "10.0.0.5:9001", "--authz-plaintext"]
 @pytest.fixture(autouse=True)
 def context_key(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TENANTGATE_CONTEXT_KEY", "x" * 32)
-
-
-@pytest.fixture
-def pki(tmp_path: Path) -> Path:
-    directory = tmp_path / "pki"
-    directory.mkdir()
-    write_pki(directory)
-    return directory
 
 
 def envoy_config(output: Path | str, *argv: str) -> int:
