@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import httpx
 
@@ -12,6 +12,7 @@ from tenantgate.config.model import Config
 from tenantgate.context import KeyRing
 from tenantgate.decision import TemplateKey
 from tenantgate.errors import ConfigError
+from tenantgate.identity.apikeys import ApiKeys, build_api_keys
 from tenantgate.identity.jwks import KeySet
 from tenantgate.identity.jwt import JwtVerifier
 from tenantgate.identity.rejected_tokens import RejectedTokens
@@ -40,7 +41,7 @@ class Runtime:
     headers_to_remove: tuple[str, ...]
     trusted_headers: frozenset[str]  # every header a backend trusts: set or removed on allow
     limiter: Limiter | None
-    api_keys: Any  # identity.apikeys verifier, when API keys are configured
+    api_keys: ApiKeys | None  # when API keys are configured
     audit: AuditLog
     http: httpx.AsyncClient
     # Pre-encoded allow parts per (tenant, plan, issuer, subject): see pipeline.allow.
@@ -88,7 +89,7 @@ class Runtime:
                   audit: AuditLog) -> Runtime:
         ctx = config.context
         creds = config.credentials
-        api_keys = _build_api_keys(config, audit)
+        api_keys = build_api_keys(config, audit)
         metrics.declare_tenants(config.tenants.registry)
         return cls(
             config=config,
@@ -139,11 +140,3 @@ def _open_audit(config: Config, wait_for_reader: bool) -> AuditLog:
                         audit.max_lines_per_second, wait_for_reader)
     except OSError as exc:
         raise ConfigError([f"audit.path: cannot open {audit.path}: {exc.strerror}"]) from None
-
-
-def _build_api_keys(config: Config, audit: AuditLog) -> Any:
-    try:
-        from tenantgate.identity.apikeys import build_api_keys
-    except ModuleNotFoundError:
-        return None
-    return build_api_keys(config, audit)
