@@ -8,8 +8,8 @@ from collections.abc import Callable
 
 import pytest
 from tenantgate.config.paths import fold
-from tenantgate.quota import limiter
-from tenantgate.quota.limiter import compile_path
+from tenantgate.quota import paths
+from tenantgate.quota.paths import compile_path
 
 # Literals holding regex syntax (the old form escaped them), escapes that fold (`%25` is `%`),
 # `{name}` forms, and braces that are no wildcard: they must match as literals did.
@@ -91,14 +91,14 @@ def test_several_double_stars_decide_a_60_kib_path(pattern: str, tail: str, hit:
 
 def count_segment_comparisons(monkeypatch: pytest.MonkeyPatch) -> Callable[[], int]:
     compared = 0
-    fits_one = limiter._fits_one
+    fits_one = paths._fits_one
 
-    def counted(token: limiter.Token, segment: str) -> bool:
+    def counted(token: paths.Token, segment: str) -> bool:
         nonlocal compared
         compared += 1
         return fits_one(token, segment)
 
-    monkeypatch.setattr(limiter, "_fits_one", counted)
+    monkeypatch.setattr(paths, "_fits_one", counted)
     return lambda: compared
 
 

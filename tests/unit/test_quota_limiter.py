@@ -16,11 +16,11 @@ from tenantgate.quota.limiter import (
     MAX_HELD_MEMOS,
     MAX_MEMO_PATH_CHARS,
     OverLimitCache,
-    compile_path,
     compile_plan,
     degraded_bucket,
 )
 from tenantgate.quota.memory import MemoryStore
+from tenantgate.quota.paths import compile_path
 from tenantgate.quota.redis import SharedStores
 from tenantgate.quota.store import Bucket, BucketState, Outcome
 
