@@ -6,6 +6,9 @@ from typing import TypeVar
 
 K = TypeVar("K")
 V = TypeVar("V")
+# Memos keyed by a request path keep only paths up to this long: the caller picks the path, and
+# long unique ones would each hold this much (the route memo and the limiter's bucket memo).
+MAX_MEMO_PATH_CHARS = 512
 
 
 def remember(memo: dict[K, V], key: K, value: V, max_entries: int) -> V:

@@ -12,8 +12,9 @@ from tenantgate.config.model import PolicyConfig, RouteConfig
 from tenantgate.config.paths import NOT_NORMALIZED, fold, fold_request_path
 from tenantgate.config.types import PATH_ESCAPABLE
 from tenantgate.decision import Deny, Reason
-from tenantgate.memo import remember
+from tenantgate.memo import MAX_MEMO_PATH_CHARS, remember
 from tenantgate.observe import metrics
+from tenantgate.placeholders import is_placeholder
 
 if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState
@@ -98,15 +99,10 @@ def compile_routes(config: PolicyConfig, endpoint_paths: Iterable[str] = ()) -> 
     routes = _compiled(config)
     patterns = [r.rule.path_prefix or r.rule.path or "" for r in routes] + list(endpoint_paths)
     spelled = {char for pattern in patterns for seg in pattern.split("/")
-               if not _placeholder(seg) for char in seg if char in PATH_ESCAPABLE}
+               if not is_placeholder(seg) for char in seg if char in PATH_ESCAPABLE}
     escapes = "|".join(f"%{ord(char):02x}" for char in sorted(spelled))
     return RouteTable(tuple(routes),
                       re.compile(escapes, re.IGNORECASE) if escapes else None)
-
-
-def _placeholder(segment: str) -> bool:
-    """`*`, `**`, `{tenant}` (and an endpoint pattern's `{name}`): no literal characters."""
-    return segment in ("*", "**") or (segment.startswith("{") and segment.endswith("}"))
 
 
 def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
@@ -142,9 +138,9 @@ def is_normalized(path: str) -> bool:
 RouteMatch = tuple[CompiledRoute | None, str | None] | None
 # Which route a (method, path, tenant) takes is a pure function of the route rules, which a
 # reload replaces together with the Runtime holding these memos. Bounded in entries, and only
-# short paths are kept, so an attacker's long unique paths cannot grow memory.
+# short paths are kept (memo.MAX_MEMO_PATH_CHARS), so an attacker's long unique paths cannot
+# grow memory.
 MAX_ROUTE_MEMOS = 10_000
-MAX_MEMO_PATH_CHARS = 512
 
 
 def find_route(table: RouteTable, memo: dict[tuple[str, str, str], RouteMatch],

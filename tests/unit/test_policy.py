@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 from tenantgate.config.model import PolicyConfig
+from tenantgate.memo import MAX_MEMO_PATH_CHARS
 from tenantgate.policy import (
-    MAX_MEMO_PATH_CHARS,
     MAX_ROUTE_MEMOS,
     RouteMatch,
     compile_routes,

@@ -9,12 +9,12 @@ from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.config.paths import fold
 from tenantgate.config.quota import PlanConfig, RedisConfig, period_label
+from tenantgate.memo import MAX_MEMO_PATH_CHARS
 from tenantgate.quota import Limiter, build_limiter
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.headers import deny_headers, rate_headers
 from tenantgate.quota.limiter import (
     MAX_HELD_MEMOS,
-    MAX_MEMO_PATH_CHARS,
     OverLimitCache,
     compile_plan,
     degraded_bucket,

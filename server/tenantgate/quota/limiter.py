@@ -22,7 +22,7 @@ from tenantgate.config.quota import (
     period_label,
 )
 from tenantgate.errors import ConfigError, QuotaStoreUnavailable
-from tenantgate.memo import remember
+from tenantgate.memo import MAX_MEMO_PATH_CHARS, remember
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.throttle import Throttle
 from tenantgate.quota.batched import Batcher, allowance
@@ -145,7 +145,6 @@ class Verdict:
 
 _NO_BUCKETS = Verdict(True)  # no limit applies to the request
 _ADMITTED_LOCALLY = Verdict(True)  # by batched mirrors, states not asked for (no headers)
-MAX_MEMO_PATH_CHARS = 512
 MAX_HELD_MEMOS = 10_000
 
 

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from tenantgate.config.paths import fold
+from tenantgate.placeholders import is_placeholder
 
 
 class Wildcard(enum.Enum):
@@ -49,7 +50,7 @@ def compile_path(pattern: str) -> PathPattern:
 def _token(segment: str) -> Token:
     if segment == "**":
         return Wildcard.SEGMENTS
-    if segment == "*" or (segment.startswith("{") and segment.endswith("}")):
+    if is_placeholder(segment):  # `*` or `{name}`, `**` being taken above
         return Wildcard.SEGMENT
     return fold(segment)
 
