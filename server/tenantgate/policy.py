@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
 from tenantgate.config.paths import NOT_NORMALIZED, fold, fold_request_path
@@ -38,7 +38,7 @@ class CompiledRoute:
     tenant_namespace: tuple[str, ...] | None
 
     def match(self, method: str, path: str, parts: list[str],
-              folded: list[str], tenant_id: str) -> str | bool | None:
+              folded: list[str], tenant_id: str) -> str | Literal[False] | None:
         """False when the route does not apply; else the bound tenant segment (or None).
 
         `path` and `folded` are lower-cased, `parts` as sent: literals match whatever the
@@ -55,7 +55,8 @@ class CompiledRoute:
         bound = _match_segments(self.segments, parts, folded)
         return self._other_tenant(parts, folded, tenant_id) if bound is False else bound
 
-    def _other_tenant(self, parts: list[str], folded: list[str], tenant_id: str) -> str | bool:
+    def _other_tenant(self, parts: list[str], folded: list[str], tenant_id: str
+                      ) -> str | Literal[False]:
         """The tenant segment when the path is in another tenant's namespace, else False.
         Another tenant's path is 404 whatever the method or what follows the tenant: a rule
         for `/tenants/{tenant}/notes` must not leave `/tenants/victim/notes/1`, or a method it
@@ -67,7 +68,7 @@ class CompiledRoute:
 
 
 def _match_segments(pattern: tuple[str, ...], parts: list[str],
-                    folded: list[str]) -> str | bool | None:
+                    folded: list[str]) -> str | Literal[False] | None:
     bound: str | None = None
     for i, want in enumerate(pattern):
         if want == "**":
@@ -170,7 +171,7 @@ def _first_route(table: RouteTable, method: str, path: str, tenant_id: str) -> R
     for route in table.routes:
         bound = route.match(method, folded_path, parts, folded, tenant_id)
         if bound is not False:
-            return route, bound  # type: ignore[return-value]  # str | None once not False
+            return route, bound
     return None, None
 
 
