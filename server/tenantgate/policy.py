@@ -31,7 +31,6 @@ class CompiledRoute:
     prefix: str | None
     segments: tuple[str, ...] | None  # pattern segments for `path` rules
     content_types: frozenset[str] | None  # the rule's allowed media types, lower-cased
-    binds_tenant: bool  # a `{tenant}` segment in `segments`
     # `segments` up to the last `{tenant}`, then `**`: the paths that name a tenant the way
     # this rule does, whatever follows. Another tenant's is 404 even where the rule itself
     # does not match (another method, a deeper or shallower path).
@@ -118,7 +117,6 @@ def _compiled(config: PolicyConfig) -> list[CompiledRoute]:
                   if r.path is not None else None),
         content_types=(frozenset(c.lower() for c in r.content_types)
                        if r.content_types is not None else None),
-        binds_tenant=r.path is not None and TENANT_SEGMENT in r.path.split("/"),
         tenant_namespace=_tenant_namespace(r.path))
         for i, r in enumerate(config.routes)]
 
