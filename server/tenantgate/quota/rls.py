@@ -7,11 +7,12 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 from urllib.parse import quote
 
 import grpc
-from envoy.service.ratelimit.v3 import rls_pb2
+from envoy.service.ratelimit.v3.rls_pb2 import RateLimitRequest as Request
+from envoy.service.ratelimit.v3.rls_pb2 import RateLimitResponse as Response
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import DecodeError
 
@@ -29,8 +30,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("tenantgate.quota")
 SERVICE = "envoy.service.ratelimit.v3.RateLimitService"
-Request = rls_pb2.RateLimitRequest
-Response = rls_pb2.RateLimitResponse
 _UNITS = {name: getattr(Response.RateLimit, name.upper()) for name in UNIT_SECONDS}
 # Bounds on one request, far above what Envoy sends (a descriptor per matching `rate_limits`
 # entry, an entry per action) and low enough that one call cannot hold the event loop, flood
@@ -99,7 +98,8 @@ class RateLimitServicer:
         self._get_runtime = get_runtime
         self._refusals = Throttle(10.0)  # one warning per 10 s: a caller could send them all
 
-    async def ShouldRateLimit(self, data: bytes, context: Any) -> Any:
+    async def ShouldRateLimit(self, data: bytes, context: grpc.aio.ServicerContext
+                              ) -> Response:
         """`data`: the request as sent, parsed here (add_to_server registers no deserializer)."""
         try:
             request = Request.FromString(data)
@@ -117,8 +117,8 @@ class RateLimitServicer:
         finally:
             runtime.unpin()
 
-    async def _should_rate_limit(self, limiter: Limiter | None, request: Any, context: Any
-                                 ) -> Any:
+    async def _should_rate_limit(self, limiter: Limiter | None, request: Request,
+                                 context: grpc.aio.ServicerContext) -> Response:
         domains = limiter.rls_domains if limiter is not None else {}
         root = domains.get(request.domain)
         label = request.domain if root is not None else OTHER_TENANT
@@ -141,7 +141,8 @@ class RateLimitServicer:
         metrics.rls_request(label, _result(response, matched, verdicts))
         return response
 
-    async def _refuse(self, label: str, problem: str, context: Any) -> None:
+    async def _refuse(self, label: str, problem: str, context: grpc.aio.ServicerContext
+                      ) -> None:
         """INVALID_ARGUMENT (abort raises), counted and logged."""
         self._count_refusal(label, problem)
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, problem)
@@ -153,7 +154,7 @@ class RateLimitServicer:
             log.warning("ShouldRateLimit refused (domain %s): %s", label, problem)
 
 
-def _too_big(request: Any) -> str | None:
+def _too_big(request: Request) -> str | None:
     """What makes the request too big to answer, or None; it never quotes the caller's data."""
     if len(request.descriptors) > MAX_DESCRIPTORS:
         return f"more than {MAX_DESCRIPTORS} descriptors"
@@ -166,7 +167,7 @@ def _too_big(request: Any) -> str | None:
     return None
 
 
-def _matched(request: Any, root: Node, tenant_key: str) -> list[Matched]:
+def _matched(request: Request, root: Node, tenant_key: str) -> list[Matched]:
     default_cost = request.hits_addend or 1  # 0 means unset: one hit
     out = []
     for i, descriptor in enumerate(request.descriptors):
@@ -234,7 +235,8 @@ def _failed(limiter: Limiter, matched: list[Matched], verdicts: dict[int, Verdic
     return False
 
 
-def _response(request: Any, matched: list[Matched], verdicts: dict[int, Verdict]) -> Any:
+def _response(request: Request, matched: list[Matched], verdicts: dict[int, Verdict]
+              ) -> Response:
     statuses = [Response.DescriptorStatus(code=Response.OK) for _ in request.descriptors]
     overall = Response.OK
     for m in matched:
@@ -290,7 +292,7 @@ def _retry_duration(state: BucketState) -> Duration:
     return Duration(seconds=min(retry_seconds(state), DURATION_MAX_SECONDS))
 
 
-def _result(response: Any, matched: list[Matched], verdicts: dict[int, Verdict]
+def _result(response: Response, matched: list[Matched], verdicts: dict[int, Verdict]
             ) -> metrics.RlsResult:
     if response.overall_code == Response.OVER_LIMIT:
         return metrics.RlsResult.OVER_LIMIT
