@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
+from prometheus_client import REGISTRY
 from tenantgate.config.model import IssuerConfig
 from tenantgate.decision import Reason
 from tenantgate.errors import KeySetUnavailable
@@ -635,6 +636,57 @@ async def test_an_unexpected_error_does_not_end_the_refresh_loop(
         await asyncio.sleep(0.001)
     assert keys.generation == 1  # still refreshing after the errors
     assert "JWKS refresh of idp failed" in caplog.text
+    await keys.close()
+
+
+async def _a_bug(_response: httpx.Response) -> bytes:
+    raise ZeroDivisionError  # a bug's stand-in inside the GET, where network errors come from
+
+
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+async def test_a_bug_in_the_fetch_is_an_internal_error_not_a_failed_fetch(
+        idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Relabelled FetchFailed, it counted as the IdP failing, backed off, and Checks got 503
+    # 'unavailable': nothing alerted on a bug.
+    monkeypatch.setattr("tenantgate.identity.jwks.MIN_REFRESH_WAIT", 0.001)
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=0"), Clock()
+    keys = keyset(fake, clock, min_ttl="0s")
+    read_body = jwks_module._read_bounded
+    monkeypatch.setattr(jwks_module, "_read_bounded", _a_bug)
+    internal = _sample("tenantgate_internal_errors_total")
+    failed = _sample("tenantgate_jwks_fetches_total", issuer="idp", result="error")
+    await keys.start()  # does not fail the start
+    assert _sample("tenantgate_internal_errors_total") == internal + 1
+    assert _sample("tenantgate_jwks_fetches_total", issuer="idp", result="error") == failed
+    with pytest.raises(ZeroDivisionError):  # a Check meets the bug: gRPC INTERNAL, counted
+        await keys.find("k1", "RS256")
+    fetches = fake.fetches
+    for _ in range(1000):  # the refresh loop meets it again, and goes on
+        if fake.fetches > fetches + 1:
+            break
+        await asyncio.sleep(0.001)
+    monkeypatch.setattr(jwks_module, "_read_bounded", read_body)
+    for _ in range(1000):
+        if keys._keys:
+            break
+        await asyncio.sleep(0.001)
+    assert await keys.find("k1", "RS256") != []  # the loop survived the bug
+    await keys.close()
+
+
+async def test_a_bug_in_the_fetch_still_withdraws_trust_past_max_stale(
+        idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, clock = FakeIdP(idp.jwks(["k1"])), Clock()
+    keys = keyset(fake, clock)  # fresh 300 s, then stale for 600 s
+    await keys.start()
+    monkeypatch.setattr(jwks_module, "_read_bounded", _a_bug)
+    clock.now += 300 + 600
+    with pytest.raises(ZeroDivisionError):
+        await keys.find("k1", "RS256")
+    assert keys.generation == 1  # tokens in the token cache are verified again
     await keys.close()
 
 

@@ -34,6 +34,8 @@ FAILED_FETCH_BACKOFF = 1.0  # seconds
 # Seconds between the keep-fresh loop's attempts, and between refreshes a request starts,
 # whatever the TTL says (min_ttl 0 with `no-cache` makes keys stale as soon as fetched).
 MIN_REFRESH_WAIT = 1.0
+# What one GET of an issuer's endpoint may raise whatever it serves (see KeySet._get).
+_NETWORK_ERRORS = (httpx.HTTPError, httpx.InvalidURL, ValueError, OSError, TimeoutError)
 
 
 class FetchFailed(Exception):
@@ -90,8 +92,7 @@ class KeySet:
         """Load keys once at start-up (a failure here is not fatal: requests will retry), then
         keep them fresh: cached tokens never call find(), so without this loop a withdrawn key
         would go unnoticed for as long as its tokens stayed in the token cache."""
-        with contextlib.suppress(FetchFailed):
-            await self.refresh()
+        await self._refresh_quietly()
         if self._cfg.inline is None:  # inline keys never change
             self._track(asyncio.ensure_future(self._keep_fresh()))
 
@@ -102,13 +103,7 @@ class KeySet:
                                     MIN_REFRESH_WAIT))
             if self._clock() < self._fresh_until:
                 continue
-            try:
-                await self._refresh_quietly()
-            except Exception:
-                # A bug must not end refreshing for good: withdrawn keys would go unseen.
-                metrics.INTERNAL_ERRORS.inc()
-                if self._loop_failing.ready():
-                    log.exception("JWKS refresh of %s failed; retrying", self._issuer.name)
+            await self._refresh_quietly()
 
     async def find(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
         """Candidate keys: the one named by `kid`, or all of the algorithm when there is none."""
@@ -205,8 +200,17 @@ class KeySet:
             log.error("JWKS task of %s failed", self._issuer.name, exc_info=exc)
 
     async def _refresh_quietly(self) -> None:
-        with contextlib.suppress(FetchFailed):  # counted in metrics; stale keys keep serving
+        # For the refreshes no Check waits on (start, the loop, a background refresh).
+        try:
             await self.refresh()
+        except FetchFailed:
+            pass  # counted in metrics; stale keys keep serving
+        except Exception:
+            # A bug must neither fail the start nor end refreshing for good (withdrawn keys
+            # would go unseen); the Checks that need a fetch meet it and fail closed.
+            metrics.INTERNAL_ERRORS.inc()
+            if self._loop_failing.ready():
+                log.exception("JWKS refresh of %s failed; retrying", self._issuer.name)
 
     async def refresh(self) -> None:
         """Fetch now, sharing one in-flight fetch between all callers (single flight)."""
@@ -224,6 +228,12 @@ class KeySet:
                 log.warning("JWKS of %s could not be fetched: %s (said once a minute; "
                             "tenantgate_jwks_fetches_total counts each)", self._issuer.name, exc)
             self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
+            self._distrust_if_past_max_stale()
+            raise
+        except Exception:
+            # A bug of ours: counted as an internal error by whoever awaited the fetch, and
+            # not backed off (each Check meets it, not a relabelled 'unavailable'). The keys
+            # still lose trust past max_stale: a fetch that keeps failing must not keep them.
             self._distrust_if_past_max_stale()
             raise
         self._distrusted = False
@@ -340,13 +350,14 @@ class KeySet:
                 if response.status_code not in (200, 304):
                     raise FetchFailed(f"HTTP {response.status_code}")
                 return response, await _read_bounded(response)
-        except FetchFailed:
-            raise
         # Not only HTTPError: a discovery document's jwks_uri may be any string, and httpx
-        # raises InvalidURL, IDNA or encoding errors for some before sending. Whatever an
-        # issuer's endpoint serves must fail that issuer's fetch only, never the gateway's
-        # start or a Check (and a failure is what starts the backoff and the max_stale clock).
-        except Exception as exc:
+        # raises InvalidURL, or a ValueError (UnicodeError: IDNA, encoding) for some before
+        # sending; sockets and TLS may leak an OSError, the deadline is a TimeoutError.
+        # Whatever an issuer's endpoint serves must fail that issuer's fetch only, never the
+        # gateway's start or a Check (and a failure is what starts the backoff and the
+        # max_stale clock). Anything else (httpx.StreamError included: a misuse of the
+        # response) is a bug of ours, not the network's: it is not relabelled.
+        except _NETWORK_ERRORS as exc:
             raise FetchFailed(type(exc).__name__) from None
 
     async def close(self) -> None:
