@@ -63,7 +63,7 @@ def _decode_object(segment: str) -> dict[str, Any]:
     return value
 
 
-def _is_number(value: object) -> bool:
+def _is_number(value: object) -> TypeGuard[int | float]:
     # RFC 7519 NumericDate is a JSON number; PyJWT would accept "123" too, we do not.
     # Bounded and finite: NaN/Infinity (json accepts them) would never expire, and a
     # 400-digit integer overflows float arithmetic.
@@ -240,7 +240,7 @@ def _time_problem(issuer: IssuerConfig, claims: dict[str, Any], now: float) -> R
     if not _is_number(exp) or any(v is not None and not _is_number(v) for v in (nbf, iat)):
         return Reason.BAD_CLAIMS  # exp is required; all three must be JSON numbers
     leeway = issuer.leeway
-    if now >= exp + leeway:  # type: ignore[operator]
+    if now >= exp + leeway:
         return Reason.TOKEN_EXPIRED
     if nbf is not None and now + leeway < nbf:
         return Reason.TOKEN_NOT_YET_VALID
