@@ -128,10 +128,6 @@ class KeyRing:
         self._keys = {kid: _SigningKey(kid, secret) for kid, secret in keys.items()}
         self._active = self._keys[active_key_id]
 
-    @property
-    def active_key_id(self) -> str:
-        return self._active.key_id
-
     def sign(self, tenant: str, subject: str, request_id: str, ttl: float,
              now: float | None = None) -> str:
         return self.sign_after(payload_prefix(tenant, subject), request_id, ttl, now)

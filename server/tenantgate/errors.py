@@ -2,7 +2,7 @@
 
     TenantgateError
     ├── ConfigError(issues)          start-up, reload, check-config; never at request time
-    └── DependencyError(transient)   a dependency we could not use in time
+    └── DependencyError              a dependency we could not use in time
         ├── QuotaStoreUnavailable    Redis timeout, connection refused
         ├── KeySetUnavailable        JWKS unreachable and no usable cached key
         └── ApiKeyStoreUnavailable   the API-key store (Redis) could not answer a lookup
@@ -28,8 +28,6 @@ class ConfigError(TenantgateError):
 
 class DependencyError(TenantgateError):
     """A dependency (Redis, a JWKS endpoint) we could not use in time."""
-
-    transient = True
 
 
 class QuotaStoreUnavailable(DependencyError):

@@ -11,7 +11,6 @@ from tenantgate.config.model import (
     API_KEY_ISSUER,
     MAX_TENANT_ID_CHARS,
     Config,
-    TenantEntry,
 )
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import remember
@@ -28,7 +27,6 @@ class Tenant:
     id: str
     plan: str | None
     known: bool  # in the registry
-    entry: TenantEntry | None
     # The metric label: registry tenants by name, everyone else as one bucket. A field, not
     # a property: Checks read it twice, and tenants are built once per (issuer, claim).
     label: str = field(init=False, compare=False)
@@ -86,10 +84,10 @@ class TenantRules:
         if entry is None:
             if not self._unknown_allowed:
                 return Reason.TENANT_UNKNOWN
-            return Tenant(tenant_id, None, known=False, entry=None)
+            return Tenant(tenant_id, None, known=False)
         if entry.status == "suspended":
             return Reason.TENANT_SUSPENDED
-        return Tenant(tenant_id, entry.plan, known=True, entry=entry)
+        return Tenant(tenant_id, entry.plan, known=True)
 
     def label(self, tenant_id: str | None) -> str:
         return tenant_id if tenant_id in self._registry else OTHER_TENANT

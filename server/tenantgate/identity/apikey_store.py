@@ -18,8 +18,6 @@ _KEY = "tenantgate:apikey:{}"  # hash: one key record
 _TENANT_KEYS = "tenantgate:apikeys:tenant:{}"  # set: the key ids of one tenant
 _USAGE = "tenantgate:apikeys:usage:{}"  # hash: requests, revoked_attempts, key:<id>
 _Command = tuple[str | int, ...]  # one Redis command and its arguments
-_RECORD_FIELDS = ("tenant", "name", "scopes", "digest", "created_at", "expires_at",
-                  "revoked_at", "last_used_at", "replaces", "lifetime")
 
 
 class UnreadableKeyRecord(ValueError):

@@ -30,10 +30,6 @@ class ReservedPort:
         self._sock.bind(("127.0.0.1", 0))  # no SO_REUSEADDR: nobody shares it, even with it
         self.port: int = self._sock.getsockname()[1]
 
-    @property
-    def held(self) -> bool:
-        return self._sock.fileno() != -1
-
     def release(self) -> None:
         self._sock.close()
 
