@@ -16,7 +16,14 @@ from tenantgate.config.load import parse_config
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable, ConfigError
 from tenantgate.identity.apikey_store import KeyRecord
-from tenantgate.identity.apikeys import ApiKeys, Hasher, format_key, new_secret, parse_key
+from tenantgate.identity.apikeys import (
+    ApiKeys,
+    Hasher,
+    KeyRefusal,
+    format_key,
+    new_secret,
+    parse_key,
+)
 from tenantgate.identity.model import Identity
 from tenantgate.observe import audit as audit_module
 from tenantgate.observe.audit import AuditLog
@@ -84,6 +91,12 @@ def make_keys(tmp_path: Path, **records: Any) -> tuple[ApiKeys, CountingHasher, 
     return keys, hasher, store
 
 
+async def verify(keys: ApiKeys, presented: str, request_id: str = "") -> Identity | Reason:
+    """ApiKeys.check, the call a Check makes, with a refusal as its reason alone."""
+    result = await keys.check(presented, request_id)
+    return result.reason if isinstance(result, KeyRefusal) else result
+
+
 def record(keys: ApiKeys, secret: str = SECRET, **changes: Any) -> KeyRecord:
     fields: dict[str, Any] = {"key_id": KEY_ID, "tenant": "acme", "name": "n",
                               "scopes": ("things:read",),
@@ -97,11 +110,11 @@ async def test_unknown_id_and_wrong_secret_do_the_same_work(tmp_path: Path) -> N
     keys, hasher, store = make_keys(tmp_path)
     store.records[KEY_ID] = record(keys)
     hasher.calls.clear()
-    unknown = await keys.verify(format_key("tgk", "fedcba9876543210", SECRET))
+    unknown = await verify(keys, format_key("tgk", "fedcba9876543210", SECRET))
     work_unknown = (list(hasher.calls), len(store.gets))
     hasher.calls.clear()
     store.gets.clear()
-    wrong = await keys.verify(format_key("tgk", KEY_ID, new_secret()))
+    wrong = await verify(keys, format_key("tgk", KEY_ID, new_secret()))
     work_wrong = (list(hasher.calls), len(store.gets))
     assert unknown == wrong == Reason.API_KEY_INVALID
     assert work_unknown == work_wrong == (["digest", "matches"], 1)
@@ -111,8 +124,8 @@ async def test_malformed_key_still_hashes_and_compares_but_never_reaches_the_sto
         tmp_path: Path) -> None:
     keys, hasher, store = make_keys(tmp_path)
     hasher.calls.clear()
-    assert await keys.verify("x" * 500) == Reason.API_KEY_INVALID
-    assert await keys.verify(format_key("abc", KEY_ID, SECRET)) == Reason.API_KEY_INVALID
+    assert await verify(keys, "x" * 500) == Reason.API_KEY_INVALID
+    assert await verify(keys, format_key("abc", KEY_ID, SECRET)) == Reason.API_KEY_INVALID
     assert hasher.calls == ["digest", "matches"] * 2
     assert store.gets == []
 
@@ -121,12 +134,12 @@ async def test_revoked_and_expired_are_told_apart_only_to_the_secret_holder(
         tmp_path: Path) -> None:
     keys, _, store = make_keys(tmp_path)
     store.records[KEY_ID] = record(keys, revoked_at=int(time.time()))
-    assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_REVOKED
-    assert await keys.verify(format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
+    assert await verify(keys, format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_REVOKED
+    assert await verify(keys, format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
     keys.invalidate()
     store.records[KEY_ID] = record(keys, expires_at=int(time.time()) - 1)
-    assert await keys.verify(format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_EXPIRED
-    assert await keys.verify(format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
+    assert await verify(keys, format_key("tgk", KEY_ID, SECRET)) == Reason.API_KEY_EXPIRED
+    assert await verify(keys, format_key("tgk", KEY_ID, new_secret())) == Reason.API_KEY_INVALID
 
 
 async def test_a_revoked_keys_use_is_audited_under_the_rate_cap(
@@ -139,8 +152,8 @@ async def test_a_revoked_keys_use_is_audited_under_the_rate_cap(
     keys._audit = AuditLog(str(log_file), sample_allow=0.0, max_lines_per_second=5)
     store.records[KEY_ID] = record(keys, revoked_at=1_799_999_000)
     for n in range(200):
-        assert await keys.verify(format_key("tgk", KEY_ID, SECRET),
-                                 f"req-{n}") == Reason.API_KEY_REVOKED
+        assert await verify(keys, format_key("tgk", KEY_ID, SECRET),
+                            f"req-{n}") == Reason.API_KEY_REVOKED
     keys._audit.close()
     lines = [json.loads(line) for line in log_file.read_text().splitlines()]
     assert [line["event"] for line in lines] == ["apikey_revoked_used"] * 5
@@ -152,7 +165,7 @@ async def test_valid_key_becomes_an_api_key_identity_with_the_records_tenant(
         tmp_path: Path) -> None:
     keys, _, store = make_keys(tmp_path)
     store.records[KEY_ID] = record(keys, expires_at=2_000_000_000)
-    identity = await keys.verify(format_key("tgk", KEY_ID, SECRET))
+    identity = await verify(keys, format_key("tgk", KEY_ID, SECRET))
     assert identity == Identity(issuer="api-key", subject=f"apikey:{KEY_ID}",
                                 tenant_claim="acme", scopes=frozenset({"things:read"}),
                                 roles=frozenset(), key_id=KEY_ID, expires_at=2_000_000_000.0)
@@ -163,19 +176,19 @@ async def test_digest_of_one_key_does_not_verify_under_another_id(tmp_path: Path
     other = "aaaaaaaaaaaaaaaa"
     # The other record carries the digest computed for KEY_ID: binding the id defeats the swap.
     store.records[other] = record(keys, key_id=other)
-    assert await keys.verify(format_key("tgk", other, SECRET)) == Reason.API_KEY_INVALID
+    assert await verify(keys, format_key("tgk", other, SECRET)) == Reason.API_KEY_INVALID
 
 
 async def test_cache_serves_lookups_until_an_invalidation_arrives(tmp_path: Path) -> None:
     keys, _, store = make_keys(tmp_path)
     store.records[KEY_ID] = record(keys)
     key = format_key("tgk", KEY_ID, SECRET)
-    assert isinstance(await keys.verify(key), Identity)
+    assert isinstance(await verify(keys, key), Identity)
     store.records[KEY_ID] = record(keys, revoked_at=1)
-    assert isinstance(await keys.verify(key), Identity)  # cached (TTL 30 s)
+    assert isinstance(await verify(keys, key), Identity)  # cached (TTL 30 s)
     assert store.gets == [KEY_ID]
     keys.invalidate(KEY_ID)  # what the pub/sub message does
-    assert await keys.verify(key) == Reason.API_KEY_REVOKED
+    assert await verify(keys, key) == Reason.API_KEY_REVOKED
     assert store.gets == [KEY_ID, KEY_ID]
 
 
@@ -189,7 +202,7 @@ async def test_a_lookup_racing_an_invalidation_is_not_cached(tmp_path: Path) -> 
         return result
 
     store.get = slow_get  # type: ignore[method-assign]
-    await keys.verify(format_key("tgk", KEY_ID, SECRET))
+    await verify(keys, format_key("tgk", KEY_ID, SECRET))
     assert KEY_ID not in keys._cache
 
 
@@ -332,4 +345,4 @@ async def test_a_lookup_is_bounded_by_redis_timeout_in_all(tmp_path: Path) -> No
     slow.records[KEY_ID] = record(keys)
     keys.store = slow  # type: ignore[assignment]
     with pytest.raises(ApiKeyStoreUnavailable):  # fail closed (503), before Envoy gives up
-        await keys.verify(format_key("tgk", KEY_ID, SECRET))
+        await verify(keys, format_key("tgk", KEY_ID, SECRET))

@@ -119,14 +119,10 @@ class ApiKeys:
 
     # -- verification -----------------------------------------------------------------------
 
-    async def verify(self, presented: str, request_id: str = "") -> Identity | Reason:
-        """`request_id` joins a revoked key's audit line to the Check's own."""
-        result = await self.check(presented, request_id)
-        return result.reason if isinstance(result, KeyRefusal) else result
-
     async def check(self, presented: str, request_id: str = "") -> Identity | KeyRefusal:
-        """verify(), with the stored key a refusal was about when there was one (a wrong
-        secret for a real key id, a revoked or expired key), for the Check's audit line."""
+        """The key's identity, or why it was refused with the stored key the refusal was about
+        when there was one (a wrong secret for a real key id, a revoked or expired key), for
+        the Check's audit line; `request_id` joins a revoked key's audit line to the Check's."""
         parsed = parse_key(self.prefix, presented)
         # Every path computes one HMAC and one constant-time compare, so an unknown id and a
         # wrong secret cost the same; a malformed key skips only the store lookup.

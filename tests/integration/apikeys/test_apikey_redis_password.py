@@ -12,7 +12,7 @@ import redis
 from tenantgate.config.apikeys import ApiKeysConfig
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable
-from tenantgate.identity.apikeys import ApiKeys, format_key, new_key_id
+from tenantgate.identity.apikeys import ApiKeys, KeyRefusal, format_key, new_key_id
 from tenantgate.testing.redis import RedisServer
 
 PASSWORD = "correct-horse-battery-staple"
@@ -41,7 +41,8 @@ async def test_the_password_from_a_secret_reference_reaches_the_store(
     api_keys = keys_for(protected_url, PASSWORD, tmp_path)
     unknown = format_key("tgk", new_key_id(), secrets.token_urlsafe(32))
     try:
-        assert await api_keys.verify(unknown) == Reason.API_KEY_INVALID  # the store answered
+        refusal = KeyRefusal(Reason.API_KEY_INVALID, None)
+        assert await api_keys.check(unknown) == refusal  # the store answered: no such key
     finally:
         await api_keys.close()
 
@@ -51,7 +52,7 @@ async def test_a_wrong_password_fails_closed(protected_url: str, tmp_path: Path)
     unknown = format_key("tgk", new_key_id(), secrets.token_urlsafe(32))
     try:
         with pytest.raises(ApiKeyStoreUnavailable):
-            await api_keys.verify(unknown)
+            await api_keys.check(unknown)
     finally:
         await api_keys.close()
 
