@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import yaml
 from tenantgate.cli import main
-from tenantgate.config.envoy import bootstrap
+from tenantgate.config.envoy import tls
 from tenantgate.testing.pki import write_pki
 
 pytest.importorskip("envoy_data_plane")
@@ -236,13 +236,13 @@ def test_each_tls_file_is_read_once(
         monkeypatch: pytest.MonkeyPatch) -> None:
     # Before: once for the bootstrap, once more for the SDS files.
     read: list[str] = []
-    real = bootstrap.read_regular_file
+    real = tls.read_regular_file
 
     def counted(path: Path, limit: int) -> bytes:
         read.append(path.name)
         return real(path, limit)
 
-    monkeypatch.setattr(bootstrap, "read_regular_file", counted)
+    monkeypatch.setattr(tls, "read_regular_file", counted)
     render(capsys, tmp_path / "envoy.yaml",
            *tls_flags(volume / "ca.crt", volume / "tls.crt", volume / "tls.key"))
     assert sorted(read) == ["ca.crt", "tls.crt", "tls.key"]
