@@ -1,4 +1,4 @@
-"""The exception hierarchy.
+"""The exceptions that cross modules: the tree below; module-local ones are listed after it.
 
     TenantgateError
     ├── ConfigError(issues)          start-up, reload, check-config; never at request time
@@ -9,6 +9,15 @@
 
 Denials are values (`decision.Deny`), not exceptions. Anything else raised during a Check
 is a bug: it becomes gRPC INTERNAL and `tenantgate_internal_errors_total`.
+
+Errors raised and handled close to home live in their own modules, outside this tree:
+`app.StartupError` (a listener could not start; from `admin.server.AdminListenFailed`,
+`health_listener.HealthListenFailed`, `unix_socket.SocketInUse`), `identity.jwks.FetchFailed`
+(one JWKS fetch; becomes KeySetUnavailable), `identity.apikey_store.UnreadableKeyRecord`,
+`identity.apikey_manager.KeyAdminError` (a refused admin request), `context.InvalidContext`,
+`config.types.UnfitFile` (a file config will not read), `config.envoy.options.EnvoyConfigError`,
+`quota.pipe.HandshakeRefused`, `db.schema.InstallRefused`, and the CLI's and
+`tenantgate.testing`'s own.
 """
 
 from __future__ import annotations
