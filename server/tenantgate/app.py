@@ -257,12 +257,17 @@ class App:
         except ConfigError as exc:  # the operator's mistake: the message says it all
             log.error("reload rejected, keeping the running config:\n%s", exc)
             return None
-        except Exception:  # e.g. a client library refusing a value: a bug, keep the traceback
+        # Bugs, not rejected configs (validation let through a value a client library
+        # refuses; start() degrades, it does not fail): the reload is rejected all the same,
+        # and they count as internal errors, which alert where a rejected reload does not.
+        except Exception:
+            metrics.INTERNAL_ERRORS.inc()
             log.exception("reload rejected, keeping the running config: building it failed")
             return None
         try:
             await new.start()
         except Exception:
+            metrics.INTERNAL_ERRORS.inc()
             log.exception("reload rejected, keeping the running config: starting it failed")
             await self._close_quietly(new)  # it may hold a reference on a shared store
             return None
@@ -281,7 +286,8 @@ class App:
     async def _close_quietly(runtime: Runtime) -> None:
         try:
             await runtime.close()
-        except Exception:
+        except Exception:  # a bug: its connections or tasks may be left behind
+            metrics.INTERNAL_ERRORS.inc()
             log.exception("closing a runtime failed")
 
     def request_stop(self) -> None:

@@ -32,6 +32,10 @@ def rejected() -> float:
                                      {"result": "rejected"}) or 0.0
 
 
+def internal_errors() -> float:
+    return REGISTRY.get_sample_value("tenantgate_internal_errors_total") or 0.0
+
+
 @pytest.fixture
 async def app(tmp_path: Path) -> AsyncIterator[App]:
     app = App(str(write_config(tmp_path)))  # never started: no listener is needed here
@@ -68,12 +72,13 @@ async def test_a_reload_failing_outside_config_validation_keeps_the_running_runt
     def refuse(config: object, **_: object) -> Runtime:
         raise ValueError("Port could not be cast to integer value")
 
-    running, before = app.runtime, rejected()
+    running, before, errors = app.runtime, rejected(), internal_errors()
     monkeypatch.setattr(Runtime, "build", staticmethod(refuse))
     with caplog.at_level(logging.ERROR, logger="tenantgate"):
         assert await app.reload() is False
     assert app.runtime is running
     assert rejected() == before + 1
+    assert internal_errors() == errors + 1  # validation let it through: a bug, alerted on
     [record] = [r for r in caplog.records if "reload rejected" in r.getMessage()]
     assert record.exc_info is not None and "Port could not be cast" in caplog.text
 
@@ -90,22 +95,39 @@ async def test_a_runtime_that_fails_to_start_is_closed_and_not_used(
     async def fail(self: Runtime) -> None:
         raise RuntimeError("start failed")
 
-    running, before = app.runtime, rejected()
+    running, before, errors = app.runtime, rejected(), internal_errors()
     monkeypatch.setattr(Runtime, "build", staticmethod(keep))
     monkeypatch.setattr(Runtime, "start", fail)
     assert await app.reload() is False
     assert app.runtime is running and built[0].http.is_closed
     assert rejected() == before + 1
+    assert internal_errors() == errors + 1  # start() degrades: raising is a bug
+
+
+async def test_a_retired_runtime_failing_to_close_is_an_internal_error(app: App) -> None:
+    old = app.runtime
+    close = old.close
+
+    async def fail() -> None:
+        raise RuntimeError("close failed")
+
+    old.close = fail  # type: ignore[method-assign]
+    errors = internal_errors()
+    assert await app.reload()
+    await asyncio.gather(*app._retired)
+    assert internal_errors() == errors + 1
+    await close()
 
 
 async def test_an_invalid_config_is_logged_without_a_traceback(
         app: App, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     path = Path(app.config_path)
     path.write_text(path.read_text().replace("issuers:", "isuers:"))
-    running, before = app.runtime, rejected()
+    running, before, errors = app.runtime, rejected(), internal_errors()
     with caplog.at_level(logging.ERROR, logger="tenantgate"):
         assert await app.reload() is False
     assert app.runtime is running and rejected() == before + 1
+    assert internal_errors() == errors  # the operator's mistake, not a bug
     [record] = [r for r in caplog.records if "reload rejected" in r.getMessage()]
     assert record.exc_info is None and "isuers: unknown key" in record.getMessage()
 
