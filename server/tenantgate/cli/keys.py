@@ -11,10 +11,11 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import grpc
 from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
 from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
@@ -34,6 +35,10 @@ from tenantgate.config.types import (
     is_duration_text,
     read_file_or_pipe,
 )
+
+if TYPE_CHECKING:  # imported lazily at run time, so `--help` works without the generated code
+    from tenantgate._gen.tenantgate.admin.v1.apikeys_pb2 import ApiKey
+    from tenantgate._gen.tenantgate.admin.v1.apikeys_pb2_grpc import ApiKeyAdminStub
 
 _DURATION: TypeAdapter[float] = TypeAdapter(Duration)
 _TIMEOUT = 10.0
@@ -99,8 +104,8 @@ class UsageError(Exception):
     """A bad option value: printed as one line, exit code 2."""
 
 
-Stub = Any  # ApiKeyAdminStub; imported lazily so `--help` works without the generated code
-Action = Callable[[argparse.Namespace, Stub, list[tuple[str, str]]], int]
+Metadata = list[tuple[str, str]]  # gRPC call metadata: the admin token, if any
+Action = Callable[[argparse.Namespace, "ApiKeyAdminStub", Metadata], int]
 
 
 def _command(action: Action) -> Callable[[argparse.Namespace], int]:
@@ -262,11 +267,11 @@ def _when(stamp: int) -> str:
         return str(stamp)
 
 
-def _show(args: argparse.Namespace, message: Any) -> None:
+def _show(message: Message) -> None:
     print(json.dumps(MessageToDict(message, preserving_proto_field_name=True), indent=2))
 
 
-def _line(key: Any) -> str:
+def _line(key: ApiKey) -> str:
     state = "revoked" if key.revoked else ("expired" if 0 < key.expires_at <= time.time()
                                            else "active")
     return (f"{key.key_id}  {state:8} tenant={key.tenant} name={key.name!r} "
@@ -280,21 +285,21 @@ def _secret_once(api_key: str) -> None:
           file=sys.stderr)
 
 
-def _create(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+def _create(args: argparse.Namespace, stub: ApiKeyAdminStub, metadata: Metadata) -> int:
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
     reply = stub.CreateKey(pb.CreateKeyRequest(
         tenant=args.tenant, name=args.name, scopes=args.scopes,
         ttl_seconds=_ttl(args.ttl)), metadata=metadata, timeout=_TIMEOUT)
     if args.json:
-        _show(args, reply)
+        _show(reply)
         return 0
     _secret_once(reply.api_key)  # first: nothing after it may lose the secret
     print(_line(reply.key), file=sys.stderr)
     return 0
 
 
-def _list(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+def _list(args: argparse.Namespace, stub: ApiKeyAdminStub, metadata: Metadata) -> int:
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
     listed = pb.ListKeysResponse()
@@ -311,18 +316,18 @@ def _list(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]])
             break
         token = reply.next_page_token
     if args.json:
-        _show(args, listed)
+        _show(listed)
     return 0
 
 
-def _rotate(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+def _rotate(args: argparse.Namespace, stub: ApiKeyAdminStub, metadata: Metadata) -> int:
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
     reply = stub.RotateKey(pb.RotateKeyRequest(
         key_id=args.key_id, overlap_seconds=_overlap(args.overlap)),
         metadata=metadata, timeout=_TIMEOUT)
     if args.json:
-        _show(args, reply)
+        _show(reply)
         return 0
     _secret_once(reply.api_key)  # first: nothing after it may lose the secret
     print(f"old: {_line(reply.old_key)}", file=sys.stderr)
@@ -330,25 +335,25 @@ def _rotate(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]
     return 0
 
 
-def _revoke(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+def _revoke(args: argparse.Namespace, stub: ApiKeyAdminStub, metadata: Metadata) -> int:
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
     reply = stub.RevokeKey(pb.RevokeKeyRequest(key_id=args.key_id), metadata=metadata,
                            timeout=_TIMEOUT)
     if args.json:
-        _show(args, reply)
+        _show(reply)
     else:
         print(_line(reply.key))
     return 0
 
 
-def _usage(args: argparse.Namespace, stub: Stub, metadata: list[tuple[str, str]]) -> int:
+def _usage(args: argparse.Namespace, stub: ApiKeyAdminStub, metadata: Metadata) -> int:
     from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 
     reply = stub.GetUsage(pb.GetUsageRequest(tenant=args.tenant), metadata=metadata,
                           timeout=_TIMEOUT)
     if args.json:
-        _show(args, reply)
+        _show(reply)
         return 0
     print(f"tenant={reply.tenant} requests={reply.requests} "
           f"revoked_attempts={reply.revoked_attempts}")
