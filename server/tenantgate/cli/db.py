@@ -52,7 +52,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                            "tables and schemas' objects shadow the tenant tables)")
 
     add = _command(commands, "add-key", "add a key Postgres accepts", _add_key)
-    add.add_argument("key_id", metavar="KEY_ID")
+    add.add_argument("key_id", metavar="KEY_ID",
+                     help="1 to 32 characters: letters A-Z a-z, digits, _ and -")
     source = add.add_mutually_exclusive_group(required=True)
     source.add_argument("--secret-env", metavar="NAME", help="environment variable with the secret")
     source.add_argument("--secret-file", type=non_empty_path, metavar="PATH",
@@ -104,6 +105,9 @@ def _guarded(handler: Handler) -> Handler:
         if (option := non_utf8_option(args, _OPTION_NAMES)) is not None:
             print(f"error: {option}: not valid UTF-8", file=sys.stderr)
             return 2
+        if (problem := _key_id_problem(args)) is not None:
+            print(f"error: KEY_ID: {problem}", file=sys.stderr)
+            return 2
         try:
             import psycopg
         except ImportError:  # an optional dependency, as envoy-config's is (the image has none)
@@ -120,6 +124,15 @@ def _guarded(handler: Handler) -> Handler:
             print(f"error: {first}", file=sys.stderr)
             return 1
     return run
+
+
+def _key_id_problem(args: argparse.Namespace) -> str | None:
+    # Before connecting. The database checks too, but a key id not checked ahead of the row once
+    # sent the padded key to the server log (in the DETAIL of the failing CHECK).
+    from tenantgate.db.keys import key_id_problem
+
+    key_id = getattr(args, "key_id", None)
+    return None if key_id is None else key_id_problem(key_id)
 
 
 def _connect(args: argparse.Namespace) -> Any:
