@@ -16,6 +16,11 @@ Conn = TypeVar("Conn", bound=psycopg.Connection)
 AsyncConn = TypeVar("AsyncConn", bound=psycopg.AsyncConnection)
 
 
+# The context goes out as a bound parameter through a cursor of our own, whatever the
+# connection's cursor_factory: a ClientCursor would write it into the query text, which other
+# sessions of the same role read in pg_stat_activity and could replay until it expires.
+
+
 def _require_idle(status: TransactionStatus) -> None:
     # Inside an outer transaction the setting would outlive our block (a savepoint does not end
     # it) and reach whatever the caller runs next, so refuse instead.
@@ -31,7 +36,8 @@ def tenant_transaction(conn: Conn, context: str | None = None, *,
     value = resolve(context, verify_with)
     _require_idle(conn.info.transaction_status)
     with conn.transaction():
-        conn.execute(SET_CONTEXT_SQL, [value])
+        with psycopg.Cursor(conn) as cursor:
+            cursor.execute(SET_CONTEXT_SQL, [value])
         yield conn
 
 
@@ -42,5 +48,6 @@ async def async_tenant_transaction(conn: AsyncConn, context: str | None = None, 
     value = resolve(context, verify_with)
     _require_idle(conn.info.transaction_status)
     async with conn.transaction():
-        await conn.execute(SET_CONTEXT_SQL, [value])
+        async with psycopg.AsyncCursor(conn) as cursor:
+            await cursor.execute(SET_CONTEXT_SQL, [value])
         yield conn

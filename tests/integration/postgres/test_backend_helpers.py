@@ -101,3 +101,35 @@ def test_context_bound_by_the_middleware_is_used_when_none_is_given(db: Database
             assert conn.execute("SELECT id FROM invoices").fetchall() == [(3,)]
     finally:
         unbind_context(token)
+
+
+def _query_text_of(db: Database, pid: int) -> str:
+    with db.connect() as observer:
+        row = observer.execute("SELECT query FROM pg_stat_activity WHERE pid = %s",
+                               [pid]).fetchone()
+    assert row is not None
+    return str(row[0])
+
+
+def test_psycopg_binds_the_context_even_on_a_client_cursor_connection(db: Database) -> None:
+    # A ClientCursor interpolates parameters into the query text, which another session of the
+    # same role reads in pg_stat_activity: a live context there could be replayed.
+    signed = db.ring.sign("acme", "s", "r", 60)
+    with psycopg.connect(db.dsn("app"), autocommit=True,
+                         cursor_factory=psycopg.ClientCursor) as conn, \
+            tenant_transaction(conn, signed):
+        text = _query_text_of(db, conn.info.backend_pid)
+        assert "$1" in text
+        assert signed not in text
+        assert conn.execute("SELECT count(*) FROM invoices").fetchone() == (2,)
+
+
+async def test_psycopg_async_binds_the_context_on_a_client_cursor_connection(
+        db: Database) -> None:
+    signed = db.ring.sign("acme", "s", "r", 60)
+    async with await psycopg.AsyncConnection.connect(
+            db.dsn("app"), autocommit=True, cursor_factory=psycopg.AsyncClientCursor) as conn, \
+            async_tenant_transaction(conn, signed):
+        text = _query_text_of(db, conn.info.backend_pid)
+        assert "$1" in text
+        assert signed not in text
