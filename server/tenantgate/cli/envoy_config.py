@@ -9,12 +9,17 @@ import os
 import secrets
 import stat
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tenantgate.cli.errors import non_utf8_option, report_config_error
 from tenantgate.cli.numbers import positive_count, positive_seconds, rate
 from tenantgate.cli.paths import non_empty_path, non_empty_text
 from tenantgate.errors import ConfigError
+
+if TYPE_CHECKING:  # imported when run: envoy-data-plane is an optional extra
+    from tenantgate.config.envoy import EnvoyOptions, Rendered
 
 STDOUT = "-"  # --output's name for stdout, as most commands read it
 
@@ -138,9 +143,8 @@ def _render(args: argparse.Namespace) -> int:
         print("tenantgate: --output: - is stdout, and --authz-tls-ca needs a file: Envoy reads "
               "the TLS files through SDS files written beside it", file=sys.stderr)
         return 2
-    output = None if args.output == STDOUT else args.output
     try:
-        from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions, render_files
+        from tenantgate.config.envoy import EnvoyConfigError, render_files
     except ModuleNotFoundError as exc:
         print(f"tenantgate: envoy-config needs {exc.name}: pip install 'tenantgate[envoy]'",
               file=sys.stderr)
@@ -148,21 +152,12 @@ def _render(args: argparse.Namespace) -> int:
     from tenantgate.config.load import load_config
     from tenantgate.quota import validate as validate_quota
 
+    output = None if args.output == STDOUT else args.output  # None: not given, also stdout
     try:
         # What serve would refuse at start (plans, rate-limit files) is refused here too.
         config = load_config(args.config)
         validate_quota(config)
-        options = EnvoyOptions(
-            mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
-            authz=args.authz, authz_timeout=args.authz_timeout,
-            route_timeout=args.route_timeout, rate_limit=args.rate_limit,
-            rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
-            client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
-            max_connections=args.max_connections,
-            xff_num_trusted_hops=args.xff_num_trusted_hops, authz_tls_ca=args.authz_tls_ca,
-            authz_tls_cert=args.authz_tls_cert, authz_tls_key=args.authz_tls_key,
-            authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext,
-            output=str(output) if output else None)
+        options = _options(args, output)  # after the config: its errors are reported first
         # The header names the file; a name that is not UTF-8 is shown escaped, not written.
         source = os.fsencode(args.config).decode(errors="backslashreplace")
         rendered = render_files(config, options, source=source)
@@ -174,19 +169,30 @@ def _render(args: argparse.Namespace) -> int:
     if output is None:
         sys.stdout.write(rendered.bootstrap)
         return 0
-    # Envoy re-reads an SDS file only when a file is renamed onto it: one that is there and
-    # is not a regular file (a link, a FIFO) is refused before anything is written.
-    for path in rendered.sds:
-        try:
-            renamable = _renamable(path)
-        except OSError as exc:
-            print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
-            return 1
-        if not renamable:
-            print(f"tenantgate: --output: cannot write {path} beside it: not a regular "
-                  f"file, and Envoy reads an SDS file again only when a file is renamed onto "
-                  f"it: remove it", file=sys.stderr)
-            return 2
+    return _write_files(str(output), rendered)
+
+
+def _options(args: argparse.Namespace, output: Path | None) -> EnvoyOptions:
+    """The command line as EnvoyOptions, which check it (EnvoyConfigError)."""
+    from tenantgate.config.envoy import EnvoyOptions
+
+    return EnvoyOptions(
+        mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
+        authz=args.authz, authz_timeout=args.authz_timeout,
+        route_timeout=args.route_timeout, rate_limit=args.rate_limit,
+        rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
+        client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
+        max_connections=args.max_connections,
+        xff_num_trusted_hops=args.xff_num_trusted_hops, authz_tls_ca=args.authz_tls_ca,
+        authz_tls_cert=args.authz_tls_cert, authz_tls_key=args.authz_tls_key,
+        authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext,
+        output=str(output) if output else None)
+
+
+def _write_files(output: str, rendered: Rendered) -> int:
+    """The SDS files, then the bootstrap to `output`: the exit code, each failure reported."""
+    if (refused := _refuse_sds_targets(rendered.sds)) is not None:
+        return refused
     # The SDS files first: Envoy refuses to start on a bootstrap naming a missing one.
     for path, body in rendered.sds.items():
         try:
@@ -197,11 +203,29 @@ def _render(args: argparse.Namespace) -> int:
             print(f"tenantgate: cannot write {path}: {exc.strerror}{hint}", file=sys.stderr)
             return 1
     try:
-        _write_bootstrap(str(output), rendered.bootstrap)
+        _write_bootstrap(output, rendered.bootstrap)
     except OSError as exc:
         print(f"tenantgate: cannot write {output}: {exc.strerror}", file=sys.stderr)
         return 1
     return 0
+
+
+def _refuse_sds_targets(paths: Iterable[str]) -> int | None:
+    """The exit code if an SDS file cannot be replaced by a rename, before anything is
+    written: Envoy re-reads an SDS file only when a file is renamed onto it, so one that is
+    there and is not a regular file (a link, a FIFO) is refused."""
+    for path in paths:
+        try:
+            renamable = _renamable(path)
+        except OSError as exc:
+            print(f"tenantgate: cannot write {path}: {exc.strerror}", file=sys.stderr)
+            return 1
+        if not renamable:
+            print(f"tenantgate: --output: cannot write {path} beside it: not a regular "
+                  f"file, and Envoy reads an SDS file again only when a file is renamed onto "
+                  f"it: remove it", file=sys.stderr)
+            return 2
+    return None
 
 
 def _output(text: str) -> Path | str:
