@@ -224,6 +224,9 @@ def _start_redis(started: _Started) -> str | None:
 
 
 def _start_postgres(started: _Started, keys: dict[str, bytes]) -> str:
+    import psycopg
+
+    from tenantgate.db.schema import InstallRefused
     from tenantgate.testing.binaries import BinaryMissing
     from tenantgate.testing.envoy import prepare_notes_database
     from tenantgate.testing.postgres import PostgresCluster
@@ -234,9 +237,11 @@ def _start_postgres(started: _Started, keys: dict[str, bytes]) -> str:
         cluster.start()
     except (BinaryMissing, OSError, RuntimeError) as exc:
         raise _Failed(f"postgres: {exc}") from None
+    # What the database (or reading the SQL files) can answer is a failed step; anything else
+    # is a bug in the set-up and keeps its traceback.
     try:
         app_dsn = prepare_notes_database(cluster.dsn(), keys)
-    except Exception as exc:
+    except (psycopg.Error, OSError, InstallRefused) as exc:
         raise _Failed(f"postgres: installing the tenantgate SQL failed: {exc}") from None
     _step(started, "postgres", f"PostgreSQL {cluster.major} on 127.0.0.1:{cluster.port}, "
           "tenantgate SQL and an RLS-isolated `notes` table installed")
