@@ -166,7 +166,7 @@ class App:
             raise StartupError(str(exc)) from None
 
     def _bind(self, tcp: str | None, uds: str | None) -> None:
-        from tenantgate.config.types import socket_path_problem
+        from tenantgate.config.addresses import socket_path_problem
 
         assert self.server is not None
         targets = []

@@ -15,7 +15,7 @@ Errors raised and handled close to home live in their own modules, outside this 
 `health_listener.HealthListenFailed`, `unix_socket.SocketInUse`), `identity.jwks.FetchFailed`
 (one JWKS fetch; becomes KeySetUnavailable), `identity.apikey_store.UnreadableKeyRecord`,
 `identity.apikey_manager.KeyAdminError` (a refused admin request), `context.InvalidContext`,
-`config.types.UnfitFile` (a file config will not read), `config.envoy.options.EnvoyConfigError`,
+`config.files.UnfitFile` (a file config will not read), `config.envoy.options.EnvoyConfigError`,
 `quota.pipe.HandshakeRefused`, `db.schema.InstallRefused`, and the CLI's and
 `tenantgate.testing`'s own.
 """

@@ -9,12 +9,16 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from tenantgate.config.model import PolicyConfig, RouteConfig
-from tenantgate.config.paths import NOT_NORMALIZED, fold, fold_request_path
-from tenantgate.config.types import PATH_ESCAPABLE
+from tenantgate.config.paths import (
+    NOT_NORMALIZED,
+    PATH_ESCAPABLE,
+    fold,
+    fold_request_path,
+    is_placeholder,
+)
 from tenantgate.decision import Deny, Reason
 from tenantgate.memo import MAX_MEMO_PATH_CHARS, remember
 from tenantgate.observe import metrics
-from tenantgate.placeholders import is_placeholder
 
 if TYPE_CHECKING:
     from tenantgate.pipeline import CheckState

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 
 import pytest
-from tenantgate.config.types import grpc_unix_path
+from tenantgate.config.addresses import grpc_unix_path
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 

@@ -17,7 +17,8 @@ from tenantgate.config.model import (
     RouteConfig,
     not_admitted,
 )
-from tenantgate.config.types import DURATION_MAX_SECONDS, redis_hosts
+from tenantgate.config.redis_url import redis_hosts
+from tenantgate.config.types import DURATION_MAX_SECONDS
 from tenantgate.errors import ConfigError
 from tenantgate.policy import compile_routes, find_route
 from tenantgate.tenancy import TenantRules

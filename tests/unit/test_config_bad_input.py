@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 from tenantgate.cli import main
+from tenantgate.config.files import read_small_file
 from tenantgate.config.load import parse_config
-from tenantgate.config.types import read_small_file
 from tenantgate.errors import ConfigError
 from tenantgate.quota.rls_config import load_domains
 

@@ -4,7 +4,7 @@ what is wrong with it, not only where Envoy's normalization stands."""
 from __future__ import annotations
 
 import pytest
-from tenantgate.config.types import as_envoy_passes
+from tenantgate.config.paths import as_envoy_passes
 
 
 @pytest.mark.parametrize(("pattern", "said"), [

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 from tenantgate.cli.demo import _Failed, _socket_path, _start_envoy, _start_tenantgate, _Started
-from tenantgate.config.types import SOCKET_PATH_MAX_BYTES
+from tenantgate.config.addresses import SOCKET_PATH_MAX_BYTES
 
 
 def write_config(directory: Path, listen: dict[str, str]) -> Path:

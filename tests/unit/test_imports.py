@@ -97,7 +97,7 @@ def test_context_stands_alone() -> None:
     assert import_graph()["tenantgate.context"] == set()
 
 
-@pytest.mark.parametrize("leaf", ["tenantgate.memo", "tenantgate.placeholders"])
+@pytest.mark.parametrize("leaf", ["tenantgate.memo", "tenantgate.config.paths"])
 def test_shared_helpers_of_the_check_path_stand_alone(leaf: str) -> None:
     # Policy and quota both import them: a tenantgate import here could close a cycle.
     assert import_graph()[leaf] == set()
@@ -113,7 +113,7 @@ def test_config_imports_only_config_and_errors() -> None:
 
 CHECK_PATH_CORE = ("tenantgate.request", "tenantgate.decision", "tenantgate.errors",
                    "tenantgate.config", "tenantgate.observe", "tenantgate.wire",
-                   "tenantgate.memo", "tenantgate.placeholders")
+                   "tenantgate.memo")
 
 
 @pytest.mark.parametrize("leaf", ["tenantgate.request", "tenantgate.decision",

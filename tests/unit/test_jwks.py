@@ -313,7 +313,7 @@ async def test_a_jwks_file_swapped_for_an_endless_one_fails_the_fetch_keeping_th
     try:
         with pytest.raises(FetchFailed) as failed:
             await asyncio.wait_for(keys.refresh(), timeout=5)
-        # In check-config's words (config.types.read_jwks_file reads for both).
+        # In check-config's words (config.files.read_jwks_file reads for both).
         assert str(failed.value) == why.format(path=path)
         assert [key.key_id for key in await keys.find("k1", "RS256")] == ["k1"]  # stale keys serve
     finally:

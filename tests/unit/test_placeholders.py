@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from tenantgate.config.model import PolicyConfig
-from tenantgate.placeholders import is_placeholder
+from tenantgate.config.paths import is_placeholder
 from tenantgate.policy import compile_routes
 from tenantgate.quota.paths import Wildcard, compile_path
 

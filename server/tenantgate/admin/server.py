@@ -13,8 +13,8 @@ import grpc
 
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.bind_error import bind_error
+from tenantgate.config.addresses import grpc_unix_path
 from tenantgate.config.tls import RotatingCredentials
-from tenantgate.config.types import grpc_unix_path
 from tenantgate.errors import ConfigError
 from tenantgate.observe.apikeys import ADMIN_AUTH_FAILURES
 from tenantgate.observe.throttle import Throttle

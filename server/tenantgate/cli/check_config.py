@@ -9,10 +9,10 @@ import stat
 import sys
 
 from tenantgate.cli.paths import non_empty_path
+from tenantgate.config.addresses import socket_directory_missing, socket_path_problem
 from tenantgate.config.load import load_config
 from tenantgate.config.model import Config
 from tenantgate.config.tls import read_tls
-from tenantgate.config.types import socket_directory_missing, socket_path_problem
 from tenantgate.errors import ConfigError
 from tenantgate.quota import validate as validate_quota
 

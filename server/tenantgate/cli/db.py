@@ -11,8 +11,8 @@ from typing import Any
 
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
+from tenantgate.config.files import SECRET_FILE_MAX_BYTES, read_file_or_pipe
 from tenantgate.config.load import load_config
-from tenantgate.config.types import SECRET_FILE_MAX_BYTES, read_file_or_pipe
 from tenantgate.context import MIN_KEY_BYTES
 from tenantgate.errors import ConfigError
 

@@ -265,7 +265,7 @@ def _start_backend(started: _Started, app_dsn: str, listen: str) -> str:
 def _socket_path(started: _Started, workdir: Path) -> Path:
     """tenantgate's Unix socket: in the work directory, or, when a long TMPDIR would make that
     path too long for sun_path, in a short private directory under /tmp."""
-    from tenantgate.config.types import check_socket_path_length
+    from tenantgate.config.addresses import check_socket_path_length
 
     path = workdir / "authz.sock"
     with contextlib.suppress(ValueError):  # too long: a shorter place below

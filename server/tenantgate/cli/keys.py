@@ -20,21 +20,16 @@ from pydantic import TypeAdapter, ValidationError
 
 from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
+from tenantgate.config.addresses import check_host_port, check_unix_url_absolute
 from tenantgate.config.apikeys import (
     MAX_LIFETIME_SECONDS,
     NO_OVERLAP,
     check_ipv6_bracketed,
     is_local_address,
 )
+from tenantgate.config.files import SECRET_FILE_MAX_BYTES, read_file_or_pipe
 from tenantgate.config.tls import MAX_PEM_BYTES, is_key_of, unencrypted_private_key
-from tenantgate.config.types import (
-    SECRET_FILE_MAX_BYTES,
-    Duration,
-    check_host_port,
-    check_unix_url_absolute,
-    is_duration_text,
-    read_file_or_pipe,
-)
+from tenantgate.config.types import Duration, is_duration_text
 
 if TYPE_CHECKING:  # imported lazily at run time, so `--help` works without the generated code
     from tenantgate._gen.tenantgate.admin.v1.apikeys_pb2 import ApiKey

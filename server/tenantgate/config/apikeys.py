@@ -8,22 +8,17 @@ import re
 
 from pydantic import Field, ValidationInfo, field_validator, model_validator
 
-from tenantgate.config.tls import TlsConfig
-from tenantgate.config.types import (
-    Count,
-    Duration,
-    Model,
-    Secret,
+from tenantgate.config.addresses import (
     check_grpc_host_given,
     check_host_port,
-    check_one_password,
-    check_redis_url,
     check_socket_path_length,
-    check_text_password,
     check_unix_url_absolute,
-    config_file_path,
     grpc_unix_path,
 )
+from tenantgate.config.files import config_file_path
+from tenantgate.config.redis_url import check_one_password, check_redis_url, check_text_password
+from tenantgate.config.tls import TlsConfig
+from tenantgate.config.types import Count, Duration, Model, Secret
 
 _LOOPBACK_NAMES = ("localhost",)
 # A lifetime or overlap longer than this is refused: now + it must fit the int64 fields of the

@@ -14,13 +14,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from tenantgate.config.files import UnfitFile, read_jwks_file, read_pipe, read_regular_file
 from tenantgate.config.model import Config
-from tenantgate.config.types import (
-    UnfitFile,
-    read_jwks_file,
-    read_pipe,
-    read_regular_file,
-)
 from tenantgate.errors import ConfigError
 
 log = logging.getLogger("tenantgate.config")

@@ -12,9 +12,16 @@ from jwt.algorithms import HMACAlgorithm
 from jwt.exceptions import InvalidKeyError
 from pydantic import Field, ValidationError, ValidationInfo, field_validator, model_validator
 
+from tenantgate.config.addresses import (
+    check_grpc_host_given,
+    check_host_port,
+    check_socket_path_length,
+    grpc_unix_path,
+)
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig, check_ipv6_bracketed
+from tenantgate.config.files import config_file_path
 from tenantgate.config.linear_regex import Matcher, compile_linear
-from tenantgate.config.paths import REFUSED_ESCAPE, fold, fold_request_path
+from tenantgate.config.paths import REFUSED_ESCAPE, as_envoy_passes, fold, fold_request_path
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.tls import TlsConfig
 from tenantgate.config.types import (
@@ -26,13 +33,7 @@ from tenantgate.config.types import (
     Model,
     Number,
     Secret,
-    as_envoy_passes,
-    check_grpc_host_given,
-    check_host_port,
-    check_socket_path_length,
     check_stop_wait,
-    config_file_path,
-    grpc_unix_path,
     is_one_method,
 )
 

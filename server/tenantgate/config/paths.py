@@ -1,5 +1,6 @@
-"""What a path Check matches looks like: what Envoy's normalization leaves out of it, and the
-form route and endpoint literals are compared in."""
+"""What a path Check matches looks like: what Envoy's normalization leaves out of it, the form
+route and endpoint literals are compared in, and the route and endpoint patterns that can match
+such a path."""
 
 from __future__ import annotations
 
@@ -95,3 +96,57 @@ def _padded(segment: str) -> bool:
 
 def _fold_escaped(decoded: str) -> str:
     return unicodedata.normalize("NFKC", decoded).casefold()
+
+
+# Characters a path reaches Check with either as themselves or percent-encoded, as the client
+# sent them: RFC 3986's pchar less the unreserved ones (Envoy decodes their escapes) and ";"
+# (always refused), plus "[" and "]", which Envoy 1.40 also passes either way.
+PATH_ESCAPABLE = ":@!$&'()*+,=[]"
+# Characters Envoy only ever passes escaped (it escapes these, and refuses a raw space, control
+# or non-ASCII character): a rule spelling one out would never match.
+_ALWAYS_ESCAPED = ' "<>^`|'
+# Never in a path Check matches: the query and fragment are not part of it, and paths with
+# these are refused (NOT_NORMALIZED).
+_NEVER_IN_PATH = "?#;\\"
+
+
+def as_envoy_passes(path: str) -> str:
+    """A route or endpoint pattern written as Envoy passes paths to Check, else ValueError.
+
+    Escapable characters as themselves: Check refuses a path escaping a character that some
+    rule spells out (policy.RouteTable), and a rule holding the escape would match neither
+    form. Characters Envoy always escapes, escaped. Either way the rule would never apply."""
+    for char in path:
+        if char in _NEVER_IN_PATH:
+            raise ValueError(f"{char!r} is never part of a path Check matches")
+        if char in _ALWAYS_ESCAPED or not char.isascii() or not char.isprintable():
+            escape = "".join(f"%{b:02X}" for b in char.encode("utf-8", "replace"))
+            raise ValueError(f"write {char!r} as {escape}, as Envoy passes it to Check")
+    folded = path.lower()
+    for char in PATH_ESCAPABLE:
+        escape = f"%{ord(char):02X}"
+        if escape.lower() in folded:
+            raise ValueError(f"write {char!r} as itself, not as {escape}")
+    if found := NOT_NORMALIZED.search(path):
+        fragment = found.group()
+        if fragment == "%":
+            raise ValueError(f"{path[found.start():found.start() + 3]!r}: a % needs two hex "
+                             "digits (write a literal % as %25), or Check refuses the path")
+        if len(fragment) == 5 and fragment[:3] == "%25":
+            raise ValueError(f"{fragment!r}: a double-encoded escape (Check refuses it: a "
+                             "backend decoding twice would read another path)")
+        if fragment[-3:-2] == "%" and fragment[-2:-1].lower() in "89abcdef":
+            raise ValueError(f"{fragment!r}: not UTF-8 (Check refuses escapes that are not), "
+                             "so the rule would never apply")
+        raise ValueError(f"{fragment!r}: Envoy normalizes paths before Check, and Check "
+                         "refuses a path holding this, so the rule would never apply")
+    return path
+
+
+def is_placeholder(segment: str) -> bool:
+    """`*`, `**` and `{name}` (a route's `{tenant}`, an endpoint's `{id}`): a placeholder stands
+    for path segments and holds no literal characters to compare."""
+    # One definition for policy and quota: the policy refuses escapes of the characters some
+    # literal spells out, so the two must agree on what is not a literal.
+    return segment in ("*", "**") or (segment.startswith("{") and segment.endswith("}"))
+

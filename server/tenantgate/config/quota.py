@@ -16,20 +16,10 @@ from pydantic import (
     model_validator,
 )
 
-from tenantgate.config.paths import REFUSED_ESCAPE, fold_request_path
-from tenantgate.config.types import (
-    Count,
-    Duration,
-    Flag,
-    Model,
-    Secret,
-    as_envoy_passes,
-    check_one_password,
-    check_redis_url,
-    check_text_password,
-    config_file_path,
-    is_one_method,
-)
+from tenantgate.config.files import config_file_path
+from tenantgate.config.paths import REFUSED_ESCAPE, as_envoy_passes, fold_request_path
+from tenantgate.config.redis_url import check_one_password, check_redis_url, check_text_password
+from tenantgate.config.types import Count, Duration, Flag, Model, Secret, is_one_method
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 # In ms, divided once: 700 x 0.001 is 0.7000000000000001, and the period's label (the

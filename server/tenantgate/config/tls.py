@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, NamedTuple
 import grpc
 from pydantic import ValidationInfo, field_validator
 
-from tenantgate.config.types import Model, UnfitFile, read_regular_file
+from tenantgate.config.files import UnfitFile, read_regular_file
+from tenantgate.config.types import Model
 from tenantgate.errors import ConfigError
 
 if TYPE_CHECKING:

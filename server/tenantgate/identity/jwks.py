@@ -18,8 +18,8 @@ from typing import Any
 
 import httpx
 
+from tenantgate.config.files import MAX_JWKS_BYTES, read_jwks_file
 from tenantgate.config.model import IssuerConfig, JwksConfig
-from tenantgate.config.types import MAX_JWKS_BYTES, read_jwks_file
 from tenantgate.errors import KeySetUnavailable
 from tenantgate.identity.keys import VerificationKey, prepare
 from tenantgate.observe import metrics

@@ -6,8 +6,7 @@ import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from tenantgate.config.paths import fold
-from tenantgate.placeholders import is_placeholder
+from tenantgate.config.paths import fold, is_placeholder
 
 
 class Wildcard(enum.Enum):

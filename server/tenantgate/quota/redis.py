@@ -20,7 +20,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
 
 from tenantgate.config.quota import RedisConfig
-from tenantgate.config.types import redis_hosts
+from tenantgate.config.redis_url import redis_hosts
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
 from tenantgate.quota import resp

@@ -17,8 +17,8 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, rsa
 from jwt.algorithms import get_default_algorithms
 
+from tenantgate.config.files import read_file_or_pipe
 from tenantgate.config.tls import MAX_PEM_BYTES, unencrypted_private_key
-from tenantgate.config.types import read_file_or_pipe
 
 PrivateKey = rsa.RSAPrivateKey | ec.EllipticCurvePrivateKey | ed25519.Ed25519PrivateKey
 _CURVES: dict[str, type[ec.EllipticCurve]] = {

@@ -7,10 +7,10 @@ import ipaddress
 import os
 import re
 
+from tenantgate.config.addresses import check_socket_path_length
 from tenantgate.config.envoy.generated import generated_imports
 from tenantgate.config.envoy.options import EnvoyConfigError, EnvoyOptions
 from tenantgate.config.model import Config
-from tenantgate.config.types import check_socket_path_length
 
 with generated_imports():
     from envoy_data_plane.envoy.config.core.v3 import Address, Pipe, SocketAddress

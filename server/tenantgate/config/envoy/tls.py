@@ -15,13 +15,13 @@ from betterproto2 import Casing
 from tenantgate.config.envoy.addresses import DNS_NAME, is_ip, is_loopback
 from tenantgate.config.envoy.generated import generated_imports
 from tenantgate.config.envoy.options import EnvoyConfigError, EnvoyOptions
+from tenantgate.config.files import UnfitFile, read_regular_file
 from tenantgate.config.tls import (
     MAX_PEM_BYTES,
     certificate_keys,
     is_key_of,
     unencrypted_private_key,
 )
-from tenantgate.config.types import UnfitFile, read_regular_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
