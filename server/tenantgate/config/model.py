@@ -21,7 +21,7 @@ from tenantgate.config.addresses import (
 from tenantgate.config.apikeys import AdminConfig, ApiKeysConfig, check_ipv6_bracketed
 from tenantgate.config.files import config_file_path
 from tenantgate.config.linear_regex import Matcher, compile_linear
-from tenantgate.config.paths import REFUSED_ESCAPE, as_envoy_passes, fold, fold_request_path
+from tenantgate.config.paths import check_path_pattern, fold
 from tenantgate.config.quota import PlanOverrides, QuotaConfig
 from tenantgate.config.tls import TlsConfig
 from tenantgate.config.types import (
@@ -343,19 +343,9 @@ class RouteConfig(Model):
         if self.path_prefix is not None and re.search(r"[*{}]", self.path_prefix):
             raise ValueError("path_prefix is a literal prefix (segment-aware); for *, ** or "
                              "{tenant} use path")
-        segments = (self.path or "").strip("/").split("/")
-        for i, segment in enumerate(segments):
-            if segment == "**" and i != len(segments) - 1:
-                raise ValueError("** matches the rest of the path: it may only be the last "
-                                 "segment")
-            if segment not in ("*", "**", "{tenant}") and re.search(r"[*{}]", segment):
-                raise ValueError(f"segment {segment!r}: *, ** and {{tenant}} stand for whole "
-                                 "segments")
-        as_envoy_passes(target)
-        if fold_request_path(target) is None:
-            # Check refuses such a path (config.paths): the rule would never apply.
-            raise ValueError(f"{REFUSED_ESCAPE}: Check refuses such a path, so the rule would "
-                             "never apply")
+        check_path_pattern(target, whole=lambda segment: segment in _PLACEHOLDERS,
+                           named="*, ** and {tenant}", rest_last=True,
+                           refused="so the rule would never apply")
         if self.methods == []:
             raise ValueError("methods: list at least one (leave methods out for any method)")
         for method in self.methods or ():

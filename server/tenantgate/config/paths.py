@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from collections.abc import Callable
 from urllib.parse import unquote
 
 # What Envoy's normalization (docs/envoy.md) leaves out of a path, so what Check refuses with 400:
@@ -150,3 +151,21 @@ def is_placeholder(segment: str) -> bool:
     # literal spells out, so the two must agree on what is not a literal.
     return segment in ("*", "**") or (segment.startswith("{") and segment.endswith("}"))
 
+
+def check_path_pattern(pattern: str, *, whole: Callable[[str], bool], named: str,
+                       rest_last: bool, refused: str) -> str:
+    """A route's or endpoint's path pattern that can apply, else ValueError. Segments holding
+    `*`, `{` or `}` must be placeholders (`whole`, called `named` in the message): a rule
+    matched literally would silently never apply. With `rest_last`, `**` must end the pattern.
+    The pattern must be written as Envoy passes paths (as_envoy_passes), with no escape that
+    fold_request_path refuses (`refused` says what that would do to the rule)."""
+    segments = pattern.strip("/").split("/")
+    for i, segment in enumerate(segments):
+        if rest_last and segment == "**" and i != len(segments) - 1:
+            raise ValueError("** matches the rest of the path: it may only be the last segment")
+        if not whole(segment) and re.search(r"[*{}]", segment):
+            raise ValueError(f"segment {segment!r}: {named} stand for whole segments")
+    as_envoy_passes(pattern)
+    if fold_request_path(pattern) is None:
+        raise ValueError(f"{REFUSED_ESCAPE}: Check refuses such a path, {refused}")
+    return pattern

@@ -17,7 +17,7 @@ from pydantic import (
 )
 
 from tenantgate.config.files import config_file_path
-from tenantgate.config.paths import REFUSED_ESCAPE, as_envoy_passes, fold_request_path
+from tenantgate.config.paths import check_path_pattern
 from tenantgate.config.redis_url import check_one_password, check_redis_url, check_text_password
 from tenantgate.config.types import Count, Duration, Flag, Model, Secret, is_one_method
 
@@ -132,6 +132,11 @@ def _one_method(value: str) -> str:
 Method = Annotated[str, AfterValidator(_one_method)]
 
 
+def _endpoint_placeholder(segment: str) -> bool:
+    # A `{name}` names something: `{}` is refused, unlike in paths.is_placeholder.
+    return segment in ("*", "**") or re.fullmatch(r"\{[^{}/]+\}", segment) is not None
+
+
 class EndpointRule(Model):
     """Method and path pattern -> buckets of their own, on top of the plan's limits."""
 
@@ -156,19 +161,11 @@ class EndpointRule(Model):
             raise ValueError("paths start with /")
         if any("**" in seg and seg != "**" for seg in value.split("/")):
             raise ValueError("`**` must be a whole path segment")
-        # `*.pdf` or `v{n}` would be matched literally: a rule that silently never applies.
-        for seg in value.split("/"):
-            whole = seg in ("*", "**") or re.fullmatch(r"\{[^{}/]+\}", seg)
-            if not whole and re.search(r"[*{}]", seg):
-                raise ValueError(f"segment {seg!r}: `*`, `**` and `{{name}}` stand for whole "
-                                 "segments")
-        as_envoy_passes(value)
-        if fold_request_path(value) is None:
-            # As for route rules: Check refuses a path holding such an escape, and the compiled
-            # pattern would count another path instead (`/a%EF%BC%8Fb` as `/a/b`).
-            raise ValueError(f"{REFUSED_ESCAPE}: Check refuses such a path, and the rule would "
-                             "count other paths instead")
-        return value
+        # `*.pdf` or `v{n}` would be matched literally: a rule that silently never applies. A
+        # path Check refuses (`/a%EF%BC%8Fb`) would compile to a pattern counting another path.
+        return check_path_pattern(value, whole=_endpoint_placeholder,
+                                  named="`*`, `**` and `{name}`", rest_last=False,
+                                  refused="and the rule would count other paths instead")
 
 
 class PlanConfig(Model):
