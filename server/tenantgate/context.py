@@ -26,11 +26,22 @@ from json.encoder import encode_basestring_ascii
 ALGORITHM = "HS256"
 TYPE = "tenant-context"
 MIN_KEY_BYTES = 32
+# What a key id (the header's kid) may be: the rule of ContextKey.id in the config, of `db
+# add-key` and of the key table's CHECK and tenantgate._valid_key_id() in Postgres
+# (tests/integration/postgres/test_key_id_checks.py holds them together). fullmatch, not `$`:
+# Python's `$` also matches before a final newline.
+_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
+KEY_ID_RULE = "must be 1 to 32 characters, each a letter A-Z or a-z, a digit, _ or -"
 MAX_CONTEXT_BYTES = 4096
 # docs/signed-context.md step 1, as the SQL verifier checks it: base64url in three non-empty
 # parts, the last a 43-character HMAC-SHA256 in its canonical spelling (its last character's two
 # unused bits zero). What sign() writes, and nothing a database driver would choke on (a NUL).
 CONTEXT_SHAPE = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]")
+
+
+def key_id_problem(key_id: str) -> str | None:
+    """KEY_ID_RULE when `key_id` breaks it, else None."""
+    return None if _KEY_ID.fullmatch(key_id) else KEY_ID_RULE
 
 
 @dataclass(frozen=True, slots=True)

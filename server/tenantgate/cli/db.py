@@ -13,7 +13,7 @@ from tenantgate.cli.errors import non_utf8_option
 from tenantgate.cli.paths import non_empty_path
 from tenantgate.config.files import SECRET_FILE_MAX_BYTES, read_file_or_pipe
 from tenantgate.config.load import load_config
-from tenantgate.context import MIN_KEY_BYTES
+from tenantgate.context import MIN_KEY_BYTES, key_id_problem
 from tenantgate.errors import ConfigError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -129,8 +129,6 @@ def _guarded(handler: Handler) -> Handler:
 def _key_id_problem(args: argparse.Namespace) -> str | None:
     # Before connecting. The database checks too, but a key id not checked ahead of the row once
     # sent the padded key to the server log (in the DETAIL of the failing CHECK).
-    from tenantgate.db.keys import key_id_problem
-
     key_id = getattr(args, "key_id", None)
     return None if key_id is None else key_id_problem(key_id)
 

@@ -36,6 +36,7 @@ from tenantgate.config.types import (
     check_stop_wait,
     is_one_method,
 )
+from tenantgate.context import MIN_KEY_BYTES, key_id_problem
 
 ASYMMETRIC_ALGORITHMS = ("RS256", "RS384", "RS512", "PS256", "PS384", "PS512",
                          "ES256", "ES384", "ES512", "EdDSA")
@@ -441,13 +442,20 @@ def _folded_segments(route: RouteConfig) -> tuple[str, ...] | None:
 
 
 class ContextKey(Model):
-    id: str = Field(pattern=r"^[A-Za-z0-9_-]{1,32}$")
+    id: str
     secret: Secret
+
+    @field_validator("id")
+    @classmethod
+    def _key_id(cls, value: str) -> str:
+        if (problem := key_id_problem(value)) is not None:
+            raise ValueError(problem)
+        return value
 
     @model_validator(mode="after")
     def _long_enough(self) -> ContextKey:
-        if len(self.secret.value) < 32:
-            raise ValueError("secret must be at least 32 bytes")
+        if len(self.secret.value) < MIN_KEY_BYTES:
+            raise ValueError(f"secret must be at least {MIN_KEY_BYTES} bytes")
         return self
 
 

@@ -2,20 +2,8 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
-
-# The rule of the key table's CHECK, of tenantgate._valid_key_id() and of ContextKey.id in the
-# config (tests/integration/postgres/test_key_id_checks.py holds them together). fullmatch,
-# not `$`: Python's `$` also matches before a final newline.
-_KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
-KEY_ID_RULE = "must be 1 to 32 characters, each a letter A-Z or a-z, a digit, _ or -"
-
-
-def key_id_problem(key_id: str) -> str | None:
-    """KEY_ID_RULE when `key_id` breaks it, else None."""
-    return None if _KEY_ID.fullmatch(key_id) else KEY_ID_RULE
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from pgsupport import Database
 from pydantic import ValidationError
 from tenantgate.cli import main
 from tenantgate.config.model import ContextKey
+from tenantgate.context import key_id_problem
 from tenantgate.db import keys, schema
 
 SECRET = b"log-leak-probe-secret-material-ABCDEFGHIJ"
@@ -88,7 +89,7 @@ def test_sql_cli_config_and_table_agree_on_key_ids(
     with psycopg.connect(fresh_db.dsn(), autocommit=True) as conn:
         for key_id in candidates:
             in_sql = conn.execute("SELECT tenantgate._valid_key_id(%s)", [key_id]).fetchone()[0]
-            assert in_sql is (keys.key_id_problem(key_id) is None), key_id
+            assert in_sql is (key_id_problem(key_id) is None), key_id
             assert in_sql is _config_accepts(key_id), key_id
             assert in_sql is _table_accepts(conn, key_id), key_id
 
