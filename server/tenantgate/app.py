@@ -112,9 +112,10 @@ class App:
             self._rotating.append(self._tls)
         options = [("grpc.so_reuseport", 0),
                    ("grpc.max_receive_message_length", MAX_RECEIVE_BYTES),
-                   # Envoy pings an idle connection over TCP every 10 s (config/envoy/bootstrap.py) to
-                   # find a dead peer; gRPC's default policy answers the third ping with
-                   # GOAWAY, and an idle Envoy reconnected every ~30 s.
+                   # Envoy pings an idle connection over TCP every 10 s (its keepalive in
+                   # config/envoy/bootstrap.py) to find a dead peer; gRPC's default policy
+                   # answers the third ping with GOAWAY, and an idle Envoy reconnected every
+                   # ~30 s.
                    ("grpc.keepalive_permit_without_calls", 1),
                    ("grpc.http2.min_ping_interval_without_data_ms", 5000)]
         self.server = grpc.aio.server(options=options,
