@@ -19,7 +19,7 @@ import pytest
 from prometheus_client import REGISTRY
 from tenantgate.observe import audit as audit_module
 from tenantgate.observe import metrics, sink
-from tenantgate.observe.audit import MAX_METHOD_CHARS, MAX_PATH_CHARS, AuditLog, AuditRecord
+from tenantgate.observe.audit import FIELD_BYTES, AuditLog, AuditRecord
 
 RECORD = AuditRecord(request_id="r-1", tenant="acme", subject="u", issuer="idp", key_id=None,
                      method="GET", path="/notes", decision="deny", reason="scope_missing",
@@ -129,7 +129,7 @@ def test_a_long_path_is_cut_and_marked(tmp_path: Path) -> None:
     audit.write(replace(RECORD, path="/notes/" + "a" * 50_000))
     closed(audit)
     [line] = [json.loads(text) for text in log_file.read_text().splitlines()]
-    assert len(line["path"]) == MAX_PATH_CHARS and line["path_truncated"] is True
+    assert len(line["path"]) == FIELD_BYTES["path"] and line["path_truncated"] is True
 
 
 def test_a_long_method_is_cut_and_marked(tmp_path: Path) -> None:
@@ -140,7 +140,7 @@ def test_a_long_method_is_cut_and_marked(tmp_path: Path) -> None:
     audit.write(replace(ANONYMOUS, method="UPDATEREDIRECTREF"))  # the longest registered one
     closed(audit)
     long, short = [json.loads(text) for text in log_file.read_text().splitlines()]
-    assert len(long["method"]) == MAX_METHOD_CHARS and long["method_truncated"] is True
+    assert len(long["method"]) == FIELD_BYTES["method"] and long["method_truncated"] is True
     assert short["method"] == "UPDATEREDIRECTREF" and "method_truncated" not in short
 
 

@@ -35,6 +35,6 @@ async def test_a_method_longer_than_any_real_one_is_refused_and_cut_in_the_audit
             "/x", "A" * length, headers={"authorization": f"Bearer {token}"}))
     assert response.denied_response.status.code == 400
     assert audit is not None and audit["reason"] == "malformed_request"
-    assert audit["method"] == "A" * audit_module.MAX_METHOD_CHARS
+    assert audit["method"] == "A" * audit_module.FIELD_BYTES["method"]
     assert audit["method_truncated"] is True
     assert len((tmp_path / "audit.log").read_bytes()) < 1000

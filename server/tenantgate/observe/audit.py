@@ -6,6 +6,7 @@ import json
 import random
 import time
 from dataclasses import dataclass
+from json.encoder import encode_basestring_ascii
 
 from tenantgate.observe import metrics
 from tenantgate.observe.sink import Sink, open_sink
@@ -27,9 +28,22 @@ class AuditRecord:
 
 
 _FIELDS = tuple(AuditRecord.__dataclass_fields__)
-# Denials cost an attacker nothing and each writes a line: bounded lines, bounded rate.
-MAX_PATH_CHARS = 1024
-MAX_METHOD_CHARS = 32  # Check refuses longer ones (pipeline.sanitize); the line still names them
+# Denials cost an attacker nothing and each writes a line: bounded lines, bounded rate. A
+# bound in characters bounds nothing in bytes (one escaped character is up to 12 bytes,
+# "\ud83d\ude00"), so each free-text field has a bound in bytes as written; a longer value
+# is cut to fit and marked `<field>_truncated`.
+FIELD_BYTES: dict[str, int] = {
+    "request_id": 256,  # Check keeps at most 128 characters: any printable ASCII one fits
+    "tenant": 255,  # a tenant id: at most 255 characters, none of which JSON escapes
+    "subject": 512,  # OpenID Connect: at most 255 ASCII characters, so any such one fits
+    "issuer": 64,  # a config name: at most 64 characters, none of which JSON escapes
+    "key_id": 128,  # an API key id (16 hex digits) or a JWT's kid, any string its IdP chose
+    "method": 32,  # Check refuses longer ones (pipeline.sanitize); the line still names them
+    "path": 1024,
+}
+# The longest line write() or write_capped() can make with those bounds (a test builds it): a
+# class's lines take at most max_lines_per_second times this many bytes a second.
+MAX_LINE_BYTES = 3072
 DEFAULT_MAX_LINES_PER_SECOND = 1000
 
 
@@ -102,20 +116,14 @@ class AuditLog:
         if (now := self._admit_line(budget, (record.issuer, tenant))) is None:
             return  # over the cap: the line is not even built
         fields: dict[str, object] = {name: getattr(record, name) for name in _FIELDS}
-        if len(record.path) > MAX_PATH_CHARS:
-            fields["path"] = record.path[:MAX_PATH_CHARS]
-            fields["path_truncated"] = True
-        if len(record.method) > MAX_METHOD_CHARS:  # refused (malformed_request), still bounded
-            fields["method"] = record.method[:MAX_METHOD_CHARS]
-            fields["method_truncated"] = True
-        self.write_event({"ts": round(now, 3), "event": "check", **fields})
+        self.write_event({"ts": round(now, 3), "event": "check", **_bounded(fields)})
 
     def write_capped(self, fields: dict[str, object]) -> None:
         """write_event, timestamped, under the cap of lines without a verified identity: for
         security events a client can repeat at will (a revoked API key's use: it verifies
         nobody, and whoever holds a leaked key must not crowd out verified callers' lines)."""
         if (now := self._admit_line(self._anonymous)) is not None:
-            self.write_event({"ts": round(now, 3), **fields})
+            self.write_event({"ts": round(now, 3), **_bounded(dict(fields))})
 
     def _admit_line(self, budget: _Budget,
                     caller: tuple[str | None, str | None] = (None, None)) -> float | None:
@@ -166,3 +174,39 @@ class AuditLog:
     def wait_closed(self, timeout: float) -> bool:
         """After close(): whether every line was written (or counted lost) within timeout."""
         return self._sink is None or self._sink.wait_closed(timeout)
+
+
+def _bounded(fields: dict[str, object]) -> dict[str, object]:
+    """`fields` with each one named in FIELD_BYTES cut to fit it as written, and marked."""
+    for name, limit, any_text, ascii_text in _BOUNDS:
+        value = fields.get(name)
+        # Sure without escaping anything, for the usual short value: no character is written
+        # as more than 12 bytes, no ASCII one (a control character) as more than 6.
+        if (not isinstance(value, str) or len(value) <= any_text
+                or (len(value) <= ascii_text and value.isascii())):
+            continue
+        if _escaped_bytes(value) > limit:
+            fields[name] = _cut(value, limit)
+            fields[f"{name}_truncated"] = True
+    return fields
+
+
+# (field, its bound in bytes, the most characters of any kind or of ASCII that surely fit)
+_BOUNDS = tuple((name, limit, limit // 12, limit // 6) for name, limit in FIELD_BYTES.items())
+
+
+def _escaped_bytes(text: str) -> int:
+    # What write_event's json.dumps(ensure_ascii=True) writes for a string (in C), unquoted.
+    return len(encode_basestring_ascii(text)) - 2
+
+
+def _cut(text: str, limit: int) -> str:
+    """The longest start of `text` whose escaped form has at most `limit` bytes."""
+    low, high = 0, min(len(text), limit)  # an escaped character has at least one byte
+    while low < high:  # the escaped length only grows with the length of the start
+        middle = (low + high + 1) // 2
+        if _escaped_bytes(text[:middle]) <= limit:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low]
