@@ -14,7 +14,6 @@ from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from prometheus_client import start_http_server
 
 from tenantgate.authz import SERVICE as AUTHZ_SERVICE
 from tenantgate.authz import AuthorizationServicer
@@ -25,13 +24,12 @@ from tenantgate.errors import ConfigError
 from tenantgate.health_listener import HealthListenFailed, start_health_listener
 from tenantgate.observe import metrics
 from tenantgate.observe.loop_lag import watch_loop_lag
+from tenantgate.observe.metrics_listener import MetricsServer, start_metrics_listener
 from tenantgate.observe.throttle import Throttle
 from tenantgate.runtime import Runtime
 from tenantgate.unix_socket import BoundSocket, SocketInUse, remove_stale_socket
 
 if TYPE_CHECKING:
-    from wsgiref.simple_server import WSGIServer
-
     from tenantgate.admin.server import AdminListener
     from tenantgate.config.model import Config
 
@@ -85,7 +83,7 @@ class App:
         self._rotating: list[RotatingCredentials] = []
         self._tls_watch: asyncio.Task[None] | None = None
         self._health_listener: grpc.aio.Server | None = None  # listen.health's server
-        self._metrics_server: WSGIServer | None = None  # listen.metrics's, on its own thread
+        self._metrics_server: MetricsServer | None = None  # listen.metrics's, on its own thread
         # One traceback a minute for a recurring bug, per listener (by key path): a shared one
         # went to listen.tls, read first, every minute, and a failing admin.tls went unsaid.
         self._tls_failing: defaultdict[str, Throttle] = defaultdict(lambda: Throttle(60.0))
@@ -137,10 +135,8 @@ class App:
         if cfg.health:  # before the Check port too, for the same reason
             await self._start_health_listener(cfg.health)
         if cfg.metrics:  # and the metrics port
-            host, _, port = cfg.metrics.rpartition(":")
             try:
-                self._metrics_server, _ = start_http_server(
-                    int(port), addr=host.strip("[]") or "0.0.0.0")
+                self._metrics_server = start_metrics_listener(cfg.metrics)
             except OSError as exc:
                 raise StartupError(f"listen.metrics {cfg.metrics}: {exc.strerror}") from None
         self._bind(cfg.grpc, cfg.uds)

@@ -1,25 +1,44 @@
 """listen.metrics, the Prometheus endpoint: bound before the Check port, so a clash leaves no
-port held, and closed when the App stops."""
+port held, and closed when the App stops; a few connections served at once, each for a few
+seconds at most, so that clients holding connections open cannot starve the Check port."""
 
 from __future__ import annotations
 
+import asyncio
+import gzip
+import logging
+import select
 import socket
+import threading
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
+import grpc
 import pytest
 import yaml
 from app_support import app_on_fresh_ports
+from envoy.service.auth.v3.external_auth_pb2_grpc import AuthorizationStub
 from tenantgate.app import App, StartupError
+from tenantgate.observe import metrics_listener
 from tenantgate.testing.binaries import free_port
-from tenantgate.testing.check import config_document
+from tenantgate.testing.check import DevIssuer, check_request, config_document
 from tenantgate.testing.ports import ReservedPort
 
 pytestmark = pytest.mark.integration
 
 
-def write_config(directory: Path, grpc_port: int, metrics_port: int) -> Path:
-    document = config_document(directory, [])
+# What the reported attack sent on each connection: a request line, and never the end of the
+# headers.
+PARTIAL_REQUEST = b"GET /metrics HTTP/1.1\r\n"
+IDLE_PAST_THE_CAP = 24
+CLIENT_PATIENCE_SECONDS = 30  # far past any server timeout used here
+
+
+def write_config(directory: Path, grpc_port: int, metrics_port: int,
+                 issuers: list[dict[str, Any]] | None = None) -> Path:
+    document = config_document(directory, issuers or [])
     document["listen"] = {"grpc": f"127.0.0.1:{grpc_port}",
                           "metrics": f"127.0.0.1:{metrics_port}", "drain_timeout": "0s"}
     path = directory / "tenantgate.yaml"
@@ -67,3 +86,144 @@ async def test_stopping_the_app_closes_the_metrics_port(tmp_path: Path) -> None:
     finally:
         await app.stop()
     assert bindable(metrics_port)
+
+
+class Served:
+    """An App with an issuer (inline keys) and listen.metrics, on fresh ports."""
+
+    def __init__(self, app: App, grpc_port: int, metrics_port: int, idp: DevIssuer) -> None:
+        self.app, self.grpc_port, self.metrics_port, self.idp = app, grpc_port, metrics_port, idp
+
+    async def check(self) -> int:
+        request = check_request("/notes", headers={"authorization": f"Bearer {self.idp.token()}"})
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{self.grpc_port}") as channel:
+            response = await AuthorizationStub(channel).Check(request, timeout=10)
+        return int(response.status.code)
+
+    def scrape(self, **headers: str) -> tuple[bytes, str | None]:
+        request = urllib.request.Request(f"http://127.0.0.1:{self.metrics_port}/metrics",
+                                         headers=headers)
+        with urllib.request.urlopen(request, timeout=10) as response:
+            return response.read(), response.headers.get("Content-Encoding")
+
+    def connect(self, count: int, send: bytes = PARTIAL_REQUEST) -> list[socket.socket]:
+        sockets = []
+        for _ in range(count):
+            sock = socket.create_connection(("127.0.0.1", self.metrics_port),
+                                            timeout=CLIENT_PATIENCE_SECONDS)
+            sock.sendall(send)
+            sockets.append(sock)
+        return sockets
+
+
+@pytest.fixture
+async def serving(tmp_path: Path) -> AsyncIterator[Served]:
+    idp = DevIssuer()
+    ports: list[int] = []
+
+    def write() -> Path:  # new ports each time
+        ports[:] = [free_port(), free_port()]
+        return write_config(tmp_path, *ports, issuers=[idp.config()])
+
+    app = await app_on_fresh_ports(write)
+    try:
+        yield Served(app, *ports, idp)
+    finally:
+        await app.stop()
+
+
+@pytest.fixture
+def short_timeout(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Half a second to send a request, read when the App starts: set before `serving`."""
+    monkeypatch.setattr(metrics_listener, "SOCKET_TIMEOUT_SECONDS", 0.5)
+
+
+def closed_by_server(sock: socket.socket) -> bool:
+    """Whether the server closes `sock` within the client's patience: the end of the stream,
+    or a reset (a close that left request bytes unread)."""
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except TimeoutError:
+        return False
+
+
+def all_closed_by_server(sockets: list[socket.socket]) -> bool:
+    return all(closed_by_server(sock) for sock in sockets)
+
+
+def close_all(sockets: list[socket.socket]) -> None:
+    for sock in sockets:
+        sock.close()
+
+
+def connection_threads() -> int:
+    """Threads serving one connection each (socketserver names them after their target)."""
+    return sum("process_request_thread" in thread.name for thread in threading.enumerate())
+
+
+async def test_idle_connections_past_the_cap_get_no_thread_and_checks_go_on(
+        serving: Served, caplog: pytest.LogCaptureFixture) -> None:
+    # The reported attack: each connection held a thread and a descriptor for good, until
+    # the descriptors ran out and a Check failed. The first MAX_CONNECTIONS are served (they
+    # wait for the rest of their request); the later ones are closed as soon as accepted.
+    cap = metrics_listener.MAX_CONNECTIONS
+    with caplog.at_level(logging.WARNING, logger="tenantgate"):
+        held = await asyncio.to_thread(serving.connect, cap)
+        past = await asyncio.to_thread(serving.connect, IDLE_PAST_THE_CAP)
+        try:
+            assert await asyncio.to_thread(all_closed_by_server, past)
+            assert connection_threads() <= cap
+            assert await serving.check() == 0
+        finally:
+            close_all(held + past)
+    assert any("metrics connections refused" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_partial_request_is_closed_after_the_timeout(
+        short_timeout: None, serving: Served) -> None:
+    [sock] = await asyncio.to_thread(serving.connect, 1)
+    try:
+        assert await asyncio.to_thread(closed_by_server, sock)
+    finally:
+        sock.close()
+
+
+def drip_until_closed(sock: socket.socket, count: int, gap: float) -> bool:
+    """Send `count` header bytes one at a time, `gap` seconds apart: whether the server closed
+    the connection before they were all sent."""
+    for _ in range(count):
+        if select.select([sock], [], [], gap)[0]:
+            return closed_by_server(sock)
+        try:
+            sock.sendall(b"a")
+        except (BrokenPipeError, ConnectionResetError):
+            return True
+    return False
+
+
+async def test_a_request_dripped_a_byte_at_a_time_is_closed_after_the_timeout(
+        short_timeout: None, serving: Served) -> None:
+    # Every byte comes well within a read's timeout; the request as a whole does not: a
+    # timeout per read alone let this hold a connection slot for ever.
+    [sock] = await asyncio.to_thread(serving.connect, 1, PARTIAL_REQUEST + b"X-Drip: ")
+    try:
+        # 60 s of dripping in all, against the server's 0.5 s for the whole request.
+        assert await asyncio.to_thread(drip_until_closed, sock, 600, 0.1)
+    finally:
+        sock.close()
+
+
+async def test_scrapes_work_again_once_idle_connections_are_gone(
+        short_timeout: None, serving: Served) -> None:
+    idle = await asyncio.to_thread(serving.connect, metrics_listener.MAX_CONNECTIONS + 4)
+    try:
+        assert await asyncio.to_thread(all_closed_by_server, idle)
+    finally:
+        close_all(idle)
+    plain, encoding = await asyncio.to_thread(serving.scrape)
+    assert b"tenantgate_checks_total" in plain and encoding is None
+    # Compressed when asked, as prometheus_client's own server answers.
+    compressed, encoding = await asyncio.to_thread(serving.scrape, **{"Accept-Encoding": "gzip"})
+    assert encoding == "gzip" and b"tenantgate_checks_total" in gzip.decompress(compressed)
