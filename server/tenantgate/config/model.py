@@ -572,8 +572,8 @@ class AuditConfig(Model):
 
 
 # Hosts a listener on every address of its family binds: [::] takes IPv4 too (dual stack).
-# An empty host is listen.metrics' 0.0.0.0 (app.py), IPv4 only; gRPC refuses one outright, so
-# listen.grpc and admin.listen never bind it.
+# An empty host is listen.metrics' 0.0.0.0 (observe/metrics_listener.py), IPv4 only; gRPC
+# refuses one outright, so listen.grpc and admin.listen never bind it.
 _ANY_HOST = {"": ("4",), "0.0.0.0": ("4",), "::": ("4", "6")}
 
 
