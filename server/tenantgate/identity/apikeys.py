@@ -22,6 +22,7 @@ from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable
 from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord, UnreadableKeyRecord
 from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
+from tenantgate.identity.store_durability import StoreDurability
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
 from tenantgate.observe.audit import AuditLog
 from tenantgate.observe.metrics import OTHER_TENANT
@@ -116,6 +117,7 @@ class ApiKeys:
         self._closing = False
         self.subscribed = asyncio.Event()  # set while the revocation channel is live
         self._unreadable_said = Throttle(60.0)
+        self.durability = StoreDurability()
 
     # -- verification -----------------------------------------------------------------------
 
@@ -280,6 +282,7 @@ class ApiKeys:
             # Messages sent while we were not subscribed are lost: forget everything cached.
             self.invalidate()
             self.subscribed.set()
+            self._check_durability()
             while not self._closing:
                 message = await pubsub.get_message(timeout=_POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
@@ -293,6 +296,16 @@ class ApiKeys:
                 await pubsub.aclose()
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+    def _check_durability(self) -> None:
+        # Once per subscription, i.e. per connection epoch (a failover or restart may have put
+        # another Redis behind the URL), in a task of its own: never on the Check path.
+        if self._closing:
+            return
+        self._tasks = [task for task in self._tasks if not task.done()]
+        self._tasks.append(
+            asyncio.create_task(self.durability.check(self._client, self.cfg.redis_timeout))
+        )
 
 
 def redis_client(cfg: ApiKeysConfig, **options: Any) -> Redis:
