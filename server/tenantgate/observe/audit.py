@@ -185,7 +185,9 @@ def _bounded(fields: dict[str, object]) -> dict[str, object]:
         if (not isinstance(value, str) or len(value) <= any_text
                 or (len(value) <= ascii_text and value.isascii())):
             continue
-        if _escaped_bytes(value) > limit:
+        # Longer than the bound in characters is too long escaped too (each character is at
+        # least one byte), and escaping a megabyte path whole cost a millisecond per line.
+        if len(value) > limit or _escaped_bytes(value) > limit:
             fields[name] = _cut(value, limit)
             fields[f"{name}_truncated"] = True
     return fields
