@@ -23,9 +23,12 @@ log = logging.getLogger("tenantgate")
 
 # Connections served at once. A scrape is one request on one connection, and one or two
 # Prometheus servers scrape every few seconds: 8 leaves room for them and a person with curl.
-# A connection past the cap is closed as soon as it is accepted, without a thread. With a
-# thread and a descriptor for every connection, for as long as its client held it, a thousand
-# idle connections used up the process's descriptors and Checks failed.
+# A connection past the cap is not accepted: it waits in the kernel's listen backlog, in
+# arrival order, holding no thread or descriptor of ours, until a slot is free. Closing it at
+# accept instead let 8 clients that reconnect at once keep every slot for good: a slot freed
+# by the deadline went to whoever connected next, never to the scraper that came earlier.
+# (Each accepted connection holds a thread and a descriptor: accepting all of them let a
+# thousand idle ones use up the process's descriptors, and Checks failed.)
 MAX_CONNECTIONS = 8
 # Seconds a client has to send its whole request (line and headers together), and that each
 # write of the answer may take. Prometheus sends its request as soon as it has connected and
@@ -33,6 +36,8 @@ MAX_CONNECTIONS = 8
 # doing neither is free again this soon. Read at start: tests set it lower.
 SOCKET_TIMEOUT_SECONDS = 5.0
 MAX_REQUEST_LINE = 65536  # as wsgiref's own handler allows
+# How often the accepting thread, waiting for a slot, looks whether shutdown() was called.
+SLOT_WAIT_SECONDS = 0.1
 
 
 def start_metrics_listener(address: str, registry: Collector = REGISTRY) -> MetricsServer:
@@ -52,8 +57,9 @@ def start_metrics_listener(address: str, registry: Collector = REGISTRY) -> Metr
 class MetricsServer(ThreadingMixIn, WSGIServer):
     # A stuck client never holds up shutdown or the process's exit.
     daemon_threads = True
-    # Connections not yet accepted wait in the kernel, holding no descriptor of ours. With
-    # socketserver's 5, a burst of scrapers lost SYNs, which clients send again a second later.
+    # Connections waiting for a slot wait here, in the kernel, holding no descriptor of ours;
+    # with this many waiting, the kernel drops new SYNs. With socketserver's 5, a burst of
+    # scrapers lost SYNs, which clients send again a second later.
     request_queue_size = 64
 
     def __init__(
@@ -70,17 +76,41 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         self.socket_timeout = socket_timeout
         self.max_connections = max_connections
         self._slots = threading.BoundedSemaphore(max_connections)
-        self._refused = 0  # connections closed at the cap since the log last said so
-        self._refusals_said = Throttle(60.0)
+        self._stopping = threading.Event()  # socketserver's own flag is private to it
+        self._waited = 0  # connections that found every slot taken, since the log last said so
+        self._waits_said = Throttle(60.0)
         self.errors_said = Throttle(60.0)
         self.metrics_app = app
         super().__init__((str(sockaddr[0]), address[1]), _Handler)
+        # accept() never blocks the accepting thread, shutdown() with it: should the backlog
+        # be empty after a wait for a slot, the OSError is "nothing to accept".
+        self.socket.setblocking(False)
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        # A slot first, then accept: until a slot is free the connection stays in the backlog.
+        # serve_forever's select() said a connection is waiting, so this is the accepting
+        # thread's only wait; an OSError is what its caller takes for "nothing to accept".
+        self._take_slot()
+        try:
+            return self.socket.accept()
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def _take_slot(self) -> None:
+        if self._slots.acquire(blocking=False):
+            return
+        self._say_waiting()
+        while not self._slots.acquire(timeout=SLOT_WAIT_SECONDS):
+            if self._stopping.is_set():
+                raise OSError("metrics listener stopping")
+
+    def shutdown(self) -> None:
+        # A wait for a slot ends within SLOT_WAIT_SECONDS. For good: server_close() comes next.
+        self._stopping.set()
+        super().shutdown()
 
     def process_request(self, request: Any, client_address: Any) -> None:
-        if not self._slots.acquire(blocking=False):
-            self.shutdown_request(request)  # no thread, and the descriptor back at once
-            self._say_refused()
-            return
         try:
             super().process_request(request, client_address)  # a thread for this one
         except BaseException:
@@ -93,8 +123,8 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         except Exception:
             self.handle_error(request, client_address)
         finally:
-            # The slot is free before the client sees the close: a client that waits for it
-            # and connects again is served.
+            # The slot is free before the client sees the close: the next connection in the
+            # backlog is accepted, and one this client opens again waits behind it.
             self._slots.release()
             self.shutdown_request(request)
 
@@ -104,15 +134,17 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
         if not isinstance(sys.exc_info()[1], OSError) and self.errors_said.ready():
             log.error("metrics request failed", exc_info=True)
 
-    def _say_refused(self) -> None:
-        self._refused += 1  # only the accepting thread counts
-        if self._refusals_said.ready():
+    def _say_waiting(self) -> None:
+        self._waited += 1  # only the accepting thread counts
+        if self._waits_said.ready():
+            # What the kernel dropped past the backlog never reaches us, so it is not counted.
             log.warning(
-                "metrics connections refused: the listener serves at most %d at once",
+                "metrics listener full: %d connection(s) since this was last logged found all "
+                "%d slots taken and waited in the listen backlog",
+                self._waited,
                 self.max_connections,
-                extra={"refused": self._refused},
             )
-            self._refused = 0
+            self._waited = 0
 
 
 class _Handler(WSGIRequestHandler):
