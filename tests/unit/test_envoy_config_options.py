@@ -464,3 +464,60 @@ def test_admin_may_be_a_unix_socket_only_envoy_can_open(
 def test_bad_admin_addresses_are_one_line_errors(
         capsys: pytest.CaptureFixture[str], admin: str, message: str) -> None:
     assert refused(capsys, "--admin", admin) == "tenantgate: " + message
+
+
+# --- How Envoy speaks to the application ------------------------------------------------------
+
+APP_PROTOCOL_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
+BOUNDED_WINDOWS = {"initial_stream_window_size": 65536, "initial_connection_window_size": 1048576}
+
+
+def test_the_app_is_spoken_to_in_http1_unless_told_otherwise(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    default = main(["envoy-config", str(EXAMPLE_CONFIG)]), capsys.readouterr()
+    explicit = main(["envoy-config", str(EXAMPLE_CONFIG), "--upstream-protocol", "http1"])
+    assert (default[0], explicit) == (0, 0)
+    assert capsys.readouterr().out == default[1].out  # byte for byte: no option, no change
+    assert "typed_extension_protocol_options" not in cluster(yaml.safe_load(default[1].out), "app")
+
+
+@pytest.mark.parametrize("protocol, expected", [
+    ("http2", {"explicit_http_config": {"http2_protocol_options": BOUNDED_WINDOWS}}),
+    ("downstream", {"use_downstream_protocol_config": {
+        "http_protocol_options": {}, "http2_protocol_options": BOUNDED_WINDOWS}}),
+])
+@pytest.mark.parametrize("mode", ["sidecar", "front"])
+def test_a_grpc_or_h2c_app_is_spoken_to_in_http2(
+        capsys: pytest.CaptureFixture[str], mode: str, protocol: str,
+        expected: dict[str, Any]) -> None:
+    app = cluster(rendered(capsys, "--mode", mode, "--upstream-protocol", protocol), "app")
+    options = app["typed_extension_protocol_options"][APP_PROTOCOL_KEY]
+    assert options.pop("@type") == "type.googleapis.com/" + APP_PROTOCOL_KEY
+    assert options == expected
+    assert app["per_connection_buffer_limit_bytes"] == 32768  # still bounded
+
+
+@pytest.mark.parametrize("value", ["h2c", "HTTP2", "", "grpc"])
+def test_an_unknown_upstream_protocol_is_a_usage_error(
+        capsys: pytest.CaptureFixture[str], value: str) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        main(["envoy-config", str(EXAMPLE_CONFIG), "--upstream-protocol", value])
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1] == (
+        f"tenantgate envoy-config: error: argument --upstream-protocol: invalid choice: "
+        f"{value!r} (choose from 'http1', 'http2', 'downstream')")
+
+
+def test_envoy_options_refuse_an_unknown_upstream_protocol() -> None:
+    from tenantgate.config.envoy import EnvoyConfigError, EnvoyOptions
+
+    with pytest.raises(EnvoyConfigError, match=r"^--upstream-protocol: must be one of http1, "
+                                               r"http2, downstream, got 'h2c'$"):
+        EnvoyOptions(upstream_protocol="h2c")  # type: ignore[arg-type]
+
+
+def test_the_help_names_the_upstream_protocols(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        main(["envoy-config", "--help"])
+    assert "--upstream-protocol {http1,http2,downstream}" in capsys.readouterr().out

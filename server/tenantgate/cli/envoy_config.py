@@ -47,6 +47,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "0.0.0.0:8080 front)")
     parser.add_argument("--upstream", metavar="HOST:PORT", default="127.0.0.1:8000",
                         help="the application allowed requests go to (default 127.0.0.1:8000)")
+    parser.add_argument("--upstream-protocol", choices=["http1", "http2", "downstream"],
+                        default="http1",
+                        help="how Envoy speaks to the application: http1 (HTTP/1.1); http2 "
+                             "(h2c with prior knowledge: gRPC services, h2c apps); downstream "
+                             "(as the client spoke: HTTP/1.1 stays HTTP/1.1, HTTP/2 becomes "
+                             "h2c, for an app serving both). gRPC streams longer than "
+                             "--route-timeout need --route-timeout 0 (default http1)")
     parser.add_argument("--admin", metavar="HOST:PORT|unix:PATH", default="127.0.0.1:9901",
                         help="Envoy admin listener: a loopback address, or unix:/abs/path for "
                              "a Unix socket of mode 0600 (recommended in sidecar mode, where "
@@ -177,7 +184,8 @@ def _options(args: argparse.Namespace, output: Path | None) -> EnvoyOptions:
     from tenantgate.config.envoy import EnvoyOptions
 
     return EnvoyOptions(
-        mode=args.mode, listen=args.listen, upstream=args.upstream, admin=args.admin,
+        mode=args.mode, listen=args.listen, upstream=args.upstream,
+        upstream_protocol=args.upstream_protocol, admin=args.admin,
         authz=args.authz, authz_timeout=args.authz_timeout,
         route_timeout=args.route_timeout, rate_limit=args.rate_limit,
         rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,

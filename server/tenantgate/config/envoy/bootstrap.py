@@ -20,6 +20,8 @@ from tenantgate.config.envoy.addresses import (
 )
 from tenantgate.config.envoy.connection_manager import (
     CONNECTION_BUFFER_BYTES,
+    CONNECTION_WINDOW_BYTES,
+    STREAM_WINDOW_BYTES,
     http_connection_manager,
 )
 from tenantgate.config.envoy.filters import EXT_AUTHZ_FILTER, rate_limit_domain
@@ -48,6 +50,7 @@ with generated_imports():
     )
     from envoy_data_plane.envoy.config.core.v3 import (
         Address,
+        Http1ProtocolOptions,
         Http2ProtocolOptions,
         KeepaliveSettings,
         Node,
@@ -69,6 +72,7 @@ with generated_imports():
     )
     from envoy_data_plane.envoy.extensions.upstreams.http.v3 import (
         HttpProtocolOptionsExplicitHttpConfig,
+        HttpProtocolOptionsUseDownstreamHttpConfig,
     )
     from envoy_data_plane.google.protobuf import Any as AnyMessage
 
@@ -90,8 +94,32 @@ def _grpc_protocol(address: Address) -> Http2ProtocolOptions:
         interval=KEEPALIVE_INTERVAL, timeout=KEEPALIVE_TIMEOUT))
 
 
-def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False,
-             transport_socket: TransportSocket | None = None) -> Cluster:
+def _authz_protocol(address: Address) -> UpstreamHttpProtocolOptions:
+    # gRPC needs HTTP/2 towards tenantgate.
+    return UpstreamHttpProtocolOptions(explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+        http2_protocol_options=_grpc_protocol(address)))
+
+
+def _app_protocol(options: EnvoyOptions) -> UpstreamHttpProtocolOptions | None:
+    """How Envoy speaks to the app; None leaves Envoy's default, HTTP/1.1 (the rendered
+    output stays as it was before there was a choice)."""
+    if options.upstream_protocol == "http1":
+        return None
+    # A gRPC or h2c app gets h2c with prior knowledge (no TLS, so no ALPN to agree on it),
+    # with the windows Envoy's clients get: what one stream may hold unread stays bounded.
+    http2 = Http2ProtocolOptions(initial_stream_window_size=STREAM_WINDOW_BYTES,
+                                 initial_connection_window_size=CONNECTION_WINDOW_BYTES)
+    if options.upstream_protocol == "http2":
+        return UpstreamHttpProtocolOptions(
+            explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(
+                http2_protocol_options=http2))
+    return UpstreamHttpProtocolOptions(
+        use_downstream_protocol_config=HttpProtocolOptionsUseDownstreamHttpConfig(
+            http_protocol_options=Http1ProtocolOptions(), http2_protocol_options=http2))
+
+
+def _cluster(name: str, address: Address, *, protocol: UpstreamHttpProtocolOptions | None,
+             dns: bool = False, transport_socket: TransportSocket | None = None) -> Cluster:
     assignment = ClusterLoadAssignment(cluster_name=name, endpoints=[LocalityLbEndpoints(
         lb_endpoints=[LbEndpoint(endpoint=Endpoint(address=address))])])
     cluster = Cluster(
@@ -103,14 +131,18 @@ def _cluster(name: str, address: Address, *, http2: bool, dns: bool = False,
         # on 127.0.0.1 got 503 on every request. IPv4 first, IPv6 when a name has no A record;
         # not ALL, which would make ::1 and 127.0.0.1 two hosts and fail every other request.
         cluster.dns_lookup_family = ClusterDnsLookupFamily.V4_PREFERRED
-    if http2:  # gRPC needs HTTP/2 towards tenantgate
-        options = UpstreamHttpProtocolOptions(explicit_http_config=(
-            HttpProtocolOptionsExplicitHttpConfig(
-                http2_protocol_options=_grpc_protocol(address))))
+    if protocol is not None:
         cluster.typed_extension_protocol_options = {
-            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(options)}
-    else:  # the app: bounded buffering per connection, as towards clients
-        cluster.per_connection_buffer_limit_bytes = CONNECTION_BUFFER_BYTES
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": AnyMessage.pack(protocol)}
+    return cluster
+
+
+def _app_cluster(options: EnvoyOptions) -> Cluster:
+    upstream = connect_address(options.upstream, "--upstream")
+    cluster = _cluster(APP_CLUSTER, upstream, protocol=_app_protocol(options),
+                       dns=_needs_dns(upstream))
+    # Bounded buffering per connection, as towards clients.
+    cluster.per_connection_buffer_limit_bytes = CONNECTION_BUFFER_BYTES
     return cluster
 
 
@@ -132,12 +164,12 @@ def _build(config: Config, options: EnvoyOptions) -> tuple[Bootstrap, list[SdsFi
                         filter_chains=[FilterChain(
                             filters=[http_connection_manager(config, options, domain)])])
     authz = authz_address(config, options)
-    upstream = connect_address(options.upstream, "--upstream")
     tls, sds = authz_transport(options, authz)
     clusters = [
         # One cluster for Check and ShouldRateLimit: its TLS covers both.
-        _cluster(AUTHZ_CLUSTER, authz, http2=True, dns=_needs_dns(authz), transport_socket=tls),
-        _cluster(APP_CLUSTER, upstream, http2=False, dns=_needs_dns(upstream)),
+        _cluster(AUTHZ_CLUSTER, authz, protocol=_authz_protocol(authz), dns=_needs_dns(authz),
+                 transport_socket=tls),
+        _app_cluster(options),
     ]
     # Without a cap, silent connections could be opened until Envoy runs out of descriptors
     # (in sidecar mode taking the app's only entrance with it); past it Envoy refuses new ones.

@@ -56,6 +56,10 @@ with generated_imports():
 # Envoy's edge best-practice guide: 32 KiB buffered per connection, streams and requests
 # bounded in time (5 minutes; the route's own timeout still applies once a request is complete).
 CONNECTION_BUFFER_BYTES = 32 * 1024
+# HTTP/2 flow-control windows from the same guide: what one stream, and one connection, may
+# have in flight unread (towards clients, and towards an HTTP/2 application).
+STREAM_WINDOW_BYTES = 65536
+CONNECTION_WINDOW_BYTES = 1048576
 IDLE_TIMEOUT = datetime.timedelta(minutes=5)
 
 ACCESS_LOG_FIELDS = {
@@ -145,8 +149,8 @@ def http_connection_manager(config: Config, options: EnvoyOptions, domain: str |
         # could drip its body for ever, holding a stream and a connection to the app.
         stream_idle_timeout=IDLE_TIMEOUT, request_timeout=IDLE_TIMEOUT,
         http2_protocol_options=Http2ProtocolOptions(
-            max_concurrent_streams=100, initial_stream_window_size=65536,
-            initial_connection_window_size=1048576),
+            max_concurrent_streams=100, initial_stream_window_size=STREAM_WINDOW_BYTES,
+            initial_connection_window_size=CONNECTION_WINDOW_BYTES),
         access_log=[_access_log()] if options.access_log else [])
     return Filter(name="envoy.filters.network.http_connection_manager",
                   typed_config=AnyMessage.pack(manager))

@@ -12,6 +12,10 @@ from tenantgate.config.quota import Rate
 from tenantgate.config.types import DURATION_MAX_SECONDS
 
 Mode = Literal["sidecar", "front"]
+# How Envoy speaks to the application: HTTP/1.1; h2c with prior knowledge (gRPC, h2c apps);
+# or as the client spoke to Envoy (HTTP/1.1 stays HTTP/1.1, HTTP/2 becomes h2c).
+UpstreamProtocol = Literal["http1", "http2", "downstream"]
+UPSTREAM_PROTOCOLS: tuple[UpstreamProtocol, ...] = ("http1", "http2", "downstream")
 # The clusters the listener's filters and route name (bootstrap.py defines them).
 AUTHZ_CLUSTER = "tenantgate"
 APP_CLUSTER = "app"
@@ -27,6 +31,7 @@ class EnvoyOptions:
     mode: Mode = "sidecar"
     listen: str | None = None  # host:port of the HTTP listener; default by mode
     upstream: str = "127.0.0.1:8000"  # the application Envoy routes allowed requests to
+    upstream_protocol: UpstreamProtocol = "http1"
     admin: str = "127.0.0.1:9901"
     authz: str | None = None  # front mode: tenantgate host:port (default: config listen.grpc)
     authz_timeout: float | None = None  # default: authz_timeout_for(config), at least 0.25 s
@@ -59,6 +64,10 @@ class EnvoyOptions:
         for name in ("listen", "authz"):
             if getattr(self, name) == "":
                 raise EnvoyConfigError(f"--{name}: must be host:port, got ''")
+        if self.upstream_protocol not in UPSTREAM_PROTOCOLS:  # the CLI's choices check it too
+            raise EnvoyConfigError(f"--upstream-protocol: must be one of "
+                                   f"{', '.join(UPSTREAM_PROTOCOLS)}, got "
+                                   f"{self.upstream_protocol!r}")
 
 
 # Envoy's timers count milliseconds (less renders as 0s, which Envoy reads as no timeout).
