@@ -93,9 +93,11 @@ class GrpcEchoBackend:
 
 
 def grpc_config(directory: Path) -> dict[str, Any]:
-    """base_config with a route for the echo service and a one-call-a-minute plan for initech."""
+    """base_config with routes for the echo service and an admin service needing a scope, and
+    a one-call-a-minute plan for initech."""
     config = base_config(directory)
-    config["policy"]["routes"].insert(0, {"path_prefix": f"/{SERVICE}/"})
+    config["policy"]["routes"][:0] = [{"path_prefix": f"/{SERVICE}/"},
+                                      {"path_prefix": "/admin.Admin/", "scopes": ["admin"]}]
     config["tenants"]["registry"]["initech"] = {"plan": "tiny"}
     config["quota"] = {"enabled": True, "plans": {"standard": {"limits": ["1000/s"]},
                                                   "tiny": {"limits": ["1/min"]}}}
@@ -201,6 +203,8 @@ async def test_the_backends_status_message_and_trailers_reach_the_client(
 
 @pytest.mark.parametrize(("tenant", "method", "status"), [
     pytest.param(None, CALL, grpc.StatusCode.UNAUTHENTICATED, id="no-token-401"),
+    pytest.param("acme", "/admin.Admin/Call", grpc.StatusCode.PERMISSION_DENIED,
+                 id="scope-missing-403"),
     pytest.param("acme", "/tenants/globex/Call", grpc.StatusCode.UNIMPLEMENTED,
                  id="cross-tenant-404"),
 ])
