@@ -272,6 +272,10 @@ REJECTED = [
                  "- listen: Additional property health is not allowed", id="listen-health"),
     pytest.param({"listen": {"tls": {"cert": "a", "key": "b"}}},
                  "- listen: Additional property tls is not allowed", id="listen-tls"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"},
+                                                 "envoy": {"upstreamProtocol": "h2c"}}},
+                 'sidecar.envoy.upstreamProtocol must be one of the following: "http1", '
+                 '"http2", "downstream"', id="upstream-protocol-unknown"),
 ]
 
 

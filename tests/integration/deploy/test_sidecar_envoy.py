@@ -105,6 +105,38 @@ def test_envoy_config_args_reach_the_bootstrap(helm: str, key_dir: Path, envoy: 
     assert manager["route_config"]["virtual_hosts"][0]["routes"][0]["route"]["timeout"] == "0s"
 
 
+def app_service_protocol(rendered: Rendered) -> str:
+    # The app's Service is the one in front of Envoy's port.
+    service = next(d for d in rendered.docs if d["kind"] == "Service"
+                   and d["spec"]["ports"][0]["targetPort"] == "envoy-http")
+    protocol: str = service["spec"]["ports"][0]["appProtocol"]
+    return protocol
+
+
+@pytest.mark.parametrize(("protocol", "app_protocol", "options"), [
+    ("http2", "http2", {"explicit_http_config"}),
+    ("downstream", "http", {"use_downstream_protocol_config"}),
+])
+def test_a_grpc_app_gets_http2_from_envoy_and_its_service(
+        render: Callable[..., Rendered], key_dir: Path, envoy: str, protocol: str,
+        app_protocol: str, options: set[str]) -> None:
+    """sidecar.envoy.upstreamProtocol reaches the bootstrap Envoy validates; http2 also tells
+    a mesh that the app's Service speaks HTTP/2."""
+    rendered = render("sidecar-memory.yaml", sets={"sidecar.envoy.upstreamProtocol": protocol})
+    boot = yaml.safe_load(run_init_step(rendered, key_dir, envoy).read_text())
+    app = next(c for c in boot["static_resources"]["clusters"] if c["name"] == "app")
+    typed = app["typed_extension_protocol_options"][
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+    assert set(typed) - {"@type"} == options
+    assert app_service_protocol(rendered) == app_protocol
+
+
+def test_the_default_upstream_protocol_adds_no_argument(render: Callable[..., Rendered]) -> None:
+    rendered = render("sidecar-memory.yaml")
+    assert "--upstream-protocol" not in rendered.pod_spec()["initContainers"][0]["args"]
+    assert app_service_protocol(rendered) == "http"
+
+
 def test_envoy_serves_its_admin_on_the_socket_the_chart_names(
         render: Callable[..., Rendered], key_dir: Path, envoy: str) -> None:
     """The rendered bootstrap run by a real Envoy: its admin answers on the unix socket, made

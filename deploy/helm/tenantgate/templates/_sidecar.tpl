@@ -32,6 +32,13 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
     - {{ include "tenantgate.listenAddress" (list . .Values.sidecar.envoy.port) | quote }}
     - --upstream
     - {{ printf "127.0.0.1:%d" (int .Values.sidecar.app.port) }}
+    {{- /* Only when not the default, so an http1 release renders as before. */}}
+    {{- with .Values.sidecar.envoy.upstreamProtocol }}
+    {{- if ne . "http1" }}
+    - --upstream-protocol
+    - {{ . }}
+    {{- end }}
+    {{- end }}
     # Not 127.0.0.1:9901: the app shares the pod's loopback, and an SSRF in it could raise
     # Envoy's log level (every token logged) or POST /quitquitquit. The socket's directory is
     # mounted in tenantgate and Envoy only, never in the app's container.
