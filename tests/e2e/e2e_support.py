@@ -120,8 +120,10 @@ def base_config(directory: Path, *, jwks: dict[str, Any] | None = None) -> dict[
 def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | None = None,
                   mode: str = "sidecar", rate_limit: bool | None = None,
                   authz_timeout: float = 1.0, key: Any = None,
-                  client_limit: Rate | None = None) -> Iterator[Stack]:
-    """Write keys and config, render the bootstrap with `envoy-config`'s renderer, start both."""
+                  client_limit: Rate | None = None,
+                  **envoy_options: Any) -> Iterator[Stack]:
+    """Write keys and config, render the bootstrap with `envoy-config`'s renderer, start both.
+    `envoy_options`: any other EnvoyOptions field (upstream_protocol, route_timeout, ...)."""
     try:
         key = key or tokens.generate_key("ES256")
         (directory / "jwks.json").write_text(
@@ -138,7 +140,8 @@ def running_stack(directory: Path, *, upstream: str, config: dict[str, Any] | No
             listen = f"127.0.0.1:{free_port()}"
             options = EnvoyOptions(mode=mode, listen=listen, upstream=upstream,  # type: ignore[arg-type]
                                    admin=f"127.0.0.1:{free_port()}", rate_limit=rate_limit,
-                                   authz_timeout=authz_timeout, client_limit=client_limit)
+                                   authz_timeout=authz_timeout, client_limit=client_limit,
+                                   **envoy_options)
             bootstrap = render(load_config(config_path), options)
             (directory / "envoy.yaml").write_text(bootstrap)
             envoy = EnvoyProcess(bootstrap)

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -15,14 +16,11 @@ from typing import Any
 import grpc
 import pytest
 import yaml
-from e2e_support import KEY_ID, Stack, base_config, require
+from e2e_support import Stack, base_config, running_stack
 from tenantgate.config.envoy import EnvoyOptions, render
 from tenantgate.config.load import load_config
 from tenantgate.context import KeyRing
-from tenantgate.testing import tokens
-from tenantgate.testing.binaries import BinaryMissing, free_port
-from tenantgate.testing.envoy import EnvoyProcess, TenantgateProcess
-from tenantgate.testing.ports import on_fresh_ports
+from tenantgate.testing.envoy import EnvoyProcess
 
 SERVICE = "echo.Echo"
 CALL = f"/{SERVICE}/Call"  # answers with the metadata it received, as JSON
@@ -107,40 +105,13 @@ def grpc_config(directory: Path) -> dict[str, Any]:
 @contextlib.contextmanager
 def grpc_stack(directory: Path, upstream: str, protocol: str,
                route_timeout: float = 15.0) -> Iterator[Stack]:
-    """tenantgate + Envoy rendered with `protocol` towards `upstream` (running_stack's way,
-    with the options this file needs)."""
-    key = tokens.generate_key("ES256")
-    (directory / "jwks.json").write_text(
-        json.dumps({"keys": [tokens.public_jwk(key, KEY_ID, "ES256")]}))
-    config, config_path = grpc_config(directory), directory / "tenantgate.yaml"
-
-    def attempt() -> tuple[TenantgateProcess, EnvoyProcess, str]:
-        config["listen"]["grpc"] = f"127.0.0.1:{free_port()}"
-        config_path.write_text(yaml.safe_dump(config))
-        listen = f"127.0.0.1:{free_port()}"
-        options = EnvoyOptions(listen=listen, upstream=upstream, admin=f"127.0.0.1:{free_port()}",
-                               upstream_protocol=protocol,  # type: ignore[arg-type]
-                               route_timeout=route_timeout, authz_timeout=1.0)
-        envoy = EnvoyProcess(render(load_config(config_path), options))
-        gate = TenantgateProcess(config_path, grpc=config["listen"]["grpc"],
-                                 uds=config["listen"]["uds"])
-        try:
-            return gate.start(), envoy.start(), listen
-        except BaseException:
-            envoy.close()
-            gate.close()
-            raise
-
-    try:
-        gate, envoy, listen = on_fresh_ports(attempt)
-    except BinaryMissing as exc:
-        require(None, str(exc))
-        raise
-    try:
-        yield Stack(directory, config_path, key, gate, envoy, listen)  # base_url: host:port
-    finally:
-        envoy.close()
-        gate.close()
+    """tenantgate (over TCP) + Envoy rendered with `protocol` towards `upstream`; the stack's
+    base_url is host:port, as a gRPC channel takes it."""
+    config = grpc_config(directory)
+    config["listen"]["grpc"] = "127.0.0.1:0"  # a fresh port on every attempt
+    with running_stack(directory, upstream=upstream, config=config,
+                       upstream_protocol=protocol, route_timeout=route_timeout) as stack:
+        yield dataclasses.replace(stack, base_url=stack.base_url.removeprefix("http://"))
 
 
 @pytest.fixture(scope="module")
