@@ -208,7 +208,7 @@ def answered(sock: socket.socket) -> bool:
     return answer.startswith(b"HTTP/1.0 200") and b"tenantgate_checks_total" in answer
 
 
-FULL_LINE = re.compile(r"metrics listener full: (\d+) connection\(s\) ")
+FULL_LINE = re.compile(r"metrics listener full: (\d+) time\(s\) ")
 
 
 def waits_logged(caplog: pytest.LogCaptureFixture) -> list[int]:

@@ -137,10 +137,12 @@ class MetricsServer(ThreadingMixIn, WSGIServer):
     def _say_waiting(self) -> None:
         self._waited += 1  # only the accepting thread counts
         if self._waits_said.ready():
-            # What the kernel dropped past the backlog never reaches us, so it is not counted.
+            # Times the listener had to wait, not connections: those queued behind the first
+            # are accepted when slots free up without a wait of their own, and what the kernel
+            # dropped past the backlog never reaches us.
             log.warning(
-                "metrics listener full: %d connection(s) since this was last logged found all "
-                "%d slots taken and waited in the listen backlog",
+                "metrics listener full: %d time(s) since this was last logged all %d slots "
+                "were taken and connections waited in the listen backlog",
                 self._waited,
                 self.max_connections,
             )
