@@ -8,12 +8,16 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import socket
 import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import grpc
+import h2.config
+import h2.connection
+import h2.events
 import pytest
 import yaml
 from e2e_support import Stack, base_config, running_stack
@@ -26,6 +30,8 @@ SERVICE = "echo.Echo"
 CALL = f"/{SERVICE}/Call"  # answers with the metadata it received, as JSON
 FAIL = f"/{SERVICE}/Fail"  # fails with a status, a message and trailing metadata
 WATCH = f"/{SERVICE}/Watch"  # streams one message, then holds the stream until released
+FLOOD = f"/{SERVICE}/Flood"  # streams 64 KiB messages for as long as the client takes them
+FLOOD_MESSAGE_BYTES = 64 * 1024
 SPOOFED = (("x-tenant-id", "globex"), ("x-tenant-context", "forged.context.value"))
 
 
@@ -52,6 +58,7 @@ class GrpcEchoBackend:
             "Call": grpc.unary_unary_rpc_method_handler(self._call),
             "Fail": grpc.unary_unary_rpc_method_handler(self._fail),
             "Watch": grpc.unary_stream_rpc_method_handler(self._watch),
+            "Flood": grpc.unary_stream_rpc_method_handler(self._flood),
         })])
         port = self._server.add_insecure_port("127.0.0.1:0")
         self.address = f"127.0.0.1:{port}"
@@ -80,6 +87,11 @@ class GrpcEchoBackend:
         while not self.release.is_set():  # a cut stream cancels this task here
             await asyncio.sleep(0.05)
         yield b"last"
+
+    async def _flood(self, request: bytes,
+                     context: grpc.aio.ServicerContext) -> AsyncIterator[bytes]:
+        for _ in range(1024):  # 64 MiB: far more than any window; a reset cancels it here
+            yield b"x" * FLOOD_MESSAGE_BYTES
 
     def stop(self) -> None:
         self.release.set()
@@ -140,10 +152,11 @@ def bearer(stack: Stack, tenant: str) -> tuple[str, str]:
     return ("authorization", f"Bearer {stack.token(tenant)}")
 
 
-async def unary(stack: Stack, method: str, *metadata: tuple[str, str]) -> bytes:
+async def unary(stack: Stack, method: str, *metadata: tuple[str, str],
+                timeout: float = 10) -> bytes:
     async with grpc.aio.insecure_channel(stack.base_url) as channel:
         call = channel.unary_unary(method)
-        answer: bytes = await call(b"ping", metadata=metadata, timeout=10)
+        answer: bytes = await call(b"ping", metadata=metadata, timeout=timeout)
         return answer
 
 
@@ -258,3 +271,147 @@ def test_the_upstream_protocols_pass_envoy_validate(tmp_path: Path, envoy_path: 
         assert "OK" in envoy.validate()
     finally:
         envoy.close()
+
+
+def grpc_frame(message: bytes) -> bytes:
+    """A gRPC length-prefixed message, uncompressed."""
+    return b"\x00" + len(message).to_bytes(4, "big") + message
+
+
+def h2c_client(address: str) -> tuple[socket.socket, h2.connection.H2Connection]:
+    host, port = address.rsplit(":", 1)
+    connection = h2.connection.H2Connection(h2.config.H2Configuration(
+        client_side=True, header_encoding="utf-8"))
+    sock = socket.create_connection((host, int(port)), timeout=10)
+    connection.initiate_connection()
+    sock.sendall(connection.data_to_send())
+    return sock, connection
+
+
+@contextlib.contextmanager
+def unread_streams(stack: Stack, count: int) -> Iterator[None]:
+    """`count` Flood calls on one connection whose responses are never read: no WINDOW_UPDATE
+    is ever sent, so each stays stalled with what the windows let through. Yields once every
+    call has its response headers (the backend is streaming to all of them)."""
+    sock, connection = h2c_client(stack.base_url)
+    with sock:
+        for _ in range(count):
+            stream = connection.get_next_available_stream_id()
+            connection.send_headers(stream, [
+                (":method", "POST"), (":path", FLOOD), (":scheme", "http"),
+                (":authority", stack.base_url), ("content-type", "application/grpc"),
+                ("te", "trailers"), bearer(stack, "acme")])
+            connection.send_data(stream, grpc_frame(b"flood"), end_stream=True)
+        sock.sendall(connection.data_to_send())
+        answered: set[int] = set()
+        while len(answered) < count:
+            data = sock.recv(65536)
+            assert data, "Envoy closed the connection"
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    assert dict(event.headers)[":status"] == "200", event.headers
+                    answered.add(event.stream_id)
+                assert not isinstance(event, h2.events.StreamReset), event
+            sock.sendall(connection.data_to_send())  # SETTINGS and PING acks only
+        yield
+
+
+async def test_one_clients_unread_streams_do_not_stall_other_tenants_calls(
+        tmp_path: Path, envoy_path: str, backend: GrpcEchoBackend) -> None:
+    """Every call of Envoy's worker shares its HTTP/2 connections to the app. Each unread
+    stream holds a stream window of the connection's window; with more of them on one
+    connection than the connection window holds, the app could send nothing to anyone (a
+    unary call of another tenant timed out). Envoy caps the streams per connection so that
+    they never fill it, and opens another connection for more."""
+    with (grpc_stack(tmp_path, backend.address, "http2", route_timeout=0) as stack,
+          unread_streams(stack, 40)):
+        # The generous deadline guards against a hang only: the call answers or it doesn't.
+        seen = json.loads(await unary(stack, CALL, bearer(stack, "globex"), timeout=20))
+        connections = stack.envoy.stats("cluster.app.upstream_cx_total")
+    assert seen["x-tenant-id"] == ["globex"]
+    assert connections["cluster.app.upstream_cx_total"] >= 3  # 40 streams, at most 16 each
+
+
+class H2cApp:
+    """An h2c server (the h2 library) on a free loopback port, in its own thread: it records
+    the headers and trailers of every request and answers 204."""
+
+    def __init__(self) -> None:
+        self.requests: list[dict[str, dict[str, str]]] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.address = "{}:{}".format(*self._listener.getsockname()[:2])
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        with contextlib.suppress(OSError):  # the listener closed
+            while True:
+                sock, _ = self._listener.accept()
+                threading.Thread(target=self._serve, args=(sock,), daemon=True).start()
+
+    def _serve(self, sock: socket.socket) -> None:
+        connection = h2.connection.H2Connection(h2.config.H2Configuration(
+            client_side=False, header_encoding="utf-8"))
+        connection.initiate_connection()
+        sock.sendall(connection.data_to_send())
+        pending: dict[int, dict[str, dict[str, str]]] = {}
+        with sock, contextlib.suppress(OSError):
+            while data := sock.recv(65536):
+                for event in connection.receive_data(data):
+                    self._handle(connection, event, pending)
+                sock.sendall(connection.data_to_send())
+
+    def _handle(self, connection: h2.connection.H2Connection, event: h2.events.Event,
+                pending: dict[int, dict[str, dict[str, str]]]) -> None:
+        if isinstance(event, h2.events.RequestReceived):
+            pending[event.stream_id] = {"headers": dict(event.headers), "trailers": {}}
+        elif isinstance(event, h2.events.TrailersReceived):
+            pending[event.stream_id]["trailers"] = dict(event.headers)
+        elif isinstance(event, h2.events.DataReceived):
+            connection.acknowledge_received_data(event.flow_controlled_length, event.stream_id)
+        elif isinstance(event, h2.events.StreamEnded):
+            self.requests.append(pending.pop(event.stream_id))
+            connection.send_headers(event.stream_id, [(":status", "204")], end_stream=True)
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def post_with_trailers(address: str, path: str, headers: list[tuple[str, str]],
+                       trailers: list[tuple[str, str]]) -> int:
+    """One h2c POST with a body and request trailers; the response status."""
+    sock, connection = h2c_client(address)
+    with sock:
+        stream = connection.get_next_available_stream_id()
+        connection.send_headers(stream, [(":method", "POST"), (":path", path),
+                                         (":scheme", "http"), (":authority", address),
+                                         *headers])
+        connection.send_data(stream, b"body")
+        connection.send_headers(stream, trailers, end_stream=True)
+        sock.sendall(connection.data_to_send())
+        status = 0
+        while data := sock.recv(65536):
+            for event in connection.receive_data(data):
+                if isinstance(event, h2.events.ResponseReceived):
+                    status = int(dict(event.headers)[":status"])
+                elif isinstance(event, (h2.events.StreamEnded, h2.events.StreamReset)):
+                    return status
+            sock.sendall(connection.data_to_send())
+    raise AssertionError("the connection closed before the response ended")
+
+
+@pytest.mark.parametrize("protocol", ["http2", "downstream"])
+def test_request_trailers_named_like_trusted_headers_never_reach_an_h2c_app(
+        tmp_path: Path, envoy_path: str, protocol: str) -> None:
+    app = H2cApp()
+    try:
+        with grpc_stack(tmp_path, app.address, protocol) as stack:
+            stripped = load_config(stack.config_path).context.stripped_headers
+            trailers = [(name, "forged") for name in stripped] + [("x-checksum", "kept")]
+            status = post_with_trailers(stack.base_url, "/tenants/acme/upload",
+                                        [bearer(stack, "acme")], trailers)
+    finally:
+        app.close()
+    assert status == 204
+    [request] = app.requests
+    assert request["trailers"] == {"x-checksum": "kept"}  # trailers pass, the forged ones not
+    assert request["headers"]["x-tenant-id"] == "acme"  # tenantgate's header is untouched

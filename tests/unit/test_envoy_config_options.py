@@ -469,7 +469,10 @@ def test_bad_admin_addresses_are_one_line_errors(
 # --- How Envoy speaks to the application ------------------------------------------------------
 
 APP_PROTOCOL_KEY = "envoy.extensions.upstreams.http.v3.HttpProtocolOptions"
-BOUNDED_WINDOWS = {"initial_stream_window_size": 65536, "initial_connection_window_size": 1048576}
+# 16 streams x 64 KiB fill the 1 MiB connection window at most: unread streams cannot stall it.
+BOUNDED_WINDOWS = {"initial_stream_window_size": 65536, "initial_connection_window_size": 1048576,
+                   "max_concurrent_streams": 16}
+TRAILER_FILTER = "envoy.filters.http.header_mutation"
 
 
 def test_the_app_is_spoken_to_in_http1_unless_told_otherwise(
@@ -478,7 +481,10 @@ def test_the_app_is_spoken_to_in_http1_unless_told_otherwise(
     explicit = main(["envoy-config", str(EXAMPLE_CONFIG), "--upstream-protocol", "http1"])
     assert (default[0], explicit) == (0, 0)
     assert capsys.readouterr().out == default[1].out  # byte for byte: no option, no change
-    assert "typed_extension_protocol_options" not in cluster(yaml.safe_load(default[1].out), "app")
+    bootstrap = yaml.safe_load(default[1].out)
+    assert "typed_extension_protocol_options" not in cluster(bootstrap, "app")
+    # Envoy forwards no request trailers over HTTP/1.1: no trailer filter.
+    assert TRAILER_FILTER not in [f["name"] for f in http_manager(bootstrap)["http_filters"]]
 
 
 @pytest.mark.parametrize("protocol, expected", [
@@ -495,6 +501,19 @@ def test_a_grpc_or_h2c_app_is_spoken_to_in_http2(
     assert options.pop("@type") == "type.googleapis.com/" + APP_PROTOCOL_KEY
     assert options == expected
     assert app["per_connection_buffer_limit_bytes"] == 32768  # still bounded
+
+
+@pytest.mark.parametrize("protocol", ["http2", "downstream"])
+def test_an_http2_app_gets_no_client_trailer_named_like_a_stripped_header(
+        capsys: pytest.CaptureFixture[str], protocol: str) -> None:
+    manager = http_manager(rendered(capsys, "--upstream-protocol", protocol))
+    first = manager["http_filters"][0]
+    assert first["name"] == TRAILER_FILTER
+    trailers = first["typed_config"]["mutations"]["request_trailers_mutations"]
+    removed = [m["remove"] for m in trailers]
+    early = manager["early_header_mutation_extensions"][0]["typed_config"]["mutations"]
+    assert removed == [m["remove"] for m in early]  # the same names as the header strip
+    assert {"x-tenant-id", "x-tenant-context", "x-http-method-override"} <= set(removed)
 
 
 @pytest.mark.parametrize("value", ["h2c", "HTTP2", "", "grpc"])

@@ -100,6 +100,14 @@ def _authz_protocol(address: Address) -> UpstreamHttpProtocolOptions:
         http2_protocol_options=_grpc_protocol(address)))
 
 
+# Envoy carries the calls of all tenants on shared HTTP/2 connections to the app. A client that
+# never reads its responses leaves a full stream window unread on each of its streams, and
+# streams unread enough to fill the connection window stop the app sending to anyone. So the
+# invariant: connection window >= streams per connection x stream window. Stalled streams alone
+# can then never exhaust it; past the limit Envoy's pool opens another connection.
+APP_STREAMS_PER_CONNECTION = CONNECTION_WINDOW_BYTES // STREAM_WINDOW_BYTES
+
+
 def _app_protocol(options: EnvoyOptions) -> UpstreamHttpProtocolOptions | None:
     """How Envoy speaks to the app; None leaves Envoy's default, HTTP/1.1 (the rendered
     output stays as it was before there was a choice)."""
@@ -108,7 +116,8 @@ def _app_protocol(options: EnvoyOptions) -> UpstreamHttpProtocolOptions | None:
     # A gRPC or h2c app gets h2c with prior knowledge (no TLS, so no ALPN to agree on it),
     # with the windows Envoy's clients get: what one stream may hold unread stays bounded.
     http2 = Http2ProtocolOptions(initial_stream_window_size=STREAM_WINDOW_BYTES,
-                                 initial_connection_window_size=CONNECTION_WINDOW_BYTES)
+                                 initial_connection_window_size=CONNECTION_WINDOW_BYTES,
+                                 max_concurrent_streams=APP_STREAMS_PER_CONNECTION)
     if options.upstream_protocol == "http2":
         return UpstreamHttpProtocolOptions(
             explicit_http_config=HttpProtocolOptionsExplicitHttpConfig(

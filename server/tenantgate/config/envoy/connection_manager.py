@@ -13,6 +13,7 @@ from tenantgate.config.envoy.filters import (
     ext_authz_filter,
     rate_limit_descriptors,
     rate_limit_filter,
+    trailer_strip_filter,
 )
 from tenantgate.config.envoy.generated import generated_imports
 from tenantgate.config.envoy.options import (
@@ -110,6 +111,8 @@ def http_connection_manager(config: Config, options: EnvoyOptions, domain: str |
         cluster=APP_CLUSTER, timeout=_route_timeout(options.route_timeout),
         rate_limits=rate_limit_descriptors() if domain is not None else []))
     filters = []
+    if options.upstream_protocol != "http1":  # over HTTP/1.1 Envoy forwards no request trailers
+        filters.append(trailer_strip_filter(config))
     if client_limit := client_limit_filter(options):
         filters.append(client_limit)
     filters.append(ext_authz_filter(config, authz_timeout))

@@ -1,5 +1,6 @@
-"""The listener's HTTP filters and what they are given: the early header strip, the per-client
-limit, ext_authz with its timeout, and the global rate limit with its domain and descriptors."""
+"""The listener's HTTP filters and what they are given: the early header strip (and the
+trailer strip for an HTTP/2 app), the per-client limit, ext_authz with its timeout, and the
+global rate limit with its domain and descriptors."""
 
 from __future__ import annotations
 
@@ -45,6 +46,12 @@ with generated_imports():
         XRateLimitHeadersRfcVersion,
     )
     from envoy_data_plane.envoy.extensions.filters.http.ext_authz.v3 import ExtAuthz
+    from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
+        HeaderMutation as HeaderMutationFilter,
+    )
+    from envoy_data_plane.envoy.extensions.filters.http.header_mutation.v3 import (
+        Mutations as HeaderMutationFilterMutations,
+    )
     from envoy_data_plane.envoy.extensions.filters.http.local_ratelimit.v3 import LocalRateLimit
     from envoy_data_plane.envoy.extensions.filters.http.ratelimit.v3 import (
         RateLimit as RateLimitFilter,
@@ -160,11 +167,25 @@ def early_header_mutation(config: Config) -> TypedExtensionConfig:
     # Runs when the request headers arrive, before route selection and before any HTTP filter,
     # so it removes the client's copies but can never touch what ext_authz adds later (a route's
     # request_headers_to_remove would run after ext_authz and delete tenantgate's headers).
-    mutation = EarlyHeaderMutation(mutations=[
-        HeaderMutation(remove=name)
-        for name in config.context.stripped_headers])
+    mutation = EarlyHeaderMutation(mutations=_removals(config))
     return TypedExtensionConfig(name="strip-trusted-headers",
                                 typed_config=AnyMessage.pack(mutation))
+
+
+def trailer_strip_filter(config: Config) -> HttpFilter:
+    """The same names removed from the client's request trailers, for an HTTP/2 app.
+
+    Envoy drops request trailers towards an HTTP/1.1 app but forwards them over HTTP/2, and an
+    h2c app reading its request fields would find a client's `x-tenant-id` there. The early
+    mutation sees headers only; ext_authz adds no trailers, so nothing of tenantgate's is lost."""
+    mutation = HeaderMutationFilter(mutations=HeaderMutationFilterMutations(
+        request_trailers_mutations=_removals(config)))
+    return HttpFilter(name="envoy.filters.http.header_mutation",
+                      typed_config=AnyMessage.pack(mutation))
+
+
+def _removals(config: Config) -> list[HeaderMutation]:
+    return [HeaderMutation(remove=name) for name in config.context.stripped_headers]
 
 
 # Envoy refills a local token bucket no more often than this.
