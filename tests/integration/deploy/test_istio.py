@@ -166,3 +166,55 @@ def test_edge_header_strip_covers_every_trusted_header() -> None:
     trusted |= set(fields["strip_headers"].default_factory())  # type: ignore[call-arg,misc]
     route = _load("strip-trusted-headers.yaml")["spec"]["http"][0]
     assert set(route["headers"]["request"]["remove"]) == trusted | set(OVERRIDE_HEADERS)
+
+
+def _trailer_strip_documents() -> list[dict[str, Any]]:
+    return list(yaml.safe_load_all((ISTIO / "strip-trusted-trailers-envoyfilter.yaml").read_text()))
+
+
+def _trailer_strip_filters() -> dict[str, dict[str, Any]]:
+    """The header_mutation filter of each EnvoyFilter in the file, by the context it patches."""
+    filters = {}
+    for document in _trailer_strip_documents():
+        [patch] = document["spec"]["configPatches"]
+        assert patch["applyTo"] == "HTTP_FILTER" and patch["patch"]["operation"] == "INSERT_FIRST"
+        filters[patch["match"]["context"]] = dict(patch["patch"]["value"])
+    return filters
+
+
+def test_trailer_strip_covers_the_policys_workloads_and_the_gateway() -> None:
+    sidecar, gateway = _trailer_strip_documents()
+    policy = _load("authorization-policy.yaml")
+    assert sidecar["metadata"]["namespace"] == policy["metadata"]["namespace"]
+    assert (
+        sidecar["spec"]["workloadSelector"]["labels"] == policy["spec"]["selector"]["matchLabels"]
+    )
+    assert sidecar["spec"]["configPatches"][0]["match"]["context"] == "SIDECAR_INBOUND"
+    client_limit = _load("client-limit-envoyfilter.yaml")
+    assert gateway["spec"]["workloadSelector"] == client_limit["spec"]["workloadSelector"]
+    assert gateway["metadata"]["namespace"] == client_limit["metadata"]["namespace"]
+    assert gateway["spec"]["configPatches"][0]["match"]["context"] == "GATEWAY"
+
+
+def test_trailer_strip_is_what_envoy_config_renders(monkeypatch: pytest.MonkeyPatch) -> None:
+    from betterproto2 import Casing
+    from tenantgate.config.envoy.filters import trailer_strip_filter
+    from tenantgate.config.load import load_config
+
+    monkeypatch.setenv("TENANTGATE_CONTEXT_KEY", "x" * 32)
+    rendered = trailer_strip_filter(load_config(REPO / "envoy" / "tenantgate.yaml"))
+    expected = rendered.to_dict(casing=Casing.SNAKE)
+    assert _trailer_strip_filters() == {"SIDECAR_INBOUND": expected, "GATEWAY": expected}
+
+
+def test_envoy_accepts_the_trailer_strip_filter(tmp_path: Path) -> None:
+    path = tmp_path / "istio-trailers.yaml"
+    path.write_text(yaml.safe_dump(_bootstrap([_trailer_strip_filters()["SIDECAR_INBOUND"]], {})))
+    done = subprocess.run(
+        [_envoy(), "--mode", "validate", "-c", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
