@@ -136,3 +136,14 @@ def test_without_the_app_the_notes_show_how_to_add_the_sidecars_and_the_snippet_
     assert [c["name"] for c in pod["initContainers"]] == [
         "tenantgate-envoy-config", "tenantgate", "envoy"]
     kubernetes_validate.validate(deployment, kubernetes_validate.latest_version(), strict=True)
+
+
+def test_without_the_app_an_http2_upstream_asks_for_appprotocol_on_your_service(
+        render_notes: Callable[..., str]) -> None:
+    # The chart sets appProtocol http2 only on the Service it renders; a Service of your own
+    # left at http has a mesh carry gRPC to Envoy as HTTP/1.1.
+    sets = {"sidecar.app.enabled": "false"}
+    assert "appProtocol: http2" not in render_notes("sidecar-memory.yaml", sets=sets)
+    notes = render_notes("sidecar-memory.yaml",
+                         sets={**sets, "sidecar.envoy.upstreamProtocol": "http2"})
+    assert "Give that Service port appProtocol: http2" in notes
