@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import io
-import socket
 import sys
 import threading
 import time
@@ -11,6 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from tenantgate.backend.middleware import WSGIApp
+from tenantgate.socket_deadline import DeadlineReader
 
 MAX_BODY_BYTES = 1024 * 1024
 # Seconds any one read or write of a client socket may take, and a whole body's read. Without
@@ -30,7 +30,7 @@ class _Handler(BaseHTTPRequestHandler):
         # http.server closes the connection when a read or write times out.
         self.connection.settimeout(self.server.socket_timeout)
         self.rfile.close()  # the socket's own reader: it would keep the socket open
-        self._reader = _DeadlineReader(self.connection)
+        self._reader = DeadlineReader(self.connection)
         self.rfile = io.BufferedReader(self._reader)
 
     def _until(self, deadline: float | None) -> None:
@@ -129,26 +129,6 @@ class _Handler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         if self.server.access_log:
             super().log_message(format, *args)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A client socket's reads, each given only what is left until `deadline`, if set: a
-    TimeoutError past it."""
-
-    def __init__(self, sock: socket.socket) -> None:
-        self._sock = sock
-        self.deadline: float | None = None
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("request not received in time")
-            self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
 
 
 def _plain_headers(headers: Any) -> bool:

@@ -18,6 +18,7 @@ from prometheus_client import REGISTRY, make_wsgi_app
 from prometheus_client.registry import Collector
 
 from tenantgate.observe.throttle import Throttle
+from tenantgate.socket_deadline import DeadlineReader
 
 log = logging.getLogger("tenantgate")
 
@@ -159,7 +160,7 @@ class _Handler(WSGIRequestHandler):
         # byte within each timeout hold its slot for ever.
         self.rfile.close()  # the socket's own reader: it would keep the socket open
         deadline = time.monotonic() + self.server.socket_timeout
-        self._reader = _DeadlineReader(self.connection, deadline)
+        self._reader = DeadlineReader(self.connection, deadline)
         self.rfile = io.BufferedReader(self._reader)
 
     def handle(self) -> None:
@@ -190,23 +191,3 @@ class _ServerHandler(ServerHandler):
     def log_exception(self, exc_info: Any) -> None:
         if not isinstance(exc_info[1], OSError) and self.request_handler.server.errors_said.ready():
             log.error("metrics request failed", exc_info=exc_info)
-
-
-class _DeadlineReader(io.RawIOBase):
-    """A socket's reads, each allowed only what is left until `deadline` if one is set; a
-    TimeoutError past it. (backend/ has its own: it imports nothing from observe.)"""
-
-    def __init__(self, sock: socket.socket, deadline: float) -> None:
-        self._sock = sock
-        self.deadline: float | None = deadline
-
-    def readable(self) -> bool:
-        return True
-
-    def readinto(self, buffer: Any) -> int:
-        if self.deadline is not None:
-            left = self.deadline - time.monotonic()
-            if left <= 0:
-                raise TimeoutError("request not received in time")
-            self._sock.settimeout(left)
-        return self._sock.recv_into(buffer)
