@@ -7,7 +7,10 @@
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 
 FROM ${PYTHON_IMAGE} AS builder
-ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+# The wheel's build backend at its pinned version too: pip's isolated build environment reads
+# PIP_BUILD_CONSTRAINT (pip 25.3 and newer) or PIP_CONSTRAINT (older pips, such as the base's).
+ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore \
+    PIP_CONSTRAINT=/src/constraints.txt PIP_BUILD_CONSTRAINT=/src/constraints.txt
 WORKDIR /src
 COPY pyproject.toml README.md constraints.txt ./
 COPY server/ server/
@@ -24,7 +27,11 @@ RUN python -m venv --without-pip /opt/tenantgate \
  && /opt/tenantgate/bin/tenantgate --version
 
 FROM ${PYTHON_IMAGE} AS runtime
-RUN groupadd --system --gid 10001 tenantgate \
+# The base interpreter's own pip and setuptools (and the copies ensurepip bundles) are of no
+# use to the venv and are what image scanners flag (Python 3.11 images ship setuptools 65).
+RUN python -m pip uninstall --yes --quiet pip setuptools wheel \
+ && rm -rf /usr/local/lib/python3.*/ensurepip \
+ && groupadd --system --gid 10001 tenantgate \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /nonexistent \
       --shell /usr/sbin/nologin tenantgate
 COPY --from=builder /opt/tenantgate /opt/tenantgate

@@ -55,7 +55,11 @@ def test_dockerfile_builds_a_wheel_and_runs_it_as_a_non_root_user() -> None:
     # The runtime gets the finished venv only: no pip, no wheel, no source, no compiler.
     assert [i for i in runtime if i.startswith(("COPY", "ADD"))] == [
         "COPY --from=builder /opt/tenantgate /opt/tenantgate"]
-    assert not any("apt-get" in i or "pip " in i for i in runtime)
+    assert not any("apt-get" in i or "pip install" in i for i in runtime)
+    # The base interpreter's pip and setuptools (and ensurepip's bundled copies) are removed
+    # before anything else: scanners flag the old setuptools Python 3.11 images carry.
+    assert runtime[1].startswith("RUN python -m pip uninstall --yes --quiet pip setuptools ")
+    assert "rm -rf /usr/local/lib/python3.*/ensurepip" in runtime[1]
     user = next(i for i in runtime if i.startswith("USER "))
     assert re.fullmatch(r"USER [1-9][0-9]*:[1-9][0-9]*", user)
     assert "EXPOSE 9001 9090" in runtime
@@ -140,6 +144,15 @@ def _base_python() -> tuple[str, bool]:
     return sys.executable, False
 
 
+def _build_constraints(context: Path) -> dict[str, str]:
+    """The builder's PIP_*CONSTRAINT variables, /src/ read as the build context `context`."""
+    env = " ".join(i for i in _stages()["builder"] if i.startswith("ENV "))
+    found = dict(re.findall(r"(PIP_(?:BUILD_)?CONSTRAINT)=(\S+)", env))
+    assert set(found) == {"PIP_CONSTRAINT", "PIP_BUILD_CONSTRAINT"}, env
+    assert set(found.values()) == {"/src/constraints.txt"}, "WORKDIR /src: the pins in context"
+    return {name: str(context / "constraints.txt") for name in found}
+
+
 def _image_requirements() -> list[str]:
     """What the builder's `pip ... install --compile` installs into the venv, as written."""
     [run] = [i for i in _stages()["builder"] if "install --compile" in i]
@@ -173,8 +186,9 @@ def image_venv(base_python: tuple[str, bool]) -> Iterator[Path]:
     try:
         context = _build_context(root / "src")
         dist = root / "dist"
+        # The builder's ENV: the build backend at its pinned version, as in the image.
         _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--quiet", "--wheel-dir",
-              str(dist), str(context)])
+              str(dist), str(context)], env={**os.environ, **_build_constraints(context)})
         venv = root / "opt-tenantgate"
         _run([base_python[0], "-m", "venv", "--without-pip", str(venv)])
         wheels = sorted(dist.glob("tenantgate-*.whl"))
