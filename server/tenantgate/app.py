@@ -56,6 +56,7 @@ class App:
     def __init__(self, config_path: str, config: Config | None = None) -> None:
         self.config_path = config_path
         self.runtime = Runtime.build(config if config is not None else load_config(config_path))
+        metrics.signing_with(self.runtime.config.context.active_key)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.admin: AdminListener | None = None
@@ -221,6 +222,7 @@ class App:
             log.warning("reload: admin settings changed; they take effect at the next restart")
         old, self.runtime = self.runtime, new
         metrics.CONFIG_RELOADS.labels("ok").inc()
+        metrics.signing_with(new.config.context.active_key)
         log.info("config reloaded")
         task = asyncio.ensure_future(self._close_later(old))
         self._retired.add(task)

@@ -15,7 +15,7 @@ import yaml
 from prometheus_client import REGISTRY
 from tenantgate.app import App
 from tenantgate.runtime import Runtime
-from tenantgate.testing.check import DevIssuer, config_document
+from tenantgate.testing.check import DevIssuer, config_document, context_key_file
 
 
 def write_config(directory: Path, **listen: Any) -> Path:
@@ -206,5 +206,30 @@ async def test_a_reload_that_changes_the_admin_api_says_it_needs_a_restart(
             assert await app.reload()
         # Before, nothing said that the old token stays valid until the next restart.
         assert "admin settings changed; they take effect at the next restart" in caplog.text
+    finally:
+        await app.stop()
+
+
+def signing_key_ids() -> dict[str, float]:
+    """tenantgate_context_signing_key_info's series: key id -> value."""
+    return {sample.labels["key_id"]: sample.value
+            for family in REGISTRY.collect() if family.name == "tenantgate_context_signing_key"
+            for sample in family.samples}
+
+
+async def test_the_signing_key_in_use_is_exported_and_follows_a_reload(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    app = App(str(path))
+    try:
+        assert signing_key_ids() == {"c1": 1.0}
+        # A rotation's activation step: c2 is added and made active, c1 kept for verifiers.
+        document = yaml.safe_load(path.read_text())
+        document["context"]["keys"].append(
+            {"id": "c2", "secret": {"fromFile": context_key_file(tmp_path, "c2.key")}})
+        document["context"]["active_key"] = "c2"
+        path.write_text(yaml.safe_dump(document))
+        assert await app.reload()
+        # One series, the new id: the old one must be gone for "no replica signs with c1".
+        assert signing_key_ids() == {"c2": 1.0}
     finally:
         await app.stop()

@@ -17,7 +17,8 @@ def _registered() -> set[str]:
     for module in pkgutil.walk_packages(tenantgate.__path__, "tenantgate."):
         if not any(part in module.name for part in ("._gen", ".testing", "__main__")):
             importlib.import_module(module.name)  # metrics register when their module loads
-    return {family.name + ("_total" if family.type == "counter" else "")
+    suffix = {"counter": "_total", "info": "_info"}  # what the exposition adds to the name
+    return {family.name + suffix.get(family.type, "")
             for family in REGISTRY.collect() if family.name.startswith("tenantgate_")}
 
 

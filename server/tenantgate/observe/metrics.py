@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Counter
+from prometheus_client import Counter, Info
 
 from tenantgate.observe.plain import PlainCounter, PlainHistogram
 
@@ -34,6 +34,10 @@ AUDIT_LINES_DROPPED = Counter("tenantgate_audit_lines_dropped",
 AUDIT_WRITE_ERRORS = Counter("tenantgate_audit_write_errors",
                              "Audit lines lost: the audit log could not be written, or its "
                              "reader (a pipe) stopped and the writer's queue was full")
+# One series per process, labelled with context.active_key: during a signing-key rotation,
+# the step that retires the old key waits until no replica shows it here any more.
+CONTEXT_SIGNING_KEY = Info("tenantgate_context_signing_key",
+                           "The key id this process signs tenant contexts with")
 # Alerts use increase(): a series that first appears at 1 shows no increase, so the first event
 # of a process would go unseen. Every series an alert watches exists at 0 from the start.
 for _result in ("ok", "rejected"):
@@ -47,3 +51,8 @@ def declare_tenants(labels: Iterable[str]) -> None:
     for label in (*labels, OTHER_TENANT):
         CROSS_TENANT.labels(label)
 
+
+
+def signing_with(key_id: str) -> None:
+    """Say which key the Runtime now serving signs with (at start and after each reload)."""
+    CONTEXT_SIGNING_KEY.info({"key_id": key_id})
