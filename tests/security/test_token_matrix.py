@@ -149,6 +149,9 @@ TOKEN_CASES: dict[str, tuple[Builder, Reason]] = {
     "nan_exp": (lambda i, a, t: signed(i, i.claims(exp=float("nan"))), Reason.BAD_CLAIMS),
     "infinite_exp": (lambda i, a, t: signed(i, i.claims(exp=float("inf"))), Reason.BAD_CLAIMS),
     "numeric_string_nbf": (lambda i, a, t: i.token(nbf=str(now())), Reason.BAD_CLAIMS),
+    # RFC 7519: a NumericDate, not null; a null one was read as no nbf/iat at all.
+    "null_nbf": (lambda i, a, t: signed(i, i.claims(nbf=None)), Reason.BAD_CLAIMS),
+    "null_iat": (lambda i, a, t: signed(i, i.claims(iat=None)), Reason.BAD_CLAIMS),
     "crit_header": (lambda i, a, t: i.token(headers={"crit": ["exp"]}), Reason.UNSUPPORTED_CRIT),
     "wrong_typ": (lambda i, a, t: t.token(headers={"typ": "JWT"}), Reason.WRONG_TOKEN_TYPE),
     "missing_typ_when_required": (

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from tenantgate.admin.server import AdminTokenAuth
 from tenantgate.config.load import parse_config
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable, ConfigError
+from tenantgate.identity import apikeys as apikeys_module
 from tenantgate.identity.apikey_store import KeyRecord
 from tenantgate.identity.apikeys import (
     ApiKeys,
@@ -169,6 +171,55 @@ async def test_valid_key_becomes_an_api_key_identity_with_the_records_tenant(
     assert identity == Identity(issuer="api-key", subject=f"apikey:{KEY_ID}",
                                 tenant_claim="acme", scopes=frozenset({"things:read"}),
                                 roles=frozenset(), key_id=KEY_ID, expires_at=2_000_000_000.0)
+
+
+class SteppedClock:
+    """The time module as ApiKeys reads it: a wall clock that may be stepped back (NTP, an
+    operator), and a monotonic one, here just after boot, that only moves forward."""
+
+    def __init__(self) -> None:
+        self.wall = 1_800_000_000.0
+        self.elapsed = 5.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+
+class UsageStore(FakeStore):
+    def __init__(self, records: dict[str, KeyRecord]) -> None:
+        super().__init__(records)
+        self.last_used: list[dict[str, int]] = []
+
+    async def add_usage(self, increments: Mapping[tuple[str, str], int],
+                        last_used: Mapping[str, int]) -> dict[tuple[str, str], int]:
+        self.last_used.append(dict(last_used))
+        return {}
+
+
+async def test_last_used_is_written_once_an_interval_whatever_the_wall_clock_does(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The interval between last-used writes was measured on the wall clock: stepped back an
+    hour, it wrote nothing for that hour. On the monotonic clock, a key's first use is written
+    even when that clock (time since boot) is younger than the interval."""
+    clock = SteppedClock()
+    monkeypatch.setattr(apikeys_module, "time", clock)
+    keys, _, _ = make_keys(tmp_path)
+    store = UsageStore({KEY_ID: record(keys)})
+    keys.store = store  # type: ignore[assignment]
+    presented = format_key(keys.prefix, KEY_ID, SECRET)
+    for _ in range(2):
+        assert isinstance(await verify(keys, presented), Identity)
+        await keys.flush_usage()
+        clock.wall -= 3600  # stepped back an hour
+        clock.elapsed += 30  # half of last_used_interval: no write
+        assert isinstance(await verify(keys, presented), Identity)
+        await keys.flush_usage()
+        clock.elapsed += 30
+    assert store.last_used == [{KEY_ID: 1_800_000_000}, {},
+                               {KEY_ID: 1_800_000_000 - 3600}, {}]
 
 
 async def test_digest_of_one_key_does_not_verify_under_another_id(tmp_path: Path) -> None:

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from tenantgate.decision import Reason
+from tenantgate.identity import stage as stage_module
 from tenantgate.observe import metrics
 from tenantgate.testing.check import (
     DevIssuer,
@@ -57,6 +58,38 @@ async def test_a_token_refused_for_good_is_verified_once_and_refused_alike_again
     assert await reasons(local, token) == [reason, reason]  # the audit line's real reason
     assert verified == [token]
     assert metrics.TOKEN_CACHE.value(("rejected_hit",)) == hits + 1
+
+
+class SteppedClock:
+    """The time module as the stage reads it: a wall clock that may be stepped back, and a
+    monotonic one that only moves forward."""
+
+    def __init__(self) -> None:
+        self.wall = time.time()
+        self.elapsed = 1000.0
+
+    def time(self) -> float:
+        return self.wall
+
+    def monotonic(self) -> float:
+        return self.elapsed
+
+
+async def test_a_wall_clock_stepped_back_does_not_keep_a_refusal_past_its_ttl(
+        gate: tuple[LocalCheck, list[str]], idp: DevIssuer,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The rejected-token TTL was measured on the wall clock: stepped back an hour, a refusal
+    stayed cached for an hour past its 60 s."""
+    local, verified = gate
+    clock = SteppedClock()
+    monkeypatch.setattr(stage_module, "time", clock)
+    token = idp.token(exp=int(time.time()) - 86400)
+    assert await reasons(local, token) == [Reason.TOKEN_EXPIRED] * 2
+    assert verified == [token]
+    clock.wall -= 3600
+    clock.elapsed += 60  # rejected_token_cache_ttl
+    assert await reasons(local, token) == [Reason.TOKEN_EXPIRED] * 2
+    assert verified == [token, token]
 
 
 async def test_a_token_not_yet_valid_is_verified_every_time(

@@ -70,6 +70,10 @@ class Clock:
         return self.now
 
 
+def no_jitter() -> float:
+    return 0.0  # backoffs of exactly 1, 2, 4, ... seconds (the top of each range)
+
+
 def keyset(fake: FakeIdP, clock: Clock, **jwks: Any) -> KeySet:
     cfg = IssuerConfig.model_validate({
         "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
@@ -77,7 +81,7 @@ def keyset(fake: FakeIdP, clock: Clock, **jwks: Any) -> KeySet:
         "jwks": {"url": URL, "min_ttl": "60s", "max_ttl": "1h", "default_ttl": "300s",
                  "refetch_interval": "30s", "max_stale": "600s", **jwks}})
     client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handle))
-    return KeySet(cfg, client, clock=clock)
+    return KeySet(cfg, client, clock=clock, jitter=no_jitter)
 
 
 async def settle() -> None:
@@ -88,8 +92,12 @@ async def settle() -> None:
 @pytest.mark.parametrize("cache_control, fresh_for", [
     ("max-age=120", 120), ("public, max-age=5", 60), ("max-age=999999", 3600),
     ("no-store", 60), ("no-cache, max-age=500", 60), ("s-maxage=900", 300), (None, 300),
+    ("x-no-cache-hint, max-age=600", 600), ("max-age=600, no-store-x", 600),
+    ("public, max-age=600, NO-CACHE", 60), ('max-age=600, no-cache="set-cookie"', 60),
+    ("max-age=600,  No-Store ", 60),
 ], ids=["within-bounds", "below-min", "above-max", "no-store", "no-cache", "s-maxage-only",
-        "absent"])
+        "absent", "extension-naming-no-cache", "extension-naming-no-store", "no-cache-upper",
+        "no-cache-with-value", "no-store-spaced"])
 async def test_cache_control_is_honoured_within_min_and_max(
         idp: DevIssuer, cache_control: str | None, fresh_for: float) -> None:
     fake, clock = FakeIdP(idp.jwks(["k1"]), cache_control), Clock()
@@ -176,7 +184,7 @@ async def test_endpoint_down_known_keys_work_up_to_max_stale_then_unavailable(
             await keys.find("k1", "RS256")
     assert fake.fetches == fetches
     fake.failing = False
-    clock.now += FAILED_FETCH_BACKOFF
+    clock.now += 2 * FAILED_FETCH_BACKOFF  # the wait after two failures in a row (at 659)
     assert await keys.find("k1", "RS256") != []
 
 
@@ -232,6 +240,58 @@ async def test_failing_background_refresh_backs_off_instead_of_refetching_per_re
     assert await keys.find("k1", "RS256") != []
     await settle()
     assert fake.fetches == 3
+
+
+def test_failed_fetch_backoff_doubles_up_to_its_cap_less_up_to_half_of_jitter() -> None:
+    schedule = [jwks_module.failed_fetch_backoff(n, 3600.0, 0.0) for n in range(1, 10)]
+    assert schedule == [1, 2, 4, 8, 16, 32, 60, 60, 60]
+    assert jwks_module.failed_fetch_backoff(10**6, 3600.0, 0.0) == 60  # no overflow
+    # Jitter takes up to half off, never below the first step: replicas spread out.
+    assert jwks_module.failed_fetch_backoff(5, 3600.0, 0.5) == 12
+    assert jwks_module.failed_fetch_backoff(5, 3600.0, 0.999) == pytest.approx(8, abs=0.01)
+    assert jwks_module.failed_fetch_backoff(1, 3600.0, 0.999) == 1
+    assert jwks_module.failed_fetch_backoff(2, 3600.0, 0.999) == pytest.approx(1, abs=0.01)
+    # No longer than refetch_interval: tokens of an issuer without usable keys wait for it.
+    assert [jwks_module.failed_fetch_backoff(n, 10.0, 0.0) for n in (4, 5, 9)] == [8, 10, 10]
+    assert jwks_module.failed_fetch_backoff(9, 1.0, 0.0) == 1
+
+
+async def test_a_jwks_endpoint_that_stays_down_is_asked_ever_less_often(idp: DevIssuer) -> None:
+    """A failed fetch was retried one second later, forever: every replica asked an IdP that
+    was down once a second per issuer. Now the wait doubles up to refetch_interval (30 s here),
+    and a success starts it over."""
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
+    fake.failing = True
+    cfg = keyset(fake, clock)._issuer
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handle))
+    keys = KeySet(cfg, client, clock=clock, jitter=no_jitter)
+
+    async def waits(count: int) -> list[float]:
+        """The seconds between fetches a Check with no usable keys asks for."""
+        found = []
+        for _ in range(count):
+            fetches, started = fake.fetches, clock.now
+            while True:
+                with contextlib.suppress(KeySetUnavailable):
+                    await keys.find("k1", "RS256")
+                if fake.fetches != fetches:
+                    break
+                clock.now += 0.25
+            found.append(clock.now - started)
+        return found
+
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")  # the first failure
+    assert await waits(7) == [1, 2, 4, 8, 16, 30, 30]
+    fake.failing = False
+    assert await waits(1) == [30]
+    assert await keys.find("k1", "RS256") != []
+    fake.failing = True
+    clock.now += 60 + 600  # past max_stale again: the backoff starts over
+    with pytest.raises(KeySetUnavailable):
+        await keys.find("k1", "RS256")
+    assert await waits(3) == [1, 2, 4]
+    await keys.close()
 
 
 async def test_no_keys_at_start_is_unavailable_not_a_crash(idp: DevIssuer) -> None:
@@ -352,7 +412,7 @@ async def test_an_unknown_kid_reads_the_jwks_file_again(tmp_path: Path) -> None:
         "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
         "tenant_pattern": "^[a-z]+$", "jwks": {"file": str(path), "refetch_interval": "30s"}})
     clock = Clock()
-    keys = KeySet(cfg, None, clock=clock)
+    keys = KeySet(cfg, None, clock=clock, jitter=no_jitter)
     await keys.refresh()
     path.write_text(json.dumps({"keys": issuer.jwks(["k1", "k2"])}))
     assert [key.key_id for key in await keys.find("k2", "RS256")] == ["k2"]
@@ -705,7 +765,8 @@ def discovering_keyset(handle: Callable[[httpx.Request], Awaitable[httpx.Respons
     cfg = IssuerConfig.model_validate({
         "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
         "tenant_pattern": "^[a-z]+$", "jwks": {"discovery": True, "max_stale": "600s"}})
-    return KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock)
+    return KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock,
+                  jitter=no_jitter)
 
 
 async def test_a_moved_jwks_uri_is_discovered_again_after_a_failed_fetch(idp: DevIssuer) -> None:
@@ -782,7 +843,8 @@ async def test_the_age_a_cache_used_up_is_subtracted_from_max_age(
 
     clock = Clock()
     cfg = keyset(FakeIdP([]), clock)._issuer
-    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock)
+    keys = KeySet(cfg, httpx.AsyncClient(transport=httpx.MockTransport(handle)), clock=clock,
+                  jitter=no_jitter)
     await keys.start()
     clock.now += fresh_for - 0.5
     assert await keys.find("k1", "RS256") != []
@@ -878,7 +940,7 @@ async def test_a_missed_refetch_of_one_issuer_does_not_stop_caching_anothers_bad
     other_fake = FakeIdP(other.jwks(["k1"]), "max-age=86400")
     other_keys = KeySet(keys._issuer.model_copy(update={"name": "other", "issuer": other.issuer}),
                         httpx.AsyncClient(transport=httpx.MockTransport(other_fake.handle)),
-                        clock=clock)
+                        clock=clock, jitter=no_jitter)
     await keys.start()
     await other_keys.start()
     verifier = JwtVerifier([keys._issuer, other_keys._issuer], {"idp": keys, "other": other_keys})

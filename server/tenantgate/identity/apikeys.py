@@ -8,6 +8,7 @@ import contextlib
 import hashlib
 import hmac
 import logging
+import math
 import re
 import secrets
 import time
@@ -112,7 +113,7 @@ class ApiKeys:
         self._revoked_attempts: Counter[str] = Counter()
         self._unsent: Counter[tuple[str, str]] = Counter()  # (tenant, usage field) Redis refused
         self._last_used: dict[str, int] = {}  # pending writes
-        self._last_used_sent: dict[str, float] = {}
+        self._last_used_sent: dict[str, float] = {}  # key id -> monotonic time of last write
         self._tasks: list[asyncio.Task[None]] = []
         self._closing = False
         self.subscribed = asyncio.Event()  # set while the revocation channel is live
@@ -208,11 +209,14 @@ class ApiKeys:
 
     def _used(self, record: KeyRecord) -> None:
         self._hits[(record.tenant, record.key_id)] += 1
-        now = time.time()
-        # last-used is coarse on purpose: one write per key per interval per replica.
-        if now - self._last_used_sent.get(record.key_id, 0.0) >= self.cfg.last_used_interval:
-            self._last_used_sent[record.key_id] = now
-            self._last_used[record.key_id] = int(now)
+        # last-used is coarse on purpose: one write per key per interval per replica. The
+        # interval is measured on the monotonic clock (a wall clock stepped back paused the
+        # writes for the length of the step); the stored value is a wall-clock timestamp.
+        elapsed = time.monotonic()
+        sent = self._last_used_sent.get(record.key_id, -math.inf)
+        if elapsed - sent >= self.cfg.last_used_interval:
+            self._last_used_sent[record.key_id] = elapsed
+            self._last_used[record.key_id] = int(time.time())
 
     # -- lifecycle: revocation subscription and usage flushing --------------------------------
 

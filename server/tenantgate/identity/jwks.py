@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import random
 import re
 import time
 from collections.abc import Callable
@@ -30,7 +31,13 @@ log = logging.getLogger("tenantgate.jwks")
 _MAX_AGE = re.compile(r"(?:^|,)\s*max-age\s*=\s*(\d+)", re.IGNORECASE)
 _DELTA_SECONDS = re.compile(r"[0-9]+")  # RFC 9111 1.2.2: the Age header's only valid form
 DELTA_SECONDS_CAP = 2.0 ** 31
+# After a failed fetch, callers and the refresh loop wait this long, doubled after each further
+# failure (jittered, so replicas that failed together do not retry together) up to the cap,
+# back to the start after a success: 50 replicas must not ask an IdP that is down 50 times a
+# second. Capped by refetch_interval too: with no usable keys every token of the issuer waits
+# for the next attempt, and an unknown kid may cost a fetch per interval anyway.
 FAILED_FETCH_BACKOFF = 1.0  # seconds
+MAX_FAILED_FETCH_BACKOFF = 60.0
 # Seconds between the keep-fresh loop's attempts, and between refreshes a request starts,
 # whatever the TTL says (min_ttl 0 with `no-cache` makes keys stale as soon as fetched).
 MIN_REFRESH_WAIT = 1.0
@@ -46,12 +53,14 @@ class KeySet:
     """Verification keys for one issuer; `find` is the only call on the request path."""
 
     def __init__(self, issuer: IssuerConfig, client: httpx.AsyncClient | None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 jitter: Callable[[], float] = random.random) -> None:
         assert issuer.jwks is not None
         self._issuer = issuer
         self._cfg: JwksConfig = issuer.jwks
         self._client = client
         self._clock = clock
+        self._jitter = jitter
         self._keys: list[VerificationKey] = []
         self._etag: str | None = None
         # With discovery: the jwks_uri of the last successful fetch, discovered again after a
@@ -63,6 +72,7 @@ class KeySet:
         self._last_unknown_kid_fetch = -float("inf")
         self._last_fetch_started = -float("inf")
         self._next_attempt = -float("inf")  # after a failed fetch, callers wait this out
+        self._failures = 0  # fetches failed in a row: the backoff grows with them
         self._inflight: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Counts fetches that removed a key. Tokens verified under an older generation are
@@ -87,6 +97,7 @@ class KeySet:
         self._jwks_url, self._rediscover = old._jwks_url, old._rediscover
         self._fresh_until, self._usable_until = old._fresh_until, old._usable_until
         self._next_attempt, self._distrusted = old._next_attempt, old._distrusted
+        self._failures = old._failures
 
     async def start(self) -> None:
         """Load keys once at start-up (a failure here is not fatal: requests will retry), then
@@ -227,7 +238,9 @@ class KeySet:
             if self._fetch_failing.ready():
                 log.warning("JWKS of %s could not be fetched: %s (said once a minute; "
                             "tenantgate_jwks_fetches_total counts each)", self._issuer.name, exc)
-            self._next_attempt = self._clock() + FAILED_FETCH_BACKOFF
+            self._failures += 1
+            self._next_attempt = self._clock() + failed_fetch_backoff(
+                self._failures, self._cfg.refetch_interval, self._jitter())
             self._distrust_if_past_max_stale()
             raise
         except Exception:
@@ -236,7 +249,7 @@ class KeySet:
             # still lose trust past max_stale: a fetch that keeps failing must not keep them.
             self._distrust_if_past_max_stale()
             raise
-        self._distrusted = False
+        self._distrusted, self._failures = False, 0
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
             self._keys = keys
@@ -366,6 +379,15 @@ class KeySet:
                 task.cancel()
 
 
+def failed_fetch_backoff(failures: int, refetch_interval: float, jitter: float) -> float:
+    """Seconds to wait after the `failures`-th failed fetch in a row: FAILED_FETCH_BACKOFF
+    doubled per failure up to the cap, less a random part of up to half (`jitter` in [0, 1)),
+    never below FAILED_FETCH_BACKOFF (fetches of a failing endpoint stay a second apart)."""
+    cap = min(MAX_FAILED_FETCH_BACKOFF, refetch_interval)
+    delay = min(FAILED_FETCH_BACKOFF * 2.0 ** min(failures - 1, 64), cap)
+    return max(delay * (1.0 - jitter / 2), FAILED_FETCH_BACKOFF)
+
+
 async def _read_bounded(response: httpx.Response) -> bytes:
     # Read in pieces and stop past the limit: reading first and measuring after would hold
     # whatever the endpoint sends in memory (counted after content decoding: gzip bombs too).
@@ -403,7 +425,10 @@ def _freshness(headers: httpx.Headers) -> float | None:
 
 
 def _max_age(cache_control: str) -> float | None:
-    if "no-store" in cache_control.lower() or "no-cache" in cache_control.lower():
+    # Directive names compared whole (a substring test took `x-no-cache-hint` for no-cache);
+    # `no-cache="field"` still counts as no-cache, its value ignored.
+    names = {d.split("=", 1)[0].strip().lower() for d in cache_control.split(",")}
+    if not names.isdisjoint(("no-store", "no-cache")):
         return 0.0
     match = _MAX_AGE.search(cache_control)
     return _delta_seconds(match.group(1)) if match else None

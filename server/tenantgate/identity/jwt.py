@@ -237,8 +237,11 @@ def _acceptable_until(issuer: IssuerConfig, claims: dict[str, Any]) -> float:
 
 def _time_problem(issuer: IssuerConfig, claims: dict[str, Any], now: float) -> Reason | None:
     exp, nbf, iat = claims.get("exp"), claims.get("nbf"), claims.get("iat")
-    if not _is_number(exp) or any(v is not None and not _is_number(v) for v in (nbf, iat)):
-        return Reason.BAD_CLAIMS  # exp is required; all three must be JSON numbers
+    # exp is required; all three must be JSON numbers (RFC 7519 NumericDate) when present, so
+    # `"nbf": null` is refused like any other non-number, not read as an absent nbf.
+    if not _is_number(exp) or any(name in claims and not _is_number(claims[name])
+                                  for name in ("nbf", "iat")):
+        return Reason.BAD_CLAIMS
     leeway = issuer.leeway
     if now >= exp + leeway:
         return Reason.TOKEN_EXPIRED

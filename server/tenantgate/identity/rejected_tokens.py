@@ -28,7 +28,9 @@ class KeyRevision(Protocol):
 
 
 class RejectedTokens:
-    """FIFO of (reason, expiry) by token digest; one TTL for all, so the oldest expires first."""
+    """FIFO of (reason, expiry) by token digest; one TTL for all, so the oldest expires first.
+    `now` is a monotonic clock's reading (time.monotonic()), never wall time: a wall clock
+    stepped back would keep every entry for the length of the step."""
 
     def __init__(self, max_entries: int, ttl: float, keysets: Iterable[KeyRevision] = ()
                  ) -> None:
