@@ -33,6 +33,12 @@ MIN_KEY_BYTES = 32
 _KEY_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 KEY_ID_RULE = "must be 1 to 32 characters, each a letter A-Z or a-z, a digit, _ or -"
 MAX_CONTEXT_BYTES = 4096
+# How far in the future a context's `iat` may lie, by the verifier's clock, before it is refused:
+# the same allowance as Postgres's verifier (sql/006_issued_at_check.sql). Without it a verifier
+# whose clock runs behind the signer's accepted a context for the TTL plus the lag, however old.
+# 30 s, as the default JWT `leeway`: far above what NTP-synced clocks drift apart, and half the
+# default TTL, so no context is accepted for longer than its TTL plus 30 s, whatever the skew.
+CLOCK_SKEW_SECONDS = 30
 # docs/signed-context.md step 1, as the SQL verifier checks it: base64url in three non-empty
 # parts, the last a 43-character HMAC-SHA256 in its canonical spelling (its last character's two
 # unused bits zero). What sign() writes, and nothing a database driver would choke on (a NUL).
@@ -55,7 +61,8 @@ class ContextClaims:
 
 
 class InvalidContext(ValueError):
-    """The context is missing, malformed, signed with an unknown key, forged or expired."""
+    """The context is missing, malformed, signed with an unknown key, forged, expired or issued
+    in the future (beyond CLOCK_SKEW_SECONDS)."""
 
 
 _URLSAFE = bytes.maketrans(b"+/", b"-_")
@@ -223,4 +230,6 @@ def _claims(payload: dict[str, object], key_id: str, now: float) -> ContextClaim
         raise InvalidContext("malformed claims")
     if now >= exp:
         raise InvalidContext("expired")
+    if iat > now + CLOCK_SKEW_SECONDS:
+        raise InvalidContext("issued in the future")
     return ContextClaims(tenant, subject, iat, exp, rid, key_id)

@@ -12,6 +12,7 @@ import string
 
 import pytest
 from tenantgate.context import (
+    CLOCK_SKEW_SECONDS,
     MAX_CONTEXT_BYTES,
     InvalidContext,
     KeyRing,
@@ -97,6 +98,18 @@ def test_expired_context_is_rejected_at_exp(ring: KeyRing) -> None:
     ring.verify(token, now=NOW + 59.9)
     with pytest.raises(InvalidContext, match="expired"):
         ring.verify(token, now=NOW + 60)
+
+
+def test_context_issued_beyond_the_clock_skew_allowance_is_rejected(ring: KeyRing) -> None:
+    # A verifier whose clock runs behind the signer's: a context signed an hour ahead (with a
+    # TTL long enough that exp alone lets it through) was accepted for the TTL plus the lag.
+    token = ring.sign("acme", "u", "r", 7200, now=NOW + 3600)
+    with pytest.raises(InvalidContext, match="issued in the future"):
+        ring.verify(token, now=NOW)
+    with pytest.raises(InvalidContext, match="issued in the future"):
+        ring.verify(ring.sign("acme", "u", "r", 60, now=NOW), now=NOW - CLOCK_SKEW_SECONDS - 0.5)
+    # Within the allowance (a clock a little behind) it verifies.
+    assert ring.verify(token, now=NOW + 3600 - CLOCK_SKEW_SECONDS).tenant == "acme"
 
 
 def test_ttl_below_one_second_still_gives_a_positive_lifetime(ring: KeyRing) -> None:

@@ -14,7 +14,9 @@ from collections.abc import Callable
 import psycopg
 import pytest
 from pgsupport import ACTIVE_SECRET, LONG_SECRET, Database
-from tenantgate.context import InvalidContext, KeyRing, b64url
+from tenantgate.cli import main
+from tenantgate.context import CLOCK_SKEW_SECONDS, InvalidContext, KeyRing, b64url
+from tenantgate.db import schema
 
 TENANT_CHARS = string.ascii_lowercase + string.digits + "_-"
 B64URL_CHARS = string.ascii_letters + string.digits + "-_"
@@ -80,10 +82,11 @@ def random_contexts(rng: random.Random, db: Database, count: int) -> list[str]:
     for _ in range(count):
         tenant = "".join(rng.choices(TENANT_CHARS, k=rng.randrange(1, 64)))
         subject = "".join(rng.choices(SUBJECT_CHARS, k=rng.randrange(0, 40)))
-        expired = rng.random() < 0.15
+        # Expired, or issued well ahead of the verifiers' clock (a signer's clock running
+        # fast): both must be refused, whatever the TTL.
+        shift = rng.choices([0, -7200, rng.randrange(120, 3600)], weights=[75, 15, 10])[0]
         token = rng.choice(rings).sign(tenant, subject, f"rid-{rng.randrange(10**9)}",
-                                       ttl=rng.randrange(60, 3600),
-                                       now=time.time() - (7200 if expired else 0))
+                                       ttl=rng.randrange(60, 3600), now=time.time() + shift)
         signed.append(token)
         tokens.append(tamper(rng, token, signed) if rng.random() < 0.3 else token)
     return tokens
@@ -138,6 +141,7 @@ _SIGNED_BUT_INVALID: dict[str, Callable[[int], str]] = {
     "sub_null": lambda now: _signed(_payload(now, sub=None)),
     "rid_missing": lambda now: _signed(_payload(now, rid=_DROP)),
     "expired_one_second_ago": lambda now: _signed(_payload(now, exp=now - 1)),
+    "issued_a_minute_ahead": lambda now: _signed(_payload(now, iat=now + 60, exp=now + 120)),
     "payload_is_array": lambda now: _signed(["acme"]),
     "payload_is_string": lambda now: _signed("acme"),
 }
@@ -273,3 +277,44 @@ def test_non_canonical_header_or_payload_spelling_is_refused_by_sql_and_python(
     with db.connect() as conn:
         assert verify_sql(conn, [token]) == [(None, None, None, None)]
     assert verify_python(db.ring, token) == (None, None, None, None)
+
+
+def test_context_issued_beyond_the_clock_skew_allowance_is_refused_by_sql_and_python(
+        db: Database) -> None:
+    # Signed by a tenantgate whose clock runs ahead of Postgres's (Postgres behind): 3600 s ahead
+    # and signed 3000 s ago by that clock, the context's exp is still ahead of Postgres's clock,
+    # and up to schema version 5 it verified: replayable for the TTL plus the lag.
+    now = time.time()
+    old_leaked = db.ring.sign("acme", "alice", "r", 60, now=now + 3600 - 3000)
+    fresh_from_fast_signer = db.ring.sign("acme", "alice", "r", 60, now=now + 3600)
+    beyond = db.ring.sign("acme", "alice", "r", 60, now=now + CLOCK_SKEW_SECONDS + 5)
+    within = db.ring.sign("acme", "alice", "r", 60, now=now + CLOCK_SKEW_SECONDS - 5)
+    tokens = [old_leaked, fresh_from_fast_signer, beyond, within]
+    refused, valid = (None, None, None, None), ("acme", "alice", "r", "active")
+    with db.connect() as conn:
+        assert verify_sql(conn, tokens) == [refused, refused, refused, valid]
+    assert [verify_python(db.ring, t) for t in tokens] == [refused, refused, refused, valid]
+
+
+def test_db_install_upgrades_a_version_5_database_to_the_issued_at_check(
+        fresh_db: Database, capsys: pytest.CaptureFixture[str]) -> None:
+    with psycopg.connect(fresh_db.cluster.dsn(), autocommit=True) as conn:
+        conn.execute("CREATE DATABASE before_issued_at_check")
+    dsn = fresh_db.cluster.dsn(dbname="before_issued_at_check")
+    future = sign_raw("k", ACTIVE_SECRET, _payload(int(time.time()) + 600))
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        for migration in schema.migrations():
+            if migration.version <= 5:  # what the previous release installed
+                conn.execute(migration.sql)
+        conn.execute("SELECT tenantgate.add_key('k', %s)", [ACTIVE_SECRET])
+        assert verify_sql(conn, [future])[0][0] == "acme"  # the gap version 6 closes
+    assert main(["db", "install", "--dsn", dsn]) == 0
+    assert capsys.readouterr().out == (
+        f"tenantgate SQL at schema version {schema.latest_version()} (was 5)\n")
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        assert verify_sql(conn, [future]) == [(None, None, None, None)]
+        public = conn.execute(
+            "SELECT has_function_privilege('public', 'tenantgate.verify_signed_context(text)',"
+            " 'EXECUTE'), has_function_privilege('public', 'tenantgate.verify_context(text)',"
+            " 'EXECUTE')")
+        assert public.fetchone() == (False, True)

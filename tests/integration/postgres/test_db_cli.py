@@ -56,10 +56,11 @@ def test_a_version_1_install_upgrades_and_the_old_verifier_is_not_public(
     assert public == [("verify_context", True), ("verify_signed_context", False)]
     with psycopg.connect(dsn, autocommit=True) as conn:
         # Version 3 records who upgraded, version 4 replaces isolate() (inheritance parents),
-        # version 5 the key functions (key ids checked before the row).
+        # version 5 the key functions (key ids checked before the row), version 6 the verifier
+        # (iat in the future refused).
         assert conn.execute("SELECT version, installed_by::text FROM tenantgate.schema_version"
                             " ORDER BY 1").fetchall() == [(1, None), (2, None), (3, "postgres"),
-                                                          (4, None), (5, None)]
+                                                          (4, None), (5, None), (6, None)]
         isolate = conn.execute("SELECT prosrc FROM pg_proc"
                                " WHERE oid = 'tenantgate.isolate'::regproc")
         assert "inherits from" in isolate.fetchone()[0]
