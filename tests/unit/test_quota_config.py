@@ -117,9 +117,48 @@ def test_rate_limit_files_without_the_quota_are_an_error_not_a_silent_ok() -> No
 
 
 def test_degraded_needs_a_replica_count() -> None:
-    assert issues("  failure_mode: degraded\n") == [
-        "quota: failure_mode degraded needs replicas (how many tenantgate processes share "
-        "the store)"]
+    assert issues("  store: redis\n  failure_mode: degraded\n") == [
+        "quota: failure_mode degraded needs replicas (the most tenantgate processes sharing "
+        "the store; autoscaled: the maximum)"]
+
+
+@pytest.mark.parametrize("failure_mode", ["degraded", "closed", "open"])
+def test_more_than_one_process_on_the_memory_store_is_an_error(failure_mode: str) -> None:
+    # Each process counts in its own memory: two of them admitted twice every limit, and
+    # check-config said ok.
+    for store in ("", "  store: memory\n"):
+        assert issues(f"{store}  replicas: 2\n  failure_mode: {failure_mode}\n") == [
+            "quota.replicas: 2, but store is memory (the default), which counts in each process "
+            "apart: 2 processes would give every tenant 2 times its limits. Set store: redis "
+            "(with redis.url) to share quotas, or run one process (replicas: 1)"]
+    assert load("  store: memory\n  replicas: 1\n").quota.replicas == 1
+    assert load("  store: redis\n  replicas: 2\n").quota.replicas == 2
+
+
+@pytest.mark.parametrize(("quota_yaml", "at"), [
+    ("  failure_mode: degraded\n  replicas: 1\n", "failure_mode"),
+    ("  replicas: 1\n  plans: {free: {limits: [1/s], failure_mode: degraded}}\n",
+     "plans.free.failure_mode"),
+])
+def test_degraded_on_the_memory_store_is_an_error(quota_yaml: str, at: str) -> None:
+    # The in-process store never fails, so the degraded buckets could never decide.
+    assert issues(quota_yaml) == [
+        f"quota: {at} is degraded but store is memory (the default), which runs in the "
+        "process and never fails, so degraded mode would never apply: set store: redis, or "
+        "another failure_mode"]
+    assert load("  store: redis\n" + quota_yaml).quota.replicas == 1
+
+
+def test_batched_on_the_memory_store_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    # Accepted (the benches time the batched path without Redis), but it saves nothing there.
+    plans = "  plans: {free: {limits: [1/s]}, bulk: {limits: [1/s], mode: batched}}\n"
+    assert load(plans).quota.plans["bulk"].mode == "batched"
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
+        "quota.plans.bulk.mode: batched saves round trips to a shared store, and store is "
+        "memory, in the process: it saves none and adds work (use exact)"]
+    caplog.clear()
+    load("  store: redis\n" + plans)
+    assert not caplog.records
 
 
 def test_default_plan_must_exist() -> None:

@@ -19,6 +19,7 @@ context:
   keys: [{id: k1, secret: {fromEnv: TG_QUOTA_TEST_SECRET}}]
 quota:
   enabled: true
+  store: redis  # each test passes its own store; degraded needs one that can fail
   default_plan: free
   failure_mode: degraded
   replicas: 2

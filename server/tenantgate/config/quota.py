@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -20,6 +21,8 @@ from tenantgate.config.files import config_file_path
 from tenantgate.config.paths import check_path_pattern
 from tenantgate.config.redis_url import check_one_password, check_redis_url, check_text_password
 from tenantgate.config.types import Count, Duration, Flag, Model, Secret, is_one_method
+
+log = logging.getLogger("tenantgate.config")
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 # In ms, divided once: 700 x 0.001 is 0.7000000000000001, and the period's label (the
@@ -268,11 +271,25 @@ class QuotaConfig(Model):
     plans: dict[Name, PlanConfig] = Field(default_factory=dict)
     default_plan: str | None = None  # tenants without a plan (unknown-but-allowed, or unset)
     failure_mode: FailureMode = "closed"
-    replicas: Count | None = Field(default=None, ge=1)  # needed by failure_mode degraded
+    # The most tenantgate processes sharing the store (autoscaled: the maximum); degraded
+    # mode gives each limit / replicas while the store fails.
+    replicas: Count | None = Field(default=None, ge=1)
     response_headers_on_allow: Flag = False
     over_limit_cache: Flag = True
     max_local_entries: Count = Field(default=100_000, ge=100)
     ratelimit_service: RateLimitServiceConfig = Field(default_factory=RateLimitServiceConfig)
+
+    @field_validator("replicas")
+    @classmethod
+    def _one_process_counts_in_memory(cls, value: int | None,
+                                      info: ValidationInfo) -> int | None:
+        if value is not None and value > 1 and info.data.get("store") == "memory":
+            # Each process counts in its own memory: N of them admit N times every limit.
+            raise ValueError(f"{value}, but store is memory (the default), which counts in "
+                             f"each process apart: {value} processes would give every tenant "
+                             f"{value} times its limits. Set store: redis (with redis.url) to "
+                             "share quotas, or run one process (replicas: 1)")
+        return value
 
     @model_validator(mode="after")
     def _consistent(self) -> QuotaConfig:
@@ -289,9 +306,24 @@ class QuotaConfig(Model):
             raise ValueError("ratelimit_service.config_files is set but enabled is false, so "
                              "ShouldRateLimit would answer OK to every call without reading "
                              "them: set enabled: true, or remove ratelimit_service")
-        degraded = self.failure_mode == "degraded" or any(
-            p.failure_mode == "degraded" for p in self.plans.values())
+        degraded = [at for at, mode in self._failure_modes() if mode == "degraded"]
+        if degraded and self.store == "memory":
+            # The in-process store always answers: degraded buckets would never decide.
+            raise ValueError(f"{degraded[0]} is degraded but store is memory (the default), "
+                             "which runs in the process and never fails, so degraded mode "
+                             "would never apply: set store: redis, or another failure_mode")
         if degraded and self.replicas is None:
-            raise ValueError("failure_mode degraded needs replicas (how many tenantgate "
-                             "processes share the store)")
+            raise ValueError("failure_mode degraded needs replicas (the most tenantgate "
+                             "processes sharing the store; autoscaled: the maximum)")
+        if self.store == "memory" and (batched := [
+                name for name, plan in self.plans.items() if plan.mode == "batched"]):
+            # Harmless (benches use it to time the batched path without Redis), so only said.
+            log.warning("quota.plans.%s.mode: batched saves round trips to a shared store, "
+                        "and store is memory, in the process: it saves none and adds work "
+                        "(use exact)", batched[0])
         return self
+
+    def _failure_modes(self) -> list[tuple[str, str | None]]:
+        return [("failure_mode", self.failure_mode), *(
+            (f"plans.{name}.failure_mode", plan.failure_mode)
+            for name, plan in self.plans.items())]

@@ -97,6 +97,19 @@ def test_the_signing_key_commands_never_regenerate_a_key_in_use(
     assert len(after["k3"]) == 64
     assert "--dry-run" not in rotating and "apply" not in rotating
 
+def test_the_rotation_gives_postgres_the_key_first_and_waits_the_context_ttl(
+        render_notes: Callable[..., str]) -> None:
+    """The steps rolled the new active key before Postgres accepted it (every tenant's queries
+    then saw no rows) and removed the old id without waiting for its contexts to expire."""
+    notes = " ".join(render_notes("standalone-minimal.yaml",
+                                  sets={"context.ttl": "90s"}).split())
+    order = [notes.index(step) for step in (
+        "tenantgate db add-key k2, not --pending", "add k2 to signingKeys.keyIds and roll",
+        "set context.active_key to it and roll",
+        "rollout has completed and context.ttl (90s) has passed, remove the old id")]
+    assert order == sorted(order)
+
+
 @pytest.mark.parametrize(("key_ids", "suggested"), [
     ("{k1}", "k2"), ("{k2}", "k3"), ("{k1,k7,k3}", "k8"), ("{primary}", "k2"),
     ("{primary,k1}", "k3")])

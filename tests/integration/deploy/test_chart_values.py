@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from tenantgate.app import SERVICES
 from tenantgate.config.model import Config
 
+REDIS_QUOTA = {"enabled": True, "store": "redis", "redis": {"url": "redis://redis:6379/0"}}
 # (values, a line Helm must print): each names the key and says what is wrong.
 REJECTED = [
     pytest.param({"mode": "sidecars"},
@@ -199,6 +200,36 @@ REJECTED = [
                  "sidecar.app.replicas is 2: every tenant would get that many times its limits. "
                  "Set quota.store: redis with quota.redis.url, or run one pod "
                  "(sidecar.app.replicas: 1)", id="memory-quota-sidecar-replicas"),
+    # Degraded mode gives each pod limit / quota.replicas while Redis fails: with autoscaling
+    # 2..10 and replicas 2, an outage admitted up to 5 times every limit.
+    pytest.param({"quota": {**REDIS_QUOTA, "failure_mode": "degraded", "replicas": 2}},
+                 "quota.replicas: 2, but autoscaling.maxReplicas is 10: quota.failure_mode "
+                 "degraded gives each pod limit / quota.replicas while the store fails, so 10 "
+                 "pods would admit 5 times every limit. Set quota.replicas: 10 (the most pods "
+                 "that can run)", id="degraded-replicas-below-max-replicas"),
+    pytest.param({"quota": {**REDIS_QUOTA, "failure_mode": "degraded"}},
+                 "quota.replicas: not set, and quota.failure_mode degraded needs it: each pod "
+                 "enforces limit / quota.replicas while the store fails. Set quota.replicas: 10 "
+                 "(autoscaling.maxReplicas, the most pods that can run)",
+                 id="degraded-without-replicas"),
+    pytest.param({"quota": {**REDIS_QUOTA, "replicas": 3,
+                            "plans": {"pro": {"limits": ["1/s"], "failure_mode": "degraded"}}},
+                  "autoscaling": {"enabled": False}, "replicaCount": 4},
+                 "quota.replicas: 3, but replicaCount is 4: quota.plans.pro.failure_mode "
+                 "degraded gives each pod limit / quota.replicas while the store fails, so 4 pods "
+                 "would admit 1.33 times every limit", id="degraded-plan-replicas-below-count"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1", "replicas": 3}},
+                  "quota": {**REDIS_QUOTA, "replicas": 1},
+                  "tenants": {"registry": {"acme": {"overrides": {"failure_mode": "degraded"}}}}},
+                 "quota.replicas: 1, but sidecar.app.replicas is 3: "
+                 "tenants.registry.acme.overrides.failure_mode degraded",
+                 id="degraded-override-replicas-below-sidecar-replicas"),
+    # The in-process store never fails: tenantgate refuses degraded there, so the pod would not
+    # start.
+    pytest.param({"quota": {"enabled": True, "failure_mode": "degraded", "replicas": 1},
+                  "autoscaling": {"enabled": False}, "replicaCount": 1},
+                 "quota.failure_mode: degraded, but quota.store is memory (the default), which "
+                 "runs in the pod and never fails", id="degraded-on-memory-store"),
     # The root filesystem is read-only; tenantgate reads a relative socket path from the
     # ConfigMap's directory: the admin socket would fail serve, a crash loop.
     pytest.param({"admin": {"listen": "unix:admin.sock", "token": {"fromEnv": "T"}}},
@@ -342,6 +373,22 @@ def test_the_memory_quota_store_is_accepted_where_only_one_pod_runs(
     assert "ConfigMap" in render("sidecar-memory.yaml", sets={"sidecar.app.replicas": "1"}).kinds()
     assert "ConfigMap" in render("sidecar-memory.yaml", sets={
         "sidecar.app.enabled": "false", "sidecar.app.replicas": "3"}).kinds()
+
+
+def test_degraded_is_accepted_when_quota_replicas_covers_the_most_pods(
+        render: Callable[..., Rendered]) -> None:
+    degraded = {"quota.enabled": "true", "quota.store": "redis",
+                "quota.redis.url": "redis://redis:6379/0", "quota.failure_mode": "degraded"}
+    for sets in ({"quota.replicas": "10"}, {"quota.replicas": "12"},
+                 {"quota.replicas": "3", "autoscaling.maxReplicas": "3"},
+                 {"quota.replicas": "2", "autoscaling.enabled": "false", "replicaCount": "2"}):
+        assert "Deployment" in render("standalone-minimal.yaml", sets={**degraded, **sets}).kinds()
+    # Not degraded: quota.replicas means nothing to closed or open.
+    assert "Deployment" in render("standalone-minimal.yaml", sets={
+        **degraded, "quota.failure_mode": "open", "quota.replicas": "1"}).kinds()
+    # sidecar.app off: the user's own chart owns the replica count, the chart cannot know it.
+    assert "ConfigMap" in render("sidecar-redis.yaml", sets={
+        **degraded, "quota.replicas": "1", "sidecar.app.enabled": "false"}).kinds()
 
 
 # The chart's schema and tenantgate's config model must name the same keys, or values that

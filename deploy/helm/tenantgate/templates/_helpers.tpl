@@ -183,6 +183,46 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- fail (printf "quota.store: memory (the default) counts in each pod apart, and %s: every tenant would get that many times its limits. Set quota.store: redis with quota.redis.url, or run one pod (%s)" $pods (ternary "sidecar.app.replicas: 1" "autoscaling.enabled: false, replicaCount: 1" (eq .Values.mode "sidecar"))) -}}
 {{- end -}}
 {{- end -}}
+{{- /* degraded mode gives each pod limit ÷ quota.replicas while the store fails: fewer
+    replicas than pods admit pods ÷ replicas times every limit. The chart refuses rather than
+    filling quota.replicas in: the config is copied from values unchanged, and the value is the
+    operator's to choose (the most pods; at fewer pods each still gets only that share). */ -}}
+{{- if get $quota "enabled" -}}
+{{- $degraded := "" -}}
+{{- if eq (toString (get $quota "failure_mode")) "degraded" -}}
+{{- $degraded = "quota.failure_mode" -}}
+{{- end -}}
+{{- range $name, $plan := (default dict (get $quota "plans")) -}}
+{{- if and (not $degraded) (eq (toString (get (default dict $plan) "failure_mode")) "degraded") -}}
+{{- $degraded = printf "quota.plans.%s.failure_mode" $name -}}
+{{- end -}}
+{{- end -}}
+{{- range $id, $tenant := (dig "registry" dict (default dict .Values.tenants)) -}}
+{{- if and (not $degraded) (eq (toString (dig "overrides" "failure_mode" "" (default dict $tenant))) "degraded") -}}
+{{- $degraded = printf "tenants.registry.%s.overrides.failure_mode" $id -}}
+{{- end -}}
+{{- end -}}
+{{- if and $degraded (eq (toString (default "memory" (get $quota "store"))) "memory") -}}
+{{- fail (printf "%s: degraded, but quota.store is memory (the default), which runs in the pod and never fails, so degraded mode would never apply (tenantgate refuses the config). Set quota.store: redis with quota.redis.url, or another failure_mode" $degraded) -}}
+{{- end -}}
+{{- $most := 0 -}}{{- $mostKey := "" -}}
+{{- if eq .Values.mode "sidecar" -}}
+{{- if .Values.sidecar.app.enabled -}}{{- /* otherwise your chart sets the pod count */ -}}
+{{- $most = int .Values.sidecar.app.replicas -}}{{- $mostKey = "sidecar.app.replicas" -}}
+{{- end -}}
+{{- else if .Values.autoscaling.enabled -}}
+{{- $most = int .Values.autoscaling.maxReplicas -}}{{- $mostKey = "autoscaling.maxReplicas" -}}
+{{- else -}}
+{{- $most = int .Values.replicaCount -}}{{- $mostKey = "replicaCount" -}}
+{{- end -}}
+{{- $shares := int (default 0 (get $quota "replicas")) -}}
+{{- if and $degraded $mostKey (lt $shares $most) -}}
+{{- if eq $shares 0 -}}
+{{- fail (printf "quota.replicas: not set, and %s degraded needs it: each pod enforces limit / quota.replicas while the store fails. Set quota.replicas: %d (%s, the most pods that can run)" $degraded $most $mostKey) -}}
+{{- end -}}
+{{- fail (printf "quota.replicas: %d, but %s is %d: %s degraded gives each pod limit / quota.replicas while the store fails, so %d pods would admit %s times every limit. Set quota.replicas: %d (the most pods that can run)" $shares $mostKey $most $degraded $most (regexReplaceAll "\\.?0+$" (printf "%.2f" (divf $most $shares)) "") $most) -}}
+{{- end -}}
+{{- end -}}
 {{- if and .Values.autoscaling.enabled (gt (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- fail (printf "autoscaling.minReplicas: %d is above autoscaling.maxReplicas %d" (int .Values.autoscaling.minReplicas) (int .Values.autoscaling.maxReplicas)) -}}
 {{- end -}}
