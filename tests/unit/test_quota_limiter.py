@@ -405,6 +405,28 @@ def test_a_full_over_limit_cache_still_takes_a_new_denial() -> None:
     assert cache.check([buckets[0]], 1) is None  # the oldest made room
 
 
+def test_the_over_limit_cache_holds_a_wait_at_most_one_refill() -> None:
+    """A wait longer than the store can answer for a bucket (its clock was stepped back an
+    hour) is held here only that long, then the store is asked again: on the local clock it
+    outlived the step, refusing for an hour after Redis admitted again."""
+    cache, b = OverLimitCache(max_entries=100), bucket(limit=60, period=60.0, burst=10)
+    hour = 3_600_000_000
+    cache.remember([b], Outcome(False, (BucketState(0, hour, hour - 10_000_000),), 0), 1)
+    cached = cache.check([b], 1)
+    assert cached is not None
+    assert cached[0].retry_us <= b.tolerance_us + b.interval_us  # 11 s, not an hour
+    assert cached[0].reset_us <= 2 * b.tolerance_us
+
+
+def test_a_cached_denial_reports_what_remains_as_the_store_did() -> None:
+    # A cost above what remains is denied with 4 left: the cache said 0 on the next call.
+    cache, b = OverLimitCache(max_entries=100), bucket(limit=5, period=86400.0, burst=5)
+    cache.remember([b], Outcome(False, (BucketState(4, b.interval_us, 2 * b.interval_us),),
+                                0), 6)
+    cached = cache.check([b], 6)
+    assert cached is not None and cached[0].remaining == 4
+
+
 def test_long_periods_are_labelled_exactly() -> None:
     # `:g` wrote 30 days as 2.592e+06, and 1000000 s and 1000001 s as one label (one bucket).
     assert [period_label(p) for p in (0.5, 60.0, 2_592_000.0, 1_000_000.0, 1_000_001.0)] == [

@@ -159,6 +159,8 @@ class OverLimitCache:
 
     Exact, not approximate: a GCRA bucket that denies `cost` hits now keeps denying `cost` or
     more until its retry time, since nothing but time moves its theoretical arrival time back.
+    A wait is kept at most as long as the store can legitimately answer (see `_longest`): a
+    longer one (the store's clock stepped back) is asked again then, not held on this clock.
     """
 
     def __init__(self, max_entries: int) -> None:
@@ -181,7 +183,10 @@ class OverLimitCache:
             cached = self._until.get(bucket.key)
             if cached is not None and cost >= cached[1] and cached[0] > now:
                 denied = True
-                states.append(BucketState(0, max(0, cached[2] - now), cached[0] - now))
+                # What the store says of it now: remaining as gcra.lua counts it on a denial.
+                reset = max(0, cached[2] - now)
+                remaining = max(0, (bucket.tolerance_us - reset) // bucket.interval_us)
+                states.append(BucketState(remaining, reset, cached[0] - now))
             else:
                 states.append(BucketState(bucket.burst, 0, 0))
         return tuple(states) if denied else None
@@ -197,8 +202,16 @@ class OverLimitCache:
             self._until = live
         for bucket, state in zip(buckets, outcome.states, strict=True):
             if state.retry_us > 0:
+                retry, reset = _longest(bucket, cost)
                 self._until.pop(bucket.key, None)  # re-inserted: dict order is oldest first
-                self._until[bucket.key] = (now + state.retry_us, cost, now + state.reset_us)
+                self._until[bucket.key] = (now + min(state.retry_us, retry), cost,
+                                           now + min(state.reset_us, reset))
+
+
+def _longest(bucket: Bucket, cost: int) -> tuple[int, int]:
+    """The longest retry and reset (µs) the store answers for `bucket`: the scripts cut a tat
+    at now + 2 x tolerance, so a wait is at most one full refill and this cost's emission."""
+    return bucket.tolerance_us + cost * bucket.interval_us, 2 * bucket.tolerance_us
 
 
 class Limiter:

@@ -369,6 +369,18 @@ async def test_a_cached_denial_is_over_the_limit_while_the_store_is_down(
         server.close()
 
 
+async def test_a_cached_denial_says_what_remains_as_the_store_did(rls: object) -> None:
+    # A cost above what is left is refused with 4 left; the over-limit cache answering the
+    # same request again said 0.
+    stub = rls  # type: ignore[assignment]
+    assert (await ask(stub, descriptor(("tenant", "a")))).statuses[0].limit_remaining == 4
+    from_store, from_cache = [await ask(stub, descriptor(("tenant", "a"), hits=6))
+                              for _ in range(2)]
+    for reply in (from_store, from_cache):
+        assert reply.overall_code == Response.OVER_LIMIT
+        assert reply.statuses[0].limit_remaining == 4
+
+
 async def test_a_cached_denial_reports_the_descriptor_that_is_out(rls: object) -> None:
     # Envoy's x-ratelimit headers follow the status with least remaining: when the over-limit
     # cache answers, the tenant bucket (3 left) must not look as empty as the writes one.
