@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from tenantgate.cli import main
 from tenantgate.config.load import parse_config
 from tenantgate.config.model import Config
 from tenantgate.config.quota import Rate
@@ -149,15 +150,51 @@ def test_degraded_on_the_memory_store_is_an_error(quota_yaml: str, at: str) -> N
     assert load("  store: redis\n" + quota_yaml).quota.replicas == 1
 
 
+def test_a_tenants_degraded_override_on_the_memory_store_is_an_error() -> None:
+    # Refused in quota and in a plan, yet accepted in a tenant's overrides (the chart refused it).
+    tenants = "tenants:\n  registry:\n    acme: {overrides: {failure_mode: degraded}}\n"
+    assert issues("  replicas: 1\n", tenants) == [
+        "tenants.registry.acme.overrides.failure_mode: degraded, but quota.store is memory "
+        "(the default), which runs in the process and never fails, so degraded mode would "
+        "never apply: set quota.store: redis, or another failure_mode"]
+    config = load("  store: redis\n  replicas: 1\n", tenants)
+    assert config.tenants.registry["acme"].overrides.failure_mode == "degraded"
+
+
+BATCHED = ("  plans: {free: {limits: [1/s]}, bulk: {limits: [1/s], mode: batched}}\n",
+           "tenants:\n  registry:\n    acme: {plan: free, overrides: {mode: batched}}\n")
+
+
+def batched_warning(at: str) -> str:
+    return (f"{at}: batched saves round trips to a shared store, and quota.store is memory, in "
+            "the process: it saves none and adds work (use exact)")
+
+
 def test_batched_on_the_memory_store_is_a_warning(caplog: pytest.LogCaptureFixture) -> None:
     # Accepted (the benches time the batched path without Redis), but it saves nothing there.
-    plans = "  plans: {free: {limits: [1/s]}, bulk: {limits: [1/s], mode: batched}}\n"
-    assert load(plans).quota.plans["bulk"].mode == "batched"
+    plans, tenants = BATCHED
+    assert load(plans, tenants).quota.plans["bulk"].mode == "batched"
     assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == [
-        "quota.plans.bulk.mode: batched saves round trips to a shared store, and store is "
-        "memory, in the process: it saves none and adds work (use exact)"]
+        batched_warning("quota.plans.bulk.mode"),
+        batched_warning("tenants.registry.acme.overrides.mode")]
     caplog.clear()
-    load("  store: redis\n" + plans)
+    load("  store: redis\n" + plans, tenants)
+    assert not caplog.records
+
+
+def test_check_config_prints_the_batched_warning_as_every_warning(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str],
+        caplog: pytest.LogCaptureFixture) -> None:
+    # It was logged from the model's validator: check-config showed a bare line on stderr.
+    plans, tenants = BATCHED
+    path = tmp_path / "tenantgate.yaml"
+    path.write_text(BASE + tenants + "quota:\n" + plans)
+    assert main(["check-config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err == (f"{path}: warning: {batched_warning('quota.plans.bulk.mode')}\n"
+                   f"{path}: warning: {batched_warning('tenants.registry.acme.overrides.mode')}"
+                   "\n")
+    assert out.startswith(f"{path}: ok (0 issuers, 1 tenants, 0 routes)")
     assert not caplog.records
 
 

@@ -20,25 +20,28 @@ from tenantgate.quota import validate as validate_quota
 def register(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "check-config", help="validate a config file and exit",
-        description="Validate a tenantgate config. Exit 0 when valid; otherwise print one line "
-                    "per problem, each naming its key path, and exit 2.")
+        description="Validate a tenantgate config. Exit 0 when valid (printing any warnings, each "
+                    "naming its key path); otherwise print one line per problem, each naming its "
+                    "key path, and exit 2.")
     parser.add_argument("file", metavar="FILE", type=non_empty_path,
                         help="tenantgate YAML config")
     parser.set_defaults(handler=_check)
 
 
 def _check(args: argparse.Namespace) -> int:
+    warnings: list[str] = []
     try:
-        config = load_config(args.file, strict=True)
+        config = load_config(args.file, strict=True, warn=warnings.append)
         validate_quota(config)
         check_tls(config)
         check_audit_path(config)
-        warning = check_uds_path(config)
+        if (warning := check_uds_path(config)) is not None:
+            warnings.append(warning)
     except ConfigError as exc:
         for issue in exc.issues:
             print(f"{args.file}: {issue}", file=sys.stderr)
         return 2
-    if warning is not None:
+    for warning in warnings:
         print(f"{args.file}: warning: {warning}", file=sys.stderr)
     print(f"{args.file}: ok ({len(config.issuers)} issuers, "
           f"{len(config.tenants.registry)} tenants, {len(config.policy.routes)} routes)")

@@ -8,6 +8,7 @@ import logging
 import os
 import stat
 import typing
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,14 @@ from tenantgate.config.model import Config
 from tenantgate.errors import ConfigError
 
 log = logging.getLogger("tenantgate.config")
+
+# Where a config's warnings go (what loads but is likely a mistake): serve and a reload log
+# them; check-config collects them and prints each as `FILE: warning: ...`.
+Warn = Callable[[str], object]
+
+
+def log_warning(message: str) -> None:
+    log.warning("%s", message)
 
 
 class StrictLoader(yaml.SafeLoader):
@@ -75,10 +84,12 @@ StrictLoader.add_constructor(yaml.resolver.BaseResolver.DEFAULT_MAPPING_TAG, _co
 MAX_CONFIG_BYTES = 4 * 1024 * 1024
 
 
-def load_config(path: str | Path, *, strict: bool = False, pipe_ok: bool = True) -> Config:
+def load_config(path: str | Path, *, strict: bool = False, pipe_ok: bool = True,
+                warn: Warn = log_warning) -> Config:
     """`strict` (check-config): a `jwks.file` the key set could not use is an error.
     `pipe_ok`: a pipe or FIFO is read too (`check-config <(helm template ...)`); a reload says
-    False, as it runs on the event loop and must not wait for a writer."""
+    False, as it runs on the event loop and must not wait for a writer. `warn` gets each of
+    the config's warnings (`config_warnings`)."""
     path = Path(path)
     try:
         text = _read_config(path, pipe_ok).decode("utf-8")
@@ -87,7 +98,7 @@ def load_config(path: str | Path, *, strict: bool = False, pipe_ok: bool = True)
         raise ConfigError([f"cannot read: {limit if exc.too_large else exc}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"cannot read: {exc}"]) from None
-    return parse_config(text, base_dir=path.parent, strict=strict)
+    return parse_config(text, base_dir=path.parent, strict=strict, warn=warn)
 
 
 def _read_config(path: Path, pipe_ok: bool) -> bytes:
@@ -106,7 +117,8 @@ def yaml_problem(exc: yaml.YAMLError) -> str:
 TOO_DEEP = "(top level): nested too deeply"
 
 
-def parse_config(text: str, base_dir: Path | str = ".", *, strict: bool = False) -> Config:
+def parse_config(text: str, base_dir: Path | str = ".", *, strict: bool = False,
+                 warn: Warn = log_warning) -> Config:
     try:
         data = yaml.load(text, Loader=StrictLoader)
     except yaml.YAMLError as exc:
@@ -125,7 +137,24 @@ def parse_config(text: str, base_dir: Path | str = ".", *, strict: bool = False)
         raise ConfigError(problems)
     for problem in problems:  # serve, reload: the file may be mid-rewrite; the key set retries
         log.warning("%s (its keys are fetched again until it can be read)", problem)
+    for warning in config_warnings(config):
+        warn(warning)
     return config
+
+
+def config_warnings(config: Config) -> list[str]:
+    """What loads and works but is likely a mistake, each naming its key path."""
+    if config.quota.store != "memory":
+        return []
+    # Harmless (benches use it to time the batched path without Redis), so only said.
+    batched: list[tuple[str, ...]] = [
+        ("quota", "plans", name, "mode")
+        for name, plan in config.quota.plans.items() if plan.mode == "batched"]
+    batched += [("tenants", "registry", tenant_id, "overrides", "mode")
+                for tenant_id, entry in config.tenants.registry.items()
+                if entry.overrides.mode == "batched"]
+    return [f"{key_path(at)}: batched saves round trips to a shared store, and quota.store is "
+            "memory, in the process: it saves none and adds work (use exact)" for at in batched]
 
 
 def unusable_jwks_files(config: Config) -> list[str]:

@@ -640,6 +640,20 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
+    def _degraded_overrides_need_a_store_that_fails(self) -> Config:
+        # As QuotaConfig refuses degraded in quota and in a plan: the in-process store always
+        # answers, so a tenant's degraded buckets would never decide.
+        if self.quota.store != "memory":
+            return self
+        for tenant_id, entry in self.tenants.registry.items():
+            if entry.overrides.failure_mode == "degraded":
+                raise error_at(("tenants", "registry", tenant_id, "overrides", "failure_mode"),
+                               "degraded, but quota.store is memory (the default), which runs "
+                               "in the process and never fails, so degraded mode would never "
+                               "apply: set quota.store: redis, or another failure_mode")
+        return self
+
+    @model_validator(mode="after")
     def _api_key_header_untouched(self) -> Config:
         name = self.credentials.api_key_header
         if name in self.context.stripped_headers:

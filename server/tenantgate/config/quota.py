@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from dataclasses import dataclass
 from typing import Annotated, Any, Literal
@@ -21,8 +20,6 @@ from tenantgate.config.files import config_file_path
 from tenantgate.config.paths import check_path_pattern
 from tenantgate.config.redis_url import check_one_password, check_redis_url, check_text_password
 from tenantgate.config.types import Count, Duration, Flag, Model, Secret, is_one_method
-
-log = logging.getLogger("tenantgate.config")
 
 _RATE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([a-z]+)\s*$")
 # In ms, divided once: 700 x 0.001 is 0.7000000000000001, and the period's label (the
@@ -315,12 +312,6 @@ class QuotaConfig(Model):
         if degraded and self.replicas is None:
             raise ValueError("failure_mode degraded needs replicas (the most tenantgate "
                              "processes sharing the store; autoscaled: the maximum)")
-        if self.store == "memory" and (batched := [
-                name for name, plan in self.plans.items() if plan.mode == "batched"]):
-            # Harmless (benches use it to time the batched path without Redis), so only said.
-            log.warning("quota.plans.%s.mode: batched saves round trips to a shared store, "
-                        "and store is memory, in the process: it saves none and adds work "
-                        "(use exact)", batched[0])
         return self
 
     def _failure_modes(self) -> list[tuple[str, str | None]]:
