@@ -92,3 +92,20 @@ async def test_a_closed_limiter_is_not_kept_alive_by_the_gauge() -> None:
     del limiter
     gc.collect()
     assert gone() is None
+
+
+async def test_endpoint_rules_buckets_have_series_too() -> None:
+    # Only the plan's own limits were shown, though an endpoint rule's bucket is batched with
+    # an allowance of its own (here 50 per second at 1 s, beside the plan's 100).
+    config = CONFIG.replace(
+        "pro: {limits: ['10000/s'], mode: batched, batch_interval: 100ms}",
+        "pro: {limits: ['10000/s'], mode: batched, batch_interval: 100ms}\n"
+        "    edge: {limits: ['100/s'], mode: batched, batch_interval: 1s,\n"
+        "           endpoints: [{name: w, methods: [POST], limits: ['50/s']}]}")
+    limiter = Limiter(parse_config(config), MemoryStore())
+    await limiter.start()
+    try:
+        series = {k: v for k, v in shown().items() if k[0] == "edge"}
+        assert series == {("edge", "edge-1s", ""): 100.0, ("edge", "w-1s", ""): 50.0}
+    finally:
+        await limiter.close()

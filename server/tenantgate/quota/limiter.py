@@ -259,8 +259,10 @@ class Limiter:
 
     def _batched_bounds(self) -> list[tuple[str, str, str, float]]:
         plans = [("", p) for p in self.plans.values()] + list(self.tenant_plans.items())
+        # Endpoint rules' buckets are batched too, each with its own allowance.
         return [(plan.name, spec.name, tenant, allowance(spec.bucket(""), plan.batch_interval))
-                for tenant, plan in plans if plan.batched for spec in plan.specs]
+                for tenant, plan in plans if plan.batched
+                for spec in (*plan.specs, *(s for rule in plan.rules for s in rule.specs))]
 
     async def close(self) -> None:
         self._degraded_shown.set(False)  # closed, it decides nothing
