@@ -191,7 +191,9 @@ async def test_endpoint_down_known_keys_work_up_to_max_stale_then_unavailable(
 async def test_past_max_stale_cached_tokens_lose_their_keys_too(
         idp: DevIssuer, monkeypatch: pytest.MonkeyPatch) -> None:
     # find() refuses new tokens past max_stale, but cached tokens never call it: the refresh
-    # loop's failed fetch moves the generation, so the token cache sends them back too.
+    # loop's failed fetch moves the generation, so the token cache sends them back too. No
+    # backoff here (the loop sleeps in real time): ..._at_the_deadline_not_a_backoff_later
+    # checks the same with the real backoff on a fake clock.
     monkeypatch.setattr("tenantgate.identity.jwks.MIN_REFRESH_WAIT", 0.001)
     monkeypatch.setattr("tenantgate.identity.jwks.FAILED_FETCH_BACKOFF", 0.0)
     fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), Clock()
@@ -221,6 +223,82 @@ async def test_past_max_stale_cached_tokens_lose_their_keys_too(
     fake.failing = False
     await keys.refresh()
     assert await keys.find("k1", "RS256") != []  # back: the same keys are trusted again
+    await keys.close()
+
+
+class SleepingClock(Clock):
+    """A fake clock whose sleeps (the refresh loop's) end when advance() reaches their end."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, asyncio.Future[None]]] = []
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        woken = asyncio.get_running_loop().create_future()
+        self._sleepers.append((self.now + seconds, woken))
+        await woken
+
+    async def advance(self, seconds: float) -> None:
+        self.now += seconds
+        for end, woken in self._sleepers:
+            if end <= self.now and not woken.done():
+                woken.set_result(None)
+        self._sleepers = [(end, woken) for end, woken in self._sleepers if not woken.done()]
+        for _ in range(20):  # the loop's fetch through the mock transport, to its end
+            await asyncio.sleep(0)
+
+
+def cached_token(keys: KeySet) -> TokenCache:
+    cache = TokenCache(max_entries=10, max_bytes=1 << 20)
+    identity = Identity(issuer="idp", subject="alice", tenant_claim="acme",
+                        scopes=frozenset(), roles=frozenset(), key_id="k1",
+                        expires_at=time.time() + 86400)
+    cache.put(b"token", identity, time.time(), keys)
+    return cache
+
+
+async def test_past_max_stale_cached_tokens_are_refused_at_the_deadline_not_a_backoff_later(
+        idp: DevIssuer) -> None:
+    """The refresh loop slept until the next attempt (the backoff, up to 60 s), and only a
+    failed fetch past max_stale moved the generation: cached tokens were accepted up to one
+    backoff past the deadline (here 3 s: fetches at 1603 and 1663, deadline 1660)."""
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), SleepingClock()
+    cfg = keyset(fake, clock, refetch_interval="5m")._issuer  # backoff capped at 60 s
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handle))
+    keys = KeySet(cfg, client, clock=clock, jitter=no_jitter, sleep=clock.sleep)
+    await keys.start()
+    cache = cached_token(keys)
+    fake.failing = True
+    deadline = clock.now + 60 + 600  # fresh (60) + max_stale (600)
+    while clock.now < deadline + 120:
+        await clock.advance(0.5)
+        accepted = cache.get(b"token", time.time()) is not None
+        assert accepted == (clock.now < deadline), clock.now - deadline
+    assert keys.generation == 1  # moved once, not on every failed fetch after
+    assert fake.fetches < 20  # still backing off: 1 + fetches 1, 2, 4, ... 60 s apart
+    assert min(clock.sleeps) >= jwks_module.MIN_REFRESH_WAIT  # the loop never spins
+    fake.failing = False
+    await clock.advance(60)
+    assert await keys.find("k1", "RS256") != []  # back: the same keys are trusted again
+    await keys.close()
+
+
+async def test_keys_refreshed_in_time_keep_cached_tokens_even_with_max_stale_zero(
+        idp: DevIssuer) -> None:
+    # With max_stale 0 the deadline is the end of the TTL, when the loop refreshes: a
+    # successful refresh must not count as a missed deadline and drop every cached token.
+    fake, clock = FakeIdP(idp.jwks(["k1"]), "max-age=60"), SleepingClock()
+    cfg = keyset(fake, clock, max_stale="0s")._issuer
+    client = httpx.AsyncClient(transport=httpx.MockTransport(fake.handle))
+    keys = KeySet(cfg, client, clock=clock, jitter=no_jitter, sleep=clock.sleep)
+    await keys.start()
+    cache = cached_token(keys)
+    for _ in range(10 * 60):
+        await clock.advance(0.5)
+        assert cache.get(b"token", time.time()) is not None, clock.now
+    assert keys.generation == 0 and fake.fetches == 1 + 5
     await keys.close()
 
 

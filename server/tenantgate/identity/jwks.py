@@ -13,7 +13,7 @@ import logging
 import random
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -54,13 +54,15 @@ class KeySet:
 
     def __init__(self, issuer: IssuerConfig, client: httpx.AsyncClient | None,
                  clock: Callable[[], float] = time.monotonic,
-                 jitter: Callable[[], float] = random.random) -> None:
+                 jitter: Callable[[], float] = random.random,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         assert issuer.jwks is not None
         self._issuer = issuer
         self._cfg: JwksConfig = issuer.jwks
         self._client = client
         self._clock = clock
         self._jitter = jitter
+        self._sleep = sleep  # the refresh loop's, on the same clock as `clock`
         self._keys: list[VerificationKey] = []
         self._etag: str | None = None
         # With discovery: the jwks_uri of the last successful fetch, discovered again after a
@@ -109,12 +111,19 @@ class KeySet:
 
     async def _keep_fresh(self) -> None:
         while True:
+            await self._sleep(max(self._next_wake() - self._clock(), MIN_REFRESH_WAIT))
             now = self._clock()
-            await asyncio.sleep(max(self._fresh_until - now, self._next_attempt - now,
-                                    MIN_REFRESH_WAIT))
-            if self._clock() < self._fresh_until:
-                continue
-            await self._refresh_quietly()
+            if now >= self._fresh_until and now >= self._next_attempt:
+                await self._refresh_quietly()  # one that fails past max_stale distrusts
+            else:
+                self._distrust_if_past_max_stale()
+
+    def _next_wake(self) -> float:
+        wake = max(self._fresh_until, self._next_attempt)
+        # Cached tokens are dropped only when the generation moves: woken by the next attempt
+        # alone, that came up to a backoff (60 s) past max_stale, cached tokens accepted
+        # meanwhile. Once distrusted, only the next attempt can change anything.
+        return wake if self._distrusted else min(wake, self._usable_until)
 
     async def find(self, key_id: str | None, algorithm: str) -> list[VerificationKey]:
         """Candidate keys: the one named by `kid`, or all of the algorithm when there is none."""
@@ -272,8 +281,8 @@ class KeySet:
     def _distrust_if_past_max_stale(self) -> None:
         # find() refuses new tokens once the keys are past max_stale; tokens verified earlier
         # sit in the token cache, which never calls find(): moving the generation sends them
-        # back to verification too. The refresh loop keeps failing fetches coming, so this
-        # happens within a backoff of the deadline.
+        # back to verification too. The refresh loop wakes at the deadline for this (or
+        # fetches then, and this follows the fetch's failure).
         if self._distrusted or self._clock() < self._usable_until:
             return
         self._distrusted = True
