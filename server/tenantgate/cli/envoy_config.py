@@ -127,6 +127,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:  # type: ignore[ty
                              "when every request comes through them: a client reaching Envoy "
                              "directly could name any address and claim https (default 0: the "
                              "connection's address and TLS)")
+    parser.add_argument("--websocket", action="store_true",
+                        help="let WebSocket handshakes (HTTP/1.1 Upgrade: websocket) through to "
+                             "the application. Check runs once, on the handshake: everything "
+                             "on the connection after the 101 belongs to that tenant, and the "
+                             "signed context it carries expires after context.ttl, so Envoy "
+                             "ends each upgraded stream context.ttl after it began and the "
+                             "client reconnects through a fresh Check (how a revoked key or an "
+                             "expired token takes effect). Without it Envoy refuses upgrades "
+                             "(403) before Check (default: off; see docs/envoy.md, WebSockets)")
     parser.add_argument("--max-connections", type=positive_count, default=10_000, metavar="N",
                         help="open client connections Envoy accepts, past which it refuses new "
                              "ones (default 10000)")
@@ -190,7 +199,7 @@ def _options(args: argparse.Namespace, output: Path | None) -> EnvoyOptions:
         route_timeout=args.route_timeout, rate_limit=args.rate_limit,
         rate_limit_domain=args.rate_limit_domain, access_log=not args.no_access_log,
         client_limit=args.client_limit, client_limit_addresses=args.client_limit_addresses,
-        max_connections=args.max_connections,
+        max_connections=args.max_connections, websocket=args.websocket,
         xff_num_trusted_hops=args.xff_num_trusted_hops, authz_tls_ca=args.authz_tls_ca,
         authz_tls_cert=args.authz_tls_cert, authz_tls_key=args.authz_tls_key,
         authz_tls_sni=args.authz_tls_sni, authz_plaintext=args.authz_plaintext,

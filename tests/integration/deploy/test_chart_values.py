@@ -307,6 +307,10 @@ REJECTED = [
                                                  "envoy": {"upstreamProtocol": "h2c"}}},
                  'sidecar.envoy.upstreamProtocol must be one of the following: "http1", '
                  '"http2", "downstream"', id="upstream-protocol-unknown"),
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"image": "a:1"},
+                                                 "envoy": {"websocket": "yes"}}},
+                 "- sidecar.envoy.websocket: Invalid type. Expected: boolean, given: string",
+                 id="websocket-not-boolean"),
 ]
 
 

@@ -137,6 +137,19 @@ def test_the_default_upstream_protocol_adds_no_argument(render: Callable[..., Re
     assert app_service_protocol(rendered) == "http"
 
 
+def test_the_websocket_value_adds_the_option_to_a_bootstrap_envoy_validates(
+        render: Callable[..., Rendered], key_dir: Path, envoy: str) -> None:
+    assert "--websocket" not in render("sidecar-memory.yaml").pod_spec()[
+        "initContainers"][0]["args"]
+    rendered = render("sidecar-memory.yaml", sets={"sidecar.envoy.websocket": True})
+    assert "--websocket" in rendered.pod_spec()["initContainers"][0]["args"]
+    boot = yaml.safe_load(run_init_step(rendered, key_dir, envoy).read_text())
+    manager = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0][
+        "typed_config"]
+    websocket = manager["route_config"]["virtual_hosts"][0]["routes"][0]
+    assert websocket["route"]["upgrade_configs"] == [{"upgrade_type": "websocket"}]
+
+
 def test_envoy_serves_its_admin_on_the_socket_the_chart_names(
         render: Callable[..., Rendered], key_dir: Path, envoy: str) -> None:
     """The rendered bootstrap run by a real Envoy: its admin answers on the unix socket, made

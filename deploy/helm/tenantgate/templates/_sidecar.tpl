@@ -39,6 +39,9 @@ each sidecar's startup probe passed, and stops the sidecars after the applicatio
     - {{ . }}
     {{- end }}
     {{- end }}
+    {{- if .Values.sidecar.envoy.websocket }}
+    - --websocket
+    {{- end }}
     # Not 127.0.0.1:9901: the app shares the pod's loopback, and an SSRF in it could raise
     # Envoy's log level (every token logged) or POST /quitquitquit. The socket's directory is
     # mounted in tenantgate and Envoy only, never in the app's container.

@@ -35,8 +35,11 @@ with generated_imports():
     )
     from envoy_data_plane.envoy.config.listener.v3 import Filter
     from envoy_data_plane.envoy.config.route.v3 import (
+        HeaderMatcher,
         Route,
         RouteAction,
+        RouteActionMaxStreamDuration,
+        RouteActionUpgradeConfig,
         RouteConfiguration,
         RouteMatch,
         VirtualHost,
@@ -50,6 +53,7 @@ with generated_imports():
         HttpFilter,
     )
     from envoy_data_plane.envoy.extensions.formatter.req_without_query.v3 import ReqWithoutQuery
+    from envoy_data_plane.envoy.type.matcher.v3 import StringMatcher
     from envoy_data_plane.google.protobuf import Any as AnyMessage
     from envoy_data_plane.google.protobuf import Struct
 
@@ -105,11 +109,36 @@ def _route_timeout(seconds: float) -> datetime.timedelta:
     return datetime.timedelta(0) if seconds == 0 else duration(seconds, "--route-timeout")
 
 
+def _app_action(options: EnvoyOptions, domain: str | None) -> RouteAction:
+    return RouteAction(cluster=APP_CLUSTER, timeout=_route_timeout(options.route_timeout),
+                       rate_limits=rate_limit_descriptors() if domain is not None else [])
+
+
+def _websocket_route(config: Config, options: EnvoyOptions, domain: str | None) -> Route:
+    """--websocket: the route a WebSocket handshake takes, the only one allowing the upgrade.
+    Check runs once, on the handshake; the tunnel after the 101 carries its context, which
+    expires after context.ttl. The stream is ended then (counted from its start, before Check
+    signed the context, so before it expires): the client reconnects and passes Check again,
+    which is also when a revoked key or an expired token takes effect."""
+    action = _app_action(options, domain)
+    # Upgrades are allowed on this route only, not on the connection manager: an upgrade whose
+    # Upgrade header this match misses gets the app route, which refuses it (403), so no
+    # upgraded stream escapes the bound (HCM-wide max_stream_duration would cut every request).
+    action.upgrade_configs = [RouteActionUpgradeConfig(upgrade_type="websocket")]
+    action.max_stream_duration = RouteActionMaxStreamDuration(
+        max_stream_duration=duration(config.context.ttl, "context.ttl"))
+    # Envoy compares upgrade types without case, so the match does too.
+    upgrade = HeaderMatcher(name="upgrade",
+                            string_match=StringMatcher(exact="websocket", ignore_case=True))
+    return Route(name="websocket", match=RouteMatch(prefix="/", headers=[upgrade]),
+                 route=action)
+
+
 def http_connection_manager(config: Config, options: EnvoyOptions, domain: str | None) -> Filter:
     authz_timeout = duration(authz_timeout_for(config, options), "--authz-timeout")
-    route = Route(name="app", match=RouteMatch(prefix="/"), route=RouteAction(
-        cluster=APP_CLUSTER, timeout=_route_timeout(options.route_timeout),
-        rate_limits=rate_limit_descriptors() if domain is not None else []))
+    routes = [Route(name="app", match=RouteMatch(prefix="/"), route=_app_action(options, domain))]
+    if options.websocket:  # first: routes match in order, and the app route takes every path
+        routes.insert(0, _websocket_route(config, options, domain))
     filters = []
     if options.upstream_protocol != "http1":  # over HTTP/1.1 Envoy forwards no request trailers
         filters.append(trailer_strip_filter(config))
@@ -123,7 +152,7 @@ def http_connection_manager(config: Config, options: EnvoyOptions, domain: str |
     manager = HttpConnectionManager(
         stat_prefix="ingress", codec_type=HttpConnectionManagerCodecType.AUTO,
         route_config=RouteConfiguration(name="local", virtual_hosts=[
-            VirtualHost(name="app", domains=["*"], routes=[route])]),
+            VirtualHost(name="app", domains=["*"], routes=routes)]),
         http_filters=filters,
         early_header_mutation_extensions=[early_header_mutation(config)],
         # Check sees the path the app will see: RFC 3986 normalized (`..`, `.`), `//` merged,

@@ -43,6 +43,9 @@ class EnvoyOptions:
     client_limit_addresses: int | None = None  # buckets Envoy keeps (LRU); default 10,000
     max_connections: int = 10_000  # open client connections, all listeners together
     xff_num_trusted_hops: int = 0  # proxies before Envoy that append to XFF
+    # WebSocket upgrades (HTTP/1.1 handshakes): Check runs on the handshake only, so the upgraded
+    # stream is ended after context.ttl (connection_manager.py). Off: Envoy refuses them (403).
+    websocket: bool = False
     # TLS towards tenantgate over TCP (its cluster carries Check and ShouldRateLimit): the CA
     # bundle (PEM) Envoy verifies tenantgate's certificate with; with cert and key, Envoy's own
     # client certificate (mTLS); sni: the name sent and verified (default: the --authz host
