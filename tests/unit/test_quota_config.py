@@ -117,10 +117,26 @@ def test_rate_limit_files_without_the_quota_are_an_error_not_a_silent_ok() -> No
     assert not load("  enabled: false\n  ratelimit_service: {config_files: []}\n").quota.enabled
 
 
-def test_degraded_needs_a_replica_count() -> None:
-    assert issues("  store: redis\n  failure_mode: degraded\n") == [
-        "quota: failure_mode degraded needs replicas (the most tenantgate processes sharing "
-        "the store; autoscaled: the maximum)"]
+ON = "  enabled: true\n"
+MEMORY_DEGRADED = "degraded, but quota.store is memory (the default), which runs in the process " \
+    "and never fails, so degraded mode would never apply: set quota.store: redis, or another " \
+    "failure_mode"
+NEEDS_REPLICAS = "degraded needs quota.replicas (the most tenantgate processes sharing the " \
+    "store; autoscaled: the maximum)"
+TENANT_DEGRADED = "tenants:\n  registry:\n    acme: {overrides: {failure_mode: degraded}}\n"
+
+
+@pytest.mark.parametrize(("quota_yaml", "tenants", "at"), [
+    ("  failure_mode: degraded\n", "", "quota.failure_mode"),
+    ("  plans: {free: {limits: [1/s], failure_mode: degraded}}\n", "",
+     "quota.plans.free.failure_mode"),
+    ("", TENANT_DEGRADED, "tenants.registry.acme.overrides.failure_mode"),
+])
+def test_degraded_needs_a_replica_count_named_at_its_key(
+        quota_yaml: str, tenants: str, at: str) -> None:
+    # The error said `quota: failure_mode degraded ...`, not which key was degraded.
+    assert issues(ON + "  store: redis\n" + quota_yaml, tenants) == [f"{at}: {NEEDS_REPLICAS}"]
+    assert load(ON + "  store: redis\n  replicas: 1\n" + quota_yaml, tenants).quota.replicas == 1
 
 
 @pytest.mark.parametrize("failure_mode", ["degraded", "closed", "open"])
@@ -128,37 +144,43 @@ def test_more_than_one_process_on_the_memory_store_is_an_error(failure_mode: str
     # Each process counts in its own memory: two of them admitted twice every limit, and
     # check-config said ok.
     for store in ("", "  store: memory\n"):
-        assert issues(f"{store}  replicas: 2\n  failure_mode: {failure_mode}\n") == [
+        assert issues(f"{ON}{store}  replicas: 2\n  failure_mode: {failure_mode}\n") == [
             "quota.replicas: 2, but store is memory (the default), which counts in each process "
             "apart: 2 processes would give every tenant 2 times its limits. Set store: redis "
             "(with redis.url) to share quotas, or run one process (replicas: 1)"]
-    assert load("  store: memory\n  replicas: 1\n").quota.replicas == 1
-    assert load("  store: redis\n  replicas: 2\n").quota.replicas == 2
+    assert load(ON + "  store: memory\n  replicas: 1\n").quota.replicas == 1
+    assert load(ON + "  store: redis\n  replicas: 2\n").quota.replicas == 2
 
 
-@pytest.mark.parametrize(("quota_yaml", "at"), [
-    ("  failure_mode: degraded\n  replicas: 1\n", "failure_mode"),
-    ("  replicas: 1\n  plans: {free: {limits: [1/s], failure_mode: degraded}}\n",
-     "plans.free.failure_mode"),
-])
-def test_degraded_on_the_memory_store_is_an_error(quota_yaml: str, at: str) -> None:
-    # The in-process store never fails, so the degraded buckets could never decide.
-    assert issues(quota_yaml) == [
-        f"quota: {at} is degraded but store is memory (the default), which runs in the "
-        "process and never fails, so degraded mode would never apply: set store: redis, or "
-        "another failure_mode"]
-    assert load("  store: redis\n" + quota_yaml).quota.replicas == 1
-
-
-def test_a_tenants_degraded_override_on_the_memory_store_is_an_error() -> None:
+@pytest.mark.parametrize(("quota_yaml", "tenants", "at"), [
+    ("  failure_mode: degraded\n  replicas: 1\n", "", "quota.failure_mode"),
+    ("  replicas: 1\n  plans: {free: {limits: [1/s], failure_mode: degraded}}\n", "",
+     "quota.plans.free.failure_mode"),
     # Refused in quota and in a plan, yet accepted in a tenant's overrides (the chart refused it).
-    tenants = "tenants:\n  registry:\n    acme: {overrides: {failure_mode: degraded}}\n"
-    assert issues("  replicas: 1\n", tenants) == [
-        "tenants.registry.acme.overrides.failure_mode: degraded, but quota.store is memory "
-        "(the default), which runs in the process and never fails, so degraded mode would "
-        "never apply: set quota.store: redis, or another failure_mode"]
-    config = load("  store: redis\n  replicas: 1\n", tenants)
-    assert config.tenants.registry["acme"].overrides.failure_mode == "degraded"
+    ("  replicas: 1\n", TENANT_DEGRADED, "tenants.registry.acme.overrides.failure_mode"),
+])
+def test_degraded_on_the_memory_store_is_an_error_at_its_key(
+        quota_yaml: str, tenants: str, at: str) -> None:
+    # The in-process store never fails, so the degraded buckets could never decide. The error
+    # was reported at `quota:` for the quota's and a plan's failure_mode.
+    assert issues(ON + quota_yaml, tenants) == [f"{at}: {MEMORY_DEGRADED}"]
+    assert load(ON + "  store: redis\n" + quota_yaml, tenants).quota.replicas == 1
+
+
+@pytest.mark.parametrize(("quota_yaml", "tenants"), [
+    ("  replicas: 3\n", ""),
+    ("  replicas: 3\n  failure_mode: degraded\n", ""),
+    ("  failure_mode: degraded\n", ""),
+    ("  plans: {free: {limits: [1/s], failure_mode: degraded}}\n", ""),
+    ("", TENANT_DEGRADED),
+    ("  store: redis\n  failure_mode: degraded\n", ""),
+])
+def test_the_memory_store_and_degraded_checks_wait_for_the_quota_to_be_on(
+        quota_yaml: str, tenants: str) -> None:
+    # Nothing is enforced with the quota off, and the chart renders these (its checks need
+    # quota.enabled): tenantgate refused them, so the pods crash-looped on upgrade.
+    config = load("  enabled: false\n" + quota_yaml, tenants)
+    assert not config.quota.enabled
 
 
 BATCHED = ("  plans: {free: {limits: [1/s]}, bulk: {limits: [1/s], mode: batched}}\n",

@@ -640,18 +640,34 @@ class Config(Model):
         return self
 
     @model_validator(mode="after")
-    def _degraded_overrides_need_a_store_that_fails(self) -> Config:
-        # As QuotaConfig refuses degraded in quota and in a plan: the in-process store always
-        # answers, so a tenant's degraded buckets would never decide.
-        if self.quota.store != "memory":
+    def _degraded_needs_a_shared_store_and_replicas(self) -> Config:
+        # Degraded mode gives each process limit / quota.replicas while the shared store fails.
+        # With the quota off nothing is enforced, and the chart checks only with it on: each
+        # refuses exactly what the other does (tests/integration/deploy/test_chart_values.py).
+        q = self.quota
+        if not q.enabled:
             return self
-        for tenant_id, entry in self.tenants.registry.items():
-            if entry.overrides.failure_mode == "degraded":
-                raise error_at(("tenants", "registry", tenant_id, "overrides", "failure_mode"),
-                               "degraded, but quota.store is memory (the default), which runs "
-                               "in the process and never fails, so degraded mode would never "
-                               "apply: set quota.store: redis, or another failure_mode")
+        for at in self._degraded_failure_modes():
+            if q.store == "memory":
+                # The in-process store always answers: degraded buckets would never decide.
+                raise error_at(at, "degraded, but quota.store is memory (the default), which "
+                                   "runs in the process and never fails, so degraded mode would "
+                                   "never apply: set quota.store: redis, or another failure_mode")
+            if q.replicas is None:
+                raise error_at(at, "degraded needs quota.replicas (the most tenantgate "
+                                   "processes sharing the store; autoscaled: the maximum)")
         return self
+
+    def _degraded_failure_modes(self) -> list[tuple[str, ...]]:
+        """The key paths set to failure_mode degraded: the quota's, plans', tenant overrides'."""
+        modes: list[tuple[tuple[str, ...], str | None]] = [
+            (("quota", "failure_mode"), self.quota.failure_mode)]
+        modes += [(("quota", "plans", name, "failure_mode"), plan.failure_mode)
+                  for name, plan in self.quota.plans.items()]
+        modes += [(("tenants", "registry", tenant_id, "overrides", "failure_mode"),
+                   entry.overrides.failure_mode)
+                  for tenant_id, entry in self.tenants.registry.items()]
+        return [at for at, mode in modes if mode == "degraded"]
 
     @model_validator(mode="after")
     def _api_key_header_untouched(self) -> Config:

@@ -280,8 +280,10 @@ class QuotaConfig(Model):
     @classmethod
     def _one_process_counts_in_memory(cls, value: int | None,
                                       info: ValidationInfo) -> int | None:
-        if value is not None and value > 1 and info.data.get("store") == "memory":
-            # Each process counts in its own memory: N of them admit N times every limit.
+        if (value is not None and value > 1 and info.data.get("store") == "memory"
+                and info.data.get("enabled")):
+            # Each process counts in its own memory: N of them admit N times every limit (and
+            # with the quota off none counts: the chart checks only then too).
             raise ValueError(f"{value}, but store is memory (the default), which counts in "
                              f"each process apart: {value} processes would give every tenant "
                              f"{value} times its limits. Set store: redis (with redis.url) to "
@@ -303,18 +305,4 @@ class QuotaConfig(Model):
             raise ValueError("ratelimit_service.config_files is set but enabled is false, so "
                              "ShouldRateLimit would answer OK to every call without reading "
                              "them: set enabled: true, or remove ratelimit_service")
-        degraded = [at for at, mode in self._failure_modes() if mode == "degraded"]
-        if degraded and self.store == "memory":
-            # The in-process store always answers: degraded buckets would never decide.
-            raise ValueError(f"{degraded[0]} is degraded but store is memory (the default), "
-                             "which runs in the process and never fails, so degraded mode "
-                             "would never apply: set store: redis, or another failure_mode")
-        if degraded and self.replicas is None:
-            raise ValueError("failure_mode degraded needs replicas (the most tenantgate "
-                             "processes sharing the store; autoscaled: the maximum)")
         return self
-
-    def _failure_modes(self) -> list[tuple[str, str | None]]:
-        return [("failure_mode", self.failure_mode), *(
-            (f"plans.{name}.failure_mode", plan.failure_mode)
-            for name, plan in self.plans.items())]

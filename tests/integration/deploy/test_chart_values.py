@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 import yaml
-from deploy_support import CHART, Rendered
+from deploy_support import CHART, Rendered, run_helm
 from pydantic import BaseModel
 from tenantgate.app import SERVICES
 from tenantgate.config.model import Config
@@ -145,6 +145,11 @@ REJECTED = [
                                                  "socketDir": "/etc/envoy/run"}},
                  'sidecar.socketDir: "/etc/envoy/run" overlaps /etc/envoy',
                  id="socket-dir-in-envoy-bootstrap"),
+    # null removes the key: it was read as 0, "minReplicas: 2 is above maxReplicas 0".
+    pytest.param({"autoscaling": {"maxReplicas": None}},
+                 "autoscaling.maxReplicas: not set, and autoscaling.enabled is true: the "
+                 "HorizontalPodAutoscaler needs the most pods it may run. Set it, or "
+                 "autoscaling.enabled: false with replicaCount", id="max-replicas-null"),
     pytest.param({"autoscaling": {"minReplicas": 5, "maxReplicas": 3}},
                  "autoscaling.minReplicas: 5 is above autoscaling.maxReplicas 3",
                  id="autoscaling-min-above-max"),
@@ -230,6 +235,22 @@ REJECTED = [
                   "autoscaling": {"enabled": False}, "replicaCount": 1},
                  "quota.failure_mode: degraded, but quota.store is memory (the default), which "
                  "runs in the pod and never fails", id="degraded-on-memory-store"),
+    # tenantgate refuses quota.replicas above 1 with the memory store: the chart rendered it
+    # with one pod, and the pod crash-looped.
+    pytest.param({"quota": {"enabled": True, "replicas": 2},
+                  "autoscaling": {"enabled": False}, "replicaCount": 1},
+                 "quota.replicas: 2, but quota.store is memory (the default), which counts in "
+                 "each pod apart: 2 pods would give every tenant 2 times its limits, and "
+                 "tenantgate refuses the config. Set quota.store: redis with quota.redis.url, or "
+                 "quota.replicas: 1 with one pod", id="memory-quota-replicas-above-one"),
+    # With the app in the user's own chart the pod count is unknown, but tenantgate still needs
+    # quota.replicas for degraded: the chart rendered it and the pods crash-looped.
+    pytest.param({"mode": "sidecar", "sidecar": {"app": {"enabled": False}},
+                  "quota": {**REDIS_QUOTA, "failure_mode": "degraded"}},
+                 "quota.replicas: not set, and quota.failure_mode degraded needs it: each pod "
+                 "enforces limit / quota.replicas while the store fails. Set quota.replicas to "
+                 "the most pods that can run (your chart sets the pod count)",
+                 id="degraded-without-replicas-app-elsewhere"),
     # The root filesystem is read-only; tenantgate reads a relative socket path from the
     # ConfigMap's directory: the admin socket would fail serve, a crash loop.
     pytest.param({"admin": {"listen": "unix:admin.sock", "token": {"fromEnv": "T"}}},
@@ -393,6 +414,71 @@ def test_degraded_is_accepted_when_quota_replicas_covers_the_most_pods(
     # sidecar.app off: the user's own chart owns the replica count, the chart cannot know it.
     assert "ConfigMap" in render("sidecar-redis.yaml", sets={
         **degraded, "quota.replicas": "1", "sidecar.app.enabled": "false"}).kinds()
+
+
+ONE_POD = {"autoscaling": {"enabled": False}, "replicaCount": 1}
+APP_ELSEWHERE = {"mode": "sidecar", "sidecar": {"app": {"enabled": False}}}
+DEGRADED = {"failure_mode": "degraded"}
+DEGRADED_PLAN = {"plans": {"free": {"limits": ["1/s"], "failure_mode": "degraded"}}}
+DEGRADED_TENANT = {"registry": {"acme": {"overrides": {"failure_mode": "degraded"}}}}
+MEMORY_ON, MEMORY_OFF = {"enabled": True}, {"enabled": False}
+REDIS_OFF = {**REDIS_QUOTA, "enabled": False}
+# (quota, tenants, the rest of the values): quota.replicas, degraded and the memory store.
+QUOTA_CASES = [
+    pytest.param(MEMORY_ON, {}, ONE_POD, id="memory"),
+    pytest.param({**MEMORY_ON, "replicas": 1}, {}, ONE_POD, id="memory-replicas-1"),
+    pytest.param({**MEMORY_ON, "replicas": 2}, {}, ONE_POD, id="memory-replicas-2"),
+    pytest.param({**MEMORY_ON, **DEGRADED, "replicas": 1}, {}, ONE_POD, id="memory-degraded"),
+    pytest.param({**MEMORY_ON, **DEGRADED_PLAN, "replicas": 1}, {}, ONE_POD,
+                 id="memory-degraded-plan"),
+    pytest.param({**MEMORY_ON, "replicas": 1}, DEGRADED_TENANT, ONE_POD,
+                 id="memory-degraded-tenant"),
+    # Quota off: nothing is enforced, and the chart checks nothing.
+    pytest.param({**MEMORY_OFF, "replicas": 3}, {}, ONE_POD, id="off-memory-replicas-3"),
+    pytest.param({**MEMORY_OFF, **DEGRADED, "replicas": 1}, {}, ONE_POD,
+                 id="off-memory-degraded"),
+    pytest.param({**MEMORY_OFF, **DEGRADED_PLAN}, {}, ONE_POD, id="off-memory-degraded-plan"),
+    pytest.param(MEMORY_OFF, DEGRADED_TENANT, ONE_POD, id="off-memory-degraded-tenant"),
+    pytest.param({**REDIS_OFF, **DEGRADED}, {}, ONE_POD, id="off-redis-degraded-no-replicas"),
+    pytest.param({**REDIS_QUOTA, "replicas": 3}, {}, ONE_POD, id="redis-replicas-3"),
+    pytest.param({**REDIS_QUOTA, **DEGRADED, "replicas": 1}, {}, ONE_POD, id="redis-degraded"),
+    pytest.param({**REDIS_QUOTA, **DEGRADED}, {}, ONE_POD, id="redis-degraded-no-replicas"),
+    pytest.param({**REDIS_QUOTA, **DEGRADED_PLAN}, {}, ONE_POD,
+                 id="redis-degraded-plan-no-replicas"),
+    pytest.param(REDIS_QUOTA, DEGRADED_TENANT, ONE_POD, id="redis-degraded-tenant-no-replicas"),
+    pytest.param({**REDIS_QUOTA, **DEGRADED, "replicas": 1}, {}, APP_ELSEWHERE,
+                 id="redis-degraded-app-elsewhere"),
+    pytest.param({**REDIS_QUOTA, **DEGRADED}, {}, APP_ELSEWHERE,
+                 id="redis-degraded-no-replicas-app-elsewhere"),
+]
+
+
+@pytest.mark.parametrize(("quota", "tenants", "values"), QUOTA_CASES)
+def test_the_chart_refuses_exactly_the_quota_configs_tenantgate_refuses(
+        helm: str, render: Callable[..., Rendered], key_dir: Path, tmp_path: Path,
+        capsys: pytest.CaptureFixture[str], quota: dict[str, Any], tenants: dict[str, Any],
+        values: dict[str, Any]) -> None:
+    # The chart rendered configs check-config refused (quota.replicas 2 on the memory store;
+    # memory-store checks with the quota off): the pods crash-looped on upgrade.
+    values_file = tmp_path / "values.yaml"
+    values_file.write_text(yaml.safe_dump({**values, "quota": quota, "tenants": tenants}))
+    chart = run_helm(helm, "template", "tg", str(CHART), "-f", str(values_file))
+    # What tenantgate makes of the same sections (copied from values unchanged) in a config
+    # the chart renders: the refused ones render no config of their own.
+    config = yaml.safe_load(render("standalone-minimal.yaml").config_text())
+    config["quota"] = {**yaml.safe_load((CHART / "values.yaml").read_text())["quota"], **quota}
+    config["tenants"]["registry"] = tenants.get("registry", {})
+    if chart.returncode == 0:
+        rendered = yaml.safe_load(Rendered([
+            d for d in yaml.safe_load_all(chart.stdout) if d]).config_text())
+        assert {k: rendered[k] for k in ("quota", "tenants")} == {
+            k: config[k] for k in ("quota", "tenants")}
+    (key_dir / "config.yaml").write_text(yaml.safe_dump(config))
+    from tenantgate.cli import main
+
+    exit_code = main(["check-config", str(key_dir / "config.yaml")])
+    err = capsys.readouterr().err
+    assert (chart.returncode == 0) == (exit_code == 0), (chart.stderr, err)
 
 
 # The chart's schema and tenantgate's config model must name the same keys, or values that

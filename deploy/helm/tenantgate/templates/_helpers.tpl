@@ -164,6 +164,11 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- fail (printf "terminationGracePeriodSeconds: %d must be longer than %s (%ss), or Kubernetes kills tenantgate while it drains" (int .Values.terminationGracePeriodSeconds) (ternary "listen.shutdown_delay + listen.drain_timeout" "preStopSleepSeconds + listen.shutdown_delay + listen.drain_timeout" (and (eq .Values.mode "sidecar") (not (empty .Values.sidecar.app.lifecycle)))) (regexReplaceAll "\\.?0+$" (printf "%.3f" $needed) "")) -}}
 {{- end -}}
 {{- end -}}
+{{- /* null in values removes the key: read as 0 it said "minReplicas: 2 is above maxReplicas 0",
+    and the quota checks below count the most pods by it */ -}}
+{{- if and .Values.autoscaling.enabled (kindIs "invalid" .Values.autoscaling.maxReplicas) -}}
+{{- fail "autoscaling.maxReplicas: not set, and autoscaling.enabled is true: the HorizontalPodAutoscaler needs the most pods it may run. Set it, or autoscaling.enabled: false with replicaCount" -}}
+{{- end -}}
 {{- /* the memory store counts in each pod apart: N pods admit N times every limit */ -}}
 {{- $quota := default dict .Values.quota -}}
 {{- if and (get $quota "enabled") (eq (toString (default "memory" (get $quota "store"))) "memory") -}}
@@ -181,6 +186,11 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- end -}}
 {{- if $pods -}}
 {{- fail (printf "quota.store: memory (the default) counts in each pod apart, and %s: every tenant would get that many times its limits. Set quota.store: redis with quota.redis.url, or run one pod (%s)" $pods (ternary "sidecar.app.replicas: 1" "autoscaling.enabled: false, replicaCount: 1" (eq .Values.mode "sidecar"))) -}}
+{{- end -}}
+{{- /* tenantgate refuses it too (check-config exits 2): the pods would crash-loop */ -}}
+{{- $shares := int (default 0 (get $quota "replicas")) -}}
+{{- if gt $shares 1 -}}
+{{- fail (printf "quota.replicas: %d, but quota.store is memory (the default), which counts in each pod apart: %d pods would give every tenant %d times its limits, and tenantgate refuses the config. Set quota.store: redis with quota.redis.url, or quota.replicas: 1 with one pod" $shares $shares $shares) -}}
 {{- end -}}
 {{- end -}}
 {{- /* degraded mode gives each pod limit ÷ quota.replicas while the store fails: fewer
@@ -216,10 +226,14 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- $most = int .Values.replicaCount -}}{{- $mostKey = "replicaCount" -}}
 {{- end -}}
 {{- $shares := int (default 0 (get $quota "replicas")) -}}
-{{- if and $degraded $mostKey (lt $shares $most) -}}
-{{- if eq $shares 0 -}}
-{{- fail (printf "quota.replicas: not set, and %s degraded needs it: each pod enforces limit / quota.replicas while the store fails. Set quota.replicas: %d (%s, the most pods that can run)" $degraded $most $mostKey) -}}
+{{- if and $degraded (eq $shares 0) -}}{{- /* tenantgate refuses it whatever the pod count */ -}}
+{{- $set := "Set quota.replicas to the most pods that can run (your chart sets the pod count)" -}}
+{{- if $mostKey -}}
+{{- $set = printf "Set quota.replicas: %d (%s, the most pods that can run)" $most $mostKey -}}
 {{- end -}}
+{{- fail (printf "quota.replicas: not set, and %s degraded needs it: each pod enforces limit / quota.replicas while the store fails. %s" $degraded $set) -}}
+{{- end -}}
+{{- if and $degraded $mostKey (lt $shares $most) -}}
 {{- fail (printf "quota.replicas: %d, but %s is %d: %s degraded gives each pod limit / quota.replicas while the store fails, so %d pods would admit %s times every limit. Set quota.replicas: %d (the most pods that can run)" $shares $mostKey $most $degraded $most (regexReplaceAll "\\.?0+$" (printf "%.2f" (divf $most $shares)) "") $most) -}}
 {{- end -}}
 {{- end -}}
