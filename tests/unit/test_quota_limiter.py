@@ -405,17 +405,24 @@ def test_a_full_over_limit_cache_still_takes_a_new_denial() -> None:
     assert cache.check([buckets[0]], 1) is None  # the oldest made room
 
 
-def test_the_over_limit_cache_holds_a_wait_at_most_one_refill() -> None:
-    """A wait longer than the store can answer for a bucket (its clock was stepped back an
-    hour) is held here only that long, then the store is asked again: on the local clock it
-    outlived the step, refusing for an hour after Redis admitted again."""
+def test_the_over_limit_cache_holds_a_wait_at_most_one_refill(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A wait longer than an exact decision leaves (Redis' clock stepped back an hour, or what
+    batched replicas left past full) is held here one refill and this cost's interval, then
+    the store is asked again: held on the local clock, it outlived a step Redis got over.
+    While held it reports the store's own wait (744efdb reported the capped one instead)."""
+    clock = [0]
+    monkeypatch.setattr("tenantgate.quota.limiter.monotonic_us", lambda: clock[0])
     cache, b = OverLimitCache(max_entries=100), bucket(limit=60, period=60.0, burst=10)
-    hour = 3_600_000_000
+    hour, held = 3_600_000_000, b.tolerance_us + b.interval_us  # 11 s
     cache.remember([b], Outcome(False, (BucketState(0, hour, hour - 10_000_000),), 0), 1)
+    clock[0] = held - 1
     cached = cache.check([b], 1)
     assert cached is not None
-    assert cached[0].retry_us <= b.tolerance_us + b.interval_us  # 11 s, not an hour
-    assert cached[0].reset_us <= 2 * b.tolerance_us
+    assert cached[0].retry_us == hour - 10_000_000 - clock[0]
+    assert cached[0].reset_us == hour - clock[0]
+    clock[0] = held
+    assert cache.check([b], 1) is None
 
 
 def test_a_cached_denial_reports_what_remains_as_the_store_did() -> None:

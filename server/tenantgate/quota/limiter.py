@@ -159,13 +159,15 @@ class OverLimitCache:
 
     Exact, not approximate: a GCRA bucket that denies `cost` hits now keeps denying `cost` or
     more until its retry time, since nothing but time moves its theoretical arrival time back.
-    A wait is kept at most as long as the store can legitimately answer (see `_longest`): a
-    longer one (the store's clock stepped back) is asked again then, not held on this clock.
+    A denial is held here at most one full refill plus the cost's emission (`_held_us`), then
+    the store is asked again: a longer wait (what batched replicas left past full, or Redis'
+    clock stepped back) is the store's to keep, so tenantgate admits as soon as Redis does. While
+    held, a denial reports the store's own retry and reset, aged on this clock.
     """
 
     def __init__(self, max_entries: int) -> None:
-        # key -> (retry until µs, smallest denied cost, full again at µs)
-        self._until: dict[str, tuple[int, int, int]] = {}
+        # key -> (held until µs, smallest denied cost, retry at µs, full again at µs)
+        self._until: dict[str, tuple[int, int, int, int]] = {}
         self._max = max_entries
 
     def check(self, buckets: Sequence[Bucket], cost: int) -> tuple[BucketState, ...] | None:
@@ -184,9 +186,9 @@ class OverLimitCache:
             if cached is not None and cost >= cached[1] and cached[0] > now:
                 denied = True
                 # What the store says of it now: remaining as gcra.lua counts it on a denial.
-                reset = max(0, cached[2] - now)
+                reset = max(0, cached[3] - now)
                 remaining = max(0, (bucket.tolerance_us - reset) // bucket.interval_us)
-                states.append(BucketState(remaining, reset, cached[0] - now))
+                states.append(BucketState(remaining, reset, cached[2] - now))
             else:
                 states.append(BucketState(bucket.burst, 0, 0))
         return tuple(states) if denied else None
@@ -202,16 +204,16 @@ class OverLimitCache:
             self._until = live
         for bucket, state in zip(buckets, outcome.states, strict=True):
             if state.retry_us > 0:
-                retry, reset = _longest(bucket, cost)
+                held = min(state.retry_us, _held_us(bucket, cost))
                 self._until.pop(bucket.key, None)  # re-inserted: dict order is oldest first
-                self._until[bucket.key] = (now + min(state.retry_us, retry), cost,
-                                           now + min(state.reset_us, reset))
+                self._until[bucket.key] = (now + held, cost, now + state.retry_us,
+                                           now + state.reset_us)
 
 
-def _longest(bucket: Bucket, cost: int) -> tuple[int, int]:
-    """The longest retry and reset (µs) the store answers for `bucket`: the scripts cut a tat
-    at now + 2 x tolerance, so a wait is at most one full refill and this cost's emission."""
-    return bucket.tolerance_us + cost * bucket.interval_us, 2 * bucket.tolerance_us
+def _held_us(bucket: Bucket, cost: int) -> int:
+    """The longest a denial of `cost` is held locally: the longest wait an exact decision can
+    leave (one full refill and this cost's emission). Past it the store is asked again."""
+    return bucket.tolerance_us + cost * bucket.interval_us
 
 
 class Limiter:

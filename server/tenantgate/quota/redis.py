@@ -300,13 +300,11 @@ class RedisStore:
             deadline = self._cfg.timeout * _CLUSTER_CALL_SHARE
             return list(await asyncio.gather(
                 *(asyncio.wait_for(self._client.evalsha(
-                    CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor,
-                    bucket.tolerance_us), deadline)
+                    CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor), deadline)
                   for bucket, hits, floor in items), return_exceptions=True))
         pipe = self._client.pipeline(transaction=False)
         for bucket, hits, floor in items:
-            pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor,
-                         bucket.tolerance_us)
+            pipe.evalsha(CHARGE.sha, 1, bucket.key, hits, bucket.interval_us, floor)
         return list(await pipe.execute(raise_on_error=False))
 
 

@@ -88,10 +88,7 @@ class QuotaStore(Protocol):
 
 def gcra(tats: Sequence[int | None], buckets: Sequence[Bucket], cost: int, now: int
          ) -> tuple[Outcome, list[int]]:
-    """The reference GCRA that scripts/gcra.lua mirrors; returns the outcome and new tats.
-
-    The script also cuts a tat past now + 2 x tolerance (its wall clock stepped back); the
-    monotonic clocks this one runs on never step back."""
+    """The reference GCRA that scripts/gcra.lua mirrors; returns the outcome and new tats."""
     current = [max(stored or now, now) for stored in tats]
     retries = [tat + cost * b.interval_us - b.tolerance_us - now
                for tat, b in zip(current, buckets, strict=True)]

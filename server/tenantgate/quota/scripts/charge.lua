@@ -8,7 +8,6 @@
 --          before these hits as the replica saw it. The hits count from there, not from now,
 --          so the time since they were admitted is credited; a floor past now (a clock
 --          estimate off, a failover to another clock) counts as now.
--- ARGV[4]  tolerance in microseconds (burst x interval)
 -- Returns  {tat_us, now_us}: the theoretical arrival time after the charge, and Redis' clock
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
@@ -16,9 +15,6 @@ local hits = tonumber(ARGV[1])
 local floor = math.min(tonumber(ARGV[3]), now)
 local tat = tonumber(redis.call('GET', KEYS[1])) or floor
 if tat < floor then tat = floor end
--- As gcra.lua: a stored tat past now + 2 x tolerance (the wall clock stepped back) counts from
--- there. Below it, what other replicas' hits put past full is kept: the bucket pays it back.
-tat = math.min(tat, now + 2 * tonumber(ARGV[4]))
 tat = tat + hits * tonumber(ARGV[2])
 -- A tat at or before now is a full bucket, as an absent key is: nothing to store.
 if hits > 0 and tat > now then

@@ -7,26 +7,14 @@
 -- ARGV[2i+1] tolerance of bucket i in microseconds (burst x interval)
 -- Returns    {admitted (1|0), now_us, then per bucket: remaining, reset_us, retry_us}
 --            reset_us: until the bucket is full again; retry_us: until this cost would pass.
---
--- A stored tat is absolute, on the wall clock TIME reads: stepped back by D, every bucket
--- looks D fuller. So a tat past now + 2 x tolerance is cut there (and stored so), and a step
--- back costs at most one full refill. No history reaches that far: this script stores at most
--- now + tolerance; charge.lua's unconditional hits (batched over-admission, paid back later)
--- may go past it, and up to one tolerance more is kept, as charge.lua keeps it.
 local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
 local cost = tonumber(ARGV[1])
 local admitted = 1
 local tats = {}
-local cut = {}
 for i = 1, #KEYS do
   local tat = tonumber(redis.call('GET', KEYS[i])) or now
   if tat < now then tat = now end
-  local ceiling = now + 2 * tonumber(ARGV[2 * i + 1])
-  if tat > ceiling then
-    tat = ceiling
-    cut[#cut + 1] = i
-  end
   tats[i] = tat
   if tat + cost * tonumber(ARGV[2 * i]) - tonumber(ARGV[2 * i + 1]) - now > 0 then
     admitted = 0
@@ -57,13 +45,6 @@ if admitted == 1 and cost > 0 then
     -- A key expires once its bucket is full again: an absent key and a full bucket are the same.
     local ttl_ms = math.ceil((new_tats[i] - now) / 1000) + 1000
     redis.call('SET', KEYS[i], string.format('%.0f', new_tats[i]), 'PX', ttl_ms)
-  end
-else
-  -- A cut bucket never admits (it is past full): its cut tat is stored, else it would be cut
-  -- again on every call and refuse until the clock caught up with the old tat.
-  for _, i in ipairs(cut) do
-    redis.call('SET', KEYS[i], string.format('%.0f', tats[i]), 'PX',
-               math.ceil((tats[i] - now) / 1000) + 1000)
   end
 end
 out[1] = admitted
