@@ -440,6 +440,11 @@ QUOTA_CASES = [
     pytest.param({**MEMORY_OFF, **DEGRADED_PLAN}, {}, ONE_POD, id="off-memory-degraded-plan"),
     pytest.param(MEMORY_OFF, DEGRADED_TENANT, ONE_POD, id="off-memory-degraded-tenant"),
     pytest.param({**REDIS_OFF, **DEGRADED}, {}, ONE_POD, id="off-redis-degraded-no-replicas"),
+    # quota.redis beside the memory store would be ignored: tenantgate refuses it, on or off.
+    pytest.param({**MEMORY_ON, "redis": REDIS_QUOTA["redis"]}, {}, ONE_POD,
+                 id="memory-with-redis-settings"),
+    pytest.param({**MEMORY_OFF, "redis": REDIS_QUOTA["redis"]}, {}, ONE_POD,
+                 id="off-memory-with-redis-settings"),
     pytest.param({**REDIS_QUOTA, "replicas": 3}, {}, ONE_POD, id="redis-replicas-3"),
     pytest.param({**REDIS_QUOTA, **DEGRADED, "replicas": 1}, {}, ONE_POD, id="redis-degraded"),
     pytest.param({**REDIS_QUOTA, **DEGRADED}, {}, ONE_POD, id="redis-degraded-no-replicas"),

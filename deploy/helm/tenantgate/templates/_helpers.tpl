@@ -171,6 +171,11 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- end -}}
 {{- /* the memory store counts in each pod apart: N pods admit N times every limit */ -}}
 {{- $quota := default dict .Values.quota -}}
+{{- /* tenantgate refuses quota.redis beside the memory store, quota on or off (it would be
+    ignored): the pods would crash-loop */ -}}
+{{- if and (hasKey $quota "redis") (eq (toString (default "memory" (get $quota "store"))) "memory") -}}
+{{- fail "quota.redis is set, but quota.store is memory (the default), so it would be ignored and tenantgate refuses the config. Set quota.store: redis to share quotas through Redis, or remove quota.redis" -}}
+{{- end -}}
 {{- if and (get $quota "enabled") (eq (toString (default "memory" (get $quota "store"))) "memory") -}}
 {{- $pods := "" -}}
 {{- if eq .Values.mode "sidecar" -}}
