@@ -51,6 +51,10 @@ class UnsafeRole(InstallRefused):
     """tenantgate_owner or tenantgate_admin is more than the NOLOGIN role the SQL makes."""
 
 
+class NotOwnerMember(InstallRefused):
+    """The upgrade runs as tenantgate_owner, which the role connected cannot SET ROLE to."""
+
+
 # The SQL's objects all belong to tenantgate_owner. A role that could create the schema first
 # (say, one owning the database) could otherwise hand the installer its own schema_version
 # and functions, and install would see version 1 and change nothing.
@@ -126,6 +130,81 @@ def unsafe_roles(conn: Any) -> list[tuple[str, str]]:
             .fetchall() if problems]
 
 
+# The roles are cluster-wide: tenantgate installed in another database uses the same ones.
+_OTHER_DATABASES = """
+SELECT DISTINCT d.datname::text FROM pg_catalog.pg_shdepend s
+  JOIN pg_catalog.pg_database d ON d.oid = s.dbid
+ WHERE s.refclassid = 'pg_catalog.pg_authid'::pg_catalog.regclass AND s.deptype = 'o'
+   AND s.refobjid = (SELECT oid FROM pg_catalog.pg_roles WHERE rolname = 'tenantgate_owner')
+   AND d.datname <> pg_catalog.current_database()
+ ORDER BY 1
+"""
+
+
+def _other_databases(conn: Any) -> list[str]:
+    """The other databases of the cluster in which tenantgate_owner owns objects."""
+    return [name for (name,) in conn.execute(_OTHER_DATABASES).fetchall()]
+
+
+def _unsafe_role_message(conn: Any, role: str, problems: str, before: int) -> str:
+    message = (f"role {role} already exists and {problems}: tenantgate would adopt it and its "
+               "key access; make it NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE without "
+               "members (or drop it) and install again")
+    if "has members" not in problems:
+        return message
+    if before > 0 and installers(conn) is None:
+        message += ("; if a member installed tenantgate here, run this install as that role "
+                    "once: from schema version 3 on the installer is recorded and exempt")
+    elif role == "tenantgate_owner" and (elsewhere := _other_databases(conn)):
+        members = problems.split("has members ", 1)[1]
+        databases = ("database " if len(elsewhere) == 1 else "databases ") + ", ".join(elsewhere)
+        message += (f"; but tenantgate_owner owns tenantgate in {databases}: the tenantgate "
+                    "roles are cluster-wide (one tenantgate_owner and one tenantgate_admin for "
+                    "every database), and dropping a member would break upgrades there; rather "
+                    f"install here as a member ({members}), with CREATE on this database")
+    return message
+
+
+# Every version after 1 runs as tenantgate_owner: SET ROLE needs SET on it from PostgreSQL 16 on
+# (a creator's ADMIN alone is not enough), membership before.
+_CAN_SET_OWNER = """
+SELECT rolsuper OR pg_catalog.pg_has_role(current_user, 'tenantgate_owner',
+           CASE WHEN pg_catalog.current_setting('server_version_num')::int >= 160000
+                THEN 'SET' ELSE 'MEMBER' END)
+  FROM pg_catalog.pg_roles WHERE rolname = current_user
+"""
+
+
+def _refuse_upgrade_without_owner(conn: Any, before: int) -> None:
+    if before == 0 or before == latest_version():
+        return  # version 1 grants the installer the role; with nothing to upgrade none runs
+    if conn.execute(_CAN_SET_OWNER).fetchone()[0]:
+        return
+    user = conn.execute("SELECT current_user::text").fetchone()[0]
+    recorded = installers(conn)
+    installer = "the role that installed tenantgate here" + (
+        f" ({', '.join(recorded)})" if recorded else "")
+    raise NotOwnerMember(
+        f"schema version {before} is installed here and the upgrade runs as tenantgate_owner, "
+        f"which {user} cannot SET ROLE to: upgrade as {installer} or as a superuser")
+
+
+# createrole_self_grant (PostgreSQL 16+) makes CREATE ROLE grant the creator the new role with
+# these options. Version 1 needs the installer to inherit tenantgate_owner (it revokes on the
+# owner's schema before SET ROLE) and to SET ROLE to it; its grant (default options: both) is
+# skipped ('set': no INHERIT) or leaves an existing self-grant as it is ('inherit': no SET).
+# Empty, CREATE ROLE grants only ADMIN and version 1 grants what it needs, as it was written for.
+_NO_SELF_GRANT = """
+SELECT pg_catalog.set_config('createrole_self_grant', '', true)
+ WHERE pg_catalog.current_setting('server_version_num')::int >= 160000
+"""
+_RESTORE_SELF_GRANT = """
+SELECT pg_catalog.set_config('createrole_self_grant', %s, true)
+ WHERE pg_catalog.current_setting('server_version_num')::int >= 160000
+"""
+_SELF_GRANT = "SELECT pg_catalog.current_setting('createrole_self_grant', true)"
+
+
 def installed_version(conn: Any) -> int:
     row = conn.execute("SELECT to_regclass('tenantgate.schema_version') IS NOT NULL").fetchone()
     if not row[0]:
@@ -146,16 +225,13 @@ def install(conn: Any) -> tuple[int, int]:
                 "and install again")
         before = installed_version(conn)
         if unsafe := unsafe_roles(conn):
-            role, problems = unsafe[0]
-            unrecorded = before > 0 and installers(conn) is None
-            raise UnsafeRole(
-                f"role {role} already exists and {problems}: tenantgate would adopt it and its "
-                "key access; make it NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE without "
-                "members (or drop it) and install again" + (
-                    "; if a member installed tenantgate here, run this install as that role "
-                    "once: from schema version 3 on the installer is recorded and exempt"
-                    if unrecorded and "has members" in problems else ""))
+            raise UnsafeRole(_unsafe_role_message(conn, *unsafe[0], before))
+        _refuse_upgrade_without_owner(conn, before)
+        self_grant = conn.execute(_SELF_GRANT).fetchone()[0]
+        conn.execute(_NO_SELF_GRANT)
         for migration in migrations():
             if migration.version > before:
                 conn.execute(migration.sql)
+        # SET LOCAL outlives a savepoint: give a caller's own transaction its setting back.
+        conn.execute(_RESTORE_SELF_GRANT, [self_grant])
         return before, installed_version(conn)

