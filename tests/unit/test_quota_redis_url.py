@@ -112,3 +112,22 @@ def test_a_password_in_the_url_and_as_a_secret_is_refused_for_either_store(
             {"hash_secret": {"fromFile": "hash.key"}, "redis_url": url,
              "redis_password": {"fromEnv": "TG_TEST_REDIS_PASSWORD"}},
             context={"base_dir": str(tmp_path)})
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:Sup3rSecretTok/en@h:6379/0", "redis://:pa?ssw0rd@h:6379/0",
+    "rediss://user:pa#ssw0rd@h:6380/0", "redis+sentinel://:Sup3r/Secret@h:26379/mymaster"])
+def test_a_password_ending_the_host_part_early_is_refused_without_echoing_it(url: str) -> None:
+    # An access key with "/" (base64) passed unencoded: the host part ended at the "/", and the
+    # error quoted the start of the password as the port ("port 'Sup3rSecretTok' ...").
+    [problem] = issues(url)
+    assert problem.startswith("quota.redis.url: the credentials before '@' hold a character")
+    assert "percent-encode the password" in problem
+    assert not any(part in problem for part in ("Sup3r", "pa?", "pa#", "Tok"))
+
+
+@pytest.mark.parametrize("url", [
+    "redis://:Sup3rSecretTok%2Fen@h:6379/0", "redis://h:6379/0?client_name=me@x",
+    "unix://:p@/run/re@dis.sock"])
+def test_an_at_sign_where_one_may_be_is_accepted(url: str) -> None:
+    assert issues(url) == []

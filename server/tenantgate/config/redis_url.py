@@ -43,6 +43,13 @@ def check_redis_url(url: str) -> None:
         query = parse_qs(parts.query)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
         raise ValueError(f"not a valid url: {exc}") from None
+    if parts.scheme != "unix" and _credentials_cut_short(parts.path, parts.query,
+                                                         parts.fragment):
+        # A password with "/", "?" or "#" (base64 access keys often have "/") ends the host
+        # part early, and the rest of it would be read as the host and port, and echoed.
+        raise ValueError("the credentials before '@' hold a character that ends the host part "
+                         "('/', '?' or '#'): percent-encode the password ('/' is %2F, '?' %3F, "
+                         "'#' %23), or give it as a secret instead of in the url")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// url names the socket: unix:///run/redis.sock")
@@ -53,6 +60,12 @@ def check_redis_url(url: str) -> None:
     _check_redis_db(parts.scheme, parts.path, query)
     if parts.scheme in ("redis", "rediss", "unix") and parts.query:
         _check_redis_query(parts.scheme, parts.query)
+
+
+def _credentials_cut_short(path: str, query: str, fragment: str) -> bool:
+    """An "@" where no "@" can be (the database path, the fragment, or a query before any
+    "="): what is left of credentials whose password holds "/", "?" or "#" unencoded."""
+    return "@" in path or "@" in fragment or ("=" not in query.partition("@")[0] and "@" in query)
 
 
 def redis_hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
