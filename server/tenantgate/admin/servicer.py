@@ -16,6 +16,7 @@ from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.decision import Reason
 from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager, page_token
+from tenantgate.identity.apikey_store import describe_store_error
 from tenantgate.observe.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -98,6 +99,7 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         self._changes: set[asyncio.Task[Any]] = set()
         self._orphans: set[asyncio.Task[Any]] = set()  # whose callers have gone
         self._failures_said = Throttle(60.0)
+        self._store_failures_said = Throttle(60.0)
 
     async def settle(self, timeout: float) -> None:
         """Wait, at most `timeout`, for the key changes still under way. Past it the runtime
@@ -159,7 +161,11 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
                 raise
         except KeyAdminError as exc:
             await context.abort(_CODES[exc.code], exc.message)
-        except (RedisError, OSError):
+        except (RedisError, OSError) as exc:
+            # The client is told no more; the log says why (WRONGPASS after a password
+            # rotation, NOPERM, READONLY, a TLS certificate refused), never a key or secret.
+            if self._store_failures_said.ready():
+                log.warning("admin API: key store unavailable: %s", describe_store_error(exc))
             await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
         raise AssertionError("abort raises")  # pragma: no cover
 

@@ -21,7 +21,12 @@ from redis.exceptions import RedisError
 
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable
-from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord, UnreadableKeyRecord
+from tenantgate.identity.apikey_store import (
+    ApiKeyStore,
+    KeyRecord,
+    UnreadableKeyRecord,
+    describe_store_error,
+)
 from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 from tenantgate.identity.store_durability import StoreDurability
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
@@ -31,6 +36,8 @@ from tenantgate.observe.throttle import Throttle
 from tenantgate.tenancy import API_KEY_ISSUER
 
 if TYPE_CHECKING:
+    from redis.asyncio.client import PubSub
+
     from tenantgate.config.apikeys import ApiKeysConfig
     from tenantgate.config.model import Config
 
@@ -41,6 +48,10 @@ _KEY_ID = re.compile(r"[0-9a-f]{16}")
 _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 _POLL_SECONDS = 1.0  # how long one wait for a revocation message lasts
 _CLOSE_WAIT = 2 * _POLL_SECONDS
+_CONFIRM_SECONDS = 5.0  # for Redis to confirm (or refuse) SUBSCRIBE; off the Check path
+# Between subscription attempts: doubled after each failure, back to the first after a success.
+_RETRY_FIRST = 0.5
+_RETRY_MAX = 30.0
 
 
 def new_key_id() -> str:
@@ -118,6 +129,10 @@ class ApiKeys:
         self._closing = False
         self.subscribed = asyncio.Event()  # set while the revocation channel is live
         self._unreadable_said = Throttle(60.0)
+        self._lookup_failure_said = Throttle(60.0)
+        self._subscribe_failure_said = Throttle(60.0)
+        self._retry_delay = _RETRY_FIRST
+        self._subscription_failing = False  # a failure was logged: say when it is over
         self.durability = StoreDurability()
 
     # -- verification -----------------------------------------------------------------------
@@ -171,8 +186,13 @@ class ApiKeys:
             # a Check past Envoy's authz timeout, which envoy-config sets from this one.
             async with asyncio.timeout(self.cfg.redis_timeout):
                 return await self.store.get(key_id)
-        except (RedisError, OSError):  # TimeoutError included
+        except (RedisError, OSError) as exc:  # TimeoutError included
             APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE).inc()
+            # The reason (WRONGPASS after a password rotation, NOPERM, READONLY, a TLS
+            # certificate refused) is the operator's only lead; it names no key or secret.
+            if self._lookup_failure_said.ready():
+                log.warning("API-key store unavailable, Checks with API keys fail closed "
+                            "(503): %s", describe_store_error(exc))
             # Fail closed (503): a cached record past its TTL may have been revoked since.
             raise ApiKeyStoreUnavailable("API-key store unavailable") from None
         except UnreadableKeyRecord:
@@ -271,18 +291,45 @@ class ApiKeys:
 
     async def _subscribe_forever(self) -> None:
         while not self._closing:
-            with contextlib.suppress(RedisError, OSError):
+            try:
                 await self._listen()
+            except (RedisError, OSError) as exc:  # TimeoutError included
+                self._subscription_failed(exc)
             self.subscribed.clear()
-            await asyncio.sleep(0.5)
+            if not self._closing:
+                await self._pause(self._retry_delay)
+                self._retry_delay = min(2 * self._retry_delay, _RETRY_MAX)
+
+    async def _pause(self, seconds: float) -> None:
+        """The wait between subscription attempts (a test drives the loop through it)."""
+        await asyncio.sleep(seconds)
+
+    def _subscription_failed(self, exc: BaseException) -> None:
+        if self.subscribed.is_set():  # a live subscription lost (a failover): subscribe again
+            log.debug("API-key revocation channel: subscription lost (%s)", type(exc).__name__)
+            return
+        # Redis 7 gives an ACL user no channel at all unless granted (&channel): SUBSCRIBE is
+        # refused with NOPERM on every attempt, and this line is how the operator learns it.
+        if self._subscribe_failure_said.ready():
+            log.warning("API-key revocation channel %r: subscribing failed, retrying with "
+                        "backoff; revocations reach this replica only after cache_ttl: %s",
+                        self.cfg.channel, describe_store_error(exc))
+        self._subscription_failing = True
 
     async def _listen(self) -> None:
         # Its own connection without a read timeout; health checks catch a dead peer.
         client = redis_client(self.cfg, health_check_interval=5,
                               socket_connect_timeout=self.cfg.redis_timeout)
-        pubsub = client.pubsub(ignore_subscribe_messages=True)
+        pubsub = client.pubsub()
         try:
             await pubsub.subscribe(self.cfg.channel)
+            # subscribe() only sends: a refusal (NOPERM) is the reply read here. Nothing below
+            # may run before it: each refused attempt emptied the cache and ran CONFIG GET.
+            await self._confirmed(pubsub)
+            self._retry_delay = _RETRY_FIRST
+            if self._subscription_failing:
+                self._subscription_failing = False
+                log.info("API-key revocation channel %r: subscribed again", self.cfg.channel)
             # Messages sent while we were not subscribed are lost: forget everything cached.
             self.invalidate()
             self.subscribed.set()
@@ -300,6 +347,15 @@ class ApiKeys:
                 await pubsub.aclose()
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+    @staticmethod
+    async def _confirmed(pubsub: PubSub) -> None:
+        """Until Redis confirms the subscription; an error reply raises (ResponseError)."""
+        async with asyncio.timeout(_CONFIRM_SECONDS):
+            while True:
+                message = await pubsub.get_message(timeout=_POLL_SECONDS)
+                if message is not None and message.get("type") == "subscribe":
+                    return
 
     def _check_durability(self) -> None:
         # Once per subscription, i.e. per connection epoch (a failover or restart may have put
