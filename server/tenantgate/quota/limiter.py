@@ -241,6 +241,7 @@ class Limiter:
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
         self._store_down = Throttle(10.0)  # one warning per 10 s while the store is down
+        self._store_error = "unknown"  # why the store last failed, as its error said
         self._degraded_shown = metrics.Degraded()  # this limiter's part of the gauge
         self._may_degrade = "degraded" in {q.failure_mode, *(
             p.failure_mode for p in (*self.plans.values(), *self.tenant_plans.values()))}
@@ -350,7 +351,8 @@ class Limiter:
                           batch_interval: float | None, counted: bool = True) -> Verdict:
         try:
             outcome = await self.store.acquire(held, cost)
-        except QuotaStoreUnavailable:
+        except QuotaStoreUnavailable as exc:
+            self._store_error = str(exc) or type(exc).__name__
             return await self._failed(held, cost, failure_mode, counted)
         self._degraded_shown.set(False)
         if not outcome.admitted and self._cache is not None and cost > 0:
@@ -385,7 +387,8 @@ class Limiter:
 
     def _warn(self, mode: FailureMode, note: str = "") -> None:
         if self._store_down.ready():
-            log.warning("quota store %s unavailable: failing %s%s", self.store.name, mode, note)
+            log.warning("quota store %s unavailable: failing %s%s: %s", self.store.name, mode,
+                        note, self._store_error)
 
 
 def tenant_plans(config: Config) -> dict[str, CompiledPlan]:

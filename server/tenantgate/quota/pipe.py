@@ -174,6 +174,11 @@ class RedisPipe:
         if self._connecting is None:
             self._connecting = loop.create_task(self._connect())
 
+    def reconnect(self, reason: str) -> None:
+        """Drop the connection (its rounds in flight fail): the next send dials again."""
+        if self._connection is not None:
+            self._connection.abort(ConnectionError(reason))
+
     async def close(self) -> None:
         if self._connecting is not None:
             self._connecting.cancel()

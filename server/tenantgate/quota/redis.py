@@ -17,7 +17,14 @@ from redis.asyncio.cluster import ClusterNode, RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
-from redis.exceptions import NoScriptError, RedisClusterException, RedisError, ResponseError
+from redis.exceptions import (
+    BusyLoadingError,
+    NoScriptError,
+    ReadOnlyError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+)
 
 from tenantgate.config.quota import RedisConfig
 from tenantgate.config.redis_url import redis_hosts
@@ -80,6 +87,29 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
     return Redis.from_url(cfg.url, retry=no_retry, **common), []
 
 
+def _password(cfg: RedisConfig) -> str | None:
+    if cfg.password is not None:
+        return cfg.password.value.decode()
+    parts = urlsplit(cfg.url)
+    return unquote(parts.password) if parts.password else None
+
+
+def _reason(exc: BaseException | str, password: str | None) -> str:
+    """Why a call failed, for the store-down warning: the error's class and message (Redis and
+    redis-py name no password; one that did would be masked, unless so short that masking it
+    would garble the message) within 200 characters."""
+    said = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}".rstrip(": ")
+    if password and len(password) >= 8:
+        said = said.replace(password, "***")
+    return said if len(said) <= _REASON_CHARS else said[:_REASON_CHARS - 3] + "..."
+
+
+def _stale_server(message: str) -> bool:
+    """A reply saying this server no longer takes writes: READONLY (demoted by a failover; a
+    script's write refused inside it comes back as ERR ... -READONLY) or LOADING (restarted)."""
+    return message.startswith(("READONLY ", "LOADING ")) or " -READONLY " in message
+
+
 def _gcra_wire(calls: Sequence[Call]) -> bytes:
     return b"".join([resp.evalsha(GCRA.sha_bytes, keys, args) for keys, args in calls])
 
@@ -95,6 +125,9 @@ class RedisStore:
         # inside the timeout, so a burst waits its turn rather than failing.
         self._slots = asyncio.Semaphore(cfg.max_connections)
         self._pipe: RedisPipe | None = None
+        self._password = _password(cfg)  # only to mask it, should an error ever name it
+        self._cause = "none yet"  # the last error's reason: the open circuit's message says it
+        self._redialling: asyncio.Task[None] | None = None
         if isinstance(self._client, Redis) and not isinstance(
                 self._client.connection_pool, SentinelConnectionPool):
             # Plain Redis: the hot path gets its own lean connection (pipe.py), built from the
@@ -119,6 +152,8 @@ class RedisStore:
             await self._guarded(self._load_scripts())
 
     async def close(self) -> None:
+        if self._redialling is not None:
+            await self._redialling
         if self._pipe is not None:
             await self._pipe.close()
         await self._client.aclose()
@@ -143,7 +178,7 @@ class RedisStore:
         """One write for the whole batch; the replies settle the callers' futures straight
         from the socket's read callback. One breaker verdict and one deadline per round trip."""
         if not self.breaker.allow():
-            fail(batch, QuotaStoreUnavailable("circuit open"))
+            fail(batch, self._circuit_open())
             return
         assert self._pipe is not None
         deadline = asyncio.get_running_loop().time() + self._cfg.timeout
@@ -156,12 +191,12 @@ class RedisStore:
         if isinstance(result, Exception):  # timeout, connection refused or lost
             metrics.store_error(self.name)
             self.breaker.failure(started)
-            fail(batch, QuotaStoreUnavailable(type(result).__name__))
+            fail(batch, self._unavailable(result))
             return
         if reloaded:
             result = result[1:]  # SCRIPT LOAD's reply; had it failed, EVALSHA failed too
         missing: list[Pending] = []
-        errors = 0
+        errors, stale = 0, False
         for pending, reply in zip(batch, result, strict=True):
             if isinstance(reply, hiredis.ReplyError):
                 if not reloaded and str(reply).startswith("NOSCRIPT"):
@@ -169,7 +204,9 @@ class RedisStore:
                     continue
                 metrics.store_error(self.name)
                 errors += 1
-                reply = QuotaStoreUnavailable("ResponseError")  # that caller's failure only
+                stale = stale or _stale_server(str(reply))
+                # That caller's failure only.
+                reply = self._unavailable(f"ResponseError: {reply}")
             settle(pending[1], reply)
         if errors and errors == len(result):
             # Redis answers but decides nothing (OOM, READONLY after a failover, BUSY): an
@@ -177,6 +214,8 @@ class RedisStore:
             self.breaker.failure(started)
         else:
             self.breaker.success()
+        if stale:
+            self._redial()
         if missing:
             # Redis lost its script cache (restart, failover): those calls evaluated nothing.
             # Load it and resend only them, behind the load in the same write (the others ran
@@ -203,9 +242,10 @@ class RedisStore:
             raise errors[0]  # as above: _guarded counts it and tells the breaker
         for _ in errors:
             metrics.store_error(self.name)
+        if any(_stale(r) for r in errors):
+            self._redial()
         # Per-call Redis errors become the typed store failure for that caller only.
-        return [QuotaStoreUnavailable(type(r).__name__) if isinstance(r, Exception) else r
-                for r in replies]
+        return [self._unavailable(r) if isinstance(r, Exception) else r for r in replies]
 
     async def _reloading_script(self, script: Script, items: Sequence[_Item],
                                 run: Callable[[Sequence[_Item]], Awaitable[list[Any]]]
@@ -250,7 +290,7 @@ class RedisStore:
         """Run one store round trip under the breaker and the timeout; failures become typed."""
         if not self.breaker.allow():
             work.close()  # never awaited: do not leave a coroutine warning behind
-            raise QuotaStoreUnavailable("circuit open")
+            raise self._circuit_open()
         ok, started = False, self.breaker.clock()
         try:
             async with asyncio.timeout(self._cfg.timeout), self._slots:
@@ -261,11 +301,42 @@ class RedisStore:
         # answers, or a slot has no node; the store is unavailable then, not our bug.
         except (RedisError, RedisClusterException, OSError, TimeoutError) as exc:
             metrics.store_error(self.name)
-            raise QuotaStoreUnavailable(type(exc).__name__) from None
+            if _stale(exc):
+                self._redial()
+                if self._redialling is not None:  # done before the next call takes one
+                    await asyncio.shield(self._redialling)
+            raise self._unavailable(exc) from None
         finally:
             work.close()  # a no-op once awaited; stops a never-started one from warning
             # A cancelled call counts as a failure too, so a half-open probe never gets stuck.
             self.breaker.success() if ok else self.breaker.failure(started)
+
+    def _unavailable(self, exc: BaseException | str) -> QuotaStoreUnavailable:
+        """The typed failure, saying why: the limiter's warning repeats it (10 s apart)."""
+        self._cause = _reason(exc, self._password)
+        return QuotaStoreUnavailable(self._cause)
+
+    def _circuit_open(self) -> QuotaStoreUnavailable:
+        return QuotaStoreUnavailable(f"circuit open; last error {self._cause}")
+
+    def _redial(self) -> None:
+        """This server refused as a replica (or while loading): drop every connection to it,
+        so the next call resolves the name again and dials whatever it points at now. After
+        a failover (managed Redis moves the DNS name) the old connections were otherwise kept,
+        and refused every call, for as long as they lived."""
+        if self._pipe is not None:
+            self._pipe.reconnect("Redis refused as a replica: dialling again")
+        if isinstance(self._client, Redis) and self._redialling is None:
+            self._redialling = asyncio.get_running_loop().create_task(self._disconnect_pool())
+
+    async def _disconnect_pool(self) -> None:
+        assert isinstance(self._client, Redis)
+        try:  # redis-py's connections, those in use too: they talk to the same server
+            await self._client.connection_pool.disconnect()
+        except (RedisError, OSError, TimeoutError):
+            pass  # a connection that fails to close is closed enough
+        finally:
+            self._redialling = None
 
     async def _load_scripts(self) -> None:
         for script in (GCRA, CHARGE):
@@ -310,6 +381,13 @@ class RedisStore:
 
 # A Cluster charge's share of redis.timeout: its own deadline must pass before the whole call's.
 _CLUSTER_CALL_SHARE = 0.8
+_REASON_CHARS = 200
+
+
+def _stale(exc: BaseException) -> bool:
+    """redis-py's error for a reply _stale_server() names (its class carries the code)."""
+    return isinstance(exc, ReadOnlyError | BusyLoadingError) or (
+        isinstance(exc, ResponseError) and " -READONLY " in str(exc))
 
 
 def _store_key(cfg: RedisConfig) -> str:

@@ -126,6 +126,9 @@ async def test_error_replies_count_as_store_errors_and_open_the_circuit(
                 await store.acquire([bucket])
             failures.append(str(raised.value))
         assert metrics.STORE_ERRORS.labels("redis")._value.get() - errors == 3
-        assert failures[3:] == ["circuit open"] * 2
+        # The open circuit's failures still say why it opened.
+        assert failures[3:] == [f"circuit open; last error {failures[2]}"] * 2
+        assert failures[2].startswith("ResponseError: ERR Error running script")
+        assert "-OOM command not allowed" in failures[2]
     finally:
         await store.close()

@@ -133,7 +133,9 @@ async def test_redis_stopped_fails_typed_counts_errors_and_opens_the_circuit(
     finally:
         await made.close()
     assert all(isinstance(r, QuotaStoreUnavailable) for pair in failures for r in pair)
-    assert [str(r) for r in failures[2]] == ["circuit open"] * 2  # both share one batch
+    # Both share one batch; the open circuit still says why it opened.
+    assert [str(r).split(";")[0] for r in failures[2]] == ["circuit open"] * 2
+    assert "last error ConnectionRefusedError: [Errno 111]" in str(failures[2][0])
     # Every failed round trip is counted as an error (the first pair may have gone out as two
     # rounds on the dying connection: one failure for the circuit); the open circuit sent none.
     assert tried >= 2
@@ -197,7 +199,7 @@ async def test_rounds_stalled_together_count_once_toward_the_circuit(
                 calls.append(asyncio.ensure_future(made.acquire([bucket(f"t{i}")])))
                 await asyncio.sleep(0.01)
             results = await asyncio.gather(*calls, return_exceptions=True)
-        assert [str(r) for r in results] == ["TimeoutError"] * 4
+        assert [str(r).split(":")[0] for r in results] == ["TimeoutError"] * 4
         assert store_errors() - errors >= 2  # several rounds failed...
         assert not made.breaker.is_open  # ...for one cause
         assert (await outcome_once_back(made, bucket())).admitted
@@ -223,7 +225,7 @@ async def test_a_server_that_never_answers_fails_every_call_of_the_batch() -> No
             writer.close()
         server.close()
         await server.wait_closed()
-    assert [str(r) for r in results] == ["TimeoutError"] * 5
+    assert [str(r).split(":")[0] for r in results] == ["TimeoutError"] * 5
     assert len(accepted) == 1  # one connection for the whole batch
 
 
@@ -248,7 +250,7 @@ async def test_a_connection_redis_py_cannot_build_fails_each_call_with_one_warni
     finally:
         loop.set_exception_handler(None)
         await made.close()
-    assert [str(r) for [r] in results] == ["ValueError"] * 3
+    assert [str(r) for [r] in results] == ["ValueError: Unsupported TLS/SSL version 0xc"] * 3
     assert all(isinstance(r, QuotaStoreUnavailable) for [r] in results)
     assert store_errors() == errors + 3
     assert unhandled == []
