@@ -52,6 +52,42 @@ async def test_an_unexpected_sync_error_does_not_end_batching() -> None:
         await batcher.close()
 
 
+class DownOnce(MemoryStore):
+    """A store whose first charge fails as an unreachable store does, saying why."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.failures = 0
+
+    async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
+        if self.failures == 0:
+            self.failures += 1
+            raise QuotaStoreUnavailable("redis: NoPermissionError: NOPERM no permission")
+        return await super().charge(items)
+
+
+async def test_a_sync_the_store_refused_says_why_and_charges_later(
+        caplog: pytest.LogCaptureFixture) -> None:
+    # Before, a store failure in the sync loop was passed over in silence: with every request
+    # admitted locally, nothing in the log said why charges were not reaching Redis.
+    store = DownOnce()
+    batcher = Batcher(store, interval=0.01, max_entries=100)
+    batcher.learn([BUCKET], await store.acquire([BUCKET]), 0.01)
+    assert batcher.decide_local([BUCKET], 1) is not None
+    batcher.start()
+    try:
+        for _ in range(200):
+            await asyncio.sleep(0.01)
+            if store.failures and not _pending(batcher):
+                break
+        assert not _pending(batcher), "the hit stayed pending after the store came back"
+    finally:
+        await batcher.close()
+    [warning] = [r for r in caplog.records if "batched quota sync" in r.getMessage()]
+    assert warning.levelname == "WARNING"
+    assert warning.getMessage().endswith("NoPermissionError: NOPERM no permission")
+
+
 def _pending(batcher: Batcher) -> int:
     return sum(m.pending for m in batcher._mirrors.values())
 

@@ -66,6 +66,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._sync_failing = Throttle(60.0)  # one traceback a minute for a recurring error
+        self._store_failing = Throttle(60.0)  # the store down: said once a minute, with why
 
     def start(self) -> None:
         if self._task is None:
@@ -200,8 +201,12 @@ class Batcher:
                 pass
             try:
                 await self.sync()
-            except QuotaStoreUnavailable:
-                pass  # the breaker and the failure mode deal with it
+            except QuotaStoreUnavailable as exc:
+                # The breaker and the failure mode deal with it; the hits stay pending. Said
+                # here too: with every request admitted locally, no decision fails to say why.
+                if self._store_failing.ready():
+                    log.warning("batched quota sync: store unavailable, admitted hits stay "
+                                "pending and are charged once it answers: %s", exc)
             except Exception:
                 # A bug must not end batching for good (admitted hits never charged, the
                 # allowance never refilled): the pending hits are sent again next interval.
