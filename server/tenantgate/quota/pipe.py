@@ -63,6 +63,7 @@ class _Connection(asyncio.Protocol):
         self._rounds: deque[Round] = deque()
         self._transport: asyncio.Transport | None = None
         self._held: list[bytes] | None = None  # while the transport's buffer is over its mark
+        self._retired = False  # takes no new rounds; closes once those in flight are answered
         self.closed = False
 
     @property
@@ -100,6 +101,8 @@ class _Connection(asyncio.Protocol):
             if len(head.replies) == head.count:
                 self._rounds.popleft()
                 head.finish(head.replies)
+                if self._retired and not self._rounds:
+                    self.abort(ConnectionError("retired connection closed"))
 
     def pause_writing(self) -> None:
         # Redis reads slower than we write. Every round has a deadline, and a timeout drops
@@ -113,6 +116,14 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.abort(ConnectionError("connection to Redis lost"))
+
+    def retire(self) -> None:
+        """Take no new rounds (the pipe dials another) and close once the rounds in flight
+        have their replies: they were answered, and dropping them would fail their callers."""
+        self._retired = True
+        self._lost(self)
+        if not self._rounds:
+            self.abort(ConnectionError("retired connection closed"))
 
     def abort(self, exc: Exception) -> None:
         """Drop the socket; every round in flight fails, since its replies will never come."""
@@ -174,10 +185,11 @@ class RedisPipe:
         if self._connecting is None:
             self._connecting = loop.create_task(self._connect())
 
-    def reconnect(self, reason: str) -> None:
-        """Drop the connection (its rounds in flight fail): the next send dials again."""
+    def reconnect(self) -> None:
+        """The next send dials again; the rounds in flight on the old connection still get
+        their replies there (a timeout still drops it with them), then it closes."""
         if self._connection is not None:
-            self._connection.abort(ConnectionError(reason))
+            self._connection.retire()
 
     async def close(self) -> None:
         if self._connecting is not None:

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import hashlib
+import math
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
@@ -128,6 +129,7 @@ class RedisStore:
         self._password = _password(cfg)  # only to mask it, should an error ever name it
         self._cause = "none yet"  # the last error's reason: the open circuit's message says it
         self._redialling: asyncio.Task[None] | None = None
+        self._redialled_at = -math.inf  # breaker.clock() of the last _redial that dialled
         if isinstance(self._client, Redis) and not isinstance(
                 self._client.connection_pool, SentinelConnectionPool):
             # Plain Redis: the hot path gets its own lean connection (pipe.py), built from the
@@ -323,9 +325,18 @@ class RedisStore:
         """This server refused as a replica (or while loading): drop every connection to it,
         so the next call resolves the name again and dials whatever it points at now. After
         a failover (managed Redis moves the DNS name) the old connections were otherwise kept,
-        and refused every call, for as long as they lived."""
+        and refused every call, for as long as they lived.
+
+        At most once per circuit.open_for: a replica still answers the calls that write
+        nothing (denials), so its rounds can mix answers and READONLY refusals, and the
+        breaker, seeing answers, never opens. Redialled on each such round, it made a new
+        connection every round (87 a second) and dropped the other rounds in flight."""
+        now = self.breaker.clock()
+        if now - self._redialled_at < self._cfg.circuit.open_for:
+            return
+        self._redialled_at = now
         if self._pipe is not None:
-            self._pipe.reconnect("Redis refused as a replica: dialling again")
+            self._pipe.reconnect()
         if isinstance(self._client, Redis) and self._redialling is None:
             self._redialling = asyncio.get_running_loop().create_task(self._disconnect_pool())
 

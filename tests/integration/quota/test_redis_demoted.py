@@ -4,6 +4,7 @@ it to the new primary). Kept, they were refused for as long as they lived."""
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from collections.abc import Iterator
 
@@ -42,10 +43,10 @@ def demotable(request: pytest.FixtureRequest) -> Iterator[tuple[RedisServer, Red
         server.close()
 
 
-def _store(server: RedisServer) -> RedisStore:
+def _store(server: RedisServer, open_for: str = "2s") -> RedisStore:
     url = f"redis://127.0.0.1:{server.port}/0?client_name={NAME}"
     return RedisStore(RedisConfig.model_validate(
-        {"url": url, "timeout": "2s", "circuit": {"failures": 100}}))
+        {"url": url, "timeout": "2s", "circuit": {"failures": 100, "open_for": open_for}}))
 
 
 def _ids(server: RedisServer) -> set[int]:
@@ -100,3 +101,33 @@ async def test_a_demoted_primary_s_pool_connections_are_dialled_again(
         assert _ids(a) - before
     finally:
         await store.close()
+
+
+FLOODED = Bucket("tg:{t:flood}:plan:1", "plan", 10, 1.0, 10)
+
+
+async def test_a_replica_that_answers_denials_is_dialled_again_once_per_open_for(
+        demotable: tuple[RedisServer, RedisServer]) -> None:
+    # A replica answers a script that writes nothing (a denial) and refuses one that writes
+    # (an admission): rounds holding one of each were answered in part, so the breaker never
+    # opened, and each one dropped the connection: 434 new connections in 5 s.
+    a, c = demotable
+    with redis.Redis(port=c.port) as primary:
+        primary.set(FLOODED.key, 2**53)  # a tat centuries ahead: denied for good
+    _demote(a, c)
+    with redis.Redis(port=a.port) as replica:
+        while replica.get(FLOODED.key) is None:  # replicated: the replica denies it too
+            await asyncio.sleep(0.01)
+        store = _store(a, open_for="1h")
+        dialled = replica.info("stats")["total_connections_received"]
+        try:
+            for _ in range(50):
+                admit, deny = await asyncio.gather(store.acquire([BUCKET]),
+                                                   store.acquire([FLOODED]),
+                                                   return_exceptions=True)
+                assert isinstance(admit, QuotaStoreUnavailable)
+                assert not isinstance(deny, BaseException) and not deny.admitted
+            # The first dial and one redial; the replica's info call reuses its connection.
+            assert replica.info("stats")["total_connections_received"] - dialled <= 2
+        finally:
+            await store.close()

@@ -322,3 +322,29 @@ async def test_a_unix_socket_url_limits(unix_redis: Path) -> None:
     assert [o.admitted for o in outcomes] == [True, True, False]
     with redis.Redis(unix_socket_path=str(unix_redis), db=2) as client:
         assert client.exists(bucket().key) == 1
+
+
+async def test_a_connection_dialled_again_still_answers_the_rounds_in_flight_on_it(
+        fresh_redis: RedisServer) -> None:
+    # A READONLY reply redials (redis.py _redial): that dropped the socket with every other
+    # round on it, so calls a demoted server had answered (its denials) failed as well.
+    store = store_for(fresh_redis.url)
+    pipe = store._pipe
+    assert pipe is not None
+    results: list[Any] = []
+    deadline = asyncio.get_running_loop().time() + 2.0
+
+    def first(result: Any) -> None:
+        results.append(result)
+        pipe.reconnect()
+
+    try:
+        ping = b"*1\r\n$4\r\nPING\r\n"
+        pipe.send(ping, 1, deadline, first)  # both written on one connection, in one write
+        pipe.send(ping * 2, 2, deadline, results.append)
+        while len(results) < 2:
+            await asyncio.sleep(0.01)
+        assert results == [[b"PONG"], [b"PONG", b"PONG"]]
+        assert (await store.acquire([bucket()])).admitted  # on a new connection
+    finally:
+        await store.close()
