@@ -162,7 +162,8 @@ class OverLimitCache:
     A denial is held here at most one full refill plus the cost's emission (`_held_us`), then
     the store is asked again: a longer wait (what batched replicas left past full, or Redis'
     clock stepped back) is the store's to keep, so tenantgate admits as soon as Redis does. While
-    held, a denial reports the store's own retry and reset, aged on this clock.
+    held, a denial reports the denying bucket's retry, reset and remaining as the store would
+    (its own answer, aged on this clock, the retry grown by the extra cost's interval).
     """
 
     def __init__(self, max_entries: int) -> None:
@@ -188,7 +189,10 @@ class OverLimitCache:
                 # What the store says of it now: remaining as gcra.lua counts it on a denial.
                 reset = max(0, cached[3] - now)
                 remaining = max(0, (bucket.tolerance_us - reset) // bucket.interval_us)
-                states.append(BucketState(remaining, reset, cached[2] - now))
+                # gcra.lua's retry is tat + cost x interval - tolerance - now: each hit past
+                # the denied cost waits one interval more.
+                retry = cached[2] - now + (cost - cached[1]) * bucket.interval_us
+                states.append(BucketState(remaining, reset, retry))
             else:
                 states.append(BucketState(bucket.burst, 0, 0))
         return tuple(states) if denied else None
