@@ -183,7 +183,8 @@ def test_the_memory_store_and_degraded_checks_wait_for_the_quota_to_be_on(
     assert not config.quota.enabled
 
 
-BATCHED = ("  plans: {free: {limits: [1/s]}, bulk: {limits: [1/s], mode: batched}}\n",
+BATCHED = ("  enabled: true\n"
+           "  plans: {free: {limits: [1/s]}, bulk: {limits: [1/s], mode: batched}}\n",
            "tenants:\n  registry:\n    acme: {plan: free, overrides: {mode: batched}}\n")
 
 
@@ -201,6 +202,9 @@ def test_batched_on_the_memory_store_is_a_warning(caplog: pytest.LogCaptureFixtu
         batched_warning("tenants.registry.acme.overrides.mode")]
     caplog.clear()
     load("  store: redis\n" + plans, tenants)
+    assert not caplog.records
+    # Quota off: nothing is enforced, so nothing to say (as the memory-store checks say nothing).
+    load(plans.replace("  enabled: true\n", ""), tenants)
     assert not caplog.records
 
 

@@ -116,7 +116,10 @@ def test_a_password_in_the_url_and_as_a_secret_is_refused_for_either_store(
 
 @pytest.mark.parametrize("url", [
     "redis://:Sup3rSecretTok/en@h:6379/0", "redis://:pa?ssw0rd@h:6379/0",
-    "rediss://user:pa#ssw0rd@h:6380/0", "redis+sentinel://:Sup3r/Secret@h:26379/mymaster"])
+    "rediss://user:pa#ssw0rd@h:6380/0", "redis+sentinel://:Sup3r/Secret@h:26379/mymaster",
+    # A "?" then an "=" in the password: the rest reads as a query value, which may hold "@".
+    "redis://:Sup3r?token=Tok@h:6379/0", "redis://:Sup3r/c?d=Tok@h:6379/0",
+    "redis+sentinel://:Sup3r?x=Tok@s1:26379/mymaster", "redis://:6379?password=Sup3rTok@h/0"])
 def test_a_password_ending_the_host_part_early_is_refused_without_echoing_it(url: str) -> None:
     # An access key with "/" (base64) passed unencoded: the host part ended at the "/", and the
     # error quoted the start of the password as the port ("port 'Sup3rSecretTok' ...").
@@ -128,6 +131,7 @@ def test_a_password_ending_the_host_part_early_is_refused_without_echoing_it(url
 
 @pytest.mark.parametrize("url", [
     "redis://:Sup3rSecretTok%2Fen@h:6379/0", "redis://h:6379/0?client_name=me@x",
-    "unix://:p@/run/re@dis.sock"])
+    "unix://:p@/run/re@dis.sock", "redis://[::1]:6379/0?client_name=a@b",
+    "rediss://h:6380/0?ssl_ca_certs=/p/with@sign", "redis+cluster://u:p@h1:7000,h2:7001"])
 def test_an_at_sign_where_one_may_be_is_accepted(url: str) -> None:
     assert issues(url) == []

@@ -144,8 +144,8 @@ def parse_config(text: str, base_dir: Path | str = ".", *, strict: bool = False,
 
 def config_warnings(config: Config) -> list[str]:
     """What loads and works but is likely a mistake, each naming its key path."""
-    if config.quota.store != "memory":
-        return []
+    if config.quota.store != "memory" or not config.quota.enabled:
+        return []  # quota off: nothing is enforced, as the memory-store checks say too
     # Harmless (benches use it to time the batched path without Redis), so only said.
     batched: list[tuple[str, ...]] = [
         ("quota", "plans", name, "mode")

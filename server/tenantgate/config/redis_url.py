@@ -43,29 +43,50 @@ def check_redis_url(url: str) -> None:
         query = parse_qs(parts.query)
     except ValueError as exc:  # e.g. an unclosed IPv6 bracket
         raise ValueError(f"not a valid url: {exc}") from None
-    if parts.scheme != "unix" and _credentials_cut_short(parts.path, parts.query,
-                                                         parts.fragment):
-        # A password with "/", "?" or "#" (base64 access keys often have "/") ends the host
-        # part early, and the rest of it would be read as the host and port, and echoed.
-        raise ValueError("the credentials before '@' hold a character that ends the host part "
-                         "('/', '?' or '#'): percent-encode the password ('/' is %2F, '?' %3F, "
-                         "'#' %23), or give it as a secret instead of in the url")
     if parts.scheme == "unix":
         if not parts.path:
             raise ValueError("a unix:// url names the socket: unix:///run/redis.sock")
-    elif parts.scheme in _MULTI_HOST_SCHEMES:
-        redis_hosts(parts.netloc, 6379)
     else:
-        _redis_host(parts.netloc.rpartition("@")[2], in_list=False, default_port=6379)
+        _check_hosts(parts.scheme, parts.netloc, cut_short=_credentials_cut_short(
+            parts.netloc, parts.path, parts.query, parts.fragment))
     _check_redis_db(parts.scheme, parts.path, query)
     if parts.scheme in ("redis", "rediss", "unix") and parts.query:
         _check_redis_query(parts.scheme, parts.query)
 
 
-def _credentials_cut_short(path: str, query: str, fragment: str) -> bool:
-    """An "@" where no "@" can be (the database path, the fragment, or a query before any
-    "="): what is left of credentials whose password holds "/", "?" or "#" unencoded."""
-    return "@" in path or "@" in fragment or ("=" not in query.partition("@")[0] and "@" in query)
+_CUT_SHORT = ("the credentials before '@' hold a character that ends the host part ('/', '?' "
+              "or '#'): percent-encode the password ('/' is %2F, '?' %3F, '#' %23), or give it "
+              "as a secret instead of in the url")
+
+
+def _credentials_cut_short(netloc: str, path: str, query: str, fragment: str) -> str | None:
+    """None, or how sure we are that a password holding "/", "?" or "#" unencoded ended the
+    host part early: "certain" for an "@" where none can be (the database path, the fragment,
+    a query before any "="), "possible" for an "@" after the host part otherwise (a query
+    value may hold one: only a host part that makes no sense then counts)."""
+    if "@" in netloc:
+        return None
+    if "@" in path or "@" in fragment or ("@" in query and "=" not in query.partition("@")[0]):
+        return "certain"
+    return "possible" if "@" in query else None
+
+
+def _check_hosts(scheme: str, netloc: str, cut_short: str | None) -> None:
+    # What is left of a password cut short would be read as the host and port, and quoted in
+    # the error: say what happened instead, and nothing of the password.
+    if cut_short == "certain":
+        raise ValueError(_CUT_SHORT)
+    try:
+        if scheme in _MULTI_HOST_SCHEMES:
+            hosts = redis_hosts(netloc, 6379)
+        else:
+            hosts = [_redis_host(netloc.rpartition("@")[2], in_list=False, default_port=6379)]
+    except ValueError:
+        if cut_short:
+            raise ValueError(_CUT_SHORT) from None
+        raise
+    if cut_short and not all(host for host, _port in hosts):
+        raise ValueError(_CUT_SHORT)
 
 
 def redis_hosts(netloc: str, default_port: int) -> list[tuple[str, int]]:
