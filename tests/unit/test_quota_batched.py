@@ -19,24 +19,25 @@ from tenantgate.quota.store import Bucket, Charge
 BUCKET = Bucket(key="tg:{t:acme}:plan:1", name="plan-1s", limit=1000, period=1.0, burst=1000)
 
 
-class BrokenOnce(MemoryStore):
-    """A store whose first charge fails with an error no store is expected to raise."""
+class FailsOnce(MemoryStore):
+    """A store whose first charge raises `error`."""
 
-    def __init__(self) -> None:
+    def __init__(self, error: Exception) -> None:
         super().__init__()
+        self.error = error
         self.failures = 0
 
     async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
         if self.failures == 0:
             self.failures += 1
-            raise RuntimeError("a bug in a store")
+            raise self.error
         return await super().charge(items)
 
 
 async def test_an_unexpected_sync_error_does_not_end_batching() -> None:
     # Before, any error but QuotaStoreUnavailable ended the task silently: the hits admitted
     # locally were never charged and the local allowance never refilled.
-    store = BrokenOnce()
+    store = FailsOnce(RuntimeError("a bug in a store"))  # no store is expected to raise it
     batcher = Batcher(store, interval=0.01, max_entries=100)
     batcher.learn([BUCKET], await store.acquire([BUCKET]), 0.01)
     assert batcher.decide_local([BUCKET], 1) is not None  # admitted here, pending a sync
@@ -52,25 +53,11 @@ async def test_an_unexpected_sync_error_does_not_end_batching() -> None:
         await batcher.close()
 
 
-class DownOnce(MemoryStore):
-    """A store whose first charge fails as an unreachable store does, saying why."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.failures = 0
-
-    async def charge(self, items: Sequence[Charge]) -> tuple[list[int | None], int]:
-        if self.failures == 0:
-            self.failures += 1
-            raise QuotaStoreUnavailable("redis: NoPermissionError: NOPERM no permission")
-        return await super().charge(items)
-
-
 async def test_a_sync_the_store_refused_says_why_and_charges_later(
         caplog: pytest.LogCaptureFixture) -> None:
     # Before, a store failure in the sync loop was passed over in silence: with every request
     # admitted locally, nothing in the log said why charges were not reaching Redis.
-    store = DownOnce()
+    store = FailsOnce(QuotaStoreUnavailable("redis: NoPermissionError: NOPERM no permission"))
     batcher = Batcher(store, interval=0.01, max_entries=100)
     batcher.learn([BUCKET], await store.acquire([BUCKET]), 0.01)
     assert batcher.decide_local([BUCKET], 1) is not None
