@@ -10,7 +10,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import unquote, urlsplit
+from urllib.parse import unquote, unquote_plus, urlsplit
 
 import hiredis
 from redis.asyncio import Redis
@@ -88,20 +88,27 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
     return Redis.from_url(cfg.url, retry=no_retry, **common), []
 
 
-def _password(cfg: RedisConfig) -> str | None:
-    if cfg.password is not None:
-        return cfg.password.value.decode()
+def _secrets(cfg: RedisConfig) -> list[str]:
+    """Every form of the password an error could echo: the secret's value, the URL's
+    (`user:pass@` or `?password=`) as written and percent-decoded; longest first, so a
+    form holding another is masked whole. Under _MASKED_CHARS they are left: masking a 1-3
+    character password would garble every message holding those characters."""
     parts = urlsplit(cfg.url)
-    return unquote(parts.password) if parts.password else None
+    pairs = (pair.partition("=") for pair in parts.query.split("&"))  # values as written
+    written = [parts.password or ""] + [v for k, _, v in pairs if unquote_plus(k) == "password"]
+    if cfg.password is not None:
+        written.append(cfg.password.value.decode())
+    forms = {form for raw in written for form in (raw, unquote(raw), unquote_plus(raw))}
+    return sorted((f for f in forms if len(f) >= _MASKED_CHARS), key=len, reverse=True)
 
 
-def _reason(exc: BaseException | str, password: str | None) -> str:
+def _reason(exc: BaseException | str, secrets: Sequence[str]) -> str:
     """Why a call failed, for the store-down warning: the error's class and message (Redis and
-    redis-py name no password; one that did would be masked, unless so short that masking it
-    would garble the message) within 200 characters."""
+    redis-py name no password; one that did would be masked, see _secrets) within 200
+    characters."""
     said = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}".rstrip(": ")
-    if password and len(password) >= 8:
-        said = said.replace(password, "***")
+    for secret in secrets:
+        said = said.replace(secret, "***")
     return said if len(said) <= _REASON_CHARS else said[:_REASON_CHARS - 3] + "..."
 
 
@@ -126,7 +133,7 @@ class RedisStore:
         # inside the timeout, so a burst waits its turn rather than failing.
         self._slots = asyncio.Semaphore(cfg.max_connections)
         self._pipe: RedisPipe | None = None
-        self._password = _password(cfg)  # only to mask it, should an error ever name it
+        self._secrets = _secrets(cfg)  # only to mask them, should an error ever name one
         self._cause = "none yet"  # the last error's reason: the open circuit's message says it
         self._redialling: asyncio.Task[None] | None = None
         self._redialled_at = -math.inf  # breaker.clock() of the last _redial that dialled
@@ -315,7 +322,7 @@ class RedisStore:
 
     def _unavailable(self, exc: BaseException | str) -> QuotaStoreUnavailable:
         """The typed failure, saying why: the limiter's warning repeats it (10 s apart)."""
-        self._cause = _reason(exc, self._password)
+        self._cause = _reason(exc, self._secrets)
         return QuotaStoreUnavailable(self._cause)
 
     def _circuit_open(self) -> QuotaStoreUnavailable:
@@ -393,6 +400,7 @@ class RedisStore:
 # A Cluster charge's share of redis.timeout: its own deadline must pass before the whole call's.
 _CLUSTER_CALL_SHARE = 0.8
 _REASON_CHARS = 200
+_MASKED_CHARS = 4  # a shorter password is not masked (see _secrets)
 
 
 def _stale(exc: BaseException) -> bool:
