@@ -11,6 +11,7 @@ from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
+    ValidationError,
     ValidationInfo,
     field_validator,
     model_validator,
@@ -194,6 +195,16 @@ class PlanConfig(Model):
         return self
 
 
+def endpoint_named_like_plan(plan: str, endpoints: list[EndpointRule]) -> tuple[int, str] | None:
+    """(index, message) of an endpoint rule named as its plan: their buckets would share names
+    (`p-1s`), so response headers and the over-admission gauge could not tell them apart."""
+    for index, rule in enumerate(endpoints):
+        if rule.name == plan:
+            return index, (f"{plan!r} is the plan's own name: its buckets would be named as the "
+                           f"plan's ({plan}-<period>s) in headers and metrics; name it apart")
+    return None
+
+
 class PlanOverrides(Model):
     """Per-tenant overrides of plan values; a key left out keeps the plan's value."""
 
@@ -275,6 +286,16 @@ class QuotaConfig(Model):
     over_limit_cache: Flag = True
     max_local_entries: Count = Field(default=100_000, ge=100)
     ratelimit_service: RateLimitServiceConfig = Field(default_factory=RateLimitServiceConfig)
+
+    @field_validator("plans")
+    @classmethod
+    def _endpoints_named_apart(cls, value: dict[str, PlanConfig]) -> dict[str, PlanConfig]:
+        for name, plan in value.items():
+            if found := endpoint_named_like_plan(name, plan.endpoints):
+                raise ValidationError.from_exception_data("Config", [
+                    {"type": "value_error", "loc": (name, "endpoints", found[0], "name"),
+                     "input": None, "ctx": {"error": ValueError(found[1])}}])
+        return value
 
     @field_validator("replicas")
     @classmethod

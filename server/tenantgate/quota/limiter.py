@@ -19,6 +19,7 @@ from tenantgate.config.quota import (
     LimitConfig,
     PlanConfig,
     QuotaConfig,
+    endpoint_named_like_plan,
     period_label,
 )
 from tenantgate.errors import ConfigError, QuotaStoreUnavailable
@@ -420,7 +421,12 @@ def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
             at = ("tenants", "registry", tenant_id, "overrides")
             issues.extend(issue(err, at) for err in exc.errors())
             continue
-        out[tenant_id] = compile_plan(plan_name or tenant_id, merged, q.failure_mode)
+        name = plan_name or tenant_id
+        if "endpoints" in changes and (found := endpoint_named_like_plan(name, merged.endpoints)):
+            issues.append(f"tenants.registry.{tenant_id}.overrides.endpoints[{found[0]}].name: "
+                          f"{found[1]}")
+            continue
+        out[tenant_id] = compile_plan(name, merged, q.failure_mode)
     if issues:
         raise ConfigError(issues)
     return out
