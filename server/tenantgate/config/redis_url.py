@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import re
 import ssl
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs, urlsplit
 
 if TYPE_CHECKING:
@@ -54,12 +54,14 @@ def check_redis_url(url: str) -> None:
         _check_redis_query(parts.scheme, parts.query)
 
 
+_CutShort = Literal["certain", "possible"]
 _CUT_SHORT = ("the credentials before '@' hold a character that ends the host part ('/', '?' "
               "or '#'): percent-encode the password ('/' is %2F, '?' %3F, '#' %23), or give it "
               "as a secret instead of in the url")
 
 
-def _credentials_cut_short(netloc: str, path: str, query: str, fragment: str) -> str | None:
+def _credentials_cut_short(netloc: str, path: str, query: str, fragment: str
+                           ) -> _CutShort | None:
     """None, or how sure we are that a password holding "/", "?" or "#" unencoded ended the
     host part early: "certain" for an "@" where none can be (the database path, the fragment,
     a query before any "="), "possible" for an "@" after the host part otherwise (a query
@@ -71,7 +73,7 @@ def _credentials_cut_short(netloc: str, path: str, query: str, fragment: str) ->
     return "possible" if "@" in query else None
 
 
-def _check_hosts(scheme: str, netloc: str, cut_short: str | None) -> None:
+def _check_hosts(scheme: str, netloc: str, cut_short: _CutShort | None) -> None:
     # What is left of a password cut short would be read as the host and port, and quoted in
     # the error: say what happened instead, and nothing of the password.
     if cut_short == "certain":

@@ -52,7 +52,6 @@ def declare_tenants(labels: Iterable[str]) -> None:
         CROSS_TENANT.labels(label)
 
 
-
 def signing_with(key_id: str) -> None:
     """Say which key the Runtime now serving signs with (at start and after each reload)."""
     CONTEXT_SIGNING_KEY.info({"key_id": key_id})
