@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import random
 import time
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
+from redis.exceptions import ConnectionError as RedisConnectionError
 from tenantgate.admin.server import AdminTokenAuth
 from tenantgate.config.load import parse_config
 from tenantgate.decision import Reason
@@ -77,7 +79,9 @@ class FakeStore:
         return self.records.get(key_id)
 
 
-def make_keys(tmp_path: Path, **records: Any) -> tuple[ApiKeys, CountingHasher, FakeStore]:
+def make_keys(tmp_path: Path, *, jitter: Callable[[], float] = random.random,
+              sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+              **records: Any) -> tuple[ApiKeys, CountingHasher, FakeStore]:
     (tmp_path / "hash.key").write_text("h" * 40)
     (tmp_path / "c.key").write_text("c" * 40)
     config = parse_config(yaml.safe_dump({
@@ -85,7 +89,7 @@ def make_keys(tmp_path: Path, **records: Any) -> tuple[ApiKeys, CountingHasher, 
         "api_keys": {"hash_secret": {"fromFile": "hash.key"}, "cache_ttl": "30s"},
     }), base_dir=tmp_path)
     assert config.api_keys is not None
-    keys = ApiKeys(config.api_keys, frozenset({"acme"}), audit=None)
+    keys = ApiKeys(config.api_keys, frozenset({"acme"}), audit=None, jitter=jitter, sleep=sleep)
     hasher = CountingHasher(config.api_keys.hash_secret.value)
     keys.hasher = hasher
     store = FakeStore({})
@@ -397,3 +401,48 @@ async def test_a_lookup_is_bounded_by_redis_timeout_in_all(tmp_path: Path) -> No
     keys.store = slow  # type: ignore[assignment]
     with pytest.raises(ApiKeyStoreUnavailable):  # fail closed (503), before Envoy gives up
         await verify(keys, format_key("tgk", KEY_ID, SECRET))
+
+
+class Subscriptions:
+    """Stands in for ApiKeys._listen: each attempt is refused, or goes live and is then lost,
+    as `outcomes` says; the injected sleep records each wait and ends the loop after the last."""
+
+    def __init__(self, outcomes: list[str]) -> None:
+        self.outcomes, self.waits = outcomes, list[float]()
+        self.keys: ApiKeys | None = None
+
+    async def listen(self) -> None:
+        assert self.keys is not None
+        if self.outcomes.pop(0) == "live":
+            self.keys.subscribed.set()
+        raise RedisConnectionError("Connection refused")
+
+    async def sleep(self, seconds: float) -> None:
+        assert self.keys is not None
+        self.waits.append(seconds)
+        self.keys._closing = not self.outcomes
+
+
+async def subscription_waits(tmp_path: Path, outcomes: list[str], jitter: float) -> list[float]:
+    subscriptions = Subscriptions(list(outcomes))
+    keys, _, _ = make_keys(tmp_path, jitter=lambda: jitter, sleep=subscriptions.sleep)
+    subscriptions.keys = keys
+    keys._listen = subscriptions.listen  # type: ignore[method-assign]
+    await keys._subscribe_forever()
+    return subscriptions.waits
+
+
+async def test_subscription_retries_are_jittered_so_replicas_do_not_return_together(
+        tmp_path: Path) -> None:
+    """After a Redis restart every replica lost its subscription at the same moment: the waits
+    between attempts doubled from 0.5 s to 30 s on the same schedule everywhere, so they all
+    subscribed again at the same moments. Each wait is now less a random part of up to half."""
+    refused = ["refused"] * 8
+    assert await subscription_waits(tmp_path, refused, 0.0) == [0.5, 1, 2, 4, 8, 16, 30, 30]
+    assert await subscription_waits(tmp_path, refused, 0.5) == [
+        0.375, 0.75, 1.5, 3, 6, 12, 22.5, 22.5]
+
+
+async def test_a_live_subscription_lost_starts_the_waits_over(tmp_path: Path) -> None:
+    outcomes = ["refused", "refused", "refused", "live", "refused"]
+    assert await subscription_waits(tmp_path, outcomes, 0.0) == [0.5, 1, 2, 0.5, 1]

@@ -320,18 +320,25 @@ async def test_failing_background_refresh_backs_off_instead_of_refetching_per_re
     assert fake.fetches == 3
 
 
+def failed_fetch_waits(count: int, jitter: float, refetch_interval: str = "1h") -> list[float]:
+    """The waits a KeySet sets after `count` failed fetches in a row, every jitter draw `jitter`."""
+    cfg = IssuerConfig.model_validate({
+        "name": "idp", "issuer": "https://idp.test", "audiences": ["api"],
+        "tenant_pattern": "^[a-z]+$", "jwks": {"url": URL, "refetch_interval": refetch_interval}})
+    keys = KeySet(cfg, None, jitter=lambda: jitter)
+    return [keys._backoff.next_delay() for _ in range(count)]
+
+
 def test_failed_fetch_backoff_doubles_up_to_its_cap_less_up_to_half_of_jitter() -> None:
-    schedule = [jwks_module.failed_fetch_backoff(n, 3600.0, 0.0) for n in range(1, 10)]
-    assert schedule == [1, 2, 4, 8, 16, 32, 60, 60, 60]
-    assert jwks_module.failed_fetch_backoff(10**6, 3600.0, 0.0) == 60  # no overflow
+    # The schedule docs/configuration.md gives (jwks.max_stale).
+    assert failed_fetch_waits(9, 0.0) == [1, 2, 4, 8, 16, 32, 60, 60, 60]
     # Jitter takes up to half off, never below the first step: replicas spread out.
-    assert jwks_module.failed_fetch_backoff(5, 3600.0, 0.5) == 12
-    assert jwks_module.failed_fetch_backoff(5, 3600.0, 0.999) == pytest.approx(8, abs=0.01)
-    assert jwks_module.failed_fetch_backoff(1, 3600.0, 0.999) == 1
-    assert jwks_module.failed_fetch_backoff(2, 3600.0, 0.999) == pytest.approx(1, abs=0.01)
+    assert failed_fetch_waits(5, 0.5)[4] == 12
+    assert failed_fetch_waits(5, 0.999)[4] == pytest.approx(8, abs=0.01)
+    assert failed_fetch_waits(2, 0.999) == [1, pytest.approx(1, abs=0.01)]
     # No longer than refetch_interval: tokens of an issuer without usable keys wait for it.
-    assert [jwks_module.failed_fetch_backoff(n, 10.0, 0.0) for n in (4, 5, 9)] == [8, 10, 10]
-    assert jwks_module.failed_fetch_backoff(9, 1.0, 0.0) == 1
+    assert failed_fetch_waits(9, 0.0, "10s")[3:] == [8, 10, 10, 10, 10, 10]
+    assert failed_fetch_waits(9, 0.0, "1s")[8] == 1
 
 
 async def test_a_jwks_endpoint_that_stays_down_is_asked_ever_less_often(idp: DevIssuer) -> None:
@@ -972,12 +979,12 @@ async def check_bearer(verifier: JwtVerifier, rejected: RejectedTokens,
                        token: str) -> Identity | Reason:
     """What the identity stage does with a token the token cache does not hold."""
     key, now = token_key(token), time.time()
-    if (reason := rejected.get(key, now)) is not None:
+    if (reason := rejected.get(key)) is not None:
         return reason
     revision = rejected.keys_revision()
     verified = await verifier.verify(token, now)
     if isinstance(verified, Reason):
-        rejected.put(key, verified, now, revision, verifier.refetch_missed())
+        rejected.put(key, verified, revision, verifier.refetch_missed())
     return verified
 
 
@@ -994,14 +1001,14 @@ async def test_a_bad_signature_is_not_remembered_while_its_refetch_is_refused(
     forged = DevIssuer(issuer=idp.issuer, kid="k1").token()
     assert await check_bearer(verifier, rejected, forged) == Reason.BAD_SIGNATURE
     assert fake.fetches == 2  # its refetch ran and changed nothing: remembered
-    assert rejected.get(token_key(forged), time.time()) == Reason.BAD_SIGNATURE
+    assert rejected.get(token_key(forged)) == Reason.BAD_SIGNATURE
 
     replacement = DevIssuer(issuer=idp.issuer, kid="k1")
     fake.keys = replacement.jwks(["k1"])
     token = replacement.token()
     assert await check_bearer(verifier, rejected, token) == Reason.BAD_SIGNATURE
     assert fake.fetches == 2  # within refetch_interval: refused
-    assert rejected.get(token_key(token), time.time()) is None
+    assert rejected.get(token_key(token)) is None
     clock.now += 30
     assert isinstance(await check_bearer(verifier, rejected, token), Identity)
     assert fake.fetches == 3
@@ -1036,7 +1043,7 @@ async def test_a_missed_refetch_of_one_issuer_does_not_stop_caching_anothers_bad
     forged = DevIssuer(issuer=other.issuer, kid="k1").token()
     assert await check_bearer(verifier, rejected, forged) == Reason.BAD_SIGNATURE
     assert other_fake.fetches == 2  # its own refetch ran and changed nothing: final
-    assert rejected.get(token_key(forged), time.time()) == Reason.BAD_SIGNATURE
+    assert rejected.get(token_key(forged)) == Reason.BAD_SIGNATURE
     await keys.close()
     await other_keys.close()
 
@@ -1190,5 +1197,5 @@ async def test_a_refetch_after_a_fetch_in_flight_failed_backs_off_and_is_not_fin
     fake.released.set()
     assert await checked == Reason.BAD_SIGNATURE
     assert fake.fetches == 2  # no second fetch right after a failed one
-    assert rejected.get(token_key(token), time.time()) is None  # a retry verifies again
+    assert rejected.get(token_key(token)) is None  # a retry verifies again
     await keys.close()

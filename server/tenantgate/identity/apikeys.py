@@ -9,10 +9,12 @@ import hashlib
 import hmac
 import logging
 import math
+import random
 import re
 import secrets
 import time
 from collections import Counter, OrderedDict
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -27,6 +29,7 @@ from tenantgate.identity.apikey_store import (
     UnreadableKeyRecord,
     describe_store_error,
 )
+from tenantgate.identity.backoff import Backoff
 from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 from tenantgate.identity.store_durability import StoreDurability
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
@@ -49,7 +52,9 @@ _SECRET = re.compile(r"[A-Za-z0-9_-]{43}")
 _POLL_SECONDS = 1.0  # how long one wait for a revocation message lasts
 _CLOSE_WAIT = 2 * _POLL_SECONDS
 _CONFIRM_SECONDS = 5.0  # for Redis to confirm (or refuse) SUBSCRIBE; off the Check path
-# Between subscription attempts: doubled after each failure, back to the first after a success.
+# Between subscription attempts: doubled after each failure up to the cap, less a random part
+# of up to half (after a Redis restart every replica lost its subscription at the same moment:
+# they must not all come back at the same moments), back to the first once subscribed.
 _RETRY_FIRST = 0.5
 _RETRY_MAX = 30.0
 
@@ -105,7 +110,9 @@ class ApiKeys:
     """The verifier one Runtime holds; `store` and `hasher` are shared with the admin API."""
 
     def __init__(self, cfg: ApiKeysConfig, registry: frozenset[str], audit: AuditLog | None,
-                 client: Redis | None = None) -> None:
+                 client: Redis | None = None,
+                 jitter: Callable[[], float] = random.random,
+                 sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         self.cfg = cfg
         self.prefix = cfg.prefix
         self.hasher = Hasher(cfg.hash_secret.value)
@@ -117,6 +124,8 @@ class ApiKeys:
         for label in (*registry, OTHER_TENANT):  # at 0 from the start: alerts use increase()
             APIKEY_REVOKED_ATTEMPTS.labels(label)
         self._audit = audit
+        self._jitter = jitter
+        self._sleep = sleep  # the wait between subscription attempts (a test counts them)
         # key id -> (record or None for unknown, monotonic time fetched); LRU-bounded.
         self._cache: OrderedDict[str, tuple[KeyRecord | None, float]] = OrderedDict()
         self._generation = 0  # bumped by every invalidation; a slower lookup then is not cached
@@ -131,7 +140,6 @@ class ApiKeys:
         self._unreadable_said = Throttle(60.0)
         self._lookup_failure_said = Throttle(60.0)
         self._subscribe_failure_said = Throttle(60.0)
-        self._retry_delay = _RETRY_FIRST
         self._subscription_failing = False  # a failure was logged: say when it is over
         self.durability = StoreDurability()
 
@@ -232,10 +240,10 @@ class ApiKeys:
         # last-used is coarse on purpose: one write per key per interval per replica. The
         # interval is measured on the monotonic clock (a wall clock stepped back paused the
         # writes for the length of the step); the stored value is a wall-clock timestamp.
-        elapsed = time.monotonic()
+        monotonic_now = time.monotonic()
         sent = self._last_used_sent.get(record.key_id, -math.inf)
-        if elapsed - sent >= self.cfg.last_used_interval:
-            self._last_used_sent[record.key_id] = elapsed
+        if monotonic_now - sent >= self.cfg.last_used_interval:
+            self._last_used_sent[record.key_id] = monotonic_now
             self._last_used[record.key_id] = int(time.time())
 
     # -- lifecycle: revocation subscription and usage flushing --------------------------------
@@ -290,19 +298,17 @@ class ApiKeys:
             await self.flush_usage()
 
     async def _subscribe_forever(self) -> None:
+        backoff = Backoff(_RETRY_FIRST, _RETRY_MAX, self._jitter)
         while not self._closing:
             try:
                 await self._listen()
             except (RedisError, OSError) as exc:  # TimeoutError included
                 self._subscription_failed(exc)
+            if self.subscribed.is_set():  # it was live: the next failure waits the first delay
+                backoff.reset()
             self.subscribed.clear()
             if not self._closing:
-                await self._pause(self._retry_delay)
-                self._retry_delay = min(2 * self._retry_delay, _RETRY_MAX)
-
-    async def _pause(self, seconds: float) -> None:
-        """The wait between subscription attempts (a test drives the loop through it)."""
-        await asyncio.sleep(seconds)
+                await self._sleep(backoff.next_delay())
 
     def _subscription_failed(self, exc: BaseException) -> None:
         if self.subscribed.is_set():  # a live subscription lost (a failover): subscribe again
@@ -326,14 +332,7 @@ class ApiKeys:
             # subscribe() only sends: a refusal (NOPERM) is the reply read here. Nothing below
             # may run before it: each refused attempt emptied the cache and ran CONFIG GET.
             await self._confirmed(pubsub)
-            self._retry_delay = _RETRY_FIRST
-            if self._subscription_failing:
-                self._subscription_failing = False
-                log.info("API-key revocation channel %r: subscribed again", self.cfg.channel)
-            # Messages sent while we were not subscribed are lost: forget everything cached.
-            self.invalidate()
-            self.subscribed.set()
-            self._check_durability()
+            self._on_subscribed()
             while not self._closing:
                 message = await pubsub.get_message(timeout=_POLL_SECONDS)
                 if message is not None and message.get("type") == "message":
@@ -347,6 +346,15 @@ class ApiKeys:
                 await pubsub.aclose()
             with contextlib.suppress(RedisError, OSError):
                 await client.aclose()
+
+    def _on_subscribed(self) -> None:
+        if self._subscription_failing:
+            self._subscription_failing = False
+            log.info("API-key revocation channel %r: subscribed again", self.cfg.channel)
+        # Messages sent while we were not subscribed are lost: forget everything cached.
+        self.invalidate()
+        self.subscribed.set()
+        self._check_durability()
 
     @staticmethod
     async def _confirmed(pubsub: PubSub) -> None:

@@ -22,6 +22,7 @@ import httpx
 from tenantgate.config.files import MAX_JWKS_BYTES, read_jwks_file
 from tenantgate.config.model import IssuerConfig, JwksConfig
 from tenantgate.errors import KeySetUnavailable
+from tenantgate.identity.backoff import Backoff
 from tenantgate.identity.keys import VerificationKey, prepare
 from tenantgate.observe import metrics
 from tenantgate.observe.throttle import Throttle
@@ -61,7 +62,6 @@ class KeySet:
         self._cfg: JwksConfig = issuer.jwks
         self._client = client
         self._clock = clock
-        self._jitter = jitter
         self._sleep = sleep  # the refresh loop's, on the same clock as `clock`
         self._keys: list[VerificationKey] = []
         self._etag: str | None = None
@@ -74,7 +74,11 @@ class KeySet:
         self._last_unknown_kid_fetch = -float("inf")
         self._last_fetch_started = -float("inf")
         self._next_attempt = -float("inf")  # after a failed fetch, callers wait this out
-        self._failures = 0  # fetches failed in a row: the backoff grows with them
+        # Fetches failed in a row: the wait after the first is exactly FAILED_FETCH_BACKOFF,
+        # and never shorter (fetches of a failing endpoint stay a second apart).
+        self._backoff = Backoff(
+            FAILED_FETCH_BACKOFF, min(MAX_FAILED_FETCH_BACKOFF, self._cfg.refetch_interval),
+            jitter, floor=FAILED_FETCH_BACKOFF)
         self._inflight: asyncio.Task[None] | None = None
         self._background: set[asyncio.Task[None]] = set()
         # Counts fetches that removed a key. Tokens verified under an older generation are
@@ -99,7 +103,7 @@ class KeySet:
         self._jwks_url, self._rediscover = old._jwks_url, old._rediscover
         self._fresh_until, self._usable_until = old._fresh_until, old._usable_until
         self._next_attempt, self._distrusted = old._next_attempt, old._distrusted
-        self._failures = old._failures
+        self._backoff.failures = old._backoff.failures
 
     async def start(self) -> None:
         """Load keys once at start-up (a failure here is not fatal: requests will retry), then
@@ -247,9 +251,7 @@ class KeySet:
             if self._fetch_failing.ready():
                 log.warning("JWKS of %s could not be fetched: %s (said once a minute; "
                             "tenantgate_jwks_fetches_total counts each)", self._issuer.name, exc)
-            self._failures += 1
-            self._next_attempt = self._clock() + failed_fetch_backoff(
-                self._failures, self._cfg.refetch_interval, self._jitter())
+            self._next_attempt = self._clock() + self._backoff.next_delay()
             self._distrust_if_past_max_stale()
             raise
         except Exception:
@@ -258,7 +260,8 @@ class KeySet:
             # still lose trust past max_stale: a fetch that keeps failing must not keep them.
             self._distrust_if_past_max_stale()
             raise
-        self._distrusted, self._failures = False, 0
+        self._distrusted = False
+        self._backoff.reset()
         if document is not None:
             keys, _skipped = prepare(document, self._issuer.algorithms)
             self._keys = keys
@@ -386,15 +389,6 @@ class KeySet:
         for task in (*self._background, self._inflight):
             if task is not None and not task.done():
                 task.cancel()
-
-
-def failed_fetch_backoff(failures: int, refetch_interval: float, jitter: float) -> float:
-    """Seconds to wait after the `failures`-th failed fetch in a row: FAILED_FETCH_BACKOFF
-    doubled per failure up to the cap, less a random part of up to half (`jitter` in [0, 1)),
-    never below FAILED_FETCH_BACKOFF (fetches of a failing endpoint stay a second apart)."""
-    cap = min(MAX_FAILED_FETCH_BACKOFF, refetch_interval)
-    delay = min(FAILED_FETCH_BACKOFF * 2.0 ** min(failures - 1, 64), cap)
-    return max(delay * (1.0 - jitter / 2), FAILED_FETCH_BACKOFF)
 
 
 async def _read_bounded(response: httpx.Response) -> bytes:

@@ -9,7 +9,7 @@ import logging
 import re
 import secrets
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, NoReturn
@@ -115,11 +115,13 @@ async def make_keys(tmp_path: Path) -> AsyncIterator[MakeKeys]:
     made: list[ApiKeys] = []
     (tmp_path / "hash.key").write_text("h" * 40)
 
-    def make(url: str, **options: Any) -> ApiKeys:
+    def make(url: str, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+             **options: Any) -> ApiKeys:
         cfg = ApiKeysConfig.model_validate(
             {"hash_secret": {"fromFile": "hash.key"}, "redis_url": url, **options},
             context={"base_dir": str(tmp_path)})
-        made.append(ApiKeys(cfg, frozenset({"acme"}), None))
+        # Without jitter: the waits between subscription attempts are the top of each range.
+        made.append(ApiKeys(cfg, frozenset({"acme"}), None, jitter=lambda: 0.0, sleep=sleep))
         return made[-1]
 
     yield make
@@ -204,13 +206,12 @@ async def test_a_redis7_user_without_the_channel_backs_off_and_says_why(
     # Redis 7's default for a new user: no channel (acl-pubsub-default resetchannels).
     rules = [r for r in documented_rules() if r != "resetchannels" and not r.startswith("&")]
     url = set_user(redis7, "nochannel", [*rules, "+config|get"])
-    api_keys = make_keys(url, cache_ttl="300s")
+    stepper = Stepper()
+    api_keys = make_keys(url, sleep=stepper.pause, cache_ttl="300s")
     keys = manager(api_keys)
     new = await keys.create("acme", "billing", [], 0)
     assert isinstance(await api_keys.check(new.api_key), Identity)  # lookups are allowed
     generation = api_keys._generation
-    stepper = Stepper()
-    api_keys._pause = stepper.pause  # type: ignore[method-assign]
 
     await api_keys.start()  # waits 2 s for a subscription that is refused
     assert not api_keys.subscribed.is_set()
