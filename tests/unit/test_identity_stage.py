@@ -61,8 +61,8 @@ async def test_a_token_refused_for_good_is_verified_once_and_refused_alike_again
 
 
 class SteppedClock:
-    """The time module as the stage reads it: a wall clock that may be stepped back, and a
-    monotonic one that only moves forward."""
+    """A wall clock that may be stepped back (the time module as the stage reads it), and a
+    monotonic one that only moves forward (the rejected-token cache's)."""
 
     def __init__(self) -> None:
         self.wall = time.time()
@@ -82,7 +82,8 @@ async def test_a_wall_clock_stepped_back_does_not_keep_a_refusal_past_its_ttl(
     stayed cached for an hour past its 60 s."""
     local, verified = gate
     clock = SteppedClock()
-    monkeypatch.setattr(stage_module, "time", clock)
+    monkeypatch.setattr(stage_module, "time", clock)  # verification's wall time
+    monkeypatch.setattr(local.runtime.rejected_tokens, "_clock", clock.monotonic)
     token = idp.token(exp=int(time.time()) - 86400)
     assert await reasons(local, token) == [Reason.TOKEN_EXPIRED] * 2
     assert verified == [token]

@@ -3,8 +3,9 @@ under this runtime, so a retried or replayed token is refused again without a si
 
 from __future__ import annotations
 
+import time
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Protocol
 
 from tenantgate.decision import Reason
@@ -29,13 +30,14 @@ class KeyRevision(Protocol):
 
 class RejectedTokens:
     """FIFO of (reason, expiry) by token digest; one TTL for all, so the oldest expires first.
-    `now` is a monotonic clock's reading (time.monotonic()), never wall time: a wall clock
-    stepped back would keep every entry for the length of the step."""
+    The TTL runs on `clock`, monotonic: on wall time a clock stepped back kept every entry for
+    the length of the step."""
 
-    def __init__(self, max_entries: int, ttl: float, keysets: Iterable[KeyRevision] = ()
-                 ) -> None:
+    def __init__(self, max_entries: int, ttl: float, keysets: Iterable[KeyRevision] = (),
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self._max_entries = max_entries
         self._ttl = ttl
+        self._clock = clock
         self._keysets = tuple(keysets)
         self._revision = self.keys_revision()
         self._entries: OrderedDict[bytes, tuple[Reason, float]] = OrderedDict()
@@ -43,19 +45,19 @@ class RejectedTokens:
     def __len__(self) -> int:
         return len(self._entries)
 
-    def get(self, key: bytes, now: float) -> Reason | None:
+    def get(self, key: bytes) -> Reason | None:
         if not self._entries:
             return None
         self._forget_if_keys_changed()
         entry = self._entries.get(key)
         if entry is None:
             return None
-        if now >= entry[1]:
+        if self._clock() >= entry[1]:
             del self._entries[key]
             return None
         return entry[0]
 
-    def put(self, key: bytes, reason: Reason, now: float, keys_revision: int,
+    def put(self, key: bytes, reason: Reason, keys_revision: int,
             refetch_missed: bool = False) -> None:
         """Remember `reason` for this token if it is one of PERMANENT_REASONS, the keys have
         not changed since `keys_revision` (a fetch while it was verified may have fixed it),
@@ -66,7 +68,7 @@ class RejectedTokens:
         if keys_revision != self._revision:
             return
         self._entries.pop(key, None)  # two Checks verified it at once: keep one, at the end
-        self._entries[key] = (reason, now + self._ttl)
+        self._entries[key] = (reason, self._clock() + self._ttl)
         if len(self._entries) > self._max_entries:
             self._entries.popitem(last=False)
 

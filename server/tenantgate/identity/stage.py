@@ -45,11 +45,8 @@ async def identity_stage(s: CheckState) -> Deny | None:
         s.identity = result
         return None
     now = time.time()  # wall time, as a token's exp, nbf and iat are
-    # The rejected-token cache measures its TTL on the monotonic clock: on wall time a clock
-    # stepped back kept its entries for as long as the step.
-    elapsed = time.monotonic()
     key = s.credential.cache_key
-    if (rejected := rt.rejected_tokens.get(key, elapsed)) is not None:
+    if (rejected := rt.rejected_tokens.get(key)) is not None:
         metrics.TOKEN_CACHE.inc(_REJECTED_HIT)
         return Deny(rejected)  # the same reason as the first time: audit and metrics agree
     metrics.TOKEN_CACHE.inc(_MISS)
@@ -58,7 +55,7 @@ async def identity_stage(s: CheckState) -> Deny | None:
     if isinstance(verified, Reason):
         # Kept only if time cannot fix the reason, no key changed while verifying, and no
         # refetch that might have found this token's key was refused or failed.
-        rt.rejected_tokens.put(key, verified, elapsed, keys_revision, rt.jwt.refetch_missed())
+        rt.rejected_tokens.put(key, verified, keys_revision, rt.jwt.refetch_missed())
         return Deny(verified)
     rt.token_cache.put(key, verified, now, rt.keysets.get(verified.issuer))
     s.identity = verified
