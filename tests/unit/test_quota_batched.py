@@ -70,9 +70,11 @@ async def test_a_sync_the_store_refused_says_why_and_charges_later(
         assert not _pending(batcher), "the hit stayed pending after the store came back"
     finally:
         await batcher.close()
-    [warning] = [r for r in caplog.records if "batched quota sync" in r.getMessage()]
+    [warning] = [r for r in caplog.records if "batched sync" in r.getMessage()]
     assert warning.levelname == "WARNING"
-    assert warning.getMessage().endswith("NoPermissionError: NOPERM no permission")
+    assert warning.getMessage() == (
+        "quota store memory unavailable (batched sync: admitted hits stay pending, charged once "
+        "it answers): redis: NoPermissionError: NOPERM no permission")
 
 
 def _pending(batcher: Batcher) -> int:

@@ -1,15 +1,17 @@
-"""The store-down warning's reason (quota/redis.py _reason): every form of the password an
-error could echo is masked; one under 4 characters is not (it would garble the message)."""
+"""The store-down warning's reason (quota/redis.py _secrets, observe/store_errors.describe):
+every form of the password an error could echo is masked; one under 4 characters is not (it
+would garble the message)."""
 
 from __future__ import annotations
 
 import pytest
 from tenantgate.config.quota import RedisConfig
-from tenantgate.quota.redis import _reason, _secrets
+from tenantgate.observe.store_errors import describe
+from tenantgate.quota.redis import _secrets
 
 
 def reason(url: str, said: str) -> str:
-    return _reason(ConnectionError(said), _secrets(RedisConfig.model_validate({"url": url})))
+    return describe(ConnectionError(said), _secrets(RedisConfig.model_validate({"url": url})))
 
 
 @pytest.mark.parametrize(("url", "said", "expected"), [
@@ -28,3 +30,10 @@ def reason(url: str, said: str) -> str:
 ])
 def test_the_password_is_masked_in_every_form(url: str, said: str, expected: str) -> None:
     assert reason(url, said) == expected
+
+
+def test_the_password_setting_is_masked_too(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TG_TEST_REDIS_PASSWORD", "from-the-env")
+    cfg = RedisConfig.model_validate({"url": "redis://h:6379/0",
+                                      "password": {"fromEnv": "TG_TEST_REDIS_PASSWORD"}})
+    assert describe(OSError("no from-the-env"), _secrets(cfg)) == "OSError: no ***"

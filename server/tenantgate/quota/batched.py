@@ -26,6 +26,12 @@ def allowance(bucket: Bucket, interval: float) -> int:
     return max(1, math.floor(bucket.limit / bucket.period * interval))
 
 
+# The quota store failing decides every request's fate (its failure mode: 503, admitted
+# unchecked, or a local share of the limit), so it is said every 10 s, not once a minute as
+# a failing API-key store is (that one fails only the requests holding a key): an operator
+# watching the log during an outage sees it still going on, and why.
+STORE_DOWN_WARN_EVERY = 10.0
+
 # Buckets per charge pipeline: each is its own round trip under its own timeout, and is
 # settled on its own. One pipeline of 20,000 timed out part-way, charged but not settled.
 CHUNK = 256
@@ -66,7 +72,7 @@ class Batcher:
         self._task: asyncio.Task[None] | None = None
         self._closing = asyncio.Event()
         self._sync_failing = Throttle(60.0)  # one traceback a minute for a recurring error
-        self._store_failing = Throttle(60.0)  # the store down: said once a minute, with why
+        self._store_failing = Throttle(STORE_DOWN_WARN_EVERY)
 
     def start(self) -> None:
         if self._task is None:
@@ -204,9 +210,9 @@ class Batcher:
             except QuotaStoreUnavailable as exc:
                 # The breaker and the failure mode deal with it; the hits stay pending. Said
                 # here too: with every request admitted locally, no decision fails to say why.
-                if self._store_failing.ready():
-                    log.warning("batched quota sync: store unavailable, admitted hits stay "
-                                "pending and are charged once it answers: %s", exc)
+                if self._store_failing.ready():  # exc says why, as store_errors described it
+                    log.warning("quota store %s unavailable (batched sync: admitted hits stay "
+                                "pending, charged once it answers): %s", self._store.name, exc)
             except Exception:
                 # A bug must not end batching for good (admitted hits never charged, the
                 # allowance never refilled): the pending hits are sent again next interval.

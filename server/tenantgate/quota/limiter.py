@@ -7,6 +7,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from itertools import islice
+from typing import NamedTuple
 
 from pydantic import ValidationError
 
@@ -26,7 +27,7 @@ from tenantgate.errors import ConfigError, QuotaStoreUnavailable
 from tenantgate.memo import MAX_MEMO_PATH_CHARS, remember
 from tenantgate.observe import quota as metrics
 from tenantgate.observe.throttle import Throttle
-from tenantgate.quota.batched import Batcher, allowance
+from tenantgate.quota.batched import STORE_DOWN_WARN_EVERY, Batcher, allowance
 from tenantgate.quota.memory import MemoryStore, monotonic_us
 from tenantgate.quota.paths import PathPattern, compile_path
 from tenantgate.quota.rls_config import Node, load_domains
@@ -155,6 +156,15 @@ def degraded_bucket(bucket: Bucket, replicas: int) -> Bucket:
                   max(1, math.ceil(bucket.burst / replicas)))
 
 
+class _HeldDenial(NamedTuple):
+    """A cached denial, in µs of monotonic_us(); made only on a denial."""
+
+    held_until: int  # asked of the store again from then on
+    denied_cost: int  # the smallest cost denied: a cost as large is denied as well
+    retry_at: int  # when the store's answer said a retry of that cost would pass
+    full_at: int  # when the bucket is full again
+
+
 class OverLimitCache:
     """Buckets known to deny until a moment: answered here without a store round trip.
 
@@ -168,8 +178,7 @@ class OverLimitCache:
     """
 
     def __init__(self, max_entries: int) -> None:
-        # key -> (held until µs, smallest denied cost, retry at µs, full again at µs)
-        self._until: dict[str, tuple[int, int, int, int]] = {}
+        self._until: dict[str, _HeldDenial] = {}
         self._max = max_entries
 
     def check(self, buckets: Sequence[Bucket], cost: int) -> tuple[BucketState, ...] | None:
@@ -185,14 +194,14 @@ class OverLimitCache:
         now, states, denied = monotonic_us(), [], False
         for bucket in buckets:
             cached = self._until.get(bucket.key)
-            if cached is not None and cost >= cached[1] and cached[0] > now:
+            if cached is not None and cost >= cached.denied_cost and cached.held_until > now:
                 denied = True
                 # What the store says of it now: remaining as gcra.lua counts it on a denial.
-                reset = max(0, cached[3] - now)
+                reset = max(0, cached.full_at - now)
                 remaining = max(0, (bucket.tolerance_us - reset) // bucket.interval_us)
                 # gcra.lua's retry is tat + cost x interval - tolerance - now: each hit past
                 # the denied cost waits one interval more.
-                retry = cached[2] - now + (cost - cached[1]) * bucket.interval_us
+                retry = cached.retry_at - now + (cost - cached.denied_cost) * bucket.interval_us
                 states.append(BucketState(remaining, reset, retry))
             else:
                 states.append(BucketState(bucket.burst, 0, 0))
@@ -201,7 +210,7 @@ class OverLimitCache:
     def remember(self, buckets: Sequence[Bucket], outcome: Outcome, cost: int) -> None:
         now = monotonic_us()
         if len(self._until) >= self._max:
-            live = {k: v for k, v in self._until.items() if v[0] > now}
+            live = {k: v for k, v in self._until.items() if v.held_until > now}
             # Full of live entries: forget the oldest quarter, not the new denial. Keeping
             # the full dict made every later denial rebuild it and cache nothing.
             if len(live) > self._max * 3 // 4:
@@ -211,8 +220,8 @@ class OverLimitCache:
             if state.retry_us > 0:
                 held = min(state.retry_us, _held_us(bucket, cost))
                 self._until.pop(bucket.key, None)  # re-inserted: dict order is oldest first
-                self._until[bucket.key] = (now + held, cost, now + state.retry_us,
-                                           now + state.reset_us)
+                self._until[bucket.key] = _HeldDenial(now + held, cost, now + state.retry_us,
+                                                      now + state.reset_us)
 
 
 def _held_us(bucket: Bucket, cost: int) -> int:
@@ -245,8 +254,8 @@ class Limiter:
         batched = [p.batch_interval for p in self.plans.values() if p.batched] + [
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
-        self._store_down = Throttle(10.0)  # one warning per 10 s while the store is down
-        self._store_error = "unknown"  # why the store last failed, as its error said
+        self._store_down = Throttle(STORE_DOWN_WARN_EVERY)
+        self._store_was_down = False  # an acquire failed and none has answered since
         self._degraded_shown = metrics.Degraded()  # this limiter's part of the gauge
         self._may_degrade = "degraded" in {q.failure_mode, *(
             p.failure_mode for p in (*self.plans.values(), *self.tenant_plans.values()))}
@@ -356,9 +365,12 @@ class Limiter:
                           batch_interval: float | None, counted: bool = True) -> Verdict:
         try:
             outcome = await self.store.acquire(held, cost)
-        except QuotaStoreUnavailable as exc:
-            self._store_error = str(exc) or type(exc).__name__
+        except QuotaStoreUnavailable:
+            self._store_was_down = True
             return await self._failed(held, cost, failure_mode, counted)
+        if self._store_was_down:
+            self._store_was_down = False
+            log.info("quota store %s available again", self.store.name)
         self._degraded_shown.set(False)
         if not outcome.admitted and self._cache is not None and cost > 0:
             self._cache.remember(held, outcome, cost)
@@ -383,7 +395,7 @@ class Limiter:
 
     def store_failed(self, mode: FailureMode, note: str = "") -> None:
         """One request the failed store let through (`open`) or refused with 503 (`closed`):
-        counted, and a warning at most every 10 s; `note` qualifies the warning."""
+        counted, and a warning at most every STORE_DOWN_WARN_EVERY; `note` qualifies it."""
         self._warn(mode, note)
         if mode == "open":
             metrics.FAIL_OPEN.inc()
@@ -392,8 +404,9 @@ class Limiter:
 
     def _warn(self, mode: FailureMode, note: str = "") -> None:
         if self._store_down.ready():
-            log.warning("quota store %s unavailable: failing %s%s: %s", self.store.name, mode,
-                        note, self._store_error)
+            effect = f"failing {mode}, {note}" if note else f"failing {mode}"
+            log.warning("quota store %s unavailable (%s): %s", self.store.name, effect,
+                        self.store.cause)
 
 
 def tenant_plans(config: Config) -> dict[str, CompiledPlan]:

@@ -22,6 +22,7 @@ class MemoryStore:
 
     name = "memory"
     failing = False  # in-process: it always answers
+    cause = "none"
 
     def __init__(self, max_entries: int = 100_000) -> None:
         self._tats: dict[str, int] = {}

@@ -57,8 +57,8 @@ class Round:
 class _Connection(asyncio.Protocol):
     """One socket. Redis answers in order, so replies fill the rounds in the order written."""
 
-    def __init__(self, lost: Callable[[_Connection], None]) -> None:
-        self._lost = lost
+    def __init__(self, stop_using: Callable[[_Connection], None]) -> None:
+        self._stop_using = stop_using  # told once this takes no new rounds: retired or closed
         self._reader = hiredis.Reader()
         self._rounds: deque[Round] = deque()
         self._transport: asyncio.Transport | None = None
@@ -121,7 +121,7 @@ class _Connection(asyncio.Protocol):
         """Take no new rounds (the pipe dials another) and close once the rounds in flight
         have their replies: they were answered, and dropping them would fail their callers."""
         self._retired = True
-        self._lost(self)
+        self._stop_using(self)
         if not self._rounds:
             self.abort(ConnectionError("retired connection closed"))
 
@@ -129,7 +129,7 @@ class _Connection(asyncio.Protocol):
         """Drop the socket; every round in flight fails, since its replies will never come."""
         if not self.closed:
             self.closed = True
-            self._lost(self)
+            self._stop_using(self)
             if self._transport is not None:
                 self._transport.abort()
         rounds, self._rounds = self._rounds, deque()
@@ -210,7 +210,7 @@ class RedisPipe:
             self._waiting = [w for w in self._waiting if w[1] is not round_]
             round_.finish(TimeoutError("no connection to Redis in time"))
 
-    def _lost(self, connection: _Connection) -> None:
+    def _stop_using(self, connection: _Connection) -> None:
         if self._connection is connection:
             self._connection = None  # the next send dials again
 
@@ -220,7 +220,7 @@ class RedisPipe:
             round_.finish(exc)
 
     async def _connect(self) -> None:
-        connection = _Connection(self._lost)
+        connection = _Connection(self._stop_using)
         try:
             async with asyncio.timeout(self._connect_timeout):
                 await self._open(connection)

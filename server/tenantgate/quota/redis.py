@@ -10,7 +10,7 @@ import math
 from collections.abc import Awaitable, Callable, Sequence
 from importlib import resources
 from typing import Any, TypeVar
-from urllib.parse import unquote, unquote_plus, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import hiredis
 from redis.asyncio import Redis
@@ -31,6 +31,7 @@ from tenantgate.config.quota import RedisConfig
 from tenantgate.config.redis_url import redis_hosts
 from tenantgate.errors import QuotaStoreUnavailable
 from tenantgate.observe import quota as metrics
+from tenantgate.observe import store_errors
 from tenantgate.quota import resp
 from tenantgate.quota.breaker import CircuitBreaker
 from tenantgate.quota.coalesce import Call, Coalescer, Pending, fail, in_tasks, settle
@@ -89,27 +90,10 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
 
 
 def _secrets(cfg: RedisConfig) -> list[str]:
-    """Every form of the password an error could echo: the secret's value, the URL's
-    (`user:pass@` or `?password=`) as written and percent-decoded; longest first, so a
-    form holding another is masked whole. Under _MASKED_CHARS they are left: masking a 1-3
-    character password would garble every message holding those characters."""
-    parts = urlsplit(cfg.url)
-    pairs = (pair.partition("=") for pair in parts.query.split("&"))  # values as written
-    written = [parts.password or ""] + [v for k, _, v in pairs if unquote_plus(k) == "password"]
-    if cfg.password is not None:
-        written.append(cfg.password.value.decode())
-    forms = {form for raw in written for form in (raw, unquote(raw), unquote_plus(raw))}
-    return sorted((f for f in forms if len(f) >= _MASKED_CHARS), key=len, reverse=True)
-
-
-def _reason(exc: BaseException | str, secrets: Sequence[str]) -> str:
-    """Why a call failed, for the store-down warning: the error's class and message (Redis and
-    redis-py name no password; one that did would be masked, see _secrets) within 200
-    characters."""
-    said = exc if isinstance(exc, str) else f"{type(exc).__name__}: {exc}".rstrip(": ")
-    for secret in secrets:
-        said = said.replace(secret, "***")
-    return said if len(said) <= _REASON_CHARS else said[:_REASON_CHARS - 3] + "..."
+    """Every password an error could echo: the URL's and the `password` setting's (masked by
+    store_errors.describe as written and decoded, should Redis or redis-py ever name one)."""
+    configured = [cfg.password.value.decode()] if cfg.password is not None else []
+    return store_errors.url_secrets(cfg.url) + configured
 
 
 def _stale_server(message: str) -> bool:
@@ -154,6 +138,10 @@ class RedisStore:
     @property
     def failing(self) -> bool:
         return self.breaker.failing
+
+    @property
+    def cause(self) -> str:
+        return self._cause
 
     async def start(self) -> None:
         """Load the scripts; a Redis that is down now is the failure mode's business, not ours."""
@@ -204,19 +192,7 @@ class RedisStore:
             return
         if reloaded:
             result = result[1:]  # SCRIPT LOAD's reply; had it failed, EVALSHA failed too
-        missing: list[Pending] = []
-        errors, stale = 0, False
-        for pending, reply in zip(batch, result, strict=True):
-            if isinstance(reply, hiredis.ReplyError):
-                if not reloaded and str(reply).startswith("NOSCRIPT"):
-                    missing.append(pending)
-                    continue
-                metrics.store_error(self.name)
-                errors += 1
-                stale = stale or _stale_server(str(reply))
-                # That caller's failure only.
-                reply = self._unavailable(f"ResponseError: {reply}")
-            settle(pending[1], reply)
+        missing, errors, stale = self._settle_replies(batch, result, reloaded)
         if errors and errors == len(result):
             # Redis answers but decides nothing (OOM, READONLY after a failover, BUSY): an
             # outage the breaker must see as much as a lost connection.
@@ -235,6 +211,25 @@ class RedisStore:
             self._pipe.send(data, 1 + len(missing), deadline,
                             functools.partial(self._gcra_replied, missing, deadline, started,
                                               True))
+
+    def _settle_replies(self, batch: list[Pending], replies: list[Any], reloaded: bool
+                        ) -> tuple[list[Pending], int, bool]:
+        """Settle each caller with its reply, an error reply as that caller's failure only.
+        Returns the calls answered NOSCRIPT (not settled: to resend), the error count, and
+        whether an error said the server no longer takes writes."""
+        missing: list[Pending] = []
+        errors, stale = 0, False
+        for pending, reply in zip(batch, replies, strict=True):
+            if isinstance(reply, hiredis.ReplyError):
+                if not reloaded and str(reply).startswith("NOSCRIPT"):
+                    missing.append(pending)
+                    continue
+                metrics.store_error(self.name)
+                errors += 1
+                stale = stale or _stale_server(str(reply))
+                reply = self._unavailable(ResponseError(str(reply)))  # as redis-py names it
+            settle(pending[1], reply)
+        return missing, errors, stale
 
     async def _send_gcra_batch(self, calls: list[tuple[list[str], list[int]]]) -> list[Any]:
         if isinstance(self._client, RedisCluster):
@@ -301,8 +296,9 @@ class RedisStore:
             work.close()  # never awaited: do not leave a coroutine warning behind
             raise self._circuit_open()
         ok, started = False, self.breaker.clock()
+        deadline = asyncio.get_running_loop().time() + self._cfg.timeout
         try:
-            async with asyncio.timeout(self._cfg.timeout), self._slots:
+            async with asyncio.timeout_at(deadline), self._slots:
                 result = await work
             ok = True
             return result
@@ -312,17 +308,27 @@ class RedisStore:
             metrics.store_error(self.name)
             if _stale(exc):
                 self._redial()
-                if self._redialling is not None:  # done before the next call takes one
-                    await asyncio.shield(self._redialling)
+                await self._redialled_by(deadline)
             raise self._unavailable(exc) from None
         finally:
             work.close()  # a no-op once awaited; stops a never-started one from warning
             # A cancelled call counts as a failure too, so a half-open probe never gets stuck.
             self.breaker.success() if ok else self.breaker.failure(started)
 
-    def _unavailable(self, exc: BaseException | str) -> QuotaStoreUnavailable:
-        """The typed failure, saying why: the limiter's warning repeats it (10 s apart)."""
-        self._cause = _reason(exc, self._secrets)
+    async def _redialled_by(self, deadline: float) -> None:
+        """Wait for the pool's disconnect (so the next call takes a fresh connection), but
+        not past this call's deadline: a slow disconnect held the caller past redis.timeout,
+        and Envoy, its own timeout gone, answered 503 whatever failure_mode said. Left
+        running, it ends on its own; close() waits for it."""
+        if self._redialling is None:
+            return
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout_at(deadline):
+                await asyncio.shield(self._redialling)
+
+    def _unavailable(self, exc: BaseException) -> QuotaStoreUnavailable:
+        """The typed failure, saying why: the limiter's warning repeats it."""
+        self._cause = store_errors.describe(exc, self._secrets)
         return QuotaStoreUnavailable(self._cause)
 
     def _circuit_open(self) -> QuotaStoreUnavailable:
@@ -399,8 +405,6 @@ class RedisStore:
 
 # A Cluster charge's share of redis.timeout: its own deadline must pass before the whole call's.
 _CLUSTER_CALL_SHARE = 0.8
-_REASON_CHARS = 200
-_MASKED_CHARS = 4  # a shorter password is not masked (see _secrets)
 
 
 def _stale(exc: BaseException) -> bool:

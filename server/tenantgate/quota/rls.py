@@ -231,7 +231,7 @@ def _failed(limiter: Limiter, matched: list[Matched], verdicts: dict[int, Verdic
         limiter.store_failed(limiter.config.failure_mode)
         return True
     if undecided:  # only shadow limits: answered OK, so the request goes through
-        limiter.store_failed("open", " (shadow limits only)")
+        limiter.store_failed("open", "shadow limits only")
     return False
 
 

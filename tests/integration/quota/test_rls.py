@@ -298,7 +298,7 @@ async def test_a_shadow_limit_whose_store_is_down_never_blocks(
         reply = await ask(store_down, descriptor(("watched", "w")),
                           descriptor(("generic_key", "health")))
     assert [r.getMessage().split(": ConnectionRefusedError: ")[0] for r in caplog.records] == [
-        "quota store redis unavailable: failing open (shadow limits only)"]
+        "quota store redis unavailable (failing open, shadow limits only)"]
     assert reply.overall_code == Response.OK
     assert list(reply.statuses) == [Response.DescriptorStatus(code=Response.OK)] * 2
     after = [rls_requests(quota_metrics.RlsResult.UNAVAILABLE),
@@ -333,7 +333,7 @@ async def test_an_enforced_and_a_shadow_limit_undecided_fail_once_by_the_mode(
         assert counted_since(before) == {m: float(m == mode) for m in ("open", "closed")}
         # The warning says why the store failed: nothing listens at its port.
         assert [r.getMessage().split(": ConnectionRefusedError: ")[0]
-                for r in caplog.records] == [f"quota store redis unavailable: failing {mode}"]
+                for r in caplog.records] == [f"quota store redis unavailable (failing {mode})"]
 
 
 async def test_an_over_limit_answer_is_not_counted_as_failing_open_or_closed(

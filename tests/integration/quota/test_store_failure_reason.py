@@ -1,5 +1,5 @@
 """The store-down warning says why the store failed (the first error's class and message):
-`quota store redis unavailable: failing closed` alone left a refused ACL, a rotated password
+`quota store redis unavailable (failing closed)` alone left a refused ACL, a rotated password
 or a demoted primary to be guessed. Never the password."""
 
 from __future__ import annotations
@@ -47,7 +47,7 @@ async def _warning(url: str, quota_config: MakeConfig,
     [record] = [r for r in caplog.records if "unavailable" in r.getMessage()]
     said = record.getMessage()
     assert PASSWORD not in said
-    assert said.startswith("quota store redis unavailable: failing closed: ")
+    assert said.startswith("quota store redis unavailable (failing closed): ")
     return said
 
 
