@@ -4,11 +4,13 @@ runtime waits for the call to end before closing it."""
 from __future__ import annotations
 
 import asyncio
+import logging
 from types import SimpleNamespace
 from typing import Any, NoReturn
 
 import grpc
 import pytest
+from redis.exceptions import ConnectionError as RedisConnectionError
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.identity.apikey_manager import KeyManager
 
@@ -69,3 +71,21 @@ async def test_a_call_that_aborts_releases_its_runtime() -> None:
         await servicer._run(Context(), action)  # type: ignore[arg-type]
     assert refused.value.args[0] == grpc.StatusCode.FAILED_PRECONDITION
     assert runtime.in_flight == 0
+
+
+async def test_a_store_failure_releases_its_runtime_and_is_said_with_the_password_masked(
+        caplog: pytest.LogCaptureFixture) -> None:
+    runtime = CountingRuntime(api_keys=SimpleNamespace(store=object(),
+                                                       store_secrets=["s3cret-pass"]))
+    servicer = ApiKeyAdminServicer(lambda: runtime)  # type: ignore[arg-type, return-value]
+
+    async def action(manager: KeyManager) -> None:
+        raise RedisConnectionError("AUTH s3cret-pass refused")
+
+    with pytest.raises(Aborted) as refused:
+        await servicer._run(Context(), action)  # type: ignore[arg-type]
+    assert refused.value.args == (grpc.StatusCode.UNAVAILABLE, "key store unavailable")
+    assert runtime.in_flight == 0
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "API-key store unavailable (admin API calls fail with UNAVAILABLE): "
+        "ConnectionError: AUTH *** refused"]

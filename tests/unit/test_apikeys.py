@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -81,12 +82,13 @@ class FakeStore:
 
 def make_keys(tmp_path: Path, *, jitter: Callable[[], float] = random.random,
               sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
-              **records: Any) -> tuple[ApiKeys, CountingHasher, FakeStore]:
+              **settings: Any) -> tuple[ApiKeys, CountingHasher, FakeStore]:
+    """ApiKeys over a FakeStore; `settings`: more `api_keys` settings."""
     (tmp_path / "hash.key").write_text("h" * 40)
     (tmp_path / "c.key").write_text("c" * 40)
     config = parse_config(yaml.safe_dump({
         "context": {"active_key": "c1", "keys": [{"id": "c1", "secret": {"fromFile": "c.key"}}]},
-        "api_keys": {"hash_secret": {"fromFile": "hash.key"}, "cache_ttl": "30s"},
+        "api_keys": {"hash_secret": {"fromFile": "hash.key"}, "cache_ttl": "30s", **settings},
     }), base_dir=tmp_path)
     assert config.api_keys is not None
     keys = ApiKeys(config.api_keys, frozenset({"acme"}), audit=None, jitter=jitter, sleep=sleep)
@@ -407,15 +409,15 @@ class Subscriptions:
     """Stands in for ApiKeys._listen: each attempt is refused, or goes live and is then lost,
     as `outcomes` says; the injected sleep records each wait and ends the loop after the last."""
 
-    def __init__(self, outcomes: list[str]) -> None:
-        self.outcomes, self.waits = outcomes, list[float]()
+    def __init__(self, outcomes: list[str], error: Exception) -> None:
+        self.outcomes, self.error, self.waits = outcomes, error, list[float]()
         self.keys: ApiKeys | None = None
 
     async def listen(self) -> None:
         assert self.keys is not None
         if self.outcomes.pop(0) == "live":
             self.keys.subscribed.set()
-        raise RedisConnectionError("Connection refused")
+        raise self.error
 
     async def sleep(self, seconds: float) -> None:
         assert self.keys is not None
@@ -424,7 +426,7 @@ class Subscriptions:
 
 
 async def subscription_waits(tmp_path: Path, outcomes: list[str], jitter: float) -> list[float]:
-    subscriptions = Subscriptions(list(outcomes))
+    subscriptions = Subscriptions(list(outcomes), RedisConnectionError("Connection refused"))
     keys, _, _ = make_keys(tmp_path, jitter=lambda: jitter, sleep=subscriptions.sleep)
     subscriptions.keys = keys
     keys._listen = subscriptions.listen  # type: ignore[method-assign]
@@ -446,3 +448,45 @@ async def test_subscription_retries_are_jittered_so_replicas_do_not_return_toget
 async def test_a_live_subscription_lost_starts_the_waits_over(tmp_path: Path) -> None:
     outcomes = ["refused", "refused", "refused", "live", "refused"]
     assert await subscription_waits(tmp_path, outcomes, 0.0) == [0.5, 1, 2, 0.5, 1]
+
+
+PASSWORD = "s3cret/pa+ss"  # as the URL writes it: %2F and %2B
+
+
+class FailingStore(FakeStore):
+    def __init__(self, error: Exception) -> None:
+        super().__init__({})
+        self.error = error
+
+    async def get(self, key_id: str) -> KeyRecord | None:
+        raise self.error
+
+
+@pytest.mark.parametrize(("settings", "written"), [
+    pytest.param({"redis_url": "redis://tg:s3cret%2Fpa%2Bss@127.0.0.1:1/0"}, "s3cret%2Fpa%2Bss",
+                 id="url-userinfo"),
+    pytest.param({"redis_url": "redis://127.0.0.1:1/0?password=s3cret%2Fpa%2Bss"},
+                 "s3cret%2Fpa%2Bss", id="url-query"),
+    pytest.param({"redis_password": {"fromFile": "redis.pass"}}, PASSWORD, id="redis_password"),
+])
+async def test_a_store_failure_is_said_in_one_line_with_the_redis_password_masked(
+        tmp_path: Path, settings: dict[str, Any], written: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """describe_store_error masked nothing: a message that ever held the API-key store's
+    password (the URL's or redis_password) wrote it to the log."""
+    (tmp_path / "redis.pass").write_text(PASSWORD)
+    error = RedisConnectionError(f"AUTH {PASSWORD} refused\nby {written}")
+    subscriptions = Subscriptions(["refused"], error)
+    keys, _, _ = make_keys(tmp_path, sleep=subscriptions.sleep, **settings)
+    keys.store = FailingStore(error)  # type: ignore[assignment]
+    with pytest.raises(ApiKeyStoreUnavailable):
+        await verify(keys, format_key("tgk", KEY_ID, SECRET))
+    subscriptions.keys = keys
+    keys._listen = subscriptions.listen  # type: ignore[method-assign]
+    await keys._subscribe_forever()
+    assert [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING] == [
+        "API-key store unavailable (Checks with API keys fail closed with 503): "
+        "ConnectionError: AUTH *** refused by ***",
+        "API-key revocation channel 'tenantgate:apikeys:revoked' unavailable (revocations reach "
+        "this replica only after cache_ttl; subscribing again with backoff): "
+        "ConnectionError: AUTH *** refused by ***"]

@@ -16,7 +16,8 @@ from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2_grpc as pb_grpc
 from tenantgate.decision import Reason
 from tenantgate.identity.apikey_manager import KeyAdminError, KeyManager, page_token
-from tenantgate.identity.apikey_store import describe_store_error
+from tenantgate.identity.apikeys import STORE_DOWN_WARN_EVERY
+from tenantgate.observe import store_errors
 from tenantgate.observe.throttle import Throttle
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         self._changes: set[asyncio.Task[Any]] = set()
         self._orphans: set[asyncio.Task[Any]] = set()  # whose callers have gone
         self._failures_said = Throttle(60.0)
-        self._store_failures_said = Throttle(60.0)
+        self._store_failures_said = Throttle(STORE_DOWN_WARN_EVERY)
 
     async def settle(self, timeout: float) -> None:
         """Wait, at most `timeout`, for the key changes still under way. Past it the runtime
@@ -162,12 +163,17 @@ class ApiKeyAdminServicer(pb_grpc.ApiKeyAdminServicer):
         except KeyAdminError as exc:
             await context.abort(_CODES[exc.code], exc.message)
         except (RedisError, OSError) as exc:
-            # The client is told no more; the log says why (WRONGPASS after a password
-            # rotation, NOPERM, READONLY, a TLS certificate refused), never a key or secret.
-            if self._store_failures_said.ready():
-                log.warning("admin API: key store unavailable: %s", describe_store_error(exc))
+            self._store_failed(runtime, exc)
             await context.abort(grpc.StatusCode.UNAVAILABLE, "key store unavailable")
         raise AssertionError("abort raises")  # pragma: no cover
+
+    def _store_failed(self, runtime: Runtime, exc: BaseException) -> None:
+        # The client is told no more; the log says why (WRONGPASS after a password rotation,
+        # NOPERM, READONLY, a TLS certificate refused), never a key or secret.
+        if self._store_failures_said.ready():
+            secrets = runtime.api_keys.store_secrets if runtime.api_keys else ()
+            log.warning("API-key store unavailable (admin API calls fail with UNAVAILABLE): "
+                        "%s", store_errors.describe(exc, secrets))
 
     async def CreateKey(self, request: pb.CreateKeyRequest,
                         context: grpc.aio.ServicerContext[Any, Any]) -> pb.CreateKeyResponse:

@@ -201,14 +201,6 @@ _SET_IF_EXISTS = ("if redis.call('EXISTS', KEYS[1]) == 1 then "
                   "return redis.call('HSET', KEYS[1], ARGV[1], ARGV[2]) end return 0")
 
 
-def describe_store_error(exc: BaseException) -> str:
-    """`Class: message` of a store failure, for a log line. Redis's replies and redis-py's
-    connection errors name the host and the refusal (WRONGPASS, NOPERM, READONLY, a TLS
-    verification failure), never a key, a password or a command's arguments."""
-    message = " ".join(str(exc).split())[:300]  # one line, bounded
-    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
-
-
 def _listable(key_id: str, raw: Mapping[Any, Any]) -> KeyRecord | None:
     # One record a hand edit broke must not fail the tenant's whole listing; it works for
     # no request either, so it is left out like a half-written one.

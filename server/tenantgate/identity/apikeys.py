@@ -23,15 +23,11 @@ from redis.exceptions import RedisError
 
 from tenantgate.decision import Reason
 from tenantgate.errors import ApiKeyStoreUnavailable
-from tenantgate.identity.apikey_store import (
-    ApiKeyStore,
-    KeyRecord,
-    UnreadableKeyRecord,
-    describe_store_error,
-)
+from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord, UnreadableKeyRecord
 from tenantgate.identity.backoff import Backoff
 from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 from tenantgate.identity.store_durability import StoreDurability
+from tenantgate.observe import store_errors
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
 from tenantgate.observe.audit import AuditLog
 from tenantgate.observe.metrics import OTHER_TENANT
@@ -57,6 +53,9 @@ _CONFIRM_SECONDS = 5.0  # for Redis to confirm (or refuse) SUBSCRIBE; off the Ch
 # they must not all come back at the same moments), back to the first once subscribed.
 _RETRY_FIRST = 0.5
 _RETRY_MAX = 30.0
+# A store that is down fails every Check with an API key (and every attempt to subscribe):
+# its warning is said at most this often, the reason with it.
+STORE_DOWN_WARN_EVERY = 60.0
 
 
 def new_key_id() -> str:
@@ -120,6 +119,7 @@ class ApiKeys:
         self._client = client or redis_client(cfg, socket_timeout=cfg.redis_timeout,
                                               socket_connect_timeout=cfg.redis_timeout)
         self.store = ApiKeyStore(self._client, cfg.channel)
+        self.store_secrets = store_secrets(cfg)  # masked in what a store failure says
         self._registry = registry
         for label in (*registry, OTHER_TENANT):  # at 0 from the start: alerts use increase()
             APIKEY_REVOKED_ATTEMPTS.labels(label)
@@ -138,8 +138,8 @@ class ApiKeys:
         self._closing = False
         self.subscribed = asyncio.Event()  # set while the revocation channel is live
         self._unreadable_said = Throttle(60.0)
-        self._lookup_failure_said = Throttle(60.0)
-        self._subscribe_failure_said = Throttle(60.0)
+        self._lookup_failure_said = Throttle(STORE_DOWN_WARN_EVERY)
+        self._subscribe_failure_said = Throttle(STORE_DOWN_WARN_EVERY)
         self._subscription_failing = False  # a failure was logged: say when it is over
         self.durability = StoreDurability()
 
@@ -199,8 +199,8 @@ class ApiKeys:
             # The reason (WRONGPASS after a password rotation, NOPERM, READONLY, a TLS
             # certificate refused) is the operator's only lead; it names no key or secret.
             if self._lookup_failure_said.ready():
-                log.warning("API-key store unavailable, Checks with API keys fail closed "
-                            "(503): %s", describe_store_error(exc))
+                log.warning("API-key store unavailable (Checks with API keys fail closed with "
+                            "503): %s", store_errors.describe(exc, self.store_secrets))
             # Fail closed (503): a cached record past its TTL may have been revoked since.
             raise ApiKeyStoreUnavailable("API-key store unavailable") from None
         except UnreadableKeyRecord:
@@ -317,9 +317,9 @@ class ApiKeys:
         # Redis 7 gives an ACL user no channel at all unless granted (&channel): SUBSCRIBE is
         # refused with NOPERM on every attempt, and this line is how the operator learns it.
         if self._subscribe_failure_said.ready():
-            log.warning("API-key revocation channel %r: subscribing failed, retrying with "
-                        "backoff; revocations reach this replica only after cache_ttl: %s",
-                        self.cfg.channel, describe_store_error(exc))
+            log.warning("API-key revocation channel %r unavailable (revocations reach this "
+                        "replica only after cache_ttl; subscribing again with backoff): %s",
+                        self.cfg.channel, store_errors.describe(exc, self.store_secrets))
         self._subscription_failing = True
 
     async def _listen(self) -> None:
@@ -381,6 +381,12 @@ def redis_client(cfg: ApiKeysConfig, **options: Any) -> Redis:
     if cfg.redis_password is not None:
         options["password"] = cfg.redis_password.value.decode()
     return Redis.from_url(cfg.redis_url, **options)
+
+
+def store_secrets(cfg: ApiKeysConfig) -> list[str]:
+    """Every password a store failure could echo: the URL's and `redis_password`'s."""
+    configured = [cfg.redis_password.value.decode()] if cfg.redis_password is not None else []
+    return store_errors.url_secrets(cfg.redis_url) + configured
 
 
 def build_api_keys(config: Config, audit: AuditLog) -> ApiKeys | None:

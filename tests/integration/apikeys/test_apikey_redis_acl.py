@@ -290,5 +290,6 @@ async def test_a_refused_admin_call_is_logged_once_with_the_reason(
                                     Context())  # type: ignore[arg-type]
         assert aborted.value.args == (grpc.StatusCode.UNAVAILABLE, "key store unavailable")
     [said] = warnings_from(caplog, "tenantgate.admin")
-    assert said.startswith("admin API: key store unavailable: NoPermissionError: ")
+    assert said.startswith("API-key store unavailable (admin API calls fail with UNAVAILABLE): "
+                           "NoPermissionError: ")
     assert "smembers" in said
