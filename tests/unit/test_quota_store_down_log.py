@@ -62,6 +62,22 @@ async def test_the_store_failing_and_answering_again_are_each_said_once(
         ("WARNING", "quota store memory unavailable (failing closed): ConnectionRefusedError: "
                     "[Errno 111] Connection refused"),
         ("INFO", "quota store memory available again"),
-        # the second outage's warning falls within the first one's 10 s
-        ("INFO", "quota store memory available again"),
+        # the second outage's warning falls within the first one's 10 s: unsaid, and so is its
+        # end
     ]
+
+
+async def test_a_store_failing_every_other_call_is_not_said_at_request_rate(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # A demoted Redis answers denials and refuses admissions: every failed call used to arm
+    # the INFO line, and the next answered one said it, one line per call.
+    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
+    store = Outage()
+    limiter = Limiter(parse_config(CONFIG), store)
+    plan = limiter.plan_for("acme", None, False)
+    assert plan is not None
+    with caplog.at_level(logging.INFO, logger="tenantgate.quota"):
+        for down in (True, False) * 20:
+            store.down = down
+            await limiter.check(plan, "acme", "GET", "/")
+    assert [r.levelname for r in caplog.records] == ["WARNING", "INFO"]

@@ -255,7 +255,10 @@ class Limiter:
             p.batch_interval for p in self.tenant_plans.values() if p.batched]
         self._batcher = (Batcher(store, min(batched), q.max_local_entries) if batched else None)
         self._store_down = Throttle(STORE_DOWN_WARN_EVERY)
-        self._store_was_down = False  # an acquire failed and none has answered since
+        # A failure was said (a warning) and no acquire has answered since: the recovery is
+        # said once for it. Set on any failure, a store failing every other call (a demoted
+        # Redis still answering denials) said "available again" at request rate.
+        self._store_was_down = False
         self._degraded_shown = metrics.Degraded()  # this limiter's part of the gauge
         self._may_degrade = "degraded" in {q.failure_mode, *(
             p.failure_mode for p in (*self.plans.values(), *self.tenant_plans.values()))}
@@ -366,7 +369,6 @@ class Limiter:
         try:
             outcome = await self.store.acquire(held, cost)
         except QuotaStoreUnavailable:
-            self._store_was_down = True
             return await self._failed(held, cost, failure_mode, counted)
         if self._store_was_down:
             self._store_was_down = False
@@ -404,6 +406,7 @@ class Limiter:
 
     def _warn(self, mode: FailureMode, note: str = "") -> None:
         if self._store_down.ready():
+            self._store_was_down = True
             effect = f"failing {mode}, {note}" if note else f"failing {mode}"
             log.warning("quota store %s unavailable (%s): %s", self.store.name, effect,
                         self.store.cause)
