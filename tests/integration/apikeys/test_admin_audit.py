@@ -8,6 +8,7 @@ import json
 import logging
 import os
 import signal
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import grpc
@@ -63,9 +64,11 @@ async def test_a_call_without_the_admin_token_is_counted(start_replica: StartRep
 
 
 async def give_up_on_revoke(admin: ApiKeyAdminStub, key_id: str, store: RedisServer,
-                            resume_after: float = 0.0) -> None:
+                            resume_after: float = 0.0,
+                            before_resume: Callable[[], Awaitable[None]] | None = None) -> None:
     """RevokeKey with a 0.5 s deadline while the store hangs (SIGSTOP): the client gives up
-    mid-call. The store resumes at once, or `resume_after` seconds later (in the background)."""
+    mid-call. The store resumes at once (after `before_resume`, if given), or `resume_after`
+    seconds later (in the background)."""
     pid = store.pid
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
@@ -74,6 +77,8 @@ async def give_up_on_revoke(admin: ApiKeyAdminStub, key_id: str, store: RedisSer
             await admin.RevokeKey(pb.RevokeKeyRequest(key_id=key_id), metadata=bearer(),
                                   timeout=0.5)
         assert gave_up.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        if before_resume is not None:
+            await asyncio.wait_for(before_resume(), timeout=30)  # a hang breaker only
     finally:
         if resume_after:
             asyncio.get_running_loop().call_later(resume_after, os.kill, pid, signal.SIGCONT)
@@ -129,9 +134,20 @@ async def test_a_key_change_that_fails_after_its_client_gave_up_is_logged(
     # Its exception went unretrieved: only asyncio's "Task exception was never retrieved",
     # when the task was collected, if ever.
     a = await start_replica("a", admin=True, redis_timeout="10s")
+    assert a.app.admin is not None
+    servicer = a.app.admin._servicer
+
+    async def server_saw_the_client_go() -> None:
+        # The client's deadline reaches the server's handler a moment after the client: the
+        # store must answer only after that, or the change ends with its caller still there
+        # (under load it did, and nothing was orphaned to log).
+        while not servicer._orphans:
+            await asyncio.sleep(0.01)
+
     channel, admin = a.admin()
     async with channel:
-        await give_up_on_revoke(admin, "0123456789abcdef", redis_server)
+        await give_up_on_revoke(admin, "0123456789abcdef", redis_server,
+                                before_resume=server_saw_the_client_go)
         with caplog.at_level(logging.WARNING):
             await asyncio.wait_for(a.app.stop(), timeout=30)  # waits for the change to end
             gc.collect()
