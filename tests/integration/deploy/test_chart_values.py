@@ -239,10 +239,11 @@ REJECTED = [
     # with one pod, and the pod crash-looped.
     pytest.param({"quota": {"enabled": True, "replicas": 2},
                   "autoscaling": {"enabled": False}, "replicaCount": 1},
-                 "quota.replicas: 2, but quota.store is memory (the default), which counts in "
-                 "each pod apart: 2 pods would give every tenant 2 times its limits, and "
-                 "tenantgate refuses the config. Set quota.store: redis with quota.redis.url, or "
-                 "quota.replicas: 1 with one pod", id="memory-quota-replicas-above-one"),
+                 "quota.replicas: 2 says 2 processes share the quota, but quota.store is memory "
+                 "(the default), which counts in each process apart (they would give every "
+                 "tenant 2 times its limits), and tenantgate refuses the config. Set "
+                 "quota.store: redis with quota.redis.url, or quota.replicas: 1 with one pod",
+                 id="memory-quota-replicas-above-one"),
     # With the app in the user's own chart the pod count is unknown, but tenantgate still needs
     # quota.replicas for degraded: the chart rendered it and the pods crash-looped.
     pytest.param({"mode": "sidecar", "sidecar": {"app": {"enabled": False}},

@@ -195,7 +195,7 @@ Cross-field checks JSON Schema cannot express; each failure is one readable sent
 {{- /* tenantgate refuses it too (check-config exits 2): the pods would crash-loop */ -}}
 {{- $shares := int (default 0 (get $quota "replicas")) -}}
 {{- if gt $shares 1 -}}
-{{- fail (printf "quota.replicas: %d, but quota.store is memory (the default), which counts in each pod apart: %d pods would give every tenant %d times its limits, and tenantgate refuses the config. Set quota.store: redis with quota.redis.url, or quota.replicas: 1 with one pod" $shares $shares $shares) -}}
+{{- fail (printf "quota.replicas: %d says %d processes share the quota, but quota.store is memory (the default), which counts in each process apart (they would give every tenant %d times its limits), and tenantgate refuses the config. Set quota.store: redis with quota.redis.url, or quota.replicas: 1 with one pod" $shares $shares $shares) -}}
 {{- end -}}
 {{- end -}}
 {{- /* degraded mode gives each pod limit ÷ quota.replicas while the store fails: fewer
