@@ -11,6 +11,8 @@ import promql_parser
 import pytest
 import yaml
 from deploy_support import CHART, REPO, Rendered
+from promql_eval import Series, evaluate
+from tenantgate.config.tls import LISTENERS
 from tenantgate.decision import STATUS, Reason
 from tenantgate.observe.metrics import OTHER_TENANT
 from tenantgate.observe.quota import QuotaResult, RlsResult
@@ -34,10 +36,17 @@ METRICS: dict[str, set[str]] = {
     "tenantgate_quota_fail_open_total": set(),
     "tenantgate_quota_fail_closed_total": set(),
     "tenantgate_config_reloads_total": {"result"},
+    "tenantgate_config_last_reload_successful": set(),
+    "tenantgate_tls_reread_failures_total": {"listener"},
+    "tenantgate_apikey_revocation_subscribed": {"channel"},
+    "tenantgate_context_signing_key_info": {"key_id"},  # an Info: key_id is its value's key
     "tenantgate_quota_degraded_active": set(),
     "tenantgate_apikey_revoked_attempts_total": {"tenant"},
     "tenantgate_ratelimit_service_requests_total": {"domain", "result"},
 }
+# Read by alerts, not shown on the dashboard (yet): state an alert says better than a panel.
+NO_PANEL = {"tenantgate_config_last_reload_successful", "tenantgate_tls_reread_failures_total",
+            "tenantgate_apikey_revocation_subscribed", "tenantgate_context_signing_key_info"}
 # Prometheus's own series, which alerts (not panels) may read too.
 PROMETHEUS_SERIES: dict[str, set[str]] = {"up": {"namespace", "job", "instance"}}
 # Values a query may compare a label with, per metric (what the code emits).
@@ -48,6 +57,7 @@ LABEL_VALUES: dict[tuple[str, str], set[str]] = {
     ("tenantgate_token_cache_total", "result"): {"hit", "rejected_hit", "miss"},
     ("tenantgate_quota_decisions_total", "result"): {str(r) for r in QuotaResult},
     ("tenantgate_config_reloads_total", "result"): {"ok", "rejected"},
+    ("tenantgate_tls_reread_failures_total", "listener"): set(LISTENERS.values()),
     ("tenantgate_ratelimit_service_requests_total", "result"): {str(r) for r in RlsResult},
 }
 ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
@@ -57,7 +67,9 @@ ALERTS = {"TenantgateAuthFailureSpike", "TenantgateTenantThrottled",
           "TenantgateQuotaDegraded", "TenantgateInternalErrors", "TenantgateCheckLatencyHigh",
           "TenantgateConfigReloadRejected", "TenantgateAuditWriteErrors", "TenantgateDown",
           "TenantgateEventLoopStalled", "TenantgateAuditLinesDropped",
-          "TenantgateInstanceDown"}
+          "TenantgateInstanceDown", "TenantgateDependencyUnavailable",
+          "TenantgateRevocationChannelDown", "TenantgateTlsRereadFailing",
+          "TenantgateSigningKeysMixed"}
 
 
 def _selectors(expr: str) -> list[promql_parser.VectorSelector]:
@@ -277,7 +289,8 @@ def test_dashboard_queries_are_valid_promql_over_known_metrics() -> None:
             assert target["datasource"]["uid"] == "${datasource}"
     used = {s.name for p in panels for t in p["targets"] for s in _selectors(
         t["expr"].replace("$__rate_interval", "1m").replace("$tenant", ".*"))}
-    assert used == set(METRICS), f"metrics without a panel: {sorted(set(METRICS) - used)}"
+    assert used == set(METRICS) - NO_PANEL, \
+        f"metrics without a panel: {sorted(set(METRICS) - NO_PANEL - used)}"
 
 
 def test_dashboard_shows_what_the_issue_asks_for() -> None:
@@ -311,7 +324,7 @@ def test_the_metric_contract_matches_what_tenantgate_registers() -> None:
     import tenantgate.observe.loop_lag
     import tenantgate.observe.metrics
     import tenantgate.observe.quota  # noqa: F401 - they register their metrics on import
-    from prometheus_client import REGISTRY
+    from prometheus_client import REGISTRY, Info
 
     collectors = REGISTRY._names_to_collectors  # name (with _total, _bucket...) -> collector
     missing = [name for name in METRICS if name not in collectors]
@@ -320,4 +333,124 @@ def test_the_metric_contract_matches_what_tenantgate_registers() -> None:
         defined = set(getattr(collectors[name], "_labelnames"))  # noqa: B009 - no public API
         if name.endswith("_bucket"):
             defined.add("le")
+        if isinstance(collectors[name], Info):
+            defined |= _info_labels(collectors[name])
         assert defined == labels, name
+
+
+def _info_labels(info: Any) -> set[str]:
+    """An info metric's labels are the keys its one writer gives it (signing_with)."""
+    from tenantgate.observe import metrics
+
+    assert info is metrics.CONTEXT_SIGNING_KEY
+    before = dict(info._value)
+    try:
+        metrics.signing_with("contract")
+        return {key for family in info.collect() for sample in family.samples
+                for key in sample.labels}
+    finally:
+        with info._lock:
+            info._value = before
+
+
+def _plain_rules() -> list[dict[str, Any]]:
+    return [r for g in yaml.safe_load(PLAIN_RULES.read_text())["groups"] for r in g["rules"]]
+
+
+OURS = {"namespace": "auth", "job": "tg-tenantgate"}  # the scrape job standalone-redis-full sets
+
+
+def _fires(rule: dict[str, Any], *series: Series) -> set[frozenset[tuple[str, str]]]:
+    return set(evaluate(rule["expr"], series))
+
+
+def test_503s_from_a_dependency_down_alert_at_once_whichever_dependency(
+        rules: list[dict[str, Any]]) -> None:
+    """The API-key store down had no alert, the quota store failing closed only a 5-minute
+    warning, and an issuer's keys past max_stale a warning after ~25 minutes, while clients
+    were already refused: the alert reads the 503s themselves, every reason answered 503."""
+    rule = next(r for r in rules if r["alert"] == "TenantgateDependencyUnavailable")
+    match = re.search(r'reason=~"([^"]+)"', rule["expr"])
+    assert match is not None
+    assert set(match.group(1).split("|")) == {
+        str(reason) for reason, status in STATUS.items() if status == 503}
+    assert rule["labels"]["severity"] == "critical"
+    assert rule["for"] == "2m"
+    groupings, _ = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
+    assert [labels - SCOPE for labels in groupings] == [{"reason"}]
+    assert "{{ $labels.reason }}" in rule["annotations"]["summary"]
+
+
+def test_jwks_alert_no_longer_says_known_keys_keep_working(rules: list[dict[str, Any]]) -> None:
+    """Known keys verify tokens only until jwks.max_stale; past it the issuer's tokens get 503."""
+    rule = next(r for r in rules if r["alert"] == "TenantgateJwksRefreshFailing")
+    description = rule["annotations"]["description"]
+    assert "keep working" not in description
+    assert "jwks.max_stale" in description and "503" in description
+    assert "TenantgateDependencyUnavailable" in description
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_a_rejected_reload_alerts_until_a_reload_succeeds(
+        rules: list[dict[str, Any]], plain: bool) -> None:
+    """increase(reloads{result="rejected"}[15m]) cleared itself after 15 minutes while the
+    rejected file stayed on disk, and the next restart would fail on it."""
+    rule = next(r for r in (_plain_rules() if plain else rules)
+                if r["alert"] == "TenantgateConfigReloadRejected")
+    labels = {**OURS, "instance": "10.0.0.1:9090"}
+    assert _fires(rule, Series("tenantgate_config_last_reload_successful", labels, 0.0))
+    assert not _fires(rule, Series("tenantgate_config_last_reload_successful", labels, 1.0))
+    assert "{{ $labels.instance }}" in rule["annotations"]["summary"]
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_a_replica_not_subscribed_to_revocations_alerts(
+        rules: list[dict[str, Any]], plain: bool) -> None:
+    rule = next(r for r in (_plain_rules() if plain else rules)
+                if r["alert"] == "TenantgateRevocationChannelDown")
+    channel = "tenantgate:apikeys:revoked"
+    down = {**OURS, "instance": "10.0.0.2:9090", "channel": channel}
+    up = {**down, "instance": "10.0.0.1:9090"}
+    firing = _fires(rule, Series("tenantgate_apikey_revocation_subscribed", up, 1.0),
+                    Series("tenantgate_apikey_revocation_subscribed", down, 0.0))
+    assert firing == {frozenset(down.items())}
+    assert rule["labels"]["severity"] == "warning" and rule["for"] == "5m"
+    assert "api_keys.cache_ttl" in rule["annotations"]["description"]
+    assert "&{{ $labels.channel }}" in rule["annotations"]["description"]
+
+
+def test_tls_reread_failures_alert_per_instance_and_listener(
+        rules: list[dict[str, Any]]) -> None:
+    rule = next(r for r in rules if r["alert"] == "TenantgateTlsRereadFailing")
+    groupings, _ = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
+    assert [labels - SCOPE for labels in groupings] == [{"instance", "listener"}]
+    assert "increase(tenantgate_tls_reread_failures_total" in rule["expr"]
+    assert rule["labels"]["severity"] == "warning"
+    assert "expire" in rule["annotations"]["description"]
+
+
+@pytest.mark.parametrize("plain", [False, True])
+def test_two_signing_keys_in_one_deployment_alert(
+        rules: list[dict[str, Any]], plain: bool) -> None:
+    """A signing-key rotation stuck half-way: replicas of one deployment sign with two keys."""
+    rule = next(r for r in (_plain_rules() if plain else rules)
+                if r["alert"] == "TenantgateSigningKeysMixed")
+
+    def key(instance: str, key_id: str, job: dict[str, str] = OURS) -> Series:
+        return Series("tenantgate_context_signing_key_info",
+                      {**job, "instance": instance, "key_id": key_id}, 1.0)
+
+    assert _fires(rule, key("10.0.0.1:9090", "k1"), key("10.0.0.2:9090", "k2"))
+    assert not _fires(rule, key("10.0.0.1:9090", "k2"), key("10.0.0.2:9090", "k2"))
+    if not plain:  # another release signs with its own key: not this release's rotation
+        other = {"namespace": "shop", "job": "shop/tg-tenantgate-cart"}
+        assert not _fires(rule, key("10.0.0.1:9090", "k1"), key("10.0.5.1:9090", "k9", other))
+    assert rule["for"] == "30m"
+
+
+def test_internal_errors_alert_says_background_tasks_count_too(
+        rules: list[dict[str, Any]]) -> None:
+    description = next(r for r in rules if r["alert"] == "TenantgateInternalErrors")[
+        "annotations"]["description"]
+    for task in ("JWKS refresh", "batched quota sync", "TLS certificate re-read", "reload"):
+        assert task in description, task

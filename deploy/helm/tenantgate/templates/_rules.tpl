@@ -29,6 +29,11 @@ when the chart renders neither: the scrape config is someone else's and its job 
 no_credential|malformed_token|token_too_large|algorithm_not_allowed|unknown_issuer|unknown_key|bad_signature|token_expired|token_not_yet_valid|token_issued_in_future|token_too_old|wrong_audience|wrong_token_type|unsupported_crit|bad_claims|tenant_missing|tenant_invalid|issuer_not_allowed_for_tenant|api_key_invalid|api_key_revoked|api_key_expired
 {{- end -}}
 
+{{/* Deny reasons answered 503: a dependency tenantgate needs failed (decision.py STATUS table). */}}
+{{- define "tenantgate.unavailableReasons" -}}
+quota_unavailable|keyset_unavailable|api_key_store_unavailable|dependency_unavailable
+{{- end -}}
+
 {{- define "tenantgate.ruleGroups" -}}
 {{- $r := .Values.metrics.prometheusRule -}}
 {{- $auth := printf "decision=\"deny\",reason=~\"%s\"" (include "tenantgate.authFailureReasons" .) -}}
@@ -44,6 +49,8 @@ thresholds. $m: extra matchers, $s: a whole selector, $b: grouping labels to kee
 {{- end -}}
 {{- $sum := ternary "sum by (namespace, job) " "sum" (ne $job "") -}}
 {{- $max := ternary "max by (namespace, job) " "max" (ne $job "") -}}
+{{- $count := ternary "count by (namespace, job) " "count" (ne $job "") -}}
+{{- $unavailable := printf "decision=\"deny\",reason=~\"%s\"" (include "tenantgate.unavailableReasons" .) -}}
 groups:
   - name: tenantgate.tenants
     rules:
@@ -105,7 +112,8 @@ groups:
   - name: tenantgate.dependencies
     rules:
       - alert: TenantgateJwksRefreshFailing
-        # Errors and no successful fetch: cached keys still verify tokens until max_stale.
+        # Errors and no successful fetch: cached keys still verify tokens until max_stale, then
+        # none do (TenantgateDependencyUnavailable).
         # Per instance: each replica fetches on its own, and one that cannot reach the IdP
         # (its egress, its DNS) must not be hidden by another that can.
         expr: |
@@ -116,7 +124,27 @@ groups:
         labels: {severity: warning}
         annotations:
           summary: {{ "JWKS refresh failing for issuer \"{{ $labels.issuer }}\" on {{ $labels.instance }}" | quote }}
-          description: {{ "tenantgate instance {{ $labels.instance }} could not fetch the keys of issuer \"{{ $labels.issuer }}\" for 15 minutes. Known keys keep working until jwks.max_stale; new or rotated keys are rejected." | quote }}
+          description: {{ "tenantgate instance {{ $labels.instance }} could not fetch the keys of issuer \"{{ $labels.issuer }}\" for 15 minutes. Tokens signed with a new or rotated key are refused now; the keys already known verify tokens only until jwks.max_stale (1h by default) past their TTL, and after that every token of the issuer is answered 503 (keyset_unavailable, TenantgateDependencyUnavailable) until a fetch succeeds." | quote }}
+      - alert: TenantgateDependencyUnavailable
+        # What clients see of any dependency down: Checks answered 503. The API-key store had
+        # no alert at all, and a quota store failing closed or an issuer's keys past max_stale
+        # only warnings that came after clients had been refused for minutes.
+        expr: |
+          sum by ({{ $b }}reason) (rate(tenantgate_checks_total{ {{- $unavailable }}{{ $m -}} }[5m])) > 0
+        for: 2m
+        labels: {severity: critical}
+        annotations:
+          summary: {{ "tenantgate answers 503 ({{ $labels.reason }}): a dependency is down" | quote }}
+          description: {{ "{{ $value | humanize }} Checks per second are refused 503 with reason {{ $labels.reason }} because a dependency failed: api_key_store_unavailable, the API-key store (Redis, api_keys.redis_url) cannot be read, so every API-key caller is refused; quota_unavailable, the quota store failed and quota.failure_mode is closed; keyset_unavailable, an issuer's keys could not be fetched for longer than jwks.max_stale, so its tokens are refused (see TenantgateJwksRefreshFailing); dependency_unavailable, another dependency. The log says which and why." | quote }}
+      - alert: TenantgateRevocationChannelDown
+        # The subscription that drops a revoked API key from every replica's cache at once.
+        expr: |
+          tenantgate_apikey_revocation_subscribed{{ $s }} == 0
+        for: 5m
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "tenantgate instance {{ $labels.instance }} does not hear API-key revocations" | quote }}
+          description: {{ "tenantgate instance {{ $labels.instance }} has not been subscribed to the revocation channel \"{{ $labels.channel }}\" for 5 minutes: a key revoked (or rotated) meanwhile is still accepted by this replica until its cached copy is older than api_keys.cache_ttl. Most often the Redis user lacks the channel: its ACL needs &{{ $labels.channel }} (docs/api-keys.md, \"Redis permissions\"); the log says why." | quote }}
       - alert: TenantgateQuotaStoreErrors
         expr: |
           {{ $sum }}(rate(tenantgate_quota_store_errors_total{{ $s }}[5m])) > 0
@@ -195,12 +223,14 @@ groups:
           description: {{ "Prometheus cannot scrape tenantgate at {{ $labels.instance }} (job {{ $labels.job }}): the pod is down, restarting or cut off from Prometheus." | quote }}
 {{- end }}
       - alert: TenantgateInternalErrors
+        # Bugs in a Check, and in the background tasks that retry on their own (JWKS refresh,
+        # batched quota sync, TLS re-read, starting or closing a reload's runtime).
         expr: |
           {{ $sum }}(increase(tenantgate_internal_errors_total{{ $s }}[5m])) > 0
         labels: {severity: critical}
         annotations:
           summary: "tenantgate hit unexpected errors"
-          description: {{ "{{ $value | humanize }} Checks in 5 minutes ended in a bug (gRPC INTERNAL); Envoy's failure mode decided those requests. The traceback is in the logs." | quote }}
+          description: {{ "{{ $value | humanize }} unexpected exceptions (bugs) in 5 minutes. In a Check, the Check ended in gRPC INTERNAL and Envoy's failure mode decided the request; in a background task (a JWKS refresh, the batched quota sync, the TLS certificate re-read, building or starting a reloaded config, closing the old one), that round was lost and the task retries: keys, quota charges or certificates may be going stale, and a reload failing this way is rejected. The traceback is in the logs." | quote }}
       - alert: TenantgateAuditWriteErrors
         # Decisions go on; their audit lines do not (disk full, closed pipe).
         expr: |
@@ -228,12 +258,34 @@ groups:
           description: {{ "The event loop was held more than 0.1 s {{ $value | humanize }} times in 10 minutes; Checks waiting behind it may have outlived Envoy's ext_authz timeout and been denied. The log says how long; look for CPU throttling (the pod's CPU limit), a slow audit disk or a paused node." | quote }}
       - alert: TenantgateConfigReloadRejected
         # The running config is kept, but the next restart would load the broken one and fail.
+        # A gauge, not increase() over a window: that cleared itself after 15 minutes while the
+        # rejected file stayed in place; this fires until a reload succeeds.
         expr: |
-          {{ $sum }}(increase(tenantgate_config_reloads_total{result="rejected"{{ $m }}}[15m])) > 0
+          tenantgate_config_last_reload_successful{{ $s }} == 0
         labels: {severity: warning}
         annotations:
-          summary: "tenantgate refused a new config"
-          description: "A config reload (SIGHUP) was rejected in the last 15 minutes; instances keep the previous config. Run `tenantgate check-config` on the new config: the log names each key at fault."
+          summary: {{ "tenantgate instance {{ $labels.instance }} refused its new config" | quote }}
+          description: {{ "The last config reload (SIGHUP) of {{ $labels.instance }} was rejected: it keeps serving the previous config, but the file in place is the rejected one, so a restart of this instance would fail to start. Run `tenantgate check-config` on the new config (the log names each key at fault), fix it and reload again; this clears once a reload succeeds." | quote }}
+      - alert: TenantgateTlsRereadFailing
+        # Certificate files are read again every minute and on SIGHUP; an unusable set is
+        # logged and the served one kept, so a renewal that cannot be read goes unnoticed.
+        expr: |
+          sum by ({{ $b }}instance, listener) (increase(tenantgate_tls_reread_failures_total{{ $s }}[15m])) > 0
+        labels: {severity: warning}
+        annotations:
+          summary: {{ "tenantgate instance {{ $labels.instance }} cannot read its new {{ $labels.listener }} certificate" | quote }}
+          description: {{ "tenantgate instance {{ $labels.instance }} failed {{ $value | humanize }} times in 15 minutes to read the TLS files of its {{ $labels.listener }} listener again (half written, a key that does not match the certificate, unreadable). It keeps serving the certificate it has until that expires; then clients' handshakes fail. The log names the file and the fault." | quote }}
+      - alert: TenantgateSigningKeysMixed
+        # During a signing-key rotation (deploy/README.md) replicas sign with two keys for one
+        # rollout; for half an hour, the rotation is stuck half-way (a rollout that does not
+        # finish, a replica that rejected its reload).
+        expr: |
+          {{ $count }}(count by ({{ $b }}key_id) (tenantgate_context_signing_key_info{{ $s }})) > 1
+        for: 30m
+        labels: {severity: warning}
+        annotations:
+          summary: "tenantgate replicas sign tenant contexts with different keys"
+          description: {{ "{{ $value | humanize }} signing key ids (context.active_key) have been in use at once for 30 minutes: a signing-key rotation is stuck half-way. `count by (key_id) (tenantgate_context_signing_key_info)` shows which; finish the rollout (or the reload) before retiring the old key, or contexts signed with it will be refused." | quote }}
       - alert: TenantgateCheckLatencyHigh
         expr: |
           histogram_quantile(0.99, sum by ({{ $b }}le) (rate(tenantgate_check_duration_seconds_bucket{{ $s }}[5m]))) > {{ $r.checkLatencyP99Seconds }}
