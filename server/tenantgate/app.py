@@ -19,7 +19,7 @@ from tenantgate.authz import SERVICE as AUTHZ_SERVICE
 from tenantgate.authz import AuthorizationServicer
 from tenantgate.bind_error import bind_error
 from tenantgate.config.load import load_config
-from tenantgate.config.tls import RotatingCredentials
+from tenantgate.config.tls import LISTENERS, RotatingCredentials
 from tenantgate.errors import ConfigError
 from tenantgate.health_listener import HealthListenFailed, start_health_listener
 from tenantgate.observe import metrics
@@ -57,6 +57,7 @@ class App:
         self.config_path = config_path
         self.runtime = Runtime.build(config if config is not None else load_config(config_path))
         metrics.signing_with(self.runtime.config.context.active_key)
+        metrics.CONFIG_LAST_RELOAD_OK.set(1)
         self.health = health.aio.HealthServicer()
         self.server: grpc.aio.Server | None = None
         self.admin: AdminListener | None = None
@@ -147,6 +148,8 @@ class App:
         gc.collect()
         gc.freeze()
         self._lag_watch = asyncio.get_running_loop().create_task(watch_loop_lag())
+        for tls in self._rotating:  # at 0 from the start: alerts use increase()
+            metrics.TLS_REREAD_FAILURES.labels(LISTENERS[tls.at])
         if self._rotating:
             self._tls_watch = asyncio.get_running_loop().create_task(self._reread_tls_every())
         await self._set_serving(health_pb2.HealthCheckResponse.SERVING)
@@ -215,6 +218,7 @@ class App:
             return False
         if new is None:
             metrics.CONFIG_RELOADS.labels("rejected").inc()
+            metrics.CONFIG_LAST_RELOAD_OK.set(0)
             return False
         if new.config.listen != self._listen:
             log.warning("reload: listen settings changed; they take effect at the next restart")
@@ -222,6 +226,7 @@ class App:
             log.warning("reload: admin settings changed; they take effect at the next restart")
         old, self.runtime = self.runtime, new
         metrics.CONFIG_RELOADS.labels("ok").inc()
+        metrics.CONFIG_LAST_RELOAD_OK.set(1)
         metrics.signing_with(new.config.context.active_key)
         log.info("config reloaded")
         task = asyncio.ensure_future(self._close_later(old))
@@ -243,11 +248,15 @@ class App:
         for tls in self._rotating:
             try:
                 await asyncio.to_thread(tls.reread)
+                failed = tls.failed  # an unusable set, said by reread
             except Exception:
+                failed = True
                 metrics.INTERNAL_ERRORS.inc()
                 if self._tls_failing[tls.at].ready():
                     log.exception("%s: reading the certificate files again failed; keeping "
                                   "the certificate served, retrying", tls.at)
+            if failed:  # either way the old certificate is served, and will expire
+                metrics.TLS_REREAD_FAILURES.labels(LISTENERS[tls.at]).inc()
 
     async def _build_and_start(self) -> Runtime | None:
         try:

@@ -132,6 +132,25 @@ async def test_an_invalid_config_is_logged_without_a_traceback(
     assert record.exc_info is None and "isuers: unknown key" in record.getMessage()
 
 
+def last_reload_successful() -> float | None:
+    return REGISTRY.get_sample_value("tenantgate_config_last_reload_successful")
+
+
+async def test_a_rejected_reload_shows_until_a_reload_succeeds(app: App) -> None:
+    # TenantgateConfigReloadRejected holds on this: the config on disk is not the one running.
+    assert last_reload_successful() == 1.0
+    path = Path(app.config_path)
+    good = path.read_text()
+    path.write_text(good.replace("issuers:", "isuers:"))
+    assert await app.reload() is False
+    assert last_reload_successful() == 0.0
+    assert await app.reload() is False
+    assert last_reload_successful() == 0.0
+    path.write_text(good)
+    assert await app.reload()
+    assert last_reload_successful() == 1.0
+
+
 async def test_a_jwks_file_being_rewritten_is_a_warning_at_start_and_reload(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     # An IdP or a sidecar rewriting the file in place: missing, then half-written. The key

@@ -133,6 +133,11 @@ def test_a_reread_keeps_the_served_set_when_the_new_one_is_unusable(
     credentials = RotatingCredentials(config.listen.tls, "listen.tls")
     served = credentials._served
     target, source = replaced
+    original = (tmp_path / target).read_bytes()
     (tmp_path / target).write_bytes((tmp_path / source).read_bytes())
     assert credentials.reread() is False
     assert credentials._served == served
+    assert credentials.failed  # what the App counts in tenantgate_tls_reread_failures_total
+    (tmp_path / target).write_bytes(original)  # fixed: read, unchanged, no longer failing
+    assert credentials.reread() is False
+    assert not credentials.failed

@@ -26,6 +26,8 @@ log = logging.getLogger("tenantgate")
 # A certificate chain or a CA bundle: a few KiB, a whole public bundle ~250 KiB. A larger file
 # is a wrong path, and is not read whole.
 MAX_PEM_BYTES = 1024 * 1024
+# Each rotating listener's block, and its label in tenantgate_tls_reread_failures_total.
+LISTENERS = {"listen.tls": "grpc", "admin.tls": "admin"}
 
 
 class TlsConfig(Model):
@@ -147,6 +149,7 @@ class RotatingCredentials:
     def __init__(self, tls: TlsConfig, at: str) -> None:
         self.tls, self.at = tls, at
         self._served = read_tls(tls, at)  # at start, a bad file is the start's error
+        self.failed = False  # the last reread could not use the files (the caller counts it)
         self._next: grpc.ServerCertificateConfiguration | None = None
         self._lock = threading.Lock()  # gRPC asks from its own threads, one per handshake
         self.credentials = grpc.dynamic_ssl_server_credentials(
@@ -157,11 +160,13 @@ class RotatingCredentials:
         """Read the files again; True when a new set will be served. A set that cannot be used
         (half written, a key that does not match) is logged and the served one kept: failing
         here would take down a listener that still has a valid certificate."""
+        self.failed = True  # until the files were read and checked
         try:
             files = read_tls(self.tls, self.at)
         except ConfigError as exc:
             log.error("%s: keeping the certificate served: %s", self.at, "; ".join(exc.issues))
             return False
+        self.failed = False
         if files == self._served:
             return False
         with self._lock:

@@ -27,6 +27,7 @@ from tenantgate.identity.apikey_store import ApiKeyStore, KeyRecord, UnreadableK
 from tenantgate.identity.backoff import Backoff
 from tenantgate.identity.model import API_KEY_SUBJECT_PREFIX, Identity
 from tenantgate.identity.store_durability import StoreDurability
+from tenantgate.observe import apikeys as apikey_metrics
 from tenantgate.observe import store_errors
 from tenantgate.observe.apikeys import APIKEY_CHECKS, APIKEY_REVOKED_ATTEMPTS, KeyResult
 from tenantgate.observe.audit import AuditLog
@@ -123,6 +124,7 @@ class ApiKeys:
         self._registry = registry
         for label in (*registry, OTHER_TENANT):  # at 0 from the start: alerts use increase()
             APIKEY_REVOKED_ATTEMPTS.labels(label)
+        APIKEY_CHECKS.labels(OTHER_TENANT, KeyResult.UNAVAILABLE)  # _read's, the only tenant
         self._audit = audit
         self._jitter = jitter
         self._sleep = sleep  # the wait between subscription attempts (a test counts them)
@@ -249,6 +251,7 @@ class ApiKeys:
     # -- lifecycle: revocation subscription and usage flushing --------------------------------
 
     async def start(self) -> None:
+        apikey_metrics.subscriber_started(self, self.cfg.channel)
         self._tasks = [asyncio.create_task(self._subscribe_forever()),
                        asyncio.create_task(self._flush_forever())]
         # Wait briefly for the subscription so revocations reach us from the first Check on;
@@ -266,6 +269,7 @@ class ApiKeys:
             _, stuck = await asyncio.wait(self._tasks, timeout=_CLOSE_WAIT)
             if stuck:
                 log.warning("API key background tasks did not stop within %.0fs", _CLOSE_WAIT)
+        apikey_metrics.subscriber_closed(self)
         await self.flush_usage()
         await self._client.aclose()
 
@@ -307,6 +311,7 @@ class ApiKeys:
             if self.subscribed.is_set():  # it was live: the next failure waits the first delay
                 backoff.reset()
             self.subscribed.clear()
+            apikey_metrics.subscriber_state(self, False)
             if not self._closing:
                 await self._sleep(backoff.next_delay())
 
@@ -354,6 +359,7 @@ class ApiKeys:
         # Messages sent while we were not subscribed are lost: forget everything cached.
         self.invalidate()
         self.subscribed.set()
+        apikey_metrics.subscriber_state(self, True)
         self._check_durability()
 
     @staticmethod

@@ -59,6 +59,7 @@ class KeySet:
                  sleep: Callable[[float], Awaitable[None]] = asyncio.sleep) -> None:
         assert issuer.jwks is not None
         self._issuer = issuer
+        metrics.declare_jwks_issuer(issuer.name)
         self._cfg: JwksConfig = issuer.jwks
         self._client = client
         self._clock = clock

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from prometheus_client import Counter, Info
+from prometheus_client import Counter, Gauge, Info
 
 from tenantgate.observe.plain import PlainCounter, PlainHistogram
 
@@ -26,6 +26,14 @@ TOKEN_CACHE = PlainCounter("tenantgate_token_cache", "Bearer-token cache lookups
 INTERNAL_ERRORS = Counter("tenantgate_internal_errors",
                           "Bugs: unexpected exceptions in a Check or a background task")
 CONFIG_RELOADS = Counter("tenantgate_config_reloads", "Config reloads", ["result"])
+# 1 from the start, 0 after a rejected reload (the running config is kept), 1 after an ok one:
+# an alert on it holds while the config on disk is one the process refused.
+CONFIG_LAST_RELOAD_OK = Gauge("tenantgate_config_last_reload_successful",
+                              "1 unless the last reload was rejected")
+# listener: grpc (listen.tls) or admin (admin.tls); the served certificate was kept.
+TLS_REREAD_FAILURES = Counter("tenantgate_tls_reread_failures",
+                              "Re-reads of a TLS listener's certificate files that failed",
+                              ["listener"])
 # class: anonymous (no verified identity), cross_tenant (cross_tenant_path denials),
 # identified (other verified denials) or sampled_allow; each has audit.max_lines_per_second.
 AUDIT_LINES_DROPPED = Counter("tenantgate_audit_lines_dropped",
@@ -50,6 +58,12 @@ def declare_tenants(labels: Iterable[str]) -> None:
     """Create the per-tenant series alerts watch (registry tenants plus "other") at 0."""
     for label in (*labels, OTHER_TENANT):
         CROSS_TENANT.labels(label)
+
+
+def declare_jwks_issuer(issuer: str) -> None:
+    """Create a configured issuer's fetch series at 0 (TenantgateJwksRefreshFailing)."""
+    for result in ("ok", "not_modified", "error"):
+        JWKS_FETCHES.labels(issuer, result)
 
 
 def signing_with(key_id: str) -> None:

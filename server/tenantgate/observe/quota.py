@@ -94,6 +94,11 @@ def _show_newest() -> None:
         BATCHED_BOUND.labels(plan, bucket, tenant).set(bound)
 
 
+def declare_store(store: str) -> None:
+    """Create a store's error series at 0: alerts use increase()."""
+    STORE_ERRORS.labels(store)
+
+
 def store_error(store: str) -> None:
     STORE_ERRORS.labels(store).inc()
 

@@ -111,6 +111,7 @@ class RedisStore:
 
     def __init__(self, cfg: RedisConfig, client: Client | None = None) -> None:
         self._cfg = cfg
+        metrics.declare_store(self.name)
         self._client, self._sentinels = (client, []) if client is not None else connect(cfg)
         self.breaker = CircuitBreaker(cfg.circuit.failures, cfg.circuit.open_for)
         # redis-py refuses a command outright when its pool is exhausted; queue here instead,

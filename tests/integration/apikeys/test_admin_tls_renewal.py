@@ -14,6 +14,7 @@ import grpc
 import pytest
 import yaml
 from apikey_support import ADMIN_TOKEN, write_config
+from prometheus_client import REGISTRY
 from tenantgate import app as app_module
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2, apikeys_pb2_grpc
 from tenantgate.app import App
@@ -99,6 +100,11 @@ async def start_admin(tmp_path: Path, redis_url: str) -> AsyncIterator[StartAdmi
         await app.stop()
 
 
+def reread_failures(listener: str) -> float | None:
+    return REGISTRY.get_sample_value("tenantgate_tls_reread_failures_total",
+                                     {"listener": listener})
+
+
 def channel(address: str, pki: Path) -> grpc.aio.Channel:
     """A client trusting only `pki`'s CA, presenting `pki`'s client certificate."""
     credentials = grpc.ssl_channel_credentials(
@@ -148,15 +154,19 @@ async def test_a_renewed_admin_certificate_is_served_to_new_connections_after_si
 async def test_a_broken_admin_set_keeps_the_served_one(
         start_admin: StartAdmin, tmp_path: Path) -> None:
     admin = await start_admin()
+    failures = reread_failures("admin")
+    assert failures is not None  # at 0 from the start: TenantgateTlsRereadFailing's increase()
     broken = issue(tmp_path / "broken")
     # A certificate with another certificate's key: a wrong Secret, or one written halfway.
     admin.volume.publish(broken, files={**FILES, "tls.key": "client.key"})
     assert await admin.app.reload()
     assert await admitted(admin.address, admin.first)
     assert not await admitted(admin.address, broken)
+    assert reread_failures("admin") == failures + 1
     admin.volume.publish(broken)  # completed: the next read serves it
     assert await admin.app.reload()
     assert await admitted(admin.address, broken)
+    assert reread_failures("admin") == failures + 1
 
 
 async def test_a_renewed_admin_certificate_is_served_without_any_signal(
@@ -181,6 +191,8 @@ async def test_a_failing_listen_tls_read_does_not_stop_the_admin_one(
     admin = await start_admin(listen_tls=True)
     listen_tls = admin.app._tls
     assert listen_tls is not None
+    failures = reread_failures("grpc")
+    assert failures is not None  # at 0 from the start, as admin's
 
     def bug() -> bool:
         raise RuntimeError("a bug in reading listen.tls's files")
@@ -190,3 +202,4 @@ async def test_a_failing_listen_tls_read_does_not_stop_the_admin_one(
     admin.volume.publish(renewed)
     assert await admin.app.reload()  # the listener read first fails; the reload goes on
     assert await admitted(admin.address, renewed)
+    assert reread_failures("grpc") == failures + 1  # a bug: its old certificate is served

@@ -17,6 +17,7 @@ from typing import Any, NoReturn
 import grpc
 import pytest
 import redis
+from prometheus_client import REGISTRY
 from tenantgate._gen.tenantgate.admin.v1 import apikeys_pb2 as pb
 from tenantgate.admin.servicer import ApiKeyAdminServicer
 from tenantgate.config.apikeys import ApiKeysConfig
@@ -215,6 +216,7 @@ async def test_a_redis7_user_without_the_channel_backs_off_and_says_why(
 
     await api_keys.start()  # waits 2 s for a subscription that is refused
     assert not api_keys.subscribed.is_set()
+    assert subscribed_gauge() == 0.0  # TenantgateRevocationChannelDown
     assert api_keys._generation == generation  # refused attempts leave the cache alone
     for _ in range(6):
         await stepper.step()
@@ -239,11 +241,18 @@ async def test_a_redis7_user_without_the_channel_backs_off_and_says_why(
         client.execute_command("ACL", "SETUSER", "nochannel", f"&{CHANNEL}")
         stepper._go.release()
         await asyncio.wait_for(api_keys.subscribed.wait(), timeout=20)
+        assert subscribed_gauge() == 1.0
         assert api_keys._generation == generation + 1  # emptied once, on subscribing
         assert "subscribed again" in caplog.text
         client.execute_command("CLIENT", "KILL", "TYPE", "pubsub")
     await stepper.until(8)
     assert stepper.delays[7] == 0.5
+    assert subscribed_gauge() == 0.0  # lost: subscribing again
+
+
+def subscribed_gauge() -> float | None:
+    return REGISTRY.get_sample_value("tenantgate_apikey_revocation_subscribed",
+                                     {"channel": CHANNEL})
 
 
 def warnings_from(caplog: pytest.LogCaptureFixture, logger: str) -> list[str]:
