@@ -376,6 +376,9 @@ def test_503s_from_a_dependency_down_alert_at_once_whichever_dependency(
         str(reason) for reason, status in STATUS.items() if status == 503}
     assert rule["labels"]["severity"] == "critical"
     assert rule["for"] == "2m"
+    # A window as long as `for` or longer keeps one burst of 503s (a Redis restart, one
+    # timeout) above 0 past `for`, and that paged: the window must be the shorter.
+    assert "[1m]" in rule["expr"] and "[5m]" not in rule["expr"]
     groupings, _ = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
     assert [labels - SCOPE for labels in groupings] == [{"reason"}]
     assert "{{ $labels.reason }}" in rule["annotations"]["summary"]
@@ -425,6 +428,9 @@ def test_tls_reread_failures_alert_per_instance_and_listener(
     groupings, _ = _aggregations_and_matchings(promql_parser.parse(rule["expr"]))
     assert [labels - SCOPE for labels in groupings] == [{"instance", "listener"}]
     assert "increase(tenantgate_tls_reread_failures_total" in rule["expr"]
+    # Re-read once a minute: more than 2 failures in 10 minutes is a file that stays bad; one
+    # caught half written by a tool writing the certificate and the key apart is not.
+    assert rule["expr"].strip().endswith("[10m])) > 2")
     assert rule["labels"]["severity"] == "warning"
     assert "expire" in rule["annotations"]["description"]
 

@@ -128,14 +128,15 @@ groups:
       - alert: TenantgateDependencyUnavailable
         # What clients see of any dependency down: Checks answered 503. The API-key store had
         # no alert at all, and a quota store failing closed or an issuer's keys past max_stale
-        # only warnings that came after clients had been refused for minutes.
+        # only warnings that came after clients had been refused for minutes. The window is
+        # shorter than `for`: one burst of 503s (a Redis restart) must not page.
         expr: |
-          sum by ({{ $b }}reason) (rate(tenantgate_checks_total{ {{- $unavailable }}{{ $m -}} }[5m])) > 0
+          sum by ({{ $b }}reason) (rate(tenantgate_checks_total{ {{- $unavailable }}{{ $m -}} }[1m])) > 0
         for: 2m
         labels: {severity: critical}
         annotations:
           summary: {{ "tenantgate answers 503 ({{ $labels.reason }}): a dependency is down" | quote }}
-          description: {{ "{{ $value | humanize }} Checks per second are refused 503 with reason {{ $labels.reason }} because a dependency failed: api_key_store_unavailable, the API-key store (Redis, api_keys.redis_url) cannot be read, so every API-key caller is refused; quota_unavailable, the quota store failed and quota.failure_mode is closed; keyset_unavailable, an issuer's keys could not be fetched for longer than jwks.max_stale, so its tokens are refused (see TenantgateJwksRefreshFailing); dependency_unavailable, another dependency. The log says which and why." | quote }}
+          description: {{ "{{ $value | humanize }} Checks per second are refused 503 with reason {{ $labels.reason }} because a dependency failed: api_key_store_unavailable, the API-key store (Redis, api_keys.redis_url) cannot be read, so every API-key caller is refused; quota_unavailable, the quota store failed and the failure mode in force (quota, plan or tenant override) is closed; keyset_unavailable, an issuer's keys could not be fetched for longer than jwks.max_stale, so its tokens are refused (see TenantgateJwksRefreshFailing); dependency_unavailable, another dependency. The log says which and why." | quote }}
       - alert: TenantgateRevocationChannelDown
         # The subscription that drops a revoked API key from every replica's cache at once.
         expr: |
@@ -269,12 +270,13 @@ groups:
       - alert: TenantgateTlsRereadFailing
         # Certificate files are read again every minute and on SIGHUP; an unusable set is
         # logged and the served one kept, so a renewal that cannot be read goes unnoticed.
+        # More than 2 in 10 minutes (one a minute): a file caught half written once is not it.
         expr: |
-          sum by ({{ $b }}instance, listener) (increase(tenantgate_tls_reread_failures_total{{ $s }}[15m])) > 0
+          sum by ({{ $b }}instance, listener) (increase(tenantgate_tls_reread_failures_total{{ $s }}[10m])) > 2
         labels: {severity: warning}
         annotations:
           summary: {{ "tenantgate instance {{ $labels.instance }} cannot read its new {{ $labels.listener }} certificate" | quote }}
-          description: {{ "tenantgate instance {{ $labels.instance }} failed {{ $value | humanize }} times in 15 minutes to read the TLS files of its {{ $labels.listener }} listener again (half written, a key that does not match the certificate, unreadable). It keeps serving the certificate it has until that expires; then clients' handshakes fail. The log names the file and the fault." | quote }}
+          description: {{ "tenantgate instance {{ $labels.instance }} failed {{ $value | humanize }} times in 10 minutes to read the TLS files of its {{ $labels.listener }} listener again (half written, a key that does not match the certificate, unreadable). It keeps serving the certificate it has until that expires; then clients' handshakes fail. The log names the file and the fault." | quote }}
       - alert: TenantgateSigningKeysMixed
         # During a signing-key rotation (deploy/README.md) replicas sign with two keys for one
         # rollout; for half an hour, the rotation is stuck half-way (a rollout that does not
