@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import pytest
 from tenantgate.config.load import parse_config
 from tenantgate.errors import QuotaStoreUnavailable
-from tenantgate.quota.limiter import Limiter
+from tenantgate.quota.limiter import CompiledPlan, Limiter
 from tenantgate.quota.memory import MemoryStore
 from tenantgate.quota.store import Bucket, Outcome
 
@@ -46,13 +46,19 @@ class Outage(MemoryStore):
         return await super().acquire(buckets, cost)
 
 
-async def test_the_store_failing_and_answering_again_are_each_said_once(
-        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+def limiter_on_an_outage(monkeypatch: pytest.MonkeyPatch
+                         ) -> tuple[Outage, Limiter, CompiledPlan]:
     monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
     store = Outage()
     limiter = Limiter(parse_config(CONFIG), store)
     plan = limiter.plan_for("acme", None, False)
     assert plan is not None
+    return store, limiter, plan
+
+
+async def test_the_store_failing_and_answering_again_are_each_said_once(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    store, limiter, plan = limiter_on_an_outage(monkeypatch)
     with caplog.at_level(logging.INFO, logger="tenantgate.quota"):
         for down in (False, True, True, False, False, True, False):
             store.down = down
@@ -71,11 +77,7 @@ async def test_a_store_failing_every_other_call_is_not_said_at_request_rate(
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
     # A demoted Redis answers denials and refuses admissions: every failed call used to arm
     # the INFO line, and the next answered one said it, one line per call.
-    monkeypatch.setenv("TG_QUOTA_TEST_SECRET", "x" * 40)
-    store = Outage()
-    limiter = Limiter(parse_config(CONFIG), store)
-    plan = limiter.plan_for("acme", None, False)
-    assert plan is not None
+    store, limiter, plan = limiter_on_an_outage(monkeypatch)
     with caplog.at_level(logging.INFO, logger="tenantgate.quota"):
         for down in (True, False) * 20:
             store.down = down
