@@ -44,9 +44,8 @@ METRICS: dict[str, set[str]] = {
     "tenantgate_apikey_revoked_attempts_total": {"tenant"},
     "tenantgate_ratelimit_service_requests_total": {"domain", "result"},
 }
-# Read by alerts, not shown on the dashboard (yet): state an alert says better than a panel.
-NO_PANEL = {"tenantgate_config_last_reload_successful", "tenantgate_tls_reread_failures_total",
-            "tenantgate_apikey_revocation_subscribed", "tenantgate_context_signing_key_info"}
+# Read by alerts, not shown on the dashboard: state an alert says better than a panel.
+NO_PANEL = {"tenantgate_context_signing_key_info"}
 # Prometheus's own series, which alerts (not panels) may read too.
 PROMETHEUS_SERIES: dict[str, set[str]] = {"up": {"namespace", "job", "instance"}}
 # Values a query may compare a label with, per metric (what the code emits).
