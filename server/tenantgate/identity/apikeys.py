@@ -391,8 +391,8 @@ def redis_client(cfg: ApiKeysConfig, **options: Any) -> Redis:
 
 def store_secrets(cfg: ApiKeysConfig) -> list[str]:
     """Every password a store failure could echo: the URL's and `redis_password`'s."""
-    configured = [cfg.redis_password.value.decode()] if cfg.redis_password is not None else []
-    return store_errors.url_secrets(cfg.redis_url) + configured
+    password = cfg.redis_password.value if cfg.redis_password is not None else None
+    return store_errors.redis_secrets(cfg.redis_url, password)
 
 
 def build_api_keys(config: Config, audit: AuditLog) -> ApiKeys | None:

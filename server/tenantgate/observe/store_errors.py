@@ -33,6 +33,12 @@ def url_secrets(url: str) -> list[str]:
     return [p for p in [parts.password or "", *query] if p]
 
 
+def redis_secrets(url: str, password: bytes | None) -> list[str]:
+    """Every password a Redis store's failure could echo: the URL's and the one configured
+    apart (a secret's bytes, checked to be UTF-8 when the config loaded)."""
+    return url_secrets(url) + ([password.decode()] if password is not None else [])
+
+
 def _forms(secrets: Iterable[str]) -> list[str]:
     """Each secret as given and decoded; longest first, so a form holding another is masked
     whole."""

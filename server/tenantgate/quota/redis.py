@@ -90,16 +90,23 @@ def connect(cfg: RedisConfig) -> tuple[Client, list[Redis]]:
 
 
 def _secrets(cfg: RedisConfig) -> list[str]:
-    """Every password an error could echo: the URL's and the `password` setting's (masked by
-    store_errors.describe as written and decoded, should Redis or redis-py ever name one)."""
-    configured = [cfg.password.value.decode()] if cfg.password is not None else []
-    return store_errors.url_secrets(cfg.url) + configured
+    """Every password an error could echo (masked by store_errors.describe as written and
+    decoded, should Redis or redis-py ever name one)."""
+    password = cfg.password.value if cfg.password is not None else None
+    return store_errors.redis_secrets(cfg.url, password)
 
 
 def _stale_server(message: str) -> bool:
     """A reply saying this server no longer takes writes: READONLY (demoted by a failover; a
     script's write refused inside it comes back as ERR ... -READONLY) or LOADING (restarted)."""
     return message.startswith(("READONLY ", "LOADING ")) or " -READONLY " in message
+
+
+def _stale(exc: BaseException) -> bool:
+    """redis-py's error for a reply _stale_server() names: ReadOnlyError and BusyLoadingError
+    carry the code in their class (their message lost it), a script's refusal in its text."""
+    return isinstance(exc, ReadOnlyError | BusyLoadingError) or (
+        isinstance(exc, ResponseError) and _stale_server(str(exc)))
 
 
 def _gcra_wire(calls: Sequence[Call]) -> bytes:
@@ -406,12 +413,6 @@ class RedisStore:
 
 # A Cluster charge's share of redis.timeout: its own deadline must pass before the whole call's.
 _CLUSTER_CALL_SHARE = 0.8
-
-
-def _stale(exc: BaseException) -> bool:
-    """redis-py's error for a reply _stale_server() names (its class carries the code)."""
-    return isinstance(exc, ReadOnlyError | BusyLoadingError) or (
-        isinstance(exc, ResponseError) and " -READONLY " in str(exc))
 
 
 def _store_key(cfg: RedisConfig) -> str:
