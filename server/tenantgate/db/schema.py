@@ -194,11 +194,7 @@ def _refuse_upgrade_without_owner(conn: Any, before: int) -> None:
 # owner's schema before SET ROLE) and to SET ROLE to it; its grant (default options: both) is
 # skipped ('set': no INHERIT) or leaves an existing self-grant as it is ('inherit': no SET).
 # Empty, CREATE ROLE grants only ADMIN and version 1 grants what it needs, as it was written for.
-_NO_SELF_GRANT = """
-SELECT pg_catalog.set_config('createrole_self_grant', '', true)
- WHERE pg_catalog.current_setting('server_version_num')::int >= 160000
-"""
-_RESTORE_SELF_GRANT = """
+_SET_SELF_GRANT = """
 SELECT pg_catalog.set_config('createrole_self_grant', %s, true)
  WHERE pg_catalog.current_setting('server_version_num')::int >= 160000
 """
@@ -228,10 +224,10 @@ def install(conn: Any) -> tuple[int, int]:
             raise UnsafeRole(_unsafe_role_message(conn, *unsafe[0], before))
         _refuse_upgrade_without_owner(conn, before)
         self_grant = conn.execute(_SELF_GRANT).fetchone()[0]
-        conn.execute(_NO_SELF_GRANT)
+        conn.execute(_SET_SELF_GRANT, [""])
         for migration in migrations():
             if migration.version > before:
                 conn.execute(migration.sql)
         # SET LOCAL outlives a savepoint: give a caller's own transaction its setting back.
-        conn.execute(_RESTORE_SELF_GRANT, [self_grant])
+        conn.execute(_SET_SELF_GRANT, [self_grant])
         return before, installed_version(conn)

@@ -426,9 +426,6 @@ def tenant_plans(config: Config) -> dict[str, CompiledPlan]:
         changes = entry.overrides.model_dump(exclude_none=True)
         if not changes:
             continue
-        if changes.get("failure_mode") == "degraded" and q.replicas is None:
-            issues.append(f"tenants.registry.{tenant_id}.overrides.failure_mode: degraded "
-                          "needs quota.replicas")
         base = q.plans[plan_name] if plan_name else PlanConfig()
         try:  # validated as a whole plan: an override must pass every check a plan does
             merged = PlanConfig.model_validate(
